@@ -1,0 +1,336 @@
+"""The one exception tree of msd_async.
+
+Every error the library raises derives from :class:`MediaStoreError`::
+
+    MediaStoreError
+    ├── ClientValidationError        raised before anything is sent (also a ValueError)
+    │   ├── InvalidPathError             path characters, empty segment, depth, length
+    │   ├── InvalidRangeError            malformed or empty byte range
+    │   ├── InvalidParameterError        MaxResults, Content-Type, Cache-Control, options
+    │   └── ObjectTooLargeError          body over the 25 MB / 10 MB limit (before or while sending)
+    ├── ServiceError                 the service answered with an error (code, status, request id)
+    │   ├── ObjectNotFoundError          ObjectNotFoundException, 404
+    │   ├── ContainerNotFoundError       ContainerNotFoundException, 404
+    │   ├── RangeNotSatisfiableError     RequestedRangeNotSatisfiableException, 416
+    │   ├── ValidationError              ValidationException, 400
+    │   ├── ThrottlingError              ThrottlingException (400) or HTTP 429
+    │   ├── AuthError                    403 family
+    │   │   ├── InvalidSignatureError        InvalidSignatureException
+    │   │   ├── UnrecognizedClientError      UnrecognizedClientException
+    │   │   ├── MissingAuthenticationTokenError
+    │   │   └── AccessDeniedError            AccessDeniedException
+    │   └── ServerError                  5xx (InternalServerError, 502, 503, 504)
+    ├── TransportError               the connection failed; the cause is chained
+    │   ├── ConnectError
+    │   ├── ConnectionLostError          the peer closed or reset mid-request / mid-body
+    │   └── TimeoutError                 (also the builtin TimeoutError)
+    │       ├── ConnectTimeout, ReadTimeout, WriteTimeout, PoolTimeout
+    │       └── DeadlineExceeded         the per-call deadline covering all attempts
+    ├── UnreplayableBodyError        a retry needed a body that can only be read once
+    ├── ObjectChangedError           a resumed download found a different ETag
+    └── CredentialsError             no credentials, or the provider failed
+
+Every exception carries ``attempts``: how many HTTP attempts the call made before it
+gave up (0 when it failed before sending).
+"""
+
+from __future__ import annotations
+
+import builtins
+from typing import ClassVar
+
+__all__ = [
+    "AccessDeniedError",
+    "AuthError",
+    "ClientValidationError",
+    "ConnectError",
+    "ConnectTimeout",
+    "ConnectionLostError",
+    "ContainerNotFoundError",
+    "CredentialsError",
+    "DeadlineExceeded",
+    "InvalidParameterError",
+    "InvalidPathError",
+    "InvalidRangeError",
+    "InvalidSignatureError",
+    "MediaStoreError",
+    "MissingAuthenticationTokenError",
+    "ObjectChangedError",
+    "ObjectNotFoundError",
+    "ObjectTooLargeError",
+    "PoolTimeout",
+    "RangeNotSatisfiableError",
+    "ReadTimeout",
+    "ServerError",
+    "ServiceError",
+    "ThrottlingError",
+    "TimeoutError",
+    "TransportError",
+    "UnrecognizedClientError",
+    "UnreplayableBodyError",
+    "ValidationError",
+    "WriteTimeout",
+    "service_error_class",
+]
+
+
+class MediaStoreError(Exception):
+    """Base of every error raised by msd_async."""
+
+    attempts: int = 0
+
+    def __init__(self, message: str, *, attempts: int = 0) -> None:
+        super().__init__(message)
+        self.message = message
+        self.attempts = attempts
+
+
+# --- raised before sending -------------------------------------------------------------
+
+
+class ClientValidationError(MediaStoreError, ValueError):
+    """The call was refused before sending: an argument breaks a rule of the API.
+
+    ``rule`` names the rule (for example ``"path.max-length"``); the message says how to fix it.
+    """
+
+    def __init__(self, message: str, *, rule: str) -> None:
+        super().__init__(message)
+        self.rule = rule
+
+
+class InvalidPathError(ClientValidationError):
+    """The object or folder path breaks the MediaStore naming rules."""
+
+
+class InvalidRangeError(ClientValidationError):
+    """The byte range is malformed or empty."""
+
+
+class InvalidParameterError(ClientValidationError):
+    """MaxResults, Content-Type, Cache-Control or another option is out of its allowed range."""
+
+
+class ObjectTooLargeError(ClientValidationError):
+    """The body is larger than the object limit of its upload availability.
+
+    Raised before sending when the size is known, or the moment a streamed body passes the
+    limit; in that case the upload is aborted (the connection is cut) so the service never
+    stores a truncated object, and the previous version stays intact.
+    """
+
+    def __init__(self, message: str, *, rule: str, limit: int, size: int | None) -> None:
+        super().__init__(message, rule=rule)
+        self.limit = limit
+        self.size = size
+
+
+# --- the service said no -----------------------------------------------------------------
+
+
+class ServiceError(MediaStoreError):
+    """The service answered with an error.
+
+    Keeps the AWS error ``code``, the HTTP ``status``, the service ``message`` and the
+    ``request_id`` (``x-amzn-RequestId``) to quote when reporting a problem.
+    """
+
+    #: The AWS error code this class stands for (``None`` for the generic classes).
+    CODE: ClassVar[str | None] = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str,
+        status: int,
+        request_id: str | None = None,
+        attempts: int = 1,
+    ) -> None:
+        super().__init__(message, attempts=attempts)
+        self.code = code
+        self.status = status
+        self.request_id = request_id
+
+    def __str__(self) -> str:
+        rid = f", request id {self.request_id}" if self.request_id else ""
+        return f"{self.code} (HTTP {self.status}{rid}): {self.message}"
+
+
+class ObjectNotFoundError(ServiceError):
+    """No object at that path (a folder path counts as missing too)."""
+
+    CODE = "ObjectNotFoundException"
+
+
+class ContainerNotFoundError(ServiceError):
+    """The endpoint does not name an existing container."""
+
+    CODE = "ContainerNotFoundException"
+
+
+class RangeNotSatisfiableError(ServiceError):
+    """The requested range starts past the end of the object."""
+
+    CODE = "RequestedRangeNotSatisfiableException"
+
+
+class ValidationError(ServiceError):
+    """The service rejected the request as invalid (path, size, header, token, 30 s cap)."""
+
+    CODE = "ValidationException"
+
+
+class ThrottlingError(ServiceError):
+    """Over a request-rate quota; retried by the default retry policy."""
+
+    CODE = "ThrottlingException"
+
+
+class AuthError(ServiceError):
+    """The request was not authenticated or not allowed. Check keys, region and clock."""
+
+
+class InvalidSignatureError(AuthError):
+    """The signature did not match: wrong secret key, region, or a clock more than 15 min off."""
+
+    CODE = "InvalidSignatureException"
+
+
+class UnrecognizedClientError(AuthError):
+    """The access key id is not known to the service."""
+
+    CODE = "UnrecognizedClientException"
+
+
+class MissingAuthenticationTokenError(AuthError):
+    """The request carried no credentials where they are required."""
+
+    CODE = "MissingAuthenticationTokenException"
+
+
+class AccessDeniedError(AuthError):
+    """The credentials are valid but not allowed to do this."""
+
+    CODE = "AccessDeniedException"
+
+
+class ServerError(ServiceError):
+    """The service failed (5xx); retried by the default retry policy."""
+
+    CODE = "InternalServerError"
+
+
+_CODE_TO_CLASS: dict[str, type[ServiceError]] = {
+    cls.CODE: cls
+    for cls in (
+        ObjectNotFoundError,
+        ContainerNotFoundError,
+        RangeNotSatisfiableError,
+        ValidationError,
+        ThrottlingError,
+        InvalidSignatureError,
+        UnrecognizedClientError,
+        MissingAuthenticationTokenError,
+        AccessDeniedError,
+        ServerError,
+    )
+    if cls.CODE is not None
+}
+_CODE_TO_CLASS.update(
+    {
+        "TooManyRequestsException": ThrottlingError,
+        "RequestLimitExceeded": ThrottlingError,
+        "InternalFailure": ServerError,
+        "ServiceUnavailable": ServerError,
+        "ServiceUnavailableException": ServerError,
+        "IncompleteSignature": AuthError,
+        "InvalidClientTokenId": UnrecognizedClientError,
+        "ExpiredTokenException": AuthError,
+        "RequestExpired": AuthError,
+    }
+)
+
+
+def service_error_class(code: str | None, status: int) -> type[ServiceError]:
+    """The exception class for an error response: by AWS code first, then by HTTP status."""
+    if code:
+        cls = _CODE_TO_CLASS.get(code)
+        if cls is not None:
+            return cls
+    if status == 429:
+        return ThrottlingError
+    if status >= 500:
+        return ServerError
+    if status == 416:
+        return RangeNotSatisfiableError
+    if status == 403:
+        return AuthError
+    return ServiceError
+
+
+# --- the connection failed -----------------------------------------------------------------
+
+
+class TransportError(MediaStoreError):
+    """The request could not be completed on the network; ``__cause__`` holds the original."""
+
+
+class ConnectError(TransportError):
+    """Could not open a connection to the endpoint (refused, DNS, TLS)."""
+
+
+class ConnectionLostError(TransportError):
+    """The connection closed or reset before the request or response body was complete.
+
+    For a download this means the bytes received so far are not the whole object.
+    """
+
+
+class TimeoutError(TransportError, builtins.TimeoutError):
+    """A timeout expired. Also an instance of the builtin :class:`TimeoutError`."""
+
+
+class ConnectTimeout(TimeoutError):
+    """Opening the connection took longer than ``Timeouts.connect``."""
+
+
+class ReadTimeout(TimeoutError):
+    """No byte arrived from the server for ``Timeouts.read`` seconds."""
+
+
+class WriteTimeout(TimeoutError):
+    """The server accepted no byte of the request body for ``Timeouts.write`` seconds."""
+
+
+class PoolTimeout(TimeoutError):
+    """No connection of the pool became free within ``Timeouts.pool`` seconds."""
+
+
+class DeadlineExceeded(TimeoutError):
+    """The call's deadline (covering every attempt) passed before it could finish."""
+
+
+# --- other ----------------------------------------------------------------------------------
+
+
+class UnreplayableBodyError(MediaStoreError):
+    """A retry was needed, but the upload body could only be read once.
+
+    Pass bytes, a file, a re-openable source (a callable returning a fresh async iterable), or
+    set ``replay_buffer=True`` to let the client keep what it sent. ``__cause__`` holds the
+    error that made the retry necessary.
+    """
+
+
+class ObjectChangedError(MediaStoreError):
+    """A download was resumed, but the object had been replaced (its ETag changed)."""
+
+    def __init__(self, message: str, *, expected_etag: str | None, actual_etag: str | None) -> None:
+        super().__init__(message)
+        self.expected_etag = expected_etag
+        self.actual_etag = actual_etag
+
+
+class CredentialsError(MediaStoreError):
+    """No usable credentials were found, or the credential provider failed."""

@@ -1,0 +1,1 @@
+"""A faithful local MediaStore-compatible server, for tests and for users' integrations."""

@@ -1,0 +1,1 @@
+"""pytest fixtures that start a local MediaStore server (loaded through the pytest11 entry point)."""
