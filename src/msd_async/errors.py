@@ -26,6 +26,7 @@ Every error the library raises derives from :class:`MediaStoreError`::
     │   └── TimeoutError                 (also the builtin TimeoutError)
     │       ├── ConnectTimeout, ReadTimeout, WriteTimeout, PoolTimeout
     │       └── DeadlineExceeded         the per-call deadline covering all attempts
+    ├── ProtocolError                the response did not have the shape the API promises
     ├── UnreplayableBodyError        a retry needed a body that can only be read once
     ├── ObjectChangedError           a resumed download found a different ETag
     └── CredentialsError             no credentials, or the provider failed
@@ -59,6 +60,7 @@ __all__ = [
     "ObjectNotFoundError",
     "ObjectTooLargeError",
     "PoolTimeout",
+    "ProtocolError",
     "RangeNotSatisfiableError",
     "ReadTimeout",
     "ServerError",
@@ -137,6 +139,8 @@ class ServiceError(MediaStoreError):
 
     #: The AWS error code this class stands for (``None`` for the generic classes).
     CODE: ClassVar[str | None] = None
+    #: Seconds the server asked us to wait (``Retry-After``), if it said.
+    retry_after: float | None = None
 
     def __init__(
         self,
@@ -312,6 +316,10 @@ class DeadlineExceeded(TimeoutError):
 
 
 # --- other ----------------------------------------------------------------------------------
+
+
+class ProtocolError(MediaStoreError):
+    """The response did not have the shape the API promises (not MediaStore, or a proxy)."""
 
 
 class UnreplayableBodyError(MediaStoreError):
