@@ -134,7 +134,9 @@ class ServiceError(MediaStoreError):
     """The service answered with an error.
 
     Keeps the AWS error ``code``, the HTTP ``status``, the service ``message`` and the
-    ``request_id`` (``x-amzn-RequestId``) to quote when reporting a problem.
+    ``request_id`` (``x-amzn-RequestId``) to quote when reporting a problem. ``retry_after``
+    is the server's ``Retry-After`` in seconds (``None`` when it sent none); the retry policy
+    waits at least that long, capped by ``RetryPolicy.retry_after_max``.
     """
 
     #: The AWS error code this class stands for (``None`` for the generic classes).
@@ -150,11 +152,13 @@ class ServiceError(MediaStoreError):
         status: int,
         request_id: str | None = None,
         attempts: int = 1,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message, attempts=attempts)
         self.code = code
         self.status = status
         self.request_id = request_id
+        self.retry_after = retry_after
 
     def __str__(self) -> str:
         rid = f", request id {self.request_id}" if self.request_id else ""
