@@ -1,17 +1,47 @@
-"""AWS credentials and where they come from.
+"""AWS credentials, where they come from, and the signing region.
 
 A provider is anything with ``async def get_credentials() -> Credentials``. The session
-asks its provider before every signature; providers cache and refresh on their own.
+asks its provider before every signature, so providers cache and refresh on their own and
+answer in microseconds when nothing has to change.
+
+============================  ==============================================================
+Provider                      Source
+============================  ==============================================================
+:class:`Credentials`          static keys; the object is its own provider
+:class:`EnvironmentCredentials`  ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` /
+                              ``AWS_SESSION_TOKEN`` (pure Python, re-read on every call)
+:class:`AwsChainCredentials`  the full AWS chain through aiobotocore: environment, shared
+                              files and profiles, SSO, assume-role, ``credential_process``,
+                              container and EC2 instance metadata; temporary credentials are
+                              refreshed asynchronously
+============================  ==============================================================
+
+:func:`resolve_credentials` picks one of them the way :class:`~msd_async.Session` does.
+
 Secrets never appear in a repr, a log line or an error message.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as _dt
+import os
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Final, Protocol, runtime_checkable
+from urllib.parse import urlsplit
 
-__all__ = ["Credentials", "CredentialsProvider"]
+from .errors import CredentialsError, InvalidParameterError
+
+__all__ = [
+    "AwsChainCredentials",
+    "Credentials",
+    "CredentialsProvider",
+    "EnvironmentCredentials",
+    "resolve_credentials",
+    "resolve_region",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,3 +68,285 @@ class CredentialsProvider(Protocol):
     when nothing needs refreshing."""
 
     async def get_credentials(self) -> Credentials: ...
+
+
+# --- environment variables ---------------------------------------------------------------
+
+ENV_ACCESS_KEY: Final = "AWS_ACCESS_KEY_ID"
+ENV_SECRET_KEY: Final = "AWS_SECRET_ACCESS_KEY"
+#: Checked in this order; ``AWS_SECURITY_TOKEN`` is the legacy name botocore still honours.
+ENV_TOKENS: Final = ("AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
+ENV_EXPIRATION: Final = "AWS_CREDENTIAL_EXPIRATION"
+
+
+class EnvironmentCredentials:
+    """Credentials from the standard AWS environment variables.
+
+    ``AWS_ACCESS_KEY_ID`` and ``AWS_SECRET_ACCESS_KEY`` are required; the session token comes
+    from ``AWS_SESSION_TOKEN``, else ``AWS_SECURITY_TOKEN``; ``AWS_CREDENTIAL_EXPIRATION``
+    (ISO 8601), if set, fills :attr:`Credentials.expiry`. Empty values count as unset, as in
+    botocore.
+
+    The variables are read on every call (a few dict lookups), so keys rotated by updating
+    ``os.environ`` are picked up without a restart. ``environ`` replaces ``os.environ``
+    (for tests). Raises :class:`~msd_async.CredentialsError` when a required variable is
+    missing or the expiration cannot be parsed.
+    """
+
+    __slots__ = ("_cached", "_environ")
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        self._environ: Mapping[str, str] = os.environ if environ is None else environ
+        self._cached: tuple[tuple[str, str, str | None, str], Credentials] | None = None
+
+    def __repr__(self) -> str:
+        return "EnvironmentCredentials()"
+
+    async def get_credentials(self) -> Credentials:
+        env = self._environ
+        access_key = env.get(ENV_ACCESS_KEY, "")
+        secret_key = env.get(ENV_SECRET_KEY, "")
+        token: str | None = None
+        for name in ENV_TOKENS:
+            token = env.get(name) or None
+            if token:
+                break
+        expiration = env.get(ENV_EXPIRATION, "")
+        state = (access_key, secret_key, token, expiration)
+        cached = self._cached
+        if cached is not None and cached[0] == state:
+            return cached[1]
+        missing = [
+            name
+            for name, v in ((ENV_ACCESS_KEY, access_key), (ENV_SECRET_KEY, secret_key))
+            if not v
+        ]
+        if missing:
+            raise CredentialsError(
+                f"environment variable(s) {', '.join(missing)} not set; set both "
+                f"{ENV_ACCESS_KEY} and {ENV_SECRET_KEY} (and AWS_SESSION_TOKEN for temporary "
+                "credentials), or pass credentials explicitly"
+            )
+        expiry = _parse_expiration(expiration) if expiration else None
+        creds = Credentials(access_key, secret_key, token, expiry)
+        self._cached = (state, creds)
+        return creds
+
+
+def _parse_expiration(value: str) -> _dt.datetime:
+    try:
+        parsed = _dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise CredentialsError(
+            f"{ENV_EXPIRATION}={value!r} is not an ISO 8601 time (for example 2030-01-01T00:00:00Z)"
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=_dt.UTC)
+    return parsed.astimezone(_dt.UTC)
+
+
+# --- the full AWS chain, through aiobotocore ---------------------------------------------------
+
+_NOT_FOUND_HELP: Final = (
+    "Tried, in order: the environment (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY), "
+    "assume-role and web identity settings, SSO, the shared credentials file "
+    "(AWS_SHARED_CREDENTIALS_FILE, default ~/.aws/credentials), the config file "
+    "(AWS_CONFIG_FILE, default ~/.aws/config, including credential_process), the container "
+    "credentials endpoint (AWS_CONTAINER_CREDENTIALS_RELATIVE_URI/FULL_URI) and EC2 instance "
+    "metadata. Fix it by passing credentials=Credentials(...), setting the environment "
+    "variables, choosing a configured profile (AWS_PROFILE or profile=...), or running "
+    "'aws configure' / 'aws sso login'."
+)
+
+
+class AwsChainCredentials:
+    """Credentials from the standard AWS chain, resolved by aiobotocore.
+
+    The chain (environment, shared config and credentials files and their profiles, SSO,
+    assume-role, ``credential_process``, container endpoint, EC2 instance metadata) is
+    searched once, on the first call; aiobotocore is imported only then, so importing
+    msd_async stays light. Every later call asks the resolved credentials for a frozen copy,
+    which costs nothing while they are fresh. Temporary credentials are refreshed
+    asynchronously by aiobotocore: in the background window (15 minutes before expiry) a
+    failed refresh keeps the current keys; inside the mandatory window (10 minutes) it raises.
+
+    ``profile`` names the profile to use (default: ``AWS_PROFILE``, else ``default``).
+
+    Raises :class:`~msd_async.CredentialsError` when no source has credentials, the profile
+    does not exist, or a refresh fails; the original error is chained as ``__cause__``.
+    """
+
+    __slots__ = ("_last", "_lock", "_profile", "_session", "_source")
+
+    def __init__(self, profile: str | None = None) -> None:
+        self._profile = profile
+        # Both are aiobotocore objects; typed Any so that nothing here imports aiobotocore.
+        self._session: Any = None
+        self._source: Any = None
+        self._last: tuple[Any, Credentials] | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def profile(self) -> str | None:
+        return self._profile
+
+    @property
+    def method(self) -> str | None:
+        """Where the credentials came from (aiobotocore's name, e.g. ``"env"``,
+        ``"shared-credentials-file"``, ``"custom-process"``), or ``None`` before the first
+        call."""
+        return None if self._source is None else str(self._source.method)
+
+    def __repr__(self) -> str:
+        return f"AwsChainCredentials(profile={self._profile!r}, method={self.method!r})"
+
+    async def get_credentials(self) -> Credentials:
+        source = self._source
+        if source is None:
+            source = await self._resolve()
+        try:
+            frozen = await source.get_frozen_credentials()
+        except Exception as exc:
+            raise CredentialsError(
+                f"refreshing the AWS credentials from {source.method!r} failed "
+                f"({type(exc).__name__}: {_safe_message(exc)})"
+            ) from exc
+        last = self._last
+        # Refreshable credentials hand out the same frozen tuple until they refresh; static
+        # ones build an equal tuple each time. Either way, reuse the Credentials we built.
+        if last is not None and (last[0] is frozen or last[0] == frozen):
+            return last[1]
+        creds = Credentials(
+            frozen.access_key, frozen.secret_key, frozen.token or None, _expiry_of(source)
+        )
+        self._last = (frozen, creds)
+        return creds
+
+    async def _resolve(self) -> Any:
+        async with self._lock:
+            if self._source is not None:
+                return self._source
+            # Imported here, on first use: aiobotocore pulls in botocore (~100 ms, ~30 MB).
+            import botocore.exceptions
+            from aiobotocore.session import AioSession
+
+            where = f"profile {self._profile!r}" if self._profile else "the default profile"
+            try:
+                session = AioSession(profile=self._profile)
+                source = await session.get_credentials()
+            except botocore.exceptions.ProfileNotFound as exc:
+                raise CredentialsError(
+                    f"AWS profile {self._profile!r} not found in the config or credentials "
+                    "file (AWS_CONFIG_FILE / AWS_SHARED_CREDENTIALS_FILE, default ~/.aws/); "
+                    "check its name or run 'aws configure --profile NAME'"
+                ) from exc
+            except Exception as exc:
+                raise CredentialsError(
+                    f"loading AWS credentials for {where} failed "
+                    f"({type(exc).__name__}: {_safe_message(exc)})"
+                ) from exc
+            if source is None:
+                raise CredentialsError(f"no AWS credentials found for {where}. {_NOT_FOUND_HELP}")
+            self._session = session
+            self._source = source
+            return source
+
+    async def aclose(self) -> None:
+        """Forget the resolved credentials; the next call searches the chain again.
+
+        aiobotocore keeps no connection open between refreshes, so there is nothing else to
+        release; this exists so a session can close every provider the same way. Idempotent.
+        """
+        self._session = None
+        self._source = None
+        self._last = None
+
+
+def _expiry_of(source: Any) -> _dt.datetime | None:
+    # botocore keeps the expiry of refreshable credentials only in a private attribute.
+    expiry = getattr(source, "_expiry_time", None)
+    return expiry.astimezone(_dt.UTC) if isinstance(expiry, _dt.datetime) else None
+
+
+def _safe_message(exc: BaseException) -> str:
+    # botocore's credential errors name variables, files and providers, never key material;
+    # cap the length so a chatty credential_process cannot flood a log line.
+    text = str(exc)
+    return text if len(text) <= 500 else text[:500] + "..."
+
+
+def resolve_credentials(
+    credentials: Credentials | CredentialsProvider | None = None,
+    *,
+    profile: str | None = None,
+) -> CredentialsProvider:
+    """Choose the credentials provider for a session.
+
+    1. ``credentials`` if given (static :class:`Credentials` or any provider);
+    2. else, with no ``profile`` and ``AWS_ACCESS_KEY_ID`` and ``AWS_SECRET_ACCESS_KEY`` set,
+       :class:`EnvironmentCredentials` (aiobotocore is not imported);
+    3. else :class:`AwsChainCredentials` for ``profile``.
+
+    Never raises for missing credentials: the provider raises
+    :class:`~msd_async.CredentialsError` when first asked. Raises :class:`TypeError` when
+    ``credentials`` is not a provider.
+    """
+    if credentials is not None:
+        if not isinstance(credentials, CredentialsProvider):
+            raise TypeError(
+                "credentials must be a Credentials or have 'async def get_credentials()', "
+                f"not {type(credentials).__name__}"
+            )
+        return credentials
+    if profile is None and os.environ.get(ENV_ACCESS_KEY) and os.environ.get(ENV_SECRET_KEY):
+        return EnvironmentCredentials()
+    return AwsChainCredentials(profile)
+
+
+# --- region -----------------------------------------------------------------------------
+
+# A container endpoint: <id>.data.mediastore.<region>.amazonaws.com[.cn] (SPEC §1).
+_ENDPOINT_HOST_RE: Final = re.compile(
+    r"[a-z0-9-]+\.data\.mediastore\.([a-z]{2}(?:-[a-z0-9]+)+-\d+)\.amazonaws\.com(?:\.cn)?"
+)
+_REGION_RE: Final = re.compile(r"[A-Za-z0-9-]{1,64}")
+ENV_REGIONS: Final = ("AWS_REGION", "AWS_DEFAULT_REGION")
+
+
+def resolve_region(region: str | None, endpoint: str) -> str:
+    """The signing region for ``endpoint``.
+
+    1. ``region`` if given;
+    2. else the region in a container host ``<id>.data.mediastore.<region>.amazonaws.com``
+       (or ``.amazonaws.com.cn``);
+    3. else ``AWS_REGION``, then ``AWS_DEFAULT_REGION``.
+
+    Raises :class:`~msd_async.InvalidParameterError` (``rule="region.required"``) when none
+    applies (a local or proxy endpoint without a configured region), and
+    ``rule="region.invalid"`` for a region that is not letters, digits and dashes.
+    """
+    if region is not None:
+        if not isinstance(region, str) or _REGION_RE.fullmatch(region) is None:
+            raise InvalidParameterError(
+                f"region {region!r} is not a region name such as 'us-east-1'",
+                rule="region.invalid",
+            )
+        return region
+    try:
+        host = urlsplit(endpoint if "//" in endpoint else f"//{endpoint}").hostname
+    except ValueError:
+        host = None
+    if host:
+        match = _ENDPOINT_HOST_RE.fullmatch(host)
+        if match is not None:
+            return match.group(1)
+    for name in ENV_REGIONS:
+        value = os.environ.get(name)
+        if value:
+            return value
+    raise InvalidParameterError(
+        f"cannot tell the AWS region of endpoint {endpoint!r}: pass region='us-east-1' (or the "
+        "container's region), set AWS_REGION, or use the container's own endpoint "
+        "https://<id>.data.mediastore.<region>.amazonaws.com",
+        rule="region.required",
+    )
