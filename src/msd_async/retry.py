@@ -1,0 +1,474 @@
+"""Retries: an immutable policy, a shared retry budget, deadlines, and the driver that runs them.
+
+Pure and small: no aiohttp, no protocol knowledge. The client hands :func:`call_with_retries`
+one function that makes one HTTP attempt; this module decides whether, when and how often to
+call it again. Time comes from a :class:`Clock` and randomness from a callable, so tests drive
+both without sleeping.
+
+What is retried (SPEC §4): ``ThrottlingException``, HTTP 429, 500, 502, 503 and 504, connection
+errors (:class:`~msd_async.errors.ConnectError`, :class:`~msd_async.errors.ConnectionLostError`)
+and timeouts. What is not: every other 4xx (a 400 or 403 will not get better by asking again,
+SPEC §7), errors raised before sending, :class:`~msd_async.errors.DeadlineExceeded`,
+:class:`~msd_async.errors.PoolTimeout` (the request never left this process; retrying only
+queues more work on a saturated pool), and anything that is not a
+:class:`~msd_async.errors.MediaStoreError` (the transport translates network errors first).
+
+Whatever ends a call carries ``attempts``, and keeps its cause: the last error is raised
+itself, unchanged but for ``attempts`` and a note saying why it was not retried;
+``DeadlineExceeded`` and ``UnreplayableBodyError`` are raised ``from`` it.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Final, Protocol, TypeGuard, TypeVar
+
+import anyio
+
+from .errors import (
+    DeadlineExceeded,
+    InvalidParameterError,
+    MediaStoreError,
+    PoolTimeout,
+    ServiceError,
+    TimeoutError,
+    TransportError,
+    UnreplayableBodyError,
+)
+
+__all__ = [
+    "DEFAULT_BACKOFF_INITIAL",
+    "DEFAULT_BACKOFF_MAX",
+    "DEFAULT_MAX_ATTEMPTS",
+    "DEFAULT_RETRY_AFTER_MAX",
+    "DEFAULT_RETRY_POLICY",
+    "NO_RETRIES",
+    "RETRYABLE_ERROR_CODES",
+    "RETRYABLE_STATUS_CODES",
+    "SYSTEM_CLOCK",
+    "Clock",
+    "Deadline",
+    "RetryBudget",
+    "RetryPolicy",
+    "call_with_retries",
+    "parse_retry_after",
+]
+
+T = TypeVar("T")
+
+logger = logging.getLogger("msd_async.retry")
+
+#: Total attempts, the first included: three retries ride out a restart or a throttling burst.
+DEFAULT_MAX_ATTEMPTS: Final = 4
+#: Ceiling of the first retry's delay. With full jitter the first wait averages 50 ms, so a
+#: 2 s live segment can afford several retries.
+DEFAULT_BACKOFF_INITIAL: Final = 0.1
+#: No single backoff sleep is longer than this. A live stream gains nothing from longer waits;
+#: the retry budget, not long sleeps, is what spares a failing endpoint.
+DEFAULT_BACKOFF_MAX: Final = 5.0
+#: The longest ``Retry-After`` honoured, in seconds; longer requests are cut to this.
+#: urllib3 allows six hours, which no live stream can wait; botocore's backoff cap is 20 s.
+DEFAULT_RETRY_AFTER_MAX: Final = 20.0
+
+#: HTTP statuses that are worth another attempt, whatever the error code (SPEC §4).
+RETRYABLE_STATUS_CODES: Final = frozenset({429, 500, 502, 503, 504})
+#: AWS error codes worth another attempt even with a 4xx status. ``ThrottlingException`` comes
+#: with HTTP 400; the others are the throttling and transient codes botocore retries that
+#: errors.py maps for this API.
+RETRYABLE_ERROR_CODES: Final = frozenset(
+    {
+        "ThrottlingException",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "InternalServerError",
+        "InternalFailure",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "PriorRequestNotComplete",
+    }
+)
+
+# 2.0 ** 1024 overflows a float; any exponent this large is far past every useful cap.
+_MAX_EXPONENT: Final = 62
+
+
+# --- time ----------------------------------------------------------------------------------
+
+
+class Clock(Protocol):
+    """Where retries read the time and sleep. Tests pass a fake that advances instantly."""
+
+    def monotonic(self) -> float:
+        """Seconds on a clock that never goes back."""
+        ...
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait ``seconds``; must be cancellable."""
+        ...
+
+
+class _SystemClock:
+    __slots__ = ()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await anyio.sleep(seconds)
+
+    def __repr__(self) -> str:
+        return "SYSTEM_CLOCK"
+
+
+#: ``time.monotonic`` and ``anyio.sleep``: the clock used unless a test says otherwise.
+SYSTEM_CLOCK: Final[Clock] = _SystemClock()
+
+
+@dataclass(frozen=True, slots=True)
+class Deadline:
+    """A point in time, on ``clock``, by which a whole call (every attempt) must finish.
+
+    Build one with :meth:`after` (a timeout in seconds) or directly from an absolute
+    ``clock.monotonic()`` value. The client caps each attempt's timeouts with :meth:`cap`;
+    :func:`call_with_retries` never sleeps past it and raises
+    :class:`~msd_async.errors.DeadlineExceeded` once it has passed.
+    """
+
+    at: float
+    clock: Clock = field(default=SYSTEM_CLOCK, compare=False)
+
+    @classmethod
+    def after(cls, seconds: float, *, clock: Clock = SYSTEM_CLOCK) -> Deadline:
+        """The deadline ``seconds`` from now. Raises ``InvalidParameterError`` if negative."""
+        if not seconds >= 0:  # also refuses NaN
+            raise InvalidParameterError(
+                f"a deadline must be 0 s or more away, not {seconds!r}", rule="retry.deadline"
+            )
+        return cls(clock.monotonic() + seconds, clock)
+
+    def remaining(self) -> float:
+        """Seconds left, never below 0."""
+        return max(0.0, self.at - self.clock.monotonic())
+
+    @property
+    def expired(self) -> bool:
+        """Whether the deadline has passed."""
+        return self.clock.monotonic() >= self.at
+
+    def cap(self, timeout: float | None) -> float:
+        """``timeout`` shortened to what is left (``None``, no timeout, becomes what is left)."""
+        remaining = self.remaining()
+        return remaining if timeout is None else min(timeout, remaining)
+
+
+def parse_retry_after(value: str, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP-date.
+
+    ``now`` is the wall-clock time (``time.time()`` by default) an HTTP-date is measured from.
+    Returns ``None`` for a value that is neither, and 0 for a date in the past; never raises.
+    """
+    value = value.strip()
+    if value.isdigit() and value.isascii():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # RFC 9110 dates are GMT; parsedate leaves "-0000" naive
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+# --- the policy ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Which errors are retried, how often, and how long to wait between attempts.
+
+    An immutable value: share it freely, derive variants with ``dataclasses.replace``.
+
+    ===================  ========  ==========================================================
+    field                default   why
+    ===================  ========  ==========================================================
+    ``max_attempts``     4         total attempts, the first included; 1 means no retries.
+                                   For manifests, which must get through, pass a large
+                                   number together with a :class:`Deadline`.
+    ``backoff_initial``  0.1 s     ceiling of the first retry's delay; doubles each retry
+    ``backoff_max``      5.0 s     the ceiling never grows past this
+    ``retry_after_max``  20.0 s    longest ``Retry-After`` honoured; longer ones are cut
+    ``status_codes``     see [1]   HTTP statuses retried whatever the error code
+    ``error_codes``      see [2]   AWS error codes retried whatever the status
+    ===================  ========  ==========================================================
+
+    [1] :data:`RETRYABLE_STATUS_CODES`: 429, 500, 502, 503, 504.
+    [2] :data:`RETRYABLE_ERROR_CODES`: ``ThrottlingException`` (sent with HTTP 400) and the
+    other throttling and transient codes.
+
+    The delay before retry ``i`` (0 for the first retry) uses "full jitter"::
+
+        delay = uniform(0, min(backoff_max, backoff_initial * 2 ** i))
+
+    so clients that failed together do not come back together. When the server sent
+    ``Retry-After``, that (capped at ``retry_after_max``) is the *minimum* delay: the larger of
+    the two is slept. Raises ``InvalidParameterError`` for a negative value or
+    ``max_attempts < 1``.
+    """
+
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    backoff_initial: float = DEFAULT_BACKOFF_INITIAL
+    backoff_max: float = DEFAULT_BACKOFF_MAX
+    retry_after_max: float = DEFAULT_RETRY_AFTER_MAX
+    status_codes: frozenset[int] = RETRYABLE_STATUS_CODES
+    error_codes: frozenset[str] = RETRYABLE_ERROR_CODES
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise InvalidParameterError(
+                f"max_attempts counts the first attempt and must be at least 1, "
+                f"not {self.max_attempts}",
+                rule="retry.max-attempts",
+            )
+        for name in ("backoff_initial", "backoff_max", "retry_after_max"):
+            value = getattr(self, name)
+            if not value >= 0:  # also refuses NaN
+                raise InvalidParameterError(
+                    f"{name} must be 0 s or more, not {value!r}", rule=f"retry.{name}"
+                )
+
+    @classmethod
+    def none(cls) -> RetryPolicy:
+        """The policy that never retries (:data:`NO_RETRIES`)."""
+        return NO_RETRIES
+
+    def is_retryable(self, exc: BaseException) -> TypeGuard[MediaStoreError]:
+        """Whether another attempt might succeed where this error ended the last one.
+
+        Service errors retry by status or code (see the class table); transport errors retry
+        except :class:`~msd_async.errors.DeadlineExceeded` and
+        :class:`~msd_async.errors.PoolTimeout`; nothing else does.
+        """
+        if isinstance(exc, ServiceError):
+            return exc.status in self.status_codes or exc.code in self.error_codes
+        if isinstance(exc, TransportError):
+            return not isinstance(exc, DeadlineExceeded | PoolTimeout)
+        return False
+
+    def backoff(self, retry_index: int, rng: Callable[[], float] = random.random) -> float:
+        """The jittered delay before retry ``retry_index`` (0 for the first retry).
+
+        ``rng`` returns a float in ``[0, 1)``; the result is in
+        ``[0, min(backoff_max, backoff_initial * 2 ** retry_index)]``.
+        """
+        exponent = min(max(retry_index, 0), _MAX_EXPONENT)
+        ceiling = min(self.backoff_max, self.backoff_initial * 2.0**exponent)
+        return rng() * ceiling
+
+    def delay(
+        self, retry_index: int, exc: BaseException, rng: Callable[[], float] = random.random
+    ) -> float:
+        """The backoff for ``retry_index``, but never less than ``exc``'s capped Retry-After."""
+        delay = self.backoff(retry_index, rng)
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after is not None and retry_after > 0:
+            delay = max(delay, min(float(retry_after), self.retry_after_max))
+        return delay
+
+
+#: The default policy: 4 attempts, full-jitter backoff from 0.1 s up to 5 s.
+DEFAULT_RETRY_POLICY: Final = RetryPolicy()
+#: One attempt, no retries.
+NO_RETRIES: Final = RetryPolicy(max_attempts=1)
+
+
+# --- the budget ----------------------------------------------------------------------------
+
+#: Tokens in a full budget (botocore's standard retry quota).
+DEFAULT_BUDGET_CAPACITY: Final = 500
+#: Tokens one retry costs.
+DEFAULT_RETRY_COST: Final = 5
+#: Tokens a retry after a timeout costs: a timing-out endpoint costs us the most to wait on.
+DEFAULT_TIMEOUT_RETRY_COST: Final = 10
+#: Tokens a call that succeeded at its first attempt gives back.
+DEFAULT_SUCCESS_REFUND: Final = 1
+
+
+class RetryBudget:
+    """A token bucket of retries, shared by every call of one session.
+
+    Each retry takes ``retry_cost`` tokens (``timeout_retry_cost`` after a timeout); when too
+    few are left, calls stop retrying and fail at once with their error, so an endpoint that is
+    down gets one request per call instead of ``max_attempts``. Success refills the bucket, as
+    in AWS's "standard" retry mode: a call that succeeded at its first attempt gives back
+    ``success_refund`` tokens, a call that succeeded after retrying gives back what its last
+    retry cost, so an endpoint that fails now and then never drains it. Never above
+    ``capacity``.
+
+    Defaults: capacity 500, retry 5, timeout retry 10, refund 1, i.e. 100 retries from full
+    with nothing succeeding. Meant for one event loop; concurrent tasks may share it (no await
+    happens between reading and updating the tokens).
+    """
+
+    __slots__ = ("_available", "capacity", "retry_cost", "success_refund", "timeout_retry_cost")
+
+    def __init__(
+        self,
+        capacity: int = DEFAULT_BUDGET_CAPACITY,
+        *,
+        retry_cost: int = DEFAULT_RETRY_COST,
+        timeout_retry_cost: int = DEFAULT_TIMEOUT_RETRY_COST,
+        success_refund: int = DEFAULT_SUCCESS_REFUND,
+    ) -> None:
+        if capacity < 0 or retry_cost < 0 or timeout_retry_cost < 0 or success_refund < 0:
+            raise InvalidParameterError(
+                "retry budget capacity, costs and refund must be 0 or more",
+                rule="retry.budget",
+            )
+        self.capacity = capacity
+        self.retry_cost = retry_cost
+        self.timeout_retry_cost = timeout_retry_cost
+        self.success_refund = success_refund
+        self._available = capacity
+
+    @property
+    def available(self) -> int:
+        """Tokens left."""
+        return self._available
+
+    def cost_of(self, exc: BaseException) -> int:
+        """Tokens a retry after ``exc`` would take."""
+        return self.timeout_retry_cost if isinstance(exc, TimeoutError) else self.retry_cost
+
+    def acquire(self, amount: int) -> bool:
+        """Take ``amount`` tokens if that many are left; return whether it did."""
+        if amount > self._available:
+            return False
+        self._available -= amount
+        return True
+
+    def release(self, amount: int) -> None:
+        """Give back ``amount`` tokens, up to ``capacity``."""
+        self._available = min(self.capacity, self._available + amount)
+
+    def __repr__(self) -> str:
+        return f"RetryBudget(available={self._available}, capacity={self.capacity})"
+
+
+# --- the driver ----------------------------------------------------------------------------
+
+
+def _give_up(exc: MediaStoreError, attempts: int, why: str) -> MediaStoreError:
+    exc.attempts = attempts
+    exc.add_note(f"msd_async: not retried: {why}")
+    return exc
+
+
+def _deadline_exceeded(deadline: Deadline, attempts: int, why: str) -> DeadlineExceeded:
+    return DeadlineExceeded(
+        f"the call's deadline passed {why} (attempts made: {attempts}; "
+        f"deadline at monotonic {deadline.at:.3f})",
+        attempts=attempts,
+    )
+
+
+async def call_with_retries(
+    attempt: Callable[[int], Awaitable[T]],
+    *,
+    policy: RetryPolicy = DEFAULT_RETRY_POLICY,
+    budget: RetryBudget | None = None,
+    deadline: Deadline | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+    rng: Callable[[], float] = random.random,
+    replayable: Callable[[], bool] | None = None,
+    on_retry: Callable[[int, MediaStoreError, float], object] | None = None,
+) -> T:
+    """Run ``attempt(n)`` (``n`` = 1, 2, ...) until it returns, or until retrying must stop.
+
+    After a failed attempt ``n``, in this order:
+
+    1. an error ``policy.is_retryable`` refuses is raised at once, with ``attempts = n``;
+    2. if ``deadline`` has passed: :class:`~msd_async.errors.DeadlineExceeded` ``from`` it;
+    3. if ``n == policy.max_attempts``: the error itself, with ``attempts = n``;
+    4. if ``replayable()`` says the request body cannot be sent again (a one-shot iterator
+       already read from): :class:`~msd_async.errors.UnreplayableBodyError` ``from`` it;
+    5. if the delay (:meth:`RetryPolicy.delay`) would end at or after the deadline:
+       ``DeadlineExceeded`` ``from`` it, at once, without sleeping;
+    6. if ``budget`` cannot pay for the retry: the error itself, with ``attempts = n``;
+    7. otherwise ``on_retry(n, error, delay)`` is called, the retry is logged at DEBUG on
+       ``msd_async.retry``, and after sleeping ``delay`` on ``clock`` attempt ``n + 1`` runs.
+
+    ``replayable`` is asked only when a retry would otherwise happen, and before any token is
+    taken or any time slept. With a ``deadline``, each attempt also runs in a cancel scope
+    that ends at the deadline (measured on the event loop's clock, ``deadline.remaining()``
+    seconds from the attempt's start); if it fires, ``DeadlineExceeded`` is raised from the
+    previous attempt's error. A deadline already past raises before the first attempt
+    (``attempts = 0``). The client should still cap its own timeouts with
+    :meth:`Deadline.cap`, so a slow attempt ends with a clear timeout rather than a
+    cancellation.
+
+    Cancellation is never caught: it propagates from the attempt or the sleep untouched.
+    Exceptions raised by ``attempt`` that are not :class:`~msd_async.errors.MediaStoreError`
+    are never retried and propagate unchanged, as do those of ``replayable`` and ``on_retry``.
+    """
+    last: MediaStoreError | None = None  # the error of the previous attempt, for chaining
+    last_cost = 0  # tokens the latest retry took, given back if the call then succeeds
+    n = 0
+    while True:
+        if deadline is not None and deadline.expired:
+            why = "before the first attempt" if last is None else f"after attempt {n}"
+            raise _deadline_exceeded(deadline, n, why) from last
+        n += 1
+        timed_out = False
+        try:
+            if deadline is None:
+                result = await attempt(n)
+            else:
+                with anyio.move_on_after(deadline.remaining()) as scope:
+                    result = await attempt(n)
+                timed_out = scope.cancelled_caught
+        except MediaStoreError as exc:
+            if not policy.is_retryable(exc):
+                exc.attempts = n
+                raise
+            failure = exc
+        else:
+            if timed_out:
+                assert deadline is not None
+                raise _deadline_exceeded(deadline, n, f"during attempt {n}") from last
+            if budget is not None:
+                budget.release(last_cost or budget.success_refund)
+            return result
+
+        last = failure
+        if deadline is not None and deadline.expired:
+            raise _deadline_exceeded(deadline, n, f"during attempt {n}") from failure
+        if n >= policy.max_attempts:
+            raise _give_up(failure, n, f"all {policy.max_attempts} attempts made")
+        if replayable is not None and not replayable():
+            raise UnreplayableBodyError(
+                f"attempt {n} failed with a retryable error ({failure}), but the request body "
+                f"can only be read once; pass bytes, a file or a re-openable source to allow "
+                f"retries",
+                attempts=n,
+            ) from failure
+        delay = policy.delay(n - 1, failure, rng)
+        if deadline is not None and clock.monotonic() + delay >= deadline.at:
+            raise _deadline_exceeded(
+                deadline, n, f"before retry {n} could start (backoff {delay:.3f} s)"
+            ) from failure
+        if budget is not None:
+            last_cost = budget.cost_of(failure)
+            if not budget.acquire(last_cost):
+                why = f"retry budget exhausted ({budget.available} of {budget.capacity} left)"
+                raise _give_up(failure, n, why)
+        if on_retry is not None:
+            on_retry(n, failure, delay)
+        logger.debug("attempt %d failed (%r); retrying in %.3f s", n, failure, delay)
+        await clock.sleep(delay)
