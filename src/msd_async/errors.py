@@ -29,6 +29,7 @@ Every error the library raises derives from :class:`MediaStoreError`::
     ├── ProtocolError                the response did not have the shape the API promises
     ├── UnreplayableBodyError        a retry needed a body that can only be read once
     ├── ObjectChangedError           a resumed download found a different ETag
+    ├── ChecksumMismatchError        the service stored other bytes than were sent
     └── CredentialsError             no credentials, or the provider failed
 
 Every exception carries ``attempts``: how many HTTP attempts the call made before it
@@ -43,6 +44,7 @@ from typing import ClassVar
 __all__ = [
     "AccessDeniedError",
     "AuthError",
+    "ChecksumMismatchError",
     "ClientValidationError",
     "ConnectError",
     "ConnectTimeout",
@@ -342,6 +344,15 @@ class ObjectChangedError(MediaStoreError):
         super().__init__(message)
         self.expected_etag = expected_etag
         self.actual_etag = actual_etag
+
+
+class ChecksumMismatchError(MediaStoreError):
+    """``verify=True`` found that the service's ContentSHA256 differs from the bytes sent."""
+
+    def __init__(self, message: str, *, expected: str | None, actual: str | None) -> None:
+        super().__init__(message)
+        self.expected = expected
+        self.actual = actual
 
 
 class CredentialsError(MediaStoreError):

@@ -1,0 +1,339 @@
+"""Upload bodies: what ``put_object`` accepts, how each is read, sized and replayed.
+
+=========================================  ==========  ==========  =============================
+body                                       size known  replayable  how it is read
+=========================================  ==========  ==========  =============================
+``bytes`` / ``bytearray`` / ``memoryview``  yes         yes         1 MiB memoryview slices, no copy
+``str`` / ``os.PathLike`` (a file path)     yes         yes         1 MiB reads in a worker thread
+seekable binary file object                yes         yes         same; rewound to where it was
+non-seekable binary file object            no          no [1]      same
+async iterable of bytes                    no          no [1]      each chunk sent as yielded
+callable returning an async iterable       no          yes         called again for each attempt
+=========================================  ==========  ==========  =============================
+
+[1] unless ``replay_buffer=True``: the client then keeps what it sent (bounded by the object
+limit) so a retry can send it again.
+
+Every chunk passes a :class:`Meter` that enforces the size limit *before* the chunk that would
+cross it is written, so the service never receives more than the limit and the upload is cut
+instead of completed short.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from typing import IO, Any, Final, TypeAlias
+
+import anyio.to_thread
+
+from .errors import ClientValidationError, ObjectTooLargeError, UnreplayableBodyError
+
+__all__ = [
+    "CHUNK_SIZE",
+    "Body",
+    "Meter",
+    "UploadBody",
+    "prepare_body",
+]
+
+#: Large bodies go out in slices of this size: big enough that per-write overhead vanishes,
+#: small enough that the socket buffer, not a copy of the body, bounds memory.
+CHUNK_SIZE: Final = 1024 * 1024
+
+Buffer: TypeAlias = bytes | bytearray | memoryview
+Body: TypeAlias = (
+    bytes
+    | bytearray
+    | memoryview
+    | str
+    | os.PathLike[str]
+    | IO[bytes]
+    | AsyncIterable[Buffer]
+    | Callable[[], AsyncIterable[Buffer]]
+)
+ProgressCallback: TypeAlias = Callable[[int], object]
+
+
+class UploadBody:
+    """A body ready to send: ``size`` if known, and a fresh chunk iterator per attempt."""
+
+    size: int | None = None
+    replayable: bool = True
+    description: str = "body"
+
+    def chunks(self) -> AsyncIterator[Buffer]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        """Release what the body holds (nothing for most)."""
+
+
+class _MemoryBody(UploadBody):
+    description = "bytes"
+
+    def __init__(self, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data)
+        self._view = view.cast("B") if view.format != "B" or view.ndim != 1 else view
+        self.size = self._view.nbytes
+
+    async def chunks(self) -> AsyncIterator[Buffer]:
+        view = self._view
+        size = view.nbytes
+        if size <= CHUNK_SIZE:
+            yield view
+            return
+        for start in range(0, size, CHUNK_SIZE):
+            yield view[start : start + CHUNK_SIZE]
+
+
+class _FileObjectBody(UploadBody):
+    description = "file"
+
+    def __init__(self, fileobj: IO[bytes]) -> None:
+        self._file = fileobj
+        self._start: int | None = None
+        seekable = False
+        try:
+            seekable = fileobj.seekable()
+        except (AttributeError, OSError, ValueError):
+            seekable = False
+        if seekable:
+            self._start = fileobj.tell()
+            end = fileobj.seek(0, os.SEEK_END)
+            fileobj.seek(self._start)
+            self.size = end - self._start
+        self.replayable = seekable
+        self._started = False
+
+    async def chunks(self) -> AsyncIterator[Buffer]:
+        if self._start is not None:
+            self._file.seek(self._start)
+        elif self._started:
+            raise UnreplayableBodyError(
+                "a non-seekable file body was already partly sent and cannot be sent again; "
+                "pass a seekable file, a path, or replay_buffer=True"
+            )
+        self._started = True
+        remaining = self.size
+        read = self._file.read
+        while remaining is None or remaining > 0:
+            want = CHUNK_SIZE if remaining is None else min(CHUNK_SIZE, remaining)
+            chunk = await anyio.to_thread.run_sync(read, want)
+            if not chunk:
+                if remaining:
+                    raise ClientValidationError(
+                        f"the file ended {remaining} bytes before the size it had when the "
+                        "upload started; do not change a file while uploading it",
+                        rule="body.changed",
+                    )
+                return
+            if remaining is not None:
+                remaining -= len(chunk)
+            yield chunk
+
+
+class _PathBody(UploadBody):
+    description = "file"
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self._path = os.fspath(path)
+        try:
+            size = os.stat(self._path).st_size
+        except OSError as exc:
+            raise ClientValidationError(
+                f"cannot read upload body {self._path!r}: {exc.strerror}", rule="body.file"
+            ) from exc
+        self.size = size
+        self.replayable = True
+
+    async def chunks(self) -> AsyncIterator[Buffer]:
+        fileobj = await anyio.to_thread.run_sync(open, self._path, "rb")
+        try:
+            remaining = self.size
+            assert remaining is not None
+            while remaining > 0:
+                chunk = await anyio.to_thread.run_sync(fileobj.read, min(CHUNK_SIZE, remaining))
+                if not chunk:
+                    raise ClientValidationError(
+                        f"{self._path!r} shrank by {remaining} bytes during the upload",
+                        rule="body.changed",
+                    )
+                remaining -= len(chunk)
+                yield chunk
+        finally:
+            fileobj.close()
+
+
+class _IteratorBody(UploadBody):
+    """A one-shot async iterable, optionally with a replay buffer."""
+
+    description = "async iterator"
+
+    def __init__(self, source: AsyncIterable[Buffer], *, replay_buffer: bool) -> None:
+        self._source = source
+        self._iterator: AsyncIterator[Buffer] | None = None
+        self._buffer: list[bytes] | None = [] if replay_buffer else None
+        self._exhausted = False
+        self.replayable = replay_buffer
+
+    async def chunks(self) -> AsyncIterator[Buffer]:
+        buffer = self._buffer
+        if self._iterator is not None:
+            if buffer is None:
+                raise UnreplayableBodyError(
+                    "the async iterator body was already partly sent and cannot be sent "
+                    "again; pass a callable that returns a fresh iterator, or "
+                    "replay_buffer=True"
+                )
+            for kept in list(buffer):
+                yield kept
+        else:
+            self._iterator = aiter(self._source)
+        if self._exhausted:
+            return
+        async for chunk in self._iterator:
+            if buffer is not None:
+                # Copy: the producer may reuse its buffer once we ask for the next chunk.
+                kept = bytes(chunk)
+                buffer.append(kept)
+                yield kept
+            else:
+                yield chunk
+        self._exhausted = True
+
+    async def aclose(self) -> None:
+        closer = getattr(self._iterator, "aclose", None)
+        if closer is not None:
+            await closer()
+
+
+class _ReopenableBody(UploadBody):
+    description = "re-openable source"
+
+    def __init__(self, factory: Callable[[], AsyncIterable[Buffer]]) -> None:
+        self._factory = factory
+
+    async def chunks(self) -> AsyncIterator[Buffer]:
+        source = self._factory()
+        if not isinstance(source, AsyncIterable):
+            raise ClientValidationError(
+                f"the body callable returned {type(source).__name__}, not an async iterable "
+                "of bytes",
+                rule="body.type",
+            )
+        iterator = aiter(source)
+        try:
+            async for chunk in iterator:
+                yield chunk
+        finally:
+            closer = getattr(iterator, "aclose", None)
+            if closer is not None:
+                await closer()
+
+
+class _SequenceBody(UploadBody):
+    description = "sequence of chunks"
+
+    def __init__(self, parts: Iterable[Buffer]) -> None:
+        self._parts = [memoryview(p).cast("B") for p in parts]
+        self.size = sum(p.nbytes for p in self._parts)
+
+    async def chunks(self) -> AsyncIterator[Buffer]:
+        for part in self._parts:
+            yield part
+
+
+def prepare_body(
+    body: Body | Iterable[Buffer] | None, *, replay_buffer: bool = False
+) -> UploadBody:
+    """Classify an upload body. Raises :class:`ClientValidationError` for anything else."""
+    if body is None:
+        return _MemoryBody(b"")
+    if isinstance(body, (bytes, bytearray, memoryview)):
+        return _MemoryBody(body)
+    if isinstance(body, (str, os.PathLike)):
+        return _PathBody(body)
+    if isinstance(body, AsyncIterable):
+        return _IteratorBody(body, replay_buffer=replay_buffer)
+    if hasattr(body, "read"):
+        fileobj: IO[bytes] = body  # type: ignore[assignment]
+        if replay_buffer and not _is_seekable(fileobj):
+            return _IteratorBody(_read_file(fileobj), replay_buffer=True)
+        return _FileObjectBody(fileobj)
+    if callable(body):
+        return _ReopenableBody(body)
+    if isinstance(body, (list, tuple)):
+        return _SequenceBody(body)
+    raise ClientValidationError(
+        f"cannot upload a {type(body).__name__}: pass bytes, a file path, a binary file, an "
+        "async iterable of bytes, or a callable returning one",
+        rule="body.type",
+    )
+
+
+def _is_seekable(fileobj: Any) -> bool:
+    try:
+        return bool(fileobj.seekable())
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+async def _read_file(fileobj: IO[bytes]) -> AsyncIterator[bytes]:
+    while chunk := await anyio.to_thread.run_sync(fileobj.read, CHUNK_SIZE):
+        yield chunk
+
+
+class Meter:
+    """Counts (and optionally hashes) the bytes of one upload attempt; enforces the limit.
+
+    ``check`` runs before a chunk is written: the chunk that would pass the limit is never
+    sent, so the service sees an incomplete body and stores nothing.
+    """
+
+    __slots__ = ("_hasher", "_progress", "limit", "limit_rule", "sent")
+
+    def __init__(
+        self,
+        *,
+        limit: int,
+        limit_rule: str,
+        hash_sha256: bool = False,
+        progress: ProgressCallback | None = None,
+    ) -> None:
+        self.limit = limit
+        self.limit_rule = limit_rule
+        self.sent = 0
+        self._hasher = hashlib.sha256() if hash_sha256 else None
+        self._progress = progress
+
+    def check(self, chunk: Buffer) -> Buffer:
+        if not isinstance(chunk, (bytes, bytearray, memoryview)):
+            raise ClientValidationError(
+                f"upload chunks must be bytes-like, not {type(chunk).__name__}",
+                rule="body.chunk-type",
+            )
+        size = len(chunk) if not isinstance(chunk, memoryview) else chunk.nbytes
+        total = self.sent + size
+        if total > self.limit:
+            raise ObjectTooLargeError(
+                f"upload aborted: the body passed {self.limit:,} bytes, the limit for "
+                f"{self.limit_rule.split('.')[-1].upper()} objects (the connection was cut, "
+                "nothing was stored)",
+                rule=self.limit_rule,
+                limit=self.limit,
+                size=total,
+            )
+        return chunk
+
+    def sent_chunk(self, chunk: Buffer) -> None:
+        self.sent += len(chunk) if not isinstance(chunk, memoryview) else chunk.nbytes
+        if self._hasher is not None:
+            self._hasher.update(chunk)
+        if self._progress is not None:
+            self._progress(self.sent)
+
+    @property
+    def sha256(self) -> str | None:
+        return None if self._hasher is None else self._hasher.hexdigest()

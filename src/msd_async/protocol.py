@@ -1,0 +1,275 @@
+"""The wire format of the five operations, without I/O (SPEC §2, §4).
+
+Builders turn validated arguments into a :class:`Request` (method, encoded path, query,
+headers to sign, payload hash); parsers turn status, headers and body bytes into results or
+typed exceptions. The transport never looks inside; tests compare both sides with botocore.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any, Final
+from urllib.parse import quote
+
+from . import rules
+from .errors import (
+    InvalidParameterError,
+    ObjectNotFoundError,
+    ProtocolError,
+    ServiceError,
+    service_error_class,
+)
+from .results import Item, ItemType, ListPage, ObjectInfo, PutResult
+from .signing import EMPTY_SHA256, UNSIGNED_PAYLOAD
+
+__all__ = [
+    "Request",
+    "delete_object",
+    "describe_object",
+    "get_object",
+    "list_items",
+    "parse_content_range",
+    "parse_error",
+    "parse_list_page",
+    "parse_object_info",
+    "parse_put_result",
+    "put_object",
+]
+
+# PutObject signs this header with its value, as botocore does (SPEC §5).
+_UNSIGNED_HEADERS: Final = {"x-amz-content-sha256": UNSIGNED_PAYLOAD}
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One operation's request, before signing and transport."""
+
+    method: str
+    #: Percent-encoded path, starting with ``/``.
+    path: str
+    #: Decoded query pairs (only ListItems has any).
+    query: tuple[tuple[str, str], ...]
+    #: Lower-case headers that are sent *and* signed.
+    headers: Mapping[str, str]
+    payload_hash: str
+
+    @property
+    def target(self) -> str:
+        """The request target as sent on the wire: encoded path and query."""
+        if not self.query:
+            return self.path
+        query = "&".join(f"{k}={quote(v, safe='-_.~')}" for k, v in self.query)
+        return f"{self.path}?{query}"
+
+
+def _object_path(path: str) -> str:
+    return "/" + rules.encode_path(rules.normalize_object_path(path))
+
+
+def put_object(
+    path: str,
+    *,
+    content_type: str | None = None,
+    cache_control: str | None = None,
+    availability: rules.Availability = "STANDARD",
+) -> Request:
+    headers = dict(_UNSIGNED_HEADERS)
+    if content_type is not None:
+        headers["content-type"] = rules.check_content_type(content_type)
+    if cache_control is not None:
+        headers["cache-control"] = rules.check_cache_control(cache_control)
+    # Sent even for STANDARD: explicit beats relying on the service default.
+    headers["x-amz-upload-availability"] = availability
+    return Request("PUT", _object_path(path), (), headers, UNSIGNED_PAYLOAD)
+
+
+def get_object(path: str, *, byte_range: rules.ByteRange | None = None) -> Request:
+    headers = {} if byte_range is None else {"range": rules.format_range(byte_range)}
+    return Request("GET", _object_path(path), (), headers, EMPTY_SHA256)
+
+
+def describe_object(path: str) -> Request:
+    return Request("HEAD", _object_path(path), (), {}, EMPTY_SHA256)
+
+
+def delete_object(path: str) -> Request:
+    return Request("DELETE", _object_path(path), (), {}, EMPTY_SHA256)
+
+
+def list_items(
+    path: str | None = None, *, max_results: int | None = None, next_token: str | None = None
+) -> Request:
+    query: list[tuple[str, str]] = []
+    folder = rules.normalize_folder_path(path)
+    if folder:
+        query.append(("Path", folder))
+    if max_results is not None:
+        query.append(("MaxResults", str(rules.check_max_results(max_results))))
+    if next_token is not None:
+        if not isinstance(next_token, str) or not next_token:
+            raise InvalidParameterError(
+                "next_token must be the non-empty string a previous page returned",
+                rule="next-token.value",
+            )
+        query.append(("NextToken", next_token))
+    return Request("GET", "/", tuple(query), {}, EMPTY_SHA256)
+
+
+# --- parsing -----------------------------------------------------------------------------
+
+
+def _json(body: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(body) if body else {}
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _http_date(value: str | None) -> _dt.datetime | None:
+    if not value:
+        return None
+    try:
+        return parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _int(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return None
+
+
+def _unquote_etag(value: str | None) -> str | None:
+    # The service sends bare hex; tolerate proxies that add quotes.
+    if value and len(value) >= 2 and value[0] == value[-1] == '"':
+        return value[1:-1]
+    return value
+
+
+def parse_put_result(body: bytes, size: int) -> PutResult:
+    data = _json(body)
+    sha = data.get("ContentSHA256")
+    etag = data.get("ETag")
+    if not isinstance(sha, str) or not isinstance(etag, str):
+        raise ProtocolError(
+            f"PutObject response lacks ContentSHA256/ETag: {body[:200]!r}", attempts=1
+        )
+    return PutResult(
+        content_sha256=sha,
+        etag=etag,
+        storage_class=str(data.get("StorageClass", "TEMPORAL")),
+        size=size,
+    )
+
+
+def parse_object_info(headers: Mapping[str, str]) -> ObjectInfo:
+    return ObjectInfo(
+        content_type=headers.get("Content-Type"),
+        content_length=_int(headers.get("Content-Length")),
+        etag=_unquote_etag(headers.get("ETag")),
+        last_modified=_http_date(headers.get("Last-Modified")),
+        cache_control=headers.get("Cache-Control"),
+    )
+
+
+def parse_content_range(value: str | None) -> tuple[int, int, int | None] | None:
+    """``bytes a-b/total`` → ``(a, b, total)``; ``total`` is ``None`` for ``*``."""
+    if not value or not value.startswith("bytes "):
+        return None
+    span, _, total = value[6:].partition("/")
+    first, _, last = span.partition("-")
+    try:
+        return int(first), int(last), None if total == "*" else int(total)
+    except ValueError:
+        return None
+
+
+def _epoch(value: object) -> _dt.datetime | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return _dt.datetime.fromtimestamp(value, _dt.UTC)
+    return None
+
+
+def parse_list_page(body: bytes) -> ListPage:
+    data = _json(body)
+    raw_items = data.get("Items", [])
+    if not isinstance(raw_items, list):
+        raise ProtocolError(f"ListItems response has no Items list: {body[:200]!r}", attempts=1)
+    items = []
+    for raw in raw_items:
+        if not isinstance(raw, dict) or not isinstance(raw.get("Name"), str):
+            continue
+        kind: ItemType = "FOLDER" if raw.get("Type") == "FOLDER" else "OBJECT"
+        length = raw.get("ContentLength")
+        items.append(
+            Item(
+                name=raw["Name"],
+                type=kind,
+                etag=raw.get("ETag"),
+                last_modified=_epoch(raw.get("LastModified")),
+                content_type=raw.get("ContentType"),
+                content_length=length if isinstance(length, int) else None,
+            )
+        )
+    token = data.get("NextToken")
+    return ListPage(tuple(items), token if isinstance(token, str) and token else None)
+
+
+def _error_code(headers: Mapping[str, str], data: Mapping[str, Any]) -> str | None:
+    # botocore's rule (FACTS §6): the header wins; its value may carry ":<uri>" or "#" parts.
+    code = headers.get("x-amzn-ErrorType")
+    if not code:
+        for key in ("code", "Code", "__type"):
+            value = data.get(key)
+            if isinstance(value, str) and value:
+                code = value
+                break
+    if not code:
+        return None
+    code = code.split(":", 1)[0]
+    return code.rsplit("#", 1)[-1] or None
+
+
+def parse_error(
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    object_operation: bool,
+    attempts: int = 1,
+) -> ServiceError:
+    """The typed exception for an error response.
+
+    A 404 without an error code on an object operation (a HEAD cannot carry a body) is
+    ``ObjectNotFoundError``: that is the only 404 the API models for an object path.
+    """
+    data = _json(body)
+    code = _error_code(headers, data)
+    message = data.get("Message") or data.get("message")
+    if not isinstance(message, str) or not message:
+        message = f"HTTP {status} with no error message"
+    cls = service_error_class(code, status)
+    if code is None and status == 404 and object_operation:
+        cls = ObjectNotFoundError
+    exc = cls(
+        message,
+        code=code or str(status),
+        status=status,
+        request_id=headers.get("x-amzn-RequestId"),
+        attempts=attempts,
+    )
+    retry_after = headers.get("Retry-After")
+    if retry_after is not None:
+        with contextlib.suppress(ValueError):
+            exc.retry_after = max(0.0, float(retry_after))
+    return exc

@@ -1,0 +1,60 @@
+"""Typed results of the five operations: frozen, slotted dataclasses."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = ["Item", "ItemType", "ListPage", "ObjectInfo", "PutResult"]
+
+ItemType = Literal["OBJECT", "FOLDER"]
+
+
+@dataclass(frozen=True, slots=True)
+class PutResult:
+    """What PutObject returns."""
+
+    #: Lowercase hex SHA-256 of the bytes the service stored.
+    content_sha256: str
+    #: Opaque version tag; changes on every PUT.
+    etag: str
+    #: Always ``"TEMPORAL"``.
+    storage_class: str
+    #: Bytes sent in the request body.
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    """Metadata of an object (DescribeObject, and the headers of a GetObject response)."""
+
+    content_type: str | None
+    #: ``None`` while a STREAMING object is still being uploaded.
+    content_length: int | None
+    etag: str | None
+    last_modified: _dt.datetime | None
+    #: Only set if the object was uploaded with a Cache-Control value.
+    cache_control: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One entry of a ListItems page: an object or a folder (folders carry only a name)."""
+
+    #: The leaf name, not the full path.
+    name: str
+    type: ItemType
+    etag: str | None = None
+    last_modified: _dt.datetime | None = None
+    content_type: str | None = None
+    content_length: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ListPage:
+    """One page of ListItems. ``next_token`` is ``None`` on the last page; tokens expire
+    after 15 minutes."""
+
+    items: tuple[Item, ...]
+    next_token: str | None

@@ -1,0 +1,103 @@
+"""The session: one connection pool, one credential source, one retry budget."""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+from . import rules
+from .client import ContainerClient
+from .config import DEFAULT_LIMITS, DEFAULT_TIMEOUTS, Limits, Timeouts
+from .credentials import Credentials, CredentialsProvider
+from .transport import PoolStats, Transport
+
+__all__ = ["Session"]
+
+
+class Session:
+    """Owns the connection pool, the credentials and SigV4 signing for any number of
+    containers. Use it as an async context manager; it closes every connection on exit::
+
+        async with msd_async.Session(region="us-east-1") as session:
+            store = session.container("https://abc.data.mediastore.us-east-1.amazonaws.com")
+            await store.put_object("live/seg_1.ts", data, content_type="video/MP2T")
+
+    ``credentials``: a :class:`Credentials`, any provider, or ``None`` for the standard AWS
+    chain (environment, shared files and ``profile``, SSO, assume-role, container, IMDS —
+    through aiobotocore, imported only then). ``region``: optional when every endpoint is a
+    ``*.data.mediastore.<region>.amazonaws.com`` host; else required (or AWS_REGION).
+    """
+
+    def __init__(
+        self,
+        *,
+        region: str | None = None,
+        credentials: Credentials | CredentialsProvider | None = None,
+        profile: str | None = None,
+        timeouts: Timeouts = DEFAULT_TIMEOUTS,
+        limits: Limits = DEFAULT_LIMITS,
+    ) -> None:
+        self.region = region
+        if credentials is None or profile is not None:
+            from .credentials import resolve_credentials  # the chain imports aiobotocore
+
+            self._credentials: CredentialsProvider = resolve_credentials(
+                credentials, profile=profile
+            )
+        else:
+            self._credentials = credentials
+        self._transport = Transport(limits=limits, timeouts=timeouts)
+        self._closed = False
+
+    @property
+    def pool(self) -> PoolStats:
+        """Live pool counters: ``in_use`` (requests holding a connection) and ``idle``."""
+        return self._transport.stats
+
+    def container(
+        self,
+        endpoint: str,
+        *,
+        region: str | None = None,
+        standard_limit: int = rules.STANDARD_OBJECT_LIMIT,
+        streaming_limit: int = rules.STREAMING_OBJECT_LIMIT,
+    ) -> ContainerClient:
+        """A client for the container at ``endpoint`` (its data endpoint URL).
+
+        The object size limits default to the service's 25 MB / 10 MB; raise them only for
+        a compatible server that allows more.
+        """
+        if self._closed:
+            raise RuntimeError("this Session is closed; open a new one")
+        region = region or self.region
+        if region is None:
+            from .credentials import resolve_region
+
+            region = resolve_region(None, endpoint)
+        return ContainerClient(
+            self,
+            endpoint,
+            region=region,
+            standard_limit=standard_limit,
+            streaming_limit=streaming_limit,
+        )
+
+    async def __aenter__(self) -> Session:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close every pooled connection and the credential provider. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._transport.aclose()
+        closer = getattr(self._credentials, "aclose", None)
+        if closer is not None:
+            await closer()

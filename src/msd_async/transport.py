@@ -1,0 +1,295 @@
+"""The only module that touches aiohttp: the connection pool, timeouts, streaming request
+and response bodies, and the translation of aiohttp/OS errors into ours.
+
+Seam: :meth:`Transport.send` takes a method, a URL, headers and an optional
+:class:`~msd_async.body.UploadBody`, and returns a :class:`Response` that holds one pool
+slot until it is released or closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import Any, Final
+
+import aiohttp
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.payload import Payload
+from multidict import CIMultiDictProxy
+from yarl import URL
+
+from ._version import __version__
+from .body import Meter, UploadBody
+from .config import DEFAULT_LIMITS, DEFAULT_TIMEOUTS, Limits, Timeouts
+from .errors import (
+    ConnectError,
+    ConnectionLostError,
+    ConnectTimeout,
+    MediaStoreError,
+    PoolTimeout,
+    ReadTimeout,
+    TransportError,
+    WriteTimeout,
+)
+
+__all__ = ["PoolStats", "Response", "Transport"]
+
+USER_AGENT: Final = f"msd-async/{__version__}"
+
+
+class _UploadPayload(Payload):
+    """Feeds an :class:`UploadBody` to aiohttp one chunk at a time.
+
+    Each chunk is handed to the socket as soon as the body yields it (aiohttp writes it
+    straight to the transport), so a live encoder's chunks are not held back. Errors raised
+    here (the size limit, a stalled peer) are kept in ``error``: aiohttp wraps them in its
+    own connection errors, and the caller must see ours.
+    """
+
+    def __init__(self, body: UploadBody, meter: Meter, write_timeout: float | None) -> None:
+        super().__init__(body, content_type=None)
+        self._body = body
+        self._meter = meter
+        self._write_timeout = write_timeout
+        self._size = None if body.size is None else body.size
+        self.error: BaseException | None = None
+
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        raise TypeError("an upload body cannot be decoded")
+
+    async def write(self, writer: AbstractStreamWriter) -> None:
+        await self.write_with_length(writer, None)
+
+    async def write_with_length(
+        self, writer: AbstractStreamWriter, content_length: int | None
+    ) -> None:
+        meter = self._meter
+        timeout = self._write_timeout
+        try:
+            async for chunk in self._body.chunks():
+                if not chunk:
+                    continue  # an empty chunk would end a chunked body early
+                meter.check(chunk)
+                try:
+                    async with asyncio.timeout(timeout):
+                        await writer.write(chunk)
+                except TimeoutError as exc:
+                    raise WriteTimeout(
+                        f"the server accepted no upload bytes for {timeout} s; the "
+                        "connection was closed"
+                    ) from exc
+                meter.sent_chunk(chunk)
+        except BaseException as exc:
+            self.error = exc
+            raise
+
+
+class PoolStats:
+    """Live counters of a transport's pool (read-only; for tests and monitoring)."""
+
+    __slots__ = ("_transport",)
+
+    def __init__(self, transport: Transport) -> None:
+        self._transport = transport
+
+    @property
+    def in_use(self) -> int:
+        """Requests holding a connection: sent and not yet released or closed."""
+        return self._transport._in_use
+
+    @property
+    def idle(self) -> int:
+        """Open keep-alive connections waiting in the pool."""
+        session = self._transport._session
+        if session is None:
+            return 0
+        connector = session.connector
+        conns: Mapping[Any, list[Any]] = getattr(connector, "_conns", {})
+        return sum(len(v) for v in conns.values())
+
+
+@contextlib.contextmanager
+def _map_exceptions(url: str, payload: _UploadPayload | None = None) -> Iterator[None]:
+    """Translate aiohttp's and the OS's errors into ours, once, at the boundary."""
+    try:
+        yield
+    except MediaStoreError:
+        raise
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        if payload is not None and isinstance(payload.error, MediaStoreError):
+            raise payload.error from None
+        raise _translate(exc, url) from exc
+
+
+def _translate(exc: BaseException, url: str) -> TransportError:
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return ConnectTimeout(f"connecting to {url} timed out")
+    if isinstance(exc, (aiohttp.SocketTimeoutError, aiohttp.ServerTimeoutError, TimeoutError)):
+        return ReadTimeout(f"no response bytes from {url} within the read timeout")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return ConnectError(f"cannot connect to {url}: {exc.os_error.strerror or exc}")
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return ConnectionLostError(f"the response body from {url} was cut short: {exc}")
+    return ConnectionLostError(f"the connection to {url} failed: {exc}")
+
+
+class Response:
+    """An HTTP response whose body is still on the wire; holds one pool slot.
+
+    Release it (``release()`` after reading everything, or ``close()`` to drop the
+    connection) exactly once; both are idempotent.
+    """
+
+    __slots__ = ("_done", "_raw", "_transport", "_url")
+
+    def __init__(self, raw: aiohttp.ClientResponse, transport: Transport, url: str) -> None:
+        self._raw = raw
+        self._transport = transport
+        self._url = url
+        self._done = False
+
+    @property
+    def status(self) -> int:
+        return self._raw.status
+
+    @property
+    def headers(self) -> CIMultiDictProxy[str]:
+        return self._raw.headers
+
+    async def read(self) -> bytes:
+        with _map_exceptions(self._url):
+            data = await self._raw.read()
+        self.release()
+        return data
+
+    async def iter_any(self) -> AsyncIterator[bytes]:
+        """Chunks as they arrive from the socket."""
+        content = self._raw.content
+        while True:
+            with _map_exceptions(self._url):
+                chunk = await content.readany()
+            if not chunk:
+                return
+            yield chunk
+
+    async def read_some(self, n: int = -1) -> bytes:
+        """Up to ``n`` bytes (``-1``: whatever has arrived); ``b""`` at the end."""
+        with _map_exceptions(self._url):
+            if n < 0:
+                return await self._raw.content.readany()
+            return await self._raw.content.read(n)
+
+    def release(self) -> None:
+        """Return the connection to the pool (closed instead if the body was not drained)."""
+        if not self._done:
+            self._done = True
+            self._raw.release()
+            self._transport._release_slot()
+
+    def close(self) -> None:
+        """Drop the connection: for an abandoned body or a broken exchange."""
+        if not self._done:
+            self._done = True
+            self._raw.close()
+            self._transport._release_slot()
+
+
+class Transport:
+    """One aiohttp connection pool shared by every container of a session."""
+
+    def __init__(
+        self, *, limits: Limits = DEFAULT_LIMITS, timeouts: Timeouts = DEFAULT_TIMEOUTS
+    ) -> None:
+        self.limits = limits
+        self.timeouts = timeouts
+        self._session: aiohttp.ClientSession | None = None
+        # Our own gate in front of aiohttp's pool, so waiting for a connection has its own
+        # timeout (PoolTimeout) and the number in flight is observable.
+        self._slots = asyncio.Semaphore(limits.max_connections)
+        self._in_use = 0
+        self.stats = PoolStats(self)
+
+    def _client(self) -> aiohttp.ClientSession:
+        session = self._session
+        if session is None or session.closed:
+            connector = aiohttp.TCPConnector(
+                limit=self.limits.max_connections,
+                limit_per_host=self.limits.max_connections_per_host,
+                keepalive_timeout=self.limits.keepalive_expiry,
+            )
+            t = self.timeouts
+            session = self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(
+                    total=None, connect=None, sock_connect=t.connect, sock_read=t.read
+                ),
+                auto_decompress=False,
+                skip_auto_headers=("Accept-Encoding", "Content-Type"),
+                headers={"User-Agent": USER_AGENT},
+            )
+        return session
+
+    def _release_slot(self) -> None:
+        self._in_use -= 1
+        self._slots.release()
+
+    async def send(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        *,
+        body: UploadBody | None = None,
+        meter: Meter | None = None,
+        chunked: bool = False,
+        read_timeout: float | None = None,
+    ) -> Response:
+        """Send a request; return once the response headers have arrived.
+
+        With ``body``, ``meter`` counts and limits it; ``chunked`` forces chunked transfer
+        encoding even when the size is known (STREAMING uploads). ``read_timeout``
+        overrides ``Timeouts.read`` (a deadline may shorten it).
+        """
+        session = self._client()
+        try:
+            async with asyncio.timeout(self.timeouts.pool):
+                await self._slots.acquire()
+        except TimeoutError as exc:
+            raise PoolTimeout(
+                f"no free connection within {self.timeouts.pool} s: all "
+                f"{self.limits.max_connections} are busy (raise Limits.max_connections, or "
+                "release responses sooner)"
+            ) from exc
+        self._in_use += 1
+        payload: _UploadPayload | None = None
+        kwargs: dict[str, Any] = {}
+        if body is not None:
+            assert meter is not None
+            payload = _UploadPayload(body, meter, self.timeouts.write)
+            kwargs["data"] = payload
+            if chunked or body.size is None:
+                kwargs["chunked"] = True
+        if read_timeout is not None:
+            kwargs["timeout"] = aiohttp.ClientTimeout(
+                total=None, connect=None, sock_connect=self.timeouts.connect,
+                sock_read=read_timeout,
+            )
+        try:
+            with _map_exceptions(url, payload):
+                raw = await session.request(
+                    method,
+                    URL(url, encoded=True),
+                    headers=headers,
+                    allow_redirects=False,
+                    **kwargs,
+                )
+        except BaseException:
+            self._release_slot()
+            raise
+        return Response(raw, self, url)
+
+    async def aclose(self) -> None:
+        session, self._session = self._session, None
+        if session is not None and not session.closed:
+            await session.close()
