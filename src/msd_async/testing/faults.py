@@ -1,0 +1,163 @@
+"""Fault injection for the local server: make requests fail on purpose, reproducibly.
+
+Two ways, usable together (targeted rules are consulted first)::
+
+    plan = FaultPlan(rate=0.2, kinds={"503", "cut-upload"}, seed=7)    # a random share
+    server = LocalMediaStore(faults=plan)
+    server.faults.inject("cut-download", method="GET", path="a/b.ts", after_bytes=1000)
+
+and from the command line: ``msd serve --fault-rate 0.2 --fault-kinds 503,cut-upload
+--fault-seed 7 --fault-delay 0.5``.
+
+========================  =====================================================================
+kind                      effect
+========================  =====================================================================
+``"500"``                 ``500 InternalServerError`` before the request is acted on
+``"503"``                 ``503 ServiceUnavailableException`` before the request is acted on
+``"throttle"``            ``400 ThrottlingException`` ("Rate exceeded")
+``"cut-upload"``          PUT only: read ``after_bytes`` of the body (default: half of it, at
+                          least 1 byte), then drop the connection without a response. Nothing
+                          is stored; the previous version stays.
+``"cut-download"``        GET of an object only: send the headers and ``after_bytes`` of the
+                          body (default: half), then abort the connection.
+``"delay"``               wait ``delay`` seconds, then handle the request normally
+========================  =====================================================================
+
+Faults are decided when a request arrives, before authentication. A faulted request never
+changes the store: error faults answer before anything is read, a cut upload is aborted
+exactly like a client that disconnects. The random share draws from ``random.Random(seed)``,
+so a run with the same seed and the same request order faults the same requests. A kind
+that cannot apply to a request (``cut-upload`` on a GET) is not drawn for it.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Final, Literal, get_args
+
+__all__ = ["FAULT_KINDS", "Fault", "FaultKind", "FaultPlan"]
+
+FaultKind = Literal["500", "503", "throttle", "cut-upload", "cut-download", "delay"]
+FAULT_KINDS: Final[frozenset[str]] = frozenset(get_args(FaultKind))
+#: Default for the "delay" kind, in seconds.
+DEFAULT_DELAY: Final = 0.5
+
+
+@dataclass(slots=True)
+class Fault:
+    """One fault to apply: what it is and its parameters."""
+
+    kind: FaultKind
+    after_bytes: int | None = None
+    delay: float = DEFAULT_DELAY
+
+
+@dataclass(slots=True)
+class _Rule:
+    fault: Fault
+    times: int | None
+    method: str | None
+    path: str | None
+
+    def matches(self, method: str, path: str) -> bool:
+        return (self.method is None or self.method == method) and (
+            self.path is None or self.path == path
+        )
+
+
+def _applies(kind: str, method: str, is_object: bool) -> bool:
+    if kind == "cut-upload":
+        return method == "PUT"
+    if kind == "cut-download":
+        return method == "GET" and is_object
+    return True
+
+
+@dataclass
+class FaultPlan:
+    """Which requests fail and how.
+
+    ``rate`` (0..1, default 0) is the share of requests that get a random fault drawn from
+    ``kinds`` (default: all kinds); ``seed`` makes the draw reproducible; ``delay`` is the
+    wait of the ``"delay"`` kind in seconds. Raises :class:`ValueError` for a rate outside
+    0..1 or an unknown kind.
+    """
+
+    rate: float = 0.0
+    kinds: Iterable[str] = FAULT_KINDS
+    seed: int | None = None
+    delay: float = DEFAULT_DELAY
+    #: Every fault applied so far, as ``(kind, method, path)``, for test assertions.
+    history: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.rate <= 1.0:
+            raise ValueError(f"fault rate must be within 0..1, not {self.rate}")
+        self.kinds = frozenset(self.kinds)
+        unknown = self.kinds - FAULT_KINDS
+        if unknown:
+            raise ValueError(
+                f"unknown fault kinds {sorted(unknown)}; choose from {sorted(FAULT_KINDS)}"
+            )
+        if self.delay < 0:
+            raise ValueError(f"fault delay must be >= 0, not {self.delay}")
+        self._random = random.Random(self.seed)
+        self._rules: list[_Rule] = []
+        # inject() may be called from another thread (a sync test driving boto3).
+        self._lock = threading.Lock()
+
+    def inject(
+        self,
+        kind: FaultKind,
+        *,
+        times: int | None = 1,
+        method: str | None = None,
+        path: str | None = None,
+        after_bytes: int | None = None,
+        delay: float | None = None,
+    ) -> None:
+        """Apply ``kind`` to the next ``times`` matching requests (``None``: every one).
+
+        ``method`` (``"GET"``, ``"PUT"``...) and ``path`` (the object path without its
+        leading ``/``; ``""`` for ListItems) narrow the match.
+        """
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {kind!r}; choose from {sorted(FAULT_KINDS)}")
+        if times is not None and times < 1:
+            raise ValueError(f"times must be >= 1 or None, not {times}")
+        fault = Fault(kind, after_bytes, self.delay if delay is None else delay)
+        with self._lock:
+            self._rules.append(_Rule(fault, times, method.upper() if method else None, path))
+
+    def clear(self) -> None:
+        """Drop every targeted rule (the random rate stays)."""
+        with self._lock:
+            self._rules.clear()
+
+    def pick(self, method: str, path: str, *, is_object: bool) -> Fault | None:
+        """The fault for this request, if any (consumes a targeted rule's count)."""
+        with self._lock:
+            for rule in self._rules:
+                if rule.matches(method, path) and _applies(rule.fault.kind, method, is_object):
+                    if rule.times is not None:
+                        rule.times -= 1
+                        if rule.times == 0:
+                            self._rules.remove(rule)
+                    self.history.append((rule.fault.kind, method, path))
+                    return rule.fault
+            if self.rate <= 0.0:
+                return None
+            # Draw both numbers every time so the sequence does not depend on the kinds.
+            roll = self._random.random()
+            which = self._random.random()
+            if roll >= self.rate:
+                return None
+            candidates = sorted(k for k in self.kinds if _applies(k, method, is_object))
+            if not candidates:
+                return None
+            kind: FaultKind = candidates[int(which * len(candidates))]  # type: ignore[assignment]
+            self.history.append((kind, method, path))
+            return Fault(kind, None, self.delay)

@@ -1,0 +1,745 @@
+"""The local MediaStore-compatible server: :class:`LocalMediaStore`, an aiohttp.web application.
+
+It serves one container's data plane (SPEC §2) over HTTP/1.1 and is strict where the service
+is: SigV4 signatures (header or presigned), path rules, object limits while the body streams,
+the 30-second upload cap, and error responses with ``x-amzn-ErrorType``/``x-amzn-RequestId``.
+
+Choices where the service left a question open (SPEC marks them **(choice)**):
+
+- Paths are resolved from the *raw* request path; empty segments collapse (``//live/a``
+  is ``live/a``, like the signer's canonical URI). ``.`` and ``..`` segments are refused
+  (400): the signature covers the dot-free path, so accepting them would let one signature
+  name two objects.
+- An in-progress STREAMING object answers GET with a chunked 200 (Range ignored) and HEAD
+  without Content-Length; it is listed by ListItems only once complete.
+- A request whose Host is ``<id>.data.mediastore.<region>.amazonaws.com`` must name this
+  server's container (``container``, default ``"local"``); any other Host means this container.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as _dt
+import email.utils
+import hashlib
+import hmac
+import json
+import logging
+import re
+import secrets
+import time
+from collections.abc import Iterable, Sequence
+from types import TracebackType
+from typing import Any, Final, Literal, Self
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+
+from .. import rules
+from ..credentials import Credentials
+from ..errors import ClientValidationError
+from .auth import AuthFailure, Deferred, Verifier, decode_query, is_hex_sha256
+from .faults import Fault, FaultPlan
+from .store import (
+    DirectoryStore,
+    MemoryStore,
+    NameConflictError,
+    ObjectVersion,
+    Store,
+    Upload,
+    UploadFailed,
+)
+
+__all__ = ["DEFAULT_CREDENTIALS", "LocalMediaStore"]
+
+logger = logging.getLogger("msd_async.testing.server")
+
+#: The well-known keys of a server started without credentials (printed by ``msd serve``).
+DEFAULT_CREDENTIALS: Final = Credentials("AKIDLOCALMEDIASTORE", "local-mediastore-secret-key")
+#: ListItems NextToken lifetime (SPEC §2).
+TOKEN_LIFETIME: Final = 15 * 60
+
+_HOST_RE: Final = re.compile(
+    r"([A-Za-z0-9-]+)\.data\.mediastore\.[a-z0-9-]+\.amazonaws\.com(?::\d+)?", re.ASCII
+)
+_LOOPBACK: Final = frozenset({"127.0.0.1", "::1", "localhost"})
+_READ_OPS: Final = frozenset({"GET", "HEAD"})
+
+
+class ApiError(Exception):
+    """An error response: AWS ``code``, HTTP ``status`` and a message."""
+
+    def __init__(self, status: int, code: str, message: str, *, close: bool = False) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        #: Close the connection after answering (the request body was not read to its end).
+        self.close = close
+        self.headers: dict[str, str] = {}
+
+
+class _ClientGone(Exception):
+    """The client went away (or a fault cut it off); no response can be delivered."""
+
+
+def _validation(message: str, *, close: bool = False) -> ApiError:
+    return ApiError(400, "ValidationException", message, close=close)
+
+
+def _http_date(ts: float) -> str:
+    return email.utils.formatdate(ts, usegmt=True)
+
+
+def _split_path(raw: str) -> str:
+    """The decoded object path of a raw request path, empty segments collapsed."""
+    from urllib.parse import unquote
+
+    segments: list[str] = []
+    for segment in raw.split("/"):
+        if not segment:
+            continue
+        try:
+            decoded = unquote(segment, errors="strict")
+        except UnicodeDecodeError:
+            raise _validation(f"path segment {segment!r} is not valid UTF-8") from None
+        if decoded in (".", ".."):
+            raise _validation(
+                f"path {raw!r} has a '{decoded}' segment; dot segments are not allowed"
+            )
+        segments.append(decoded)
+    return "/".join(segments)
+
+
+def _check_object_path(path: str) -> str:
+    try:
+        return rules.normalize_object_path(path)
+    except ClientValidationError as exc:
+        raise _validation(exc.message) from None
+
+
+class _AccessLogger(AbstractAccessLogger):
+    """One line per request: method, path, status, bytes in/out, milliseconds, request id."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        status: Any = response.status
+        if request.get("msd.gone"):
+            status = "aborted"
+        try:
+            sent = response.body_length
+        except Exception:  # not prepared (connection lost first)
+            sent = 0
+        self.logger.info(
+            "%s %s %s in=%d out=%d %.1fms %s",
+            request.method,
+            request.raw_path,
+            status,
+            request.get("msd.bytes_in", 0),
+            sent,
+            time * 1000,
+            response.headers.get("x-amzn-RequestId", "-"),
+        )
+
+    @property
+    def enabled(self) -> bool:
+        return self.logger.isEnabledFor(logging.INFO)
+
+
+class LocalMediaStore:
+    """A local MediaStore data-plane server for one container.
+
+    Use ``async with LocalMediaStore() as server:`` or ``await server.start()`` /
+    ``await server.close()``. Parameters (all keyword-only):
+
+    ==========================  ==============================================================
+    ``host``, ``port``          where to listen; default ``127.0.0.1`` and a free port (0)
+    ``region``                  the SigV4 scope region accepted; default ``us-east-1``
+    ``credentials``             the key pair clients sign with; default
+                                :data:`DEFAULT_CREDENTIALS`. A ``session_token`` on it must be
+                                sent by clients (temporary credentials)
+    ``extra_credentials``       more accepted key pairs
+    ``data_dir``                store objects in this directory (durable); default in memory
+    ``allow_anonymous``         ``"read"`` (GET/HEAD/ListItems) and/or ``"write"`` (PUT/DELETE)
+                                without a signature; default neither
+    ``standard_limit``          STANDARD object limit in bytes; default 25,000,000
+    ``streaming_limit``         STREAMING object limit in bytes; default 10,000,000
+    ``upload_time_limit``       seconds an upload may take; default 30
+    ``faults``                  a :class:`FaultPlan`; default one that injects nothing
+    ``container``               the container name a MediaStore-style Host must use
+    ``fsync``                   directory store: fsync before acknowledging; default ``True``
+    ==========================  ==============================================================
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        region: str = "us-east-1",
+        credentials: Credentials | None = None,
+        extra_credentials: Iterable[Credentials] = (),
+        data_dir: str | None = None,
+        allow_anonymous: Iterable[Literal["read", "write"]] = (),
+        standard_limit: int = rules.STANDARD_OBJECT_LIMIT,
+        streaming_limit: int = rules.STREAMING_OBJECT_LIMIT,
+        upload_time_limit: float = rules.UPLOAD_TIME_LIMIT,
+        faults: FaultPlan | None = None,
+        container: str = "local",
+        fsync: bool = True,
+        access_logger: logging.Logger | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.region = region
+        self.credentials = credentials or DEFAULT_CREDENTIALS
+        self.allow_anonymous = frozenset(allow_anonymous)
+        unknown = self.allow_anonymous - {"read", "write"}
+        if unknown:
+            raise ValueError(f"allow_anonymous takes 'read' and/or 'write', not {unknown}")
+        self.standard_limit = standard_limit
+        self.streaming_limit = streaming_limit
+        self.upload_time_limit = upload_time_limit
+        self.faults = faults if faults is not None else FaultPlan()
+        self.container = container
+        self.data_dir = data_dir
+        self.store: Store = (
+            DirectoryStore(data_dir, fsync=fsync) if data_dir is not None else MemoryStore()
+        )
+        self.verifier = Verifier([self.credentials, *extra_credentials], region)
+        self._token_key = secrets.token_bytes(32)
+        self._access_logger = access_logger or logging.getLogger("msd_async.testing.access")
+        self._runner: web.AppRunner | None = None
+        self.endpoint = ""
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def make_app(self) -> web.Application:
+        """The aiohttp application (one catch-all route; the server routes by itself)."""
+        app = web.Application(client_max_size=1024)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        return app
+
+    async def start(self) -> None:
+        """Start listening; sets :attr:`port` and :attr:`endpoint`."""
+        if self._runner is not None:
+            raise RuntimeError("server already started")
+        runner = web.AppRunner(
+            self.make_app(),
+            access_log_class=_AccessLogger,
+            access_log=self._access_logger,
+            handle_signals=False,
+            # Streaming readers and uploads are ended by close(); nothing should linger.
+            shutdown_timeout=2.0,
+        )
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        address = runner.addresses[0]
+        self.port = int(address[1])
+        host = self.host if ":" not in self.host else f"[{self.host}]"
+        self.endpoint = f"http://{host}:{self.port}"
+
+    async def close(self) -> None:
+        """Stop listening, end in-progress uploads (readers see them fail), close connections."""
+        runner, self._runner = self._runner, None
+        if runner is None:
+            return
+        await self.store.aclose()
+        await runner.cleanup()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- request handling ------------------------------------------------------------------
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        rid = secrets.token_hex(16)
+        request["msd.rid"] = rid
+        try:
+            return await self._dispatch(request, rid)
+        except ApiError as exc:
+            return self._error_response(request, exc, rid)
+        except _ClientGone:
+            request["msd.gone"] = True
+            resp = web.Response(status=400, headers={"x-amzn-RequestId": rid})
+            resp.force_close()
+            return resp
+        except Exception:
+            logger.exception("request %s failed", rid)
+            return self._error_response(
+                request,
+                ApiError(500, "InternalServerError", "The server failed; see its log."),
+                rid,
+            )
+
+    def _error_response(self, request: web.Request, exc: ApiError, rid: str) -> web.Response:
+        headers = {"x-amzn-ErrorType": exc.code, "x-amzn-RequestId": rid, **exc.headers}
+        body = None
+        if request.method != "HEAD":
+            body = json.dumps({"Message": exc.message, "__type": exc.code}).encode()
+            headers["Content-Type"] = "application/json"
+        resp = web.Response(status=exc.status, body=body, headers=headers)
+        if exc.close:
+            resp.force_close()
+        return resp
+
+    async def _dispatch(self, request: web.Request, rid: str) -> web.StreamResponse:
+        method = request.method
+        raw_path, _, raw_query = request.raw_path.partition("?")
+        path = _split_path(raw_path)
+
+        fault = self.faults.pick(method, path, is_object=bool(path))
+        if fault is not None:
+            fault = await self._early_fault(fault)
+
+        host = request.headers.get("Host", "")
+        match = _HOST_RE.fullmatch(host)
+        if match is not None and match.group(1) != self.container:
+            raise ApiError(
+                404,
+                "ContainerNotFoundException",
+                f"Container {match.group(1)!r} not found; this server hosts {self.container!r}.",
+            )
+
+        query = decode_query(raw_query)
+        deferred = self._authenticate(request, method, raw_path, query)
+
+        if method == "GET" and not path:
+            return self._list_items(query, rid)
+        if method not in ("GET", "HEAD", "PUT", "DELETE"):
+            raise ApiError(
+                405, "MethodNotAllowedException", f"Method {method} is not supported."
+            )
+        path = _check_object_path(path)
+        if method == "PUT":
+            return await self._put_object(request, path, rid, deferred, fault)
+        if method == "DELETE":
+            if not self.store.delete(path):
+                raise self._not_found(path)
+            return web.json_response({}, headers={"x-amzn-RequestId": rid})
+        return await self._get_object(request, path, rid, fault, head=method == "HEAD")
+
+    async def _early_fault(self, fault: Fault) -> Fault | None:
+        kind = fault.kind
+        if kind == "delay":
+            await asyncio.sleep(fault.delay)
+            return None
+        if kind == "500":
+            raise ApiError(500, "InternalServerError", "Injected fault: internal error.",
+                           close=True)
+        if kind == "503":
+            raise ApiError(
+                503, "ServiceUnavailableException", "Injected fault: service unavailable.",
+                close=True,
+            )
+        if kind == "throttle":
+            raise ApiError(400, "ThrottlingException", "Rate exceeded", close=True)
+        return fault
+
+    def _authenticate(
+        self, request: web.Request, method: str, raw_path: str, query: list[tuple[str, str]]
+    ) -> Deferred | None:
+        headers = request.headers
+        if "Authorization" in headers or any(k == "X-Amz-Signature" for k, _ in query):
+            try:
+                _, deferred = self.verifier.verify(
+                    method=method,
+                    raw_path=raw_path,
+                    query=query,
+                    headers=headers,
+                    has_body=method == "PUT" and request.body_exists,
+                )
+            except AuthFailure as exc:
+                raise ApiError(403, exc.code, exc.message, close=method == "PUT") from None
+            return deferred
+        needed = "read" if method in _READ_OPS else "write"
+        if needed not in self.allow_anonymous:
+            raise ApiError(
+                403,
+                "MissingAuthenticationTokenException",
+                "Missing Authentication Token: sign the request with SigV4 "
+                f"(anonymous {needed} is not allowed on this server).",
+                close=method == "PUT",
+            )
+        return None
+
+    @staticmethod
+    def _not_found(path: str) -> ApiError:
+        return ApiError(404, "ObjectNotFoundException", f"Object '{path}' not found.")
+
+    # -- ListItems -------------------------------------------------------------------------
+
+    def _make_token(self, folder: str, after: str) -> str:
+        payload = json.dumps([folder, after, int(time.time())], separators=(",", ":")).encode()
+        mac = hmac.digest(self._token_key, payload, "sha256")[:16]
+        return (
+            base64.urlsafe_b64encode(payload).decode().rstrip("=")
+            + "."
+            + base64.urlsafe_b64encode(mac).decode().rstrip("=")
+        )
+
+    def _read_token(self, token: str, folder: str) -> str:
+        bad = _validation("NextToken is invalid; start the listing again without it.")
+        try:
+            p64, m64 = token.split(".")
+            payload = base64.urlsafe_b64decode(p64 + "=" * (-len(p64) % 4))
+            mac = base64.urlsafe_b64decode(m64 + "=" * (-len(m64) % 4))
+        except (ValueError, TypeError):
+            raise bad from None
+        expected = hmac.digest(self._token_key, payload, "sha256")[:16]
+        if not hmac.compare_digest(mac, expected):
+            raise bad
+        token_folder, after, issued = json.loads(payload)
+        if time.time() - issued > TOKEN_LIFETIME:
+            raise _validation("NextToken has expired (tokens last 15 minutes).")
+        if token_folder != folder:
+            raise _validation("NextToken belongs to a listing of another Path.")
+        return str(after)
+
+    def _list_items(self, query: Sequence[tuple[str, str]], rid: str) -> web.Response:
+        params = {k: v for k, v in query if not k.startswith("X-Amz-")}
+        try:
+            folder_raw = params.get("Path")
+            if folder_raw is not None and any(
+                s in (".", "..") for s in folder_raw.split("/")
+            ):
+                raise _validation(f"Path {folder_raw!r} has a dot segment.")
+            folder = rules.normalize_folder_path(folder_raw)
+            max_results = rules.MAX_RESULTS_LIMIT
+            if "MaxResults" in params:
+                text = params["MaxResults"]
+                if not text.isdigit():
+                    raise _validation(f"MaxResults must be an integer 1..1000, not {text!r}.")
+                max_results = rules.check_max_results(int(text))
+        except ClientValidationError as exc:
+            raise _validation(exc.message) from None
+        token = params.get("NextToken")
+        after = self._read_token(token, folder) if token else None
+        entries, more = self.store.list(folder, after=after, limit=max_results)
+        items: list[dict[str, Any]] = []
+        for name, version in entries:
+            if version is None:
+                items.append({"Name": name, "Type": "FOLDER"})
+                continue
+            item: dict[str, Any] = {
+                "Name": name,
+                "Type": "OBJECT",
+                "ETag": version.etag,
+                "LastModified": version.last_modified,
+                "ContentLength": version.size,
+            }
+            if version.content_type_set:
+                item["ContentType"] = version.content_type
+            items.append(item)
+        body: dict[str, Any] = {"Items": items}
+        if more and entries:
+            body["NextToken"] = self._make_token(folder, entries[-1][0])
+        return web.json_response(body, headers={"x-amzn-RequestId": rid})
+
+    # -- GetObject / DescribeObject --------------------------------------------------------
+
+    @staticmethod
+    def _object_headers(version: ObjectVersion, rid: str) -> dict[str, str]:
+        headers = {
+            "ETag": version.etag,
+            "Content-Type": version.content_type,
+            "Last-Modified": _http_date(version.last_modified),
+            "x-amzn-RequestId": rid,
+        }
+        if version.cache_control is not None:
+            headers["Cache-Control"] = version.cache_control
+        return headers
+
+    async def _get_object(
+        self, request: web.Request, path: str, rid: str, fault: Fault | None, *, head: bool
+    ) -> web.StreamResponse:
+        upload = self.store.in_progress(path)
+        if upload is not None:
+            return await self._follow(request, upload, rid, fault, head=head)
+        version = self.store.get(path)
+        if version is None:
+            raise self._not_found(path)
+        headers = self._object_headers(version, rid)
+        size = version.size
+        if head:
+            return await self._head(request, headers, size)
+        start, end, status = 0, size, 200
+        range_header = request.headers.get("Range")
+        if range_header is not None:
+            try:
+                first, last = rules.parse_range_header(range_header)
+            except ClientValidationError as exc:
+                raise _validation(exc.message) from None
+            if first is None:
+                assert last is not None
+                start = max(0, size - last)
+            else:
+                start = first
+                end = size if last is None else min(last + 1, size)
+            if start >= size or (first is None and size == 0):
+                err = ApiError(
+                    416,
+                    "RequestedRangeNotSatisfiableException",
+                    f"Range {range_header!r} is outside the object ({size} bytes).",
+                )
+                err.headers["Content-Range"] = f"bytes */{size}"
+                raise err
+            status = 206
+            headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+        # Open before any await: a concurrent PUT cannot swap the bytes under the headers.
+        reader = self.store.open(version)
+        resp = web.StreamResponse(status=status, headers=headers)
+        resp.content_length = end - start
+        cut_at: int | None = None
+        if fault is not None and fault.kind == "cut-download":
+            cut_at = fault.after_bytes if fault.after_bytes is not None else (end - start) // 2
+        try:
+            await resp.prepare(request)
+            sent = 0
+            async for chunk in reader.iter_range(start, end):
+                if cut_at is not None and sent + len(chunk) >= cut_at:
+                    await resp.write(chunk[: cut_at - sent])
+                    self._abort_transport(request)
+                    raise _ClientGone
+                await resp.write(chunk)
+                sent += len(chunk)
+        except (ConnectionError, UploadFailed):
+            raise _ClientGone from None
+        finally:
+            reader.close()
+        return resp
+
+    @staticmethod
+    async def _head(
+        request: web.Request, headers: dict[str, str], size: int | None
+    ) -> web.StreamResponse:
+        # A StreamResponse keeps the Content-Length we set on HEAD (a Response would send 0);
+        # an in-progress STREAMING object has no length yet, so none is sent.
+        resp = web.StreamResponse(status=200, headers=headers)
+        if size is not None:
+            resp.content_length = size
+        await resp.prepare(request)
+        await resp.write_eof()
+        return resp
+
+    @staticmethod
+    def _abort_transport(request: web.Request) -> None:
+        transport = request.transport
+        if transport is not None:
+            transport.abort()
+
+    async def _follow(
+        self,
+        request: web.Request,
+        upload: Upload,
+        rid: str,
+        fault: Fault | None,
+        *,
+        head: bool,
+    ) -> web.StreamResponse:
+        headers = {
+            "ETag": upload.etag,
+            "Content-Type": upload.content_type or "application/octet-stream",
+            "Last-Modified": _http_date(upload.started),
+            "x-amzn-RequestId": rid,
+        }
+        if upload.cache_control is not None:
+            headers["Cache-Control"] = upload.cache_control
+        if head:
+            return await self._head(request, headers, None)
+        resp = web.StreamResponse(status=200, headers=headers)
+        resp.enable_chunked_encoding()
+        cut_at: int | None = None
+        if fault is not None and fault.kind == "cut-download":
+            cut_at = fault.after_bytes if fault.after_bytes is not None else 1
+        await resp.prepare(request)
+        sent = 0
+        try:
+            async for chunk in upload.follow():
+                if cut_at is not None and sent + len(chunk) >= cut_at:
+                    await resp.write(chunk[: cut_at - sent])
+                    self._abort_transport(request)
+                    raise _ClientGone
+                await resp.write(chunk)
+                sent += len(chunk)
+        except UploadFailed:
+            # End without the terminating chunk so the reader can tell the object is partial.
+            self._abort_transport(request)
+            raise _ClientGone from None
+        except ConnectionError:
+            raise _ClientGone from None
+        return resp
+
+    # -- PutObject -------------------------------------------------------------------------
+
+    async def _put_object(
+        self,
+        request: web.Request,
+        path: str,
+        rid: str,
+        deferred: Deferred | None,
+        fault: Fault | None,
+    ) -> web.StreamResponse:
+        headers = request.headers
+        try:
+            content_type = headers.get("Content-Type")
+            if content_type is not None:
+                rules.check_content_type(content_type)
+            cache_control = headers.get("Cache-Control")
+            if cache_control is not None:
+                rules.check_cache_control(cache_control)
+        except ClientValidationError as exc:
+            raise _validation(exc.message, close=True) from None
+        storage_class = headers.get("x-amz-storage-class")
+        if storage_class is not None and storage_class.upper() != "TEMPORAL":
+            raise _validation(
+                f"x-amz-storage-class must be TEMPORAL, not {storage_class!r}.", close=True
+            )
+        availability_header = headers.get("x-amz-upload-availability", "STANDARD").upper()
+        if availability_header not in ("STANDARD", "STREAMING"):
+            raise _validation(
+                "x-amz-upload-availability must be STANDARD or STREAMING, not "
+                f"{headers.get('x-amz-upload-availability')!r}.",
+                close=True,
+            )
+        availability: rules.Availability = (
+            "STREAMING" if availability_header == "STREAMING" else "STANDARD"
+        )
+        declared_sha = headers.get("X-Amz-Content-SHA256")
+        if declared_sha is not None and declared_sha != "UNSIGNED-PAYLOAD" and not (
+            is_hex_sha256(declared_sha)
+        ):
+            raise _validation(
+                "x-amz-content-sha256 must be UNSIGNED-PAYLOAD or a lowercase hex SHA-256.",
+                close=True,
+            )
+        limit = self.streaming_limit if availability == "STREAMING" else self.standard_limit
+        declared = request.content_length
+        if declared is not None and declared > limit:
+            raise _validation(
+                f"The object is {declared} bytes; the {availability} limit is {limit} bytes.",
+                close=True,
+            )
+        try:
+            upload = self.store.begin_upload(
+                path,
+                content_type=content_type,
+                cache_control=cache_control,
+                availability=availability,
+                # An unverified body must not reach readers: a deferred signature makes a
+                # STREAMING upload visible only when complete.
+                visible=availability == "STREAMING" and deferred is None,
+            )
+        except NameConflictError as exc:
+            raise _validation(str(exc), close=True) from None
+
+        cut_at: int | None = None
+        if fault is not None and fault.kind == "cut-upload":
+            if fault.after_bytes is not None:
+                cut_at = fault.after_bytes
+            else:
+                cut_at = max(1, (declared or 2) // 2)
+        loop = asyncio.get_running_loop()
+        content = request.content
+        size = 0
+        try:
+            async with asyncio.timeout(self.upload_time_limit):
+                while True:
+                    if cut_at is not None and size >= cut_at:
+                        self._abort_transport(request)
+                        raise _ClientGone
+                    try:
+                        chunk = await content.readany()
+                    except Exception:
+                        # ConnectionResetError when the client closes early (aiohttp cancels
+                        # the payload in connection_lost), or a framing error: the body is
+                        # incomplete and must never be stored.
+                        raise _ClientGone from None
+                    if not chunk:
+                        if cut_at is not None:
+                            self._abort_transport(request)
+                            raise _ClientGone
+                        break
+                    size += len(chunk)
+                    if size > limit:
+                        raise _validation(
+                            f"The body passed the {availability} limit of {limit} bytes; "
+                            "the upload was cancelled.",
+                            close=True,
+                        )
+                    upload.write(chunk)
+        except TimeoutError:
+            upload.abort()
+            raise _validation(
+                f"The upload did not complete within {self.upload_time_limit:g} seconds "
+                "and was cancelled.",
+                close=True,
+            ) from None
+        except BaseException:
+            upload.abort()
+            raise
+        finally:
+            request["msd.bytes_in"] = size
+        del loop
+        body_sha = upload.sha256.hexdigest()
+        try:
+            if deferred is not None:
+                try:
+                    deferred.check(body_sha)
+                except AuthFailure as exc:
+                    raise ApiError(403, exc.code, exc.message) from None
+            if declared_sha is not None and declared_sha != "UNSIGNED-PAYLOAD" and (
+                declared_sha != body_sha
+            ):
+                raise _validation(
+                    "x-amz-content-sha256 does not match the SHA-256 of the body received."
+                )
+            version = await upload.commit()
+        except NameConflictError as exc:
+            raise _validation(str(exc)) from None
+        except BaseException:
+            upload.abort()
+            raise
+        return web.json_response(
+            {
+                "ContentSHA256": version.content_sha256,
+                "ETag": version.etag,
+                "StorageClass": "TEMPORAL",
+            },
+            headers={"x-amzn-RequestId": rid},
+        )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names only the local machine."""
+    if host in _LOOPBACK:
+        return True
+    try:
+        import ipaddress
+
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def utc_now() -> _dt.datetime:
+    return _dt.datetime.now(_dt.UTC)
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
