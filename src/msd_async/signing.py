@@ -16,7 +16,7 @@ import hashlib
 import hmac
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Final
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from .credentials import Credentials
 
@@ -31,6 +31,7 @@ __all__ = [
     "canonical_request",
     "canonical_uri",
     "derive_signing_key",
+    "signing_host",
     "string_to_sign",
 ]
 
@@ -52,6 +53,26 @@ def amz_date(now: _dt.datetime | None = None) -> str:
     elif now.tzinfo is not None:
         now = now.astimezone(_dt.UTC)
     return now.strftime("%Y%m%dT%H%M%SZ")
+
+
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+
+
+def signing_host(url: str) -> str:
+    """The ``host`` header value to sign for ``url``, as botocore derives it and aiohttp
+    sends it: the host name in lower case, an IPv6 address in brackets, no user info, and
+    the port only when it is not the scheme's default (80 for http, 443 for https).
+
+    Raises :class:`ValueError` for a URL whose port is not a number.
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = parts.port
+    if port is not None and port != _DEFAULT_PORTS.get(parts.scheme):
+        host = f"{host}:{port}"
+    return host
 
 
 def canonical_uri(encoded_path: str) -> str:
