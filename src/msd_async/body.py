@@ -66,6 +66,11 @@ class UploadBody:
     def chunks(self) -> AsyncIterator[Buffer]:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def can_replay(self) -> bool:
+        """Whether another attempt can send the whole body again (a one-shot source that
+        was never read from still can)."""
+        return self.replayable
+
     async def aclose(self) -> None:
         """Release what the body holds (nothing for most)."""
 
@@ -106,6 +111,9 @@ class _FileObjectBody(UploadBody):
             self.size = end - self._start
         self.replayable = seekable
         self._started = False
+
+    def can_replay(self) -> bool:
+        return self.replayable or not self._started
 
     async def chunks(self) -> AsyncIterator[Buffer]:
         if self._start is not None:
@@ -177,6 +185,9 @@ class _IteratorBody(UploadBody):
         self._buffer: list[bytes] | None = [] if replay_buffer else None
         self._exhausted = False
         self.replayable = replay_buffer
+
+    def can_replay(self) -> bool:
+        return self.replayable or self._iterator is None
 
     async def chunks(self) -> AsyncIterator[Buffer]:
         buffer = self._buffer

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, TypeVar
 from urllib.parse import urlsplit
 
 from . import protocol, rules
 from .body import Body, Buffer, Meter, ProgressCallback, UploadBody, prepare_body
 from .errors import ChecksumMismatchError, InvalidParameterError, ObjectTooLargeError
 from .results import Item, ListPage, ObjectInfo, PutResult
+from .retry import Deadline, call_with_retries
 from .signing import SigV4Signer
 from .stream import ObjectStream
 from .transport import Response
@@ -22,6 +23,11 @@ if TYPE_CHECKING:
 __all__ = ["ContainerClient"]
 
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+T = TypeVar("T")
+
+
+def _deadline(seconds: float | None) -> Deadline | None:
+    return None if seconds is None else Deadline.after(seconds)
 
 
 def _parse_endpoint(endpoint: str) -> tuple[str, str]:
@@ -85,8 +91,8 @@ class ContainerClient:
         body: UploadBody | None = None,
         meter: Meter | None = None,
         chunked: bool = False,
-        extra_headers: dict[str, str] | None = None,
         object_operation: bool = True,
+        deadline: Deadline | None = None,
     ) -> Response:
         """One attempt: sign, send, and raise the typed error for an error status."""
         credentials = await self._session._credentials.get_credentials()
@@ -100,15 +106,15 @@ class ContainerClient:
             payload_hash=request.payload_hash,
         )
         headers = {"Host": self._host, **request.headers, **auth}
-        if extra_headers:
-            headers.update(extra_headers)
-        response = await self._session._transport.send(
+        transport = self._session._transport
+        response = await transport.send(
             request.method,
             self._base + request.target,
             headers,
             body=body,
             meter=meter,
             chunked=chunked,
+            read_timeout=None if deadline is None else deadline.cap(transport.timeouts.read),
         )
         status = response.status
         if status < 300:
@@ -119,6 +125,23 @@ class ContainerClient:
             response.close() if request.method != "HEAD" else response.release()
         raise protocol.parse_error(
             status, response.headers, data, object_operation=object_operation
+        )
+
+    async def _call(
+        self,
+        attempt: Callable[[int], Awaitable[T]],
+        deadline: Deadline | None,
+        *,
+        replayable: Callable[[], bool] | None = None,
+    ) -> T:
+        """Run attempts under the session's retry policy and budget, within ``deadline``."""
+        session = self._session
+        return await call_with_retries(
+            attempt,
+            policy=session.retry,
+            budget=session._retry_budget,
+            deadline=deadline,
+            replayable=replayable,
         )
 
     # --- operations --------------------------------------------------------------------
@@ -133,21 +156,27 @@ class ContainerClient:
         progress: ProgressCallback | None = None,
         verify: bool = False,
         replay_buffer: bool = False,
+        deadline: float | None = None,
     ) -> PutResult:
-        """Upload an object (PutObject); replaces any previous version when it completes.
+        """Upload an object (PutObject); it replaces any previous version when complete.
 
-        ``body``: bytes-like, a file path, a binary file, an async iterable of bytes (sent
-        chunk by chunk as it yields), or a callable returning a fresh async iterable (so the
-        upload can be retried). ``streaming=True`` makes the object readable while it
-        uploads (STREAMING availability, 10 MB limit; sent chunked); otherwise it appears
-        when complete (STANDARD, 25 MB). ``progress`` is called with the bytes sent so far.
-        ``verify=True`` hashes the bytes while sending and compares with the service's
-        ContentSHA256 (costs about 0.6 ms CPU per MB; off by default).
+        ``body``: bytes-like, a file path, a binary file, an async iterable of bytes (each
+        chunk is sent as soon as it is yielded), or a callable returning a fresh async
+        iterable (so the upload can be retried). ``streaming=True`` makes the object
+        readable while it uploads (STREAMING availability, 10 MB limit, sent chunked);
+        otherwise it appears only when complete (STANDARD, 25 MB).
 
-        Raises :class:`ObjectTooLargeError` before sending if the size is known and over the
-        limit, or the moment a streamed body passes it (the upload is cut, nothing stored);
-        :class:`InvalidPathError`, :class:`InvalidParameterError` for bad arguments;
-        :class:`ChecksumMismatchError` if ``verify`` finds a difference.
+        ``progress`` is called with the bytes sent so far. ``verify=True`` hashes the bytes
+        while sending and compares with the service's ContentSHA256 (about 0.6 ms CPU per
+        MB, so off by default). ``replay_buffer=True`` keeps what a one-shot iterator sent
+        so a failed attempt can be retried. ``deadline`` (seconds) bounds the whole call,
+        retries included.
+
+        Raises :class:`ObjectTooLargeError` before sending when the size is known and over
+        the limit, or the moment a streamed body passes it (the upload is cut and nothing
+        is stored); :class:`InvalidPathError` / :class:`InvalidParameterError` for bad
+        arguments; :class:`UnreplayableBodyError` when a retry would need a one-shot body
+        again; :class:`ChecksumMismatchError` when ``verify`` finds a difference.
         """
         availability: rules.Availability = "STREAMING" if streaming else "STANDARD"
         request = protocol.put_object(
@@ -159,23 +188,29 @@ class ContainerClient:
         limit = self.streaming_limit if streaming else self.standard_limit
         rule = f"body.max-size.{availability.lower()}"
         upload = prepare_body(body, replay_buffer=replay_buffer)
-        try:
-            if upload.size is not None and upload.size > limit:
-                raise ObjectTooLargeError(
-                    f"the body is {upload.size:,} bytes; {availability} objects are limited "
-                    f"to {limit:,} bytes",
-                    rule=rule,
-                    limit=limit,
-                    size=upload.size,
-                )
+        if upload.size is not None and upload.size > limit:
+            await upload.aclose()
+            raise ObjectTooLargeError(
+                f"the body is {upload.size:,} bytes; {availability} objects are limited "
+                f"to {limit:,} bytes",
+                rule=rule,
+                limit=limit,
+                size=upload.size,
+            )
+
+        deadline_ = _deadline(deadline)
+
+        async def attempt(_: int) -> tuple[PutResult, Meter]:
             meter = Meter(limit=limit, limit_rule=rule, hash_sha256=verify, progress=progress)
             response = await self._send(
-                request, body=upload, meter=meter, chunked=streaming
+                request, body=upload, meter=meter, chunked=streaming, deadline=deadline_
             )
-            data = await response.read()
+            return protocol.parse_put_result(await response.read(), meter.sent), meter
+
+        try:
+            result, meter = await self._call(attempt, deadline_, replayable=upload.can_replay)
         finally:
             await upload.aclose()
-        result = protocol.parse_put_result(data, meter.sent)
         if verify and meter.sha256 != result.content_sha256:
             raise ChecksumMismatchError(
                 f"the service stored SHA-256 {result.content_sha256} for {path!r}, but the "
@@ -186,9 +221,14 @@ class ContainerClient:
         return result
 
     def get_object(
-        self, path: str, *, range: rules.ByteRange | None = None, max_resumes: int = 3
+        self,
+        path: str,
+        *,
+        range: rules.ByteRange | None = None,
+        max_resumes: int = 3,
+        deadline: float | None = None,
     ) -> _GetObject:
-        """Download an object (GetObject) as an async context manager yielding an
+        """Download an object (GetObject): an async context manager yielding an
         :class:`ObjectStream`::
 
             async with store.get_object("vod/movie.mp4", range=(0, 1_048_575)) as obj:
@@ -196,31 +236,46 @@ class ContainerClient:
                     ...
 
         ``range``: ``(first, last)`` inclusive, ``(first, None)`` to the end, ``(None, n)``
-        for the last n bytes, or a raw ``"bytes=..."`` string; invalid forms raise
-        :class:`InvalidRangeError` before sending, a range past the end raises
-        :class:`RangeNotSatisfiableError`. A broken download resumes from where it stopped
-        up to ``max_resumes`` times if the object is unchanged. Leaving the block early
+        for the last n bytes, or a raw ``"bytes=..."`` string; an invalid one raises
+        :class:`InvalidRangeError` before sending, one past the end
+        :class:`RangeNotSatisfiableError`. A body cut mid-way resumes from where it stopped
+        (up to ``max_resumes`` times) if the object is unchanged. ``deadline`` (seconds)
+        bounds getting the response, retries included; the body itself is bounded only by
+        the read timeout, so a long healthy download is never cut. Leaving the block early
         closes the connection; nothing leaks.
         """
         request = protocol.get_object(path, byte_range=range)
-        return _GetObject(self, request, max_resumes)
+        return _GetObject(self, request, max_resumes, deadline)
 
-    async def get_bytes(self, path: str, *, range: rules.ByteRange | None = None) -> bytes:
+    async def get_bytes(
+        self, path: str, *, range: rules.ByteRange | None = None, deadline: float | None = None
+    ) -> bytes:
         """The whole object (or a range of it) as bytes."""
-        async with self.get_object(path, range=range) as obj:
+        async with self.get_object(path, range=range, deadline=deadline) as obj:
             return await obj.read()
 
-    async def describe_object(self, path: str) -> ObjectInfo:
+    async def describe_object(self, path: str, *, deadline: float | None = None) -> ObjectInfo:
         """Metadata of an object (DescribeObject). Raises :class:`ObjectNotFoundError`."""
-        response = await self._send(protocol.describe_object(path))
-        response.release()
-        return protocol.parse_object_info(response.headers)
+        request = protocol.describe_object(path)
+        deadline_ = _deadline(deadline)
 
-    async def delete_object(self, path: str) -> None:
-        """Delete an object (DeleteObject). Raises :class:`ObjectNotFoundError` if absent;
-        empty parent folders disappear with it."""
-        response = await self._send(protocol.delete_object(path))
-        await response.read()
+        async def attempt(_: int) -> ObjectInfo:
+            response = await self._send(request, deadline=deadline_)
+            response.release()
+            return protocol.parse_object_info(response.headers)
+
+        return await self._call(attempt, deadline_)
+
+    async def delete_object(self, path: str, *, deadline: float | None = None) -> None:
+        """Delete an object (DeleteObject). Raises :class:`ObjectNotFoundError` if there is
+        none; empty parent folders disappear with it."""
+        request = protocol.delete_object(path)
+        deadline_ = _deadline(deadline)
+
+        async def attempt(_: int) -> None:
+            await (await self._send(request, deadline=deadline_)).read()
+
+        await self._call(attempt, deadline_)
 
     async def list_items_page(
         self,
@@ -228,13 +283,19 @@ class ContainerClient:
         *,
         max_results: int | None = None,
         next_token: str | None = None,
+        deadline: float | None = None,
     ) -> ListPage:
         """One page of the direct children of a folder (ListItems). ``max_results`` 1-1000
         (the service's default is 1000 and it may return fewer); pass the page's
         ``next_token`` to get the next one (tokens expire after 15 minutes)."""
         request = protocol.list_items(path, max_results=max_results, next_token=next_token)
-        response = await self._send(request, object_operation=False)
-        return protocol.parse_list_page(await response.read())
+        deadline_ = _deadline(deadline)
+
+        async def attempt(_: int) -> ListPage:
+            response = await self._send(request, object_operation=False, deadline=deadline_)
+            return protocol.parse_list_page(await response.read())
+
+        return await self._call(attempt, deadline_)
 
     async def list_items(
         self, path: str | None = None, *, page_size: int | None = None
@@ -284,21 +345,30 @@ class _GetObject(contextlib.AbstractAsyncContextManager["ObjectStream"]):
     """``async with client.get_object(...) as stream``: sends on enter, closes on exit."""
 
     def __init__(
-        self, client: ContainerClient, request: protocol.Request, max_resumes: int
+        self,
+        client: ContainerClient,
+        request: protocol.Request,
+        max_resumes: int,
+        deadline: float | None,
     ) -> None:
         self._client = client
         self._request = request
         self._max_resumes = max_resumes
+        self._deadline = deadline
         self._stream: ObjectStream | None = None
 
     async def _reopen(self, start: int, end: int) -> Response:
         original = self._request
         headers = {"range": rules.format_range((start, end))}
         ranged = protocol.Request("GET", original.path, (), headers, original.payload_hash)
-        return await self._client._send(ranged)
+        return await self._client._call(lambda _: self._client._send(ranged), None)
 
     async def __aenter__(self) -> ObjectStream:
-        response = await self._client._send(self._request)
+        request = self._request
+        deadline = _deadline(self._deadline)
+        response = await self._client._call(
+            lambda _: self._client._send(request, deadline=deadline), deadline
+        )
         self._stream = ObjectStream(
             response, reopen=self._reopen, max_resumes=self._max_resumes
         )

@@ -8,6 +8,7 @@ from . import rules
 from .client import ContainerClient
 from .config import DEFAULT_LIMITS, DEFAULT_TIMEOUTS, Limits, Timeouts
 from .credentials import Credentials, CredentialsProvider
+from .retry import DEFAULT_RETRY_POLICY, RetryBudget, RetryPolicy
 from .transport import PoolStats, Transport
 
 __all__ = ["Session"]
@@ -25,6 +26,8 @@ class Session:
     chain (environment, shared files and ``profile``, SSO, assume-role, container, IMDS —
     through aiobotocore, imported only then). ``region``: optional when every endpoint is a
     ``*.data.mediastore.<region>.amazonaws.com`` host; else required (or AWS_REGION).
+    ``retry``: the :class:`~msd_async.retry.RetryPolicy` of every call (4 attempts with
+    jittered backoff by default); ``RetryPolicy.none()`` disables retries.
     """
 
     def __init__(
@@ -35,8 +38,12 @@ class Session:
         profile: str | None = None,
         timeouts: Timeouts = DEFAULT_TIMEOUTS,
         limits: Limits = DEFAULT_LIMITS,
+        retry: RetryPolicy = DEFAULT_RETRY_POLICY,
     ) -> None:
         self.region = region
+        self.retry = retry
+        # One budget for every container: a failing service is not hammered from any side.
+        self._retry_budget = RetryBudget()
         if credentials is None or profile is not None:
             from .credentials import resolve_credentials  # the chain imports aiobotocore
 
