@@ -388,7 +388,7 @@ async def call_with_retries(
     policy: RetryPolicy = DEFAULT_RETRY_POLICY,
     budget: RetryBudget | None = None,
     deadline: Deadline | None = None,
-    clock: Clock = SYSTEM_CLOCK,
+    clock: Clock | None = None,
     rng: Callable[[], float] = random.random,
     replayable: Callable[[], bool] | None = None,
     on_retry: Callable[[int, MediaStoreError, float], object] | None = None,
@@ -408,6 +408,9 @@ async def call_with_retries(
     7. otherwise ``on_retry(n, error, delay)`` is called, the retry is logged at DEBUG on
        ``msd_async.retry``, and after sleeping ``delay`` on ``clock`` attempt ``n + 1`` runs.
 
+    Sleeps happen on ``clock``: by default the deadline's clock, else :data:`SYSTEM_CLOCK`.
+    ``rng`` returns floats in ``[0, 1)`` for the jitter.
+
     ``replayable`` is asked only when a retry would otherwise happen, and before any token is
     taken or any time slept. With a ``deadline``, each attempt also runs in a cancel scope
     that ends at the deadline (measured on the event loop's clock, ``deadline.remaining()``
@@ -421,6 +424,8 @@ async def call_with_retries(
     Exceptions raised by ``attempt`` that are not :class:`~msd_async.errors.MediaStoreError`
     are never retried and propagate unchanged, as do those of ``replayable`` and ``on_retry``.
     """
+    if clock is None:
+        clock = SYSTEM_CLOCK if deadline is None else deadline.clock
     last: MediaStoreError | None = None  # the error of the previous attempt, for chaining
     last_cost = 0  # tokens the latest retry took, given back if the call then succeeds
     n = 0
@@ -429,21 +434,20 @@ async def call_with_retries(
             why = "before the first attempt" if last is None else f"after attempt {n}"
             raise _deadline_exceeded(deadline, n, why) from last
         n += 1
-        timed_out = False
+        scope: anyio.CancelScope | None = None
         try:
             if deadline is None:
                 result = await attempt(n)
             else:
                 with anyio.move_on_after(deadline.remaining()) as scope:
                     result = await attempt(n)
-                timed_out = scope.cancelled_caught
         except MediaStoreError as exc:
             if not policy.is_retryable(exc):
                 exc.attempts = n
                 raise
             failure = exc
         else:
-            if timed_out:
+            if scope is not None and scope.cancelled_caught:
                 assert deadline is not None
                 raise _deadline_exceeded(deadline, n, f"during attempt {n}") from last
             if budget is not None:
@@ -451,7 +455,11 @@ async def call_with_retries(
             return result
 
         last = failure
-        if deadline is not None and deadline.expired:
+        # cancel_called: the attempt turned the deadline's cancellation into an error of its
+        # own (a connection torn down mid-request); that is the deadline, not a new failure.
+        if deadline is not None and (
+            deadline.expired or (scope is not None and scope.cancel_called)
+        ):
             raise _deadline_exceeded(deadline, n, f"during attempt {n}") from failure
         if n >= policy.max_attempts:
             raise _give_up(failure, n, f"all {policy.max_attempts} attempts made")
@@ -463,7 +471,7 @@ async def call_with_retries(
                 attempts=n,
             ) from failure
         delay = policy.delay(n - 1, failure, rng)
-        if deadline is not None and clock.monotonic() + delay >= deadline.at:
+        if deadline is not None and delay >= deadline.remaining():
             raise _deadline_exceeded(
                 deadline, n, f"before retry {n} could start (backoff {delay:.3f} s)"
             ) from failure

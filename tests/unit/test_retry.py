@@ -636,6 +636,34 @@ async def test_deadline_cancels_an_attempt_that_never_ends() -> None:
     assert info.value.__cause__ is first
 
 
+@pytest.mark.anyio
+async def test_deadline_cancellation_turned_into_an_error_is_still_the_deadline() -> None:
+    clock = FakeClock()
+    lost = ConnectionLostError("connection torn down")
+
+    async def attempt(n: int) -> None:
+        try:
+            await anyio.sleep_forever()
+        except anyio.get_cancelled_exc_class():
+            raise lost from None
+
+    deadline = Deadline(clock.now + 0.01, clock)
+    with pytest.raises(DeadlineExceeded) as info:
+        await call_with_retries(attempt, clock=clock, deadline=deadline, rng=lambda: 0.0)
+    assert info.value.attempts == 1
+    assert info.value.__cause__ is lost
+    assert clock.sleeps == []
+
+
+@pytest.mark.anyio
+async def test_sleeps_default_to_the_deadlines_clock() -> None:
+    clock = FakeClock()
+    endpoint = Endpoint([server_error(503), "ok"])
+    deadline = Deadline.after(60.0, clock=clock)
+    assert await call_with_retries(endpoint, deadline=deadline, rng=lambda: 0.5) == "ok"
+    assert clock.sleeps == [0.05]
+
+
 # --- cancellation ----------------------------------------------------------------------------
 
 
