@@ -13,7 +13,7 @@ from .body import Body, Buffer, Meter, ProgressCallback, UploadBody, prepare_bod
 from .errors import ChecksumMismatchError, InvalidParameterError, ObjectTooLargeError
 from .results import Item, ListPage, ObjectInfo, PutResult
 from .retry import Deadline, call_with_retries
-from .signing import SigV4Signer
+from .signing import SigV4Signer, signing_host
 from .stream import ObjectStream
 from .transport import Response
 
@@ -50,12 +50,12 @@ def _parse_endpoint(endpoint: str) -> tuple[str, str]:
             "to each call",
             rule="endpoint.form",
         )
-    host = parts.hostname
-    if ":" in host:
-        host = f"[{host}]"
-    port = parts.port
-    if port is not None and port != _DEFAULT_PORTS[parts.scheme]:
-        host = f"{host}:{port}"
+    try:
+        host = signing_host(endpoint)
+    except ValueError as exc:
+        raise InvalidParameterError(
+            f"endpoint {endpoint!r} has an invalid port", rule="endpoint.form"
+        ) from exc
     return f"{parts.scheme}://{host}", host
 
 
