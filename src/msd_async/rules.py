@@ -67,6 +67,14 @@ def _check_segments(path: str, segments: list[str], original: str) -> None:
                 "folder and file names need at least one character",
                 rule="path.empty-segment",
             )
+        if segment in (".", ".."):
+            # Made of allowed characters, but URL normalisation (yarl, the SigV4 canonical
+            # URI, the service) resolves them away: "a/../b" would sign and fetch "b".
+            raise InvalidPathError(
+                f"path {original!r} has a {segment!r} segment; '.' and '..' are resolved "
+                "by URL normalisation, so they cannot name a folder or an object",
+                rule="path.dot-segment",
+            )
         if _SEGMENT_RE.fullmatch(segment) is None:
             bad = sorted(set(_BAD_CHAR_RE.findall(segment)))
             raise InvalidPathError(
