@@ -1,1 +1,36 @@
-"""pytest fixtures that start a local MediaStore server (loaded through the pytest11 entry point)."""
+"""pytest fixtures for a local MediaStore server (loaded through the ``pytest11`` entry point).
+
+Both fixtures are async and function-scoped; they run under anyio's pytest plugin, so tests
+using them are marked ``@pytest.mark.anyio`` with an asyncio ``anyio_backend``:
+
+- ``mediastore_server``: a started in-memory :class:`~msd_async.testing.LocalMediaStore` on
+  127.0.0.1 with the default credentials; closed after the test.
+- ``mediastore_client``: a ``ContainerClient`` bound to that server, from a
+  ``msd_async.Session`` made with the server's credentials and region.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from .server import LocalMediaStore
+
+
+@pytest.fixture
+async def mediastore_server() -> AsyncIterator[LocalMediaStore]:
+    async with LocalMediaStore() as server:
+        yield server
+
+
+@pytest.fixture
+async def mediastore_client(mediastore_server: LocalMediaStore) -> AsyncIterator[Any]:
+    # Imported here: the client is optional for users who only want the server.
+    from msd_async import Session  # type: ignore[attr-defined,unused-ignore]
+
+    async with Session(
+        credentials=mediastore_server.credentials, region=mediastore_server.region
+    ) as session:
+        yield session.container(mediastore_server.endpoint)

@@ -65,6 +65,8 @@ _HOST_RE: Final = re.compile(
 )
 _LOOPBACK: Final = frozenset({"127.0.0.1", "::1", "localhost"})
 _READ_OPS: Final = frozenset({"GET", "HEAD"})
+_BYTES_IN: Final = web.RequestKey("msd_bytes_in", int)
+_GONE: Final = web.RequestKey("msd_gone", bool)
 
 
 class ApiError(Exception):
@@ -124,7 +126,7 @@ class _AccessLogger(AbstractAccessLogger):
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         status: Any = response.status
-        if request.get("msd.gone"):
+        if request.get(_GONE):
             status = "aborted"
         try:
             sent = response.body_length
@@ -135,7 +137,7 @@ class _AccessLogger(AbstractAccessLogger):
             request.method,
             request.raw_path,
             status,
-            request.get("msd.bytes_in", 0),
+            request.get(_BYTES_IN, 0),
             sent,
             time * 1000,
             response.headers.get("x-amzn-RequestId", "-"),
@@ -269,13 +271,12 @@ class LocalMediaStore:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         rid = secrets.token_hex(16)
-        request["msd.rid"] = rid
         try:
             return await self._dispatch(request, rid)
         except ApiError as exc:
             return self._error_response(request, exc, rid)
         except _ClientGone:
-            request["msd.gone"] = True
+            request[_GONE] = True
             resp = web.Response(status=400, headers={"x-amzn-RequestId": rid})
             resp.force_close()
             return resp
@@ -694,7 +695,7 @@ class LocalMediaStore:
             upload.abort()
             raise
         finally:
-            request["msd.bytes_in"] = size
+            request[_BYTES_IN] = size
         del loop
         body_sha = upload.sha256.hexdigest()
         try:
