@@ -179,16 +179,14 @@ async def test_listing_validation(raw: Raw) -> None:
     assert (await raw.list("missing/folder")).json() == {"Items": []}
 
 
-async def test_expired_next_token(raw: Raw, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_expired_next_token(raw: Raw) -> None:
     import time as time_module
-
-    from msd_async.testing import server as server_module
 
     await raw.put("p/a", b"1")
     await raw.put("p/b", b"1")
     token = (await raw.list("p", MaxResults="1")).json()["NextToken"]
     real = time_module.time
-    monkeypatch.setattr(server_module.time, "time", lambda: real() + 15 * 60 + 5)
+    raw.server.token_clock = lambda: real() + 15 * 60 + 5
     reply = await raw.list("p", NextToken=token)
     assert_error(reply, 400, "ValidationException")
     assert "expired" in reply.json()["Message"]

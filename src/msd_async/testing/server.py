@@ -29,7 +29,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, Final, Literal, Self
 
@@ -210,6 +210,8 @@ class LocalMediaStore:
         )
         self.verifier = Verifier([self.credentials, *extra_credentials], region)
         self._token_key = secrets.token_bytes(32)
+        #: Clock for NextToken expiry (replaceable in tests).
+        self.token_clock: Callable[[], float] = time.time
         self._access_logger = access_logger or logging.getLogger("msd_async.testing.access")
         self._runner: web.AppRunner | None = None
         self.endpoint = ""
@@ -386,7 +388,7 @@ class LocalMediaStore:
     # -- ListItems -------------------------------------------------------------------------
 
     def _make_token(self, folder: str, after: str) -> str:
-        payload = json.dumps([folder, after, int(time.time())], separators=(",", ":")).encode()
+        payload = json.dumps([folder, after, int(self.token_clock())], separators=(",", ":")).encode()
         mac = hmac.digest(self._token_key, payload, "sha256")[:16]
         return (
             base64.urlsafe_b64encode(payload).decode().rstrip("=")
@@ -406,7 +408,7 @@ class LocalMediaStore:
         if not hmac.compare_digest(mac, expected):
             raise bad
         token_folder, after, issued = json.loads(payload)
-        if time.time() - issued > TOKEN_LIFETIME:
+        if self.token_clock() - issued > TOKEN_LIFETIME:
             raise _validation("NextToken has expired (tokens last 15 minutes).")
         if token_folder != folder:
             raise _validation("NextToken belongs to a listing of another Path.")
