@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import hmac
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Final
 from urllib.parse import quote, urlsplit
@@ -46,13 +47,27 @@ _sha256 = hashlib.sha256
 _hmac_digest = hmac.digest
 
 
+_AMZ_DATE_FORMAT: Final = "%Y%m%dT%H%M%SZ"
+# (whole second, its X-Amz-Date): formatting a date costs more than the rest of a signature's
+# string work, and it changes once a second. One tuple, so threads see a consistent pair.
+_last_amz_date: tuple[int, str] = (-1, "")
+
+
 def amz_date(now: _dt.datetime | None = None) -> str:
-    """``YYYYMMDDTHHMMSSZ`` for ``now`` (UTC), the format of ``X-Amz-Date``."""
+    """``YYYYMMDDTHHMMSSZ`` for ``now`` (UTC; default: the current time), the format of
+    ``X-Amz-Date``. A naive ``now`` is taken as UTC."""
+    global _last_amz_date
     if now is None:
-        now = _dt.datetime.now(_dt.UTC)
-    elif now.tzinfo is not None:
+        second = int(time.time())
+        cached = _last_amz_date
+        if cached[0] == second:
+            return cached[1]
+        value = time.strftime(_AMZ_DATE_FORMAT, time.gmtime(second))
+        _last_amz_date = (second, value)
+        return value
+    if now.tzinfo is not None:
         now = now.astimezone(_dt.UTC)
-    return now.strftime("%Y%m%dT%H%M%SZ")
+    return now.strftime(_AMZ_DATE_FORMAT)
 
 
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
@@ -83,6 +98,9 @@ def canonical_uri(encoded_path: str) -> str:
     """
     if not encoded_path:
         return "/"
+    if encoded_path[0] == "/" and "//" not in encoded_path and "/." not in encoded_path:
+        # The common case: no empty or dot segment, so normalising would change nothing.
+        return quote(encoded_path, safe="/~")
     segments: list[str] = []
     for segment in encoded_path.split("/"):
         if segment and segment != ".":
@@ -142,6 +160,8 @@ class SigV4Signer:
     """Signs MediaStore requests for one region.
 
     Signing keys are cached per (secret, day): a long-running session keeps one or two.
+    Each comes with a keyed HMAC ready to copy, since keying an HMAC costs as much as
+    running it.
     """
 
     __slots__ = ("_keys", "region", "service")
@@ -149,20 +169,28 @@ class SigV4Signer:
     def __init__(self, region: str, service: str = SERVICE) -> None:
         self.region = region
         self.service = service
-        self._keys: dict[tuple[str, str], bytes] = {}
+        self._keys: dict[tuple[str, str], tuple[bytes, hmac.HMAC]] = {}
 
-    def signing_key(self, secret: str, date: str) -> bytes:
+    def _signing_entry(self, secret: str, date: str) -> tuple[bytes, hmac.HMAC]:
         cache_key = (secret, date)
-        key = self._keys.get(cache_key)
-        if key is None:
+        entry = self._keys.get(cache_key)
+        if entry is None:
             if len(self._keys) >= 8:
                 # Keys change daily or on rotation: dropping all is simpler than an LRU and
                 # costs four HMACs once.
                 self._keys.clear()
-            key = self._keys[cache_key] = derive_signing_key(
-                secret, date, self.region, self.service
-            )
-        return key
+            key = derive_signing_key(secret, date, self.region, self.service)
+            entry = self._keys[cache_key] = (key, hmac.new(key, digestmod=_sha256))
+        return entry
+
+    def signing_key(self, secret: str, date: str) -> bytes:
+        """The (cached) signing key for ``secret`` on ``date`` (``YYYYMMDD``)."""
+        return self._signing_entry(secret, date)[0]
+
+    def _signature(self, secret: str, date: str, to_sign: str) -> str:
+        mac = self._signing_entry(secret, date)[1].copy()
+        mac.update(to_sign.encode())
+        return mac.hexdigest()
 
     def scope(self, date: str) -> str:
         return f"{date}/{self.region}/{self.service}/aws4_request"
@@ -203,14 +231,17 @@ class SigV4Signer:
             out["X-Amz-Security-Token"] = token
         block, signed = canonical_headers(to_sign)
         creq = canonical_request(
-            method, canonical_uri(path), canonical_query(query), block, signed, payload_hash
+            method,
+            canonical_uri(path),
+            canonical_query(query) if query else "",
+            block,
+            signed,
+            payload_hash,
         )
         date = timestamp[:8]
         scope = self.scope(date)
         sts = string_to_sign(timestamp, scope, creq)
-        signature = hmac.new(
-            self.signing_key(credentials.secret_access_key, date), sts.encode(), _sha256
-        ).hexdigest()
+        signature = self._signature(credentials.secret_access_key, date, sts)
         out["Authorization"] = (
             f"{ALGORITHM} Credential={credentials.access_key_id}/{scope}, "
             f"SignedHeaders={signed}, Signature={signature}"
@@ -259,7 +290,5 @@ class SigV4Signer:
         cq = canonical_query(params)
         creq = canonical_request(method, canonical_uri(path), cq, block, signed, UNSIGNED_PAYLOAD)
         sts = string_to_sign(timestamp, scope, creq)
-        signature = hmac.new(
-            self.signing_key(credentials.secret_access_key, date), sts.encode(), _sha256
-        ).hexdigest()
+        signature = self._signature(credentials.secret_access_key, date, sts)
         return f"{cq}&X-Amz-Signature={signature}"
