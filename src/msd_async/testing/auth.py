@@ -332,8 +332,9 @@ class Verifier:
         cq = canonical_query(rest)
         key = self._signing_key(creds.secret_access_key, date)
 
-        # Our presigner signs UNSIGNED-PAYLOAD; botocore over http signs the body's hash
-        # (of b"" for a GET). Either is a valid signature of this request.
+        # Our presigner signs UNSIGNED-PAYLOAD; botocore over http signs the hash of the
+        # Params body, which for a presigned PUT can only be b"" (botocore moves any other
+        # body into the query). Both stand for "any payload" in a URL (a choice).
         declared = headers.get("X-Amz-Content-SHA256")
         candidates = [declared] if declared else [UNSIGNED_PAYLOAD, EMPTY_SHA256]
         for payload in candidates:
