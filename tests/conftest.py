@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+
 import pytest
 
 
@@ -7,3 +10,27 @@ import pytest
 def anyio_backend() -> str:
     # aiohttp runs on asyncio only.
     return "asyncio"
+
+
+class _Recorder(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def server_requests() -> Iterator[list[logging.LogRecord]]:
+    """Every request the local server answered during the test (its access log)."""
+    logger = logging.getLogger("msd_async.testing.access")
+    recorder = _Recorder()
+    old_level = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(recorder)
+    try:
+        yield recorder.records
+    finally:
+        logger.removeHandler(recorder)
+        logger.setLevel(old_level)

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Everything the test suite needs, from a fresh clone: the real peers the interop tests
+# talk to (curl, ffmpeg), a virtualenv with the project and its dev extras, then the tests
+# (warnings are errors), mypy --strict and ruff.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v ffmpeg >/dev/null 2>&1 || missing+=(ffmpeg)
+if ((${#missing[@]})); then
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+python3 -m venv .venv
+# boto3 comes with the dev extras in this same install, so pip picks the botocore that
+# aiobotocore pins.
+.venv/bin/python -m pip install -q -e '.[dev]'
+.venv/bin/python -m pytest
+.venv/bin/mypy --strict src
+.venv/bin/ruff check
