@@ -9,24 +9,35 @@ from __future__ import annotations
 from ._version import __version__
 from .client import ContainerClient
 from .config import DEFAULT_LIMITS, DEFAULT_TIMEOUTS, Limits, Timeouts
-from .credentials import Credentials, CredentialsProvider
+from .credentials import (
+    AwsChainCredentials,
+    Credentials,
+    CredentialsProvider,
+    EnvironmentCredentials,
+)
 from .errors import *  # noqa: F403
 from .errors import __all__ as _errors_all
 from .results import Item, ItemType, ListPage, ObjectInfo, PutResult
+from .retry import DEFAULT_RETRY_POLICY, NO_RETRIES, Deadline, RetryBudget, RetryPolicy
 from .rules import STANDARD_OBJECT_LIMIT, STREAMING_OBJECT_LIMIT, Availability, ByteRange
 from .session import Session
 from .stream import ObjectStream
 
 __all__ = [
     "DEFAULT_LIMITS",
+    "DEFAULT_RETRY_POLICY",
     "DEFAULT_TIMEOUTS",
+    "NO_RETRIES",
     "STANDARD_OBJECT_LIMIT",
     "STREAMING_OBJECT_LIMIT",
     "Availability",
+    "AwsChainCredentials",
     "ByteRange",
     "ContainerClient",
     "Credentials",
     "CredentialsProvider",
+    "Deadline",
+    "EnvironmentCredentials",
     "Item",
     "ItemType",
     "Limits",
@@ -34,6 +45,8 @@ __all__ = [
     "ObjectInfo",
     "ObjectStream",
     "PutResult",
+    "RetryBudget",
+    "RetryPolicy",
     "Session",
     "Timeouts",
     "__version__",

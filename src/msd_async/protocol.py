@@ -7,7 +7,6 @@ typed exceptions. The transport never looks inside; tests compare both sides wit
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import json
 from collections.abc import Mapping
@@ -25,6 +24,7 @@ from .errors import (
     service_error_class,
 )
 from .results import Item, ItemType, ListPage, ObjectInfo, PutResult
+from .retry import parse_retry_after
 from .signing import EMPTY_SHA256, UNSIGNED_PAYLOAD
 
 __all__ = [
@@ -270,6 +270,5 @@ def parse_error(
     )
     retry_after = headers.get("Retry-After")
     if retry_after is not None:
-        with contextlib.suppress(ValueError):
-            exc.retry_after = max(0.0, float(retry_after))
+        exc.retry_after = parse_retry_after(retry_after)
     return exc
