@@ -66,6 +66,12 @@ class _UploadPayload(Payload):
     ) -> None:
         meter = self._meter
         timeout = self._write_timeout
+        # aiohttp silently resends an idempotent request (PUT is one) once when a pooled
+        # connection turns out dead, reusing this payload and its meter: bytes would be
+        # counted twice and a one-shot body would fail without its cause. A consumed
+        # payload makes aiohttp raise instead, so our retry policy decides, with a fresh
+        # meter and the body's own replay rules.
+        self._consumed = True
         try:
             async for chunk in self._body.chunks():
                 if not chunk:
