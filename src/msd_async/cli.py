@@ -153,3 +153,7 @@ async def _serve(server: object) -> None:
         await server.close()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

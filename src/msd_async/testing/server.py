@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import datetime as _dt
 import email.utils
-import hashlib
 import hmac
 import json
 import logging
@@ -388,7 +386,8 @@ class LocalMediaStore:
     # -- ListItems -------------------------------------------------------------------------
 
     def _make_token(self, folder: str, after: str) -> str:
-        payload = json.dumps([folder, after, int(self.token_clock())], separators=(",", ":")).encode()
+        issued = int(self.token_clock())
+        payload = json.dumps([folder, after, issued], separators=(",", ":")).encode()
         mac = hmac.digest(self._token_key, payload, "sha256")[:16]
         return (
             base64.urlsafe_b64encode(payload).decode().rstrip("=")
@@ -657,7 +656,6 @@ class LocalMediaStore:
                 cut_at = fault.after_bytes
             else:
                 cut_at = max(1, (declared or 2) // 2)
-        loop = asyncio.get_running_loop()
         content = request.content
         size = 0
         try:
@@ -698,7 +696,6 @@ class LocalMediaStore:
             raise
         finally:
             request[_BYTES_IN] = size
-        del loop
         body_sha = upload.sha256.hexdigest()
         try:
             if deferred is not None:
@@ -739,10 +736,3 @@ def is_loopback(host: str) -> bool:
     except ValueError:
         return False
 
-
-def utc_now() -> _dt.datetime:
-    return _dt.datetime.now(_dt.UTC)
-
-
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
