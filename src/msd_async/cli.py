@@ -1,6 +1,9 @@
 """The ``msd`` command. One function per subcommand; ``main`` builds the parser.
 
 ``msd serve`` runs the local MediaStore-compatible server until SIGINT/SIGTERM.
+``msd ls|stat|get|put|rm`` talk to a container: ``--endpoint`` (or ``MSD_ENDPOINT``), the
+region from the endpoint, ``--region`` or ``AWS_REGION``, credentials from the AWS chain
+(``--profile``, the environment, ...). Errors print one line and exit with status 1.
 """
 
 from __future__ import annotations
@@ -8,8 +11,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .client import ContainerClient
 
 __all__ = ["build_parser", "main"]
 
@@ -20,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_serve(commands)
+    _add_client_commands(commands)
     return parser
 
 
@@ -153,6 +162,121 @@ async def _serve(server: object) -> None:
         await server.close()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+
+
+# -- client commands ------------------------------------------------------------------------
+
+
+def _add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--endpoint",
+        default=os.environ.get("MSD_ENDPOINT"),
+        help="the container's data endpoint URL (default: $MSD_ENDPOINT)",
+    )
+    common.add_argument("--region", help="SigV4 region (default: from the endpoint or $AWS_REGION)")
+    common.add_argument("--profile", help="AWS profile for credentials")
+
+    p = commands.add_parser("ls", parents=[common], help="list a folder (ListItems)")
+    p.add_argument("path", nargs="?", default="", help="folder path (default: the root)")
+    p.set_defaults(func=_run_client, operation=_ls)
+
+    p = commands.add_parser("stat", parents=[common], help="describe an object")
+    p.add_argument("path")
+    p.set_defaults(func=_run_client, operation=_stat)
+
+    p = commands.add_parser("get", parents=[common], help="download an object")
+    p.add_argument("path")
+    p.add_argument("file", nargs="?", default="-", help="destination (default: stdout)")
+    p.add_argument("--range", help="a byte range such as bytes=0-1023")
+    p.set_defaults(func=_run_client, operation=_get)
+
+    p = commands.add_parser("put", parents=[common], help="upload an object")
+    p.add_argument("path")
+    p.add_argument("file", help="source file, or - for stdin (streamed as it is read)")
+    p.add_argument("--content-type")
+    p.add_argument("--cache-control")
+    p.add_argument(
+        "--streaming", action="store_true", help="STREAMING availability (readable while uploading)"
+    )
+    p.set_defaults(func=_run_client, operation=_put)
+
+    p = commands.add_parser("rm", parents=[common], help="delete an object")
+    p.add_argument("path")
+    p.set_defaults(func=_run_client, operation=_rm)
+
+
+def _run_client(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from .errors import MediaStoreError
+
+    if not args.endpoint:
+        parser.error("give --endpoint URL or set MSD_ENDPOINT")
+    try:
+        result: int = asyncio.run(_with_client(args))
+    except MediaStoreError as exc:
+        print(f"msd {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return result
+
+
+async def _with_client(args: argparse.Namespace) -> int:
+    from .session import Session
+
+    async with Session(region=args.region, profile=args.profile) as session:
+        store = session.container(args.endpoint)
+        result: int = await args.operation(store, args)
+        return result
+
+
+async def _ls(store: ContainerClient, args: argparse.Namespace) -> int:
+    async for item in store.list_items(args.path or None):
+        if item.type == "FOLDER":
+            print(f"{'FOLDER':>12}  {'':25}  {item.name}/")
+        else:
+            when = item.last_modified.isoformat(timespec="seconds") if item.last_modified else ""
+            print(f"{item.content_length or 0:>12}  {when:25}  {item.name}")
+    return 0
+
+
+async def _stat(store: ContainerClient, args: argparse.Namespace) -> int:
+    info = await store.describe_object(args.path)
+    for field in ("content_length", "content_type", "etag", "last_modified", "cache_control"):
+        value = getattr(info, field)
+        if value is not None:
+            print(f"{field}: {value}")
+    return 0
+
+
+async def _get(store: ContainerClient, args: argparse.Namespace) -> int:
+    async with store.get_object(args.path, range=args.range) as obj:
+        if args.file == "-":
+            out = sys.stdout.buffer
+            async for chunk in obj:
+                out.write(chunk)
+            out.flush()
+        else:
+            await obj.write_to(args.file)
+    return 0
+
+
+async def _put(store: ContainerClient, args: argparse.Namespace) -> int:
+    body = sys.stdin.buffer if args.file == "-" else args.file
+    result = await store.put_object(
+        args.path,
+        body,
+        content_type=args.content_type,
+        cache_control=args.cache_control,
+        streaming=args.streaming,
+    )
+    print(f"{result.size} bytes  etag {result.etag}  sha256 {result.content_sha256}")
+    return 0
+
+
+async def _rm(store: ContainerClient, args: argparse.Namespace) -> int:
+    await store.delete_object(args.path)
+    return 0
 
 
 if __name__ == "__main__":
