@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any, Final
 
 import aiohttp
+import anyio
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.payload import Payload
 from multidict import CIMultiDictProxy
@@ -36,6 +37,8 @@ from .errors import (
 __all__ = ["PoolStats", "Response", "Transport"]
 
 USER_AGENT: Final = f"msd-async/{__version__}"
+#: How long ending a request waits for its cancelled body writer to unwind.
+_SETTLE_TIMEOUT: Final = 5.0
 
 
 class _UploadPayload(Payload):
@@ -45,6 +48,10 @@ class _UploadPayload(Payload):
     straight to the transport), so a live encoder's chunks are not held back. Errors raised
     here (the size limit, a stalled peer) are kept in ``error``: aiohttp wraps them in its
     own connection errors, and the caller must see ours.
+
+    aiohttp runs this in a task of its own, which may still be inside the caller's iterator
+    when the request has already failed or been answered; :meth:`stop` ends it, so the body
+    can be closed (or retried) without "asynchronous generator is already running".
     """
 
     def __init__(self, body: UploadBody, meter: Meter, write_timeout: float | None) -> None:
@@ -54,6 +61,8 @@ class _UploadPayload(Payload):
         self._write_timeout = write_timeout
         self._size = None if body.size is None else body.size
         self.error: BaseException | None = None
+        self._writer_task: asyncio.Task[Any] | None = None
+        self._finished = asyncio.Event()
 
     def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
         raise TypeError("an upload body cannot be decoded")
@@ -72,23 +81,45 @@ class _UploadPayload(Payload):
         # payload makes aiohttp raise instead, so our retry policy decides, with a fresh
         # meter and the body's own replay rules.
         self._consumed = True
+        self._writer_task = asyncio.current_task()
         try:
-            async for chunk in self._body.chunks():
-                if not chunk:
-                    continue  # an empty chunk would end a chunked body early
-                meter.check(chunk)
-                try:
-                    async with asyncio.timeout(timeout):
-                        await writer.write(chunk)
-                except TimeoutError as exc:
-                    raise WriteTimeout(
-                        f"the server accepted no upload bytes for {timeout} s; the "
-                        "connection was closed"
-                    ) from exc
-                meter.sent_chunk(chunk)
+            chunks = self._body.chunks()
+            try:
+                async for chunk in chunks:
+                    if not chunk:
+                        continue  # an empty chunk would end a chunked body early
+                    meter.check(chunk)
+                    try:
+                        async with asyncio.timeout(timeout):
+                            await writer.write(chunk)
+                    except TimeoutError as exc:
+                        raise WriteTimeout(
+                            f"the server accepted no upload bytes for {timeout} s; the "
+                            "connection was closed"
+                        ) from exc
+                    meter.sent_chunk(chunk)
+            finally:
+                # The body's generator (an open file, the caller's iterator) is closed here,
+                # in the writer's task, however the write ends, not later by the GC.
+                closer = getattr(chunks, "aclose", None)
+                if closer is not None:
+                    await closer()
         except BaseException as exc:
             self.error = exc
             raise
+        finally:
+            self._finished.set()
+
+    async def stop(self) -> None:
+        """Cancel the writer if it is still running and wait until it has let go of the
+        body (at most :data:`_SETTLE_TIMEOUT`; shielded, so it also runs while the caller
+        is being cancelled)."""
+        task = self._writer_task
+        if task is None or self._finished.is_set():
+            return
+        task.cancel()
+        with anyio.CancelScope(shield=True), anyio.move_on_after(_SETTLE_TIMEOUT):
+            await self._finished.wait()
 
 
 class PoolStats:
@@ -147,12 +178,19 @@ class Response:
     connection) exactly once; both are idempotent.
     """
 
-    __slots__ = ("_done", "_raw", "_transport", "_url")
+    __slots__ = ("_done", "_payload", "_raw", "_transport", "_url")
 
-    def __init__(self, raw: aiohttp.ClientResponse, transport: Transport, url: str) -> None:
+    def __init__(
+        self,
+        raw: aiohttp.ClientResponse,
+        transport: Transport,
+        url: str,
+        payload: _UploadPayload | None = None,
+    ) -> None:
         self._raw = raw
         self._transport = transport
         self._url = url
+        self._payload = payload
         self._done = False
 
     @property
@@ -164,8 +202,18 @@ class Response:
         return self._raw.headers
 
     async def read(self) -> bytes:
-        with _map_exceptions(self._url):
-            data = await self._raw.read()
+        """The whole body; then the response is released.
+
+        A server that answers an upload early (an error before the whole body arrived)
+        leaves the body writer running: it is stopped here, after the answer was read, so
+        the caller may close or resend the body at once.
+        """
+        try:
+            with _map_exceptions(self._url):
+                data = await self._raw.read()
+        finally:
+            if self._payload is not None:
+                await self._payload.stop()
         self.release()
         return data
 
@@ -292,8 +340,10 @@ class Transport:
                 )
         except BaseException:
             self._release_slot()
+            if payload is not None:
+                await payload.stop()
             raise
-        return Response(raw, self, url)
+        return Response(raw, self, url, payload)
 
     async def aclose(self) -> None:
         session, self._session = self._session, None
