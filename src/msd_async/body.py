@@ -21,6 +21,7 @@ instead of completed short.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
@@ -184,6 +185,7 @@ class _IteratorBody(UploadBody):
         self._iterator: AsyncIterator[Buffer] | None = None
         self._buffer: list[bytes] | None = [] if replay_buffer else None
         self._exhausted = False
+        self._pending: asyncio.Future[Buffer | None] | None = None
         self.replayable = replay_buffer
 
     def can_replay(self) -> bool:
@@ -204,17 +206,44 @@ class _IteratorBody(UploadBody):
             self._iterator = aiter(self._source)
         if self._exhausted:
             return
-        async for chunk in self._iterator:
-            if buffer is not None:
-                # Copy: the producer may reuse its buffer once we ask for the next chunk.
-                kept = bytes(chunk)
-                buffer.append(kept)
-                yield kept
-            else:
+        if buffer is None:
+            async for chunk in self._iterator:
                 yield chunk
+            self._exhausted = True
+            return
+        while (pulled := await self._pull()) is not None:
+            # Copy: the producer may reuse its buffer once we ask for the next chunk.
+            kept = bytes(pulled)
+            buffer.append(kept)
+            yield kept
         self._exhausted = True
 
+    async def _pull(self) -> Buffer | None:
+        """The source's next chunk, or ``None`` at its end.
+
+        The pull runs in its own task and survives the cancellation of the attempt waiting
+        for it: aiohttp cancels the body writer when the server answers early (a 500 before
+        reading the body), and a cancellation thrown into the source would finish it, so
+        the retry would find it ended and upload the buffered prefix as the whole object.
+        """
+        pending = self._pending
+        if pending is None:
+            assert self._iterator is not None
+            pending = self._pending = asyncio.ensure_future(anext(self._iterator, None))
+        # Cleared only once the chunk is ours: if this wait is cancelled just as the pull
+        # completes, the next attempt takes the chunk from the finished future.
+        chunk = await asyncio.shield(pending)
+        self._pending = None
+        return chunk
+
     async def aclose(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None and not pending.done():
+            pending.cancel()
+            # Wait for the source to settle: closing a generator that is running fails.
+            await asyncio.wait([pending])
+        if pending is not None and pending.done() and not pending.cancelled():
+            pending.exception()  # retrieved: the call already failed for another reason
         closer = getattr(self._iterator, "aclose", None)
         if closer is not None:
             await closer()
