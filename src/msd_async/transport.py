@@ -104,6 +104,12 @@ class _UploadPayload(Payload):
                 closer = getattr(chunks, "aclose", None)
                 if closer is not None:
                     await closer()
+            # End the body here rather than leave it to aiohttp: its own write_eof runs
+            # outside its error handling, so a connection the server closed right after
+            # the last chunk (an early error answer) made it fail in a task nobody awaits
+            # ("Task exception was never retrieved"). From here a failure is reported to
+            # the response like any write error; aiohttp's write_eof is then a no-op.
+            await writer.write_eof()
         except BaseException as exc:
             self.error = exc
             raise
