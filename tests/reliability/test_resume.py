@@ -1,0 +1,155 @@
+"""Downloads cut mid-body resume with a Range from where they stopped, if the object is
+unchanged; a replaced object is reported, never spliced."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+
+import pytest
+from reliability_helpers import FAST_RETRY
+
+from msd_async import (
+    ConnectionLostError,
+    ContainerClient,
+    ObjectChangedError,
+    Session,
+)
+from msd_async.testing import LocalMediaStore
+
+pytestmark = pytest.mark.anyio
+
+DATA = os.urandom(300_000)
+PATH = "vod/movie.mp4"
+
+
+@pytest.fixture
+async def session(mediastore_server: LocalMediaStore) -> AsyncIterator[Session]:
+    async with Session(
+        credentials=mediastore_server.credentials,
+        region=mediastore_server.region,
+        retry=FAST_RETRY,
+    ) as session:
+        yield session
+
+
+@pytest.fixture
+async def store(session: Session, mediastore_server: LocalMediaStore) -> ContainerClient:
+    store = session.container(mediastore_server.endpoint)
+    await store.put_object(PATH, DATA)
+    return store
+
+
+def _gets(server: LocalMediaStore) -> list[str]:
+    return [kind for kind, method, _ in server.faults.history if method == "GET"]
+
+
+@pytest.mark.parametrize("cuts", [1, 2, 3])
+async def test_cut_download_continues_where_it_stopped(
+    store: ContainerClient, mediastore_server: LocalMediaStore, session: Session, cuts: int
+) -> None:
+    mediastore_server.faults.inject(
+        "cut-download", times=cuts, method="GET", path=PATH, after_bytes=40_000
+    )
+    received = bytearray()
+    async with store.get_object(PATH) as obj:
+        etag = obj.etag
+        async for chunk in obj:
+            received += chunk
+        assert obj.resumes == cuts
+        assert obj.bytes_received == len(DATA)
+        # The caller's view never changed: still the first response's metadata.
+        assert obj.status == 200 and obj.etag == etag and obj.content_length == len(DATA)
+    assert bytes(received) == DATA
+    assert _gets(mediastore_server) == ["cut-download"] * cuts
+    assert session.pool.in_use == 0
+
+
+async def test_resume_survives_a_server_error_on_the_ranged_request(
+    store: ContainerClient, mediastore_server: LocalMediaStore
+) -> None:
+    mediastore_server.faults.inject(
+        "cut-download", method="GET", path=PATH, after_bytes=10_000
+    )
+    mediastore_server.faults.inject("503", times=2, method="GET", path=PATH)
+    async with store.get_object(PATH) as obj:
+        assert await obj.read() == DATA
+        assert obj.resumes == 1
+    assert _gets(mediastore_server) == ["cut-download", "503", "503"]
+
+
+async def test_too_many_cuts_raise_connection_lost_and_release_the_connection(
+    store: ContainerClient, mediastore_server: LocalMediaStore, session: Session
+) -> None:
+    mediastore_server.faults.inject(
+        "cut-download", times=None, method="GET", path=PATH, after_bytes=1_000
+    )
+    async with store.get_object(PATH, max_resumes=2) as obj:
+        with pytest.raises(ConnectionLostError):
+            await obj.read()
+        assert obj.resumes == 2
+        # A broken stream stays broken: no silent end-of-body afterwards.
+        assert obj.bytes_received < len(DATA)
+    assert session.pool.in_use == 0
+
+
+async def test_object_replaced_between_cut_and_resume_raises_object_changed(
+    store: ContainerClient, mediastore_server: LocalMediaStore, session: Session
+) -> None:
+    mediastore_server.faults.inject(
+        "cut-download", method="GET", path=PATH, after_bytes=5_000
+    )
+    new = os.urandom(len(DATA))
+    async with store.get_object(PATH) as obj:
+        first = await obj.receive()
+        assert 0 < len(first) <= 5_000
+        replaced = await store.put_object(PATH, new)
+        with pytest.raises(ObjectChangedError) as caught:
+            async for _ in obj:
+                pass
+    exc = caught.value
+    assert exc.expected_etag == obj.etag
+    assert exc.actual_etag == replaced.etag != obj.etag
+    assert isinstance(exc.__cause__, ConnectionLostError)
+    assert session.pool.in_use == 0
+    # The new version is intact; nothing was spliced into it.
+    assert await store.get_bytes(PATH) == new
+
+
+@pytest.mark.parametrize(
+    ("byte_range", "expected"),
+    [
+        ((1_000, 150_000), DATA[1_000:150_001]),
+        ((250_000, None), DATA[250_000:]),
+        ((None, 120_000), DATA[-120_000:]),
+        ((0, 299_999), DATA),
+    ],
+    ids=["closed", "open-ended", "suffix", "whole"],
+)
+async def test_range_download_resumes_within_its_range(
+    store: ContainerClient,
+    mediastore_server: LocalMediaStore,
+    byte_range: tuple[int | None, int | None],
+    expected: bytes,
+) -> None:
+    mediastore_server.faults.inject(
+        "cut-download", times=2, method="GET", path=PATH, after_bytes=7_000
+    )
+    async with store.get_object(PATH, range=byte_range) as obj:
+        assert obj.status == 206
+        content_range = obj.content_range
+        got = await obj.read()
+        assert obj.resumes == 2
+        # The reported range is the one asked for, not the resumed remainder.
+        assert obj.content_range == content_range
+    assert got == expected
+
+
+async def test_no_resume_when_disabled(
+    store: ContainerClient, mediastore_server: LocalMediaStore
+) -> None:
+    mediastore_server.faults.inject("cut-download", method="GET", path=PATH, after_bytes=500)
+    async with store.get_object(PATH, max_resumes=0) as obj:
+        with pytest.raises(ConnectionLostError):
+            await obj.read()
+        assert obj.resumes == 0
