@@ -9,7 +9,14 @@ from typing import IO
 
 import anyio.to_thread
 
-from .errors import ConnectionLostError, ObjectChangedError, ReadTimeout, TransportError
+from .errors import (
+    ConnectionLostError,
+    ObjectChangedError,
+    ObjectNotFoundError,
+    RangeNotSatisfiableError,
+    ReadTimeout,
+    TransportError,
+)
 from .protocol import parse_content_range, parse_object_info
 from .results import ObjectInfo
 from .transport import Response
@@ -29,7 +36,7 @@ class ObjectStream:
 
     If the connection breaks mid-body and the size of the object is known, the stream
     resumes with a ranged request from where it stopped (up to ``max_resumes`` times),
-    provided the object's ETag is unchanged; otherwise it raises
+    provided the object's ETag is unchanged; otherwise (a new version, or none) it raises
     :class:`~msd_async.errors.ObjectChangedError`. An in-progress STREAMING object cannot be
     resumed (the service ignores ranges on it): a cut raises
     :class:`~msd_async.errors.ConnectionLostError` — the bytes seen are not the whole object.
@@ -137,7 +144,18 @@ class ObjectStream:
         first = self.content_range[0] if self.content_range else 0
         start = first + self._received
         end = first + expected - 1
-        response = await self._reopen(start, end)
+        try:
+            response = await self._reopen(start, end)
+        except (ObjectNotFoundError, RangeNotSatisfiableError) as exc:
+            # The ranged request found no object, or a shorter one: a new version (or none)
+            # replaced the one being read. Say that, not "range not satisfiable".
+            self._closed = True
+            raise ObjectChangedError(
+                f"the object was replaced or deleted while it was being downloaded (ETag "
+                f"{self.etag}); {self._received} bytes of the old version were received",
+                expected_etag=self.etag,
+                actual_etag=None,
+            ) from exc
         etag = parse_object_info(response.headers).etag
         if etag != self.etag:
             response.close()

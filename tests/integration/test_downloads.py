@@ -227,3 +227,65 @@ async def test_fully_read_stream_returns_its_connection_to_the_pool(
         assert await obj.read() == BIG
     assert session.pool.in_use == 0
     assert session.pool.idle >= 1  # drained to the end: kept alive for reuse
+
+
+@pytest.mark.parametrize(
+    ("byte_range", "first", "last"),
+    [(None, 0, len(BIG) - 1), ((10, 2_000_009), 10, 2_000_009), ((None, 3_000_000), None, None)],
+    ids=["whole", "range", "suffix"],
+)
+async def test_a_cut_body_resumes_from_where_it_stopped(
+    mediastore_server: LocalMediaStore,
+    store: ContainerClient,
+    session: Session,
+    byte_range: ByteRange | None,
+    first: int | None,
+    last: int | None,
+) -> None:
+    if first is None:
+        first, last = len(BIG) - 3_000_000, len(BIG) - 1
+    assert last is not None
+    mediastore_server.faults.inject("cut-download", method="GET", path="vod/big.bin",
+                                    after_bytes=100_000)
+    async with store.get_object("vod/big.bin", range=byte_range) as obj:
+        data = await obj.read()
+        assert obj.resumes == 1
+    assert data == BIG[first : last + 1]
+    assert session.pool.in_use == 0
+
+
+@pytest.mark.parametrize("change", ["shorter", "same-size", "deleted"])
+async def test_a_resume_that_finds_another_version_raises_object_changed(
+    mediastore_server: LocalMediaStore, store: ContainerClient, session: Session, change: str
+) -> None:
+    from msd_async import ObjectChangedError
+
+    mediastore_server.faults.inject("cut-download", method="GET", path="vod/big.bin",
+                                    after_bytes=100_000)
+    with pytest.raises(ObjectChangedError) as info:
+        async with store.get_object("vod/big.bin") as obj:
+            old_etag = obj.etag
+            await anext(aiter(obj))
+            if change == "deleted":
+                await store.delete_object("vod/big.bin")
+            else:
+                await store.put_object(
+                    "vod/big.bin", b"a new version" if change == "shorter" else BIG
+                )
+            await obj.read()
+    assert info.value.expected_etag == old_etag
+    assert info.value.actual_etag != old_etag
+    assert session.pool.in_use == 0
+
+
+async def test_a_cut_body_without_resumes_raises_connection_lost(
+    mediastore_server: LocalMediaStore, store: ContainerClient, session: Session
+) -> None:
+    from msd_async import ConnectionLostError
+
+    mediastore_server.faults.inject("cut-download", method="GET", path="vod/big.bin",
+                                    after_bytes=100_000)
+    with pytest.raises(ConnectionLostError):
+        async with store.get_object("vod/big.bin", max_resumes=0) as obj:
+            await obj.read()
+    assert session.pool.in_use == 0
