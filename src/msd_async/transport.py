@@ -47,7 +47,8 @@ class _UploadPayload(Payload):
     Each chunk is handed to the socket as soon as the body yields it (aiohttp writes it
     straight to the transport), so a live encoder's chunks are not held back. Errors raised
     here (the size limit, a stalled peer) are kept in ``error``: aiohttp wraps them in its
-    own connection errors, and the caller must see ours.
+    own connection errors, and the caller must see ours (or, when the body's iterator
+    raised, its own exception: a crashed encoder is not a connection failure to retry).
 
     aiohttp runs this in a task of its own, which may still be inside the caller's iterator
     when the request has already failed or been answered; :meth:`stop` ends it, so the body
@@ -61,6 +62,8 @@ class _UploadPayload(Payload):
         self._write_timeout = write_timeout
         self._size = None if body.size is None else body.size
         self.error: BaseException | None = None
+        #: An exception raised by the body's own iterator, re-raised to the caller as is.
+        self.source_error: Exception | None = None
         self._writer_task: asyncio.Task[Any] | None = None
         self._finished = asyncio.Event()
 
@@ -85,7 +88,16 @@ class _UploadPayload(Payload):
         try:
             chunks = self._body.chunks()
             try:
-                async for chunk in chunks:
+                while True:
+                    try:
+                        chunk = await anext(chunks)
+                    except StopAsyncIteration:
+                        break
+                    except Exception as exc:
+                        # The caller's source failed (an encoder crashed, a file could not
+                        # be read): its own error, not a broken connection to retry.
+                        self.source_error = exc
+                        raise
                     if not chunk:
                         continue  # an empty chunk would end a chunked body early
                     meter.check(chunk)
@@ -160,6 +172,8 @@ def _map_exceptions(url: str, payload: _UploadPayload | None = None) -> Iterator
     except MediaStoreError:
         raise
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        if payload is not None and payload.source_error is not None:
+            raise payload.source_error from None
         if payload is not None and isinstance(payload.error, MediaStoreError):
             raise payload.error from None
         raise _translate(exc, url) from exc

@@ -7,6 +7,7 @@ import contextlib
 import gc
 import hashlib
 import io
+import logging
 import random
 import tracemalloc
 from collections.abc import AsyncIterator, Callable
@@ -395,3 +396,51 @@ async def test_a_25_mb_upload_does_not_copy_the_body(tmp_path: Path, kind: str) 
     assert stored.content_sha256 == hashlib.sha256(data).hexdigest()
     assert peak < 8 * MiB, f"peak traced allocations {peak / MiB:.1f} MiB"
 
+
+
+class EncoderCrash(Exception):
+    pass
+
+
+@pytest.mark.parametrize("streaming", [False, True], ids=["standard", "streaming"])
+@pytest.mark.parametrize("reopenable", [False, True], ids=["generator", "callable"])
+async def test_an_error_raised_by_the_body_reaches_the_caller_unchanged(
+    mediastore_server: LocalMediaStore,
+    mediastore_client: ContainerClient,
+    server_requests: list[logging.LogRecord],
+    streaming: bool,
+    reopenable: bool,
+) -> None:
+    """A crashing producer is the caller's bug, not a broken connection: its exception is
+    raised as is, nothing is retried, and the upload is cut so nothing is stored."""
+    await mediastore_client.put_object("live/crash.ts", b"previous")
+    opened: list[int] = []
+
+    def source() -> AsyncIterator[bytes]:
+        opened.append(1)
+
+        async def crash() -> AsyncIterator[bytes]:
+            yield b"x" * 100_000
+            raise EncoderCrash("encoder died")
+
+        return crash()
+
+    body: object = source if reopenable else source()
+    before = len(server_requests)
+    with pytest.raises(EncoderCrash, match="encoder died"):
+        await mediastore_client.put_object(
+            "live/crash.ts", body, streaming=streaming  # type: ignore[arg-type]
+        )
+    assert opened == [1]
+    assert await mediastore_client.get_bytes("live/crash.ts") == b"previous"
+    # The server saw the connection end mid-body: it aborted the upload.
+    with anyio.fail_after(5):
+        while True:
+            statuses = [r.args[2] for r in server_requests[before:] if isinstance(r.args, tuple)
+                        and r.args[:2] == ("PUT", "/live/crash.ts")]
+            if statuses:
+                break
+            await anyio.sleep(0.005)
+    assert statuses == ["aborted"]
+    assert mediastore_server.store.in_progress("live/crash.ts") is None
+    assert await mediastore_client.get_bytes("live/crash.ts") == b"previous"
