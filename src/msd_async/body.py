@@ -158,7 +158,7 @@ class _PathBody(UploadBody):
         self.replayable = True
 
     async def chunks(self) -> AsyncIterator[Buffer]:
-        fileobj = await anyio.to_thread.run_sync(open, self._path, "rb")
+        fileobj = await open_in_thread(self._path, "rb")
         try:
             remaining = self.size
             assert remaining is not None
@@ -311,6 +311,26 @@ def prepare_body(
         "async iterable of bytes, or a callable returning one",
         rule="body.type",
     )
+
+
+async def open_in_thread(path: str | os.PathLike[str], mode: str) -> IO[bytes]:
+    """``open(path, mode)`` in a worker thread, without leaking the file on cancellation.
+
+    Cancelled while the thread is still opening it, the caller would never receive the
+    file object and its descriptor would stay open; the file is then closed as soon as the
+    thread is done.
+    """
+    opening = asyncio.ensure_future(anyio.to_thread.run_sync(open, path, mode))
+    try:
+        return await asyncio.shield(opening)
+    except BaseException:
+        opening.add_done_callback(_close_opened)
+        raise
+
+
+def _close_opened(opening: asyncio.Future[Any]) -> None:
+    if not opening.cancelled() and opening.exception() is None:
+        opening.result().close()
 
 
 def _is_seekable(fileobj: Any) -> bool:

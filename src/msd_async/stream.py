@@ -9,6 +9,7 @@ from typing import IO
 
 import anyio.to_thread
 
+from .body import open_in_thread
 from .errors import (
     ConnectionLostError,
     ObjectChangedError,
@@ -190,7 +191,7 @@ class ObjectStream:
         """Write the body to a file path (created or truncated) or a binary file; return the
         number of bytes written. A path is written in place: on failure it holds a prefix."""
         if isinstance(destination, (str, os.PathLike)):
-            fileobj: IO[bytes] = await anyio.to_thread.run_sync(open, destination, "wb")
+            fileobj = await open_in_thread(destination, "wb")
             try:
                 return await self._write_file(fileobj)
             finally:

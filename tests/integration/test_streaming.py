@@ -298,3 +298,38 @@ async def test_reader_of_a_cancelled_upload_sees_connection_lost(
     assert isinstance(raised, ConnectionLostError)
     assert sum(map(len, got)) >= 1000
     assert mediastore_server.store.get("live/cancelled.ts") is None
+
+
+async def test_leaving_an_in_progress_read_early_does_not_disturb_the_upload(
+    mediastore_server: LocalMediaStore,
+) -> None:
+    """A reader that stops after the first chunk (or asked for a range, which the service
+    ignores on an in-progress object: status 200 tells it so) releases its connection, and
+    the upload still completes."""
+    release = anyio.Event()
+    body = data(3 * CHUNK)
+
+    async def encoder() -> AsyncIterator[bytes]:
+        yield bytes(body[:1000])
+        await release.wait()
+        yield bytes(body[1000:])
+
+    async with Session(
+        credentials=mediastore_server.credentials, region=mediastore_server.region
+    ) as session:
+        store = session.container(mediastore_server.endpoint)
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(
+                    lambda: store.put_object("live/early.ts", encoder(), streaming=True)
+                )
+                await _wait_until_visible(store, "live/early.ts")
+                async with store.get_object("live/early.ts", range=(0, 9)) as obj:
+                    assert obj.status == 200
+                    assert obj.content_range is None
+                    first = await anext(aiter(obj))
+                assert first == bytes(body[: len(first)])
+                assert session.pool.in_use == 1  # only the upload
+                release.set()
+        assert session.pool.in_use == 0
+        assert await store.get_bytes("live/early.ts") == bytes(body)
