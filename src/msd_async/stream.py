@@ -171,7 +171,12 @@ class ObjectStream:
 
     async def read(self) -> bytes:
         """The whole (remaining) body."""
-        parts = [chunk async for chunk in self]
+        # receive() directly, not `async for`: the iterator protocol's extra coroutine per
+        # chunk cost ~8% of the client CPU of a 1 MiB ranged GET.
+        parts: list[bytes] = []
+        receive = self.receive
+        while chunk := await receive():
+            parts.append(chunk)
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     async def iter_chunks(self, size: int) -> AsyncIterator[bytes]:
