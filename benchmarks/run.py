@@ -245,6 +245,8 @@ def render_md(data: dict[str, Any]) -> str:
             "|---|---:|---:|---:|---:|---:|",
         ]
         for client in CLIENTS:
+            if client not in row:
+                continue
             s = row[client]
             label = CLIENT_LABELS[client]
             feed = FEEDS.get((client, case))
