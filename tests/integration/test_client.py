@@ -5,8 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
+from collections.abc import AsyncIterator
 
 import aiohttp
+import anyio
 import pytest
 
 import msd_async
@@ -21,6 +23,7 @@ from msd_async import (
     ObjectNotFoundError,
     ObjectTooLargeError,
     RangeNotSatisfiableError,
+    RetryPolicy,
     Session,
     UnrecognizedClientError,
 )
@@ -359,3 +362,50 @@ def test_public_api_is_pinned() -> None:
     assert expected <= set(msd_async.__all__)
     for name in msd_async.__all__:
         assert hasattr(msd_async, name), name
+
+
+async def test_server_shutdown_mid_upload_is_a_lost_connection(
+    server_requests: list[logging.LogRecord],
+) -> None:
+    server = LocalMediaStore()
+    await server.start()
+    release = anyio.Event()
+
+    async def encoder() -> AsyncIterator[bytes]:
+        yield b"a" * 1000
+        await release.wait()
+        yield b"b"
+
+    try:
+        async with Session(
+            credentials=server.credentials, region=server.region, retry=RetryPolicy.none()
+        ) as session:
+            store = session.container(server.endpoint)
+            with anyio.fail_after(10):
+                async with anyio.create_task_group() as tg:
+                    outcome: list[BaseException] = []
+
+                    async def upload() -> None:
+                        try:
+                            await store.put_object("live/s.ts", encoder(), streaming=True)
+                        except msd_async.MediaStoreError as exc:
+                            outcome.append(exc)
+
+                    tg.start_soon(upload)
+                    # The in-progress STREAMING object is visible once its first bytes arrive.
+                    while True:
+                        try:
+                            await store.describe_object("live/s.ts")
+                            break
+                        except ObjectNotFoundError:
+                            await anyio.sleep(0.01)
+                    # Shut down while the upload is still sending: the server aborts the
+                    # upload first, then the handler receives the next chunk.
+                    tg.start_soon(server.close)
+                    await anyio.sleep(0.1)
+                    release.set()
+            (exc,) = outcome
+            assert isinstance(exc, msd_async.TransportError), exc
+    finally:
+        await server.close()
+    assert not any(" 500 " in r.getMessage() for r in server_requests)

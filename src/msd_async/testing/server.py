@@ -683,6 +683,11 @@ class LocalMediaStore:
                             "the upload was cancelled.",
                             close=True,
                         )
+                    if upload.state != "open":
+                        # The server is shutting down and aborted this upload: to the
+                        # client that is a lost connection, not a server failure.
+                        self._abort_transport(request)
+                        raise _ClientGone
                     upload.write(chunk)
         except TimeoutError:
             upload.abort()
