@@ -238,7 +238,9 @@ class ContainerClient:
         ``range``: ``(first, last)`` inclusive, ``(first, None)`` to the end, ``(None, n)``
         for the last n bytes, or a raw ``"bytes=..."`` string; an invalid one raises
         :class:`InvalidRangeError` before sending, one past the end
-        :class:`RangeNotSatisfiableError`. A body cut mid-way resumes from where it stopped
+        :class:`RangeNotSatisfiableError`. The service ignores ranges on a STREAMING object
+        that is still uploading: check ``obj.status`` (200 = whole body, 206 = the range)
+        when that can happen. A body cut mid-way resumes from where it stopped
         (up to ``max_resumes`` times) if the object is unchanged. ``deadline`` (seconds)
         bounds getting the response, retries included; the body itself is bounded only by
         the read timeout, so a long healthy download is never cut. Leaving the block early
