@@ -26,11 +26,11 @@ pytestmark = pytest.mark.anyio
 UPLOADS = 1000
 
 
-async def _settle(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
+async def _settle(condition: Callable[[], bool], within: float = 5.0) -> bool:
     """Wait (in small steps) until ``condition()`` holds: closed sockets and finished
     handlers take a few loop iterations to be reaped."""
     loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
+    end = loop.time() + within
     while not condition():
         if loop.time() > end:
             return False
