@@ -212,6 +212,11 @@ class ObjectStream:
 
     async def aclose(self) -> None:
         """Release the connection; an unread body is not drained: the connection is closed."""
+        # get_object's context manager holds this stream and ``_reopen`` is its bound
+        # method: a reference cycle that kept every response (headers, reader, buffers)
+        # alive until the cyclic GC ran, ~15 us per 1 MiB GET. A closed stream never
+        # resumes, so the reference can go.
+        self._reopen = None
         if not self._closed:
             self._closed = True
             self._response.close()
