@@ -16,6 +16,7 @@ from typing import Any, Final
 import aiohttp
 import anyio
 from aiohttp.abc import AbstractStreamWriter
+from aiohttp.http_writer import StreamWriter
 from aiohttp.payload import Payload
 from multidict import CIMultiDictProxy
 from yarl import URL
@@ -35,6 +36,9 @@ from .errors import (
 )
 
 __all__ = ["PoolStats", "Response", "Transport"]
+
+#: Buffered bytes past which aiohttp's StreamWriter.write drains (its ``LIMIT`` default).
+_DRAIN_THRESHOLD: Final = 0x10000
 
 USER_AGENT: Final = f"msd-async/{__version__}"
 #: How long ending a request waits for its cancelled body writer to unwind.
@@ -78,6 +82,7 @@ class _UploadPayload(Payload):
     ) -> None:
         meter = self._meter
         timeout = self._write_timeout
+        direct = writer if isinstance(writer, StreamWriter) else None
         # aiohttp silently resends an idempotent request (PUT is one) once when a pooled
         # connection turns out dead, reusing this payload and its meter: bytes would be
         # counted twice and a one-shot body would fail without its cause. A consumed
@@ -102,8 +107,20 @@ class _UploadPayload(Payload):
                         continue  # an empty chunk would end a chunked body early
                     meter.check(chunk)
                     try:
-                        async with asyncio.timeout(timeout):
-                            await writer.write(chunk)
+                        if direct is not None:
+                            # StreamWriter.write's own logic, with the timer armed only
+                            # when the socket is backed up: only drain() can wait on the
+                            # server, and a timer per chunk was ~20% of the client CPU
+                            # of a STREAMING upload in 64 KiB chunks.
+                            await direct.write(chunk, drain=False)
+                            if direct.buffer_size > _DRAIN_THRESHOLD:
+                                direct.buffer_size = 0
+                                if direct.protocol.writing_paused:
+                                    async with asyncio.timeout(timeout):
+                                        await direct.drain()
+                        else:
+                            async with asyncio.timeout(timeout):
+                                await writer.write(chunk)
                     except TimeoutError as exc:
                         raise WriteTimeout(
                             f"the server accepted no upload bytes for {timeout} s; the "
