@@ -7,7 +7,7 @@ from types import TracebackType
 from . import rules
 from .client import ContainerClient
 from .config import DEFAULT_LIMITS, DEFAULT_TIMEOUTS, Limits, Timeouts
-from .credentials import Credentials, CredentialsProvider
+from .credentials import Credentials, CredentialsProvider, resolve_region
 from .retry import DEFAULT_RETRY_POLICY, RetryBudget, RetryPolicy
 from .transport import PoolStats, Transport
 
@@ -75,15 +75,10 @@ class Session:
         """
         if self._closed:
             raise RuntimeError("this Session is closed; open a new one")
-        region = region or self.region
-        if region is None:
-            from .credentials import resolve_region
-
-            region = resolve_region(None, endpoint)
         return ContainerClient(
             self,
             endpoint,
-            region=region,
+            region=resolve_region(region or self.region, endpoint),
             standard_limit=standard_limit,
             streaming_limit=streaming_limit,
         )

@@ -409,3 +409,10 @@ async def test_server_shutdown_mid_upload_is_a_lost_connection(
     finally:
         await server.close()
     assert not any(" 500 " in r.getMessage() for r in server_requests)
+
+
+async def test_invalid_region_is_refused() -> None:
+    async with Session(credentials=Credentials("a", "b"), region="us east 1") as session:
+        with pytest.raises(InvalidParameterError) as info:
+            session.container("http://127.0.0.1:1")
+        assert info.value.rule == "region.invalid"
