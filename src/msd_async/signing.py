@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import hmac
+import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Final
@@ -71,6 +72,8 @@ def amz_date(now: _dt.datetime | None = None) -> str:
 
 
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+# A path of only these characters is its own canonical URI: quoting would change nothing.
+_canonical_as_is = re.compile(r"[A-Za-z0-9_.\-~/]*").fullmatch
 
 
 def signing_host(url: str) -> str:
@@ -99,7 +102,10 @@ def canonical_uri(encoded_path: str) -> str:
     if not encoded_path:
         return "/"
     if encoded_path[0] == "/" and "//" not in encoded_path and "/." not in encoded_path:
-        # The common case: no empty or dot segment, so normalising would change nothing.
+        # The common case: no empty or dot segment, so normalising would change nothing;
+        # and usually no '%' either (nor anything else to quote), so quoting would not.
+        if _canonical_as_is(encoded_path) is not None:
+            return encoded_path
         return quote(encoded_path, safe="/~")
     segments: list[str] = []
     for segment in encoded_path.split("/"):
@@ -128,8 +134,15 @@ def canonical_headers(headers: Mapping[str, str]) -> tuple[str, str]:
     The block ends with a newline, as it stands in the canonical request.
     """
     names = sorted(headers)
-    block = "".join(f"{name}:{' '.join(headers[name].split())}\n" for name in names)
-    return block, ";".join(names)
+    lines = []
+    for name in names:
+        value = headers[name]
+        # A printable value without a space has no white space to fold (str.split's white
+        # space is ASCII space or non-printable): most values, skipped cheaply.
+        if " " in value or not value.isprintable():
+            value = " ".join(value.split())
+        lines.append(f"{name}:{value}\n")
+    return "".join(lines), ";".join(names)
 
 
 def canonical_request(
@@ -161,7 +174,7 @@ class SigV4Signer:
 
     Signing keys are cached per (secret, day): a long-running session keeps one or two.
     Each comes with a keyed HMAC ready to copy, since keying an HMAC costs as much as
-    running it.
+    running it, and with the day's credential scope.
     """
 
     __slots__ = ("_keys", "region", "service")
@@ -169,9 +182,10 @@ class SigV4Signer:
     def __init__(self, region: str, service: str = SERVICE) -> None:
         self.region = region
         self.service = service
-        self._keys: dict[tuple[str, str], tuple[bytes, hmac.HMAC]] = {}
+        self._keys: dict[tuple[str, str], tuple[bytes, hmac.HMAC, str]] = {}
 
-    def _signing_entry(self, secret: str, date: str) -> tuple[bytes, hmac.HMAC]:
+    def _signing_entry(self, secret: str, date: str) -> tuple[bytes, hmac.HMAC, str]:
+        """``(signing key, HMAC keyed with it, credential scope)`` for ``secret`` on ``date``."""
         cache_key = (secret, date)
         entry = self._keys.get(cache_key)
         if entry is None:
@@ -180,7 +194,8 @@ class SigV4Signer:
                 # costs four HMACs once.
                 self._keys.clear()
             key = derive_signing_key(secret, date, self.region, self.service)
-            entry = self._keys[cache_key] = (key, hmac.new(key, digestmod=_sha256))
+            mac = hmac.new(key, digestmod=_sha256)
+            entry = self._keys[cache_key] = (key, mac, self.scope(date))
         return entry
 
     def signing_key(self, secret: str, date: str) -> bytes:
@@ -238,10 +253,10 @@ class SigV4Signer:
             signed,
             payload_hash,
         )
-        date = timestamp[:8]
-        scope = self.scope(date)
-        sts = string_to_sign(timestamp, scope, creq)
-        signature = self._signature(credentials.secret_access_key, date, sts)
+        _, mac, scope = self._signing_entry(credentials.secret_access_key, timestamp[:8])
+        mac = mac.copy()
+        mac.update(string_to_sign(timestamp, scope, creq).encode())
+        signature = mac.hexdigest()
         out["Authorization"] = (
             f"{ALGORITHM} Credential={credentials.access_key_id}/{scope}, "
             f"SignedHeaders={signed}, Signature={signature}"
