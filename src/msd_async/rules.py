@@ -52,6 +52,14 @@ _BAD_CHAR_RE: Final = re.compile(r"[^A-Za-z0-9._\-~=:/]")
 # The SDK model's Content-Type pattern: no ";", space or "=", 1-255 chars.
 _CONTENT_TYPE_RE: Final = re.compile(r"[\w\-/.+]{1,255}", re.ASCII)
 _HEADER_VALUE_RE: Final = re.compile(r"[\t\x20-\x7e]*")
+# An object path every check accepts: 1-11 segments of allowed characters, none starting
+# with "." (so none is "." or ".."). Anything else takes the checks one by one.
+_PLAIN_SEGMENT: Final = r"[A-Za-z0-9_\-~=:][A-Za-z0-9._\-~=:]*"
+_PLAIN_OBJECT_PATH: Final = re.compile(
+    rf"(?:{_PLAIN_SEGMENT}/){{0,{MAX_FOLDER_DEPTH}}}{_PLAIN_SEGMENT}"
+).fullmatch
+# Characters quote(..., safe="/~") leaves as they are.
+_URL_SAFE_PATH: Final = re.compile(r"[A-Za-z0-9_.\-~/]*").fullmatch
 
 
 def object_limit(availability: Availability) -> int:
@@ -90,6 +98,11 @@ def normalize_object_path(path: str) -> str:
     Raises :class:`InvalidPathError` for an empty path, a path over 900 characters, an empty
     segment, a character outside ``A-Z a-z 0-9 . - ~ _ = :`` or more than 10 folders.
     """
+    # The common path in one regex match; the checks below say what is wrong otherwise.
+    if type(path) is str:
+        stripped = path[1:] if path[:1] == "/" else path
+        if len(stripped) <= MAX_PATH_LENGTH and _PLAIN_OBJECT_PATH(stripped) is not None:
+            return stripped
     if not isinstance(path, str):
         raise InvalidPathError(
             f"path must be a str, not {type(path).__name__}", rule="path.type"
@@ -153,6 +166,8 @@ def normalize_folder_path(path: str | None) -> str:
 
 def encode_path(path: str) -> str:
     """Percent-encode a (validated) path for the URL: every byte outside ``A-Za-z0-9_.-~/``."""
+    if _URL_SAFE_PATH(path) is not None:
+        return path  # nothing to encode (no "=" or ":"): the usual case
     return quote(path, safe="/~")
 
 
@@ -200,6 +215,11 @@ _RANGE_RE: Final = re.compile(r"bytes=(?:(\d+)-(\d*)|-(\d+))", re.ASCII)
 
 def format_range(byte_range: ByteRange) -> str:
     """Return the ``Range`` header value for a byte range, or raise :class:`InvalidRangeError`."""
+    if type(byte_range) is tuple and len(byte_range) == 2:
+        start, end = byte_range
+        # (first, last), the usual form, valid: no need to find out what is wrong with it.
+        if type(start) is int and type(end) is int and 0 <= start <= end:
+            return f"bytes={start}-{end}"
     if isinstance(byte_range, str):
         parse_range_header(byte_range)
         return byte_range
