@@ -9,6 +9,7 @@ slot until it is released or closed.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any, Final
@@ -41,6 +42,7 @@ __all__ = ["PoolStats", "Response", "Transport"]
 _DRAIN_THRESHOLD: Final = 0x10000
 
 USER_AGENT: Final = f"msd-async/{__version__}"
+_NO_KWARGS: Final[dict[str, Any]] = {}
 #: How long ending a request waits for its cancelled body writer to unwind.
 _SETTLE_TIMEOUT: Final = 5.0
 
@@ -157,6 +159,57 @@ class _UploadPayload(Payload):
             await self._finished.wait()
 
 
+class _Slots:
+    """A counting gate for the pool: first come, first served, and no coroutine when a
+    slot is free (``asyncio.Semaphore.acquire`` is a coroutine even then)."""
+
+    __slots__ = ("_free", "_waiters")
+
+    def __init__(self, size: int) -> None:
+        self._free = size
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    def try_acquire(self) -> bool:
+        """Take a free slot if there is one and nobody is queued for it."""
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return True
+        return False
+
+    async def acquire(self) -> None:
+        """Queue for a slot; a cancelled waiter leaves the queue (or passes on the slot it
+        was handed in the meantime)."""
+        if self.try_acquire():
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # handed a slot while being cancelled: pass it on
+            else:
+                with contextlib.suppress(ValueError):  # release() may have dropped it
+                    self._waiters.remove(waiter)
+                # Newcomers queue behind a cancelled waiter until it leaves: a slot that
+                # is free meanwhile goes to them now.
+                self._wake()
+            raise
+
+    def release(self) -> None:
+        """Give a slot back: to the first live waiter, else to the free count."""
+        self._free += 1
+        self._wake()
+
+    def _wake(self) -> None:
+        waiters = self._waiters
+        while self._free > 0 and waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                self._free -= 1
+                waiter.set_result(None)
+
+
 class PoolStats:
     """Live counters of a transport's pool (read-only; for tests and monitoring)."""
 
@@ -181,6 +234,10 @@ class PoolStats:
         return sum(len(v) for v in conns.values())
 
 
+#: What :func:`_map_exceptions` translates (a MediaStoreError passes unchanged).
+_FOREIGN_ERRORS: Final = (aiohttp.ClientError, OSError, TimeoutError)
+
+
 @contextlib.contextmanager
 def _map_exceptions(url: str, payload: _UploadPayload | None = None) -> Iterator[None]:
     """Translate aiohttp's and the OS's errors into ours, once, at the boundary."""
@@ -188,12 +245,22 @@ def _map_exceptions(url: str, payload: _UploadPayload | None = None) -> Iterator
         yield
     except MediaStoreError:
         raise
-    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-        if payload is not None and payload.source_error is not None:
-            raise payload.source_error from None
-        if payload is not None and isinstance(payload.error, MediaStoreError):
-            raise payload.error from None
-        raise _translate(exc, url) from exc
+    except _FOREIGN_ERRORS as exc:
+        mapped, cause = _mapped(exc, url, payload)
+        raise mapped from cause
+
+
+def _mapped(
+    exc: BaseException, url: str, payload: _UploadPayload | None
+) -> tuple[BaseException, BaseException | None]:
+    """``(exception the caller sees, its cause)`` for ``exc``: the upload body's own error
+    if it had one (its iterator's, or our size limit or write timeout), with no cause; else
+    ours for ``exc``, caused by it."""
+    if payload is not None and payload.source_error is not None:
+        return payload.source_error, None
+    if payload is not None and isinstance(payload.error, MediaStoreError):
+        return payload.error, None
+    return _translate(exc, url), exc
 
 
 def _translate(exc: BaseException, url: str) -> TransportError:
@@ -303,7 +370,7 @@ class Transport:
         self._session: aiohttp.ClientSession | None = None
         # Our own gate in front of aiohttp's pool, so waiting for a connection has its own
         # timeout (PoolTimeout) and the number in flight is observable.
-        self._slots = asyncio.Semaphore(limits.max_connections)
+        self._slots = _Slots(limits.max_connections)
         self._in_use = 0
         self.stats = PoolStats(self)
 
@@ -349,47 +416,50 @@ class Transport:
         overrides ``Timeouts.read`` (a deadline may shorten it).
         """
         session = self._client()
-        try:
-            if self._slots.locked():
+        # A free slot is taken without suspending: no coroutine, no timer to arm and cancel.
+        if not self._slots.try_acquire():
+            try:
                 async with asyncio.timeout(self.timeouts.pool):
                     await self._slots.acquire()
-            else:
-                # A free slot is taken without suspending: no timer to arm and cancel.
-                await self._slots.acquire()
-        except TimeoutError as exc:
-            raise PoolTimeout(
-                f"no free connection within {self.timeouts.pool} s: all "
-                f"{self.limits.max_connections} are busy (raise Limits.max_connections, or "
-                "release responses sooner)"
-            ) from exc
+            except TimeoutError as exc:
+                raise PoolTimeout(
+                    f"no free connection within {self.timeouts.pool} s: all "
+                    f"{self.limits.max_connections} are busy (raise Limits.max_connections, "
+                    "or release responses sooner)"
+                ) from exc
         self._in_use += 1
         payload: _UploadPayload | None = None
-        kwargs: dict[str, Any] = {}
-        if body is not None:
-            assert meter is not None
-            payload = _UploadPayload(body, meter, self.timeouts.write)
-            kwargs["data"] = payload
-            if chunked or body.size is None:
-                kwargs["chunked"] = True
-        if read_timeout is not None:
-            kwargs["timeout"] = aiohttp.ClientTimeout(
-                total=None, connect=None, sock_connect=self.timeouts.connect,
-                sock_read=read_timeout,
-            )
-        try:
-            with _map_exceptions(url, payload):
-                raw = await session.request(
-                    method,
-                    URL(url, encoded=True),
-                    headers=headers,
-                    allow_redirects=False,
-                    **kwargs,
+        # Only what differs from the session's defaults, so a plain GET passes no extras.
+        kwargs: dict[str, Any] = _NO_KWARGS
+        if body is not None or read_timeout is not None:
+            kwargs = {}
+            if body is not None:
+                assert meter is not None
+                payload = _UploadPayload(body, meter, self.timeouts.write)
+                kwargs["data"] = payload
+                if chunked or body.size is None:
+                    kwargs["chunked"] = True
+            if read_timeout is not None:
+                kwargs["timeout"] = aiohttp.ClientTimeout(
+                    total=None, connect=None, sock_connect=self.timeouts.connect,
+                    sock_read=read_timeout,
                 )
-        except BaseException:
+        # _map_exceptions inline (as in read_some): a generator-based context manager per
+        # request is measurable on small requests.
+        try:
+            raw = await session.request(
+                method, URL(url, encoded=True), headers=headers, allow_redirects=False, **kwargs
+            )
+        except BaseException as exc:
+            mapped = None
+            if not isinstance(exc, MediaStoreError) and isinstance(exc, _FOREIGN_ERRORS):
+                mapped, cause = _mapped(exc, url, payload)
             self._release_slot()
             if payload is not None:
                 await payload.stop()
-            raise
+            if mapped is None:
+                raise
+            raise mapped from cause
         return Response(raw, self, url, payload)
 
     async def aclose(self) -> None:
