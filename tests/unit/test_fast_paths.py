@@ -7,6 +7,7 @@ with the general rule it stands for, on generated inputs.
 
 from __future__ import annotations
 
+from email.utils import parsedate_to_datetime
 from urllib.parse import quote
 
 import pytest
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 
 from msd_async import rules
 from msd_async.errors import InvalidPathError, InvalidRangeError
+from msd_async.protocol import _http_date
 from msd_async.signing import canonical_headers, canonical_uri
 
 # Allowed path characters, the ones that must be encoded, dots, slashes, and a few that
@@ -110,3 +112,50 @@ def test_canonical_headers_fold_white_space_like_botocore(headers: dict[str, str
     names = sorted(headers)
     assert block == "".join(f"{n}:{' '.join(headers[n].split())}\n" for n in names)
     assert signed == ";".join(names)
+
+
+_WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTH_NAMES = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def _parsed_by_email_utils(value: str) -> object:
+    try:
+        return parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+
+
+@given(
+    st.sampled_from(_WEEKDAYS),
+    st.integers(0, 32),
+    st.sampled_from(_MONTH_NAMES),
+    st.integers(1000, 9999) | st.sampled_from([1970, 2026, 2038]),
+    st.integers(0, 25),
+    st.integers(0, 61),
+    st.integers(0, 61),
+)
+def test_http_date_shortcut_matches_email_utils(
+    weekday: str, day: int, month: str, year: int, hour: int, minute: int, second: int
+) -> None:
+    value = f"{weekday}, {day:02d} {month} {year} {hour:02d}:{minute:02d}:{second:02d} GMT"
+    ours = _http_date(value)
+    theirs = _parsed_by_email_utils(value)
+    assert ours == theirs
+    if ours is not None:
+        assert ours.tzinfo == theirs.tzinfo  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "Sun, 06 Nov 1994 08:49:37 GMT",
+        "Sunday, 06-Nov-94 08:49:37 GMT",  # RFC 850: email.utils' path
+        "Sun Nov  6 08:49:37 1994",  # asctime
+        "Sun, 06 Nov 0094 08:49:37 GMT",  # a year email.utils moves to 1994
+        "Sun, 6 Nov 1994 08:49:37 +0100",
+        "Sun, 06 Nov 1994 08:49:37 GMT ",
+        "not a date",
+    ],
+)
+def test_http_date_other_forms_still_go_through_email_utils(value: str) -> None:
+    assert _http_date(value) == _parsed_by_email_utils(value)
