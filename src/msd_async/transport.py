@@ -42,6 +42,7 @@ __all__ = ["PoolStats", "Response", "Transport"]
 _DRAIN_THRESHOLD: Final = 0x10000
 
 USER_AGENT: Final = f"msd-async/{__version__}"
+_NO_CONTENT_TYPE: Final = ("Content-Type",)
 _NO_KWARGS: Final[dict[str, Any]] = {}
 #: How long ending a request waits for its cancelled body writer to unwind.
 _SETTLE_TIMEOUT: Final = 5.0
@@ -389,8 +390,11 @@ class Transport:
                     total=None, connect=None, sock_connect=t.connect, sock_read=t.read
                 ),
                 auto_decompress=False,
-                skip_auto_headers=("Accept-Encoding", "Content-Type"),
-                headers={"User-Agent": USER_AGENT},
+                # Explicit headers instead of a session-wide skip_auto_headers, which sends
+                # every request through aiohttp's slower header path. Bodies are never
+                # compressed by MediaStore, and we hand them over undecoded: ask for identity,
+                # as botocore does.
+                headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
             )
         return session
 
@@ -439,6 +443,10 @@ class Transport:
                 kwargs["data"] = payload
                 if chunked or body.size is None:
                     kwargs["chunked"] = True
+                if "content-type" not in headers:
+                    # aiohttp would label the body application/octet-stream; the service
+                    # must see that no Content-Type was given (ListItems then omits it).
+                    kwargs["skip_auto_headers"] = _NO_CONTENT_TYPE
             if read_timeout is not None:
                 kwargs["timeout"] = aiohttp.ClientTimeout(
                     total=None, connect=None, sock_connect=self.timeouts.connect,

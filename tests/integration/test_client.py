@@ -93,9 +93,14 @@ async def test_default_content_type_and_absent_cache_control(
     mediastore_client: ContainerClient,
 ) -> None:
     await mediastore_client.put_object("plain", b"data")
+    await mediastore_client.put_object("streamed", [b"da", b"ta"], streaming=True)
     info = await mediastore_client.describe_object("plain")
     assert info.content_type == "application/octet-stream"
     assert info.cache_control is None
+    # No Content-Type went on the wire (aiohttp adds one unless told not to), so the
+    # listing, like the service's, has none for these objects.
+    items = [item async for item in mediastore_client.list_items()]
+    assert [(i.name, i.content_type) for i in items] == [("plain", None), ("streamed", None)]
 
 
 async def test_overwrite_replaces_object_and_changes_etag(
