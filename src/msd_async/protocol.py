@@ -36,6 +36,7 @@ __all__ = [
     "list_items",
     "parse_content_range",
     "parse_error",
+    "parse_length",
     "parse_list_page",
     "parse_object_info",
     "parse_put_result",
@@ -169,7 +170,8 @@ def _http_date(value: str | None) -> _dt.datetime | None:
         return None
 
 
-def _int(value: str | None) -> int | None:
+def parse_length(value: str | None) -> int | None:
+    """A ``Content-Length`` header as an int; ``None`` when absent or malformed."""
     if value is None:
         return None
     try:
@@ -204,7 +206,7 @@ def parse_put_result(body: bytes, size: int) -> PutResult:
 def parse_object_info(headers: Mapping[str, str]) -> ObjectInfo:
     return ObjectInfo(
         content_type=headers.get("Content-Type"),
-        content_length=_int(headers.get("Content-Length")),
+        content_length=parse_length(headers.get("Content-Length")),
         etag=_unquote_etag(headers.get("ETag")),
         last_modified=_http_date(headers.get("Last-Modified")),
         cache_control=headers.get("Cache-Control"),

@@ -18,7 +18,7 @@ from .errors import (
     ReadTimeout,
     TransportError,
 )
-from .protocol import parse_content_range, parse_object_info
+from .protocol import parse_content_range, parse_length, parse_object_info
 from .results import ObjectInfo
 from .transport import Response
 
@@ -26,16 +26,6 @@ __all__ = ["ObjectStream"]
 
 #: Reopen the object from a byte offset: returns the new response (206) for ``bytes=offset-end``.
 Reopen = Callable[[int, int], Awaitable[Response]]
-
-
-def _content_length(value: str | None) -> int | None:
-    """``Content-Length`` as :func:`~msd_async.protocol.parse_object_info` reads it."""
-    if value is None:
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        return None
 
 
 class ObjectStream:
@@ -67,7 +57,7 @@ class ObjectStream:
         # HTTP date was the costliest part of a GET's header handling (~3-8 us).
         self._headers = headers
         self._info: ObjectInfo | None = None
-        self._length = _content_length(headers.get("Content-Length"))
+        self._length = parse_length(headers.get("Content-Length"))
         #: ``(first, last, total)`` of a 206 response, else ``None``.
         self.content_range = parse_content_range(headers.get("Content-Range"))
         self.request_id = headers.get("x-amzn-RequestId")
