@@ -138,16 +138,6 @@ async def test_a_thousand_cancelled_uploads_leak_nothing(tmp_path: Path) -> None
 
 
 @pytest.fixture
-async def session(mediastore_server: LocalMediaStore) -> AsyncIterator[Session]:
-    async with Session(
-        credentials=mediastore_server.credentials,
-        region=mediastore_server.region,
-        retry=FAST_RETRY,
-    ) as session:
-        yield session
-
-
-@pytest.fixture
 def store(session: Session, mediastore_server: LocalMediaStore) -> ContainerClient:
     return session.container(mediastore_server.endpoint)
 

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
-from reliability_helpers import FAST_RETRY, chunks_of
+from reliability_helpers import chunks_of
 
 from msd_async import (
     ConnectionLostError,
@@ -28,13 +28,8 @@ DIGEST = hashlib.sha256(DATA).hexdigest()
 
 
 @pytest.fixture
-async def store(mediastore_server: LocalMediaStore) -> AsyncIterator[ContainerClient]:
-    async with Session(
-        credentials=mediastore_server.credentials,
-        region=mediastore_server.region,
-        retry=FAST_RETRY,
-    ) as session:
-        yield session.container(mediastore_server.endpoint)
+def store(session: Session, mediastore_server: LocalMediaStore) -> ContainerClient:
+    return session.container(mediastore_server.endpoint)
 
 
 class OneShot:

@@ -4,10 +4,8 @@ unchanged; a replaced object is reported, never spliced."""
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
 
 import pytest
-from reliability_helpers import FAST_RETRY
 
 from msd_async import (
     ConnectionLostError,
@@ -21,16 +19,6 @@ pytestmark = pytest.mark.anyio
 
 DATA = os.urandom(300_000)
 PATH = "vod/movie.mp4"
-
-
-@pytest.fixture
-async def session(mediastore_server: LocalMediaStore) -> AsyncIterator[Session]:
-    async with Session(
-        credentials=mediastore_server.credentials,
-        region=mediastore_server.region,
-        retry=FAST_RETRY,
-    ) as session:
-        yield session
 
 
 @pytest.fixture
