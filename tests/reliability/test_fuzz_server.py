@@ -7,14 +7,14 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
 from aiohttp.http_exceptions import HttpProcessingError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from msd_async import ContainerClient, Session
+from msd_async import ContainerClient
 from msd_async.signing import UNSIGNED_PAYLOAD, SigV4Signer
 from msd_async.testing import LocalMediaStore
 
@@ -53,11 +53,8 @@ def server_errors() -> Iterator[list[logging.LogRecord]]:
 
 
 @pytest.fixture
-async def store(mediastore_server: LocalMediaStore) -> AsyncIterator[ContainerClient]:
-    async with Session(
-        credentials=mediastore_server.credentials, region=mediastore_server.region
-    ) as session:
-        yield session.container(mediastore_server.endpoint)
+def store(mediastore_client: ContainerClient) -> ContainerClient:
+    return mediastore_client
 
 
 async def _exchange(server: LocalMediaStore, data: bytes, *, linger: float = 0.3) -> bytes:

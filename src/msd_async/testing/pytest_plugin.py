@@ -28,7 +28,7 @@ async def mediastore_server() -> AsyncIterator[LocalMediaStore]:
 @pytest.fixture
 async def mediastore_client(mediastore_server: LocalMediaStore) -> AsyncIterator[Any]:
     # Imported here: the client is optional for users who only want the server.
-    from msd_async import Session  # type: ignore[attr-defined,unused-ignore]
+    from msd_async import Session
 
     async with Session(
         credentials=mediastore_server.credentials, region=mediastore_server.region

@@ -27,7 +27,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, Final, Literal, Self
 
@@ -512,19 +512,30 @@ class LocalMediaStore:
             cut_at = fault.after_bytes if fault.after_bytes is not None else (end - start) // 2
         try:
             await resp.prepare(request)
-            sent = 0
-            async for chunk in reader.iter_range(start, end):
-                if cut_at is not None and sent + len(chunk) >= cut_at:
-                    await resp.write(chunk[: cut_at - sent])
-                    self._abort_transport(request)
-                    raise _ClientGone
-                await resp.write(chunk)
-                sent += len(chunk)
+            await self._write_body(request, resp, reader.iter_range(start, end), cut_at)
         except (ConnectionError, UploadFailed):
             raise _ClientGone from None
         finally:
             reader.close()
         return resp
+
+    async def _write_body(
+        self,
+        request: web.Request,
+        resp: web.StreamResponse,
+        chunks: AsyncIterator[bytes],
+        cut_at: int | None,
+    ) -> None:
+        """Stream ``chunks``; with ``cut_at`` (a cut-download fault), drop the connection
+        once that many bytes are out."""
+        sent = 0
+        async for chunk in chunks:
+            if cut_at is not None and sent + len(chunk) >= cut_at:
+                await resp.write(chunk[: cut_at - sent])
+                self._abort_transport(request)
+                raise _ClientGone
+            await resp.write(chunk)
+            sent += len(chunk)
 
     @staticmethod
     async def _head(
@@ -570,15 +581,8 @@ class LocalMediaStore:
         if fault is not None and fault.kind == "cut-download":
             cut_at = fault.after_bytes if fault.after_bytes is not None else 1
         await resp.prepare(request)
-        sent = 0
         try:
-            async for chunk in upload.follow():
-                if cut_at is not None and sent + len(chunk) >= cut_at:
-                    await resp.write(chunk[: cut_at - sent])
-                    self._abort_transport(request)
-                    raise _ClientGone
-                await resp.write(chunk)
-                sent += len(chunk)
+            await self._write_body(request, resp, upload.follow(), cut_at)
         except UploadFailed:
             # End without the terminating chunk so the reader can tell the object is partial.
             self._abort_transport(request)
