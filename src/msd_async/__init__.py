@@ -17,6 +17,8 @@ from .credentials import (
 )
 from .errors import *  # noqa: F403
 from .errors import __all__ as _errors_all
+from .events import EventHook, RequestEvent
+from .media_types import content_type_for
 from .results import Item, ItemType, ListPage, ObjectInfo, PutResult
 from .retry import DEFAULT_RETRY_POLICY, NO_RETRIES, Deadline, RetryBudget, RetryPolicy
 from .rules import STANDARD_OBJECT_LIMIT, STREAMING_OBJECT_LIMIT, Availability, ByteRange
@@ -38,6 +40,7 @@ __all__ = [
     "CredentialsProvider",
     "Deadline",
     "EnvironmentCredentials",
+    "EventHook",
     "Item",
     "ItemType",
     "Limits",
@@ -45,10 +48,12 @@ __all__ = [
     "ObjectInfo",
     "ObjectStream",
     "PutResult",
+    "RequestEvent",
     "RetryBudget",
     "RetryPolicy",
     "Session",
     "Timeouts",
     "__version__",
+    "content_type_for",
     *_errors_all,
 ]

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Final, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from . import protocol, rules
 from .body import Body, Buffer, Meter, ProgressCallback, UploadBody, prepare_body
-from .errors import ChecksumMismatchError, InvalidParameterError, ObjectTooLargeError
+from .errors import (
+    ChecksumMismatchError,
+    InvalidParameterError,
+    MediaStoreError,
+    ObjectTooLargeError,
+)
+from .events import EventHook, EventKind, Operation, RequestEvent
 from .results import Item, ListPage, ObjectInfo, PutResult
-from .retry import Deadline, call_with_retries
+from .retry import Deadline, RetryPolicy, call_with_retries
 from .signing import SigV4Signer, signing_host
 from .stream import ObjectStream
 from .transport import Response
@@ -28,6 +35,21 @@ T = TypeVar("T")
 
 def _deadline(seconds: float | None) -> Deadline | None:
     return None if seconds is None else Deadline.after(seconds)
+
+
+def _operation(request: protocol.Request) -> tuple[Operation, str]:
+    """``(operation name, object or folder path)`` of a request, for events."""
+    method = request.method
+    if method == "GET" and request.query:
+        return "ListItems", dict(request.query).get("Path", "")
+    path = unquote(request.path[1:])
+    if method == "GET":
+        return "GetObject", path
+    if method == "PUT":
+        return "PutObject", path
+    if method == "HEAD":
+        return "DescribeObject", path
+    return "DeleteObject", path
 
 
 def _parse_endpoint(endpoint: str) -> tuple[str, str]:
@@ -57,6 +79,50 @@ def _parse_endpoint(endpoint: str) -> tuple[str, str]:
             f"endpoint {endpoint!r} has an invalid port", rule="endpoint.form"
         ) from exc
     return f"{parts.scheme}://{host}", host
+
+
+class _Emitter:
+    """Builds :class:`RequestEvent` objects for one call and hands them to the hooks."""
+
+    __slots__ = ("_attempt", "_endpoint", "_hooks", "_operation", "_path", "_started")
+
+    def __init__(
+        self,
+        hooks: tuple[EventHook, ...],
+        operation: Operation,
+        path: str,
+        endpoint: str,
+        attempt: int,
+    ) -> None:
+        self._hooks = hooks
+        self._operation: Operation = operation
+        self._path = path
+        self._endpoint = endpoint
+        self._attempt = attempt
+        self._started = time.monotonic()
+
+    def __call__(
+        self,
+        kind: EventKind,
+        *,
+        attempt: int | None = None,
+        status: int | None = None,
+        error: BaseException | None = None,
+        delay: float | None = None,
+    ) -> None:
+        event = RequestEvent(
+            kind=kind,
+            operation=self._operation,
+            path=self._path,
+            endpoint=self._endpoint,
+            attempt=self._attempt if attempt is None else attempt,
+            elapsed=time.monotonic() - self._started,
+            status=status,
+            error=error,
+            delay=delay,
+        )
+        for hook in self._hooks:
+            hook(event)
 
 
 class ContainerClient:
@@ -93,8 +159,35 @@ class ContainerClient:
         chunked: bool = False,
         object_operation: bool = True,
         deadline: Deadline | None = None,
+        attempt: int = 1,
     ) -> Response:
-        """One attempt: sign, send, and raise the typed error for an error status."""
+        """One attempt: sign, send, and raise the typed error for an error status; report
+        it to the session's event hooks, if it has any."""
+        hooks = self._session.event_hooks
+        if not hooks:
+            return await self._exchange(request, body, meter, chunked, object_operation, deadline)
+        operation, path = _operation(request)
+        emit = _Emitter(tuple(hooks), operation, path, self.endpoint, attempt)
+        emit("start")
+        try:
+            response = await self._exchange(
+                request, body, meter, chunked, object_operation, deadline
+            )
+        except MediaStoreError as exc:
+            emit("error", status=getattr(exc, "status", None), error=exc)
+            raise
+        emit("response", status=response.status)
+        return response
+
+    async def _exchange(
+        self,
+        request: protocol.Request,
+        body: UploadBody | None,
+        meter: Meter | None,
+        chunked: bool,
+        object_operation: bool,
+        deadline: Deadline | None,
+    ) -> Response:
         credentials = await self._session._credentials.get_credentials()
         auth = self._signer.sign(
             credentials,
@@ -133,15 +226,28 @@ class ContainerClient:
         deadline: Deadline | None,
         *,
         replayable: Callable[[], bool] | None = None,
+        retry: RetryPolicy | None = None,
+        request: protocol.Request | None = None,
     ) -> T:
-        """Run attempts under the session's retry policy and budget, within ``deadline``."""
+        """Run attempts under the retry policy (the call's, else the session's) and the
+        session's budget, within ``deadline``."""
         session = self._session
+        on_retry = None
+        if session.event_hooks and request is not None:
+            operation, path = _operation(request)
+            emit = _Emitter(tuple(session.event_hooks), operation, path, self.endpoint, 0)
+
+            def on_retry(n: int, error: MediaStoreError, delay: float) -> None:
+                emit("retry", attempt=n, status=getattr(error, "status", None), error=error,
+                     delay=delay)
+
         return await call_with_retries(
             attempt,
-            policy=session.retry,
+            policy=session.retry if retry is None else retry,
             budget=session._retry_budget,
             deadline=deadline,
             replayable=replayable,
+            on_retry=on_retry,
         )
 
     # --- operations --------------------------------------------------------------------
@@ -157,6 +263,7 @@ class ContainerClient:
         verify: bool = False,
         replay_buffer: bool = False,
         deadline: float | None = None,
+        retry: RetryPolicy | None = None,
     ) -> PutResult:
         """Upload an object (PutObject); it replaces any previous version when complete.
 
@@ -170,7 +277,7 @@ class ContainerClient:
         while sending and compares with the service's ContentSHA256 (about 0.6 ms CPU per
         MB, so off by default). ``replay_buffer=True`` keeps what a one-shot iterator sent
         so a failed attempt can be retried. ``deadline`` (seconds) bounds the whole call,
-        retries included.
+        retries included; ``retry`` replaces the session's retry policy for this call.
 
         Raises :class:`ObjectTooLargeError` before sending when the size is known and over
         the limit, or the moment a streamed body passes it (the upload is cut and nothing
@@ -200,15 +307,18 @@ class ContainerClient:
 
         deadline_ = _deadline(deadline)
 
-        async def attempt(_: int) -> tuple[PutResult, Meter]:
+        async def attempt(n: int) -> tuple[PutResult, Meter]:
             meter = Meter(limit=limit, limit_rule=rule, hash_sha256=verify, progress=progress)
             response = await self._send(
-                request, body=upload, meter=meter, chunked=streaming, deadline=deadline_
+                request, body=upload, meter=meter, chunked=streaming, deadline=deadline_,
+                attempt=n,
             )
             return protocol.parse_put_result(await response.read(), meter.sent), meter
 
         try:
-            result, meter = await self._call(attempt, deadline_, replayable=upload.can_replay)
+            result, meter = await self._call(
+                attempt, deadline_, replayable=upload.can_replay, retry=retry, request=request
+            )
         finally:
             await upload.aclose()
         if verify and meter.sha256 != result.content_sha256:
@@ -227,6 +337,7 @@ class ContainerClient:
         range: rules.ByteRange | None = None,
         max_resumes: int = 3,
         deadline: float | None = None,
+        retry: RetryPolicy | None = None,
     ) -> _GetObject:
         """Download an object (GetObject): an async context manager yielding an
         :class:`ObjectStream`::
@@ -243,41 +354,51 @@ class ContainerClient:
         when that can happen. A body cut mid-way resumes from where it stopped
         (up to ``max_resumes`` times) if the object is unchanged. ``deadline`` (seconds)
         bounds getting the response, retries included; the body itself is bounded only by
-        the read timeout, so a long healthy download is never cut. Leaving the block early
+        the read timeout, so a long healthy download is never cut. ``retry`` replaces the
+        session's retry policy for this call and its resumes. Leaving the block early
         closes the connection; nothing leaks.
         """
         request = protocol.get_object(path, byte_range=range)
-        return _GetObject(self, request, max_resumes, deadline)
+        return _GetObject(self, request, max_resumes, deadline, retry)
 
     async def get_bytes(
-        self, path: str, *, range: rules.ByteRange | None = None, deadline: float | None = None
+        self,
+        path: str,
+        *,
+        range: rules.ByteRange | None = None,
+        deadline: float | None = None,
+        retry: RetryPolicy | None = None,
     ) -> bytes:
         """The whole object (or a range of it) as bytes."""
-        async with self.get_object(path, range=range, deadline=deadline) as obj:
+        async with self.get_object(path, range=range, deadline=deadline, retry=retry) as obj:
             return await obj.read()
 
-    async def describe_object(self, path: str, *, deadline: float | None = None) -> ObjectInfo:
+    async def describe_object(
+        self, path: str, *, deadline: float | None = None, retry: RetryPolicy | None = None
+    ) -> ObjectInfo:
         """Metadata of an object (DescribeObject). Raises :class:`ObjectNotFoundError`."""
         request = protocol.describe_object(path)
         deadline_ = _deadline(deadline)
 
-        async def attempt(_: int) -> ObjectInfo:
-            response = await self._send(request, deadline=deadline_)
+        async def attempt(n: int) -> ObjectInfo:
+            response = await self._send(request, deadline=deadline_, attempt=n)
             response.release()
             return protocol.parse_object_info(response.headers)
 
-        return await self._call(attempt, deadline_)
+        return await self._call(attempt, deadline_, retry=retry, request=request)
 
-    async def delete_object(self, path: str, *, deadline: float | None = None) -> None:
+    async def delete_object(
+        self, path: str, *, deadline: float | None = None, retry: RetryPolicy | None = None
+    ) -> None:
         """Delete an object (DeleteObject). Raises :class:`ObjectNotFoundError` if there is
         none; empty parent folders disappear with it."""
         request = protocol.delete_object(path)
         deadline_ = _deadline(deadline)
 
-        async def attempt(_: int) -> None:
-            await (await self._send(request, deadline=deadline_)).read()
+        async def attempt(n: int) -> None:
+            await (await self._send(request, deadline=deadline_, attempt=n)).read()
 
-        await self._call(attempt, deadline_)
+        await self._call(attempt, deadline_, retry=retry, request=request)
 
     async def list_items_page(
         self,
@@ -286,6 +407,7 @@ class ContainerClient:
         max_results: int | None = None,
         next_token: str | None = None,
         deadline: float | None = None,
+        retry: RetryPolicy | None = None,
     ) -> ListPage:
         """One page of the direct children of a folder (ListItems). ``max_results`` 1-1000
         (the service's default is 1000 and it may return fewer); pass the page's
@@ -293,19 +415,28 @@ class ContainerClient:
         request = protocol.list_items(path, max_results=max_results, next_token=next_token)
         deadline_ = _deadline(deadline)
 
-        async def attempt(_: int) -> ListPage:
-            response = await self._send(request, object_operation=False, deadline=deadline_)
+        async def attempt(n: int) -> ListPage:
+            response = await self._send(
+                request, object_operation=False, deadline=deadline_, attempt=n
+            )
             return protocol.parse_list_page(await response.read())
 
-        return await self._call(attempt, deadline_)
+        return await self._call(attempt, deadline_, retry=retry, request=request)
 
     async def list_items(
-        self, path: str | None = None, *, page_size: int | None = None
+        self,
+        path: str | None = None,
+        *,
+        page_size: int | None = None,
+        retry: RetryPolicy | None = None,
     ) -> AsyncIterator[Item]:
-        """Every direct child of a folder, following NextToken across pages."""
+        """Every direct child of a folder, following NextToken across pages (each page
+        retried on its own)."""
         token: str | None = None
         while True:
-            page = await self.list_items_page(path, max_results=page_size, next_token=token)
+            page = await self.list_items_page(
+                path, max_results=page_size, next_token=token, retry=retry
+            )
             for item in page.items:
                 yield item
             token = page.next_token
@@ -352,24 +483,33 @@ class _GetObject(contextlib.AbstractAsyncContextManager["ObjectStream"]):
         request: protocol.Request,
         max_resumes: int,
         deadline: float | None,
+        retry: RetryPolicy | None,
     ) -> None:
         self._client = client
         self._request = request
         self._max_resumes = max_resumes
         self._deadline = deadline
+        self._retry = retry
         self._stream: ObjectStream | None = None
 
     async def _reopen(self, start: int, end: int) -> Response:
         original = self._request
         headers = {"range": rules.format_range((start, end))}
         ranged = protocol.Request("GET", original.path, (), headers, original.payload_hash)
-        return await self._client._call(lambda _: self._client._send(ranged), None)
+        client = self._client
+        return await client._call(
+            lambda n: client._send(ranged, attempt=n), None, retry=self._retry, request=ranged
+        )
 
     async def __aenter__(self) -> ObjectStream:
         request = self._request
         deadline = _deadline(self._deadline)
-        response = await self._client._call(
-            lambda _: self._client._send(request, deadline=deadline), deadline
+        client = self._client
+        response = await client._call(
+            lambda n: client._send(request, deadline=deadline, attempt=n),
+            deadline,
+            retry=self._retry,
+            request=request,
         )
         self._stream = ObjectStream(
             response, reopen=self._reopen, max_resumes=self._max_resumes

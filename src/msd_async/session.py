@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from types import TracebackType
 
 from . import rules
 from .client import ContainerClient
 from .config import DEFAULT_LIMITS, DEFAULT_TIMEOUTS, Limits, Timeouts
 from .credentials import Credentials, CredentialsProvider, resolve_region
+from .events import EventHook
 from .retry import DEFAULT_RETRY_POLICY, RetryBudget, RetryPolicy
 from .transport import PoolStats, Transport
 
@@ -27,7 +29,10 @@ class Session:
     through aiobotocore, imported only then). ``region``: optional when every endpoint is a
     ``*.data.mediastore.<region>.amazonaws.com`` host; else required (or AWS_REGION).
     ``retry``: the :class:`~msd_async.retry.RetryPolicy` of every call (4 attempts with
-    jittered backoff by default); ``RetryPolicy.none()`` disables retries.
+    jittered backoff by default); ``RetryPolicy.none()`` disables retries; each operation
+    also takes ``retry=`` for one call. ``event_hooks``: functions called with a
+    :class:`~msd_async.events.RequestEvent` for every attempt's start, response, error and
+    retry (``session.event_hooks`` is a list: append or remove hooks at any time).
     """
 
     def __init__(
@@ -39,9 +44,11 @@ class Session:
         timeouts: Timeouts = DEFAULT_TIMEOUTS,
         limits: Limits = DEFAULT_LIMITS,
         retry: RetryPolicy = DEFAULT_RETRY_POLICY,
+        event_hooks: Iterable[EventHook] = (),
     ) -> None:
         self.region = region
         self.retry = retry
+        self.event_hooks: list[EventHook] = list(event_hooks)
         # One budget for every container: a failing service is not hammered from any side.
         self._retry_budget = RetryBudget()
         if credentials is None or profile is not None:

@@ -1,0 +1,44 @@
+"""The ``msd`` command: one module per command group, each with a ``register`` function.
+
+Argument parsing and rendering live here; the work lives in the library. Modules import
+only argparse at the top, so ``msd --help`` stays fast: each command imports what it
+needs (aiohttp, aiobotocore, rich) when it runs.
+
+``msd serve`` runs the local MediaStore-compatible server until SIGINT/SIGTERM.
+``msd ls|stat|get|put|rm`` talk to a container: ``--endpoint`` (or ``MSD_ENDPOINT``), the
+region from the endpoint, ``--region`` or ``AWS_REGION``, credentials from the AWS chain
+(``--profile``, the environment, ...). Errors print one line and exit with status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+__all__ = ["build_parser", "main"]
+
+#: Command-group modules of this package, in the order their commands are listed.
+COMMAND_MODULES = ("serve", "objects")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="msd", description="AWS Elemental MediaStore data-plane tools."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"{__name__}.{name}").register(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``msd``; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    result: int = args.func(args, parser)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

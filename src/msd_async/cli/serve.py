@@ -1,0 +1,132 @@
+"""``msd serve``: the local MediaStore-compatible server, until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+__all__ = ["register"]
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from ..rules import STANDARD_OBJECT_LIMIT, STREAMING_OBJECT_LIMIT, UPLOAD_TIME_LIMIT
+
+    p = commands.add_parser(
+        "serve",
+        help="run a local MediaStore-compatible server",
+        description="Run a local MediaStore-compatible server. Prints 'endpoint: URL' once it "
+        "accepts connections, one log line per request, and stops on SIGINT/SIGTERM.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=0, help="port (default 0: any free port)")
+    p.add_argument("--data-dir", help="keep objects in this directory (default: in memory)")
+    p.add_argument("--region", default="us-east-1", help="SigV4 region (default us-east-1)")
+    p.add_argument("--access-key-id", help="access key id clients sign with")
+    p.add_argument("--secret-access-key", help="secret access key clients sign with")
+    p.add_argument("--session-token", help="require this session token (temporary keys)")
+    p.add_argument("--container", default="local", help="container name (default local)")
+    p.add_argument(
+        "--allow-anonymous",
+        action="append",
+        choices=["read", "write"],
+        default=[],
+        help="accept unsigned reads or writes (repeatable)",
+    )
+    p.add_argument("--standard-limit", type=int, default=STANDARD_OBJECT_LIMIT)
+    p.add_argument("--streaming-limit", type=int, default=STREAMING_OBJECT_LIMIT)
+    p.add_argument("--upload-time-limit", type=float, default=UPLOAD_TIME_LIMIT)
+    p.add_argument("--no-fsync", action="store_true", help="do not fsync uploads (faster)")
+    p.add_argument("--fault-rate", type=float, default=0.0, help="share of requests to fault")
+    p.add_argument(
+        "--fault-kinds",
+        default="",
+        help="comma-separated: 500,503,throttle,cut-upload,cut-download,delay (default all)",
+    )
+    p.add_argument("--fault-seed", type=int, default=None)
+    p.add_argument("--fault-delay", type=float, default=0.5, help="seconds for 'delay'")
+    p.add_argument("--quiet", action="store_true", help="do not log requests")
+    p.set_defaults(func=serve)
+
+
+def serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """``msd serve``: run until SIGINT/SIGTERM; exit 0 on a clean stop."""
+    from ..credentials import Credentials
+    from ..testing import DEFAULT_CREDENTIALS, FaultPlan, LocalMediaStore
+    from ..testing.faults import FAULT_KINDS
+    from ..testing.server import is_loopback
+
+    if (args.access_key_id is None) != (args.secret_access_key is None):
+        parser.error("--access-key-id and --secret-access-key go together")
+    explicit = args.access_key_id is not None
+    if not is_loopback(args.host) and not explicit:
+        parser.error(
+            f"refusing to listen on {args.host} with the well-known default keys; "
+            "give --access-key-id and --secret-access-key"
+        )
+    credentials = (
+        Credentials(args.access_key_id, args.secret_access_key, args.session_token)
+        if explicit
+        else DEFAULT_CREDENTIALS
+    )
+    kinds = [k.strip() for k in args.fault_kinds.split(",") if k.strip()] or FAULT_KINDS
+    try:
+        faults = FaultPlan(
+            rate=args.fault_rate, kinds=kinds, seed=args.fault_seed, delay=args.fault_delay
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
+
+    access = logging.getLogger("msd_async.testing.access")
+    access.propagate = False
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    access.addHandler(handler)
+    access.setLevel(logging.WARNING if args.quiet else logging.INFO)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+
+    server = LocalMediaStore(
+        host=args.host,
+        port=args.port,
+        region=args.region,
+        credentials=credentials,
+        data_dir=args.data_dir,
+        allow_anonymous=args.allow_anonymous,
+        standard_limit=args.standard_limit,
+        streaming_limit=args.streaming_limit,
+        upload_time_limit=args.upload_time_limit,
+        faults=faults,
+        container=args.container,
+        fsync=not args.no_fsync,
+        access_logger=access,
+    )
+    print(f"access key id: {credentials.access_key_id}", flush=True)
+    if not explicit:
+        print(f"secret access key: {credentials.secret_access_key}", flush=True)
+    print(f"region: {args.region}", flush=True)
+    try:
+        asyncio.run(_serve(server))
+    except OSError as exc:
+        print(f"msd serve: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _serve(server: object) -> None:
+    from ..testing import LocalMediaStore
+
+    assert isinstance(server, LocalMediaStore)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await server.start()
+        print(f"endpoint: {server.endpoint}", flush=True)
+        await stop.wait()
+    finally:
+        await server.close()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)

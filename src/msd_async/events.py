@@ -1,0 +1,62 @@
+"""Request events: what a :class:`~msd_async.Session` reports about every HTTP attempt.
+
+In the spirit of httpx's event hooks and aiohttp's ``TraceConfig``, but one flat callable
+with one typed event, so metrics (the live publisher's among them) need no plumbing::
+
+    def log_event(event: msd_async.RequestEvent) -> None:
+        if event.kind == "response":
+            print(event.operation, event.path, event.status, f"{event.elapsed * 1e3:.1f} ms")
+
+    async with msd_async.Session(event_hooks=[log_event]) as session:
+        ...
+
+Hooks are plain functions called synchronously on the event loop: keep them cheap (append
+to a list, update a counter). An exception raised by a hook reaches the caller unchanged and
+is never retried. With no hooks, no event is built.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = ["EventHook", "EventKind", "Operation", "RequestEvent"]
+
+EventKind = Literal["start", "response", "retry", "error"]
+Operation = Literal["PutObject", "GetObject", "DescribeObject", "DeleteObject", "ListItems"]
+
+
+@dataclass(frozen=True, slots=True)
+class RequestEvent:
+    """One step of one HTTP attempt.
+
+    ==========  ==================================================================
+    kind        when
+    ==========  ==================================================================
+    start       the attempt is about to be sent (after signing)
+    response    its response headers arrived (``status`` set; for PutObject, after
+                the whole body was sent)
+    error       the attempt failed (``error`` set: a service error, a transport
+                error, or the body's own exception)
+    retry       the call will make another attempt after ``delay`` seconds
+    ==========  ==================================================================
+    """
+
+    kind: EventKind
+    operation: Operation
+    #: The object path (for ListItems, the folder; ``""`` for the root).
+    path: str
+    #: The container's endpoint URL.
+    endpoint: str
+    #: 1 for the first attempt of a call.
+    attempt: int
+    #: Seconds since the attempt started (``start``: 0; ``retry``: since the call started).
+    elapsed: float
+    status: int | None = None
+    error: BaseException | None = None
+    #: ``retry`` only: seconds until the next attempt.
+    delay: float | None = None
+
+
+EventHook = Callable[[RequestEvent], object]
