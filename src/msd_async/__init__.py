@@ -7,7 +7,7 @@ with the five operations. Every error is a :class:`MediaStoreError`.
 from __future__ import annotations
 
 from ._version import __version__
-from .client import ContainerClient
+from .client import ContainerClient, ObjectDownload
 from .config import DEFAULT_LIMITS, DEFAULT_TIMEOUTS, Limits, Timeouts
 from .credentials import (
     AwsChainCredentials,
@@ -45,6 +45,7 @@ __all__ = [
     "ItemType",
     "Limits",
     "ListPage",
+    "ObjectDownload",
     "ObjectInfo",
     "ObjectStream",
     "PutResult",

@@ -6,9 +6,11 @@ from collections.abc import Iterable
 from types import TracebackType
 
 from . import rules
+from ._context import ClientContext
 from .client import ContainerClient
 from .config import DEFAULT_LIMITS, DEFAULT_TIMEOUTS, Limits, Timeouts
 from .credentials import Credentials, CredentialsProvider, resolve_region
+from .errors import SessionClosedError
 from .events import EventHook
 from .retry import DEFAULT_RETRY_POLICY, RetryBudget, RetryPolicy
 from .transport import PoolStats, Transport
@@ -47,25 +49,48 @@ class Session:
         event_hooks: Iterable[EventHook] = (),
     ) -> None:
         self.region = region
-        self.retry = retry
-        self.event_hooks: list[EventHook] = list(event_hooks)
-        # One budget for every container: a failing service is not hammered from any side.
-        self._retry_budget = RetryBudget()
         if credentials is None or profile is not None:
             from .credentials import resolve_credentials  # the chain imports aiobotocore
 
-            self._credentials: CredentialsProvider = resolve_credentials(
-                credentials, profile=profile
-            )
+            provider: CredentialsProvider = resolve_credentials(credentials, profile=profile)
         else:
-            self._credentials = credentials
-        self._transport = Transport(limits=limits, timeouts=timeouts)
-        self._closed = False
+            provider = credentials
+        self._context = ClientContext(
+            credentials=provider,
+            transport=Transport(limits=limits, timeouts=timeouts),
+            budget=RetryBudget(),
+            retry=retry,
+            event_hooks=list(event_hooks),
+        )
+
+    @property
+    def retry(self) -> RetryPolicy:
+        """The retry policy of every call that passes no ``retry=``; assignable."""
+        return self._context.retry
+
+    @retry.setter
+    def retry(self, policy: RetryPolicy) -> None:
+        self._context.retry = policy
+
+    @property
+    def event_hooks(self) -> list[EventHook]:
+        """The hooks called for every attempt; a list to append to or remove from."""
+        return self._context.event_hooks
+
+    @event_hooks.setter
+    def event_hooks(self, hooks: Iterable[EventHook]) -> None:
+        self._context.event_hooks = list(hooks)
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`aclose` has run."""
+        return self._context.closed
 
     @property
     def pool(self) -> PoolStats:
-        """Live pool counters: ``in_use`` (requests holding a connection) and ``idle``."""
-        return self._transport.stats
+        """Live pool counters: ``in_use`` (requests holding a connection), ``idle`` and
+        ``waiting``; its repr shows them with the limits."""
+        return self._context.transport.stats
 
     def container(
         self,
@@ -78,12 +103,13 @@ class Session:
         """A client for the container at ``endpoint`` (its data endpoint URL).
 
         The object size limits default to the service's 25 MB / 10 MB; raise them only for
-        a compatible server that allows more.
+        a compatible server that allows more. Raises :class:`SessionClosedError` once the
+        session is closed; so does every call of a client obtained before.
         """
-        if self._closed:
-            raise RuntimeError("this Session is closed; open a new one")
+        if self.closed:
+            raise SessionClosedError("this Session is closed; open a new one")
         return ContainerClient(
-            self,
+            self._context,
             endpoint,
             region=resolve_region(region or self.region, endpoint),
             standard_limit=standard_limit,
@@ -103,10 +129,10 @@ class Session:
 
     async def aclose(self) -> None:
         """Close every pooled connection and the credential provider. Idempotent."""
-        if self._closed:
+        context = self._context
+        if context.closed:
             return
-        self._closed = True
-        await self._transport.aclose()
-        closer = getattr(self._credentials, "aclose", None)
+        await context.transport.aclose()
+        closer = getattr(context.credentials, "aclose", None)
         if closer is not None:
             await closer()

@@ -102,7 +102,7 @@ async def test_round_trips_survive_twenty_percent_faults(tmp_path: Path) -> None
     ) as session:
         # A budget big enough for a 20% failure rate: the test is about correctness, the
         # budget's own behaviour is unit-tested.
-        session._retry_budget = RetryBudget(100_000)
+        session._context.budget = RetryBudget(100_000)
         store = session.container(server.endpoint)
         gate = asyncio.Semaphore(CONCURRENCY)
 
