@@ -119,6 +119,9 @@ class _UploadPayload(Payload):
     ) -> None:
         self._writer_task = task = asyncio.current_task()
         assert task is not None
+        # Kept now: aiohttp detaches the transport from its protocol when it closes the
+        # connection (gracefully, still flushing) before this writer is stopped.
+        transport = writer.transport
         watchdog = None
         if self._write_timeout is not None:
             watchdog = _WriteWatchdog(self._write_timeout, task)
@@ -143,10 +146,10 @@ class _UploadPayload(Payload):
                     "connection was closed"
                 )
                 self.error = exc
-                _abort(writer.transport)
+                _abort(transport)
                 raise exc from None
             self.error = exc
-            _abort(writer.transport)
+            _abort(transport)
             raise
         finally:
             if watchdog is not None:
