@@ -9,7 +9,6 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-
 from reliability_helpers import open_fds
 from scripted_server import Connection, scripted_server
 
@@ -77,7 +76,7 @@ async def test_a_cancelled_streaming_upload_is_gone_when_the_task_ends(
             path = f"cancel/live-{i}.ts"
             parked = asyncio.Event()
 
-            async def body() -> AsyncIterator[bytes]:
+            async def body(parked: asyncio.Event = parked) -> AsyncIterator[bytes]:
                 for _ in range(4):
                     yield b"x" * CHUNK
                 parked.set()
