@@ -346,8 +346,8 @@ class ContainerClient:
         deadline: float | None = None,
         retry: RetryPolicy | None = None,
     ) -> ObjectDownload:
-        """Download an object (GetObject): an async context manager yielding an
-        :class:`ObjectStream`::
+        """Download an object (GetObject): an :class:`ObjectDownload`, the async context
+        manager yielding an :class:`ObjectStream`::
 
             async with store.get_object("vod/movie.mp4", range=(0, 1_048_575)) as obj:
                 async for chunk in obj:
@@ -360,8 +360,10 @@ class ContainerClient:
         that is still uploading: check ``obj.status`` (200 = whole body, 206 = the range)
         when that can happen. A body cut mid-way resumes from where it stopped
         (up to ``max_resumes`` times) if the object is unchanged. ``deadline`` (seconds)
-        bounds getting the response, retries included; the body itself is bounded only by
-        the read timeout, so a long healthy download is never cut. ``retry`` replaces the
+        bounds getting the response, retries included (:class:`DeadlineExceeded`); the body
+        is bounded only by ``Timeouts.read``, the longest silence between two reads, so a
+        long healthy download, or a live segment whose encoder pauses longer than the
+        deadline, is never cut. ``retry`` replaces the
         session's retry policy for this call and its resumes. Leaving the block early
         closes the connection; nothing leaks.
         """
@@ -376,7 +378,8 @@ class ContainerClient:
         deadline: float | None = None,
         retry: RetryPolicy | None = None,
     ) -> bytes:
-        """The whole object (or a range of it) as bytes."""
+        """The whole object (or a range of it) as bytes. ``deadline`` bounds getting the
+        response, as in :meth:`get_object`."""
         async with self.get_object(path, range=range, deadline=deadline, retry=retry) as obj:
             return await obj.read()
 

@@ -35,6 +35,12 @@ class Session:
     also takes ``retry=`` for one call. ``event_hooks``: functions called with a
     :class:`~msd_async.events.RequestEvent` for every attempt's start, response, error and
     retry (``session.event_hooks`` is a list: append or remove hooks at any time).
+    ``timeouts`` (:class:`Timeouts`) and ``limits`` (:class:`Limits`, including
+    ``max_connections_per_host``) configure the pool; a call that finds a limit reached
+    waits at most ``Timeouts.pool``, then raises :class:`PoolTimeout`.
+
+    After :meth:`aclose`, :meth:`container` and every call of a client obtained before raise
+    :class:`SessionClosedError`.
     """
 
     def __init__(
