@@ -622,6 +622,7 @@ class Transport:
                 # same "Content-Length: 0" aiohttp sends for a DELETE without a body.
                 payload = _UploadPayload(None, None, self.timeouts.write)
                 kwargs["data"] = payload
+                kwargs["skip_auto_headers"] = _NO_CONTENT_TYPE
             if read_timeout is not None:
                 kwargs["timeout"] = aiohttp.ClientTimeout(
                     total=None, connect=None, sock_connect=self.timeouts.connect,

@@ -60,6 +60,10 @@ async def test_a_404_on_a_retried_delete_is_success() -> None:
         assert await store.delete_object("seg.ts") is None
         deletes = [r for r in server.requests if r.method == "DELETE"]
         assert len(deletes) == 2
+        # On the wire, a DELETE as aiohttp sends it without a body.
+        assert deletes[0].headers.get("content-length") == "0"
+        assert "content-type" not in deletes[0].headers
+        assert "transfer-encoding" not in deletes[0].headers
         retries = [e for e in events if e.kind == "retry" and e.operation == "DeleteObject"]
         assert len(retries) == 1  # the resend was ours, and counted
         assert session.pool.in_use == 0
