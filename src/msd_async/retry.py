@@ -34,9 +34,9 @@ from .errors import (
     DeadlineExceeded,
     InvalidParameterError,
     MediaStoreError,
+    MediaStoreTimeout,
     PoolTimeout,
     ServiceError,
-    TimeoutError,
     TransportError,
     UnreplayableBodyError,
 )
@@ -348,7 +348,7 @@ class RetryBudget:
 
     def cost_of(self, exc: BaseException) -> int:
         """Tokens a retry after ``exc`` would take."""
-        return self.timeout_retry_cost if isinstance(exc, TimeoutError) else self.retry_cost
+        return self.timeout_retry_cost if isinstance(exc, MediaStoreTimeout) else self.retry_cost
 
     def acquire(self, amount: int) -> bool:
         """Take ``amount`` tokens if that many are left; return whether it did."""
