@@ -21,7 +21,7 @@ from .events import EventHook, EventKind, Operation, RequestEvent
 from .results import Item, ListPage, ObjectInfo, PutResult
 from .retry import Deadline, RetryPolicy, call_with_retries
 from .signing import SigV4Signer, signing_host
-from .stream import ObjectStream
+from .stream import ObjectStream, read_window
 from .transport import Response
 
 if TYPE_CHECKING:
@@ -217,7 +217,8 @@ class ContainerClient:
         finally:
             response.close() if request.method != "HEAD" else response.release()
         raise protocol.parse_error(
-            status, response.headers, data, object_operation=object_operation
+            status, response.headers, data, object_operation=object_operation,
+            method=request.method,
         )
 
     async def _call(
@@ -369,9 +370,21 @@ class ContainerClient:
         deadline: float | None = None,
         retry: RetryPolicy | None = None,
     ) -> bytes:
-        """The whole object (or a range of it) as bytes."""
+        """The whole object, or exactly the bytes of ``range``, as bytes.
+
+        Never more than asked: the service ignores ranges on an in-progress STREAMING object
+        and answers 200 with the whole body (so does a proxy that does not support ranges);
+        the requested window is then cut out of that body. An absolute range stops reading
+        as soon as its bytes are in; a suffix range (``(None, n)``) reads to the end of the
+        upload and keeps the last n bytes. A range starting past the end of that body
+        raises :class:`RangeNotSatisfiableError`, as the service does for a complete object.
+        Other errors as :meth:`get_object`.
+        """
         async with self.get_object(path, range=range, deadline=deadline, retry=retry) as obj:
-            return await obj.read()
+            if range is None or obj.status != 200:
+                return await obj.read()
+            first, last = rules.parse_range_header(rules.format_range(range))
+            return await read_window(obj, first, last)
 
     async def describe_object(
         self, path: str, *, deadline: float | None = None, retry: RetryPolicy | None = None

@@ -226,6 +226,11 @@ class RangeNotSatisfiableError(ServiceError):
     #: Total size of the object in bytes, if the 416 said.
     object_size: int | None = None
 
+    def with_object_size(self, size: int | None) -> RangeNotSatisfiableError:
+        """Set :attr:`object_size`; returns the error itself."""
+        self.object_size = size
+        return self
+
 
 class ValidationError(ServiceError):
     """The service rejected the request as invalid (path, size, header, token, 30 s cap)."""

@@ -25,7 +25,7 @@ from .protocol import parse_content_range, parse_length, parse_object_info
 from .results import ObjectInfo
 from .transport import Response
 
-__all__ = ["ObjectStream"]
+__all__ = ["ObjectStream", "read_window"]
 
 #: Reopen the object from a byte offset: returns the new response (206) for ``bytes=offset-end``.
 Reopen = Callable[[int, int], Awaitable[Response]]
@@ -373,3 +373,43 @@ class ObjectStream:
             f"object_size={self.object_size} "
             f"etag={self.etag!r} received={self._received}>"
         )
+
+
+async def read_window(stream: ObjectStream, first: int | None, last: int | None) -> bytes:
+    """Bytes ``first..last`` (inclusive; ``last=None``: to the end; ``first=None``: the last
+    ``last`` bytes) out of a 200 answer carrying the whole object, for a ranged request
+    whose range the server ignored.
+
+    An absolute window stops reading (and closes the connection) as soon as it is complete;
+    a suffix needs the end of the object and keeps only the last bytes. A window starting
+    past the end raises :class:`~msd_async.errors.RangeNotSatisfiableError`, as the service
+    answers for a complete object.
+    """
+    if first is None:
+        assert last is not None
+        tail = bytearray()
+        async for chunk in stream:
+            tail += chunk
+            if len(tail) > last:
+                del tail[: len(tail) - last]
+        return bytes(tail)
+    parts: list[bytes] = []
+    position = 0  # offset of the next chunk's first byte in the object
+    async for chunk in stream:
+        end = position + len(chunk)
+        if end > first:
+            lo = max(first - position, 0)
+            hi = len(chunk) if last is None else min(last + 1 - position, len(chunk))
+            if hi > lo:
+                parts.append(chunk[lo:hi])
+        position = end
+        if last is not None and position > last:
+            break  # the window is complete; the rest of the body is not needed
+    if position <= first:
+        raise RangeNotSatisfiableError(
+            f"the range starts at byte {first} but the object has {position} bytes",
+            code="RequestedRangeNotSatisfiableException",
+            status=416,
+            attempts=1,
+        ).with_object_size(position)
+    return b"".join(parts)
