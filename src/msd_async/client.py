@@ -458,7 +458,8 @@ class ContainerClient:
 
     # --- presigned URLs ----------------------------------------------------------------
     async def presign_get(self, path: str, *, expires_in: int = 3600) -> str:
-        """A URL that lets anyone GET this object until it expires (at most 7 days)."""
+        """A URL that lets anyone GET this object until it expires (``expires_in`` seconds,
+        1 to 604800 = 7 days; else :class:`InvalidParameterError`)."""
         return await self._presign("GET", path, expires_in, {})
 
     async def presign_put(

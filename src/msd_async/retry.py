@@ -147,6 +147,9 @@ class Deadline:
 
     at: float
     clock: Clock = field(default=SYSTEM_CLOCK, compare=False)
+    #: The timeout it was built from (:meth:`after`), for messages; ``None`` if built from
+    #: an absolute time.
+    seconds: float | None = field(default=None, compare=False)
 
     @classmethod
     def after(cls, seconds: float, *, clock: Clock = SYSTEM_CLOCK) -> Deadline:
@@ -155,7 +158,7 @@ class Deadline:
             raise InvalidParameterError(
                 f"a deadline must be 0 s or more away, not {seconds!r}", rule="retry.deadline"
             )
-        return cls(clock.monotonic() + seconds, clock)
+        return cls(clock.monotonic() + seconds, clock, seconds)
 
     def remaining(self) -> float:
         """Seconds left, never below 0."""
@@ -375,9 +378,10 @@ def _give_up(exc: MediaStoreError, attempts: int, why: str) -> MediaStoreError:
 
 
 def _deadline_exceeded(deadline: Deadline, attempts: int, why: str) -> DeadlineExceeded:
+    allowed = "" if deadline.seconds is None else f" of {deadline.seconds:g} s"
     return DeadlineExceeded(
-        f"the call's deadline passed {why} (attempts made: {attempts}; "
-        f"deadline at monotonic {deadline.at:.3f})",
+        f"the call's deadline{allowed} passed {why} (attempts made: {attempts}); allow more "
+        "time with deadline=, or check the endpoint's health",
         attempts=attempts,
     )
 

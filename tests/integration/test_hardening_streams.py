@@ -24,7 +24,6 @@ from msd_async import (
     StreamClosedError,
 )
 from msd_async.rules import ByteRange
-from msd_async.testing import LocalMediaStore
 
 from .scripted_http import Connection, ScriptedServer, response_head
 
