@@ -268,8 +268,10 @@ class ContainerClient:
     ) -> PutResult:
         """Upload an object (PutObject); it replaces any previous version when complete.
 
-        ``body``: bytes-like, a file path, a binary file, an async iterable of bytes (each
-        chunk is sent as soon as it is yielded), or a callable returning a fresh async
+        ``body``: bytes-like; a ``str``, uploaded as its UTF-8 text (a playlist, a
+        manifest), never read as a file name; a file path as ``os.PathLike``
+        (``pathlib.Path``); a binary file; an iterable or async iterable of bytes (each
+        chunk is sent as soon as it is yielded); or a callable returning a fresh async
         iterable (so the upload can be retried). ``streaming=True`` makes the object
         readable while it uploads (STREAMING availability, 10 MB limit, sent chunked);
         otherwise it appears only when complete (STANDARD, 25 MB).
