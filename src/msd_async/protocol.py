@@ -1,4 +1,5 @@
-"""The wire format of the five operations, without I/O (SPEC §2, §4).
+"""The wire format of the five operations, without I/O (docs/contract.md, "Operations on the wire"
+and "Errors").
 
 Builders turn validated arguments into a :class:`Request` (method, encoded path, query,
 headers to sign, payload hash); parsers turn status, headers and body bytes into results or
@@ -46,7 +47,8 @@ __all__ = [
     "put_object",
 ]
 
-# PutObject signs this header with its value, as botocore does (SPEC §5).
+# PutObject signs this header with its value, as botocore does (botocore auth.py;
+# docs/contract.md, "Signing").
 _UNSIGNED_HEADERS: Final = {"x-amz-content-sha256": UNSIGNED_PAYLOAD}
 
 
@@ -260,7 +262,8 @@ def parse_list_page(body: bytes) -> ListPage:
 
 
 def _error_code(headers: Mapping[str, str], data: Mapping[str, Any]) -> str | None:
-    # botocore's rule (FACTS §6): the header wins; its value may carry ":<uri>" or "#" parts.
+    # botocore's rule (parsers.py, the rest-json _do_error_parse): the header wins; its
+    # value may carry ":<uri>" or "#" parts.
     code = headers.get("x-amzn-ErrorType")
     if not code:
         for key in ("code", "Code", "__type"):

@@ -5,10 +5,12 @@ one function that makes one HTTP attempt; this module decides whether, when and 
 call it again. Time comes from a :class:`Clock` and randomness from a callable, so tests drive
 both without sleeping.
 
-What is retried (SPEC §4): ``ThrottlingException``, HTTP 429, 500, 502, 503 and 504, connection
-errors (:class:`~msd_async.errors.ConnectError`, :class:`~msd_async.errors.ConnectionLostError`)
-and timeouts. What is not: every other 4xx (a 400 or 403 will not get better by asking again,
-SPEC §7), errors raised before sending, :class:`~msd_async.errors.DeadlineExceeded`,
+What is retried (docs/contract.md, "Errors"; botocore's ``_retry.json``):
+``ThrottlingException``, HTTP 429, 500, 502, 503 and 504, connection errors
+(:class:`~msd_async.errors.ConnectError`, :class:`~msd_async.errors.ConnectionLostError`) and
+timeouts. What is not: every other 4xx (a 400 or 403 will not get better by asking again;
+docs/contract.md, "Live publishing"), errors raised before sending,
+:class:`~msd_async.errors.DeadlineExceeded`,
 :class:`~msd_async.errors.PoolTimeout` (the request never left this process; retrying only
 queues more work on a saturated pool), and anything that is not a
 :class:`~msd_async.errors.MediaStoreError` (the transport translates network errors first).
@@ -79,7 +81,8 @@ DEFAULT_BACKOFF_MAX: Final = 5.0
 #: urllib3 allows six hours, which no live stream can wait; botocore's backoff cap is 20 s.
 DEFAULT_RETRY_AFTER_MAX: Final = 20.0
 
-#: HTTP statuses that are worth another attempt, whatever the error code (SPEC §4).
+#: HTTP statuses that are worth another attempt, whatever the error code (botocore
+#: ``retries/standard.py``).
 RETRYABLE_STATUS_CODES: Final = frozenset({429, 500, 502, 503, 504})
 #: AWS error codes worth another attempt even with a 4xx status. ``ThrottlingException`` comes
 #: with HTTP 400; the others are the throttling and transient codes botocore retries that

@@ -1,4 +1,5 @@
-"""The rules of the MediaStore data plane API (SPEC §2-3), shared by client and local server.
+"""The rules of the MediaStore data plane API (docs/contract.md, "Names and
+limits"), shared by client and local server.
 
 Pure functions, no I/O. Each check raises a :class:`~msd_async.errors.ClientValidationError`
 subclass whose ``rule`` names the rule broken; the local server turns the same errors into

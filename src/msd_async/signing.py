@@ -1,5 +1,5 @@
-"""AWS Signature Version 4 for the MediaStore data plane (SPEC §5). Pure: no I/O, no clock
-reads except where a timestamp is not given.
+"""AWS Signature Version 4 for the MediaStore data plane (docs/contract.md, "Signing").
+Pure: no I/O, no clock reads except where a timestamp is not given.
 
 The client signs with :class:`SigV4Signer`; the local server verifies with the same canonical
 building blocks (:func:`canonical_uri`, :func:`canonical_query`, :func:`canonical_request`,

@@ -1,10 +1,11 @@
 """The local MediaStore-compatible server: :class:`LocalMediaStore`, an aiohttp.web application.
 
-It serves one container's data plane (SPEC §2) over HTTP/1.1 and is strict where the service
-is: SigV4 signatures (header or presigned), path rules, object limits while the body streams,
-the 30-second upload cap, and error responses with ``x-amzn-ErrorType``/``x-amzn-RequestId``.
+It serves one container's data plane (docs/contract.md) over HTTP/1.1 and is strict where
+the service is: SigV4 signatures (header or presigned), path rules, object limits while the
+body streams, the 30-second upload cap, and error responses with ``x-amzn-ErrorType`` /
+``x-amzn-RequestId``.
 
-Choices where the service left a question open (SPEC marks them **(choice)**):
+Choices where the service left a question open (docs/contract.md marks them **(choice)**):
 
 - Paths are resolved from the *raw* request path; empty segments collapse (``//live/a``
   is ``live/a``, like the signer's canonical URI). ``.`` and ``..`` segments are refused
@@ -56,7 +57,7 @@ logger = logging.getLogger("msd_async.testing.server")
 
 #: The well-known keys of a server started without credentials (printed by ``msd serve``).
 DEFAULT_CREDENTIALS: Final = Credentials("AKIDLOCALMEDIASTORE", "local-mediastore-secret-key")
-#: ListItems NextToken lifetime (SPEC §2).
+#: ListItems NextToken lifetime ("Tokens expire after 15 minutes": the botocore model).
 TOKEN_LIFETIME: Final = 15 * 60
 
 _HOST_RE: Final = re.compile(
