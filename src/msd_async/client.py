@@ -352,10 +352,16 @@ class ContainerClient:
         ``range``: ``(first, last)`` inclusive, ``(first, None)`` to the end, ``(None, n)``
         for the last n bytes, or a raw ``"bytes=..."`` string; an invalid one raises
         :class:`InvalidRangeError` before sending, one past the end
-        :class:`RangeNotSatisfiableError`. The service ignores ranges on a STREAMING object
-        that is still uploading: check ``obj.status`` (200 = whole body, 206 = the range)
-        when that can happen. A body cut mid-way resumes from where it stopped
-        (up to ``max_resumes`` times) if the object is unchanged. ``deadline`` (seconds)
+        :class:`RangeNotSatisfiableError` (its ``object_size`` says how large the object
+        is). The service ignores ranges on a STREAMING object that is still uploading: check
+        ``obj.status`` (200 = whole body, 206 = the range) when that can happen, or use
+        :meth:`get_bytes`, which cuts the range out. ``obj.content_length`` is the bytes of
+        this response, ``obj.object_size`` the size of the whole object. A body cut mid-way
+        resumes from where it stopped (up to ``max_resumes`` times), accepted only if the
+        answer is a 206 at the requested offset with the same total length and ETag
+        (else :class:`ProtocolError` or :class:`ObjectChangedError`, before any wrong byte
+        is delivered). Reading the stream after the block raises
+        :class:`StreamClosedError`. ``deadline`` (seconds)
         bounds getting the response, retries included; the body itself is bounded only by
         the read timeout, so a long healthy download is never cut. ``retry`` replaces the
         session's retry policy for this call and its resumes. Leaving the block early
