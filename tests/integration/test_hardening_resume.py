@@ -222,3 +222,18 @@ async def test_a_chunked_200_without_a_length_delivers_every_byte(
             assert obj.content_length is None and obj.object_size is None
             data = await obj.read()
     assert data == BODY[: 2 * declared]
+
+
+async def test_a_first_answer_whose_lengths_disagree_is_refused(session: Session) -> None:
+    async def handler(conn: Connection) -> None:
+        await conn.read_request()
+        head = response_head(206, "Partial Content", _headers(
+            20, Content_Range=f"bytes 0-9/{SIZE}"))
+        await conn.send(head + BODY[:20])
+
+    async with ScriptedServer(handler) as server:
+        client = session.container(server.endpoint)
+        with pytest.raises(ProtocolError, match="Content-Length"):
+            async with client.get_object("vod/a.mp4", range=(0, 9)):
+                pass
+    assert session.pool.in_use == 0
