@@ -29,7 +29,7 @@ Every error the library raises derives from :class:`MediaStoreError`::
     ├── ProtocolError                the response did not have the shape the API promises
     ├── StreamClosedError            an ObjectStream read after it was closed (also a RuntimeError)
     ├── UnreplayableBodyError        a retry needed a body that can only be read once
-    ├── ObjectChangedError           a resumed download found a different ETag
+    ├── ObjectChangedError           a resumed download found another ETag or size
     ├── ChecksumMismatchError        the service stored other bytes than were sent
     └── CredentialsError             no credentials, or the provider failed
 
@@ -397,7 +397,8 @@ class UnreplayableBodyError(MediaStoreError):
 
 
 class ObjectChangedError(MediaStoreError):
-    """A download was resumed, but the object had been replaced (its ETag changed)."""
+    """A download was resumed, but the object had been replaced: its ETag or its total size
+    changed, or it was deleted (``actual_etag`` is then ``None``)."""
 
     def __init__(self, message: str, *, expected_etag: str | None, actual_etag: str | None) -> None:
         super().__init__(message)
