@@ -534,7 +534,8 @@ class _GetObject(contextlib.AbstractAsyncContextManager["ObjectStream"]):
             request=request,
         )
         self._stream = ObjectStream(
-            response, reopen=self._reopen, max_resumes=self._max_resumes
+            response, reopen=self._reopen, max_resumes=self._max_resumes,
+            requested=request.headers.get("range"),
         )
         return self._stream
 

@@ -23,6 +23,7 @@ from .errors import (
 )
 from .protocol import parse_content_range, parse_length, parse_object_info
 from .results import ObjectInfo
+from .rules import parse_range_header
 from .transport import Response
 
 __all__ = ["ObjectStream", "read_window"]
@@ -62,7 +63,12 @@ class ObjectStream:
     """
 
     def __init__(
-        self, response: Response, *, reopen: Reopen | None = None, max_resumes: int = 0
+        self,
+        response: Response,
+        *,
+        reopen: Reopen | None = None,
+        max_resumes: int = 0,
+        requested: str | None = None,
     ) -> None:
         self._response = response
         self._reopen = reopen
@@ -83,6 +89,8 @@ class ObjectStream:
         #: Set by aclose(): reading afterwards is a bug in the caller, not an empty body.
         self._released = False
         self._length = self._declared_length(response)
+        if requested is not None and response.status == 206:
+            self._check_range(requested)
 
     def _declared_length(self, response: Response) -> int | None:
         """Bytes this response promises: Content-Length, else the Content-Range span."""
@@ -101,6 +109,32 @@ class ObjectStream:
                 )
             return span
         return length
+
+    def _check_range(self, requested: str) -> None:
+        """A 206 must carry the range asked for (clamped to the object's end): one that
+        starts elsewhere would deliver shifted bytes."""
+        first, last = parse_range_header(requested)
+        content_range = self.content_range
+        matches = False
+        if content_range is not None:
+            start, end, total = content_range
+            if total is None:  # "bytes a-b/*": only the start and the bound can be checked
+                matches = first is None or (start == first and (last is None or end <= last))
+            elif first is None:
+                assert last is not None
+                matches = (start, end) == (max(0, total - last), total - 1)
+            else:
+                stop = total - 1 if last is None else min(last, total - 1)
+                matches = (start, end) == (first, stop)
+        if not matches:
+            self._response.close()
+            self._closed = True
+            got = self._headers.get("Content-Range")
+            raise ProtocolError(
+                f"asked for {requested} and the server answered 206 with Content-Range "
+                f"{got!r}: other bytes than asked for (a proxy in between?)",
+                attempts=1,
+            )
 
     # metadata shortcuts -------------------------------------------------------------------
     @property

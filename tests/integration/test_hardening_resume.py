@@ -237,3 +237,64 @@ async def test_a_first_answer_whose_lengths_disagree_is_refused(session: Session
             async with client.get_object("vod/a.mp4", range=(0, 9)):
                 pass
     assert session.pool.in_use == 0
+
+
+@pytest.mark.parametrize(
+    ("asked", "content_range"),
+    [
+        ((100, 199), "bytes 0-99/{SIZE}"),  # starts elsewhere
+        ((100, 199), "bytes 100-149/{SIZE}"),  # ends before the end asked (not clamped)
+        ((None, 50), "bytes 0-49/{SIZE}"),  # a suffix answered with the head
+        ((SIZE - 10, None), "bytes 0-9/{SIZE}"),  # open-ended answered with the head
+        ((100, 199), None),  # a 206 without Content-Range
+    ],
+)
+async def test_a_first_206_with_other_bytes_than_asked_is_refused(
+    session: Session, asked: tuple[int | None, int | None], content_range: str | None
+) -> None:
+    async def handler(conn: Connection) -> None:
+        await conn.read_request()
+        extra = {} if content_range is None else {
+            "Content_Range": content_range.format(SIZE=SIZE)}
+        first, last = (0, 99) if content_range is None else map(
+            int, content_range.split(" ")[1].split("/")[0].split("-"))
+        head = response_head(206, "Partial Content", _headers(last - first + 1, **extra))
+        await conn.send(head + BODY[first : last + 1])
+
+    async with ScriptedServer(handler) as server:
+        client = session.container(server.endpoint)
+        got = bytearray()
+        with pytest.raises(ProtocolError, match="other bytes than asked"):
+            async with client.get_object("vod/a.mp4", range=asked) as obj:
+                async for chunk in obj:
+                    got += chunk
+    assert got == b""
+    assert session.pool.in_use == 0
+
+
+@pytest.mark.parametrize(
+    ("asked", "content_range"),
+    [
+        ((100, 199), "bytes 100-199/{SIZE}"),
+        ((SIZE - 10, SIZE + 500), "bytes {SIZE_10}-{SIZE_1}/{SIZE}"),  # clamped to the end
+        ((None, 10), "bytes {SIZE_10}-{SIZE_1}/{SIZE}"),
+        ((SIZE - 10, None), "bytes {SIZE_10}-{SIZE_1}/{SIZE}"),
+        ((100, 199), "bytes 100-199/*"),
+    ],
+)
+async def test_a_first_206_with_the_bytes_asked_is_accepted(
+    session: Session, asked: tuple[int | None, int | None], content_range: str
+) -> None:
+    value = content_range.format(SIZE=SIZE, SIZE_10=SIZE - 10, SIZE_1=SIZE - 1)
+    first, last = map(int, value.split(" ")[1].split("/")[0].split("-"))
+
+    async def handler(conn: Connection) -> None:
+        await conn.read_request()
+        head = response_head(206, "Partial Content", _headers(
+            last - first + 1, Content_Range=value))
+        await conn.send(head + BODY[first : last + 1])
+
+    async with ScriptedServer(handler) as server:
+        client = session.container(server.endpoint)
+        async with client.get_object("vod/a.mp4", range=asked) as obj:
+            assert await obj.read() == BODY[first : last + 1]
