@@ -96,15 +96,21 @@ def temporary_path(final: Path) -> Path:
     return final.with_name(f".{final.name}{PART_SUFFIX}")
 
 
-def write_atomically(final: Path, data: bytes) -> None:
+def write_atomically(final: Path, data: bytes) -> int:
     """Write ``data`` under a temporary name in the same folder, then rename it to ``final``:
-    no reader ever sees a half file under the final name."""
-    final.parent.mkdir(parents=True, exist_ok=True)
+    no reader ever sees a half file under the final name. Returns the file's mtime (ns)."""
     tmp = temporary_path(final)
     try:
-        with open(tmp, "wb") as f:
+        try:
+            f = open(tmp, "wb")  # noqa: SIM115 - closed below
+        except FileNotFoundError:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            f = open(tmp, "wb")  # noqa: SIM115
+        with f:
             f.write(data)
+            mtime_ns = os.fstat(f.fileno()).st_mtime_ns
         os.replace(tmp, final)
+        return mtime_ns
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
