@@ -324,3 +324,49 @@ async def test_sync_needs_exactly_one_remote_side(mediastore_client: Any, tmp_pa
         await sync(mediastore_client, tmp_path, tmp_path)
     with pytest.raises(InvalidParameterError, match="ms:FOLDER"):
         await sync(mediastore_client, "ms:a", "ms:b")
+
+
+async def test_a_failing_part_of_a_large_download_is_a_reported_failure(
+    mediastore_server: Any, mediastore_client: Any, tmp_path: Path
+) -> None:
+    data = random.Random(2).randbytes(PART_SIZE + 100)  # two parts
+    await mediastore_client.put_object("lf/big.bin", data)
+    await mediastore_client.put_object("lf/small.bin", b"ok")
+    mediastore_server.faults.inject("500", method="GET", path="lf/big.bin", times=None)
+    report = await download_tree(
+        mediastore_client, "lf", tmp_path, retry=FAST, file_attempts=2
+    )
+    assert report.transferred == ["small.bin"]
+    (failure,) = report.failed
+    assert failure.path == "big.bin" and type(failure.error).__name__ == "ServerError"
+    # No file under the final name; the parts done wait, hidden, for the next attempt.
+    assert files_in(tmp_path) == [".big.bin.msdpart", "small.bin"]
+    mediastore_server.faults.clear()
+    again = await download_tree(mediastore_client, "lf", tmp_path)
+    assert sorted(again.transferred) == ["big.bin", "small.bin"]
+    assert (tmp_path / "big.bin").read_bytes() == data
+    assert files_in(tmp_path) == ["big.bin", "small.bin"]
+
+
+async def test_a_progress_hook_error_reaches_the_caller_unchanged(
+    mediastore_client: Any, tmp_path: Path
+) -> None:
+    make_tree(tmp_path, TREE)
+
+    def hook(event: TransferEvent) -> None:
+        if event.kind == "done":
+            raise KeyError("from the hook")
+
+    with pytest.raises(KeyError, match="from the hook"):
+        await upload_tree(mediastore_client, tmp_path, "hook", progress=hook)
+
+
+async def test_a_listing_that_keeps_failing_raises_its_error(
+    mediastore_server: Any, mediastore_client: Any, tmp_path: Path
+) -> None:
+    from msd_async import ServerError
+
+    await mediastore_client.put_object("lx/a", b"1")
+    mediastore_server.faults.inject("500", method="GET", path="", times=None)
+    with pytest.raises(ServerError):
+        await sync(mediastore_client, "ms:lx", tmp_path, retry=FAST)

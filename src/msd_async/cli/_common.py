@@ -110,9 +110,11 @@ def describe_error(exc: BaseException) -> str:
         return _one_line(f"{exc}; is --endpoint (or ${ENDPOINT_ENV}) right?")
     if isinstance(exc, MediaStoreError):
         return _one_line(f"{type(exc).__name__}: {exc}")
-    if isinstance(exc, OSError) and exc.strerror:
-        where = f"{exc.filename}: " if exc.filename else ""
-        return _one_line(f"{where}{exc.strerror}")
+    if isinstance(exc, OSError):
+        if exc.strerror:
+            where = f"{exc.filename}: " if exc.filename else ""
+            return _one_line(f"{where}{exc.strerror}")
+        return _one_line(str(exc))
     return _one_line(f"{type(exc).__name__}: {exc} (run with --debug for the traceback)")
 
 

@@ -36,7 +36,14 @@ from ..media_types import content_type_for
 from ..retry import RetryPolicy
 from . import _local
 from ._local import LocalFile
-from .events import Action, FileFailure, ProgressHook, TransferEvent, TransferReport
+from .events import (
+    Action,
+    FileFailure,
+    ProgressHook,
+    TransferEvent,
+    TransferReport,
+    first_error,
+)
 from .record import RecordEntry, SyncRecord
 from .shard import Shard, check_shard, in_shard
 from .walk import RemoteObject, walk
@@ -169,9 +176,13 @@ class _Engine:
                     scope.cancel()
                     return
 
-        async with anyio.create_task_group() as tg:
-            for _ in range(min(self.concurrency, len(jobs))):
-                tg.start_soon(worker, tg.cancel_scope)
+        try:
+            async with anyio.create_task_group() as tg:
+                for _ in range(min(self.concurrency, len(jobs))):
+                    tg.start_soon(worker, tg.cancel_scope)
+        except ExceptionGroup as group:
+            # Not a file's failure (those are collected): a bug, or the progress hook raised.
+            raise first_error(group) from None
 
     async def _attempt(self, job: _Job) -> bool:
         for attempt in range(1, self.file_attempts + 1):
@@ -225,11 +236,11 @@ def _check_name(key: str) -> None:
 
 
 async def _remote_index(
-    client: ContainerClient, prefix: str, shard: Shard
+    client: ContainerClient, prefix: str, shard: Shard, retry: RetryPolicy
 ) -> dict[str, RemoteObject]:
     return {
         obj.relative_path: obj
-        async for obj in walk(client, prefix)
+        async for obj in walk(client, prefix, retry=retry)
         if in_shard(obj.relative_path, shard)
     }
 
@@ -265,7 +276,7 @@ async def _upload(
     ]
     remote: dict[str, RemoteObject] = {}
     if compare or delete:
-        remote = await _remote_index(client, prefix, shard)
+        remote = await _remote_index(client, prefix, shard, engine.retry)
     limit = client.standard_limit
 
     def upload_job(f: LocalFile) -> _Job:
@@ -379,7 +390,7 @@ async def _download(
     record = engine.record
     if await anyio.to_thread.run_sync(lambda: root.exists() and not root.is_dir()):
         raise NotADirectoryError(f"{root} exists and is not a folder")
-    remote = await _remote_index(engine.client, prefix, shard)
+    remote = await _remote_index(engine.client, prefix, shard, engine.retry)
     local: dict[str, LocalFile] = {}
     if compare or delete:
         local = {
@@ -442,7 +453,7 @@ def _download_job(
             if entry is not None and entry.etag == obj.etag and entry.sha256 == local_sha:
                 engine.skip(rel, "download", size)
                 return
-        if final.is_dir():  # noqa: ASYNC240 - one stat; a thread hop costs more
+        if final.is_dir():  # one stat: cheaper than a hop to a worker thread
             raise IsADirectoryError(
                 f"{final} is a folder; the object {obj.path} cannot be written there"
             )
@@ -607,18 +618,18 @@ async def _download_parts(
                 progress(min(size, len(finished) * PART_SIZE))
 
     try:
-        async with anyio.create_task_group() as tg:
-            for index in range(count):
-                if index not in done:
-                    tg.start_soon(part, index)
+        try:
+            async with anyio.create_task_group() as tg:
+                for index in range(count):
+                    if index not in done:
+                        tg.start_soon(part, index)
+        except ExceptionGroup as group:
+            raise first_error(group) from None
     except ObjectChangedError:
-        os.close(fd)
-        _discard(tmp)
+        _discard(tmp)  # another version: its parts are worth nothing
         raise
-    except BaseException:
+    finally:
         os.close(fd)
-        raise
-    os.close(fd)
     sha = await anyio.to_thread.run_sync(_local.hash_file, tmp)
     return sha, etag, size
 

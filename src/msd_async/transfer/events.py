@@ -108,3 +108,14 @@ class TransferReport:
                 for f in sorted(self.failed, key=lambda f: f.path)
             ],
         }
+
+
+def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first leaf exception of a task group's exception group.
+
+    Task groups wrap what their tasks raise; a transfer reports the error itself (a
+    :class:`~msd_async.errors.MediaStoreError`, an ``OSError``), as a single call would."""
+    leaf: BaseException = group
+    while isinstance(leaf, BaseExceptionGroup):
+        leaf = leaf.exceptions[0]
+    return leaf

@@ -21,6 +21,7 @@ import anyio
 from ..errors import MediaStoreError, ValidationError
 from ..retry import RetryPolicy
 from ..rules import normalize_folder_path
+from .events import first_error
 
 if TYPE_CHECKING:
     from ..client import ContainerClient
@@ -162,9 +163,12 @@ async def walk(
 
         # The listing of a batch runs in a task group and the yields happen outside it: a
         # generator must not yield from inside a task group's scope.
-        async with anyio.create_task_group() as tg:
-            for index, folder in enumerate(batch):
-                tg.start_soon(list_one, index, folder, results)
+        try:
+            async with anyio.create_task_group() as tg:
+                for index, folder in enumerate(batch):
+                    tg.start_soon(list_one, index, folder, results)
+        except ExceptionGroup as group:
+            raise first_error(group) from None
         for children in results:
             for full, obj in children:
                 if obj is None:
