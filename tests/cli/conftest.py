@@ -51,13 +51,19 @@ class Server:
         )
 
 
-def start_server(*extra: str) -> Server:
-    process = subprocess.Popen(
-        [MSD, "serve", "--quiet", "--no-fsync", *extra],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+def start_server(*extra: str, log: Path | None = None) -> Server:
+    """``msd serve``; with ``log``, its request log goes to that file (else it is quiet)."""
+    log_file = open(log, "w") if log is not None else None  # noqa: SIM115 - closed below
+    try:
+        process = subprocess.Popen(
+            [MSD, "serve", "--no-fsync", *(() if log else ("--quiet",)), *extra],
+            stdout=subprocess.PIPE,
+            stderr=log_file if log_file is not None else subprocess.DEVNULL,
+            text=True,
+        )
+    finally:
+        if log_file is not None:
+            log_file.close()  # the child has its own descriptor
     assert process.stdout is not None
     lines: list[str] = []
     while True:
@@ -87,8 +93,8 @@ def serve() -> Iterator[Callable[..., Server]]:
     """A factory: ``serve("--fault-rate", "0.2")`` starts a server, stopped after the test."""
     started: list[Server] = []
 
-    def factory(*extra: str) -> Server:
-        server = start_server(*extra)
+    def factory(*extra: str, log: Path | None = None) -> Server:
+        server = start_server(*extra, log=log)
         started.append(server)
         return server
 

@@ -175,7 +175,8 @@ def test_tree_up_again_changed_deleted_down_listed_removed(
 def test_sync_under_injected_faults_verifies_every_object(
     serve: Callable[..., Server], tmp_path: Path
 ) -> None:
-    server = serve("--fault-rate", "0.2", "--fault-seed", "5", "--fault-delay", "0.05")
+    log = tmp_path / "server.log"
+    server = serve("--fault-rate", "0.2", "--fault-seed", "5", "--fault-delay", "0.05", log=log)
     rng = random.Random(3)
     src = tmp_path / "src"
     files = {
@@ -198,3 +199,8 @@ def test_sync_under_injected_faults_verifies_every_object(
     # And the listing survived faulted pages: each object once.
     rows = listing(server, "faulty")
     assert sorted(r["path"] for r in rows) == sorted(f"faulty/{rel}" for rel in files)
+    # The faults really happened: errors answered, uploads and downloads cut.
+    requests = [line for line in log.read_text().splitlines() if " in=" in line]
+    failed = [line for line in requests if any(f" {s} in=" in line for s in ("500", "503",
+              "400", "aborted"))]
+    assert len(requests) > 200 and len(failed) > len(requests) // 10, (len(requests), len(failed))
