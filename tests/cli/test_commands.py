@@ -185,3 +185,28 @@ def test_sync_shards_cover_the_tree_once(server: Server, tmp_path: Path) -> None
     assert sorted(seen) == sorted(f"f{i}.txt" for i in range(40))
     rows = json.loads(server.run("ls", "-r", "--json", "sharded").stdout)
     assert len(rows) == 40
+
+
+def test_progress_bars_on_a_terminal_and_none_in_a_pipe(server: Server, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(5):
+        (src / f"f{i}.ts").write_bytes(b"x" * 3000)
+    piped = server.run("sync", str(src), "ms:bars")
+    assert piped.returncode == 0
+    assert piped.stdout.splitlines() == [
+        "upload 5 files (15,000 bytes), 0 unchanged, delete 0, 0 failed"
+    ]
+    # On a terminal (a pseudo-terminal made by util-linux's script), rich draws the bars.
+    command = f"{MSD} sync {src} ms:bars2"
+    tty = subprocess.run(
+        ["script", "-qec", command, "/dev/null"],
+        env={**server.env, "COLUMNS": "100", "TERM": "xterm"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert tty.returncode == 0, tty.stdout + tty.stderr
+    assert "uploading (5 files)" in tty.stdout
+    assert "15.0/15.0 kB" in tty.stdout
