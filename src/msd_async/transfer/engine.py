@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import threading
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Literal
@@ -558,17 +559,38 @@ def _open_parts(tmp: Path, etag: str, size: int) -> tuple[int, set[int]]:
     return fd, done
 
 
-def _write_part(fd: int, offset: int, data: bytes, state: Path, etag: str, size: int,
-                done: list[int]) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.pwrite(fd, view, offset)
-        view = view[written:]
-        offset += written
-    os.fsync(fd)  # the state file must not claim a part the disk does not hold
-    tmp_state = state.with_name(state.name + ".tmp")
-    tmp_state.write_text(json.dumps({"etag": etag, "size": size, "parts": sorted(done)}), "utf-8")
-    os.replace(tmp_state, state)
+class _PartState:
+    """Which parts of a ranged download are on disk, saved after each one.
+
+    Parts are written from several worker threads: the lock makes each save list only
+    parts whose bytes were already written and fsynced, and keeps two saves from sharing
+    the temporary file of the rename."""
+
+    def __init__(self, fd: int, state: Path, etag: str, size: int, done: set[int]) -> None:
+        self.fd = fd
+        self.state = state
+        self.etag = etag
+        self.size = size
+        self.done = set(done)
+        self.lock = threading.Lock()
+
+    def write(self, index: int, offset: int, data: bytes) -> int:
+        """Write part ``index`` at ``offset``, then record it; returns the parts done."""
+        view = memoryview(data)
+        while view:
+            written = os.pwrite(self.fd, view, offset)
+            view = view[written:]
+            offset += written
+        os.fsync(self.fd)  # the state file must not claim a part the disk does not hold
+        with self.lock:
+            self.done.add(index)
+            tmp = self.state.with_name(self.state.name + ".tmp")
+            tmp.write_text(
+                json.dumps({"etag": self.etag, "size": self.size, "parts": sorted(self.done)}),
+                "utf-8",
+            )
+            os.replace(tmp, self.state)
+            return len(self.done)
 
 
 async def _download_parts(
@@ -588,8 +610,8 @@ async def _download_parts(
     tmp = _local.temporary_path(final)
     state = _state_path(tmp)
     fd, done = await anyio.to_thread.run_sync(_open_parts, tmp, etag, size)
+    parts = _PartState(fd, state, etag, size, done)
     count = (size + PART_SIZE - 1) // PART_SIZE
-    finished: list[int] = sorted(done)
     progress = engine.byte_progress(obj.relative_path, "download", size)
     limiter = anyio.CapacityLimiter(PART_CONCURRENCY)
 
@@ -610,12 +632,9 @@ async def _download_parts(
                     f"part {index} of {obj.path}: {len(data)} bytes instead of "
                     f"{last - first + 1}"
                 )
-            finished.append(index)
-            await anyio.to_thread.run_sync(
-                _write_part, fd, first, data, state, etag, size, list(finished)
-            )
+            finished = await anyio.to_thread.run_sync(parts.write, index, first, data)
             if progress is not None:
-                progress(min(size, len(finished) * PART_SIZE))
+                progress(min(size, finished * PART_SIZE))
 
     try:
         try:
