@@ -210,3 +210,16 @@ def test_progress_bars_on_a_terminal_and_none_in_a_pipe(server: Server, tmp_path
     assert tty.returncode == 0, tty.stdout + tty.stderr
     assert "uploading (5 files)" in tty.stdout
     assert "15.0/15.0 kB" in tty.stdout
+
+
+def test_missing_credentials_are_one_line(server: Server) -> None:
+    env = {"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": ""}
+    result = server.run("ls", env=env)
+    line = one_line_error(result, "ls")
+    assert "CredentialsError" in line and "AWS_ACCESS_KEY_ID" in line
+    assert "credentials=" not in line and "profile=" not in line  # flags, not kwargs
+
+
+def test_presign_expiry_names_the_flag(server: Server) -> None:
+    line = one_line_error(server.run("presign", "a.ts", "--expires-in", "0"), "presign")
+    assert "--expires-in" in line

@@ -105,7 +105,14 @@ def describe_error(exc: BaseException) -> str:
     if isinstance(exc, AuthError):
         return _one_line(f"{type(exc).__name__}: {exc}; {_CREDENTIAL_HELP}")
     if isinstance(exc, CredentialsError):
-        return _one_line(f"{exc} (or give --profile)")
+        # The library speaks to Python callers; here the way to pass keys is a flag.
+        text = (
+            str(exc)
+            .replace("or pass credentials explicitly", "or give --profile")
+            .replace("passing credentials=Credentials(...), ", "")
+            .replace("profile=...", "--profile")
+        )
+        return _one_line(f"CredentialsError: {text}")
     if isinstance(exc, ConnectError):
         return _one_line(f"{exc}; is --endpoint (or ${ENDPOINT_ENV}) right?")
     if isinstance(exc, MediaStoreError):

@@ -383,7 +383,15 @@ async def _rm_tree(store: ContainerClient, args: argparse.Namespace) -> int:
 # --- presign -----------------------------------------------------------------------------
 
 
+#: The longest presigned URL SigV4 allows: 7 days.
+_MAX_EXPIRES = 7 * 24 * 3600
+
+
 async def _presign(store: ContainerClient, args: argparse.Namespace) -> int:
+    if not 1 <= args.expires_in <= _MAX_EXPIRES:
+        raise CommandError(
+            f"--expires-in must be 1..{_MAX_EXPIRES} seconds (7 days), not {args.expires_in}"
+        )
     if args.put:
         url = await store.presign_put(
             args.path, expires_in=args.expires_in, content_type=args.content_type
