@@ -1,0 +1,134 @@
+"""aiohttp.web adapter: serve an object, accept an upload, from inside a handler::
+
+    from msd_async.web.aiohttp import accept_upload, serve_object
+
+    async def get_video(request: web.Request) -> web.StreamResponse:
+        return await serve_object(request, store, "vod/" + request.match_info["name"])
+
+    async def put_video(request: web.Request) -> web.StreamResponse:
+        return await accept_upload(request, store, "vod/" + request.match_info["name"])
+
+Route both GET and HEAD to ``serve_object`` (``app.router.add_get`` does, by default).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from ..client import ContainerClient
+from ..errors import MediaStoreError
+from .core import Reply, UploadInterrupted, open_object, store_upload
+
+__all__ = ["accept_upload", "request_headers", "send_reply", "serve_object"]
+
+logger = logging.getLogger("msd_async.web")
+
+_READ: tuple[str, ...] = (
+    "range",
+    "if-match",
+    "if-none-match",
+    "if-modified-since",
+    "if-unmodified-since",
+    "if-range",
+    "content-length",
+    "content-type",
+)
+
+
+def request_headers(request: web.BaseRequest) -> dict[str, str]:
+    """The request headers the core reads, lower-case, repeated fields joined."""
+    found: dict[str, str] = {}
+    for name in _READ:
+        values = request.headers.getall(name, ())
+        if values:
+            found[name] = ", ".join(values)
+    return found
+
+
+async def serve_object(
+    request: web.BaseRequest,
+    client: ContainerClient,
+    path: str,
+    *,
+    redirect: bool = False,
+    expires_in: int = 3600,
+) -> web.StreamResponse:
+    """Answer a GET or HEAD with the object at ``path`` (see
+    :func:`msd_async.web.open_object` for ranges, conditional requests, redirects and the
+    statuses). The body is streamed with back-pressure (the origin is read only as fast as
+    the client takes it); when the client goes away the upstream connection is released at
+    once. Returns the (already sent) response."""
+    reply = await open_object(
+        client,
+        path,
+        method=request.method,
+        headers=request_headers(request),
+        redirect=redirect,
+        expires_in=expires_in,
+    )
+    return await send_reply(request, reply)
+
+
+async def send_reply(request: web.BaseRequest, reply: Reply) -> web.StreamResponse:
+    """Send a :class:`~msd_async.web.Reply` and close it, whatever happens. If the origin
+    fails mid-body the connection is cut, so the client sees an incomplete response."""
+    response = web.StreamResponse(status=reply.status)
+    try:
+        for name, value in reply.headers:
+            if name == "Content-Length":
+                response.content_length = int(value)
+            elif name == "Connection" and value == "close":
+                response.force_close()
+            else:
+                response.headers.add(name, value)
+        await response.prepare(request)
+        if request.method != "HEAD":
+            try:
+                async for chunk in reply.chunks():
+                    await response.write(chunk)
+            except MediaStoreError as exc:
+                logger.warning("origin failed mid-body (connection cut): %s", exc)
+                transport = request.transport
+                if transport is not None:
+                    transport.abort()
+                return response
+        await response.write_eof()
+        return response
+    finally:
+        await reply.aclose()
+
+
+async def _body(request: web.BaseRequest) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in request.content.iter_any():
+            yield chunk
+    except (ConnectionError, OSError) as exc:  # aiohttp sets ConnectionResetError on loss
+        raise UploadInterrupted(f"the client went away: {exc}") from exc
+
+
+async def accept_upload(
+    request: web.BaseRequest,
+    client: ContainerClient,
+    path: str,
+    *,
+    streaming: bool = False,
+    content_type: str | None = None,
+    cache_control: str | None = None,
+) -> web.StreamResponse:
+    """Stream the request body (``request.content``) into ``put_object`` without buffering
+    it; see :func:`msd_async.web.store_upload` for limits (413), preconditions (412) and
+    the answer (201/200 with the new ETag). A client that disconnects mid-body aborts the
+    upload: nothing is stored. Returns the (already sent) response."""
+    reply = await store_upload(
+        client,
+        path,
+        _body(request),
+        headers=request_headers(request),
+        streaming=streaming,
+        content_type=content_type,
+        cache_control=cache_control,
+    )
+    return await send_reply(request, reply)
