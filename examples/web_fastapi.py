@@ -69,8 +69,9 @@ async def main(endpoint: str, listen: str) -> None:
     config = uvicorn.Config(make_app(endpoint), host=host, port=int(port), log_level="warning")
     server = uvicorn.Server(config)
     serving = asyncio.create_task(server.serve())
+    # uvicorn has no "started" event: look until it is bound (or has failed to bind).
     while not server.started and not serving.done():
-        await asyncio.sleep(0.02)
+        await asyncio.wait({serving}, timeout=0.02)
     if server.started:
         bound = server.servers[0].sockets[0].getsockname()[1]
         print(f"web: http://{host}:{bound}", flush=True)

@@ -13,8 +13,10 @@ Route both GET and HEAD to ``serve_object`` (``app.router.add_get`` does, by def
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
+from typing import Final
 
 from aiohttp import web
 
@@ -25,6 +27,10 @@ from .core import Reply, UploadInterrupted, open_object, store_upload
 __all__ = ["accept_upload", "request_headers", "send_reply", "serve_object"]
 
 logger = logging.getLogger("msd_async.web")
+
+#: Seconds between checks that the client is still there, while the body of a growing
+#: object pauses (see :func:`_pump_watching`).
+_WATCH_INTERVAL: Final = 0.5
 
 _READ: tuple[str, ...] = (
     "range",
@@ -85,20 +91,57 @@ async def send_reply(request: web.BaseRequest, reply: Reply) -> web.StreamRespon
             else:
                 response.headers.add(name, value)
         await response.prepare(request)
-        if request.method != "HEAD":
+        if request.method != "HEAD" and reply.streamed:
             try:
-                async for chunk in reply.chunks():
-                    await response.write(chunk)
+                if reply.header("Content-Length") is None:
+                    await _pump_watching(request, response, reply)
+                else:
+                    await _pump(response, reply)
             except MediaStoreError as exc:
                 logger.warning("origin failed mid-body (connection cut): %s", exc)
-                transport = request.transport
-                if transport is not None:
-                    transport.abort()
+                _abort(request)
                 return response
+            except ConnectionError:
+                return response  # the client went away; the finally releases the origin
+        elif request.method != "HEAD" and reply.body:
+            await response.write(reply.body)
         await response.write_eof()
         return response
     finally:
         await reply.aclose()
+
+
+async def _pump(response: web.StreamResponse, reply: Reply) -> None:
+    # write() waits while the client's socket is backed up: the origin is read no faster.
+    async for chunk in reply.chunks():
+        await response.write(chunk)
+
+
+async def _pump_watching(
+    request: web.BaseRequest, response: web.StreamResponse, reply: Reply
+) -> None:
+    """:func:`_pump` for a body of unknown length (a STREAMING object still uploading):
+    its bytes can pause for long, and aiohttp does not tell a handler that its client
+    left until it writes, so the connection is checked every :data:`_WATCH_INTERVAL`."""
+    pump = asyncio.ensure_future(_pump(response, reply))
+    try:
+        while True:
+            done, _ = await asyncio.wait({pump}, timeout=_WATCH_INTERVAL)
+            if done:
+                return pump.result()
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                raise ConnectionResetError("the client went away")
+    finally:
+        if not pump.done():
+            pump.cancel()
+            await asyncio.wait({pump})
+
+
+def _abort(request: web.BaseRequest) -> None:
+    transport = request.transport
+    if transport is not None:
+        transport.abort()
 
 
 async def _body(request: web.BaseRequest) -> AsyncIterator[bytes]:
