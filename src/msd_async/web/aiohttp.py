@@ -83,32 +83,38 @@ async def send_reply(request: web.BaseRequest, reply: Reply) -> web.StreamRespon
     fails mid-body the connection is cut, so the client sees an incomplete response."""
     response = web.StreamResponse(status=reply.status)
     try:
-        for name, value in reply.headers:
-            if name == "Content-Length":
-                response.content_length = int(value)
-            elif name == "Connection" and value == "close":
-                response.force_close()
-            else:
-                response.headers.add(name, value)
-        await response.prepare(request)
-        if request.method != "HEAD" and reply.streamed:
-            try:
-                if reply.header("Content-Length") is None:
-                    await _pump_watching(request, response, reply)
-                else:
-                    await _pump(response, reply)
-            except MediaStoreError as exc:
-                logger.warning("origin failed mid-body (connection cut): %s", exc)
-                _abort(request)
-                return response
-            except ConnectionError:
-                return response  # the client went away; the finally releases the origin
-        elif request.method != "HEAD" and reply.body:
-            await response.write(reply.body)
-        await response.write_eof()
-        return response
+        return await _send(request, reply, response)
+    except ConnectionError:
+        return response  # the client went away; the finally releases the origin
     finally:
         await reply.aclose()
+
+
+async def _send(
+    request: web.BaseRequest, reply: Reply, response: web.StreamResponse
+) -> web.StreamResponse:
+    for name, value in reply.headers:
+        if name == "Content-Length":
+            response.content_length = int(value)
+        elif name == "Connection" and value == "close":
+            response.force_close()
+        else:
+            response.headers.add(name, value)
+    await response.prepare(request)
+    if request.method != "HEAD" and reply.streamed:
+        try:
+            if reply.header("Content-Length") is None:
+                await _pump_watching(request, response, reply)
+            else:
+                await _pump(response, reply)
+        except MediaStoreError as exc:
+            logger.warning("origin failed mid-body (connection cut): %s", exc)
+            _abort(request)
+            return response
+    elif request.method != "HEAD" and reply.body:
+        await response.write(reply.body)
+    await response.write_eof()
+    return response
 
 
 async def _pump(response: web.StreamResponse, reply: Reply) -> None:

@@ -441,7 +441,8 @@ async def store_upload(
     another writer but cannot close it.
 
     ``content_type``: default the request's media type (without parameters, which
-    MediaStore does not accept), else guessed from the path's extension. Answers ``201``
+    MediaStore does not accept), else (none, or ``application/octet-stream``) the type
+    of the path's extension (:func:`msd_async.content_type_for`), else none. Answers ``201``
     when no object existed, else ``200``, with the new ``ETag`` and a JSON body
     ``{"etag", "content_sha256", "size"}``; ``400`` when the body ended early
     (:class:`UploadInterrupted`; the client is usually gone by then) or a header is
@@ -460,7 +461,10 @@ async def store_upload(
             mode = "STREAMING" if streaming else "STANDARD"
             return _text(413, [("Connection", "close")],
                          f"{mode} uploads are limited to {limit:,} bytes\n")
-    kind = content_type or _media_type(headers.get("content-type")) or content_type_for(path)
+    declared_type = _media_type(headers.get("content-type"))
+    if declared_type == "application/octet-stream":
+        declared_type = None  # what HTTP clients send when they do not know: guess instead
+    kind = content_type or declared_type or content_type_for(path)
     try:
         existed = True
         try:
