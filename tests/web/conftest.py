@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
-from aiohttp import web
-from webapps import FAST_RETRY, SLOW_READ_TIMEOUT, App, _aiohttp_app, _asgi_app, closed_port
+from webapps import FAST_RETRY, SLOW_READ_TIMEOUT, App, closed_port, running_app
 
 from msd_async import RetryPolicy, Session, Timeouts
 from msd_async.testing import LocalMediaStore
@@ -35,32 +33,8 @@ async def app(
             "dead": session.container(f"http://127.0.0.1:{closed_port()}"),
             "slow": slow_session.container(origin.endpoint),
         }
-        if request.param == "aiohttp":
-            runner = web.AppRunner(_aiohttp_app(stores), handle_signals=False)
-            await runner.setup()
-            await web.TCPSite(runner, "127.0.0.1", 0).start()
-            port = runner.addresses[0][1]
-            try:
-                yield App("aiohttp", f"http://127.0.0.1:{port}", session, store, origin)
-            finally:
-                await runner.cleanup()
-        else:
-            import uvicorn
-
-            config = uvicorn.Config(
-                _asgi_app(stores), host="127.0.0.1", port=0, log_level="warning",
-                lifespan="off", ws="none", timeout_graceful_shutdown=2,
-            )
-            server = uvicorn.Server(config)
-            serving = asyncio.ensure_future(server.serve())
-            while not server.started and not serving.done():
-                await asyncio.wait({serving}, timeout=0.02)
-            port = server.servers[0].sockets[0].getsockname()[1]
-            try:
-                yield App("asgi", f"http://127.0.0.1:{port}", session, store, origin)
-            finally:
-                server.should_exit = True
-                await serving
+        async with running_app(request.param, stores) as url:
+            yield App(request.param, url, session, store, origin)
 
 
 @pytest.fixture

@@ -13,10 +13,13 @@ port), ``slow`` (the local server with a short read timeout).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import uvicorn
 from aiohttp import web
 from fastapi import FastAPI, Request, Response
 
@@ -81,6 +84,35 @@ def _asgi_app(stores: dict[str, ContainerClient]) -> Any:
         return await asgi_accept(request, stores[store], path, streaming=streaming == 1)
 
     return app
+
+
+@contextlib.asynccontextmanager
+async def running_app(kind: str, stores: dict[str, ContainerClient]) -> AsyncIterator[str]:
+    """Serve the test routes over ``stores`` with ``kind`` (``"aiohttp"`` or ``"asgi"``,
+    FastAPI under uvicorn) on 127.0.0.1; yields the base URL."""
+    if kind == "aiohttp":
+        runner = web.AppRunner(_aiohttp_app(stores), handle_signals=False)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, "127.0.0.1", 0).start()
+            yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+        finally:
+            await runner.cleanup()
+        return
+    config = uvicorn.Config(
+        _asgi_app(stores), host="127.0.0.1", port=0, log_level="warning",
+        lifespan="off", ws="none", timeout_graceful_shutdown=2,
+    )
+    server = uvicorn.Server(config)
+    serving = asyncio.ensure_future(server.serve())
+    try:
+        # uvicorn has no "started" event to wait on
+        while not server.started and not serving.done():
+            await asyncio.wait({serving}, timeout=0.02)
+        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        await serving
 
 
 async def wait_for(predicate: Any, within: float, what: str) -> None:
