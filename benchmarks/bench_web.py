@@ -32,6 +32,7 @@ import datetime as dt
 import json
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -295,7 +296,7 @@ def main() -> None:
         sink.kill()
         sink.wait()
     result.update(
-        command="python benchmarks/bench_web.py " + " ".join(sys.argv[1:]),
+        command=shlex.join(["python", "benchmarks/bench_web.py", *sys.argv[1:]]),
         date=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         machine=f"{os.cpu_count()} CPUs, {platform.python_implementation()} "
                 f"{platform.python_version()}, {platform.machine()}",
