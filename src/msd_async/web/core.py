@@ -363,6 +363,14 @@ async def _get(
     return _text(503, [("Retry-After", "1")])
 
 
+def _object_size(stream: ObjectStream) -> int | None:
+    """The object's total size from a GetObject response; ``None`` while a STREAMING
+    upload is in progress."""
+    if stream.content_range is not None:
+        return stream.content_range[2]
+    return stream.content_length if stream.status == 200 else None
+
+
 def _stream_reply(
     stream: ObjectStream,
     exits: contextlib.AsyncExitStack,
@@ -378,7 +386,7 @@ def _stream_reply(
         pairs.append(("Content-Range", f"bytes {first}-{last}/{'*' if total is None else total}"))
         pairs.append(("Content-Length", str(last - first + 1)))
         return Reply(206, pairs, _stream=stream, _exits=exits)
-    size = stream.content_length
+    size = _object_size(stream)
     pairs = _object_headers(info, length_known=size is not None)
     if byte_range is not None and size is not None:
         # The origin ignored the range but said how long the object is: serve the range.
