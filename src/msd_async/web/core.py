@@ -26,12 +26,12 @@ from ..errors import (
     InvalidParameterError,
     InvalidPathError,
     MediaStoreError,
+    MediaStoreTimeout,
     ObjectNotFoundError,
     ObjectTooLargeError,
     ProtocolError,
     RangeNotSatisfiableError,
     ThrottlingError,
-    TimeoutError,
 )
 from ..media_types import content_type_for
 from ..results import ObjectInfo
@@ -177,7 +177,7 @@ def status_for_error(exc: BaseException) -> int:
     RangeNotSatisfiableError                          416
     ObjectTooLargeError                               413
     ThrottlingError                                   503
-    TimeoutError (read, connect, pool, deadline)      504
+    MediaStoreTimeout (read, connect, pool, deadline) 504
     any other (5xx, connection errors, auth, ...)     502
     ================================================  ======
     """
@@ -189,7 +189,7 @@ def status_for_error(exc: BaseException) -> int:
         return 413
     if isinstance(exc, ThrottlingError):
         return 503
-    if isinstance(exc, TimeoutError):
+    if isinstance(exc, MediaStoreTimeout):
         return 504
     return 502
 
@@ -249,10 +249,10 @@ def _unsatisfiable(size: int | None) -> Reply:
 async def _size_after_416(
     client: ContainerClient, path: str, exc: RangeNotSatisfiableError
 ) -> int | None:
-    """The object's total size when the origin answered 416."""
-    size = getattr(exc, "object_size", None)  # the core gains it; until then, ask
-    if isinstance(size, int):
-        return size
+    """The object's total size when the origin answered 416: from its
+    ``Content-Range: bytes */N``, else (an origin that did not say) a DescribeObject."""
+    if exc.object_size is not None:
+        return exc.object_size
     return (await client.describe_object(path)).content_length
 
 
@@ -363,14 +363,6 @@ async def _get(
     return _text(503, [("Retry-After", "1")])
 
 
-def _object_size(stream: ObjectStream) -> int | None:
-    """The object's total size from a GetObject response; ``None`` while a STREAMING
-    upload is in progress."""
-    if stream.content_range is not None:
-        return stream.content_range[2]
-    return stream.content_length if stream.status == 200 else None
-
-
 def _stream_reply(
     stream: ObjectStream,
     exits: contextlib.AsyncExitStack,
@@ -386,7 +378,7 @@ def _stream_reply(
         pairs.append(("Content-Range", f"bytes {first}-{last}/{'*' if total is None else total}"))
         pairs.append(("Content-Length", str(last - first + 1)))
         return Reply(206, pairs, _stream=stream, _exits=exits)
-    size = _object_size(stream)
+    size = stream.object_size
     pairs = _object_headers(info, length_known=size is not None)
     if byte_range is not None and size is not None:
         # The origin ignored the range but said how long the object is: serve the range.
