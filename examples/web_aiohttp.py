@@ -56,8 +56,8 @@ async def put_object(request: web.Request) -> web.StreamResponse:
                                streaming=streaming)
 
 
-async def main(endpoint: str, listen: str) -> None:
-    host, _, port = listen.rpartition(":")
+async def main(endpoint: str, listen: tuple[str, int]) -> None:
+    host, port = listen
     async with msd_async.Session(credentials=msd_async.EnvironmentCredentials()) as session:
         app = web.Application()
         app[STORE] = session.container(endpoint)
@@ -67,7 +67,7 @@ async def main(endpoint: str, listen: str) -> None:
         runner = web.AppRunner(app, handle_signals=False)
         await runner.setup()
         try:
-            await web.TCPSite(runner, host, int(port)).start()
+            await web.TCPSite(runner, host, port).start()
             print(f"web: http://{host}:{runner.addresses[0][1]}", flush=True)
             stop = asyncio.Event()
             for signum in (signal.SIGTERM, signal.SIGINT):
@@ -77,10 +77,18 @@ async def main(endpoint: str, listen: str) -> None:
             await runner.cleanup()
 
 
+def listen_address(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(f"{value!r} is not HOST:PORT (PORT 0-65535)")
+    return host, int(port)
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--endpoint", required=True, help="the container's data endpoint URL")
-    parser.add_argument("--listen", default="127.0.0.1:8080", help="HOST:PORT (PORT may be 0)")
+    parser.add_argument("--listen", default="127.0.0.1:8080", type=listen_address,
+                        help="HOST:PORT (PORT may be 0)")
     args = parser.parse_args()
     try:
         asyncio.run(main(args.endpoint, args.listen))

@@ -16,8 +16,6 @@ import asyncio
 import html
 import signal
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import uvicorn
 from fastapi import FastAPI, Request, Response
@@ -27,14 +25,9 @@ import msd_async
 from msd_async.web.asgi import accept_upload, serve_object
 
 
-def make_app(endpoint: str) -> FastAPI:
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with msd_async.Session(credentials=msd_async.EnvironmentCredentials()) as s:
-            app.state.store = s.container(endpoint)
-            yield
-
-    app = FastAPI(lifespan=lifespan)
+def make_app(store: msd_async.ContainerClient) -> FastAPI:
+    app = FastAPI()
+    app.state.store = store
 
     @app.get("/", response_class=HTMLResponse)
     async def listing(request: Request, path: str = "") -> str:
@@ -64,24 +57,33 @@ def make_app(endpoint: str) -> FastAPI:
     return app
 
 
-async def main(endpoint: str, listen: str) -> None:
-    host, _, port = listen.rpartition(":")
-    config = uvicorn.Config(make_app(endpoint), host=host, port=int(port), log_level="warning")
-    server = uvicorn.Server(config)
-    serving = asyncio.create_task(server.serve())
-    # uvicorn has no "started" event: look until it is bound (or has failed to bind).
-    while not server.started and not serving.done():
-        await asyncio.wait({serving}, timeout=0.02)
-    if server.started:
-        bound = server.servers[0].sockets[0].getsockname()[1]
-        print(f"web: http://{host}:{bound}", flush=True)
-    await serving  # uvicorn stops on SIGTERM/SIGINT, then re-raises the signal to us
+async def main(endpoint: str, listen: tuple[str, int]) -> None:
+    host, port = listen
+    async with msd_async.Session(credentials=msd_async.EnvironmentCredentials()) as session:
+        app = make_app(session.container(endpoint))
+        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+        serving = asyncio.create_task(server.serve())
+        # uvicorn has no "started" event: look until it is bound (or has failed to bind).
+        while not server.started and not serving.done():
+            await asyncio.wait({serving}, timeout=0.02)
+        if server.started:
+            bound = server.servers[0].sockets[0].getsockname()[1]
+            print(f"web: http://{host}:{bound}", flush=True)
+        await serving  # uvicorn stops on SIGTERM/SIGINT, then re-raises the signal to us
+
+
+def listen_address(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(f"{value!r} is not HOST:PORT (PORT 0-65535)")
+    return host, int(port)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--endpoint", required=True, help="the container's data endpoint URL")
-    parser.add_argument("--listen", default="127.0.0.1:8080", help="HOST:PORT (PORT may be 0)")
+    parser.add_argument("--listen", default="127.0.0.1:8080", type=listen_address,
+                        help="HOST:PORT (PORT may be 0)")
     args = parser.parse_args()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: None)  # after uvicorn's graceful stop: exit 0

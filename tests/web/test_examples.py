@@ -89,3 +89,19 @@ async def test_example_serves_uploads_lists_and_stops_on_sigterm(
     assert proc.stderr is not None
     errors = await proc.stderr.read()
     assert b"Traceback" not in errors, errors.decode()
+
+
+@pytest.mark.parametrize("name", ["web_aiohttp.py", "web_fastapi.py"])
+async def test_example_refuses_a_bad_endpoint_in_one_line(name: str) -> None:
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b",
+           "AWS_REGION": "us-east-1"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(EXAMPLES / name), "--endpoint", "not-a-url",
+        "--listen", "127.0.0.1:0",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), START_TIMEOUT)
+    assert proc.returncode == 1
+    assert out == b""
+    assert err.decode().strip().count("\n") == 0, err.decode()
+    assert "endpoint must be a URL" in err.decode()
