@@ -13,6 +13,9 @@ import pytest
 from multidict import CIMultiDict
 from webapps import App, wait_for
 
+from msd_async import ContainerClient, InvalidParameterError
+from msd_async.web import open_object
+
 pytestmark = pytest.mark.anyio
 
 DATA = os.urandom(300_000)
@@ -306,3 +309,14 @@ async def test_origin_cut_mid_body_cuts_the_response(
     assert DATA.startswith(received)
     app.origin.faults.clear()
     await wait_for(lambda: app.session.pool.in_use == 0, 10, "the upstream connection")
+
+
+async def test_a_bad_argument_of_the_caller_raises_rather_than_answering_502(
+    mediastore_client: ContainerClient,
+) -> None:
+    with pytest.raises(InvalidParameterError):
+        await open_object(mediastore_client, PATH, redirect=True, expires_in=8 * 86400)
+    with pytest.raises(ValueError, match="GET and HEAD"):
+        await open_object(mediastore_client, PATH, method="DELETE")
+    reply = await open_object(mediastore_client, "bad name.mp4")
+    assert reply.status == 404

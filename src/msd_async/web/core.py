@@ -280,9 +280,11 @@ async def open_object(
     ``redirect=True`` answers ``302`` to a presigned GetObject URL valid ``expires_in``
     seconds (default 3600, at most 7 days) instead of proxying; the origin is not asked.
 
-    Origin errors become statuses (:func:`status_for_error`); the body of a streamed
-    reply can still fail (see :meth:`Reply.chunks`). Raises :class:`ValueError` for a
-    method other than GET and HEAD. The caller must :meth:`Reply.aclose` the reply.
+    Origin errors become statuses (:func:`status_for_error`), a path MediaStore cannot
+    name a 404; the body of a streamed reply can still fail (see :meth:`Reply.chunks`).
+    Raises :class:`ValueError` for a method other than GET and HEAD and
+    :class:`~msd_async.InvalidParameterError` for an ``expires_in`` out of range. The
+    caller must :meth:`Reply.aclose` the reply.
     """
     method = method.upper()
     if method not in ("GET", "HEAD"):
@@ -295,7 +297,11 @@ async def open_object(
         if method == "HEAD":
             return await _head(client, path, headers, now)
         return await _get(client, path, headers, now)
-    except (MediaStoreError, ClientValidationError) as exc:
+    except InvalidPathError as exc:
+        return error_reply(exc, path=path)  # no object can have that name: 404
+    except ClientValidationError:
+        raise  # a bad argument of the caller's (expires_in): a bug to see, not a 502
+    except MediaStoreError as exc:
         return error_reply(exc, path=path)
 
 
