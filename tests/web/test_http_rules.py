@@ -166,3 +166,15 @@ def test_importing_msd_async_web_does_not_import_starlette() -> None:
         "import msd_async.web.asgi; assert 'starlette' in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+@pytest.mark.anyio
+async def test_a_reply_without_a_stream_gives_its_body_once() -> None:
+    from msd_async.web import Reply
+
+    reply = Reply(404, [("Content-Length", "9")], b"Not Found")
+    assert not reply.streamed
+    assert reply.header("content-length") == "9"
+    assert [await reply.receive(), await reply.receive()] == [b"Not Found", b""]
+    assert [chunk async for chunk in Reply(200, [], b"x").chunks()] == [b"x"]
+    await reply.aclose()

@@ -119,8 +119,9 @@ async def _send(
 
 async def _pump(response: web.StreamResponse, reply: Reply) -> None:
     # write() waits while the client's socket is backed up: the origin is read no faster.
-    async for chunk in reply.chunks():
-        await response.write(chunk)
+    receive, write = reply.receive, response.write
+    while chunk := await receive():
+        await write(chunk)
 
 
 async def _pump_watching(

@@ -103,6 +103,7 @@ class Reply:
     _exits: contextlib.AsyncExitStack | None = field(default=None, repr=False)
     _skip: int = 0
     _take: int | None = None
+    _given: bool = False
 
     @property
     def streamed(self) -> bool:
@@ -114,38 +115,41 @@ class Reply:
         lower = name.lower()
         return next((v for k, v in self.headers if k.lower() == lower), None)
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        """The object's bytes as they arrive from the container, sliced to the range when
-        the origin ignored it. Raises :class:`MediaStoreError` when the origin fails
+    async def receive(self) -> bytes:
+        """The next chunk of the body as it arrives from the container (sliced to the
+        range when the origin ignored it), or ``b""`` at its end; a non-streamed reply
+        gives :attr:`body` once. Raises :class:`MediaStoreError` when the origin fails
         mid-body (the headers are gone by then: the adapter must cut the connection so
         the client sees an incomplete response, never a short one passed off as whole)."""
         stream = self._stream
         if stream is None:
-            if self.body:
-                yield self.body
-            return
-        skip, take = self._skip, self._take
-        if not skip and take is None:
-            # The usual case (the origin honoured the range): no per-chunk bookkeeping.
-            while chunk := await stream.receive():
-                yield chunk
-            return
-        while take is None or take > 0:
+            given, self._given = self._given, True
+            return b"" if given else self.body
+        if not self._skip and self._take is None:
+            return await stream.receive()  # the usual case: the origin honoured the range
+        while self._take is None or self._take > 0:
             chunk = await stream.receive()
             if not chunk:
-                return
-            if skip:
-                if len(chunk) <= skip:
-                    skip -= len(chunk)
+                return b""
+            if self._skip:
+                if len(chunk) <= self._skip:
+                    self._skip -= len(chunk)
                     continue
-                chunk, skip = chunk[skip:], 0
-            if take is not None:
-                if len(chunk) > take:
-                    chunk = chunk[:take]
-                take -= len(chunk)
-            yield chunk
+                chunk, self._skip = chunk[self._skip :], 0
+            if self._take is not None:
+                if len(chunk) > self._take:
+                    chunk = chunk[: self._take]
+                self._take -= len(chunk)
+            return chunk
         # The rest of the origin's body is not wanted: close its connection now.
         await self.aclose()
+        return b""
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """:meth:`receive` as an async iterator (for ASGI's ``StreamingResponse``)."""
+        receive = self.receive
+        while chunk := await receive():
+            yield chunk
 
     async def aclose(self) -> None:
         """Release the upstream connection (closed if the body was not read to its end).
