@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from .core import (
     REASONS,
+    REQUEST_HEADERS,
     Reply,
     UploadInterrupted,
     error_reply,
@@ -34,6 +35,7 @@ from .http import (
 __all__ = [
     "CONDITIONAL_HEADERS",
     "REASONS",
+    "REQUEST_HEADERS",
     "Decision",
     "Reply",
     "UploadInterrupted",

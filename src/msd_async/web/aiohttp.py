@@ -22,7 +22,7 @@ from aiohttp import web
 
 from ..client import ContainerClient
 from ..errors import MediaStoreError
-from .core import Reply, UploadInterrupted, open_object, store_upload
+from .core import REQUEST_HEADERS, Reply, UploadInterrupted, open_object, store_upload
 
 __all__ = ["accept_upload", "request_headers", "send_reply", "serve_object"]
 
@@ -32,22 +32,12 @@ logger = logging.getLogger("msd_async.web")
 #: object pauses (see :func:`_pump_watching`).
 _WATCH_INTERVAL: Final = 0.5
 
-_READ: tuple[str, ...] = (
-    "range",
-    "if-match",
-    "if-none-match",
-    "if-modified-since",
-    "if-unmodified-since",
-    "if-range",
-    "content-length",
-    "content-type",
-)
 
 
 def request_headers(request: web.BaseRequest) -> dict[str, str]:
     """The request headers the core reads, lower-case, repeated fields joined."""
     found: dict[str, str] = {}
-    for name in _READ:
+    for name in REQUEST_HEADERS:
         values = request.headers.getall(name, ())
         if values:
             found[name] = ", ".join(values)

@@ -26,28 +26,18 @@ from starlette.types import Receive, Scope, Send
 
 from ..client import ContainerClient
 from ..errors import MediaStoreError
-from .core import Reply, UploadInterrupted, open_object, store_upload
+from .core import REQUEST_HEADERS, Reply, UploadInterrupted, open_object, store_upload
 
 __all__ = ["ReplyResponse", "accept_upload", "request_headers", "response_for", "serve_object"]
 
 logger = logging.getLogger("msd_async.web")
 
-_READ: tuple[str, ...] = (
-    "range",
-    "if-match",
-    "if-none-match",
-    "if-modified-since",
-    "if-unmodified-since",
-    "if-range",
-    "content-length",
-    "content-type",
-)
 
 
 def request_headers(request: Request) -> dict[str, str]:
     """The request headers the core reads, lower-case, repeated fields joined."""
     found: dict[str, str] = {}
-    for name in _READ:
+    for name in REQUEST_HEADERS:
         values = request.headers.getlist(name)
         if values:
             found[name] = ", ".join(values)

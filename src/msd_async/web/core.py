@@ -47,6 +47,7 @@ from .http import (
 
 __all__ = [
     "REASONS",
+    "REQUEST_HEADERS",
     "Reply",
     "UploadInterrupted",
     "error_reply",
@@ -79,6 +80,15 @@ REASONS: Final[dict[int, str]] = {
 # evaluated the preconditions and the GetObject that fetched the body.
 _MAX_DECISIONS: Final = 3
 _PRECONDITIONS: Final = ("if-match", "if-none-match", "if-modified-since", "if-unmodified-since")
+#: The request headers :func:`open_object` and :func:`store_upload` read (adapters collect
+#: only these).
+REQUEST_HEADERS: Final = (
+    "range",
+    *_PRECONDITIONS,
+    "if-range",
+    "content-length",
+    "content-type",
+)
 
 
 class UploadInterrupted(Exception):
