@@ -50,7 +50,7 @@ from ..errors import (
 )
 from ..retry import NO_RETRIES, RetryPolicy
 from .kinds import ObjectKind, default_cache_control, default_content_type, infer_kind
-from .manifests import ManifestError, ManifestInfo, Reference, parse_manifest
+from .manifests import ManifestError, ManifestInfo, Reference, parse_manifest, resolve_uri
 from .pacing import Pacer
 from .stats import (
     DestinationStats,
@@ -125,6 +125,9 @@ class DestinationOutcome:
     #: Seconds from publish() to the acknowledgement.
     latency: float | None = None
     size: int | None = None
+    #: Seconds from the body being complete (publish() for bytes and files, the last
+    #: chunk for a streamed body) to the acknowledgement: the origin's share.
+    completion_latency: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -392,6 +395,7 @@ class _Job:
         self.error: BaseException | None = None
         self.attempts = 0
         self.latency: float | None = None
+        self.completion_latency: float | None = None
         self.size: int | None = None
         self.settled = anyio.Event()
         self.started = anyio.Event()
@@ -438,6 +442,9 @@ class _Job:
         now = anyio.current_time()
         if status is Status.ACKNOWLEDGED:
             self.latency = now - self.created
+            log = self.source.log
+            ended = log.ended_at if log is not None and log.ended_at is not None else None
+            self.completion_latency = now - max(self.created, ended or self.created)
         self.settled.set()
         if self.source.log is not None:
             if self._body_progress in self.source.log.listeners:
@@ -448,7 +455,7 @@ class _Job:
         if status in (Status.DROPPED, Status.FAILED) and self.kind.is_media:
             ingest.gaps.add(self.path)
         event: PublishEventKind = status.value
-        ingest.emit(event, self, latency=self.latency, reason=reason, error=error,
+        ingest.emit(event, self, latency=self.completion_latency, reason=reason, error=error,
                     size=self.size)
         if status is Status.ACKNOWLEDGED and self.kind.is_media and self.duration:
             ingest.publisher._recorder.lateness(self.kind, now - self.deadline_at())
@@ -466,6 +473,7 @@ class _Job:
             self.attempts,
             self.latency,
             self.size,
+            self.completion_latency,
         )
 
 
@@ -739,8 +747,10 @@ class _Ingest:
                         info.kind, target_duration=info.target_duration,
                         low_latency=info.low_latency,
                     )
-                await self._wait_references(job, info, slot)
-            job.body = self._mark_gaps(job, data, info)
+                unstarted = await self._wait_references(job, info, slot)
+            else:
+                unstarted = set()
+            job.body = self._rewrite(job, data, info, unstarted)
         job.scope = None
         if job.status is not None:
             return
@@ -748,44 +758,63 @@ class _Ingest:
         if job.status is Status.ACKNOWLEDGED and info is not None:
             self._manifest_stored(job, slot, info)
 
-    async def _wait_references(self, job: _Job, info: ManifestInfo, slot: _ManifestSlot) -> None:
+    async def _wait_references(
+        self, job: _Job, info: ManifestInfo, slot: _ManifestSlot
+    ) -> set[str]:
+        """Wait until what ``info`` newly names is stored or given up; return the hinted
+        parts whose upload did not start in time (their hints are left out)."""
         publisher = self.publisher
         unknown_wait = publisher.reference_wait
         if unknown_wait is None:
             unknown_wait = min(10.0, max(1.0, info.target_duration or 2.0))
-        give_up_at = anyio.current_time() + unknown_wait
+        now = anyio.current_time()
+        give_up_at = now + unknown_wait
+        # A hint may only be published once its part is requestable (RFC 8216bis 6.2.6);
+        # the part's upload shows at the origin with its first chunk. Waiting longer than
+        # a part would hold back the parts already done, so the hint waits for the next
+        # version instead.
+        hint_until = now + (info.part_target or publisher.default_part_duration)
+        unstarted: set[str] = set()
         for path, ref in info.references.items():
-            if ref.gap or path in slot.refs:
+            if ref.gap or (path in slot.refs and ref.role != "hint"):
                 continue
+            hint = ref.role == "hint"
             while path not in self.stored:
                 target = self.jobs.get(path)
-                if target is not None and target is not job:
-                    if ref.role == "hint" and (target.started.is_set() or target.status):
-                        break
+                if hint and target is not None and (
+                    target.started.is_set() or target.status is not None
+                ):
+                    break
+                if not hint and target is not None and target is not job:
                     if not target.kind.is_manifest and target.status is not None:
-                        break  # acknowledged, or given up: marked as a gap below
+                        break  # acknowledged, or given up: marked as a gap
                     await self.wait_changed()
                     continue
-                remaining = give_up_at - anyio.current_time()
+                remaining = (hint_until if hint else give_up_at) - anyio.current_time()
                 if remaining <= 0:
-                    logger.warning(
-                        "%s names %s, which was never published here; storing it anyway",
-                        job.path, path,
-                    )
+                    if hint:
+                        unstarted.add(path)
+                    else:
+                        logger.warning(
+                            "%s names %s, which was never published to %s; storing it anyway",
+                            job.path, path, self.endpoint,
+                        )
                     break
                 await self.wait_changed(remaining)
+        return unstarted
 
-    def _mark_gaps(self, job: _Job, data: bytes, info: ManifestInfo | None) -> bytes:
-        if info is None or info.kind is not ObjectKind.MEDIA_PLAYLIST or not self.gaps:
+    def _rewrite(
+        self, job: _Job, data: bytes, info: ManifestInfo | None, unstarted: set[str]
+    ) -> bytes:
+        """Mark given-up media as gaps (``#EXT-X-GAP``, ``GAP=YES`` on a part) and leave
+        out hints of parts not requestable, in an HLS media playlist."""
+        if info is None or info.kind is not ObjectKind.MEDIA_PLAYLIST:
             return data
         missing = {p for p, ref in info.references.items() if p in self.gaps and not ref.gap}
-        if not missing:
+        if not missing and not unstarted:
             return data
-        from .manifests import resolve_uri
-
         out: list[str] = []
-        lines = data.decode("utf-8-sig").splitlines()
-        for line in lines:
+        for line in data.decode("utf-8-sig").splitlines():
             stripped = line.strip()
             if stripped and not stripped.startswith("#"):
                 if resolve_uri(job.path, stripped) in missing and (
@@ -793,10 +822,11 @@ class _Ingest:
                 ):
                     out.append("#EXT-X-GAP")
             elif stripped.startswith(("#EXT-X-PART:", "#EXT-X-PRELOAD-HINT:")):
-                uri = stripped.split('URI="', 1)[-1].split('"', 1)[0]
-                if resolve_uri(job.path, uri) in missing:
-                    if stripped.startswith("#EXT-X-PRELOAD-HINT:"):
-                        continue  # a hint for a part given up: drop the hint
+                uri = resolve_uri(job.path, stripped.split('URI="', 1)[-1].split('"', 1)[0])
+                if stripped.startswith("#EXT-X-PRELOAD-HINT:"):
+                    if uri in missing or uri in unstarted:
+                        continue
+                elif uri in missing and "GAP=YES" not in stripped:
                     line = stripped + ",GAP=YES"
             out.append(line)
         for path in missing - self._gap_reported:
