@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Final, Self
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 
 from .. import rules
 from ..errors import (
@@ -175,13 +176,10 @@ class _ChunkLog:
         self._changed = anyio.Event()
         self._scope: anyio.CancelScope | None = None
         self.users = 0
-        self.listeners: list[Callable[[], None]] = []
 
     def _notify(self) -> None:
         changed, self._changed = self._changed, anyio.Event()
         changed.set()
-        for listener in self.listeners:
-            listener()
 
     async def pump(self) -> None:
         iterator = aiter(self._source)
@@ -341,6 +339,11 @@ class Publication:
             return None
         return self._outcome().status
 
+    @property
+    def outcome(self) -> Outcome | None:
+        """The :class:`Outcome` once :meth:`done`, else ``None`` (no waiting)."""
+        return self._outcome() if self.done() else None
+
     async def wait(self, *, all_destinations: bool = False) -> Outcome:
         """The final outcome. Returns when a destination acknowledged the object or every
         destination gave it up (``all_destinations=True``: when every one has finished).
@@ -407,8 +410,6 @@ class _Job:
         self.cache_default = False
         if source.log is not None:
             source.log.users += 1
-            if kind.is_media:
-                source.log.listeners.append(self._body_progress)
 
     # The deadline of a media object: its duration after its body was complete. While a
     # streamed body is still coming, the clock restarts with each chunk, so a stalled
@@ -421,10 +422,6 @@ class _Job:
         if log.done and log.ended_at is not None:
             return log.ended_at + self.duration
         return max(self.created, log.last_chunk_at) + self.duration
-
-    def _body_progress(self) -> None:
-        if self.scope is not None and self.status is None:
-            self.scope.deadline = self.deadline_at()
 
     def on_progress(self, sent: int) -> None:
         if not self.started.is_set():
@@ -447,8 +444,6 @@ class _Job:
             self.completion_latency = now - max(self.created, ended or self.created)
         self.settled.set()
         if self.source.log is not None:
-            if self._body_progress in self.source.log.listeners:
-                self.source.log.listeners.remove(self._body_progress)
             self.source.log.release()
         ingest = self.ingest
         ingest.unsettled.discard(self)
@@ -620,15 +615,35 @@ class _Ingest:
             if anyio.current_time() >= job.deadline_at():
                 job.settle(Status.DROPPED, self._late_reason(job))
                 return
-            with anyio.CancelScope(deadline=job.deadline_at()) as scope:
+            with anyio.CancelScope() as scope:
                 job.scope = scope
-                await self._upload(job)
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._watchdog, job, scope)
+                    await self._upload(job)
+                    tg.cancel_scope.cancel()
             job.scope = None
             if job.status is None:
                 job.settle(Status.DROPPED, self._late_reason(job))
         finally:
             rendition.active -= 1
             self.pump(rendition)
+
+    @staticmethod
+    async def _watchdog(job: _Job, scope: anyio.CancelScope) -> None:
+        """Cancel ``scope`` once the job's deadline has passed for good."""
+        while True:
+            wait = job.deadline_at() - anyio.current_time()
+            if wait > 0:
+                await anyio.sleep(wait)
+                continue
+            # If this process was starved (a busy machine), the chunks that arrived in the
+            # meantime are still queued behind this timer: let them in before judging, or
+            # our own stall would count as the producer's.
+            for _ in range(3):
+                await anyio.lowlevel.checkpoint()
+            if anyio.current_time() >= job.deadline_at():
+                scope.cancel()
+                return
 
     @staticmethod
     def _late_reason(job: _Job) -> str:
@@ -697,6 +712,10 @@ class _Ingest:
                 if job.newer_waiting:
                     job.settle(Status.SUPERSEDED, f"a newer version was published ({exc})")
                     return
+                if job.started.is_set():
+                    # What a hint needs is this object at the origin now; after a failed
+                    # attempt it is not there until the next attempt sends its first chunk.
+                    job.started = anyio.Event()
                 self.emit("retried", job, error=exc, delay=delay)
                 await anyio.sleep(delay)
                 continue

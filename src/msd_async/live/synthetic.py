@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import struct
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
@@ -176,11 +176,15 @@ class SyntheticStream:
         self,
         publisher: LivePublisher,
         *,
-        on_report: Callable[[dict[str, RenditionReport]], None] | None = None,
+        reports: dict[str, RenditionReport] | None = None,
     ) -> dict[str, RenditionReport]:
         """Publish the whole stream in real time (all renditions concurrently) and the
-        multivariant playlist ``master.m3u8``; returns what each rendition published."""
-        reports = {name: RenditionReport(name) for name in self.names()}
+        multivariant playlist ``master.m3u8``; returns what each rendition published.
+        ``reports``: a dict to fill as it goes (to watch progress), else a new one."""
+        if reports is None:
+            reports = {}
+        for name in self.names():
+            reports.setdefault(name, RenditionReport(name))
         master = ["#EXTM3U", "#EXT-X-VERSION:9", "#EXT-X-INDEPENDENT-SEGMENTS"]
         for i, name in enumerate(self.names()):
             master.append(
@@ -192,8 +196,6 @@ class SyntheticStream:
             for i, name in enumerate(self.names()):
                 tg.start_soon(self._rendition, publisher, name, i, start, reports[name])
             await publisher.publish("master.m3u8", ("\n".join(master) + "\n").encode())
-        if on_report is not None:
-            on_report(reports)
         return reports
 
     async def _rendition(
@@ -330,6 +332,10 @@ class ReaderStats:
     playlist_versions: int = 0
     #: Objects a playlist named (not as a gap) that a GET right after could not fetch.
     missing: list[str] = field(default_factory=list)
+    #: Hinted parts a GET right after the hint could not fetch. The publisher hints a part
+    #: once its upload has started; an origin failing that very upload (injected faults)
+    #: makes it vanish until the retry, so under faults a few are expected.
+    hint_misses: list[str] = field(default_factory=list)
     #: Objects read completely.
     objects_read: int = 0
     bytes_read: int = 0
@@ -415,8 +421,8 @@ class PlaylistReader:
             except ObjectNotFoundError:
                 if attempt == 0:
                     # Named (RFC 8216 6.2.1) or hinted (RFC 8216bis 6.2.6), so it must be
-                    # there: a publisher bug.
-                    stats.missing.append(path)
+                    # there.
+                    (stats.hint_misses if hinted else stats.missing).append(path)
                     return
                 # A fault cut the upload this reader was following: the publisher uploads
                 # it again shortly.
