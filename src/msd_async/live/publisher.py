@@ -116,10 +116,12 @@ class Status(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class DestinationOutcome:
-    """The result of one object at one destination container."""
+    """The result of one object at one destination container (``status`` is ``None``
+    while that destination is still at work: ``wait()`` returns at the first
+    acknowledgement unless told to wait for all)."""
 
     endpoint: str
-    status: Status
+    status: Status | None
     reason: str | None = None
     error: BaseException | None = None
     attempts: int = 0
@@ -356,6 +358,7 @@ class Publication:
         destinations = tuple(job.destination_outcome() for job in self._jobs)
         acked = [d for d in destinations if d.status is Status.ACKNOWLEDGED]
         first = acked[0] if acked else destinations[0]
+        assert first.status is not None
         return Outcome(
             self.path,
             self.kind,
@@ -459,7 +462,6 @@ class _Job:
         return True
 
     def destination_outcome(self) -> DestinationOutcome:
-        assert self.status is not None
         return DestinationOutcome(
             self.ingest.endpoint,
             self.status,
