@@ -121,6 +121,8 @@ async def phase(endpoint: str, args: argparse.Namespace) -> dict[str, Any]:
             "latency_p50_ms": None if k.latency_p50 is None else k.latency_p50 * 1e3,
             "latency_p99_ms": None if k.latency_p99 is None else k.latency_p99 * 1e3,
             "late": k.late,
+            "egress_p50_ms": None if k.egress_p50 is None else k.egress_p50 * 1e3,
+            "egress_p99_ms": None if k.egress_p99 is None else k.egress_p99 * 1e3,
         }
     return {
         "segments": segments,
@@ -194,6 +196,10 @@ def render(result: dict[str, Any]) -> str:
         ("chunk-to-reader p99 ms (goal <= 5)", ms(_ms(a["reader"].get("chunk_p99"))),
          ms(_ms(b["reader"].get("chunk_p99")))),
         ("chunks measured at the reader", a["reader"].get("chunks"), b["reader"].get("chunks")),
+        ("chunk egress p50 ms (producer -> socket, parts)",
+         ms(a["kinds"]["part"]["egress_p50_ms"]), ms(b["kinds"]["part"]["egress_p50_ms"])),
+        ("chunk egress p99 ms (producer -> socket, parts)",
+         ms(a["kinds"]["part"]["egress_p99_ms"]), ms(b["kinds"]["part"]["egress_p99_ms"])),
         ("client CPU ms per segment", f"{a['cpu_ms_per_segment']:.1f}",
          f"{b['cpu_ms_per_segment']:.1f}"),
     ]
@@ -204,6 +210,11 @@ def render(result: dict[str, Any]) -> str:
         "Publish latency: from the object's body being complete (the last chunk of a "
         "streamed segment or part) to the origin's acknowledgement; a playlist's includes "
         "waiting for what it names (a hinted part's first chunk: up to one chunk, 0.1 s). "
+        "Chunk-to-reader: a chunk's production (a wall-clock stamp in its `mdat`) to its "
+        "arrival at the reader process, through the origin process; chunks produced before "
+        "the reader connected to the part are left out (their wait is the playlist's, not "
+        "the stream's). Chunk egress: the publisher's own share, a chunk's arrival from the "
+        "producer to its write on the upload's socket (`KindStats.egress_p99`). "
         "Client CPU: the publishing process (synthetic producer included) over the phase, "
         "divided by segments; each segment also brings 4 parts and ~5 playlist versions.",
         "",

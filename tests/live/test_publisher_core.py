@@ -253,6 +253,10 @@ async def test_redundant_ingest_sends_identical_objects(
             outcome = await pub.wait(all_destinations=True)
         assert [d.status for d in outcome.destinations] == [Status.ACKNOWLEDGED] * 2
         assert await backup.get_bytes("r/seg_0.m4s") == await store.get_bytes("r/seg_0.m4s")
+        media = publisher.stats()[ObjectKind.MEDIA]
+        # every chunk's trip from the producer to each socket was timed
+        assert media.egress_p50 is not None and media.egress_p99 is not None
+        assert 0 <= media.egress_p50 <= media.egress_p99
 
 
 async def test_follow_file_streams_a_growing_file(store: ContainerClient, tmp_path: Path) -> None:
