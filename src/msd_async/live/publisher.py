@@ -1186,8 +1186,9 @@ class LivePublisher:
 
         ``path``: relative to ``prefix``. ``body``: bytes, a ``str`` (its UTF-8 text), an
         ``os.PathLike`` file, or an async iterable of chunks (uploaded as a STREAMING
-        object, each chunk sent as it comes; given up, its iterator is closed). ``kind``: an :class:`ObjectKind`
-        (default: from the name, and the content for ``.m3u8``). ``duration``: seconds of
+        object, each chunk sent as it comes; given up, its iterator is closed).
+        ``kind``: an :class:`ObjectKind` (default: from the name, and the content for
+        ``.m3u8``). ``duration``: seconds of
         media, the deadline of a segment or part (default: from its rendition's playlist,
         else ``default_duration`` / ``default_part_duration``). ``content_type``,
         ``cache_control``: override the kind's defaults. ``rendition``: the ordering group
