@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .credentials import CredentialsProvider
 from .events import EventHook
 from .retry import RetryBudget, RetryPolicy
 from .transport import Transport
+
+if TYPE_CHECKING:
+    from .session import Session
 
 __all__ = ["ClientContext"]
 
@@ -22,6 +26,8 @@ class ClientContext:
     closed, every call raises :class:`~msd_async.errors.SessionClosedError`.
     """
 
+    #: The owner, for ``ContainerClient.session``; clients read nothing else from it.
+    session: Session
     credentials: CredentialsProvider
     transport: Transport
     #: One budget for every container: a failing service is not hammered from any side.

@@ -6,7 +6,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from types import TracebackType
-from typing import Final, TypeVar
+from typing import TYPE_CHECKING, Final, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from . import protocol, rules
@@ -26,6 +26,9 @@ from .retry import Deadline, RetryPolicy, call_with_retries
 from .signing import SigV4Signer, signing_host
 from .stream import ObjectStream, read_window
 from .transport import Response
+
+if TYPE_CHECKING:
+    from .session import Session
 
 __all__ = ["ContainerClient", "ObjectDownload"]
 
@@ -149,6 +152,12 @@ class ContainerClient:
 
     def __repr__(self) -> str:
         return f"<ContainerClient {self._base} region={self.region}>"
+
+    @property
+    def session(self) -> Session:
+        """The :class:`Session` this client belongs to (its ``event_hooks`` see every call
+        of this client)."""
+        return self._context.session
 
     # --- plumbing ----------------------------------------------------------------------
     async def _send(

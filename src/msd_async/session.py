@@ -62,6 +62,7 @@ class Session:
         else:
             provider = credentials
         self._context = ClientContext(
+            session=self,
             credentials=provider,
             transport=Transport(limits=limits, timeouts=timeouts),
             budget=RetryBudget(),
