@@ -19,7 +19,7 @@ import sys
 __all__ = ["build_parser", "main"]
 
 #: Command-group modules of this package, in the order their commands are listed.
-COMMAND_MODULES = ("serve", "objects")
+COMMAND_MODULES = ("serve", "objects", "ingest")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,266 @@
+"""``msd relay`` and ``msd push``: ingest for encoders that cannot sign (docs/ingest.md)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import TYPE_CHECKING, Any
+
+from ._common import client_options
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from ..client import ContainerClient
+
+__all__ = ["register"]
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    common = client_options()
+    common.add_argument("--prefix", default="", help="folder to publish under (default: root)")
+    common.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=30.0,
+        help="seconds to publish what is pending after SIGINT/SIGTERM (default 30)",
+    )
+    common.add_argument("--debug", action="store_true", help="show tracebacks")
+
+    p = commands.add_parser(
+        "relay",
+        parents=[common],
+        help="an HTTP relay for encoders that cannot sign (ffmpeg -method PUT)",
+        description="Accept PUT/POST/DELETE from an encoder and publish each object, signed, "
+        "through the live publisher. Prints 'relay: http://HOST:PORT' once it accepts "
+        "connections; stops on SIGINT/SIGTERM after publishing what is pending.",
+    )
+    p.add_argument(
+        "--listen",
+        default="127.0.0.1:8080",
+        metavar="HOST:PORT",
+        help="address to listen on (default 127.0.0.1:8080; port 0 = any free port)",
+    )
+    p.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow a non-loopback --listen address (the relay signs whatever it receives)",
+    )
+    p.add_argument(
+        "--secret",
+        default=os.environ.get("MSD_RELAY_SECRET"),
+        help="require this value in the X-Relay-Secret header (default: $MSD_RELAY_SECRET)",
+    )
+    p.add_argument(
+        "--basic-auth",
+        default=os.environ.get("MSD_RELAY_BASIC_AUTH"),
+        metavar="USER:PASSWORD",
+        help="require HTTP Basic auth (default: $MSD_RELAY_BASIC_AUTH)",
+    )
+    p.set_defaults(func=_relay)
+
+    p = commands.add_parser(
+        "push",
+        parents=[common],
+        help="publish the folder an encoder writes, as files complete",
+        description="Watch DIR and publish new and changed files through the live publisher "
+        "(media before the playlists that reference them), ignoring temporary files, and "
+        "mirror deletions. Catches up on start; on SIGINT/SIGTERM scans once more, "
+        "publishes what is pending and exits.",
+    )
+    p.add_argument("dir", help="the encoder's output folder")
+    p.add_argument(
+        "--settle",
+        type=float,
+        default=1.0,
+        help="seconds a file written in place must stay unchanged before it is published "
+        "(default 1.0; files renamed into place go at once)",
+    )
+    p.set_defaults(func=_push)
+
+
+# --- shared plumbing -------------------------------------------------------------------
+def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, main: Any) -> int:
+    import asyncio
+
+    from ..errors import MediaStoreError
+
+    if not args.endpoint:
+        parser.error("give --endpoint URL or set MSD_ENDPOINT")
+    try:
+        result: int = asyncio.run(main(args))
+    except (MediaStoreError, OSError, ValueError) as exc:
+        if args.debug:
+            raise
+        print(f"msd {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    return result
+
+
+def _make_publisher(store: ContainerClient, prefix: str) -> Any:
+    """The live publisher for ``store``; a minimal direct one while ``msd_async.live`` is
+    not available."""
+    try:
+        from ..live import LivePublisher
+    except ImportError:
+        from ..ingest._fallback import DirectPublisher
+
+        return DirectPublisher(store, prefix=prefix)
+    return LivePublisher(store, prefix=prefix)
+
+
+class _Console:
+    """One log line per object on stderr; on a terminal, a status line below them."""
+
+    def __init__(self, status: Any) -> None:
+        import logging
+
+        from rich.console import Console
+
+        self.console = Console(stderr=True)
+        self._status = status
+        self._live: Any = None
+        logger = logging.getLogger("msd_async.ingest")
+        logger.propagate = False
+        logger.setLevel(logging.INFO)
+        if self.console.is_terminal:
+            from rich.logging import RichHandler
+
+            handler: logging.Handler = RichHandler(
+                console=self.console, show_path=False, show_level=False
+            )
+        else:
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        logger.handlers[:] = [handler]
+
+    def __enter__(self) -> _Console:
+        if self.console.is_terminal:
+            from rich.live import Live
+
+            self._live = Live(
+                get_renderable=self._status, console=self.console, refresh_per_second=4,
+                transient=True,
+            )
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._live is not None:
+            self._live.__exit__(None, None, None)
+
+
+def _stop_event() -> asyncio.Event:
+    import asyncio
+    import signal
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+def _remove_signal_handlers() -> None:
+    import asyncio
+    import signal
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.remove_signal_handler(sig)
+
+
+# --- msd relay -------------------------------------------------------------------------
+def _relay(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    host, sep, port = args.listen.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit():
+        parser.error(f"--listen must be HOST:PORT, not {args.listen!r}")
+    args.host, args.port = host, int(port)
+    from ..ingest.relay import is_loopback
+
+    if not is_loopback(host):
+        if not args.allow_remote:
+            parser.error(
+                f"refusing to listen on {host}: the relay signs whatever it receives; add "
+                "--allow-remote (and --secret or --basic-auth) to accept other hosts"
+            )
+        warning = "msd relay: warning: listening on a non-loopback address"
+        if not (args.secret or args.basic_auth):
+            warning += " WITHOUT --secret or --basic-auth: anyone who reaches it can publish"
+        print(warning, file=sys.stderr)
+    if args.basic_auth is not None and ":" not in args.basic_auth:
+        parser.error("--basic-auth must be USER:PASSWORD")
+    return _run(args, parser, _relay_main)
+
+
+async def _relay_main(args: argparse.Namespace) -> int:
+    from ..ingest import Relay
+    from ..session import Session
+
+    basic = tuple(args.basic_auth.split(":", 1)) if args.basic_auth else None
+    stop = _stop_event()
+    try:
+        async with Session(region=args.region, profile=args.profile) as session:
+            store = session.container(args.endpoint)
+            async with _make_publisher(store, args.prefix) as publisher:
+                relay = Relay(
+                    publisher,
+                    host=args.host,
+                    port=args.port,
+                    allow_remote=args.allow_remote,
+                    secret=args.secret,
+                    basic_auth=basic,  # type: ignore[arg-type]
+                    drain_timeout=args.shutdown_timeout,
+                )
+
+                def status() -> str:
+                    s = relay.stats
+                    counts = " ".join(f"{k} {v}" for k, v in relay.reporter.counters.outcomes.items())
+                    return (
+                        f"relay {relay.url}  receiving {s.in_flight}  pending "
+                        f"{relay.reporter.pending}  {counts}  in {s.bytes_in / 1e6:.1f} MB"
+                    )
+
+                with _Console(status):
+                    async with relay:
+                        print(f"relay: {relay.url}", flush=True)
+                        await stop.wait()
+    finally:
+        _remove_signal_handlers()
+    return 0
+
+
+# --- msd push --------------------------------------------------------------------------
+def _push(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if not os.path.isdir(args.dir):
+        parser.error(f"{args.dir} is not a folder")
+    return _run(args, parser, _push_main)
+
+
+async def _push_main(args: argparse.Namespace) -> int:
+    from ..ingest import FolderPusher
+    from ..session import Session
+
+    stop = _stop_event()
+    try:
+        async with Session(region=args.region, profile=args.profile) as session:
+            store = session.container(args.endpoint)
+            async with _make_publisher(store, args.prefix) as publisher:
+                pusher = FolderPusher(
+                    publisher, args.dir, settle=args.settle, drain_timeout=args.shutdown_timeout
+                )
+
+                def status() -> str:
+                    counts = " ".join(
+                        f"{k} {v}" for k, v in pusher.reporter.counters.outcomes.items()
+                    )
+                    return f"push {args.dir}  pending {pusher.reporter.pending}  {counts}"
+
+                with _Console(status):
+                    print(f"push: watching {pusher.directory}", flush=True)
+                    await pusher.run(stop)
+    finally:
+        _remove_signal_handlers()
+    return 0
