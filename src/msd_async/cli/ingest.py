@@ -101,13 +101,15 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, main: Any) -
 def _make_publisher(store: ContainerClient, prefix: str) -> Any:
     """The live publisher for ``store``; a minimal direct one while ``msd_async.live`` is
     not available."""
+    import importlib
+
     try:
-        from ..live import LivePublisher
+        live = importlib.import_module("msd_async.live")
     except ImportError:
         from ..ingest._fallback import DirectPublisher
 
         return DirectPublisher(store, prefix=prefix)
-    return LivePublisher(store, prefix=prefix)
+    return live.LivePublisher(store, prefix=prefix)
 
 
 class _Console:
@@ -199,7 +201,10 @@ async def _relay_main(args: argparse.Namespace) -> int:
     from ..ingest import Relay
     from ..session import Session
 
-    basic = tuple(args.basic_auth.split(":", 1)) if args.basic_auth else None
+    basic: tuple[str, str] | None = None
+    if args.basic_auth:
+        user, _, password = args.basic_auth.partition(":")
+        basic = (user, password)
     stop = _stop_event()
     try:
         async with Session(region=args.region, profile=args.profile) as session:
@@ -211,13 +216,14 @@ async def _relay_main(args: argparse.Namespace) -> int:
                     port=args.port,
                     allow_remote=args.allow_remote,
                     secret=args.secret,
-                    basic_auth=basic,  # type: ignore[arg-type]
+                    basic_auth=basic,
                     drain_timeout=args.shutdown_timeout,
                 )
 
                 def status() -> str:
                     s = relay.stats
-                    counts = " ".join(f"{k} {v}" for k, v in relay.reporter.counters.outcomes.items())
+                    outcomes = relay.reporter.counters.outcomes
+                    counts = " ".join(f"{k} {v}" for k, v in outcomes.items())
                     return (
                         f"relay {relay.url}  receiving {s.in_flight}  pending "
                         f"{relay.reporter.pending}  {counts}  in {s.bytes_in / 1e6:.1f} MB"

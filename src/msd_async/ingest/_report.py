@@ -19,7 +19,9 @@ logger = logging.getLogger("msd_async.ingest")
 @dataclass(slots=True)
 class ObjectRecord:
     """One object handled, as logged: what, how big, what became of it, how long it took
-    from the first byte received (or the file seen) to its outcome."""
+    from the first byte received (or the file read) to its outcome. ``started`` and
+    ``received`` are ``time.monotonic()`` readings: the first byte, and the last byte of
+    the encoder's body (``None`` for a file or a delete)."""
 
     method: str
     path: str
@@ -27,6 +29,8 @@ class ObjectRecord:
     outcome: str
     elapsed: float
     detail: str = ""
+    started: float = 0.0
+    received: float | None = None
 
     def line(self) -> str:
         """The log line: ``PUT live/seg_3.ts 183,212 B acknowledged 0.042 s``."""
@@ -80,9 +84,11 @@ class Reporter:
         started: float,
         publication: PublicationLike,
         done: Callable[[], object] | None = None,
+        received: Callable[[], float | None] = lambda: None,
     ) -> None:
         task = asyncio.create_task(
-            self._watch(method, path, size, started, publication, done), name=f"ingest {path}"
+            self._watch(method, path, size, started, publication, done, received),
+            name=f"ingest {path}",
         )
         self._watchers.add(task)
         task.add_done_callback(self._watchers.discard)
@@ -95,27 +101,41 @@ class Reporter:
         started: float,
         publication: PublicationLike,
         done: Callable[[], object] | None,
+        received: Callable[[], float | None],
     ) -> None:
         try:
             outcome = await publication.wait()
         except asyncio.CancelledError:
-            self.record(method, path, size(), started, "unfinished at shutdown")
+            self.record(method, path, size(), started, "unfinished at shutdown",
+                        received=received())
             raise
         except Exception as exc:
-            self.record(method, path, size(), started, "failed", f"{type(exc).__name__}: {exc}")
+            self.record(method, path, size(), started, "failed", f"{type(exc).__name__}: {exc}",
+                        received=received())
         else:
             error = getattr(outcome, "error", None)
             detail = "" if error is None else f"{type(error).__name__}: {error}"
-            self.record(method, path, size(), started, outcome_name(outcome), detail)
+            self.record(method, path, size(), started, outcome_name(outcome), detail,
+                        received=received())
         finally:
             if done is not None:
                 done()
 
     def record(
-        self, method: str, path: str, size: int, started: float, outcome: str, detail: str = ""
+        self,
+        method: str,
+        path: str,
+        size: int,
+        started: float,
+        outcome: str,
+        detail: str = "",
+        *,
+        received: float | None = None,
     ) -> None:
         self.counters.add(outcome, size)
-        rec = ObjectRecord(method, path, size, outcome, time.monotonic() - started, detail)
+        rec = ObjectRecord(
+            method, path, size, outcome, time.monotonic() - started, detail, started, received
+        )
         logger.log(logging.WARNING if outcome in ("failed", "dropped") else logging.INFO,
                    "%s", rec.line())
         if self._on_object is not None:

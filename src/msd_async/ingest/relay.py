@@ -155,6 +155,7 @@ class _Job:
     content_type: str | None = None
     cache_control: str | None = None
     cancelled: bool = False
+    received: float | None = None
     publication: asyncio.Future[PublicationLike | None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -379,9 +380,9 @@ class Relay:
                 raise
             return web.Response(status=400, text="the request body ended early\n")
         self.stats.bytes_in += size
-        self._queue.put_nowait(
-            _Job(request.method, path, b"".join(parts), started, content_type, cache_control)
-        )
+        job = _Job(request.method, path, b"".join(parts), started, content_type, cache_control)
+        job.received = time.monotonic()
+        self._queue.put_nowait(job)
         return web.Response(status=204)
 
     async def _put_media(
@@ -430,6 +431,7 @@ class Relay:
                 raise
             return web.Response(status=400, text="the request body ended early\n")
         pipe.finish()
+        job.received = time.monotonic()
         if given_up or (job.publication.done() and self._given_up(job)):
             return web.Response(status=202, text="received; the publisher gave this object up\n")
         return web.Response(status=204)
@@ -491,6 +493,7 @@ class Relay:
                 job.started,
                 publication,
                 body.release if isinstance(body, _BodyPipe) else None,
+                functools.partial(getattr, job, "received"),
             )
 
     @staticmethod
@@ -501,4 +504,6 @@ class Relay:
         return len(body) if body is not None else 0
 
     def _finish(self, job: _Job, size: int, outcome: str, detail: str = "") -> None:
-        self.reporter.record(job.method, job.path, size, job.started, outcome, detail)
+        self.reporter.record(
+            job.method, job.path, size, job.started, outcome, detail, received=job.received
+        )
