@@ -53,11 +53,11 @@ class Proc:
     @classmethod
     async def start(
         cls, args: Sequence[str], log: Path, ready: str, *, env: dict[str, str] | None = None,
-        timeout: float = 30.0,
+        within: float = 30.0,
     ) -> tuple[Proc, str]:
         """Start ``args``; returns it and the rest of the first stdout line starting with
         ``ready`` (the process's address)."""
-        stderr = open(log, "wb")  # noqa: SIM115 - owned by the child's lifetime
+        stderr = log.open("wb")
         try:
             process = await asyncio.create_subprocess_exec(
                 *args, stdout=asyncio.subprocess.PIPE, stderr=stderr, env=env
@@ -66,7 +66,7 @@ class Proc:
             stderr.close()
         proc = cls(process, log)
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(within):
                 assert process.stdout is not None
                 while True:
                     line = (await process.stdout.readline()).decode()
@@ -81,13 +81,13 @@ class Proc:
     def stderr(self) -> str:
         return self.log.read_text(errors="replace")
 
-    async def stop(self, sig: int = signal.SIGTERM, timeout: float = 40.0) -> int:
-        """Send ``sig`` (if still running) and wait; SIGKILL after ``timeout``."""
+    async def stop(self, sig: int = signal.SIGTERM, within: float = 40.0) -> int:
+        """Send ``sig`` (if still running) and wait; SIGKILL after ``within`` seconds."""
         process = self.process
         if process.returncode is None:
             process.send_signal(sig)
             try:
-                async with asyncio.timeout(timeout):
+                async with asyncio.timeout(within):
                     await process.wait()
             except TimeoutError:
                 process.kill()
@@ -120,14 +120,14 @@ async def origin(
         await proc.stop()
 
 
-async def run_ffmpeg(args: Sequence[str], timeout: float = 60.0) -> tuple[int, str]:
+async def run_ffmpeg(args: Sequence[str], within: float = 60.0) -> tuple[int, str]:
     """Run ffmpeg to its end; returns its exit status and stderr."""
     process = await asyncio.create_subprocess_exec(
         "ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", *args,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
     )
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(within):
             _, err = await process.communicate()
     except BaseException:
         process.kill()
@@ -176,7 +176,7 @@ async def fetch(
         try:
             async with http.get(url) as response:
                 status, body = response.status, await response.read()
-        except (aiohttp.ClientError, asyncio.TimeoutError):
+        except (TimeoutError, aiohttp.ClientError):
             status, body = 0, b""
         if status == 200 or status == 404:
             return status, body
@@ -231,9 +231,9 @@ class PlaylistReader:
                         await stop.wait()
 
 
-async def wait_until(predicate: Any, timeout: float, interval: float = 0.2) -> bool:
-    """Poll an async predicate until it is true or ``timeout`` seconds pass."""
-    deadline = time.monotonic() + timeout
+async def wait_until(predicate: Any, within: float, interval: float = 0.2) -> bool:
+    """Poll an async predicate until it is true or ``within`` seconds pass."""
+    deadline = time.monotonic() + within
     while True:
         if await predicate():
             return True
