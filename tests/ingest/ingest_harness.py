@@ -246,14 +246,3 @@ async def status_of(url: str) -> int:
     async with aiohttp.ClientSession() as http:
         status, _ = await fetch(http, url)
         return status
-
-
-def make_publisher(store: Any, **kwargs: Any) -> Any:
-    """The live publisher (the direct stand-in while ``msd_async.live`` is missing)."""
-    try:
-        from msd_async.live import LivePublisher  # type: ignore[import-not-found]
-    except ImportError:
-        from msd_async.ingest._fallback import DirectPublisher
-
-        return DirectPublisher(store, **kwargs)
-    return LivePublisher(store, **kwargs)

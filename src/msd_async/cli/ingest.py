@@ -98,18 +98,10 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, main: Any) -
     return result
 
 
-def _make_publisher(store: ContainerClient, prefix: str) -> Any:
-    """The live publisher for ``store``; a minimal direct one while ``msd_async.live`` is
-    not available."""
-    import importlib
+def _make_publisher(store: ContainerClient, args: argparse.Namespace) -> Any:
+    from ..live import LivePublisher
 
-    try:
-        live = importlib.import_module("msd_async.live")
-    except ImportError:
-        from ..ingest._fallback import DirectPublisher
-
-        return DirectPublisher(store, prefix=prefix)
-    return live.LivePublisher(store, prefix=prefix)
+    return LivePublisher(store, prefix=args.prefix, close_timeout=args.shutdown_timeout)
 
 
 class _Console:
@@ -209,7 +201,7 @@ async def _relay_main(args: argparse.Namespace) -> int:
     try:
         async with Session(region=args.region, profile=args.profile) as session:
             store = session.container(args.endpoint)
-            async with _make_publisher(store, args.prefix) as publisher:
+            async with _make_publisher(store, args) as publisher:
                 relay = Relay(
                     publisher,
                     host=args.host,
@@ -253,7 +245,7 @@ async def _push_main(args: argparse.Namespace) -> int:
     try:
         async with Session(region=args.region, profile=args.profile) as session:
             store = session.container(args.endpoint)
-            async with _make_publisher(store, args.prefix) as publisher:
+            async with _make_publisher(store, args) as publisher:
                 pusher = FolderPusher(
                     publisher, args.dir, settle=args.settle, drain_timeout=args.shutdown_timeout
                 )

@@ -113,8 +113,7 @@ class Reporter:
             self.record(method, path, size(), started, "failed", f"{type(exc).__name__}: {exc}",
                         received=received())
         else:
-            error = getattr(outcome, "error", None)
-            detail = "" if error is None else f"{type(error).__name__}: {error}"
+            detail = getattr(outcome, "reason", None) or ""
             self.record(method, path, size(), started, outcome_name(outcome), detail,
                         received=received())
         finally:

@@ -35,7 +35,8 @@ import hmac
 import ipaddress
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -96,23 +97,26 @@ class RelayStats:
 
 
 class _BodyPipe:
-    """A request body on its way to the origin: chunks are kept as they arrive, and every
-    ``aiter()`` starts a cursor from the first byte, so the publisher can retry an upload
-    (the body is bounded by the object limit). A cursor waits for the next chunk while the
-    body is still arriving, and fails with :class:`IncompleteBodyError` if the request is cut.
+    """A request body on its way to the publisher, as a one-shot async iterator: each chunk
+    is yielded as soon as it arrives (the publisher keeps what it needs to retry). A cut
+    request fails the iterator with :class:`IncompleteBodyError`, which aborts the STREAMING
+    upload at the origin. When the publisher gives the object up it closes the iterator;
+    from then on :attr:`abandoned` is true and chunks are dropped.
     """
 
     def __init__(self) -> None:
-        self._chunks: list[bytes] = []
+        self._chunks: deque[bytes] = deque()
         self._done = False
         self._error: BaseException | None = None
         self._changed = asyncio.Event()
         self.received = 0
+        self.abandoned = False
 
     def feed(self, chunk: bytes) -> None:
-        self._chunks.append(chunk)
         self.received += len(chunk)
-        self._changed.set()
+        if not self.abandoned:
+            self._chunks.append(chunk)
+            self._changed.set()
 
     def finish(self) -> None:
         self._done = True
@@ -123,25 +127,28 @@ class _BodyPipe:
         self._changed.set()
 
     def release(self) -> None:
-        """Forget the chunks (the object reached its outcome, or was given up)."""
-        self._chunks = []
+        """Drop what was not consumed (the object has its outcome)."""
+        self.abandoned = True
+        self._chunks.clear()
 
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._cursor()
+    def __aiter__(self) -> _BodyPipe:
+        return self
 
-    async def _cursor(self) -> AsyncIterator[bytes]:
-        index = 0
+    async def __anext__(self) -> bytes:
         while True:
             if self._error is not None:
                 raise self._error
-            if index < len(self._chunks):
-                index += 1
-                yield self._chunks[index - 1]
-                continue
-            if self._done:
-                return
+            if self._chunks:
+                return self._chunks.popleft()
+            if self._done or self.abandoned:
+                raise StopAsyncIteration
             self._changed.clear()
             await self._changed.wait()
+
+    async def aclose(self) -> None:
+        """The consumer is done: after the whole body, or because it gave the object up."""
+        if not (self._done and not self._chunks):
+            self.release()
 
 
 @dataclass(slots=True)
@@ -401,9 +408,10 @@ class Relay:
         given_up = False
         try:
             async for chunk in request.content.iter_any():
-                if not given_up and job.publication.done():
-                    given_up = self._given_up(job)
+                if not given_up and (pipe.abandoned or job.publication.done()):
+                    given_up = pipe.abandoned or self._given_up(job)
                 if given_up:
+                    pipe.received += len(chunk)
                     continue  # read and discard: the encoder's connection stays usable
                 if pipe.received + len(chunk) > limit:
                     error = IncompleteBodyError(
@@ -432,7 +440,7 @@ class Relay:
             return web.Response(status=400, text="the request body ended early\n")
         pipe.finish()
         job.received = time.monotonic()
-        if given_up or (job.publication.done() and self._given_up(job)):
+        if given_up or pipe.abandoned or (job.publication.done() and self._given_up(job)):
             return web.Response(status=202, text="received; the publisher gave this object up\n")
         return web.Response(status=204)
 
@@ -457,8 +465,8 @@ class Relay:
         """Hand jobs to the publisher one at a time, so it sees them in arrival order (its
         latest-wins rule for manifests depends on that)."""
         while (job := await self._queue.get()) is not None:
-            if job.cancelled and isinstance(job.body, _BodyPipe) and job.body.received == 0:
-                job.publication.set_result(None)
+            if job.cancelled:
+                job.publication.set_result(None)  # cut before it was handed over
                 continue
             try:
                 if job.body is None:
