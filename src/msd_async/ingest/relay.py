@@ -13,16 +13,21 @@ nothing, so the relay's answers are shaped to keep them going:
   round trip: errors at the origin are the publisher's to retry. ``204`` when the object is
   on its way; ``202`` when the publisher gave it up before its body ended (the rest of the
   body is read and discarded, so the encoder's connection stays usable).
-- A request whose body arrived completely is published even if the encoder has gone (ffmpeg
-  with ``-http_persistent 1`` pipelines its PUTs and exits right after the final manifest):
-  the publication is owned by the relay, not by the request's handler.
+- A request whose body arrived completely is published even if the encoder has gone. ffmpeg
+  with ``-http_persistent 1`` pipelines its PUTs and exits right after the final manifest
+  without reading the answers, so the relay reads each connection to its end and handles
+  every complete request in it, whatever happens to the answers. (This is why the relay
+  speaks HTTP/1.1 through h11 over asyncio streams rather than aiohttp.web: on a closed
+  connection aiohttp.web drops pipelined requests not yet handled and fails the body reads
+  of the current one, even when the whole body is already buffered.)
 - A request cut mid-body is not published: its upload is failed with
   :class:`IncompleteBodyError`, which aborts a STREAMING upload at the origin.
 - DELETE is answered ``204`` at once and handed to the publisher, which delays it by the
   sliding-window rules (RFC 8216 section 6.2.2).
-- A bad request gets a 4xx with the reason in the body: ``400`` for a path MediaStore does
-  not accept, ``401`` without the configured credentials, ``405`` for another method, ``411``
-  for a body with neither length nor chunking, ``413`` over the object size limit.
+- A bad request gets a 4xx with the reason in the body, and the connection is closed:
+  ``400`` for a path MediaStore does not accept or malformed HTTP, ``401`` without the
+  configured credentials, ``405`` for another method, ``411`` for a PUT with neither length
+  nor chunking, ``413`` over the object size limit.
 """
 
 from __future__ import annotations
@@ -39,8 +44,9 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
+from urllib.parse import unquote, urlsplit
 
-from aiohttp import web
+import h11
 
 from .. import rules
 from ..errors import ClientValidationError, MediaStoreError
@@ -49,6 +55,7 @@ from ._report import ObjectRecord, Reporter
 
 __all__ = [
     "DEFAULT_DRAIN_TIMEOUT",
+    "DEFAULT_IDLE_TIMEOUT",
     "MANIFEST_EXTENSIONS",
     "SECRET_HEADER",
     "IncompleteBodyError",
@@ -67,6 +74,13 @@ MANIFEST_EXTENSIONS: Final = (".m3u8", ".m3u", ".mpd")
 SECRET_HEADER: Final = "X-Relay-Secret"
 #: How long :meth:`Relay.aclose` waits for objects already handed over to reach an outcome.
 DEFAULT_DRAIN_TIMEOUT: Final = 30.0
+#: A connection that sends nothing for this long is closed; a body in progress is then cut.
+#: DASH-IF Live Media Ingest section 5.2.9 asks a receiver to abort a stalled upload, and
+#: MediaStore cancels any upload not finished within 30 s anyway.
+DEFAULT_IDLE_TIMEOUT: Final = 30.0
+#: Bytes read from a socket at once.
+_READ_SIZE: Final = 256 * 1024
+_SERVER_HEADER: Final = (b"server", b"msd-relay")
 
 
 def is_loopback(host: str) -> bool:
@@ -85,8 +99,11 @@ class IncompleteBodyError(ClientValidationError):
 
 @dataclass(slots=True)
 class RelayStats:
-    """Counters since the relay started. ``in_flight``: bodies still arriving."""
+    """Counters since the relay started. ``in_flight``: bodies still arriving;
+    ``handed_over``: objects given to the publisher; ``cut``: requests that ended mid-body;
+    ``rejected``: requests answered 4xx."""
 
+    connections: int = 0
     requests: int = 0
     bytes_in: int = 0
     in_flight: int = 0
@@ -94,6 +111,18 @@ class RelayStats:
     deletes: int = 0
     rejected: int = 0
     cut: int = 0
+
+
+class _Reject(Exception):
+    """Answer this request with a 4xx and close the connection."""
+
+    def __init__(
+        self, status: int, reason: str, headers: list[tuple[str, str]] | None = None
+    ) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.headers = headers or []
 
 
 class _BodyPipe:
@@ -168,21 +197,37 @@ class _Job:
     )
 
 
+@dataclass(slots=True)
+class _Exchange:
+    """The request being received on one connection."""
+
+    method: str
+    path: str
+    job: _Job | None
+    limit: int
+    manifest: bool
+    parts: list[bytes] = field(default_factory=list)
+    size: int = 0
+    given_up: bool = False
+
+
 class Relay:
     """An HTTP server in front of a live publisher, for encoders that cannot sign.
 
-    ``publisher``: a started :class:`msd_async.live.LivePublisher` (or anything with its
+    ``publisher``: an open :class:`msd_async.live.LivePublisher` (or anything with its
     ``publish``/``delete`` methods); the relay does not close it. ``host``/``port``: where to
     listen (default ``127.0.0.1``, port 0 = any free port). A non-loopback ``host`` needs
     ``allow_remote=True``, since the relay signs whatever it receives: pair it with ``secret``
     (the encoder sends it in the ``X-Relay-Secret`` header) or ``basic_auth=(user, password)``
-    (``http://user:password@host/...`` in the encoder's URL); both may be set, and either
-    then admits a request. ``prefix`` is put in front of every path (``"live/ch1"`` turns
+    (``http://user:password@host/...`` in the encoder's URL); when both are set either
+    admits a request. ``prefix`` is put in front of every path (``"live/ch1"`` turns
     ``PUT /index.m3u8`` into ``live/ch1/index.m3u8``). ``streaming_limit`` and
     ``manifest_limit`` bound a media body and a manifest body (MediaStore's 10 MB STREAMING
-    and 25 MB STANDARD limits by default). ``on_object`` is called with an
+    and 25 MB STANDARD limits by default). ``idle_timeout``: seconds a connection may send
+    nothing (default 30; a body in progress is then cut). ``on_object`` is called with an
     :class:`ObjectRecord` once each request's object has its outcome (also logged on the
-    ``msd_async.ingest`` logger at INFO).
+    ``msd_async.ingest`` logger at INFO). ``drain_timeout``: how long :meth:`aclose` waits
+    for those outcomes (default 30 s).
 
     Use as an async context manager or call :meth:`start` and :meth:`aclose`. Raises
     ``ValueError`` for a non-loopback host without ``allow_remote``, ``OSError`` if the
@@ -201,6 +246,7 @@ class Relay:
         basic_auth: tuple[str, str] | None = None,
         streaming_limit: int = rules.STREAMING_OBJECT_LIMIT,
         manifest_limit: int = rules.STANDARD_OBJECT_LIMIT,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
         on_object: Callable[[ObjectRecord], object] | None = None,
         drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
     ) -> None:
@@ -213,20 +259,21 @@ class Relay:
         self.host = host
         self.port = port
         self.prefix = rules.normalize_folder_path(prefix) if prefix else ""
-        self._secret = secret
+        self._secret = secret.encode() if secret is not None else None
         self._basic = (
-            None
-            if basic_auth is None
-            else "Basic " + base64.b64encode(f"{basic_auth[0]}:{basic_auth[1]}".encode()).decode()
+            None if basic_auth is None else f"{basic_auth[0]}:{basic_auth[1]}".encode()
         )
         self.streaming_limit = streaming_limit
         self.manifest_limit = manifest_limit
+        self.idle_timeout = idle_timeout
         self._drain_timeout = drain_timeout
         self.stats = RelayStats()
         self.reporter = Reporter(on_object)
-        self._runner: web.AppRunner | None = None
+        self._server: asyncio.Server | None = None
+        self._connections: dict[asyncio.Task[None], bool] = {}  # task -> idle between requests
         self._queue: asyncio.Queue[_Job | None] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
+        self._closing = False
         self._closed = False
 
     @property
@@ -237,24 +284,10 @@ class Relay:
 
     async def start(self) -> None:
         """Start accepting connections."""
-        app = web.Application(client_max_size=max(self.streaming_limit, self.manifest_limit))
-        app.router.add_route("*", "/{path:.*}", self._handle)
-        # Handlers are never cancelled when an encoder disconnects: a body that arrived
-        # whole is published regardless (aiohttp's default since 3.9; stated, not assumed).
-        self._runner = web.AppRunner(
-            app, handle_signals=False, access_log=None, handler_cancellation=False
-        )
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        try:
-            await site.start()
-        except BaseException:
-            await self._runner.cleanup()
-            self._runner = None
-            raise
-        addresses = self._runner.addresses
-        if addresses:
-            self.port = addresses[0][1]
+        self._server = await asyncio.start_server(self._connection, self.host, self.port)
+        sockets = self._server.sockets
+        if sockets:
+            self.port = int(sockets[0].getsockname()[1])
         self._worker = asyncio.create_task(self._submit_loop(), name="msd-relay-submit")
 
     async def __aenter__(self) -> Relay:
@@ -265,184 +298,290 @@ class Relay:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Stop accepting, let bodies in progress finish, hand everything received to the
-        publisher, and wait up to ``drain_timeout`` seconds for those objects' outcomes
-        (the publisher keeps publishing what is left when it is closed). Idempotent."""
+        """Stop accepting; close idle connections and let requests in progress finish (up
+        to ``drain_timeout``); hand everything received to the publisher, and wait up to
+        ``drain_timeout`` seconds for those objects' outcomes (the publisher keeps
+        publishing what is left when it is closed). Idempotent."""
         if self._closed:
             return
-        self._closed = True
+        self._closed = self._closing = True
         try:
-            if self._runner is not None:
-                await self._runner.cleanup()
+            if self._server is not None:
+                self._server.close()
+                for task, idle in list(self._connections.items()):
+                    if idle:
+                        task.cancel()
+                if self._connections:
+                    _, late = await asyncio.wait(
+                        set(self._connections), timeout=self._drain_timeout
+                    )
+                    for task in late:
+                        task.cancel()
+                    if late:
+                        await asyncio.wait(late)
+                await self._server.wait_closed()
         finally:
             if self._worker is not None:
                 self._queue.put_nowait(None)
                 await self._worker
             await self.reporter.drain(self._drain_timeout)
 
+    # --- connections -------------------------------------------------------------------
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        if self._closing:
+            writer.close()
+            return
+        self._connections[task] = True
+        self.stats.connections += 1
+        conn = h11.Connection(h11.SERVER)
+        exchange: _Exchange | None = None
+        writable = True
+
+        async def send(*events: h11.Event) -> None:
+            # The encoder may be gone (it pipelined and left): answers are best-effort,
+            # the requests it completed are handled all the same.
+            nonlocal writable
+            data = b"".join(conn.send(e) or b"" for e in events)
+            if not writable:
+                return
+            try:
+                writer.write(data)
+                await writer.drain()
+            except (ConnectionError, OSError):
+                writable = False
+
+        async def answer(
+            status: int,
+            text: str = "",
+            headers: list[tuple[str, str]] | None = None,
+            close: bool = False,
+        ) -> None:
+            body = (text + "\n").encode() if text else b""
+            fields = [_SERVER_HEADER, (b"content-length", str(len(body)).encode())]
+            fields += [(k.encode(), v.encode()) for k, v in headers or ()]
+            if close:
+                fields.append((b"connection", b"close"))
+            events: list[h11.Event] = [h11.Response(status_code=status, headers=fields)]
+            if body:
+                events.append(h11.Data(data=body))
+            events.append(h11.EndOfMessage())
+            await send(*events)
+
+        try:
+            while True:
+                try:
+                    event = conn.next_event()
+                except h11.RemoteProtocolError as exc:
+                    if exchange is not None:
+                        self._cut(exchange, f"the connection ended mid-body ({exc})")
+                        exchange = None
+                    elif conn.their_state is not h11.CLOSED and writable and conn.our_state in (
+                        h11.IDLE, h11.SEND_RESPONSE
+                    ):
+                        self.stats.rejected += 1
+                        await answer(exc.error_status_hint, f"malformed request: {exc}",
+                                     close=True)
+                    break
+                if event is h11.NEED_DATA:
+                    self._connections[task] = exchange is None and conn.their_state is h11.IDLE
+                    if self._closing and self._connections[task]:
+                        break
+                    try:
+                        async with asyncio.timeout(self.idle_timeout):
+                            data = await reader.read(_READ_SIZE)
+                    except TimeoutError:
+                        if exchange is not None:
+                            self._cut(exchange, f"no data for {self.idle_timeout:g} s")
+                            exchange = None
+                        break
+                    except (ConnectionError, OSError):
+                        data = b""
+                    self._connections[task] = False
+                    conn.receive_data(data)
+                    continue
+                if event is h11.PAUSED:
+                    break  # only after a response with Connection: close; nothing more to do
+                if isinstance(event, h11.ConnectionClosed):
+                    break
+                if isinstance(event, h11.Request):
+                    self.stats.requests += 1
+                    try:
+                        exchange = self._begin(event)
+                    except _Reject as reject:
+                        self.stats.rejected += 1
+                        target = event.target.decode("latin-1")
+                        logger.warning("%s %s rejected %d: %s", event.method.decode(), target,
+                                       reject.status, reject.reason)
+                        await answer(reject.status, reject.reason, reject.headers, close=True)
+                        break
+                    if exchange is None:  # a DELETE, already handed over
+                        continue
+                    if conn.they_are_waiting_for_100_continue:
+                        await send(h11.InformationalResponse(status_code=100, headers=[]))
+                    continue
+                if isinstance(event, h11.Data):
+                    if exchange is None:
+                        continue
+                    try:
+                        self._feed(exchange, bytes(event.data))
+                    except _Reject as reject:
+                        self.stats.rejected += 1
+                        logger.warning("%s %s rejected %d: %s", exchange.method, exchange.path,
+                                       reject.status, reject.reason)
+                        await answer(reject.status, reject.reason, close=True)
+                        exchange = None
+                        break
+                    continue
+                if isinstance(event, h11.EndOfMessage):
+                    if exchange is not None:
+                        status, text = self._complete(exchange)
+                        exchange = None
+                    else:
+                        status, text = 204, ""
+                    await answer(status, text)
+                    if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
+                        try:
+                            conn.start_next_cycle()
+                        except h11.LocalProtocolError:
+                            break
+                    else:
+                        break
+        except asyncio.CancelledError:
+            if exchange is not None:
+                self._cut(exchange, "the relay stopped mid-body")
+            raise
+        finally:
+            if exchange is not None:
+                self._cut(exchange, "the connection ended mid-body")
+            self._connections.pop(task, None)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
     # --- requests ----------------------------------------------------------------------
-    def _authorized(self, request: web.Request) -> bool:
+    def _authorized(self, headers: dict[bytes, bytes]) -> bool:
         if self._secret is None and self._basic is None:
             return True
         if self._secret is not None:
-            given = request.headers.get(SECRET_HEADER, "")
-            if hmac.compare_digest(given.encode(), self._secret.encode()):
+            given = headers.get(SECRET_HEADER.lower().encode(), b"")
+            if hmac.compare_digest(given, self._secret):
                 return True
         if self._basic is not None:
-            given = request.headers.get("Authorization", "")
-            if hmac.compare_digest(given.encode(), self._basic.encode()):
-                return True
+            scheme, _, token = headers.get(b"authorization", b"").partition(b" ")
+            if scheme.lower() == b"basic":
+                try:
+                    given_pair = base64.b64decode(token.strip(), validate=True)
+                except ValueError:
+                    return False
+                return hmac.compare_digest(given_pair, self._basic)
         return False
 
-    def _reject(self, request: web.Request, status: int, reason: str) -> web.Response:
-        self.stats.rejected += 1
-        logger.warning("%s %s rejected %d: %s", request.method, request.path, status, reason)
-        headers = {"Connection": "close"} if request.can_read_body else {}
-        if status == 401 and self._basic is not None:
-            headers["WWW-Authenticate"] = 'Basic realm="msd relay"'
-        return web.Response(status=status, text=reason + "\n", headers=headers)
-
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
-        self.stats.requests += 1
-        method = request.method
+    def _begin(self, request: h11.Request) -> _Exchange | None:
+        """Check a request's head; start its exchange (None for a DELETE, which is done).
+        Raises :class:`_Reject`."""
+        method = request.method.decode("ascii", "replace").upper()
+        headers = {name.lower(): value for name, value in request.headers}
         if method not in ("PUT", "POST", "DELETE"):
-            response = self._reject(
-                request, 405, f"{method} is not accepted; use PUT, POST or DELETE"
-            )
-            response.headers["Allow"] = "PUT, POST, DELETE"
-            return response
-        if not self._authorized(request):
-            return self._reject(
-                request, 401, f"missing or wrong credentials: send the {SECRET_HEADER} header "
-                "or Basic auth the relay was started with"
-            )
-        raw = request.match_info["path"]
+            raise _Reject(405, f"{method} is not accepted; use PUT, POST or DELETE",
+                          [("allow", "PUT, POST, DELETE")])
+        if not self._authorized(headers):
+            extra = [("www-authenticate", 'Basic realm="msd relay"')] if self._basic else []
+            raise _Reject(401, f"missing or wrong credentials: send the {SECRET_HEADER} "
+                          "header or the Basic auth the relay was started with", extra)
+        target = request.target.decode("latin-1")
+        raw = unquote(urlsplit(target).path)
         try:
-            path = rules.normalize_object_path(f"{self.prefix}/{raw}" if self.prefix else raw)
+            path = rules.normalize_object_path(f"{self.prefix}/{raw.lstrip('/')}"
+                                               if self.prefix else raw)
         except ClientValidationError as exc:
-            return self._reject(request, 400, f"bad path /{raw}: {exc}")
+            raise _Reject(400, f"bad path {raw}: {exc}") from exc
+        now = time.monotonic()
         if method == "DELETE":
-            return self._delete(path)
-        return await self._put(request, path)
-
-    def _delete(self, path: str) -> web.StreamResponse:
-        self.stats.deletes += 1
-        self._queue.put_nowait(_Job("DELETE", path, None, time.monotonic()))
-        return web.Response(status=204)
-
-    async def _put(self, request: web.Request, path: str) -> web.StreamResponse:
+            self.stats.deletes += 1
+            self._queue.put_nowait(_Job("DELETE", path, None, now))
+            return None
         manifest = path.lower().endswith(MANIFEST_EXTENSIONS)
         limit = self.manifest_limit if manifest else self.streaming_limit
-        length = request.content_length
-        chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+        length = headers.get(b"content-length")
+        chunked = b"chunked" in headers.get(b"transfer-encoding", b"").lower()
         if length is None and not chunked:
-            return self._reject(
-                request, 411, "send a Content-Length or Transfer-Encoding: chunked"
-            )
-        if length is not None and length > limit:
-            return self._reject(
-                request, 413, f"{path} is {length:,} bytes; the limit is {limit:,}"
-            )
-        started = time.monotonic()
-        content_type = request.headers.get("Content-Type")
-        cache_control = request.headers.get("Cache-Control")
+            raise _Reject(411, "send a Content-Length or Transfer-Encoding: chunked")
+        if length is not None and int(length) > limit:
+            raise _Reject(413, f"{path} is {int(length):,} bytes; the limit is {limit:,}")
+        content_type = headers.get(b"content-type", b"").decode("latin-1") or None
         # The encoder's own type is kept only when it says something: ffmpeg and curl send
         # application/octet-stream or a form type by default, and the publisher knows better.
         if content_type in ("application/octet-stream", "application/x-www-form-urlencoded"):
             content_type = None
+        cache_control = headers.get(b"cache-control", b"").decode("latin-1") or None
         self.stats.in_flight += 1
-        try:
-            if manifest:
-                return await self._put_manifest(request, path, limit, started, content_type,
-                                                cache_control)
-            return await self._put_media(request, path, limit, started, content_type,
-                                         cache_control)
-        finally:
-            self.stats.in_flight -= 1
+        job = None
+        if not manifest:
+            # Handed over before the first byte: the upload starts while the body arrives.
+            job = _Job(method, path, _BodyPipe(), now, content_type, cache_control)
+            self._queue.put_nowait(job)
+        else:
+            job = _Job(method, path, b"", now, content_type, cache_control)
+        return _Exchange(method, path, job, limit, manifest)
 
-    async def _put_manifest(
-        self,
-        request: web.Request,
-        path: str,
-        limit: int,
-        started: float,
-        content_type: str | None,
-        cache_control: str | None,
-    ) -> web.StreamResponse:
-        parts: list[bytes] = []
-        size = 0
-        try:
-            async for chunk in request.content.iter_any():
-                size += len(chunk)
-                if size > limit:
-                    return self._reject(request, 413, f"{path} is over the limit of {limit:,} B")
-                parts.append(chunk)
-        except (OSError, asyncio.CancelledError, Exception) as exc:
-            # Cut mid-body (aiohttp reports it as a payload or connection error): nothing
-            # is published, so the origin keeps the previous, complete version.
-            self.stats.cut += 1
-            logger.warning("%s %s cut after %d B, not published: %s", request.method, path,
-                           size, exc or type(exc).__name__)
-            if isinstance(exc, asyncio.CancelledError):
-                raise
-            return web.Response(status=400, text="the request body ended early\n")
-        self.stats.bytes_in += size
-        job = _Job(request.method, path, b"".join(parts), started, content_type, cache_control)
+    def _feed(self, exchange: _Exchange, chunk: bytes) -> None:
+        exchange.size += len(chunk)
+        self.stats.bytes_in += len(chunk)
+        if exchange.size > exchange.limit:
+            self._cut(exchange, f"passed the limit of {exchange.limit:,} B", counted=False)
+            raise _Reject(413, f"{exchange.path} passed the limit of {exchange.limit:,} B; "
+                          "it was not published")
+        if exchange.manifest:
+            exchange.parts.append(chunk)
+            return
+        job = exchange.job
+        assert job is not None and isinstance(job.body, _BodyPipe)
+        if not exchange.given_up and (job.body.abandoned or job.publication.done()):
+            exchange.given_up = job.body.abandoned or self._given_up(job)
+        if exchange.given_up:
+            job.body.received += len(chunk)  # read and discarded: the connection stays usable
+            return
+        job.body.feed(chunk)
+
+    def _complete(self, exchange: _Exchange) -> tuple[int, str]:
+        """The body arrived whole: finish the hand-over; returns the answer."""
+        self.stats.in_flight -= 1
+        job = exchange.job
+        assert job is not None
         job.received = time.monotonic()
-        self._queue.put_nowait(job)
-        return web.Response(status=204)
+        if exchange.manifest:
+            job.body = b"".join(exchange.parts)
+            self._queue.put_nowait(job)
+            return 204, ""
+        assert isinstance(job.body, _BodyPipe)
+        job.body.finish()
+        if exchange.given_up or job.body.abandoned or (
+            job.publication.done() and self._given_up(job)
+        ):
+            return 202, "received; the publisher gave this object up"
+        return 204, ""
 
-    async def _put_media(
-        self,
-        request: web.Request,
-        path: str,
-        limit: int,
-        started: float,
-        content_type: str | None,
-        cache_control: str | None,
-    ) -> web.StreamResponse:
-        pipe = _BodyPipe()
-        job = _Job(request.method, path, pipe, started, content_type, cache_control)
-        # Handed over before the first byte: the upload starts while the body arrives.
-        self._queue.put_nowait(job)
-        given_up = False
-        try:
-            async for chunk in request.content.iter_any():
-                if not given_up and (pipe.abandoned or job.publication.done()):
-                    given_up = pipe.abandoned or self._given_up(job)
-                if given_up:
-                    pipe.received += len(chunk)
-                    continue  # read and discard: the encoder's connection stays usable
-                if pipe.received + len(chunk) > limit:
-                    error = IncompleteBodyError(
-                        f"{path} passed the limit of {limit:,} B; the upload was aborted",
-                        rule="ingest.max-size",
-                    )
-                    pipe.fail(error)
-                    job.cancelled = True
-                    return self._reject(request, 413, str(error))
-                pipe.feed(chunk)
-                self.stats.bytes_in += len(chunk)
-        except BaseException as exc:
+    def _cut(self, exchange: _Exchange, why: str, *, counted: bool = True) -> None:
+        """The request ended before its body: fail its upload, publish nothing."""
+        self.stats.in_flight -= 1
+        if counted:
             self.stats.cut += 1
-            job.cancelled = True
-            pipe.fail(
+        job = exchange.job
+        logger.warning("%s %s not published: %s after %d B", exchange.method, exchange.path,
+                       why, exchange.size)
+        if job is None:
+            return
+        job.cancelled = True
+        if isinstance(job.body, _BodyPipe):
+            job.body.fail(
                 IncompleteBodyError(
-                    f"the encoder's request for {path} ended after {pipe.received:,} B, before "
-                    "its body did; the upload was aborted",
+                    f"the encoder's request for {exchange.path} ended after {exchange.size:,} "
+                    f"B, before its body did ({why}); the upload was aborted",
                     rule="ingest.body-cut",
                 )
             )
-            logger.warning("%s %s cut after %d B, not published: %s", request.method, path,
-                           pipe.received, exc or type(exc).__name__)
-            if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt | SystemExit):
-                raise
-            return web.Response(status=400, text="the request body ended early\n")
-        pipe.finish()
-        job.received = time.monotonic()
-        if given_up or pipe.abandoned or (job.publication.done() and self._given_up(job)):
-            return web.Response(status=202, text="received; the publisher gave this object up\n")
-        return web.Response(status=204)
 
     @staticmethod
     def _given_up(job: _Job) -> bool:
@@ -459,6 +598,7 @@ class Relay:
             with contextlib.suppress(Exception):
                 return bool(done())
         return False
+
 
     # --- the hand-over, in arrival order -------------------------------------------------
     async def _submit_loop(self) -> None:
