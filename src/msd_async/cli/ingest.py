@@ -99,9 +99,23 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, main: Any) -
 
 
 def _make_publisher(store: ContainerClient, args: argparse.Namespace) -> Any:
-    from ..live import LivePublisher
+    import logging
 
-    return LivePublisher(store, prefix=args.prefix, close_timeout=args.shutdown_timeout)
+    from ..live import LivePublisher, PublishEvent
+
+    logger = logging.getLogger("msd_async.ingest")
+
+    def on_event(event: PublishEvent) -> None:
+        # The relay and the pusher log each object's outcome; what happens later (the
+        # window's deletes) is logged from here.
+        if event.kind == "deleted":
+            logger.info("DELETE %s deleted", event.path)
+        elif event.kind == "delete-failed":
+            logger.warning("DELETE %s failed: %s", event.path, event.reason)
+
+    return LivePublisher(
+        store, prefix=args.prefix, close_timeout=args.shutdown_timeout, on_event=on_event
+    )
 
 
 class _Console:
