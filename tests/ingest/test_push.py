@@ -111,7 +111,7 @@ async def test_rename_goes_at_once_in_place_waits_until_settled(
         await wait_for(lambda: "a.ts" in p.queued, within=0.9)
 
         # Written in place, a bit at a time: not published while it keeps changing.
-        with open(tmp_path / "b.ts", "wb") as f:
+        with (tmp_path / "b.ts").open("wb") as f:
             for _ in range(6):
                 f.write(b"x" * 100)
                 f.flush()
