@@ -113,8 +113,14 @@ def _make_publisher(store: ContainerClient, args: argparse.Namespace) -> Any:
         elif event.kind == "delete-failed":
             logger.warning("DELETE %s failed: %s", event.path, event.reason)
 
+    # The relay and the pusher wait up to --shutdown-timeout for every outcome before the
+    # publisher closes: by then only deletes not yet due (abandoned) or objects that missed
+    # that wait are left, and a short grace keeps the whole stop within the timeout + 2 s.
     return LivePublisher(
-        store, prefix=args.prefix, close_timeout=args.shutdown_timeout, on_event=on_event
+        store,
+        prefix=args.prefix,
+        close_timeout=min(2.0, args.shutdown_timeout),
+        on_event=on_event,
     )
 
 
