@@ -49,6 +49,7 @@ async def test_playlist_waits_for_the_segment_it_names(
 ) -> None:
     mediastore_server.faults.inject("delay", method="PUT", path="a/seg_1.m4s", delay=0.6)
     async with LivePublisher(store) as publisher:
+        await publisher.publish("a/init.mp4", b"i")
         seg = await publisher.publish("a/seg_1.m4s", b"s1", duration=5.0)
         pl = await publisher.publish("a/index.m3u8", playlist(1, 1))
         await anyio.sleep(0.3)
@@ -65,6 +66,7 @@ async def test_latest_manifest_wins_over_pending_ones(
 ) -> None:
     mediastore_server.faults.inject("503", method="PUT", path="b/index.m3u8", times=3)
     async with LivePublisher(store) as publisher:
+        await publisher.publish("b/init.mp4", b"i")
         await publisher.publish("b/seg_1.m4s", b"1", duration=5.0)
         pubs = [await publisher.publish("b/index.m3u8", playlist(1, 1)) for _ in range(5)]
         final = await publisher.publish("b/index.m3u8", playlist(1, 1, end=True))

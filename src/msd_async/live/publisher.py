@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Final, Self
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 
 from .. import rules
 from ..errors import (
@@ -50,7 +51,7 @@ from ..errors import (
 )
 from ..retry import NO_RETRIES, RetryPolicy
 from .kinds import ObjectKind, default_cache_control, default_content_type, infer_kind
-from .manifests import ManifestError, ManifestInfo, Reference, parse_manifest
+from .manifests import ManifestError, ManifestInfo, Reference, parse_manifest, resolve_uri
 from .pacing import Pacer
 from .stats import (
     DestinationStats,
@@ -115,16 +116,21 @@ class Status(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class DestinationOutcome:
-    """The result of one object at one destination container."""
+    """The result of one object at one destination container (``status`` is ``None``
+    while that destination is still at work: ``wait()`` returns at the first
+    acknowledgement unless told to wait for all)."""
 
     endpoint: str
-    status: Status
+    status: Status | None
     reason: str | None = None
     error: BaseException | None = None
     attempts: int = 0
     #: Seconds from publish() to the acknowledgement.
     latency: float | None = None
     size: int | None = None
+    #: Seconds from the body being complete (publish() for bytes and files, the last
+    #: chunk for a streamed body) to the acknowledgement: the origin's share.
+    completion_latency: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,13 +178,10 @@ class _ChunkLog:
         self._changed = anyio.Event()
         self._scope: anyio.CancelScope | None = None
         self.users = 0
-        self.listeners: list[Callable[[], None]] = []
 
     def _notify(self) -> None:
         changed, self._changed = self._changed, anyio.Event()
         changed.set()
-        for listener in self.listeners:
-            listener()
 
     async def pump(self) -> None:
         iterator = aiter(self._source)
@@ -338,6 +341,11 @@ class Publication:
             return None
         return self._outcome().status
 
+    @property
+    def outcome(self) -> Outcome | None:
+        """The :class:`Outcome` once :meth:`done`, else ``None`` (no waiting)."""
+        return self._outcome() if self.done() else None
+
     async def wait(self, *, all_destinations: bool = False) -> Outcome:
         """The final outcome. Returns when a destination acknowledged the object or every
         destination gave it up (``all_destinations=True``: when every one has finished).
@@ -350,6 +358,7 @@ class Publication:
         destinations = tuple(job.destination_outcome() for job in self._jobs)
         acked = [d for d in destinations if d.status is Status.ACKNOWLEDGED]
         first = acked[0] if acked else destinations[0]
+        assert first.status is not None
         return Outcome(
             self.path,
             self.kind,
@@ -392,6 +401,7 @@ class _Job:
         self.error: BaseException | None = None
         self.attempts = 0
         self.latency: float | None = None
+        self.completion_latency: float | None = None
         self.size: int | None = None
         self.settled = anyio.Event()
         self.started = anyio.Event()
@@ -403,8 +413,6 @@ class _Job:
         self.cache_default = False
         if source.log is not None:
             source.log.users += 1
-            if kind.is_media:
-                source.log.listeners.append(self._body_progress)
 
     # The deadline of a media object: its duration after its body was complete. While a
     # streamed body is still coming, the clock restarts with each chunk, so a stalled
@@ -417,10 +425,6 @@ class _Job:
         if log.done and log.ended_at is not None:
             return log.ended_at + self.duration
         return max(self.created, log.last_chunk_at) + self.duration
-
-    def _body_progress(self) -> None:
-        if self.scope is not None and self.status is None:
-            self.scope.deadline = self.deadline_at()
 
     def on_progress(self, sent: int) -> None:
         if not self.started.is_set():
@@ -438,17 +442,18 @@ class _Job:
         now = anyio.current_time()
         if status is Status.ACKNOWLEDGED:
             self.latency = now - self.created
+            log = self.source.log
+            ended = log.ended_at if log is not None and log.ended_at is not None else None
+            self.completion_latency = now - max(self.created, ended or self.created)
         self.settled.set()
         if self.source.log is not None:
-            if self._body_progress in self.source.log.listeners:
-                self.source.log.listeners.remove(self._body_progress)
             self.source.log.release()
         ingest = self.ingest
         ingest.unsettled.discard(self)
         if status in (Status.DROPPED, Status.FAILED) and self.kind.is_media:
             ingest.gaps.add(self.path)
         event: PublishEventKind = status.value
-        ingest.emit(event, self, latency=self.latency, reason=reason, error=error,
+        ingest.emit(event, self, latency=self.completion_latency, reason=reason, error=error,
                     size=self.size)
         if status is Status.ACKNOWLEDGED and self.kind.is_media and self.duration:
             ingest.publisher._recorder.lateness(self.kind, now - self.deadline_at())
@@ -457,7 +462,6 @@ class _Job:
         return True
 
     def destination_outcome(self) -> DestinationOutcome:
-        assert self.status is not None
         return DestinationOutcome(
             self.ingest.endpoint,
             self.status,
@@ -466,6 +470,7 @@ class _Job:
             self.attempts,
             self.latency,
             self.size,
+            self.completion_latency,
         )
 
 
@@ -612,15 +617,35 @@ class _Ingest:
             if anyio.current_time() >= job.deadline_at():
                 job.settle(Status.DROPPED, self._late_reason(job))
                 return
-            with anyio.CancelScope(deadline=job.deadline_at()) as scope:
+            with anyio.CancelScope() as scope:
                 job.scope = scope
-                await self._upload(job)
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._watchdog, job, scope)
+                    await self._upload(job)
+                    tg.cancel_scope.cancel()
             job.scope = None
             if job.status is None:
                 job.settle(Status.DROPPED, self._late_reason(job))
         finally:
             rendition.active -= 1
             self.pump(rendition)
+
+    @staticmethod
+    async def _watchdog(job: _Job, scope: anyio.CancelScope) -> None:
+        """Cancel ``scope`` once the job's deadline has passed for good."""
+        while True:
+            wait = job.deadline_at() - anyio.current_time()
+            if wait > 0:
+                await anyio.sleep(wait)
+                continue
+            # If this process was starved (a busy machine), the chunks that arrived in the
+            # meantime are still queued behind this timer: let them in before judging, or
+            # our own stall would count as the producer's.
+            for _ in range(3):
+                await anyio.lowlevel.checkpoint()
+            if anyio.current_time() >= job.deadline_at():
+                scope.cancel()
+                return
 
     @staticmethod
     def _late_reason(job: _Job) -> str:
@@ -689,6 +714,10 @@ class _Ingest:
                 if job.newer_waiting:
                     job.settle(Status.SUPERSEDED, f"a newer version was published ({exc})")
                     return
+                if job.started.is_set():
+                    # What a hint needs is this object at the origin now; after a failed
+                    # attempt it is not there until the next attempt sends its first chunk.
+                    job.started = anyio.Event()
                 self.emit("retried", job, error=exc, delay=delay)
                 await anyio.sleep(delay)
                 continue
@@ -739,8 +768,10 @@ class _Ingest:
                         info.kind, target_duration=info.target_duration,
                         low_latency=info.low_latency,
                     )
-                await self._wait_references(job, info, slot)
-            job.body = self._mark_gaps(job, data, info)
+                unstarted = await self._wait_references(job, info, slot)
+            else:
+                unstarted = set()
+            job.body = self._rewrite(job, data, info, unstarted)
         job.scope = None
         if job.status is not None:
             return
@@ -748,44 +779,63 @@ class _Ingest:
         if job.status is Status.ACKNOWLEDGED and info is not None:
             self._manifest_stored(job, slot, info)
 
-    async def _wait_references(self, job: _Job, info: ManifestInfo, slot: _ManifestSlot) -> None:
+    async def _wait_references(
+        self, job: _Job, info: ManifestInfo, slot: _ManifestSlot
+    ) -> set[str]:
+        """Wait until what ``info`` newly names is stored or given up; return the hinted
+        parts whose upload did not start in time (their hints are left out)."""
         publisher = self.publisher
         unknown_wait = publisher.reference_wait
         if unknown_wait is None:
             unknown_wait = min(10.0, max(1.0, info.target_duration or 2.0))
-        give_up_at = anyio.current_time() + unknown_wait
+        now = anyio.current_time()
+        give_up_at = now + unknown_wait
+        # A hint may only be published once its part is requestable (RFC 8216bis 6.2.6);
+        # the part's upload shows at the origin with its first chunk. Waiting longer than
+        # a part would hold back the parts already done, so the hint waits for the next
+        # version instead.
+        hint_until = now + (info.part_target or publisher.default_part_duration)
+        unstarted: set[str] = set()
         for path, ref in info.references.items():
-            if ref.gap or path in slot.refs:
+            if ref.gap or (path in slot.refs and ref.role != "hint"):
                 continue
+            hint = ref.role == "hint"
             while path not in self.stored:
                 target = self.jobs.get(path)
-                if target is not None and target is not job:
-                    if ref.role == "hint" and (target.started.is_set() or target.status):
-                        break
+                if hint and target is not None and (
+                    target.started.is_set() or target.status is not None
+                ):
+                    break
+                if not hint and target is not None and target is not job:
                     if not target.kind.is_manifest and target.status is not None:
-                        break  # acknowledged, or given up: marked as a gap below
+                        break  # acknowledged, or given up: marked as a gap
                     await self.wait_changed()
                     continue
-                remaining = give_up_at - anyio.current_time()
+                remaining = (hint_until if hint else give_up_at) - anyio.current_time()
                 if remaining <= 0:
-                    logger.warning(
-                        "%s names %s, which was never published here; storing it anyway",
-                        job.path, path,
-                    )
+                    if hint:
+                        unstarted.add(path)
+                    else:
+                        logger.warning(
+                            "%s names %s, which was never published to %s; storing it anyway",
+                            job.path, path, self.endpoint,
+                        )
                     break
                 await self.wait_changed(remaining)
+        return unstarted
 
-    def _mark_gaps(self, job: _Job, data: bytes, info: ManifestInfo | None) -> bytes:
-        if info is None or info.kind is not ObjectKind.MEDIA_PLAYLIST or not self.gaps:
+    def _rewrite(
+        self, job: _Job, data: bytes, info: ManifestInfo | None, unstarted: set[str]
+    ) -> bytes:
+        """Mark given-up media as gaps (``#EXT-X-GAP``, ``GAP=YES`` on a part) and leave
+        out hints of parts not requestable, in an HLS media playlist."""
+        if info is None or info.kind is not ObjectKind.MEDIA_PLAYLIST:
             return data
         missing = {p for p, ref in info.references.items() if p in self.gaps and not ref.gap}
-        if not missing:
+        if not missing and not unstarted:
             return data
-        from .manifests import resolve_uri
-
         out: list[str] = []
-        lines = data.decode("utf-8-sig").splitlines()
-        for line in lines:
+        for line in data.decode("utf-8-sig").splitlines():
             stripped = line.strip()
             if stripped and not stripped.startswith("#"):
                 if resolve_uri(job.path, stripped) in missing and (
@@ -793,10 +843,11 @@ class _Ingest:
                 ):
                     out.append("#EXT-X-GAP")
             elif stripped.startswith(("#EXT-X-PART:", "#EXT-X-PRELOAD-HINT:")):
-                uri = stripped.split('URI="', 1)[-1].split('"', 1)[0]
-                if resolve_uri(job.path, uri) in missing:
-                    if stripped.startswith("#EXT-X-PRELOAD-HINT:"):
-                        continue  # a hint for a part given up: drop the hint
+                uri = resolve_uri(job.path, stripped.split('URI="', 1)[-1].split('"', 1)[0])
+                if stripped.startswith("#EXT-X-PRELOAD-HINT:"):
+                    if uri in missing or uri in unstarted:
+                        continue
+                elif uri in missing and "GAP=YES" not in stripped:
                     line = stripped + ",GAP=YES"
             out.append(line)
         for path in missing - self._gap_reported:

@@ -56,7 +56,8 @@ class PublishEvent:
     time: float
     #: Attempt number for ``sent`` / ``retried`` / ``acknowledged``.
     attempt: int = 0
-    #: ``acknowledged``: seconds from publish() to the origin's acknowledgement.
+    #: ``acknowledged``: seconds from the body being complete (publish() for bytes and
+    #: files, the last chunk of a streamed body) to the origin's acknowledgement.
     latency: float | None = None
     #: ``dropped`` / ``failed`` / ``superseded``: why.
     reason: str | None = None
