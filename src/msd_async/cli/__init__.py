@@ -6,6 +6,8 @@ needs (aiohttp, aiobotocore, rich) when it runs.
 
 ``msd serve`` runs the local MediaStore-compatible server until SIGINT/SIGTERM.
 ``msd demo`` publishes a synthetic low-latency live stream through an embedded local server.
+``msd relay`` and ``msd push`` publish what encoders that cannot sign PUT or write to a
+folder, through the live publisher.
 ``msd ls|stat|get|put|rm`` talk to a container: ``--endpoint`` (or ``MSD_ENDPOINT``), the
 region from the endpoint, ``--region`` or ``AWS_REGION``, credentials from the AWS chain
 (``--profile``, the environment, ...). Errors print one line and exit with status 1.
