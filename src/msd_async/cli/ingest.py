@@ -241,9 +241,9 @@ async def _relay_main(args: argparse.Namespace) -> int:
                         f"{relay.reporter.pending}  {counts}  in {s.bytes_in / 1e6:.1f} MB"
                     )
 
-                with _Console(status):
-                    async with relay:
-                        print(f"relay: {relay.url}", flush=True)
+                async with relay:
+                    print(f"relay: {relay.url}", flush=True)
+                    with _Console(status):
                         await stop.wait()
     finally:
         _remove_signal_handlers()
