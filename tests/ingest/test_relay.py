@@ -298,3 +298,22 @@ async def test_basic_header_is_compared_exactly(store: ContainerClient) -> None:
         async with http.delete(f"{relay.url}/a/x.ts", headers={"Authorization": wrong}) as r:
             assert r.status == 401
         assert relay.stats.rejected == 1
+
+
+async def test_a_stalled_body_is_cut_after_the_idle_timeout(store: ContainerClient) -> None:
+    async with LivePublisher(store) as publisher, Relay(publisher, idle_timeout=0.5) as relay:
+        reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+        try:
+            writer.write(
+                b"PUT /s/stall.ts HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                b"4\r\nabcd\r\n"
+            )
+            await writer.drain()
+            # The relay closes the connection: the read ends without an answer.
+            assert await asyncio.wait_for(reader.read(), 10) == b""
+        finally:
+            writer.close()
+            await writer.wait_closed()
+        assert relay.stats.cut == 1
+    with pytest.raises(ObjectNotFoundError):
+        await store.describe_object("s/stall.ts")

@@ -56,6 +56,7 @@ from ._report import ObjectRecord, Reporter
 __all__ = [
     "DEFAULT_DRAIN_TIMEOUT",
     "DEFAULT_IDLE_TIMEOUT",
+    "DEFAULT_KEEPALIVE_TIMEOUT",
     "MANIFEST_EXTENSIONS",
     "SECRET_HEADER",
     "IncompleteBodyError",
@@ -78,6 +79,9 @@ DEFAULT_DRAIN_TIMEOUT: Final = 30.0
 #: DASH-IF Live Media Ingest section 5.2.9 asks a receiver to abort a stalled upload, and
 #: MediaStore cancels any upload not finished within 30 s anyway.
 DEFAULT_IDLE_TIMEOUT: Final = 30.0
+#: An idle persistent connection between requests is kept this long: encoders such as
+#: ffmpeg (-http_persistent 1) reuse theirs for the next segment, however long it takes.
+DEFAULT_KEEPALIVE_TIMEOUT: Final = 300.0
 #: Bytes read from a socket at once.
 _READ_SIZE: Final = 256 * 1024
 _SERVER_HEADER: Final = (b"server", b"msd-relay")
@@ -223,8 +227,9 @@ class Relay:
     admits a request. ``prefix`` is put in front of every path (``"live/ch1"`` turns
     ``PUT /index.m3u8`` into ``live/ch1/index.m3u8``). ``streaming_limit`` and
     ``manifest_limit`` bound a media body and a manifest body (MediaStore's 10 MB STREAMING
-    and 25 MB STANDARD limits by default). ``idle_timeout``: seconds a connection may send
-    nothing (default 30; a body in progress is then cut). ``on_object`` is called with an
+    and 25 MB STANDARD limits by default). ``idle_timeout``: seconds a request's body may
+    pause (default 30; the request is then cut and not published); an idle connection
+    between requests is kept 300 s. ``on_object`` is called with an
     :class:`ObjectRecord` once each request's object has its outcome (also logged on the
     ``msd_async.ingest`` logger at INFO). ``drain_timeout``: how long :meth:`aclose` waits
     for those outcomes (default 30 s).
@@ -388,8 +393,11 @@ class Relay:
                     self._connections[task] = exchange is None and conn.their_state is h11.IDLE
                     if self._closing and self._connections[task]:
                         break
+                    wait = self.idle_timeout if exchange is not None else max(
+                        self.idle_timeout, DEFAULT_KEEPALIVE_TIMEOUT
+                    )
                     try:
-                        async with asyncio.timeout(self.idle_timeout):
+                        async with asyncio.timeout(wait):
                             data = await reader.read(_READ_SIZE)
                     except TimeoutError:
                         if exchange is not None:
