@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ._common import client_options
@@ -103,7 +104,8 @@ async def _get(store: ContainerClient, args: argparse.Namespace) -> int:
 
 
 async def _put(store: ContainerClient, args: argparse.Namespace) -> int:
-    body = sys.stdin.buffer if args.file == "-" else args.file
+    # A Path: a str body is uploaded as its text, not read as a file name.
+    body = sys.stdin.buffer if args.file == "-" else Path(args.file)
     result = await store.put_object(
         args.path,
         body,
