@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from pathlib import Path
+
 import anyio
 import pytest
 
-from msd_async import ContainerClient
-from msd_async.live import LivePublisher, ObjectKind, PublisherClosedError, Status
+from msd_async import ContainerClient, ObjectNotFoundError
+from msd_async.live import LivePublisher, ObjectKind, PublisherClosedError, PublishEvent, Status
 from msd_async.testing import LocalMediaStore
 
 pytestmark = pytest.mark.anyio
@@ -81,3 +84,207 @@ async def test_publish_outside_context_is_refused(store: ContainerClient) -> Non
     publisher = LivePublisher(store)
     with pytest.raises(PublisherClosedError, match="async with"):
         await publisher.publish("x/seg.ts", b"")
+
+
+# --- statuses ------------------------------------------------------------------------------
+
+
+async def test_403_is_retried_once_then_fails(mediastore_server: LocalMediaStore) -> None:
+    from msd_async import Credentials, RetryPolicy, Session
+
+    wrong = Credentials("AKIDWRONG", "wrong-secret")
+    async with Session(credentials=wrong, region=mediastore_server.region,
+                       retry=RetryPolicy.none()) as session:
+        store = session.container(mediastore_server.endpoint)
+        async with LivePublisher(store) as publisher:
+            seg = await publisher.publish("x/seg_0.ts", b"x", duration=5.0)
+            outcome = await seg.wait()
+    assert outcome.status is Status.FAILED
+    assert outcome.destinations[0].attempts == 2
+    assert outcome.destinations[0].error is not None
+    assert getattr(outcome.destinations[0].error, "status", None) == 403
+
+
+async def test_400_is_not_retried(store: ContainerClient) -> None:
+    async with LivePublisher(store) as publisher:
+        assert (await (await publisher.publish("y/a", b"file")).wait()).acknowledged
+        # "y/a" is an object, so "y/a/seg.ts" cannot exist: the service answers 400
+        seg = await publisher.publish("y/a/seg.ts", b"x", duration=5.0)
+        outcome = await seg.wait()
+    assert outcome.status is Status.FAILED and "refused" in (outcome.reason or "")
+    assert outcome.destinations[0].attempts == 1
+
+
+async def test_bad_input_gets_typed_errors(store: ContainerClient) -> None:
+    from msd_async import ClientValidationError, InvalidPathError
+
+    with pytest.raises(ValueError, match="max_queued"):
+        LivePublisher(store, max_queued=0)
+    with pytest.raises(ValueError, match="default_duration"):
+        LivePublisher(store, default_duration=0)
+    async with LivePublisher(store) as publisher:
+        with pytest.raises(ClientValidationError, match="str body is ambiguous"):
+            await publisher.publish("z/seg.ts", "text")  # type: ignore[arg-type]
+        with pytest.raises(ClientValidationError, match="cannot publish a int"):
+            await publisher.publish("z/seg.ts", 42)  # type: ignore[arg-type]
+        with pytest.raises(InvalidPathError):
+            await publisher.publish("z/bad path!.ts", b"")
+        with pytest.raises(ValueError, match="duration"):
+            await publisher.publish("z/seg.ts", b"", duration=0)
+
+
+# --- back-pressure -------------------------------------------------------------------------
+
+
+async def test_back_pressure_drops_the_oldest_media_and_closes_its_source(
+    store: ContainerClient, mediastore_server: LocalMediaStore
+) -> None:
+    mediastore_server.faults.inject("delay", method="PUT", path="bp/seg_0.m4s", delay=0.5)
+    closed: list[int] = []
+
+    def source(n: int) -> AsyncIterator[bytes]:
+        async def gen() -> AsyncIterator[bytes]:
+            try:
+                yield b"x" * 100
+                await anyio.sleep(0.05)
+                yield b"y" * 100
+            finally:
+                closed.append(n)
+        return gen()
+
+    async with LivePublisher(store, max_queued=2, max_in_flight=1) as publisher:
+        await (await publisher.publish("bp/init.mp4", b"i")).wait()
+        pubs = [await publisher.publish(f"bp/seg_{n}.m4s", source(n), duration=5.0)
+                for n in range(6)]
+        playlists = [await publisher.publish("bp/index.m3u8", playlist(0, 5)) for _ in range(3)]
+        outcomes = [await p.wait() for p in pubs]
+        final = await playlists[-1].wait()
+    statuses = [o.status for o in outcomes]
+    # seg_0 uploads (slowly); seg_1..seg_3 were pushed out by newer ones; the newest stay
+    assert statuses == [Status.ACKNOWLEDGED] + [Status.DROPPED] * 3 + [Status.ACKNOWLEDGED] * 2
+    assert all("back-pressure" in (o.reason or "") for o in outcomes[1:4])
+    assert sorted(closed) == list(range(6))  # every producer was told, dropped ones too
+    assert final.acknowledged  # a manifest is never dropped for back-pressure
+    stored = (await store.get_bytes("bp/index.m3u8")).decode()
+    assert stored.count("#EXT-X-GAP") == 3
+
+
+# --- pacing, events, stats -----------------------------------------------------------------
+
+
+async def test_pacing_spaces_requests(store: ContainerClient) -> None:
+    async with LivePublisher(store, rate_limits={"PutObject": 20.0}) as publisher:
+        started = anyio.current_time()
+        pubs = [await publisher.publish(f"p/obj_{n}.jpg", b"x") for n in range(9)]
+        for p in pubs:
+            await p.wait()
+        elapsed = anyio.current_time() - started
+    assert elapsed >= 8 / 20 * 0.95
+    with pytest.raises(ValueError, match="cannot pace"):
+        LivePublisher(store, rate_limits={"Upload": 1.0})
+
+
+async def test_events_stats_and_the_session_hook(store: ContainerClient) -> None:
+    events: list[PublishEvent] = []
+    hooks_before = list(store.session.event_hooks)
+    async with LivePublisher(store, on_event=events.append) as publisher:
+        assert len(store.session.event_hooks) == len(hooks_before) + 1
+        await publisher.publish("s/init.mp4", b"i" * 10)
+        pub = await publisher.publish("s/seg_1.m4s", b"s" * 1000, duration=2.0)
+        await publisher.publish("s/index.m3u8", playlist(1, 1))
+        await pub.wait()
+    stats = publisher.stats()
+    assert store.session.event_hooks == hooks_before
+    seg_events = [e.kind for e in events if e.path == "s/seg_1.m4s"]
+    assert seg_events == ["queued", "sent", "acknowledged"]
+    ack = next(e for e in events if e.kind == "acknowledged" and e.path == "s/seg_1.m4s")
+    assert ack.size == 1000 and ack.latency is not None and ack.object_kind is ObjectKind.MEDIA
+    media = stats[ObjectKind.MEDIA]
+    assert media.published == 1 and media.acknowledged == 1 and media.bytes == 1000
+    assert media.lateness_p99 is not None and media.lateness_p99 < 0  # on time
+    (dest,) = stats.destinations
+    assert dest.requests["PutObject"].attempts >= 3
+    assert dest.requests["PutObject"].responses >= 3 and dest.pending == 0
+
+
+async def test_prefix_multivariant_and_mpd_gating(store: ContainerClient) -> None:
+    mpd = b"""<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="dynamic"><Period>
+      <AdaptationSet><SegmentTemplate timescale="1" initialization="init-$RepresentationID$.m4s"
+        media="chunk-$RepresentationID$-$Number$.m4s" startNumber="1">
+        <SegmentTimeline><S t="0" d="2" r="1"/></SegmentTimeline></SegmentTemplate>
+        <Representation id="0" bandwidth="1"/></AdaptationSet></Period></MPD>"""
+    async with LivePublisher(store, prefix="/show/") as publisher:
+        manifest = await publisher.publish("dash/stream.mpd", mpd)
+        master = await publisher.publish(
+            "master.m3u8", b"#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\nv/index.m3u8\n"
+        )
+        await anyio.sleep(0.2)
+        assert not manifest.done() and not master.done()  # nothing they name exists yet
+        for name in ("init-0.m4s", "chunk-0-1.m4s", "chunk-0-2.m4s"):
+            await publisher.publish(f"dash/{name}", b"x", duration=2.0)
+        await publisher.publish(
+            "v/index.m3u8", playlist(1, 1).replace(b'#EXT-X-MAP:URI="init.mp4"\n', b"")
+        )
+        await publisher.publish("v/seg_1.m4s", b"x", duration=2.0)
+        assert (await manifest.wait()).acknowledged and (await master.wait()).acknowledged
+        assert master.kind is ObjectKind.MULTIVARIANT_PLAYLIST
+    info = await store.describe_object("show/dash/stream.mpd")
+    assert info.content_type == "application/dash+xml"
+    assert await store.get_bytes("show/v/seg_1.m4s") == b"x"
+
+
+async def test_redundant_ingest_sends_identical_objects(
+    store: ContainerClient, mediastore_server: LocalMediaStore
+) -> None:
+    from msd_async import Session
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for n in range(5):
+            yield bytes([n]) * 1000
+            await anyio.sleep(0.01)
+
+    async with (
+        LocalMediaStore() as other,
+        Session(credentials=other.credentials, region=other.region) as session,
+    ):
+        backup = session.container(other.endpoint)
+        async with LivePublisher(store, backups=[backup]) as publisher:
+            pub = await publisher.publish("r/seg_0.m4s", chunks(), duration=2.0)
+            outcome = await pub.wait(all_destinations=True)
+        assert [d.status for d in outcome.destinations] == [Status.ACKNOWLEDGED] * 2
+        assert await backup.get_bytes("r/seg_0.m4s") == await store.get_bytes("r/seg_0.m4s")
+        media = publisher.stats()[ObjectKind.MEDIA]
+        # every chunk's trip from the producer to each socket was timed
+        assert media.egress_p50 is not None and media.egress_p99 is not None
+        assert 0 <= media.egress_p50 <= media.egress_p99
+
+
+async def test_follow_file_streams_a_growing_file(store: ContainerClient, tmp_path: Path) -> None:
+    from msd_async.live import follow_file
+
+    part = tmp_path / "seg_0.m4s.tmp"
+    part.write_bytes(b"first")
+    got_first = anyio.Event()
+
+    async def writer() -> None:
+        await got_first.wait()
+        with part.open("ab") as f:
+            f.write(b"-second")
+        await anyio.sleep(0.05)
+        part.rename(tmp_path / "seg_0.m4s")  # the encoder's "done"
+
+    async with LivePublisher(store) as publisher, anyio.create_task_group() as tg:
+        tg.start_soon(writer)
+        pub = await publisher.publish("ff/seg_0.m4s", follow_file(part, idle_timeout=5),
+                                      duration=5.0)
+        with anyio.fail_after(5):
+            while True:
+                try:
+                    async with store.get_object("ff/seg_0.m4s") as obj:
+                        assert await obj.receive() == b"first"
+                    break
+                except ObjectNotFoundError:
+                    await anyio.sleep(0.01)
+        got_first.set()
+        assert (await pub.wait()).acknowledged
+    assert await store.get_bytes("ff/seg_0.m4s") == b"first-second"

@@ -169,6 +169,9 @@ class _ChunkLog:
         self._source = source
         self._limit = limit
         self.chunks: list[bytes] = []
+        #: Per chunk: the body size after it, and when it arrived (for egress latency).
+        self.offsets: list[int] = []
+        self.arrivals: list[float] = []
         self.size = 0
         self.done = False
         self.error: BaseException | None = None
@@ -208,6 +211,8 @@ class _ChunkLog:
                         )
                     self.chunks.append(bytes(chunk))
                     self.last_chunk_at = anyio.current_time()
+                    self.offsets.append(self.size)
+                    self.arrivals.append(self.last_chunk_at)
                     self._notify()
             if self._scope.cancelled_caught and not self.done:
                 self.error = _GivenUp("every destination gave this object up")
@@ -411,6 +416,7 @@ class _Job:
         self.body: bytes | None = None
         #: Cache-Control was not given: a manifest's is recomputed from its content.
         self.cache_default = False
+        self._egress_index = 0
         if source.log is not None:
             source.log.users += 1
 
@@ -430,6 +436,18 @@ class _Job:
         if not self.started.is_set():
             self.started.set()
             self.ingest.changed()
+        log = self.source.log
+        if log is not None and self.attempts == 1:
+            # Egress latency: a chunk's arrival from the producer to its write on the socket
+            # (first attempt only: a retry resends old chunks on purpose).
+            offsets, i = log.offsets, self._egress_index
+            if i < len(offsets) and offsets[i] <= sent:
+                now = anyio.current_time()
+                recorder = self.ingest.publisher._recorder
+                while i < len(offsets) and offsets[i] <= sent:
+                    recorder.egress(self.kind, now - log.arrivals[i])
+                    i += 1
+                self._egress_index = i
 
     def settle(
         self, status: Status, reason: str | None = None, error: BaseException | None = None
@@ -807,7 +825,9 @@ class _Ingest:
                 ):
                     break
                 if not hint and target is not None and target is not job:
-                    if not target.kind.is_manifest and target.status is not None:
+                    if target.status is Status.FAILED or (
+                        not target.kind.is_manifest and target.status is not None
+                    ):
                         break  # acknowledged, or given up: marked as a gap
                     await self.wait_changed()
                     continue

@@ -94,6 +94,10 @@ class KindStats:
     lateness_p99: float | None = None
     #: Acknowledged after their deadline.
     late: int = 0
+    #: Streamed bodies: seconds from a chunk's arrival from the producer to its write on
+    #: the socket (first attempts), the publisher's own share of chunk latency.
+    egress_p50: float | None = None
+    egress_p99: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +155,7 @@ class _KindCounter:
         "acknowledged",
         "bytes",
         "dropped",
+        "egress_times",
         "failed",
         "late",
         "latency",
@@ -165,6 +170,7 @@ class _KindCounter:
         self.failed = self.retries = self.bytes = self.late = 0
         self.latency: deque[float] = deque(maxlen=SAMPLES)
         self.lateness: deque[float] = deque(maxlen=SAMPLES)
+        self.egress_times: deque[float] = deque(maxlen=SAMPLES * 4)
 
     def snapshot(self) -> KindStats:
         return KindStats(
@@ -180,6 +186,8 @@ class _KindCounter:
             latency_max=max(self.latency, default=None),
             lateness_p99=_percentile(self.lateness, 0.99),
             late=self.late,
+            egress_p50=_percentile(self.egress_times, 0.5),
+            egress_p99=_percentile(self.egress_times, 0.99),
         )
 
 
@@ -236,6 +244,9 @@ class Recorder:
             counter.failed += 1
         if self._on_event is not None:
             self._on_event(event)
+
+    def egress(self, kind: ObjectKind, seconds: float) -> None:
+        self.counter(kind).egress_times.append(seconds)
 
     def lateness(self, kind: ObjectKind, seconds: float) -> None:
         counter = self.counter(kind)

@@ -152,7 +152,7 @@ class SyntheticStream:
     ``segment_duration`` 2.0       seconds per segment (the target duration)
     ``part_duration``    0.5       LL-HLS part duration; ``None``: no parts
     ``chunk_duration``   0.1       one CMAF chunk (moof + mdat) every this many seconds
-    ``bitrate``          1_000_000 bits/s of ``r0``; each next rendition has half
+    ``bitrate``          1_000_000 bits/s of ``r0``; each next one has 3/4 of it
     ``window``           6         segments in the playlist (a sliding window)
     ==================== ========= ==========================================================
     """
@@ -167,6 +167,10 @@ class SyntheticStream:
 
     def names(self) -> list[str]:
         return [f"r{i}" for i in range(self.renditions)]
+
+    def rate(self, index: int) -> int:
+        """Bits/s of rendition ``index``: each is 3/4 of the one before."""
+        return int(self.bitrate * 0.75**index)
 
     @property
     def segments(self) -> int:
@@ -188,7 +192,7 @@ class SyntheticStream:
         master = ["#EXTM3U", "#EXT-X-VERSION:9", "#EXT-X-INDEPENDENT-SEGMENTS"]
         for i, name in enumerate(self.names()):
             master.append(
-                f"#EXT-X-STREAM-INF:BANDWIDTH={self.bitrate >> i},CODECS=\"avc1.64001f\""
+                f"#EXT-X-STREAM-INF:BANDWIDTH={self.rate(i)},CODECS=\"avc1.64001f\""
             )
             master.append(f"{name}/index.m3u8")
         start = anyio.current_time() + 0.05
@@ -212,7 +216,7 @@ class SyntheticStream:
         chunks_per_part = (
             max(1, round(part_d / self.chunk_duration)) if part_d is not None else None
         )
-        chunk_size = max(200, int((self.bitrate >> index) / 8 * self.chunk_duration))
+        chunk_size = max(200, int(self.rate(index) / 8 * self.chunk_duration))
         await publisher.publish(f"{name}/init.mp4", cmaf_init())
         playlist = _Playlist(name, seg_d, part_d, self.window)
         sequence = 0
