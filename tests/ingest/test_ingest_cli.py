@@ -81,3 +81,50 @@ async def test_shutdown_is_bounded_when_the_origin_is_unreachable(tmp_path: Path
     )
     assert await push.stop(signal.SIGTERM, within=15) == 0, push.stderr()
     assert "seg0.ts" in push.stderr()
+
+
+@pytest.mark.anyio
+async def test_relay_status_line_on_a_terminal(tmp_path: Path) -> None:
+    """On a terminal the relay keeps a status line (refreshed from its event loop) and
+    still stops cleanly."""
+    import asyncio
+    import os
+    import pty
+
+    leader, follower = pty.openpty()
+    try:
+        process = await asyncio.create_subprocess_exec(
+            *msd("relay", "--endpoint", ENDPOINT, "--listen", "127.0.0.1:0"),
+            stdout=asyncio.subprocess.PIPE, stderr=follower, env=aws_env(TERM="xterm"),
+        )
+        assert process.stdout is not None
+        line = await asyncio.wait_for(process.stdout.readline(), 30)
+        assert line.startswith(b"relay: http://127.0.0.1:")
+        screen = b""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 15
+        while b"receiving 0" not in screen and loop.time() < deadline:
+            await asyncio.sleep(0.1)
+            try:
+                screen += os.read(leader, 65536) if _readable(leader) else b""
+            except OSError:
+                break
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 30) == 0
+        await process.stdout.read()
+        while _readable(leader):
+            try:
+                screen += os.read(leader, 65536)
+            except OSError:
+                break
+    finally:
+        os.close(follower)
+        os.close(leader)
+    assert b"receiving 0" in screen
+    assert b"Traceback" not in screen
+
+
+def _readable(fd: int) -> bool:
+    import select
+
+    return bool(select.select([fd], [], [], 0)[0])

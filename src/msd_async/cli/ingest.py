@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from typing import TYPE_CHECKING, Any
@@ -149,20 +150,44 @@ class _Console:
             handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
         logger.handlers[:] = [handler]
 
-    def __enter__(self) -> _Console:
+    async def __aenter__(self) -> _Console:
         if self.console.is_terminal:
+            import asyncio
+
             from rich.live import Live
 
-            self._live = Live(
-                get_renderable=self._status, console=self.console, refresh_per_second=4,
-                transient=True,
-            )
+            # Refreshed from the event loop, not from rich's refresh thread: the status
+            # reads the publisher's state, which lives in this loop.
+            self._live = Live(console=self.console, auto_refresh=False, transient=True)
             self._live.__enter__()
+            self._task = asyncio.create_task(self._refresh())
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
+    async def _refresh(self) -> None:
+        import asyncio
+
+        from rich.text import Text
+
+        while True:
+            self._live.update(
+                Text(self._status(), no_wrap=True, overflow="ellipsis"), refresh=True
+            )
+            await asyncio.sleep(0.25)
+
+    async def __aexit__(self, *exc_info: object) -> None:
         if self._live is not None:
+            import asyncio
+
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
             self._live.__exit__(None, None, None)
+
+
+def _publisher_status(publisher: Any) -> str:
+    stats = publisher.stats()
+    deletes = sum(d.deletes for d in stats.destinations)
+    return f"retries {stats.retries} dropped {stats.dropped} deleted {deletes}"
 
 
 def _stop_event() -> asyncio.Event:
@@ -236,14 +261,22 @@ async def _relay_main(args: argparse.Namespace) -> int:
                     s = relay.stats
                     outcomes = relay.reporter.counters.outcomes
                     counts = " ".join(f"{k} {v}" for k, v in outcomes.items())
-                    return (
-                        f"relay {relay.url}  receiving {s.in_flight}  pending "
-                        f"{relay.reporter.pending}  {counts}  in {s.bytes_in / 1e6:.1f} MB"
+                    return " | ".join(
+                        part
+                        for part in (
+                            f"relay :{relay.port}",
+                            f"receiving {s.in_flight}",
+                            f"pending {relay.reporter.pending}",
+                            counts,
+                            f"{s.bytes_in / 1e6:.1f} MB in",
+                            _publisher_status(publisher),
+                        )
+                        if part
                     )
 
                 async with relay:
                     print(f"relay: {relay.url}", flush=True)
-                    with _Console(status):
+                    async with _Console(status):
                         await stop.wait()
     finally:
         _remove_signal_handlers()
@@ -274,9 +307,18 @@ async def _push_main(args: argparse.Namespace) -> int:
                     counts = " ".join(
                         f"{k} {v}" for k, v in pusher.reporter.counters.outcomes.items()
                     )
-                    return f"push {args.dir}  pending {pusher.reporter.pending}  {counts}"
+                    return " | ".join(
+                        part
+                        for part in (
+                            f"push {args.dir}",
+                            f"pending {pusher.reporter.pending}",
+                            counts,
+                            _publisher_status(publisher),
+                        )
+                        if part
+                    )
 
-                with _Console(status):
+                async with _Console(status):
                     print(f"push: watching {pusher.directory}", flush=True)
                     await pusher.run(stop)
     finally:
