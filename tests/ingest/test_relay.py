@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -317,3 +318,28 @@ async def test_a_stalled_body_is_cut_after_the_idle_timeout(store: ContainerClie
         assert relay.stats.cut == 1
     with pytest.raises(ObjectNotFoundError):
         await store.describe_object("s/stall.ts")
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+async def test_curl_upload_with_expect_100_continue(
+    relay: Relay, store: ContainerClient, tmp_path: Path, chunked: bool
+) -> None:
+    """curl sends ``Expect: 100-continue`` for large bodies and waits for the interim
+    answer; it gets it, and its PUT is published."""
+    source = tmp_path / "seg.ts"
+    data = bytes(range(256)) * 8192  # 2 MiB
+    source.write_bytes(data)
+    extra = ["-H", "Transfer-Encoding: chunked"] if chunked else []
+    process = await asyncio.create_subprocess_exec(
+        "curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--expect100-timeout", "10",
+        "-H", "Expect: 100-continue", *extra, "-T", str(source),
+        f"{relay.url}/c/seg{int(chunked)}.ts",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    started = asyncio.get_running_loop().time()
+    out, err = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 0, err
+    assert out == b"204"
+    # Without the interim 100 curl would wait its whole 10 s expect timeout first.
+    assert asyncio.get_running_loop().time() - started < 8
+    await eventually(lambda: _assert_body(store, f"c/seg{int(chunked)}.ts", data))
