@@ -133,7 +133,7 @@ async def test_playlist_flushes_what_it_names_and_deletions_are_mirrored(
         (tmp_path / "s1.ts").write_bytes(b"one")  # written in place: would wait 5 s
         (tmp_path / "index.m3u8.tmp").write_text(PLAYLIST.format("s1.ts"))
         os.rename(tmp_path / "index.m3u8.tmp", tmp_path / "index.m3u8")
-        await wait_for(lambda: "index.m3u8" in p.queued, within=3)
+        await wait_for(lambda: "index.m3u8" in p.queued, within=4.5)
         assert p.queued.index("s1.ts") < p.queued.index("index.m3u8")
         await wait_for(lambda: any(r.path == "index.m3u8" for r in p.records))
         assert await store.get_bytes("s1.ts") == b"one"
