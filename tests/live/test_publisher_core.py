@@ -80,6 +80,19 @@ async def test_latest_manifest_wins_over_pending_ones(
     assert b"#EXT-X-ENDLIST" in await store.get_bytes("b/index.m3u8")
 
 
+async def test_path_bodies_upload_the_file(store: ContainerClient, tmp_path: Path) -> None:
+    seg = tmp_path / "seg_1.m4s"
+    seg.write_bytes(b"media bytes")
+    pl = tmp_path / "index.m3u8"
+    pl.write_bytes(playlist(1, 1).replace(b'#EXT-X-MAP:URI="init.mp4"\n', b""))
+    async with LivePublisher(store) as publisher:
+        await publisher.publish("pp/seg_1.m4s", seg, duration=2.0)
+        out = await (await publisher.publish("pp/index.m3u8", pl)).wait()
+        assert out.acknowledged
+    assert await store.get_bytes("pp/seg_1.m4s") == b"media bytes"
+    assert await store.get_bytes("pp/index.m3u8") == pl.read_bytes()
+
+
 async def test_publish_outside_context_is_refused(store: ContainerClient) -> None:
     publisher = LivePublisher(store)
     with pytest.raises(PublisherClosedError, match="async with"):
@@ -123,14 +136,15 @@ async def test_bad_input_gets_typed_errors(store: ContainerClient) -> None:
     with pytest.raises(ValueError, match="default_duration"):
         LivePublisher(store, default_duration=0)
     async with LivePublisher(store) as publisher:
-        with pytest.raises(ClientValidationError, match="str body is ambiguous"):
-            await publisher.publish("z/seg.ts", "text")  # type: ignore[arg-type]
+        text = await publisher.publish("z/notes.txt", "héllo")  # a str is its UTF-8 text
         with pytest.raises(ClientValidationError, match="cannot publish a int"):
             await publisher.publish("z/seg.ts", 42)  # type: ignore[arg-type]
         with pytest.raises(InvalidPathError):
             await publisher.publish("z/bad path!.ts", b"")
         with pytest.raises(ValueError, match="duration"):
             await publisher.publish("z/seg.ts", b"", duration=0)
+        assert (await text.wait()).acknowledged
+    assert await store.get_bytes("z/notes.txt") == "héllo".encode()
 
 
 # --- back-pressure -------------------------------------------------------------------------

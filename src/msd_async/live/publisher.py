@@ -34,6 +34,7 @@ import posixpath
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Self
 
@@ -270,15 +271,12 @@ class _Source:
         elif isinstance(body, AsyncIterable):
             self.log = _ChunkLog(body, limit)
         elif isinstance(body, str):
-            raise ClientValidationError(
-                "a str body is ambiguous: pass bytes (text.encode()) for content or a "
-                "pathlib.Path for a file",
-                rule="body.type",
-            )
+            # As in put_object: a str is its UTF-8 text (a playlist), a file is a Path.
+            self.data = body.encode()
         else:
             raise ClientValidationError(
-                f"cannot publish a {type(body).__name__}: pass bytes, an os.PathLike file "
-                "path or an async iterable of bytes",
+                f"cannot publish a {type(body).__name__}: pass bytes, a str (UTF-8 text), an "
+                "os.PathLike file path or an async iterable of bytes",
                 rule="body.type",
             )
 
@@ -295,7 +293,7 @@ class _Source:
         if self.data is not None:
             return self.data
         if self.path is not None:
-            return self.path
+            return Path(self.path)  # a str would be uploaded as text
         assert self.log is not None
         return self.log.replay
 
@@ -1175,7 +1173,7 @@ class LivePublisher:
     async def publish(
         self,
         path: str,
-        body: bytes | bytearray | memoryview | os.PathLike[str] | AsyncIterable[bytes],
+        body: bytes | bytearray | memoryview | str | os.PathLike[str] | AsyncIterable[bytes],
         *,
         kind: ObjectKind | str | None = None,
         duration: float | None = None,
@@ -1186,10 +1184,11 @@ class LivePublisher:
     ) -> Publication:
         """Hand an object over; returns once it is queued (never waits for the origin).
 
-        ``path``: relative to ``prefix``. ``body``: bytes, an ``os.PathLike`` file, or an
-        async iterable of chunks (uploaded as a STREAMING object, each chunk sent as it
-        comes; given up, its iterator is closed). ``kind``: an :class:`ObjectKind`
-        (default: from the name, and the content for ``.m3u8``). ``duration``: seconds of
+        ``path``: relative to ``prefix``. ``body``: bytes, a ``str`` (its UTF-8 text), an
+        ``os.PathLike`` file, or an async iterable of chunks (uploaded as a STREAMING
+        object, each chunk sent as it comes; given up, its iterator is closed).
+        ``kind``: an :class:`ObjectKind` (default: from the name, and the content for
+        ``.m3u8``). ``duration``: seconds of
         media, the deadline of a segment or part (default: from its rendition's playlist,
         else ``default_duration`` / ``default_part_duration``). ``content_type``,
         ``cache_control``: override the kind's defaults. ``rendition``: the ordering group
