@@ -128,3 +128,38 @@ def _readable(fd: int) -> bool:
     import select
 
     return bool(select.select([fd], [], [], 0)[0])
+
+
+@pytest.mark.anyio
+async def test_relay_publishes_to_a_backup_endpoint_too(tmp_path: Path) -> None:
+    import aiohttp
+    from ingest_harness import ACCESS_KEY, SECRET_KEY
+
+    from msd_async import Credentials, Session
+    from msd_async.testing import LocalMediaStore
+
+    creds = Credentials(ACCESS_KEY, SECRET_KEY)
+    async with LocalMediaStore(credentials=creds) as primary, LocalMediaStore(
+        credentials=creds
+    ) as backup:
+        relay, url = await Proc.start(
+            msd("relay", "--endpoint", primary.endpoint, "--backup-endpoint", backup.endpoint,
+                "--listen", "127.0.0.1:0"),
+            tmp_path / "relay.log", "relay: ", env=aws_env(),
+        )
+        try:
+            async with aiohttp.ClientSession() as http:
+                async with http.put(f"{url}/b/seg0.ts", data=b"media") as r:
+                    assert r.status == 204
+                async with http.put(
+                    f"{url}/b/index.m3u8",
+                    data=b"#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1.0,\nseg0.ts\n",
+                ) as r:
+                    assert r.status == 204
+        finally:
+            assert await relay.stop() == 0, relay.stderr()
+        async with Session(credentials=creds, region=primary.region) as session:
+            for server in (primary, backup):
+                store = session.container(server.endpoint)
+                assert await store.get_bytes("b/seg0.ts") == b"media"
+                assert (await store.get_bytes("b/index.m3u8")).startswith(b"#EXTM3U")

@@ -22,6 +22,14 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     common = client_options()
     common.add_argument("--prefix", default="", help="folder to publish under (default: root)")
     common.add_argument(
+        "--backup-endpoint",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="also publish to this container (redundant ingest, own queues and health; "
+        "repeatable)",
+    )
+    common.add_argument(
         "--shutdown-timeout",
         type=float,
         default=30.0,
@@ -117,8 +125,11 @@ def _make_publisher(store: ContainerClient, args: argparse.Namespace) -> Any:
     # The relay and the pusher wait up to --shutdown-timeout for every outcome before the
     # publisher closes: by then only deletes not yet due (abandoned) or objects that missed
     # that wait are left, and a short grace keeps the whole stop within the timeout + 2 s.
+    session = store.session
+    backups = [session.container(url) for url in args.backup_endpoint]
     return LivePublisher(
         store,
+        backups=backups,
         prefix=args.prefix,
         close_timeout=min(2.0, args.shutdown_timeout),
         on_event=on_event,
