@@ -34,7 +34,12 @@ class ObjectRecord:
 
     def line(self) -> str:
         """The log line: ``PUT live/seg_3.ts 183,212 B acknowledged 0.042 s``."""
-        text = f"{self.method} {self.path} {self.size:,} B {self.outcome} {self.elapsed:.3f} s"
+        if self.method == "DELETE":
+            text = f"DELETE {self.path} {self.outcome}"
+        else:
+            text = (
+                f"{self.method} {self.path} {self.size:,} B {self.outcome} {self.elapsed:.3f} s"
+            )
         return f"{text} ({self.detail})" if self.detail else text
 
 
