@@ -109,16 +109,19 @@ async def _demo(args: argparse.Namespace) -> int:
     def table(title: str) -> Table:
         t = Table(
             title=title,
-            caption="segments/parts: acknowledged/published; publish: segment acknowledged "
-            "after its last chunk, ms; reader: chunk produced -> read at the origin, ms; "
-            "missing: named objects a reader could not GET",
+            caption="segs, parts: acknowledged/published; drop: segments given up; lists: "
+            "playlist versions; pub: a segment's acknowledgement after its last chunk (ms); "
+            "read: a chunk's production to its arrival at the reader (ms); retry: retried "
+            "attempts; miss: named objects the reader could not GET",
             box=box.SIMPLE_HEAVY if console.is_terminal else box.ASCII,
         )
         for column in (
-            "rendition", "segments", "dropped", "parts", "playlists", "publish p50",
-            "publish p99", "reader p50", "reader p99", "retries", "missing",
+            "", "segs", "drop", "parts", "lists", "pub\np50", "pub\np99", "read\np50",
+            "read\np99", "retry", "miss",
         ):
-            t.add_column(column, justify="left" if column == "rendition" else "right")
+            t.add_column(
+                column, justify="left" if not column else "right", no_wrap=True
+            )
         for name in stream.names():
             report = reports.get(name)
             reader = readers.get(name)

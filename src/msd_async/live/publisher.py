@@ -100,6 +100,8 @@ DEFAULT_UNKNOWN_DELETE_DELAY: Final = 30.0
 DEFAULT_LIVE_RETRY: Final = RetryPolicy(backoff_initial=0.05, backoff_max=1.0)
 
 _HEAD_SIZE: Final = 4096
+_LEAVE_DUE_KEEP: Final = 10_000
+_LEAVE_DUE_HORIZON: Final = 600.0
 
 
 class PublisherClosedError(MediaStoreError):
@@ -222,6 +224,8 @@ class _ChunkLog:
         finally:
             self.done = True
             self.ended_at = anyio.current_time()
+            if self.users <= 0:
+                self.chunks.clear()  # nobody left to replay them
             closer = getattr(iterator, "aclose", None)
             if closer is not None:
                 with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
@@ -261,6 +265,9 @@ class _Source:
     """The body of one publication, shared by its destinations."""
 
     def __init__(self, body: object, limit: int) -> None:
+        #: Destinations still needing the body; at 0 it is let go (memory stays bounded
+        #: however long the stream runs).
+        self.users = 0
         self.data: bytes | None = None
         self.path: str | None = None
         self.log: _ChunkLog | None = None
@@ -283,6 +290,15 @@ class _Source:
     @property
     def streaming(self) -> bool:
         return self.log is not None
+
+    def release(self) -> None:
+        self.users -= 1
+        if self.log is not None:
+            self.log.release()
+        if self.users <= 0:
+            self.data = None
+            if self.log is not None and self.log.done:
+                self.log.chunks.clear()
 
     def head(self) -> bytes | None:
         if self.data is not None:
@@ -415,6 +431,7 @@ class _Job:
         #: Cache-Control was not given: a manifest's is recomputed from its content.
         self.cache_default = False
         self._egress_index = 0
+        source.users += 1
         if source.log is not None:
             source.log.users += 1
 
@@ -462,12 +479,15 @@ class _Job:
             ended = log.ended_at if log is not None and log.ended_at is not None else None
             self.completion_latency = now - max(self.created, ended or self.created)
         self.settled.set()
-        if self.source.log is not None:
-            self.source.log.release()
+        self.source.release()
+        self.body = None
         ingest = self.ingest
         ingest.unsettled.discard(self)
-        if status in (Status.DROPPED, Status.FAILED) and self.kind.is_media:
-            ingest.gaps.add(self.path)
+        if ingest.jobs.get(self.path) is self:
+            # What later manifests need to know is in `stored` and `gaps` now.
+            del ingest.jobs[self.path]
+        if status in (Status.DROPPED, Status.FAILED):
+            ingest.gaps[self.path] = self.kind
         event: PublishEventKind = status.value
         ingest.emit(event, self, latency=self.completion_latency, reason=reason, error=error,
                     size=self.size)
@@ -532,7 +552,8 @@ class _Ingest:
         self.jobs: dict[str, _Job] = {}
         self.unsettled: set[_Job] = set()
         self.stored: set[str] = set()
-        self.gaps: set[str] = set()
+        #: Objects given up here (dropped or failed), with their kind.
+        self.gaps: dict[str, ObjectKind] = {}
         self._gap_reported: set[str] = set()
         self._changed = anyio.Event()
         # Window: which stored manifests name each object, and when it may go.
@@ -744,7 +765,7 @@ class _Ingest:
                 return
             job.size = result.size
             self.stored.add(job.path)
-            self.gaps.discard(job.path)
+            self.gaps.pop(job.path, None)
             job.settle(Status.ACKNOWLEDGED)
             return
 
@@ -818,15 +839,13 @@ class _Ingest:
             hint = ref.role == "hint"
             while path not in self.stored:
                 target = self.jobs.get(path)
+                if target is None and path in self.gaps:
+                    break  # given up: marked as a gap
                 if hint and target is not None and (
                     target.started.is_set() or target.status is not None
                 ):
                     break
                 if not hint and target is not None and target is not job:
-                    if target.status is Status.FAILED or (
-                        not target.kind.is_manifest and target.status is not None
-                    ):
-                        break  # acknowledged, or given up: marked as a gap
                     await self.wait_changed()
                     continue
                 remaining = (hint_until if hint else give_up_at) - anyio.current_time()
@@ -849,7 +868,10 @@ class _Ingest:
         out hints of parts not requestable, in an HLS media playlist."""
         if info is None or info.kind is not ObjectKind.MEDIA_PLAYLIST:
             return data
-        missing = {p for p, ref in info.references.items() if p in self.gaps and not ref.gap}
+        missing = {
+            p for p, ref in info.references.items()
+            if p in self.gaps and not ref.gap and ref.role in ("segment", "part", "hint")
+        }
         if not missing and not unstarted:
             return data
         out: list[str] = []
@@ -870,9 +892,8 @@ class _Ingest:
             out.append(line)
         for path in missing - self._gap_reported:
             self._gap_reported.add(path)
-            gap_job = self.jobs.get(path)
-            if gap_job is not None:
-                self.emit("gap", gap_job, reason=f"marked as a gap in {job.path}")
+            subject = _EventSubject(path, self.gaps[path])
+            self.emit("gap", subject, reason=f"marked as a gap in {job.path}")  # type: ignore[arg-type]
         return ("\n".join(out) + "\n").encode()
 
     def _manifest_stored(self, job: _Job, slot: _ManifestSlot, info: ManifestInfo) -> None:
@@ -909,6 +930,19 @@ class _Ingest:
                 self.publisher.auto_delete and ref.role in ("segment", "part", "hint", "media")
             ):
                 self.schedule_delete(path, self.leave_due[path])
+            else:
+                self._forget(path)
+        if len(self.leave_due) > _LEAVE_DUE_KEEP:
+            # An encoder's DELETE comes soon after an object leaves; older entries only
+            # cost memory (a late DELETE falls back to the rendition's figures).
+            horizon = now - _LEAVE_DUE_HORIZON
+            self.leave_due = {p: t for p, t in self.leave_due.items() if t > horizon}
+
+    def _forget(self, path: str) -> None:
+        """Drop what is kept about an object no manifest names any more."""
+        self.stored.discard(path)
+        self.gaps.pop(path, None)
+        self._gap_reported.discard(path)
 
     # -- deletes
     def request_delete(self, path: str) -> None:
@@ -963,7 +997,7 @@ class _Ingest:
         except MediaStoreError as exc:
             self.emit("delete-failed", probe, reason=str(exc), error=exc)  # type: ignore[arg-type]
             return
-        self.stored.discard(path)
+        self._forget(path)
         self.delete_requested.discard(path)
         self.leave_due.pop(path, None)
         if self.jobs.get(path) is job:
