@@ -339,3 +339,23 @@ async def test_memory_stays_bounded_over_a_long_stream(store: ContainerClient) -
     # What the publisher allocated and still holds: a couple of bodies, not 20 MB.
     assert held < 1_000_000, held
     assert all(p.outcome is not None and p.outcome.acknowledged for p in kept)
+
+
+async def test_a_failing_producer_fails_its_object_and_stores_nothing(
+    store: ContainerClient,
+) -> None:
+    async def crashing_encoder() -> AsyncIterator[bytes]:
+        yield b"moof" * 100
+        await anyio.sleep(0.05)
+        raise RuntimeError("encoder crashed")
+
+    async with LivePublisher(store) as publisher:
+        seg = await publisher.publish("crash/seg_0.m4s", crashing_encoder(), duration=5.0)
+        after = await publisher.publish("crash/seg_1.m4s", b"next", duration=5.0)
+        outcome = await seg.wait()
+        assert (await after.wait()).acknowledged  # the stream goes on
+    assert outcome.status is Status.FAILED
+    assert "encoder crashed" in (outcome.reason or "")
+    assert outcome.destinations[0].attempts == 1  # the producer's fault: not retried
+    with pytest.raises(ObjectNotFoundError):
+        await store.describe_object("crash/seg_0.m4s")

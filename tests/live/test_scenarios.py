@@ -155,7 +155,7 @@ async def test_b_latest_manifest_wins_under_a_burst_with_failures(
 async def test_c_media_past_its_deadline_is_dropped_and_the_stream_goes_on(
     store: ContainerClient, mediastore_server: LocalMediaStore
 ) -> None:
-    mediastore_server.faults.inject("delay", method="PUT", path="c/seg_1.ts", delay=1.5,
+    mediastore_server.faults.inject("delay", method="PUT", path="c/seg_1.ts", delay=3.0,
                                     times=None)
     events: list[PublishEvent] = []
     async with LivePublisher(store, on_event=events.append, auto_delete=False) as publisher:
@@ -172,8 +172,8 @@ async def test_c_media_past_its_deadline_is_dropped_and_the_stream_goes_on(
     assert (await seg0.wait()).acknowledged and (await seg2.wait()).acknowledged
     assert out1.status is Status.DROPPED and "deadline" in (out1.reason or "")
     assert out_pl.acknowledged
-    # the playlist went out once seg_1 was given up, not after the origin's 1.5 s delay
-    assert out_pl.latency is not None and out_pl.latency < 1.2
+    # the playlist went out once seg_1 was given up (0.4 s), not after the origin's 3 s
+    assert out_pl.latency is not None and out_pl.latency < 2.0
     stored = (await store.get_bytes("c/index.m3u8")).decode()
     assert "#EXTINF:0.500,\n#EXT-X-GAP\nseg_1.ts\n" in stored
     assert stored.count("#EXT-X-GAP") == 1
@@ -325,14 +325,14 @@ async def test_f_one_origin_down_the_other_stays_on_time(
     async with LocalMediaStore() as backup_server:
         backup_session, backup = await client_for(backup_server)
         # The primary hangs on every PUT: its uploads pile up until their deadlines.
-        mediastore_server.faults.inject("delay", method="PUT", delay=2.0, times=None)
+        mediastore_server.faults.inject("delay", method="PUT", delay=2.5, times=None)
         async with backup_session:
             async with LivePublisher(store, backups=[backup], close_timeout=0.5) as publisher:
                 segments = []
                 playlists = []
                 for n in range(8):
                     segments.append(
-                        await publisher.publish(f"f/seg_{n}.ts", b"x" * 2000, duration=0.5)
+                        await publisher.publish(f"f/seg_{n}.ts", b"x" * 2000, duration=1.0)
                     )
                     window = list(range(max(0, n - 3), n + 1))
                     playlists.append(await publisher.publish("f/index.m3u8",
@@ -345,7 +345,8 @@ async def test_f_one_origin_down_the_other_stays_on_time(
                 primary, second = outcome.destinations
                 assert outcome.acknowledged
                 assert second.status is Status.ACKNOWLEDGED
-                assert second.latency is not None and second.latency < 0.5
+                # on time: acknowledged within its duration, whatever the primary does
+                assert second.latency is not None and second.latency < 1.0
                 assert primary.status in (Status.DROPPED, Status.FAILED)
             assert final.acknowledged and final.destinations[1].status is Status.ACKNOWLEDGED
             assert await backup.get_bytes("f/index.m3u8") == media_playlist([4, 5, 6, 7])
