@@ -1,7 +1,7 @@
 """Downloads never deliver wrong bytes: resumes land only on the same bytes, bodies never
 run past what the response declared, ranges are honoured or sliced, closed streams raise.
 
-The peers are scripted raw HTTP servers (tests/integration/scripted_http.py): a proxy that
+The peers are scripted raw HTTP servers (tests/support/scripted_server.py): a proxy that
 ignores Range, a resumed answer that starts elsewhere or has another total, a body longer
 than declared. The local MediaStore never produces these.
 """
@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import random
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import pytest
+from scripted_server import Connection, ScriptedServer, response_head, scripted_server
 
 from msd_async import (
     ContainerClient,
@@ -22,8 +24,6 @@ from msd_async import (
     RetryPolicy,
     Session,
 )
-
-from .scripted_http import Connection, ScriptedServer, response_head
 
 pytestmark = pytest.mark.anyio
 
@@ -54,22 +54,22 @@ def _headers(length: int | None, **extra: str | int) -> dict[str, str | int]:
 async def _cut_first_half(conn: Connection) -> None:
     """The first GET: a 200 with the whole length declared, cut after half the body."""
     await conn.read_request()
-    await conn.send(response_head(200, "OK", _headers(SIZE)) + BODY[:HALF])
+    await conn.send(response_head(200, _headers(SIZE)) + BODY[:HALF])
     conn.abort()
 
 
-def _scripted(resume_answer: bytes) -> ScriptedServer:
+def _scripted(resume_answer: bytes) -> AbstractAsyncContextManager[ScriptedServer]:
     """Connection 1 is cut mid-body; every later connection answers ``resume_answer``."""
 
     async def handler(conn: Connection) -> None:
-        if conn.server.connections == 1:
+        if conn.index == 0:
             await _cut_first_half(conn)
             return
         if await conn.read_request() is None:
             return
         await conn.send(resume_answer)
 
-    return ScriptedServer(handler)
+    return scripted_server(handler)
 
 
 async def _collect(client: ContainerClient) -> tuple[bytes, BaseException | None]:
@@ -89,37 +89,37 @@ async def _collect(client: ContainerClient) -> tuple[bytes, BaseException | None
     [
         (
             "proxy ignores Range: 200 and the whole body",
-            response_head(200, "OK", _headers(SIZE)) + BODY,
+            response_head(200, _headers(SIZE)) + BODY,
             ProtocolError,
         ),
         (
             "206 starting at 0 instead of the offset",
-            response_head(206, "Partial Content", _headers(
+            response_head(206, _headers(
                 SIZE, Content_Range=f"bytes 0-{SIZE - 1}/{SIZE}")) + BODY,
             ProtocolError,
         ),
         (
             "206 starting past the offset",
-            response_head(206, "Partial Content", _headers(
+            response_head(206, _headers(
                 SIZE - HALF - 10, Content_Range=f"bytes {HALF + 10}-{SIZE - 1}/{SIZE}"))
             + BODY[HALF + 10:],
             ProtocolError,
         ),
         (
             "206 without Content-Range",
-            response_head(206, "Partial Content", _headers(SIZE - HALF)) + BODY[HALF:],
+            response_head(206, _headers(SIZE - HALF)) + BODY[HALF:],
             ProtocolError,
         ),
         (
             "206 at the offset but another total length",
-            response_head(206, "Partial Content", _headers(
+            response_head(206, _headers(
                 SIZE - HALF, Content_Range=f"bytes {HALF}-{SIZE - 1}/{SIZE + 5}"))
             + BODY[HALF:],
             ObjectChangedError,
         ),
         (
             "206 whose Content-Length disagrees with its Content-Range",
-            response_head(206, "Partial Content", _headers(
+            response_head(206, _headers(
                 SIZE, Content_Range=f"bytes {HALF}-{SIZE - 1}/{SIZE}")) + BODY,
             ProtocolError,
         ),
@@ -140,7 +140,7 @@ async def test_a_resume_onto_other_bytes_raises_before_delivering_them(
 
 
 async def test_write_to_never_writes_duplicated_bytes(session: Session, tmp_path: Path) -> None:
-    answer = response_head(200, "OK", _headers(SIZE)) + BODY
+    answer = response_head(200, _headers(SIZE)) + BODY
     target = tmp_path / "out.mp4"
     async with _scripted(answer) as server:
         client = session.container(server.endpoint)
@@ -153,7 +153,7 @@ async def test_write_to_never_writes_duplicated_bytes(session: Session, tmp_path
 
 
 async def test_a_resume_at_the_offset_with_the_same_total_completes(session: Session) -> None:
-    answer = response_head(206, "Partial Content", _headers(
+    answer = response_head(206, _headers(
         SIZE - HALF, Content_Range=f"bytes {HALF}-{SIZE - 1}/{SIZE}")) + BODY[HALF:]
     async with _scripted(answer) as server:
         got, exc = await _collect(session.container(server.endpoint))
@@ -164,7 +164,7 @@ async def test_a_resume_at_the_offset_with_the_same_total_completes(session: Ses
 async def test_a_resume_with_another_etag_is_object_changed(session: Session) -> None:
     headers = _headers(SIZE - HALF, Content_Range=f"bytes {HALF}-{SIZE - 1}/{SIZE}")
     headers["ETag"] = "f" * 32
-    answer = response_head(206, "Partial Content", headers) + BODY[HALF:]
+    answer = response_head(206, headers) + BODY[HALF:]
     async with _scripted(answer) as server:
         got, exc = await _collect(session.container(server.endpoint))
     assert isinstance(exc, ObjectChangedError)
@@ -187,11 +187,11 @@ async def test_a_body_longer_than_its_content_range_raises_at_once(session: Sess
 
     async def handler(conn: Connection) -> None:
         await conn.read_request()
-        head = response_head(206, "Partial Content", _headers(
+        head = response_head(206, _headers(
             None, Content_Range=f"bytes 0-{declared - 1}/{SIZE}", Transfer_Encoding="chunked"))
         await conn.send(head + _chunked(BODY[: 2 * declared]))
 
-    async with ScriptedServer(handler) as server:
+    async with scripted_server(handler) as server:
         client = session.container(server.endpoint)
         got = bytearray()
         with pytest.raises(ProtocolError, match="more"):
@@ -212,11 +212,11 @@ async def test_a_chunked_200_without_a_length_delivers_every_byte(
 
     async def handler(conn: Connection) -> None:
         await conn.read_request()
-        head = response_head(200, "OK", {"ETag": ETAG, "Transfer-Encoding": "chunked",
+        head = response_head(200, {"ETag": ETAG, "Transfer-Encoding": "chunked",
                                          "X-Declared-Length": declared})
         await conn.send(head + _chunked(BODY[: 2 * declared]))
 
-    async with ScriptedServer(handler) as server:
+    async with scripted_server(handler) as server:
         client = session.container(server.endpoint)
         async with client.get_object("vod/a.mp4") as obj:
             assert obj.content_length is None and obj.object_size is None
@@ -227,11 +227,11 @@ async def test_a_chunked_200_without_a_length_delivers_every_byte(
 async def test_a_first_answer_whose_lengths_disagree_is_refused(session: Session) -> None:
     async def handler(conn: Connection) -> None:
         await conn.read_request()
-        head = response_head(206, "Partial Content", _headers(
+        head = response_head(206, _headers(
             20, Content_Range=f"bytes 0-9/{SIZE}"))
         await conn.send(head + BODY[:20])
 
-    async with ScriptedServer(handler) as server:
+    async with scripted_server(handler) as server:
         client = session.container(server.endpoint)
         with pytest.raises(ProtocolError, match="Content-Length"):
             async with client.get_object("vod/a.mp4", range=(0, 9)):
@@ -258,10 +258,10 @@ async def test_a_first_206_with_other_bytes_than_asked_is_refused(
             "Content_Range": content_range.format(SIZE=SIZE)}
         first, last = (0, 99) if content_range is None else map(
             int, content_range.split(" ")[1].split("/")[0].split("-"))
-        head = response_head(206, "Partial Content", _headers(last - first + 1, **extra))
+        head = response_head(206, _headers(last - first + 1, **extra))
         await conn.send(head + BODY[first : last + 1])
 
-    async with ScriptedServer(handler) as server:
+    async with scripted_server(handler) as server:
         client = session.container(server.endpoint)
         got = bytearray()
         with pytest.raises(ProtocolError, match="other bytes than asked"):
@@ -290,11 +290,11 @@ async def test_a_first_206_with_the_bytes_asked_is_accepted(
 
     async def handler(conn: Connection) -> None:
         await conn.read_request()
-        head = response_head(206, "Partial Content", _headers(
+        head = response_head(206, _headers(
             last - first + 1, Content_Range=value))
         await conn.send(head + BODY[first : last + 1])
 
-    async with ScriptedServer(handler) as server:
+    async with scripted_server(handler) as server:
         client = session.container(server.endpoint)
         async with client.get_object("vod/a.mp4", range=asked) as obj:
             assert await obj.read() == BODY[first : last + 1]

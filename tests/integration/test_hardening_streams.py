@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import random
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 
 import anyio
 import pytest
+from scripted_server import Connection, ScriptedServer, response_head, scripted_server
 
 from msd_async import (
     ContainerClient,
@@ -24,8 +26,6 @@ from msd_async import (
     StreamClosedError,
 )
 from msd_async.rules import ByteRange
-
-from .scripted_http import Connection, ScriptedServer, response_head
 
 pytestmark = pytest.mark.anyio
 
@@ -144,16 +144,16 @@ async def test_iter_chunks_refuses_a_bad_size_at_once(store: ContainerClient, si
 # --- item 7: get_bytes never returns more than asked --------------------------------------
 
 
-def _whole_body_server(body: bytes) -> ScriptedServer:
+def _whole_body_server(body: bytes) -> AbstractAsyncContextManager[ScriptedServer]:
     """Answers every GET (ranged or not) with 200 and the whole body, like a proxy without
     range support or the service on an in-progress STREAMING object."""
 
     async def handler(conn: Connection) -> None:
         while await conn.read_request() is not None:
-            head = response_head(200, "OK", {"Content-Length": len(body), "ETag": "e" * 32})
+            head = response_head(200, {"Content-Length": len(body), "ETag": "e" * 32})
             await conn.send(head + body)
 
-    return ScriptedServer(handler)
+    return scripted_server(handler)
 
 
 @pytest.mark.parametrize(
@@ -234,15 +234,17 @@ HTML_502 = (
 )
 
 
-def _error_server(status: int, reason: str, body: bytes, content_type: str) -> ScriptedServer:
+def _error_server(
+    status: int, reason: str, body: bytes, content_type: str
+) -> AbstractAsyncContextManager[ScriptedServer]:
     async def handler(conn: Connection) -> None:
         while (request := await conn.read_request()) is not None:
             headers = {"Content-Length": len(body), "Content-Type": content_type,
                        "Server": "nginx"}
             payload = b"" if request.method == "HEAD" else body
-            await conn.send(response_head(status, reason, headers) + payload)
+            await conn.send(response_head(status, headers, reason=reason) + payload)
 
-    return ScriptedServer(handler)
+    return scripted_server(handler)
 
 
 async def test_an_html_502_keeps_its_body_and_headers(session: Session) -> None:

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from reliability_helpers import FAST_RETRY
+from scripted_server import Connection, scripted_server
 
 from msd_async import (
     ConnectError,
@@ -83,45 +84,29 @@ async def test_read_timeout_on_every_attempt_fails_with_attempts(
 # --- write timeout -------------------------------------------------------------------------
 
 
-@contextlib.asynccontextmanager
-async def _deaf_server() -> AsyncIterator[tuple[str, list[asyncio.StreamWriter]]]:
-    """A server on 127.0.0.1 that accepts connections and never reads from them."""
-    peers: list[asyncio.StreamWriter] = []
-
-    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peers.append(writer)
-
-    server = await asyncio.start_server(accept, "127.0.0.1", 0)
-    # Small receive buffers so the client's writes stall after a few hundred KB.
-    for sock in server.sockets:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}", peers
-    finally:
-        for peer in peers:
-            peer.close()
-        server.close()
-        await server.wait_closed()
+async def _deaf(conn: Connection) -> None:
+    """Accepts the connection and never reads from it."""
+    await asyncio.Event().wait()
 
 
 async def test_write_timeout_when_the_server_stops_reading() -> None:
     policy = RetryPolicy(max_attempts=2, backoff_initial=0.001, backoff_max=0.001)
     body = os.urandom(24_000_000)
-    async with _deaf_server() as (endpoint, peers), Session(
+    # Small receive buffers so the client's writes stall after a few hundred KB.
+    async with scripted_server(_deaf, receive_buffer=4096) as deaf, Session(
         credentials=LocalMediaStore().credentials,
         region="us-east-1",
         timeouts=Timeouts(write=0.2, read=5.0),
         retry=policy,
     ) as session:
-        store = session.container(endpoint)
+        store = session.container(deaf.endpoint)
         started = time.monotonic()
         with pytest.raises(WriteTimeout) as caught:
             await store.put_object("stalled.bin", body)
         # Two attempts of ~0.2 s each once the socket buffers are full: it did not hang.
         assert time.monotonic() - started < 0.2 * 2 * 20
         assert caught.value.attempts == 2
-        assert len(peers) == 2  # retried on a new connection
+        assert len(deaf.connections) == 2  # retried on a new connection
         assert session.pool.in_use == 0
 
 

@@ -1,16 +1,17 @@
 """Origins the local server cannot imitate, scripted over raw asyncio sockets: one that
 ignores Range on a stored object (200 with the length), a proxy's HTML 502, and an object
-replaced between the DescribeObject and the GetObject of one conditional request."""
+replaced between the DescribeObject and the GetObject of one conditional request. The
+server is tests/support/scripted_server.py; a failed assert in a script fails the test."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 import pytest
+from scripted_server import Connection, Handler, response, scripted_server
 from webapps import FAST_RETRY, running_app
 
 from msd_async import Credentials, Session
@@ -22,34 +23,18 @@ Answer = tuple[int, dict[str, str], bytes]
 Script = Callable[[str, dict[str, str]], Answer]
 
 
-@contextlib.asynccontextmanager
-async def scripted_origin(script: Script) -> AsyncIterator[str]:
-    """An HTTP/1.1 server answering each request with ``script(method, headers)``, one
-    request per connection."""
+def scripted_origin(script: Script) -> Handler:
+    """Answers each request with ``script(method, headers)``, one request per connection."""
 
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
-            method = head[0].split()[0]
-            headers = {k.lower(): v for k, _, v in (h.partition(": ") for h in head[1:] if h)}
-            status, extra, body = script(method, headers)
-            lines = [f"HTTP/1.1 {status} Scripted", "Connection: close",
-                     f"Content-Length: {len(body)}", *(f"{k}: {v}" for k, v in extra.items())]
-            writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
-            if method != "HEAD":
-                writer.write(body)
-            await writer.drain()
-        finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
+    async def handler(conn: Connection) -> None:
+        request = await conn.read_request()
+        if request is None:
+            return
+        status, extra, body = script(request.method, request.headers)
+        head = response(status, headers={"Connection": "close", **extra}, length=len(body))
+        await conn.send(head if request.method == "HEAD" else head + body)
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    try:
-        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-    finally:
-        server.close()
-        await server.wait_closed()
+    return handler
 
 
 def object_headers(etag: str) -> dict[str, str]:
@@ -60,10 +45,10 @@ def object_headers(etag: str) -> dict[str, str]:
 @contextlib.asynccontextmanager
 async def proxy(kind: str, script: Script) -> AsyncIterator[tuple[str, Session]]:
     async with (
-        scripted_origin(script) as origin,
+        scripted_server(scripted_origin(script)) as origin,
         Session(credentials=Credentials("AKIDTEST", "secret"), region="us-east-1",
                 retry=FAST_RETRY) as session,
-        running_app(kind, {"ok": session.container(origin)}) as url,
+        running_app(kind, {"ok": session.container(origin.endpoint)}) as url,
     ):
         yield url, session
 
