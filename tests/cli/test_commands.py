@@ -6,10 +6,9 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
-Server = Any  # the fixture type of tests/cli/conftest.py (not importable by name)
-MSD = str(Path(sys.executable).with_name("msd"))
+from serve_process import MSD
+from serve_process import ServeProcess as Server
 
 
 def one_line_error(result: subprocess.CompletedProcess[str], command: str) -> str:

@@ -8,9 +8,8 @@ import os
 import random
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-Server = Any  # the fixture type of tests/cli/conftest.py (not importable by name)
+from serve_process import ServeProcess as Server
 
 PREFIX = "tree"
 #: Names the API cannot store; each must be reported by name, never renamed.

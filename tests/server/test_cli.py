@@ -8,11 +8,14 @@ import sys
 import urllib.request
 
 import pytest
+from serve_process import start_serve
 
 from msd_async.cli import main
 
 
 def test_serve_prints_endpoint_logs_and_stops_on_sigterm() -> None:
+    # Reads the raw output itself (not tests/support/serve_process.py): that output is what
+    # this test checks.
     proc = subprocess.Popen(
         [sys.executable, "-m", "msd_async.cli", "serve", "--allow-anonymous", "read"],
         stdout=subprocess.PIPE,
@@ -46,19 +49,8 @@ def test_serve_prints_endpoint_logs_and_stops_on_sigterm() -> None:
 
 
 def test_sigint_exits_cleanly() -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "msd_async.cli", "serve", "--quiet"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if line.startswith("endpoint: "):
-            break
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(10) == 0
-    proc.stdout.close()
+    serve = start_serve("--quiet")
+    assert serve.stop(signal.SIGINT, timeout=10) == 0
 
 
 def test_non_loopback_bind_refused_without_credentials(capsys: pytest.CaptureFixture[str]) -> None:

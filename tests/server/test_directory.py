@@ -6,13 +6,12 @@ import asyncio
 import contextlib
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import aiohttp
 import pytest
 from rawclient import Raw
+from serve_process import start_serve
 
 from msd_async.testing import DirectoryStore, LocalMediaStore
 
@@ -69,24 +68,11 @@ async def test_streaming_upload_on_directory_store(tmp_path: Path) -> None:
         assert (await raw.get("s.m4s")).body == b"streamed"
 
 
-def _start_serve(data_dir: Path) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "msd_async.cli", "serve", "--data-dir", str(data_dir), "--quiet"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if line.startswith("endpoint: "):
-            return proc, line.split(" ", 1)[1].strip()
-    raise AssertionError("msd serve did not print its endpoint")
-
-
 async def test_kill_9_mid_upload_keeps_previous_version(tmp_path: Path) -> None:
     from msd_async.testing import DEFAULT_CREDENTIALS
 
-    proc, endpoint = _start_serve(tmp_path)
+    serve = start_serve("--data-dir", str(tmp_path), "--quiet")
+    endpoint = serve.endpoint
     try:
         server = LocalMediaStore(credentials=DEFAULT_CREDENTIALS)
         server.endpoint = endpoint
@@ -101,17 +87,13 @@ async def test_kill_9_mid_upload_keeps_previous_version(tmp_path: Path) -> None:
             writer.write(head.encode() + b"p" * 50_000)
             await writer.drain()
             await asyncio.sleep(0.3)
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(10)
+            serve.process.send_signal(signal.SIGKILL)
+            serve.process.wait(10)
             writer.close()
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-        if proc.stdout is not None:
-            proc.stdout.close()
+        serve.stop(signal.SIGKILL)
     # The partial upload sits in @tmp until the next start removes it.
     async with LocalMediaStore(data_dir=str(tmp_path)) as server, aiohttp.ClientSession() as s:
         raw = Raw(server, s)
