@@ -16,6 +16,8 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Final
 from urllib.parse import quote
 
+import msgspec
+
 from . import rules
 from .errors import (
     InvalidParameterError,
@@ -227,11 +229,46 @@ def parse_content_range(value: str | None) -> tuple[int, int, int | None] | None
 
 def _epoch(value: object) -> _dt.datetime | None:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return _dt.datetime.fromtimestamp(value, _dt.UTC)
+        try:
+            return _dt.datetime.fromtimestamp(value, _dt.UTC)
+        except (OverflowError, OSError, ValueError):
+            return None
     return None
 
 
+def _str_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+class _WirePage(msgspec.Struct):
+    """A ListItems response body as the service sends it."""
+
+    Items: tuple[Item, ...] = ()
+    NextToken: str | None = None
+
+
+# Non-strict: LastModified is epoch seconds (a JSON number), which msgspec decodes into an
+# aware UTC datetime only in this mode; it also accepts numbers sent as strings.
+_decode_page = msgspec.json.Decoder(_WirePage, strict=False).decode
+
+
 def parse_list_page(body: bytes) -> ListPage:
+    """A ListItems response body as a :class:`ListPage`.
+
+    Decoded by msgspec straight into :class:`Item` structs (a 1,000-item page in a fraction
+    of what ``json.loads`` takes to build dicts). A page that does not fit that schema goes
+    through a lenient parser instead: entries that are not objects or have no string
+    ``Name`` are skipped, a field of the wrong type is ``None`` and an unknown ``Type`` is
+    ``"OBJECT"``. Raises :class:`ProtocolError` when ``Items`` is not a list.
+    """
+    try:
+        page = _decode_page(body)
+    except msgspec.MsgspecError:
+        return _parse_list_page_leniently(body)
+    return ListPage(page.Items, page.NextToken or None)
+
+
+def _parse_list_page_leniently(body: bytes) -> ListPage:
     data = _json(body)
     raw_items = data.get("Items", [])
     if not isinstance(raw_items, list):
@@ -246,10 +283,12 @@ def parse_list_page(body: bytes) -> ListPage:
             Item(
                 name=raw["Name"],
                 type=kind,
-                etag=raw.get("ETag"),
+                etag=_str_or_none(raw.get("ETag")),
                 last_modified=_epoch(raw.get("LastModified")),
-                content_type=raw.get("ContentType"),
-                content_length=length if isinstance(length, int) else None,
+                content_type=_str_or_none(raw.get("ContentType")),
+                content_length=(
+                    length if isinstance(length, int) and not isinstance(length, bool) else None
+                ),
             )
         )
     token = data.get("NextToken")

@@ -1,10 +1,13 @@
-"""Typed results of the five operations: frozen, slotted dataclasses."""
+"""Typed results of the five operations: frozen, slotted dataclasses, and for ListItems'
+entries a frozen msgspec struct (a 1,000-item page decodes straight into them)."""
 
 from __future__ import annotations
 
 import datetime as _dt
 from dataclasses import dataclass
 from typing import Literal
+
+import msgspec
 
 __all__ = ["Item", "ItemType", "ListPage", "ObjectInfo", "PutResult"]
 
@@ -38,9 +41,23 @@ class ObjectInfo:
     cache_control: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class Item:
-    """One entry of a ListItems page: an object or a folder (folders carry only a name)."""
+#: Item's field -> its name in a ListItems response.
+_ITEM_WIRE_NAMES = {
+    "name": "Name",
+    "type": "Type",
+    "etag": "ETag",
+    "last_modified": "LastModified",
+    "content_type": "ContentType",
+    "content_length": "ContentLength",
+}
+
+
+class Item(msgspec.Struct, frozen=True, rename=_ITEM_WIRE_NAMES):
+    """One entry of a ListItems page: an object or a folder (folders carry only a name).
+
+    A frozen :class:`msgspec.Struct`: compared, hashed and printed like a frozen dataclass
+    (``msgspec.structs.replace`` derives a variant).
+    """
 
     #: The leaf name, not the full path.
     name: str

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from . import rules
 from .client import ContainerClient
@@ -11,7 +12,9 @@ from .config import DEFAULT_LIMITS, DEFAULT_TIMEOUTS, Limits, Timeouts
 from .credentials import Credentials, CredentialsProvider, resolve_region
 from .events import EventHook
 from .retry import DEFAULT_RETRY_POLICY, RetryBudget, RetryPolicy
-from .transport import PoolStats, Transport
+
+if TYPE_CHECKING:
+    from .transport import PoolStats, Transport
 
 __all__ = ["Session"]
 
@@ -59,8 +62,23 @@ class Session:
             )
         else:
             self._credentials = credentials
-        self._transport = Transport(limits=limits, timeouts=timeouts)
+        self._limits = limits
+        self._timeouts = timeouts
+        self._transport_or_none: Transport | None = None
         self._closed = False
+
+    @property
+    def _transport(self) -> Transport:
+        """The connection pool, made on first use: importing aiohttp's client costs more
+        than the rest of msd_async, and a session that never sends should not pay it."""
+        transport = self._transport_or_none
+        if transport is None:
+            from .transport import Transport
+
+            transport = self._transport_or_none = Transport(
+                limits=self._limits, timeouts=self._timeouts
+            )
+        return transport
 
     @property
     def pool(self) -> PoolStats:
@@ -106,7 +124,8 @@ class Session:
         if self._closed:
             return
         self._closed = True
-        await self._transport.aclose()
+        if self._transport_or_none is not None:
+            await self._transport_or_none.aclose()
         closer = getattr(self._credentials, "aclose", None)
         if closer is not None:
             await closer()
