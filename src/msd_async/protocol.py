@@ -189,18 +189,39 @@ def _unquote_etag(value: str | None) -> str | None:
     return value
 
 
+class _WirePut(msgspec.Struct):
+    """A PutObject response body as the service sends it."""
+
+    ContentSHA256: str
+    ETag: str
+    StorageClass: str = "TEMPORAL"
+
+
+_decode_put = msgspec.json.Decoder(_WirePut).decode
+
+
 def parse_put_result(body: bytes, size: int) -> PutResult:
-    data = _json(body)
-    sha = data.get("ContentSHA256")
-    etag = data.get("ETag")
-    if not isinstance(sha, str) or not isinstance(etag, str):
-        raise ProtocolError(
-            f"PutObject response lacks ContentSHA256/ETag: {body[:200]!r}", attempts=1
-        )
+    """A PutObject response body as a :class:`PutResult` (``size``: the bytes sent).
+
+    Raises :class:`ProtocolError` when ContentSHA256 or ETag is missing or not a string.
+    """
+    try:
+        wire = _decode_put(body)
+    except msgspec.MsgspecError:
+        # Off the usual shape (a StorageClass that is not a string, not JSON at all): the
+        # lenient path says precisely what is missing.
+        data = _json(body)
+        sha = data.get("ContentSHA256")
+        etag = data.get("ETag")
+        if not isinstance(sha, str) or not isinstance(etag, str):
+            raise ProtocolError(
+                f"PutObject response lacks ContentSHA256/ETag: {body[:200]!r}", attempts=1
+            ) from None
+        wire = _WirePut(sha, etag, str(data.get("StorageClass", "TEMPORAL")))
     return PutResult(
-        content_sha256=sha,
-        etag=etag,
-        storage_class=str(data.get("StorageClass", "TEMPORAL")),
+        content_sha256=wire.ContentSHA256,
+        etag=wire.ETag,
+        storage_class=wire.StorageClass,
         size=size,
     )
 
