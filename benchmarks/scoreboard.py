@@ -12,7 +12,7 @@ is a fresh ``benchmarks/_worker.py`` process, so its CPU time and peak RSS are t
 client's alone. Runs are interleaved (the client order rotates every repeat) and repeated;
 tables give medians, and ratios are the median of the ratios paired within each repeat.
 
-Run: ``python benchmarks/scoreboard.py`` (full, ~12 minutes on 2 cores) or ``--quick`` (a
+Run: ``python benchmarks/scoreboard.py`` (full: 5 repeats, ~13 minutes on 2 cores) or ``--quick`` (a
 smoke run of ~2 minutes that writes ``results/scoreboard-quick.*``). Writes
 ``results/scoreboard.json``, ``results/scoreboard.md`` and one PNG chart per scenario in
 ``results/scoreboard/``. Results of the other benchmarks (``results/live*.json``,
@@ -70,15 +70,15 @@ class Scenario:
 
 
 SCENARIOS = [
-    Scenario("put-64k@1", "64 KiB PutObject, concurrency 1", "put-small", 1, 1500, 65536),
-    Scenario("put-64k@32", "64 KiB PutObject, concurrency 32", "put-small", 32, 3000, 65536),
-    Scenario("put-200k@16", "200 KB PutObject, concurrency 16", "put-small", 16, 2000, 200_000),
+    Scenario("put-64k@1", "64 KiB PutObject, concurrency 1", "put-small", 1, 1000, 65536),
+    Scenario("put-64k@32", "64 KiB PutObject, concurrency 32", "put-small", 32, 1500, 65536),
+    Scenario("put-200k@16", "200 KB PutObject, concurrency 16", "put-small", 16, 1200, 200_000),
     Scenario(
         "stream-10m@4", "10 MB STREAMING upload (64 KiB chunks), concurrency 4", "stream", 4, 32
     ),
     Scenario("put-25m@4", "25 MB STANDARD upload from bytes, concurrency 4", "put-bytes", 4, 24),
-    Scenario("get-1m@16", "1 MiB ranged GetObject, concurrency 16", "get-range", 16, 1200),
-    Scenario("describe@32", "DescribeObject, concurrency 32", "describe", 32, 3000),
+    Scenario("get-1m@16", "1 MiB ranged GetObject, concurrency 16", "get-range", 16, 600),
+    Scenario("describe@32", "DescribeObject, concurrency 32", "describe", 32, 1500),
     Scenario(
         "list-5000", "ListItems of 5,000 objects (5 pages of 1,000)", "list", 1, 8, unit="listing"
     ),
@@ -393,10 +393,11 @@ def external_results(results_dir: Path, extra: list[str]) -> list[dict[str, Any]
     paths += [Path(p) for p in extra]
     found = []
     for path in paths:
+        name = path.name if path.parent == results_dir else str(path)
         try:
             data = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
-            found.append({"file": str(path), "error": str(exc)})
+            found.append({"file": name, "error": str(exc)})
             continue
         if not isinstance(data, dict):
             data = {}
@@ -408,7 +409,7 @@ def external_results(results_dir: Path, extra: list[str]) -> list[dict[str, Any]
         summary = data.get("summary")
         found.append(
             {
-                "file": path.name if path.parent == results_dir else str(path),
+                "file": name,
                 "date": data.get("date"),
                 "command": data.get("command"),
                 "targets": targets,
@@ -704,6 +705,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         sink.terminate()
         sink.wait(10)
+        if sink.stdout is not None:
+            sink.stdout.close()
 
     # boto3 (threads) is a row of its own; show it under each loop's table for comparison.
     table: dict[str, dict[str, dict[str, Any]]] = {}
