@@ -11,7 +11,6 @@ import datetime as _dt
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any, Final
 from urllib.parse import quote
@@ -49,9 +48,9 @@ __all__ = [
 _UNSIGNED_HEADERS: Final = {"x-amz-content-sha256": UNSIGNED_PAYLOAD}
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
-    """One operation's request, before signing and transport."""
+class Request(msgspec.Struct, frozen=True):
+    """One operation's request, before signing and transport (a frozen struct: one is made
+    per call, and a frozen dataclass's ``__init__`` alone cost ~1-2 us)."""
 
     method: str
     #: Percent-encoded path, starting with ``/``.
