@@ -547,6 +547,11 @@ def render_md(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _chart_value(row: dict[str, Any], metric: str, s: Scenario) -> float:
+    value: float = row[metric]
+    return value / LIST_PAGES if metric == "cpu_us" and s.case == "list" else value
+
+
 def render_charts(data: dict[str, Any], out_dir: Path) -> list[str]:
     """One PNG per scenario (requests/s and CPU per request by client and loop), and one
     for cold start. Needs matplotlib (the ``bench`` extra)."""
@@ -574,19 +579,14 @@ def render_charts(data: dict[str, Any], out_dir: Path) -> list[str]:
             for j, loop in enumerate(loops):
                 xs, ys = [], []
                 for i, c in enumerate(clients):
-                    if c in table[loop]:
-                        v = table[loop][c][metric]
-                        if metric == "cpu_us" and s.case == "list":
-                            v /= LIST_PAGES
+                    # boto3 runs in threads, once: one bar, in the middle of its slot.
+                    if c in table[loop] and c != "boto3":
                         xs.append(i + (j - (len(loops) - 1) / 2) * width)
-                        ys.append(v)
-                ax.bar(
-                    xs,
-                    ys,
-                    width,
-                    label=loop if loop != "threads" else "threads",
-                    color=colors.get(loop, "#55A868"),
-                )
+                        ys.append(_chart_value(table[loop][c], metric, s))
+                ax.bar(xs, ys, width, label=loop, color=colors[loop])
+            if "boto3" in clients and "boto3" in table[loops[0]]:
+                value = _chart_value(table[loops[0]]["boto3"], metric, s)
+                ax.bar([clients.index("boto3")], [value], width, label="threads", color="#55A868")
             ax.set_xticks(
                 range(len(clients)),
                 [LABELS[c] for c in clients],
