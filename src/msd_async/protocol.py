@@ -48,9 +48,10 @@ __all__ = [
 _UNSIGNED_HEADERS: Final = {"x-amz-content-sha256": UNSIGNED_PAYLOAD}
 
 
-class Request(msgspec.Struct, frozen=True):
+class Request(msgspec.Struct, frozen=True, gc=False):
     """One operation's request, before signing and transport (a frozen struct: one is made
-    per call, and a frozen dataclass's ``__init__`` alone cost ~1-2 us)."""
+    per call, and a frozen dataclass's ``__init__`` alone cost ~1-2 us; it holds only
+    strings, a tuple of them and a header mapping, so it needs no cyclic GC tracking)."""
 
     method: str
     #: Percent-encoded path, starting with ``/``.

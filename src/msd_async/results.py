@@ -4,6 +4,9 @@ They compare, hash and print like frozen dataclasses (``msgspec.structs.replace`
 variant, ``msgspec.structs.asdict`` gives a dict). Structs rather than dataclasses because
 one is made on every request: a frozen dataclass's ``__init__`` costs ~1-2 us of Python per
 object, a struct's a tenth of that; and a ListItems page decodes straight into ``Item``s.
+They hold only strings, numbers, datetimes and each other, so they cannot form reference
+cycles: ``gc=False`` keeps them out of the cyclic garbage collector's bookkeeping (a listing
+of 5,000 items no longer triggers collections on its own).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ __all__ = ["Item", "ItemType", "ListPage", "ObjectInfo", "PutResult"]
 ItemType = Literal["OBJECT", "FOLDER"]
 
 
-class PutResult(msgspec.Struct, frozen=True):
+class PutResult(msgspec.Struct, frozen=True, gc=False):
     """What PutObject returns."""
 
     #: Lowercase hex SHA-256 of the bytes the service stored.
@@ -31,7 +34,7 @@ class PutResult(msgspec.Struct, frozen=True):
     size: int
 
 
-class ObjectInfo(msgspec.Struct, frozen=True):
+class ObjectInfo(msgspec.Struct, frozen=True, gc=False):
     """Metadata of an object (DescribeObject, and the headers of a GetObject response)."""
 
     content_type: str | None
@@ -54,7 +57,7 @@ _ITEM_WIRE_NAMES = {
 }
 
 
-class Item(msgspec.Struct, frozen=True, rename=_ITEM_WIRE_NAMES):
+class Item(msgspec.Struct, frozen=True, gc=False, rename=_ITEM_WIRE_NAMES):
     """One entry of a ListItems page: an object or a folder (folders carry only a name)."""
 
     #: The leaf name, not the full path.
@@ -66,7 +69,7 @@ class Item(msgspec.Struct, frozen=True, rename=_ITEM_WIRE_NAMES):
     content_length: int | None = None
 
 
-class ListPage(msgspec.Struct, frozen=True):
+class ListPage(msgspec.Struct, frozen=True, gc=False):
     """One page of ListItems. ``next_token`` is ``None`` on the last page; tokens expire
     after 15 minutes."""
 
