@@ -100,6 +100,7 @@ COLD_IMPORTS = {
 #: Bare imports and commands timed for the import targets: label -> Python statement.
 IMPORTS = {
     "import msd_async": "import msd_async",
+    "from msd_async import Credentials, Session": "from msd_async import Credentials, Session",
     "import aiobotocore.session": "import aiobotocore.session",
     "import aiohttp": "import aiohttp",
 }
@@ -325,6 +326,24 @@ def check_targets(data: dict[str, Any]) -> list[dict[str, Any]]:
         targets.append(
             {
                 "target": "import msd_async <= 0.5x import aiobotocore.session",
+                "scenario": "cold start",
+                "loop": "-",
+                "value": ratio,
+                "min": None,
+                "max": None,
+                "bound": 0.5,
+                "op": "<=",
+                "pass": ratio <= 0.5,
+            }
+        )
+        # Honest about laziness: the names a user needs, not just the package.
+        ratio = (
+            imp["from msd_async import Credentials, Session"] / imp["import aiobotocore.session"]
+        )
+        targets.append(
+            {
+                "target": "from msd_async import Credentials, Session <= 0.5x import "
+                "aiobotocore.session",
                 "scenario": "cold start",
                 "loop": "-",
                 "value": ratio,

@@ -77,7 +77,11 @@ def _data(msd_cpu: float, boto_cpu: float, msd_rps: float) -> dict[str, Any]:
     return {
         "runs": runs,
         "cold": {
-            "import_ms": {"import msd_async": 10.0, "import aiobotocore.session": 300.0},
+            "import_ms": {
+                "import msd_async": 10.0,
+                "from msd_async import Credentials, Session": 100.0,
+                "import aiobotocore.session": 300.0,
+            },
             "process_ms": {"msd --help": 70.0, "python -c pass": 20.0},
         },
     }
