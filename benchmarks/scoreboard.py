@@ -103,6 +103,8 @@ IMPORTS = {
     "from msd_async import Credentials, Session": "from msd_async import Credentials, Session",
     "import aiobotocore.session": "import aiobotocore.session",
     "import aiohttp": "import aiohttp",
+    # What `msd --help` does in-process: load every command module, build and format the help.
+    "msd --help": "from msd_async.cli import build_parser; build_parser().format_help()",
 }
 
 
@@ -354,13 +356,10 @@ def check_targets(data: dict[str, Any]) -> list[dict[str, Any]]:
                 "pass": ratio <= 0.5,
             }
         )
-        proc = cold["process_ms"]
-        over = proc["msd --help"] - proc["python -c pass"]
-        ratio = over / imp["import aiobotocore.session"]
+        ratio = imp["msd --help"] / imp["import aiobotocore.session"]
         targets.append(
             {
-                "target": "msd --help (over a bare interpreter) <= 0.25x "
-                "import aiobotocore.session",
+                "target": "msd --help <= 0.25x import aiobotocore.session",
                 "scenario": "cold start",
                 "loop": "-",
                 "value": ratio,

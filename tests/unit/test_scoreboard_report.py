@@ -81,6 +81,7 @@ def _data(msd_cpu: float, boto_cpu: float, msd_rps: float) -> dict[str, Any]:
                 "import msd_async": 10.0,
                 "from msd_async import Credentials, Session": 100.0,
                 "import aiobotocore.session": 300.0,
+                "msd --help": 40.0,
             },
             "process_ms": {"msd --help": 70.0, "python -c pass": 20.0},
         },

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from typing import TYPE_CHECKING
 
@@ -48,6 +47,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def _run_client(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    import asyncio  # here, not at the top: `msd --help` loads every command module
+
     from ..errors import MediaStoreError
 
     if not args.endpoint:
