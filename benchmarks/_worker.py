@@ -27,6 +27,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 REGION = "us-east-1"
@@ -176,7 +177,8 @@ async def bench_msd(args: argparse.Namespace, source: bytes, measure: Callable[.
                     path, astream(src), content_type=CONTENT_TYPE, streaming=True
                 )
             elif case == "put-file" and i >= 0:
-                r = await store.put_object(path, args.file, content_type=CONTENT_TYPE)
+                # A Path: a str body would be uploaded as its text.
+                r = await store.put_object(path, Path(args.file), content_type=CONTENT_TYPE)
             else:
                 r = await store.put_object(path, src, content_type=CONTENT_TYPE)
             assert r.size == len(src), r

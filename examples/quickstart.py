@@ -65,8 +65,10 @@ async def main() -> None:
             print(f"GetObject  read while uploading: {len(seen):,} bytes, sha256 matches: {ok}; "
                   f"first bytes arrived {lead_ms:.0f} ms before the upload finished")
 
-            # 2. The playlist goes after the segment it names (SPEC §7), with a short max-age.
-            playlist = b"#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\nseg_00001.m4s\n"
+            # 2. The playlist goes after the segment it names (a player must never see a name
+            # it cannot fetch; docs/contract.md, "Live publishing"), with a short max-age.
+            # A str body is uploaded as its UTF-8 text.
+            playlist = "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\nseg_00001.m4s\n"
             await store.put_object(
                 "live/720p/index.m3u8",
                 playlist,

@@ -4,15 +4,23 @@
 body                                       size known  replayable  how it is read
 =========================================  ==========  ==========  =============================
 ``bytes`` / ``bytearray`` / ``memoryview``  yes         yes         1 MiB memoryview slices, no copy
-``str`` / ``os.PathLike`` (a file path)     yes         yes         1 MiB reads in a worker thread
+``str`` (text content, sent as UTF-8)      yes         yes         encoded once, then as bytes
+``os.PathLike`` (``pathlib.Path``)         yes         yes         1 MiB reads in a worker thread
 seekable binary file object                yes         yes         same; rewound to where it was
 non-seekable binary file object            no          no [1]      same
+list or tuple of bytes-like chunks         yes         yes         each chunk as it is
+any other iterable of bytes (generator)    no          no [1]      each chunk sent as yielded [2]
 async iterable of bytes                    no          no [1]      each chunk sent as yielded
 callable returning an async iterable       no          yes         called again for each attempt
 =========================================  ==========  ==========  =============================
 
 [1] unless ``replay_buffer=True``: the client then keeps what it sent (bounded by the object
 limit) so a retry can send it again.
+[2] ``next()`` runs on the event loop: a source that blocks (reads a pipe, a socket) belongs
+in an async iterable instead.
+
+A ``str`` is content, as in aiohttp, httpx and botocore (a playlist passed as text is
+uploaded as that text); a file path must be an ``os.PathLike`` such as ``pathlib.Path``.
 
 Every chunk passes a :class:`Meter` that enforces the size limit *before* the chunk that would
 cross it is written, so the service never receives more than the limit and the upload is cut
@@ -51,6 +59,7 @@ Body: TypeAlias = (
     | str
     | os.PathLike[str]
     | IO[bytes]
+    | Iterable[Buffer]
     | AsyncIterable[Buffer]
     | Callable[[], AsyncIterable[Buffer]]
 )
@@ -146,7 +155,7 @@ class _FileObjectBody(UploadBody):
 class _PathBody(UploadBody):
     description = "file"
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: os.PathLike[str]) -> None:
         self._path = os.fspath(path)
         try:
             size = os.stat(self._path).st_size
@@ -288,12 +297,15 @@ class _SequenceBody(UploadBody):
 def prepare_body(
     body: Body | Iterable[Buffer] | None, *, replay_buffer: bool = False
 ) -> UploadBody:
-    """Classify an upload body. Raises :class:`ClientValidationError` for anything else."""
+    """Classify an upload body (see the table above). Raises :class:`ClientValidationError`
+    (rule ``body.type``) for anything else, ``body.file`` for a path that cannot be read."""
     if body is None:
         return _MemoryBody(b"")
     if isinstance(body, (bytes, bytearray, memoryview)):
         return _MemoryBody(body)
-    if isinstance(body, (str, os.PathLike)):
+    if isinstance(body, str):
+        return _MemoryBody(body.encode("utf-8"))
+    if isinstance(body, os.PathLike):
         return _PathBody(body)
     if isinstance(body, AsyncIterable):
         return _IteratorBody(body, replay_buffer=replay_buffer)
@@ -306,11 +318,26 @@ def prepare_body(
         return _ReopenableBody(body)
     if isinstance(body, (list, tuple)):
         return _SequenceBody(body)
+    if isinstance(body, Iterable) and not isinstance(body, (dict, set, frozenset)):
+        return _IteratorBody(_iterate(body), replay_buffer=replay_buffer)
     raise ClientValidationError(
-        f"cannot upload a {type(body).__name__}: pass bytes, a file path, a binary file, an "
-        "async iterable of bytes, or a callable returning one",
+        f"cannot upload a {type(body).__name__}: pass bytes, text (str, sent as UTF-8), a "
+        "file path (pathlib.Path), a binary file, an iterable or async iterable of bytes, or "
+        "a callable returning an async iterable",
         rule="body.type",
     )
+
+
+async def _iterate(source: Iterable[Buffer]) -> AsyncIterator[Buffer]:
+    """A sync iterable (a plain generator) as an async one; closed with it."""
+    iterator = iter(source)
+    try:
+        for chunk in iterator:
+            yield chunk
+    finally:
+        closer = getattr(iterator, "close", None)
+        if closer is not None:
+            closer()
 
 
 async def open_in_thread(path: str | os.PathLike[str], mode: str) -> IO[bytes]:

@@ -21,7 +21,7 @@ from .events import EventHook, EventKind, Operation, RequestEvent
 from .results import Item, ListPage, ObjectInfo, PutResult
 from .retry import Deadline, RetryPolicy, call_with_retries
 from .signing import SigV4Signer, signing_host
-from .stream import ObjectStream
+from .stream import ObjectStream, read_window
 
 if TYPE_CHECKING:
     from .session import Session
@@ -217,7 +217,8 @@ class ContainerClient:
         finally:
             response.close() if request.method != "HEAD" else response.release()
         raise protocol.parse_error(
-            status, response.headers, data, object_operation=object_operation
+            status, response.headers, data, object_operation=object_operation,
+            method=request.method,
         )
 
     async def _call(
@@ -267,8 +268,10 @@ class ContainerClient:
     ) -> PutResult:
         """Upload an object (PutObject); it replaces any previous version when complete.
 
-        ``body``: bytes-like, a file path, a binary file, an async iterable of bytes (each
-        chunk is sent as soon as it is yielded), or a callable returning a fresh async
+        ``body``: bytes-like; a ``str``, uploaded as its UTF-8 text (a playlist, a
+        manifest), never read as a file name; a file path as ``os.PathLike``
+        (``pathlib.Path``); a binary file; an iterable or async iterable of bytes (each
+        chunk is sent as soon as it is yielded); or a callable returning a fresh async
         iterable (so the upload can be retried). ``streaming=True`` makes the object
         readable while it uploads (STREAMING availability, 10 MB limit, sent chunked);
         otherwise it appears only when complete (STANDARD, 25 MB).
@@ -349,10 +352,16 @@ class ContainerClient:
         ``range``: ``(first, last)`` inclusive, ``(first, None)`` to the end, ``(None, n)``
         for the last n bytes, or a raw ``"bytes=..."`` string; an invalid one raises
         :class:`InvalidRangeError` before sending, one past the end
-        :class:`RangeNotSatisfiableError`. The service ignores ranges on a STREAMING object
-        that is still uploading: check ``obj.status`` (200 = whole body, 206 = the range)
-        when that can happen. A body cut mid-way resumes from where it stopped
-        (up to ``max_resumes`` times) if the object is unchanged. ``deadline`` (seconds)
+        :class:`RangeNotSatisfiableError` (its ``object_size`` says how large the object
+        is). The service ignores ranges on a STREAMING object that is still uploading: check
+        ``obj.status`` (200 = whole body, 206 = the range) when that can happen, or use
+        :meth:`get_bytes`, which cuts the range out. ``obj.content_length`` is the bytes of
+        this response, ``obj.object_size`` the size of the whole object. A body cut mid-way
+        resumes from where it stopped (up to ``max_resumes`` times), accepted only if the
+        answer is a 206 at the requested offset with the same total length and ETag
+        (else :class:`ProtocolError` or :class:`ObjectChangedError`, before any wrong byte
+        is delivered). Reading the stream after the block raises
+        :class:`StreamClosedError`. ``deadline`` (seconds)
         bounds getting the response, retries included; the body itself is bounded only by
         the read timeout, so a long healthy download is never cut. ``retry`` replaces the
         session's retry policy for this call and its resumes. Leaving the block early
@@ -369,9 +378,21 @@ class ContainerClient:
         deadline: float | None = None,
         retry: RetryPolicy | None = None,
     ) -> bytes:
-        """The whole object (or a range of it) as bytes."""
+        """The whole object, or exactly the bytes of ``range``, as bytes.
+
+        Never more than asked: the service ignores ranges on an in-progress STREAMING object
+        and answers 200 with the whole body (so does a proxy that does not support ranges);
+        the requested window is then cut out of that body. An absolute range stops reading
+        as soon as its bytes are in; a suffix range (``(None, n)``) reads to the end of the
+        upload and keeps the last n bytes. A range starting past the end of that body
+        raises :class:`RangeNotSatisfiableError`, as the service does for a complete object.
+        Other errors as :meth:`get_object`.
+        """
         async with self.get_object(path, range=range, deadline=deadline, retry=retry) as obj:
-            return await obj.read()
+            if range is None or obj.status != 200:
+                return await obj.read()
+            first, last = rules.parse_range_header(rules.format_range(range))
+            return await read_window(obj, first, last)
 
     async def describe_object(
         self, path: str, *, deadline: float | None = None, retry: RetryPolicy | None = None
@@ -445,7 +466,8 @@ class ContainerClient:
 
     # --- presigned URLs ----------------------------------------------------------------
     async def presign_get(self, path: str, *, expires_in: int = 3600) -> str:
-        """A URL that lets anyone GET this object until it expires (at most 7 days)."""
+        """A URL that lets anyone GET this object until it expires (``expires_in`` seconds,
+        1 to 604800 = 7 days; else :class:`InvalidParameterError`)."""
         return await self._presign("GET", path, expires_in, {})
 
     async def presign_put(
@@ -512,7 +534,8 @@ class _GetObject(contextlib.AbstractAsyncContextManager["ObjectStream"]):
             request=request,
         )
         self._stream = ObjectStream(
-            response, reopen=self._reopen, max_resumes=self._max_resumes
+            response, reopen=self._reopen, max_resumes=self._max_resumes,
+            requested=request.headers.get("range"),
         )
         return self._stream
 

@@ -305,7 +305,8 @@ def resolve_credentials(
 
 # --- region -----------------------------------------------------------------------------
 
-# A container endpoint: <id>.data.mediastore.<region>.amazonaws.com[.cn] (SPEC §1).
+# A container endpoint: <id>.data.mediastore.<region>.amazonaws.com[.cn] (docs/contract.md,
+# "Endpoint and identity").
 _ENDPOINT_HOST_RE: Final = re.compile(
     r"[a-z0-9-]+\.data\.mediastore\.([a-z]{2}(?:-[a-z0-9]+)+-\d+)\.amazonaws\.com(?:\.cn)?"
 )

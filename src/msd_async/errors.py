@@ -23,12 +23,13 @@ Every error the library raises derives from :class:`MediaStoreError`::
     ├── TransportError               the connection failed; the cause is chained
     │   ├── ConnectError
     │   ├── ConnectionLostError          the peer closed or reset mid-request / mid-body
-    │   └── TimeoutError                 (also the builtin TimeoutError)
+    │   └── MediaStoreTimeout            (also the builtin TimeoutError)
     │       ├── ConnectTimeout, ReadTimeout, WriteTimeout, PoolTimeout
     │       └── DeadlineExceeded         the per-call deadline covering all attempts
     ├── ProtocolError                the response did not have the shape the API promises
+    ├── StreamClosedError            an ObjectStream read after it was closed (also a RuntimeError)
     ├── UnreplayableBodyError        a retry needed a body that can only be read once
-    ├── ObjectChangedError           a resumed download found a different ETag
+    ├── ObjectChangedError           a resumed download found another ETag or size
     ├── ChecksumMismatchError        the service stored other bytes than were sent
     └── CredentialsError             no credentials, or the provider failed
 
@@ -39,9 +40,11 @@ gave up (0 when it failed before sending).
 from __future__ import annotations
 
 import builtins
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar, Final
 
 __all__ = [
+    "ERROR_BODY_LIMIT",
     "AccessDeniedError",
     "AuthError",
     "ChecksumMismatchError",
@@ -57,6 +60,7 @@ __all__ = [
     "InvalidRangeError",
     "InvalidSignatureError",
     "MediaStoreError",
+    "MediaStoreTimeout",
     "MissingAuthenticationTokenError",
     "ObjectChangedError",
     "ObjectNotFoundError",
@@ -67,8 +71,8 @@ __all__ = [
     "ReadTimeout",
     "ServerError",
     "ServiceError",
+    "StreamClosedError",
     "ThrottlingError",
-    "TimeoutError",
     "TransportError",
     "UnrecognizedClientError",
     "UnreplayableBodyError",
@@ -78,8 +82,26 @@ __all__ = [
 ]
 
 
+def _rebuild(cls: type[MediaStoreError], message: str, state: dict[str, Any]) -> MediaStoreError:
+    """Unpickle an error without calling its ``__init__`` (whose keyword-only fields the
+    default ``BaseException`` pickling cannot pass)."""
+    exc = cls.__new__(cls, message)
+    Exception.__init__(exc, message)
+    exc.__dict__.update(state)
+    return exc
+
+
+#: How much of an error response's body is kept on a :class:`ServiceError` (bytes).
+ERROR_BODY_LIMIT: Final = 1024
+
+
 class MediaStoreError(Exception):
-    """Base of every error raised by msd_async."""
+    """Base of every error raised by msd_async.
+
+    Every error pickles with its type and fields (``multiprocessing`` and task queues carry
+    errors between processes); the chained ``__cause__`` and the traceback do not travel,
+    as for any pickled exception.
+    """
 
     attempts: int = 0
 
@@ -87,6 +109,10 @@ class MediaStoreError(Exception):
         super().__init__(message)
         self.message = message
         self.attempts = attempts
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # __dict__ holds every field (and __notes__ from add_note).
+        return (_rebuild, (type(self), self.message, dict(self.__dict__)))
 
 
 # --- raised before sending -------------------------------------------------------------
@@ -139,6 +165,10 @@ class ServiceError(MediaStoreError):
     ``request_id`` (``x-amzn-RequestId``) to quote when reporting a problem. ``retry_after``
     is the server's ``Retry-After`` in seconds (``None`` when it sent none); the retry policy
     waits at least that long, capped by ``RetryPolicy.retry_after_max``.
+
+    ``body`` is the start of the response body (at most :data:`ERROR_BODY_LIMIT` bytes; the
+    service's JSON, or the HTML of a load balancer or proxy) and ``headers`` the response
+    headers: when the answer did not come from MediaStore, they say what did answer.
     """
 
     #: The AWS error code this class stands for (``None`` for the generic classes).
@@ -155,12 +185,17 @@ class ServiceError(MediaStoreError):
         request_id: str | None = None,
         attempts: int = 1,
         retry_after: float | None = None,
+        body: bytes = b"",
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(message, attempts=attempts)
         self.code = code
         self.status = status
         self.request_id = request_id
         self.retry_after = retry_after
+        self.body = body
+        #: The response headers (a plain dict, so the error pickles).
+        self.headers: dict[str, str] = dict(headers) if headers is not None else {}
 
     def __str__(self) -> str:
         rid = f", request id {self.request_id}" if self.request_id else ""
@@ -180,9 +215,21 @@ class ContainerNotFoundError(ServiceError):
 
 
 class RangeNotSatisfiableError(ServiceError):
-    """The requested range starts past the end of the object."""
+    """The requested range starts past the end of the object.
+
+    ``object_size`` is the object's total size from the 416's ``Content-Range: bytes */N``
+    (RFC 9110 section 15.5.17), or ``None`` when the server did not send one: enough to
+    answer a client's own 416 without another request.
+    """
 
     CODE = "RequestedRangeNotSatisfiableException"
+    #: Total size of the object in bytes, if the 416 said.
+    object_size: int | None = None
+
+    def with_object_size(self, size: int | None) -> RangeNotSatisfiableError:
+        """Set :attr:`object_size`; returns the error itself."""
+        self.object_size = size
+        return self
 
 
 class ValidationError(ServiceError):
@@ -297,27 +344,31 @@ class ConnectionLostError(TransportError):
     """
 
 
-class TimeoutError(TransportError, builtins.TimeoutError):
-    """A timeout expired. Also an instance of the builtin :class:`TimeoutError`."""
+class MediaStoreTimeout(TransportError, builtins.TimeoutError):
+    """A timeout expired. Also an instance of the builtin :class:`TimeoutError`, so
+    ``except TimeoutError`` catches it as well as asyncio's own timeouts.
+
+    Not named ``TimeoutError``: ``from msd_async import *`` would then shadow the builtin.
+    """
 
 
-class ConnectTimeout(TimeoutError):
+class ConnectTimeout(MediaStoreTimeout):
     """Opening the connection took longer than ``Timeouts.connect``."""
 
 
-class ReadTimeout(TimeoutError):
+class ReadTimeout(MediaStoreTimeout):
     """No byte arrived from the server for ``Timeouts.read`` seconds."""
 
 
-class WriteTimeout(TimeoutError):
+class WriteTimeout(MediaStoreTimeout):
     """The server accepted no byte of the request body for ``Timeouts.write`` seconds."""
 
 
-class PoolTimeout(TimeoutError):
+class PoolTimeout(MediaStoreTimeout):
     """No connection of the pool became free within ``Timeouts.pool`` seconds."""
 
 
-class DeadlineExceeded(TimeoutError):
+class DeadlineExceeded(MediaStoreTimeout):
     """The call's deadline (covering every attempt) passed before it could finish."""
 
 
@@ -325,7 +376,15 @@ class DeadlineExceeded(TimeoutError):
 
 
 class ProtocolError(MediaStoreError):
-    """The response did not have the shape the API promises (not MediaStore, or a proxy)."""
+    """The response did not have the shape the API promises (not MediaStore, or a proxy):
+    for example a resumed download answered with other bytes than those asked for, or a
+    body longer than the response declared."""
+
+
+class StreamClosedError(MediaStoreError, RuntimeError):
+    """An :class:`~msd_async.ObjectStream` was read after it was closed (after its
+    ``async with`` block, or :meth:`~msd_async.ObjectStream.aclose`): read the body inside
+    the block."""
 
 
 class UnreplayableBodyError(MediaStoreError):
@@ -338,7 +397,8 @@ class UnreplayableBodyError(MediaStoreError):
 
 
 class ObjectChangedError(MediaStoreError):
-    """A download was resumed, but the object had been replaced (its ETag changed)."""
+    """A download was resumed, but the object had been replaced: its ETag or its total size
+    changed, or it was deleted (``actual_etag`` is then ``None``)."""
 
     def __init__(self, message: str, *, expected_etag: str | None, actual_etag: str | None) -> None:
         super().__init__(message)

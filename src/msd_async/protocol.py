@@ -1,4 +1,5 @@
-"""The wire format of the five operations, without I/O (SPEC §2, §4).
+"""The wire format of the five operations, without I/O (docs/contract.md, "Operations on the wire"
+and "Errors").
 
 Builders turn validated arguments into a :class:`Request` (method, encoded path, query,
 headers to sign, payload hash); parsers turn status, headers and body bytes into results or
@@ -19,9 +20,11 @@ import msgspec
 
 from . import rules
 from .errors import (
+    ERROR_BODY_LIMIT,
     InvalidParameterError,
     ObjectNotFoundError,
     ProtocolError,
+    RangeNotSatisfiableError,
     ServiceError,
     service_error_class,
 )
@@ -41,10 +44,12 @@ __all__ = [
     "parse_list_page",
     "parse_object_info",
     "parse_put_result",
+    "parse_unsatisfied_range",
     "put_object",
 ]
 
-# PutObject signs this header with its value, as botocore does (SPEC §5).
+# PutObject signs this header with its value, as botocore does (botocore auth.py;
+# docs/contract.md, "Signing").
 _UNSIGNED_HEADERS: Final = {"x-amz-content-sha256": UNSIGNED_PAYLOAD}
 
 
@@ -317,7 +322,8 @@ def _parse_list_page_leniently(body: bytes) -> ListPage:
 
 
 def _error_code(headers: Mapping[str, str], data: Mapping[str, Any]) -> str | None:
-    # botocore's rule (FACTS §6): the header wins; its value may carry ":<uri>" or "#" parts.
+    # botocore's rule (parsers.py, the rest-json _do_error_parse): the header wins; its
+    # value may carry ":<uri>" or "#" parts.
     code = headers.get("x-amzn-ErrorType")
     if not code:
         for key in ("code", "Code", "__type"):
@@ -331,6 +337,28 @@ def _error_code(headers: Mapping[str, str], data: Mapping[str, Any]) -> str | No
     return code.rsplit("#", 1)[-1] or None
 
 
+def parse_unsatisfied_range(value: str | None) -> int | None:
+    """The object size from a 416's ``Content-Range: bytes */N`` (RFC 9110 section 14.4),
+    or ``None`` when absent or malformed."""
+    if not value or not value.startswith("bytes */"):
+        return None
+    total = value[8:]
+    return int(total) if total.isdigit() and total.isascii() else None
+
+
+_CONTROL_CHARS: Final = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+def _body_excerpt(headers: Mapping[str, str], body: bytes) -> str:
+    """The start of a non-JSON error body for a message: one line, at most
+    :data:`~msd_async.errors.ERROR_BODY_LIMIT` bytes, control characters as spaces."""
+    text = body[:ERROR_BODY_LIMIT].decode("utf-8", "replace")
+    text = " ".join(_CONTROL_CHARS.sub(" ", text).split())
+    more = " ..." if len(body) > ERROR_BODY_LIMIT else ""
+    kind = headers.get("Content-Type") or "no Content-Type"
+    return f"({kind}, {len(body)} bytes): {text}{more}"
+
+
 def parse_error(
     status: int,
     headers: Mapping[str, str],
@@ -338,28 +366,45 @@ def parse_error(
     *,
     object_operation: bool,
     attempts: int = 1,
+    method: str | None = None,
 ) -> ServiceError:
     """The typed exception for an error response.
 
-    A 404 without an error code on an object operation (a HEAD cannot carry a body) is
-    ``ObjectNotFoundError``: that is the only 404 the API models for an object path.
+    A 404 without an error code on an object read or delete (GET, HEAD, DELETE; a HEAD
+    cannot carry a body) is ``ObjectNotFoundError``: that is the only 404 the API models for
+    an object path. A PUT never answers "object not found" (it creates the object), so a
+    404 without a code there is a plain :class:`ServiceError`: the endpoint is probably not
+    a MediaStore container. A body that is not the service's JSON (an HTML page from a load
+    balancer) is kept: its start in the message, up to
+    :data:`~msd_async.errors.ERROR_BODY_LIMIT` bytes on ``exc.body``, the headers on
+    ``exc.headers``. A 416 carries the object size of its ``Content-Range: bytes */N``.
     """
     data = _json(body)
     code = _error_code(headers, data)
     message = data.get("Message") or data.get("message")
     if not isinstance(message, str) or not message:
-        message = f"HTTP {status} with no error message"
+        if body and not data:
+            excerpt = _body_excerpt(headers, body)
+            message = f"HTTP {status} with a body that is not a MediaStore error {excerpt}"
+        else:
+            message = f"HTTP {status} with no error message"
     cls = service_error_class(code, status)
-    if code is None and status == 404 and object_operation:
+    if code is None and status == 404 and object_operation and method != "PUT":
         cls = ObjectNotFoundError
+    elif code is None and status == 404 and method == "PUT":
+        message += "; a PUT is never answered 'not found' by MediaStore: check the endpoint"
     exc = cls(
         message,
         code=code or str(status),
         status=status,
         request_id=headers.get("x-amzn-RequestId"),
         attempts=attempts,
+        body=body[:ERROR_BODY_LIMIT],
+        headers=headers,
     )
     retry_after = headers.get("Retry-After")
     if retry_after is not None:
         exc.retry_after = parse_retry_after(retry_after)
+    if isinstance(exc, RangeNotSatisfiableError):
+        exc.object_size = parse_unsatisfied_range(headers.get("Content-Range"))
     return exc

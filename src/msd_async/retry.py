@@ -5,10 +5,12 @@ one function that makes one HTTP attempt; this module decides whether, when and 
 call it again. Time comes from a :class:`Clock` and randomness from a callable, so tests drive
 both without sleeping.
 
-What is retried (SPEC §4): ``ThrottlingException``, HTTP 429, 500, 502, 503 and 504, connection
-errors (:class:`~msd_async.errors.ConnectError`, :class:`~msd_async.errors.ConnectionLostError`)
-and timeouts. What is not: every other 4xx (a 400 or 403 will not get better by asking again,
-SPEC §7), errors raised before sending, :class:`~msd_async.errors.DeadlineExceeded`,
+What is retried (docs/contract.md, "Errors"; botocore's ``_retry.json``):
+``ThrottlingException``, HTTP 429, 500, 502, 503 and 504, connection errors
+(:class:`~msd_async.errors.ConnectError`, :class:`~msd_async.errors.ConnectionLostError`) and
+timeouts. What is not: every other 4xx (a 400 or 403 will not get better by asking again;
+docs/contract.md, "Live publishing"), errors raised before sending,
+:class:`~msd_async.errors.DeadlineExceeded`,
 :class:`~msd_async.errors.PoolTimeout` (the request never left this process; retrying only
 queues more work on a saturated pool), and anything that is not a
 :class:`~msd_async.errors.MediaStoreError` (the transport translates network errors first).
@@ -34,9 +36,9 @@ from .errors import (
     DeadlineExceeded,
     InvalidParameterError,
     MediaStoreError,
+    MediaStoreTimeout,
     PoolTimeout,
     ServiceError,
-    TimeoutError,
     TransportError,
     UnreplayableBodyError,
 )
@@ -79,7 +81,8 @@ DEFAULT_BACKOFF_MAX: Final = 5.0
 #: urllib3 allows six hours, which no live stream can wait; botocore's backoff cap is 20 s.
 DEFAULT_RETRY_AFTER_MAX: Final = 20.0
 
-#: HTTP statuses that are worth another attempt, whatever the error code (SPEC §4).
+#: HTTP statuses that are worth another attempt, whatever the error code (botocore
+#: ``retries/standard.py``).
 RETRYABLE_STATUS_CODES: Final = frozenset({429, 500, 502, 503, 504})
 #: AWS error codes worth another attempt even with a 4xx status. ``ThrottlingException`` comes
 #: with HTTP 400; the others are the throttling and transient codes botocore retries that
@@ -147,6 +150,9 @@ class Deadline:
 
     at: float
     clock: Clock = field(default=SYSTEM_CLOCK, compare=False)
+    #: The timeout it was built from (:meth:`after`), for messages; ``None`` if built from
+    #: an absolute time.
+    seconds: float | None = field(default=None, compare=False)
 
     @classmethod
     def after(cls, seconds: float, *, clock: Clock = SYSTEM_CLOCK) -> Deadline:
@@ -155,7 +161,7 @@ class Deadline:
             raise InvalidParameterError(
                 f"a deadline must be 0 s or more away, not {seconds!r}", rule="retry.deadline"
             )
-        return cls(clock.monotonic() + seconds, clock)
+        return cls(clock.monotonic() + seconds, clock, seconds)
 
     def remaining(self) -> float:
         """Seconds left, never below 0."""
@@ -348,7 +354,7 @@ class RetryBudget:
 
     def cost_of(self, exc: BaseException) -> int:
         """Tokens a retry after ``exc`` would take."""
-        return self.timeout_retry_cost if isinstance(exc, TimeoutError) else self.retry_cost
+        return self.timeout_retry_cost if isinstance(exc, MediaStoreTimeout) else self.retry_cost
 
     def acquire(self, amount: int) -> bool:
         """Take ``amount`` tokens if that many are left; return whether it did."""
@@ -375,9 +381,10 @@ def _give_up(exc: MediaStoreError, attempts: int, why: str) -> MediaStoreError:
 
 
 def _deadline_exceeded(deadline: Deadline, attempts: int, why: str) -> DeadlineExceeded:
+    allowed = "" if deadline.seconds is None else f" of {deadline.seconds:g} s"
     return DeadlineExceeded(
-        f"the call's deadline passed {why} (attempts made: {attempts}; "
-        f"deadline at monotonic {deadline.at:.3f})",
+        f"the call's deadline{allowed} passed {why} (attempts made: {attempts}); allow more "
+        "time with deadline=, or check the endpoint's health",
         attempts=attempts,
     )
 

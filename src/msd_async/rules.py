@@ -1,4 +1,5 @@
-"""The rules of the MediaStore data plane API (SPEC §2-3), shared by client and local server.
+"""The rules of the MediaStore data plane API (docs/contract.md, "Names and
+limits"), shared by client and local server.
 
 Pure functions, no I/O. Each check raises a :class:`~msd_async.errors.ClientValidationError`
 subclass whose ``rule`` names the rule broken; the local server turns the same errors into
@@ -211,6 +212,7 @@ def check_max_results(value: int) -> int:
 ByteRange = tuple[int | None, int | None] | str
 
 _RANGE_RE: Final = re.compile(r"bytes=(?:(\d+)-(\d*)|-(\d+))", re.ASCII)
+_CONTROL_RE: Final = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def format_range(byte_range: ByteRange) -> str:
@@ -221,8 +223,12 @@ def format_range(byte_range: ByteRange) -> str:
         if type(start) is int and type(end) is int and 0 <= start <= end:
             return f"bytes={start}-{end}"
     if isinstance(byte_range, str):
-        parse_range_header(byte_range)
-        return byte_range
+        # The normalized form, never the caller's string: stray whitespace or a line break
+        # must not reach the request headers.
+        first, last = parse_range_header(byte_range)
+        if first is None:
+            return f"bytes=-{last}"
+        return f"bytes={first}-" if last is None else f"bytes={first}-{last}"
     if not isinstance(byte_range, tuple) or len(byte_range) != 2:
         raise InvalidRangeError(
             f"range must be (start, end), (start, None), (None, suffix_length) or "
@@ -261,8 +267,16 @@ def parse_range_header(value: str) -> tuple[int | None, int | None]:
     """Parse a single ``bytes=`` range (the only form the API allows).
 
     Returns ``(start, end)`` with ``end`` inclusive or ``None`` for open-ended, or
-    ``(None, n)`` for a suffix of n bytes. Raises :class:`InvalidRangeError`.
+    ``(None, n)`` for a suffix of n bytes. Surrounding spaces are ignored. Raises
+    :class:`InvalidRangeError` (rule ``range.characters`` for control characters such as a
+    line break, ``range.form``, ``range.empty`` or ``range.order``).
     """
+    if isinstance(value, str) and _CONTROL_RE.search(value) is not None:
+        raise InvalidRangeError(
+            f"range {value!r} contains control characters (line breaks, tabs, NUL); write "
+            "it as 'bytes=a-b', 'bytes=a-' or 'bytes=-n'",
+            rule="range.characters",
+        )
     match = _RANGE_RE.fullmatch(value.strip()) if isinstance(value, str) else None
     if match is None:
         raise InvalidRangeError(

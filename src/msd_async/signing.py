@@ -1,5 +1,5 @@
-"""AWS Signature Version 4 for the MediaStore data plane (SPEC §5). Pure: no I/O, no clock
-reads except where a timestamp is not given.
+"""AWS Signature Version 4 for the MediaStore data plane (docs/contract.md, "Signing").
+Pure: no I/O, no clock reads except where a timestamp is not given.
 
 The client signs with :class:`SigV4Signer`; the local server verifies with the same canonical
 building blocks (:func:`canonical_uri`, :func:`canonical_query`, :func:`canonical_request`,
@@ -21,6 +21,7 @@ from typing import Final
 from urllib.parse import quote, urlsplit
 
 from .credentials import Credentials
+from .errors import InvalidParameterError
 
 __all__ = [
     "ALGORITHM",
@@ -281,9 +282,15 @@ class SigV4Signer:
         are extra lower-case headers the user of the URL must send with these exact values
         (for example ``content-type``).
         """
-        if not 1 <= expires_in <= MAX_PRESIGN_EXPIRES:
-            raise ValueError(
-                f"expires_in must be 1..{MAX_PRESIGN_EXPIRES} seconds (7 days), not {expires_in}"
+        if (
+            isinstance(expires_in, bool)
+            or not isinstance(expires_in, int)
+            or not 1 <= expires_in <= MAX_PRESIGN_EXPIRES
+        ):
+            raise InvalidParameterError(
+                f"expires_in must be a whole number of seconds from 1 to "
+                f"{MAX_PRESIGN_EXPIRES} (7 days, the SigV4 maximum), not {expires_in!r}",
+                rule="presign.expires-in",
             )
         if timestamp is None:
             timestamp = amz_date()

@@ -12,19 +12,23 @@ import anyio.to_thread
 from .body import open_in_thread
 from .errors import (
     ConnectionLostError,
+    InvalidParameterError,
     ObjectChangedError,
     ObjectNotFoundError,
+    ProtocolError,
     RangeNotSatisfiableError,
     ReadTimeout,
+    StreamClosedError,
     TransportError,
 )
 from .protocol import parse_content_range, parse_length, parse_object_info
 from .results import ObjectInfo
+from .rules import parse_range_header
 
 if TYPE_CHECKING:
     from .transport import Response  # imports aiohttp: only once a session sends
 
-__all__ = ["ObjectStream"]
+__all__ = ["ObjectStream", "read_window"]
 
 #: Reopen the object from a byte offset: returns the new response (206) for ``bytes=offset-end``.
 Reopen = Callable[[int, int], Awaitable["Response"]]
@@ -35,18 +39,38 @@ class ObjectStream:
 
     ``async for chunk in stream`` yields bytes as they arrive (for an in-progress STREAMING
     object, as the uploader sends them). :meth:`read`, :meth:`iter_chunks` and
-    :meth:`write_to` consume the same body; a body can be consumed once.
+    :meth:`write_to` consume the same body; a body can be consumed once. After the
+    ``async with`` block (or :meth:`aclose`) every read raises
+    :class:`~msd_async.errors.StreamClosedError`.
+
+    Two sizes, not to be confused: :attr:`content_length` is the number of bytes in *this
+    response* (the range asked for, or the whole object), :attr:`object_size` the size of
+    the *whole object* (the total of ``Content-Range``, or the length of a 200).
+
+    The stream never delivers a byte the response did not promise: a body that runs past
+    its declared length raises :class:`~msd_async.errors.ProtocolError` before the extra
+    bytes are yielded.
 
     If the connection breaks mid-body and the size of the object is known, the stream
-    resumes with a ranged request from where it stopped (up to ``max_resumes`` times),
-    provided the object's ETag is unchanged; otherwise (a new version, or none) it raises
-    :class:`~msd_async.errors.ObjectChangedError`. An in-progress STREAMING object cannot be
-    resumed (the service ignores ranges on it): a cut raises
-    :class:`~msd_async.errors.ConnectionLostError` — the bytes seen are not the whole object.
+    resumes with a ranged request from where it stopped (up to ``max_resumes`` times). A
+    resumed answer is accepted only if it carries the same ETag (else
+    :class:`~msd_async.errors.ObjectChangedError`), is a 206 whose ``Content-Range`` starts
+    at the requested offset and ends where asked (else
+    :class:`~msd_async.errors.ProtocolError`: a proxy that ignores ``Range`` would otherwise
+    make the stream deliver duplicated bytes) and has the same total length (else
+    ``ObjectChangedError``); it is checked before any of its bytes is delivered. An
+    in-progress STREAMING object cannot be resumed (the service ignores ranges on it): a
+    cut raises :class:`~msd_async.errors.ConnectionLostError`: the bytes seen are not the
+    whole object.
     """
 
     def __init__(
-        self, response: Response, *, reopen: Reopen | None = None, max_resumes: int = 0
+        self,
+        response: Response,
+        *,
+        reopen: Reopen | None = None,
+        max_resumes: int = 0,
+        requested: str | None = None,
     ) -> None:
         self._response = response
         self._reopen = reopen
@@ -59,12 +83,60 @@ class ObjectStream:
         # HTTP date was the costliest part of a GET's header handling (~3-8 us).
         self._headers = headers
         self._info: ObjectInfo | None = None
-        self._length = parse_length(headers.get("Content-Length"))
         #: ``(first, last, total)`` of a 206 response, else ``None``.
         self.content_range = parse_content_range(headers.get("Content-Range"))
         self.request_id = headers.get("x-amzn-RequestId")
         self._received = 0
         self._closed = False
+        #: Set by aclose(): reading afterwards is a bug in the caller, not an empty body.
+        self._released = False
+        self._length = self._declared_length(response)
+        if requested is not None and response.status == 206:
+            self._check_range(requested)
+
+    def _declared_length(self, response: Response) -> int | None:
+        """Bytes this response promises: Content-Length, else the Content-Range span."""
+        length = parse_length(response.headers.get("Content-Length"))
+        content_range = self.content_range
+        if response.status == 206 and content_range is not None:
+            span = content_range[1] - content_range[0] + 1
+            if length is not None and length != span:
+                response.close()
+                self._closed = True
+                raise ProtocolError(
+                    f"the response declares {length} bytes (Content-Length) but "
+                    f"{span} (Content-Range {response.headers.get('Content-Range')}); a proxy "
+                    "in between may have changed it",
+                    attempts=1,
+                )
+            return span
+        return length
+
+    def _check_range(self, requested: str) -> None:
+        """A 206 must carry the range asked for (clamped to the object's end): one that
+        starts elsewhere would deliver shifted bytes."""
+        first, last = parse_range_header(requested)
+        content_range = self.content_range
+        matches = False
+        if content_range is not None:
+            start, end, total = content_range
+            if total is None:  # "bytes a-b/*": only the start and the bound can be checked
+                matches = first is None or (start == first and (last is None or end <= last))
+            elif first is None:
+                assert last is not None
+                matches = (start, end) == (max(0, total - last), total - 1)
+            else:
+                stop = total - 1 if last is None else min(last, total - 1)
+                matches = (start, end) == (first, stop)
+        if not matches:
+            self._response.close()
+            self._closed = True
+            got = self._headers.get("Content-Range")
+            raise ProtocolError(
+                f"asked for {requested} and the server answered 206 with Content-Range "
+                f"{got!r}: other bytes than asked for (a proxy in between?)",
+                attempts=1,
+            )
 
     # metadata shortcuts -------------------------------------------------------------------
     @property
@@ -77,8 +149,19 @@ class ObjectStream:
 
     @property
     def content_length(self) -> int | None:
-        """Bytes in this response body; ``None`` for an in-progress STREAMING object."""
+        """Bytes in *this response* body: the whole object for a 200, the range for a 206.
+        ``None`` for an in-progress STREAMING object (its length is not known yet)."""
         return self._length
+
+    @property
+    def object_size(self) -> int | None:
+        """Size of the *whole object* in bytes, whatever range was asked for: the total of
+        ``Content-Range`` for a 206, the length of a 200. ``None`` while a STREAMING upload
+        is still in progress (the service does not know it yet)."""
+        content_range = self.content_range
+        if self.status == 206 and content_range is not None:
+            return content_range[2]
+        return self._length if self.status == 200 else None
 
     @property
     def etag(self) -> str | None:
@@ -116,8 +199,16 @@ class ObjectStream:
 
         Raises :class:`~msd_async.errors.ConnectionLostError` if the body was cut short and
         could not be resumed, :class:`~msd_async.errors.ObjectChangedError` if a resume found
-        a new version, :class:`~msd_async.errors.ReadTimeout` if the server went silent.
+        a new version, :class:`~msd_async.errors.ProtocolError` if the server sent other
+        bytes than asked for or more than it declared,
+        :class:`~msd_async.errors.ReadTimeout` if the server went silent, and
+        :class:`~msd_async.errors.StreamClosedError` once the stream was closed.
         """
+        if self._released:
+            raise StreamClosedError(
+                "this ObjectStream was closed when its 'async with' block ended (or by "
+                "aclose()); read the body inside the block"
+            )
         if self._closed:
             return b""
         while True:
@@ -127,7 +218,17 @@ class ObjectStream:
                 await self._resume(exc)
                 continue
             if chunk:
-                self._received += len(chunk)
+                received = self._received + len(chunk)
+                expected = self._length
+                if expected is not None and received > expected:
+                    self._closed = True
+                    self._response.close()
+                    raise ProtocolError(
+                        f"the server sent more bytes than the {expected} it declared "
+                        f"(at least {received}); the extra bytes were not delivered",
+                        attempts=1,
+                    )
+                self._received = received
                 return chunk
             self._check_complete()
             self._closed = True
@@ -171,17 +272,72 @@ class ObjectStream:
                 expected_etag=self.etag,
                 actual_etag=None,
             ) from exc
-        etag = parse_object_info(response.headers).etag
-        if etag != self.etag:
+        except BaseException:
+            self._closed = True
+            raise
+        try:
+            self._check_resumed(response, start, end, cause)
+        except BaseException:
             response.close()
             self._closed = True
+            raise
+        self._response = response
+
+    def _check_resumed(
+        self, response: Response, start: int, end: int, cause: TransportError
+    ) -> None:
+        """Accept a resumed answer only if it carries exactly the bytes asked for, of the
+        same object; checked before any of its bytes is delivered."""
+        headers = response.headers
+        etag = parse_object_info(headers).etag
+        received = self._received
+        if etag != self.etag:
             raise ObjectChangedError(
                 f"the object changed while it was being downloaded (ETag {self.etag} became "
-                f"{etag}); {self._received} bytes of the old version were received",
+                f"{etag}); {received} bytes of the old version were received",
                 expected_etag=self.etag,
                 actual_etag=etag,
             ) from cause
-        self._response = response
+        asked = f"Range: bytes={start}-{end}"
+        if response.status != 206:
+            raise ProtocolError(
+                f"the connection broke after {received} bytes and the resumed request "
+                f"({asked}) was answered with HTTP {response.status} instead of 206: the "
+                "server (or a proxy or cache in between) ignored the Range header; the "
+                "download cannot continue without repeating bytes",
+                attempts=1,
+            ) from cause
+        content_range = parse_content_range(headers.get("Content-Range"))
+        if content_range is None:
+            raise ProtocolError(
+                f"the resumed request ({asked}) was answered with a 206 without a valid "
+                f"Content-Range ({headers.get('Content-Range')!r}); the download cannot "
+                "continue",
+                attempts=1,
+            ) from cause
+        first, last, total = content_range
+        size = self.object_size
+        if total is not None and size is not None and total != size:
+            raise ObjectChangedError(
+                f"the object changed while it was being downloaded: it was {size} bytes "
+                f"and the resumed answer says {total} (same ETag {etag}); {received} bytes "
+                "of the old version were received",
+                expected_etag=self.etag,
+                actual_etag=etag,
+            ) from cause
+        if (first, last) != (start, end):
+            raise ProtocolError(
+                f"the resumed request ({asked}) was answered with bytes {first}-{last}: the "
+                "server sent other bytes than asked for; the download cannot continue",
+                attempts=1,
+            ) from cause
+        length = parse_length(headers.get("Content-Length"))
+        if length is not None and length != end - start + 1:
+            raise ProtocolError(
+                f"the resumed answer declares {length} bytes (Content-Length) for bytes "
+                f"{first}-{last}; the download cannot continue",
+                attempts=1,
+            ) from cause
 
     async def read(self) -> bytes:
         """The whole (remaining) body."""
@@ -193,10 +349,20 @@ class ObjectStream:
             parts.append(chunk)
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
-    async def iter_chunks(self, size: int) -> AsyncIterator[bytes]:
-        """The body in chunks of exactly ``size`` bytes (the last may be shorter)."""
-        if size <= 0:
-            raise ValueError(f"chunk size must be positive, not {size}")
+    def iter_chunks(self, size: int) -> AsyncIterator[bytes]:
+        """The body in chunks of exactly ``size`` bytes (the last may be shorter).
+
+        Raises :class:`~msd_async.errors.InvalidParameterError` at once when ``size`` is not
+        a positive int.
+        """
+        if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+            raise InvalidParameterError(
+                f"iter_chunks size must be a positive number of bytes, not {size!r}",
+                rule="chunk-size.range",
+            )
+        return self._iter_chunks(size)
+
+    async def _iter_chunks(self, size: int) -> AsyncIterator[bytes]:
         pending = bytearray()
         async for chunk in self:
             pending += chunk
@@ -225,12 +391,14 @@ class ObjectStream:
         return written
 
     async def aclose(self) -> None:
-        """Release the connection; an unread body is not drained: the connection is closed."""
+        """Release the connection; an unread body is not drained: the connection is closed.
+        Idempotent; reading afterwards raises :class:`~msd_async.errors.StreamClosedError`."""
         # get_object's context manager holds this stream and ``_reopen`` is its bound
         # method: a reference cycle that kept every response (headers, reader, buffers)
         # alive until the cyclic GC ran, ~15 us per 1 MiB GET. A closed stream never
         # resumes, so the reference can go.
         self._reopen = None
+        self._released = True
         if not self._closed:
             self._closed = True
             self._response.close()
@@ -238,5 +406,46 @@ class ObjectStream:
     def __repr__(self) -> str:
         return (
             f"<ObjectStream status={self.status} length={self.content_length} "
+            f"object_size={self.object_size} "
             f"etag={self.etag!r} received={self._received}>"
         )
+
+
+async def read_window(stream: ObjectStream, first: int | None, last: int | None) -> bytes:
+    """Bytes ``first..last`` (inclusive; ``last=None``: to the end; ``first=None``: the last
+    ``last`` bytes) out of a 200 answer carrying the whole object, for a ranged request
+    whose range the server ignored.
+
+    An absolute window stops reading (and closes the connection) as soon as it is complete;
+    a suffix needs the end of the object and keeps only the last bytes. A window starting
+    past the end raises :class:`~msd_async.errors.RangeNotSatisfiableError`, as the service
+    answers for a complete object.
+    """
+    if first is None:
+        assert last is not None
+        tail = bytearray()
+        async for chunk in stream:
+            tail += chunk
+            if len(tail) > last:
+                del tail[: len(tail) - last]
+        return bytes(tail)
+    parts: list[bytes] = []
+    position = 0  # offset of the next chunk's first byte in the object
+    async for chunk in stream:
+        end = position + len(chunk)
+        if end > first:
+            lo = max(first - position, 0)
+            hi = len(chunk) if last is None else min(last + 1 - position, len(chunk))
+            if hi > lo:
+                parts.append(chunk[lo:hi])
+        position = end
+        if last is not None and position > last:
+            break  # the window is complete; the rest of the body is not needed
+    if position <= first:
+        raise RangeNotSatisfiableError(
+            f"the range starts at byte {first} but the object has {position} bytes",
+            code="RequestedRangeNotSatisfiableException",
+            status=416,
+            attempts=1,
+        ).with_object_size(position)
+    return b"".join(parts)

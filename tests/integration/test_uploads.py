@@ -72,10 +72,10 @@ async def agen(data: bytes, size: int = 100_000) -> AsyncIterator[bytes]:
 
 
 def _kinds(tmp_path: Path) -> dict[str, Callable[[bytes], object]]:
-    def path_body(data: bytes) -> object:
+    def path_body(data: bytes) -> Path:
         target = tmp_path / "body.bin"
         target.write_bytes(data)
-        return str(target)
+        return target
 
     def pathlike_body(data: bytes) -> object:
         target = tmp_path / "body2.bin"
@@ -98,12 +98,13 @@ def _kinds(tmp_path: Path) -> dict[str, Callable[[bytes], object]]:
         "memoryview": memoryview,
         "memoryview-uint32": wide_memoryview,
         "memoryview-slice": lambda d: memoryview(b"xx" + d + b"yy")[2:-2],
-        "path-str": path_body,
+        "path": path_body,
         "path-pathlike": pathlike_body,
         "seekable-file-at-offset": offset_file,
         "real-file": lambda d: open(path_body(d), "rb"),  # closed by the test
         "non-seekable-file": lambda d: io.BufferedReader(NonSeekable(d)),
         "list-of-chunks": lambda d: [d[: len(d) // 3], bytearray(d[len(d) // 3 :])],
+        "generator": lambda d: (d[i : i + 70_000] for i in range(0, len(d), 70_000)),
         "async-generator": agen,
         "async-iterable": lambda d: AsyncChunks(d, 70_000),
         "async-generator-of-memoryviews": lambda d: agen_views(d),
@@ -380,10 +381,10 @@ async def _peak_during(upload: Callable[[], Any]) -> int:
 @pytest.mark.parametrize("kind", ["bytes", "path"])
 async def test_a_25_mb_upload_does_not_copy_the_body(tmp_path: Path, kind: str) -> None:
     data = random.Random(25).randbytes(BIG)
-    body: bytes | str = data
+    body: bytes | Path = data
     if kind == "path":
         (tmp_path / "big.bin").write_bytes(data)
-        body = str(tmp_path / "big.bin")
+        body = tmp_path / "big.bin"
     # A directory store keeps the server's own memory small (it writes chunks to disk as
     # they arrive), so the peak measures the client.
     async with LocalMediaStore(data_dir=str(tmp_path / "store"), fsync=False) as server:

@@ -2,7 +2,8 @@
 read back what it stored.
 
 ffmpeg cannot sign requests, so it reaches the server through anonymous writes — as it
-reached a real container through a public-write policy (SPEC §7).
+reached a real container through a public-write policy (docs/contract.md,
+"Live publishing").
 """
 
 from __future__ import annotations

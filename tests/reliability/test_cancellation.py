@@ -83,7 +83,7 @@ async def test_a_thousand_cancelled_uploads_leak_nothing(tmp_path: Path) -> None
                 data = rng.randbytes(100_000)
                 body, complete[path] = chunks_of(data, 4096), hashlib.sha256(data).hexdigest()
             elif kind == "file":
-                body, complete[path] = str(file_body), file_digest
+                body, complete[path] = file_body, file_digest
             else:
                 body = _endless(rng.randbytes(3000), parked)
                 endless.add(path)

@@ -36,7 +36,7 @@ def _body_for(rng: random.Random, kind: str, data: bytes, tmp: Path, i: int) -> 
     if kind == "file":
         path = tmp / f"body-{i}"
         path.write_bytes(data)
-        return str(path)
+        return path
     if kind == "reopenable":
 
         def reopen() -> AsyncIterator[bytes]:

@@ -69,7 +69,7 @@ def _bodies(tmp_path: Path) -> dict[str, Callable[[], object]]:
     return {
         "bytes": lambda: DATA,
         "bytearray": lambda: bytearray(DATA),
-        "path": lambda: str(file_path),
+        "path": lambda: file_path,
         "seekable-file": lambda: io.BytesIO(DATA),
         "reopenable": reopenable,
     }

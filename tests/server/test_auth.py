@@ -1,4 +1,4 @@
-"""SigV4 verification (SPEC §5) and the 403 rows of SPEC §4."""
+"""SigV4 verification (docs/contract.md, "Signing") and the 403 rows of its "Errors"."""
 
 from __future__ import annotations
 

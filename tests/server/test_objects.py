@@ -1,4 +1,4 @@
-"""Operations, headers, ranges, folders and listing (SPEC §2, §6)."""
+"""Operations, headers, ranges, folders and listing (docs/contract.md)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The sans-I/O protocol layer: requests as botocore's serializer builds them, responses and
-errors parsed as SPEC §2/§4 and botocore's parser (FACTS §6) read them."""
+errors parsed as docs/contract.md describes and botocore's parser reads them."""
 
 from __future__ import annotations
 
@@ -186,7 +186,7 @@ def test_parse_content_range(value: str | None, expected: object) -> None:
     assert protocol.parse_content_range(value) == expected
 
 
-# The error matrix of FACTS §6, as botocore maps it.
+# The error matrix as botocore's rest-json parser maps it (docs/contract.md, "Errors").
 ERROR_CASES = [
     (
         404,

@@ -1,4 +1,5 @@
-"""The API rules of SPEC §2-3: every rule, its ``rule`` name, and generated paths."""
+"""The API rules of docs/contract.md ("Names and limits"): every rule, its ``rule`` name,
+and generated paths."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ from msd_async.rules import (
 )
 
 NAME_CHARS = "ABCXYZabcxyz0189._-~=:"
-# The User Guide's rule for a name (SPEC §2), written independently of rules.py.
+# The User Guide's rule for a name (folders-rules-for-names), written independently of rules.py.
 NAME_RE = re.compile(r"[A-Za-z0-9._\-~=:]+")
 
 
@@ -156,7 +157,7 @@ def test_invalid_folder_paths(path: Any, rule: str) -> None:
     [
         ("live/seg_1-a.b~c.ts", "live/seg_1-a.b~c.ts"),
         ("live/a=b:c.ts", "live/a%3Db%3Ac.ts"),
-        # Paths the rules reject still encode as botocore does (SPEC §2 / FACTS §4).
+        # Paths the rules reject still encode as botocore does (serialize.py, safe='/~').
         ("a b+c~d=e%f.ts", "a%20b%2Bc~d%3De%25f.ts"),
         ("ü", "%C3%BC"),
     ],

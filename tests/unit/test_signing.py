@@ -9,8 +9,8 @@ Two oracles:
   paths, queries and header values.
 
 Our signer is always given the request the way *our* client builds it (``encode_path``,
-decoded query pairs, the SPEC §5 header set); the tests also check that this request is the
-one botocore put on the wire.
+decoded query pairs, the header set of docs/contract.md, "Signing"); the tests also check
+that this request is the one botocore put on the wire.
 """
 
 from __future__ import annotations
@@ -204,7 +204,7 @@ OPS = [
     Op("describe", "describe_object", {"Path": "live/seg1.ts"}, "HEAD"),
     Op("describe-unicode", "describe_object", {"Path": "日本/ファイル 1.ts"}, "HEAD"),
     Op("delete", "delete_object", {"Path": "live/seg1.ts"}, "DELETE"),
-    # SPEC §5's example: the User Guide's leading slash puts "//" on the wire.
+    # The User Guide's CLI example: leading slash puts "//" on the wire.
     Op("delete-spec-example", "delete_object", {"Path": "/live/a=b:c.ts"}, "DELETE"),
     Op("delete-dots", "delete_object", {"Path": "../x/./../live/seg.ts"}, "DELETE"),
     Op("list-bare", "list_items", {}, "GET"),

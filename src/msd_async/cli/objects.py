@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ._common import client_options
@@ -104,7 +105,8 @@ async def _get(store: ContainerClient, args: argparse.Namespace) -> int:
 
 
 async def _put(store: ContainerClient, args: argparse.Namespace) -> int:
-    body = sys.stdin.buffer if args.file == "-" else args.file
+    # A Path: a str body is uploaded as its text, not read as a file name.
+    body = sys.stdin.buffer if args.file == "-" else Path(args.file)
     result = await store.put_object(
         args.path,
         body,

@@ -1,4 +1,5 @@
-"""SigV4 verification for the local server (SPEC §5), on the client's canonical functions.
+"""SigV4 verification for the local server (docs/contract.md, "Signing"), on the client's
+canonical functions.
 
 Two forms are accepted: the ``Authorization`` header and presigned query strings
 (``X-Amz-Signature``). The canonical request is rebuilt from the request *as received*: the raw
@@ -39,7 +40,8 @@ from ..signing import (
 
 __all__ = ["MAX_SKEW", "AuthFailure", "Deferred", "Verifier"]
 
-#: Requests dated further than this from the server clock are refused (SPEC §5).
+#: Requests dated further than this from the server clock are refused (API reference,
+#: CommonErrors, RequestExpired).
 MAX_SKEW: Final = 15 * 60
 
 _AUTH_RE: Final = re.compile(

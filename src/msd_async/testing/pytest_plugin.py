@@ -7,27 +7,35 @@ using them are marked ``@pytest.mark.anyio`` with an asyncio ``anyio_backend``:
   127.0.0.1 with the default credentials; closed after the test.
 - ``mediastore_client``: a ``ContainerClient`` bound to that server, from a
   ``msd_async.Session`` made with the server's credentials and region.
+
+pytest loads this module into every test run of an environment where msd-async is
+installed, used or not: it imports nothing heavy at module level (the server and
+``aiohttp.web`` are imported inside the fixtures, when a test asks for one).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pytest
 
-from .server import LocalMediaStore
+if TYPE_CHECKING:
+    from msd_async import ContainerClient
+
+    from .server import LocalMediaStore
 
 
 @pytest.fixture
 async def mediastore_server() -> AsyncIterator[LocalMediaStore]:
+    from .server import LocalMediaStore
+
     async with LocalMediaStore() as server:
         yield server
 
 
 @pytest.fixture
-async def mediastore_client(mediastore_server: LocalMediaStore) -> AsyncIterator[Any]:
-    # Imported here: the client is optional for users who only want the server.
+async def mediastore_client(mediastore_server: LocalMediaStore) -> AsyncIterator[ContainerClient]:
     from msd_async import Session
 
     async with Session(

@@ -1,10 +1,11 @@
 """The local MediaStore-compatible server: :class:`LocalMediaStore`, an aiohttp.web application.
 
-It serves one container's data plane (SPEC §2) over HTTP/1.1 and is strict where the service
-is: SigV4 signatures (header or presigned), path rules, object limits while the body streams,
-the 30-second upload cap, and error responses with ``x-amzn-ErrorType``/``x-amzn-RequestId``.
+It serves one container's data plane (docs/contract.md) over HTTP/1.1 and is strict where
+the service is: SigV4 signatures (header or presigned), path rules, object limits while the
+body streams, the 30-second upload cap, and error responses with ``x-amzn-ErrorType`` /
+``x-amzn-RequestId``.
 
-Choices where the service left a question open (SPEC marks them **(choice)**):
+Choices where the service left a question open (docs/contract.md marks them **(choice)**):
 
 - Paths are resolved from the *raw* request path; empty segments collapse (``//live/a``
   is ``live/a``, like the signer's canonical URI). ``.`` and ``..`` segments are refused
@@ -33,6 +34,7 @@ from typing import Any, Final, Literal, Self
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http import HttpProcessingError
 
 from .. import rules
 from ..credentials import Credentials
@@ -55,7 +57,7 @@ logger = logging.getLogger("msd_async.testing.server")
 
 #: The well-known keys of a server started without credentials (printed by ``msd serve``).
 DEFAULT_CREDENTIALS: Final = Credentials("AKIDLOCALMEDIASTORE", "local-mediastore-secret-key")
-#: ListItems NextToken lifetime (SPEC §2).
+#: ListItems NextToken lifetime ("Tokens expire after 15 minutes": the botocore model).
 TOKEN_LIFETIME: Final = 15 * 60
 
 _HOST_RE: Final = re.compile(
@@ -146,6 +148,28 @@ class _AccessLogger(AbstractAccessLogger):
         return self.logger.isEnabledFor(logging.INFO)
 
 
+class _ServerLog(logging.LoggerAdapter[logging.Logger]):
+    """aiohttp's server logger, with a malformed request (the client's fault, answered 400)
+    on one WARNING line instead of an ERROR traceback. Anything else passes unchanged."""
+
+    def _malformed(self, args: tuple[Any, ...], exc_info: Any) -> bool:
+        exc = exc_info if isinstance(exc_info, BaseException) else None
+        if not isinstance(exc, HttpProcessingError) or not 400 <= (exc.code or 0) < 500:
+            return False
+        remote = args[0] if args else "?"
+        reason = " ".join(str(exc.message).split())
+        self.logger.warning("malformed request from %s: %s (HTTP %s)", remote, reason, exc.code)
+        return True
+
+    def exception(self, msg: object, *args: Any, exc_info: Any = True, **kwargs: Any) -> None:
+        if not self._malformed(args, exc_info):
+            super().exception(msg, *args, exc_info=exc_info, **kwargs)
+
+    def debug(self, msg: object, *args: Any, **kwargs: Any) -> None:
+        if not self._malformed(args, kwargs.get("exc_info")):
+            super().debug(msg, *args, **kwargs)
+
+
 class LocalMediaStore:
     """A local MediaStore data-plane server for one container.
 
@@ -230,6 +254,7 @@ class LocalMediaStore:
             self.make_app(),
             access_log_class=_AccessLogger,
             access_log=self._access_logger,
+            logger=_ServerLog(logging.getLogger("aiohttp.server"), {}),
             handle_signals=False,
             # Streaming readers and uploads are ended by close(); nothing should linger.
             shutdown_timeout=2.0,
@@ -275,7 +300,9 @@ class LocalMediaStore:
             return await self._dispatch(request, rid)
         except ApiError as exc:
             return self._error_response(request, exc, rid)
-        except _ClientGone:
+        except (_ClientGone, ConnectionError):
+            # The client went away (while a delay fault held the request, or mid-answer):
+            # nobody is left to answer, and that is not a server failure to log.
             request[_GONE] = True
             resp = web.Response(status=400, headers={"x-amzn-RequestId": rid})
             resp.force_close()
@@ -307,6 +334,9 @@ class LocalMediaStore:
         fault = self.faults.pick(method, path, is_object=bool(path))
         if fault is not None:
             fault = await self._early_fault(fault)
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                raise _ClientGone  # it disconnected while the fault held its request
 
         host = request.headers.get("Host", "")
         match = _HOST_RE.fullmatch(host)

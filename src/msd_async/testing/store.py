@@ -1,7 +1,8 @@
 """Object storage for the local server: a folder tree of versions, in memory or in a directory.
 
 The namespace is a tree of folders whose leaves are object versions. Folders exist only while
-they hold an object (SPEC §6): inserting creates them, removing the last object prunes them.
+they hold an object (docs/contract.md, "Semantics"): inserting creates them, removing the
+last object prunes them.
 A name is either a folder or an object, never both.
 
 An :class:`Upload` collects one PUT's body. It becomes a version only by :meth:`Upload.commit`,
@@ -95,7 +96,8 @@ class ObjectVersion:
 
 def _new_etag(sha: bytes) -> str:
     # Content hash mixed with a per-version nonce: 64 hex, differs from ContentSHA256 and
-    # changes on every PUT even for identical bytes (SPEC §2, a choice).
+    # changes on every PUT even for identical bytes (a choice; docs/contract.md,
+    # "Operations on the wire").
     return hashlib.sha256(sha + secrets.token_bytes(16)).hexdigest()
 
 
@@ -236,7 +238,7 @@ class Store:
             node = child
         if not isinstance(node, ObjectVersion):
             return None
-        # Remove the leaf, then every folder the removal left empty (SPEC §6).
+        # Remove the leaf, then every folder the removal left empty (User Guide, folders-delete).
         for parent, name in reversed(chain):
             del parent.children[name]
             parent.sorted_names = None
@@ -346,7 +348,8 @@ class Store:
 
 
 def _now() -> float:
-    # Milliseconds, as the service's epoch-float LastModified shows (FACTS §5).
+    # Milliseconds, as the service's epoch-float LastModified shows (User Guide,
+    # objects-view-list: 1563571859.379).
     return round(time.time(), 3)
 
 

@@ -1,0 +1,174 @@
+"""aiohttp.web adapter: serve an object, accept an upload, from inside a handler::
+
+    from msd_async.web.aiohttp import accept_upload, serve_object
+
+    async def get_video(request: web.Request) -> web.StreamResponse:
+        return await serve_object(request, store, "vod/" + request.match_info["name"])
+
+    async def put_video(request: web.Request) -> web.StreamResponse:
+        return await accept_upload(request, store, "vod/" + request.match_info["name"])
+
+Route both GET and HEAD to ``serve_object`` (``app.router.add_get`` does, by default).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Final
+
+from aiohttp import web
+
+from ..client import ContainerClient
+from ..errors import MediaStoreError
+from .core import REQUEST_HEADERS, Reply, UploadInterrupted, open_object, store_upload
+
+__all__ = ["accept_upload", "request_headers", "send_reply", "serve_object"]
+
+logger = logging.getLogger("msd_async.web")
+
+#: Seconds between checks that the client is still there, while the body of a growing
+#: object pauses (see :func:`_pump_watching`).
+_WATCH_INTERVAL: Final = 0.5
+
+
+
+def request_headers(request: web.BaseRequest) -> dict[str, str]:
+    """The request headers the core reads, lower-case, repeated fields joined."""
+    found: dict[str, str] = {}
+    for name in REQUEST_HEADERS:
+        values = request.headers.getall(name, ())
+        if values:
+            found[name] = ", ".join(values)
+    return found
+
+
+async def serve_object(
+    request: web.BaseRequest,
+    client: ContainerClient,
+    path: str,
+    *,
+    redirect: bool = False,
+    expires_in: int = 3600,
+) -> web.StreamResponse:
+    """Answer a GET or HEAD with the object at ``path`` (see
+    :func:`msd_async.web.open_object` for ranges, conditional requests, redirects and the
+    statuses). The body is streamed with back-pressure (the origin is read only as fast as
+    the client takes it); when the client goes away the upstream connection is released at
+    once. Returns the (already sent) response."""
+    reply = await open_object(
+        client,
+        path,
+        method=request.method,
+        headers=request_headers(request),
+        redirect=redirect,
+        expires_in=expires_in,
+    )
+    return await send_reply(request, reply)
+
+
+async def send_reply(request: web.BaseRequest, reply: Reply) -> web.StreamResponse:
+    """Send a :class:`~msd_async.web.Reply` and close it, whatever happens. If the origin
+    fails mid-body the connection is cut, so the client sees an incomplete response."""
+    response = web.StreamResponse(status=reply.status)
+    try:
+        return await _send(request, reply, response)
+    except ConnectionError:
+        return response  # the client went away; the finally releases the origin
+    finally:
+        await reply.aclose()
+
+
+async def _send(
+    request: web.BaseRequest, reply: Reply, response: web.StreamResponse
+) -> web.StreamResponse:
+    for name, value in reply.headers:
+        if name == "Content-Length":
+            response.content_length = int(value)
+        elif name == "Connection" and value == "close":
+            response.force_close()
+        else:
+            response.headers.add(name, value)
+    await response.prepare(request)
+    if request.method != "HEAD" and reply.streamed:
+        try:
+            if reply.header("Content-Length") is None:
+                await _pump_watching(request, response, reply)
+            else:
+                await _pump(response, reply)
+        except MediaStoreError as exc:
+            logger.warning("origin failed mid-body (connection cut): %s", exc)
+            _abort(request)
+            return response
+    elif request.method != "HEAD" and reply.body:
+        await response.write(reply.body)
+    await response.write_eof()
+    return response
+
+
+async def _pump(response: web.StreamResponse, reply: Reply) -> None:
+    # write() waits while the client's socket is backed up: the origin is read no faster.
+    receive, write = reply.receive, response.write
+    while chunk := await receive():
+        await write(chunk)
+
+
+async def _pump_watching(
+    request: web.BaseRequest, response: web.StreamResponse, reply: Reply
+) -> None:
+    """:func:`_pump` for a body of unknown length (a STREAMING object still uploading):
+    its bytes can pause for long, and aiohttp does not tell a handler that its client
+    left until it writes, so the connection is checked every :data:`_WATCH_INTERVAL`."""
+    pump = asyncio.ensure_future(_pump(response, reply))
+    try:
+        while True:
+            done, _ = await asyncio.wait({pump}, timeout=_WATCH_INTERVAL)
+            if done:
+                return pump.result()
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                raise ConnectionResetError("the client went away")
+    finally:
+        if not pump.done():
+            pump.cancel()
+            await asyncio.wait({pump})
+
+
+def _abort(request: web.BaseRequest) -> None:
+    transport = request.transport
+    if transport is not None:
+        transport.abort()
+
+
+async def _body(request: web.BaseRequest) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in request.content.iter_any():
+            yield chunk
+    except (ConnectionError, OSError) as exc:  # aiohttp sets ConnectionResetError on loss
+        raise UploadInterrupted(f"the client went away: {exc}") from exc
+
+
+async def accept_upload(
+    request: web.BaseRequest,
+    client: ContainerClient,
+    path: str,
+    *,
+    streaming: bool = False,
+    content_type: str | None = None,
+    cache_control: str | None = None,
+) -> web.StreamResponse:
+    """Stream the request body (``request.content``) into ``put_object`` without buffering
+    it; see :func:`msd_async.web.store_upload` for limits (413), preconditions (412) and
+    the answer (201/200 with the new ETag). A client that disconnects mid-body aborts the
+    upload: nothing is stored. Returns the (already sent) response."""
+    reply = await store_upload(
+        client,
+        path,
+        _body(request),
+        headers=request_headers(request),
+        streaming=streaming,
+        content_type=content_type,
+        cache_control=cache_control,
+    )
+    return await send_reply(request, reply)

@@ -1,0 +1,136 @@
+"""ASGI adapter (Starlette, FastAPI): serve an object, accept an upload. Needs the
+``msd-async[web]`` extra (Starlette); ``import msd_async.web`` alone does not import it::
+
+    from msd_async.web.asgi import accept_upload, serve_object
+
+    @app.api_route("/videos/{name}", methods=["GET", "HEAD"])
+    async def get_video(name: str, request: Request) -> Response:
+        return await serve_object(request, store, f"vod/{name}")
+
+    @app.put("/videos/{name}")
+    async def put_video(name: str, request: Request) -> Response:
+        return await accept_upload(request, store, f"vod/{name}")
+
+The object response is a :class:`starlette.responses.StreamingResponse`, so it works
+wherever one does (middleware, FastAPI's ``response_class``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from ..client import ContainerClient
+from ..errors import MediaStoreError
+from .core import REQUEST_HEADERS, Reply, UploadInterrupted, open_object, store_upload
+
+__all__ = ["ReplyResponse", "accept_upload", "request_headers", "response_for", "serve_object"]
+
+logger = logging.getLogger("msd_async.web")
+
+
+
+def request_headers(request: Request) -> dict[str, str]:
+    """The request headers the core reads, lower-case, repeated fields joined."""
+    found: dict[str, str] = {}
+    for name in REQUEST_HEADERS:
+        values = request.headers.getlist(name)
+        if values:
+            found[name] = ", ".join(values)
+    return found
+
+
+class ReplyResponse(StreamingResponse):
+    """A :class:`StreamingResponse` whose body comes from the container. Whatever ends it
+    (the end of the body, the client going away, an error), the upstream connection is
+    released before ``__call__`` returns; an origin failure mid-body is re-raised after
+    logging, so the ASGI server cuts the connection rather than end the body short."""
+
+    def __init__(self, reply: Reply) -> None:
+        self.reply = reply
+        super().__init__(reply.chunks(), status_code=reply.status, headers=dict(reply.headers))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        chunks = self.body_iterator
+        try:
+            await super().__call__(scope, receive, send)
+        except MediaStoreError as exc:
+            logger.warning("origin failed mid-body (connection cut): %s", exc)
+            raise
+        finally:
+            closer = getattr(chunks, "aclose", None)
+            if closer is not None:
+                await closer()
+            await self.reply.aclose()
+
+
+def response_for(reply: Reply) -> Response:
+    """The Starlette response for a :class:`~msd_async.web.Reply`: a
+    :class:`ReplyResponse` when the body comes from the container, else a plain
+    :class:`Response` (the reply is closed then, as there is nothing to stream)."""
+    if reply.streamed:
+        return ReplyResponse(reply)
+    return Response(reply.body, status_code=reply.status, headers=dict(reply.headers))
+
+
+async def serve_object(
+    request: Request,
+    client: ContainerClient,
+    path: str,
+    *,
+    redirect: bool = False,
+    expires_in: int = 3600,
+) -> Response:
+    """Answer a GET or HEAD with the object at ``path`` (see
+    :func:`msd_async.web.open_object` for ranges, conditional requests, redirects and the
+    statuses). Return the response from the endpoint; the body streams with
+    back-pressure and the upstream connection is released when the client goes away."""
+    reply = await open_object(
+        client,
+        path,
+        method=request.method,
+        headers=request_headers(request),
+        redirect=redirect,
+        expires_in=expires_in,
+    )
+    if not reply.streamed:
+        await reply.aclose()
+    return response_for(reply)
+
+
+async def _body(request: Request) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in request.stream():
+            if chunk:
+                yield chunk
+    except ClientDisconnect as exc:
+        raise UploadInterrupted("the client went away") from exc
+
+
+async def accept_upload(
+    request: Request,
+    client: ContainerClient,
+    path: str,
+    *,
+    streaming: bool = False,
+    content_type: str | None = None,
+    cache_control: str | None = None,
+) -> Response:
+    """Stream the request body (``request.stream()``) into ``put_object`` without
+    buffering it; see :func:`msd_async.web.store_upload` for limits (413),
+    preconditions (412) and the answer (201/200 with the new ETag). A client that
+    disconnects mid-body aborts the upload: nothing is stored."""
+    reply = await store_upload(
+        client,
+        path,
+        _body(request),
+        headers=request_headers(request),
+        streaming=streaming,
+        content_type=content_type,
+        cache_control=cache_control,
+    )
+    return response_for(reply)

@@ -1,0 +1,533 @@
+"""Serve and accept objects over HTTP, framework-neutral: what to answer, and the body.
+
+:func:`open_object` turns a GET or HEAD for an object into a :class:`Reply` (status,
+headers, and a body streamed from the container); :func:`store_upload` streams a request
+body into ``put_object``. The aiohttp and ASGI adapters only copy a ``Reply`` onto their
+response objects. Origin failures become statuses here, once: the client of the web app
+sees ``404``, ``416``, ``502``, ``503`` or ``504`` with a short fixed text, and the detail
+goes to the ``msd_async.web`` logger.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import logging
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Final
+
+from ..client import ContainerClient
+from ..errors import (
+    AuthError,
+    ClientValidationError,
+    ContainerNotFoundError,
+    InvalidParameterError,
+    InvalidPathError,
+    MediaStoreError,
+    MediaStoreTimeout,
+    ObjectNotFoundError,
+    ObjectTooLargeError,
+    ProtocolError,
+    RangeNotSatisfiableError,
+    ThrottlingError,
+)
+from ..media_types import content_type_for
+from ..results import ObjectInfo
+from ..stream import ObjectStream
+from .http import (
+    Validators,
+    evaluate_preconditions,
+    format_http_date,
+    parse_range,
+    quote_etag,
+    resolve_range,
+)
+
+__all__ = [
+    "REASONS",
+    "REQUEST_HEADERS",
+    "Reply",
+    "UploadInterrupted",
+    "error_reply",
+    "open_object",
+    "status_for_error",
+    "store_upload",
+]
+
+logger = logging.getLogger("msd_async.web")
+
+#: The fixed body text of each status this module answers without an object body. Error
+#: bodies never carry the origin's message: it may name hosts, keys or paths.
+REASONS: Final[dict[int, str]] = {
+    200: "OK",
+    201: "Created",
+    302: "Found",
+    304: "",
+    400: "Bad Request",
+    404: "Not Found",
+    412: "Precondition Failed",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    416: "Range Not Satisfiable",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
+
+# How often a GET is re-decided when the object changes between the DescribeObject that
+# evaluated the preconditions and the GetObject that fetched the body.
+_MAX_DECISIONS: Final = 3
+_PRECONDITIONS: Final = ("if-match", "if-none-match", "if-modified-since", "if-unmodified-since")
+#: The request headers :func:`open_object` and :func:`store_upload` read (adapters collect
+#: only these).
+REQUEST_HEADERS: Final = (
+    "range",
+    *_PRECONDITIONS,
+    "if-range",
+    "content-length",
+    "content-type",
+)
+
+
+class UploadInterrupted(Exception):
+    """The upload's request body ended before it was complete (the client went away, or
+    sent fewer bytes than its Content-Length). Adapters raise it from the body iterator
+    they hand to :func:`store_upload`; the upload is then aborted and nothing is stored."""
+
+
+@dataclass(slots=True, eq=False)
+class Reply:
+    """What to answer: ``status``, ``headers`` (name, value pairs, in order) and a body.
+
+    The body is ``body`` (bytes) unless ``streamed`` is true; then iterate
+    :meth:`chunks` and call :meth:`aclose` when done, whatever happened (adapters do
+    both). ``Content-Length`` is in ``headers`` whenever the length is known.
+    """
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes = b""
+    _stream: ObjectStream | None = field(default=None, repr=False)
+    _exits: contextlib.AsyncExitStack | None = field(default=None, repr=False)
+    _skip: int = 0
+    _take: int | None = None
+    _given: bool = False
+
+    @property
+    def streamed(self) -> bool:
+        """Whether the body comes from the container (else it is :attr:`body`)."""
+        return self._stream is not None
+
+    def header(self, name: str) -> str | None:
+        """The first value of a header, by case-insensitive name."""
+        lower = name.lower()
+        return next((v for k, v in self.headers if k.lower() == lower), None)
+
+    async def receive(self) -> bytes:
+        """The next chunk of the body as it arrives from the container (sliced to the
+        range when the origin ignored it), or ``b""`` at its end; a non-streamed reply
+        gives :attr:`body` once. Raises :class:`MediaStoreError` when the origin fails
+        mid-body (the headers are gone by then: the adapter must cut the connection so
+        the client sees an incomplete response, never a short one passed off as whole)."""
+        stream = self._stream
+        if stream is None:
+            given, self._given = self._given, True
+            return b"" if given else self.body
+        if not self._skip and self._take is None:
+            return await stream.receive()  # the usual case: the origin honoured the range
+        while self._take is None or self._take > 0:
+            chunk = await stream.receive()
+            if not chunk:
+                return b""
+            if self._skip:
+                if len(chunk) <= self._skip:
+                    self._skip -= len(chunk)
+                    continue
+                chunk, self._skip = chunk[self._skip :], 0
+            if self._take is not None:
+                if len(chunk) > self._take:
+                    chunk = chunk[: self._take]
+                self._take -= len(chunk)
+            return chunk
+        # The rest of the origin's body is not wanted: close its connection now.
+        await self.aclose()
+        return b""
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """:meth:`receive` as an async iterator (for ASGI's ``StreamingResponse``)."""
+        receive = self.receive
+        while chunk := await receive():
+            yield chunk
+
+    async def aclose(self) -> None:
+        """Release the upstream connection (closed if the body was not read to its end).
+        Idempotent; safe in a ``finally`` while being cancelled."""
+        exits, self._exits = self._exits, None
+        if exits is not None:
+            await exits.aclose()
+
+
+def _text(
+    status: int, headers: list[tuple[str, str]] | None = None, text: str | None = None
+) -> Reply:
+    body = (REASONS.get(status, "") if text is None else text).encode()
+    pairs = list(headers or ())
+    if body:
+        pairs.append(("Content-Type", "text/plain; charset=utf-8"))
+    if status != 304:  # a 304's Content-Length would have to be the 200's (RFC 9110 §8.6)
+        pairs.append(("Content-Length", str(len(body))))
+    return Reply(status, pairs, body)
+
+
+def status_for_error(exc: BaseException) -> int:
+    """The status to answer for an error of the origin (or of a bad request path).
+
+    ================================================  ======
+    error                                             status
+    ================================================  ======
+    ObjectNotFoundError, InvalidPathError             404
+    RangeNotSatisfiableError                          416
+    ObjectTooLargeError                               413
+    ThrottlingError                                   503
+    MediaStoreTimeout (read, connect, pool, deadline) 504
+    any other (5xx, connection errors, auth, ...)     502
+    ================================================  ======
+    """
+    if isinstance(exc, (ObjectNotFoundError, InvalidPathError)):
+        return 404
+    if isinstance(exc, RangeNotSatisfiableError):
+        return 416
+    if isinstance(exc, ObjectTooLargeError):
+        return 413
+    if isinstance(exc, ThrottlingError):
+        return 503
+    if isinstance(exc, MediaStoreTimeout):
+        return 504
+    return 502
+
+
+def error_reply(exc: BaseException, *, path: str | None = None) -> Reply:
+    """A :class:`Reply` for ``exc`` with the status of :func:`status_for_error` and a
+    fixed body; the detail is logged (warning for the origin's failures, debug for a
+    missing object), never sent."""
+    status = status_for_error(exc)
+    if status in (404, 416, 413):
+        logger.debug("%s for %r: %s", status, path, exc)
+    else:
+        # A refused signature or an unknown container is a misconfiguration: louder.
+        misconfigured = isinstance(exc, (AuthError, ContainerNotFoundError))
+        level = logging.ERROR if misconfigured else logging.WARNING
+        logger.log(level, "origin failed for %r (answered %s): %s", path, status, exc)
+    headers = []
+    if status == 503:
+        retry_after = getattr(exc, "retry_after", None)
+        headers.append(("Retry-After", str(max(1, round(retry_after or 1)))))
+    return _text(status, headers)
+
+
+def _object_headers(info: ObjectInfo, *, length_known: bool) -> list[tuple[str, str]]:
+    headers = [("Content-Type", info.content_type or "application/octet-stream")]
+    if info.etag:
+        headers.append(("ETag", quote_etag(info.etag)))
+    if info.last_modified is not None:
+        headers.append(("Last-Modified", format_http_date(info.last_modified)))
+    if info.cache_control is not None:
+        headers.append(("Cache-Control", info.cache_control))
+    # An in-progress STREAMING object has no length yet and the origin ignores ranges on it.
+    headers.append(("Accept-Ranges", "bytes" if length_known else "none"))
+    return headers
+
+
+def _validator_headers(info: ObjectInfo) -> list[tuple[str, str]]:
+    # RFC 9110 §15.4.5: a 304 carries the validators and Cache-Control a 200 would have.
+    headers = []
+    if info.etag:
+        headers.append(("ETag", quote_etag(info.etag)))
+    if info.last_modified is not None:
+        headers.append(("Last-Modified", format_http_date(info.last_modified)))
+    if info.cache_control is not None:
+        headers.append(("Cache-Control", info.cache_control))
+    return headers
+
+
+def _validators(info: ObjectInfo) -> Validators:
+    return Validators(info.etag, info.last_modified)
+
+
+def _unsatisfiable(size: int | None) -> Reply:
+    return _text(416, [("Content-Range", f"bytes */{size}")] if size is not None else [])
+
+
+async def _size_after_416(
+    client: ContainerClient, path: str, exc: RangeNotSatisfiableError
+) -> int | None:
+    """The object's total size when the origin answered 416: from its
+    ``Content-Range: bytes */N``, else (an origin that did not say) a DescribeObject."""
+    if exc.object_size is not None:
+        return exc.object_size
+    return (await client.describe_object(path)).content_length
+
+
+async def open_object(
+    client: ContainerClient,
+    path: str,
+    *,
+    method: str = "GET",
+    headers: Mapping[str, str] | None = None,
+    redirect: bool = False,
+    expires_in: int = 3600,
+    now: _dt.datetime | None = None,
+) -> Reply:
+    """Decide the answer to a ``GET`` or ``HEAD`` of the object at ``path``.
+
+    ``headers``: the request's headers, lower-case names (repeated fields joined with
+    ``", "``); only Range and the conditional ones are read. A single ``Range`` is passed
+    to the origin (206 with Content-Range; 416 with ``bytes */size``); an invalid or
+    multiple one is ignored (200, as RFC 9110 §14.2 allows). ``If-Match``,
+    ``If-Unmodified-Since`` (412), ``If-None-Match``, ``If-Modified-Since`` (304) and
+    ``If-Range`` are evaluated against a DescribeObject (the origin ignores them), then
+    checked again against the GetObject's own headers, so an object replaced in between
+    is never served under the old decision. A request without them costs one GetObject.
+
+    ``redirect=True`` answers ``302`` to a presigned GetObject URL valid ``expires_in``
+    seconds (default 3600, at most 7 days) instead of proxying; the origin is not asked.
+
+    Origin errors become statuses (:func:`status_for_error`), a path MediaStore cannot
+    name a 404; the body of a streamed reply can still fail (see :meth:`Reply.chunks`).
+    Raises :class:`ValueError` for a method other than GET and HEAD and
+    :class:`~msd_async.InvalidParameterError` for an ``expires_in`` out of range. The
+    caller must :meth:`Reply.aclose` the reply.
+    """
+    method = method.upper()
+    if method not in ("GET", "HEAD"):
+        raise ValueError(f"open_object serves GET and HEAD, not {method}")
+    headers = {} if headers is None else headers
+    try:
+        if redirect:
+            url = await client.presign_get(path, expires_in=expires_in)
+            return _text(302, [("Location", url), ("Cache-Control", "no-store")])
+        if method == "HEAD":
+            return await _head(client, path, headers, now)
+        return await _get(client, path, headers, now)
+    except InvalidPathError as exc:
+        return error_reply(exc, path=path)  # no object can have that name: 404
+    except ClientValidationError:
+        raise  # a bad argument of the caller's (expires_in): a bug to see, not a 502
+    except MediaStoreError as exc:
+        return error_reply(exc, path=path)
+
+
+async def _head(
+    client: ContainerClient, path: str, headers: Mapping[str, str], now: _dt.datetime | None
+) -> Reply:
+    info = await client.describe_object(path)
+    # Range applies to GET only (RFC 9110 §14.2): a HEAD describes the whole object.
+    if any(name in headers for name in _PRECONDITIONS):
+        decision = evaluate_preconditions("HEAD", headers, _validators(info), now=now)
+        if decision.status is not None:
+            return _text(decision.status, _validator_headers(info))
+    length = info.content_length
+    pairs = _object_headers(info, length_known=length is not None)
+    if length is not None:
+        pairs.append(("Content-Length", str(length)))
+    return Reply(200, pairs)
+
+
+async def _get(
+    client: ContainerClient, path: str, headers: Mapping[str, str], now: _dt.datetime | None
+) -> Reply:
+    requested = parse_range(headers.get("range"))
+    conditional = any(name in headers for name in _PRECONDITIONS) or (
+        requested is not None and "if-range" in headers
+    )
+    for _ in range(_MAX_DECISIONS):
+        info: ObjectInfo | None = None
+        use_range = True
+        if conditional:
+            info = await client.describe_object(path)
+            decision = evaluate_preconditions("GET", headers, _validators(info), now=now)
+            if decision.status is not None:
+                return _text(decision.status, _validator_headers(info))
+            use_range = decision.use_range
+        wanted = requested if use_range and requested not in (None, "ignore") else None
+        if wanted == "unsatisfiable":
+            if info is None:
+                info = await client.describe_object(path)
+            if info.content_length is not None:
+                return _unsatisfiable(info.content_length)
+            wanted = None  # growing object: the origin would ignore the range anyway
+        byte_range = wanted if isinstance(wanted, tuple) else None
+        exits = contextlib.AsyncExitStack()
+        try:
+            stream = await exits.enter_async_context(client.get_object(path, range=byte_range))
+        except RangeNotSatisfiableError as exc:
+            await exits.aclose()
+            return _unsatisfiable(await _size_after_416(client, path, exc))
+        except BaseException:
+            await exits.aclose()
+            raise
+        if info is not None and stream.etag != info.etag:
+            # Replaced between DescribeObject and GetObject: decide again on what GetObject
+            # returned, unless that decision is the same.
+            again = evaluate_preconditions("GET", headers, _validators(stream.info), now=now)
+            if again.status is not None or again.use_range != use_range:
+                await exits.aclose()
+                continue
+        try:
+            return _stream_reply(stream, exits, byte_range)
+        except BaseException:
+            await exits.aclose()
+            raise
+    return _text(503, [("Retry-After", "1")])
+
+
+def _stream_reply(
+    stream: ObjectStream,
+    exits: contextlib.AsyncExitStack,
+    byte_range: tuple[int | None, int | None] | None,
+) -> Reply:
+    info = stream.info
+    if stream.status == 206:
+        content_range = stream.content_range
+        if content_range is None:
+            raise ProtocolError("the origin answered 206 without a valid Content-Range")
+        first, last, total = content_range
+        pairs = _object_headers(info, length_known=True)
+        pairs.append(("Content-Range", f"bytes {first}-{last}/{'*' if total is None else total}"))
+        pairs.append(("Content-Length", str(last - first + 1)))
+        return Reply(206, pairs, _stream=stream, _exits=exits)
+    size = stream.object_size
+    pairs = _object_headers(info, length_known=size is not None)
+    if byte_range is not None and size is not None:
+        # The origin ignored the range but said how long the object is: serve the range.
+        selected = resolve_range(byte_range, size)
+        if selected is None:
+            reply = _unsatisfiable(size)
+            reply._exits = exits  # the adapter's aclose() closes the unread origin body
+            return reply
+        first, last = selected
+        pairs.append(("Content-Range", f"bytes {first}-{last}/{size}"))
+        pairs.append(("Content-Length", str(last - first + 1)))
+        return Reply(206, pairs, _stream=stream, _exits=exits, _skip=first, _take=last - first + 1)
+    # No range, or a growing STREAMING object (size unknown: Range cannot be honoured, so
+    # everything, as a 200, which RFC 9110 §14.2 allows).
+    if size is not None:
+        pairs.append(("Content-Length", str(size)))
+    return Reply(200, pairs, _stream=stream, _exits=exits)
+
+
+# --- uploads ------------------------------------------------------------------------------
+
+
+async def _counted(body: AsyncIterable[bytes], expected: int | None) -> AsyncIterator[bytes]:
+    received = 0
+    async for chunk in body:
+        received += len(chunk)
+        yield chunk
+    if expected is not None and received != expected:
+        raise UploadInterrupted(f"the request body ended after {received} of {expected} bytes")
+
+
+def _media_type(value: str | None) -> str | None:
+    if not value:
+        return None
+    return value.split(";", 1)[0].strip() or None
+
+
+async def store_upload(
+    client: ContainerClient,
+    path: str,
+    body: AsyncIterable[bytes],
+    *,
+    headers: Mapping[str, str] | None = None,
+    streaming: bool = False,
+    content_type: str | None = None,
+    cache_control: str | None = None,
+    now: _dt.datetime | None = None,
+) -> Reply:
+    """Stream a request body into ``put_object(path, ...)`` and decide the answer.
+
+    ``body`` is the request body as an async iterable of bytes, read only as fast as the
+    origin takes it (nothing is buffered beyond the chunk in flight). ``streaming=True``
+    makes a STREAMING upload (readable while it arrives; limit ``client.streaming_limit``,
+    10,000,000 bytes by default), else STANDARD (``client.standard_limit``, 25,000,000).
+    A ``Content-Length`` over the limit is answered ``413`` before a byte is read; a body
+    that passes the limit while it arrives is cut and answered ``413``; either way nothing
+    is stored and the previous version stays. ``If-Match``, ``If-None-Match`` (``*``: only
+    if absent) and ``If-Unmodified-Since`` are checked first (412) against a
+    DescribeObject: MediaStore has no conditional writes, so this narrows the race with
+    another writer but cannot close it.
+
+    ``content_type``: default the request's media type (without parameters, which
+    MediaStore does not accept), else (none, or ``application/octet-stream``) the type
+    of the path's extension (:func:`msd_async.content_type_for`), else none. Answers ``201``
+    when no object existed, else ``200``, with the new ``ETag`` and a JSON body
+    ``{"etag", "content_sha256", "size"}``; ``400`` when the body ended early
+    (:class:`UploadInterrupted`; the client is usually gone by then) or a header is
+    invalid; origin errors as :func:`status_for_error`.
+    """
+    headers = {} if headers is None else headers
+    limit = client.streaming_limit if streaming else client.standard_limit
+    declared: int | None = None
+    raw_length = headers.get("content-length")
+    if raw_length is not None:
+        try:
+            declared = int(raw_length)
+        except ValueError:
+            return _text(400)
+        if declared > limit:
+            mode = "STREAMING" if streaming else "STANDARD"
+            return _text(413, [("Connection", "close")],
+                         f"{mode} uploads are limited to {limit:,} bytes\n")
+    declared_type = _media_type(headers.get("content-type"))
+    if declared_type == "application/octet-stream":
+        declared_type = None  # what HTTP clients send when they do not know: guess instead
+    kind = content_type or declared_type or content_type_for(path)
+    try:
+        existed = True
+        try:
+            current = await client.describe_object(path)
+        except ObjectNotFoundError:
+            existed = False
+            validators = Validators(None, None, exists=False)
+        else:
+            validators = _validators(current)
+        if any(name in headers for name in ("if-match", "if-none-match", "if-unmodified-since")):
+            decision = evaluate_preconditions("PUT", headers, validators, now=now)
+            if decision.status is not None:
+                return _text(412)
+        result = await client.put_object(
+            path,
+            _counted(body, declared),
+            content_type=kind,
+            cache_control=cache_control,
+            streaming=streaming,
+        )
+    except UploadInterrupted as exc:
+        logger.info("upload of %r aborted, nothing stored: %s", path, exc)
+        return _text(400, [("Connection", "close")], "the request body ended early\n")
+    except ObjectTooLargeError as exc:
+        logger.info("upload of %r over the limit, nothing stored: %s", path, exc)
+        return _text(
+            413, [("Connection", "close")], f"uploads are limited to {exc.limit:,} bytes\n"
+        )
+    except (InvalidParameterError, InvalidPathError) as exc:
+        # Our own validation text, about the request: safe and useful to send.
+        return _text(400, [], f"{exc.message}\n")
+    except (MediaStoreError, ClientValidationError) as exc:
+        return error_reply(exc, path=path)
+    data = json.dumps(
+        {"etag": result.etag, "content_sha256": result.content_sha256, "size": result.size}
+    ).encode()
+    return Reply(
+        200 if existed else 201,
+        [
+            ("ETag", quote_etag(result.etag)),
+            ("Content-Type", "application/json"),
+            ("Content-Length", str(len(data))),
+        ],
+        data,
+    )
+

@@ -1,0 +1,104 @@
+"""Upload bodies mean what aiohttp, httpx and botocore mean: a str is content (UTF-8), a
+path is os.PathLike, and any iterable of bytes (a plain generator) is uploaded."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from msd_async import ClientValidationError, ContainerClient
+from msd_async.testing import LocalMediaStore
+
+pytestmark = pytest.mark.anyio
+
+PLAYLIST = "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\nseg_1.ts\n"
+
+
+async def test_a_str_body_is_uploaded_as_its_utf8_text(
+    mediastore_client: ContainerClient,
+) -> None:
+    result = await mediastore_client.put_object(
+        "live/index.m3u8", PLAYLIST, content_type="application/vnd.apple.mpegurl"
+    )
+    assert result.size == len(PLAYLIST.encode())
+    assert await mediastore_client.get_bytes("live/index.m3u8") == PLAYLIST.encode()
+
+
+async def test_a_non_ascii_str_body_is_utf8(mediastore_client: ContainerClient) -> None:
+    text = "titre: élan — 日本語 ✓"
+    result = await mediastore_client.put_object("meta/title.txt", text)
+    assert result.size == len(text.encode("utf-8"))
+    assert (await mediastore_client.get_bytes("meta/title.txt")).decode("utf-8") == text
+
+
+async def test_a_str_naming_an_existing_file_is_still_text(
+    mediastore_client: ContainerClient, tmp_path: Path
+) -> None:
+    source = tmp_path / "segment.ts"
+    source.write_bytes(b"\x47" * 1880)
+    await mediastore_client.put_object("a/b.txt", str(source))
+    assert await mediastore_client.get_bytes("a/b.txt") == str(source).encode()
+
+
+async def test_a_path_body_uploads_the_file(
+    mediastore_client: ContainerClient, tmp_path: Path
+) -> None:
+    source = tmp_path / "segment.ts"
+    source.write_bytes(b"\x47" * 1880)
+    result = await mediastore_client.put_object("a/seg.ts", source)
+    assert result.size == 1880
+    assert await mediastore_client.get_bytes("a/seg.ts") == b"\x47" * 1880
+
+
+async def test_a_missing_path_is_a_typed_error(
+    mediastore_client: ContainerClient, tmp_path: Path
+) -> None:
+    with pytest.raises(ClientValidationError) as caught:
+        await mediastore_client.put_object("a/x.ts", tmp_path / "missing.ts")
+    assert caught.value.rule == "body.file"
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+async def test_a_plain_generator_of_bytes_is_uploaded(
+    mediastore_client: ContainerClient, streaming: bool
+) -> None:
+    closed: list[bool] = []
+
+    def segments() -> Iterator[bytes]:
+        try:
+            for i in range(5):
+                yield bytes([i]) * 1000
+        finally:
+            closed.append(True)
+
+    result = await mediastore_client.put_object("gen/seg.ts", segments(), streaming=streaming)
+    assert result.size == 5000
+    assert await mediastore_client.get_bytes("gen/seg.ts") == b"".join(
+        bytes([i]) * 1000 for i in range(5)
+    )
+    assert closed == [True]
+
+
+async def test_other_iterables_of_bytes_are_uploaded(mediastore_client: ContainerClient) -> None:
+    parts = [b"ab", bytearray(b"cd"), memoryview(b"ef")]
+    await mediastore_client.put_object("it/map.bin", map(bytes, parts))
+    await mediastore_client.put_object("it/iter.bin", iter(parts))
+    assert await mediastore_client.get_bytes("it/map.bin") == b"abcdef"
+    assert await mediastore_client.get_bytes("it/iter.bin") == b"abcdef"
+
+
+async def test_a_generator_of_str_is_a_typed_error(
+    mediastore_server: LocalMediaStore, mediastore_client: ContainerClient
+) -> None:
+    with pytest.raises(ClientValidationError) as caught:
+        await mediastore_client.put_object("gen/bad.ts", (s for s in ["a", "b"]))
+    assert caught.value.rule == "body.chunk-type"
+    assert mediastore_server.store.get("gen/bad.ts") is None
+
+
+async def test_a_set_is_not_a_body(mediastore_client: ContainerClient) -> None:
+    with pytest.raises(ClientValidationError) as caught:
+        await mediastore_client.put_object("x.bin", {b"a", b"b"})  # type: ignore[arg-type]
+    assert caught.value.rule == "body.type"

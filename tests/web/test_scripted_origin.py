@@ -1,0 +1,126 @@
+"""Origins the local server cannot imitate, scripted over raw asyncio sockets: one that
+ignores Range on a stored object (200 with the length), a proxy's HTML 502, and an object
+replaced between the DescribeObject and the GetObject of one conditional request."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator, Callable
+
+import aiohttp
+import pytest
+from webapps import FAST_RETRY, running_app
+
+from msd_async import Credentials, Session
+
+pytestmark = pytest.mark.anyio
+
+DATA = os.urandom(100_000)
+Answer = tuple[int, dict[str, str], bytes]
+Script = Callable[[str, dict[str, str]], Answer]
+
+
+@contextlib.asynccontextmanager
+async def scripted_origin(script: Script) -> AsyncIterator[str]:
+    """An HTTP/1.1 server answering each request with ``script(method, headers)``, one
+    request per connection."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+            method = head[0].split()[0]
+            headers = {k.lower(): v for k, _, v in (h.partition(": ") for h in head[1:] if h)}
+            status, extra, body = script(method, headers)
+            lines = [f"HTTP/1.1 {status} Scripted", "Connection: close",
+                     f"Content-Length: {len(body)}", *(f"{k}: {v}" for k, v in extra.items())]
+            writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+            if method != "HEAD":
+                writer.write(body)
+            await writer.drain()
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def object_headers(etag: str) -> dict[str, str]:
+    return {"ETag": etag, "Content-Type": "video/mp4",
+            "Last-Modified": "Tue, 01 Dec 2026 10:00:00 GMT"}
+
+
+@contextlib.asynccontextmanager
+async def proxy(kind: str, script: Script) -> AsyncIterator[tuple[str, Session]]:
+    async with (
+        scripted_origin(script) as origin,
+        Session(credentials=Credentials("AKIDTEST", "secret"), region="us-east-1",
+                retry=FAST_RETRY) as session,
+        running_app(kind, {"ok": session.container(origin)}) as url,
+    ):
+        yield url, session
+
+
+@pytest.fixture(params=["aiohttp", "asgi"])
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+async def test_origin_ignoring_range_is_sliced(kind: str) -> None:
+    def ignore_range(method: str, headers: dict[str, str]) -> Answer:
+        assert "range" in headers or method == "HEAD"
+        return 200, object_headers("v1"), DATA
+
+    async with proxy(kind, ignore_range) as (url, session), aiohttp.ClientSession() as http:
+        for spec, first, last in (("bytes=10-19", 10, 19), ("bytes=-5", len(DATA) - 5,
+                                  len(DATA) - 1), ("bytes=99990-200000", 99_990, len(DATA) - 1)):
+            async with http.get(f"{url}/ok/a.mp4", headers={"Range": spec}) as resp:
+                assert resp.status == 206
+                assert resp.headers["Content-Range"] == f"bytes {first}-{last}/{len(DATA)}"
+                assert await resp.read() == DATA[first : last + 1]
+        async with http.get(f"{url}/ok/a.mp4", headers={"Range": "bytes=100000-"}) as resp:
+            assert resp.status == 416
+            assert resp.headers["Content-Range"] == f"bytes */{len(DATA)}"
+        assert session.pool.in_use == 0
+
+
+async def test_html_502_from_a_proxy_is_502_without_its_body(kind: str) -> None:
+    page = b"<html><body>upstream.internal.example:8080 is down</body></html>"
+
+    def failing(method: str, headers: dict[str, str]) -> Answer:
+        return 502, {"Content-Type": "text/html"}, page
+
+    async with (
+        proxy(kind, failing) as (url, _),
+        aiohttp.ClientSession() as http,
+        http.get(f"{url}/ok/a.mp4") as resp,
+    ):
+        assert resp.status == 502
+        assert await resp.read() == b"Bad Gateway"
+
+
+async def test_object_replaced_between_describe_and_get(kind: str) -> None:
+    """The DescribeObject sees version a (If-None-Match "b" passes), the GetObject returns
+    version b: the answer must be decided again on b (304), not serve b's body as a 200
+    that the client's cache already has."""
+    heads = []
+
+    def replaced(method: str, headers: dict[str, str]) -> Answer:
+        if method == "HEAD":
+            heads.append(1)
+            return 200, object_headers("a" if len(heads) == 1 else "b"), DATA
+        return 200, object_headers("b"), DATA
+
+    async with proxy(kind, replaced) as (url, session), aiohttp.ClientSession() as http:
+        async with http.get(f"{url}/ok/a.mp4", headers={"If-None-Match": '"b"'}) as resp:
+            assert resp.status == 304
+            assert resp.headers["ETag"] == '"b"'
+        assert len(heads) == 2
+        assert session.pool.in_use == 0

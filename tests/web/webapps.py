@@ -1,0 +1,125 @@
+"""Web apps using msd_async.web's helpers, over loopback, with the local server behind them.
+
+The ``app`` fixture runs the same routes in aiohttp.web and in FastAPI under uvicorn (each
+test runs against both):
+
+- ``GET``/``HEAD /<store>/<path>``: ``serve_object`` (``?redirect=1``: redirect mode)
+- ``PUT /<store>/<path>``: ``accept_upload`` (``?streaming=1``: STREAMING)
+
+``<store>`` picks the container client: ``ok`` (the local server), ``dead`` (a closed
+port), ``slow`` (the local server with a short read timeout).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import uvicorn
+from aiohttp import web
+from fastapi import FastAPI, Request, Response
+
+from msd_async import ContainerClient, RetryPolicy, Session
+from msd_async.testing import LocalMediaStore
+from msd_async.web.aiohttp import accept_upload as aiohttp_accept
+from msd_async.web.aiohttp import serve_object as aiohttp_serve
+from msd_async.web.asgi import accept_upload as asgi_accept
+from msd_async.web.asgi import serve_object as asgi_serve
+
+#: Read timeout of the ``slow`` store; the 504 test delays the origin well past it.
+SLOW_READ_TIMEOUT = 0.5
+FAST_RETRY = RetryPolicy(max_attempts=2, backoff_initial=0.01, backoff_max=0.02)
+
+
+@dataclass
+class App:
+    kind: str
+    url: str
+    session: Session
+    store: ContainerClient
+    origin: LocalMediaStore
+
+    def object_url(self, path: str, store: str = "ok") -> str:
+        return f"{self.url}/{store}/{path}"
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _aiohttp_app(stores: dict[str, ContainerClient]) -> web.Application:
+    async def get(request: web.Request) -> web.StreamResponse:
+        store = stores[request.match_info["store"]]
+        redirect = request.query.get("redirect") == "1"
+        return await aiohttp_serve(request, store, request.match_info["path"], redirect=redirect)
+
+    async def put(request: web.Request) -> web.StreamResponse:
+        store = stores[request.match_info["store"]]
+        streaming = request.query.get("streaming") == "1"
+        return await aiohttp_accept(
+            request, store, request.match_info["path"], streaming=streaming
+        )
+
+    app = web.Application()
+    app.router.add_get("/{store}/{path:.+}", get)
+    app.router.add_put("/{store}/{path:.+}", put)
+    return app
+
+
+def _asgi_app(stores: dict[str, ContainerClient]) -> Any:
+    app = FastAPI()
+
+    @app.api_route("/{store}/{path:path}", methods=["GET", "HEAD"])
+    async def get(store: str, path: str, request: Request, redirect: int = 0) -> Response:
+        return await asgi_serve(request, stores[store], path, redirect=redirect == 1)
+
+    @app.put("/{store}/{path:path}")
+    async def put(store: str, path: str, request: Request, streaming: int = 0) -> Response:
+        return await asgi_accept(request, stores[store], path, streaming=streaming == 1)
+
+    return app
+
+
+@contextlib.asynccontextmanager
+async def running_app(kind: str, stores: dict[str, ContainerClient]) -> AsyncIterator[str]:
+    """Serve the test routes over ``stores`` with ``kind`` (``"aiohttp"`` or ``"asgi"``,
+    FastAPI under uvicorn) on 127.0.0.1; yields the base URL."""
+    if kind == "aiohttp":
+        runner = web.AppRunner(_aiohttp_app(stores), handle_signals=False)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, "127.0.0.1", 0).start()
+            yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+        finally:
+            await runner.cleanup()
+        return
+    config = uvicorn.Config(
+        _asgi_app(stores), host="127.0.0.1", port=0, log_level="warning",
+        lifespan="off", ws="none", timeout_graceful_shutdown=2,
+    )
+    server = uvicorn.Server(config)
+    serving = asyncio.ensure_future(server.serve())
+    try:
+        # uvicorn has no "started" event to wait on
+        while not server.started and not serving.done():
+            await asyncio.wait({serving}, timeout=0.02)
+        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        await serving
+
+
+async def wait_for(predicate: Any, within: float, what: str) -> None:
+    """Poll ``predicate()`` until true, failing after ``within`` seconds."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + within
+    while not predicate():
+        if loop.time() > end:
+            raise AssertionError(f"timed out after {within} s waiting for {what}")
+        await asyncio.sleep(0.02)
