@@ -448,6 +448,15 @@ def _fmt(value: float) -> str:
     return f"{value:.2f}"
 
 
+def _summary_value(value: Any) -> str:
+    """A summary entry in one line: numbers rounded, a mapping one level deep inlined."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, dict)):
+        return str(value)
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_summary_value(v)}" for k, v in value.items())
+    return _fmt(value)
+
+
 def render_md(data: dict[str, Any]) -> str:
     m = data["machine"]
     lines = [
@@ -549,7 +558,7 @@ def render_md(data: dict[str, Any]) -> str:
             for t in ext["targets"]:
                 lines.append(f"  - {t['target']}: {'PASS' if t['pass'] else 'MISS'}")
             for k, v in ext["summary"].items():
-                lines.append(f"  - {k}: {v}")
+                lines.append(f"  - {k}: {_summary_value(v)}")
     lines += [
         "",
         "## Machine",
