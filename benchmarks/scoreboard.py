@@ -457,6 +457,29 @@ def _summary_value(value: Any) -> str:
     return _fmt(value)
 
 
+def render_summary(data: dict[str, Any]) -> str:
+    """The targets in one compact table (one row per target, a column per loop), for the
+    README and docs/scoreboard.md."""
+    rows: dict[str, dict[str, dict[str, Any]]] = {}
+    for t in data["targets"]:
+        rows.setdefault(t["target"], {})[t["loop"]] = t
+    lines = [
+        "| target | asyncio | uvloop | result |",
+        "|---|---:|---:|---|",
+    ]
+    for name, by_loop in rows.items():
+        if "-" in by_loop:  # cold start: measured once, on asyncio's loop
+            cells = [f"{by_loop['-']['value']:.2f}x", "n/a"]
+        else:
+            cells = [
+                f"{by_loop[loop]['value']:.2f}x" if loop in by_loop else "-"
+                for loop in ("asyncio", "uvloop")
+            ]
+        ok = all(t["pass"] for t in by_loop.values())
+        lines.append(f"| {name} | {cells[0]} | {cells[1]} | {'met' if ok else '**missed**'} |")
+    return "\n".join(lines)
+
+
 def render_md(data: dict[str, Any]) -> str:
     m = data["machine"]
     lines = [
@@ -770,6 +793,7 @@ def main(argv: list[str] | None = None) -> int:
     md = render_md(data)
     print()
     print(md)
+    print(render_summary(data))
     if not args.no_write:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / f"scoreboard{suffix}.json").write_text(json.dumps(data, indent=1) + "\n")

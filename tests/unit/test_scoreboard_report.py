@@ -158,3 +158,15 @@ def test_a_tiny_real_run_writes_json_markdown_and_charts(tmp_path: Path) -> None
     charts = sorted(p.name for p in (tmp_path / "scoreboard").iterdir())
     assert charts == ["describe@32.png", "list-5000.png"]
     assert (tmp_path / "scoreboard" / "describe@32.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_summary_table_has_one_row_per_target_and_says_missed() -> None:
+    data = _data(0.13, 0.9, 99.0)
+    data["targets"] = sb.check_targets(data)
+    table = sb.render_summary(data)
+    rows = table.splitlines()[2:]
+    assert len(rows) == len({t["target"] for t in data["targets"]})
+    row = next(r for r in rows if r.startswith("| CPU per DescribeObject <= 1.10x"))
+    assert row == "| CPU per DescribeObject <= 1.10x raw aiohttp | 1.30x | - | **missed** |"
+    row = next(r for r in rows if r.startswith("| import msd_async"))
+    assert row.endswith("| 0.03x | n/a | met |")
