@@ -133,12 +133,16 @@ def test_other_benchmarks_results_are_summarised_when_present(tmp_path: Path) ->
     assert sb.external_results(tmp_path / "none", []) == []
 
 
-def test_a_tiny_real_run_writes_json_markdown_and_charts(tmp_path: Path) -> None:
+def test_a_tiny_real_run_writes_json_markdown_and_charts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "tree.json").write_text(json.dumps({"summary": {"files": 3}}))
+    # As on a machine where capo-mediastore-data did not install: left out, and said so.
+    monkeypatch.setattr(sb, "capo_version", lambda: None)
     status = sb.main(
         [
             "--scenarios", "describe@32", "list-5000",
-            "--clients", "msd", "aiohttp",
+            "--clients", "msd", "aiohttp", "capo",
             "--uvloop", "off", "--repeats", "1", "--scale", "200", "--out", str(tmp_path),
         ]
     )  # fmt: skip
@@ -153,6 +157,7 @@ def test_a_tiny_real_run_writes_json_markdown_and_charts(tmp_path: Path) -> None
         "CPU per ListItems page <= 1.2x raw aiohttp + json.loads",
     }
     md = (tmp_path / "scoreboard.md").read_text()
+    assert "capo-mediastore-data is not installed" in md
     assert "## DescribeObject, concurrency 32" in md and "`results/tree.json`" in md
     assert "files: 3" in md
     charts = sorted(p.name for p in (tmp_path / "scoreboard").iterdir())
