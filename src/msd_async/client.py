@@ -149,6 +149,12 @@ class ContainerClient:
     def __repr__(self) -> str:
         return f"<ContainerClient {self._base} region={self.region}>"
 
+    @property
+    def session(self) -> Session:
+        """The :class:`Session` this client belongs to (its ``event_hooks`` see every call
+        of this client)."""
+        return self._session
+
     # --- plumbing ----------------------------------------------------------------------
     async def _send(
         self,

@@ -5,6 +5,7 @@ only argparse at the top, so ``msd --help`` stays fast: each command imports wha
 needs (aiohttp, aiobotocore, rich) when it runs.
 
 ``msd serve`` runs the local MediaStore-compatible server until SIGINT/SIGTERM.
+``msd demo`` publishes a synthetic low-latency live stream through an embedded local server.
 ``msd ls|stat|get|put|rm`` talk to a container: ``--endpoint`` (or ``MSD_ENDPOINT``), the
 region from the endpoint, ``--region`` or ``AWS_REGION``, credentials from the AWS chain
 (``--profile``, the environment, ...). Errors print one line and exit with status 1.
@@ -19,7 +20,7 @@ import sys
 __all__ = ["build_parser", "main"]
 
 #: Command-group modules of this package, in the order their commands are listed.
-COMMAND_MODULES = ("serve", "objects")
+COMMAND_MODULES = ("serve", "objects", "live")
 
 
 def build_parser() -> argparse.ArgumentParser:

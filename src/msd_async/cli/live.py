@@ -1,0 +1,213 @@
+"""``msd demo``: a synthetic low-latency live stream through the embedded local server."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+__all__ = ["register"]
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = commands.add_parser(
+        "demo",
+        help="publish a synthetic LL-HLS live stream to a local server and follow it",
+        description="Start the embedded local MediaStore server, publish a synthetic live "
+        "stream (several renditions, LL-HLS parts, chunked CMAF STREAMING uploads) with a "
+        "few injected faults, while a reader follows each playlist and reads parts as they "
+        "upload. Shows a live status view, then a summary table. Needs no ffmpeg.",
+    )
+    p.add_argument("--duration", type=float, default=10.0, help="seconds of stream (10)")
+    p.add_argument("--renditions", type=int, default=3, help="renditions (3)")
+    p.add_argument(
+        "--fault-rate", type=float, default=0.03,
+        help="share of requests the server fails on purpose (0.03)",
+    )
+    p.add_argument("--segment-duration", type=float, default=2.0, help="seconds (2)")
+    p.add_argument("--part-duration", type=float, default=0.5, help="LL part seconds (0.5)")
+    p.add_argument("--seed", type=int, default=None, help="fault seed (random by default)")
+    p.add_argument(
+        "--no-live-view", action="store_true",
+        help="no live status view (the default when stdout is not a terminal)",
+    )
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.set_defaults(func=demo)
+
+
+def demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """``msd demo``: exit 0 when the stream was published and every named object was there."""
+    if not 0 < args.duration <= 3600:
+        parser.error("--duration must be within (0, 3600] seconds")
+    if not 1 <= args.renditions <= 32:
+        parser.error("--renditions must be 1-32")
+    if not 0 <= args.fault_rate <= 0.5:
+        parser.error("--fault-rate must be within 0..0.5")
+    if not 0 < args.part_duration <= args.segment_duration:
+        parser.error("--part-duration must be above 0 and at most --segment-duration")
+    import anyio
+
+    try:
+        return anyio.run(_demo, args)
+    except KeyboardInterrupt:
+        print("msd demo: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        print(f"msd demo: {exc}", file=sys.stderr)
+        return 1
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, int(q * len(ordered) + 0.999999) - 1)]
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value * 1000:.1f}"
+
+
+async def _demo(args: argparse.Namespace) -> int:
+    import anyio
+    from rich import box
+    from rich.console import Console
+    from rich.live import Live
+    from rich.table import Table
+
+    from .. import Session
+    from ..live import LivePublisher, PublishEvent, Status
+    from ..live.synthetic import PlaylistReader, RenditionReport, SyntheticStream
+    from ..testing import FaultPlan, LocalMediaStore
+
+    console = Console() if sys.stdout.isatty() else Console(width=140)
+    live_view = console.is_terminal and not args.no_live_view
+    faults = FaultPlan(
+        rate=args.fault_rate,
+        kinds={"500", "503", "throttle", "cut-upload"},
+        seed=args.seed,
+    )
+    stream = SyntheticStream(
+        renditions=args.renditions,
+        duration=args.duration,
+        segment_duration=args.segment_duration,
+        part_duration=args.part_duration,
+        chunk_duration=min(0.1, args.part_duration),
+    )
+    retries: dict[str, int] = {}
+
+    def on_event(event: PublishEvent) -> None:
+        if event.kind == "retried":
+            folder = event.path.split("/")[1] if event.path.count("/") >= 2 else "-"
+            retries[folder] = retries.get(folder, 0) + 1
+
+    reports: dict[str, RenditionReport] = {}
+    readers: dict[str, PlaylistReader] = {}
+
+    def table(title: str) -> Table:
+        t = Table(
+            title=title,
+            caption="segs, parts: acknowledged/published; drop: segments given up; lists: "
+            "playlist versions; pub: a segment's acknowledgement after its last chunk (ms); "
+            "read: a chunk's production to its arrival at the reader (ms); retry: retried "
+            "attempts; miss: named objects the reader could not GET",
+            box=box.SIMPLE_HEAVY if console.is_terminal else box.ASCII,
+        )
+        for column in (
+            "", "segs", "drop", "parts", "lists", "pub\np50", "pub\np99", "read\np50",
+            "read\np99", "retry", "miss",
+        ):
+            t.add_column(
+                column, justify="left" if not column else "right", no_wrap=True
+            )
+        for name in stream.names():
+            report = reports.get(name)
+            reader = readers.get(name)
+            segs = report.segments if report else []
+            outcomes = [p.outcome for p in segs]
+            acked = [o for o in outcomes if o is not None and o.status is Status.ACKNOWLEDGED]
+            dropped = sum(
+                1 for o in outcomes if o is not None and o.status is not Status.ACKNOWLEDGED
+            )
+            latencies = [
+                o.destinations[0].completion_latency for o in acked
+                if o.destinations[0].completion_latency is not None
+            ]
+            parts = report.parts if report else []
+            chunk = reader.stats.chunk_latencies if reader else []
+            t.add_row(
+                name,
+                f"{len(acked)}/{len(segs)}",
+                str(dropped),
+                f"{sum(1 for p in parts if p.outcome_now() is Status.ACKNOWLEDGED)}/{len(parts)}",
+                str(len(report.playlists)) if report else "0",
+                _ms(_percentile(latencies, 0.5)),
+                _ms(_percentile(latencies, 0.99)),
+                _ms(_percentile(chunk, 0.5)),
+                _ms(_percentile(chunk, 0.99)),
+                str(retries.get(name, 0)),
+                str(len(reader.stats.missing)) if reader else "0",
+            )
+        return t
+
+    async with (
+        LocalMediaStore(faults=faults) as server,
+        Session(credentials=server.credentials, region=server.region) as session,
+    ):
+        store = session.container(server.endpoint)
+        console.print(
+            f"msd demo: local server at {server.endpoint}; {args.renditions} renditions x "
+            f"{stream.segments} segments of {args.segment_duration:g} s, LL parts of "
+            f"{args.part_duration:g} s, {args.fault_rate:.0%} injected faults"
+        )
+        for name in stream.names():
+            reports[name] = RenditionReport(name)
+            readers[name] = PlaylistReader(store, f"demo/{name}/index.m3u8")
+        publisher = LivePublisher(store, prefix="demo", on_event=on_event)
+        live: Any = (
+            Live(table("live"), console=console, refresh_per_second=4, transient=True)
+            if live_view else None
+        )
+        try:
+            if live is not None:
+                live.start()
+            async with publisher, anyio.create_task_group() as tg:
+
+                async def refresh() -> None:
+                    while live is not None:
+                        live.update(table(f"live: {publisher.stats().uptime:4.1f} s"))
+                        await anyio.sleep(0.25)
+
+                if live is not None:
+                    tg.start_soon(refresh)
+                async with anyio.create_task_group() as following:
+                    for reader in readers.values():
+                        following.start_soon(reader.run)
+                    await stream.run(publisher, reports=reports)
+                    # The readers stop at ENDLIST; give them a bounded moment to get there.
+                    following.cancel_scope.deadline = anyio.current_time() + max(
+                        5.0, 2 * args.segment_duration
+                    )
+                tg.cancel_scope.cancel()
+        finally:
+            if live is not None:
+                live.stop()
+        console.print(table("summary"))
+        stats = publisher.stats()
+        missing = sum(len(r.stats.missing) for r in readers.values())
+        console.print(
+            f"faults injected: {len(faults.history)}; retries: {stats.retries}; "
+            f"dropped: {stats.dropped}; missing at reader: {missing}; hinted parts not "
+            f"there yet: {sum(len(r.stats.hint_misses) for r in readers.values())}; "
+            f"read while uploading: "
+            f"{sum(r.stats.read_while_uploading for r in readers.values())} parts"
+        )
+        if missing:
+            console.print(
+                "msd demo: a reader found a named object missing: "
+                + ", ".join(sorted({m for r in readers.values() for m in r.stats.missing}))
+            )
+            return 1
+    return 0

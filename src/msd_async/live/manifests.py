@@ -1,0 +1,366 @@
+"""What a playlist or MPD references: the parsing behind write-after-ack ordering.
+
+A manifest may be stored only after every object it newly references is at the origin
+(RFC 8216bis section 6.2.1; DASH-IF Live Media Ingest section 7.3.4). :func:`parse_manifest`
+lists those objects, resolved to container paths, with what the publisher also needs: the
+target duration, segment durations (for the delete delay of RFC 8216 section 6.2.2) and
+whether the stream has ended.
+
+Understood: HLS media playlists (``#EXTINF`` segments, ``#EXT-X-MAP``, ``#EXT-X-KEY``,
+LL-HLS ``#EXT-X-PART`` and ``#EXT-X-PRELOAD-HINT``, ``#EXT-X-GAP``, ``#EXT-X-ENDLIST``),
+multivariant playlists (``#EXT-X-STREAM-INF``, ``#EXT-X-MEDIA``, ``#EXT-X-I-FRAME-STREAM-INF``)
+and DASH MPDs (``SegmentTemplate`` with ``SegmentTimeline`` and ``$Number$``/``$Time$``,
+``SegmentList``, ``SegmentBase``, ``BaseURL`` at every level). A ``SegmentTemplate`` without
+a timeline names its segments by the clock, so only its initialization is listed.
+Absolute URLs (another host) and ``data:`` / ``skd:`` URIs are not objects of the container
+and are left out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import posixpath
+import re
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from typing import Final, Literal
+
+from ..errors import ClientValidationError
+from .kinds import ObjectKind
+
+__all__ = ["ManifestError", "ManifestInfo", "Reference", "parse_manifest", "resolve_uri"]
+
+#: How a manifest names an object; ``hint`` needs only the upload to have started.
+ReferenceRole = Literal["segment", "part", "hint", "init", "key", "playlist", "media"]
+
+
+class ManifestError(ClientValidationError):
+    """A playlist or MPD that cannot be parsed (not UTF-8, not a playlist, broken XML)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reference:
+    """One object a manifest names: its container path, role, duration (if given) and
+    whether the manifest marks it as a gap (then it need not exist)."""
+
+    path: str
+    role: ReferenceRole
+    duration: float | None = None
+    gap: bool = False
+
+
+@dataclass(slots=True)
+class ManifestInfo:
+    """What :func:`parse_manifest` found in one manifest version."""
+
+    kind: ObjectKind
+    #: Referenced objects by container path, in manifest order.
+    references: dict[str, Reference] = field(default_factory=dict)
+    #: HLS ``#EXT-X-TARGETDURATION``, or the longest DASH segment, in seconds.
+    target_duration: float | None = None
+    #: LL-HLS ``PART-TARGET`` in seconds.
+    part_target: float | None = None
+    #: ``#EXT-X-ENDLIST`` or a ``type="static"`` MPD: no newer version should follow.
+    ended: bool = False
+    #: Sum of the listed segment durations (the "duration of the playlist" of RFC 8216).
+    duration: float = 0.0
+
+    @property
+    def low_latency(self) -> bool:
+        return self.part_target is not None
+
+
+_ATTR_RE: Final = re.compile(r'([A-Z0-9-]+)=("[^"]*"|[^,]*)')
+_SCHEME_RE: Final = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+
+
+def _attributes(text: str) -> dict[str, str]:
+    return {k: v[1:-1] if v.startswith('"') else v for k, v in _ATTR_RE.findall(text)}
+
+
+def resolve_uri(manifest_path: str, uri: str) -> str | None:
+    """The container path ``uri`` names, relative to the manifest at ``manifest_path``.
+
+    ``None`` for URIs that are not objects of this container: absolute URLs, ``data:``,
+    ``skd:``, or ones that climb above the container root.
+    """
+    uri = uri.strip().split("#", 1)[0].split("?", 1)[0]
+    if not uri or _SCHEME_RE.match(uri) or uri.startswith("//"):
+        return None
+    base = "" if uri.startswith("/") else posixpath.dirname(manifest_path)
+    joined = posixpath.normpath(posixpath.join("/", base, uri.lstrip("/")))
+    return joined.lstrip("/") or None
+
+
+def parse_manifest(path: str, body: bytes, kind: ObjectKind | None = None) -> ManifestInfo:
+    """Parse the manifest ``body`` stored at ``path``. ``kind`` defaults to what the name and
+    content say. Raises :class:`ManifestError` for a body that is not a manifest."""
+    from .kinds import infer_kind
+
+    if kind is None or not kind.is_manifest:
+        kind = infer_kind(path, body[:4096])
+    if kind is ObjectKind.MPD:
+        return _parse_mpd(path, body)
+    if kind in (ObjectKind.MEDIA_PLAYLIST, ObjectKind.MULTIVARIANT_PLAYLIST):
+        return _parse_hls(path, body)
+    raise ManifestError(f"{path!r} is not a playlist or MPD", rule="live.manifest")
+
+
+def _parse_hls(path: str, body: bytes) -> ManifestInfo:
+    try:
+        text = body.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ManifestError(
+            f"playlist {path!r} is not UTF-8 ({exc}); RFC 8216 playlists must be",
+            rule="live.manifest",
+        ) from None
+    lines = text.splitlines()
+    if not lines or not lines[0].strip().startswith("#EXTM3U"):
+        raise ManifestError(
+            f"playlist {path!r} does not start with #EXTM3U; is it a playlist?",
+            rule="live.manifest",
+        )
+    info = ManifestInfo(ObjectKind.MEDIA_PLAYLIST)
+    refs = info.references
+    pending_duration: float | None = None
+    pending_gap = False
+    next_is_playlist = False
+
+    def add(
+        uri: str, role: ReferenceRole, duration: float | None = None, gap: bool = False
+    ) -> None:
+        resolved = resolve_uri(path, uri)
+        if resolved is not None and resolved not in refs:
+            refs[resolved] = Reference(resolved, role, duration, gap)
+
+    for raw in lines[1:]:
+        line = raw.strip()
+        if not line:
+            continue
+        if not line.startswith("#"):
+            if next_is_playlist:
+                add(line, "playlist")
+                next_is_playlist = False
+            else:
+                add(line, "segment", pending_duration, pending_gap)
+                if pending_duration is not None:
+                    info.duration += pending_duration
+            pending_duration = None
+            pending_gap = False
+            continue
+        tag, _, value = line.partition(":")
+        if tag == "#EXTINF":
+            try:
+                pending_duration = float(value.split(",", 1)[0])
+            except ValueError:
+                pending_duration = None
+        elif tag == "#EXT-X-GAP":
+            pending_gap = True
+        elif tag == "#EXT-X-TARGETDURATION":
+            with contextlib.suppress(ValueError):
+                info.target_duration = float(value)
+        elif tag == "#EXT-X-PART-INF":
+            part_target = _attributes(value).get("PART-TARGET")
+            if part_target:
+                with contextlib.suppress(ValueError):
+                    info.part_target = float(part_target)
+        elif tag == "#EXT-X-ENDLIST":
+            info.ended = True
+        elif tag == "#EXT-X-MAP":
+            uri = _attributes(value).get("URI")
+            if uri:
+                add(uri, "init")
+        elif tag == "#EXT-X-KEY":
+            attrs = _attributes(value)
+            if attrs.get("METHOD", "NONE") != "NONE" and attrs.get("URI"):
+                add(attrs["URI"], "key")
+        elif tag == "#EXT-X-PART":
+            attrs = _attributes(value)
+            if attrs.get("URI"):
+                try:
+                    duration = float(attrs.get("DURATION", ""))
+                except ValueError:
+                    duration = None
+                add(attrs["URI"], "part", duration, attrs.get("GAP") == "YES")
+        elif tag == "#EXT-X-PRELOAD-HINT":
+            attrs = _attributes(value)
+            if attrs.get("TYPE") in ("PART", "MAP") and attrs.get("URI"):
+                add(attrs["URI"], "hint")
+        elif tag == "#EXT-X-STREAM-INF":
+            info.kind = ObjectKind.MULTIVARIANT_PLAYLIST
+            next_is_playlist = True
+        elif tag in ("#EXT-X-MEDIA", "#EXT-X-I-FRAME-STREAM-INF"):
+            info.kind = ObjectKind.MULTIVARIANT_PLAYLIST
+            uri = _attributes(value).get("URI")
+            if uri:
+                add(uri, "playlist")
+    return info
+
+
+# --- DASH ----------------------------------------------------------------------------------
+
+_TEMPLATE_RE: Final = re.compile(
+    r"\$(RepresentationID|Number|Time|Bandwidth|SubNumber)(%0?\d+d)?\$"
+)
+_DURATION_RE: Final = re.compile(
+    r"^P(?:(?P<d>\d+(?:\.\d+)?)D)?(?:T(?:(?P<h>\d+(?:\.\d+)?)H)?(?:(?P<m>\d+(?:\.\d+)?)M)?"
+    r"(?:(?P<s>\d+(?:\.\d+)?)S)?)?$"
+)
+
+
+def _local(tag: str) -> str:
+    return tag.rpartition("}")[2]
+
+
+def _child(element: ET.Element, name: str) -> ET.Element | None:
+    for child in element:
+        if _local(child.tag) == name:
+            return child
+    return None
+
+
+def _children(element: ET.Element, name: str) -> list[ET.Element]:
+    return [child for child in element if _local(child.tag) == name]
+
+
+def _iso_duration(value: str | None) -> float | None:
+    if not value:
+        return None
+    match = _DURATION_RE.match(value.strip())
+    if match is None:
+        return None
+    parts = {k: float(v) for k, v in match.groupdict().items() if v}
+    return (
+        parts.get("d", 0) * 86400 + parts.get("h", 0) * 3600 + parts.get("m", 0) * 60
+        + parts.get("s", 0)
+    )
+
+
+def _fill(template: str, rep_id: str, bandwidth: str, number: int | None, time: int | None) -> str:
+    def sub(match: re.Match[str]) -> str:
+        name, fmt = match.group(1), match.group(2)
+        value: object
+        if name == "RepresentationID":
+            return rep_id
+        if name == "Bandwidth":
+            value = int(bandwidth) if bandwidth.isdigit() else bandwidth
+        elif name == "Number":
+            value = number
+        elif name == "Time":
+            value = time
+        else:
+            value = 0
+        if value is None:
+            return match.group(0)
+        return ("%" + fmt[1:]) % value if fmt and isinstance(value, int) else str(value)
+
+    return _TEMPLATE_RE.sub(sub, template).replace("$$", "$")
+
+
+def _join_base(base: str, element: ET.Element) -> str:
+    url = _child(element, "BaseURL")
+    if url is None or not (url.text or "").strip():
+        return base
+    text = (url.text or "").strip()
+    if _SCHEME_RE.match(text) or text.startswith("/"):
+        return text
+    return posixpath.join(base, text) if base else text
+
+
+def _parse_mpd(path: str, body: bytes) -> ManifestInfo:
+    try:
+        root = ET.fromstring(body)
+    except ET.ParseError as exc:
+        raise ManifestError(
+            f"MPD {path!r} is not well-formed XML ({exc})", rule="live.manifest"
+        ) from None
+    if _local(root.tag) != "MPD":
+        raise ManifestError(
+            f"{path!r} is not an MPD (its root element is {_local(root.tag)!r})",
+            rule="live.manifest",
+        )
+    info = ManifestInfo(ObjectKind.MPD, ended=root.get("type", "static") == "static")
+    durations: dict[str, float] = {}
+    longest = 0.0
+    mpd_base = _join_base("", root)
+
+    def add(
+        relative: str, base: str, role: ReferenceRole, duration: float | None = None
+    ) -> None:
+        uri = relative if _SCHEME_RE.match(relative) or relative.startswith("/") else (
+            posixpath.join(base, relative) if base else relative
+        )
+        resolved = resolve_uri(path, uri)
+        if resolved is not None and resolved not in info.references:
+            info.references[resolved] = Reference(resolved, role, duration)
+
+    for period in _children(root, "Period"):
+        period_base = _join_base(mpd_base, period)
+        period_template = _child(period, "SegmentTemplate")
+        for adaptation in _children(period, "AdaptationSet"):
+            set_base = _join_base(period_base, adaptation)
+            set_template = _child(adaptation, "SegmentTemplate")
+            set_list = _child(adaptation, "SegmentList")
+            for rep in _children(adaptation, "Representation"):
+                rep_id = rep.get("id", "")
+                bandwidth = rep.get("bandwidth", "")
+                base = _join_base(set_base, rep)
+                templates = [
+                    t for t in (period_template, set_template, _child(rep, "SegmentTemplate"))
+                    if t is not None
+                ]
+                seg_list = _child(rep, "SegmentList")
+                if seg_list is None:
+                    seg_list = set_list
+                if templates:
+                    # Attributes inherit from the outer levels, the innermost wins.
+                    attrs: dict[str, str] = {}
+                    timeline = None
+                    for template in templates:
+                        attrs.update(template.attrib)
+                        inner = _child(template, "SegmentTimeline")
+                        if inner is not None:
+                            timeline = inner
+                    timescale = int(attrs.get("timescale", "1") or 1)
+                    if "initialization" in attrs:
+                        add(_fill(attrs["initialization"], rep_id, bandwidth, None, None),
+                            base, "init")
+                    media = attrs.get("media")
+                    if media and timeline is not None:
+                        number = int(attrs.get("startNumber", "1"))
+                        t = 0
+                        for s in _children(timeline, "S"):
+                            t = int(s.get("t", t))
+                            d = int(s.get("d", "0"))
+                            repeat = max(0, int(s.get("r", "0")))
+                            for _ in range(repeat + 1):
+                                seconds = d / timescale
+                                longest = max(longest, seconds)
+                                add(_fill(media, rep_id, bandwidth, number, t), base, "media",
+                                    seconds)
+                                durations[rep_id] = durations.get(rep_id, 0.0) + seconds
+                                number += 1
+                                t += d
+                    elif media and attrs.get("duration"):
+                        longest = max(longest, int(attrs["duration"]) / timescale)
+                elif seg_list is not None:
+                    timescale = int(seg_list.get("timescale", "1") or 1)
+                    list_seconds: float | None = (
+                        int(seg_list.get("duration", "0")) / timescale
+                        if seg_list.get("duration") else None
+                    )
+                    init = _child(seg_list, "Initialization")
+                    if init is not None and init.get("sourceURL"):
+                        add(init.get("sourceURL", ""), base, "init")
+                    for segment_url in _children(seg_list, "SegmentURL"):
+                        if segment_url.get("media"):
+                            add(segment_url.get("media", ""), base, "media", list_seconds)
+                            if list_seconds:
+                                longest = max(longest, list_seconds)
+                                durations[rep_id] = durations.get(rep_id, 0.0) + list_seconds
+                elif base and base != set_base:
+                    add(base, "", "media")
+    info.target_duration = longest or None
+    depth: float | None = _iso_duration(root.get("timeShiftBufferDepth"))
+    info.duration = depth if depth is not None else max(durations.values(), default=0.0)
+    return info
