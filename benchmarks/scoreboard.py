@@ -404,14 +404,15 @@ def summarize_cold(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 EXTERNAL_PATTERNS = ("live*.json", "tree*.json", "relay*.json", "web*.json")
 
 
-def external_results(results_dir: Path, extra: list[str]) -> list[dict[str, Any]]:
-    """Summaries of other benchmarks' result files that exist: their own ``targets``
-    (``target``/``pass`` entries) and ``summary`` (a flat mapping), if they have them."""
-    paths = sorted({p for pat in EXTERNAL_PATTERNS for p in results_dir.glob(pat)})
-    paths += [Path(p) for p in extra]
+def external_results(dirs: list[Path], extra: list[str]) -> list[dict[str, Any]]:
+    """Summaries of other benchmarks' result files that exist in ``dirs`` (and ``extra``):
+    their own ``targets`` (``target``/``pass`` entries) and ``summary`` (a mapping), if they
+    have them."""
+    found_paths = {p.resolve() for d in dirs for pat in EXTERNAL_PATTERNS for p in d.glob(pat)}
+    paths = sorted(found_paths) + [Path(p) for p in extra]
     found = []
     for path in paths:
-        name = path.name if path.parent == results_dir else str(path)
+        name = _shown_path(path)
         try:
             data = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
@@ -435,6 +436,14 @@ def external_results(results_dir: Path, extra: list[str]) -> list[dict[str, Any]
             }
         )
     return found
+
+
+def _shown_path(path: Path) -> str:
+    """``path`` relative to the repository when it is inside it, else as given."""
+    try:
+        return str(path.resolve().relative_to(HERE.parent))
+    except ValueError:
+        return str(path)
 
 
 # --- rendering ----------------------------------------------------------------------------
@@ -572,7 +581,7 @@ def render_md(data: dict[str, Any]) -> str:
             if "error" in ext:
                 lines.append(f"- `{ext['file']}`: unreadable ({ext['error']})")
                 continue
-            head = f"- `results/{ext['file']}`"
+            head = f"- `{ext['file']}`"
             if ext.get("date"):
                 head += f" ({ext['date']})"
             if ext.get("command"):
@@ -786,7 +795,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs": runs,
         "cold": summarize_cold(cold_rounds) if cold_rounds else None,
         "cold_rounds": cold_rounds,
-        "external": external_results(out_dir, args.include),
+        "external": external_results(sorted({RESULTS, out_dir}), args.include),
         "notes": notes,
     }
     data["targets"] = check_targets(data)

@@ -124,13 +124,13 @@ def test_other_benchmarks_results_are_summarised_when_present(tmp_path: Path) ->
     )
     (tmp_path / "relay.json").write_text("{not json")
     (tmp_path / "unrelated.json").write_text("{}")
-    found = sb.external_results(tmp_path, [])
-    assert [f["file"] for f in found] == ["live.json", "relay.json"]
+    found = sb.external_results([tmp_path], [])
+    assert [Path(f["file"]).name for f in found] == ["live.json", "relay.json"]
     live, relay = found
     assert live["targets"] == [{"target": "segment latency p99 <= 1 s", "pass": True}]
     assert live["summary"] == {"renditions": 4}
     assert "error" in relay
-    assert sb.external_results(tmp_path / "none", []) == []
+    assert sb.external_results([tmp_path / "none"], []) == []
 
 
 def test_a_tiny_real_run_writes_json_markdown_and_charts(
@@ -158,7 +158,7 @@ def test_a_tiny_real_run_writes_json_markdown_and_charts(
     }
     md = (tmp_path / "scoreboard.md").read_text()
     assert "capo-mediastore-data is not installed" in md
-    assert "## DescribeObject, concurrency 32" in md and "`results/tree.json`" in md
+    assert "## DescribeObject, concurrency 32" in md and f"`{tmp_path / 'tree.json'}`" in md
     assert "files: 3" in md
     charts = sorted(p.name for p in (tmp_path / "scoreboard").iterdir())
     assert charts == ["describe@32.png", "list-5000.png"]
