@@ -36,12 +36,12 @@ async def test_put_ls_stat_get_rm(mediastore_server: LocalMediaStore, tmp_path: 
     source = tmp_path / "seg.ts"
     source.write_bytes(b"\x47" * 188 * 100)
     code, out, err = await msd(
-        mediastore_server, "put", "live/seg.ts", str(source), "--content-type", "video/MP2T"
+        mediastore_server, "put", str(source), "live/seg.ts", "--content-type", "video/MP2T"
     )
     assert code == 0, err
-    assert out.startswith(b"18800 bytes")
+    assert out.startswith(b"live/seg.ts  18800 bytes")
 
-    code, out, _ = await msd(mediastore_server, "put", "live/pipe.bin", "-", "--streaming",
+    code, out, _ = await msd(mediastore_server, "put", "-", "live/pipe.bin", "--streaming",
                              stdin=b"from stdin")  # fmt: skip
     assert code == 0
 
@@ -52,7 +52,7 @@ async def test_put_ls_stat_get_rm(mediastore_server: LocalMediaStore, tmp_path: 
     assert out.decode().split()[-1] == "live/"
 
     code, out, _ = await msd(mediastore_server, "stat", "live/seg.ts")
-    assert "content_length: 18800" in out.decode()
+    assert "size: 18800" in out.decode()
     assert "content_type: video/MP2T" in out.decode()
 
     code, out, _ = await msd(mediastore_server, "get", "live/pipe.bin")
@@ -74,5 +74,5 @@ async def test_errors_are_one_line_and_exit_1(mediastore_server: LocalMediaStore
     assert err.strip().startswith("msd stat: ObjectNotFoundError:")
     assert "Traceback" not in err
 
-    code, _, err = await msd(mediastore_server, "put", "bad//path", "-", stdin=b"x")
+    code, _, err = await msd(mediastore_server, "put", "-", "bad//path", stdin=b"x")
     assert code == 1 and "InvalidPathError" in err and "empty segment" in err

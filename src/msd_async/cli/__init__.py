@@ -6,9 +6,11 @@ needs (aiohttp, aiobotocore, rich) when it runs.
 
 ``msd serve`` runs the local MediaStore-compatible server until SIGINT/SIGTERM.
 ``msd demo`` publishes a synthetic low-latency live stream through an embedded local server.
-``msd ls|stat|get|put|rm`` talk to a container: ``--endpoint`` (or ``MSD_ENDPOINT``), the
-region from the endpoint, ``--region`` or ``AWS_REGION``, credentials from the AWS chain
-(``--profile``, the environment, ...). Errors print one line and exit with status 1.
+``msd ls|stat|get|put|rm|presign|sync`` talk to a container: ``--endpoint`` (or
+``MSD_ENDPOINT``), the region from the endpoint, ``--region`` or ``AWS_REGION``, credentials
+from the AWS chain (``--profile``, the environment, ...). Errors print one line (a traceback
+only with ``--debug``); exit status 0 only on full success, 1 on any failure, 2 for usage
+errors. The shared pieces are in ``_common``. See ``docs/cli.md``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import sys
 __all__ = ["build_parser", "main"]
 
 #: Command-group modules of this package, in the order their commands are listed.
-COMMAND_MODULES = ("serve", "objects", "live")
+COMMAND_MODULES = ("serve", "objects", "sync", "live")
 
 
 def build_parser() -> argparse.ArgumentParser:

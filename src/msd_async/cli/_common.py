@@ -1,21 +1,241 @@
-"""What every ``msd`` command that talks to a container shares: its options."""
+"""What every ``msd`` command shares: its options, how it opens a container, how it fails,
+its exit codes and its progress display.
+
+Only argparse and the standard library are imported here at module level; the client and
+rich are imported inside the functions that use them, so ``msd --help`` stays fast.
+
+Exit codes: 0 only on full success; 1 when the command failed or any object failed (after
+the others completed); 2 for a usage error (argparse's); 130 when interrupted.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import sys
+import traceback
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Final
 
-__all__ = ["client_options"]
+if TYPE_CHECKING:
+    from ..client import ContainerClient
+    from ..transfer import TransferEvent
+
+__all__ = [
+    "ENDPOINT_ENV",
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "CommandError",
+    "TransferProgress",
+    "add_debug_option",
+    "client_options",
+    "describe_error",
+    "open_container",
+    "progress_enabled",
+    "run_command",
+]
+
+EXIT_OK: Final = 0
+EXIT_FAILED: Final = 1
+EXIT_USAGE: Final = 2
+EXIT_INTERRUPTED: Final = 130
+#: The environment variable that names the container's data endpoint.
+ENDPOINT_ENV: Final = "MSD_ENDPOINT"
+
+_CREDENTIAL_HELP: Final = (
+    "check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE / --profile); "
+    "msd serve prints the keys it accepts"
+)
+
+
+class CommandError(Exception):
+    """A failure already phrased for the user: printed as one line, exit status 1."""
+
+
+def add_debug_option(parser: argparse.ArgumentParser) -> None:
+    """``--debug``: print the traceback of a failure, not only its one-line message."""
+    parser.add_argument(
+        "--debug", action="store_true", help="on failure, print the full traceback too"
+    )
 
 
 def client_options() -> argparse.ArgumentParser:
-    """A parent parser with ``--endpoint``, ``--region`` and ``--profile``."""
+    """A parent parser with ``--endpoint``, ``--region``, ``--profile`` and ``--debug``."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--endpoint",
-        default=os.environ.get("MSD_ENDPOINT"),
-        help="the container's data endpoint URL (default: $MSD_ENDPOINT)",
+        default=os.environ.get(ENDPOINT_ENV),
+        help=f"the container's data endpoint URL (default: ${ENDPOINT_ENV})",
     )
-    common.add_argument("--region", help="SigV4 region (default: from the endpoint or $AWS_REGION)")
-    common.add_argument("--profile", help="AWS profile for credentials")
+    common.add_argument(
+        "--region",
+        help="SigV4 region (default: from the endpoint, else $AWS_REGION / $AWS_DEFAULT_REGION)",
+    )
+    common.add_argument(
+        "--profile",
+        help="AWS profile for credentials (default: $AWS_PROFILE, the environment's keys, "
+        "then the rest of the standard AWS chain)",
+    )
+    add_debug_option(common)
     return common
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for the user: what happened and, where it helps, what to do."""
+    from ..errors import (
+        AuthError,
+        ConnectError,
+        CredentialsError,
+        InvalidParameterError,
+        MediaStoreError,
+    )
+
+    if isinstance(exc, CommandError):
+        return _one_line(str(exc))
+    if isinstance(exc, InvalidParameterError) and exc.rule == "region.required":
+        return "no region for this endpoint: give --region or set AWS_REGION"
+    if isinstance(exc, AuthError):
+        return _one_line(f"{type(exc).__name__}: {exc}; {_CREDENTIAL_HELP}")
+    if isinstance(exc, CredentialsError):
+        # The library speaks to Python callers; here the way to pass keys is a flag.
+        text = (
+            str(exc)
+            .replace("or pass credentials explicitly", "or give --profile")
+            .replace("passing credentials=Credentials(...), ", "")
+            .replace("profile=...", "--profile")
+        )
+        return _one_line(f"CredentialsError: {text}")
+    if isinstance(exc, ConnectError):
+        return _one_line(f"{exc}; is --endpoint (or ${ENDPOINT_ENV}) right?")
+    if isinstance(exc, MediaStoreError):
+        return _one_line(f"{type(exc).__name__}: {exc}")
+    if isinstance(exc, OSError):
+        if exc.strerror:
+            where = f"{exc.filename}: " if exc.filename else ""
+            return _one_line(f"{where}{exc.strerror}")
+        return _one_line(str(exc))
+    return _one_line(f"{type(exc).__name__}: {exc} (run with --debug for the traceback)")
+
+
+def run_command(args: argparse.Namespace, main: Callable[[], Awaitable[int]]) -> int:
+    """Run a command's coroutine; a failure is printed as one line on stderr (with the
+    traceback too under ``--debug``) and returns :data:`EXIT_FAILED`."""
+    import asyncio  # here, not at the top: `msd --help` loads every command module
+
+    try:
+        return asyncio.run(_call(main))
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        if getattr(args, "debug", False):
+            traceback.print_exception(exc, file=sys.stderr)
+        print(f"msd {args.command}: {describe_error(exc)}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+async def _call(main: Callable[[], Awaitable[int]]) -> int:
+    return await main()
+
+
+def require_endpoint(args: argparse.Namespace) -> str:
+    endpoint: str | None = getattr(args, "endpoint", None)
+    if not endpoint:
+        raise CommandError(
+            f"no container endpoint: give --endpoint URL or set {ENDPOINT_ENV} "
+            "(msd serve prints one)"
+        )
+    return endpoint
+
+
+@contextlib.asynccontextmanager
+async def open_container(args: argparse.Namespace) -> AsyncIterator[ContainerClient]:
+    """A client for ``--endpoint`` with ``--region`` and ``--profile``, closed on exit."""
+    endpoint = require_endpoint(args)
+    from ..session import Session
+
+    async with Session(region=args.region, profile=args.profile) as session:
+        yield session.container(endpoint)
+
+
+def progress_enabled(args: argparse.Namespace) -> bool:
+    """Progress bars only for a person watching: stdout is a terminal and no ``--json``."""
+    return (
+        sys.stdout.isatty()
+        and not getattr(args, "json", False)
+        and not getattr(args, "quiet", False)
+    )
+
+
+class TransferProgress:
+    """rich progress for a tree transfer: a total bar and a bar per file in flight.
+
+    Use as a context manager; pass :meth:`__call__` as a transfer's ``progress`` hook. When
+    ``enabled`` is false it does nothing (and imports nothing).
+    """
+
+    def __init__(self, enabled: bool, description: str = "total") -> None:
+        self.enabled = enabled
+        self._description = description
+        self._progress: Any = None
+        self._total: Any = None
+        self._tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> TransferProgress:
+        if self.enabled:
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+                TransferSpeedColumn,
+            )
+
+            self._progress = Progress(
+                TextColumn("{task.description}", justify="left"),
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                TimeRemainingColumn(),
+                transient=False,
+            )
+            self._progress.start()
+            self._total = self._progress.add_task(self._description, total=None)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def __call__(self, event: TransferEvent) -> None:
+        progress = self._progress
+        if progress is None:
+            return
+        kind = event.kind
+        if kind == "plan":
+            progress.update(
+                self._total,
+                total=event.size or 0,
+                description=f"{self._description} ({event.files} files)",
+            )
+        elif kind == "start":
+            self._tasks[event.path] = progress.add_task(
+                f"  {event.path}", total=event.size or 0
+            )
+        elif kind == "bytes":
+            task = self._tasks.get(event.path)
+            if task is not None:
+                progress.update(task, completed=event.done)
+        elif kind in ("done", "skip", "fail"):
+            task = self._tasks.pop(event.path, None)
+            if task is not None:
+                progress.remove_task(task)
+            if kind != "fail" or event.size:
+                progress.advance(self._total, event.size or 0)

@@ -1,123 +1,404 @@
-"""``msd ls|stat|get|put|rm``: one object operation each, against ``--endpoint``."""
+"""``msd ls|stat|get|put|rm|presign``: objects and folders of the container at ``--endpoint``."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from ._common import client_options
+from ._common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    CommandError,
+    TransferProgress,
+    client_options,
+    open_container,
+    progress_enabled,
+    run_command,
+)
 
 if TYPE_CHECKING:
     from ..client import ContainerClient
+    from ..results import Item
 
 __all__ = ["register"]
+
+_STDIN_CHUNK = 64 * 1024
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     common = client_options()
 
-    p = commands.add_parser("ls", parents=[common], help="list a folder (ListItems)")
+    p = commands.add_parser(
+        "ls",
+        parents=[common],
+        help="list a folder (ListItems)",
+        description="List a folder's objects and sub-folders; -r lists every object below "
+        "it. Says so, and exits 1, when the folder does not exist or PATH is an object.",
+    )
     p.add_argument("path", nargs="?", default="", help="folder path (default: the root)")
-    p.set_defaults(func=_run_client, operation=_ls)
+    p.add_argument("-r", "--recursive", action="store_true", help="every object at any depth")
+    p.add_argument(
+        "-l", "--long", action="store_true", help="size, last modified time and ETag too"
+    )
+    p.add_argument("--json", action="store_true", help="print a JSON array for scripts")
+    p.set_defaults(func=_run, operation=_ls)
 
     p = commands.add_parser("stat", parents=[common], help="describe an object")
-    p.add_argument("path")
-    p.set_defaults(func=_run_client, operation=_stat)
+    p.add_argument("path", help="object path")
+    p.add_argument("--json", action="store_true", help="print a JSON object for scripts")
+    p.set_defaults(func=_run, operation=_stat)
 
-    p = commands.add_parser("get", parents=[common], help="download an object")
-    p.add_argument("path")
-    p.add_argument("file", nargs="?", default="-", help="destination (default: stdout)")
-    p.add_argument("--range", help="a byte range such as bytes=0-1023")
-    p.set_defaults(func=_run_client, operation=_get)
-
-    p = commands.add_parser("put", parents=[common], help="upload an object")
-    p.add_argument("path")
-    p.add_argument("file", help="source file, or - for stdin (streamed as it is read)")
-    p.add_argument("--content-type")
-    p.add_argument("--cache-control")
-    p.add_argument(
-        "--streaming", action="store_true", help="STREAMING availability (readable while uploading)"
+    p = commands.add_parser(
+        "get",
+        parents=[common],
+        help="download an object",
+        description="Download an object to FILE (written under a temporary name, renamed "
+        "when complete), into FOLDER/ keeping its name, or to stdout with -.",
     )
-    p.set_defaults(func=_run_client, operation=_put)
+    p.add_argument("path", help="object path")
+    p.add_argument(
+        "file", nargs="?", default="-", help="destination file or folder/ (default: - stdout)"
+    )
+    p.add_argument("--range", help="a byte range such as bytes=0-1023")
+    p.set_defaults(func=_run, operation=_get)
 
-    p = commands.add_parser("rm", parents=[common], help="delete an object")
-    p.add_argument("path")
-    p.set_defaults(func=_run_client, operation=_rm)
+    p = commands.add_parser(
+        "put",
+        parents=[common],
+        help="upload a file or stdin",
+        description="Upload FILE (or - for stdin) as the object PATH (PATH ending in / keeps "
+        "the file's name). To upload a folder, use msd sync.",
+    )
+    p.add_argument("file", help="source file, or - for stdin")
+    p.add_argument("path", help="object path, or a folder path ending in /")
+    p.add_argument(
+        "--content-type", help="Content-Type (default: from the object's name extension)"
+    )
+    p.add_argument("--cache-control", help="Cache-Control header stored with the object")
+    p.add_argument(
+        "--streaming",
+        action="store_true",
+        help="STREAMING availability: readable while it uploads, sent as it is read "
+        "(10 MB limit); for a live source on stdin",
+    )
+    p.set_defaults(func=_run, operation=_put)
+
+    p = commands.add_parser(
+        "rm",
+        parents=[common],
+        help="delete an object, or a folder's objects with -r",
+    )
+    p.add_argument("path", help="object path (a folder path with -r)")
+    p.add_argument("-r", "--recursive", action="store_true", help="every object below PATH")
+    p.add_argument(
+        "--concurrency", type=int, default=16, help="deletes at the same time with -r (16)"
+    )
+    p.add_argument("--json", action="store_true", help="print a JSON summary for scripts")
+    p.set_defaults(func=_run, operation=_rm)
+
+    p = commands.add_parser(
+        "presign", parents=[common], help="print a presigned URL for an object"
+    )
+    p.add_argument("path", help="object path")
+    p.add_argument("--put", action="store_true", help="a URL to upload (default: download)")
+    p.add_argument(
+        "--expires-in", type=int, default=3600, help="seconds the URL is valid (default 3600)"
+    )
+    p.add_argument("--content-type", help="with --put: the Content-Type the uploader must send")
+    p.set_defaults(func=_run, operation=_presign)
 
 
-def _run_client(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    import asyncio  # here, not at the top: `msd --help` loads every command module
+def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    async def main() -> int:
+        async with open_container(args) as store:
+            result: int = await args.operation(store, args)
+            return result
 
-    from ..errors import MediaStoreError
+    return run_command(args, main)
 
-    if not args.endpoint:
-        parser.error("give --endpoint URL or set MSD_ENDPOINT")
+
+# --- ls ----------------------------------------------------------------------------------
+
+
+def _item_json(path: str, item_type: str, size: int | None, etag: str | None,
+               modified: Any, content_type: str | None) -> dict[str, Any]:
+    return {
+        "path": path,
+        "type": item_type,
+        "size": size,
+        "etag": etag,
+        "last_modified": modified.isoformat() if modified is not None else None,
+        "content_type": content_type,
+    }
+
+
+async def _explain_empty(store: ContainerClient, folder: str) -> None:
+    """An empty listing of a non-root path: say whether it is an object or missing."""
+    from ..errors import ObjectNotFoundError
+
     try:
-        result: int = asyncio.run(_with_client(args))
-    except MediaStoreError as exc:
-        print(f"msd {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    return result
-
-
-async def _with_client(args: argparse.Namespace) -> int:
-    from ..session import Session
-
-    async with Session(region=args.region, profile=args.profile) as session:
-        store = session.container(args.endpoint)
-        result: int = await args.operation(store, args)
-        return result
+        await store.describe_object(folder)
+    except ObjectNotFoundError:
+        raise CommandError(f"no folder {folder!r} in the container") from None
+    raise CommandError(
+        f"{folder!r} is an object, not a folder (msd stat {folder} describes it)"
+    )
 
 
 async def _ls(store: ContainerClient, args: argparse.Namespace) -> int:
-    async for item in store.list_items(args.path or None):
-        if item.type == "FOLDER":
-            print(f"{'FOLDER':>12}  {'':25}  {item.name}/")
+    from ..rules import normalize_folder_path
+
+    folder = normalize_folder_path(args.path)
+    rows: list[dict[str, Any]] = []
+    if args.recursive:
+        from ..transfer import walk
+
+        async for obj in walk(store, folder):
+            rows.append(
+                _item_json(obj.path, "OBJECT", obj.size, obj.etag, obj.last_modified,
+                           obj.content_type)
+            )
+    else:
+        items: list[Item] = [item async for item in store.list_items(folder or None)]
+        for item in items:
+            path = f"{folder}/{item.name}" if folder else item.name
+            rows.append(
+                _item_json(path, item.type, item.content_length, item.etag,
+                           item.last_modified, item.content_type)
+            )
+    if not rows and folder:
+        await _explain_empty(store, folder)
+    if args.json:
+        print(json.dumps(rows, indent=None))
+        return EXIT_OK
+    cut = len(folder) + 1 if folder and not args.recursive else 0
+    for row in rows:
+        name = row["path"][cut:] + ("/" if row["type"] == "FOLDER" else "")
+        if args.long:
+            size = "FOLDER" if row["type"] == "FOLDER" else str(row["size"] or 0)
+            when = (row["last_modified"] or "")[:19]
+            print(f"{size:>12}  {when:19}  {row['etag'] or '':40}  {name}")
         else:
-            when = item.last_modified.isoformat(timespec="seconds") if item.last_modified else ""
-            print(f"{item.content_length or 0:>12}  {when:25}  {item.name}")
-    return 0
+            print(name)
+    return EXIT_OK
+
+
+# --- stat --------------------------------------------------------------------------------
 
 
 async def _stat(store: ContainerClient, args: argparse.Namespace) -> int:
     info = await store.describe_object(args.path)
-    for field in ("content_length", "content_type", "etag", "last_modified", "cache_control"):
-        value = getattr(info, field)
+    fields = {
+        "path": args.path,
+        "size": info.content_length,
+        "content_type": info.content_type,
+        "etag": info.etag,
+        "last_modified": info.last_modified.isoformat() if info.last_modified else None,
+        "cache_control": info.cache_control,
+    }
+    if args.json:
+        print(json.dumps(fields))
+        return EXIT_OK
+    for name, value in fields.items():
         if value is not None:
-            print(f"{field}: {value}")
-    return 0
+            print(f"{name}: {value}")
+    return EXIT_OK
+
+
+# --- get ---------------------------------------------------------------------------------
+
+
+def _download_target(object_path: str, file: str) -> Path:
+    """Where ``msd get`` writes: FILE, or FOLDER/NAME for an existing folder or a ``/``."""
+    name = object_path.rstrip("/").rpartition("/")[2]
+    target = Path(file)
+    if file.endswith(("/", os.sep)):
+        if not target.is_dir():
+            raise CommandError(f"{file}: no such folder (create it, or name a file)")
+        return target / name
+    if target.is_dir():
+        return target / name
+    if not target.parent.is_dir():
+        raise CommandError(f"{target.parent}: no such folder for {file}")
+    return target
 
 
 async def _get(store: ContainerClient, args: argparse.Namespace) -> int:
-    async with store.get_object(args.path, range=args.range) as obj:
-        if args.file == "-":
+    if args.file == "-":
+        async with store.get_object(args.path, range=args.range) as obj:
             out = sys.stdout.buffer
             async for chunk in obj:
                 out.write(chunk)
             out.flush()
-        else:
-            await obj.write_to(args.file)
-    return 0
+        return EXIT_OK
+    target = _download_target(args.path, args.file)
+    from ..transfer._local import temporary_path
+
+    tmp = temporary_path(target)
+    try:
+        async with store.get_object(args.path, range=args.range) as obj:
+            await obj.write_to(tmp)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return EXIT_OK
+
+
+# --- put ---------------------------------------------------------------------------------
+
+
+async def _stdin_chunks() -> AsyncIterator[bytes]:
+    """stdin as it arrives: read1 returns what the pipe has, so a live encoder's bytes go
+    out at once instead of waiting for a full buffer."""
+    import anyio.to_thread
+
+    stream: Any = sys.stdin.buffer  # a BufferedReader: read1 returns what the pipe has
+    while chunk := await anyio.to_thread.run_sync(stream.read1, _STDIN_CHUNK):
+        yield chunk
+
+
+async def _read_stdin(limit: int) -> bytes:
+    import anyio.to_thread
+
+    from ..errors import ObjectTooLargeError
+
+    data: bytes = await anyio.to_thread.run_sync(sys.stdin.buffer.read, limit + 1)
+    if len(data) > limit:
+        raise ObjectTooLargeError(
+            f"stdin gave more than {limit:,} bytes, the STANDARD object limit; for a live "
+            "source use --streaming (10 MB limit)",
+            rule="body.max-size.standard",
+            limit=limit,
+            size=None,
+        )
+    return data
 
 
 async def _put(store: ContainerClient, args: argparse.Namespace) -> int:
-    # A Path: a str body is uploaded as its text, not read as a file name.
-    body = sys.stdin.buffer if args.file == "-" else Path(args.file)
+    from ..media_types import content_type_for
+
+    body: Any
+    path = args.path
+    if args.file == "-":
+        if path.endswith("/"):
+            raise CommandError("with - (stdin) give the object's full path, not a folder/")
+        body = _stdin_chunks() if args.streaming else await _read_stdin(store.standard_limit)
+    else:
+        source = Path(args.file)
+        if source.is_dir():  # noqa: ASYNC240 - one stat before any I/O starts
+            raise CommandError(
+                f"{args.file} is a folder; msd put uploads one file. To upload a folder: "
+                f"msd sync {args.file} ms:{path.rstrip('/')}"
+            )
+        if not source.exists():  # noqa: ASYNC240
+            raise CommandError(f"{args.file}: no such file")
+        if path.endswith("/"):
+            path += source.name
+        body = source
     result = await store.put_object(
-        args.path,
+        path,
         body,
-        content_type=args.content_type,
+        content_type=args.content_type or content_type_for(path),
         cache_control=args.cache_control,
         streaming=args.streaming,
     )
-    print(f"{result.size} bytes  etag {result.etag}  sha256 {result.content_sha256}")
-    return 0
+    print(f"{path}  {result.size} bytes  etag {result.etag}  sha256 {result.content_sha256}")
+    return EXIT_OK
+
+
+# --- rm ----------------------------------------------------------------------------------
 
 
 async def _rm(store: ContainerClient, args: argparse.Namespace) -> int:
-    await store.delete_object(args.path)
-    return 0
+    if not args.recursive:
+        from ..errors import ObjectNotFoundError
+
+        try:
+            await store.delete_object(args.path)
+        except ObjectNotFoundError:
+            from ..rules import normalize_folder_path
+
+            folder = normalize_folder_path(args.path)
+            async for _ in store.list_items(folder or None):
+                raise CommandError(
+                    f"{args.path!r} is a folder; msd rm -r {args.path} deletes what it holds"
+                ) from None
+            raise
+        return EXIT_OK
+    return await _rm_tree(store, args)
+
+
+async def _rm_tree(store: ContainerClient, args: argparse.Namespace) -> int:
+    import anyio
+
+    from ..errors import MediaStoreError, ObjectNotFoundError
+    from ..rules import normalize_folder_path
+    from ..transfer import TransferEvent, walk
+
+    folder = normalize_folder_path(args.path)
+    paths = [obj.path async for obj in walk(store, folder)]
+    if not paths:
+        if folder:
+            await _explain_empty(store, folder)
+        return EXIT_OK
+    failed: list[tuple[str, MediaStoreError]] = []
+    deleted: list[str] = []
+    queue = iter(paths)
+    limit = max(1, args.concurrency)
+
+    with TransferProgress(progress_enabled(args), "deleting") as bars:
+        bars(TransferEvent("plan", files=len(paths), size=len(paths)))
+
+        async def worker() -> None:
+            for path in queue:
+                try:
+                    await store.delete_object(path)
+                except ObjectNotFoundError:
+                    pass  # already gone: the goal is reached
+                except MediaStoreError as exc:
+                    failed.append((path, exc))
+                    continue
+                deleted.append(path)
+                bars(TransferEvent("done", path, "delete", size=1))
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(min(limit, len(paths))):
+                tg.start_soon(worker)
+    for path, exc in sorted(failed, key=lambda f: f[0]):
+        msg = " ".join(str(exc).split())
+        print(f"msd rm: failed: {path}: {type(exc).__name__}: {msg}", file=sys.stderr)
+    if args.json:
+        print(json.dumps({"deleted": sorted(deleted), "failed": sorted(p for p, _ in failed)}))
+    else:
+        print(f"deleted {len(deleted)} objects" + (f", {len(failed)} failed" if failed else ""))
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+# --- presign -----------------------------------------------------------------------------
+
+
+#: The longest presigned URL SigV4 allows: 7 days.
+_MAX_EXPIRES = 7 * 24 * 3600
+
+
+async def _presign(store: ContainerClient, args: argparse.Namespace) -> int:
+    if not 1 <= args.expires_in <= _MAX_EXPIRES:
+        raise CommandError(
+            f"--expires-in must be 1..{_MAX_EXPIRES} seconds (7 days), not {args.expires_in}"
+        )
+    if args.put:
+        url = await store.presign_put(
+            args.path, expires_in=args.expires_in, content_type=args.content_type
+        )
+    else:
+        if args.content_type:
+            raise CommandError("--content-type applies to --put URLs only")
+        url = await store.presign_get(args.path, expires_in=args.expires_in)
+    print(url)
+    return EXIT_OK

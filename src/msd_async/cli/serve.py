@@ -14,8 +14,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p = commands.add_parser(
         "serve",
         help="run a local MediaStore-compatible server",
-        description="Run a local MediaStore-compatible server. Prints 'endpoint: URL' once it "
-        "accepts connections, one log line per request, and stops on SIGINT/SIGTERM.",
+        description="Run a local MediaStore-compatible server. Prints the keys, 'endpoint: URL' "
+        "once it accepts connections and an 'export ...' line with the environment a client "
+        "needs, then one log line per request; stops on SIGINT/SIGTERM.",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=0, help="port (default 0: any free port)")
@@ -32,9 +33,24 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         default=[],
         help="accept unsigned reads or writes (repeatable)",
     )
-    p.add_argument("--standard-limit", type=int, default=STANDARD_OBJECT_LIMIT)
-    p.add_argument("--streaming-limit", type=int, default=STREAMING_OBJECT_LIMIT)
-    p.add_argument("--upload-time-limit", type=float, default=UPLOAD_TIME_LIMIT)
+    p.add_argument(
+        "--standard-limit",
+        type=int,
+        default=STANDARD_OBJECT_LIMIT,
+        help=f"largest STANDARD upload in bytes (default {STANDARD_OBJECT_LIMIT:,})",
+    )
+    p.add_argument(
+        "--streaming-limit",
+        type=int,
+        default=STREAMING_OBJECT_LIMIT,
+        help=f"largest STREAMING upload in bytes (default {STREAMING_OBJECT_LIMIT:,})",
+    )
+    p.add_argument(
+        "--upload-time-limit",
+        type=float,
+        default=UPLOAD_TIME_LIMIT,
+        help=f"seconds an upload may take before it is cancelled (default {UPLOAD_TIME_LIMIT:g})",
+    )
     p.add_argument("--no-fsync", action="store_true", help="do not fsync uploads (faster)")
     p.add_argument("--fault-rate", type=float, default=0.0, help="share of requests to fault")
     p.add_argument(
@@ -42,7 +58,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         default="",
         help="comma-separated: 500,503,throttle,cut-upload,cut-download,delay (default all)",
     )
-    p.add_argument("--fault-seed", type=int, default=None)
+    p.add_argument(
+        "--fault-seed", type=int, default=None, help="seed of the fault draw (reproducible runs)"
+    )
     p.add_argument("--fault-delay", type=float, default=0.5, help="seconds for 'delay'")
     p.add_argument("--quiet", action="store_true", help="do not log requests")
     p.set_defaults(func=serve)
@@ -115,6 +133,25 @@ def serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return 0
 
 
+def _exports(server: object) -> str:
+    """The shell line that points ``msd`` and AWS SDKs at this server, ready to paste."""
+    import shlex
+
+    from ..testing import LocalMediaStore
+
+    assert isinstance(server, LocalMediaStore)
+    keys = server.credentials
+    env = {
+        "MSD_ENDPOINT": server.endpoint,
+        "AWS_ACCESS_KEY_ID": keys.access_key_id,
+        "AWS_SECRET_ACCESS_KEY": keys.secret_access_key,
+        "AWS_REGION": server.region,
+    }
+    if keys.session_token:
+        env["AWS_SESSION_TOKEN"] = keys.session_token
+    return "export " + " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+
+
 async def _serve(server: object) -> None:
     import asyncio
     import signal
@@ -129,6 +166,7 @@ async def _serve(server: object) -> None:
     try:
         await server.start()
         print(f"endpoint: {server.endpoint}", flush=True)
+        print(_exports(server), flush=True)
         await stop.wait()
     finally:
         await server.close()
