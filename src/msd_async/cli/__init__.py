@@ -6,6 +6,8 @@ needs (aiohttp, aiobotocore, rich) when it runs.
 
 ``msd serve`` runs the local MediaStore-compatible server until SIGINT/SIGTERM.
 ``msd demo`` publishes a synthetic low-latency live stream through an embedded local server.
+``msd relay`` and ``msd push`` publish what encoders that cannot sign PUT or write to a
+folder, through the live publisher.
 ``msd ls|stat|get|put|rm|presign|sync`` talk to a container: ``--endpoint`` (or
 ``MSD_ENDPOINT``), the region from the endpoint, ``--region`` or ``AWS_REGION``, credentials
 from the AWS chain (``--profile``, the environment, ...). Errors print one line (a traceback
@@ -22,7 +24,7 @@ import sys
 __all__ = ["build_parser", "main"]
 
 #: Command-group modules of this package, in the order their commands are listed.
-COMMAND_MODULES = ("serve", "objects", "sync", "live")
+COMMAND_MODULES = ("serve", "objects", "sync", "live", "ingest")
 
 
 def build_parser() -> argparse.ArgumentParser:

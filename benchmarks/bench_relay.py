@@ -1,0 +1,199 @@
+"""Relay overhead: what `msd relay` adds between ffmpeg and the origin.
+
+One ffmpeg run feeds two identical HLS outputs through its ``tee`` muxer, so both get the
+same packets at the same moments: one PUTs straight to the origin (anonymous writes
+allowed for it), the other PUTs to ``msd relay``, which signs and publishes through the
+LivePublisher. The origin (the local server, in this process) timestamps the end of every
+PUT, so for each segment
+
+    added latency = (relay copy stored) - (direct copy stored)
+
+on one clock, paired segment by segment. The relay's CPU time (user + system, from
+/proc) is divided by the megabytes it relayed.
+
+    python benchmarks/bench_relay.py                      # 60 s of stream; writes results/relay.*
+    python benchmarks/bench_relay.py --seconds 20 --no-write
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import platform
+import re
+import shlex
+import signal
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from msd_async.credentials import Credentials
+from msd_async.testing import LocalMediaStore
+
+RESULTS = Path(__file__).parent / "results"
+ACCESS = re.compile(r"^PUT /(direct|relay)/(index\d+\.ts) 200 in=(\d+)")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+class _Stored(logging.Handler):
+    """The origin's access log: when each segment PUT finished, per path."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.done: dict[tuple[str, str], tuple[float, int]] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        match = ACCESS.match(record.getMessage())
+        if match:
+            self.done[(match[1], match[2])] = (record.created, int(match[3]))
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, min(len(ordered) - 1, round(q * (len(ordered) - 1))))]
+
+
+async def run(seconds: int, size: str, bitrate: str) -> dict[str, object]:
+    stored = _Stored()
+    access = logging.getLogger("msd_async.testing.access")
+    access.propagate = False
+    access.setLevel(logging.INFO)
+    access.addHandler(stored)
+    creds = Credentials("AKIDBENCHRELAY000000", "bench-relay-secret-000000000000000000000")
+    async with LocalMediaStore(
+        credentials=creds, allow_anonymous=["read", "write"], fsync=False
+    ) as server:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MSD_"))}
+        env.update(
+            AWS_ACCESS_KEY_ID=creds.access_key_id,
+            AWS_SECRET_ACCESS_KEY=creds.secret_access_key,
+            AWS_REGION=server.region,
+            AWS_CONFIG_FILE=os.devnull,
+            AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+            AWS_EC2_METADATA_DISABLED="true",
+        )
+        relay = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "msd_async.cli", "relay", "--endpoint", server.endpoint,
+            "--listen", "127.0.0.1:0", stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL, env=env,
+        )
+        assert relay.stdout is not None
+        line = (await relay.stdout.readline()).decode()
+        url = line.split("relay: ", 1)[1].strip()
+        cpu_start = cpu_seconds(relay.pid)
+        hls = "f=hls:hls_time=1:hls_list_size=0:method=PUT:http_persistent=1"
+        ffmpeg = [
+            "ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-re",
+            "-f", "lavfi", "-i", f"testsrc2=size={size}:rate=25", "-t", str(seconds),
+            "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency",
+            "-b:v", bitrate, "-maxrate", bitrate, "-bufsize", bitrate,
+            "-g", "25", "-keyint_min", "25", "-sc_threshold", "0", "-map", "0:v", "-f", "tee",
+            f"[{hls}]{server.endpoint}/direct/index.m3u8|[{hls}]{url}/relay/index.m3u8",
+        ]
+        process = await asyncio.create_subprocess_exec(*ffmpeg, stderr=asyncio.subprocess.PIPE)
+        _, err = await process.communicate()
+        if process.returncode:
+            raise SystemExit(f"ffmpeg failed: {err.decode()}")
+        # Let the relay finish what it has, then read its CPU before it stops.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            names = {n for d, n in stored.done if d == "direct"}
+            if names and all(("relay", n) in stored.done for n in names):
+                break
+            await asyncio.sleep(0.1)
+        cpu = cpu_seconds(relay.pid) - cpu_start
+        relay.send_signal(signal.SIGTERM)
+        await relay.wait()
+        assert relay.returncode == 0, relay.returncode
+
+    added: list[float] = []
+    relayed = 0
+    for (side, name), (when, size_in) in sorted(stored.done.items()):
+        if side != "direct":
+            continue
+        other = stored.done.get(("relay", name))
+        if other is None:
+            raise SystemExit(f"the relay never stored {name}")
+        added.append((other[0] - when) * 1000)
+        relayed += size_in
+    return {
+        "segments": len(added),
+        "mb_relayed": relayed / 1e6,
+        "added_latency_ms": {
+            "p50": percentile(added, 0.5),
+            "p99": percentile(added, 0.99),
+            "mean": statistics.fmean(added),
+            "min": min(added),
+            "max": max(added),
+        },
+        "relay_cpu_s": cpu,
+        "relay_cpu_ms_per_mb": cpu * 1000 / (relayed / 1e6),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=60, help="stream length (default 60)")
+    parser.add_argument("--size", default="1280x720", help="video size (default 1280x720)")
+    parser.add_argument("--bitrate", default="3M", help="video bitrate (default 3M)")
+    parser.add_argument("--note", default="", help="recorded with the results")
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    args = parser.parse_args()
+    result = asyncio.run(run(args.seconds, args.size, args.bitrate))
+    command = "python benchmarks/bench_relay.py " + shlex.join(sys.argv[1:])
+    load = os.getloadavg()
+    meta = {
+        "command": command.strip(),
+        "python": platform.python_version(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+        "load_average_1_5_15": [round(x, 2) for x in load],
+        "note": args.note,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+    report = {**meta, **result}
+    print(json.dumps(report, indent=2))
+    if args.no_write:
+        return
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "relay.json").write_text(json.dumps(report, indent=2) + "\n")
+    lat = result["added_latency_ms"]
+    assert isinstance(lat, dict)
+    md = f"""# Relay overhead (`msd relay`)
+
+Command: `{meta["command"]}`
+Date: {meta["date"]}; Python {meta["python"]}; {meta["machine"]}; load average (1/5/15 min)
+{meta["load_average_1_5_15"]} — a shared machine, busy with other work during the run.
+{("Note: " + args.note) if args.note else ""}
+
+One ffmpeg feeds two identical HLS outputs (tee muxer, {args.size}, {args.bitrate}b/s,
+1 s segments, `-re`): straight to the origin, and through `msd relay` (SigV4-signed,
+STREAMING uploads through the LivePublisher). Added latency = when the origin stored the
+relayed copy of a segment minus when it stored the direct copy, paired per segment, on the
+origin's clock. It can be negative: the tee muxer writes its outputs one after the other and
+the two uploads then race, so the direct copy is sometimes stored last. Relay CPU is read
+from /proc with the kernel's 10 ms tick granularity.
+
+| measure | value |
+|---|---|
+| segments | {result["segments"]} |
+| MB relayed | {result["mb_relayed"]:.1f} |
+| added latency p50 | {lat["p50"]:.1f} ms |
+| added latency p99 | {lat["p99"]:.1f} ms |
+| added latency mean / min / max | {lat["mean"]:.1f} / {lat["min"]:.1f} / {lat["max"]:.1f} ms |
+| relay CPU (user + system) | {result["relay_cpu_s"]:.2f} s |
+| relay CPU per MB | {result["relay_cpu_ms_per_mb"]:.1f} ms |
+"""
+    (RESULTS / "relay.md").write_text(md)
+
+
+if __name__ == "__main__":
+    main()

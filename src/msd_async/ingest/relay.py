@@ -1,0 +1,665 @@
+"""The relay: an HTTP server that takes an encoder's unsigned PUT/POST/DELETE requests and
+hands them to a live publisher, which signs, orders, retries and deletes them.
+
+Encoders such as ffmpeg, Shaka Packager and GPAC push HLS/DASH with plain HTTP and retry
+nothing, so the relay's answers are shaped to keep them going:
+
+- A media body is handed to the publisher as soon as its headers arrive and streams through
+  chunk by chunk (the publisher sends it as a STREAMING upload), so low latency survives the
+  relay: nothing waits for the whole body.
+- Manifests (``.m3u8``, ``.mpd``) are read whole, then published; the publisher stores them
+  only after what they reference, and the newest version wins.
+- The encoder gets its answer once its body has arrived completely, never after an origin
+  round trip: errors at the origin are the publisher's to retry. ``204`` when the object is
+  on its way; ``202`` when the publisher gave it up before its body ended (the rest of the
+  body is read and discarded, so the encoder's connection stays usable).
+- A request whose body arrived completely is published even if the encoder has gone. ffmpeg
+  with ``-http_persistent 1`` pipelines its PUTs and exits right after the final manifest
+  without reading the answers, so the relay reads each connection to its end and handles
+  every complete request in it, whatever happens to the answers. (This is why the relay
+  speaks HTTP/1.1 through h11 over asyncio streams rather than aiohttp.web: on a closed
+  connection aiohttp.web drops pipelined requests not yet handled and fails the body reads
+  of the current one, even when the whole body is already buffered.)
+- A request cut mid-body is not published: its upload is failed with
+  :class:`IncompleteBodyError`, which aborts a STREAMING upload at the origin.
+- DELETE is answered ``204`` at once and handed to the publisher, which delays it by the
+  sliding-window rules (RFC 8216 section 6.2.2).
+- A bad request gets a 4xx with the reason in the body, and the connection is closed:
+  ``400`` for a path MediaStore does not accept or malformed HTTP, ``401`` without the
+  configured credentials, ``405`` for another method, ``411`` for a PUT with neither length
+  nor chunking, ``413`` over the object size limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import functools
+import hmac
+import ipaddress
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final
+from urllib.parse import unquote, urlsplit
+
+import h11
+
+from .. import rules
+from ..errors import ClientValidationError, MediaStoreError
+from ._publisher import PublicationLike, PublisherLike
+from ._report import ObjectRecord, Reporter
+
+__all__ = [
+    "DEFAULT_DRAIN_TIMEOUT",
+    "DEFAULT_IDLE_TIMEOUT",
+    "DEFAULT_KEEPALIVE_TIMEOUT",
+    "MANIFEST_EXTENSIONS",
+    "SECRET_HEADER",
+    "IncompleteBodyError",
+    "ObjectRecord",
+    "Relay",
+    "RelayStats",
+    "is_loopback",
+]
+
+logger = logging.getLogger("msd_async.ingest")
+
+#: Bodies of these are read whole before publishing: a manifest is small, and the publisher
+#: must see all of it to know what it references.
+MANIFEST_EXTENSIONS: Final = (".m3u8", ".m3u", ".mpd")
+#: The header an encoder sends the shared secret in (ffmpeg: ``-headers "X-Relay-Secret: s"``).
+SECRET_HEADER: Final = "X-Relay-Secret"
+#: How long :meth:`Relay.aclose` waits for objects already handed over to reach an outcome.
+DEFAULT_DRAIN_TIMEOUT: Final = 30.0
+#: A connection that sends nothing for this long is closed; a body in progress is then cut.
+#: DASH-IF Live Media Ingest section 5.2.9 asks a receiver to abort a stalled upload, and
+#: MediaStore cancels any upload not finished within 30 s anyway.
+DEFAULT_IDLE_TIMEOUT: Final = 30.0
+#: An idle persistent connection between requests is kept this long: encoders such as
+#: ffmpeg (-http_persistent 1) reuse theirs for the next segment, however long it takes.
+DEFAULT_KEEPALIVE_TIMEOUT: Final = 300.0
+#: Bytes read from a socket at once.
+_READ_SIZE: Final = 256 * 1024
+_SERVER_HEADER: Final = (b"server", b"msd-relay")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or ``localhost``) only accepts local connections."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class IncompleteBodyError(ClientValidationError):
+    """The encoder's request ended before its body did; the upload is aborted, not stored."""
+
+
+@dataclass(slots=True)
+class RelayStats:
+    """Counters since the relay started. ``in_flight``: bodies still arriving;
+    ``handed_over``: objects given to the publisher; ``cut``: requests that ended mid-body;
+    ``rejected``: requests answered 4xx."""
+
+    connections: int = 0
+    requests: int = 0
+    bytes_in: int = 0
+    in_flight: int = 0
+    handed_over: int = 0
+    deletes: int = 0
+    rejected: int = 0
+    cut: int = 0
+
+
+class _Reject(Exception):
+    """Answer this request with a 4xx and close the connection."""
+
+    def __init__(
+        self, status: int, reason: str, headers: list[tuple[str, str]] | None = None
+    ) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.headers = headers or []
+
+
+class _BodyPipe:
+    """A request body on its way to the publisher, as a one-shot async iterator: each chunk
+    is yielded as soon as it arrives (the publisher keeps what it needs to retry). A cut
+    request fails the iterator with :class:`IncompleteBodyError`, which aborts the STREAMING
+    upload at the origin. When the publisher gives the object up it closes the iterator;
+    from then on :attr:`abandoned` is true and chunks are dropped.
+    """
+
+    def __init__(self) -> None:
+        self._chunks: deque[bytes] = deque()
+        self._done = False
+        self._error: BaseException | None = None
+        self._changed = asyncio.Event()
+        self.received = 0
+        self.abandoned = False
+
+    def feed(self, chunk: bytes) -> None:
+        self.received += len(chunk)
+        if not self.abandoned:
+            self._chunks.append(chunk)
+            self._changed.set()
+
+    def finish(self) -> None:
+        self._done = True
+        self._changed.set()
+
+    def fail(self, error: BaseException) -> None:
+        self._error = error
+        self._changed.set()
+
+    def release(self) -> None:
+        """Drop what was not consumed (the object has its outcome)."""
+        self.abandoned = True
+        self._chunks.clear()
+
+    def __aiter__(self) -> _BodyPipe:
+        return self
+
+    async def __anext__(self) -> bytes:
+        while True:
+            if self._error is not None:
+                raise self._error
+            if self._chunks:
+                return self._chunks.popleft()
+            if self._done or self.abandoned:
+                raise StopAsyncIteration
+            self._changed.clear()
+            await self._changed.wait()
+
+    async def aclose(self) -> None:
+        """The consumer is done: after the whole body, or because it gave the object up."""
+        if not (self._done and not self._chunks):
+            self.release()
+
+
+@dataclass(slots=True)
+class _Job:
+    """One request handed to the submission queue, in arrival order."""
+
+    method: str
+    path: str
+    body: bytes | _BodyPipe | None
+    started: float
+    content_type: str | None = None
+    cache_control: str | None = None
+    cancelled: bool = False
+    received: float | None = None
+    publication: asyncio.Future[PublicationLike | None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+@dataclass(slots=True)
+class _Exchange:
+    """The request being received on one connection."""
+
+    method: str
+    path: str
+    job: _Job | None
+    limit: int
+    manifest: bool
+    parts: list[bytes] = field(default_factory=list)
+    size: int = 0
+    given_up: bool = False
+
+
+class Relay:
+    """An HTTP server in front of a live publisher, for encoders that cannot sign.
+
+    ``publisher``: an open :class:`msd_async.live.LivePublisher` (or anything with its
+    ``publish``/``delete`` methods); the relay does not close it. ``host``/``port``: where to
+    listen (default ``127.0.0.1``, port 0 = any free port). A non-loopback ``host`` needs
+    ``allow_remote=True``, since the relay signs whatever it receives: pair it with ``secret``
+    (the encoder sends it in the ``X-Relay-Secret`` header) or ``basic_auth=(user, password)``
+    (``http://user:password@host/...`` in the encoder's URL); when both are set either
+    admits a request. ``prefix`` is put in front of every path (``"live/ch1"`` turns
+    ``PUT /index.m3u8`` into ``live/ch1/index.m3u8``). ``streaming_limit`` and
+    ``manifest_limit`` bound a media body and a manifest body (MediaStore's 10 MB STREAMING
+    and 25 MB STANDARD limits by default). ``idle_timeout``: seconds a request's body may
+    pause (default 30; the request is then cut and not published); an idle connection
+    between requests is kept 300 s. ``on_object`` is called with an
+    :class:`ObjectRecord` once each request's object has its outcome (also logged on the
+    ``msd_async.ingest`` logger at INFO). ``drain_timeout``: how long :meth:`aclose` waits
+    for those outcomes (default 30 s).
+
+    Use as an async context manager or call :meth:`start` and :meth:`aclose`. Raises
+    ``ValueError`` for a non-loopback host without ``allow_remote``, ``OSError`` if the
+    address cannot be bound.
+    """
+
+    def __init__(
+        self,
+        publisher: PublisherLike,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        prefix: str = "",
+        allow_remote: bool = False,
+        secret: str | None = None,
+        basic_auth: tuple[str, str] | None = None,
+        streaming_limit: int = rules.STREAMING_OBJECT_LIMIT,
+        manifest_limit: int = rules.STANDARD_OBJECT_LIMIT,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        on_object: Callable[[ObjectRecord], object] | None = None,
+        drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
+    ) -> None:
+        if not is_loopback(host) and not allow_remote:
+            raise ValueError(
+                f"refusing to listen on {host}: the relay signs whatever it receives; pass "
+                "allow_remote=True (msd relay --allow-remote) and set a secret or Basic auth"
+            )
+        self._publisher = publisher
+        self.host = host
+        self.port = port
+        self.prefix = rules.normalize_folder_path(prefix) if prefix else ""
+        self._secret = secret.encode() if secret is not None else None
+        self._basic = (
+            None if basic_auth is None else f"{basic_auth[0]}:{basic_auth[1]}".encode()
+        )
+        self.streaming_limit = streaming_limit
+        self.manifest_limit = manifest_limit
+        self.idle_timeout = idle_timeout
+        self._drain_timeout = drain_timeout
+        self.stats = RelayStats()
+        self.reporter = Reporter(on_object)
+        self._server: asyncio.Server | None = None
+        self._connections: dict[asyncio.Task[None], bool] = {}  # task -> idle between requests
+        self._queue: asyncio.Queue[_Job | None] = asyncio.Queue()
+        self._worker: asyncio.Task[None] | None = None
+        self._closing = False
+        self._closed = False
+
+    @property
+    def url(self) -> str:
+        """``http://HOST:PORT`` once started (the bound port when ``port`` was 0)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    async def start(self) -> None:
+        """Start accepting connections."""
+        self._server = await asyncio.start_server(self._connection, self.host, self.port)
+        sockets = self._server.sockets
+        if sockets:
+            self.port = int(sockets[0].getsockname()[1])
+        self._worker = asyncio.create_task(self._submit_loop(), name="msd-relay-submit")
+
+    async def __aenter__(self) -> Relay:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop accepting; close idle connections and let requests in progress finish (up
+        to ``drain_timeout``); hand everything received to the publisher, and wait up to
+        ``drain_timeout`` seconds for those objects' outcomes (the publisher keeps
+        publishing what is left when it is closed). Idempotent."""
+        if self._closed:
+            return
+        self._closed = self._closing = True
+        try:
+            if self._server is not None:
+                self._server.close()
+                for task, idle in list(self._connections.items()):
+                    if idle:
+                        task.cancel()
+                if self._connections:
+                    _, late = await asyncio.wait(
+                        set(self._connections), timeout=self._drain_timeout
+                    )
+                    for task in late:
+                        task.cancel()
+                    if late:
+                        await asyncio.wait(late)
+                await self._server.wait_closed()
+        finally:
+            if self._worker is not None:
+                self._queue.put_nowait(None)
+                await self._worker
+            await self.reporter.drain(self._drain_timeout)
+
+    # --- connections -------------------------------------------------------------------
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        if self._closing:
+            writer.close()
+            return
+        self._connections[task] = True
+        self.stats.connections += 1
+        conn = h11.Connection(h11.SERVER)
+        exchange: _Exchange | None = None
+        writable = True
+
+        async def send(*events: h11.Event) -> None:
+            # The encoder may be gone (it pipelined and left): answers are best-effort,
+            # the requests it completed are handled all the same.
+            nonlocal writable
+            data = b"".join(conn.send(e) or b"" for e in events)
+            if not writable:
+                return
+            try:
+                writer.write(data)
+                await writer.drain()
+            except (ConnectionError, OSError):
+                writable = False
+
+        async def answer(
+            status: int,
+            text: str = "",
+            headers: list[tuple[str, str]] | None = None,
+            close: bool = False,
+        ) -> None:
+            body = (text + "\n").encode() if text else b""
+            fields = [_SERVER_HEADER, (b"content-length", str(len(body)).encode())]
+            fields += [(k.encode(), v.encode()) for k, v in headers or ()]
+            if close:
+                fields.append((b"connection", b"close"))
+            events: list[h11.Event] = [h11.Response(status_code=status, headers=fields)]
+            if body:
+                events.append(h11.Data(data=body))
+            events.append(h11.EndOfMessage())
+            await send(*events)
+
+        try:
+            while True:
+                try:
+                    event = conn.next_event()
+                except h11.RemoteProtocolError as exc:
+                    if exchange is not None:
+                        self._cut(exchange, f"the connection ended mid-body ({exc})")
+                        exchange = None
+                    elif conn.their_state is not h11.CLOSED and writable and conn.our_state in (
+                        h11.IDLE, h11.SEND_RESPONSE
+                    ):
+                        self.stats.rejected += 1
+                        await answer(exc.error_status_hint, f"malformed request: {exc}",
+                                     close=True)
+                    break
+                if event is h11.NEED_DATA:
+                    self._connections[task] = exchange is None and conn.their_state is h11.IDLE
+                    if self._closing and self._connections[task]:
+                        break
+                    wait = self.idle_timeout if exchange is not None else max(
+                        self.idle_timeout, DEFAULT_KEEPALIVE_TIMEOUT
+                    )
+                    try:
+                        async with asyncio.timeout(wait):
+                            data = await reader.read(_READ_SIZE)
+                    except TimeoutError:
+                        if exchange is not None:
+                            self._cut(exchange, f"no data for {self.idle_timeout:g} s")
+                            exchange = None
+                        break
+                    except (ConnectionError, OSError):
+                        data = b""
+                    self._connections[task] = False
+                    conn.receive_data(data)
+                    continue
+                if event is h11.PAUSED:
+                    break  # only after a response with Connection: close; nothing more to do
+                if isinstance(event, h11.ConnectionClosed):
+                    break
+                if isinstance(event, h11.Request):
+                    self.stats.requests += 1
+                    try:
+                        exchange = self._begin(event)
+                    except _Reject as reject:
+                        self.stats.rejected += 1
+                        target = event.target.decode("latin-1")
+                        logger.warning("%s %s rejected %d: %s", event.method.decode(), target,
+                                       reject.status, reject.reason)
+                        await answer(reject.status, reject.reason, reject.headers, close=True)
+                        break
+                    if exchange is None:  # a DELETE, already handed over
+                        continue
+                    if conn.they_are_waiting_for_100_continue:
+                        await send(h11.InformationalResponse(status_code=100, headers=[]))
+                    continue
+                if isinstance(event, h11.Data):
+                    if exchange is None:
+                        continue
+                    try:
+                        self._feed(exchange, bytes(event.data))
+                    except _Reject as reject:
+                        self.stats.rejected += 1
+                        logger.warning("%s %s rejected %d: %s", exchange.method, exchange.path,
+                                       reject.status, reject.reason)
+                        await answer(reject.status, reject.reason, close=True)
+                        exchange = None
+                        break
+                    continue
+                if isinstance(event, h11.EndOfMessage):
+                    if exchange is not None:
+                        status, text = self._complete(exchange)
+                        exchange = None
+                    else:
+                        status, text = 204, ""
+                    await answer(status, text)
+                    if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
+                        try:
+                            conn.start_next_cycle()
+                        except h11.LocalProtocolError:
+                            break
+                    else:
+                        break
+        except asyncio.CancelledError:
+            if exchange is not None:
+                self._cut(exchange, "the relay stopped mid-body")
+            raise
+        finally:
+            if exchange is not None:
+                self._cut(exchange, "the connection ended mid-body")
+            self._connections.pop(task, None)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    # --- requests ----------------------------------------------------------------------
+    def _authorized(self, headers: dict[bytes, bytes]) -> bool:
+        if self._secret is None and self._basic is None:
+            return True
+        if self._secret is not None:
+            given = headers.get(SECRET_HEADER.lower().encode(), b"")
+            if hmac.compare_digest(given, self._secret):
+                return True
+        if self._basic is not None:
+            scheme, _, token = headers.get(b"authorization", b"").partition(b" ")
+            if scheme.lower() == b"basic":
+                try:
+                    given_pair = base64.b64decode(token.strip(), validate=True)
+                except ValueError:
+                    return False
+                return hmac.compare_digest(given_pair, self._basic)
+        return False
+
+    def _begin(self, request: h11.Request) -> _Exchange | None:
+        """Check a request's head; start its exchange (None for a DELETE, which is done).
+        Raises :class:`_Reject`."""
+        method = request.method.decode("ascii", "replace").upper()
+        headers = {name.lower(): value for name, value in request.headers}
+        if method not in ("PUT", "POST", "DELETE"):
+            raise _Reject(405, f"{method} is not accepted; use PUT, POST or DELETE",
+                          [("allow", "PUT, POST, DELETE")])
+        if not self._authorized(headers):
+            extra = [("www-authenticate", 'Basic realm="msd relay"')] if self._basic else []
+            raise _Reject(401, f"missing or wrong credentials: send the {SECRET_HEADER} "
+                          "header or the Basic auth the relay was started with", extra)
+        target = request.target.decode("latin-1")
+        raw = unquote(urlsplit(target).path)
+        try:
+            path = rules.normalize_object_path(f"{self.prefix}/{raw.lstrip('/')}"
+                                               if self.prefix else raw)
+        except ClientValidationError as exc:
+            raise _Reject(400, f"bad path {raw}: {exc}") from exc
+        now = time.monotonic()
+        if method == "DELETE":
+            self.stats.deletes += 1
+            self._queue.put_nowait(_Job("DELETE", path, None, now))
+            return None
+        manifest = path.lower().endswith(MANIFEST_EXTENSIONS)
+        limit = self.manifest_limit if manifest else self.streaming_limit
+        length = headers.get(b"content-length")
+        chunked = b"chunked" in headers.get(b"transfer-encoding", b"").lower()
+        if length is None and not chunked:
+            raise _Reject(411, "send a Content-Length or Transfer-Encoding: chunked")
+        if length is not None and int(length) > limit:
+            raise _Reject(413, f"{path} is {int(length):,} bytes; the limit is {limit:,}")
+        content_type = headers.get(b"content-type", b"").decode("latin-1") or None
+        # The encoder's own type is kept only when it says something: ffmpeg and curl send
+        # application/octet-stream or a form type by default, and the publisher knows better.
+        if content_type in ("application/octet-stream", "application/x-www-form-urlencoded"):
+            content_type = None
+        cache_control = headers.get(b"cache-control", b"").decode("latin-1") or None
+        self.stats.in_flight += 1
+        job = None
+        if not manifest:
+            # Handed over before the first byte: the upload starts while the body arrives.
+            job = _Job(method, path, _BodyPipe(), now, content_type, cache_control)
+            self._queue.put_nowait(job)
+        else:
+            job = _Job(method, path, b"", now, content_type, cache_control)
+        return _Exchange(method, path, job, limit, manifest)
+
+    def _feed(self, exchange: _Exchange, chunk: bytes) -> None:
+        exchange.size += len(chunk)
+        self.stats.bytes_in += len(chunk)
+        if exchange.size > exchange.limit:
+            self._cut(exchange, f"passed the limit of {exchange.limit:,} B", counted=False)
+            raise _Reject(413, f"{exchange.path} passed the limit of {exchange.limit:,} B; "
+                          "it was not published")
+        if exchange.manifest:
+            exchange.parts.append(chunk)
+            return
+        job = exchange.job
+        assert job is not None and isinstance(job.body, _BodyPipe)
+        if not exchange.given_up and (job.body.abandoned or job.publication.done()):
+            exchange.given_up = job.body.abandoned or self._given_up(job)
+        if exchange.given_up:
+            job.body.received += len(chunk)  # read and discarded: the connection stays usable
+            return
+        job.body.feed(chunk)
+
+    def _complete(self, exchange: _Exchange) -> tuple[int, str]:
+        """The body arrived whole: finish the hand-over; returns the answer."""
+        self.stats.in_flight -= 1
+        job = exchange.job
+        assert job is not None
+        job.received = time.monotonic()
+        if exchange.manifest:
+            job.body = b"".join(exchange.parts)
+            self._queue.put_nowait(job)
+            return 204, ""
+        assert isinstance(job.body, _BodyPipe)
+        job.body.finish()
+        if exchange.given_up or job.body.abandoned or (
+            job.publication.done() and self._given_up(job)
+        ):
+            return 202, "received; the publisher gave this object up"
+        return 204, ""
+
+    def _cut(self, exchange: _Exchange, why: str, *, counted: bool = True) -> None:
+        """The request ended before its body: fail its upload, publish nothing."""
+        self.stats.in_flight -= 1
+        if counted:
+            self.stats.cut += 1
+        job = exchange.job
+        logger.warning("%s %s not published: %s after %d B", exchange.method, exchange.path,
+                       why, exchange.size)
+        if job is None:
+            return
+        job.cancelled = True
+        if isinstance(job.body, _BodyPipe):
+            job.body.fail(
+                IncompleteBodyError(
+                    f"the encoder's request for {exchange.path} ended after {exchange.size:,} "
+                    f"B, before its body did ({why}); the upload was aborted",
+                    rule="ingest.body-cut",
+                )
+            )
+
+    @staticmethod
+    def _given_up(job: _Job) -> bool:
+        """Whether the publisher refused or already finished with the object (so the rest
+        of its body need not be kept)."""
+        future = job.publication
+        if future.cancelled() or future.exception() is not None:
+            return True
+        publication = future.result()
+        if publication is None:
+            return True
+        done = getattr(publication, "done", None)
+        if callable(done):
+            with contextlib.suppress(Exception):
+                return bool(done())
+        return False
+
+
+    # --- the hand-over, in arrival order -------------------------------------------------
+    async def _submit_loop(self) -> None:
+        """Hand jobs to the publisher one at a time, so it sees them in arrival order (its
+        latest-wins rule for manifests depends on that)."""
+        while (job := await self._queue.get()) is not None:
+            if job.cancelled:
+                job.publication.set_result(None)  # cut before it was handed over
+                continue
+            try:
+                if job.body is None:
+                    await self._publisher.delete(job.path)
+                    job.publication.set_result(None)
+                    self._finish(job, 0, "delete scheduled")
+                    continue
+                publication = await self._publisher.publish(
+                    job.path,
+                    job.body,
+                    content_type=job.content_type,
+                    cache_control=job.cache_control,
+                )
+            except MediaStoreError as exc:
+                job.publication.set_exception(exc)
+                job.publication.exception()  # retrieved here; the handler only checks done()
+                self._finish(job, self._size(job), "refused", str(exc))
+                continue
+            except Exception as exc:  # the publisher's own failure: log it, keep relaying
+                logger.exception("publishing %s failed", job.path)
+                job.publication.set_exception(exc)
+                job.publication.exception()
+                self._finish(job, self._size(job), "refused", f"{type(exc).__name__}: {exc}")
+                continue
+            job.publication.set_result(publication)
+            self.stats.handed_over += 1
+            body = job.body
+            self.reporter.follow(
+                job.method,
+                job.path,
+                functools.partial(self._size, job),
+                job.started,
+                publication,
+                body.release if isinstance(body, _BodyPipe) else None,
+                functools.partial(getattr, job, "received"),
+            )
+
+    @staticmethod
+    def _size(job: _Job) -> int:
+        body = job.body
+        if isinstance(body, _BodyPipe):
+            return body.received
+        return len(body) if body is not None else 0
+
+    def _finish(self, job: _Job, size: int, outcome: str, detail: str = "") -> None:
+        self.reporter.record(
+            job.method, job.path, size, job.started, outcome, detail, received=job.received
+        )
