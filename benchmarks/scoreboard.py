@@ -27,6 +27,7 @@ import datetime as dt
 import importlib.util
 import json
 import os
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -782,7 +783,7 @@ def main(argv: list[str] | None = None) -> int:
     data: dict[str, Any] = {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "duration_s": time.perf_counter() - started,
-        "command": " ".join(["python benchmarks/scoreboard.py", *shown]),
+        "command": shlex.join(["python", "benchmarks/scoreboard.py", *shown]),
         "mode": "quick" if args.quick else "full",
         "repeats": repeats,
         "suffix": suffix,
