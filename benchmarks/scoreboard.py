@@ -12,8 +12,8 @@ is a fresh ``benchmarks/_worker.py`` process, so its CPU time and peak RSS are t
 client's alone. Runs are interleaved (the client order rotates every repeat) and repeated;
 tables give medians, and ratios are the median of the ratios paired within each repeat.
 
-Run: ``python benchmarks/scoreboard.py`` (full: 5 repeats, ~13 minutes on 2 cores) or ``--quick`` (a
-smoke run of ~2 minutes that writes ``results/scoreboard-quick.*``). Writes
+Run: ``python benchmarks/scoreboard.py`` (full: 5 repeats, 7-11 minutes on 2 cores) or
+``--quick`` (a smoke run of ~2 minutes that writes ``results/scoreboard-quick.*``). Writes
 ``results/scoreboard.json``, ``results/scoreboard.md`` and one PNG chart per scenario in
 ``results/scoreboard/``. Results of the other benchmarks (``results/live*.json``,
 ``tree*``, ``relay*``, ``web*``, or ``--include FILE``) are summarised when present.
