@@ -19,7 +19,7 @@ from .errors import *  # noqa: F403
 from .errors import __all__ as _errors_all
 
 if TYPE_CHECKING:
-    from .client import ContainerClient
+    from .client import ContainerClient, ObjectDownload
     from .config import DEFAULT_LIMITS, DEFAULT_TIMEOUTS, Limits, Timeouts
     from .credentials import (
         AwsChainCredentials,
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 #: Exported name -> the submodule that defines it.
 _LAZY: dict[str, str] = {
     "ContainerClient": "client",
+    "ObjectDownload": "client",
     "DEFAULT_LIMITS": "config",
     "DEFAULT_TIMEOUTS": "config",
     "Limits": "config",
@@ -101,6 +102,7 @@ __all__ = [
     "ItemType",
     "Limits",
     "ListPage",
+    "ObjectDownload",
     "ObjectInfo",
     "ObjectStream",
     "PutResult",

@@ -10,12 +10,15 @@ from typing import TYPE_CHECKING, Final, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from . import protocol, rules
+from ._context import ClientContext
 from .body import Body, Buffer, Meter, ProgressCallback, UploadBody, prepare_body
 from .errors import (
     ChecksumMismatchError,
     InvalidParameterError,
     MediaStoreError,
+    ObjectNotFoundError,
     ObjectTooLargeError,
+    SessionClosedError,
 )
 from .events import EventHook, EventKind, Operation, RequestEvent
 from .results import Item, ListPage, ObjectInfo, PutResult
@@ -27,7 +30,7 @@ if TYPE_CHECKING:
     from .session import Session
     from .transport import Response
 
-__all__ = ["ContainerClient"]
+__all__ = ["ContainerClient", "ObjectDownload"]
 
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 T = TypeVar("T")
@@ -127,18 +130,19 @@ class _Emitter:
 
 class ContainerClient:
     """Operations on one container. Get it from :meth:`Session.container`; it shares the
-    session's connection pool, credentials and retry budget, and needs no closing."""
+    session's connection pool, credentials and retry budget, and needs no closing. Once
+    the session is closed, every call raises :class:`SessionClosedError`."""
 
     def __init__(
         self,
-        session: Session,
+        context: ClientContext,
         endpoint: str,
         *,
         region: str,
         standard_limit: int = rules.STANDARD_OBJECT_LIMIT,
         streaming_limit: int = rules.STREAMING_OBJECT_LIMIT,
     ) -> None:
-        self._session = session
+        self._context = context
         self._base, self._host = _parse_endpoint(endpoint)
         self.endpoint = endpoint
         self.region = region
@@ -153,7 +157,7 @@ class ContainerClient:
     def session(self) -> Session:
         """The :class:`Session` this client belongs to (its ``event_hooks`` see every call
         of this client)."""
-        return self._session
+        return self._context.session
 
     # --- plumbing ----------------------------------------------------------------------
     async def _send(
@@ -169,7 +173,7 @@ class ContainerClient:
     ) -> Response:
         """One attempt: sign, send, and raise the typed error for an error status; report
         it to the session's event hooks, if it has any."""
-        hooks = self._session.event_hooks
+        hooks = self._context.event_hooks
         if not hooks:
             return await self._exchange(request, body, meter, chunked, object_operation, deadline)
         operation, path = _operation(request)
@@ -182,7 +186,11 @@ class ContainerClient:
         except MediaStoreError as exc:
             emit("error", status=getattr(exc, "status", None), error=exc)
             raise
-        emit("response", status=response.status)
+        try:
+            emit("response", status=response.status)
+        except BaseException:
+            response.close()  # the hook's exception reaches the caller; the slot does not leak
+            raise
         return response
 
     async def _exchange(
@@ -194,7 +202,8 @@ class ContainerClient:
         object_operation: bool,
         deadline: Deadline | None,
     ) -> Response:
-        credentials = await self._session._credentials.get_credentials()
+        context = self._context
+        credentials = await context.credentials.get_credentials()
         auth = self._signer.sign(
             credentials,
             method=request.method,
@@ -205,11 +214,12 @@ class ContainerClient:
             payload_hash=request.payload_hash,
         )
         headers = {"Host": self._host, **request.headers, **auth}
-        transport = self._session._transport
+        transport = context.transport
         response = await transport.send(
             request.method,
             self._base + request.target,
             headers,
+            origin=self._base,
             body=body,
             meter=meter,
             chunked=chunked,
@@ -238,11 +248,11 @@ class ContainerClient:
     ) -> T:
         """Run attempts under the retry policy (the call's, else the session's) and the
         session's budget, within ``deadline``."""
-        session = self._session
+        context = self._context
         on_retry = None
-        if session.event_hooks and request is not None:
+        if context.event_hooks and request is not None:
             operation, path = _operation(request)
-            emit = _Emitter(tuple(session.event_hooks), operation, path, self.endpoint, 0)
+            emit = _Emitter(tuple(context.event_hooks), operation, path, self.endpoint, 0)
 
             def on_retry(n: int, error: MediaStoreError, delay: float) -> None:
                 emit("retry", attempt=n, status=getattr(error, "status", None), error=error,
@@ -250,8 +260,8 @@ class ContainerClient:
 
         return await call_with_retries(
             attempt,
-            policy=session.retry if retry is None else retry,
-            budget=session._retry_budget,
+            policy=context.retry if retry is None else retry,
+            budget=context.budget,
             deadline=deadline,
             replayable=replayable,
             on_retry=on_retry,
@@ -347,9 +357,9 @@ class ContainerClient:
         max_resumes: int = 3,
         deadline: float | None = None,
         retry: RetryPolicy | None = None,
-    ) -> _GetObject:
-        """Download an object (GetObject): an async context manager yielding an
-        :class:`ObjectStream`::
+    ) -> ObjectDownload:
+        """Download an object (GetObject): an :class:`ObjectDownload`, the async context
+        manager yielding an :class:`ObjectStream`::
 
             async with store.get_object("vod/movie.mp4", range=(0, 1_048_575)) as obj:
                 async for chunk in obj:
@@ -367,14 +377,16 @@ class ContainerClient:
         answer is a 206 at the requested offset with the same total length and ETag
         (else :class:`ProtocolError` or :class:`ObjectChangedError`, before any wrong byte
         is delivered). Reading the stream after the block raises
-        :class:`StreamClosedError`. ``deadline`` (seconds)
-        bounds getting the response, retries included; the body itself is bounded only by
-        the read timeout, so a long healthy download is never cut. ``retry`` replaces the
+        :class:`StreamClosedError`. ``deadline`` (seconds) bounds getting the response,
+        retries included (:class:`DeadlineExceeded`); the body is bounded only by
+        ``Timeouts.read``, the longest silence between two reads, so a long healthy
+        download, or a live segment whose encoder pauses longer than the deadline, is never
+        cut. ``retry`` replaces the
         session's retry policy for this call and its resumes. Leaving the block early
         closes the connection; nothing leaks.
         """
         request = protocol.get_object(path, byte_range=range)
-        return _GetObject(self, request, max_resumes, deadline, retry)
+        return ObjectDownload(self, request, max_resumes, deadline, retry)
 
     async def get_bytes(
         self,
@@ -392,7 +404,8 @@ class ContainerClient:
         as soon as its bytes are in; a suffix range (``(None, n)``) reads to the end of the
         upload and keeps the last n bytes. A range starting past the end of that body
         raises :class:`RangeNotSatisfiableError`, as the service does for a complete object.
-        Other errors as :meth:`get_object`.
+        ``deadline`` bounds getting the response, and other errors are as in
+        :meth:`get_object`.
         """
         async with self.get_object(path, range=range, deadline=deadline, retry=retry) as obj:
             if range is None or obj.status != 200:
@@ -417,13 +430,23 @@ class ContainerClient:
     async def delete_object(
         self, path: str, *, deadline: float | None = None, retry: RetryPolicy | None = None
     ) -> None:
-        """Delete an object (DeleteObject). Raises :class:`ObjectNotFoundError` if there is
-        none; empty parent folders disappear with it."""
+        """Delete an object (DeleteObject); empty parent folders disappear with it.
+
+        Raises :class:`ObjectNotFoundError` if there is none. A 404 on a *retry* counts as
+        success: the earlier attempt whose answer was lost may have deleted it. So after a
+        retried call the object is gone, but it may have been deleted by someone else.
+        """
         request = protocol.delete_object(path)
         deadline_ = _deadline(deadline)
 
         async def attempt(n: int) -> None:
-            await (await self._send(request, deadline=deadline_, attempt=n)).read()
+            try:
+                await (await self._send(request, deadline=deadline_, attempt=n)).read()
+            except ObjectNotFoundError:
+                if n == 1:
+                    raise
+                # An earlier attempt may have deleted it and lost the answer: the object
+                # is gone, which is what was asked.
 
         await self._call(attempt, deadline_, retry=retry, request=request)
 
@@ -490,7 +513,12 @@ class ContainerClient:
         self, method: str, path: str, expires_in: int, headers: dict[str, str]
     ) -> str:
         encoded = "/" + rules.encode_path(rules.normalize_object_path(path))
-        credentials = await self._session._credentials.get_credentials()
+        if self._context.closed:
+            raise SessionClosedError(
+                "this client's Session is closed; open a new Session and get the container "
+                "from it again"
+            )
+        credentials = await self._context.credentials.get_credentials()
         query = self._signer.presign(
             credentials,
             method=method,
@@ -502,8 +530,11 @@ class ContainerClient:
         return f"{self._base}{encoded}?{query}"
 
 
-class _GetObject(contextlib.AbstractAsyncContextManager["ObjectStream"]):
-    """``async with client.get_object(...) as stream``: sends on enter, closes on exit."""
+class ObjectDownload(contextlib.AbstractAsyncContextManager["ObjectStream"]):
+    """What :meth:`ContainerClient.get_object` returns: an async context manager that
+    sends the request on enter (within the call's ``deadline``, retries included) and
+    yields the :class:`ObjectStream`; on exit it closes the stream and its connection.
+    Use it once."""
 
     def __init__(
         self,
@@ -533,16 +564,23 @@ class _GetObject(contextlib.AbstractAsyncContextManager["ObjectStream"]):
         request = self._request
         deadline = _deadline(self._deadline)
         client = self._client
+        # The deadline bounds getting the response (the retry driver's cancel scope), not
+        # the body: it is not turned into the read timeout, which would then apply to every
+        # read of a live segment whose encoder pauses. The body has Timeouts.read.
         response = await client._call(
-            lambda n: client._send(request, deadline=deadline, attempt=n),
+            lambda n: client._send(request, attempt=n),
             deadline,
             retry=self._retry,
             request=request,
         )
-        self._stream = ObjectStream(
-            response, reopen=self._reopen, max_resumes=self._max_resumes,
-            requested=request.headers.get("range"),
-        )
+        try:
+            self._stream = ObjectStream(
+                response, reopen=self._reopen, max_resumes=self._max_resumes,
+                requested=request.headers.get("range"),
+            )
+        except BaseException:
+            response.close()
+            raise
         return self._stream
 
     async def __aexit__(

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+from .errors import InvalidParameterError
+
 __all__ = ["DEFAULT_LIMITS", "DEFAULT_TIMEOUTS", "Limits", "Timeouts"]
 
 
@@ -26,7 +28,12 @@ class Timeouts:
     ========  =======  ==============================================================
 
     There is deliberately no total timeout: it would kill long healthy transfers. Use the
-    per-call ``deadline=`` for an upper bound covering all retries.
+    per-call ``deadline=`` for an upper bound covering all retries (on ``get_object`` it
+    bounds getting the response; the body's silences are bounded by ``read`` alone).
+
+    Raises :class:`~msd_async.errors.InvalidParameterError` (rule ``timeouts.<field>``)
+    for a value that is not a number above 0 (``pool`` may be 0: fail at once when no
+    connection is free) or ``None``.
     """
 
     connect: float | None = 10.0
@@ -34,22 +41,64 @@ class Timeouts:
     write: float | None = 30.0
     pool: float | None = 30.0
 
+    def __post_init__(self) -> None:
+        for name in ("connect", "read", "write", "pool"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if not _is_number(value) or not (value >= 0 if name == "pool" else value > 0):
+                minimum = "0 or more" if name == "pool" else "above 0"
+                raise InvalidParameterError(
+                    f"Timeouts.{name} must be a number of seconds {minimum}, or None for no "
+                    f"timeout; not {value!r}",
+                    rule=f"timeouts.{name}",
+                )
+
 
 @dataclass(frozen=True, slots=True)
 class Limits:
     """Connection pool size.
 
-    ``max_connections`` bounds concurrent requests across all containers of a session
-    (default 256: a packager pushing many renditions needs many parallel PUTs).
-    ``max_connections_per_host`` (default 0 = no extra bound) caps one endpoint.
+    ``max_connections`` (default 256, at least 1) bounds concurrent requests across all
+    containers of a session: a packager pushing many renditions needs many parallel PUTs.
+    ``max_connections_per_host`` (default 0 = no extra bound) caps the concurrent requests
+    to one endpoint (scheme, host and port), so one busy container cannot take the whole
+    pool. Both are enforced by the client's own gate: a call that finds its limit reached
+    waits at most ``Timeouts.pool`` for a connection, then raises
+    :class:`~msd_async.errors.PoolTimeout` (never retried: the request was not sent).
     ``keepalive_expiry`` (default 12 s) closes idle connections before typical load
     balancers do (they time out idle connections after 15-60 s), so a reused connection is
     rarely found dead.
+
+    Raises :class:`~msd_async.errors.InvalidParameterError` (rule ``limits.<field>``) for
+    ``max_connections`` below 1, a negative ``max_connections_per_host`` or
+    ``keepalive_expiry``, or a value of the wrong type.
     """
 
     max_connections: int = 256
     max_connections_per_host: int = 0
     keepalive_expiry: float = 12.0
+
+    def __post_init__(self) -> None:
+        for name, minimum in (("max_connections", 1), ("max_connections_per_host", 0)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+                raise InvalidParameterError(
+                    f"Limits.{name} must be a whole number of {minimum} or more, "
+                    f"not {value!r}",
+                    rule=f"limits.{name}",
+                )
+        value = self.keepalive_expiry
+        if not _is_number(value) or not value >= 0:
+            raise InvalidParameterError(
+                f"Limits.keepalive_expiry must be a number of seconds, 0 or more, "
+                f"not {value!r}",
+                rule="limits.keepalive_expiry",
+            )
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 DEFAULT_TIMEOUTS: Final = Timeouts()

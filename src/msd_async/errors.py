@@ -31,7 +31,8 @@ Every error the library raises derives from :class:`MediaStoreError`::
     ├── UnreplayableBodyError        a retry needed a body that can only be read once
     ├── ObjectChangedError           a resumed download found another ETag or size
     ├── ChecksumMismatchError        the service stored other bytes than were sent
-    └── CredentialsError             no credentials, or the provider failed
+    ├── CredentialsError             no credentials, or the provider failed
+    └── SessionClosedError           a call after the Session was closed (also a RuntimeError)
 
 Every exception carries ``attempts``: how many HTTP attempts the call made before it
 gave up (0 when it failed before sending).
@@ -71,6 +72,7 @@ __all__ = [
     "ReadTimeout",
     "ServerError",
     "ServiceError",
+    "SessionClosedError",
     "StreamClosedError",
     "ThrottlingError",
     "TransportError",
@@ -417,3 +419,8 @@ class ChecksumMismatchError(MediaStoreError):
 
 class CredentialsError(MediaStoreError):
     """No usable credentials were found, or the credential provider failed."""
+
+
+class SessionClosedError(MediaStoreError, RuntimeError):
+    """A call was made on a :class:`ContainerClient` (or ``Session.container``) after its
+    Session was closed. Open a new Session and get the container from it again."""

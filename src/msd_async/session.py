@@ -7,14 +7,16 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from . import rules
+from ._context import ClientContext
 from .client import ContainerClient
 from .config import DEFAULT_LIMITS, DEFAULT_TIMEOUTS, Limits, Timeouts
 from .credentials import Credentials, CredentialsProvider, resolve_region
+from .errors import SessionClosedError
 from .events import EventHook
 from .retry import DEFAULT_RETRY_POLICY, RetryBudget, RetryPolicy
 
 if TYPE_CHECKING:
-    from .transport import PoolStats, Transport
+    from .transport import PoolStats
 
 __all__ = ["Session"]
 
@@ -36,6 +38,12 @@ class Session:
     also takes ``retry=`` for one call. ``event_hooks``: functions called with a
     :class:`~msd_async.events.RequestEvent` for every attempt's start, response, error and
     retry (``session.event_hooks`` is a list: append or remove hooks at any time).
+    ``timeouts`` (:class:`Timeouts`) and ``limits`` (:class:`Limits`, including
+    ``max_connections_per_host``) configure the pool; a call that finds a limit reached
+    waits at most ``Timeouts.pool``, then raises :class:`PoolTimeout`.
+
+    After :meth:`aclose`, :meth:`container` and every call of a client obtained before raise
+    :class:`SessionClosedError`.
     """
 
     def __init__(
@@ -50,40 +58,51 @@ class Session:
         event_hooks: Iterable[EventHook] = (),
     ) -> None:
         self.region = region
-        self.retry = retry
-        self.event_hooks: list[EventHook] = list(event_hooks)
-        # One budget for every container: a failing service is not hammered from any side.
-        self._retry_budget = RetryBudget()
         if credentials is None or profile is not None:
             from .credentials import resolve_credentials  # the chain imports aiobotocore
 
-            self._credentials: CredentialsProvider = resolve_credentials(
-                credentials, profile=profile
-            )
+            provider: CredentialsProvider = resolve_credentials(credentials, profile=profile)
         else:
-            self._credentials = credentials
-        self._limits = limits
-        self._timeouts = timeouts
-        self._transport_or_none: Transport | None = None
-        self._closed = False
+            provider = credentials
+        self._context = ClientContext(
+            session=self,
+            credentials=provider,
+            # The transport (and aiohttp with it) is made on the first request.
+            limits=limits,
+            timeouts=timeouts,
+            budget=RetryBudget(),
+            retry=retry,
+            event_hooks=list(event_hooks),
+        )
 
     @property
-    def _transport(self) -> Transport:
-        """The connection pool, made on first use: importing aiohttp's client costs more
-        than the rest of msd_async, and a session that never sends should not pay it."""
-        transport = self._transport_or_none
-        if transport is None:
-            from .transport import Transport
+    def retry(self) -> RetryPolicy:
+        """The retry policy of every call that passes no ``retry=``; assignable."""
+        return self._context.retry
 
-            transport = self._transport_or_none = Transport(
-                limits=self._limits, timeouts=self._timeouts
-            )
-        return transport
+    @retry.setter
+    def retry(self, policy: RetryPolicy) -> None:
+        self._context.retry = policy
+
+    @property
+    def event_hooks(self) -> list[EventHook]:
+        """The hooks called for every attempt; a list to append to or remove from."""
+        return self._context.event_hooks
+
+    @event_hooks.setter
+    def event_hooks(self, hooks: Iterable[EventHook]) -> None:
+        self._context.event_hooks = list(hooks)
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`aclose` has run."""
+        return self._context.closed
 
     @property
     def pool(self) -> PoolStats:
-        """Live pool counters: ``in_use`` (requests holding a connection) and ``idle``."""
-        return self._transport.stats
+        """Live pool counters: ``in_use`` (requests holding a connection), ``idle`` and
+        ``waiting``; its repr shows them with the limits."""
+        return self._context.transport.stats
 
     def container(
         self,
@@ -96,12 +115,13 @@ class Session:
         """A client for the container at ``endpoint`` (its data endpoint URL).
 
         The object size limits default to the service's 25 MB / 10 MB; raise them only for
-        a compatible server that allows more.
+        a compatible server that allows more. Raises :class:`SessionClosedError` once the
+        session is closed; so does every call of a client obtained before.
         """
-        if self._closed:
-            raise RuntimeError("this Session is closed; open a new one")
+        if self.closed:
+            raise SessionClosedError("this Session is closed; open a new one")
         return ContainerClient(
-            self,
+            self._context,
             endpoint,
             region=resolve_region(region or self.region, endpoint),
             standard_limit=standard_limit,
@@ -121,11 +141,10 @@ class Session:
 
     async def aclose(self) -> None:
         """Close every pooled connection and the credential provider. Idempotent."""
-        if self._closed:
+        context = self._context
+        if context.closed:
             return
-        self._closed = True
-        if self._transport_or_none is not None:
-            await self._transport_or_none.aclose()
-        closer = getattr(self._credentials, "aclose", None)
+        await context.transport.aclose()
+        closer = getattr(context.credentials, "aclose", None)
         if closer is not None:
             await closer()

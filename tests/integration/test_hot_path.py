@@ -76,7 +76,7 @@ async def test_abandoned_get_leaves_no_reference_cycle(
     # Closing a connection leaves asyncio's own transport/socket cycle (raw aiohttp does
     # the same); none of the response's objects may be part of one.
     leftovers = set(await _cyclic_garbage(first_chunk_only))
-    assert not leftovers & {"ObjectStream", "_GetObject", "Response", "ClientResponse"}
+    assert not leftovers & {"ObjectStream", "ObjectDownload", "Response", "ClientResponse"}
 
 
 @pytest.mark.usefixtures("no_gc")

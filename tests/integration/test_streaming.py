@@ -284,15 +284,23 @@ async def test_reader_of_a_cancelled_upload_sees_connection_lost(
     mediastore_server: LocalMediaStore, mediastore_client: ContainerClient
 ) -> None:
     async def upload(body: AsyncIterator[bytes]) -> None:
-        async def slow() -> AsyncIterator[bytes]:
-            async for chunk in body:
-                yield chunk
-                if len(chunk) > 1000:
-                    await anyio.sleep(0.01)
+        # Cancelled after a few chunks, not after a fixed time: on a fast loop (uvloop) or
+        # a slow machine a timer could fire on either side of the 10 MB limit.
+        with anyio.CancelScope() as scope:
 
-        with anyio.move_on_after(0.1):
+            async def slow() -> AsyncIterator[bytes]:
+                sent = 0
+                async for chunk in body:
+                    yield chunk
+                    if len(chunk) > 1000:
+                        sent += 1
+                        if sent == 3:
+                            scope.cancel()
+                        await anyio.sleep(0.01)
+
             await mediastore_client.put_object("live/cancelled.ts", slow(), streaming=True)
             raise AssertionError("the upload should have been cancelled")
+        assert scope.cancelled_caught
 
     got, raised = await _reader_of_failed_upload(mediastore_client, "live/cancelled.ts", upload)
     assert isinstance(raised, ConnectionLostError)
