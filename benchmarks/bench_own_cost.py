@@ -64,6 +64,8 @@ class _Answer:
 
 
 class _InstantTransport:
+    closed = False
+
     class timeouts:
         read = 30.0
 
@@ -91,8 +93,14 @@ async def best_us(op: Callable[[int], Awaitable[object]]) -> float:
 
 async def main() -> None:
     async with Session(credentials=Credentials("AKID", "SECRET"), region="us-east-1") as s:
-        # The transport is made on first use (or, in older code, in __init__): replace it.
-        if isinstance(getattr(type(s), "_transport", None), property):
+        # Replace the transport before its first use, wherever this checkout keeps it (the
+        # session's context now; the session itself in older code).
+        context = getattr(s, "_context", None)
+        if context is not None and isinstance(type(context).transport, property):
+            context._transport = _InstantTransport()
+        elif context is not None:
+            context.transport = _InstantTransport()
+        elif isinstance(getattr(type(s), "_transport", None), property):
             s._transport_or_none = _InstantTransport()  # type: ignore[attr-defined]
         else:
             s._transport = _InstantTransport()  # type: ignore[misc]
