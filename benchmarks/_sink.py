@@ -10,7 +10,10 @@ over them, and answers:
 * ``GET``: the bytes of one in-memory object of ``--object-size`` bytes (25 MB by default),
   206 with ``Content-Range`` for a ``Range: bytes=a-b`` request, each response written as a
   memoryview of that buffer (no copy);
-* ``HEAD``: the object's DescribeObject headers; ``DELETE``: 200.
+* ``HEAD``: the object's DescribeObject headers; ``DELETE``: 200;
+* ``GET /`` (ListItems): pages of a fixed listing of ``--list-items`` objects (5,000 by
+  default), ``MaxResults`` per page (1,000 by default), ``NextToken`` the next offset; each
+  page's JSON is built once and then served as is.
 
 Run: ``python benchmarks/_sink.py [--port 0]``; prints ``endpoint: http://127.0.0.1:PORT``
 when listening. Listens on 127.0.0.1 only.
@@ -24,12 +27,50 @@ import json
 import re
 import signal
 import sys
+from urllib.parse import parse_qs
 
 OBJECT_SIZE = 25_000_000
 ETAG = "2a7f16b3d8e8b4c6f0e1d2c3b4a59687"
 SHA = "b" * 64
 LAST_MODIFIED = "Tue, 05 May 2026 10:00:00 GMT"
 _RANGE = re.compile(rb"bytes=(\d*)-(\d*)$")
+LIST_PAGE_SIZE = 1000
+
+
+class Listing:
+    """The ListItems pages of ``count`` objects, each page's response built once."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self._pages: dict[tuple[int, int], bytes] = {}
+
+    def response(self, target: bytes) -> bytes:
+        query = parse_qs(target.partition(b"?")[2].decode())
+        start = int(query.get("NextToken", ["0"])[0])
+        size = int(query.get("MaxResults", [str(LIST_PAGE_SIZE)])[0])
+        page = self._pages.get((start, size))
+        if page is None:
+            end = min(self.count, start + size)
+            items = [
+                {
+                    "Name": f"seg_{i:06d}.m4s",
+                    "Type": "OBJECT",
+                    "ETag": f"{i:032x}",
+                    "LastModified": 1777975200.123 + i,
+                    "ContentType": "video/iso.segment",
+                    "ContentLength": 200_000 + i,
+                }
+                for i in range(start, end)
+            ]
+            data: dict[str, object] = {"Items": items}
+            if end < self.count:
+                data["NextToken"] = str(end)
+            body = json.dumps(data).encode()
+            page = self._pages[(start, size)] = (
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.1\r\n"
+                b"x-amzn-RequestId: SINK\r\nContent-Length: %d\r\n\r\n" % len(body)
+            ) + body
+        return page
 
 _HEADERS, _BODY, _CHUNK_LINE, _CHUNK_DATA, _CHUNK_END = range(5)
 _PUT_BODY = json.dumps({"ContentSHA256": SHA, "ETag": ETAG, "StorageClass": "TEMPORAL"}).encode()
@@ -40,8 +81,10 @@ _PUT_RESPONSE = (
 
 
 class SinkProtocol(asyncio.BufferedProtocol):
-    def __init__(self, blob: memoryview) -> None:
+    def __init__(self, blob: memoryview, listing: Listing) -> None:
         self._blob = blob
+        self._listing = listing
+        self._target = b""
         self._buf = bytearray(1024 * 1024)
         self._view = memoryview(self._buf)
         self._state = _HEADERS
@@ -124,7 +167,7 @@ class SinkProtocol(asyncio.BufferedProtocol):
 
     def _start_request(self, head: bytes) -> None:
         lines = head.split(b"\r\n")
-        self._method = lines[0].split(b" ", 1)[0]
+        self._method, self._target = lines[0].split(b" ", 2)[:2]
         headers = {}
         for line in lines[1:]:
             name, _, value = line.partition(b":")
@@ -148,6 +191,8 @@ class SinkProtocol(asyncio.BufferedProtocol):
         method = self._method
         if method == b"PUT":
             transport.write(_PUT_RESPONSE)
+        elif method == b"GET" and (self._target == b"/" or self._target.startswith(b"/?")):
+            transport.write(self._listing.response(self._target))
         elif method in (b"GET", b"HEAD"):
             self._object_response(transport, method == b"HEAD")
         else:
@@ -182,11 +227,13 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--object-size", type=int, default=OBJECT_SIZE)
+    parser.add_argument("--list-items", type=int, default=5000)
     args = parser.parse_args()
     blob = memoryview(bytes(range(256)) * (args.object_size // 256 + 1))[: args.object_size]
+    listing = Listing(args.list_items)
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
-        lambda: SinkProtocol(blob), "127.0.0.1", args.port, backlog=256
+        lambda: SinkProtocol(blob, listing), "127.0.0.1", args.port, backlog=256
     )
     port = server.sockets[0].getsockname()[1]
     print(f"endpoint: http://127.0.0.1:{port}", flush=True)

@@ -1,13 +1,17 @@
 """One benchmark run in a fresh process: one client, one case, one concurrency.
 
-Started by ``benchmarks/run.py``; prints one JSON line with wall time, CPU time and peak RSS
-over the baseline. The baseline is ``ru_maxrss`` after the imports, the client's creation
-and the body's allocation (the body is the caller's memory, not the client's); so the delta
-is what the client itself adds while uploading or downloading.
+Started by ``benchmarks/run.py`` and ``benchmarks/scoreboard.py``; prints one JSON line with
+wall time, CPU time, per-request latency percentiles and peak RSS over the baseline. The
+baseline is the RSS after the imports, the client's creation and the body's allocation (the
+body is the caller's memory, not the client's); so the delta is what the client itself adds
+while uploading or downloading.
 
 ``python benchmarks/_worker.py CLIENT CASE --endpoint URL --concurrency C --requests N
-[--file PATH]`` with CLIENT in ``msd aiohttp aiobotocore boto3`` and CASE in
-``stream put-bytes put-file get-range``.
+[--file PATH] [--size BYTES] [--loop asyncio|uvloop]`` with CLIENT in ``msd aiohttp
+aiobotocore boto3 capo`` and CASE in ``stream put-bytes put-file get-range put-small describe
+list``. ``put-small`` uploads ``--size`` bytes (STANDARD); ``describe`` is DescribeObject;
+``list`` is one whole ListItems listing of the sink's objects (5,000 in pages of 1,000), so
+one "request" there is five HTTP requests.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import argparse
 import asyncio
 import gc
 import json
+import math
 import os
 import resource
 import sys
@@ -37,6 +42,33 @@ CONTENT_TYPE = "video/mp4"
 #: lazily-initialised code before the baseline, without allocating anything body-sized.
 WARM_SIZE = 1024
 WARM = b"w" * WARM_SIZE
+#: Objects the sink lists (its --list-items default), in pages of 1,000.
+LIST_ITEMS = 5000
+CLIENTS = ["msd", "aiohttp", "aiobotocore", "boto3", "capo"]
+CASES = ["stream", "put-bytes", "put-file", "get-range", "put-small", "describe", "list"]
+#: Latency of each measured request, in seconds (index >= 0 only).
+LATENCIES: list[float] = []
+
+
+def timed(one: Callable[[int], Awaitable[int]]) -> Callable[[int], Awaitable[int]]:
+    """``one`` recording each measured request's latency in LATENCIES."""
+    clock = time.perf_counter
+
+    async def run(i: int) -> int:
+        if i < 0:
+            return await one(i)
+        t0 = clock()
+        done = await one(i)
+        LATENCIES.append(clock() - t0)
+        return done
+
+    return run
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The nearest-rank ``q`` percentile (0 < q <= 100) of ``values``."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
 def _status_kib(field: str) -> int | None:
@@ -101,6 +133,7 @@ async def warm_up(concurrency: int, one: Callable[[int], Awaitable[int]]) -> Non
 
 
 async def run_async(n: int, concurrency: int, one: Callable[[int], Awaitable[int]]) -> int:
+    one = timed(one)
     counter = iter(range(n))
     total = 0
 
@@ -124,6 +157,16 @@ async def bench_msd(args: argparse.Namespace, source: bytes, measure: Callable[.
         async def one(i: int) -> int:
             path = f"bench/obj{i % 64}.mp4"
             src = source if i >= 0 else WARM
+            if case == "describe":
+                info = await store.describe_object(path)
+                assert info.content_length == OBJECT_SIZE, info
+                return 0
+            if case == "list":
+                n = 0
+                async for _ in store.list_items():
+                    n += 1
+                assert n == LIST_ITEMS, n
+                return n
             if case == "get-range":
                 async with store.get_object(path, range=range_for(i)) as obj:
                     data = await obj.read()
@@ -157,6 +200,23 @@ async def bench_aiohttp(
         async def one(i: int) -> int:
             url = f"{base}/bench/obj{i % 64}.mp4"
             src = source if i >= 0 else WARM
+            if case == "describe":
+                async with session.head(url) as resp:
+                    await resp.read()
+                assert resp.status == 200 and resp.content_length == OBJECT_SIZE
+                return 0
+            if case == "list":
+                n, token = 0, None
+                while True:
+                    params = {} if token is None else {"NextToken": token}
+                    async with session.get(f"{base}/", params=params) as resp:
+                        page = json.loads(await resp.read())
+                    n += len(page["Items"])
+                    token = page.get("NextToken")
+                    if not token:
+                        break
+                assert n == LIST_ITEMS, n
+                return n
             if case == "get-range":
                 first, last = range_for(i)
                 async with session.get(url, headers={"Range": f"bytes={first}-{last}"}) as resp:
@@ -201,6 +261,20 @@ async def bench_aiobotocore(
         async def one(i: int) -> int:
             path = f"bench/obj{i % 64}.mp4"
             src = source if i >= 0 else WARM
+            if case == "describe":
+                head = await client.describe_object(Path=path)
+                assert head["ContentLength"] == OBJECT_SIZE, head
+                return 0
+            if case == "list":
+                n, kwargs = 0, {}
+                while True:
+                    page = await client.list_items(**kwargs)
+                    n += len(page["Items"])
+                    if not page.get("NextToken"):
+                        break
+                    kwargs = {"NextToken": page["NextToken"]}
+                assert n == LIST_ITEMS, n
+                return n
             if case == "get-range":
                 first, last = range_for(i)
                 resp = await client.get_object(Path=path, Range=f"bytes={first}-{last}")
@@ -224,6 +298,55 @@ async def bench_aiobotocore(
         return await measure(one)
 
 
+async def bench_capo(args: argparse.Namespace, source: bytes, measure: Callable[..., Any]) -> Any:
+    from capo_mediastore_data import AsyncMediaStoreDataClient
+
+    async with AsyncMediaStoreDataClient(
+        endpoint=args.endpoint,
+        region=REGION,
+        credentials={"access_key": AKID, "secret_key": SECRET},
+    ) as client:
+        case = args.case
+
+        async def one(i: int) -> int:
+            path = f"bench/obj{i % 64}.mp4"
+            src = source if i >= 0 else WARM
+            if case == "describe":
+                head = await client.describe_object(path)
+                assert head["content_length"] == OBJECT_SIZE, head
+                return 0
+            if case == "list":
+                n, token = 0, None
+                while True:
+                    page = await client.list_items(next_token=token)
+                    n += len(page["items"])
+                    token = page.get("next_token")
+                    if not token:
+                        break
+                assert n == LIST_ITEMS, n
+                return n
+            if case == "get-range":
+                first, last = range_for(i)
+                async with client.get_object(path, range=f"bytes={first}-{last}") as resp:
+                    data = b"".join([chunk async for chunk in resp["body"]])
+                assert len(data) == (RANGE_SIZE if i >= 0 else WARM_SIZE)
+                return len(data)
+            if case == "stream":
+                # It sends an async iterator only with a Content-Length known up front (not
+                # chunked): a live stream's length is not known, so gather it, as for boto.
+                body = b"".join([c async for c in astream(src)])
+                await client.put_object(
+                    body, path, content_type=CONTENT_TYPE, upload_availability="STREAMING"
+                )
+            elif case == "put-file":
+                raise SystemExit("capo: the put-file case is not implemented")
+            else:
+                await client.put_object(src, path, content_type=CONTENT_TYPE)
+            return len(src)
+
+        return await measure(one)
+
+
 def bench_boto3(args: argparse.Namespace, source: bytes) -> tuple[int, float, float]:
     import boto3
     from botocore.config import Config
@@ -241,6 +364,20 @@ def bench_boto3(args: argparse.Namespace, source: bytes) -> tuple[int, float, fl
     def one(i: int) -> int:
         path = f"bench/obj{i % 64}.mp4"
         src = source if i >= 0 else WARM
+        if case == "describe":
+            head = client.describe_object(Path=path)
+            assert head["ContentLength"] == OBJECT_SIZE, head
+            return 0
+        if case == "list":
+            n, kwargs = 0, {}
+            while True:
+                page = client.list_items(**kwargs)
+                n += len(page["Items"])
+                if not page.get("NextToken"):
+                    break
+                kwargs = {"NextToken": page["NextToken"]}
+            assert n == LIST_ITEMS, n
+            return n
         if case == "get-range":
             first, last = range_for(i)
             resp = client.get_object(Path=path, Range=f"bytes={first}-{last}")
@@ -262,12 +399,18 @@ def bench_boto3(args: argparse.Namespace, source: bytes) -> tuple[int, float, fl
             client.put_object(Path=path, Body=src, ContentType=CONTENT_TYPE)
         return len(src)
 
+    def one_timed(i: int) -> int:
+        t0 = time.perf_counter()
+        done = one(i)
+        LATENCIES.append(time.perf_counter() - t0)  # list.append is atomic
+        return done
+
     with ThreadPoolExecutor(args.concurrency) as pool:
         list(pool.map(one, range(-1, -1 - args.concurrency, -1)))  # warm-up, see WARM_SIZE
         gc.collect()
         base_rss = reset_peak_rss()
         cpu0, t0 = cpu_seconds(), time.perf_counter()
-        total = sum(pool.map(one, range(args.requests)))
+        total = sum(pool.map(one_timed, range(args.requests)))
         wall, cpu = time.perf_counter() - t0, cpu_seconds() - cpu0
     client.close()
     return total, wall, cpu, base_rss  # type: ignore[return-value]
@@ -275,12 +418,14 @@ def bench_boto3(args: argparse.Namespace, source: bytes) -> tuple[int, float, fl
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("client", choices=["msd", "aiohttp", "aiobotocore", "boto3"])
-    parser.add_argument("case", choices=["stream", "put-bytes", "put-file", "get-range"])
+    parser.add_argument("client", choices=CLIENTS)
+    parser.add_argument("case", choices=CASES)
     parser.add_argument("--endpoint", required=True)
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--requests", type=int, default=10)
     parser.add_argument("--file")
+    parser.add_argument("--size", type=int, default=200_000, help="put-small body bytes")
+    parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
     args = parser.parse_args()
 
     # os.urandom builds the bytes object in place: no transient second copy.
@@ -288,6 +433,8 @@ def main() -> None:
         source = os.urandom(STREAM_SIZE)
     elif args.case in ("put-bytes", "put-file"):
         source = os.urandom(STANDARD_SIZE)
+    elif args.case == "put-small":
+        source = os.urandom(args.size)
     else:
         source = b""
 
@@ -305,8 +452,19 @@ def main() -> None:
             result["wall"] = time.perf_counter() - t0
             result["cpu"] = cpu_seconds() - cpu0
 
-        bench = {"msd": bench_msd, "aiohttp": bench_aiohttp, "aiobotocore": bench_aiobotocore}
-        asyncio.run(bench[args.client](args, source, measure))
+        bench = {
+            "msd": bench_msd,
+            "aiohttp": bench_aiohttp,
+            "aiobotocore": bench_aiobotocore,
+            "capo": bench_capo,
+        }
+        coro = bench[args.client](args, source, measure)
+        if args.loop == "uvloop":
+            import uvloop
+
+            uvloop.run(coro)
+        else:
+            asyncio.run(coro)
         total, wall, cpu, base_rss = (
             result["total"],
             result["wall"],
@@ -326,7 +484,12 @@ def main() -> None:
                 "cpu_s": cpu,
                 "mb_per_s": total / wall / 1e6,
                 "cpu_ms_per_request": cpu / args.requests * 1e3,
+                "requests_per_s": args.requests / wall,
+                "p50_ms": percentile(LATENCIES, 50) * 1e3,
+                "p99_ms": percentile(LATENCIES, 99) * 1e3,
+                "loop": "threads" if args.client == "boto3" else args.loop,
                 "base_rss_mb": base_rss / 1024,
+                "peak_rss_mb": peak / 1024,
                 "peak_rss_over_base_mb": (peak - base_rss) / 1024,
             }
         )

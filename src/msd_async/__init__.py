@@ -3,42 +3,69 @@
 Start with :class:`Session`; its :meth:`Session.container` gives a :class:`ContainerClient`
 with the five operations. Every error is a :class:`MediaStoreError`.
 
-The client (and aiohttp behind it) is imported on first use of :class:`Session`,
-:class:`ContainerClient` or :class:`ObjectStream` (PEP 562), so tools that only need the
-rules, the errors or the content types (``msd --help``, the pytest plugin) start fast.
+Names are imported on first use (PEP 562), so ``import msd_async`` and the ``msd`` command's
+``--help`` stay cheap; aiohttp itself is imported only when a session first sends. The
+errors are imported eagerly: they are small and ``except msd_async.MediaStoreError`` should
+not pull in the client.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
-from .config import DEFAULT_LIMITS, DEFAULT_TIMEOUTS, Limits, Timeouts
-from .credentials import (
-    AwsChainCredentials,
-    Credentials,
-    CredentialsProvider,
-    EnvironmentCredentials,
-)
 from .errors import *  # noqa: F403
 from .errors import __all__ as _errors_all
-from .events import EventHook, RequestEvent
-from .media_types import content_type_for
-from .results import Item, ItemType, ListPage, ObjectInfo, PutResult
-from .retry import DEFAULT_RETRY_POLICY, NO_RETRIES, Deadline, RetryBudget, RetryPolicy
-from .rules import STANDARD_OBJECT_LIMIT, STREAMING_OBJECT_LIMIT, Availability, ByteRange
 
 if TYPE_CHECKING:
     from .client import ContainerClient, ObjectDownload
+    from .config import DEFAULT_LIMITS, DEFAULT_TIMEOUTS, Limits, Timeouts
+    from .credentials import (
+        AwsChainCredentials,
+        Credentials,
+        CredentialsProvider,
+        EnvironmentCredentials,
+    )
+    from .events import EventHook, RequestEvent
+    from .media_types import content_type_for
+    from .results import Item, ItemType, ListPage, ObjectInfo, PutResult
+    from .retry import DEFAULT_RETRY_POLICY, NO_RETRIES, Deadline, RetryBudget, RetryPolicy
+    from .rules import STANDARD_OBJECT_LIMIT, STREAMING_OBJECT_LIMIT, Availability, ByteRange
     from .session import Session
     from .stream import ObjectStream
 
-#: Public names whose modules import aiohttp: loaded on first access.
-_LAZY = {
-    "ContainerClient": ".client",
-    "ObjectDownload": ".client",
-    "Session": ".session",
-    "ObjectStream": ".stream",
+#: Exported name -> the submodule that defines it.
+_LAZY: dict[str, str] = {
+    "ContainerClient": "client",
+    "ObjectDownload": "client",
+    "DEFAULT_LIMITS": "config",
+    "DEFAULT_TIMEOUTS": "config",
+    "Limits": "config",
+    "Timeouts": "config",
+    "AwsChainCredentials": "credentials",
+    "Credentials": "credentials",
+    "CredentialsProvider": "credentials",
+    "EnvironmentCredentials": "credentials",
+    "EventHook": "events",
+    "RequestEvent": "events",
+    "content_type_for": "media_types",
+    "Item": "results",
+    "ItemType": "results",
+    "ListPage": "results",
+    "ObjectInfo": "results",
+    "PutResult": "results",
+    "DEFAULT_RETRY_POLICY": "retry",
+    "NO_RETRIES": "retry",
+    "Deadline": "retry",
+    "RetryBudget": "retry",
+    "RetryPolicy": "retry",
+    "STANDARD_OBJECT_LIMIT": "rules",
+    "STREAMING_OBJECT_LIMIT": "rules",
+    "Availability": "rules",
+    "ByteRange": "rules",
+    "Session": "session",
+    "ObjectStream": "stream",
 }
 
 
@@ -46,11 +73,13 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
     return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 
 __all__ = [

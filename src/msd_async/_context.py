@@ -5,13 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .config import Limits, Timeouts
 from .credentials import CredentialsProvider
 from .events import EventHook
 from .retry import RetryBudget, RetryPolicy
-from .transport import Transport
 
 if TYPE_CHECKING:
     from .session import Session
+    from .transport import Transport
 
 __all__ = ["ClientContext"]
 
@@ -29,12 +30,26 @@ class ClientContext:
     #: The owner, for ``ContainerClient.session``; clients read nothing else from it.
     session: Session
     credentials: CredentialsProvider
-    transport: Transport
+    limits: Limits
+    timeouts: Timeouts
     #: One budget for every container: a failing service is not hammered from any side.
     budget: RetryBudget
     retry: RetryPolicy
     event_hooks: list[EventHook]
+    _transport: Transport | None = None
+
+    @property
+    def transport(self) -> Transport:
+        """The connection pool, made on first use: importing aiohttp's client costs more
+        than the rest of msd_async, and a session that never sends should not pay it."""
+        transport = self._transport
+        if transport is None:
+            from .transport import Transport
+
+            transport = self._transport = Transport(limits=self.limits, timeouts=self.timeouts)
+        return transport
 
     @property
     def closed(self) -> bool:
-        return self.transport.closed
+        # A transport not made yet has not been closed: closing makes it first.
+        return self._transport is not None and self._transport.closed

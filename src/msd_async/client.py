@@ -25,10 +25,10 @@ from .results import Item, ListPage, ObjectInfo, PutResult
 from .retry import Deadline, RetryPolicy, call_with_retries
 from .signing import SigV4Signer, signing_host
 from .stream import ObjectStream, read_window
-from .transport import Response
 
 if TYPE_CHECKING:
     from .session import Session
+    from .transport import Response
 
 __all__ = ["ContainerClient", "ObjectDownload"]
 

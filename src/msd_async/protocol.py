@@ -12,10 +12,11 @@ import datetime as _dt
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any, Final
 from urllib.parse import quote
+
+import msgspec
 
 from . import rules
 from .errors import (
@@ -52,9 +53,10 @@ __all__ = [
 _UNSIGNED_HEADERS: Final = {"x-amz-content-sha256": UNSIGNED_PAYLOAD}
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
-    """One operation's request, before signing and transport."""
+class Request(msgspec.Struct, frozen=True, gc=False):
+    """One operation's request, before signing and transport (a frozen struct: one is made
+    per call, and a frozen dataclass's ``__init__`` alone cost ~1-2 us; it holds only
+    strings, a tuple of them and a header mapping, so it needs no cyclic GC tracking)."""
 
     method: str
     #: Percent-encoded path, starting with ``/``.
@@ -192,18 +194,39 @@ def _unquote_etag(value: str | None) -> str | None:
     return value
 
 
+class _WirePut(msgspec.Struct):
+    """A PutObject response body as the service sends it."""
+
+    ContentSHA256: str
+    ETag: str
+    StorageClass: str = "TEMPORAL"
+
+
+_decode_put = msgspec.json.Decoder(_WirePut).decode
+
+
 def parse_put_result(body: bytes, size: int) -> PutResult:
-    data = _json(body)
-    sha = data.get("ContentSHA256")
-    etag = data.get("ETag")
-    if not isinstance(sha, str) or not isinstance(etag, str):
-        raise ProtocolError(
-            f"PutObject response lacks ContentSHA256/ETag: {body[:200]!r}", attempts=1
-        )
+    """A PutObject response body as a :class:`PutResult` (``size``: the bytes sent).
+
+    Raises :class:`ProtocolError` when ContentSHA256 or ETag is missing or not a string.
+    """
+    try:
+        wire = _decode_put(body)
+    except msgspec.MsgspecError:
+        # Off the usual shape (a StorageClass that is not a string, not JSON at all): the
+        # lenient path says precisely what is missing.
+        data = _json(body)
+        sha = data.get("ContentSHA256")
+        etag = data.get("ETag")
+        if not isinstance(sha, str) or not isinstance(etag, str):
+            raise ProtocolError(
+                f"PutObject response lacks ContentSHA256/ETag: {body[:200]!r}", attempts=1
+            ) from None
+        wire = _WirePut(sha, etag, str(data.get("StorageClass", "TEMPORAL")))
     return PutResult(
-        content_sha256=sha,
-        etag=etag,
-        storage_class=str(data.get("StorageClass", "TEMPORAL")),
+        content_sha256=wire.ContentSHA256,
+        etag=wire.ETag,
+        storage_class=wire.StorageClass,
         size=size,
     )
 
@@ -232,11 +255,46 @@ def parse_content_range(value: str | None) -> tuple[int, int, int | None] | None
 
 def _epoch(value: object) -> _dt.datetime | None:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return _dt.datetime.fromtimestamp(value, _dt.UTC)
+        try:
+            return _dt.datetime.fromtimestamp(value, _dt.UTC)
+        except (OverflowError, OSError, ValueError):
+            return None
     return None
 
 
+def _str_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+class _WirePage(msgspec.Struct):
+    """A ListItems response body as the service sends it."""
+
+    Items: tuple[Item, ...] = ()
+    NextToken: str | None = None
+
+
+# Non-strict: LastModified is epoch seconds (a JSON number), which msgspec decodes into an
+# aware UTC datetime only in this mode; it also accepts numbers sent as strings.
+_decode_page = msgspec.json.Decoder(_WirePage, strict=False).decode
+
+
 def parse_list_page(body: bytes) -> ListPage:
+    """A ListItems response body as a :class:`ListPage`.
+
+    Decoded by msgspec straight into :class:`Item` structs (a 1,000-item page in a fraction
+    of what ``json.loads`` takes to build dicts). A page that does not fit that schema goes
+    through a lenient parser instead: entries that are not objects or have no string
+    ``Name`` are skipped, a field of the wrong type is ``None`` and an unknown ``Type`` is
+    ``"OBJECT"``. Raises :class:`ProtocolError` when ``Items`` is not a list.
+    """
+    try:
+        page = _decode_page(body)
+    except msgspec.MsgspecError:
+        return _parse_list_page_leniently(body)
+    return ListPage(page.Items, page.NextToken or None)
+
+
+def _parse_list_page_leniently(body: bytes) -> ListPage:
     data = _json(body)
     raw_items = data.get("Items", [])
     if not isinstance(raw_items, list):
@@ -251,10 +309,12 @@ def parse_list_page(body: bytes) -> ListPage:
             Item(
                 name=raw["Name"],
                 type=kind,
-                etag=raw.get("ETag"),
+                etag=_str_or_none(raw.get("ETag")),
                 last_modified=_epoch(raw.get("LastModified")),
-                content_type=raw.get("ContentType"),
-                content_length=length if isinstance(length, int) else None,
+                content_type=_str_or_none(raw.get("ContentType")),
+                content_length=(
+                    length if isinstance(length, int) and not isinstance(length, bool) else None
+                ),
             )
         )
     token = data.get("NextToken")

@@ -1,18 +1,27 @@
-"""Typed results of the five operations: frozen, slotted dataclasses."""
+"""Typed results of the five operations: frozen :class:`msgspec.Struct` classes.
+
+They compare, hash and print like frozen dataclasses (``msgspec.structs.replace`` derives a
+variant, ``msgspec.structs.asdict`` gives a dict). Structs rather than dataclasses because
+one is made on every request: a frozen dataclass's ``__init__`` costs ~1-2 us of Python per
+object, a struct's a tenth of that; and a ListItems page decodes straight into ``Item``s.
+They hold only strings, numbers, datetimes and each other, so they cannot form reference
+cycles: ``gc=False`` keeps them out of the cyclic garbage collector's bookkeeping (a listing
+of 5,000 items no longer triggers collections on its own).
+"""
 
 from __future__ import annotations
 
 import datetime as _dt
-from dataclasses import dataclass
 from typing import Literal
+
+import msgspec
 
 __all__ = ["Item", "ItemType", "ListPage", "ObjectInfo", "PutResult"]
 
 ItemType = Literal["OBJECT", "FOLDER"]
 
 
-@dataclass(frozen=True, slots=True)
-class PutResult:
+class PutResult(msgspec.Struct, frozen=True, gc=False):
     """What PutObject returns."""
 
     #: Lowercase hex SHA-256 of the bytes the service stored.
@@ -25,8 +34,7 @@ class PutResult:
     size: int
 
 
-@dataclass(frozen=True, slots=True)
-class ObjectInfo:
+class ObjectInfo(msgspec.Struct, frozen=True, gc=False):
     """Metadata of an object (DescribeObject, and the headers of a GetObject response)."""
 
     content_type: str | None
@@ -38,8 +46,18 @@ class ObjectInfo:
     cache_control: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class Item:
+#: Item's field -> its name in a ListItems response.
+_ITEM_WIRE_NAMES = {
+    "name": "Name",
+    "type": "Type",
+    "etag": "ETag",
+    "last_modified": "LastModified",
+    "content_type": "ContentType",
+    "content_length": "ContentLength",
+}
+
+
+class Item(msgspec.Struct, frozen=True, gc=False, rename=_ITEM_WIRE_NAMES):
     """One entry of a ListItems page: an object or a folder (folders carry only a name)."""
 
     #: The leaf name, not the full path.
@@ -51,8 +69,7 @@ class Item:
     content_length: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class ListPage:
+class ListPage(msgspec.Struct, frozen=True, gc=False):
     """One page of ListItems. ``next_token`` is ``None`` on the last page; tokens expire
     after 15 minutes."""
 

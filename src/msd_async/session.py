@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from . import rules
 from ._context import ClientContext
@@ -13,7 +14,9 @@ from .credentials import Credentials, CredentialsProvider, resolve_region
 from .errors import SessionClosedError
 from .events import EventHook
 from .retry import DEFAULT_RETRY_POLICY, RetryBudget, RetryPolicy
-from .transport import PoolStats, Transport
+
+if TYPE_CHECKING:
+    from .transport import PoolStats
 
 __all__ = ["Session"]
 
@@ -64,7 +67,9 @@ class Session:
         self._context = ClientContext(
             session=self,
             credentials=provider,
-            transport=Transport(limits=limits, timeouts=timeouts),
+            # The transport (and aiohttp with it) is made on the first request.
+            limits=limits,
+            timeouts=timeouts,
             budget=RetryBudget(),
             retry=retry,
             event_hooks=list(event_hooks),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import anyio.to_thread
 
@@ -24,12 +24,14 @@ from .errors import (
 from .protocol import parse_content_range, parse_length, parse_object_info
 from .results import ObjectInfo
 from .rules import parse_range_header
-from .transport import Response
+
+if TYPE_CHECKING:
+    from .transport import Response  # imports aiohttp: only once a session sends
 
 __all__ = ["ObjectStream", "read_window"]
 
 #: Reopen the object from a byte offset: returns the new response (206) for ``bytes=offset-end``.
-Reopen = Callable[[int, int], Awaitable[Response]]
+Reopen = Callable[[int, int], Awaitable["Response"]]
 
 
 class ObjectStream:

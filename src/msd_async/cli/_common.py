@@ -11,7 +11,6 @@ the others completed); 2 for a usage error (argparse's); 130 when interrupted.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import os
 import sys
@@ -128,6 +127,8 @@ def describe_error(exc: BaseException) -> str:
 def run_command(args: argparse.Namespace, main: Callable[[], Awaitable[int]]) -> int:
     """Run a command's coroutine; a failure is printed as one line on stderr (with the
     traceback too under ``--debug``) and returns :data:`EXIT_FAILED`."""
+    import asyncio  # here, not at the top: `msd --help` loads every command module
+
     try:
         return asyncio.run(_call(main))
     except KeyboardInterrupt:

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import logging
-import signal
 import sys
 
 __all__ = ["register"]
@@ -71,6 +68,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """``msd serve``: run until SIGINT/SIGTERM; exit 0 on a clean stop."""
+    # Imported here, not at the top: `msd --help` loads every command module.
+    import asyncio
+    import logging
+
     from ..credentials import Credentials
     from ..testing import DEFAULT_CREDENTIALS, FaultPlan, LocalMediaStore
     from ..testing.faults import FAULT_KINDS
@@ -152,6 +153,9 @@ def _exports(server: object) -> str:
 
 
 async def _serve(server: object) -> None:
+    import asyncio
+    import signal
+
     from ..testing import LocalMediaStore
 
     assert isinstance(server, LocalMediaStore)
