@@ -73,7 +73,7 @@ class Connection:
             return None
         lines = head.decode("latin-1").split("\r\n")
         method, target, _ = lines[0].split(" ", 2)
-        headers = {}
+        headers: dict[str, str] = {}
         for line in lines[1:]:
             if line:
                 name, _, value = line.partition(":")
@@ -88,7 +88,7 @@ class Connection:
         """The request's body by Content-Length or chunked framing (``b""`` if cut)."""
         try:
             if request.headers.get("transfer-encoding", "").lower() == "chunked":
-                parts = []
+                parts: list[bytes] = []
                 while True:
                     size = int((await self.reader.readuntil(b"\r\n")).strip(), 16)
                     data = await self.reader.readexactly(size + 2)
