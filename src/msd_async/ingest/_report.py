@@ -7,11 +7,11 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from ._publisher import PublicationLike
 
-__all__ = ["ObjectRecord", "Reporter", "outcome_name"]
+__all__ = ["ObjectRecord", "Reporter", "cause", "outcome_name"]
 
 logger = logging.getLogger("msd_async.ingest")
 
@@ -41,6 +41,21 @@ class ObjectRecord:
                 f"{self.method} {self.path} {self.size:,} B {self.outcome} {self.elapsed:.3f} s"
             )
         return f"{text} ({self.detail})" if self.detail else text
+
+
+#: A failure's cause is cut to this many characters in a log line: the line says what
+#: happened to one object, the details of a repeated cause belong to --debug.
+_CAUSE_LENGTH: Final = 160
+
+
+def cause(error: BaseException | str) -> str:
+    """A failure's cause in one short line: the error's type and first line (for a
+    string, its first line), at most 160 characters."""
+    if isinstance(error, BaseException):
+        text = str(error).strip()
+        error = f"{type(error).__name__}: {text}" if text else type(error).__name__
+    line = " ".join(error.strip().split("\n", 1)[0].split())
+    return line if len(line) <= _CAUSE_LENGTH else line[: _CAUSE_LENGTH - 1] + "…"
 
 
 def outcome_name(outcome: Any) -> str:
@@ -115,10 +130,11 @@ class Reporter:
                         received=received())
             raise
         except Exception as exc:
-            self.record(method, path, size(), started, "failed", f"{type(exc).__name__}: {exc}",
+            self.record(method, path, size(), started, "failed", cause(exc),
                         received=received())
         else:
-            detail = getattr(outcome, "reason", None) or ""
+            reason = getattr(outcome, "reason", None)
+            detail = cause(reason) if reason else ""
             self.record(method, path, size(), started, outcome_name(outcome), detail,
                         received=received())
         finally:
@@ -143,7 +159,12 @@ class Reporter:
         logger.log(logging.WARNING if outcome in ("failed", "dropped") else logging.INFO,
                    "%s", rec.line())
         if self._on_object is not None:
-            self._on_object(rec)
+            try:
+                self._on_object(rec)
+            except Exception:
+                # The caller's bug must not stop the relay's submit loop or the pusher's
+                # scan: it is logged, the object keeps its outcome, the next one goes on.
+                logger.exception("on_object callback raised for %s; carrying on", path)
 
     async def drain(self, seconds: float) -> None:
         """Wait up to ``seconds`` for every outcome; cancel the watchers left."""

@@ -52,6 +52,7 @@ from .. import rules
 from ..errors import ClientValidationError, MediaStoreError
 from ._publisher import PublicationLike, PublisherLike
 from ._report import ObjectRecord, Reporter
+from ._report import cause as _cause
 
 __all__ = [
     "DEFAULT_DRAIN_TIMEOUT",
@@ -82,8 +83,21 @@ DEFAULT_IDLE_TIMEOUT: Final = 30.0
 #: An idle persistent connection between requests is kept this long: encoders such as
 #: ffmpeg (-http_persistent 1) reuse theirs for the next segment, however long it takes.
 DEFAULT_KEEPALIVE_TIMEOUT: Final = 300.0
-#: Bytes read from a socket at once.
+#: Connections served at once; one more is answered ``503`` and closed.
+DEFAULT_MAX_CONNECTIONS: Final = 256
+#: Bytes of request bodies held at once (received and not yet settled by the publisher,
+#: which keeps a body to retry it). Beyond it the relay stops reading from encoders.
+DEFAULT_MAX_BUFFER: Final = 64 * 1024 * 1024
+#: Bytes read from a socket at once during a body, and while waiting for a request head
+#: (small: every connection waiting for its next request holds that much of the budget).
 _READ_SIZE: Final = 256 * 1024
+_HEAD_READ_SIZE: Final = 1024
+#: The asyncio stream buffer per connection (the transport pauses at twice this): bytes the
+#: kernel handed over that the relay has not read yet, outside the body budget.
+_STREAM_LIMIT: Final = 64 * 1024
+#: How long a connection closed after an error answer keeps being read, so the answer is
+#: not lost to a TCP reset of unread data.
+_LINGER: Final = 1.0
 _SERVER_HEADER: Final = (b"server", b"msd-relay")
 
 
@@ -101,11 +115,14 @@ class IncompleteBodyError(ClientValidationError):
     """The encoder's request ended before its body did; the upload is aborted, not stored."""
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, repr=False)
 class RelayStats:
     """Counters since the relay started. ``in_flight``: bodies still arriving;
     ``handed_over``: objects given to the publisher; ``cut``: requests that ended mid-body;
-    ``rejected``: requests answered 4xx."""
+    ``rejected``: requests answered 4xx; ``refused_connections``: connections over
+    ``max_connections``, answered 503; ``buffered``: body bytes held now (received, not yet
+    settled), ``buffered_peak`` its highest value; ``paused``: times a read waited for room
+    in the body budget."""
 
     connections: int = 0
     requests: int = 0
@@ -115,6 +132,50 @@ class RelayStats:
     deletes: int = 0
     rejected: int = 0
     cut: int = 0
+    refused_connections: int = 0
+    buffered: int = 0
+    buffered_peak: int = 0
+    paused: int = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"<RelayStats {self.requests} requests, {self.handed_over} handed over, "
+            f"{self.bytes_in:,} B in, {self.in_flight} receiving, {self.cut} cut, "
+            f"{self.rejected} rejected, buffered {self.buffered:,} B "
+            f"(peak {self.buffered_peak:,})>"
+        )
+
+
+class _Budget:
+    """The body budget shared by every connection: a read reserves its room before it
+    happens, so the bytes held never pass ``limit``; a full budget makes reads wait (the
+    encoders feel it as TCP back-pressure)."""
+
+    def __init__(self, limit: int, stats: RelayStats) -> None:
+        self.limit = limit
+        self._stats = stats
+        self._room = asyncio.Event()
+        self._room.set()
+
+    async def reserve(self, most: int) -> int:
+        """Wait for room; reserve and return up to ``most`` bytes (at least 1)."""
+        stats = self._stats
+        if stats.buffered >= self.limit:
+            stats.paused += 1
+            while stats.buffered >= self.limit:
+                self._room.clear()
+                await self._room.wait()
+        granted = min(most, self.limit - stats.buffered)
+        stats.buffered += granted
+        stats.buffered_peak = max(stats.buffered_peak, stats.buffered)
+        return granted
+
+    def release(self, size: int) -> None:
+        if size <= 0:
+            return
+        self._stats.buffered -= size
+        if self._stats.buffered < self.limit:
+            self._room.set()
 
 
 class _Reject(Exception):
@@ -196,6 +257,8 @@ class _Job:
     cache_control: str | None = None
     cancelled: bool = False
     received: float | None = None
+    #: Bytes of the body budget this job holds until its outcome is known.
+    held: int = 0
     publication: asyncio.Future[PublicationLike | None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -254,7 +317,18 @@ class Relay:
         idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
         on_object: Callable[[ObjectRecord], object] | None = None,
         drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        max_buffer: int = DEFAULT_MAX_BUFFER,
+        media_deadline: float | None = None,
     ) -> None:
+        if max_connections < 1:
+            raise ValueError(f"max_connections must be at least 1, not {max_connections}")
+        if max_buffer < 2 * max_connections * _HEAD_READ_SIZE:
+            raise ValueError(
+                f"max_buffer of {max_buffer:,} B is too small for {max_connections} "
+                f"connections: give at least {2 * max_connections * _HEAD_READ_SIZE:,} B "
+                "(and more than the largest segment)"
+            )
         if not is_loopback(host) and not allow_remote:
             raise ValueError(
                 f"refusing to listen on {host}: the relay signs whatever it receives; pass "
@@ -271,8 +345,11 @@ class Relay:
         self.streaming_limit = streaming_limit
         self.manifest_limit = manifest_limit
         self.idle_timeout = idle_timeout
+        self.max_connections = max_connections
+        self.media_deadline = media_deadline
         self._drain_timeout = drain_timeout
         self.stats = RelayStats()
+        self._budget = _Budget(max_buffer, self.stats)
         self.reporter = Reporter(on_object)
         self._server: asyncio.Server | None = None
         self._connections: dict[asyncio.Task[None], bool] = {}  # task -> idle between requests
@@ -289,7 +366,9 @@ class Relay:
 
     async def start(self) -> None:
         """Start accepting connections."""
-        self._server = await asyncio.start_server(self._connection, self.host, self.port)
+        self._server = await asyncio.start_server(
+            self._connection, self.host, self.port, limit=_STREAM_LIMIT
+        )
         sockets = self._server.sockets
         if sockets:
             self.port = int(sockets[0].getsockname()[1])
@@ -303,13 +382,15 @@ class Relay:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Stop accepting; close idle connections and let requests in progress finish (up
-        to ``drain_timeout``); hand everything received to the publisher, and wait up to
-        ``drain_timeout`` seconds for those objects' outcomes (the publisher keeps
-        publishing what is left when it is closed). Idempotent."""
+        """Stop accepting; close idle connections and let requests in progress finish; hand
+        everything received to the publisher and wait for those objects' outcomes: all of
+        it within ``drain_timeout`` seconds (then requests still arriving are cut, and the
+        publisher keeps publishing what is left when it is closed). Idempotent."""
         if self._closed:
             return
         self._closed = self._closing = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._drain_timeout
         try:
             if self._server is not None:
                 self._server.close()
@@ -318,7 +399,7 @@ class Relay:
                         task.cancel()
                 if self._connections:
                     _, late = await asyncio.wait(
-                        set(self._connections), timeout=self._drain_timeout
+                        set(self._connections), timeout=max(0.0, deadline - loop.time())
                     )
                     for task in late:
                         task.cancel()
@@ -329,20 +410,62 @@ class Relay:
             if self._worker is not None:
                 self._queue.put_nowait(None)
                 await self._worker
-            await self.reporter.drain(self._drain_timeout)
+            await self.reporter.drain(max(0.0, deadline - loop.time()))
 
     # --- connections -------------------------------------------------------------------
+    async def _refuse_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """Over ``max_connections``: answer 503 without parsing anything, and close."""
+        self.stats.refused_connections += 1
+        text = (f"the relay serves {self.max_connections} connections at once; "
+                "retry shortly\n").encode()
+        with contextlib.suppress(ConnectionError, OSError):
+            writer.write(
+                b"HTTP/1.1 503 Service Unavailable\r\nserver: msd-relay\r\nretry-after: 1\r\n"
+                b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(text), text)
+            )
+        await self._linger_close(reader, writer)
+
+    @staticmethod
+    async def _linger_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Close after a final answer, reading (and dropping) what the peer still sends for
+        a moment: closing with unread data sends a TCP reset, which can destroy the answer
+        before the peer reads it."""
+        with contextlib.suppress(Exception):
+            await writer.drain()
+            if writer.can_write_eof():
+                writer.write_eof()
+            async with asyncio.timeout(_LINGER):
+                while await reader.read(_READ_SIZE):
+                    pass
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
+
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
         if self._closing:
             writer.close()
             return
+        if len(self._connections) >= self.max_connections:
+            await self._refuse_connection(reader, writer)
+            return
         self._connections[task] = True
         self.stats.connections += 1
+        loop = asyncio.get_running_loop()
         conn = h11.Connection(h11.SERVER)
         exchange: _Exchange | None = None
         writable = True
+        linger = False
+        eof = False
+        # When the request head now awaited began (the connection's start, or its first
+        # byte after an idle keep-alive): the whole head must arrive within idle_timeout.
+        head_started: float | None = loop.time()
+        # Bytes read and charged to the budget that no body has taken yet (heads, framing,
+        # discarded bodies): given back before the next read.
+        unclaimed = 0
 
         async def send(*events: h11.Event) -> None:
             # The encoder may be gone (it pipelined and left): answers are best-effort,
@@ -363,16 +486,27 @@ class Relay:
             headers: list[tuple[str, str]] | None = None,
             close: bool = False,
         ) -> None:
+            nonlocal linger
             body = (text + "\n").encode() if text else b""
             fields = [_SERVER_HEADER, (b"content-length", str(len(body)).encode())]
             fields += [(k.encode(), v.encode()) for k, v in headers or ()]
             if close:
                 fields.append((b"connection", b"close"))
+                linger = True
             events: list[h11.Event] = [h11.Response(status_code=status, headers=fields)]
             if body:
                 events.append(h11.Data(data=body))
             events.append(h11.EndOfMessage())
             await send(*events)
+
+        def claim(job: _Job | None, size: int) -> None:
+            """``size`` bytes just read now belong to ``job``'s body until its outcome."""
+            nonlocal unclaimed
+            if job is None:
+                return
+            taken = min(size, unclaimed)
+            unclaimed -= taken
+            job.held += taken
 
         try:
             while True:
@@ -380,8 +514,17 @@ class Relay:
                     event = conn.next_event()
                 except h11.RemoteProtocolError as exc:
                     if exchange is not None:
-                        self._cut(exchange, f"the connection ended mid-body ({exc})")
-                        exchange = None
+                        if not eof and writable and conn.our_state is h11.SEND_RESPONSE:
+                            # Malformed framing mid-body, not a connection that ended.
+                            self.stats.rejected += 1
+                            logger.warning("%s %s rejected 400: malformed body: %s",
+                                           exchange.method, exchange.path, exc)
+                            self._cut(exchange, f"malformed body ({exc})", counted=False)
+                            exchange = None
+                            await answer(400, f"malformed request body: {exc}", close=True)
+                        else:
+                            self._cut(exchange, f"the connection ended mid-body ({exc})")
+                            exchange = None
                     elif conn.their_state is not h11.CLOSED and writable and conn.our_state in (
                         h11.IDLE, h11.SEND_RESPONSE
                     ):
@@ -390,22 +533,52 @@ class Relay:
                                      close=True)
                     break
                 if event is h11.NEED_DATA:
+                    self._budget.release(unclaimed)
+                    unclaimed = 0
                     self._connections[task] = exchange is None and conn.their_state is h11.IDLE
                     if self._closing and self._connections[task]:
                         break
-                    wait = self.idle_timeout if exchange is not None else max(
-                        self.idle_timeout, DEFAULT_KEEPALIVE_TIMEOUT
+                    if exchange is not None:
+                        wait = self.idle_timeout
+                    elif head_started is not None or conn.trailing_data[0]:
+                        if head_started is None:
+                            head_started = loop.time()
+                        wait = head_started + self.idle_timeout - loop.time()
+                        if wait <= 0:
+                            logger.warning("connection closed: no complete request head "
+                                           "within %g s", self.idle_timeout)
+                            break
+                    else:
+                        wait = max(self.idle_timeout, DEFAULT_KEEPALIVE_TIMEOUT)
+                    paused = loop.time()
+                    room = await self._budget.reserve(
+                        _READ_SIZE if exchange is not None else _HEAD_READ_SIZE
                     )
+                    if head_started is not None and exchange is None:
+                        head_started += loop.time() - paused  # the relay's own wait
                     try:
                         async with asyncio.timeout(wait):
-                            data = await reader.read(_READ_SIZE)
+                            data = await reader.read(room)
                     except TimeoutError:
+                        self._budget.release(room)
                         if exchange is not None:
                             self._cut(exchange, f"no data for {self.idle_timeout:g} s")
                             exchange = None
+                        elif head_started is not None:
+                            logger.warning("connection closed: no complete request head "
+                                           "within %g s", self.idle_timeout)
                         break
                     except (ConnectionError, OSError):
                         data = b""
+                    except BaseException:
+                        self._budget.release(room)
+                        raise
+                    self._budget.release(room - len(data))
+                    unclaimed = len(data)
+                    if not data:
+                        eof = True
+                    elif exchange is None and head_started is None:
+                        head_started = loop.time()
                     self._connections[task] = False
                     conn.receive_data(data)
                     continue
@@ -415,6 +588,7 @@ class Relay:
                     break
                 if isinstance(event, h11.Request):
                     self.stats.requests += 1
+                    head_started = None
                     try:
                         exchange = self._begin(event)
                     except _Reject as reject:
@@ -433,7 +607,7 @@ class Relay:
                     if exchange is None:
                         continue
                     try:
-                        self._feed(exchange, bytes(event.data))
+                        kept = self._feed(exchange, bytes(event.data))
                     except _Reject as reject:
                         self.stats.rejected += 1
                         logger.warning("%s %s rejected %d: %s", exchange.method, exchange.path,
@@ -441,6 +615,8 @@ class Relay:
                         await answer(reject.status, reject.reason, close=True)
                         exchange = None
                         break
+                    if kept:
+                        claim(exchange.job, len(event.data))
                     continue
                 if isinstance(event, h11.EndOfMessage):
                     if exchange is not None:
@@ -459,14 +635,19 @@ class Relay:
         except asyncio.CancelledError:
             if exchange is not None:
                 self._cut(exchange, "the relay stopped mid-body")
+                exchange = None  # counted once, here
             raise
         finally:
+            self._budget.release(unclaimed)
             if exchange is not None:
                 self._cut(exchange, "the connection ended mid-body")
             self._connections.pop(task, None)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+            if linger and writable and not eof:
+                await self._linger_close(reader, writer)
+            else:
+                writer.close()
+                with contextlib.suppress(Exception):
+                    await writer.wait_closed()
 
     # --- requests ----------------------------------------------------------------------
     def _authorized(self, headers: dict[bytes, bytes]) -> bool:
@@ -499,10 +680,13 @@ class Relay:
             raise _Reject(401, f"missing or wrong credentials: send the {SECRET_HEADER} "
                           "header or the Basic auth the relay was started with", extra)
         target = request.target.decode("latin-1")
-        raw = unquote(urlsplit(target).path)
+        # origin-form (RFC 9112 section 3.2.1) is a path even when it starts with "//";
+        # only absolute-form names a host.
+        raw = unquote(target.split("?", 1)[0] if target.startswith("/")
+                      else urlsplit(target).path)
         try:
             path = rules.normalize_object_path(f"{self.prefix}/{raw.lstrip('/')}"
-                                               if self.prefix else raw)
+                                               if self.prefix else raw.lstrip("/"))
         except ClientValidationError as exc:
             raise _Reject(400, f"bad path {raw}: {exc}") from exc
         now = time.monotonic()
@@ -513,6 +697,10 @@ class Relay:
         manifest = path.lower().endswith(MANIFEST_EXTENSIONS)
         limit = self.manifest_limit if manifest else self.streaming_limit
         length = headers.get(b"content-length")
+        if length is not None and b"transfer-encoding" in headers:
+            # RFC 9112 section 6.3: the message framing is ambiguous (request smuggling);
+            # the connection cannot be trusted for another request either.
+            raise _Reject(400, "both Content-Length and Transfer-Encoding: send one of them")
         chunked = b"chunked" in headers.get(b"transfer-encoding", b"").lower()
         if length is None and not chunked:
             raise _Reject(411, "send a Content-Length or Transfer-Encoding: chunked")
@@ -534,7 +722,9 @@ class Relay:
             job = _Job(method, path, b"", now, content_type, cache_control)
         return _Exchange(method, path, job, limit, manifest)
 
-    def _feed(self, exchange: _Exchange, chunk: bytes) -> None:
+    def _feed(self, exchange: _Exchange, chunk: bytes) -> bool:
+        """Take one piece of a body; returns whether it is kept (then it holds its share of
+        the body budget until the object's outcome)."""
         exchange.size += len(chunk)
         self.stats.bytes_in += len(chunk)
         if exchange.size > exchange.limit:
@@ -543,15 +733,16 @@ class Relay:
                           "it was not published")
         if exchange.manifest:
             exchange.parts.append(chunk)
-            return
+            return True
         job = exchange.job
         assert job is not None and isinstance(job.body, _BodyPipe)
         if not exchange.given_up and (job.body.abandoned or job.publication.done()):
             exchange.given_up = job.body.abandoned or self._given_up(job)
         if exchange.given_up:
             job.body.received += len(chunk)  # read and discarded: the connection stays usable
-            return
+            return False
         job.body.feed(chunk)
+        return True
 
     def _complete(self, exchange: _Exchange) -> tuple[int, str]:
         """The body arrived whole: finish the hand-over; returns the answer."""
@@ -582,6 +773,8 @@ class Relay:
         if job is None:
             return
         job.cancelled = True
+        if exchange.manifest:
+            self._release(job)  # never queued: nothing else will give its bytes back
         if isinstance(job.body, _BodyPipe):
             job.body.fail(
                 IncompleteBodyError(
@@ -611,46 +804,67 @@ class Relay:
     # --- the hand-over, in arrival order -------------------------------------------------
     async def _submit_loop(self) -> None:
         """Hand jobs to the publisher one at a time, so it sees them in arrival order (its
-        latest-wins rule for manifests depends on that)."""
+        latest-wins rule for manifests depends on that). Nothing one job does ends the loop:
+        a relay whose loop died would answer 204 and publish nothing."""
         while (job := await self._queue.get()) is not None:
-            if job.cancelled:
-                job.publication.set_result(None)  # cut before it was handed over
-                continue
             try:
-                if job.body is None:
-                    await self._publisher.delete(job.path)
+                await self._submit(job)
+            except Exception:
+                logger.exception("relaying %s %s failed; carrying on", job.method, job.path)
+                self._release(job)
+                if not job.publication.done():
                     job.publication.set_result(None)
-                    self._finish(job, 0, "delete scheduled")
-                    continue
-                publication = await self._publisher.publish(
-                    job.path,
-                    job.body,
-                    content_type=job.content_type,
-                    cache_control=job.cache_control,
-                )
-            except MediaStoreError as exc:
+
+    async def _submit(self, job: _Job) -> None:
+        if job.cancelled:
+            self._release(job)
+            job.publication.set_result(None)  # cut before it was handed over
+            return
+        try:
+            if job.body is None:
+                await self._publisher.delete(job.path)
+                job.publication.set_result(None)
+                self._finish(job, 0, "delete scheduled")
+                return
+            publication = await self._publisher.publish(
+                job.path,
+                job.body,
+                content_type=job.content_type,
+                cache_control=job.cache_control,
+                **({} if self.media_deadline is None else {"duration": self.media_deadline}),
+            )
+        except Exception as exc:
+            if not isinstance(exc, MediaStoreError):  # the publisher's own failure
+                logger.exception("publishing %s failed", job.path)
+            self._release(job)
+            if not job.publication.done():
                 job.publication.set_exception(exc)
                 job.publication.exception()  # retrieved here; the handler only checks done()
-                self._finish(job, self._size(job), "refused", str(exc))
-                continue
-            except Exception as exc:  # the publisher's own failure: log it, keep relaying
-                logger.exception("publishing %s failed", job.path)
-                job.publication.set_exception(exc)
-                job.publication.exception()
-                self._finish(job, self._size(job), "refused", f"{type(exc).__name__}: {exc}")
-                continue
-            job.publication.set_result(publication)
-            self.stats.handed_over += 1
-            body = job.body
-            self.reporter.follow(
-                job.method,
-                job.path,
-                functools.partial(self._size, job),
-                job.started,
-                publication,
-                body.release if isinstance(body, _BodyPipe) else None,
-                functools.partial(getattr, job, "received"),
-            )
+            self._finish(job, self._size(job), "refused", _cause(exc))
+            return
+        job.publication.set_result(publication)
+        self.stats.handed_over += 1
+        body = job.body
+
+        def settled() -> None:
+            if isinstance(body, _BodyPipe):
+                body.release()
+            self._release(job)
+
+        self.reporter.follow(
+            job.method,
+            job.path,
+            functools.partial(self._size, job),
+            job.started,
+            publication,
+            settled,
+            functools.partial(getattr, job, "received"),
+        )
+
+    def _release(self, job: _Job) -> None:
+        """Give a job's share of the body budget back (its outcome is known)."""
+        self._budget.release(job.held)
+        job.held = 0
 
     @staticmethod
     def _size(job: _Job) -> int:

@@ -1,0 +1,272 @@
+"""The relay at its edges, over raw sockets against the real publisher and local server: a
+callback that raises, slow or hostile HTTP, too many connections, and the shared body budget
+when the origin stalls."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import pytest
+
+from msd_async import ContainerClient, ObjectNotFoundError, Session
+from msd_async.ingest import ObjectRecord, Relay
+from msd_async.live import LivePublisher
+from msd_async.testing import LocalMediaStore
+
+pytestmark = pytest.mark.anyio
+
+PLAYLIST = b"#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:1\n#EXTINF:1.0,\nseg0.ts\n"
+
+
+@pytest.fixture
+async def store(mediastore_server: LocalMediaStore) -> AsyncIterator[ContainerClient]:
+    async with Session(
+        credentials=mediastore_server.credentials, region=mediastore_server.region
+    ) as session:
+        yield session.container(mediastore_server.endpoint)
+
+
+async def stored(store: ContainerClient, path: str, within: float = 10.0) -> bytes:
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        try:
+            return await store.get_bytes(path)
+        except ObjectNotFoundError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+        await asyncio.sleep(0.05)
+
+
+def put(path: str, body: bytes, *extra: str) -> bytes:
+    head = [f"PUT {path} HTTP/1.1", "Host: relay", f"Content-Length: {len(body)}", *extra]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+async def answer_of(port: int, data: bytes, *, within: float = 5.0) -> tuple[bytes, bool]:
+    """Send ``data``; returns what the relay answered and whether it closed the connection
+    (within ``within`` seconds)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        answer = b""
+        try:
+            async with asyncio.timeout(within):
+                while chunk := await reader.read(65536):
+                    answer += chunk
+            return answer, True
+        except TimeoutError:
+            return answer, False
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+# --- item 4: user callbacks ---------------------------------------------------------------
+async def test_a_raising_on_object_is_logged_and_the_relay_carries_on(
+    store: ContainerClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls: list[ObjectRecord] = []
+
+    def broken(record: ObjectRecord) -> None:
+        calls.append(record)
+        raise RuntimeError("bug in the user's callback")
+
+    caplog.set_level(logging.INFO, "msd_async.ingest")
+    async with (
+        LivePublisher(store, close_timeout=5) as publisher,
+        Relay(publisher, on_object=broken, drain_timeout=10) as relay,
+    ):
+        # A DELETE is recorded by the submit loop itself: its callback raising used to end
+        # the loop, and every later request was answered 204 and never published.
+        answer, _ = await answer_of(
+            relay.port, b"DELETE /a/old.ts HTTP/1.1\r\nHost: r\r\nConnection: close\r\n\r\n"
+        )
+        assert answer.startswith(b"HTTP/1.1 204")
+        for path, body in (("/a/seg0.ts", b"media"), ("/a/index.m3u8", PLAYLIST)):
+            answer, _ = await answer_of(relay.port, put(path, body, "Connection: close"))
+            assert answer.startswith(b"HTTP/1.1 204"), answer
+        assert await stored(store, "a/index.m3u8") == PLAYLIST
+        assert await stored(store, "a/seg0.ts") == b"media"
+    assert len(calls) >= 3
+    assert "bug in the user's callback" in caplog.text
+
+
+# --- item 16: HTTP facing the network -----------------------------------------------------
+async def test_a_request_head_must_arrive_within_the_idle_timeout(
+    store: ContainerClient,
+) -> None:
+    async with (
+        LivePublisher(store, close_timeout=5) as publisher,
+        Relay(publisher, idle_timeout=1.0, drain_timeout=5) as relay,
+    ):
+        reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        closed_after = None
+        try:
+            writer.write(b"PUT /a/seg0.ts HTTP/1.1\r\n")
+            # A slowloris: a byte of header every 0.2 s keeps a per-read timer from firing.
+            for _ in range(40):
+                try:
+                    writer.write(b"X")
+                    await writer.drain()
+                except ConnectionError:
+                    closed_after = loop.time() - started
+                    break
+                try:
+                    got = await asyncio.wait_for(reader.read(1024), 0.2)
+                except TimeoutError:
+                    continue
+                except ConnectionError:
+                    got = b""
+                closed_after = loop.time() - started
+                assert got == b"" or got.startswith(b"HTTP/1.1 408"), got
+                break
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+        assert closed_after is not None, "the relay kept a dribbling request head open for 8 s"
+        assert closed_after < 4.0
+
+
+async def test_connections_beyond_the_cap_get_503(store: ContainerClient) -> None:
+    async with (
+        LivePublisher(store, close_timeout=5) as publisher,
+        Relay(publisher, max_connections=2, drain_timeout=5) as relay,
+    ):
+        held = [await asyncio.open_connection("127.0.0.1", relay.port) for _ in range(2)]
+        try:
+            await asyncio.sleep(0.2)
+            answer, closed = await answer_of(relay.port, put("/a/seg0.ts", b"x"))
+            assert answer.startswith(b"HTTP/1.1 503"), answer
+            assert closed
+            assert relay.stats.refused_connections == 1
+        finally:
+            for _, writer in held:
+                writer.close()
+                await writer.wait_closed()
+        await asyncio.sleep(0.2)
+        answer, _ = await answer_of(relay.port, put("/a/seg0.ts", b"x", "Connection: close"))
+        assert answer.startswith(b"HTTP/1.1 204"), answer
+
+
+async def test_the_secret_is_checked_before_any_body_is_read(store: ContainerClient) -> None:
+    async with (
+        LivePublisher(store, close_timeout=5) as publisher,
+        Relay(publisher, secret="s3cret", drain_timeout=5) as relay,
+    ):
+        head = (b"PUT /a/seg0.ts HTTP/1.1\r\nHost: r\r\nContent-Length: 5000000\r\n"
+                b"Expect: 100-continue\r\n\r\n")
+        answer, closed = await answer_of(relay.port, head)
+        assert answer.startswith(b"HTTP/1.1 401"), answer
+        assert b"100 Continue" not in answer
+        assert closed
+        assert relay.stats.bytes_in == 0
+
+
+async def test_content_length_with_chunked_is_refused_and_closed(
+    store: ContainerClient,
+) -> None:
+    async with (
+        LivePublisher(store, close_timeout=5) as publisher,
+        Relay(publisher, drain_timeout=5) as relay,
+    ):
+        smuggle = (b"PUT /a/seg0.ts HTTP/1.1\r\nHost: r\r\nContent-Length: 5\r\n"
+                   b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+                   b"PUT /a/seg1.ts HTTP/1.1\r\nHost: r\r\nContent-Length: 1\r\n\r\nx")
+        answer, closed = await answer_of(relay.port, smuggle)
+        assert answer.startswith(b"HTTP/1.1 400"), answer
+        assert answer.count(b"HTTP/1.1") == 1
+        assert closed
+        await asyncio.sleep(0.5)
+        for path in ("a/seg0.ts", "a/seg1.ts"):
+            with pytest.raises(ObjectNotFoundError):
+                await store.get_bytes(path)
+
+
+async def test_a_malformed_chunk_gets_400(store: ContainerClient) -> None:
+    async with (
+        LivePublisher(store, close_timeout=5) as publisher,
+        Relay(publisher, drain_timeout=5) as relay,
+    ):
+        bad = (b"PUT /a/seg0.ts HTTP/1.1\r\nHost: r\r\nTransfer-Encoding: chunked\r\n\r\n"
+               b"zz\r\nhello\r\n0\r\n\r\n")
+        answer, closed = await answer_of(relay.port, bad)
+        assert answer.startswith(b"HTTP/1.1 400"), answer
+        assert closed
+        await asyncio.sleep(0.5)
+        with pytest.raises(ObjectNotFoundError):
+            await store.get_bytes("a/seg0.ts")
+
+
+async def test_a_double_slash_target_is_a_path_not_a_host(store: ContainerClient) -> None:
+    async with (
+        LivePublisher(store, close_timeout=5) as publisher,
+        Relay(publisher, drain_timeout=5) as relay,
+    ):
+        answer, _ = await answer_of(relay.port, put("//live/seg_1.ts", b"media",
+                                                    "Connection: close"))
+        assert answer.startswith(b"HTTP/1.1 204"), answer
+        assert await stored(store, "live/seg_1.ts") == b"media"
+
+
+# --- item 17: the shared body budget ----------------------------------------------------
+async def test_bodies_share_a_budget_and_encoders_wait_behind_a_stalled_origin(
+    mediastore_server: LocalMediaStore, store: ContainerClient
+) -> None:
+    budget = 1_000_000
+    encoders, size, piece = 16, 200_000, 20_000
+    stall = 3.0
+    mediastore_server.faults.inject("delay", times=None, method="PUT", delay=stall)
+    peak = 0
+    async with (
+        LivePublisher(store, close_timeout=5, default_duration=30) as publisher,
+        Relay(publisher, max_buffer=budget, drain_timeout=30) as relay,
+    ):
+        answered: list[float] = []
+
+        async def encoder(n: int) -> bytes:
+            reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+            try:
+                writer.write(f"PUT /a/seg{n}.ts HTTP/1.1\r\nHost: r\r\n"
+                             f"Content-Length: {size}\r\nConnection: close\r\n\r\n".encode())
+                for _ in range(size // piece):
+                    writer.write(bytes([n]) * piece)
+                    await writer.drain()
+                answer = await reader.read()
+                answered.append(asyncio.get_running_loop().time())
+                return answer
+            finally:
+                writer.close()
+                await writer.wait_closed()
+
+        async def sample() -> None:
+            nonlocal peak
+            while True:
+                peak = max(peak, relay.stats.buffered)
+                await asyncio.sleep(0.01)
+
+        sampler = asyncio.create_task(sample())
+        started = asyncio.get_running_loop().time()
+        try:
+            async with asyncio.timeout(60):
+                answers = await asyncio.gather(*(encoder(n) for n in range(encoders)))
+        finally:
+            sampler.cancel()
+        mediastore_server.faults.clear()
+        assert all(a.startswith(b"HTTP/1.1 204") for a in answers), answers
+        # The encoders felt it: the relay read (and answered) at most a budget's worth of
+        # bodies before the origin's first answer; the rest waited in TCP buffers.
+        assert max(answered) - started > stall * 0.8
+        assert relay.stats.paused > 0
+        for n in range(encoders):
+            assert await stored(store, f"a/seg{n}.ts", within=30) == bytes([n]) * size
+        assert relay.stats.buffered_peak <= budget
+        assert peak <= budget
+        assert relay.stats.buffered_peak > budget // 2  # the budget was what held them
+        assert relay.stats.buffered == 0
