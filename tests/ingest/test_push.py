@@ -148,7 +148,8 @@ async def test_playlist_flushes_what_it_names_and_deletions_are_mirrored(
 async def test_stop_publishes_files_completed_before_it(
     tmp_path: Path, store: ContainerClient
 ) -> None:
-    async with Pushing(store, tmp_path, settle=10.0) as p:
+    # Written in place just before the stop: published once unchanged for --settle.
+    async with Pushing(store, tmp_path, settle=2.0) as p:
         (tmp_path / "late.ts").write_bytes(b"late")
         (tmp_path / "late.ts.tmp").write_bytes(b"never")
         (tmp_path / "index.m3u8").write_text(PLAYLIST.format("late.ts") + "#EXT-X-ENDLIST\n")

@@ -6,13 +6,24 @@ it to ``NAME`` (ffmpeg ``-hls_flags temp_file``). The pusher watches the folder 
 watchfiles (inotify on Linux, FSEvents on macOS, ReadDirectoryChangesW on Windows) and:
 
 - never publishes a temporary file (``*.tmp``, ``*.part``, ``*~``, names starting with ``.``);
-- publishes a file that appeared by rename at once, and a file written in place once it has
-  had no change for ``settle`` seconds (a file still being written keeps changing);
-- publishes media before the playlists that reference them: a batch of changes goes media
-  first, and an HLS playlist first flushes any not-yet-published file it names;
+- follows a symbolic link only to a file inside the folder (published under the link's
+  name); a link out of the folder, or to a folder, is never published, by the start-up
+  scan, the watcher or the final scan alike;
+- publishes a file that appeared by rename at once, and a media file written in place once
+  it has had no change for ``settle`` seconds (a file still being written keeps changing);
+  a manifest written in place goes once it has been quiet for 0.2 s, and at the latest
+  ``settle`` seconds after its first unpublished change, so a playlist rewritten more
+  often than ``settle`` is still published as the stream runs;
+- publishes media before the manifests that reference them: a batch of changes goes media
+  first, and a playlist or MPD first flushes any not-yet-published file it names (read
+  with :func:`msd_async.live.manifests.parse_manifest`, the publisher's own parser);
+- never publishes a manifest that names a file MediaStore refuses to store (a name with a
+  space or a non-ASCII character): that version is refused with one line naming the file;
 - mirrors deletions (the publisher delays them by the sliding-window rules);
 - on start, publishes what is already there, oldest first and playlists last, so a restart
-  catches up; on stop, scans once more so every file completed before the stop is published.
+  catches up; on stop, scans once more so every file completed before the stop is
+  published, waiting up to ``settle`` seconds for files written in place to be unchanged
+  for ``settle`` (one still changing then is not published: nothing half-written).
 
 File bodies are read when they are handed over: an encoder may delete a segment soon after
 (``-hls_flags delete_segments``), and a playlist is rewritten every segment.
@@ -21,19 +32,20 @@ File bodies are read when they are handed over: an encoder may delete a segment 
 from __future__ import annotations
 
 import os
-import posixpath
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol
 
+import anyio
 import anyio.to_thread
 
 from .. import rules
 from ..errors import ClientValidationError, MediaStoreError
+from ..live.manifests import ManifestError, parse_manifest
 from ._publisher import PublisherLike
-from ._report import ObjectRecord, Reporter, logger
+from ._report import ObjectRecord, Reporter, cause, logger
 
 __all__ = [
     "DEFAULT_SETTLE",
@@ -46,6 +58,9 @@ __all__ = [
 TEMPORARY_SUFFIXES: Final = (".tmp", ".part", ".partial", ".crdownload", "~")
 #: Seconds without a change after which a file written in place counts as complete.
 DEFAULT_SETTLE: Final = 1.0
+#: A manifest written in place goes once quiet this long (writers rewrite one in a single
+#: write, and a player waits for every new version), ``settle`` at the latest.
+_MANIFEST_QUIET: Final = 0.2
 _MANIFESTS: Final = (".m3u8", ".m3u", ".mpd")
 
 
@@ -73,27 +88,6 @@ class _Seen:
     mtime_ns: int
 
 
-def _hls_references(text: str) -> list[str]:
-    """Relative URIs an HLS playlist names: its non-comment lines and ``URI="..."``
-    attributes (EXT-X-MAP, EXT-X-PART, EXT-X-KEY; RFC 8216 section 4.3)."""
-    found: list[str] = []
-    for line in text.splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        if not line.startswith("#"):
-            found.append(line)
-            continue
-        start = line.find('URI="')
-        while start != -1:
-            end = line.find('"', start + 5)
-            if end == -1:
-                break
-            found.append(line[start + 5 : end])
-            start = line.find('URI="', end)
-    return [uri for uri in found if "://" not in uri and not uri.startswith("/")]
-
-
 class FolderPusher:
     """Publishes an encoder's output folder through a live publisher.
 
@@ -106,7 +100,8 @@ class FolderPusher:
     on the ``msd_async.ingest`` logger).
 
     :meth:`run` watches until a stop event is set. Raises ``NotADirectoryError`` if
-    ``directory`` is not a folder.
+    ``directory`` is not a folder. ``media_deadline``: seconds a segment or part is
+    retried before the publisher gives it up (default: its duration).
     """
 
     def __init__(
@@ -117,6 +112,7 @@ class FolderPusher:
         settle: float = DEFAULT_SETTLE,
         on_object: Callable[[ObjectRecord], object] | None = None,
         drain_timeout: float = 30.0,
+        media_deadline: float | None = None,
     ) -> None:
         self.directory = Path(directory).resolve()
         if not self.directory.is_dir():
@@ -126,6 +122,9 @@ class FolderPusher:
         self._publisher = publisher
         self.settle = settle
         self._drain_timeout = drain_timeout
+        self._media_deadline = media_deadline
+        # manifest path -> monotonic time of its first change not yet published
+        self._first_change: dict[str, float] = {}
         self.reporter = Reporter(on_object)
         self._seen: dict[str, _Seen] = {}
         # path -> monotonic time from which it may be published (reset by each change)
@@ -135,11 +134,24 @@ class FolderPusher:
 
     # --- scanning -----------------------------------------------------------------------
     def _relative(self, path: str | os.PathLike[str]) -> str | None:
+        # Not resolve(): a link is known by its own name; where it points is _admissible's.
         try:
-            rel = Path(path).resolve().relative_to(self.directory)
+            rel = Path(os.path.abspath(path)).relative_to(self.directory)
         except ValueError:
             return None
         return rel.as_posix()
+
+    def _admissible(self, rel: str) -> bool:
+        """Whether ``rel`` may be published: a regular file, or a link to a regular file
+        inside the folder. The one rule for the start-up scan, the watcher and the final
+        scan (and checked again when the file is read)."""
+        full = self.directory / rel
+        try:
+            target = full.resolve(strict=True)
+            target.relative_to(self.directory)
+        except (OSError, ValueError, RuntimeError):
+            return False  # gone, a dangling or looping link, or a link out of the folder
+        return target.is_file()
 
     def _listing(self) -> list[tuple[str, os.stat_result]]:
         """Every non-temporary file under the folder with its stat, oldest first and
@@ -150,7 +162,7 @@ class FolderPusher:
             for name in files:
                 full = os.path.join(root, name)
                 rel = Path(full).relative_to(self.directory).as_posix()
-                if is_temporary(name):
+                if is_temporary(name) or not self._admissible(rel):
                     continue
                 try:
                     found.append((rel, os.stat(full)))
@@ -174,47 +186,74 @@ class FolderPusher:
 
     # --- publishing ---------------------------------------------------------------------
     async def _publish(self, rel: str) -> int:
-        """Hand one file over (after what it references, for an HLS playlist); returns 1
-        if it was handed over, 0 if it was gone or refused."""
+        """Hand one file over (after what it references, for a manifest); returns 1 if it
+        was handed over, 0 if it was gone, not admissible or refused."""
         full = self.directory / rel
         started = time.monotonic()
+        self._first_change.pop(rel, None)
 
         def read() -> tuple[bytes, os.stat_result] | None:
+            if not self._admissible(rel):
+                return None
             try:
                 with open(full, "rb") as f:
-                    st = os.fstat(f.fileno())
-                    return f.read(), st
-            except (FileNotFoundError, IsADirectoryError):
+                    before = os.fstat(f.fileno())
+                    data = f.read()
+                    after = os.fstat(f.fileno())
+            except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
                 return None
+            if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns):
+                return data, before  # changed while read: _seen stays stale, read it again
+            return data, after
 
         got = await anyio.to_thread.run_sync(read)
         if got is None:
             return 0
         data, st = got
-        if rel.lower().endswith(".m3u8"):
-            await self._flush_references(rel, data)
+        if len(data) != st.st_size:
+            self._pending[rel] = time.monotonic() + _MANIFEST_QUIET  # written as we read
+            return 0
         self._seen[rel] = _Seen(st.st_size, st.st_mtime_ns)
+        if _is_manifest(rel):
+            refused = await self._flush_references(rel, data)
+            if refused is not None:
+                self.reporter.record("PUT", rel, len(data), started, "refused", refused)
+                return 0
         try:
             rules.normalize_object_path(rel)
-            publication = await self._publisher.publish(rel, data)
-        except ClientValidationError as exc:
-            self.reporter.record("PUT", rel, len(data), started, "refused", str(exc))
-            return 0
+            publication = await self._publisher.publish(
+                rel, data, duration=self._media_deadline
+            )
         except MediaStoreError as exc:
-            self.reporter.record("PUT", rel, len(data), started, "refused", str(exc))
+            self.reporter.record("PUT", rel, len(data), started, "refused", cause(exc))
             return 0
         size = len(data)
         self.reporter.follow("PUT", rel, lambda: size, started, publication)
         return 1
 
-    async def _flush_references(self, playlist: str, data: bytes) -> None:
-        base = posixpath.dirname(playlist)
-        for uri in _hls_references(data.decode("utf-8", "replace")):
-            rel = posixpath.normpath(posixpath.join(base, uri.split("?")[0]))
+    async def _flush_references(self, manifest: str, data: bytes) -> str | None:
+        """Publish what ``manifest`` names that is not published yet; returns why the
+        manifest must not be published (it names a file MediaStore refuses), else None.
+        A manifest that does not parse names nothing here: the publisher stores it as
+        given."""
+        try:
+            info = parse_manifest(manifest, data)
+        except ManifestError:
+            return None
+        for ref in info.references.values():
+            rel = ref.path
+            try:
+                rules.normalize_object_path(rel)
+            except ClientValidationError as exc:
+                if ref.gap:
+                    continue  # marked as a gap: nobody fetches it
+                return (f"it names {rel!r}, which MediaStore refuses to store ({exc}); "
+                        "rename the encoder's output")
             if rel in self._pending or (rel not in self._seen and not is_temporary(rel)
-                                        and (self.directory / rel).is_file()):
+                                        and self._admissible(rel)):
                 self._pending.pop(rel, None)
                 await self._publish(rel)
+        return None
 
     async def _delete(self, rel: str) -> None:
         self._pending.pop(rel, None)
@@ -248,7 +287,7 @@ class FolderPusher:
                 if not (self.directory / rel).exists():
                     self._deletions.append(rel)
                 continue
-            if (self.directory / rel).is_dir():
+            if not self._admissible(rel):
                 continue
             # A file that replaced its temporary twin in this batch was renamed into place:
             # it is complete now. Anything else waits until it stops changing.
@@ -256,13 +295,20 @@ class FolderPusher:
                 r is not None and is_temporary(r) and r.rsplit(".", 1)[0] == rel
                 for r in renamed_from
             )
-            self._pending[rel] = now if by_rename else now + self.settle
+            if by_rename:
+                self._pending[rel] = now
+            elif _is_manifest(rel):
+                first = self._first_change.setdefault(rel, now)
+                quiet = min(self.settle, _MANIFEST_QUIET)
+                self._pending[rel] = min(now + quiet, first + self.settle)
+            else:
+                self._pending[rel] = now + self.settle
 
-    async def _drain_due(self, *, force: bool = False) -> None:
+    async def _drain_due(self) -> None:
         """Publish pending files whose settle time has passed, media before manifests, and
         mirror deletions."""
         now = time.monotonic()
-        due = [p for p, t in self._pending.items() if force or t <= now]
+        due = [p for p, t in self._pending.items() if t <= now]
         due.sort(key=lambda p: (_is_manifest(p), self._pending[p]))
         for rel in due:
             if self._pending.pop(rel, None) is not None:
@@ -290,6 +336,41 @@ class FolderPusher:
                 await self._drain_due()
         finally:
             await watcher.aclose()
-        await self._drain_due(force=True)
-        await self.scan()
+        await self._final_pass()
         await self.reporter.drain(self._drain_timeout)
+
+    async def _final_pass(self) -> None:
+        """At stop: hand over every file completed before it and nothing half-written. A
+        file counts as complete once unchanged for ``settle`` seconds (it is waited for,
+        ``settle`` at most); one that changes meanwhile is still being written and is
+        left out, with a log line."""
+        await self._drain_due()
+        listing = await anyio.to_thread.run_sync(self._listing)
+        candidates: dict[str, tuple[int, int]] = {}
+        for rel, st in listing:
+            seen = self._seen.get(rel)
+            if rel in self._pending or seen is None or (seen.size, seen.mtime_ns) != (
+                st.st_size, st.st_mtime_ns
+            ):
+                candidates[rel] = (st.st_size, st.st_mtime_ns)
+        self._pending.clear()
+        if candidates:
+            youngest = max(mtime for _, mtime in candidates.values())
+            wait = min(self.settle, (youngest - time.time_ns()) / 1e9 + self.settle)
+            if wait > 0:
+                await anyio.sleep(wait)
+        for rel, before in candidates.items():  # already oldest first, manifests last
+            try:
+                st = os.stat(self.directory / rel)
+            except OSError:
+                continue
+            if (st.st_size, st.st_mtime_ns) != before:
+                logger.warning("PUT %s not published: still being written at stop", rel)
+                continue
+            seen = self._seen.get(rel)
+            if seen is not None and (seen.size, seen.mtime_ns) == before:
+                continue  # handed over meanwhile, by a manifest that names it
+            await self._publish(rel)
+        deletions, self._deletions = self._deletions, []
+        for rel in deletions:
+            await self._delete(rel)

@@ -1,0 +1,135 @@
+"""The folder pusher at its edges: names the API refuses, MPD ordering, symbolic links, a
+stop while a file is being written, a playlist rewritten in place faster than --settle."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+from test_push import PLAYLIST, Pushing, store, wait_for  # noqa: F401 (the fixture)
+
+from msd_async import ContainerClient, ObjectNotFoundError
+
+pytestmark = pytest.mark.anyio
+
+MPD = """<?xml version="1.0" encoding="utf-8"?>
+<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="static" mediaPresentationDuration="PT2S"
+     minBufferTime="PT1S" profiles="urn:mpeg:dash:profile:isoff-live:2011">
+  <Period id="0" start="PT0S">
+    <AdaptationSet contentType="video" mimeType="video/mp4">
+      <Representation id="0" bandwidth="100000">
+        <SegmentTemplate timescale="1000" initialization="init-$RepresentationID$.m4s"
+                         media="chunk-$RepresentationID$-$Number%05d$.m4s" startNumber="1">
+          <SegmentTimeline><S t="0" d="1000" r="1"/></SegmentTimeline>
+        </SegmentTemplate>
+      </Representation>
+    </AdaptationSet>
+  </Period>
+</MPD>
+"""
+
+
+async def test_a_playlist_naming_a_refused_name_is_refused_not_stored(
+    tmp_path: Path, store: ContainerClient
+) -> None:
+    (tmp_path / "seg é 0.ts").write_bytes(b"media")
+    (tmp_path / "index.m3u8").write_text(PLAYLIST.format("seg é 0.ts"))
+    async with Pushing(store, tmp_path) as p:
+        await p.stop()
+    with pytest.raises(ObjectNotFoundError):
+        await store.describe_object("index.m3u8")
+    [line] = [r for r in p.records if r.path == "index.m3u8"]
+    assert line.outcome == "refused"
+    assert "seg é 0.ts" in line.detail and "refuses" in line.detail
+
+
+async def test_an_mpd_goes_after_the_segments_it_names(
+    tmp_path: Path, store: ContainerClient
+) -> None:
+    async with Pushing(store, tmp_path, settle=5.0) as p:
+        # Written in place: each would wait 5 s, but the MPD renamed into place names them.
+        for name in ("init-0.m4s", "chunk-0-00001.m4s", "chunk-0-00002.m4s"):
+            (tmp_path / name).write_bytes(name.encode())
+        (tmp_path / "manifest.mpd.tmp").write_text(MPD)
+        os.rename(tmp_path / "manifest.mpd.tmp", tmp_path / "manifest.mpd")
+        await wait_for(lambda: "manifest.mpd" in p.queued, within=4.5)
+        await p.stop()
+    mpd = p.queued.index("manifest.mpd")
+    for name in ("init-0.m4s", "chunk-0-00001.m4s", "chunk-0-00002.m4s"):
+        assert p.queued.index(name) < mpd
+        assert await store.get_bytes(name) == name.encode()
+
+
+async def test_links_are_followed_only_inside_the_folder(
+    tmp_path: Path, store: ContainerClient
+) -> None:
+    folder, outside = tmp_path / "out", tmp_path / "secret"
+    folder.mkdir()
+    outside.mkdir()
+    (outside / "key.txt").write_bytes(b"private")
+    (folder / "seg0.ts").write_bytes(b"media")
+    (folder / "alias.ts").symlink_to(folder / "seg0.ts")
+    (folder / "leak0.ts").symlink_to(outside / "key.txt")  # seen by the start-up scan
+    (folder / "dir").symlink_to(outside, target_is_directory=True)
+    async with Pushing(store, folder) as p:
+        (folder / "leak1.ts").symlink_to(outside / "key.txt")  # seen by the watcher
+        await asyncio.sleep(1.0)
+        (folder / "leak2.ts").symlink_to(outside / "key.txt")  # seen by the final scan
+        await p.stop()
+    assert await store.get_bytes("alias.ts") == b"media"
+    for name in ("leak0.ts", "leak1.ts", "leak2.ts", "dir/key.txt"):
+        with pytest.raises(ObjectNotFoundError):
+            await store.describe_object(name)
+    assert not any("leak" in path or "key" in path for path in p.queued)
+
+
+async def test_stop_publishes_nothing_half_written(
+    tmp_path: Path, store: ContainerClient
+) -> None:
+    async with Pushing(store, tmp_path, settle=1.0) as p:
+        (tmp_path / "done.ts").write_bytes(b"complete")
+        writer = (tmp_path / "half.ts").open("wb")
+        try:
+            writer.write(b"x" * 1000)
+            writer.flush()
+
+            async def keep_writing() -> None:
+                while True:
+                    await asyncio.sleep(0.2)
+                    writer.write(b"x" * 1000)
+                    writer.flush()
+
+            writing = asyncio.create_task(keep_writing())
+            try:
+                await p.stop()
+            finally:
+                writing.cancel()
+        finally:
+            writer.close()
+    assert await store.get_bytes("done.ts") == b"complete"
+    with pytest.raises(ObjectNotFoundError):
+        await store.describe_object("half.ts")
+    assert "half.ts" not in p.queued
+
+
+async def test_a_playlist_rewritten_faster_than_settle_is_still_published(
+    tmp_path: Path, store: ContainerClient
+) -> None:
+    seen: set[bytes] = set()
+    async with Pushing(store, tmp_path, settle=1.0) as p:
+        text = "#EXTM3U\n#EXT-X-TARGETDURATION:1\n"
+        for n in range(15):
+            (tmp_path / f"s{n}.ts.tmp").write_bytes(b"m")
+            os.rename(tmp_path / f"s{n}.ts.tmp", tmp_path / f"s{n}.ts")
+            text += f"#EXTINF:0.4,\ns{n}.ts\n"
+            (tmp_path / "index.m3u8").write_text(text)  # in place, every 0.4 s
+            await asyncio.sleep(0.4)
+            try:
+                seen.add(await store.get_bytes("index.m3u8"))
+            except ObjectNotFoundError:
+                pass
+        await p.stop()
+    # While the stream ran (before the stop), several versions reached the origin.
+    assert len(seen) >= 4, len(seen)
