@@ -8,7 +8,7 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
-from ._common import client_options, run_command
+from ._common import EXIT_FAILED, client_options, run_command
 
 if TYPE_CHECKING:
     import asyncio
@@ -33,7 +33,23 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--shutdown-timeout",
         type=float,
         default=30.0,
-        help="seconds to publish what is pending after SIGINT/SIGTERM (default 30)",
+        help="seconds to publish what is pending after SIGINT/SIGTERM (default 30; the "
+        "process exits within this + 2 s)",
+    )
+    common.add_argument(
+        "--media-deadline",
+        type=_positive,
+        default=None,
+        metavar="SECONDS",
+        help="how long a segment or part is retried before it is given up and marked as a "
+        "gap (default: its duration, from the playlist)",
+    )
+    common.add_argument(
+        "--no-preflight",
+        dest="preflight",
+        action="store_false",
+        help="skip the signed ListItems of --prefix made at start to check the endpoint "
+        "and credentials",
     )
 
     p = commands.add_parser(
@@ -66,7 +82,22 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="USER:PASSWORD",
         help="require HTTP Basic auth (default: $MSD_RELAY_BASIC_AUTH)",
     )
-    p.set_defaults(func=_relay)
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=None,
+        metavar="N",
+        help="encoder connections served at once; more are answered 503 (default 256)",
+    )
+    p.add_argument(
+        "--max-buffer",
+        type=_size,
+        default=None,
+        metavar="BYTES",
+        help="request bodies held at once, for retries (suffix K, M or G; default 64M); "
+        "beyond it the relay stops reading from encoders until the origin catches up",
+    )
+    p.set_defaults(func=_relay, command_parser=p)
 
     p = commands.add_parser(
         "push",
@@ -85,14 +116,64 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="seconds a file written in place must stay unchanged before it is published "
         "(default 1.0; files renamed into place go at once)",
     )
-    p.set_defaults(func=_push)
+    p.set_defaults(func=_push, command_parser=p)
 
 
 # --- shared plumbing -------------------------------------------------------------------
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, not {text}")
+    return value
+
+
+_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
+
+
+def _size(text: str) -> int:
+    number, unit = text.strip().upper().rstrip("B"), ""
+    if number and number[-1] in "KMG":
+        number, unit = number[:-1], number[-1]
+    try:
+        value = int(float(number) * _UNITS[unit])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a size like 64M or 1048576, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be above 0, not {text}")
+    return value
+
+
 def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, main: Any) -> int:
     if not args.endpoint:
-        parser.error("give --endpoint URL or set MSD_ENDPOINT")
+        args.command_parser.error("give --endpoint URL or set MSD_ENDPOINT")
     return run_command(args, lambda: main(args))
+
+
+async def _preflight(store: ContainerClient, args: argparse.Namespace) -> None:
+    if args.preflight:
+        from ..ingest.preflight import preflight
+
+        await preflight(store, args.prefix)
+        for url in args.backup_endpoint:
+            await preflight(store.session.container(url), args.prefix)
+
+
+def _finish(name: str, reporter: Any, extra: list[str], started: float) -> int:
+    """The summary on stderr at exit, and the exit status: 1 when objects were handled and
+    none of them reached the origin."""
+    import time
+
+    counters = reporter.counters
+    outcomes = ", ".join(f"{count} {outcome}" for outcome, count in counters.outcomes.items())
+    parts = [outcomes or "nothing published", f"{counters.bytes / 1e6:.1f} MB stored", *extra,
+             f"{time.monotonic() - started:.0f} s"]
+    print(f"msd {name}: summary: " + "; ".join(parts), file=sys.stderr)
+    for detail, count in counters.causes.items():
+        print(f"msd {name}: {count} failed: {detail}", file=sys.stderr)
+    if counters.failed and not counters.published:
+        print(f"msd {name}: every publication failed", file=sys.stderr)
+        return EXIT_FAILED
+    return 0
 
 
 def _make_publisher(store: ContainerClient, args: argparse.Namespace) -> Any:
@@ -214,13 +295,13 @@ def _relay(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     host, sep, port = args.listen.rpartition(":")
     host = host.strip("[]")
     if not sep or not host or not port.isdigit():
-        parser.error(f"--listen must be HOST:PORT, not {args.listen!r}")
+        args.command_parser.error(f"--listen must be HOST:PORT, not {args.listen!r}")
     args.host, args.port = host, int(port)
     from ..ingest.relay import is_loopback
 
     if not is_loopback(host):
         if not args.allow_remote:
-            parser.error(
+            args.command_parser.error(
                 f"refusing to listen on {host}: the relay signs whatever it receives; add "
                 "--allow-remote (and --secret or --basic-auth) to accept other hosts"
             )
@@ -229,22 +310,34 @@ def _relay(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             warning += " WITHOUT --secret or --basic-auth: anyone who reaches it can publish"
         print(warning, file=sys.stderr)
     if args.basic_auth is not None and ":" not in args.basic_auth:
-        parser.error("--basic-auth must be USER:PASSWORD")
+        args.command_parser.error("--basic-auth must be USER:PASSWORD")
     return _run(args, parser, _relay_main)
 
 
 async def _relay_main(args: argparse.Namespace) -> int:
+    import time
+
     from ..ingest import Relay
     from ..session import Session
 
+    started = time.monotonic()
     basic: tuple[str, str] | None = None
     if args.basic_auth:
         user, _, password = args.basic_auth.partition(":")
         basic = (user, password)
+    limits = {
+        name: value
+        for name, value in (
+            ("max_connections", args.max_connections),
+            ("max_buffer", args.max_buffer),
+        )
+        if value is not None
+    }
     stop = _stop_event()
     try:
         async with Session(region=args.region, profile=args.profile) as session:
             store = session.container(args.endpoint)
+            await _preflight(store, args)
             async with _make_publisher(store, args) as publisher:
                 relay = Relay(
                     publisher,
@@ -254,6 +347,8 @@ async def _relay_main(args: argparse.Namespace) -> int:
                     secret=args.secret,
                     basic_auth=basic,
                     drain_timeout=args.shutdown_timeout,
+                    media_deadline=args.media_deadline,
+                    **limits,
                 )
 
                 def status() -> str:
@@ -277,29 +372,49 @@ async def _relay_main(args: argparse.Namespace) -> int:
                     print(f"relay: {relay.url}", flush=True)
                     async with _Console(status):
                         await stop.wait()
+                retries = publisher.stats().retries
     finally:
         _remove_signal_handlers()
-    return 0
+    s = relay.stats
+    return _finish(
+        "relay",
+        relay.reporter,
+        [
+            f"{s.requests} requests ({s.cut} cut, {s.rejected} rejected, "
+            f"{s.refused_connections} connections refused)",
+            f"{s.bytes_in / 1e6:.1f} MB in, peak buffer {s.buffered_peak / 1e6:.1f} MB",
+            f"{retries} retries",
+        ],
+        started,
+    )
 
 
 # --- msd push --------------------------------------------------------------------------
 def _push(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if not os.path.isdir(args.dir):
-        parser.error(f"{args.dir} is not a folder")
+        args.command_parser.error(f"{args.dir} is not a folder")
     return _run(args, parser, _push_main)
 
 
 async def _push_main(args: argparse.Namespace) -> int:
+    import time
+
     from ..ingest import FolderPusher
     from ..session import Session
 
+    started = time.monotonic()
     stop = _stop_event()
     try:
         async with Session(region=args.region, profile=args.profile) as session:
             store = session.container(args.endpoint)
+            await _preflight(store, args)
             async with _make_publisher(store, args) as publisher:
                 pusher = FolderPusher(
-                    publisher, args.dir, settle=args.settle, drain_timeout=args.shutdown_timeout
+                    publisher,
+                    args.dir,
+                    settle=args.settle,
+                    drain_timeout=args.shutdown_timeout,
+                    media_deadline=args.media_deadline,
                 )
 
                 def status() -> str:
@@ -320,6 +435,8 @@ async def _push_main(args: argparse.Namespace) -> int:
                 async with _Console(status):
                     print(f"push: watching {pusher.directory}", flush=True)
                     await pusher.run(stop)
+                retries = publisher.stats().retries
     finally:
         _remove_signal_handlers()
-    return 0
+    extra = [f"{pusher.skipped_temporary} temporary files skipped", f"{retries} retries"]
+    return _finish("push", pusher.reporter, extra, started)

@@ -46,6 +46,9 @@ class ObjectRecord:
 #: A failure's cause is cut to this many characters in a log line: the line says what
 #: happened to one object, the details of a repeated cause belong to --debug.
 _CAUSE_LENGTH: Final = 160
+#: Outcomes that mean an object did not reach the origin.
+FAILURES: Final = ("failed", "dropped", "refused", "unfinished at shutdown")
+_MAX_CAUSES: Final = 5
 
 
 def cause(error: BaseException | str) -> str:
@@ -76,11 +79,27 @@ class Counters:
 
     outcomes: dict[str, int] = field(default_factory=dict)
     bytes: int = 0
+    #: Distinct causes of failures with their counts (the first few kinds only: a run
+    #: failing for one reason has one cause, however many objects it failed).
+    causes: dict[str, int] = field(default_factory=dict)
 
-    def add(self, outcome: str, size: int) -> None:
+    def add(self, outcome: str, size: int, detail: str = "") -> None:
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
         if outcome == "acknowledged":
             self.bytes += size
+        elif outcome in FAILURES and detail and (
+            detail in self.causes or len(self.causes) < _MAX_CAUSES
+        ):
+            self.causes[detail] = self.causes.get(detail, 0) + 1
+
+    @property
+    def published(self) -> int:
+        """Objects stored (or replaced by a newer version that was)."""
+        return self.outcomes.get("acknowledged", 0) + self.outcomes.get("superseded", 0)
+
+    @property
+    def failed(self) -> int:
+        return sum(self.outcomes.get(name, 0) for name in FAILURES)
 
 
 class Reporter:
@@ -127,7 +146,7 @@ class Reporter:
             outcome = await publication.wait()
         except asyncio.CancelledError:
             self.record(method, path, size(), started, "unfinished at shutdown",
-                        received=received())
+                        "no outcome within the drain timeout", received=received())
             raise
         except Exception as exc:
             self.record(method, path, size(), started, "failed", cause(exc),
@@ -152,7 +171,7 @@ class Reporter:
         *,
         received: float | None = None,
     ) -> None:
-        self.counters.add(outcome, size)
+        self.counters.add(outcome, size, detail)
         rec = ObjectRecord(
             method, path, size, outcome, time.monotonic() - started, detail, started, received
         )

@@ -444,6 +444,17 @@ class Relay:
             await writer.wait_closed()
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await self._serve(reader, writer)
+        except asyncio.CancelledError:
+            # asyncio's stream server calls exception() on this task when it ends, which
+            # raises and logs a traceback for a cancelled task. The relay cancels its own
+            # connections when it closes (the request in progress is already cut): that
+            # ends the task normally. Any other cancellation is passed on.
+            if not self._closing:
+                raise
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
         if self._closing:
@@ -831,7 +842,7 @@ class Relay:
                 job.body,
                 content_type=job.content_type,
                 cache_control=job.cache_control,
-                **({} if self.media_deadline is None else {"duration": self.media_deadline}),
+                duration=self.media_deadline,
             )
         except Exception as exc:
             if not isinstance(exc, MediaStoreError):  # the publisher's own failure

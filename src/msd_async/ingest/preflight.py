@@ -1,0 +1,45 @@
+"""Check the setup before saying "ready": one signed request to the origin.
+
+The relay and the pusher answer encoders and read folders without talking to the origin;
+a wrong endpoint, missing credentials or a refused signature would otherwise show only as
+every object failing, one log line at a time. :func:`preflight` makes one signed ListItems
+of the prefix folder (a read: it changes nothing) and lets the client's typed error out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, Final
+
+from .. import rules
+from ..errors import ObjectNotFoundError
+from ..retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from ..client import ContainerClient
+
+__all__ = ["PREFLIGHT_TIMEOUT", "preflight"]
+
+#: Seconds the check may take, retries included.
+PREFLIGHT_TIMEOUT: Final = 10.0
+# One retry: a transient 5xx should not stop a start, a dead endpoint should stop it fast.
+_RETRY: Final = RetryPolicy(max_attempts=2)
+
+
+async def preflight(
+    store: ContainerClient, prefix: str = "", *, within: float = PREFLIGHT_TIMEOUT
+) -> None:
+    """One signed ListItems of ``prefix`` (the container's root when empty) at ``store``.
+
+    Returns when the origin accepted the request (a folder that does not exist yet is
+    fine: the first publication creates it). Raises the client's error otherwise:
+    :class:`~msd_async.ConnectError` for an endpoint nobody answers at,
+    :class:`~msd_async.CredentialsError` without credentials,
+    :class:`~msd_async.AuthError` (``InvalidSignatureError``, ``UnrecognizedClientError``,
+    ``AccessDeniedError``) for a refused signature, :class:`~msd_async.MediaStoreTimeout`
+    after ``within`` seconds.
+    """
+    folder = rules.normalize_folder_path(prefix) or None
+    # ObjectNotFound: the signature was accepted; the folder is simply empty so far.
+    with contextlib.suppress(ObjectNotFoundError):
+        await store.list_items_page(folder, max_results=1, deadline=within, retry=_RETRY)
