@@ -270,3 +270,35 @@ async def test_bodies_share_a_budget_and_encoders_wait_behind_a_stalled_origin(
         assert peak <= budget
         assert relay.stats.buffered_peak > budget // 2  # the budget was what held them
         assert relay.stats.buffered == 0
+
+
+# --- item 19 ----------------------------------------------------------------------------
+async def test_media_deadline_bounds_how_long_media_is_retried(
+    mediastore_server: LocalMediaStore, store: ContainerClient
+) -> None:
+    records: list[ObjectRecord] = []
+    mediastore_server.faults.inject("503", times=None, method="PUT", path="a/seg0.ts")
+    async with (
+        LivePublisher(store, close_timeout=5, default_duration=30) as publisher,
+        Relay(publisher, media_deadline=1.0, on_object=records.append, drain_timeout=10) as relay,
+    ):
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        answer, _ = await answer_of(relay.port, put("/a/seg0.ts", b"media", "Connection: close"))
+        assert answer.startswith(b"HTTP/1.1 204"), answer
+        while not records and loop.time() - started < 20:
+            await asyncio.sleep(0.05)
+        elapsed = loop.time() - started
+    mediastore_server.faults.clear()
+    [record] = records
+    assert record.outcome in ("dropped", "failed"), record
+    # Given up at the 1 s deadline, not at the 30 s default duration.
+    assert elapsed < 10, elapsed
+
+
+def test_relay_stats_repr_is_one_short_line() -> None:
+    from msd_async.ingest import RelayStats
+
+    text = repr(RelayStats(requests=12, handed_over=10, bytes_in=5_000_000, buffered=1234))
+    assert "\n" not in text and len(text) < 160, text
+    assert "12 requests" in text
