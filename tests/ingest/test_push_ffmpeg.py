@@ -7,6 +7,7 @@ import asyncio
 import re
 from pathlib import Path
 
+import aiohttp
 import pytest
 from ingest_harness import (
     FFMPEG_H264,
@@ -79,3 +80,46 @@ async def test_push_follows_ffmpeg_temp_files(tmp_path: Path) -> None:
         assert re.search(r"PUT /live/index\d+\.ts ", access)
         assert ".tmp" not in access
         assert " 403 " not in access
+
+
+async def test_push_publishes_a_dash_only_folder_mpd_after_its_segments(tmp_path: Path) -> None:
+    from msd_async.live.manifests import parse_manifest
+
+    out = tmp_path / "out"
+    out.mkdir()
+    async with origin(tmp_path) as (endpoint, server):
+        push, _ = await Proc.start(
+            msd("push", str(out), "--endpoint", endpoint, "--settle", "3"),
+            tmp_path / "push.log",
+            "push: ",
+            env=aws_env(),
+        )
+        try:
+            rc, err = await run_ffmpeg(
+                [
+                    *FFMPEG_INPUT, "-t", "5", *FFMPEG_H264,
+                    "-f", "dash", "-seg_duration", "1", "-use_template", "1",
+                    "-use_timeline", "1", "-window_size", "3",
+                    str(out / "manifest.mpd"),
+                ]
+            )
+            assert rc == 0, err
+            await asyncio.sleep(1.0)
+        finally:
+            code = await push.stop()
+        assert code == 0, push.stderr()
+        puts = re.findall(r"PUT /(\S+) 200", server.stderr())
+        assert "manifest.mpd" in puts, push.stderr()
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"{endpoint}/manifest.mpd") as response,
+        ):
+            final = await response.read()
+        named = parse_manifest("manifest.mpd", final).references
+        assert len(named) >= 3, final
+        # The final MPD was stored after every segment it names, and each of them is there
+        # (test_push_edges covers the ordering for segments still settling).
+        last_mpd = len(puts) - 1 - puts[::-1].index("manifest.mpd")
+        for path in named:
+            assert path in puts[:last_mpd], (path, puts)
+            assert await status_of(f"{endpoint}/{path}") == 200

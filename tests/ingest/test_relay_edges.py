@@ -277,17 +277,23 @@ async def test_media_deadline_bounds_how_long_media_is_retried(
     mediastore_server: LocalMediaStore, store: ContainerClient
 ) -> None:
     records: list[ObjectRecord] = []
+    outcome = asyncio.Event()
+
+    def record(rec: ObjectRecord) -> None:
+        records.append(rec)
+        outcome.set()
+
     mediastore_server.faults.inject("503", times=None, method="PUT", path="a/seg0.ts")
     async with (
         LivePublisher(store, close_timeout=5, default_duration=30) as publisher,
-        Relay(publisher, media_deadline=1.0, on_object=records.append, drain_timeout=10) as relay,
+        Relay(publisher, media_deadline=1.0, on_object=record, drain_timeout=10) as relay,
     ):
         loop = asyncio.get_running_loop()
         started = loop.time()
         answer, _ = await answer_of(relay.port, put("/a/seg0.ts", b"media", "Connection: close"))
         assert answer.startswith(b"HTTP/1.1 204"), answer
-        while not records and loop.time() - started < 20:
-            await asyncio.sleep(0.05)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(outcome.wait(), 20)
         elapsed = loop.time() - started
     mediastore_server.faults.clear()
     [record] = records
