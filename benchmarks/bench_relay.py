@@ -11,6 +11,12 @@ PUT, so for each segment
 on one clock, paired segment by segment. The relay's CPU time (user + system, from
 /proc) is divided by the megabytes it relayed.
 
+Then the relay's memory under an origin stall: 50 simulated encoders each stream a 1 s
+segment per second (``-re`` pacing, 10 pieces per segment) through one `msd relay` while
+every origin PUT is held 3 s for a 3 s window. Recorded: the relay process's peak RSS
+(VmHWM) over its RSS once started, and its own peak of body bytes held (the summary line's
+"peak buffer"), with the default ``--max-buffer`` and with a small one.
+
     python benchmarks/bench_relay.py                      # 60 s of stream; writes results/relay.*
     python benchmarks/bench_relay.py --seconds 20 --no-write
 """
@@ -55,6 +61,111 @@ class _Stored(logging.Handler):
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def memory_kb(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def _relay_env(creds: Credentials, region: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MSD_"))}
+    env.update(
+        AWS_ACCESS_KEY_ID=creds.access_key_id,
+        AWS_SECRET_ACCESS_KEY=creds.secret_access_key,
+        AWS_REGION=region,
+        AWS_CONFIG_FILE=os.devnull,
+        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+        AWS_EC2_METADATA_DISABLED="true",
+    )
+    return env
+
+
+async def _encoder(port: int, n: int, segments: int, size: int, pieces: int) -> int:
+    """One encoder on a persistent connection: a segment per second, sent in ``pieces``
+    paced pieces; returns how many were answered 2xx."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    ok = 0
+    piece = bytes([n % 256]) * (size // pieces)
+    loop = asyncio.get_running_loop()
+    try:
+        for seg in range(segments):
+            start = loop.time()
+            writer.write(f"PUT /e{n}/seg{seg}.ts HTTP/1.1\r\nHost: relay\r\n"
+                         f"Content-Length: {len(piece) * pieces}\r\n\r\n".encode())
+            for i in range(pieces):
+                writer.write(piece)
+                await writer.drain()
+                await asyncio.sleep(max(0.0, start + (i + 1) / pieces - loop.time()))
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = re.search(rb"content-length: (\d+)", head, re.I)
+            if length and int(length[1]):
+                await reader.readexactly(int(length[1]))
+            ok += head.startswith((b"HTTP/1.1 204", b"HTTP/1.1 202"))
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    return ok
+
+
+async def run_stall(
+    encoders: int, stall: float, segment_bytes: int, segments: int, max_buffer: str | None
+) -> dict[str, object]:
+    """Peak memory of `msd relay` with ``encoders`` encoders behind an origin that holds
+    every PUT ``stall`` seconds during a ``stall``-second window."""
+    creds = Credentials("AKIDBENCHRELAY000000", "bench-relay-secret-000000000000000000000")
+    async with LocalMediaStore(credentials=creds, fsync=False) as server:
+        extra = ["--max-buffer", max_buffer] if max_buffer else []
+        relay = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "msd_async.cli", "relay", "--endpoint", server.endpoint,
+            "--listen", "127.0.0.1:0", "--media-deadline", "30", "--shutdown-timeout", "30",
+            *extra, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            env=_relay_env(creds, server.region),
+        )
+        assert relay.stdout is not None and relay.stderr is not None
+        line = (await relay.stdout.readline()).decode()
+        port = int(line.rsplit(":", 1)[1])
+        await asyncio.sleep(0.5)
+        rss_start = memory_kb(relay.pid, "VmRSS")
+
+        async def outage() -> None:
+            await asyncio.sleep(1.5)
+            server.faults.inject("delay", times=None, method="PUT", delay=stall)
+            await asyncio.sleep(stall)
+            server.faults.clear()
+
+        stalling = asyncio.create_task(outage())
+        answered = await asyncio.gather(
+            *(_encoder(port, n, segments, segment_bytes, 10) for n in range(encoders))
+        )
+        await stalling
+        await asyncio.sleep(stall + 1)  # the last held PUTs complete
+        peak = memory_kb(relay.pid, "VmHWM")
+        relay.send_signal(signal.SIGTERM)
+        _, err = await relay.communicate()
+    lines = err.decode().splitlines()
+    summary = next((ln for ln in lines if "summary:" in ln), "\n".join(lines[-5:]))
+    causes = [ln.split("msd relay: ", 1)[1] for ln in lines if " failed: " in ln
+              and ln.startswith("msd relay: ")]
+    buffered = re.search(r"peak buffer ([\d.]+) MB", summary)
+    return {
+        "encoders": encoders,
+        "stall_s": stall,
+        "segment_bytes": segment_bytes,
+        "segments_per_encoder": segments,
+        "segments_sent": encoders * segments,
+        "max_buffer": max_buffer or "default (64M)",
+        "answered": sum(answered),
+        "relay_rss_start_mb": rss_start / 1024,
+        "relay_rss_peak_mb": peak / 1024,
+        "relay_rss_growth_mb": (peak - rss_start) / 1024,
+        "relay_peak_buffer_mb": float(buffered[1]) if buffered else None,
+        "exit_status": relay.returncode,
+        "summary": summary,
+        "failure_causes": causes,
+    }
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -147,8 +258,17 @@ def main() -> None:
     parser.add_argument("--bitrate", default="3M", help="video bitrate (default 3M)")
     parser.add_argument("--note", default="", help="recorded with the results")
     parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument("--encoders", type=int, default=50, help="for the stall (default 50)")
+    parser.add_argument("--stall", type=float, default=3.0, help="origin stall, s (default 3)")
     args = parser.parse_args()
+    load_before = os.getloadavg()
     result = asyncio.run(run(args.seconds, args.size, args.bitrate))
+    segment = 375_000  # 1 s of a 3 Mb/s stream
+    stalls = [
+        asyncio.run(run_stall(args.encoders, args.stall, segment, 8, budget))
+        for budget in (None, "16M")
+    ]
+    result["stall"] = stalls
     command = "python benchmarks/bench_relay.py " + shlex.join(sys.argv[1:])
     load = os.getloadavg()
     meta = {
@@ -156,6 +276,7 @@ def main() -> None:
         "python": platform.python_version(),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
         "load_average_1_5_15": [round(x, 2) for x in load],
+        "load_average_before": [round(x, 2) for x in load_before],
         "note": args.note,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
@@ -171,7 +292,8 @@ def main() -> None:
 
 Command: `{meta["command"]}`
 Date: {meta["date"]}; Python {meta["python"]}; {meta["machine"]}; load average (1/5/15 min)
-{meta["load_average_1_5_15"]} — a shared machine, busy with other work during the run.
+{meta["load_average_before"]} before and {meta["load_average_1_5_15"]} after the run — a
+shared machine, busy with other work during the run.
 {("Note: " + args.note) if args.note else ""}
 
 One ffmpeg feeds two identical HLS outputs (tee muxer, {args.size}, {args.bitrate}b/s,
@@ -191,7 +313,25 @@ from /proc with the kernel's 10 ms tick granularity.
 | added latency mean / min / max | {lat["mean"]:.1f} / {lat["min"]:.1f} / {lat["max"]:.1f} ms |
 | relay CPU (user + system) | {result["relay_cpu_s"]:.2f} s |
 | relay CPU per MB | {result["relay_cpu_ms_per_mb"]:.1f} ms |
-"""
+
+## Memory behind a stalled origin
+
+{args.encoders} simulated encoders, each a 1 s segment of {segment:,} B per second
+(3 Mb/s, sent in 10 paced pieces) for 8 s on one persistent connection, into one
+`msd relay --media-deadline 30`; 1.5 s in, every origin PUT is held {args.stall:g} s for
+{args.stall:g} s. Peak RSS is the relay process's VmHWM; "peak buffer" is the relay's own
+count of body bytes held (received, not yet acknowledged), bounded by `--max-buffer`.
+Before the body budget existed the same stall peaked at 172 MB of RSS.
+
+| --max-buffer | RSS at start | peak RSS | growth | peak buffer | segments answered | exit |
+|---|---|---|---|---|---|---|
+""" + "".join(
+        f"| {r['max_buffer']} | {r['relay_rss_start_mb']:.0f} MB | "
+        f"{r['relay_rss_peak_mb']:.0f} MB | {r['relay_rss_growth_mb']:.0f} MB | "
+        f"{r['relay_peak_buffer_mb']} MB | {r['answered']} / "
+        f"{r['segments_sent']} | {r['exit_status']} |\n"
+        for r in stalls
+    )
     (RESULTS / "relay.md").write_text(md)
 
 

@@ -25,9 +25,16 @@ nothing, so the relay's answers are shaped to keep them going:
 - DELETE is answered ``204`` at once and handed to the publisher, which delays it by the
   sliding-window rules (RFC 8216 section 6.2.2).
 - A bad request gets a 4xx with the reason in the body, and the connection is closed:
-  ``400`` for a path MediaStore does not accept or malformed HTTP, ``401`` without the
-  configured credentials, ``405`` for another method, ``411`` for a PUT with neither length
-  nor chunking, ``413`` over the object size limit.
+  ``400`` for a path MediaStore does not accept, malformed HTTP, a malformed chunk, or both
+  Content-Length and Transfer-Encoding (RFC 9112 section 6.3), ``401`` without the
+  configured credentials (decided on the head, before any body is read), ``405`` for
+  another method, ``411`` for a PUT with neither length nor chunking, ``413`` over the
+  object size limit.
+- What an encoder can make the relay hold is bounded: connections (``max_connections``,
+  one more gets ``503``), the time a request head may take (``idle_timeout``, however
+  slowly its bytes trickle), and the bytes of bodies held for retries (``max_buffer``,
+  shared by all connections: when it is full the relay stops reading, and encoders feel
+  TCP back-pressure instead of the relay growing).
 """
 
 from __future__ import annotations
@@ -291,15 +298,21 @@ class Relay:
     ``PUT /index.m3u8`` into ``live/ch1/index.m3u8``). ``streaming_limit`` and
     ``manifest_limit`` bound a media body and a manifest body (MediaStore's 10 MB STREAMING
     and 25 MB STANDARD limits by default). ``idle_timeout``: seconds a request's body may
-    pause (default 30; the request is then cut and not published); an idle connection
-    between requests is kept 300 s. ``on_object`` is called with an
-    :class:`ObjectRecord` once each request's object has its outcome (also logged on the
-    ``msd_async.ingest`` logger at INFO). ``drain_timeout``: how long :meth:`aclose` waits
-    for those outcomes (default 30 s).
+    pause (default 30; the request is then cut and not published), and the most a request
+    head may take to arrive whole; an idle connection between requests is kept 300 s.
+    ``on_object`` is called with an :class:`ObjectRecord` once each request's object has
+    its outcome (also logged on the ``msd_async.ingest`` logger at INFO; a callback that
+    raises is logged and the relay carries on). ``drain_timeout``: how long :meth:`aclose`
+    waits, in all, for requests in progress and the outcomes (default 30 s).
+    ``max_connections``: connections served at once (default 256; one more is answered
+    503). ``max_buffer``: bytes of request bodies held
+    at once, shared by every connection (default 64 MiB; at least 2 KiB per connection).
+    ``media_deadline``: seconds a segment or part is retried before the publisher gives it
+    up (default: its duration).
 
     Use as an async context manager or call :meth:`start` and :meth:`aclose`. Raises
-    ``ValueError`` for a non-loopback host without ``allow_remote``, ``OSError`` if the
-    address cannot be bound.
+    ``ValueError`` for a non-loopback host without ``allow_remote`` or a ``max_buffer`` too
+    small for ``max_connections``, ``OSError`` if the address cannot be bound.
     """
 
     def __init__(
