@@ -320,8 +320,10 @@ from /proc with the kernel's 10 ms tick granularity.
 (3 Mb/s, sent in 10 paced pieces) for 8 s on one persistent connection, into one
 `msd relay --media-deadline 30`; 1.5 s in, every origin PUT is held {args.stall:g} s for
 {args.stall:g} s. Peak RSS is the relay process's VmHWM; "peak buffer" is the relay's own
-count of body bytes held (received, not yet acknowledged), bounded by `--max-buffer`.
-Before the body budget existed the same stall peaked at 172 MB of RSS.
+count of body bytes held (received, not yet acknowledged), bounded by `--max-buffer`
+(64M = 64 MiB = 67.1 MB). The rest of the growth is socket buffers, the publisher's
+per-request state and the allocator. (Issue 16 reported 172 MB for 50 encoders behind a
+3 s stall before the budget existed, in its own scenario; that is not re-measured here.)
 
 | --max-buffer | RSS at start | peak RSS | growth | peak buffer | segments answered | exit |
 |---|---|---|---|---|---|---|
