@@ -32,6 +32,9 @@ def test_relay_refuses_a_remote_address_without_the_flag() -> None:
         (["relay", "--endpoint", ENDPOINT, "--listen", "nowhere"], "HOST:PORT"),
         (["relay", "--endpoint", ENDPOINT, "--basic-auth", "nocolon"], "USER:PASSWORD"),
         (["push", "/nonexistent/folder", "--endpoint", ENDPOINT], "is not a folder"),
+        (["relay", "--endpoint", ENDPOINT, "--max-buffer", "1K"], "--max-buffer must be"),
+        (["relay", "--endpoint", ENDPOINT, "--max-buffer", "lots"], "a size like 64M"),
+        (["relay", "--endpoint", ENDPOINT, "--media-deadline", "0"], "must be above 0"),
     ],
 )
 def test_bad_arguments_get_one_clear_line(args: list[str], message: str) -> None:

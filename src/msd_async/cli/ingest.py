@@ -311,6 +311,16 @@ def _relay(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         print(warning, file=sys.stderr)
     if args.basic_auth is not None and ":" not in args.basic_auth:
         args.command_parser.error("--basic-auth must be USER:PASSWORD")
+    from ..ingest.relay import DEFAULT_MAX_CONNECTIONS, minimum_buffer
+
+    if args.max_connections is not None and args.max_connections < 1:
+        args.command_parser.error("--max-connections must be at least 1")
+    least = minimum_buffer(args.max_connections or DEFAULT_MAX_CONNECTIONS)
+    if args.max_buffer is not None and args.max_buffer < least:
+        args.command_parser.error(
+            f"--max-buffer must be at least {least:,} bytes for "
+            f"{args.max_connections or DEFAULT_MAX_CONNECTIONS} connections"
+        )
     return _run(args, parser, _relay_main)
 
 

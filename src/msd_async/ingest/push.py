@@ -257,6 +257,7 @@ class FolderPusher:
 
     async def _delete(self, rel: str) -> None:
         self._pending.pop(rel, None)
+        self._first_change.pop(rel, None)
         if self._seen.pop(rel, None) is None:
             return  # never published: nothing to mirror
         try:

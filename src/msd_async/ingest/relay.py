@@ -72,6 +72,7 @@ __all__ = [
     "Relay",
     "RelayStats",
     "is_loopback",
+    "minimum_buffer",
 ]
 
 logger = logging.getLogger("msd_async.ingest")
@@ -106,6 +107,12 @@ _STREAM_LIMIT: Final = 64 * 1024
 #: not lost to a TCP reset of unread data.
 _LINGER: Final = 1.0
 _SERVER_HEADER: Final = (b"server", b"msd-relay")
+
+
+def minimum_buffer(max_connections: int) -> int:
+    """The smallest ``max_buffer`` for ``max_connections``: every connection waiting for a
+    request head reserves a small read from the budget."""
+    return 2 * max_connections * _HEAD_READ_SIZE
 
 
 def is_loopback(host: str) -> bool:
@@ -336,10 +343,10 @@ class Relay:
     ) -> None:
         if max_connections < 1:
             raise ValueError(f"max_connections must be at least 1, not {max_connections}")
-        if max_buffer < 2 * max_connections * _HEAD_READ_SIZE:
+        if max_buffer < minimum_buffer(max_connections):
             raise ValueError(
                 f"max_buffer of {max_buffer:,} B is too small for {max_connections} "
-                f"connections: give at least {2 * max_connections * _HEAD_READ_SIZE:,} B "
+                f"connections: give at least {minimum_buffer(max_connections):,} B "
                 "(and more than the largest segment)"
             )
         if not is_loopback(host) and not allow_remote:
