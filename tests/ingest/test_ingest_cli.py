@@ -96,6 +96,8 @@ async def test_shutdown_is_bounded_and_fails_when_every_publication_failed(
     assert lines, log
     # Each failure line names its cause once, briefly; the summary names it once per cause.
     assert all(len(line) < 300 for line in lines), lines
+    assert all(line.count("ConnectError") == 1 for line in lines), lines
+    assert log.count("3 failed: ConnectError") == 1, log
     assert "summary:" in log
     assert "every publication failed" in log
     assert "Traceback" not in log

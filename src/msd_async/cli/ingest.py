@@ -176,7 +176,9 @@ def _finish(name: str, reporter: Any, extra: list[str], started: float) -> int:
     return 0
 
 
-def _make_publisher(store: ContainerClient, args: argparse.Namespace) -> Any:
+def _make_publisher(store: ContainerClient, args: argparse.Namespace) -> tuple[Any, Any]:
+    """The live publisher for ``--endpoint`` and its backups, and a function that tells the
+    last error it met for an ingest path (for the failure lines)."""
     import logging
 
     from ..live import LivePublisher, PublishEvent
@@ -186,7 +188,9 @@ def _make_publisher(store: ContainerClient, args: argparse.Namespace) -> Any:
     def on_event(event: PublishEvent) -> None:
         # The relay and the pusher log each object's outcome; what happens later (the
         # window's deletes) is logged from here.
-        if event.kind == "deleted":
+        if event.kind == "retried" and event.error is not None:
+            last_errors[event.path] = event.error
+        elif event.kind == "deleted":
             logger.info("DELETE %s deleted", event.path)
         elif event.kind == "delete-failed":
             logger.warning("DELETE %s failed: %s", event.path, event.reason)
@@ -196,13 +200,20 @@ def _make_publisher(store: ContainerClient, args: argparse.Namespace) -> Any:
     # that wait are left, and a short grace keeps the whole stop within the timeout + 2 s.
     session = store.session
     backups = [session.container(url) for url in args.backup_endpoint]
+    last_errors: dict[str, BaseException] = {}
+    prefix = args.prefix.strip("/")
+
+    def last_error(path: str) -> BaseException | None:
+        # Asked once per outcome: a path's entry goes with it.
+        return last_errors.pop(f"{prefix}/{path}" if prefix else path, None)
+
     return LivePublisher(
         store,
         backups=backups,
         prefix=args.prefix,
         close_timeout=min(2.0, args.shutdown_timeout),
         on_event=on_event,
-    )
+    ), last_error
 
 
 class _Console:
@@ -348,7 +359,8 @@ async def _relay_main(args: argparse.Namespace) -> int:
         async with Session(region=args.region, profile=args.profile) as session:
             store = session.container(args.endpoint)
             await _preflight(store, args)
-            async with _make_publisher(store, args) as publisher:
+            publisher, last_error = _make_publisher(store, args)
+            async with publisher:
                 relay = Relay(
                     publisher,
                     host=args.host,
@@ -360,6 +372,7 @@ async def _relay_main(args: argparse.Namespace) -> int:
                     media_deadline=args.media_deadline,
                     **limits,
                 )
+                relay.reporter.last_error = last_error
 
                 def status() -> str:
                     s = relay.stats
@@ -418,7 +431,8 @@ async def _push_main(args: argparse.Namespace) -> int:
         async with Session(region=args.region, profile=args.profile) as session:
             store = session.container(args.endpoint)
             await _preflight(store, args)
-            async with _make_publisher(store, args) as publisher:
+            publisher, last_error = _make_publisher(store, args)
+            async with publisher:
                 pusher = FolderPusher(
                     publisher,
                     args.dir,
@@ -426,6 +440,7 @@ async def _push_main(args: argparse.Namespace) -> int:
                     drain_timeout=args.shutdown_timeout,
                     media_deadline=args.media_deadline,
                 )
+                pusher.reporter.last_error = last_error
 
                 def status() -> str:
                     counts = " ".join(

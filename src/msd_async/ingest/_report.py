@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,16 +50,34 @@ _CAUSE_LENGTH: Final = 160
 #: Outcomes that mean an object did not reach the origin.
 FAILURES: Final = ("failed", "dropped", "refused", "unfinished at shutdown")
 _MAX_CAUSES: Final = 5
+_URL: Final = re.compile(r"(https?://[^/\s]+)[^\s]*")
 
 
-def cause(error: BaseException | str) -> str:
+def cause(error: BaseException | str, length: int = _CAUSE_LENGTH) -> str:
     """A failure's cause in one short line: the error's type and first line (for a
-    string, its first line), at most 160 characters."""
+    string, its first line), URLs cut to their origin (so one cause reads the same for
+    every object it failed), at most ``length`` characters."""
     if isinstance(error, BaseException):
         text = str(error).strip()
         error = f"{type(error).__name__}: {text}" if text else type(error).__name__
     line = " ".join(error.strip().split("\n", 1)[0].split())
-    return line if len(line) <= _CAUSE_LENGTH else line[: _CAUSE_LENGTH - 1] + "…"
+    line = _URL.sub(lambda m: m[1] + (":" if m[0].endswith(":") else ""), line)
+    return line if len(line) <= length else line[: length - 1] + "…"
+
+
+def _outcome_detail(outcome: Any) -> str:
+    """Why a publication ended as it did: the publisher's reason, after the last error
+    of its first destination that had one (what a deadline or a failure came from)."""
+    reason = getattr(outcome, "reason", None) or ""
+    errors = [
+        error
+        for destination in getattr(outcome, "destinations", ()) or ()
+        if (error := getattr(destination, "error", None)) is not None
+    ]
+    if not errors:
+        return cause(reason) if reason else ""
+    last = cause(errors[0], _CAUSE_LENGTH * 3 // 4)
+    return f"{last} ({cause(reason, _CAUSE_LENGTH * 3 // 4)})" if reason else last
 
 
 def outcome_name(outcome: Any) -> str:
@@ -109,6 +128,9 @@ class Reporter:
         self._on_object = on_object
         self._watchers: set[asyncio.Task[None]] = set()
         self.counters = Counters()
+        #: Optional: the last error the publisher met for a path (its retries), which a
+        #: deadline's reason does not name; called once per outcome, so it may forget it.
+        self.last_error: Callable[[str], BaseException | None] | None = None
 
     @property
     def pending(self) -> int:
@@ -152,10 +174,16 @@ class Reporter:
             self.record(method, path, size(), started, "failed", cause(exc),
                         received=received())
         else:
-            reason = getattr(outcome, "reason", None)
-            detail = cause(reason) if reason else ""
-            self.record(method, path, size(), started, outcome_name(outcome), detail,
-                        received=received())
+            detail = _outcome_detail(outcome)
+            name = outcome_name(outcome)
+            error = self.last_error(path) if self.last_error is not None else None
+            key = None
+            if error is not None and name in FAILURES:
+                key = cause(error, _CAUSE_LENGTH * 3 // 4)
+                if key not in detail:
+                    detail = f"{key} ({cause(detail, _CAUSE_LENGTH * 3 // 4)})"
+            self.record(method, path, size(), started, name, detail, received=received(),
+                        cause_key=key)
         finally:
             if done is not None:
                 done()
@@ -170,8 +198,11 @@ class Reporter:
         detail: str = "",
         *,
         received: float | None = None,
+        cause_key: str | None = None,
     ) -> None:
-        self.counters.add(outcome, size, detail)
+        """Count and log one outcome. ``cause_key``: what the summary groups this failure
+        under (default: ``detail``)."""
+        self.counters.add(outcome, size, detail if cause_key is None else cause_key)
         rec = ObjectRecord(
             method, path, size, outcome, time.monotonic() - started, detail, started, received
         )
