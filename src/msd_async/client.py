@@ -55,6 +55,14 @@ def _operation(request: protocol.Request) -> tuple[Operation, str]:
     return "DeleteObject", path
 
 
+def _declared_length(method: str, response: Response) -> int | None:
+    """Body bytes the response announces, for events."""
+    if method == "HEAD":
+        return 0
+    length = response.headers.get("Content-Length")
+    return int(length) if length is not None and length.isdigit() else None
+
+
 def _parse_endpoint(endpoint: str) -> tuple[str, str]:
     """``(base_url, host_header)`` for a container endpoint, as botocore derives the host."""
     if not isinstance(endpoint, str) or "://" not in endpoint:
@@ -112,6 +120,8 @@ class _Emitter:
         status: int | None = None,
         error: BaseException | None = None,
         delay: float | None = None,
+        bytes_sent: int | None = None,
+        bytes_received: int | None = None,
     ) -> None:
         event = RequestEvent(
             kind=kind,
@@ -123,6 +133,8 @@ class _Emitter:
             status=status,
             error=error,
             delay=delay,
+            bytes_sent=bytes_sent,
+            bytes_received=bytes_received,
         )
         for hook in self._hooks:
             hook(event)
@@ -184,10 +196,13 @@ class ContainerClient:
                 request, body, meter, chunked, object_operation, deadline
             )
         except MediaStoreError as exc:
-            emit("error", status=getattr(exc, "status", None), error=exc)
+            emit("error", status=getattr(exc, "status", None), error=exc,
+                 bytes_sent=0 if meter is None else meter.sent)
             raise
         try:
-            emit("response", status=response.status)
+            emit("response", status=response.status,
+                 bytes_sent=0 if meter is None else meter.sent,
+                 bytes_received=_declared_length(request.method, response))
         except BaseException:
             response.close()  # the hook's exception reaches the caller; the slot does not leak
             raise

@@ -57,6 +57,12 @@ class RequestEvent:
     error: BaseException | None = None
     #: ``retry`` only: seconds until the next attempt.
     delay: float | None = None
+    #: ``response`` and ``error``: request body bytes this attempt wrote (0 without a body).
+    bytes_sent: int | None = None
+    #: ``response`` only: the response body's length as the server declared it
+    #: (``Content-Length``; 0 for DescribeObject), ``None`` when it did not (a STREAMING
+    #: object still uploading). What the caller then reads of it is not reported.
+    bytes_received: int | None = None
 
 
 EventHook = Callable[[RequestEvent], object]

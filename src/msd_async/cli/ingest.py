@@ -8,6 +8,7 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
+from . import _observe
 from ._common import client_options, run_command
 
 if TYPE_CHECKING:
@@ -35,6 +36,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         default=30.0,
         help="seconds to publish what is pending after SIGINT/SIGTERM (default 30)",
     )
+    _observe.add_options(common)
 
     p = commands.add_parser(
         "relay",
@@ -92,10 +94,15 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, main: Any) -> int:
     if not args.endpoint:
         parser.error("give --endpoint URL or set MSD_ENDPOINT")
+    refused = _observe.check_options(args)
+    if refused is not None:
+        return refused
     return run_command(args, lambda: main(args))
 
 
-def _make_publisher(store: ContainerClient, args: argparse.Namespace) -> Any:
+def _make_publisher(
+    store: ContainerClient, args: argparse.Namespace, observer: _observe.Observer
+) -> Any:
     import logging
 
     from ..live import LivePublisher, PublishEvent
@@ -105,10 +112,14 @@ def _make_publisher(store: ContainerClient, args: argparse.Namespace) -> Any:
     def on_event(event: PublishEvent) -> None:
         # The relay and the pusher log each object's outcome; what happens later (the
         # window's deletes) is logged from here.
+        observer.on_publish(event)
         if event.kind == "deleted":
-            logger.info("DELETE %s deleted", event.path)
+            logger.info("DELETE %s deleted", event.path,
+                        extra={"msd_fields": {"event": "deleted", "path": event.path}})
         elif event.kind == "delete-failed":
-            logger.warning("DELETE %s failed: %s", event.path, event.reason)
+            logger.warning("DELETE %s failed: %s", event.path, event.reason,
+                           extra={"msd_fields": {"event": "delete-failed", "path": event.path,
+                                                 "error": event.reason}})
 
     # The relay and the pusher wait up to --shutdown-timeout for every outcome before the
     # publisher closes: by then only deletes not yet due (abandoned) or objects that missed
@@ -127,7 +138,7 @@ def _make_publisher(store: ContainerClient, args: argparse.Namespace) -> Any:
 class _Console:
     """One log line per object on stderr; on a terminal, a status line below them."""
 
-    def __init__(self, status: Any) -> None:
+    def __init__(self, status: Any, args: argparse.Namespace) -> None:
         import logging
 
         from rich.console import Console
@@ -138,10 +149,13 @@ class _Console:
         logger = logging.getLogger("msd_async.ingest")
         logger.propagate = False
         logger.setLevel(logging.INFO)
-        if self.console.is_terminal:
+        self._json = _observe.wants_json(args)
+        if self._json:
+            handler: logging.Handler = _observe.json_handler()
+        elif self.console.is_terminal:
             from rich.logging import RichHandler
 
-            handler: logging.Handler = RichHandler(
+            handler = RichHandler(
                 console=self.console, show_path=False, show_level=False
             )
         else:
@@ -150,7 +164,7 @@ class _Console:
         logger.handlers[:] = [handler]
 
     async def __aenter__(self) -> _Console:
-        if self.console.is_terminal:
+        if self.console.is_terminal and not self._json:
             import asyncio
 
             from rich.live import Live
@@ -227,7 +241,8 @@ def _relay(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         warning = "msd relay: warning: listening on a non-loopback address"
         if not (args.secret or args.basic_auth):
             warning += " WITHOUT --secret or --basic-auth: anyone who reaches it can publish"
-        print(warning, file=sys.stderr)
+        _observe.print_line(args, warning, "warning", "warning", file=sys.stderr,
+                            message=warning.removeprefix("msd relay: warning: "))
     if args.basic_auth is not None and ":" not in args.basic_auth:
         parser.error("--basic-auth must be USER:PASSWORD")
     return _run(args, parser, _relay_main)
@@ -245,7 +260,10 @@ async def _relay_main(args: argparse.Namespace) -> int:
     try:
         async with Session(region=args.region, profile=args.profile) as session:
             store = session.container(args.endpoint)
-            async with _make_publisher(store, args) as publisher:
+            async with (
+                _observe.observing(args, session=session, store=store, publisher=True) as obs,
+                _make_publisher(store, args, obs) as publisher,
+            ):
                 relay = Relay(
                     publisher,
                     host=args.host,
@@ -275,7 +293,7 @@ async def _relay_main(args: argparse.Namespace) -> int:
 
                 async with relay:
                     print(f"relay: {relay.url}", flush=True)
-                    async with _Console(status):
+                    async with _Console(status, args):
                         await stop.wait()
     finally:
         _remove_signal_handlers()
@@ -297,7 +315,10 @@ async def _push_main(args: argparse.Namespace) -> int:
     try:
         async with Session(region=args.region, profile=args.profile) as session:
             store = session.container(args.endpoint)
-            async with _make_publisher(store, args) as publisher:
+            async with (
+                _observe.observing(args, session=session, store=store, publisher=True) as obs,
+                _make_publisher(store, args, obs) as publisher,
+            ):
                 pusher = FolderPusher(
                     publisher, args.dir, settle=args.settle, drain_timeout=args.shutdown_timeout
                 )
@@ -317,7 +338,7 @@ async def _push_main(args: argparse.Namespace) -> int:
                         if part
                     )
 
-                async with _Console(status):
+                async with _Console(status, args):
                     print(f"push: watching {pusher.directory}", flush=True)
                     await pusher.run(stop)
     finally:

@@ -31,6 +31,9 @@ class ObjectRecord:
     detail: str = ""
     started: float = 0.0
     received: float | None = None
+    #: The object's kind and the primary destination's attempts, when the publisher said.
+    kind: str | None = None
+    attempts: int | None = None
 
     def line(self) -> str:
         """The log line: ``PUT live/seg_3.ts 183,212 B acknowledged 0.042 s``."""
@@ -119,8 +122,11 @@ class Reporter:
                         received=received())
         else:
             detail = getattr(outcome, "reason", None) or ""
+            kind = getattr(outcome, "kind", None)
+            destinations = getattr(outcome, "destinations", None)
             self.record(method, path, size(), started, outcome_name(outcome), detail,
-                        received=received())
+                        received=received(), kind=None if kind is None else str(kind),
+                        attempts=destinations[0].attempts if destinations else None)
         finally:
             if done is not None:
                 done()
@@ -135,13 +141,17 @@ class Reporter:
         detail: str = "",
         *,
         received: float | None = None,
+        kind: str | None = None,
+        attempts: int | None = None,
     ) -> None:
         self.counters.add(outcome, size)
         rec = ObjectRecord(
-            method, path, size, outcome, time.monotonic() - started, detail, started, received
+            method, path, size, outcome, time.monotonic() - started, detail, started, received,
+            kind, attempts,
         )
+        # The record rides along for --log-format json (cli/_observe.JsonFormatter).
         logger.log(logging.WARNING if outcome in ("failed", "dropped") else logging.INFO,
-                   "%s", rec.line())
+                   "%s", rec.line(), extra={"msd_record": rec})
         if self._on_object is not None:
             self._on_object(rec)
 

@@ -1,0 +1,235 @@
+"""Prometheus metrics of a :class:`~msd_async.Session` and of a live publisher.
+
+Needs the ``metrics`` extra (``pip install 'msd-async[metrics]'``, which brings
+`prometheus-client <https://prometheus.github.io/client_python/>`_); nothing else in
+``msd_async`` imports this module. ::
+
+    from msd_async.prometheus import metrics_hook, publisher_hook
+
+    session = msd_async.Session(event_hooks=[metrics_hook()])
+    publisher = LivePublisher(store, on_event=publisher_hook())
+
+Both register their metrics in ``registry`` (default: prometheus-client's global
+``REGISTRY``, which ``prometheus_client.start_http_server`` serves) under ``namespace``
+(``msd``: ``msd_requests_total``...). Calling them again with the same registry and
+namespace returns a hook sharing the same metrics, so several sessions or publishers add up.
+Labels take bounded values only (operation names, HTTP statuses, object kinds): never an
+object path, a key or a signature. Every metric is listed in docs/observability.md.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+
+if TYPE_CHECKING:
+    from .events import RequestEvent
+    from .live.stats import PublishEvent
+
+__all__ = ["DURATION_BUCKETS", "kind_label", "metrics_hook", "publisher_hook"]
+
+#: Seconds: from a loopback round trip (2.5 ms) to a stalled upload (20 s and beyond).
+DURATION_BUCKETS: Final = (
+    0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0,
+)
+
+# By ObjectKind value (a StrEnum, so its members find these keys): importing the live
+# package here would load the publisher for a hook that only counts requests.
+_KIND_LABELS: Final = {
+    "init": "init",
+    "media": "segment",
+    "part": "part",
+    "media-playlist": "playlist",
+    "multivariant-playlist": "playlist",
+    "mpd": "mpd",
+}
+#: Publication outcomes (``outcome`` label) by the publisher's terminal event kind.
+_OUTCOMES: Final = {
+    "acknowledged": "acknowledged",
+    "dropped": "dropped",
+    "superseded": "superseded",
+    "failed": "failed",
+}
+
+
+def kind_label(kind: str) -> str:
+    """The ``kind`` label of an :class:`~msd_async.live.ObjectKind`: init, segment, part,
+    playlist, mpd or other."""
+    return _KIND_LABELS.get(kind, "other")
+
+
+class _Metrics:
+    """The collectors of one (registry, namespace), created once."""
+
+    def __init__(self, registry: CollectorRegistry, namespace: str) -> None:
+        self.registry = registry
+        self.namespace = namespace
+        self.requests: Counter | None = None
+        self.publications: Counter | None = None
+
+    def client(self) -> None:
+        if self.requests is not None:
+            return
+        ns, registry = self.namespace, self.registry
+        self.requests = Counter(
+            "requests", "HTTP exchanges with MediaStore, one per attempt, by operation and "
+            "HTTP status ('error' when no answer came)",
+            ["operation", "status"], namespace=ns, registry=registry,
+        )
+        self.duration = Histogram(
+            "request_duration_seconds", "Seconds of one attempt: to the response headers "
+            "(PutObject: after its body was sent), or to the failure",
+            ["operation"], namespace=ns, registry=registry, buckets=DURATION_BUCKETS,
+        )
+        self.retries = Counter(
+            "retries", "Attempts retried after a retryable failure", ["operation"],
+            namespace=ns, registry=registry,
+        )
+        self.sent = Counter(
+            "bytes_sent", "Request body bytes written to MediaStore", namespace=ns,
+            registry=registry,
+        )
+        self.received = Counter(
+            "bytes_received", "Response body bytes MediaStore declared (Content-Length)",
+            namespace=ns, registry=registry,
+        )
+
+    def live(self) -> None:
+        if self.publications is not None:
+            return
+        ns, registry = self.namespace, self.registry
+        self.publications = Counter(
+            "publications", "Objects the live publisher settled, by kind and outcome",
+            ["kind", "outcome"], namespace=ns, registry=registry,
+        )
+        self.publish_latency = Histogram(
+            "publish_latency_seconds", "Seconds from an object's body being complete "
+            "(publish() for bytes and files, the last chunk of a streamed body) to the "
+            "origin's acknowledgement, by kind",
+            ["kind"], namespace=ns, registry=registry, buckets=DURATION_BUCKETS,
+        )
+        self.queue_depth = Gauge(
+            "publish_queue_depth", "Objects handed to the publisher and not settled yet "
+            "(queued or uploading), all destinations", namespace=ns, registry=registry,
+        )
+        self.gaps = Counter(
+            "gaps", "Dropped media that a stored manifest marked as a gap", namespace=ns,
+            registry=registry,
+        )
+
+
+_BY_REGISTRY: weakref.WeakKeyDictionary[CollectorRegistry, dict[str, _Metrics]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _metrics(registry: CollectorRegistry | None, namespace: str) -> _Metrics:
+    registry = REGISTRY if registry is None else registry
+    by_namespace = _BY_REGISTRY.setdefault(registry, {})
+    metrics = by_namespace.get(namespace)
+    if metrics is None:
+        metrics = by_namespace[namespace] = _Metrics(registry, namespace)
+    return metrics
+
+
+def metrics_hook(
+    registry: CollectorRegistry | None = None, namespace: str = "msd"
+) -> Callable[[RequestEvent], None]:
+    """An event hook for ``Session(event_hooks=[...])`` that counts every attempt:
+    ``msd_requests_total{operation,status}``, ``msd_request_duration_seconds{operation}``,
+    ``msd_retries_total{operation}``, ``msd_bytes_sent_total``, ``msd_bytes_received_total``.
+    """
+    metrics = _metrics(registry, namespace)
+    metrics.client()
+    requests, duration, retries = metrics.requests, metrics.duration, metrics.retries
+    sent, received = metrics.sent, metrics.received
+    assert requests is not None
+    # labels() takes a lock and builds a key each call; the children are cached here so a
+    # request costs a dict lookup per metric (see benchmarks/bench_hooks.py).
+    counters: dict[tuple[str, int | None], Counter] = {}
+    histograms: dict[str, Histogram] = {}
+    retried: dict[str, Counter] = {}
+
+    def hook(event: RequestEvent) -> None:
+        kind = event.kind
+        if kind == "start":
+            return
+        operation = event.operation
+        if kind == "retry":
+            child = retried.get(operation)
+            if child is None:
+                child = retried[operation] = retries.labels(operation)
+            child.inc()
+            return
+        status = event.status
+        counter = counters.get((operation, status))
+        if counter is None:
+            counter = counters[operation, status] = requests.labels(
+                operation, "error" if status is None else str(status)
+            )
+        counter.inc()
+        histogram = histograms.get(operation)
+        if histogram is None:
+            histogram = histograms[operation] = duration.labels(operation)
+        histogram.observe(event.elapsed)
+        if event.bytes_sent:
+            sent.inc(event.bytes_sent)
+        if event.bytes_received:
+            received.inc(event.bytes_received)
+
+    return hook
+
+
+def publisher_hook(
+    registry: CollectorRegistry | None = None, namespace: str = "msd"
+) -> Callable[[PublishEvent], None]:
+    """An ``on_event`` callable for :class:`~msd_async.live.LivePublisher`:
+    ``msd_publications_total{kind,outcome}``, ``msd_publish_latency_seconds{kind}``,
+    ``msd_publish_queue_depth`` and ``msd_gaps_total``.
+
+    ``outcome`` is ``acknowledged``, ``dropped`` (deadline passed or back-pressure),
+    ``superseded`` (a newer manifest version replaced it), ``refused`` (the origin answered
+    it with an error status for good: 400, 403...) or ``failed`` (anything else, such as the
+    publisher closing). Each object counts once per destination.
+    """
+    metrics = _metrics(registry, namespace)
+    metrics.live()
+    publications, latency = metrics.publications, metrics.publish_latency
+    depth, gaps = metrics.queue_depth, metrics.gaps
+    assert publications is not None
+    # Objects not settled, by (endpoint, path): a manifest republished while its previous
+    # version is queued counts twice until both settle.
+    pending: dict[tuple[str, str], int] = {}
+
+    def on_event(event: PublishEvent) -> None:
+        kind = event.kind
+        if kind == "queued":
+            key = (event.endpoint, event.path)
+            pending[key] = pending.get(key, 0) + 1
+            depth.inc()
+            return
+        if kind == "gap":
+            gaps.inc()
+            return
+        outcome = _OUTCOMES.get(kind)
+        if outcome is None:
+            return
+        label = kind_label(event.object_kind)
+        if outcome == "failed" and getattr(event.error, "status", None):
+            outcome = "refused"
+        publications.labels(label, outcome).inc()
+        if kind == "acknowledged" and event.latency is not None:
+            latency.labels(label).observe(event.latency)
+        key = (event.endpoint, event.path)
+        left = pending.get(key)
+        if left is not None:
+            depth.dec()
+            if left > 1:
+                pending[key] = left - 1
+            else:
+                del pending[key]
+
+    return on_event
