@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from .events import RequestEvent
     from .live.stats import PublishEvent
 
-__all__ = ["DURATION_BUCKETS", "kind_label", "metrics_hook", "publisher_hook"]
+__all__ = ["DURATION_BUCKETS", "kind_label", "metrics_hook", "publisher_hook", "server_hook"]
 
 #: Seconds: from a loopback round trip (2.5 ms) to a stalled upload (20 s and beyond).
 DURATION_BUCKETS: Final = (
@@ -69,6 +69,8 @@ class _Metrics:
         self.namespace = namespace
         self.requests: Counter | None = None
         self.publications: Counter | None = None
+        self.server_requests: Counter | None = None
+        self.server_duration: Histogram | None = None
 
     def client(self) -> None:
         if self.requests is not None:
@@ -233,3 +235,31 @@ def publisher_hook(
                 del pending[key]
 
     return on_event
+
+
+def server_hook(
+    registry: CollectorRegistry | None = None, namespace: str = "msd"
+) -> Callable[[str, str, float], None]:
+    """``on_request`` for :class:`msd_async.testing.LocalMediaStore` (``msd serve
+    --metrics``): ``msd_server_requests_total{operation,status}`` and
+    ``msd_server_request_duration_seconds{operation}``."""
+    metrics = _metrics(registry, namespace)
+    if metrics.server_requests is None:
+        metrics.server_requests = Counter(
+            "server_requests", "Requests the local server answered, by operation and HTTP "
+            "status ('aborted' when the client went away)", ["operation", "status"],
+            namespace=namespace, registry=metrics.registry,
+        )
+        metrics.server_duration = Histogram(
+            "server_request_duration_seconds", "Seconds the local server spent on a request, "
+            "body included", ["operation"], namespace=namespace, registry=metrics.registry,
+            buckets=DURATION_BUCKETS,
+        )
+    requests, duration = metrics.server_requests, metrics.server_duration
+    assert duration is not None
+
+    def on_request(operation: str, status: str, seconds: float) -> None:
+        requests.labels(operation, status).inc()
+        duration.labels(operation).observe(seconds)
+
+    return on_request
