@@ -4,6 +4,7 @@ saw (its on_request log) is the oracle for the client's counters."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import pytest
 from opentelemetry import trace
@@ -12,13 +13,15 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 
 from msd_async import Credentials, ObjectNotFoundError, RetryPolicy, Session
 from msd_async.live import LivePublisher, ObjectKind
 from msd_async.otel import tracing_hook
 from msd_async.prometheus import metrics_hook, publisher_hook
 from msd_async.testing import LocalMediaStore
+
+if TYPE_CHECKING:
+    from conftest import Exposition
 
 pytestmark = pytest.mark.anyio
 
@@ -36,43 +39,13 @@ async def served() -> AsyncIterator[tuple[LocalMediaStore, list[tuple[str, str, 
         yield server, log
 
 
-def samples(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample of the exposition, parsed back with prometheus_client's own parser."""
-    text = generate_latest(registry).decode()
-    out = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            out[s.name, tuple(sorted(s.labels.items()))] = s.value
-    return out
+def text(registry: CollectorRegistry) -> str:
+    return generate_latest(registry).decode()
 
 
-def check_histograms(registry: CollectorRegistry) -> int:
-    """Every histogram is well formed: cumulative buckets, +Inf equal to _count; returns how
-    many label sets were checked."""
-    checked = 0
-    text = generate_latest(registry).decode()
-    for family in text_string_to_metric_families(text):
-        if family.type != "histogram":
-            continue
-        series: dict[tuple[tuple[str, str], ...], dict[str, object]] = {}
-        for s in family.samples:
-            labels = tuple(sorted((k, v) for k, v in s.labels.items() if k != "le"))
-            entry = series.setdefault(labels, {"buckets": []})
-            if s.name.endswith("_bucket"):
-                entry["buckets"].append((float(s.labels["le"]), s.value))  # type: ignore[attr-defined]
-            elif s.name.endswith("_count"):
-                entry["count"] = s.value
-        for entry in series.values():
-            buckets = sorted(entry["buckets"])  # type: ignore[call-overload]
-            assert buckets[0][0] <= 0.0025 and buckets[-2][0] >= 20
-            values = [v for _, v in buckets]
-            assert values == sorted(values)
-            assert buckets[-1][0] == float("inf") and values[-1] == entry["count"]
-            checked += 1
-    return checked
-
-
-async def test_metrics_hook_counts_every_attempt_as_the_server_saw_it(served: object) -> None:
+async def test_metrics_hook_counts_every_attempt_as_the_server_saw_it(
+    served: object, exposition: type[Exposition]
+) -> None:
     server, log = served  # type: ignore[misc]
     registry = CollectorRegistry()
     server.faults.inject("503", method="PUT", path="a/b.ts")
@@ -88,7 +61,7 @@ async def test_metrics_hook_counts_every_attempt_as_the_server_saw_it(served: ob
             await store.describe_object("a/missing.ts")
         await store.list_items_page("a")
         await store.delete_object("a/c.m3u8")
-    got = samples(registry)
+    got = exposition.samples(text(registry))
 
     expected: dict[tuple[str, str], int] = {}
     for operation, status, _ in log:
@@ -104,12 +77,14 @@ async def test_metrics_hook_counts_every_attempt_as_the_server_saw_it(served: ob
     # and the small JSON answers the server declared.
     assert got["msd_bytes_sent_total", ()] == 2000 + len("#EXTM3U\n")
     assert got["msd_bytes_received_total", ()] >= 1000
-    assert check_histograms(registry) == 5
+    assert exposition.check_histograms(text(registry)) == 5
     # Bounded labels: operation names and statuses, never a path.
     assert not any("/" in v for _, labels in got for _, v in labels)
 
 
-async def test_namespace_replaces_the_prefix_and_hooks_share_metrics(served: object) -> None:
+async def test_namespace_replaces_the_prefix_and_hooks_share_metrics(
+    served: object, exposition: type[Exposition]
+) -> None:
     server, _ = served  # type: ignore[misc]
     registry = CollectorRegistry()
     async with Session(
@@ -117,12 +92,14 @@ async def test_namespace_replaces_the_prefix_and_hooks_share_metrics(served: obj
         event_hooks=[metrics_hook(registry, namespace="edge"), metrics_hook(registry, "edge")],
     ) as session:
         await session.container(server.endpoint).put_object("x.txt", b"1")
-    got = samples(registry)
+    got = exposition.samples(text(registry))
     assert got["edge_requests_total", (("operation", "PutObject"), ("status", "200"))] == 2
     assert not any(name.startswith("msd_") for name, _ in got)
 
 
-async def test_publisher_hook_counts_outcomes_by_kind(served: object) -> None:
+async def test_publisher_hook_counts_outcomes_by_kind(
+    served: object, exposition: type[Exposition]
+) -> None:
     server, _ = served  # type: ignore[misc]
     registry = CollectorRegistry()
     hook = publisher_hook(registry)
@@ -139,7 +116,7 @@ async def test_publisher_hook_counts_outcomes_by_kind(served: object) -> None:
                 "#EXTINF:2.0,\nseg1.m4s\n",
             )
             await playlist.wait()
-            mid = samples(registry)["msd_publish_queue_depth", ()]
+            mid = exposition.samples(text(registry))["msd_publish_queue_depth", ()]
         # A refused publication: the origin answers 403 to keys it does not know.
     async with Session(
         credentials=Credentials("AKIDUNKNOWN000000000", "nope"), region=server.region
@@ -148,17 +125,19 @@ async def test_publisher_hook_counts_outcomes_by_kind(served: object) -> None:
         async with LivePublisher(store, on_event=hook) as publisher:
             refused = await publisher.publish("other.bin", b"z", kind=ObjectKind.OTHER)
             await refused.wait()
-    got = samples(registry)
+    got = exposition.samples(text(registry))
     for kind in ("init", "segment", "playlist"):
         assert got["msd_publications_total", (("kind", kind), ("outcome", "acknowledged"))] == 1
         assert got["msd_publish_latency_seconds_count", (("kind", kind),)] == 1
     assert got["msd_publications_total", (("kind", "other"), ("outcome", "refused"))] == 1
     assert mid == 0 and got["msd_publish_queue_depth", ()] == 0
     assert got["msd_gaps_total", ()] == 0
-    assert check_histograms(registry) == 3
+    assert exposition.check_histograms(text(registry)) == 3
 
 
-async def test_publisher_queue_depth_follows_what_is_not_settled(served: object) -> None:
+async def test_publisher_queue_depth_follows_what_is_not_settled(
+    served: object, exposition: type[Exposition]
+) -> None:
     server, _ = served  # type: ignore[misc]
     registry = CollectorRegistry()
     server.faults.inject("delay", method="PUT", delay=0.5)
@@ -169,11 +148,11 @@ async def test_publisher_queue_depth_follows_what_is_not_settled(served: object)
         ) as publisher:
             first = await publisher.publish("a.bin", b"1", kind=ObjectKind.OTHER)
             second = await publisher.publish("b.bin", b"2", kind=ObjectKind.OTHER)
-            waiting = samples(registry)["msd_publish_queue_depth", ()]
+            waiting = exposition.samples(text(registry))["msd_publish_queue_depth", ()]
             await first.wait()
             await second.wait()
     assert waiting == 2
-    assert samples(registry)["msd_publish_queue_depth", ()] == 0
+    assert exposition.samples(text(registry))["msd_publish_queue_depth", ()] == 0
 
 
 @pytest.fixture
