@@ -20,7 +20,7 @@ from .errors import (
     ObjectTooLargeError,
     SessionClosedError,
 )
-from .events import EventHook, EventKind, Operation, RequestEvent
+from .events import EventHook, EventKind, Operation, new_event
 from .results import Item, ListPage, ObjectInfo, PutResult
 from .retry import Deadline, RetryPolicy, call_with_retries
 from .signing import SigV4Signer, signing_host
@@ -104,13 +104,14 @@ class _Emitter:
         path: str,
         endpoint: str,
         attempt: int,
+        started: float | None = None,
     ) -> None:
         self._hooks = hooks
         self._operation: Operation = operation
         self._path = path
         self._endpoint = endpoint
         self._attempt = attempt
-        self._started = time.monotonic()
+        self._started = time.monotonic() if started is None else started
 
     def __call__(
         self,
@@ -123,18 +124,10 @@ class _Emitter:
         bytes_sent: int | None = None,
         bytes_received: int | None = None,
     ) -> None:
-        event = RequestEvent(
-            kind=kind,
-            operation=self._operation,
-            path=self._path,
-            endpoint=self._endpoint,
-            attempt=self._attempt if attempt is None else attempt,
-            elapsed=time.monotonic() - self._started,
-            status=status,
-            error=error,
-            delay=delay,
-            bytes_sent=bytes_sent,
-            bytes_received=bytes_received,
+        event = new_event(
+            kind, self._operation, self._path, self._endpoint,
+            self._attempt if attempt is None else attempt, time.monotonic() - self._started,
+            status, error, delay, bytes_sent, bytes_received,
         )
         for hook in self._hooks:
             hook(event)
@@ -266,12 +259,19 @@ class ContainerClient:
         context = self._context
         on_retry = None
         if context.event_hooks and request is not None:
-            operation, path = _operation(request)
-            emit = _Emitter(tuple(context.event_hooks), operation, path, self.endpoint, 0)
+            # The emitter is made at the first retry, not for every call: most calls have
+            # none, and this ran on every request of a session with hooks (bench_hooks.py).
+            started = time.monotonic()
+            emitter: list[_Emitter] = []
 
             def on_retry(n: int, error: MediaStoreError, delay: float) -> None:
-                emit("retry", attempt=n, status=getattr(error, "status", None), error=error,
-                     delay=delay)
+                if not emitter:
+                    operation, path = _operation(request)
+                    emitter.append(_Emitter(
+                        tuple(context.event_hooks), operation, path, self.endpoint, 0, started
+                    ))
+                emitter[0]("retry", attempt=n, status=getattr(error, "status", None),
+                           error=error, delay=delay)
 
         return await call_with_retries(
             attempt,

@@ -20,10 +20,13 @@ object path, a key or a signature. Every metric is listed in docs/observability.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable
+from bisect import bisect_left
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Final
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, Metric
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from .events import RequestEvent
@@ -67,37 +70,16 @@ class _Metrics:
     def __init__(self, registry: CollectorRegistry, namespace: str) -> None:
         self.registry = registry
         self.namespace = namespace
-        self.requests: Counter | None = None
+        self.requests: _RequestCollector | None = None
         self.publications: Counter | None = None
         self.server_requests: Counter | None = None
         self.server_duration: Histogram | None = None
 
-    def client(self) -> None:
-        if self.requests is not None:
-            return
-        ns, registry = self.namespace, self.registry
-        self.requests = Counter(
-            "requests", "HTTP exchanges with MediaStore, one per attempt, by operation and "
-            "HTTP status ('error' when no answer came)",
-            ["operation", "status"], namespace=ns, registry=registry,
-        )
-        self.duration = Histogram(
-            "request_duration_seconds", "Seconds of one attempt: to the response headers "
-            "(PutObject: after its body was sent), or to the failure",
-            ["operation"], namespace=ns, registry=registry, buckets=DURATION_BUCKETS,
-        )
-        self.retries = Counter(
-            "retries", "Attempts retried after a retryable failure", ["operation"],
-            namespace=ns, registry=registry,
-        )
-        self.sent = Counter(
-            "bytes_sent", "Request body bytes written to MediaStore", namespace=ns,
-            registry=registry,
-        )
-        self.received = Counter(
-            "bytes_received", "Response body bytes MediaStore declared (Content-Length)",
-            namespace=ns, registry=registry,
-        )
+    def client(self) -> _RequestCollector:
+        if self.requests is None:
+            self.requests = _RequestCollector(self.namespace)
+            self.registry.register(self.requests)
+        return self.requests
 
     def live(self) -> None:
         if self.publications is not None:
@@ -137,6 +119,68 @@ def _metrics(registry: CollectorRegistry | None, namespace: str) -> _Metrics:
     return metrics
 
 
+class _RequestCollector(Collector):
+    """The session metrics, kept as plain counts and turned into metric families only when
+    scraped: prometheus-client's Counter and Histogram take a lock per update, and a
+    request updates four of them, which alone was half the hook's budget of 5 us
+    (benchmarks/bench_hooks.py). Updated on the event loop; read by whatever thread serves
+    the scrape, through atomic copies of the dicts."""
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+        #: (operation, HTTP status or None) -> attempts
+        self.requests: dict[tuple[str, int | None], int] = {}
+        #: operation -> [count per bucket..., count above the last bound, sum of seconds]
+        self.durations: dict[str, list[float]] = {}
+        self.retries: dict[str, int] = {}
+        #: [bytes sent, bytes received]
+        self.bytes = [0, 0]
+
+    def collect(self) -> Iterator[Metric]:
+        ns = self.namespace
+        requests = CounterMetricFamily(
+            f"{ns}_requests", "HTTP exchanges with MediaStore, one per attempt, by operation "
+            "and HTTP status ('error' when no answer came)", labels=["operation", "status"],
+        )
+        for (operation, status), count in sorted(
+            dict(self.requests).items(), key=lambda item: (item[0][0], item[0][1] or 0)
+        ):
+            requests.add_metric([operation, "error" if status is None else str(status)], count)
+        yield requests
+        duration = HistogramMetricFamily(
+            f"{ns}_request_duration_seconds", "Seconds of one attempt: to the response "
+            "headers (PutObject: after its body was sent), or to the failure",
+            labels=["operation"],
+        )
+        for operation, kept in sorted(dict(self.durations).items()):
+            counts = list(kept)
+            buckets: list[tuple[str, float]] = []
+            cumulative = 0.0
+            for bound, in_bucket in zip((*_BOUND_TEXTS, "+Inf"), counts[:-1], strict=True):
+                cumulative += in_bucket
+                buckets.append((bound, cumulative))
+            duration.add_metric([operation], buckets, counts[-1])
+        yield duration
+        retries = CounterMetricFamily(
+            f"{ns}_retries", "Attempts retried after a retryable failure", labels=["operation"]
+        )
+        for operation, count in sorted(dict(self.retries).items()):
+            retries.add_metric([operation], count)
+        yield retries
+        sent, received = self.bytes
+        yield CounterMetricFamily(
+            f"{ns}_bytes_sent", "Request body bytes written to MediaStore", value=sent
+        )
+        yield CounterMetricFamily(
+            f"{ns}_bytes_received", "Response body bytes MediaStore declared "
+            "(Content-Length)", value=received,
+        )
+
+
+#: The ``le`` labels, written as prometheus-client writes them ("0.0025", "1.0", "20.0").
+_BOUND_TEXTS: Final = tuple(repr(float(b)) for b in DURATION_BUCKETS)
+
+
 def metrics_hook(
     registry: CollectorRegistry | None = None, namespace: str = "msd"
 ) -> Callable[[RequestEvent], None]:
@@ -144,16 +188,10 @@ def metrics_hook(
     ``msd_requests_total{operation,status}``, ``msd_request_duration_seconds{operation}``,
     ``msd_retries_total{operation}``, ``msd_bytes_sent_total``, ``msd_bytes_received_total``.
     """
-    metrics = _metrics(registry, namespace)
-    metrics.client()
-    requests, duration, retries = metrics.requests, metrics.duration, metrics.retries
-    sent, received = metrics.sent, metrics.received
-    assert requests is not None
-    # labels() takes a lock and builds a key each call; the children are cached here so a
-    # request costs a dict lookup per metric (see benchmarks/bench_hooks.py).
-    counters: dict[tuple[str, int | None], Counter] = {}
-    histograms: dict[str, Histogram] = {}
-    retried: dict[str, Counter] = {}
+    collector = _metrics(registry, namespace).client()
+    requests, durations, retries = collector.requests, collector.durations, collector.retries
+    totals = collector.bytes
+    slots = len(DURATION_BUCKETS) + 2  # the buckets, +Inf, the sum
 
     def hook(event: RequestEvent) -> None:
         kind = event.kind
@@ -161,26 +199,20 @@ def metrics_hook(
             return
         operation = event.operation
         if kind == "retry":
-            child = retried.get(operation)
-            if child is None:
-                child = retried[operation] = retries.labels(operation)
-            child.inc()
+            retries[operation] = retries.get(operation, 0) + 1
             return
-        status = event.status
-        counter = counters.get((operation, status))
-        if counter is None:
-            counter = counters[operation, status] = requests.labels(
-                operation, "error" if status is None else str(status)
-            )
-        counter.inc()
-        histogram = histograms.get(operation)
-        if histogram is None:
-            histogram = histograms[operation] = duration.labels(operation)
-        histogram.observe(event.elapsed)
+        key = (operation, event.status)
+        requests[key] = requests.get(key, 0) + 1
+        counts = durations.get(operation)
+        if counts is None:
+            counts = durations[operation] = [0.0] * slots
+        elapsed = event.elapsed
+        counts[bisect_left(DURATION_BUCKETS, elapsed)] += 1
+        counts[-1] += elapsed
         if event.bytes_sent:
-            sent.inc(event.bytes_sent)
+            totals[0] += event.bytes_sent
         if event.bytes_received:
-            received.inc(event.bytes_received)
+            totals[1] += event.bytes_received
 
     return hook
 

@@ -3,6 +3,7 @@ saw (its on_request log) is the oracle for the client's counters."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -14,7 +15,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode
 from prometheus_client import CollectorRegistry, generate_latest
 
-from msd_async import Credentials, ObjectNotFoundError, RetryPolicy, Session
+from msd_async import Credentials, ObjectNotFoundError, RequestEvent, RetryPolicy, Session
 from msd_async.live import LivePublisher, ObjectKind
 from msd_async.otel import tracing_hook
 from msd_async.prometheus import metrics_hook, publisher_hook
@@ -227,3 +228,17 @@ async def test_one_span_per_call_with_http_client_attributes(
     everything = repr([(s.attributes, [e.attributes for e in s.events]) for s in spans.values()])
     assert SECRET not in everything and "Signature" not in everything
     assert "X-Amz" not in everything and "Credential=" not in everything
+
+
+def test_the_clients_event_constructor_fills_every_field_in_place() -> None:
+    # new_event stores fields through the slots in declaration order: a field added to
+    # RequestEvent in another place would shift every later one.
+    from msd_async.events import new_event
+
+    values = ("error", "PutObject", "a/b.ts", "http://e", 2, 0.5, 503, ValueError("x"),
+              0.25, 1000, 20)
+    made = new_event(*values)  # type: ignore[arg-type]
+    names = [f.name for f in dataclasses.fields(RequestEvent)]
+    assert made == RequestEvent(**dict(zip(names, values, strict=True)))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.kind = "start"  # type: ignore[misc]
