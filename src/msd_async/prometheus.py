@@ -96,8 +96,8 @@ class _Metrics:
             ["kind"], namespace=ns, registry=registry, buckets=DURATION_BUCKETS,
         )
         self.queue_depth = Gauge(
-            "publish_queue_depth", "Objects handed to the publisher and not settled yet "
-            "(queued or uploading), all destinations", namespace=ns, registry=registry,
+            "publish_queue_depth", "Objects handed to the publisher whose upload has not "
+            "started yet, all destinations", namespace=ns, registry=registry,
         )
         self.gaps = Counter(
             "gaps", "Dropped media that a stored manifest marked as a gap", namespace=ns,
@@ -234,16 +234,29 @@ def publisher_hook(
     publications, latency = metrics.publications, metrics.publish_latency
     depth, gaps = metrics.queue_depth, metrics.gaps
     assert publications is not None
-    # Objects not settled, by (endpoint, path): a manifest republished while its previous
-    # version is queued counts twice until both settle.
-    pending: dict[tuple[str, str], int] = {}
+    # Objects waiting, by (endpoint, path): queued and not started. A manifest
+    # republished while its previous version still waits counts twice until both leave.
+    waiting: dict[tuple[str, str], int] = {}
+
+    def leave(key: tuple[str, str]) -> None:
+        left = waiting.get(key)
+        if left is not None:
+            depth.dec()
+            if left > 1:
+                waiting[key] = left - 1
+            else:
+                del waiting[key]
 
     def on_event(event: PublishEvent) -> None:
         kind = event.kind
         if kind == "queued":
             key = (event.endpoint, event.path)
-            pending[key] = pending.get(key, 0) + 1
+            waiting[key] = waiting.get(key, 0) + 1
             depth.inc()
+            return
+        if kind == "sent":
+            if event.attempt == 1:  # its first upload starts: it no longer waits
+                leave((event.endpoint, event.path))
             return
         if kind == "gap":
             gaps.inc()
@@ -257,14 +270,8 @@ def publisher_hook(
         publications.labels(label, outcome).inc()
         if kind == "acknowledged" and event.latency is not None:
             latency.labels(label).observe(event.latency)
-        key = (event.endpoint, event.path)
-        left = pending.get(key)
-        if left is not None:
-            depth.dec()
-            if left > 1:
-                pending[key] = left - 1
-            else:
-                del pending[key]
+        if event.attempt == 0:  # settled while it waited (dropped, superseded)
+            leave((event.endpoint, event.path))
 
     return on_event
 

@@ -7,6 +7,7 @@ import dataclasses
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
+import anyio
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
@@ -136,7 +137,7 @@ async def test_publisher_hook_counts_outcomes_by_kind(
     assert exposition.check_histograms(text(registry)) == 3
 
 
-async def test_publisher_queue_depth_follows_what_is_not_settled(
+async def test_publisher_queue_depth_counts_media_not_started(
     served: object, exposition: type[Exposition]
 ) -> None:
     server, _ = served  # type: ignore[misc]
@@ -147,12 +148,16 @@ async def test_publisher_queue_depth_follows_what_is_not_settled(
         async with LivePublisher(
             store, on_event=publisher_hook(registry), max_in_flight=1
         ) as publisher:
-            first = await publisher.publish("a.bin", b"1", kind=ObjectKind.OTHER)
-            second = await publisher.publish("b.bin", b"2", kind=ObjectKind.OTHER)
+            first = await publisher.publish("v/s1.m4s", b"1", duration=4.0)
+            second = await publisher.publish("v/s2.m4s", b"2", duration=4.0)
+            queued = exposition.samples(text(registry))["msd_publish_queue_depth", ()]
+            # The first upload is held by the server (0.5 s); one in flight at a time, so
+            # the second waits.
+            await anyio.sleep(0.2)
             waiting = exposition.samples(text(registry))["msd_publish_queue_depth", ()]
             await first.wait()
             await second.wait()
-    assert waiting == 2
+    assert (queued, waiting) == (2, 1)
     assert exposition.samples(text(registry))["msd_publish_queue_depth", ()] == 0
 
 
