@@ -237,6 +237,9 @@ def publisher_hook(
     # Objects waiting, by (endpoint, path): queued and not started. A manifest
     # republished while its previous version still waits counts twice until both leave.
     waiting: dict[tuple[str, str], int] = {}
+    # labels() locks and builds a key on every call: the children are kept here.
+    counters: dict[tuple[str, str], Counter] = {}
+    histograms: dict[str, Histogram] = {}
 
     def leave(key: tuple[str, str]) -> None:
         left = waiting.get(key)
@@ -267,9 +270,15 @@ def publisher_hook(
         label = kind_label(event.object_kind)
         if outcome == "failed" and getattr(event.error, "status", None):
             outcome = "refused"
-        publications.labels(label, outcome).inc()
+        counter = counters.get((label, outcome))
+        if counter is None:
+            counter = counters[label, outcome] = publications.labels(label, outcome)
+        counter.inc()
         if kind == "acknowledged" and event.latency is not None:
-            latency.labels(label).observe(event.latency)
+            histogram = histograms.get(label)
+            if histogram is None:
+                histogram = histograms[label] = latency.labels(label)
+            histogram.observe(event.latency)
         if event.attempt == 0:  # settled while it waited (dropped, superseded)
             leave((event.endpoint, event.path))
 
