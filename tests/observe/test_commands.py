@@ -335,3 +335,48 @@ def test_import_never_loads_the_extras() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert json.loads(out.stdout) == []
+
+
+@pytest.mark.anyio
+async def test_push_metrics_and_json_lines(tmp_path: Path, exposition: type[Exposition]) -> None:
+    folder = tmp_path / "out"
+    folder.mkdir()
+    for n in range(3):
+        (folder / f"seg{n}.ts").write_bytes(b"t" * 1000)
+    (folder / "index.m3u8").write_text(
+        "#EXTM3U\n#EXT-X-TARGETDURATION:1\n"
+        + "".join(f"#EXTINF:1.0,\nseg{n}.ts\n" for n in range(3))
+    )
+    async with origin(tmp_path) as (endpoint, _):
+        push, metrics = await Proc.start(
+            msd("push", str(folder), "--endpoint", endpoint, "--settle", "0.2",
+                "--metrics", "127.0.0.1:0", "--log-format", "json"),
+            tmp_path / "push.log", "metrics: ", env=aws_env(),
+        )
+        try:
+            base = metrics.removesuffix("/metrics")
+            await wait_for_status(f"{base}/readyz", 200, 30)
+
+            async def acknowledged() -> float:
+                got = exposition.samples((await get(metrics))[1])
+                return sum(
+                    v for (name, labels), v in got.items()
+                    if name == "msd_publications_total" and ("outcome", "acknowledged") in labels
+                )
+
+            for _ in range(100):
+                if await acknowledged() == 4:
+                    break
+                await asyncio.sleep(0.1)
+            got = exposition.samples((await get(metrics))[1])
+        finally:
+            code = await push.stop()
+    assert code == 0, push.stderr()
+    assert got["msd_publications_total", (("kind", "segment"), ("outcome", "acknowledged"))] == 3
+    assert got["msd_publications_total", (("kind", "playlist"), ("outcome", "acknowledged"))] == 1
+    assert got["msd_requests_total", (("operation", "PutObject"), ("status", "200"))] == 4
+    assert got["msd_bytes_sent_total", ()] >= 3000
+    entries = [json.loads(x) for x in push.stderr().splitlines()]
+    objects = sorted(e["path"] for e in entries if e["event"] == "object")
+    assert objects == ["index.m3u8", "seg0.ts", "seg1.ts", "seg2.ts"]
+    assert SECRET_KEY not in push.stderr()
