@@ -34,8 +34,10 @@ __all__ = [
     "Readiness",
     "add_options",
     "check_options",
+    "json_handler",
     "json_line",
     "observing",
+    "print_line",
     "wants_json",
 ]
 
@@ -187,7 +189,6 @@ class Readiness:
     last_ok: bool = False
     ever_ok: bool = False
     reason: str = "the origin has not answered yet"
-    _probe_failures: int = field(default=0, repr=False)
 
     def __call__(self, event: RequestEvent) -> None:
         kind = event.kind
