@@ -380,3 +380,26 @@ async def test_push_metrics_and_json_lines(tmp_path: Path, exposition: type[Expo
     objects = sorted(e["path"] for e in entries if e["event"] == "object")
     assert objects == ["index.m3u8", "seg0.ts", "seg1.ts", "seg2.ts"]
     assert SECRET_KEY not in push.stderr()
+
+
+def test_other_loggers_write_json_lines_too() -> None:
+    code = (
+        "import argparse, logging\n"
+        "from msd_async.cli import _observe\n"
+        "_observe.configure_logging(argparse.Namespace(log_format='json'))\n"
+        "logging.getLogger('aiohttp.server').warning('slow %s', 'client')\n"
+        "try:\n"
+        "    1 / 0\n"
+        "except ZeroDivisionError:\n"
+        "    logging.getLogger('msd_async.web').exception('request failed')\n"
+        "logging.getLogger('msd_async.retry').info('not shown: below WARNING')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    first, second = (json.loads(x) for x in out.stderr.splitlines())
+    assert first["level"] == "warning" and first["event"] == "log"
+    assert first["logger"] == "aiohttp.server" and first["message"] == "slow client"
+    assert second["level"] == "error" and second["logger"] == "msd_async.web"
+    assert second["message"].startswith("request failed Traceback")
+    assert "ZeroDivisionError" in second["message"]

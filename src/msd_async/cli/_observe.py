@@ -34,6 +34,7 @@ __all__ = [
     "Readiness",
     "add_options",
     "check_options",
+    "configure_logging",
     "json_handler",
     "json_line",
     "observing",
@@ -160,6 +161,13 @@ def json_handler(stream: IO[str] | None = None) -> logging.Handler:
     handler = logging.StreamHandler(sys.stderr if stream is None else stream)
     handler.setFormatter(JsonFormatter())
     return handler
+
+
+def configure_logging(args: argparse.Namespace) -> None:
+    """Under ``--log-format json``, warnings of any logger (aiohttp's, asyncio's, the
+    library's) are JSON lines too: without a root handler, Python would print them plain."""
+    if wants_json(args):
+        logging.basicConfig(level=logging.WARNING, handlers=[json_handler()], force=True)
 
 
 # --- readiness -----------------------------------------------------------------------------

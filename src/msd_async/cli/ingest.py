@@ -97,6 +97,7 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, main: Any) -
     refused = _observe.check_options(args)
     if refused is not None:
         return refused
+    _observe.configure_logging(args)
     return run_command(args, lambda: main(args))
 
 

@@ -51,6 +51,7 @@ def demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     refused = _observe.check_options(args)
     if refused is not None:
         return refused
+    _observe.configure_logging(args)
     import anyio
 
     try:

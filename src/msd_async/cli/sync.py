@@ -84,6 +84,7 @@ def _parse_shard(text: str | None) -> tuple[int, int] | None:
 
 
 def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    _observe.configure_logging(args)
     return run_command(args, lambda: _sync(args))
 
 
