@@ -186,6 +186,8 @@ async def test_one_span_per_call_with_http_client_attributes(
         with pytest.raises(ObjectNotFoundError):
             await store.describe_object("v/nothing.ts")
         await store.list_items_page("v")
+        server.faults.inject("503", method="DELETE")
+        await store.delete_object("v/never-there.ts")  # 503, then a 404 the client accepts
         url = await store.presign_get("v/seg_1.ts")
         assert "X-Amz-Signature" in url
     async with Session(
@@ -218,6 +220,11 @@ async def test_one_span_per_call_with_http_client_attributes(
     assert head.status.status_code is StatusCode.ERROR
     assert "http.request.resend_count" not in (head.attributes or {})
 
+    delete = spans["DeleteObject"]
+    assert delete.attributes["http.request.resend_count"] == 1  # type: ignore[index]
+    assert "error.type" not in (delete.attributes or {})
+    assert delete.status.status_code is not StatusCode.ERROR
+
     listing = spans["ListItems"]
     assert listing.attributes["url.full"] == f"{server.endpoint}/?Path=v"  # type: ignore[index]
 
@@ -226,10 +233,12 @@ async def test_one_span_per_call_with_http_client_attributes(
     assert "http.response.status_code" not in (get.attributes or {})
     assert get.events[0].attributes["exception.type"].endswith("ConnectError")  # type: ignore[index]
 
-    # Five calls, five spans (plus the test's own parent), whatever the attempts.
-    assert sorted(spans) == sorted(
-        ["publish segment", "PutObject", "DescribeObject", "ListItems", "GetObject"]
-    )
+    # Six calls, six spans (plus the test's own parent), whatever the attempts.
+    assert sorted(spans) == sorted([
+        "publish segment", "PutObject", "DescribeObject", "DeleteObject", "ListItems",
+        "GetObject",
+    ])
+    assert len(memory.get_finished_spans()) == 6
     everything = repr([(s.attributes, [e.attributes for e in s.events]) for s in spans.values()])
     assert SECRET not in everything and "Signature" not in everything
     assert "X-Amz" not in everything and "Credential=" not in everything
