@@ -39,6 +39,7 @@ __all__ = [
     "json_line",
     "observing",
     "print_line",
+    "print_publish_event",
     "wants_json",
 ]
 
@@ -123,6 +124,28 @@ def print_line(
     """``text`` in the text format, else the JSON line of ``event`` and ``fields``."""
     out = sys.stdout if file is None else file
     print(json_line(event, level, **fields) if wants_json(args) else text, file=out, flush=True)
+
+
+#: Publisher events that ``msd demo --log-format json`` writes (each object's outcome).
+_PUBLISH_EVENTS: Final = frozenset({"acknowledged", "retried", "dropped", "failed", "gap"})
+
+
+def print_publish_event(event: PublishEvent) -> None:
+    """A JSON line on stdout for a publisher event that ends an object, retries it or marks
+    a gap; other events print nothing."""
+    kind = event.kind
+    if kind not in _PUBLISH_EVENTS:
+        return
+    settled = kind not in ("retried", "gap")
+    error = event.error
+    print(json_line(
+        "object" if settled else kind,
+        "warning" if kind in ("dropped", "failed") else "info",
+        path=event.path, kind=str(event.object_kind), outcome=kind if settled else None,
+        latency_s=None if event.latency is None else round(event.latency, 6),
+        attempts=event.attempt or None,
+        error=None if error is None else type(error).__name__,
+    ), flush=True)
 
 
 class JsonFormatter(logging.Formatter):

@@ -68,10 +68,6 @@ def demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return 1
 
 
-#: Publisher events written as JSON lines under --log-format json (each object's outcome).
-_LOGGED = frozenset({"acknowledged", "retried", "dropped", "failed", "gap"})
-
-
 def _percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -84,12 +80,14 @@ def _ms(value: float | None) -> str:
 
 
 async def _demo(args: argparse.Namespace) -> int:
+    import anyio
     from rich import box
     from rich.console import Console
+    from rich.live import Live
     from rich.table import Table
 
     from .. import Session
-    from ..live import PublishEvent, Status
+    from ..live import LivePublisher, PublishEvent, Status
     from ..live.synthetic import PlaylistReader, RenditionReport, SyntheticStream
     from ..testing import FaultPlan, LocalMediaStore
 
@@ -110,21 +108,10 @@ async def _demo(args: argparse.Namespace) -> int:
     )
     retries: dict[str, int] = {}
 
-    observer = _observe.Observer()
-
     def on_event(event: PublishEvent) -> None:
-        observer.on_publish(event)
-        if as_json and event.kind in _LOGGED:
-            settled = event.kind not in ("retried", "gap")
-            print(_observe.json_line(
-                "object" if settled else event.kind,
-                "warning" if event.kind in ("dropped", "failed") else "info",
-                path=event.path, kind=str(event.object_kind),
-                outcome=event.kind if settled else None,
-                latency_s=None if event.latency is None else round(event.latency, 6),
-                attempts=event.attempt or None,
-                error=None if event.error is None else f"{type(event.error).__name__}",
-            ), flush=True)
+        observer.on_publish(event)  # the --metrics hooks, set below before publishing
+        if as_json:
+            _observe.print_publish_event(event)
         if event.kind == "retried":
             folder = event.path.split("/")[1] if event.path.count("/") >= 2 else "-"
             retries[folder] = retries.get(folder, 0) + 1
@@ -181,95 +168,77 @@ async def _demo(args: argparse.Namespace) -> int:
     async with (
         LocalMediaStore(faults=faults) as server,
         Session(credentials=server.credentials, region=server.region) as session,
+        _observe.observing(
+            args, session=session, store=session.container(server.endpoint), publisher=True
+        ) as observer,
     ):
         store = session.container(server.endpoint)
-        header = (
-            f"msd demo: local server at {server.endpoint}; {args.renditions} renditions x "
-            f"{stream.segments} segments of {args.segment_duration:g} s, LL parts of "
-            f"{args.part_duration:g} s, {args.fault_rate:.0%} injected faults"
-        )
         if as_json:
             print(_observe.json_line(
                 "start", endpoint=server.endpoint, renditions=args.renditions,
                 segments=stream.segments, fault_rate=args.fault_rate,
             ), flush=True)
         else:
-            console.print(header)
-        async with _observe.observing(
-            args, session=session, store=store, publisher=True
-        ) as observer:
-            return await _publish(
-                args, console, live_view, stream, store, faults, on_event, reports, readers,
-                table,
+            console.print(
+                f"msd demo: local server at {server.endpoint}; {args.renditions} renditions "
+                f"x {stream.segments} segments of {args.segment_duration:g} s, LL parts of "
+                f"{args.part_duration:g} s, {args.fault_rate:.0%} injected faults"
             )
-    return 0
-
-
-async def _publish(
-    args: argparse.Namespace, console: Any, live_view: bool, stream: Any, store: Any,
-    faults: Any, on_event: Any, reports: dict[str, Any], readers: dict[str, Any], table: Any,
-) -> int:
-    import anyio
-    from rich.live import Live
-
-    from ..live import LivePublisher
-    from ..live.synthetic import PlaylistReader, RenditionReport
-
-    as_json = _observe.wants_json(args)
-    for name in stream.names():
-        reports[name] = RenditionReport(name)
-        readers[name] = PlaylistReader(store, f"demo/{name}/index.m3u8")
-    publisher = LivePublisher(store, prefix="demo", on_event=on_event)
-    live: Any = (
-        Live(table("live"), console=console, refresh_per_second=4, transient=True)
-        if live_view else None
-    )
-    try:
-        if live is not None:
-            live.start()
-        async with publisher, anyio.create_task_group() as tg:
-
-            async def refresh() -> None:
-                while live is not None:
-                    live.update(table(f"live: {publisher.stats().uptime:4.1f} s"))
-                    await anyio.sleep(0.25)
-
+        for name in stream.names():
+            reports[name] = RenditionReport(name)
+            readers[name] = PlaylistReader(store, f"demo/{name}/index.m3u8")
+        publisher = LivePublisher(store, prefix="demo", on_event=on_event)
+        live: Any = (
+            Live(table("live"), console=console, refresh_per_second=4, transient=True)
+            if live_view else None
+        )
+        try:
             if live is not None:
-                tg.start_soon(refresh)
-            async with anyio.create_task_group() as following:
-                for reader in readers.values():
-                    following.start_soon(reader.run)
-                await stream.run(publisher, reports=reports)
-                # The readers stop at ENDLIST; give them a bounded moment to get there.
-                following.cancel_scope.deadline = anyio.current_time() + max(
-                    5.0, 2 * args.segment_duration
-                )
-            tg.cancel_scope.cancel()
-    finally:
-        if live is not None:
-            live.stop()
-    stats = publisher.stats()
-    missing = sum(len(r.stats.missing) for r in readers.values())
-    hint_misses = sum(len(r.stats.hint_misses) for r in readers.values())
-    while_uploading = sum(r.stats.read_while_uploading for r in readers.values())
-    if as_json:
-        print(_observe.json_line(
-            "summary", "warning" if missing else "info",
-            faults=len(faults.history), retries=stats.retries, dropped=stats.dropped,
-            missing=missing, hint_misses=hint_misses, read_while_uploading=while_uploading,
-        ), flush=True)
-    else:
-        console.print(table("summary"))
-        console.print(
-            f"faults injected: {len(faults.history)}; retries: {stats.retries}; "
-            f"dropped: {stats.dropped}; missing at reader: {missing}; hinted parts not "
-            f"there yet: {hint_misses}; read while uploading: {while_uploading} parts"
-        )
-    if missing:
-        names = ", ".join(sorted({m for r in readers.values() for m in r.stats.missing}))
-        _observe.print_line(
-            args, f"msd demo: a reader found a named object missing: {names}",
-            "missing", "error", error=f"named objects missing: {names}",
-        )
-        return 1
+                live.start()
+            async with publisher, anyio.create_task_group() as tg:
+
+                async def refresh() -> None:
+                    while live is not None:
+                        live.update(table(f"live: {publisher.stats().uptime:4.1f} s"))
+                        await anyio.sleep(0.25)
+
+                if live is not None:
+                    tg.start_soon(refresh)
+                async with anyio.create_task_group() as following:
+                    for reader in readers.values():
+                        following.start_soon(reader.run)
+                    await stream.run(publisher, reports=reports)
+                    # The readers stop at ENDLIST; give them a bounded moment to get there.
+                    following.cancel_scope.deadline = anyio.current_time() + max(
+                        5.0, 2 * args.segment_duration
+                    )
+                tg.cancel_scope.cancel()
+        finally:
+            if live is not None:
+                live.stop()
+        stats = publisher.stats()
+        missing = sum(len(r.stats.missing) for r in readers.values())
+        hint_misses = sum(len(r.stats.hint_misses) for r in readers.values())
+        while_uploading = sum(r.stats.read_while_uploading for r in readers.values())
+        if as_json:
+            print(_observe.json_line(
+                "summary", "warning" if missing else "info", faults=len(faults.history),
+                retries=stats.retries, dropped=stats.dropped, missing=missing,
+                hint_misses=hint_misses, read_while_uploading=while_uploading,
+            ), flush=True)
+        else:
+            console.print(table("summary"))
+            console.print(
+                f"faults injected: {len(faults.history)}; retries: {stats.retries}; "
+                f"dropped: {stats.dropped}; missing at reader: {missing}; hinted parts not "
+                f"there yet: {hint_misses}; read while uploading: {while_uploading} parts"
+            )
+        if missing:
+            names = ", ".join(sorted({m for r in readers.values() for m in r.stats.missing}))
+            if as_json:
+                print(_observe.json_line("missing", "error", error=f"named objects missing: "
+                                         f"{names}"), flush=True)
+            else:
+                console.print(f"msd demo: a reader found a named object missing: {names}")
+            return 1
     return 0
