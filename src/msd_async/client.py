@@ -20,7 +20,7 @@ from .errors import (
     ObjectTooLargeError,
     SessionClosedError,
 )
-from .events import EventHook, EventKind, Operation, RequestEvent
+from .events import EventHook, EventKind, Operation, new_event
 from .results import Item, ListPage, ObjectInfo, PutResult
 from .retry import Deadline, RetryPolicy, call_with_retries
 from .signing import SigV4Signer, signing_host
@@ -53,6 +53,14 @@ def _operation(request: protocol.Request) -> tuple[Operation, str]:
     if method == "HEAD":
         return "DescribeObject", path
     return "DeleteObject", path
+
+
+def _declared_length(method: str, response: Response) -> int | None:
+    """Body bytes the response announces, for events."""
+    if method == "HEAD":
+        return 0
+    length = response.headers.get("Content-Length")
+    return int(length) if length is not None and length.isdigit() else None
 
 
 def _parse_endpoint(endpoint: str) -> tuple[str, str]:
@@ -96,13 +104,14 @@ class _Emitter:
         path: str,
         endpoint: str,
         attempt: int,
+        started: float | None = None,
     ) -> None:
         self._hooks = hooks
         self._operation: Operation = operation
         self._path = path
         self._endpoint = endpoint
         self._attempt = attempt
-        self._started = time.monotonic()
+        self._started = time.monotonic() if started is None else started
 
     def __call__(
         self,
@@ -112,17 +121,13 @@ class _Emitter:
         status: int | None = None,
         error: BaseException | None = None,
         delay: float | None = None,
+        bytes_sent: int | None = None,
+        bytes_received: int | None = None,
     ) -> None:
-        event = RequestEvent(
-            kind=kind,
-            operation=self._operation,
-            path=self._path,
-            endpoint=self._endpoint,
-            attempt=self._attempt if attempt is None else attempt,
-            elapsed=time.monotonic() - self._started,
-            status=status,
-            error=error,
-            delay=delay,
+        event = new_event(
+            kind, self._operation, self._path, self._endpoint,
+            self._attempt if attempt is None else attempt, time.monotonic() - self._started,
+            status, error, delay, bytes_sent, bytes_received,
         )
         for hook in self._hooks:
             hook(event)
@@ -184,10 +189,13 @@ class ContainerClient:
                 request, body, meter, chunked, object_operation, deadline
             )
         except MediaStoreError as exc:
-            emit("error", status=getattr(exc, "status", None), error=exc)
+            emit("error", status=getattr(exc, "status", None), error=exc,
+                 bytes_sent=0 if meter is None else meter.sent)
             raise
         try:
-            emit("response", status=response.status)
+            emit("response", status=response.status,
+                 bytes_sent=0 if meter is None else meter.sent,
+                 bytes_received=_declared_length(request.method, response))
         except BaseException:
             response.close()  # the hook's exception reaches the caller; the slot does not leak
             raise
@@ -251,12 +259,19 @@ class ContainerClient:
         context = self._context
         on_retry = None
         if context.event_hooks and request is not None:
-            operation, path = _operation(request)
-            emit = _Emitter(tuple(context.event_hooks), operation, path, self.endpoint, 0)
+            # The emitter is made at the first retry, not for every call: most calls have
+            # none, and this ran on every request of a session with hooks (bench_hooks.py).
+            started = time.monotonic()
+            emitter: list[_Emitter] = []
 
             def on_retry(n: int, error: MediaStoreError, delay: float) -> None:
-                emit("retry", attempt=n, status=getattr(error, "status", None), error=error,
-                     delay=delay)
+                if not emitter:
+                    operation, path = _operation(request)
+                    emitter.append(_Emitter(
+                        tuple(context.event_hooks), operation, path, self.endpoint, 0, started
+                    ))
+                emitter[0]("retry", attempt=n, status=getattr(error, "status", None),
+                           error=error, delay=delay)
 
         return await call_with_retries(
             attempt,

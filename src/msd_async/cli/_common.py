@@ -136,7 +136,12 @@ def run_command(args: argparse.Namespace, main: Callable[[], Awaitable[int]]) ->
     except Exception as exc:
         if getattr(args, "debug", False):
             traceback.print_exception(exc, file=sys.stderr)
-        print(f"msd {args.command}: {describe_error(exc)}", file=sys.stderr)
+        line = f"msd {args.command}: {describe_error(exc)}"
+        if getattr(args, "log_format", "text") == "json":
+            from ._observe import json_line
+
+            line = json_line("failed", "error", error=describe_error(exc))
+        print(line, file=sys.stderr)
         return EXIT_FAILED
 
 

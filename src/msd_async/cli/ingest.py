@@ -8,6 +8,7 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
+from . import _observe
 from ._common import EXIT_FAILED, client_options, run_command
 
 if TYPE_CHECKING:
@@ -51,6 +52,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="skip the signed ListItems of --prefix made at start to check the endpoint "
         "and credentials",
     )
+    _observe.add_options(common)
 
     p = commands.add_parser(
         "relay",
@@ -146,6 +148,10 @@ def _size(text: str) -> int:
 def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, main: Any) -> int:
     if not args.endpoint:
         args.command_parser.error("give --endpoint URL or set MSD_ENDPOINT")
+    refused = _observe.check_options(args)
+    if refused is not None:
+        return refused
+    _observe.configure_logging(args)
     return run_command(args, lambda: main(args))
 
 
@@ -176,7 +182,9 @@ def _finish(name: str, reporter: Any, extra: list[str], started: float) -> int:
     return 0
 
 
-def _make_publisher(store: ContainerClient, args: argparse.Namespace) -> tuple[Any, Any]:
+def _make_publisher(
+    store: ContainerClient, args: argparse.Namespace, observer: _observe.Observer
+) -> tuple[Any, Any]:
     """The live publisher for ``--endpoint`` and its backups, and a function that tells the
     last error it met for an ingest path (for the failure lines)."""
     import logging
@@ -188,12 +196,16 @@ def _make_publisher(store: ContainerClient, args: argparse.Namespace) -> tuple[A
     def on_event(event: PublishEvent) -> None:
         # The relay and the pusher log each object's outcome; what happens later (the
         # window's deletes) is logged from here.
+        observer.on_publish(event)
         if event.kind == "retried" and event.error is not None:
             last_errors[event.path] = event.error
         elif event.kind == "deleted":
-            logger.info("DELETE %s deleted", event.path)
+            logger.info("DELETE %s deleted", event.path,
+                        extra={"msd_fields": {"event": "deleted", "path": event.path}})
         elif event.kind == "delete-failed":
-            logger.warning("DELETE %s failed: %s", event.path, event.reason)
+            logger.warning("DELETE %s failed: %s", event.path, event.reason,
+                           extra={"msd_fields": {"event": "delete-failed", "path": event.path,
+                                                 "error": event.reason}})
 
     # The relay and the pusher wait up to --shutdown-timeout for every outcome before the
     # publisher closes: by then only deletes not yet due (abandoned) or objects that missed
@@ -219,7 +231,7 @@ def _make_publisher(store: ContainerClient, args: argparse.Namespace) -> tuple[A
 class _Console:
     """One log line per object on stderr; on a terminal, a status line below them."""
 
-    def __init__(self, status: Any) -> None:
+    def __init__(self, status: Any, args: argparse.Namespace) -> None:
         import logging
 
         from rich.console import Console
@@ -230,10 +242,13 @@ class _Console:
         logger = logging.getLogger("msd_async.ingest")
         logger.propagate = False
         logger.setLevel(logging.INFO)
-        if self.console.is_terminal:
+        self._json = _observe.wants_json(args)
+        if self._json:
+            handler: logging.Handler = _observe.json_handler()
+        elif self.console.is_terminal:
             from rich.logging import RichHandler
 
-            handler: logging.Handler = RichHandler(
+            handler = RichHandler(
                 console=self.console, show_path=False, show_level=False
             )
         else:
@@ -242,7 +257,7 @@ class _Console:
         logger.handlers[:] = [handler]
 
     async def __aenter__(self) -> _Console:
-        if self.console.is_terminal:
+        if self.console.is_terminal and not self._json:
             import asyncio
 
             from rich.live import Live
@@ -319,7 +334,8 @@ def _relay(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         warning = "msd relay: warning: listening on a non-loopback address"
         if not (args.secret or args.basic_auth):
             warning += " WITHOUT --secret or --basic-auth: anyone who reaches it can publish"
-        print(warning, file=sys.stderr)
+        _observe.print_line(args, warning, "warning", "warning", file=sys.stderr,
+                            message=warning.removeprefix("msd relay: warning: "))
     if args.basic_auth is not None and ":" not in args.basic_auth:
         args.command_parser.error("--basic-auth must be USER:PASSWORD")
     from ..ingest.relay import DEFAULT_MAX_CONNECTIONS, minimum_buffer
@@ -358,44 +374,47 @@ async def _relay_main(args: argparse.Namespace) -> int:
     try:
         async with Session(region=args.region, profile=args.profile) as session:
             store = session.container(args.endpoint)
-            await _preflight(store, args)
-            publisher, last_error = _make_publisher(store, args)
-            async with publisher:
-                relay = Relay(
-                    publisher,
-                    host=args.host,
-                    port=args.port,
-                    allow_remote=args.allow_remote,
-                    secret=args.secret,
-                    basic_auth=basic,
-                    drain_timeout=args.shutdown_timeout,
-                    media_deadline=args.media_deadline,
-                    **limits,
-                )
-                relay.reporter.last_error = last_error
-
-                def status() -> str:
-                    s = relay.stats
-                    outcomes = relay.reporter.counters.outcomes
-                    counts = " ".join(f"{k} {v}" for k, v in outcomes.items())
-                    return " | ".join(
-                        part
-                        for part in (
-                            f"relay :{relay.port}",
-                            f"receiving {s.in_flight}",
-                            f"pending {relay.reporter.pending}",
-                            counts,
-                            f"{s.bytes_in / 1e6:.1f} MB in",
-                            _publisher_status(publisher),
-                        )
-                        if part
+            async with _observe.observing(
+                args, session=session, store=store, publisher=True
+            ) as obs:
+                await _preflight(store, args)
+                publisher, last_error = _make_publisher(store, args, obs)
+                async with publisher:
+                    relay = Relay(
+                        publisher,
+                        host=args.host,
+                        port=args.port,
+                        allow_remote=args.allow_remote,
+                        secret=args.secret,
+                        basic_auth=basic,
+                        drain_timeout=args.shutdown_timeout,
+                        media_deadline=args.media_deadline,
+                        **limits,
                     )
+                    relay.reporter.last_error = last_error
 
-                async with relay:
-                    print(f"relay: {relay.url}", flush=True)
-                    async with _Console(status):
-                        await stop.wait()
-                retries = publisher.stats().retries
+                    def status() -> str:
+                        s = relay.stats
+                        outcomes = relay.reporter.counters.outcomes
+                        counts = " ".join(f"{k} {v}" for k, v in outcomes.items())
+                        return " | ".join(
+                            part
+                            for part in (
+                                f"relay :{relay.port}",
+                                f"receiving {s.in_flight}",
+                                f"pending {relay.reporter.pending}",
+                                counts,
+                                f"{s.bytes_in / 1e6:.1f} MB in",
+                                _publisher_status(publisher),
+                            )
+                            if part
+                        )
+
+                    async with relay:
+                        print(f"relay: {relay.url}", flush=True)
+                        async with _Console(status, args):
+                            await stop.wait()
+                    retries = publisher.stats().retries
     finally:
         _remove_signal_handlers()
     s = relay.stats
@@ -430,37 +449,40 @@ async def _push_main(args: argparse.Namespace) -> int:
     try:
         async with Session(region=args.region, profile=args.profile) as session:
             store = session.container(args.endpoint)
-            await _preflight(store, args)
-            publisher, last_error = _make_publisher(store, args)
-            async with publisher:
-                pusher = FolderPusher(
-                    publisher,
-                    args.dir,
-                    settle=args.settle,
-                    drain_timeout=args.shutdown_timeout,
-                    media_deadline=args.media_deadline,
-                )
-                pusher.reporter.last_error = last_error
-
-                def status() -> str:
-                    counts = " ".join(
-                        f"{k} {v}" for k, v in pusher.reporter.counters.outcomes.items()
+            async with _observe.observing(
+                args, session=session, store=store, publisher=True
+            ) as obs:
+                await _preflight(store, args)
+                publisher, last_error = _make_publisher(store, args, obs)
+                async with publisher:
+                    pusher = FolderPusher(
+                        publisher,
+                        args.dir,
+                        settle=args.settle,
+                        drain_timeout=args.shutdown_timeout,
+                        media_deadline=args.media_deadline,
                     )
-                    return " | ".join(
-                        part
-                        for part in (
-                            f"push {args.dir}",
-                            f"pending {pusher.reporter.pending}",
-                            counts,
-                            _publisher_status(publisher),
+                    pusher.reporter.last_error = last_error
+
+                    def status() -> str:
+                        counts = " ".join(
+                            f"{k} {v}" for k, v in pusher.reporter.counters.outcomes.items()
                         )
-                        if part
-                    )
+                        return " | ".join(
+                            part
+                            for part in (
+                                f"push {args.dir}",
+                                f"pending {pusher.reporter.pending}",
+                                counts,
+                                _publisher_status(publisher),
+                            )
+                            if part
+                        )
 
-                async with _Console(status):
-                    print(f"push: watching {pusher.directory}", flush=True)
-                    await pusher.run(stop)
-                retries = publisher.stats().retries
+                    async with _Console(status, args):
+                        print(f"push: watching {pusher.directory}", flush=True)
+                        await pusher.run(stop)
+                    retries = publisher.stats().retries
     finally:
         _remove_signal_handlers()
     extra = [f"{pusher.skipped_temporary} temporary files skipped", f"{retries} retries"]

@@ -6,6 +6,8 @@ import argparse
 import sys
 from typing import Any
 
+from . import _observe
+
 __all__ = ["register"]
 
 
@@ -32,6 +34,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="no live status view (the default when stdout is not a terminal)",
     )
     p.add_argument("--debug", action="store_true", help="show tracebacks")
+    _observe.add_options(p)
     p.set_defaults(func=demo)
 
 
@@ -45,17 +48,23 @@ def demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error("--fault-rate must be within 0..0.5")
     if not 0 < args.part_duration <= args.segment_duration:
         parser.error("--part-duration must be above 0 and at most --segment-duration")
+    refused = _observe.check_options(args)
+    if refused is not None:
+        return refused
+    _observe.configure_logging(args)
     import anyio
 
     try:
         return anyio.run(_demo, args)
     except KeyboardInterrupt:
-        print("msd demo: interrupted", file=sys.stderr)
+        _observe.print_line(args, "msd demo: interrupted", "interrupted", "error",
+                            file=sys.stderr)
         return 130
     except Exception as exc:
         if args.debug:
             raise
-        print(f"msd demo: {exc}", file=sys.stderr)
+        _observe.print_line(args, f"msd demo: {exc}", "failed", "error", file=sys.stderr,
+                            error=str(exc))
         return 1
 
 
@@ -83,7 +92,8 @@ async def _demo(args: argparse.Namespace) -> int:
     from ..testing import FaultPlan, LocalMediaStore
 
     console = Console() if sys.stdout.isatty() else Console(width=140)
-    live_view = console.is_terminal and not args.no_live_view
+    as_json = _observe.wants_json(args)
+    live_view = console.is_terminal and not args.no_live_view and not as_json
     faults = FaultPlan(
         rate=args.fault_rate,
         kinds={"500", "503", "throttle", "cut-upload"},
@@ -99,6 +109,9 @@ async def _demo(args: argparse.Namespace) -> int:
     retries: dict[str, int] = {}
 
     def on_event(event: PublishEvent) -> None:
+        observer.on_publish(event)  # the --metrics hooks, set below before publishing
+        if as_json:
+            _observe.print_publish_event(event)
         if event.kind == "retried":
             folder = event.path.split("/")[1] if event.path.count("/") >= 2 else "-"
             retries[folder] = retries.get(folder, 0) + 1
@@ -155,13 +168,22 @@ async def _demo(args: argparse.Namespace) -> int:
     async with (
         LocalMediaStore(faults=faults) as server,
         Session(credentials=server.credentials, region=server.region) as session,
+        _observe.observing(
+            args, session=session, store=session.container(server.endpoint), publisher=True
+        ) as observer,
     ):
         store = session.container(server.endpoint)
-        console.print(
-            f"msd demo: local server at {server.endpoint}; {args.renditions} renditions x "
-            f"{stream.segments} segments of {args.segment_duration:g} s, LL parts of "
-            f"{args.part_duration:g} s, {args.fault_rate:.0%} injected faults"
-        )
+        if as_json:
+            print(_observe.json_line(
+                "start", endpoint=server.endpoint, renditions=args.renditions,
+                segments=stream.segments, fault_rate=args.fault_rate,
+            ), flush=True)
+        else:
+            console.print(
+                f"msd demo: local server at {server.endpoint}; {args.renditions} renditions "
+                f"x {stream.segments} segments of {args.segment_duration:g} s, LL parts of "
+                f"{args.part_duration:g} s, {args.fault_rate:.0%} injected faults"
+            )
         for name in stream.names():
             reports[name] = RenditionReport(name)
             readers[name] = PlaylistReader(store, f"demo/{name}/index.m3u8")
@@ -194,20 +216,29 @@ async def _demo(args: argparse.Namespace) -> int:
         finally:
             if live is not None:
                 live.stop()
-        console.print(table("summary"))
         stats = publisher.stats()
         missing = sum(len(r.stats.missing) for r in readers.values())
-        console.print(
-            f"faults injected: {len(faults.history)}; retries: {stats.retries}; "
-            f"dropped: {stats.dropped}; missing at reader: {missing}; hinted parts not "
-            f"there yet: {sum(len(r.stats.hint_misses) for r in readers.values())}; "
-            f"read while uploading: "
-            f"{sum(r.stats.read_while_uploading for r in readers.values())} parts"
-        )
-        if missing:
+        hint_misses = sum(len(r.stats.hint_misses) for r in readers.values())
+        while_uploading = sum(r.stats.read_while_uploading for r in readers.values())
+        if as_json:
+            print(_observe.json_line(
+                "summary", "warning" if missing else "info", faults=len(faults.history),
+                retries=stats.retries, dropped=stats.dropped, missing=missing,
+                hint_misses=hint_misses, read_while_uploading=while_uploading,
+            ), flush=True)
+        else:
+            console.print(table("summary"))
             console.print(
-                "msd demo: a reader found a named object missing: "
-                + ", ".join(sorted({m for r in readers.values() for m in r.stats.missing}))
+                f"faults injected: {len(faults.history)}; retries: {stats.retries}; "
+                f"dropped: {stats.dropped}; missing at reader: {missing}; hinted parts not "
+                f"there yet: {hint_misses}; read while uploading: {while_uploading} parts"
             )
+        if missing:
+            names = ", ".join(sorted({m for r in readers.values() for m in r.stats.missing}))
+            if as_json:
+                print(_observe.json_line("missing", "error", error=f"named objects missing: "
+                                         f"{names}"), flush=True)
+            else:
+                console.print(f"msd demo: a reader found a named object missing: {names}")
             return 1
     return 0

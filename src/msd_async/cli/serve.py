@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from . import _observe
+from ._common import CommandError
+
 __all__ = ["register"]
 
 
@@ -63,6 +66,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     p.add_argument("--fault-delay", type=float, default=0.5, help="seconds for 'delay'")
     p.add_argument("--quiet", action="store_true", help="do not log requests")
+    _observe.add_options(p)
     p.set_defaults(func=serve)
 
 
@@ -91,6 +95,7 @@ def serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         else DEFAULT_CREDENTIALS
     )
     kinds = [k.strip() for k in args.fault_kinds.split(",") if k.strip()] or FAULT_KINDS
+    args.registry = None
     try:
         faults = FaultPlan(
             rate=args.fault_rate, kinds=kinds, seed=args.fault_seed, delay=args.fault_delay
@@ -98,13 +103,31 @@ def serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except ValueError as exc:
         parser.error(str(exc))
 
+    refused = _observe.check_options(args)
+    if refused is not None:
+        return refused
+    on_request = None
+    if args.metrics is not None:
+        from prometheus_client import CollectorRegistry
+
+        from ..prometheus import server_hook
+
+        args.registry = CollectorRegistry()
+        on_request = server_hook(args.registry)
+
     access = logging.getLogger("msd_async.testing.access")
     access.propagate = False
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    if _observe.wants_json(args):
+        handler = _observe.json_handler()
+        logging.basicConfig(level=logging.WARNING, handlers=[_observe.json_handler()])
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        logging.basicConfig(
+            level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s"
+        )
     access.addHandler(handler)
     access.setLevel(logging.WARNING if args.quiet else logging.INFO)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
 
     server = LocalMediaStore(
         host=args.host,
@@ -120,15 +143,17 @@ def serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         container=args.container,
         fsync=not args.no_fsync,
         access_logger=access,
+        on_request=on_request,
     )
     print(f"access key id: {credentials.access_key_id}", flush=True)
     if not explicit:
         print(f"secret access key: {credentials.secret_access_key}", flush=True)
     print(f"region: {args.region}", flush=True)
     try:
-        asyncio.run(_serve(server))
-    except OSError as exc:
-        print(f"msd serve: {exc}", file=sys.stderr)
+        asyncio.run(_serve(server, args))
+    except (OSError, CommandError) as exc:
+        _observe.print_line(args, f"msd serve: {exc}", "failed", "error", file=sys.stderr,
+                            error=str(exc))
         return 1
     return 0
 
@@ -152,7 +177,7 @@ def _exports(server: object) -> str:
     return "export " + " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
 
 
-async def _serve(server: object) -> None:
+async def _serve(server: object, args: argparse.Namespace) -> None:
     import asyncio
     import signal
 
@@ -165,9 +190,12 @@ async def _serve(server: object) -> None:
         loop.add_signal_handler(sig, stop.set)
     try:
         await server.start()
-        print(f"endpoint: {server.endpoint}", flush=True)
-        print(_exports(server), flush=True)
-        await stop.wait()
+        async with _observe.observing(
+            args, server_ready=lambda: bool(server.endpoint), registry=args.registry
+        ):
+            print(f"endpoint: {server.endpoint}", flush=True)
+            print(_exports(server), flush=True)
+            await stop.wait()
     finally:
         await server.close()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from . import _observe
 from ._common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -63,6 +64,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--content-type", help="Content-Type of every upload (default: from each name)"
     )
     p.add_argument("--cache-control", help="Cache-Control stored with every upload")
+    _observe.add_options(p, metrics=False)
     p.set_defaults(func=_run)
 
 
@@ -82,6 +84,7 @@ def _parse_shard(text: str | None) -> tuple[int, int] | None:
 
 
 def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    _observe.configure_logging(args)
     return run_command(args, lambda: _sync(args))
 
 
@@ -116,19 +119,27 @@ async def _sync(args: argparse.Namespace) -> int:
                 record=not args.no_record,
             )
     for failure in sorted(report.failed, key=lambda f: f.path):
-        print(f"msd sync: failed: {failure.path}: {failure.message}", file=sys.stderr)
+        _observe.print_line(
+            args, f"msd sync: failed: {failure.path}: {failure.message}", "failed", "error",
+            file=sys.stderr, path=failure.path, outcome="failed", error=failure.message,
+        )
     if args.json:
         print(json.dumps(report.to_dict()))
-    else:
-        if args.dry_run:
-            for path in sorted(report.transferred):
-                print(f"would {verb}: {path}")
-            for path in sorted(report.deleted):
-                print(f"would delete: {path}")
-        would = "would " if args.dry_run else ""
-        print(
-            f"{would}{verb} {len(report.transferred)} files "
-            f"({report.bytes_transferred:,} bytes), {len(report.skipped)} unchanged, "
-            f"{would}delete {len(report.deleted)}, {len(report.failed)} failed"
-        )
+        return EXIT_OK if report.ok else EXIT_FAILED
+    would = "would " if args.dry_run else ""
+    if args.dry_run:
+        for path in sorted(report.transferred):
+            _observe.print_line(args, f"would {verb}: {path}", f"would-{verb}", path=path)
+        for path in sorted(report.deleted):
+            _observe.print_line(args, f"would delete: {path}", "would-delete", path=path)
+    _observe.print_line(
+        args,
+        f"{would}{verb} {len(report.transferred)} files "
+        f"({report.bytes_transferred:,} bytes), {len(report.skipped)} unchanged, "
+        f"{would}delete {len(report.deleted)}, {len(report.failed)} failed",
+        "summary", "info" if report.ok else "error",
+        direction=verb, dry_run=args.dry_run, transferred=len(report.transferred),
+        bytes=report.bytes_transferred, unchanged=len(report.skipped),
+        deleted=len(report.deleted), failed=len(report.failed),
+    )
     return EXIT_OK if report.ok else EXIT_FAILED

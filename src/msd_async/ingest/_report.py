@@ -32,6 +32,9 @@ class ObjectRecord:
     detail: str = ""
     started: float = 0.0
     received: float | None = None
+    #: The object's kind and the primary destination's attempts, when the publisher said.
+    kind: str | None = None
+    attempts: int | None = None
 
     def line(self) -> str:
         """The log line: ``PUT live/seg_3.ts 183,212 B acknowledged 0.042 s``."""
@@ -182,8 +185,11 @@ class Reporter:
                 key = cause(error, _CAUSE_LENGTH * 3 // 4)
                 if key not in detail:
                     detail = f"{key} ({cause(detail, _CAUSE_LENGTH * 3 // 4)})"
+            kind = getattr(outcome, "kind", None)
+            destinations = getattr(outcome, "destinations", None)
             self.record(method, path, size(), started, name, detail, received=received(),
-                        cause_key=key)
+                        cause_key=key, kind=None if kind is None else str(kind),
+                        attempts=destinations[0].attempts if destinations else None)
         finally:
             if done is not None:
                 done()
@@ -199,15 +205,19 @@ class Reporter:
         *,
         received: float | None = None,
         cause_key: str | None = None,
+        kind: str | None = None,
+        attempts: int | None = None,
     ) -> None:
         """Count and log one outcome. ``cause_key``: what the summary groups this failure
         under (default: ``detail``)."""
         self.counters.add(outcome, size, detail if cause_key is None else cause_key)
         rec = ObjectRecord(
-            method, path, size, outcome, time.monotonic() - started, detail, started, received
+            method, path, size, outcome, time.monotonic() - started, detail, started, received,
+            kind, attempts,
         )
+        # The record rides along for --log-format json (cli/_observe.JsonFormatter).
         logger.log(logging.WARNING if outcome in ("failed", "dropped") else logging.INFO,
-                   "%s", rec.line())
+                   "%s", rec.line(), extra={"msd_record": rec})
         if self._on_object is not None:
             try:
                 self._on_object(rec)

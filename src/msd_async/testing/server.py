@@ -121,6 +121,16 @@ def _check_object_path(path: str) -> str:
         raise _validation(exc.message) from None
 
 
+#: The API operation of a request, by (method, whether it names the container's root).
+_OPERATIONS: Final = {
+    ("GET", True): "ListItems",
+    ("GET", False): "GetObject",
+    ("HEAD", False): "DescribeObject",
+    ("PUT", False): "PutObject",
+    ("DELETE", False): "DeleteObject",
+}
+
+
 class _AccessLogger(AbstractAccessLogger):
     """One line per request: method, path, status, bytes in/out, milliseconds, request id."""
 
@@ -132,15 +142,25 @@ class _AccessLogger(AbstractAccessLogger):
             sent = response.body_length
         except Exception:  # not prepared (connection lost first)
             sent = 0
+        rid = response.headers.get("x-amzn-RequestId", "-")
+        received = request.get(_BYTES_IN, 0)
         self.logger.info(
             "%s %s %s in=%d out=%d %.1fms %s",
             request.method,
             request.raw_path,
             status,
-            request.get(_BYTES_IN, 0),
+            received,
             sent,
             time * 1000,
-            response.headers.get("x-amzn-RequestId", "-"),
+            rid,
+            # For `msd serve --log-format json`: the path without its query, which may be
+            # a presigned URL's signature.
+            extra={"msd_fields": {
+                "event": "request", "method": request.method,
+                "path": request.raw_path.partition("?")[0], "status": status,
+                "bytes_in": received, "bytes_out": sent, "latency_s": round(time, 6),
+                "request_id": rid,
+            }},
         )
 
     @property
@@ -192,6 +212,10 @@ class LocalMediaStore:
     ``faults``                  a :class:`FaultPlan`; default one that injects nothing
     ``container``               the container name a MediaStore-style Host must use
     ``fsync``                   directory store: fsync before acknowledging; default ``True``
+    ``on_request``              called after each request with ``(operation, status,
+                                seconds)``: the API operation name (``"other"`` for another
+                                method), the HTTP status as text (``"aborted"`` when the
+                                client went away) and the handling time (``--metrics``)
     ==========================  ==============================================================
     """
 
@@ -212,8 +236,10 @@ class LocalMediaStore:
         container: str = "local",
         fsync: bool = True,
         access_logger: logging.Logger | None = None,
+        on_request: Callable[[str, str, float], object] | None = None,
     ) -> None:
         self.host = host
+        self.on_request = on_request
         self.port = port
         self.region = region
         self.credentials = credentials or DEFAULT_CREDENTIALS
@@ -242,9 +268,32 @@ class LocalMediaStore:
 
     def make_app(self) -> web.Application:
         """The aiohttp application (one catch-all route; the server routes by itself)."""
-        app = web.Application(client_max_size=1024)
+        middlewares = []
+        if self.on_request is not None:
+
+            @web.middleware
+            async def observe(
+                request: web.Request, handler: Callable[[web.Request], Any]
+            ) -> web.StreamResponse:
+                return await self._observe(request, handler)
+
+            middlewares.append(observe)
+        app = web.Application(client_max_size=1024, middlewares=middlewares)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         return app
+
+    async def _observe(
+        self, request: web.Request, handler: Callable[[web.Request], Any]
+    ) -> web.StreamResponse:
+        started = time.monotonic()
+        response: web.StreamResponse = await handler(request)
+        method = request.method
+        root = request.raw_path.partition("?")[0].strip("/") == ""
+        operation = _OPERATIONS.get((method, root), "other")
+        status = "aborted" if request.get(_GONE) else str(response.status)
+        assert self.on_request is not None
+        self.on_request(operation, status, time.monotonic() - started)
+        return response
 
     async def start(self) -> None:
         """Start listening; sets :attr:`port` and :attr:`endpoint`."""

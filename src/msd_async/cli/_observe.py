@@ -1,0 +1,397 @@
+"""What the long-running commands show operators: ``--metrics HOST:PORT`` (Prometheus
+``/metrics``, ``/healthz``, ``/readyz``) and ``--log-format json`` (docs/observability.md).
+
+prometheus-client is imported only when ``--metrics`` is given; without the ``metrics``
+extra, ``--metrics`` fails at once with one line naming the extra (exit status 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as _dt
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import IO, TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from ..client import ContainerClient
+    from ..events import RequestEvent
+    from ..live.stats import PublishEvent
+    from ..session import Session
+
+__all__ = [
+    "METRICS_EXTRA_HINT",
+    "JsonFormatter",
+    "Observer",
+    "Readiness",
+    "add_options",
+    "check_options",
+    "configure_logging",
+    "json_handler",
+    "json_line",
+    "observing",
+    "print_line",
+    "print_publish_event",
+    "wants_json",
+]
+
+METRICS_EXTRA_HINT: Final = (
+    "--metrics needs the metrics extra: pip install 'msd-async[metrics]'"
+)
+#: /readyz: the origin must have answered within this many seconds.
+READY_WINDOW: Final = 15.0
+#: An idle command probes the origin (a signed ListItems) this often.
+PROBE_INTERVAL: Final = 5.0
+
+
+def add_options(parser: argparse.ArgumentParser, *, metrics: bool = True) -> None:
+    """``--metrics HOST:PORT`` (unless ``metrics=False``) and ``--log-format text|json``."""
+    if metrics:
+        parser.add_argument(
+            "--metrics",
+            metavar="HOST:PORT",
+            help="serve Prometheus /metrics, /healthz and /readyz on this address "
+            "(needs msd-async[metrics])",
+        )
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="text (default) or json: one JSON object per log line",
+    )
+
+
+def wants_json(args: argparse.Namespace) -> bool:
+    return getattr(args, "log_format", "text") == "json"
+
+
+def _parse_address(text: str) -> tuple[str, int] | None:
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        return None
+    return host, int(port)
+
+
+def check_options(args: argparse.Namespace) -> int | None:
+    """Validate ``--metrics`` before the command starts: prints one line and returns the
+    exit status (2) when it cannot be honoured, else ``None``."""
+    address = getattr(args, "metrics", None)
+    if address is None:
+        return None
+    command = getattr(args, "command", "")
+    if _parse_address(address) is None:
+        _fail(args, f"msd {command}: --metrics must be HOST:PORT, not {address!r}")
+        return 2
+    try:
+        import prometheus_client  # noqa: F401
+    except ImportError:
+        _fail(args, f"msd {command}: {METRICS_EXTRA_HINT}")
+        return 2
+    return None
+
+
+def _fail(args: argparse.Namespace, text: str) -> None:
+    if wants_json(args):
+        text = json_line("usage-error", "error", error=text)
+    print(text, file=sys.stderr)
+
+
+# --- JSON lines ----------------------------------------------------------------------------
+def _now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def json_line(event: str, level: str = "info", **fields: Any) -> str:
+    """One JSON log line: ``ts``, ``level``, ``event`` and the fields that are not None."""
+    line: dict[str, Any] = {"ts": _now(), "level": level, "event": event}
+    line.update((k, v) for k, v in fields.items() if v is not None)
+    return json.dumps(line, ensure_ascii=False, default=str)
+
+
+def print_line(
+    args: argparse.Namespace, text: str, event: str, level: str = "info",
+    file: IO[str] | None = None, **fields: Any,
+) -> None:
+    """``text`` in the text format, else the JSON line of ``event`` and ``fields``."""
+    out = sys.stdout if file is None else file
+    print(json_line(event, level, **fields) if wants_json(args) else text, file=out, flush=True)
+
+
+#: Publisher events that ``msd demo --log-format json`` writes (each object's outcome).
+_PUBLISH_EVENTS: Final = frozenset({"acknowledged", "retried", "dropped", "failed", "gap"})
+
+
+def print_publish_event(event: PublishEvent) -> None:
+    """A JSON line on stdout for a publisher event that ends an object, retries it or marks
+    a gap; other events print nothing."""
+    kind = event.kind
+    if kind not in _PUBLISH_EVENTS:
+        return
+    settled = kind not in ("retried", "gap")
+    error = event.error
+    print(json_line(
+        "object" if settled else kind,
+        "warning" if kind in ("dropped", "failed") else "info",
+        path=event.path, kind=str(event.object_kind), outcome=kind if settled else None,
+        latency_s=None if event.latency is None else round(event.latency, 6),
+        attempts=event.attempt or None,
+        error=None if error is None else type(error).__name__,
+    ), flush=True)
+
+
+class JsonFormatter(logging.Formatter):
+    """Formats a log record as one JSON line. Records of an object's outcome (the ingest
+    reporter's ``msd_record``) and records with ``msd_fields`` become structured fields;
+    anything else keeps its message in ``message``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        level = record.levelname.lower()
+        rec = getattr(record, "msd_record", None)
+        fields: dict[str, Any]
+        if rec is not None:
+            failed = rec.outcome in ("failed", "dropped") or rec.outcome.startswith("unfinished")
+            fields = {
+                "method": rec.method,
+                "path": rec.path,
+                "kind": getattr(rec, "kind", None),
+                "outcome": rec.outcome,
+                "size": rec.size if rec.method != "DELETE" else None,
+                "latency_s": round(rec.elapsed, 6),
+                "attempts": getattr(rec, "attempts", None),
+                ("error" if failed else "detail"): rec.detail or None,
+            }
+            return json_line("object", level, **fields)
+        extra: Mapping[str, Any] | None = getattr(record, "msd_fields", None)
+        if extra is not None:
+            fields = dict(extra)
+            return json_line(str(fields.pop("event", "log")), level, **fields)
+        message = record.getMessage()
+        if record.exc_info:
+            message += " " + " ".join(self.formatException(record.exc_info).split())
+        return json_line("log", level, logger=record.name, message=message)
+
+
+def json_handler(stream: IO[str] | None = None) -> logging.Handler:
+    handler = logging.StreamHandler(sys.stderr if stream is None else stream)
+    handler.setFormatter(JsonFormatter())
+    return handler
+
+
+def configure_logging(args: argparse.Namespace) -> None:
+    """Under ``--log-format json``, warnings of any logger (aiohttp's, asyncio's, the
+    library's) are JSON lines too: without a root handler, Python would print them plain."""
+    if wants_json(args):
+        logging.basicConfig(level=logging.WARNING, handlers=[json_handler()], force=True)
+
+
+# --- readiness -----------------------------------------------------------------------------
+def _origin_failed(event: RequestEvent) -> bool:
+    """Whether an error event says the origin is unwell (no answer, 5xx, throttling, keys
+    refused) rather than that one request was wrong (a 404, a bad path)."""
+    from ..errors import ThrottlingError
+
+    status = event.status
+    return (
+        status is None
+        or status >= 500
+        or status in (401, 403, 429)
+        or isinstance(event.error, ThrottlingError)
+    )
+
+
+@dataclass
+class Readiness:
+    """``/readyz`` from the session's event hooks: ready once an exchange with the origin
+    succeeded and the last exchange that ended within ``window`` seconds succeeded."""
+
+    endpoint: str | None
+    window: float = READY_WINDOW
+    clock: Callable[[], float] = time.monotonic
+    last_end: float | None = None
+    last_ok: bool = False
+    ever_ok: bool = False
+    reason: str = "the origin has not answered yet"
+
+    def __call__(self, event: RequestEvent) -> None:
+        kind = event.kind
+        if kind not in ("response", "error") or (
+            self.endpoint is not None and event.endpoint != self.endpoint
+        ):
+            return
+        ok = kind == "response" or not _origin_failed(event)
+        self.last_end = self.clock()
+        self.last_ok = ok
+        if ok:
+            self.ever_ok = True
+        else:
+            error = event.error
+            what = f"HTTP {event.status}" if event.status else type(error).__name__
+            self.reason = f"the last {event.operation} to the origin failed ({what})"
+
+    def state(self) -> tuple[bool, str]:
+        if not self.ever_ok:
+            return False, self.reason if self.last_end is not None else (
+                "the origin has not answered yet"
+            )
+        if self.last_end is None or self.clock() - self.last_end > self.window:
+            return False, f"no exchange with the origin in the past {self.window:g} s"
+        if not self.last_ok:
+            return False, self.reason
+        return True, "ok"
+
+    def idle_for(self) -> float:
+        return float("inf") if self.last_end is None else self.clock() - self.last_end
+
+
+async def _probe(store: ContainerClient, readiness: Readiness, interval: float) -> None:
+    """Keeps /readyz honest while nothing else talks to the origin: a signed ListItems of
+    one item when no exchange ended for ``interval`` seconds."""
+    import asyncio
+
+    from ..errors import MediaStoreError
+    from ..retry import RetryPolicy
+
+    once = RetryPolicy(max_attempts=1)
+    while True:
+        idle = readiness.idle_for()
+        if idle >= interval:
+            # Its outcome reaches `readiness` through the session's hooks.
+            with contextlib.suppress(MediaStoreError):
+                await store.list_items_page(max_results=1, deadline=interval, retry=once)
+            await asyncio.sleep(interval)
+        else:
+            await asyncio.sleep(interval - idle)
+
+
+# --- the listener --------------------------------------------------------------------------
+@dataclass
+class Observer:
+    """What a command wires in: hooks for its session and publisher (``None`` without
+    ``--metrics``) and the readiness it reports."""
+
+    registry: CollectorRegistry | None = None
+    readiness: Readiness | None = None
+    session_hooks: list[Callable[[RequestEvent], object]] = field(default_factory=list)
+    publisher_hook: Callable[[PublishEvent], object] | None = None
+    url: str | None = None
+
+    def on_publish(self, event: PublishEvent) -> None:
+        if self.publisher_hook is not None:
+            self.publisher_hook(event)
+
+
+def _app(registry: CollectorRegistry, ready: Callable[[], tuple[bool, str]]) -> Any:
+    from aiohttp import web
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def readyz(request: web.Request) -> web.Response:
+        ok, reason = ready()
+        return web.Response(status=200 if ok else 503, text=f"{reason}\n")
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app
+
+
+@contextlib.asynccontextmanager
+async def observing(
+    args: argparse.Namespace,
+    *,
+    session: Session | None = None,
+    store: ContainerClient | None = None,
+    publisher: bool = False,
+    server_ready: Callable[[], bool] | None = None,
+    registry: CollectorRegistry | None = None,
+    window: float | None = None,
+    probe_interval: float | None = None,
+) -> AsyncIterator[Observer]:
+    """Start the ``--metrics`` listener (if asked) for the command's ``session`` talking to
+    ``store`` (its requests and readiness; idle, it probes ``store``), its live publisher
+    (``publisher=True``: pass ``observer.on_publish`` as ``on_event``), or, for a server,
+    ``server_ready`` and its own ``registry``. Without ``--metrics`` it does nothing."""
+    address = getattr(args, "metrics", None)
+    if address is None:
+        yield Observer()
+        return
+    import asyncio
+
+    from aiohttp import web
+    from prometheus_client import CollectorRegistry
+
+    from ..prometheus import metrics_hook, publisher_hook
+    from ._common import CommandError
+
+    parsed = _parse_address(address)
+    assert parsed is not None  # check_options ran
+    # The environment overrides exist for the tests, which cannot wait 15 s per outage.
+    if window is None:
+        window = float(os.environ.get("MSD_READY_WINDOW", READY_WINDOW))
+    if probe_interval is None:
+        probe_interval = float(os.environ.get("MSD_PROBE_INTERVAL", PROBE_INTERVAL))
+    registry = CollectorRegistry() if registry is None else registry
+    observer = Observer(registry=registry)
+    ready: Callable[[], tuple[bool, str]]
+    if session is not None:
+        readiness = Readiness(None if store is None else store.endpoint, window)
+        observer.readiness = readiness
+        observer.session_hooks = [metrics_hook(registry), readiness]
+        session.event_hooks.extend(observer.session_hooks)
+        ready = readiness.state
+    else:
+
+        def ready() -> tuple[bool, str]:
+            if server_ready is None or server_ready():
+                return True, "ok"
+            return False, "not listening"
+
+    if publisher:
+        observer.publisher_hook = publisher_hook(registry)
+    runner = web.AppRunner(_app(registry, ready), access_log=None, handle_signals=False)
+    await runner.setup()
+    probing: asyncio.Task[None] | None = None
+    try:
+        site = web.TCPSite(runner, parsed[0], parsed[1])
+        try:
+            await site.start()
+        except OSError as exc:
+            raise CommandError(
+                f"--metrics {address}: cannot listen there ({exc.strerror or exc})"
+            ) from None
+        port = runner.addresses[0][1]
+        host = parsed[0] if ":" not in parsed[0] else f"[{parsed[0]}]"
+        observer.url = f"http://{host}:{port}/metrics"
+        print(f"metrics: {observer.url}", flush=True)
+        if store is not None and observer.readiness is not None:
+            probing = asyncio.create_task(
+                _probe(store, observer.readiness, probe_interval), name="msd readiness probe"
+            )
+        yield observer
+    finally:
+        if probing is not None:
+            probing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await probing
+        if session is not None:
+            for hook in observer.session_hooks:
+                with contextlib.suppress(ValueError):
+                    session.event_hooks.remove(hook)
+        await runner.cleanup()
