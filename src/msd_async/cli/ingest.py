@@ -164,7 +164,9 @@ async def _preflight(store: ContainerClient, args: argparse.Namespace) -> None:
             await preflight(store.session.container(url), args.prefix)
 
 
-def _finish(name: str, reporter: Any, extra: list[str], started: float) -> int:
+def _finish(
+    args: argparse.Namespace, name: str, reporter: Any, extra: list[str], started: float
+) -> int:
     """The summary on stderr at exit, and the exit status: 1 when objects were handled and
     none of them reached the origin."""
     import time
@@ -173,11 +175,16 @@ def _finish(name: str, reporter: Any, extra: list[str], started: float) -> int:
     outcomes = ", ".join(f"{count} {outcome}" for outcome, count in counters.outcomes.items())
     parts = [outcomes or "nothing published", f"{counters.bytes / 1e6:.1f} MB stored", *extra,
              f"{time.monotonic() - started:.0f} s"]
-    print(f"msd {name}: summary: " + "; ".join(parts), file=sys.stderr)
+    _observe.print_line(
+        args, f"msd {name}: summary: " + "; ".join(parts), "summary", file=sys.stderr,
+        outcomes=dict(counters.outcomes), bytes=counters.bytes,
+    )
     for detail, count in counters.causes.items():
-        print(f"msd {name}: {count} failed: {detail}", file=sys.stderr)
+        _observe.print_line(args, f"msd {name}: {count} failed: {detail}", "failures",
+                            "warning", file=sys.stderr, count=count, error=detail)
     if counters.failed and not counters.published:
-        print(f"msd {name}: every publication failed", file=sys.stderr)
+        _observe.print_line(args, f"msd {name}: every publication failed", "failed", "error",
+                            file=sys.stderr, error="every publication failed")
         return EXIT_FAILED
     return 0
 
@@ -419,6 +426,7 @@ async def _relay_main(args: argparse.Namespace) -> int:
         _remove_signal_handlers()
     s = relay.stats
     return _finish(
+        args,
         "relay",
         relay.reporter,
         [
@@ -486,4 +494,4 @@ async def _push_main(args: argparse.Namespace) -> int:
     finally:
         _remove_signal_handlers()
     extra = [f"{pusher.skipped_temporary} temporary files skipped", f"{retries} retries"]
-    return _finish("push", pusher.reporter, extra, started)
+    return _finish(args, "push", pusher.reporter, extra, started)
