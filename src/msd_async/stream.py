@@ -13,6 +13,7 @@ from .body import open_in_thread
 from .errors import (
     ConnectionLostError,
     InvalidParameterError,
+    MediaStoreError,
     ObjectChangedError,
     ObjectNotFoundError,
     ProtocolError,
@@ -90,6 +91,8 @@ class ObjectStream:
         self._closed = False
         #: Set by aclose(): reading afterwards is a bug in the caller, not an empty body.
         self._released = False
+        #: Why the body ended early: raised again by every later read.
+        self._failure: MediaStoreError | None = None
         self._length = self._declared_length(response)
         if requested is not None and response.status == 206:
             self._check_range(requested)
@@ -202,7 +205,8 @@ class ObjectStream:
         a new version, :class:`~msd_async.errors.ProtocolError` if the server sent other
         bytes than asked for or more than it declared,
         :class:`~msd_async.errors.ReadTimeout` if the server went silent, and
-        :class:`~msd_async.errors.StreamClosedError` once the stream was closed.
+        :class:`~msd_async.errors.StreamClosedError` once the stream was closed. After
+        a failure every later read raises the same error again, never ``b""``.
         """
         if self._released:
             raise StreamClosedError(
@@ -210,30 +214,38 @@ class ObjectStream:
                 "aclose()); read the body inside the block"
             )
         if self._closed:
+            if self._failure is not None:
+                raise self._failure
             return b""
-        while True:
-            try:
-                chunk = await self._response.read_some()
-            except (ConnectionLostError, ReadTimeout) as exc:
-                await self._resume(exc)
-                continue
-            if chunk:
-                received = self._received + len(chunk)
-                expected = self._length
-                if expected is not None and received > expected:
-                    self._closed = True
-                    self._response.close()
-                    raise ProtocolError(
-                        f"the server sent more bytes than the {expected} it declared "
-                        f"(at least {received}); the extra bytes were not delivered",
-                        attempts=1,
-                    )
-                self._received = received
-                return chunk
-            self._check_complete()
-            self._closed = True
-            self._response.release()
-            return b""
+        try:
+            while True:
+                try:
+                    chunk = await self._response.read_some()
+                except (ConnectionLostError, ReadTimeout) as exc:
+                    await self._resume(exc)
+                    continue
+                if chunk:
+                    received = self._received + len(chunk)
+                    expected = self._length
+                    if expected is not None and received > expected:
+                        self._closed = True
+                        self._response.close()
+                        raise ProtocolError(
+                            f"the server sent more bytes than the {expected} it declared "
+                            f"(at least {received}); the extra bytes were not delivered",
+                            attempts=1,
+                        )
+                    self._received = received
+                    return chunk
+                self._check_complete()
+                self._closed = True
+                self._response.release()
+                return b""
+        except MediaStoreError as exc:
+            if self._closed:
+                # The body was not delivered: a later read must not look like its end.
+                self._failure = exc
+            raise
 
     def _check_complete(self) -> None:
         expected = self.content_length
