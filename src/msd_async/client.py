@@ -24,7 +24,7 @@ from .events import EventHook, EventKind, Operation, RequestEvent
 from .results import Item, ListPage, ObjectInfo, PutResult
 from .retry import Deadline, RetryPolicy, call_with_retries
 from .signing import SigV4Signer, signing_host
-from .stream import ObjectStream, read_window
+from .stream import ObjectStream
 
 if TYPE_CHECKING:
     from .session import Session
@@ -408,10 +408,9 @@ class ContainerClient:
         :meth:`get_object`.
         """
         async with self.get_object(path, range=range, deadline=deadline, retry=retry) as obj:
-            if range is None or obj.status != 200:
-                return await obj.read()
-            first, last = rules.parse_range_header(rules.format_range(range))
-            return await read_window(obj, first, last)
+            if obj.range_ignored:
+                return b"".join([chunk async for chunk in obj.iter_range()])
+            return await obj.read()
 
     async def describe_object(
         self, path: str, *, deadline: float | None = None, retry: RetryPolicy | None = None
