@@ -1,5 +1,11 @@
-"""The only module that touches aiohttp: the connection pool, timeouts, streaming request
-and response bodies, and the translation of aiohttp/OS errors into ours.
+"""The client's HTTP layer, and the only module of the client that imports aiohttp: the
+connection pool, timeouts, streaming request and response bodies, and the translation of
+aiohttp/OS errors into ours. (aiohttp.web is imported too, by the server side only: the
+``web.aiohttp`` adapter and the local server in ``testing``.)
+
+What this module relies on in aiohttp beyond its documented API (a private attribute, and
+how aiohttp drives an upload payload) is listed in docs/connections.md ("Event loops and
+aiohttp") and checked by tests/unit/test_hardening_aiohttp.py.
 
 Seam: :meth:`Transport.send` takes a method, a URL, headers and an optional
 :class:`~msd_async.body.UploadBody`, and returns a :class:`Response` that holds one pool
@@ -50,7 +56,8 @@ _LINGER_RESET: Final = struct.pack("ii", 1, 0)
 
 #: The private aiohttp attributes this module reads, where aiohttp has no public API:
 #: ``(class, attribute, what for)``. tests/unit/test_hardening_aiohttp.py fails, naming
-#: the attribute, if an aiohttp upgrade removes one; nothing else relies on internals.
+#: the attribute, if an aiohttp upgrade removes one. (How aiohttp drives _UploadPayload is
+#: the other reliance: see docs/connections.md.)
 AIOHTTP_PRIVATE_ATTRIBUTES: Final = (
     (aiohttp.TCPConnector, "_conns", "PoolStats.idle: the idle keep-alive connections"),
 )
