@@ -242,3 +242,19 @@ def test_put_stdin_over_the_standard_limit_does_not_suggest_streaming(server: Se
     data = b"\0" * (25_000_000 + 1)
     line = one_line_error(server.run("put", "-", "vod/big.bin", input=data), "put")
     assert "25,000,000" in line and "--streaming" not in line
+
+
+def test_sync_dry_run_counts_the_bytes_it_would_move(server: Server, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("a.ts", "b.ts"):
+        (src / name).write_bytes(b"x" * 3000)
+    dry = server.run("sync", str(src), "ms:dry", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout.splitlines()[-1].startswith("would upload 2 files (6,000 bytes)")
+    assert server.run("sync", str(src), "ms:dry").returncode == 0
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    dry = server.run("sync", "ms:dry", str(dst), "--dry-run", "--json")
+    assert json.loads(dry.stdout)["bytes_transferred"] == 6000
+    assert list(dst.iterdir()) == []
