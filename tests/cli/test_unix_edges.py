@@ -129,6 +129,15 @@ async def test_get_range_from_an_origin_that_ignores_range(
     assert (tmp_path / "o.bin").read_bytes() == expected
 
 
+def test_get_range_honoured_by_the_origin(tree: Server) -> None:
+    for byte_range, expected in (("bytes=10-19", BLOB[10:20]), ("bytes=-5", BLOB[-5:])):
+        out = subprocess.run(
+            [MSD, "get", "tree/blob.bin", "-", "--range", byte_range], env=tree.env,
+            capture_output=True, timeout=120, check=False,
+        )
+        assert (out.returncode, out.stdout) == (0, expected), out.stderr
+
+
 @pytest.fixture
 def in_progress(server: Server) -> Iterator[subprocess.Popen[bytes]]:
     """``live/x.ts``, a STREAMING upload that has sent 10 bytes and is still going."""
@@ -157,6 +166,7 @@ def test_get_range_of_an_in_progress_streaming_object(
     server: Server, in_progress: subprocess.Popen[bytes], tmp_path: Path
 ) -> None:
     # The service ignores Range while a STREAMING upload is in progress: a 200, whole body.
+    assert json.loads(server.run("stat", "live/x.ts", "--json").stdout)["size"] is None
     out = subprocess.run(
         [MSD, "get", "live/x.ts", "-", "--range", "bytes=2-4"], env=server.env,
         capture_output=True, timeout=120, check=False,
