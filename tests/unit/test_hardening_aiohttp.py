@@ -1,8 +1,11 @@
 """What msd_async needs from aiohttp is still there.
 
-The transport uses aiohttp's public API, except for the few private attributes listed in
-``transport.AIOHTTP_PRIVATE_ATTRIBUTES``; an aiohttp upgrade that removes one fails here,
-with a message naming it, before anything else breaks in a stranger way.
+The transport uses aiohttp's public API, except for the private attributes listed in
+``transport.AIOHTTP_PRIVATE_ATTRIBUTES``, and relies on how aiohttp drives an upload
+payload (``consumed`` stopping its own resend, ``write_with_length``, the writer task,
+``writer.transport``): docs/connections.md names each, with the test here that checks it.
+An aiohttp upgrade that changes one fails here, with a message naming it, before anything
+else breaks in a stranger way.
 """
 
 from __future__ import annotations
