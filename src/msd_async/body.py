@@ -134,21 +134,12 @@ class _FileObjectBody(UploadBody):
                 "pass a seekable file, a path, or replay_buffer=True"
             )
         self._started = True
-        remaining = self.size
         read = self._file.read
-        while remaining is None or remaining > 0:
-            want = CHUNK_SIZE if remaining is None else min(CHUNK_SIZE, remaining)
-            chunk = await anyio.to_thread.run_sync(read, want)
-            if not chunk:
-                if remaining:
-                    raise ClientValidationError(
-                        f"the file ended {remaining} bytes before the size it had when the "
-                        "upload started; do not change a file while uploading it",
-                        rule="body.changed",
-                    )
-                return
-            if remaining is not None:
-                remaining -= len(chunk)
+        if self.size is not None:
+            async for chunk in _read_sized(read, self.size, "the file"):
+                yield chunk
+            return
+        while chunk := await anyio.to_thread.run_sync(read, CHUNK_SIZE):
             yield chunk
 
 
@@ -169,19 +160,49 @@ class _PathBody(UploadBody):
     async def chunks(self) -> AsyncIterator[Buffer]:
         fileobj = await open_in_thread(self._path, "rb")
         try:
-            remaining = self.size
-            assert remaining is not None
-            while remaining > 0:
-                chunk = await anyio.to_thread.run_sync(fileobj.read, min(CHUNK_SIZE, remaining))
-                if not chunk:
-                    raise ClientValidationError(
-                        f"{self._path!r} shrank by {remaining} bytes during the upload",
-                        rule="body.changed",
-                    )
-                remaining -= len(chunk)
+            assert self.size is not None
+            async for chunk in _read_sized(fileobj.read, self.size, repr(self._path)):
                 yield chunk
         finally:
             fileobj.close()
+
+
+async def _read_sized(
+    read: Callable[[int], bytes], size: int, name: str
+) -> AsyncIterator[bytes]:
+    """Exactly ``size`` bytes of a file, the size it had when the upload started, in
+    :data:`CHUNK_SIZE` reads in a worker thread.
+
+    A file that changed size raises ``body.changed`` *before* its last chunk is yielded: the
+    request is then one chunk short of its Content-Length when the writer resets the
+    connection, so the service stores nothing rather than a truncated (or other) object.
+    """
+    remaining = size
+    while True:
+        # The last read asks for one byte more than is left: a file that grew says so
+        # here, while the body is still short of its Content-Length.
+        want = remaining + 1 if remaining <= CHUNK_SIZE else CHUNK_SIZE
+        chunk = await anyio.to_thread.run_sync(read, want)
+        if len(chunk) > remaining:
+            raise ClientValidationError(
+                f"{name} grew during the upload: it holds more than the {size:,} bytes it "
+                "had when the upload started; the upload was cut and nothing was stored. "
+                "Do not change a file while uploading it (upload a finished copy)",
+                rule="body.changed",
+            )
+        if not chunk:
+            if remaining:
+                raise ClientValidationError(
+                    f"{name} shrank during the upload: it ended {remaining:,} bytes before "
+                    f"the {size:,} it had when the upload started; the upload was cut and "
+                    "nothing was stored. Do not change a file while uploading it",
+                    rule="body.changed",
+                )
+            return
+        remaining -= len(chunk)
+        yield chunk
+        if remaining == 0 and len(chunk) < want:
+            return  # a short read of a file is its end: no further read needed
 
 
 class _IteratorBody(UploadBody):

@@ -24,7 +24,7 @@ from .events import EventHook, EventKind, Operation, new_event
 from .results import Item, ListPage, ObjectInfo, PutResult
 from .retry import Deadline, RetryPolicy, call_with_retries
 from .signing import SigV4Signer, signing_host
-from .stream import ObjectStream, read_window
+from .stream import ObjectStream
 
 if TYPE_CHECKING:
     from .session import Session
@@ -423,10 +423,9 @@ class ContainerClient:
         :meth:`get_object`.
         """
         async with self.get_object(path, range=range, deadline=deadline, retry=retry) as obj:
-            if range is None or obj.status != 200:
-                return await obj.read()
-            first, last = rules.parse_range_header(rules.format_range(range))
-            return await read_window(obj, first, last)
+            if obj.range_ignored:
+                return b"".join([chunk async for chunk in obj.iter_range()])
+            return await obj.read()
 
     async def describe_object(
         self, path: str, *, deadline: float | None = None, retry: RetryPolicy | None = None
@@ -477,8 +476,19 @@ class ContainerClient:
         """One page of the direct children of a folder (ListItems). ``max_results`` 1-1000
         (the service's default is 1000 and it may return fewer); pass the page's
         ``next_token`` to get the next one (tokens expire after 15 minutes)."""
+        return await self._list_page(
+            path, max_results, next_token, _deadline(deadline), retry
+        )
+
+    async def _list_page(
+        self,
+        path: str | None,
+        max_results: int | None,
+        next_token: str | None,
+        deadline_: Deadline | None,
+        retry: RetryPolicy | None,
+    ) -> ListPage:
         request = protocol.list_items(path, max_results=max_results, next_token=next_token)
-        deadline_ = _deadline(deadline)
 
         async def attempt(n: int) -> ListPage:
             response = await self._send(
@@ -493,15 +503,17 @@ class ContainerClient:
         path: str | None = None,
         *,
         page_size: int | None = None,
+        deadline: float | None = None,
         retry: RetryPolicy | None = None,
     ) -> AsyncIterator[Item]:
         """Every direct child of a folder, following NextToken across pages (each page
-        retried on its own)."""
+        retried on its own). ``deadline`` (seconds) bounds the whole listing, every page
+        and its retries (:class:`DeadlineExceeded`); time the caller spends between two
+        items counts too."""
+        deadline_ = _deadline(deadline)
         token: str | None = None
         while True:
-            page = await self.list_items_page(
-                path, max_results=page_size, next_token=token, retry=retry
-            )
+            page = await self._list_page(path, page_size, token, deadline_, retry)
             for item in page.items:
                 yield item
             token = page.next_token

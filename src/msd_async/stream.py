@@ -13,6 +13,7 @@ from .body import open_in_thread
 from .errors import (
     ConnectionLostError,
     InvalidParameterError,
+    MediaStoreError,
     ObjectChangedError,
     ObjectNotFoundError,
     ProtocolError,
@@ -28,7 +29,7 @@ from .rules import parse_range_header
 if TYPE_CHECKING:
     from .transport import Response  # imports aiohttp: only once a session sends
 
-__all__ = ["ObjectStream", "read_window"]
+__all__ = ["ObjectStream", "iter_window"]
 
 #: Reopen the object from a byte offset: returns the new response (206) for ``bytes=offset-end``.
 Reopen = Callable[[int, int], Awaitable["Response"]]
@@ -90,7 +91,10 @@ class ObjectStream:
         self._closed = False
         #: Set by aclose(): reading afterwards is a bug in the caller, not an empty body.
         self._released = False
+        #: Why the body ended early: raised again by every later read.
+        self._failure: MediaStoreError | None = None
         self._length = self._declared_length(response)
+        self._requested = requested
         if requested is not None and response.status == 206:
             self._check_range(requested)
 
@@ -137,6 +141,23 @@ class ObjectStream:
                 f"{got!r}: other bytes than asked for (a proxy in between?)",
                 attempts=1,
             )
+
+    @property
+    def range_ignored(self) -> bool:
+        """Whether a range was asked for and the answer is the whole body (a 200): the
+        service ignores ranges on an in-progress STREAMING object, and so does a proxy that
+        does not support them. :meth:`iter_range` then cuts the range out."""
+        return self._requested is not None and self.status == 200
+
+    def iter_range(self) -> AsyncIterator[bytes]:
+        """The bytes of the range asked for, as they arrive: the body itself when the server
+        honoured the range (or none was asked for), else the range cut out of the whole
+        body (:func:`iter_window`)."""
+        if not self.range_ignored:
+            return self
+        assert self._requested is not None
+        first, last = parse_range_header(self._requested)
+        return iter_window(self, first, last)
 
     # metadata shortcuts -------------------------------------------------------------------
     @property
@@ -202,7 +223,8 @@ class ObjectStream:
         a new version, :class:`~msd_async.errors.ProtocolError` if the server sent other
         bytes than asked for or more than it declared,
         :class:`~msd_async.errors.ReadTimeout` if the server went silent, and
-        :class:`~msd_async.errors.StreamClosedError` once the stream was closed.
+        :class:`~msd_async.errors.StreamClosedError` once the stream was closed. After
+        a failure every later read raises the same error again, never ``b""``.
         """
         if self._released:
             raise StreamClosedError(
@@ -210,30 +232,38 @@ class ObjectStream:
                 "aclose()); read the body inside the block"
             )
         if self._closed:
+            if self._failure is not None:
+                raise self._failure
             return b""
-        while True:
-            try:
-                chunk = await self._response.read_some()
-            except (ConnectionLostError, ReadTimeout) as exc:
-                await self._resume(exc)
-                continue
-            if chunk:
-                received = self._received + len(chunk)
-                expected = self._length
-                if expected is not None and received > expected:
-                    self._closed = True
-                    self._response.close()
-                    raise ProtocolError(
-                        f"the server sent more bytes than the {expected} it declared "
-                        f"(at least {received}); the extra bytes were not delivered",
-                        attempts=1,
-                    )
-                self._received = received
-                return chunk
-            self._check_complete()
-            self._closed = True
-            self._response.release()
-            return b""
+        try:
+            while True:
+                try:
+                    chunk = await self._response.read_some()
+                except (ConnectionLostError, ReadTimeout) as exc:
+                    await self._resume(exc)
+                    continue
+                if chunk:
+                    received = self._received + len(chunk)
+                    expected = self._length
+                    if expected is not None and received > expected:
+                        self._closed = True
+                        self._response.close()
+                        raise ProtocolError(
+                            f"the server sent more bytes than the {expected} it declared "
+                            f"(at least {received}); the extra bytes were not delivered",
+                            attempts=1,
+                        )
+                    self._received = received
+                    return chunk
+                self._check_complete()
+                self._closed = True
+                self._response.release()
+                return b""
+        except MediaStoreError as exc:
+            if self._closed:
+                # The body was not delivered: a later read must not look like its end.
+                self._failure = exc
+            raise
 
     def _check_complete(self) -> None:
         expected = self.content_length
@@ -411,15 +441,18 @@ class ObjectStream:
         )
 
 
-async def read_window(stream: ObjectStream, first: int | None, last: int | None) -> bytes:
+async def iter_window(
+    stream: ObjectStream, first: int | None, last: int | None
+) -> AsyncIterator[bytes]:
     """Bytes ``first..last`` (inclusive; ``last=None``: to the end; ``first=None``: the last
     ``last`` bytes) out of a 200 answer carrying the whole object, for a ranged request
-    whose range the server ignored.
+    whose range the server ignored; each chunk as soon as it arrives.
 
-    An absolute window stops reading (and closes the connection) as soon as it is complete;
-    a suffix needs the end of the object and keeps only the last bytes. A window starting
-    past the end raises :class:`~msd_async.errors.RangeNotSatisfiableError`, as the service
-    answers for a complete object.
+    An absolute window stops reading (the connection is then closed with the stream) as
+    soon as it is complete; a suffix needs the end of the object and keeps only the last
+    bytes. A window starting past the end raises
+    :class:`~msd_async.errors.RangeNotSatisfiableError`, as the service answers for a
+    complete object.
     """
     if first is None:
         assert last is not None
@@ -428,8 +461,9 @@ async def read_window(stream: ObjectStream, first: int | None, last: int | None)
             tail += chunk
             if len(tail) > last:
                 del tail[: len(tail) - last]
-        return bytes(tail)
-    parts: list[bytes] = []
+        if tail:
+            yield bytes(tail)
+        return
     position = 0  # offset of the next chunk's first byte in the object
     async for chunk in stream:
         end = position + len(chunk)
@@ -437,10 +471,10 @@ async def read_window(stream: ObjectStream, first: int | None, last: int | None)
             lo = max(first - position, 0)
             hi = len(chunk) if last is None else min(last + 1 - position, len(chunk))
             if hi > lo:
-                parts.append(chunk[lo:hi])
+                yield chunk if (lo, hi) == (0, len(chunk)) else chunk[lo:hi]
         position = end
         if last is not None and position > last:
-            break  # the window is complete; the rest of the body is not needed
+            return  # the window is complete; the rest of the body is not needed
     if position <= first:
         raise RangeNotSatisfiableError(
             f"the range starts at byte {first} but the object has {position} bytes",
@@ -448,4 +482,3 @@ async def read_window(stream: ObjectStream, first: int | None, last: int | None)
             status=416,
             attempts=1,
         ).with_object_size(position)
-    return b"".join(parts)

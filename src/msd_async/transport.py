@@ -1,5 +1,11 @@
-"""The only module that touches aiohttp: the connection pool, timeouts, streaming request
-and response bodies, and the translation of aiohttp/OS errors into ours.
+"""The client's HTTP layer, and the only module of the client that imports aiohttp: the
+connection pool, timeouts, streaming request and response bodies, and the translation of
+aiohttp/OS errors into ours. (aiohttp.web is imported too, by the server side only: the
+``web.aiohttp`` adapter and the local server in ``testing``.)
+
+What this module relies on in aiohttp beyond its documented API (a private attribute, and
+how aiohttp drives an upload payload) is listed in docs/connections.md ("Event loops and
+aiohttp") and checked by tests/unit/test_hardening_aiohttp.py.
 
 Seam: :meth:`Transport.send` takes a method, a URL, headers and an optional
 :class:`~msd_async.body.UploadBody`, and returns a :class:`Response` that holds one pool
@@ -50,7 +56,8 @@ _LINGER_RESET: Final = struct.pack("ii", 1, 0)
 
 #: The private aiohttp attributes this module reads, where aiohttp has no public API:
 #: ``(class, attribute, what for)``. tests/unit/test_hardening_aiohttp.py fails, naming
-#: the attribute, if an aiohttp upgrade removes one; nothing else relies on internals.
+#: the attribute, if an aiohttp upgrade removes one. (How aiohttp drives _UploadPayload is
+#: the other reliance: see docs/connections.md.)
 AIOHTTP_PRIVATE_ATTRIBUTES: Final = (
     (aiohttp.TCPConnector, "_conns", "PoolStats.idle: the idle keep-alive connections"),
 )
@@ -287,7 +294,7 @@ class _Slots:
         try:
             await waiter
         except BaseException:
-            if waiter.done() and not waiter.cancelled():
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
                 self.release()  # handed a slot while being cancelled: pass it on
             else:
                 with contextlib.suppress(ValueError):  # release() may have dropped it
@@ -301,6 +308,13 @@ class _Slots:
         """Give a slot back: to the first live waiter, else to the free count."""
         self._free += 1
         self._wake()
+
+    def fail_waiters(self, error: BaseException) -> None:
+        """Raise ``error`` in every queued call (the pool is closing: no slot will come)."""
+        waiters, self._waiters = self._waiters, collections.deque()
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_exception(error)
 
     def _wake(self) -> None:
         waiters = self._waiters
@@ -378,6 +392,12 @@ def _translate(exc: BaseException, url: str) -> TransportError:
     if isinstance(exc, aiohttp.ClientPayloadError):
         return ConnectionLostError(f"the response body from {url} was cut short: {exc}")
     return ConnectionLostError(f"the connection to {url} failed: {exc}")
+
+
+def _closed_error() -> SessionClosedError:
+    return SessionClosedError(
+        "this Session is closed; open a new Session and get the container from it again"
+    )
 
 
 class Response:
@@ -502,10 +522,7 @@ class Transport:
             if self._closed:
                 # A client kept past its Session would otherwise open a new pool that
                 # nobody closes.
-                raise SessionClosedError(
-                    "this Session is closed; open a new Session and get the container "
-                    "from it again"
-                )
+                raise _closed_error()
             connector = aiohttp.TCPConnector(
                 limit=0, limit_per_host=0, keepalive_timeout=self.limits.keepalive_expiry
             )
@@ -600,6 +617,11 @@ class Transport:
         host: _Slots | None = None
         if self.limits.max_connections_per_host or not self._slots.try_acquire():
             host = await self._acquire(origin)
+            if self._closed:  # closed while this call was queued (and handed a slot)
+                self._slots.release()
+                if host is not None:
+                    host.release()
+                raise _closed_error()
         self._in_use += 1
         payload: _UploadPayload | None = None
         # Only what differs from the session's defaults, so a plain GET passes no extras.
@@ -647,8 +669,11 @@ class Transport:
         return Response(raw, self, url, payload, host)
 
     async def aclose(self) -> None:
-        """Close every pooled connection; later sends raise :class:`SessionClosedError`."""
+        """Close every pooled connection; later sends, and calls queued for a connection,
+        raise :class:`SessionClosedError`."""
         self._closed = True
+        for gate in (self._slots, *self._hosts.values()):
+            gate.fail_waiters(_closed_error())
         session, self._session = self._session, None
         if session is not None and not session.closed:
             await session.close()

@@ -7,18 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from serve_process import MSD
+from serve_process import MSD, one_line_error
 from serve_process import ServeProcess as Server
-
-
-def one_line_error(result: subprocess.CompletedProcess[str], command: str) -> str:
-    """The failure is exit status 1 and exactly one line on stderr, no traceback."""
-    assert result.returncode == 1, (result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    assert lines[0].startswith(f"msd {command}: ")
-    return lines[0]
 
 
 def test_help_does_not_import_the_client() -> None:

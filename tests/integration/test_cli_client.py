@@ -71,7 +71,7 @@ async def test_put_ls_stat_get_rm(mediastore_server: LocalMediaStore, tmp_path: 
 async def test_errors_are_one_line_and_exit_1(mediastore_server: LocalMediaStore) -> None:
     code, _, err = await msd(mediastore_server, "stat", "missing.ts")
     assert code == 1
-    assert err.strip().startswith("msd stat: ObjectNotFoundError:")
+    assert err.strip() == "msd stat: no object at 'missing.ts' in the container"
     assert "Traceback" not in err
 
     code, _, err = await msd(mediastore_server, "put", "-", "bad//path", stdin=b"x")

@@ -102,3 +102,55 @@ async def test_a_set_is_not_a_body(mediastore_client: ContainerClient) -> None:
     with pytest.raises(ClientValidationError) as caught:
         await mediastore_client.put_object("x.bin", {b"a", b"b"})  # type: ignore[arg-type]
     assert caught.value.rule == "body.type"
+
+
+# --- a file that changes size while it is read (issue 17, item 9) ------------------------
+
+MiB = 1024 * 1024
+
+
+def _change_after_first_chunk(source: Path, change: str) -> object:
+    """A progress callback that makes ``source`` grow or shrink once the first 1 MiB
+    chunk went out, while the rest is still to be read."""
+    done = False
+
+    def progress(sent: int) -> None:
+        nonlocal done
+        if done:
+            return
+        done = True
+        if change == "grows":
+            with source.open("ab") as f:
+                f.write(b"late bytes")
+        else:
+            with source.open("r+b") as f:
+                f.truncate(MiB + MiB // 2)
+
+    return progress
+
+
+@pytest.mark.parametrize("change", ["grows", "shrinks"])
+@pytest.mark.parametrize("kind", ["path", "file object"])
+async def test_a_file_that_changes_size_during_the_upload_is_an_error_and_nothing_is_stored(
+    mediastore_client: ContainerClient,
+    mediastore_server: LocalMediaStore,
+    tmp_path: Path,
+    change: str,
+    kind: str,
+) -> None:
+    source = tmp_path / "growing.ts"
+    source.write_bytes(b"\x47" * (3 * MiB))
+    progress = _change_after_first_chunk(source, change)
+    with source.open("rb") as fileobj:
+        body = source if kind == "path" else fileobj
+        with pytest.raises(ClientValidationError) as caught:
+            await mediastore_client.put_object(
+                "vod/growing.ts", body, progress=progress  # type: ignore[arg-type]
+            )
+    assert caught.value.rule == "body.changed"
+    assert ("grew" if change == "grows" else "shrank") in str(caught.value)
+    assert "nothing was stored" in str(caught.value)
+    # The connection was reset before the last byte the size promised: nothing stored,
+    # neither the first 3 MiB of a longer file nor a shorter one.
+    assert mediastore_server.store.get("vod/growing.ts") is None
+    assert mediastore_client.session.pool.in_use == 0

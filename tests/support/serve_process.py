@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import IO
 
-__all__ = ["MSD", "ServeProcess", "start_serve"]
+__all__ = ["MSD", "ServeProcess", "one_line_error", "start_serve"]
 
 #: The console script pip installed next to this interpreter: the real entry point.
 MSD = str(Path(sys.executable).with_name("msd"))
@@ -97,3 +97,14 @@ def start_serve(*args: str, stderr: int | IO[str] | None = subprocess.DEVNULL) -
         lines.append(line.rstrip("\n"))
         if line.startswith("export "):
             return ServeProcess(process, lines)
+
+
+def one_line_error(result: subprocess.CompletedProcess[str], command: str) -> str:
+    """The failure of ``msd COMMAND``: exit status 1 and exactly one line on stderr, no
+    traceback; returns that line."""
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert lines[0].startswith(f"msd {command}: ")
+    return lines[0]

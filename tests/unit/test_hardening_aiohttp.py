@@ -1,13 +1,17 @@
 """What msd_async needs from aiohttp is still there.
 
-The transport uses aiohttp's public API, except for the few private attributes listed in
-``transport.AIOHTTP_PRIVATE_ATTRIBUTES``; an aiohttp upgrade that removes one fails here,
-with a message naming it, before anything else breaks in a stranger way.
+The transport uses aiohttp's public API, except for the private attributes listed in
+``transport.AIOHTTP_PRIVATE_ATTRIBUTES``, and relies on how aiohttp drives an upload
+payload (``consumed`` stopping its own resend, ``write_with_length``, the writer task,
+``writer.transport``): docs/connections.md names each, with the test here that checks it.
+An aiohttp upgrade that changes one fails here, with a message naming it, before anything
+else breaks in a stranger way.
 """
 
 from __future__ import annotations
 
 import ast
+import asyncio
 import inspect
 import tomllib
 from pathlib import Path
@@ -18,6 +22,7 @@ from aiohttp.abc import AbstractStreamWriter
 from aiohttp.payload import Payload
 from packaging.requirements import Requirement
 from packaging.version import Version
+from scripted_server import Connection, response, scripted_server
 
 from msd_async import transport
 from msd_async.transport import AIOHTTP_PRIVATE_ATTRIBUTES, _UploadPayload
@@ -79,3 +84,117 @@ def test_the_installed_aiohttp_is_in_the_declared_range() -> None:
     # The declared range is the tested one: a lower bound and an upper bound.
     assert any(s.operator == "<" for s in spec.specifier), spec
     assert Version(aiohttp.__version__) in spec.specifier, (aiohttp.__version__, spec)
+
+
+# --- how aiohttp drives the upload payload (docs/connections.md, "aiohttp") ---------------
+# Each test below checks one behaviour of aiohttp that _UploadPayload relies on, through a
+# real aiohttp.ClientSession talking to a scripted peer on 127.0.0.1.
+
+
+class _RecordingPayload(_UploadPayload):
+    """The transport's upload payload, noting how aiohttp calls it."""
+
+    def __init__(self, data: bytes) -> None:
+        from msd_async.body import Meter, prepare_body
+
+        super().__init__(prepare_body(data), Meter(limit=1 << 30, limit_rule="test"), None)
+        self.calls: list[tuple[str, int | None, object, object]] = []
+
+    async def write(self, writer: AbstractStreamWriter) -> None:
+        self.calls.append(("write", None, asyncio.current_task(), writer.transport))
+        await super().write(writer)
+
+    async def write_with_length(
+        self, writer: AbstractStreamWriter, content_length: int | None
+    ) -> None:
+        self.calls.append(
+            ("write_with_length", content_length, asyncio.current_task(), writer.transport)
+        )
+        await super().write_with_length(writer, content_length)
+
+
+async def _answer_each(conn: Connection) -> None:
+    while await conn.read_request() is not None:
+        await conn.send(response(200, b"ok"))
+
+
+async def test_aiohttp_writes_a_payload_with_write_with_length_in_a_task_of_its_own() -> None:
+    """``write_with_length(writer, content_length)`` is the method aiohttp calls (the
+    payload overrides it, not only ``write``), in a writer task that is not the caller's
+    (``stop()`` cancels that task), and ``writer.transport`` is the live connection that
+    ``_abort`` resets."""
+    payload = _RecordingPayload(b"x" * 5000)
+    async with scripted_server(_answer_each) as server, aiohttp.ClientSession() as session:
+        caller = asyncio.current_task()
+        async with session.put(server.endpoint + "/a", data=payload) as answer:
+            assert await answer.read() == b"ok"
+    assert [c[:2] for c in payload.calls] == [("write_with_length", 5000)], (
+        f"aiohttp {aiohttp.__version__} no longer calls Payload.write_with_length(writer, "
+        f"content_length) once per request: {payload.calls}"
+    )
+    _, _, task, transport = payload.calls[0]
+    assert task is not None and task is not caller, (
+        "aiohttp no longer writes the body in a task of its own: _UploadPayload.stop() "
+        "cancels that task to end a body the server answered early"
+    )
+    assert isinstance(transport, asyncio.WriteTransport), (
+        f"writer.transport is {transport!r}, not the connection's transport: a cut upload "
+        "could not be reset"
+    )
+    assert server.requests[0].body == b"x" * 5000
+
+
+async def test_a_consumed_payload_stops_aiohttps_own_resend() -> None:
+    """aiohttp resends an idempotent request once, on a new connection, when a pooled one
+    turns out dead, unless its payload says ``consumed``: the transport's payload always
+    does, so the retry policy decides (and counts) every resend."""
+
+    async def dead_on_reuse(conn: Connection) -> None:
+        if conn.index == 0:
+            await conn.read_request()
+            await conn.send(response(200, b"ok"))  # kept alive by the client...
+            await conn.read_request()
+            conn.abort()  # ...and dead when reused
+            return
+        await _answer_each(conn)
+
+    async def put_twice(data: Payload) -> tuple[int, BaseException | None]:
+        async with scripted_server(dead_on_reuse) as server, aiohttp.ClientSession() as s:
+            async with s.put(server.endpoint + "/a", data=b"first") as answer:
+                await answer.read()
+            error: BaseException | None = None
+            try:
+                async with s.put(server.endpoint + "/a", data=data) as answer:
+                    await answer.read()
+            except aiohttp.ClientError as exc:
+                error = exc
+            return len(server.requests), error
+
+    # Control: a plain payload is resent by aiohttp itself (3 requests), so the scenario
+    # reaches aiohttp's resend path at all.
+    requests, error = await put_twice(aiohttp.payload.BytesPayload(b"second"))
+    assert (requests, error) == (3, None), (
+        f"aiohttp {aiohttp.__version__} no longer resends a PUT on a dead pooled connection; "
+        "_UploadPayload.consumed and docs/connections.md can say so"
+    )
+    requests, error = await put_twice(_RecordingPayload(b"second"))
+    assert requests == 2 and error is not None, (
+        f"aiohttp {aiohttp.__version__} resent a PUT whose payload is consumed: the retry "
+        "policy no longer sees every attempt"
+    )
+
+
+def test_the_modules_that_import_aiohttp_are_the_ones_the_docs_name() -> None:
+    """The client's one aiohttp module is transport.py; aiohttp.web is imported only by the
+    web adapter and the local server (README, "Architecture"; transport.py's docstring)."""
+    package = ROOT / "src" / "msd_async"
+    importers = set()
+    for module in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(module.read_text())):
+            names = (
+                [node.module or ""] if isinstance(node, ast.ImportFrom)
+                else [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            )
+            if any(n == "aiohttp" or n.startswith("aiohttp.") for n in names):
+                importers.add(module.relative_to(package).as_posix())
+    assert importers == {"transport.py", "web/aiohttp.py", "testing/server.py"}

@@ -101,6 +101,13 @@ def describe_error(exc: BaseException) -> str:
         return _one_line(str(exc))
     if isinstance(exc, InvalidParameterError) and exc.rule == "region.required":
         return "no region for this endpoint: give --region or set AWS_REGION"
+    if isinstance(exc, AuthError) and "region" in str(exc).lower():
+        # SigV4 signs for a region: a wrong one fails like a wrong key, and the service
+        # says which ("Credential should be scoped to a valid region").
+        return _one_line(
+            f"{type(exc).__name__}: {exc}; the request was signed for another region: give "
+            "the endpoint's region with --region or AWS_REGION"
+        )
     if isinstance(exc, AuthError):
         return _one_line(f"{type(exc).__name__}: {exc}; {_CREDENTIAL_HELP}")
     if isinstance(exc, CredentialsError):
@@ -130,9 +137,23 @@ def run_command(args: argparse.Namespace, main: Callable[[], Awaitable[int]]) ->
     import asyncio  # here, not at the top: `msd --help` loads every command module
 
     try:
-        return asyncio.run(_call(main))
+        status = asyncio.run(_call(main))
+        sys.stdout.flush()  # a reader that went away is noticed here, not at exit
+        return status
     except KeyboardInterrupt:
+        print(f"msd {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError as exc:
+        if not _stdout_closed():
+            print(f"msd {args.command}: {describe_error(exc)}", file=sys.stderr)
+            return EXIT_FAILED
+        # The reader of stdout went away (`msd ls | head -1`): what it wanted was
+        # delivered. Stop quietly, as Unix tools do; stdout goes to devnull so that
+        # Python's own flush at exit does not fail again (Python docs, "Note on SIGPIPE").
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_OK
     except Exception as exc:
         if getattr(args, "debug", False):
             traceback.print_exception(exc, file=sys.stderr)
@@ -143,6 +164,21 @@ def run_command(args: argparse.Namespace, main: Callable[[], Awaitable[int]]) ->
             line = json_line("failed", "error", error=describe_error(exc))
         print(line, file=sys.stderr)
         return EXIT_FAILED
+
+
+def _stdout_closed() -> bool:
+    """Whether stdout is a pipe whose reader is gone (the write end then polls POLLERR),
+    rather than some other pipe of the command that broke."""
+    import select
+
+    if not hasattr(select, "poll"):
+        return True
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError):
+        return False
 
 
 async def _call(main: Callable[[], Awaitable[int]]) -> int:

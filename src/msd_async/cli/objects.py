@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from ._common import (
     EXIT_FAILED,
@@ -48,7 +48,14 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--json", action="store_true", help="print a JSON array for scripts")
     p.set_defaults(func=_run, operation=_ls)
 
-    p = commands.add_parser("stat", parents=[common], help="describe an object")
+    p = commands.add_parser(
+        "stat",
+        parents=[common],
+        help="describe an object",
+        description="Print an object's size, Content-Type, ETag, last modified time and "
+        "Cache-Control (DescribeObject). Says so, and exits 1, when there is no object at "
+        "PATH.",
+    )
     p.add_argument("path", help="object path")
     p.add_argument("--json", action="store_true", help="print a JSON object for scripts")
     p.set_defaults(func=_run, operation=_stat)
@@ -58,7 +65,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         parents=[common],
         help="download an object",
         description="Download an object to FILE (written under a temporary name, renamed "
-        "when complete), into FOLDER/ keeping its name, or to stdout with -.",
+        "when complete), into FOLDER/ keeping its name, or to stdout with -. With --range, "
+        "exactly those bytes, even from an origin that ignores Range (an in-progress "
+        "STREAMING object). To download a folder, use msd sync.",
     )
     p.add_argument("path", help="object path")
     p.add_argument(
@@ -92,9 +101,16 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "rm",
         parents=[common],
         help="delete an object, or a folder's objects with -r",
+        description="Delete the object PATH, or with -r every object below the folder PATH "
+        "(a folder disappears with its last object). With -r, objects that cannot be "
+        "deleted are listed on stderr after the others are gone, and the exit status is 1.",
     )
     p.add_argument("path", help="object path (a folder path with -r)")
     p.add_argument("-r", "--recursive", action="store_true", help="every object below PATH")
+    p.add_argument(
+        "--dry-run", action="store_true", help="with -r: print what would be deleted; delete "
+        "nothing",
+    )
     p.add_argument(
         "--concurrency", type=int, default=16, help="deletes at the same time with -r (16)"
     )
@@ -102,7 +118,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.set_defaults(func=_run, operation=_rm)
 
     p = commands.add_parser(
-        "presign", parents=[common], help="print a presigned URL for an object"
+        "presign",
+        parents=[common],
+        help="print a presigned URL for an object",
+        description="Print a URL that lets anyone without keys download the object PATH "
+        "(or upload it, with --put) until it expires, for curl, a browser or a player. "
+        "Signing needs no request: the URL is made even if there is no object yet.",
     )
     p.add_argument("path", help="object path")
     p.add_argument("--put", action="store_true", help="a URL to upload (default: download)")
@@ -191,8 +212,28 @@ async def _ls(store: ContainerClient, args: argparse.Namespace) -> int:
 # --- stat --------------------------------------------------------------------------------
 
 
+async def _no_object(store: ContainerClient, path: str, command: str) -> CommandError:
+    """What to say when there is no object at ``path``: it may be a folder (a HEAD or GET of
+    a folder is a 404 too, with no body to say why)."""
+    from ..rules import normalize_folder_path
+
+    folder = normalize_folder_path(path)
+    async for _ in store.list_items(folder or None, page_size=1):
+        what = {
+            "get": f"msd sync ms:{folder} FOLDER downloads what it holds",
+            "stat": f"msd ls {folder} lists what it holds",
+        }[command]
+        return CommandError(f"{path!r} is a folder, not an object; {what}")
+    return CommandError(f"no object at {path!r} in the container")
+
+
 async def _stat(store: ContainerClient, args: argparse.Namespace) -> int:
-    info = await store.describe_object(args.path)
+    from ..errors import ObjectNotFoundError
+
+    try:
+        info = await store.describe_object(args.path)
+    except ObjectNotFoundError:
+        raise await _no_object(store, args.path, "stat") from None
     fields = {
         "path": args.path,
         "size": info.content_length,
@@ -229,25 +270,42 @@ def _download_target(object_path: str, file: str) -> Path:
 
 
 async def _get(store: ContainerClient, args: argparse.Namespace) -> int:
-    if args.file == "-":
-        async with store.get_object(args.path, range=args.range) as obj:
-            out = sys.stdout.buffer
-            async for chunk in obj:
-                out.write(chunk)
-            out.flush()
-        return EXIT_OK
-    target = _download_target(args.path, args.file)
-    from ..transfer._local import temporary_path
+    from ..errors import ObjectNotFoundError
 
-    tmp = temporary_path(target)
     try:
-        async with store.get_object(args.path, range=args.range) as obj:
-            await obj.write_to(tmp)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+        if args.file == "-":
+            await _download(store, args, sys.stdout.buffer)
+            return EXIT_OK
+        target = _download_target(args.path, args.file)
+        from ..body import open_in_thread
+        from ..transfer._local import temporary_path
+
+        tmp = temporary_path(target)
+        try:
+            fileobj = await open_in_thread(tmp, "wb")
+            try:
+                await _download(store, args, fileobj)
+            finally:
+                fileobj.close()
+            os.replace(tmp, target)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+    except ObjectNotFoundError:
+        raise await _no_object(store, args.path, "get") from None
     return EXIT_OK
+
+
+async def _download(store: ContainerClient, args: argparse.Namespace, out: IO[bytes]) -> None:
+    """The object, or exactly ``--range`` of it (cut out of the whole body when the origin
+    ignored the range), written to ``out`` as it arrives."""
+    import anyio.to_thread
+
+    async with store.get_object(args.path, range=args.range) as obj:
+        write = out.write
+        async for chunk in obj.iter_range():
+            await anyio.to_thread.run_sync(write, chunk)
+    await anyio.to_thread.run_sync(out.flush)
 
 
 # --- put ---------------------------------------------------------------------------------
@@ -270,9 +328,10 @@ async def _read_stdin(limit: int) -> bytes:
 
     data: bytes = await anyio.to_thread.run_sync(sys.stdin.buffer.read, limit + 1)
     if len(data) > limit:
+        # Not "use --streaming": its limit is lower still (10 MB).
         raise ObjectTooLargeError(
-            f"stdin gave more than {limit:,} bytes, the STANDARD object limit; for a live "
-            "source use --streaming (10 MB limit)",
+            f"stdin gave more than {limit:,} bytes, the largest object the container "
+            "stores; split the stream into objects (segments) of at most that size",
             rule="body.max-size.standard",
             limit=limit,
             size=None,
@@ -316,6 +375,8 @@ async def _put(store: ContainerClient, args: argparse.Namespace) -> int:
 
 
 async def _rm(store: ContainerClient, args: argparse.Namespace) -> int:
+    if args.dry_run and not args.recursive:
+        raise CommandError("--dry-run goes with -r (msd stat PATH shows the one object)")
     if not args.recursive:
         from ..errors import ObjectNotFoundError
 
@@ -342,10 +403,18 @@ async def _rm_tree(store: ContainerClient, args: argparse.Namespace) -> int:
     from ..transfer import TransferEvent, walk
 
     folder = normalize_folder_path(args.path)
-    paths = [obj.path async for obj in walk(store, folder)]
+    paths = sorted([obj.path async for obj in walk(store, folder)])
     if not paths:
         if folder:
             await _explain_empty(store, folder)
+        return EXIT_OK
+    if args.dry_run:
+        if args.json:
+            print(json.dumps({"deleted": paths, "failed": [], "dry_run": True}))
+        else:
+            for path in paths:
+                print(f"would delete: {path}")
+            print(f"would delete {len(paths)} objects")
         return EXIT_OK
     failed: list[tuple[str, MediaStoreError]] = []
     deleted: list[str] = []

@@ -305,7 +305,7 @@ async def _upload(
                     size=size,
                 )
             if dry_run:
-                engine.done(rel, "upload", 0)
+                engine.done(rel, "upload", size)  # what would move: --dry-run counts it
                 return
             engine.emit(TransferEvent("start", rel, "upload", size=size))
             result = await client.put_object(
@@ -459,7 +459,7 @@ def _download_job(
                 f"{final} is a folder; the object {obj.path} cannot be written there"
             )
         if dry_run:
-            engine.done(rel, "download", 0)
+            engine.done(rel, "download", size)  # what would move: --dry-run counts it
             return
         engine.emit(TransferEvent("start", rel, "download", size=size))
         etag: str | None
