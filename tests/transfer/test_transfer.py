@@ -51,6 +51,10 @@ def files_in(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.is_file())
 
 
+def exists(path: Path) -> bool:
+    return path.exists()
+
+
 def stat_of(path: Path) -> tuple[int, int]:
     st = path.stat()
     return st.st_ino, st.st_mtime_ns
@@ -265,16 +269,19 @@ async def test_large_download_in_parts_resumes_after_an_interruption(
     await mediastore_client.put_object("lg/movie.mp4", data)
     # Two of the three ranged GETs hang; the interruption comes when the third is written.
     mediastore_server.faults.inject("delay", method="GET", path="lg/movie.mp4", times=2, delay=60)
-    seen: list[TransferEvent] = []
+    state_file = tmp_path / ".movie.mp4.msdpart.json"
+
+    async def stop_when_a_part_is_saved(scope: anyio.CancelScope) -> None:
+        for _ in range(6000):  # up to a minute: the part is written in a worker thread
+            if exists(state_file):
+                break
+            await anyio.sleep(0.01)
+        scope.cancel()
 
     with anyio.CancelScope() as scope:
-
-        def stop_after_first_part(event: TransferEvent) -> None:
-            seen.append(event)
-            if event.kind == "bytes":
-                scope.cancel()
-
-        await download_tree(mediastore_client, "lg", tmp_path, progress=stop_after_first_part)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(stop_when_a_part_is_saved, scope)
+            await download_tree(mediastore_client, "lg", tmp_path)
     assert scope.cancelled_caught
     assert not (tmp_path / "movie.mp4").exists()
     state = json.loads((tmp_path / ".movie.mp4.msdpart.json").read_text())

@@ -96,8 +96,8 @@ class _PartState:
         self.done = set(done)
         self.lock = threading.Lock()
 
-    def write(self, index: int, offset: int, data: bytes) -> int:
-        """Write part ``index`` at ``offset``, then record it; returns the parts done."""
+    def write(self, index: int, offset: int, data: bytes) -> None:
+        """Write part ``index`` at ``offset``, then record it."""
         view = memoryview(data)
         while view:
             written = os.pwrite(self.fd, view, offset)
@@ -112,7 +112,6 @@ class _PartState:
                 "utf-8",
             )
             os.replace(tmp, self.state)
-            return len(self.done)
 
 
 async def download_parts(
@@ -139,6 +138,8 @@ async def download_parts(
     parts = _PartState(fd, state_path(tmp), etag, size, done)
     count = (size + PART_SIZE - 1) // PART_SIZE
     limiter = anyio.CapacityLimiter(PART_CONCURRENCY)
+    # Bytes of this object received so far, parts done by an earlier attempt included.
+    moved = [sum(min(size, (i + 1) * PART_SIZE) - i * PART_SIZE for i in done)]
 
     async def part(index: int) -> None:
         first = index * PART_SIZE
@@ -151,15 +152,22 @@ async def download_parts(
                         expected_etag=etag,
                         actual_etag=s.etag,
                     )
-                data = await s.read()
+                if progress is None:
+                    data = await s.read()
+                else:
+                    # Bytes are counted as they arrive, not a part (8 MiB) at a time.
+                    chunks = []
+                    async for chunk in s:
+                        chunks.append(chunk)
+                        moved[0] += len(chunk)
+                        progress(min(size, moved[0]))
+                    data = b"".join(chunks)
             if len(data) != last - first + 1:
                 raise ConnectionLostError(
                     f"part {index} of {obj.path}: {len(data)} bytes instead of "
                     f"{last - first + 1}"
                 )
-            finished = await anyio.to_thread.run_sync(parts.write, index, first, data)
-            if progress is not None:
-                progress(min(size, finished * PART_SIZE))
+            await anyio.to_thread.run_sync(parts.write, index, first, data)
 
     try:
         try:
