@@ -187,8 +187,8 @@ def test_filters_select_on_both_sides_and_for_delete(server: Server, tmp_path: P
 
 
 def _slow_server(serve: Callable[..., Server]) -> Server:
-    # Every request waits 0.1 s: a 60-file sync at concurrency 2 takes about 3 s.
-    return serve("--fault-rate", "1", "--fault-kinds", "delay", "--fault-delay", "0.1")
+    # Every request waits 0.2 s: a 60-file sync at concurrency 2 takes about 6 s.
+    return serve("--fault-rate", "1", "--fault-kinds", "delay", "--fault-delay", "0.2")
 
 
 def _start_sync(server: Server, *args: str) -> subprocess.Popen[str]:

@@ -22,21 +22,16 @@ async def test_an_object_deleted_after_the_listing_is_skipped_and_reported(
 ) -> None:
     await mediastore_client.put_object("rot/seg1.ts", b"1" * 100)
     await mediastore_client.put_object("rot/seg2.ts", b"2" * 100)
-    # seg1's GET waits; meanwhile a live window rotates it out.
-    mediastore_server.faults.inject("delay", method="GET", path="rot/seg1.ts", delay=1.0)
-    planned = anyio.Event()
 
-    def hook(event: TransferEvent) -> None:
+    def rotate_after_listing(event: TransferEvent) -> None:
+        # Between the listing and the downloads, a live window rotates seg1 out (straight
+        # in the server's store: no await between the two).
         if event.kind == "plan":
-            planned.set()
+            mediastore_server.store.delete("rot/seg1.ts")
 
-    async def rotate() -> None:
-        await planned.wait()
-        await mediastore_client.delete_object("rot/seg1.ts")
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(rotate)
-        report = await download_tree(mediastore_client, "rot", tmp_path, progress=hook)
+    report = await download_tree(
+        mediastore_client, "rot", tmp_path, progress=rotate_after_listing
+    )
     assert report.ok, report.failed
     assert report.transferred == ["seg2.ts"]
     assert report.vanished == ["seg1.ts"]
@@ -54,3 +49,57 @@ async def test_downloaded_files_get_the_objects_last_modified(
     for name in ("a.txt", "big.bin"):
         info = await mediastore_client.describe_object(f"mt/{name}")
         assert (tmp_path / name).stat().st_mtime == info.last_modified.timestamp(), name
+
+
+# --- filters and options -----------------------------------------------------------------
+
+
+def test_filter_rules_first_match_decides_and_includes_narrow() -> None:
+    from msd_async.transfer import PathFilter
+
+    f = PathFilter([("exclude", "logs/"), ("include", "*.ts"), ("include", "vod/**/*.m4s")])
+    assert not f.selects("logs/a.ts")  # the exclude came first
+    assert f.selects("a.ts") and f.selects("x/y/b.ts")
+    assert f.selects("vod/1/2/s.m4s") and not f.selects("old/vod/s.m4s")
+    assert not f.selects("readme.txt")  # an include was given: only what it matches
+    g = PathFilter([("exclude", "bad name.txt")])
+    assert not g.selects("bad name.txt") and not g.selects("d/bad name.txt")
+    assert g.selects("good.txt")
+    assert PathFilter([]).selects("anything/at/all")
+
+
+@pytest.mark.parametrize(
+    "rules",
+    [[("exclude", "")], [("exclude", "!x")], [("exclude", "# c")], [("keep", "x")], ["x"]],
+)
+def test_bad_filter_rules_are_refused(rules: Any) -> None:
+    from msd_async import InvalidParameterError
+    from msd_async.transfer import TransferOptions
+
+    with pytest.raises(InvalidParameterError) as caught:
+        TransferOptions(filters=rules).check()
+    assert caught.value.rule == "transfer.filter"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "rule"),
+    [("concurrency", 0, "transfer.concurrency"), ("file_attempts", 0, "transfer.file-attempts"),
+     ("shard", (2, 2), "transfer.shard")],
+)
+def test_bad_options_are_refused(field: str, value: object, rule: str) -> None:
+    from msd_async import InvalidParameterError
+    from msd_async.transfer import TransferOptions
+
+    with pytest.raises(InvalidParameterError) as caught:
+        TransferOptions(**{field: value}).check()  # type: ignore[arg-type]
+    assert caught.value.rule == rule
+
+
+def test_the_own_names_predicate() -> None:
+    from msd_async.transfer import is_own
+
+    for own in (".a.ts.msdpart", ".a.ts.msdpart.json", ".a.ts.msdpart.json.tmp",
+                "notes.msdpart", "d/.x.msdpart", ".msd-sync/k.0-of-1.json"):
+        assert is_own(own), own
+    for not_own in ("a.ts", "msdpart", "d/.msd-sync/x", "a.msdpart.txt"):
+        assert not is_own(not_own), not_own

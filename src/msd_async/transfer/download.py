@@ -93,7 +93,10 @@ def _download_job(pool: Pool, obj: RemoteObject, root: Path, existing: LocalFile
                     _sha256, data
                 )
         except ObjectNotFoundError:
-            # Listed, then deleted (a live window rotated it out): nothing to download.
+            # Listed, then deleted (a live window rotated it out): nothing to download, and
+            # the parts of a large one are worth nothing.
+            if obj.size is not None and obj.size > PART_SIZE:
+                await anyio.to_thread.run_sync(discard, _local.temporary_path(final))
             pool.vanished(rel, "download")
             return
         pool.report.bytes_transferred += got
