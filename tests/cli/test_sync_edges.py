@@ -107,10 +107,12 @@ def test_a_delete_run_removes_leftover_partial_downloads(server: Server, tmp_pat
     make_tree(src, {"a.txt": b"a"})
     assert server.run("sync", str(src), "ms:left").returncode == 0
     dst = tmp_path / "dst"
-    make_tree(dst, {".gone.bin.msdpart": b"\0" * 20_000, ".gone.bin.msdpart.json": b"{}"})
+    make_tree(dst, {".gone.bin.msdpart": b"\0" * 20_000, ".gone.bin.msdpart.json": b"{}",
+                    "d/.x.ts.msdpart.json.tmp": b"{", "mine.msdpart": b"not a download"})
     code, _, stderr = sync_json(server, "ms:left", str(dst), "--delete")
     assert code == 0, stderr
-    assert tree_of(dst) == {"a.txt": b"a"}
+    # The user's own file with the suffix is never transferred, and not ours to delete.
+    assert tree_of(dst) == {"a.txt": b"a", "mine.msdpart": b"not a download"}
 
 
 # --- item 6: the record lives in the cache, not in the tree -----------------------------
