@@ -19,6 +19,11 @@ What each side does per file:
 * aiobotocore down: the same object list given to it (no listing), ``get_object`` +
   ``Body.read()``, write under a temporary name and rename.
 
+Then the progress display (issue 17): the same ``msd sync`` of the tree, up and down, run
+with stdout on a pseudo-terminal (util-linux ``script``: rich draws its bars) and with stdout
+on a pipe (no bars), alternated, ``--repeats`` times each; the wall time of the whole command
+is compared. Goal: the terminal run takes at most 1.10x the time of the piped one.
+
 Run: ``python benchmarks/bench_tree.py [--files 2000] [--size 200000] [--concurrency 32]
 [--repeats 3] [--note TEXT] [--no-write]``. Writes ``benchmarks/results/tree.{json,md}``.
 """
@@ -47,6 +52,8 @@ RESULTS = HERE / "results"
 REGION = "us-east-1"
 AKID, SECRET = "AKIDLOCALMEDIASTORE", "local-mediastore-secret-key"
 GOAL_CPU_RATIO = 3.0
+#: Wall time of `msd sync` on a terminal over the same run on a pipe (issue 17, item 10).
+GOAL_TTY_RATIO = 1.10
 #: glibc malloc thresholds pinned for every client alike, as in benchmarks/run.py: with the
 #: adaptive defaults, whether each 200 KB body came from the heap or from fresh pages
 #: (page faults, then trimmed again) depended on the heap layout, not on the client.
@@ -71,7 +78,7 @@ def user_seconds() -> float:
 
 async def msd_worker(args: argparse.Namespace) -> dict[str, Any]:
     from msd_async import Credentials, Limits, Session
-    from msd_async.transfer import download_tree, upload_tree
+    from msd_async.transfer import TransferOptions, download_tree, upload_tree
 
     limits = Limits(max_connections=args.concurrency)
     async with Session(
@@ -81,14 +88,11 @@ async def msd_worker(args: argparse.Namespace) -> dict[str, Any]:
         if args.warm:  # open a connection and touch lazy code before measuring
             await store.describe_object(args.warm)
         start_cpu, start_user, start = cpu_seconds(), user_seconds(), time.perf_counter()
+        options = TransferOptions(concurrency=args.concurrency, record=False)
         if args.direction == "up":
-            report = await upload_tree(
-                store, args.dir, args.prefix, concurrency=args.concurrency, record=False
-            )
+            report = await upload_tree(store, args.dir, args.prefix, options)
         else:
-            report = await download_tree(
-                store, args.prefix, args.dir, concurrency=args.concurrency, record=False
-            )
+            report = await download_tree(store, args.prefix, args.dir, options)
         wall, cpu = time.perf_counter() - start, cpu_seconds() - start_cpu
         user = user_seconds() - start_user
     if not report.ok or len(report.transferred) != args.files:
@@ -198,6 +202,41 @@ def run_worker(client: str, direction: str, endpoint: str, directory: Path, pref
     return result
 
 
+def sync_wall(endpoint: str, args: list[str], tty: bool) -> float:
+    """Wall time of one ``msd sync ARGS``, its stdout on a pseudo-terminal or on a pipe."""
+    msd = str(Path(sys.executable).with_name("msd"))
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": AKID, "AWS_SECRET_ACCESS_KEY": SECRET,
+           "AWS_REGION": REGION, "MSD_ENDPOINT": endpoint, "COLUMNS": "100",
+           "TERM": "xterm"}
+    command = [msd, "sync", *args, "--no-record"]
+    if tty:
+        command = ["script", "-qec", " ".join(command), "/dev/null"]
+    start = time.perf_counter()
+    out = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
+    wall = time.perf_counter() - start
+    if out.returncode != 0:
+        raise SystemExit(f"msd sync {args} failed:\n{out.stdout[-2000:]}{out.stderr[-2000:]}")
+    if tty and "files)" not in out.stdout:
+        raise SystemExit("no progress bar was drawn on the terminal")
+    return wall
+
+
+def terminal_runs(
+    endpoint: str, source: Path, work: Path, args: argparse.Namespace
+) -> list[dict[str, Any]]:
+    runs: list[dict[str, Any]] = []
+    conc = ["--concurrency", str(args.concurrency)]
+    for repeat in range(args.repeats):
+        for tty in ((False, True) if repeat % 2 == 0 else (True, False)):
+            prefix = f"tty{repeat}-{'t' if tty else 'p'}"
+            up = sync_wall(endpoint, [str(source), f"ms:{prefix}", *conc], tty)
+            target = work / f"tty-{repeat}-{tty}"
+            down = sync_wall(endpoint, [f"ms:{prefix}", str(target), *conc], tty)
+            shutil.rmtree(target)
+            runs.append({"tty": tty, "repeat": repeat, "up": up, "down": down})
+    return runs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--files", type=int, default=2000)
@@ -251,6 +290,7 @@ def main() -> None:
                     if (target / name).read_bytes() != (source / name).read_bytes():
                         raise SystemExit(f"{client} downloaded other bytes for {name}")
                 shutil.rmtree(target)
+        terminal = terminal_runs(endpoint, source, work, args)
     finally:
         server.terminate()
         server.wait()
@@ -284,6 +324,15 @@ def main() -> None:
         }
         for d in DIRECTIONS
     }
+    tty_table = {
+        d: {
+            where: statistics.median(r[d] for r in terminal if r["tty"] == (where == "tty"))
+            for where in ("tty", "pipe")
+        }
+        for d in ("up", "down")
+    }
+    for d in tty_table:
+        tty_table[d]["ratio"] = tty_table[d]["tty"] / tty_table[d]["pipe"]
     command = "python benchmarks/bench_tree.py " + " ".join(
         a for a in sys.argv[1:] if a != "--no-write"
     )
@@ -305,6 +354,7 @@ def main() -> None:
         "cpu_ratio_aiobotocore_over_msd": ratios,
         "goal_cpu_ratio": GOAL_CPU_RATIO,
         "runs": runs,
+        "terminal": {"goal_ratio": GOAL_TTY_RATIO, "wall_s": tty_table, "runs": terminal},
     }
     md = render(result)
     print(md)
@@ -365,6 +415,31 @@ def render(result: dict[str, Any]) -> str:
         "uploads / downloads and writes (temporary name + rename), with no hashing of its "
         "own; `aiobotocore+sha256` also hashes every body and checks the upload's SHA-256: "
         "the same job as msd_async. SHA-256 of 200 KB costs about 0.12 ms on this CPU.",
+    ]
+    tty = result["terminal"]
+    tty_goal = tty["goal_ratio"]
+    lines += [
+        "",
+        "## The progress display: `msd sync` on a terminal against on a pipe",
+        "",
+        f"The same `msd sync` of the {result['files']:,} files (`--concurrency "
+        f"{result['concurrency']} --no-record`, a fresh folder each run), stdout on a "
+        "pseudo-terminal (`script -qec`; rich draws the bars) or on a pipe (no bars); wall "
+        f"time of the whole command, median of {result['repeats']} runs each, alternated.",
+        "",
+        "| direction | pipe | terminal | terminal / pipe |",
+        "|---|---:|---:|---:|",
+    ]
+    for d in ("up", "down"):
+        row = tty["wall_s"][d]
+        lines.append(
+            f"| {d} | {row['pipe']:.2f} s | {row['tty']:.2f} s | {row['ratio']:.2f}x |"
+        )
+    tty_met = all(tty["wall_s"][d]["ratio"] <= tty_goal for d in ("up", "down"))
+    lines += [
+        "",
+        f"Goal: the terminal run takes ≤ {tty_goal:.2f}x the piped one — "
+        f"{'met' if tty_met else '**not met**'}.",
     ]
     if result["note"]:
         lines += ["", f"Note: {result['note']}"]

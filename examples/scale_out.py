@@ -29,7 +29,7 @@ from pathlib import Path
 
 import msd_async
 from msd_async.testing import LocalMediaStore
-from msd_async.transfer import sync, walk
+from msd_async.transfer import TransferOptions, sync, walk
 
 WORKERS = 4
 
@@ -43,7 +43,8 @@ async def worker(endpoint: str, root: Path, index: int, count: int) -> dict[str,
         region=os.environ["AWS_REGION"],
     ) as session:
         store = session.container(endpoint)
-        report = await sync(store, root, "ms:vod", shard=(index, count), concurrency=8)
+        options = TransferOptions(shard=(index, count), concurrency=8)
+        report = await sync(store, root, "ms:vod", options)
         return report.to_dict()
 
 

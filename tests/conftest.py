@@ -34,3 +34,10 @@ def server_requests() -> Iterator[list[logging.LogRecord]]:
     finally:
         logger.removeHandler(recorder)
         logger.setLevel(old_level)
+
+
+@pytest.fixture(autouse=True)
+def _cache_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test (and every ``msd`` child it starts) keeps caches, such as the sync records
+    of ``msd sync``, in a temporary folder, never in the real home."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))

@@ -150,11 +150,8 @@ def test_tree_up_again_changed_deleted_down_listed_removed(
     code, report, stderr = sync_json(server, f"ms:{PREFIX}", str(dst))
     assert code == 0, stderr
     assert sorted(report["transferred"]) == sorted(expected)  # type: ignore[arg-type]
-    got = {
-        p.relative_to(dst).as_posix(): p.read_bytes()
-        for p in dst.rglob("*")
-        if p.is_file() and ".msd-sync" not in p.parts
-    }
+    # Exactly the container: the sync record lives in the cache, not in the tree.
+    got = {p.relative_to(dst).as_posix(): p.read_bytes() for p in dst.rglob("*") if p.is_file()}
     assert got.keys() == expected.keys()
     for rel, data in expected.items():
         assert hashlib.sha256(got[rel]).digest() == hashlib.sha256(data).digest(), rel

@@ -16,8 +16,9 @@ import pytest
 from msd_async import InvalidParameterError, RetryPolicy
 from msd_async.transfer import (
     PART_SIZE,
-    RECORD_DIR,
     TransferEvent,
+    TransferOptions,
+    default_record_dir,
     download_tree,
     in_shard,
     shard_of,
@@ -30,6 +31,8 @@ from msd_async.transfer.shard import check_shard
 pytestmark = pytest.mark.anyio
 
 FAST = RetryPolicy(max_attempts=6, backoff_initial=0.001, backoff_max=0.01)
+TWICE = TransferOptions(retry=FAST, file_attempts=2)
+DRY = TransferOptions(dry_run=True)
 
 
 def make_tree(root: Path, files: dict[str, bytes]) -> None:
@@ -48,6 +51,10 @@ def files_in(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.is_file())
 
 
+def exists(path: Path) -> bool:
+    return path.exists()
+
+
 def stat_of(path: Path) -> tuple[int, int]:
     st = path.stat()
     return st.st_ino, st.st_mtime_ns
@@ -57,7 +64,7 @@ def read_tree(root: Path) -> dict[str, bytes]:
     return {
         p.relative_to(root).as_posix(): p.read_bytes()
         for p in root.rglob("*")
-        if p.is_file() and RECORD_DIR not in p.relative_to(root).parts
+        if p.is_file()
     }
 
 
@@ -156,7 +163,7 @@ async def test_sync_up_with_a_lost_record_sends_everything(
 ) -> None:
     make_tree(tmp_path, TREE)
     await sync(mediastore_client, tmp_path, "ms:lost")
-    for file in (tmp_path / RECORD_DIR).iterdir():
+    for file in default_record_dir().iterdir():
         file.unlink()
     report = await sync(mediastore_client, tmp_path, "ms:lost")
     assert sorted(report.transferred) == sorted(TREE)  # a full compare, never a wrong skip
@@ -168,7 +175,7 @@ async def test_sync_up_with_a_corrupt_record_never_skips_wrongly(
     make_tree(tmp_path, TREE)
     await sync(mediastore_client, tmp_path, "ms:c")
     (tmp_path / "a.txt").write_bytes(b"b")  # same size, other bytes
-    (record,) = (tmp_path / RECORD_DIR).iterdir()
+    (record,) = default_record_dir().iterdir()
     record.write_text("{not json")
     report = await sync(mediastore_client, tmp_path, "ms:c")
     assert "a.txt" in report.transferred
@@ -180,7 +187,7 @@ async def test_dry_run_and_delete(mediastore_client: Any, tmp_path: Path) -> Non
     await sync(mediastore_client, tmp_path, "ms:d")
     (tmp_path / "a.txt").unlink()
     (tmp_path / "new.txt").write_bytes(b"n")
-    dry = await sync(mediastore_client, tmp_path, "ms:d", delete=True, dry_run=True)
+    dry = await sync(mediastore_client, tmp_path, "ms:d", DRY, delete=True)
     assert dry.transferred == ["new.txt"] and dry.deleted == ["a.txt"] and dry.dry_run
     remote = sorted([o.relative_path async for o in walk(mediastore_client, "d")])
     assert remote == sorted(TREE)
@@ -194,7 +201,9 @@ async def test_fail_fast_stops_at_the_first_failure(
     mediastore_client: Any, tmp_path: Path
 ) -> None:
     make_tree(tmp_path, {"bad name": b"1", **{f"f{i}": b"1" for i in range(5)}})
-    report = await upload_tree(mediastore_client, tmp_path, "ff", fail_fast=True)
+    report = await upload_tree(
+        mediastore_client, tmp_path, "ff", TransferOptions(fail_fast=True)
+    )
     assert [f.path for f in report.failed] == ["bad name"]
     assert report.transferred == []
     assert [o async for o in walk(mediastore_client, "ff")] == []
@@ -221,7 +230,7 @@ async def test_download_sync_compares_without_a_record_and_keeps_identical_files
 ) -> None:
     src, dst = tmp_path / "src", tmp_path / "dst"
     make_tree(src, TREE)
-    await upload_tree(mediastore_client, src, "dl", record=False)
+    await upload_tree(mediastore_client, src, "dl", TransferOptions(record=False))
     make_tree(dst, TREE)
     (dst / "a.txt").write_bytes(b"q")  # same size, other bytes
     before = {rel: stat_of(dst / rel) for rel in TREE}
@@ -243,7 +252,7 @@ async def test_a_failed_download_leaves_no_file_under_its_name(
     await mediastore_client.put_object("cut/b.bin", b"fine")
     mediastore_server.faults.inject("cut-download", method="GET", path="cut/a.bin", times=None)
     report = await download_tree(
-        mediastore_client, "cut", tmp_path, retry=FAST, file_attempts=2
+        mediastore_client, "cut", tmp_path, TWICE
     )
     assert report.transferred == ["b.bin"]
     assert [f.path for f in report.failed] == ["a.bin"]
@@ -260,16 +269,19 @@ async def test_large_download_in_parts_resumes_after_an_interruption(
     await mediastore_client.put_object("lg/movie.mp4", data)
     # Two of the three ranged GETs hang; the interruption comes when the third is written.
     mediastore_server.faults.inject("delay", method="GET", path="lg/movie.mp4", times=2, delay=60)
-    seen: list[TransferEvent] = []
+    state_file = tmp_path / ".movie.mp4.msdpart.json"
+
+    async def stop_when_a_part_is_saved(scope: anyio.CancelScope) -> None:
+        for _ in range(6000):  # up to a minute: the part is written in a worker thread
+            if exists(state_file):
+                break
+            await anyio.sleep(0.01)
+        scope.cancel()
 
     with anyio.CancelScope() as scope:
-
-        def stop_after_first_part(event: TransferEvent) -> None:
-            seen.append(event)
-            if event.kind == "bytes":
-                scope.cancel()
-
-        await download_tree(mediastore_client, "lg", tmp_path, progress=stop_after_first_part)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(stop_when_a_part_is_saved, scope)
+            await download_tree(mediastore_client, "lg", tmp_path)
     assert scope.cancelled_caught
     assert not (tmp_path / "movie.mp4").exists()
     state = json.loads((tmp_path / ".movie.mp4.msdpart.json").read_text())
@@ -312,9 +324,10 @@ async def test_sharded_workers_share_one_record_directory(
     make_tree(tmp_path, {f"f{i}": str(i).encode() for i in range(20)})
     done: list[str] = []
     for i in range(3):
-        done += (await sync(mediastore_client, tmp_path, "ms:sh", shard=(i, 3))).transferred
+        options = TransferOptions(shard=(i, 3))
+        done += (await sync(mediastore_client, tmp_path, "ms:sh", options)).transferred
     assert sorted(done) == sorted(f"f{i}" for i in range(20))
-    assert len(list((tmp_path / RECORD_DIR).iterdir())) == 3
+    assert len(list(default_record_dir().iterdir())) == 3
     # Re-sharded (or unsharded), the shards' records still say everything is in sync.
     assert (await sync(mediastore_client, tmp_path, "ms:sh")).transferred == []
 
@@ -334,7 +347,7 @@ async def test_a_failing_part_of_a_large_download_is_a_reported_failure(
     await mediastore_client.put_object("lf/small.bin", b"ok")
     mediastore_server.faults.inject("500", method="GET", path="lf/big.bin", times=None)
     report = await download_tree(
-        mediastore_client, "lf", tmp_path, retry=FAST, file_attempts=2
+        mediastore_client, "lf", tmp_path, TWICE
     )
     assert report.transferred == ["small.bin"]
     (failure,) = report.failed
@@ -369,4 +382,4 @@ async def test_a_listing_that_keeps_failing_raises_its_error(
     await mediastore_client.put_object("lx/a", b"1")
     mediastore_server.faults.inject("500", method="GET", path="", times=None)
     with pytest.raises(ServerError):
-        await sync(mediastore_client, "ms:lx", tmp_path, retry=FAST)
+        await sync(mediastore_client, "ms:lx", tmp_path, TransferOptions(retry=FAST))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+from typing import TYPE_CHECKING, Final
 
 from . import _observe
 from ._common import (
@@ -18,7 +20,25 @@ from ._common import (
     run_command,
 )
 
+if TYPE_CHECKING:
+    from ..transfer import TransferReport
+
 __all__ = ["register"]
+
+#: Exit status after a stop by signal: 128 + the signal's number, as shells report it.
+_SIGNAL_EXIT: Final = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+class _AppendRule(argparse.Action):
+    """--include and --exclude append to one list, in command-line order."""
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+        values: object, option_string: str | None = None,
+    ) -> None:
+        rules = list(getattr(namespace, self.dest, None) or [])
+        rules.append((self.const, values))
+        setattr(namespace, self.dest, rules)
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -28,16 +48,43 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="make a folder match another (local <-> ms:PATH), transferring what differs",
         description="Copy what differs from SRC to DST; one is a local folder, the other a "
         "container folder written ms:PATH (ms: alone is the whole container). Differences "
-        "are decided by content (SHA-256 and the sync record in DIR/.msd-sync/), never by "
-        "size and time alone. Names the API cannot store and files over 25 MB are reported, "
-        "never renamed; the exit status is 1 if anything failed, after the rest completed.",
+        "are decided by content (SHA-256 and the sync record, kept in "
+        "$XDG_CACHE_HOME/msd/sync or --record-dir), never by size and time alone. Names the "
+        "API cannot store and files over 25 MB are reported, never renamed. Exit status: 0 "
+        "when everything was done, 1 if anything failed (after the rest completed), 130/143 "
+        "when stopped by SIGINT/SIGTERM (the files in flight finish and are recorded; a "
+        "second signal stops them too).",
         epilog="examples: msd sync ./site ms:www   msd sync ms:www ./copy --delete   "
-        "msd sync ./vod ms:vod --shard 3/8",
+        "msd sync ./vod ms:vod --shard 3/8 --exclude '*.tmp'",
     )
     p.add_argument("source", metavar="SRC", help="local folder or ms:PATH")
     p.add_argument("destination", metavar="DST", help="local folder or ms:PATH")
     p.add_argument(
         "--delete", action="store_true", help="also delete in DST what SRC does not have"
+    )
+    p.add_argument(
+        "--max-delete",
+        type=int,
+        metavar="N",
+        help="with --delete: if more than N files or objects would be deleted, do nothing "
+        "and fail",
+    )
+    p.add_argument(
+        "--exclude",
+        dest="filters",
+        action=_AppendRule,
+        const="exclude",
+        metavar="PATTERN",
+        help="leave out paths matching PATTERN (.gitignore syntax: '*.tmp', 'logs/', "
+        "'vod/*.ts'); repeatable; the first matching --include/--exclude decides",
+    )
+    p.add_argument(
+        "--include",
+        dest="filters",
+        action=_AppendRule,
+        const="include",
+        metavar="PATTERN",
+        help="take paths matching PATTERN; once any --include is given, only such paths",
     )
     p.add_argument(
         "--dry-run", action="store_true", help="print what would be done; change nothing"
@@ -61,11 +108,17 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="neither read nor write the sync record (a full compare)",
     )
     p.add_argument(
+        "--record-dir",
+        metavar="DIR",
+        help="keep sync records in DIR (default: $XDG_CACHE_HOME/msd/sync, else "
+        "~/.cache/msd/sync)",
+    )
+    p.add_argument(
         "--content-type", help="Content-Type of every upload (default: from each name)"
     )
     p.add_argument("--cache-control", help="Cache-Control stored with every upload")
     _observe.add_options(p, metrics=False)
-    p.set_defaults(func=_run)
+    p.set_defaults(func=_run, filters=[])
 
 
 def _parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -89,7 +142,12 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 async def _sync(args: argparse.Namespace) -> int:
-    from ..transfer import REMOTE_SCHEME, sync
+    import asyncio
+
+    import anyio
+
+    from ..errors import InvalidParameterError
+    from ..transfer import REMOTE_SCHEME, TransferOptions, sync
 
     remote = [x for x in (args.source, args.destination) if x.startswith(REMOTE_SCHEME)]
     if len(remote) != 1:
@@ -99,47 +157,96 @@ async def _sync(args: argparse.Namespace) -> int:
         )
     if args.concurrency < 1:
         raise CommandError(f"--concurrency must be at least 1, not {args.concurrency}")
-    shard = _parse_shard(args.shard)
+    if args.max_delete is not None and (args.max_delete < 0 or not args.delete):
+        raise CommandError("--max-delete N needs --delete and N >= 0")
+    options = TransferOptions(
+        concurrency=args.concurrency,
+        fail_fast=args.fail_fast,
+        dry_run=args.dry_run,
+        shard=_parse_shard(args.shard),
+        filters=tuple(args.filters),
+        record=not args.no_record,
+        record_dir=args.record_dir,
+        content_type=args.content_type,
+        cache_control=args.cache_control,
+    )
     upload = args.destination.startswith(REMOTE_SCHEME)
     verb = "upload" if upload else "download"
-    async with open_container(args) as store:
-        with TransferProgress(progress_enabled(args), f"{verb}ing") as bars:
-            report = await sync(
-                store,
-                args.source,
-                args.destination,
-                delete=args.delete,
-                dry_run=args.dry_run,
-                concurrency=args.concurrency,
-                progress=bars,
-                fail_fast=args.fail_fast,
-                shard=shard,
-                content_type=args.content_type,
-                cache_control=args.cache_control,
-                record=not args.no_record,
-            )
+    stop = anyio.Event()
+    received: list[signal.Signals] = []
+    loop = asyncio.get_running_loop()
+
+    with anyio.CancelScope() as scope:
+
+        def on_signal(sig: signal.Signals) -> None:
+            # The first signal stops scheduling; the files in flight finish and are
+            # recorded. A second one stops those too (parts already written are kept).
+            received.append(sig)
+            if stop.is_set():
+                scope.cancel()
+            stop.set()
+
+        for sig in _SIGNAL_EXIT:
+            loop.add_signal_handler(sig, on_signal, sig)
+        try:
+            async with open_container(args) as store:
+                with TransferProgress(progress_enabled(args), f"{verb}ing") as bars:
+                    report = await sync(
+                        store, args.source, args.destination, options,
+                        delete=args.delete, max_delete=args.max_delete, progress=bars,
+                        stop=stop,
+                    )
+        except InvalidParameterError as exc:
+            if exc.rule in ("transfer.max-delete", "transfer.source-missing"):
+                text = str(exc).replace("max_delete=", "--max-delete ")
+                raise CommandError(text.replace("with delete", "with --delete")) from None
+            raise
+        finally:
+            for sig in _SIGNAL_EXIT:
+                loop.remove_signal_handler(sig)
+    if scope.cancelled_caught:
+        _observe.print_line(
+            args, f"msd sync: stopped by {received[-1].name}; the files in flight were cut "
+            "(a later sync resumes)", "interrupted", "error", file=sys.stderr,
+            stopped_by=received[-1].name,
+        )
+        return _SIGNAL_EXIT[received[0]]
+    _print_report(args, report, verb, received[0].name if received else None)
+    if received:
+        return _SIGNAL_EXIT[received[0]]
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _print_report(
+    args: argparse.Namespace, report: TransferReport, verb: str, stopped_by: str | None
+) -> None:
     for failure in sorted(report.failed, key=lambda f: f.path):
         _observe.print_line(
             args, f"msd sync: failed: {failure.path}: {failure.message}", "failed", "error",
             file=sys.stderr, path=failure.path, outcome="failed", error=failure.message,
         )
+    for warning in report.warnings:
+        _observe.print_line(args, f"msd sync: warning: {warning}", "warning", "warning",
+                            file=sys.stderr, error=warning)
     if args.json:
         print(json.dumps(report.to_dict()))
-        return EXIT_OK if report.ok else EXIT_FAILED
-    would = "would " if args.dry_run else ""
+        return
     if args.dry_run:
         for path in sorted(report.transferred):
             _observe.print_line(args, f"would {verb}: {path}", f"would-{verb}", path=path)
         for path in sorted(report.deleted):
             _observe.print_line(args, f"would delete: {path}", "would-delete", path=path)
+    would = "would " if args.dry_run else ""
+    gone = f", {len(report.vanished)} gone before download" if report.vanished else ""
+    stopped = f"stopped by {stopped_by}: " if stopped_by else ""
     _observe.print_line(
         args,
-        f"{would}{verb} {len(report.transferred)} files "
+        f"{stopped}{would}{verb} {len(report.transferred)} files "
         f"({report.bytes_transferred:,} bytes), {len(report.skipped)} unchanged, "
-        f"{would}delete {len(report.deleted)}, {len(report.failed)} failed",
+        f"{would}delete {len(report.deleted)}, {len(report.failed)} failed{gone}",
         "summary", "info" if report.ok else "error",
         direction=verb, dry_run=args.dry_run, transferred=len(report.transferred),
         bytes=report.bytes_transferred, unchanged=len(report.skipped),
         deleted=len(report.deleted), failed=len(report.failed),
+        vanished=len(report.vanished), stopped_by=stopped_by,
     )
-    return EXIT_OK if report.ok else EXIT_FAILED

@@ -13,12 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from .record import RECORD_DIR
+from .names import PART_SUFFIX
 
-__all__ = ["PART_SUFFIX", "LocalFile", "hash_file", "is_temporary", "read_and_hash", "scan"]
+__all__ = ["LocalFile", "hash_file", "read_and_hash", "scan"]
 
-#: Suffix of a download in progress; such files are never uploaded, listed or deleted.
-PART_SUFFIX: Final = ".msdpart"
 _READ_SIZE: Final = 1024 * 1024
 
 
@@ -31,13 +29,9 @@ class LocalFile:
     mtime_ns: int
 
 
-def is_temporary(name: str) -> bool:
-    return name.endswith(PART_SUFFIX) or name.endswith(PART_SUFFIX + ".json")
-
-
 def scan(root: Path) -> list[LocalFile]:
     """Every regular file under ``root`` (symlinks to files followed, to folders not),
-    without the sync record and downloads in progress. A missing root is empty."""
+    the tool's own names included (the caller selects). A missing root is empty."""
     found: list[LocalFile] = []
     if not root.is_dir():
         return found
@@ -52,10 +46,7 @@ def scan(root: Path) -> list[LocalFile]:
             name = entry.name
             child_rel = f"{rel}{name}"
             if entry.is_dir(follow_symlinks=False):
-                if not (rel == "" and name == RECORD_DIR):
-                    stack.append((Path(entry.path), child_rel + "/"))
-                continue
-            if is_temporary(name):
+                stack.append((Path(entry.path), child_rel + "/"))
                 continue
             try:
                 st = entry.stat()
@@ -96,9 +87,10 @@ def temporary_path(final: Path) -> Path:
     return final.with_name(f".{final.name}{PART_SUFFIX}")
 
 
-def write_atomically(final: Path, data: bytes) -> int:
+def write_atomically(final: Path, data: bytes, mtime: float | None = None) -> int:
     """Write ``data`` under a temporary name in the same folder, then rename it to ``final``:
-    no reader ever sees a half file under the final name. Returns the file's mtime (ns)."""
+    no reader ever sees a half file under the final name. ``mtime`` (seconds since the
+    epoch) is set as its modification time. Returns the file's mtime (ns)."""
     tmp = temporary_path(final)
     try:
         try:
@@ -108,6 +100,9 @@ def write_atomically(final: Path, data: bytes) -> int:
             f = open(tmp, "wb")  # noqa: SIM115
         with f:
             f.write(data)
+            f.flush()  # the write must come before the mtime is set
+            if mtime is not None:
+                os.utime(f.fileno(), (mtime, mtime))
             mtime_ns = os.fstat(f.fileno()).st_mtime_ns
         os.replace(tmp, final)
         return mtime_ns

@@ -21,8 +21,9 @@ Action = Literal["upload", "download", "delete"]
 #: ``plan``: the work is known (``files`` and ``size`` are the totals still to transfer);
 #: ``start``: a file's transfer begins; ``bytes``: ``done`` bytes of it so far;
 #: ``done``: it completed and was verified; ``skip``: it was already identical;
-#: ``fail``: it failed (``error``); ``delete``: a path was deleted (or would be, in a dry run).
-EventKind = Literal["plan", "start", "bytes", "done", "skip", "fail", "delete"]
+#: ``fail``: it failed (``error``); ``delete``: a path was deleted (or would be, in a dry run);
+#: ``vanished``: the object was listed but deleted before it could be downloaded.
+EventKind = Literal["plan", "start", "bytes", "done", "skip", "fail", "delete", "vanished"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +82,15 @@ class TransferReport:
     bytes_transferred: int = 0
     #: Objects downloaded only to compare them (no record of their content) and found equal.
     compared: int = 0
+    #: Objects listed, then deleted by someone else before their download (a live window
+    #: rotating segments out): skipped, not a failure.
+    vanished: list[str] = field(default_factory=list)
+    #: The run was stopped (``stop`` was set: SIGTERM or SIGINT on the command line)
+    #: before every path was done; what was done is reported and recorded.
+    interrupted: bool = False
+    #: Problems that did not fail a path, one line each (a sync record that could not be
+    #: written).
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -98,6 +108,9 @@ class TransferReport:
             "compared": self.compared,
             "deleted": sorted(self.deleted),
             "bytes_transferred": self.bytes_transferred,
+            "vanished": sorted(self.vanished),
+            "interrupted": self.interrupted,
+            "warnings": list(self.warnings),
             "failed": [
                 {
                     "path": f.path,

@@ -8,15 +8,26 @@ that SHA-256; an ETag changes on every PUT, so an object changed by someone else
 and the local file is always hashed, so a change that keeps size and modification time is
 noticed too.
 
-Where: ``<local root>/.msd-sync/<key>.<i>-of-<n>.json``, ``key`` = 16 hex digits of
-SHA-256(endpoint, folder), one file per shard so that parallel workers never write the same
-file. Loading reads every shard's file of that key (a re-sharded job keeps its record). The
-directory is never uploaded, deleted or listed as part of the tree.
+Where: outside the tree, in the user's cache folder: ``$XDG_CACHE_HOME/msd/sync/`` (by
+default ``~/.cache/msd/sync/``), or the folder given as ``record_dir`` (``--record-dir``).
+One file per (local root, endpoint, container folder, shard):
+``<key>.<i>-of-<n>.jsonl``, ``key`` = 32 hex digits of SHA-256 of the local root's real
+path, the endpoint and the folder. Shards write separate files so that parallel workers never
+write the same one; loading reads every shard's file of that key (a re-sharded job keeps its
+record). A synced-down tree therefore holds exactly what the container holds, and a
+read-only source can be recorded.
 
-Every entry is a fact about one immutable object version, so an old or partial record can
-only cause a transfer, never a wrong skip. A lost record means a full compare: uploads send
-every file again (as cheap as fetching it to compare), downloads fetch every object whose
-local file exists and compare the bytes (the file is left untouched when they match).
+How: an append-only journal, one JSON line per verified transfer or deletion, written as the
+run goes (one ``write`` each, no buffering), so a process killed at any point loses at most
+the lines of the transfers that had not completed; at the end of a run the file is rewritten
+compactly (a temporary file, then a rename). A line that does not parse (a torn write, a
+damaged file) is ignored.
+
+Every entry is a fact about one immutable object version, so an old, partial or damaged
+record can only cause a transfer, never a wrong skip. A lost record means a full compare:
+uploads send every file again, downloads fetch every object whose local file exists and
+compare the bytes (the file is left untouched when they match). A record that cannot be
+written costs the same on the next run, and :attr:`SyncRecord.error` says why.
 """
 
 from __future__ import annotations
@@ -31,11 +42,17 @@ from typing import Any, Final
 
 from .shard import Shard, in_shard
 
-__all__ = ["RECORD_DIR", "RecordEntry", "SyncRecord"]
+__all__ = ["RecordEntry", "SyncRecord", "default_record_dir"]
 
-#: The record's directory name inside the local root; excluded from every transfer.
-RECORD_DIR: Final = ".msd-sync"
-_VERSION: Final = 1
+_VERSION: Final = 2
+
+
+def default_record_dir() -> Path:
+    """``$XDG_CACHE_HOME/msd/sync``, or ``~/.cache/msd/sync`` when the variable is unset or
+    not an absolute path (as the XDG Base Directory specification says)."""
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    cache = Path(base) if base and os.path.isabs(base) else Path.home() / ".cache"
+    return cache / "msd" / "sync"
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,77 +65,132 @@ class RecordEntry:
     etag: str
 
 
-class SyncRecord:
-    """The record of one (endpoint, folder, local root), for one shard. Not thread-safe;
-    used from one event loop."""
+def _entry(data: Any) -> tuple[str, RecordEntry | None] | None:
+    """The ``(path, entry or None for a deletion)`` of one journal line, or None."""
+    if not isinstance(data, dict):
+        return None
+    rel = data.get("p")
+    if not isinstance(rel, str):
+        return None
+    if data.get("x") == 1:
+        return rel, None
+    size, mtime, sha, etag = data.get("s"), data.get("m"), data.get("h"), data.get("e")
+    if (
+        isinstance(size, int) and isinstance(mtime, int)
+        and isinstance(sha, str) and len(sha) == 64 and isinstance(etag, str) and etag
+    ):
+        return rel, RecordEntry(size, mtime, sha, etag)
+    return None
 
-    def __init__(self, root: Path, endpoint: str, prefix: str, shard: Shard = (0, 1)) -> None:
-        self.root = root
+
+class SyncRecord:
+    """The record of one (local root, endpoint, folder), for one shard. Not thread-safe;
+    used from one event loop. ``directory`` defaults to :func:`default_record_dir`."""
+
+    def __init__(
+        self,
+        root: Path,
+        endpoint: str,
+        prefix: str,
+        shard: Shard = (0, 1),
+        directory: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self.root = Path(os.path.realpath(root))
         self.endpoint = endpoint
         self.prefix = prefix
         self.shard = shard
-        key = hashlib.sha256(f"{endpoint}\0{prefix}".encode()).hexdigest()[:16]
-        self._key = key
-        self.directory = root / RECORD_DIR
-        self.path = self.directory / f"{key}.{shard[0]}-of-{shard[1]}.json"
+        self.directory = Path(directory) if directory is not None else default_record_dir()
+        self._key = hashlib.sha256(
+            f"{self.root}\0{endpoint}\0{prefix}".encode("utf-8", "surrogateescape")
+        ).hexdigest()[:32]
+        self.path = self.directory / f"{self._key}.{shard[0]}-of-{shard[1]}.jsonl"
         self._entries: dict[str, RecordEntry] = {}
-        self.dirty = False
+        self._fd: int | None = None
+        self._lines = 0
+        #: Why the record could not be written (the first failure), or None.
+        self.error: OSError | None = None
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def load(self) -> None:
-        """Read every shard's file of this key; unreadable files are ignored (a lost
+        """Read every shard's file of this key; what cannot be read is ignored (a lost
         record only costs a full compare)."""
         try:
             files = sorted(
-                self.directory.glob(f"{self._key}.*.json"), key=lambda p: p.stat().st_mtime_ns
+                self.directory.glob(f"{self._key}.*.jsonl"), key=lambda p: p.stat().st_mtime_ns
             )
         except OSError:
             return
         for file in files:  # oldest first: newer files win on a conflict
             try:
-                data = json.loads(file.read_text("utf-8"))
-                if data.get("version") != _VERSION:
-                    continue
-                for rel, e in data["entries"].items():
-                    self._entries[rel] = RecordEntry(
-                        int(e["size"]), int(e["mtime_ns"]), str(e["sha256"]), str(e["etag"])
-                    )
-            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                text = file.read_bytes().decode("utf-8", "replace")
+            except OSError:
                 continue
+            for line in text.splitlines():
+                try:
+                    found = _entry(json.loads(line))
+                except ValueError:
+                    continue
+                if found is None:
+                    continue
+                rel, entry = found
+                if entry is None:
+                    self._entries.pop(rel, None)
+                else:
+                    self._entries[rel] = entry
 
     def get(self, relative_path: str) -> RecordEntry | None:
         return self._entries.get(relative_path)
 
     def set(self, relative_path: str, entry: RecordEntry) -> None:
         self._entries[relative_path] = entry
-        self.dirty = True
+        self._append(
+            {"p": relative_path, "s": entry.size, "m": entry.mtime_ns, "h": entry.sha256,
+             "e": entry.etag}
+        )
 
     def forget(self, relative_path: str) -> None:
         if self._entries.pop(relative_path, None) is not None:
-            self.dirty = True
+            self._append({"p": relative_path, "x": 1})
 
-    def save(self) -> None:
-        """Write this shard's entries atomically (a temporary file, then a rename)."""
-        entries: dict[str, Any] = {
-            rel: {"size": e.size, "mtime_ns": e.mtime_ns, "sha256": e.sha256, "etag": e.etag}
-            for rel, e in sorted(self._entries.items())
-            if in_shard(rel, self.shard)
-        }
-        data = {
-            "version": _VERSION,
-            "endpoint": self.endpoint,
-            "prefix": self.prefix,
-            "shard": list(self.shard),
-            "entries": entries,
-        }
-        self.directory.mkdir(parents=True, exist_ok=True)
+    def _append(self, data: dict[str, Any]) -> None:
+        if self.error is not None:
+            return
+        line = (json.dumps(data, separators=(",", ":")) + "\n").encode()
+        try:
+            if self._fd is None:
+                self.directory.mkdir(parents=True, exist_ok=True)
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            # One write of one whole line: a kill between two lines loses nothing written.
+            os.write(self._fd, line)
+            self._lines += 1
+        except OSError as exc:
+            self.error = exc
+
+    def close(self) -> None:
+        """Rewrite this shard's file compactly (only when this run wrote to it)."""
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        os.close(fd)
+        if self.error is not None:
+            return
+        header = {"v": _VERSION, "root": str(self.root), "endpoint": self.endpoint,
+                  "prefix": self.prefix, "shard": list(self.shard)}
+        lines = [json.dumps(header, separators=(",", ":"))]
+        for rel, e in sorted(self._entries.items()):
+            if in_shard(rel, self.shard):
+                lines.append(json.dumps(
+                    {"p": rel, "s": e.size, "m": e.mtime_ns, "h": e.sha256, "e": e.etag},
+                    separators=(",", ":"),
+                ))
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
-            tmp.write_text(json.dumps(data, separators=(",", ":")), "utf-8")
+            tmp.write_text("\n".join(lines) + "\n", "utf-8")
             os.replace(tmp, self.path)
+        except OSError as exc:
+            self.error = exc
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
-        self.dirty = False

@@ -1,0 +1,205 @@
+"""The download direction: objects to a local folder, never a half file under a final name."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from pathlib import Path
+
+import anyio
+import anyio.to_thread
+
+from ..errors import ChecksumMismatchError, InvalidParameterError, ObjectNotFoundError
+from . import _local
+from ._local import LocalFile
+from .events import TransferEvent
+from .names import PART_SUFFIX, is_temporary
+from .options import PART_SIZE, SMALL_FILE
+from .parts import discard, download_parts, finish_parts
+from .plan import REMOTE_SCHEME, Selection, check_deletions, local_index, remote_index
+from .pool import Job, Pool
+from .record import RecordEntry
+from .walk import RemoteObject
+
+__all__ = ["run_download"]
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _local_delete_job(pool: Pool, f: LocalFile, root: Path) -> Job:
+    rel = f.relative_path
+
+    async def run() -> None:
+        if not pool.options.dry_run:
+
+            def remove() -> None:
+                with contextlib.suppress(FileNotFoundError):
+                    f.path.unlink()
+                _local.remove_empty_parents(f.path, root)
+
+            await anyio.to_thread.run_sync(remove)
+            if pool.record is not None:
+                pool.record.forget(rel)
+        pool.report.deleted.append(rel)
+        pool.emit(TransferEvent("delete", rel, "delete"))
+
+    return Job(rel, "delete", 0, run)
+
+
+def _download_job(pool: Pool, obj: RemoteObject, root: Path, existing: LocalFile | None) -> Job:
+    rel = obj.relative_path
+    final = root.joinpath(*rel.split("/"))
+    size = obj.size or 0
+    client, options = pool.client, pool.options
+
+    async def run() -> None:
+        record = pool.record
+        local_sha: str | None = None
+        if existing is not None:
+            if existing.size <= SMALL_FILE:
+                local_sha = _local.hash_file(existing.path)
+            else:
+                local_sha = await anyio.to_thread.run_sync(_local.hash_file, existing.path)
+            entry = record.get(rel) if record is not None else None
+            if entry is not None and entry.etag == obj.etag and entry.sha256 == local_sha:
+                pool.skip(rel, "download", size)
+                return
+        if final.is_dir():  # one stat: cheaper than a hop to a worker thread
+            raise IsADirectoryError(
+                f"{final} is a folder; the object {obj.path} cannot be written there"
+            )
+        if options.dry_run:
+            pool.done(rel, "download", size)  # what would move: --dry-run counts it
+            return
+        pool.start(rel, "download", size)
+        etag: str | None
+        data: bytes | None = None
+        tmp: Path | None = None
+        try:
+            if obj.size is not None and obj.size > PART_SIZE:
+                progress = pool.byte_progress(rel, "download", size)
+                sha, etag, got, modified = await download_parts(
+                    client, obj, final, pool.retry, progress
+                )
+                tmp = _local.temporary_path(final)
+            else:
+                async with client.get_object(obj.path, retry=pool.retry) as stream:
+                    data = await stream.read()
+                    etag, modified = stream.etag, stream.last_modified
+                got = len(data)
+                sha = _sha256(data) if got <= SMALL_FILE else await anyio.to_thread.run_sync(
+                    _sha256, data
+                )
+        except ObjectNotFoundError:
+            # Listed, then deleted (a live window rotated it out): nothing to download, and
+            # the parts of a large one are worth nothing.
+            if obj.size is not None and obj.size > PART_SIZE:
+                await anyio.to_thread.run_sync(discard, _local.temporary_path(final))
+            pool.vanished(rel, "download")
+            return
+        pool.report.bytes_transferred += got
+        entry = record.get(rel) if record is not None else None
+        if entry is not None and etag is not None and entry.etag == etag and entry.sha256 != sha:
+            discard(tmp)
+            raise ChecksumMismatchError(
+                f"{obj.path} (ETag {etag}) was recorded with SHA-256 {entry.sha256} but "
+                f"downloaded as {sha}",
+                expected=entry.sha256,
+                actual=sha,
+            )
+        if local_sha is not None and local_sha == sha:
+            # Compared by downloading (no record of this version): identical, keep the file.
+            discard(tmp)
+            pool.report.compared += 1
+            mtime_ns = existing.mtime_ns if existing is not None else 0
+            if record is not None and etag is not None:
+                record.set(rel, RecordEntry(got, mtime_ns, sha, etag))
+            pool.skip(rel, "download", got)
+            return
+        # As `aws s3 sync` does: the file's modification time is the object's.
+        mtime = modified.timestamp() if modified is not None else None
+        if tmp is not None:
+            mtime_ns = await anyio.to_thread.run_sync(finish_parts, tmp, final, mtime)
+        else:
+            assert data is not None
+            if got <= SMALL_FILE:
+                mtime_ns = _local.write_atomically(final, data, mtime)
+            else:
+                mtime_ns = await anyio.to_thread.run_sync(
+                    _local.write_atomically, final, data, mtime
+                )
+        if record is not None and etag is not None:
+            record.set(rel, RecordEntry(got, mtime_ns, sha, etag))
+        pool.report.transferred.append(rel)
+        pool.emit(TransferEvent("done", rel, "download", size=got, done=got))
+
+    return Job(rel, "download", size, run)
+
+
+def _leftovers(root: Path, select: Selection, keep: set[str]) -> list[Path]:
+    """Temporary downloads and part states under ``root`` of this run's paths (``select``:
+    another shard's worker may be writing its own) except those in ``keep`` (whose
+    download may still resume)."""
+    found: list[Path] = []
+    for f in _local.scan(root):
+        folder, _, name = f.relative_path.rpartition("/")
+        # Only the names a download writes, .NAME.msdpart[.json[.tmp]] (owned by NAME): a
+        # user's own notes.msdpart is kept out of transfers, but it is not ours to delete.
+        if not (name.startswith(".") and is_temporary(name)):
+            continue
+        base = name[1 : name.rindex(PART_SUFFIX)]
+        owner = f"{folder}/{base}" if folder else base
+        if select(owner) and owner not in keep:
+            found.append(f.path)
+    return found
+
+
+async def run_download(
+    pool: Pool,
+    prefix: str,
+    root: Path,
+    select: Selection,
+    *,
+    compare: bool,
+    delete: bool,
+    max_delete: int | None,
+) -> None:
+    """Download ``prefix`` into ``root`` (``compare``: skip or compare what is there;
+    ``delete``: then delete the files the folder lacks, and leftover partial downloads)."""
+    if await anyio.to_thread.run_sync(lambda: root.exists() and not root.is_dir()):
+        raise NotADirectoryError(f"{root} exists and is not a folder")
+    remote, any_object = await remote_index(pool.client, prefix, select, pool.retry)
+    if delete and not any_object:
+        # A typo in ms:PATH lists as empty; deleting "what the source lacks" would then
+        # delete the whole tree.
+        raise InvalidParameterError(
+            f"{REMOTE_SCHEME}{prefix} holds no object (is the folder name right?); a sync "
+            "with delete from it would delete every local file, so nothing was done",
+            rule="transfer.source-missing",
+        )
+    local: dict[str, LocalFile] = {}
+    if compare or delete:
+        local = await local_index(root, select)
+    stale: list[str] = []
+    if delete:
+        stale = check_deletions(set(local) - set(remote), max_delete=max_delete, what="files")
+    jobs = [
+        _download_job(pool, obj, root, local.get(rel) if compare else None)
+        for rel, obj in sorted(remote.items())
+    ]
+    pool.plan(jobs)
+    await pool.run(jobs)
+    if delete and not pool.stopped:
+        await pool.run([_local_delete_job(pool, local[rel], root) for rel in stale])
+        if not pool.options.dry_run:
+            # Partial downloads whose object is gone, or failed for a reason another try
+            # cannot fix, would stay forever: only a resumable failure keeps its parts.
+            keep = {
+                f.path for f in pool.report.failed
+                if f.action == "download" and not isinstance(f.error, OSError)
+            }
+            for path in await anyio.to_thread.run_sync(_leftovers, root, select, keep):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()

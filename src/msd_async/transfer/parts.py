@@ -1,0 +1,186 @@
+"""Ranged part downloads of large objects, resumable from their state on disk.
+
+An object over :data:`~msd_async.transfer.options.PART_SIZE` is fetched in ranged parts,
+:data:`~msd_async.transfer.options.PART_CONCURRENCY` at a time, into its temporary file
+``.NAME.msdpart`` (full length from the start, each part written at its offset). After each
+part is written and fsynced, ``.NAME.msdpart.json`` lists the parts done, with the object's
+ETag and size. A later attempt, or a later run, keeps those parts only while the object has
+the same ETag and size, and fetches the rest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import anyio
+import anyio.to_thread
+
+from ..errors import ConnectionLostError, ObjectChangedError
+from ..retry import RetryPolicy
+from . import _local
+from .events import first_error
+from .options import PART_CONCURRENCY, PART_SIZE
+from .walk import RemoteObject
+
+if TYPE_CHECKING:
+    import datetime as _dt
+
+    from ..client import ContainerClient
+
+__all__ = ["discard", "download_parts", "finish_parts", "state_path"]
+
+
+def state_path(tmp: Path) -> Path:
+    return tmp.with_name(tmp.name + ".json")
+
+
+def discard(tmp: Path | None) -> None:
+    """Remove a temporary download and its part state, if there."""
+    if tmp is None:
+        return
+    for path in (tmp, state_path(tmp), state_path(tmp).with_name(state_path(tmp).name + ".tmp")):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def finish_parts(tmp: Path, final: Path, mtime: float | None) -> int:
+    """Give the completed file its final name (and mtime); returns its mtime in ns."""
+    if mtime is not None:
+        os.utime(tmp, (mtime, mtime))
+    os.replace(tmp, final)
+    with contextlib.suppress(FileNotFoundError):
+        state_path(tmp).unlink()
+    return final.stat().st_mtime_ns
+
+
+def _open_parts(tmp: Path, etag: str, size: int) -> tuple[int, set[int]]:
+    """Open (or resume) the temporary file of a ranged download: ``(fd, parts done)``.
+
+    A previous attempt's parts are kept only if it was downloading the same version (ETag
+    and size) and its file has the full length."""
+    state = state_path(tmp)
+    done: set[int] = set()
+    try:
+        saved = json.loads(state.read_text("utf-8"))
+        if saved.get("etag") == etag and saved.get("size") == size and tmp.stat().st_size == size:
+            done = {int(i) for i in saved.get("parts", [])}
+    except (OSError, ValueError, TypeError, AttributeError):
+        done = set()
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    if done:
+        fd = os.open(tmp, os.O_WRONLY)
+    else:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.ftruncate(fd, size)
+    return fd, done
+
+
+class _PartState:
+    """Which parts of a ranged download are on disk, saved after each one.
+
+    Parts are written from several worker threads: the lock makes each save list only
+    parts whose bytes were already written and fsynced, and keeps two saves from sharing
+    the temporary file of the rename."""
+
+    def __init__(self, fd: int, state: Path, etag: str, size: int, done: set[int]) -> None:
+        self.fd = fd
+        self.state = state
+        self.etag = etag
+        self.size = size
+        self.done = set(done)
+        self.lock = threading.Lock()
+
+    def write(self, index: int, offset: int, data: bytes) -> None:
+        """Write part ``index`` at ``offset``, then record it."""
+        view = memoryview(data)
+        while view:
+            written = os.pwrite(self.fd, view, offset)
+            view = view[written:]
+            offset += written
+        os.fsync(self.fd)  # the state file must not claim a part the disk does not hold
+        with self.lock:
+            self.done.add(index)
+            tmp = self.state.with_name(self.state.name + ".tmp")
+            tmp.write_text(
+                json.dumps({"etag": self.etag, "size": self.size, "parts": sorted(self.done)}),
+                "utf-8",
+            )
+            os.replace(tmp, self.state)
+
+
+async def download_parts(
+    client: ContainerClient,
+    obj: RemoteObject,
+    final: Path,
+    retry: RetryPolicy,
+    progress: Callable[[int], None] | None,
+) -> tuple[str, str, int, _dt.datetime | None]:
+    """Download a large object in ranged parts into its temporary file; resume the parts a
+    previous attempt completed. Returns ``(sha256, etag, size, last_modified)``; the file
+    is not renamed. Raises :class:`~msd_async.errors.ObjectNotFoundError` if the object is
+    gone."""
+    info = await client.describe_object(obj.path, retry=retry)
+    etag, size = info.etag, info.content_length
+    if etag is None or size is None:
+        raise ObjectChangedError(
+            f"{obj.path} has no ETag or length (a STREAMING upload in progress?)",
+            expected_etag=obj.etag,
+            actual_etag=etag,
+        )
+    tmp = _local.temporary_path(final)
+    fd, done = await anyio.to_thread.run_sync(_open_parts, tmp, etag, size)
+    parts = _PartState(fd, state_path(tmp), etag, size, done)
+    count = (size + PART_SIZE - 1) // PART_SIZE
+    limiter = anyio.CapacityLimiter(PART_CONCURRENCY)
+    # Bytes of this object received so far, parts done by an earlier attempt included.
+    moved = [sum(min(size, (i + 1) * PART_SIZE) - i * PART_SIZE for i in done)]
+
+    async def part(index: int) -> None:
+        first = index * PART_SIZE
+        last = min(size, first + PART_SIZE) - 1
+        async with limiter:
+            async with client.get_object(obj.path, range=(first, last), retry=retry) as s:
+                if s.etag != etag:
+                    raise ObjectChangedError(
+                        f"{obj.path} changed during the download (ETag {etag} became {s.etag})",
+                        expected_etag=etag,
+                        actual_etag=s.etag,
+                    )
+                if progress is None:
+                    data = await s.read()
+                else:
+                    # Bytes are counted as they arrive, not a part (8 MiB) at a time.
+                    chunks = []
+                    async for chunk in s:
+                        chunks.append(chunk)
+                        moved[0] += len(chunk)
+                        progress(min(size, moved[0]))
+                    data = b"".join(chunks)
+            if len(data) != last - first + 1:
+                raise ConnectionLostError(
+                    f"part {index} of {obj.path}: {len(data)} bytes instead of "
+                    f"{last - first + 1}"
+                )
+            await anyio.to_thread.run_sync(parts.write, index, first, data)
+
+    try:
+        try:
+            async with anyio.create_task_group() as tg:
+                for index in range(count):
+                    if index not in done:
+                        tg.start_soon(part, index)
+        except ExceptionGroup as group:
+            raise first_error(group) from None
+    except ObjectChangedError:
+        discard(tmp)  # another version: its parts are worth nothing
+        raise
+    finally:
+        os.close(fd)
+    sha = await anyio.to_thread.run_sync(_local.hash_file, tmp)
+    return sha, etag, size, info.last_modified

@@ -1,0 +1,146 @@
+"""The upload direction: local files to a container folder, each verified by SHA-256."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import anyio
+import anyio.to_thread
+
+from .. import rules
+from ..errors import (
+    ChecksumMismatchError,
+    MediaStoreError,
+    ObjectNotFoundError,
+    ObjectTooLargeError,
+)
+from ..media_types import content_type_for
+from . import _local
+from ._local import LocalFile
+from .events import TransferEvent
+from .options import INLINE_LIMIT, SMALL_FILE
+from .plan import Selection, check_deletions, local_index, remote_index
+from .pool import Job, Pool
+from .record import RecordEntry
+from .walk import RemoteObject
+
+__all__ = ["run_upload"]
+
+
+def _object_key(prefix: str, relative_path: str) -> str:
+    return f"{prefix}/{relative_path}" if prefix else relative_path
+
+
+def _too_large(rel: str, size: int, limit: int) -> ObjectTooLargeError:
+    return ObjectTooLargeError(
+        f"{rel} is {size:,} bytes; STANDARD objects are limited to {limit:,} bytes",
+        rule="body.max-size.standard",
+        limit=limit,
+        size=size,
+    )
+
+
+def _upload_job(
+    pool: Pool, f: LocalFile, prefix: str, existing: RemoteObject | None, compare: bool
+) -> Job:
+    rel = f.relative_path
+    key = _object_key(prefix, rel)
+    client, options = pool.client, pool.options
+    limit = client.standard_limit
+
+    async def run() -> None:
+        record = pool.record
+        if f.size <= SMALL_FILE:
+            sha, data, size = _local.read_and_hash(f.path, INLINE_LIMIT)
+        else:
+            sha, data, size = await anyio.to_thread.run_sync(
+                _local.read_and_hash, f.path, INLINE_LIMIT
+            )
+        if compare and existing is not None and record is not None:
+            entry = record.get(rel)
+            if entry is not None and entry.etag == existing.etag and entry.sha256 == sha:
+                pool.skip(rel, "upload", size)
+                return
+        if size > limit:
+            raise _too_large(rel, size, limit)
+        if options.dry_run:
+            pool.done(rel, "upload", size)  # what would move: --dry-run counts it
+            return
+        pool.start(rel, "upload", size)
+        result = await client.put_object(
+            key,
+            data if data is not None else f.path,
+            content_type=options.content_type or content_type_for(rel),
+            cache_control=options.cache_control,
+            progress=pool.byte_progress(rel, "upload", size),
+            retry=pool.retry,
+        )
+        if result.content_sha256 != sha:
+            raise ChecksumMismatchError(
+                f"the service stored SHA-256 {result.content_sha256} for {key}, but the "
+                f"file hashed to {sha} (did it change during the upload?)",
+                expected=sha,
+                actual=result.content_sha256,
+            )
+        if record is not None:
+            record.set(rel, RecordEntry(size, f.mtime_ns, sha, result.etag))
+        pool.done(rel, "upload", size)
+
+    return Job(rel, "upload", f.size, run)
+
+
+def _remote_delete_job(pool: Pool, obj: RemoteObject) -> Job:
+    rel = obj.relative_path
+
+    async def run() -> None:
+        if not pool.options.dry_run:
+            # Gone already (someone else, or a retried DELETE): the goal is reached.
+            with contextlib.suppress(ObjectNotFoundError):
+                await pool.client.delete_object(obj.path, retry=pool.retry)
+            if pool.record is not None:
+                pool.record.forget(rel)
+        pool.report.deleted.append(rel)
+        pool.emit(TransferEvent("delete", rel, "delete"))
+
+    return Job(rel, "delete", 0, run)
+
+
+async def run_upload(
+    pool: Pool,
+    root: Path,
+    prefix: str,
+    select: Selection,
+    *,
+    compare: bool,
+    delete: bool,
+    max_delete: int | None,
+) -> None:
+    """Upload ``root`` to ``prefix`` (``compare``: skip what the record says is there;
+    ``delete``: then delete the objects the tree lacks)."""
+    if not await anyio.to_thread.run_sync(root.is_dir):
+        raise NotADirectoryError(f"{root} is not a folder")
+    files = await local_index(root, select)
+    remote: dict[str, RemoteObject] = {}
+    if compare or delete:
+        remote, _ = await remote_index(pool.client, prefix, select, pool.retry)
+    stale: list[str] = []
+    if delete:
+        stale = check_deletions(set(remote) - set(files), max_delete=max_delete, what="objects")
+    limit = pool.client.standard_limit
+    jobs: list[Job] = []
+    for rel, f in sorted(files.items()):
+        try:
+            rules.normalize_object_path(_object_key(prefix, rel))  # never renamed: refused
+            if f.size > limit:
+                raise _too_large(rel, f.size, limit)
+        except MediaStoreError as exc:
+            pool.fail(rel, "upload", exc)
+            continue
+        jobs.append(_upload_job(pool, f, prefix, remote.get(rel), compare))
+    if pool.options.fail_fast and pool.report.failed:
+        return
+    pool.plan(jobs)
+    await pool.run(jobs)
+    if stale and not pool.stopped:
+        await pool.run([_remote_delete_job(pool, remote[rel]) for rel in stale])

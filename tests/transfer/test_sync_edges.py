@@ -1,0 +1,105 @@
+"""Sync edges in process: an object that vanishes mid-run, downloaded files' mtimes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from msd_async.transfer import TransferEvent, download_tree
+
+pytestmark = pytest.mark.anyio
+
+
+def names_in(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+async def test_an_object_deleted_after_the_listing_is_skipped_and_reported(
+    mediastore_server: Any, mediastore_client: Any, tmp_path: Path
+) -> None:
+    await mediastore_client.put_object("rot/seg1.ts", b"1" * 100)
+    await mediastore_client.put_object("rot/seg2.ts", b"2" * 100)
+
+    def rotate_after_listing(event: TransferEvent) -> None:
+        # Between the listing and the downloads, a live window rotates seg1 out (straight
+        # in the server's store: no await between the two).
+        if event.kind == "plan":
+            mediastore_server.store.delete("rot/seg1.ts")
+
+    report = await download_tree(
+        mediastore_client, "rot", tmp_path, progress=rotate_after_listing
+    )
+    assert report.ok, report.failed
+    assert report.transferred == ["seg2.ts"]
+    assert report.vanished == ["seg1.ts"]
+    assert names_in(tmp_path) == ["seg2.ts"]
+
+
+async def test_downloaded_files_get_the_objects_last_modified(
+    mediastore_client: Any, tmp_path: Path
+) -> None:
+    await mediastore_client.put_object("mt/a.txt", b"a")
+    await mediastore_client.put_object("mt/big.bin", b"b" * (9 * 1024 * 1024))  # ranged parts
+    await anyio.sleep(1.1)  # LastModified has whole seconds; the files are written later
+    report = await download_tree(mediastore_client, "mt", tmp_path)
+    assert report.ok, report.failed
+    for name in ("a.txt", "big.bin"):
+        info = await mediastore_client.describe_object(f"mt/{name}")
+        assert (tmp_path / name).stat().st_mtime == info.last_modified.timestamp(), name
+
+
+# --- filters and options -----------------------------------------------------------------
+
+
+def test_filter_rules_first_match_decides_and_includes_narrow() -> None:
+    from msd_async.transfer import PathFilter
+
+    f = PathFilter([("exclude", "logs/"), ("include", "*.ts"), ("include", "vod/**/*.m4s")])
+    assert not f.selects("logs/a.ts")  # the exclude came first
+    assert f.selects("a.ts") and f.selects("x/y/b.ts")
+    assert f.selects("vod/1/2/s.m4s") and not f.selects("old/vod/s.m4s")
+    assert not f.selects("readme.txt")  # an include was given: only what it matches
+    g = PathFilter([("exclude", "bad name.txt")])
+    assert not g.selects("bad name.txt") and not g.selects("d/bad name.txt")
+    assert g.selects("good.txt")
+    assert PathFilter([]).selects("anything/at/all")
+
+
+@pytest.mark.parametrize(
+    "rules",
+    [[("exclude", "")], [("exclude", "!x")], [("exclude", "# c")], [("keep", "x")], ["x"]],
+)
+def test_bad_filter_rules_are_refused(rules: Any) -> None:
+    from msd_async import InvalidParameterError
+    from msd_async.transfer import TransferOptions
+
+    with pytest.raises(InvalidParameterError) as caught:
+        TransferOptions(filters=rules).check()
+    assert caught.value.rule == "transfer.filter"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "rule"),
+    [("concurrency", 0, "transfer.concurrency"), ("file_attempts", 0, "transfer.file-attempts"),
+     ("shard", (2, 2), "transfer.shard")],
+)
+def test_bad_options_are_refused(field: str, value: object, rule: str) -> None:
+    from msd_async import InvalidParameterError
+    from msd_async.transfer import TransferOptions
+
+    with pytest.raises(InvalidParameterError) as caught:
+        TransferOptions(**{field: value}).check()  # type: ignore[arg-type]
+    assert caught.value.rule == rule
+
+
+def test_the_own_names_predicate() -> None:
+    from msd_async.transfer import is_own
+
+    for own in (".a.ts.msdpart", ".a.ts.msdpart.json", ".a.ts.msdpart.json.tmp",
+                "notes.msdpart", "d/.x.msdpart", ".msd-sync/k.0-of-1.json"):
+        assert is_own(own), own
+    for not_own in ("a.ts", "msdpart", "d/.msd-sync/x", "a.msdpart.txt"):
+        assert not is_own(not_own), not_own
