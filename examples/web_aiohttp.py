@@ -29,7 +29,11 @@ STORE = web.AppKey("store", msd_async.ContainerClient)
 async def listing(request: web.Request) -> web.Response:
     folder = request.query.get("path", "").strip("/")
     rows = []
-    async for item in request.app[STORE].list_items(folder or None):
+    try:
+        items = [item async for item in request.app[STORE].list_items(folder or None)]
+    except msd_async.InvalidPathError as exc:  # a name MediaStore cannot have ("a//b")
+        raise web.HTTPBadRequest(text=exc.message) from None
+    for item in items:
         path = f"{folder}/{item.name}" if folder else item.name
         name = html.escape(item.name)
         if item.type == "FOLDER":
