@@ -178,3 +178,45 @@ async def test_upload_errors(app: App, http: aiohttp.ClientSession) -> None:
     async with http.put(app.object_url("vod/bad%20name.mp4"), data=b"x") as resp:
         assert resp.status == 400
         assert "A-Z a-z 0-9" in await resp.text()
+
+
+async def test_stored_content_type_follows_the_name_not_the_uploader(
+    app: App, http: aiohttp.ClientSession
+) -> None:
+    """By default the uploader cannot choose the type the app will serve from its own origin:
+    an HTML page uploaded as video.mp4 is stored, and served, as video/mp4."""
+    page = b"<html><script>alert(document.cookie)</script></html>"
+    async with http.put(app.object_url("up/video.mp4"), data=page,
+                        headers={"Content-Type": "text/html"}) as resp:
+        assert resp.status == 201
+    assert (await app.store.describe_object("up/video.mp4")).content_type == "video/mp4"
+    async with http.get(app.object_url("up/video.mp4")) as resp:
+        assert resp.headers["Content-Type"] == "video/mp4"
+        assert resp.headers["X-Content-Type-Options"] == "nosniff"
+    # A name without a known extension: nothing the uploader says is stored.
+    async with http.put(app.object_url("up/blob"), data=page,
+                        headers={"Content-Type": "text/html"}) as resp:
+        assert resp.status == 201
+    assert (await app.store.describe_object("up/blob")).content_type in (
+        None, "application/octet-stream")
+
+
+async def test_the_uploaders_content_type_is_used_only_where_the_app_allows_it(
+    app: App, http: aiohttp.ClientSession
+) -> None:
+    url = app.object_url("up/clip.bin") + "?allow=video/*,audio/mp4"
+    for sent, kept in [
+        ("video/webm; codecs=vp9", "video/webm"),  # parameters dropped (MediaStore refuses ;)
+        ("AUDIO/MP4", "audio/mp4"),  # media types are case-insensitive
+        ("text/html", None),  # not allowed: the extension's type (none for .bin)
+        ("video", None),  # not a media type
+    ]:
+        async with http.put(url, data=b"x", headers={"Content-Type": sent}) as resp:
+            assert resp.status in (200, 201), await resp.text()
+        stored_type = (await app.store.describe_object("up/clip.bin")).content_type
+        assert stored_type == kept or (kept is None and stored_type in (
+            None, "application/octet-stream")), (sent, stored_type)
+    async with http.put(app.object_url("up/v.mp4") + "?allow=video/*", data=b"x",
+                        headers={"Content-Type": "text/html"}) as resp:
+        assert resp.status == 201
+    assert (await app.store.describe_object("up/v.mp4")).content_type == "video/mp4"

@@ -4,7 +4,8 @@ The ``app`` fixture runs the same routes in aiohttp.web and in FastAPI under uvi
 test runs against both):
 
 - ``GET``/``HEAD /<store>/<path>``: ``serve_object`` (``?redirect=1``: redirect mode)
-- ``PUT /<store>/<path>``: ``accept_upload`` (``?streaming=1``: STREAMING)
+- ``PUT /<store>/<path>``: ``accept_upload`` (``?streaming=1``: STREAMING; ``?allow=a/b,c/*``:
+  the uploader's Content-Type is used when it is one of these)
 
 ``<store>`` picks the container client: ``ok`` (the local server), ``dead`` (a closed
 port), ``slow`` (the local server with a short read timeout).
@@ -53,6 +54,10 @@ def closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _allowed(query: str | None) -> tuple[str, ...]:
+    return tuple(query.split(",")) if query else ()
+
+
 def _aiohttp_app(stores: dict[str, ContainerClient]) -> web.Application:
     async def get(request: web.Request) -> web.StreamResponse:
         store = stores[request.match_info["store"]]
@@ -63,7 +68,8 @@ def _aiohttp_app(stores: dict[str, ContainerClient]) -> web.Application:
         store = stores[request.match_info["store"]]
         streaming = request.query.get("streaming") == "1"
         return await aiohttp_accept(
-            request, store, request.match_info["path"], streaming=streaming
+            request, store, request.match_info["path"], streaming=streaming,
+            allowed_types=_allowed(request.query.get("allow")),
         )
 
     app = web.Application()
@@ -80,8 +86,12 @@ def _asgi_app(stores: dict[str, ContainerClient]) -> Any:
         return await asgi_serve(request, stores[store], path, redirect=redirect == 1)
 
     @app.put("/{store}/{path:path}")
-    async def put(store: str, path: str, request: Request, streaming: int = 0) -> Response:
-        return await asgi_accept(request, stores[store], path, streaming=streaming == 1)
+    async def put(
+        store: str, path: str, request: Request, streaming: int = 0, allow: str | None = None
+    ) -> Response:
+        return await asgi_accept(
+            request, stores[store], path, streaming=streaming == 1, allowed_types=_allowed(allow)
+        )
 
     return app
 

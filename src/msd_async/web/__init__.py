@@ -19,6 +19,7 @@ from .core import (
     open_object,
     status_for_error,
     store_upload,
+    stored_content_type,
 )
 from .http import (
     CONDITIONAL_HEADERS,
@@ -50,4 +51,5 @@ __all__ = [
     "resolve_range",
     "status_for_error",
     "store_upload",
+    "stored_content_type",
 ]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from typing import Final
 
 from aiohttp import web
@@ -156,12 +156,16 @@ async def accept_upload(
     *,
     streaming: bool = False,
     content_type: str | None = None,
+    allowed_types: Collection[str] = (),
     cache_control: str | None = None,
 ) -> web.StreamResponse:
     """Stream the request body (``request.content``) into ``put_object`` without buffering
     it; see :func:`msd_async.web.store_upload` for limits (413), preconditions (412) and
     the answer (201/200 with the new ETag). A client that disconnects mid-body aborts the
-    upload: nothing is stored. Returns the (already sent) response."""
+    upload: nothing is stored. The stored Content-Type follows
+    :func:`msd_async.web.stored_content_type`: ``content_type``, else the uploader's only
+    if it matches ``allowed_types``, else the path's extension. Returns the (already
+    sent) response."""
     reply = await store_upload(
         client,
         path,
@@ -169,6 +173,7 @@ async def accept_upload(
         headers=request_headers(request),
         streaming=streaming,
         content_type=content_type,
+        allowed_types=allowed_types,
         cache_control=cache_control,
     )
     return await send_reply(request, reply)

@@ -18,7 +18,7 @@ wherever one does (middleware, FastAPI's ``response_class``).
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
@@ -118,12 +118,15 @@ async def accept_upload(
     *,
     streaming: bool = False,
     content_type: str | None = None,
+    allowed_types: Collection[str] = (),
     cache_control: str | None = None,
 ) -> Response:
     """Stream the request body (``request.stream()``) into ``put_object`` without
     buffering it; see :func:`msd_async.web.store_upload` for limits (413),
     preconditions (412) and the answer (201/200 with the new ETag). A client that
-    disconnects mid-body aborts the upload: nothing is stored."""
+    disconnects mid-body aborts the upload: nothing is stored. The stored Content-Type
+    follows :func:`msd_async.web.stored_content_type`: ``content_type``, else the
+    uploader's only if it matches ``allowed_types``, else the path's extension."""
     reply = await store_upload(
         client,
         path,
@@ -131,6 +134,7 @@ async def accept_upload(
         headers=request_headers(request),
         streaming=streaming,
         content_type=content_type,
+        allowed_types=allowed_types,
         cache_control=cache_control,
     )
     return response_for(reply)

@@ -14,7 +14,8 @@ import contextlib
 import datetime as _dt
 import json
 import logging
-from collections.abc import AsyncIterable, AsyncIterator, Mapping
+import re
+from collections.abc import AsyncIterable, AsyncIterator, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -54,6 +55,7 @@ __all__ = [
     "open_object",
     "status_for_error",
     "store_upload",
+    "stored_content_type",
 ]
 
 logger = logging.getLogger("msd_async.web")
@@ -169,11 +171,16 @@ class Reply:
             await exits.aclose()
 
 
+#: On every answer: browsers take the Content-Type as it is and never guess (sniff) HTML
+#: or script in an object, whoever uploaded it (https://fetch.spec.whatwg.org/#x-content-type-options-header).
+_NOSNIFF: Final = ("X-Content-Type-Options", "nosniff")
+
+
 def _text(
     status: int, headers: list[tuple[str, str]] | None = None, text: str | None = None
 ) -> Reply:
     body = (REASONS.get(status, "") if text is None else text).encode()
-    pairs = list(headers or ())
+    pairs = [*(headers or ()), _NOSNIFF]
     if body:
         pairs.append(("Content-Type", "text/plain; charset=utf-8"))
     if status != 304:  # a 304's Content-Length would have to be the 200's (RFC 9110 §8.6)
@@ -228,7 +235,7 @@ def error_reply(exc: BaseException, *, path: str | None = None) -> Reply:
 
 
 def _object_headers(info: ObjectInfo, *, length_known: bool) -> list[tuple[str, str]]:
-    headers = [("Content-Type", info.content_type or "application/octet-stream")]
+    headers = [("Content-Type", info.content_type or "application/octet-stream"), _NOSNIFF]
     if info.etag:
         headers.append(("ETag", quote_etag(info.etag)))
     if info.last_modified is not None:
@@ -430,10 +437,59 @@ async def _counted(body: AsyncIterable[bytes], expected: int | None) -> AsyncIte
         raise UploadInterrupted(f"the request body ended after {received} of {expected} bytes")
 
 
+# type "/" subtype (RFC 9110 §8.3.1), both tokens; parameters are cut off before the match.
+_MEDIA_TYPE: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+/[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
 def _media_type(value: str | None) -> str | None:
+    """The media type of a Content-Type, lower-case, without parameters (MediaStore
+    refuses them); ``None`` when absent or not a media type."""
     if not value:
         return None
-    return value.split(";", 1)[0].strip() or None
+    kind = value.split(";", 1)[0].strip(" \t").lower()
+    return kind if _MEDIA_TYPE.fullmatch(kind) else None
+
+
+def _allowed(kind: str | None, allowed_types: Collection[str]) -> bool:
+    if kind is None:
+        return False
+    major = kind.split("/", 1)[0]
+    return any(
+        pattern in ("*/*", kind) or pattern == f"{major}/*"
+        for pattern in (p.lower() for p in allowed_types)
+    )
+
+
+def stored_content_type(
+    path: str,
+    uploaded: str | None,
+    *,
+    content_type: str | None = None,
+    allowed_types: Collection[str] = (),
+) -> str | None:
+    """The Content-Type an upload is stored with (the policy of :func:`store_upload`).
+
+    1. ``content_type``, when the app fixes one;
+    2. the uploader's media type (``uploaded``, the request's Content-Type, lower-case and
+       without parameters) when it matches one of ``allowed_types`` (``"video/mp4"``,
+       ``"video/*"``, or ``"*/*"`` for any), unless it is the generic
+       ``application/octet-stream``;
+    3. the type of the path's extension, from the table the CLI uses
+       (:func:`msd_async.content_type_for`); ``None`` (stored without one, served as
+       ``application/octet-stream``) for an unknown extension.
+
+    So by default the name decides, never the uploader: an HTML page uploaded as
+    ``video.mp4`` is served as ``video/mp4`` (and with ``nosniff``), not run as a page
+    from the app's origin.
+    """
+    if content_type:
+        return content_type
+    kind = _media_type(uploaded)
+    # application/octet-stream is what HTTP clients send when they do not know: the
+    # extension tells more.
+    if kind != "application/octet-stream" and _allowed(kind, allowed_types):
+        return kind
+    return content_type_for(path)
 
 
 async def store_upload(
@@ -444,6 +500,7 @@ async def store_upload(
     headers: Mapping[str, str] | None = None,
     streaming: bool = False,
     content_type: str | None = None,
+    allowed_types: Collection[str] = (),
     cache_control: str | None = None,
     now: _dt.datetime | None = None,
 ) -> Reply:
@@ -460,9 +517,9 @@ async def store_upload(
     DescribeObject: MediaStore has no conditional writes, so this narrows the race with
     another writer but cannot close it.
 
-    ``content_type``: default the request's media type (without parameters, which
-    MediaStore does not accept), else (none, or ``application/octet-stream``) the type
-    of the path's extension (:func:`msd_async.content_type_for`), else none. Answers ``201``
+    The stored Content-Type is :func:`stored_content_type`'s: ``content_type`` if given,
+    else the request's media type only if it matches ``allowed_types`` (none by default),
+    else the type of the path's extension (:func:`msd_async.content_type_for`). Answers ``201``
     when no object existed, else ``200``, with the new ``ETag`` and a JSON body
     ``{"etag", "content_sha256", "size"}``; ``400`` when the body ended early
     (:class:`UploadInterrupted`; the client is usually gone by then) or a header is
@@ -481,10 +538,9 @@ async def store_upload(
             mode = "STREAMING" if streaming else "STANDARD"
             return _text(413, [("Connection", "close")],
                          f"{mode} uploads are limited to {limit:,} bytes\n")
-    declared_type = _media_type(headers.get("content-type"))
-    if declared_type == "application/octet-stream":
-        declared_type = None  # what HTTP clients send when they do not know: guess instead
-    kind = content_type or declared_type or content_type_for(path)
+    kind = stored_content_type(
+        path, headers.get("content-type"), content_type=content_type, allowed_types=allowed_types
+    )
     try:
         existed = True
         try:
@@ -526,6 +582,7 @@ async def store_upload(
         [
             ("ETag", quote_etag(result.etag)),
             ("Content-Type", "application/json"),
+            _NOSNIFF,
             ("Content-Length", str(len(data))),
         ],
         data,
