@@ -21,7 +21,7 @@ import sys
 from aiohttp import web
 
 import msd_async
-from msd_async.web.aiohttp import accept_upload, serve_object
+from msd_async.web.aiohttp import accept_upload, expect_handler, serve_object
 
 STORE = web.AppKey("store", msd_async.ContainerClient)
 
@@ -67,7 +67,11 @@ async def main(endpoint: str, listen: tuple[str, int]) -> None:
         app[STORE] = session.container(endpoint)
         app.router.add_get("/", listing)
         app.router.add_get("/objects/{path:.+}", get_object)  # GET and HEAD
-        app.router.add_put("/objects/{path:.+}", put_object)
+        # 413 before "100 Continue" for a Content-Length over the limit
+        store = app[STORE]
+        app.router.add_put("/objects/{path:.+}", put_object, expect_handler=expect_handler(
+            lambda r: store.streaming_limit if r.query.get("streaming") == "1"
+            else store.standard_limit))
         runner = web.AppRunner(app, handle_signals=False)
         await runner.setup()
         try:

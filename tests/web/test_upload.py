@@ -7,15 +7,20 @@ import contextlib
 import io
 import json
 import os
+import shutil
 from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
 
 import aiohttp
+import anyio
 import pytest
 from webapps import App, wait_for
 
 from msd_async import ObjectNotFoundError, content_type_for
 
 pytestmark = pytest.mark.anyio
+
+CURL = shutil.which("curl") or "curl"
 
 
 async def stored(app: App, path: str) -> bytes | None:
@@ -220,3 +225,55 @@ async def test_the_uploaders_content_type_is_used_only_where_the_app_allows_it(
                         headers={"Content-Type": "text/html"}) as resp:
         assert resp.status == 201
     assert (await app.store.describe_object("up/v.mp4")).content_type == "video/mp4"
+
+
+async def expect_continue(app: App, target: str, length: int) -> tuple[bytes, bytes]:
+    """A PUT with ``Expect: 100-continue`` over a raw socket, sending nothing of the body
+    until told to: the first status line, and the final one after the body (``b""`` when
+    the first was already final)."""
+    port = int(app.url.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(f"PUT {target} HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n"
+                     "Expect: 100-continue\r\n\r\n".encode())
+        first = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 60)).split(b"\r\n")[0]
+        if not first.startswith(b"HTTP/1.1 100"):
+            return first, b""
+        writer.write(b"e" * length)
+        return first, await asyncio.wait_for(reader.readline(), 60)
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
+async def test_an_oversize_upload_is_refused_before_100_continue(app: App) -> None:
+    """A client that asks first (``Expect: 100-continue``) gets 413 instead of the go-ahead:
+    it never sends the 10 MB that would be refused (RFC 9110 §10.1.1)."""
+    first, _ = await expect_continue(app, "/ok/live/big.m4s?streaming=1", 10_000_001)
+    assert first.startswith(b"HTTP/1.1 413"), first
+    first, _ = await expect_continue(app, "/ok/vod/big.mp4", 25_000_001)
+    assert first.startswith(b"HTTP/1.1 413"), first
+    # Within the limit: 100 Continue, then the upload.
+    first, final = await expect_continue(app, "/ok/vod/small.mp4", 1000)
+    assert first.startswith(b"HTTP/1.1 100"), first
+    assert final.startswith(b"HTTP/1.1 201"), final
+    assert await stored(app, "vod/small.mp4") == b"e" * 1000
+    assert await stored(app, "live/big.m4s") is None
+
+
+async def test_curl_is_refused_before_it_sends_an_oversize_body(
+    app: App, tmp_path: Path
+) -> None:
+    big = tmp_path / "big.m4s"
+    with big.open("wb") as file:
+        file.truncate(10_000_001)  # sparse: nothing to write
+    result = await anyio.run_process(
+        [CURL, "-sS", "-v", "-o", "/dev/null", "-w", "%{http_code}", "-T", str(big),
+         "-H", "Expect: 100-continue", "--expect100-timeout", "30",
+         app.object_url("live/big.m4s") + "?streaming=1"],
+        check=False,
+    )
+    assert result.stdout == b"413", result.stderr.decode()
+    assert b"< HTTP/1.1 100" not in result.stderr, result.stderr.decode()
+    assert await stored(app, "live/big.m4s") is None

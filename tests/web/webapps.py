@@ -27,6 +27,7 @@ from fastapi import FastAPI, Request, Response
 from msd_async import ContainerClient, RetryPolicy, Session
 from msd_async.testing import LocalMediaStore
 from msd_async.web.aiohttp import accept_upload as aiohttp_accept
+from msd_async.web.aiohttp import expect_handler as aiohttp_expect
 from msd_async.web.aiohttp import serve_object as aiohttp_serve
 from msd_async.web.asgi import accept_upload as asgi_accept
 from msd_async.web.asgi import serve_object as asgi_serve
@@ -72,9 +73,14 @@ def _aiohttp_app(stores: dict[str, ContainerClient]) -> web.Application:
             allowed_types=_allowed(request.query.get("allow")),
         )
 
+    def limit(request: web.Request) -> int:
+        store = stores[request.match_info["store"]]
+        streaming = request.query.get("streaming") == "1"
+        return store.streaming_limit if streaming else store.standard_limit
+
     app = web.Application()
     app.router.add_get("/{store}/{path:.+}", get)
-    app.router.add_put("/{store}/{path:.+}", put)
+    app.router.add_put("/{store}/{path:.+}", put, expect_handler=aiohttp_expect(limit))
     return app
 
 

@@ -8,23 +8,32 @@
     async def put_video(request: web.Request) -> web.StreamResponse:
         return await accept_upload(request, store, "vod/" + request.match_info["name"])
 
-Route both GET and HEAD to ``serve_object`` (``app.router.add_get`` does, by default).
+Route both GET and HEAD to ``serve_object`` (``app.router.add_get`` does, by default), and
+give upload routes :func:`expect_handler` so an oversize upload is refused before
+``100 Continue``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from typing import Final
 
-from aiohttp import web
+from aiohttp import HttpVersion11, hdrs, web
 
 from ..client import ContainerClient
 from ..errors import MediaStoreError
-from .core import REQUEST_HEADERS, Reply, UploadInterrupted, open_object, store_upload
+from .core import (
+    REQUEST_HEADERS,
+    Reply,
+    UploadInterrupted,
+    check_upload_length,
+    open_object,
+    store_upload,
+)
 
-__all__ = ["accept_upload", "request_headers", "send_reply", "serve_object"]
+__all__ = ["accept_upload", "expect_handler", "request_headers", "send_reply", "serve_object"]
 
 logger = logging.getLogger("msd_async.web")
 
@@ -147,6 +156,38 @@ async def _body(request: web.BaseRequest) -> AsyncIterator[bytes]:
             yield chunk
     except (ConnectionError, OSError) as exc:  # aiohttp sets ConnectionResetError on loss
         raise UploadInterrupted(f"the client went away: {exc}") from exc
+
+
+def expect_handler(
+    limit: int | Callable[[web.Request], int],
+) -> Callable[[web.Request], Awaitable[web.StreamResponse | None]]:
+    """An ``expect_handler`` for an upload route: a request with
+    ``Expect: 100-continue`` and a ``Content-Length`` over ``limit`` (bytes, or a function
+    of the request giving them) is answered ``413`` at once, instead of aiohttp's default
+    ``100 Continue`` that would make the client send a body only to be refused::
+
+        app.router.add_put("/videos/{name}", put_video,
+                           expect_handler=expect_handler(store.standard_limit))
+
+    Pass ``store.streaming_limit`` for a route that uploads with ``streaming=True``.
+    Otherwise it does what aiohttp's default does: ``100 Continue``, or ``417`` for
+    another expectation."""
+
+    async def handle(request: web.Request) -> web.StreamResponse | None:
+        if request.version != HttpVersion11:
+            return None  # HTTP/1.0 has no 100 Continue (RFC 9110 §10.1.1)
+        expect = request.headers.get(hdrs.EXPECT, "")
+        if expect.lower() != "100-continue":
+            raise web.HTTPExpectationFailed(text=f"Unknown Expect: {expect}")
+        maximum = limit(request) if callable(limit) else limit
+        refused = check_upload_length(request_headers(request), maximum)
+        if refused is not None:
+            return await send_reply(request, refused)
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # as aiohttp's default: the response has not begun
+        return None
+
+    return handle
 
 
 async def accept_upload(

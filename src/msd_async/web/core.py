@@ -51,6 +51,7 @@ __all__ = [
     "REQUEST_HEADERS",
     "Reply",
     "UploadInterrupted",
+    "check_upload_length",
     "error_reply",
     "open_object",
     "status_for_error",
@@ -437,6 +438,36 @@ async def _counted(body: AsyncIterable[bytes], expected: int | None) -> AsyncIte
         raise UploadInterrupted(f"the request body ended after {received} of {expected} bytes")
 
 
+def _content_length(headers: Mapping[str, str]) -> int | None:
+    value = headers.get("content-length")
+    # 1*DIGIT (RFC 9110 §8.6); int() alone would take "+5", " 5" or "5_000".
+    if value is None or not (value.isascii() and value.isdigit()) or len(value) > 20:
+        return None
+    return int(value)
+
+
+def check_upload_length(
+    headers: Mapping[str, str], limit: int, *, streaming: bool | None = None
+) -> Reply | None:
+    """The answer to an upload that its ``Content-Length`` alone settles: ``400`` for an
+    invalid one, ``413`` (with ``Connection: close``) for one over ``limit``; ``None`` to
+    go on. :func:`store_upload` calls it first; adapters call it before they answer
+    ``Expect: 100-continue``, so a client that asks first never sends a body that would
+    be refused."""
+    value = headers.get("content-length")
+    if value is None:
+        return None
+    declared = _content_length(headers)
+    if declared is None:
+        return _text(400, [("Connection", "close")], "invalid Content-Length\n")
+    if declared > limit:
+        mode = "" if streaming is None else ("STREAMING " if streaming else "STANDARD ")
+        return _text(
+            413, [("Connection", "close")], f"{mode}uploads are limited to {limit:,} bytes\n"
+        )
+    return None
+
+
 # type "/" subtype (RFC 9110 §8.3.1), both tokens; parameters are cut off before the match.
 _MEDIA_TYPE: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+/[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
@@ -527,17 +558,10 @@ async def store_upload(
     """
     headers = {} if headers is None else headers
     limit = client.streaming_limit if streaming else client.standard_limit
-    declared: int | None = None
-    raw_length = headers.get("content-length")
-    if raw_length is not None:
-        try:
-            declared = int(raw_length)
-        except ValueError:
-            return _text(400)
-        if declared > limit:
-            mode = "STREAMING" if streaming else "STANDARD"
-            return _text(413, [("Connection", "close")],
-                         f"{mode} uploads are limited to {limit:,} bytes\n")
+    refused = check_upload_length(headers, limit, streaming=streaming)
+    if refused is not None:
+        return refused
+    declared = _content_length(headers)
     kind = stored_content_type(
         path, headers.get("content-type"), content_type=content_type, allowed_types=allowed_types
     )
