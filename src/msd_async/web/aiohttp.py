@@ -15,7 +15,6 @@ give upload routes :func:`expect_handler` so an oversize upload is refused befor
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from typing import Final
@@ -26,11 +25,15 @@ from ..client import ContainerClient
 from ..errors import MediaStoreError
 from .core import (
     REQUEST_HEADERS,
+    SESSION_WRITE_TIMEOUT,
     Reply,
+    SessionTimeout,
     UploadInterrupted,
+    WriteWatch,
     check_upload_length,
     open_object,
     store_upload,
+    watch_writes,
 )
 
 __all__ = ["accept_upload", "expect_handler", "request_headers", "send_reply", "serve_object"]
@@ -38,7 +41,7 @@ __all__ = ["accept_upload", "expect_handler", "request_headers", "send_reply", "
 logger = logging.getLogger("msd_async.web")
 
 #: Seconds between checks that the client is still there, while the body of a growing
-#: object pauses (see :func:`_pump_watching`).
+#: object pauses.
 _WATCH_INTERVAL: Final = 0.5
 
 
@@ -60,12 +63,15 @@ async def serve_object(
     *,
     redirect: bool = False,
     expires_in: int = 3600,
+    write_timeout: float | SessionTimeout | None = SESSION_WRITE_TIMEOUT,
 ) -> web.StreamResponse:
     """Answer a GET or HEAD with the object at ``path`` (see
     :func:`msd_async.web.open_object` for ranges, conditional requests, redirects and the
     statuses). The body is streamed with back-pressure (the origin is read only as fast as
-    the client takes it); when the client goes away the upstream connection is released at
-    once. Returns the (already sent) response."""
+    the client takes it); when the client goes away, or takes no data for
+    ``write_timeout`` seconds (default the Session's ``Timeouts.write``), its connection
+    is cut and the upstream connection released at once. Returns the (already sent)
+    response."""
     reply = await open_object(
         client,
         path,
@@ -73,13 +79,15 @@ async def serve_object(
         headers=request_headers(request),
         redirect=redirect,
         expires_in=expires_in,
+        write_timeout=write_timeout,
     )
     return await send_reply(request, reply)
 
 
 async def send_reply(request: web.BaseRequest, reply: Reply) -> web.StreamResponse:
     """Send a :class:`~msd_async.web.Reply` and close it, whatever happens. If the origin
-    fails mid-body the connection is cut, so the client sees an incomplete response."""
+    fails mid-body, or the client takes no data for ``reply.write_timeout`` seconds, the
+    connection is cut, so the client sees an incomplete response."""
     response = web.StreamResponse(status=reply.status)
     try:
         return await _send(request, reply, response)
@@ -101,13 +109,29 @@ async def _send(
             response.headers.add(name, value)
     await response.prepare(request)
     if request.method != "HEAD" and reply.streamed:
+        # aiohttp tells a handler that its client left only when it writes: a body of
+        # unknown length (a STREAMING object still uploading) can pause for long, so
+        # the connection is checked every _WATCH_INTERVAL meanwhile.
+        alive = None if reply.header("Content-Length") else lambda: _connected(request)
+
+        async def pump(watch: WriteWatch) -> None:
+            # write() waits while the client's socket is backed up: the origin is read
+            # no faster.
+            receive, write, begin, end = reply.receive, response.write, watch.begin, watch.end
+            while chunk := await receive():
+                begin()
+                await write(chunk)
+                end()
+
         try:
-            if reply.header("Content-Length") is None:
-                await _pump_watching(request, response, reply)
-            else:
-                await _pump(response, reply)
+            watch = await watch_writes(
+                pump, reply.write_timeout, alive=alive, interval=_WATCH_INTERVAL
+            )
         except MediaStoreError as exc:
             logger.warning("origin failed mid-body (connection cut): %s", exc)
+            _abort(request)
+            return response
+        if watch.stalled or watch.gone:
             _abort(request)
             return response
     elif request.method != "HEAD" and reply.body:
@@ -116,32 +140,9 @@ async def _send(
     return response
 
 
-async def _pump(response: web.StreamResponse, reply: Reply) -> None:
-    # write() waits while the client's socket is backed up: the origin is read no faster.
-    receive, write = reply.receive, response.write
-    while chunk := await receive():
-        await write(chunk)
-
-
-async def _pump_watching(
-    request: web.BaseRequest, response: web.StreamResponse, reply: Reply
-) -> None:
-    """:func:`_pump` for a body of unknown length (a STREAMING object still uploading):
-    its bytes can pause for long, and aiohttp does not tell a handler that its client
-    left until it writes, so the connection is checked every :data:`_WATCH_INTERVAL`."""
-    pump = asyncio.ensure_future(_pump(response, reply))
-    try:
-        while True:
-            done, _ = await asyncio.wait({pump}, timeout=_WATCH_INTERVAL)
-            if done:
-                return pump.result()
-            transport = request.transport
-            if transport is None or transport.is_closing():
-                raise ConnectionResetError("the client went away")
-    finally:
-        if not pump.done():
-            pump.cancel()
-            await asyncio.wait({pump})
+def _connected(request: web.BaseRequest) -> bool:
+    transport = request.transport
+    return transport is not None and not transport.is_closing()
 
 
 def _abort(request: web.BaseRequest) -> None:

@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import enum
 import json
 import logging
 import re
-from collections.abc import AsyncIterable, AsyncIterator, Collection, Mapping
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Final
+
+import anyio
 
 from ..client import ContainerClient
 from ..errors import (
@@ -49,14 +53,19 @@ from .http import (
 __all__ = [
     "REASONS",
     "REQUEST_HEADERS",
+    "SESSION_WRITE_TIMEOUT",
+    "ClientStalled",
     "Reply",
+    "SessionTimeout",
     "UploadInterrupted",
+    "WriteWatch",
     "check_upload_length",
     "error_reply",
     "open_object",
     "status_for_error",
     "store_upload",
     "stored_content_type",
+    "watch_writes",
 ]
 
 logger = logging.getLogger("msd_async.web")
@@ -94,6 +103,22 @@ REQUEST_HEADERS: Final = (
 )
 
 
+class ClientStalled(Exception):
+    """The client did not take the next chunk of a body within the write time limit
+    (:attr:`Reply.write_timeout`): it stopped reading. Adapters then cut its connection
+    and close the reply, so the origin connection goes back to the pool."""
+
+
+class SessionTimeout(enum.Enum):
+    """The type of :data:`SESSION_WRITE_TIMEOUT`."""
+
+    WRITE = "the Session's Timeouts.write"
+
+
+#: ``write_timeout``'s default: the ``Timeouts.write`` of the client's Session.
+SESSION_WRITE_TIMEOUT: Final = SessionTimeout.WRITE
+
+
 class UploadInterrupted(Exception):
     """The upload's request body ended before it was complete (the client went away, or
     sent fewer bytes than its Content-Length). Adapters raise it from the body iterator
@@ -106,12 +131,17 @@ class Reply:
 
     The body is ``body`` (bytes) unless ``streamed`` is true; then iterate
     :meth:`chunks` and call :meth:`aclose` when done, whatever happened (adapters do
-    both). ``Content-Length`` is in ``headers`` whenever the length is known.
+    both), and give each write to the client at most :attr:`write_timeout` seconds
+    (:func:`watch_writes` does). ``Content-Length`` is in ``headers`` whenever the length
+    is known.
     """
 
     status: int
     headers: list[tuple[str, str]]
     body: bytes = b""
+    #: Seconds the client may take to accept each chunk of a streamed body (``None``: no
+    #: limit); adapters enforce it with :func:`watch_writes`.
+    write_timeout: float | None = None
     _stream: ObjectStream | None = field(default=None, repr=False)
     _exits: contextlib.AsyncExitStack | None = field(default=None, repr=False)
     _skip: int = 0
@@ -175,6 +205,91 @@ class Reply:
 #: On every answer: browsers take the Content-Type as it is and never guess (sniff) HTML
 #: or script in an object, whoever uploaded it (https://fetch.spec.whatwg.org/#x-content-type-options-header).
 _NOSNIFF: Final = ("X-Content-Type-Options", "nosniff")
+
+
+class WriteWatch:
+    """Times the writes of a body to the client, for :func:`watch_writes`: call
+    :meth:`begin` before each write and :meth:`end` after it.
+
+    ``limit``: seconds one write may take (``None``: no limit); ``alive``: a check that
+    the client is still connected, made every ``interval`` seconds (for bodies that pause:
+    a server may not notice a client that left until it writes). After the watch,
+    :attr:`stalled` says a write took too long, :attr:`gone` that the client left.
+    """
+
+    def __init__(
+        self,
+        limit: float | None,
+        *,
+        alive: Callable[[], bool] | None = None,
+        interval: float = 0.5,
+    ) -> None:
+        self.limit = limit
+        self.alive = alive
+        self.interval = interval
+        self.stalled = False
+        self.gone = False
+        self._since: float | None = None
+
+    def begin(self) -> None:
+        # time.monotonic: a fraction of anyio.current_time()'s cost, on every chunk.
+        self._since = time.monotonic()
+
+    def end(self) -> None:
+        self._since = None
+
+    async def run(self, cancel: Callable[[], object]) -> None:
+        """Watch until a write stalls or the client is gone (then ``cancel()``)."""
+        limit, alive = self.limit, self.alive
+        while True:
+            since, now = self._since, time.monotonic()
+            if limit is not None and since is not None and now - since >= limit:
+                self.stalled = True
+                logger.info("the client took no data for %g s: connection cut", limit)
+                cancel()
+                return
+            if alive is not None and not alive():
+                self.gone = True
+                cancel()
+                return
+            wait = self.interval if alive is not None else float("inf")
+            if limit is not None:
+                wait = min(wait, limit if since is None else since + limit - now)
+            await anyio.sleep(wait)
+
+
+async def watch_writes(
+    write_body: Callable[[WriteWatch], Awaitable[None]],
+    limit: float | None,
+    *,
+    alive: Callable[[], bool] | None = None,
+    interval: float = 0.5,
+) -> WriteWatch:
+    """Run ``write_body(watch)``, which writes a body to the client between
+    ``watch.begin()`` and ``watch.end()``; when one write takes longer than ``limit``
+    seconds, or ``alive()`` turns false, ``write_body`` is cancelled. Returns the watch
+    (see :attr:`WriteWatch.stalled` and :attr:`WriteWatch.gone`: the adapter then cuts
+    the connection); an exception of ``write_body`` propagates as it is.
+
+    One watcher task per response, not a timer per chunk: a write costs two clock reads,
+    and the watcher wakes about once per ``limit`` (or ``interval``) seconds.
+    """
+    watch = WriteWatch(limit, alive=alive, interval=interval)
+    if limit is None and alive is None:
+        await write_body(watch)
+        return watch
+    error: Exception | None = None
+    async with anyio.create_task_group() as group:
+        group.start_soon(watch.run, group.cancel_scope.cancel)
+        try:
+            await write_body(watch)
+        except Exception as exc:  # raised below as it is, not in an ExceptionGroup
+            error = exc
+        finally:
+            group.cancel_scope.cancel()
+    if error is not None:
+        raise error
+    return watch
 
 
 def _text(
@@ -286,6 +401,7 @@ async def open_object(
     headers: Mapping[str, str] | None = None,
     redirect: bool = False,
     expires_in: int = 3600,
+    write_timeout: float | SessionTimeout | None = SESSION_WRITE_TIMEOUT,
     now: _dt.datetime | None = None,
 ) -> Reply:
     """Decide the answer to a ``GET`` or ``HEAD`` of the object at ``path``.
@@ -304,6 +420,11 @@ async def open_object(
 
     Origin errors become statuses (:func:`status_for_error`), a path MediaStore cannot
     name a 404; the body of a streamed reply can still fail (see :meth:`Reply.chunks`).
+    ``write_timeout``: seconds the client may take to accept each chunk of the body
+    (:attr:`Reply.write_timeout`; default the ``Timeouts.write`` of the client's Session,
+    30 s unless configured; ``None``: no limit). A client that stops reading holds an
+    origin connection only that long.
+
     Raises :class:`ValueError` for a method other than GET and HEAD and
     :class:`~msd_async.InvalidParameterError` for an ``expires_in`` out of range. The
     caller must :meth:`Reply.aclose` the reply.
@@ -312,6 +433,23 @@ async def open_object(
     if method not in ("GET", "HEAD"):
         raise ValueError(f"open_object serves GET and HEAD, not {method}")
     headers = {} if headers is None else headers
+    if write_timeout is SESSION_WRITE_TIMEOUT:
+        write_timeout = client._context.timeouts.write
+    assert not isinstance(write_timeout, SessionTimeout)
+    reply = await _open(client, path, method, headers, redirect, expires_in, now)
+    reply.write_timeout = write_timeout
+    return reply
+
+
+async def _open(
+    client: ContainerClient,
+    path: str,
+    method: str,
+    headers: Mapping[str, str],
+    redirect: bool,
+    expires_in: int,
+    now: _dt.datetime | None,
+) -> Reply:
     try:
         if redirect:
             url = await client.presign_get(path, expires_in=expires_in)
