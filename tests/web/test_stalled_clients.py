@@ -13,7 +13,8 @@ import asyncio
 import contextlib
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import aiohttp
 import pytest
@@ -21,6 +22,7 @@ from webapps import running_app, wait_for
 
 from msd_async import Limits, Session, Timeouts
 from msd_async.testing import LocalMediaStore
+from msd_async.web import WriteWatch, core, watch_writes
 
 pytestmark = pytest.mark.anyio
 
@@ -103,3 +105,88 @@ async def test_clients_that_stop_reading_do_not_pin_the_pool(
                 received, ended = await drained(sock)
                 assert ended
                 assert received < len(DATA), "an idle client got the whole object"
+
+
+# --- the watch itself, both implementations (asyncio's timer; anyio's task for trio) ------
+
+
+Watcher = Callable[..., Awaitable[WriteWatch]]
+
+
+@pytest.fixture(params=["asyncio", "anyio"])
+def watcher(request: pytest.FixtureRequest) -> Watcher:
+    """``watch_writes`` (asyncio's timer), or the portable implementation it uses where
+    there is no asyncio loop (trio), called directly."""
+    if request.param == "asyncio":
+        return watch_writes
+
+    async def portable(
+        body: Callable[[WriteWatch], Awaitable[None]], limit: float | None, **options: Any
+    ) -> WriteWatch:
+        return await core._watch_with_anyio(body, WriteWatch(limit, **options))
+
+    return portable
+
+
+async def test_a_stalled_write_is_cancelled_and_reported(watcher: Watcher) -> None:
+    wrote = []
+
+    async def body(watch: WriteWatch) -> None:
+        for chunk in (b"a", b"b"):
+            watch.begin()
+            await asyncio.sleep(0.01)  # a client that keeps up
+            watch.end()
+            wrote.append(chunk)
+        watch.begin()
+        await asyncio.Event().wait()  # a client that stopped reading
+
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    watch = await watcher(body, WRITE_TIMEOUT)
+    assert watch.stalled and not watch.gone
+    assert wrote == [b"a", b"b"]
+    assert WRITE_TIMEOUT <= loop.time() - started < 20 * WRITE_TIMEOUT
+
+
+async def test_a_client_that_keeps_reading_is_never_cut(watcher: Watcher) -> None:
+    async def body(watch: WriteWatch) -> None:
+        # Longer in all than the limit, but no single write is.
+        for _ in range(8):
+            watch.begin()
+            await asyncio.sleep(WRITE_TIMEOUT / 4)
+            watch.end()
+
+    watch = await watcher(body, WRITE_TIMEOUT)
+    assert not watch.stalled and not watch.gone
+    await asyncio.sleep(WRITE_TIMEOUT * 1.5)  # no cancellation left behind for this task
+
+
+async def test_a_client_gone_during_a_pause_is_noticed(watcher: Watcher) -> None:
+    connected = [True]
+
+    async def body(watch: WriteWatch) -> None:
+        connected[0] = False
+        await asyncio.Event().wait()  # the origin pauses; no write to fail
+
+    watch = await watcher(body, None, alive=lambda: connected[0], interval=0.05)
+    assert watch.gone and not watch.stalled
+
+
+async def test_an_error_of_the_body_propagates_as_it_is(watcher: Watcher) -> None:
+    async def body(watch: WriteWatch) -> None:
+        raise ConnectionResetError("gone")
+
+    with pytest.raises(ConnectionResetError):
+        await watcher(body, WRITE_TIMEOUT)
+
+
+async def test_someone_elses_cancellation_is_not_swallowed() -> None:
+    async def body(watch: WriteWatch) -> None:
+        watch.begin()
+        await asyncio.Event().wait()
+
+    task = asyncio.ensure_future(watch_writes(body, 60))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task

@@ -10,11 +10,13 @@ goes to the ``msd_async.web`` logger.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as _dt
 import enum
 import json
 import logging
+import math
 import re
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Collection, Mapping
@@ -232,30 +234,28 @@ class WriteWatch:
         self._since: float | None = None
 
     def begin(self) -> None:
-        # time.monotonic: a fraction of anyio.current_time()'s cost, on every chunk.
+        # time.monotonic (the asyncio loop's clock): a fraction of anyio.current_time()'s
+        # cost, and this runs for every chunk.
         self._since = time.monotonic()
 
     def end(self) -> None:
         self._since = None
 
-    async def run(self, cancel: Callable[[], object]) -> None:
-        """Watch until a write stalls or the client is gone (then ``cancel()``)."""
-        limit, alive = self.limit, self.alive
-        while True:
-            since, now = self._since, time.monotonic()
-            if limit is not None and since is not None and now - since >= limit:
-                self.stalled = True
-                logger.info("the client took no data for %g s: connection cut", limit)
-                cancel()
-                return
-            if alive is not None and not alive():
-                self.gone = True
-                cancel()
-                return
-            wait = self.interval if alive is not None else float("inf")
-            if limit is not None:
-                wait = min(wait, limit if since is None else since + limit - now)
-            await anyio.sleep(wait)
+    def _poll(self) -> float | None:
+        """Check now: ``None`` when a write stalled or the client left (the flag is set),
+        else the seconds until the next check."""
+        limit, since, now = self.limit, self._since, time.monotonic()
+        if limit is not None and since is not None and now - since >= limit:
+            self.stalled = True
+            logger.info("the client took no data for %g s: connection cut", limit)
+            return None
+        if self.alive is not None and not self.alive():
+            self.gone = True
+            return None
+        wait = self.interval if self.alive is not None else math.inf
+        if limit is not None:
+            wait = min(wait, limit if since is None else since + limit - now)
+        return wait
 
 
 async def watch_writes(
@@ -271,16 +271,70 @@ async def watch_writes(
     (see :attr:`WriteWatch.stalled` and :attr:`WriteWatch.gone`: the adapter then cuts
     the connection); an exception of ``write_body`` propagates as it is.
 
-    One watcher task per response, not a timer per chunk: a write costs two clock reads,
-    and the watcher wakes about once per ``limit`` (or ``interval``) seconds.
+    One timer per response, re-armed about once per ``limit`` (or ``interval``) seconds,
+    not one per chunk: a write costs two clock reads.
     """
     watch = WriteWatch(limit, alive=alive, interval=interval)
     if limit is None and alive is None:
         await write_body(watch)
         return watch
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # another event loop (trio): anyio's portable way
+        return await _watch_with_anyio(write_body, watch)
+    task = asyncio.current_task()
+    assert task is not None
+    fired = False
+    handle: asyncio.TimerHandle | None = None
+
+    def check() -> None:
+        nonlocal fired, handle
+        wait = watch._poll()
+        if wait is None:
+            fired, handle = True, None
+            task.cancel()
+        else:
+            handle = loop.call_later(wait, check)
+
+    first = watch._poll()
+    assert first is not None  # nothing is being written yet
+    handle = loop.call_later(first, check)
+    try:
+        await write_body(watch)
+    except asyncio.CancelledError:
+        # Ours (as asyncio.timeout tells its own): swallow it unless someone else also
+        # cancelled this task.
+        if fired and task.uncancel() == 0:
+            return watch
+        raise
+    finally:
+        if handle is not None:
+            handle.cancel()
+    if fired:
+        # The body ended just as the timer fired: take the cancellation here rather than
+        # let it land on the adapter's next await.
+        try:
+            await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            if task.uncancel() > 0:
+                raise
+    return watch
+
+
+async def _watch_with_anyio(
+    write_body: Callable[[WriteWatch], Awaitable[None]], watch: WriteWatch
+) -> WriteWatch:
+    async def run(cancel: Callable[[], object]) -> None:
+        while True:
+            wait = watch._poll()
+            if wait is None:
+                cancel()
+                return
+            await anyio.sleep(wait)
+
     error: Exception | None = None
     async with anyio.create_task_group() as group:
-        group.start_soon(watch.run, group.cancel_scope.cancel)
+        group.start_soon(run, group.cancel_scope.cancel)
         try:
             await write_body(watch)
         except Exception as exc:  # raised below as it is, not in an ExceptionGroup
