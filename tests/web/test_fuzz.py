@@ -149,7 +149,7 @@ def parse(method: str, raw: bytes) -> tuple[int, dict[bytes, bytes], bytes]:
 def check(status: int, fields: dict[bytes, bytes], body: bytes, method: str,
           named: bool) -> None:
     assert status < 500, (status, body[:200])
-    if named:  # the path names the object: only what the rules allow
+    if named:  # the path names the object (and the server took the request): the rules
         assert status in (200, 206, 304, 412, 416), (status, body[:200])
     if method == "HEAD" or status in (304, 412):
         assert body == b"" or (method == "GET" and status == 412)
@@ -193,5 +193,7 @@ async def test_any_header_or_path_gets_a_well_formed_answer_and_never_a_5xx(
     }
     raw = await exchange(app, method, f"/ok/{path}", real)
     status, answer, body = parse(method, raw)
-    check(status, answer, body, method, named=path == PATH)
+    # aiohttp refuses a header line over 8,190 bytes itself (400), before any handler.
+    taken = all(len(value) < 8000 for value in real.values())
+    check(status, answer, body, method, named=path == PATH and taken)
     assert app.session.pool.in_use == 0
