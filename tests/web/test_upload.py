@@ -277,3 +277,13 @@ async def test_curl_is_refused_before_it_sends_an_oversize_body(
     assert result.stdout == b"413", result.stderr.decode()
     assert b"< HTTP/1.1 100" not in result.stderr, result.stderr.decode()
     assert await stored(app, "live/big.m4s") is None
+
+
+async def test_an_upload_the_origin_refuses_as_invalid_is_400_not_502(
+    app: App, http: aiohttp.ClientSession
+) -> None:
+    """The origin's ValidationException is about the request (here: the name is a folder
+    already): the client's mistake, not a bad gateway. Found by tests/web/test_fuzz.py."""
+    await app.store.put_object("up/folder/inside.mp4", b"x")
+    async with http.put(app.object_url("up/folder"), data=b"y") as resp:
+        assert (resp.status, await resp.read()) == (400, b"Bad Request")

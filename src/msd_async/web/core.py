@@ -39,6 +39,7 @@ from ..errors import (
     ProtocolError,
     RangeNotSatisfiableError,
     ThrottlingError,
+    ValidationError,
 )
 from ..media_types import content_type_for
 from ..results import ObjectInfo
@@ -365,6 +366,8 @@ def status_for_error(exc: BaseException) -> int:
     error                                             status
     ================================================  ======
     ObjectNotFoundError, InvalidPathError             404
+    ValidationError (the origin refused the request:  400
+    e.g. an upload's name is already a folder)
     RangeNotSatisfiableError                          416
     ObjectTooLargeError                               413
     ThrottlingError                                   503
@@ -374,6 +377,8 @@ def status_for_error(exc: BaseException) -> int:
     """
     if isinstance(exc, (ObjectNotFoundError, InvalidPathError)):
         return 404
+    if isinstance(exc, ValidationError):
+        return 400
     if isinstance(exc, RangeNotSatisfiableError):
         return 416
     if isinstance(exc, ObjectTooLargeError):
@@ -390,7 +395,7 @@ def error_reply(exc: BaseException, *, path: str | None = None) -> Reply:
     fixed body; the detail is logged (warning for the origin's failures, debug for a
     missing object), never sent."""
     status = status_for_error(exc)
-    if status in (404, 416, 413):
+    if status in (400, 404, 416, 413):
         logger.debug("%s for %r: %s", status, path, exc)
     else:
         # A refused signature or an unknown container is a misconfiguration: louder.
