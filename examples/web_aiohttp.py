@@ -21,7 +21,7 @@ import sys
 from aiohttp import web
 
 import msd_async
-from msd_async.web.aiohttp import accept_upload, serve_object
+from msd_async.web.aiohttp import accept_upload, expect_handler, serve_object
 
 STORE = web.AppKey("store", msd_async.ContainerClient)
 
@@ -29,7 +29,11 @@ STORE = web.AppKey("store", msd_async.ContainerClient)
 async def listing(request: web.Request) -> web.Response:
     folder = request.query.get("path", "").strip("/")
     rows = []
-    async for item in request.app[STORE].list_items(folder or None):
+    try:
+        items = [item async for item in request.app[STORE].list_items(folder or None)]
+    except msd_async.InvalidPathError as exc:  # a name MediaStore cannot have ("a//b")
+        raise web.HTTPBadRequest(text=exc.message) from None
+    for item in items:
         path = f"{folder}/{item.name}" if folder else item.name
         name = html.escape(item.name)
         if item.type == "FOLDER":
@@ -63,7 +67,11 @@ async def main(endpoint: str, listen: tuple[str, int]) -> None:
         app[STORE] = session.container(endpoint)
         app.router.add_get("/", listing)
         app.router.add_get("/objects/{path:.+}", get_object)  # GET and HEAD
-        app.router.add_put("/objects/{path:.+}", put_object)
+        # 413 before "100 Continue" for a Content-Length over the limit
+        store = app[STORE]
+        app.router.add_put("/objects/{path:.+}", put_object, expect_handler=expect_handler(
+            lambda r: store.streaming_limit if r.query.get("streaming") == "1"
+            else store.standard_limit))
         runner = web.AppRunner(app, handle_signals=False)
         await runner.setup()
         try:

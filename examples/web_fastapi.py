@@ -18,7 +18,7 @@ import signal
 import sys
 
 import uvicorn
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.responses import HTMLResponse
 
 import msd_async
@@ -32,7 +32,11 @@ def make_app(store: msd_async.ContainerClient) -> FastAPI:
     @app.get("/", response_class=HTMLResponse)
     async def listing(request: Request, path: str = "") -> str:
         folder, rows = path.strip("/"), []
-        async for item in request.app.state.store.list_items(folder or None):
+        try:
+            items = [item async for item in request.app.state.store.list_items(folder or None)]
+        except msd_async.InvalidPathError as exc:  # a name MediaStore cannot have ("a//b")
+            raise HTTPException(400, exc.message) from None
+        for item in items:
             full = html.escape(f"{folder}/{item.name}" if folder else item.name)
             name = html.escape(item.name)
             if item.type == "FOLDER":

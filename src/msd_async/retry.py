@@ -22,7 +22,6 @@ itself, unchanged but for ``attempts`` and a note saying why it was not retried;
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import random
 import time
@@ -42,6 +41,7 @@ from .errors import (
     TransportError,
     UnreplayableBodyError,
 )
+from .httpdate import parse_http_date
 
 __all__ = [
     "DEFAULT_BACKOFF_INITIAL",
@@ -186,14 +186,17 @@ def parse_retry_after(value: str, *, now: float | None = None) -> float | None:
     """
     value = value.strip()
     if value.isdigit() and value.isascii():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:  # RFC 9110 dates are GMT; parsedate leaves "-0000" naive
+        # Thousands of digits are still "wait very long", not an infinite float.
+        return float(value) if len(value) <= 9 else _RETRY_AFTER_CEILING
+    when = parse_http_date(value)  # the package's one date parser: UTC or None
+    if when is None:
         return None
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+#: The delay :func:`parse_retry_after` gives a delta-seconds value of 10 digits or more
+#: (about 31 years); the policy's ``retry_after_max`` cuts it far shorter.
+_RETRY_AFTER_CEILING: Final = 999_999_999.0
 
 
 # --- the policy ----------------------------------------------------------------------------

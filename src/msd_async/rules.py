@@ -17,6 +17,7 @@ from .errors import InvalidParameterError, InvalidPathError, InvalidRangeError
 __all__ = [
     "MAX_FOLDER_DEPTH",
     "MAX_PATH_LENGTH",
+    "MAX_RANGE_POSITION",
     "MAX_RESULTS_LIMIT",
     "STANDARD_OBJECT_LIMIT",
     "STREAMING_OBJECT_LIMIT",
@@ -211,7 +212,15 @@ def check_max_results(value: int) -> int:
 #: ``(None, n)`` the last n bytes, or a raw ``"bytes=..."`` string.
 ByteRange = tuple[int | None, int | None] | str
 
-_RANGE_RE: Final = re.compile(r"bytes=(?:(\d+)-(\d*)|-(\d+))", re.ASCII)
+#: The largest byte position a range may name: no object comes near it, and a bound keeps
+#: a position of thousands of digits from reaching int() (Python refuses over 4,300).
+MAX_RANGE_POSITION: Final = 2**64 - 1
+_MAX_POSITION_DIGITS: Final = len(str(MAX_RANGE_POSITION))
+
+# ranges-specifier (RFC 9110 §14.1.1): the unit is case-insensitive; range-set is a list
+# (1#range-spec), so commas with optional spaces around, and empty elements, may appear.
+_RANGE_UNIT_RE: Final = re.compile(r"bytes=(.*)", re.ASCII | re.IGNORECASE | re.DOTALL)
+_RANGE_SPEC_RE: Final = re.compile(r"(\d+)-(\d*)|-(\d+)", re.ASCII)
 _CONTROL_RE: Final = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -220,7 +229,7 @@ def format_range(byte_range: ByteRange) -> str:
     if type(byte_range) is tuple and len(byte_range) == 2:
         start, end = byte_range
         # (first, last), the usual form, valid: no need to find out what is wrong with it.
-        if type(start) is int and type(end) is int and 0 <= start <= end:
+        if type(start) is int and type(end) is int and 0 <= start <= end <= MAX_RANGE_POSITION:
             return f"bytes={start}-{end}"
     if isinstance(byte_range, str):
         # The normalized form, never the caller's string: stray whitespace or a line break
@@ -243,6 +252,12 @@ def format_range(byte_range: ByteRange) -> str:
             )
     if start is None and end is None:
         raise InvalidRangeError("range (None, None) selects nothing", rule="range.form")
+    for value in (start, end):
+        if value is not None and value > MAX_RANGE_POSITION:
+            raise InvalidRangeError(
+                f"range position {value} is past {MAX_RANGE_POSITION:,}, beyond any object",
+                rule="range.too-large",
+            )
     if start is None:
         assert end is not None
         if end <= 0:
@@ -263,39 +278,63 @@ def format_range(byte_range: ByteRange) -> str:
     return f"bytes={start}-{end}"
 
 
+def _position(digits: str) -> int:
+    significant = digits.lstrip("0")
+    if len(significant) > _MAX_POSITION_DIGITS or (
+        len(significant) == _MAX_POSITION_DIGITS and int(significant) > MAX_RANGE_POSITION
+    ):
+        shown = f"{digits[:20]}... ({len(digits)} digits)" if len(digits) > 40 else digits
+        raise InvalidRangeError(
+            f"range position {shown} is past {MAX_RANGE_POSITION:,}, beyond any object; "
+            "ask for 'bytes=a-' to read to the end",
+            rule="range.too-large",
+        )
+    return int(significant or "0")
+
+
 def parse_range_header(value: str) -> tuple[int | None, int | None]:
-    """Parse a single ``bytes=`` range (the only form the API allows).
+    """Parse a single-range ``Range`` value: the package's one range parser (the client's
+    ``range=`` strings, the local server, the web helpers).
 
     Returns ``(start, end)`` with ``end`` inclusive or ``None`` for open-ended, or
-    ``(None, n)`` for a suffix of n bytes. Surrounding spaces are ignored. Raises
-    :class:`InvalidRangeError` (rule ``range.characters`` for control characters such as a
-    line break, ``range.form``, ``range.empty`` or ``range.order``).
+    ``(None, n)`` for a suffix of n bytes. RFC 9110 §14.1.1's syntax: the ``bytes`` unit in
+    any case, spaces around the value and around list commas, empty list elements. Raises
+    :class:`InvalidRangeError` and nothing else, with rule ``range.characters`` for
+    control characters such as a line break, ``range.form`` for another syntax or
+    more than one range, ``range.empty`` for ``bytes=-0``, ``range.order`` for an end
+    before the start, ``range.too-large`` for a position past
+    :data:`MAX_RANGE_POSITION`.
     """
     if isinstance(value, str) and _CONTROL_RE.search(value) is not None:
         raise InvalidRangeError(
-            f"range {value!r} contains control characters (line breaks, tabs, NUL); write "
-            "it as 'bytes=a-b', 'bytes=a-' or 'bytes=-n'",
+            f"range {value[:100]!r} contains control characters (line breaks, tabs, NUL); "
+            "write it as 'bytes=a-b', 'bytes=a-' or 'bytes=-n'",
             rule="range.characters",
         )
-    match = _RANGE_RE.fullmatch(value.strip()) if isinstance(value, str) else None
+    unit = _RANGE_UNIT_RE.fullmatch(value.strip()) if isinstance(value, str) else None
+    specs = [] if unit is None else [s.strip(" ") for s in unit.group(1).split(",")]
+    specs = [spec for spec in specs if spec]
+    match = _RANGE_SPEC_RE.fullmatch(specs[0]) if len(specs) == 1 else None
     if match is None:
+        shown = f"{value[:60]!r}..." if isinstance(value, str) and len(value) > 60 else repr(value)
         raise InvalidRangeError(
-            f"range {value!r} is not one of 'bytes=a-b', 'bytes=a-' or 'bytes=-n' "
+            f"range {shown} is not one of 'bytes=a-b', 'bytes=a-' or 'bytes=-n' "
             "(multiple ranges are not supported)",
             rule="range.form",
         )
     first, last, suffix = match.groups()
     if suffix is not None:
-        n = int(suffix)
+        n = _position(suffix)
         if n == 0:
             raise InvalidRangeError("suffix range 'bytes=-0' selects nothing", rule="range.empty")
         return None, n
-    start = int(first)
+    start = _position(first)
     if not last:
         return start, None
-    end = int(last)
+    end = _position(last)
     if end < start:
         raise InvalidRangeError(
-            f"range {value!r} ends before it starts (ends are inclusive)", rule="range.order"
+            f"range 'bytes={start}-{end}' ends before it starts (ends are inclusive)",
+            rule="range.order",
         )
     return start, end

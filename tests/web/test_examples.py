@@ -3,8 +3,11 @@ front of the local server, driven over HTTP, stopped with SIGTERM."""
 
 from __future__ import annotations
 
+import ast
 import asyncio
+import importlib.metadata
 import os
+import re
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -83,6 +86,10 @@ async def test_example_serves_uploads_lists_and_stops_on_sigterm(
             assert '<video controls width="480" src="/objects/vod/film.mp4">' in page
         async with http.get(f"{url}/") as resp:
             assert 'href="/?path=live"' in await resp.text()
+        # A folder MediaStore cannot name is the client's mistake: 400, not a 500.
+        async with http.get(f"{url}/?path=a//b") as resp:
+            assert resp.status == 400
+            assert "empty segment" in await resp.text()
     assert mediastore_server.store.get("vod/film.mp4") is not None
     proc.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(proc.wait(), 30) == 0
@@ -105,3 +112,29 @@ async def test_example_refuses_a_bad_endpoint_in_one_line(name: str) -> None:
     assert out == b""
     assert err.decode().strip().count("\n") == 0, err.decode()
     assert "endpoint must be a URL" in err.decode()
+
+
+def test_the_web_extra_brings_what_the_fastapi_example_imports() -> None:
+    """``pip install 'msd-async[web]'`` (the documented install) must be enough to run
+    examples/web_fastapi.py: every third-party module it imports comes from a distribution
+    that the package requires, or that its ``web`` extra does."""
+    source = (EXAMPLES / "web_fastapi.py").read_text()
+    modules = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            modules.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            modules.add(node.module.split(".")[0])
+    provided = importlib.metadata.packages_distributions()
+    wanted: set[str] = set()
+    for requirement in importlib.metadata.requires("msd-async") or []:
+        name, _, marker = requirement.partition(";")
+        if not marker.strip() or re.search(r"extra\s*==\s*['\"]web['\"]", marker):
+            wanted.add(re.split(r"[<>=!~\[ ]", name.strip(), maxsplit=1)[0].lower())
+    wanted.add("msd-async")
+    missing = {
+        module: provided[module]
+        for module in modules
+        if module in provided and not {d.lower() for d in provided[module]} & wanted
+    }
+    assert not missing, f"the web extra lacks what examples/web_fastapi.py imports: {missing}"

@@ -157,6 +157,7 @@ def test_status_for_errors() -> None:
     assert status_for_error(m.ReadTimeout("x")) == 504
     assert status_for_error(m.DeadlineExceeded("x")) == 504
     assert status_for_error(m.InvalidSignatureError("x", code="c", status=403)) == 502
+    assert status_for_error(m.ValidationError("x", code="c", status=400)) == 400
 
 
 def test_importing_msd_async_web_does_not_import_starlette() -> None:

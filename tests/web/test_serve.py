@@ -56,6 +56,26 @@ async def test_get_whole_object(app: App, http: aiohttp.ClientSession) -> None:
     assert app.session.pool.in_use == 0
 
 
+async def test_every_answer_forbids_content_sniffing(
+    app: App, http: aiohttp.ClientSession
+) -> None:
+    """Browsers must take the stored Content-Type as it is (never guess HTML in a video):
+    ``X-Content-Type-Options: nosniff`` on the object and every other answer."""
+    etag = await put(app)
+    url = app.object_url(PATH)
+    for method, headers in [
+        ("GET", {}),
+        ("HEAD", {}),
+        ("GET", {"Range": "bytes=0-9"}),
+        ("GET", {"If-None-Match": f'"{etag}"'}),
+        ("GET", {"Range": "bytes=999999999-"}),
+    ]:
+        status, got, _ = await fetch(http, method, url, **headers)
+        assert got.get("X-Content-Type-Options") == "nosniff", (method, headers, status)
+    assert (await fetch(http, "GET", app.object_url("vod/none")))[1].get(
+        "X-Content-Type-Options") == "nosniff"
+
+
 async def test_head_has_the_get_headers_and_no_body(
     app: App, http: aiohttp.ClientSession
 ) -> None:

@@ -7,15 +7,20 @@ import contextlib
 import io
 import json
 import os
+import shutil
 from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
 
 import aiohttp
+import anyio
 import pytest
 from webapps import App, wait_for
 
 from msd_async import ObjectNotFoundError, content_type_for
 
 pytestmark = pytest.mark.anyio
+
+CURL = shutil.which("curl") or "curl"
 
 
 async def stored(app: App, path: str) -> bytes | None:
@@ -178,3 +183,107 @@ async def test_upload_errors(app: App, http: aiohttp.ClientSession) -> None:
     async with http.put(app.object_url("vod/bad%20name.mp4"), data=b"x") as resp:
         assert resp.status == 400
         assert "A-Z a-z 0-9" in await resp.text()
+
+
+async def test_stored_content_type_follows_the_name_not_the_uploader(
+    app: App, http: aiohttp.ClientSession
+) -> None:
+    """By default the uploader cannot choose the type the app will serve from its own origin:
+    an HTML page uploaded as video.mp4 is stored, and served, as video/mp4."""
+    page = b"<html><script>alert(document.cookie)</script></html>"
+    async with http.put(app.object_url("up/video.mp4"), data=page,
+                        headers={"Content-Type": "text/html"}) as resp:
+        assert resp.status == 201
+    assert (await app.store.describe_object("up/video.mp4")).content_type == "video/mp4"
+    async with http.get(app.object_url("up/video.mp4")) as resp:
+        assert resp.headers["Content-Type"] == "video/mp4"
+        assert resp.headers["X-Content-Type-Options"] == "nosniff"
+    # A name without a known extension: nothing the uploader says is stored.
+    async with http.put(app.object_url("up/blob"), data=page,
+                        headers={"Content-Type": "text/html"}) as resp:
+        assert resp.status == 201
+    assert (await app.store.describe_object("up/blob")).content_type in (
+        None, "application/octet-stream")
+
+
+async def test_the_uploaders_content_type_is_used_only_where_the_app_allows_it(
+    app: App, http: aiohttp.ClientSession
+) -> None:
+    url = app.object_url("up/clip.bin") + "?allow=video/*,audio/mp4"
+    for sent, kept in [
+        ("video/webm; codecs=vp9", "video/webm"),  # parameters dropped (MediaStore refuses ;)
+        ("AUDIO/MP4", "audio/mp4"),  # media types are case-insensitive
+        ("text/html", None),  # not allowed: the extension's type (none for .bin)
+        ("video", None),  # not a media type
+    ]:
+        async with http.put(url, data=b"x", headers={"Content-Type": sent}) as resp:
+            assert resp.status in (200, 201), await resp.text()
+        stored_type = (await app.store.describe_object("up/clip.bin")).content_type
+        assert stored_type == kept or (kept is None and stored_type in (
+            None, "application/octet-stream")), (sent, stored_type)
+    async with http.put(app.object_url("up/v.mp4") + "?allow=video/*", data=b"x",
+                        headers={"Content-Type": "text/html"}) as resp:
+        assert resp.status == 201
+    assert (await app.store.describe_object("up/v.mp4")).content_type == "video/mp4"
+
+
+async def expect_continue(app: App, target: str, length: int) -> tuple[bytes, bytes]:
+    """A PUT with ``Expect: 100-continue`` over a raw socket, sending nothing of the body
+    until told to: the first status line, and the final one after the body (``b""`` when
+    the first was already final)."""
+    port = int(app.url.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(f"PUT {target} HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n"
+                     "Expect: 100-continue\r\n\r\n".encode())
+        first = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 60)).split(b"\r\n")[0]
+        if not first.startswith(b"HTTP/1.1 100"):
+            return first, b""
+        writer.write(b"e" * length)
+        return first, await asyncio.wait_for(reader.readline(), 60)
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
+async def test_an_oversize_upload_is_refused_before_100_continue(app: App) -> None:
+    """A client that asks first (``Expect: 100-continue``) gets 413 instead of the go-ahead:
+    it never sends the 10 MB that would be refused (RFC 9110 §10.1.1)."""
+    first, _ = await expect_continue(app, "/ok/live/big.m4s?streaming=1", 10_000_001)
+    assert first.startswith(b"HTTP/1.1 413"), first
+    first, _ = await expect_continue(app, "/ok/vod/big.mp4", 25_000_001)
+    assert first.startswith(b"HTTP/1.1 413"), first
+    # Within the limit: 100 Continue, then the upload.
+    first, final = await expect_continue(app, "/ok/vod/small.mp4", 1000)
+    assert first.startswith(b"HTTP/1.1 100"), first
+    assert final.startswith(b"HTTP/1.1 201"), final
+    assert await stored(app, "vod/small.mp4") == b"e" * 1000
+    assert await stored(app, "live/big.m4s") is None
+
+
+async def test_curl_is_refused_before_it_sends_an_oversize_body(
+    app: App, tmp_path: Path
+) -> None:
+    big = tmp_path / "big.m4s"
+    with big.open("wb") as file:
+        file.truncate(10_000_001)  # sparse: nothing to write
+    result = await anyio.run_process(
+        [CURL, "-sS", "-v", "-o", "/dev/null", "-w", "%{http_code}", "-T", str(big),
+         "-H", "Expect: 100-continue", "--expect100-timeout", "30",
+         app.object_url("live/big.m4s") + "?streaming=1"],
+        check=False,
+    )
+    assert result.stdout == b"413", result.stderr.decode()
+    assert b"< HTTP/1.1 100" not in result.stderr, result.stderr.decode()
+    assert await stored(app, "live/big.m4s") is None
+
+
+async def test_an_upload_the_origin_refuses_as_invalid_is_400_not_502(
+    app: App, http: aiohttp.ClientSession
+) -> None:
+    """The origin's ValidationException is about the request (here: the name is a folder
+    already): the client's mistake, not a bad gateway. Found by tests/web/test_fuzz.py."""
+    await app.store.put_object("up/folder/inside.mp4", b"x")
+    async with http.put(app.object_url("up/folder"), data=b"y") as resp:
+        assert (resp.status, await resp.read()) == (400, b"Bad Request")

@@ -4,7 +4,8 @@ The ``app`` fixture runs the same routes in aiohttp.web and in FastAPI under uvi
 test runs against both):
 
 - ``GET``/``HEAD /<store>/<path>``: ``serve_object`` (``?redirect=1``: redirect mode)
-- ``PUT /<store>/<path>``: ``accept_upload`` (``?streaming=1``: STREAMING)
+- ``PUT /<store>/<path>``: ``accept_upload`` (``?streaming=1``: STREAMING; ``?allow=a/b,c/*``:
+  the uploader's Content-Type is used when it is one of these)
 
 ``<store>`` picks the container client: ``ok`` (the local server), ``dead`` (a closed
 port), ``slow`` (the local server with a short read timeout).
@@ -26,6 +27,7 @@ from fastapi import FastAPI, Request, Response
 from msd_async import ContainerClient, RetryPolicy, Session
 from msd_async.testing import LocalMediaStore
 from msd_async.web.aiohttp import accept_upload as aiohttp_accept
+from msd_async.web.aiohttp import expect_handler as aiohttp_expect
 from msd_async.web.aiohttp import serve_object as aiohttp_serve
 from msd_async.web.asgi import accept_upload as asgi_accept
 from msd_async.web.asgi import serve_object as asgi_serve
@@ -53,6 +55,10 @@ def closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _allowed(query: str | None) -> tuple[str, ...]:
+    return tuple(query.split(",")) if query else ()
+
+
 def _aiohttp_app(stores: dict[str, ContainerClient]) -> web.Application:
     async def get(request: web.Request) -> web.StreamResponse:
         store = stores[request.match_info["store"]]
@@ -63,12 +69,18 @@ def _aiohttp_app(stores: dict[str, ContainerClient]) -> web.Application:
         store = stores[request.match_info["store"]]
         streaming = request.query.get("streaming") == "1"
         return await aiohttp_accept(
-            request, store, request.match_info["path"], streaming=streaming
+            request, store, request.match_info["path"], streaming=streaming,
+            allowed_types=_allowed(request.query.get("allow")),
         )
+
+    def limit(request: web.Request) -> int:
+        store = stores[request.match_info["store"]]
+        streaming = request.query.get("streaming") == "1"
+        return store.streaming_limit if streaming else store.standard_limit
 
     app = web.Application()
     app.router.add_get("/{store}/{path:.+}", get)
-    app.router.add_put("/{store}/{path:.+}", put)
+    app.router.add_put("/{store}/{path:.+}", put, expect_handler=aiohttp_expect(limit))
     return app
 
 
@@ -80,8 +92,12 @@ def _asgi_app(stores: dict[str, ContainerClient]) -> Any:
         return await asgi_serve(request, stores[store], path, redirect=redirect == 1)
 
     @app.put("/{store}/{path:path}")
-    async def put(store: str, path: str, request: Request, streaming: int = 0) -> Response:
-        return await asgi_accept(request, stores[store], path, streaming=streaming == 1)
+    async def put(
+        store: str, path: str, request: Request, streaming: int = 0, allow: str | None = None
+    ) -> Response:
+        return await asgi_accept(
+            request, stores[store], path, streaming=streaming == 1, allowed_types=_allowed(allow)
+        )
 
     return app
 

@@ -8,28 +8,40 @@
     async def put_video(request: web.Request) -> web.StreamResponse:
         return await accept_upload(request, store, "vod/" + request.match_info["name"])
 
-Route both GET and HEAD to ``serve_object`` (``app.router.add_get`` does, by default).
+Route both GET and HEAD to ``serve_object`` (``app.router.add_get`` does, by default), and
+give upload routes :func:`expect_handler` so an oversize upload is refused before
+``100 Continue``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from typing import Final
 
-from aiohttp import web
+from aiohttp import HttpVersion11, hdrs, web
 
 from ..client import ContainerClient
 from ..errors import MediaStoreError
-from .core import REQUEST_HEADERS, Reply, UploadInterrupted, open_object, store_upload
+from .core import (
+    REQUEST_HEADERS,
+    SESSION_WRITE_TIMEOUT,
+    Reply,
+    SessionTimeout,
+    UploadInterrupted,
+    WriteWatch,
+    check_upload_length,
+    open_object,
+    store_upload,
+    watch_writes,
+)
 
-__all__ = ["accept_upload", "request_headers", "send_reply", "serve_object"]
+__all__ = ["accept_upload", "expect_handler", "request_headers", "send_reply", "serve_object"]
 
 logger = logging.getLogger("msd_async.web")
 
 #: Seconds between checks that the client is still there, while the body of a growing
-#: object pauses (see :func:`_pump_watching`).
+#: object pauses.
 _WATCH_INTERVAL: Final = 0.5
 
 
@@ -51,12 +63,15 @@ async def serve_object(
     *,
     redirect: bool = False,
     expires_in: int = 3600,
+    write_timeout: float | SessionTimeout | None = SESSION_WRITE_TIMEOUT,
 ) -> web.StreamResponse:
     """Answer a GET or HEAD with the object at ``path`` (see
     :func:`msd_async.web.open_object` for ranges, conditional requests, redirects and the
     statuses). The body is streamed with back-pressure (the origin is read only as fast as
-    the client takes it); when the client goes away the upstream connection is released at
-    once. Returns the (already sent) response."""
+    the client takes it); when the client goes away, or takes no data for
+    ``write_timeout`` seconds (default the Session's ``Timeouts.write``), its connection
+    is cut and the upstream connection released at once. Returns the (already sent)
+    response."""
     reply = await open_object(
         client,
         path,
@@ -64,13 +79,15 @@ async def serve_object(
         headers=request_headers(request),
         redirect=redirect,
         expires_in=expires_in,
+        write_timeout=write_timeout,
     )
     return await send_reply(request, reply)
 
 
 async def send_reply(request: web.BaseRequest, reply: Reply) -> web.StreamResponse:
     """Send a :class:`~msd_async.web.Reply` and close it, whatever happens. If the origin
-    fails mid-body the connection is cut, so the client sees an incomplete response."""
+    fails mid-body, or the client takes no data for ``reply.write_timeout`` seconds, the
+    connection is cut, so the client sees an incomplete response."""
     response = web.StreamResponse(status=reply.status)
     try:
         return await _send(request, reply, response)
@@ -92,13 +109,29 @@ async def _send(
             response.headers.add(name, value)
     await response.prepare(request)
     if request.method != "HEAD" and reply.streamed:
+        # aiohttp tells a handler that its client left only when it writes: a body of
+        # unknown length (a STREAMING object still uploading) can pause for long, so
+        # the connection is checked every _WATCH_INTERVAL meanwhile.
+        alive = None if reply.header("Content-Length") else lambda: _connected(request)
+
+        async def pump(watch: WriteWatch) -> None:
+            # write() waits while the client's socket is backed up: the origin is read
+            # no faster.
+            receive, write, begin, end = reply.receive, response.write, watch.begin, watch.end
+            while chunk := await receive():
+                begin()
+                await write(chunk)
+                end()
+
         try:
-            if reply.header("Content-Length") is None:
-                await _pump_watching(request, response, reply)
-            else:
-                await _pump(response, reply)
+            watch = await watch_writes(
+                pump, reply.write_timeout, alive=alive, interval=_WATCH_INTERVAL
+            )
         except MediaStoreError as exc:
             logger.warning("origin failed mid-body (connection cut): %s", exc)
+            _abort(request)
+            return response
+        if watch.stalled or watch.gone:
             _abort(request)
             return response
     elif request.method != "HEAD" and reply.body:
@@ -107,32 +140,9 @@ async def _send(
     return response
 
 
-async def _pump(response: web.StreamResponse, reply: Reply) -> None:
-    # write() waits while the client's socket is backed up: the origin is read no faster.
-    receive, write = reply.receive, response.write
-    while chunk := await receive():
-        await write(chunk)
-
-
-async def _pump_watching(
-    request: web.BaseRequest, response: web.StreamResponse, reply: Reply
-) -> None:
-    """:func:`_pump` for a body of unknown length (a STREAMING object still uploading):
-    its bytes can pause for long, and aiohttp does not tell a handler that its client
-    left until it writes, so the connection is checked every :data:`_WATCH_INTERVAL`."""
-    pump = asyncio.ensure_future(_pump(response, reply))
-    try:
-        while True:
-            done, _ = await asyncio.wait({pump}, timeout=_WATCH_INTERVAL)
-            if done:
-                return pump.result()
-            transport = request.transport
-            if transport is None or transport.is_closing():
-                raise ConnectionResetError("the client went away")
-    finally:
-        if not pump.done():
-            pump.cancel()
-            await asyncio.wait({pump})
+def _connected(request: web.BaseRequest) -> bool:
+    transport = request.transport
+    return transport is not None and not transport.is_closing()
 
 
 def _abort(request: web.BaseRequest) -> None:
@@ -149,6 +159,38 @@ async def _body(request: web.BaseRequest) -> AsyncIterator[bytes]:
         raise UploadInterrupted(f"the client went away: {exc}") from exc
 
 
+def expect_handler(
+    limit: int | Callable[[web.Request], int],
+) -> Callable[[web.Request], Awaitable[web.StreamResponse | None]]:
+    """An ``expect_handler`` for an upload route: a request with
+    ``Expect: 100-continue`` and a ``Content-Length`` over ``limit`` (bytes, or a function
+    of the request giving them) is answered ``413`` at once, instead of aiohttp's default
+    ``100 Continue`` that would make the client send a body only to be refused::
+
+        app.router.add_put("/videos/{name}", put_video,
+                           expect_handler=expect_handler(store.standard_limit))
+
+    Pass ``store.streaming_limit`` for a route that uploads with ``streaming=True``.
+    Otherwise it does what aiohttp's default does: ``100 Continue``, or ``417`` for
+    another expectation."""
+
+    async def handle(request: web.Request) -> web.StreamResponse | None:
+        if request.version != HttpVersion11:
+            return None  # HTTP/1.0 has no 100 Continue (RFC 9110 §10.1.1)
+        expect = request.headers.get(hdrs.EXPECT, "")
+        if expect.lower() != "100-continue":
+            raise web.HTTPExpectationFailed(text=f"Unknown Expect: {expect}")
+        maximum = limit(request) if callable(limit) else limit
+        refused = check_upload_length(request_headers(request), maximum)
+        if refused is not None:
+            return await send_reply(request, refused)
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # as aiohttp's default: the response has not begun
+        return None
+
+    return handle
+
+
 async def accept_upload(
     request: web.BaseRequest,
     client: ContainerClient,
@@ -156,12 +198,16 @@ async def accept_upload(
     *,
     streaming: bool = False,
     content_type: str | None = None,
+    allowed_types: Collection[str] = (),
     cache_control: str | None = None,
 ) -> web.StreamResponse:
     """Stream the request body (``request.content``) into ``put_object`` without buffering
     it; see :func:`msd_async.web.store_upload` for limits (413), preconditions (412) and
     the answer (201/200 with the new ETag). A client that disconnects mid-body aborts the
-    upload: nothing is stored. Returns the (already sent) response."""
+    upload: nothing is stored. The stored Content-Type follows
+    :func:`msd_async.web.stored_content_type`: ``content_type``, else the uploader's only
+    if it matches ``allowed_types``, else the path's extension. Returns the (already
+    sent) response."""
     reply = await store_upload(
         client,
         path,
@@ -169,6 +215,7 @@ async def accept_upload(
         headers=request_headers(request),
         streaming=streaming,
         content_type=content_type,
+        allowed_types=allowed_types,
         cache_control=cache_control,
     )
     return await send_reply(request, reply)

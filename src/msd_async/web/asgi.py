@@ -18,15 +18,26 @@ wherever one does (middleware, FastAPI's ``response_class``).
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from ..client import ContainerClient
 from ..errors import MediaStoreError
-from .core import REQUEST_HEADERS, Reply, UploadInterrupted, open_object, store_upload
+from .core import (
+    REQUEST_HEADERS,
+    SESSION_WRITE_TIMEOUT,
+    ClientStalled,
+    Reply,
+    SessionTimeout,
+    UploadInterrupted,
+    WriteWatch,
+    open_object,
+    store_upload,
+    watch_writes,
+)
 
 __all__ = ["ReplyResponse", "accept_upload", "request_headers", "response_for", "serve_object"]
 
@@ -47,8 +58,10 @@ def request_headers(request: Request) -> dict[str, str]:
 class ReplyResponse(StreamingResponse):
     """A :class:`StreamingResponse` whose body comes from the container. Whatever ends it
     (the end of the body, the client going away, an error), the upstream connection is
-    released before ``__call__`` returns; an origin failure mid-body is re-raised after
-    logging, so the ASGI server cuts the connection rather than end the body short."""
+    released before ``__call__`` returns. Each body ``send`` has ``reply.write_timeout``
+    seconds: a client that takes no data that long gets :class:`ClientStalled` raised, as
+    does an origin failure mid-body (re-raised after logging), so the ASGI server cuts the
+    connection rather than end the body short."""
 
     def __init__(self, reply: Reply) -> None:
         self.reply = reply
@@ -56,8 +69,22 @@ class ReplyResponse(StreamingResponse):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         chunks = self.body_iterator
+        respond = super().__call__
         try:
-            await super().__call__(scope, receive, send)
+
+            async def write_body(watch: WriteWatch) -> None:
+                async def timed_send(message: Message) -> None:
+                    watch.begin()
+                    await send(message)
+                    watch.end()
+
+                await respond(scope, receive, timed_send)
+
+            watch = await watch_writes(write_body, self.reply.write_timeout)
+            if watch.stalled:
+                raise ClientStalled(
+                    f"the client took no data for {watch.limit:g} s: connection cut"
+                )
         except MediaStoreError as exc:
             logger.warning("origin failed mid-body (connection cut): %s", exc)
             raise
@@ -84,11 +111,14 @@ async def serve_object(
     *,
     redirect: bool = False,
     expires_in: int = 3600,
+    write_timeout: float | SessionTimeout | None = SESSION_WRITE_TIMEOUT,
 ) -> Response:
     """Answer a GET or HEAD with the object at ``path`` (see
     :func:`msd_async.web.open_object` for ranges, conditional requests, redirects and the
     statuses). Return the response from the endpoint; the body streams with
-    back-pressure and the upstream connection is released when the client goes away."""
+    back-pressure and the upstream connection is released when the client goes away, or
+    takes no data for ``write_timeout`` seconds (default the Session's
+    ``Timeouts.write``; the ASGI server then cuts the connection)."""
     reply = await open_object(
         client,
         path,
@@ -96,6 +126,7 @@ async def serve_object(
         headers=request_headers(request),
         redirect=redirect,
         expires_in=expires_in,
+        write_timeout=write_timeout,
     )
     if not reply.streamed:
         await reply.aclose()
@@ -118,12 +149,15 @@ async def accept_upload(
     *,
     streaming: bool = False,
     content_type: str | None = None,
+    allowed_types: Collection[str] = (),
     cache_control: str | None = None,
 ) -> Response:
     """Stream the request body (``request.stream()``) into ``put_object`` without
     buffering it; see :func:`msd_async.web.store_upload` for limits (413),
     preconditions (412) and the answer (201/200 with the new ETag). A client that
-    disconnects mid-body aborts the upload: nothing is stored."""
+    disconnects mid-body aborts the upload: nothing is stored. The stored Content-Type
+    follows :func:`msd_async.web.stored_content_type`: ``content_type``, else the
+    uploader's only if it matches ``allowed_types``, else the path's extension."""
     reply = await store_upload(
         client,
         path,
@@ -131,6 +165,7 @@ async def accept_upload(
         headers=request_headers(request),
         streaming=streaming,
         content_type=content_type,
+        allowed_types=allowed_types,
         cache_control=cache_control,
     )
     return response_for(reply)

@@ -10,13 +10,20 @@ goes to the ``msd_async.web`` logger.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as _dt
+import enum
 import json
 import logging
-from collections.abc import AsyncIterable, AsyncIterator, Mapping
+import math
+import re
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Final
+
+import anyio
 
 from ..client import ContainerClient
 from ..errors import (
@@ -32,6 +39,7 @@ from ..errors import (
     ProtocolError,
     RangeNotSatisfiableError,
     ThrottlingError,
+    ValidationError,
 )
 from ..media_types import content_type_for
 from ..results import ObjectInfo
@@ -48,12 +56,19 @@ from .http import (
 __all__ = [
     "REASONS",
     "REQUEST_HEADERS",
+    "SESSION_WRITE_TIMEOUT",
+    "ClientStalled",
     "Reply",
+    "SessionTimeout",
     "UploadInterrupted",
+    "WriteWatch",
+    "check_upload_length",
     "error_reply",
     "open_object",
     "status_for_error",
     "store_upload",
+    "stored_content_type",
+    "watch_writes",
 ]
 
 logger = logging.getLogger("msd_async.web")
@@ -91,6 +106,22 @@ REQUEST_HEADERS: Final = (
 )
 
 
+class ClientStalled(Exception):
+    """The client did not take the next chunk of a body within the write time limit
+    (:attr:`Reply.write_timeout`): it stopped reading. Adapters then cut its connection
+    and close the reply, so the origin connection goes back to the pool."""
+
+
+class SessionTimeout(enum.Enum):
+    """The type of :data:`SESSION_WRITE_TIMEOUT`."""
+
+    WRITE = "the Session's Timeouts.write"
+
+
+#: ``write_timeout``'s default: the ``Timeouts.write`` of the client's Session.
+SESSION_WRITE_TIMEOUT: Final = SessionTimeout.WRITE
+
+
 class UploadInterrupted(Exception):
     """The upload's request body ended before it was complete (the client went away, or
     sent fewer bytes than its Content-Length). Adapters raise it from the body iterator
@@ -103,12 +134,17 @@ class Reply:
 
     The body is ``body`` (bytes) unless ``streamed`` is true; then iterate
     :meth:`chunks` and call :meth:`aclose` when done, whatever happened (adapters do
-    both). ``Content-Length`` is in ``headers`` whenever the length is known.
+    both), and give each write to the client at most :attr:`write_timeout` seconds
+    (:func:`watch_writes` does). ``Content-Length`` is in ``headers`` whenever the length
+    is known.
     """
 
     status: int
     headers: list[tuple[str, str]]
     body: bytes = b""
+    #: Seconds the client may take to accept each chunk of a streamed body (``None``: no
+    #: limit); adapters enforce it with :func:`watch_writes`.
+    write_timeout: float | None = None
     _stream: ObjectStream | None = field(default=None, repr=False)
     _exits: contextlib.AsyncExitStack | None = field(default=None, repr=False)
     _skip: int = 0
@@ -169,11 +205,153 @@ class Reply:
             await exits.aclose()
 
 
+#: On every answer: browsers take the Content-Type as it is and never guess (sniff) HTML
+#: or script in an object, whoever uploaded it (https://fetch.spec.whatwg.org/#x-content-type-options-header).
+_NOSNIFF: Final = ("X-Content-Type-Options", "nosniff")
+
+
+class WriteWatch:
+    """Times the writes of a body to the client, for :func:`watch_writes`: call
+    :meth:`begin` before each write and :meth:`end` after it.
+
+    ``limit``: seconds one write may take (``None``: no limit); ``alive``: a check that
+    the client is still connected, made every ``interval`` seconds (for bodies that pause:
+    a server may not notice a client that left until it writes). After the watch,
+    :attr:`stalled` says a write took too long, :attr:`gone` that the client left.
+    """
+
+    def __init__(
+        self,
+        limit: float | None,
+        *,
+        alive: Callable[[], bool] | None = None,
+        interval: float = 0.5,
+    ) -> None:
+        self.limit = limit
+        self.alive = alive
+        self.interval = interval
+        self.stalled = False
+        self.gone = False
+        self._since: float | None = None
+
+    def begin(self) -> None:
+        # time.monotonic (the asyncio loop's clock): a fraction of anyio.current_time()'s
+        # cost, and this runs for every chunk.
+        self._since = time.monotonic()
+
+    def end(self) -> None:
+        self._since = None
+
+    def _poll(self) -> float | None:
+        """Check now: ``None`` when a write stalled or the client left (the flag is set),
+        else the seconds until the next check."""
+        limit, since, now = self.limit, self._since, time.monotonic()
+        if limit is not None and since is not None and now - since >= limit:
+            self.stalled = True
+            logger.info("the client took no data for %g s: connection cut", limit)
+            return None
+        if self.alive is not None and not self.alive():
+            self.gone = True
+            return None
+        wait = self.interval if self.alive is not None else math.inf
+        if limit is not None:
+            wait = min(wait, limit if since is None else since + limit - now)
+        return wait
+
+
+async def watch_writes(
+    write_body: Callable[[WriteWatch], Awaitable[None]],
+    limit: float | None,
+    *,
+    alive: Callable[[], bool] | None = None,
+    interval: float = 0.5,
+) -> WriteWatch:
+    """Run ``write_body(watch)``, which writes a body to the client between
+    ``watch.begin()`` and ``watch.end()``; when one write takes longer than ``limit``
+    seconds, or ``alive()`` turns false, ``write_body`` is cancelled. Returns the watch
+    (see :attr:`WriteWatch.stalled` and :attr:`WriteWatch.gone`: the adapter then cuts
+    the connection); an exception of ``write_body`` propagates as it is.
+
+    One timer per response, re-armed about once per ``limit`` (or ``interval``) seconds,
+    not one per chunk: a write costs two clock reads.
+    """
+    watch = WriteWatch(limit, alive=alive, interval=interval)
+    if limit is None and alive is None:
+        await write_body(watch)
+        return watch
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # another event loop (trio): anyio's portable way
+        return await _watch_with_anyio(write_body, watch)
+    task = asyncio.current_task()
+    assert task is not None
+    fired = False
+    handle: asyncio.TimerHandle | None = None
+
+    def check() -> None:
+        nonlocal fired, handle
+        wait = watch._poll()
+        if wait is None:
+            fired, handle = True, None
+            task.cancel()
+        else:
+            handle = loop.call_later(wait, check)
+
+    first = watch._poll()
+    assert first is not None  # nothing is being written yet
+    handle = loop.call_later(first, check)
+    try:
+        await write_body(watch)
+    except asyncio.CancelledError:
+        # Ours (as asyncio.timeout tells its own): swallow it unless someone else also
+        # cancelled this task.
+        if fired and task.uncancel() == 0:
+            return watch
+        raise
+    finally:
+        if handle is not None:
+            handle.cancel()
+    if fired:
+        # The body ended just as the timer fired: take the cancellation here rather than
+        # let it land on the adapter's next await.
+        try:
+            await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            if task.uncancel() > 0:
+                raise
+    return watch
+
+
+async def _watch_with_anyio(
+    write_body: Callable[[WriteWatch], Awaitable[None]], watch: WriteWatch
+) -> WriteWatch:
+    async def run(cancel: Callable[[], object]) -> None:
+        while True:
+            wait = watch._poll()
+            if wait is None:
+                cancel()
+                return
+            await anyio.sleep(wait)
+
+    error: Exception | None = None
+    async with anyio.create_task_group() as group:
+        group.start_soon(run, group.cancel_scope.cancel)
+        try:
+            await write_body(watch)
+        except Exception as exc:  # raised below as it is, not in an ExceptionGroup
+            error = exc
+        finally:
+            group.cancel_scope.cancel()
+    if error is not None:
+        raise error
+    return watch
+
+
 def _text(
     status: int, headers: list[tuple[str, str]] | None = None, text: str | None = None
 ) -> Reply:
     body = (REASONS.get(status, "") if text is None else text).encode()
-    pairs = list(headers or ())
+    pairs = [*(headers or ()), _NOSNIFF]
     if body:
         pairs.append(("Content-Type", "text/plain; charset=utf-8"))
     if status != 304:  # a 304's Content-Length would have to be the 200's (RFC 9110 §8.6)
@@ -188,6 +366,8 @@ def status_for_error(exc: BaseException) -> int:
     error                                             status
     ================================================  ======
     ObjectNotFoundError, InvalidPathError             404
+    ValidationError (the origin refused the request:  400
+    e.g. an upload's name is already a folder)
     RangeNotSatisfiableError                          416
     ObjectTooLargeError                               413
     ThrottlingError                                   503
@@ -197,6 +377,8 @@ def status_for_error(exc: BaseException) -> int:
     """
     if isinstance(exc, (ObjectNotFoundError, InvalidPathError)):
         return 404
+    if isinstance(exc, ValidationError):
+        return 400
     if isinstance(exc, RangeNotSatisfiableError):
         return 416
     if isinstance(exc, ObjectTooLargeError):
@@ -213,7 +395,7 @@ def error_reply(exc: BaseException, *, path: str | None = None) -> Reply:
     fixed body; the detail is logged (warning for the origin's failures, debug for a
     missing object), never sent."""
     status = status_for_error(exc)
-    if status in (404, 416, 413):
+    if status in (400, 404, 416, 413):
         logger.debug("%s for %r: %s", status, path, exc)
     else:
         # A refused signature or an unknown container is a misconfiguration: louder.
@@ -228,7 +410,7 @@ def error_reply(exc: BaseException, *, path: str | None = None) -> Reply:
 
 
 def _object_headers(info: ObjectInfo, *, length_known: bool) -> list[tuple[str, str]]:
-    headers = [("Content-Type", info.content_type or "application/octet-stream")]
+    headers = [("Content-Type", info.content_type or "application/octet-stream"), _NOSNIFF]
     if info.etag:
         headers.append(("ETag", quote_etag(info.etag)))
     if info.last_modified is not None:
@@ -278,6 +460,7 @@ async def open_object(
     headers: Mapping[str, str] | None = None,
     redirect: bool = False,
     expires_in: int = 3600,
+    write_timeout: float | SessionTimeout | None = SESSION_WRITE_TIMEOUT,
     now: _dt.datetime | None = None,
 ) -> Reply:
     """Decide the answer to a ``GET`` or ``HEAD`` of the object at ``path``.
@@ -296,6 +479,11 @@ async def open_object(
 
     Origin errors become statuses (:func:`status_for_error`), a path MediaStore cannot
     name a 404; the body of a streamed reply can still fail (see :meth:`Reply.chunks`).
+    ``write_timeout``: seconds the client may take to accept each chunk of the body
+    (:attr:`Reply.write_timeout`; default the ``Timeouts.write`` of the client's Session,
+    30 s unless configured; ``None``: no limit). A client that stops reading holds an
+    origin connection only that long.
+
     Raises :class:`ValueError` for a method other than GET and HEAD and
     :class:`~msd_async.InvalidParameterError` for an ``expires_in`` out of range. The
     caller must :meth:`Reply.aclose` the reply.
@@ -304,6 +492,23 @@ async def open_object(
     if method not in ("GET", "HEAD"):
         raise ValueError(f"open_object serves GET and HEAD, not {method}")
     headers = {} if headers is None else headers
+    if write_timeout is SESSION_WRITE_TIMEOUT:
+        write_timeout = client._context.timeouts.write
+    assert not isinstance(write_timeout, SessionTimeout)
+    reply = await _open(client, path, method, headers, redirect, expires_in, now)
+    reply.write_timeout = write_timeout
+    return reply
+
+
+async def _open(
+    client: ContainerClient,
+    path: str,
+    method: str,
+    headers: Mapping[str, str],
+    redirect: bool,
+    expires_in: int,
+    now: _dt.datetime | None,
+) -> Reply:
     try:
         if redirect:
             url = await client.presign_get(path, expires_in=expires_in)
@@ -430,10 +635,89 @@ async def _counted(body: AsyncIterable[bytes], expected: int | None) -> AsyncIte
         raise UploadInterrupted(f"the request body ended after {received} of {expected} bytes")
 
 
+def _content_length(headers: Mapping[str, str]) -> int | None:
+    value = headers.get("content-length")
+    # 1*DIGIT (RFC 9110 §8.6); int() alone would take "+5", " 5" or "5_000".
+    if value is None or not (value.isascii() and value.isdigit()) or len(value) > 20:
+        return None
+    return int(value)
+
+
+def check_upload_length(
+    headers: Mapping[str, str], limit: int, *, streaming: bool | None = None
+) -> Reply | None:
+    """The answer to an upload that its ``Content-Length`` alone settles: ``400`` for an
+    invalid one, ``413`` (with ``Connection: close``) for one over ``limit``; ``None`` to
+    go on. :func:`store_upload` calls it first; adapters call it before they answer
+    ``Expect: 100-continue``, so a client that asks first never sends a body that would
+    be refused."""
+    value = headers.get("content-length")
+    if value is None:
+        return None
+    declared = _content_length(headers)
+    if declared is None:
+        return _text(400, [("Connection", "close")], "invalid Content-Length\n")
+    if declared > limit:
+        mode = "" if streaming is None else ("STREAMING " if streaming else "STANDARD ")
+        return _text(
+            413, [("Connection", "close")], f"{mode}uploads are limited to {limit:,} bytes\n"
+        )
+    return None
+
+
+# type "/" subtype (RFC 9110 §8.3.1), both tokens; parameters are cut off before the match.
+_MEDIA_TYPE: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+/[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
 def _media_type(value: str | None) -> str | None:
+    """The media type of a Content-Type, lower-case, without parameters (MediaStore
+    refuses them); ``None`` when absent or not a media type."""
     if not value:
         return None
-    return value.split(";", 1)[0].strip() or None
+    kind = value.split(";", 1)[0].strip(" \t").lower()
+    return kind if _MEDIA_TYPE.fullmatch(kind) else None
+
+
+def _allowed(kind: str | None, allowed_types: Collection[str]) -> bool:
+    if kind is None:
+        return False
+    major = kind.split("/", 1)[0]
+    return any(
+        pattern in ("*/*", kind) or pattern == f"{major}/*"
+        for pattern in (p.lower() for p in allowed_types)
+    )
+
+
+def stored_content_type(
+    path: str,
+    uploaded: str | None,
+    *,
+    content_type: str | None = None,
+    allowed_types: Collection[str] = (),
+) -> str | None:
+    """The Content-Type an upload is stored with (the policy of :func:`store_upload`).
+
+    1. ``content_type``, when the app fixes one;
+    2. the uploader's media type (``uploaded``, the request's Content-Type, lower-case and
+       without parameters) when it matches one of ``allowed_types`` (``"video/mp4"``,
+       ``"video/*"``, or ``"*/*"`` for any), unless it is the generic
+       ``application/octet-stream``;
+    3. the type of the path's extension, from the table the CLI uses
+       (:func:`msd_async.content_type_for`); ``None`` (stored without one, served as
+       ``application/octet-stream``) for an unknown extension.
+
+    So by default the name decides, never the uploader: an HTML page uploaded as
+    ``video.mp4`` is served as ``video/mp4`` (and with ``nosniff``), not run as a page
+    from the app's origin.
+    """
+    if content_type:
+        return content_type
+    kind = _media_type(uploaded)
+    # application/octet-stream is what HTTP clients send when they do not know: the
+    # extension tells more.
+    if kind != "application/octet-stream" and _allowed(kind, allowed_types):
+        return kind
+    return content_type_for(path)
 
 
 async def store_upload(
@@ -444,6 +728,7 @@ async def store_upload(
     headers: Mapping[str, str] | None = None,
     streaming: bool = False,
     content_type: str | None = None,
+    allowed_types: Collection[str] = (),
     cache_control: str | None = None,
     now: _dt.datetime | None = None,
 ) -> Reply:
@@ -460,9 +745,9 @@ async def store_upload(
     DescribeObject: MediaStore has no conditional writes, so this narrows the race with
     another writer but cannot close it.
 
-    ``content_type``: default the request's media type (without parameters, which
-    MediaStore does not accept), else (none, or ``application/octet-stream``) the type
-    of the path's extension (:func:`msd_async.content_type_for`), else none. Answers ``201``
+    The stored Content-Type is :func:`stored_content_type`'s: ``content_type`` if given,
+    else the request's media type only if it matches ``allowed_types`` (none by default),
+    else the type of the path's extension (:func:`msd_async.content_type_for`). Answers ``201``
     when no object existed, else ``200``, with the new ``ETag`` and a JSON body
     ``{"etag", "content_sha256", "size"}``; ``400`` when the body ended early
     (:class:`UploadInterrupted`; the client is usually gone by then) or a header is
@@ -470,21 +755,13 @@ async def store_upload(
     """
     headers = {} if headers is None else headers
     limit = client.streaming_limit if streaming else client.standard_limit
-    declared: int | None = None
-    raw_length = headers.get("content-length")
-    if raw_length is not None:
-        try:
-            declared = int(raw_length)
-        except ValueError:
-            return _text(400)
-        if declared > limit:
-            mode = "STREAMING" if streaming else "STANDARD"
-            return _text(413, [("Connection", "close")],
-                         f"{mode} uploads are limited to {limit:,} bytes\n")
-    declared_type = _media_type(headers.get("content-type"))
-    if declared_type == "application/octet-stream":
-        declared_type = None  # what HTTP clients send when they do not know: guess instead
-    kind = content_type or declared_type or content_type_for(path)
+    refused = check_upload_length(headers, limit, streaming=streaming)
+    if refused is not None:
+        return refused
+    declared = _content_length(headers)
+    kind = stored_content_type(
+        path, headers.get("content-type"), content_type=content_type, allowed_types=allowed_types
+    )
     try:
         existed = True
         try:
@@ -526,6 +803,7 @@ async def store_upload(
         [
             ("ETag", quote_etag(result.etag)),
             ("Content-Type", "application/json"),
+            _NOSNIFF,
             ("Content-Length", str(len(data))),
         ],
         data,

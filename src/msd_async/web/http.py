@@ -11,8 +11,11 @@ import datetime as _dt
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from email.utils import format_datetime, parsedate_to_datetime
 from typing import Final, Literal
+
+from ..errors import InvalidRangeError
+from ..httpdate import format_http_date, parse_http_date
+from ..rules import parse_range_header
 
 __all__ = [
     "CONDITIONAL_HEADERS",
@@ -39,47 +42,26 @@ CONDITIONAL_HEADERS: Final = (
 #: end), or ``(None, n)`` for the last n bytes.
 RequestedRange = tuple[int | None, int | None]
 
-# bytes-range-spec / suffix-range-spec (RFC 9110 §14.1.1); whitespace around commas is OWS.
-_RANGE_SPEC: Final = re.compile(r"(\d+)-(\d*)|-(\d+)", re.ASCII)
-_RANGES_UNIT: Final = re.compile(
-    r"[ \t]*bytes[ \t]*=[ \t]*(.*)", re.ASCII | re.IGNORECASE | re.DOTALL
-)
 # entity-tag (RFC 9110 §8.8.3): [W/] DQUOTE *etagc DQUOTE
 _ENTITY_TAG: Final = re.compile(r'(W/)?"([\x21\x23-\x7e\x80-\xff]*)"')
 
 
 def parse_range(value: str | None) -> RequestedRange | Literal["ignore", "unsatisfiable"] | None:
-    """Parse a ``Range`` request header.
+    """Read a ``Range`` request header with the package's one range parser
+    (:func:`msd_async.rules.parse_range_header`).
 
-    Returns ``None`` when there is none, the single range it asks for, ``"ignore"`` when
-    the header must be ignored (another unit, invalid syntax, a range whose last position
-    is before its first: RFC 9110 §14.1.1 and §14.2 let a server answer 200 then, and
-    more than one range: this server serves one range or the whole object), or
-    ``"unsatisfiable"`` for ``bytes=-0`` (a suffix of zero bytes is never satisfiable).
+    Returns ``None`` when there is none, the single range it asks for, ``"unsatisfiable"``
+    for ``bytes=-0`` (a suffix of zero bytes is never satisfiable), or ``"ignore"`` when
+    the header must be ignored: another unit, invalid syntax, a last position before the
+    first (RFC 9110 §14.1.1 and §14.2 let a server answer 200 then), more than one range
+    (this server serves one range or the whole object) or a position past 2**64 - 1.
     """
     if value is None:
         return None
-    unit = _RANGES_UNIT.fullmatch(value)
-    if unit is None:
-        return "ignore"
-    specs = [part.strip(" \t") for part in unit.group(1).split(",")]
-    specs = [spec for spec in specs if spec]  # empty list elements are allowed (§5.6.1)
-    if len(specs) != 1:
-        return "ignore"
-    match = _RANGE_SPEC.fullmatch(specs[0])
-    if match is None:
-        return "ignore"
-    first, last, suffix = match.groups()
-    if suffix is not None:
-        n = int(suffix)
-        return "unsatisfiable" if n == 0 else (None, n)
-    start = int(first)
-    if not last:
-        return start, None
-    end = int(last)
-    if end < start:
-        return "ignore"
-    return start, end
+    try:
+        return parse_range_header(value)
+    except InvalidRangeError as exc:
+        return "unsatisfiable" if exc.rule == "range.empty" else "ignore"
 
 
 def resolve_range(requested: RequestedRange, size: int) -> tuple[int, int] | None:
@@ -100,25 +82,6 @@ def quote_etag(etag: str) -> str:
     """MediaStore's bare ETag as an HTTP strong entity-tag (``"..."``). Every PUT gets a
     new ETag and a version's bytes never change, so the tag is strong."""
     return f'"{etag}"'
-
-
-def format_http_date(value: _dt.datetime) -> str:
-    """IMF-fixdate (RFC 9110 §5.6.7), e.g. ``Sun, 06 Nov 1994 08:49:37 GMT``."""
-    return format_datetime(value.astimezone(_dt.UTC), usegmt=True)
-
-
-def parse_http_date(value: str | None) -> _dt.datetime | None:
-    """An HTTP date in any of the three forms RFC 9110 §5.6.7 requires recipients to
-    accept; ``None`` for a missing or invalid one (such conditions are ignored)."""
-    if not value:
-        return None
-    try:
-        parsed = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=_dt.UTC)
-    return parsed
 
 
 def _entity_tags(value: str) -> list[tuple[bool, str]] | None:

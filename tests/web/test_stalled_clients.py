@@ -1,0 +1,192 @@
+"""A client that stops reading never pins an origin connection (both adapters).
+
+Real idle TCP clients (raw sockets with a tiny receive buffer that send a GET and never
+read) against an app whose Session has a small pool: each write to such a client has a
+time limit (the Session's ``Timeouts.write``, or ``serve_object(write_timeout=...)``);
+when it fires, the client's connection is cut and the upstream response closed, so its
+pool slot comes back and every other request through the Session still succeeds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+from webapps import running_app, wait_for
+
+from msd_async import Limits, Session, Timeouts
+from msd_async.testing import LocalMediaStore
+from msd_async.web import WriteWatch, core, watch_writes
+
+pytestmark = pytest.mark.anyio
+
+POOL = 2
+IDLE_CLIENTS = 2 * POOL
+WRITE_TIMEOUT = 0.5
+# Generous against the write limit: a call waiting for a slot must outlive a few of them.
+POOL_TIMEOUT = 40 * WRITE_TIMEOUT
+# More than loopback's socket buffers absorb for a client that reads nothing.
+DATA = os.urandom(8_000_000)
+PATH = "vod/big.mp4"
+
+
+@contextlib.asynccontextmanager
+async def idle_client(url: str) -> AsyncIterator[socket.socket]:
+    """A raw TCP client that sends a GET for the object and never reads."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: tiny window
+    sock.setblocking(False)
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    try:
+        await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
+        sock.send(f"GET /ok/{PATH} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        yield sock
+    finally:
+        sock.close()
+
+
+async def drained(sock: socket.socket) -> tuple[int, bool]:
+    """Read what the server sent: (bytes, whether the connection ended: closed or reset,
+    rather than still open with nothing more coming within a few seconds)."""
+    loop = asyncio.get_running_loop()
+    total = 0
+    try:
+        while chunk := await asyncio.wait_for(loop.sock_recv(sock, 1 << 20), 5):
+            total += len(chunk)
+    except ConnectionError:
+        return total, True
+    except TimeoutError:
+        return total, False
+    return total, True
+
+
+@pytest.mark.parametrize("kind", ["aiohttp", "asgi"])
+async def test_clients_that_stop_reading_do_not_pin_the_pool(
+    kind: str, mediastore_server: LocalMediaStore
+) -> None:
+    origin = mediastore_server
+    async with (
+        Session(credentials=origin.credentials, region=origin.region) as setup,
+        Session(
+            credentials=origin.credentials,
+            region=origin.region,
+            limits=Limits(max_connections=POOL),
+            timeouts=Timeouts(write=WRITE_TIMEOUT, pool=POOL_TIMEOUT),
+        ) as session,
+    ):
+        await setup.container(origin.endpoint).put_object(PATH, DATA)
+        store = session.container(origin.endpoint)
+        async with running_app(kind, {"ok": store}) as url, contextlib.AsyncExitStack() as idle:
+            sockets = [await idle.enter_async_context(idle_client(url)) for _ in range(POOL)]
+            await wait_for(lambda: session.pool.in_use == POOL, 30, "the idle clients' GETs")
+            sockets += [
+                await idle.enter_async_context(idle_client(url))
+                for _ in range(IDLE_CLIENTS - POOL)
+            ]
+            # Every other request through the Session succeeds (it waits for a slot that a
+            # write time limit gives back), both straight and through the app.
+            assert await store.get_bytes(PATH, range=(0, 9)) == DATA[:10]
+            assert (await store.describe_object(PATH)).content_length == len(DATA)
+            async with aiohttp.ClientSession() as http, http.get(f"{url}/ok/{PATH}") as resp:
+                assert resp.status == 200
+                assert await resp.read() == DATA
+            # Each idle client was cut, its upstream response closed: the pool is free.
+            await wait_for(
+                lambda: session.pool.in_use == 0, 20 * WRITE_TIMEOUT * IDLE_CLIENTS,
+                "the idle clients' slots",
+            )
+            for sock in sockets:
+                received, ended = await drained(sock)
+                assert ended
+                assert received < len(DATA), "an idle client got the whole object"
+
+
+# --- the watch itself, both implementations (asyncio's timer; anyio's task for trio) ------
+
+
+Watcher = Callable[..., Awaitable[WriteWatch]]
+
+
+@pytest.fixture(params=["asyncio", "anyio"])
+def watcher(request: pytest.FixtureRequest) -> Watcher:
+    """``watch_writes`` (asyncio's timer), or the portable implementation it uses where
+    there is no asyncio loop (trio), called directly."""
+    if request.param == "asyncio":
+        return watch_writes
+
+    async def portable(
+        body: Callable[[WriteWatch], Awaitable[None]], limit: float | None, **options: Any
+    ) -> WriteWatch:
+        return await core._watch_with_anyio(body, WriteWatch(limit, **options))
+
+    return portable
+
+
+async def test_a_stalled_write_is_cancelled_and_reported(watcher: Watcher) -> None:
+    wrote = []
+
+    async def body(watch: WriteWatch) -> None:
+        for chunk in (b"a", b"b"):
+            watch.begin()
+            await asyncio.sleep(0.01)  # a client that keeps up
+            watch.end()
+            wrote.append(chunk)
+        watch.begin()
+        await asyncio.Event().wait()  # a client that stopped reading
+
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    watch = await watcher(body, WRITE_TIMEOUT)
+    assert watch.stalled and not watch.gone
+    assert wrote == [b"a", b"b"]
+    assert WRITE_TIMEOUT <= loop.time() - started < 20 * WRITE_TIMEOUT
+
+
+async def test_a_client_that_keeps_reading_is_never_cut(watcher: Watcher) -> None:
+    async def body(watch: WriteWatch) -> None:
+        # Longer in all than the limit, but no single write is.
+        for _ in range(8):
+            watch.begin()
+            await asyncio.sleep(WRITE_TIMEOUT / 4)
+            watch.end()
+
+    watch = await watcher(body, WRITE_TIMEOUT)
+    assert not watch.stalled and not watch.gone
+    await asyncio.sleep(WRITE_TIMEOUT * 1.5)  # no cancellation left behind for this task
+
+
+async def test_a_client_gone_during_a_pause_is_noticed(watcher: Watcher) -> None:
+    connected = [True]
+
+    async def body(watch: WriteWatch) -> None:
+        connected[0] = False
+        await asyncio.Event().wait()  # the origin pauses; no write to fail
+
+    watch = await watcher(body, None, alive=lambda: connected[0], interval=0.05)
+    assert watch.gone and not watch.stalled
+
+
+async def test_an_error_of_the_body_propagates_as_it_is(watcher: Watcher) -> None:
+    async def body(watch: WriteWatch) -> None:
+        raise ConnectionResetError("gone")
+
+    with pytest.raises(ConnectionResetError):
+        await watcher(body, WRITE_TIMEOUT)
+
+
+async def test_someone_elses_cancellation_is_not_swallowed() -> None:
+    async def body(watch: WriteWatch) -> None:
+        watch.begin()
+        await asyncio.Event().wait()
+
+    task = asyncio.ensure_future(watch_writes(body, 60))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
