@@ -62,6 +62,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--fault-seed", type=int, default=None, help="seed of the fault draw (reproducible runs)"
     )
     p.add_argument("--fault-delay", type=float, default=0.5, help="seconds for 'delay'")
+    p.add_argument(
+        "--cors-policy",
+        metavar="FILE",
+        help="a container CORS policy (JSON, as 'aws mediastore put-cors-policy' takes it): "
+        "answer browsers' preflights and add CORS headers; reads still need "
+        "--allow-anonymous read or a signature",
+    )
     p.add_argument("--quiet", action="store_true", help="do not log requests")
     p.set_defaults(func=serve)
 
@@ -98,6 +105,16 @@ def serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except ValueError as exc:
         parser.error(str(exc))
 
+    cors_policy = None
+    if args.cors_policy is not None:
+        from ..testing.cors import CorsPolicy, CorsPolicyError
+
+        try:
+            cors_policy = CorsPolicy.load(args.cors_policy)
+        except CorsPolicyError as exc:
+            print(f"msd serve: {exc}", file=sys.stderr)
+            return 2
+
     access = logging.getLogger("msd_async.testing.access")
     access.propagate = False
     handler = logging.StreamHandler(sys.stderr)
@@ -120,6 +137,7 @@ def serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         container=args.container,
         fsync=not args.no_fsync,
         access_logger=access,
+        cors_policy=cors_policy,
     )
     print(f"access key id: {credentials.access_key_id}", flush=True)
     if not explicit:

@@ -40,6 +40,7 @@ from .. import rules
 from ..credentials import Credentials
 from ..errors import ClientValidationError
 from .auth import AuthFailure, Deferred, Verifier, decode_query, is_hex_sha256
+from .cors import CorsPolicy, parse_request_headers
 from .faults import Fault, FaultPlan
 from .store import (
     DirectoryStore,
@@ -192,6 +193,10 @@ class LocalMediaStore:
     ``faults``                  a :class:`FaultPlan`; default one that injects nothing
     ``container``               the container name a MediaStore-style Host must use
     ``fsync``                   directory store: fsync before acknowledging; default ``True``
+    ``cors_policy``             a :class:`~msd_async.testing.cors.CorsPolicy` (or its JSON: the
+                                list of rules, or ``{"CorsPolicy": [...]}``): answers preflights
+                                and adds CORS headers as MediaStore did; default none (no
+                                cross-origin access). It opens no reads: see ``allow_anonymous``
     ==========================  ==============================================================
     """
 
@@ -212,8 +217,14 @@ class LocalMediaStore:
         container: str = "local",
         fsync: bool = True,
         access_logger: logging.Logger | None = None,
+        cors_policy: CorsPolicy | object | None = None,
     ) -> None:
         self.host = host
+        self.cors_policy = (
+            cors_policy
+            if cors_policy is None or isinstance(cors_policy, CorsPolicy)
+            else CorsPolicy.from_json(cors_policy)
+        )
         self.port = port
         self.region = region
         self.credentials = credentials or DEFAULT_CREDENTIALS
@@ -244,6 +255,8 @@ class LocalMediaStore:
         """The aiohttp application (one catch-all route; the server routes by itself)."""
         app = web.Application(client_max_size=1024)
         app.router.add_route("*", "/{tail:.*}", self._handle)
+        if self.cors_policy is not None:
+            app.on_response_prepare.append(self._add_cors_headers)
         return app
 
     async def start(self) -> None:
@@ -330,6 +343,8 @@ class LocalMediaStore:
         method = request.method
         raw_path, _, raw_query = request.raw_path.partition("?")
         path = _split_path(raw_path)
+        if method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+            return self._preflight(request, rid)
 
         fault = self.faults.pick(method, path, is_object=bool(path))
         if fault is not None:
@@ -364,6 +379,38 @@ class LocalMediaStore:
                 raise self._not_found(path)
             return web.json_response({}, headers={"x-amzn-RequestId": rid})
         return await self._get_object(request, path, rid, fault, head=method == "HEAD")
+
+    # -- CORS (docs/contract.md "CORS") ----------------------------------------------------
+
+    def _preflight(self, request: web.Request, rid: str) -> web.Response:
+        """A browser's preflight: never signed, answered from the CORS policy alone."""
+        origin = request.headers.get("Origin", "")
+        method = request.headers["Access-Control-Request-Method"]
+        requested = parse_request_headers(request.headers.get("Access-Control-Request-Headers"))
+        policy = self.cors_policy
+        if policy is None:
+            raise ApiError(
+                403, "AccessDeniedException",
+                "CORS is not enabled on this container (give the server a CORS policy).",
+            )
+        headers = policy.preflight_headers(origin, method, requested)
+        if headers is None:
+            raise ApiError(
+                403, "AccessDeniedException",
+                f"No CORS rule allows origin {origin!r} to send {method}"
+                + (f" with headers {', '.join(requested)}" if requested else "")
+                + ".",
+            )
+        return web.Response(status=200, headers={**headers, "x-amzn-RequestId": rid})
+
+    async def _add_cors_headers(self, request: web.Request, response: web.StreamResponse) -> None:
+        origin = request.headers.get("Origin")
+        if origin is None or self.cors_policy is None or request.method == "OPTIONS":
+            return
+        for name, value in self.cors_policy.response_headers(origin, request.method).items():
+            if name == "Vary" and "Vary" in response.headers:
+                value = f"{response.headers['Vary']}, {value}"
+            response.headers[name] = value
 
     async def _early_fault(self, fault: Fault) -> Fault | None:
         kind = fault.kind
