@@ -40,6 +40,7 @@ __all__ = [
     "cmaf_chunk",
     "cmaf_init",
     "multivariant_playlist",
+    "stamp_box",
 ]
 
 _MAGIC: Final = b"MSDT"
@@ -83,15 +84,23 @@ def cmaf_chunk(sequence: int, decode_time: int, size: int, *, track_id: int = 1)
     return header + box(b"mdat", stamp + bytes(payload_size - len(stamp)))
 
 
+def stamp_box(sequence: int) -> bytes:
+    """A ``free`` box carrying the wall-clock time of its creation: put before a real
+    encoder's chunk, it lets :func:`chunk_timestamps` time that chunk (players and decoders
+    skip ``free`` boxes, ISO/IEC 14496-12 section 8.1.2)."""
+    return box(b"free", _STAMP.pack(_MAGIC, time.time(), sequence))
+
+
 def chunk_timestamps(buffer: bytearray) -> list[float]:
     """Remove every complete top-level box from the front of ``buffer``; return the
-    production times found in its ``mdat`` boxes."""
+    production times found in its ``mdat`` (synthetic) and ``free`` (:func:`stamp_box`)
+    boxes."""
     stamps = []
     while len(buffer) >= 8:
         size, kind = struct.unpack_from(">I4s", buffer)
         if size < 8 or len(buffer) < size:
             break
-        if kind == b"mdat" and size >= 8 + _STAMP.size:
+        if kind in (b"mdat", b"free") and size >= 8 + _STAMP.size:
             magic, produced, _ = _STAMP.unpack_from(buffer, 8)
             if magic == _MAGIC:
                 stamps.append(produced)

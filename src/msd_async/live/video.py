@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Final
 import anyio
 import anyio.to_thread
 
-from .synthetic import RenditionPackager, RenditionReport, multivariant_playlist
+from .synthetic import RenditionPackager, RenditionReport, multivariant_playlist, stamp_box
 
 if TYPE_CHECKING:
     from .publisher import LivePublisher
@@ -449,7 +449,8 @@ class _Run:
             assert init is not None  # the muxer writes the header with the first frame
             await packager.init(init)
             known(_codec_string(init))
-        packager.push(data)
+        # The stamp lets a reader of the part (msd demo's) time the chunk's way to it.
+        packager.push(stamp_box(self.made) + data)
         self.made += max(1, samples)
         per_segment, per_part, fps = self.per_segment, self.per_part, self.fps
         in_segment = (self.made - 1) % per_segment + 1
