@@ -60,12 +60,12 @@ class Page:
         self.ws = ws
         self._ids = itertools.count(1)
 
-    async def send(self, method: str, timeout: float = 30.0, **params: Any) -> dict[str, Any]:
+    async def send(self, method: str, limit: float = 30.0, **params: Any) -> dict[str, Any]:
         """Send one command and wait for its answer (events that arrive meanwhile are
         dropped: nothing here subscribes to any)."""
         ident = next(self._ids)
         await self.ws.send_json({"id": ident, "method": method, "params": params})
-        with anyio.fail_after(timeout):
+        with anyio.fail_after(limit):
             while True:
                 message = await self.ws.receive()
                 if message.type != aiohttp.WSMsgType.TEXT:
@@ -78,10 +78,10 @@ class Page:
                 result: dict[str, Any] = data.get("result", {})
                 return result
 
-    async def evaluate(self, expression: str, timeout: float = 30.0) -> Any:
+    async def evaluate(self, expression: str, limit: float = 30.0) -> Any:
         """The value of a JavaScript expression (promises awaited), or the exception text."""
         result = await self.send(
-            "Runtime.evaluate", timeout=timeout, expression=expression,
+            "Runtime.evaluate", limit=limit, expression=expression,
             returnByValue=True, awaitPromise=True,
         )
         if "exceptionDetails" in result:
@@ -135,8 +135,9 @@ class Chromium:
     async def _start(self) -> None:
         self._profile = tempfile.mkdtemp(prefix="msd-chromium-")
         self._logfile = Path(self._profile) / "chromium.log"
-        with open(self._logfile, "wb") as log:
-            self.process = subprocess.Popen(
+        # A one-off start-up: blocking for the fork is fine here.
+        with open(self._logfile, "wb") as log:  # noqa: ASYNC230
+            self.process = subprocess.Popen(  # noqa: ASYNC220
                 [self.executable, *CHROMIUM_FLAGS, f"--user-data-dir={self._profile}",
                  "about:blank"],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log,
