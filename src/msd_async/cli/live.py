@@ -29,8 +29,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--fault-rate", type=float, default=0.03,
         help="share of requests the server fails on purpose (0.03)",
     )
-    p.add_argument("--segment-duration", type=float, default=2.0, help="seconds (2)")
-    p.add_argument("--part-duration", type=float, default=0.5, help="LL part seconds (0.5)")
+    p.add_argument(
+        "--segment-duration", type=float, default=None, help="seconds (2; 1 with --watch)"
+    )
+    p.add_argument(
+        "--part-duration", type=float, default=None,
+        help="LL part seconds (0.5; 0.2 with --watch)",
+    )
     p.add_argument("--seed", type=int, default=None, help="fault seed (random by default)")
     p.add_argument(
         "--no-live-view", action="store_true",
@@ -45,6 +50,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--hlsjs", metavar="PATH",
         help="with --watch: a local hls.min.js for the page (default: hls.js "
         "from a public CDN, pinned with a Subresource Integrity hash)",
+    )
+    p.add_argument(
+        "--ll-hls-blocking", action=argparse.BooleanOptionalAction, default=None,
+        help="the embedded server holds playlist reloads until the next part is listed "
+        "(LL-HLS blocking playlist reload, an extension MediaStore never had), and the "
+        "playlists say CAN-BLOCK-RELOAD=YES (default: on with --watch, else off)",
     )
     p.add_argument(
         "--synthetic", action="store_true",
@@ -62,6 +73,13 @@ def demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error("--renditions must be 1-32")
     if not 0 <= args.fault_rate <= 0.5:
         parser.error("--fault-rate must be within 0..0.5")
+    # --watch is for eyes: low-latency shapes unless told otherwise.
+    if args.segment_duration is None:
+        args.segment_duration = 1.0 if args.watch else 2.0
+    if args.part_duration is None:
+        args.part_duration = min(args.segment_duration, 0.2 if args.watch else 0.5)
+    if args.ll_hls_blocking is None:
+        args.ll_hls_blocking = args.watch
     if not 0 < args.part_duration <= args.segment_duration:
         parser.error("--part-duration must be above 0 and at most --segment-duration")
     from ..live.video import VIDEO_EXTRA, video_available
@@ -129,6 +147,7 @@ async def _demo(args: argparse.Namespace) -> int:
             duration=args.duration,
             segment_duration=args.segment_duration,
             part_duration=args.part_duration,
+            can_block_reload=args.ll_hls_blocking,
         )
     else:
         stream = SyntheticStream(
@@ -137,6 +156,7 @@ async def _demo(args: argparse.Namespace) -> int:
             segment_duration=args.segment_duration,
             part_duration=args.part_duration,
             chunk_duration=min(0.1, args.part_duration),
+            can_block_reload=args.ll_hls_blocking,
         )
     retries: dict[str, int] = {}
 
@@ -206,7 +226,9 @@ async def _demo(args: argparse.Namespace) -> int:
                 "cors_policy": player_cors_policy(page.origin),
             }
         server = await stack.enter_async_context(
-            LocalMediaStore(faults=faults, **server_options)
+            LocalMediaStore(
+                faults=faults, ll_hls_blocking=args.ll_hls_blocking, **server_options
+            )
         )
         session = await stack.enter_async_context(
             Session(credentials=server.credentials, region=server.region)
@@ -219,7 +241,8 @@ async def _demo(args: argparse.Namespace) -> int:
             f"msd demo: local server at {server.endpoint}; {args.renditions} renditions x "
             f"{length} segments of {args.segment_duration:g} s, LL parts of "
             f"{args.part_duration:g} s, {args.fault_rate:.0%} injected faults, "
-            + ("H.264 video" if args.video else "synthetic chunks"),
+            + ("H.264 video" if args.video else "synthetic chunks")
+            + (", blocking playlist reload" if args.ll_hls_blocking else ""),
             highlight=False,
         )
         for name in stream.names():

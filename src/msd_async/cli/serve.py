@@ -69,6 +69,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "answer browsers' preflights and add CORS headers; reads still need "
         "--allow-anonymous read or a signature",
     )
+    p.add_argument(
+        "--ll-hls-blocking",
+        action="store_true",
+        help="LL-HLS blocking playlist reload: hold a playlist GET with _HLS_msn/_HLS_part "
+        "until that segment or part is listed (an extension: MediaStore never had it)",
+    )
     p.add_argument("--quiet", action="store_true", help="do not log requests")
     p.set_defaults(func=serve)
 
@@ -138,6 +144,7 @@ def serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         fsync=not args.no_fsync,
         access_logger=access,
         cors_policy=cors_policy,
+        ll_hls_blocking=args.ll_hls_blocking,
     )
     print(f"access key id: {credentials.access_key_id}", flush=True)
     if not explicit:

@@ -165,6 +165,8 @@ class SyntheticStream:
     ``chunk_duration``   0.1       one CMAF chunk (moof + mdat) every this many seconds
     ``bitrate``          1_000_000 bits/s of ``r0``; each next one has 3/4 of it
     ``window``           6         segments in the playlist (a sliding window)
+    ``can_block_reload`` False     advertise ``CAN-BLOCK-RELOAD=YES`` (only for an origin
+                                   that implements LL-HLS blocking playlist reload)
     ==================== ========= ==========================================================
     """
 
@@ -175,6 +177,7 @@ class SyntheticStream:
     chunk_duration: float = 0.1
     bitrate: int = 1_000_000
     window: int = 6
+    can_block_reload: bool = False
 
     def names(self) -> list[str]:
         return [f"r{i}" for i in range(self.renditions)]
@@ -232,7 +235,8 @@ class SyntheticStream:
         )
         chunk_size = max(200, int(self.rate(index) / 8 * self.chunk_duration))
         packager = RenditionPackager(
-            publisher, name, report, target=seg_d, part_target=part_d, window=self.window
+            publisher, name, report, target=seg_d, part_target=part_d, window=self.window,
+            can_block_reload=self.can_block_reload,
         )
         await packager.init(cmaf_init())
         sequence = 0

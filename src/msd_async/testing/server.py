@@ -42,6 +42,7 @@ from ..errors import ClientValidationError
 from .auth import AuthFailure, Deferred, Verifier, decode_query, is_hex_sha256
 from .cors import CorsPolicy, parse_request_headers
 from .faults import Fault, FaultPlan
+from .llhls import BlockingRequest, playlist_progress
 from .store import (
     DirectoryStore,
     MemoryStore,
@@ -197,6 +198,9 @@ class LocalMediaStore:
                                 list of rules, or ``{"CorsPolicy": [...]}``): answers preflights
                                 and adds CORS headers as MediaStore did; default none (no
                                 cross-origin access). It opens no reads: see ``allow_anonymous``
+    ``ll_hls_blocking``         hold a playlist GET with ``_HLS_msn``/``_HLS_part`` until the
+                                playlist has that segment or part (LL-HLS blocking playlist
+                                reload; an extension MediaStore never had); default ``False``
     ==========================  ==============================================================
     """
 
@@ -218,8 +222,10 @@ class LocalMediaStore:
         fsync: bool = True,
         access_logger: logging.Logger | None = None,
         cors_policy: CorsPolicy | object | None = None,
+        ll_hls_blocking: bool = False,
     ) -> None:
         self.host = host
+        self.ll_hls_blocking = ll_hls_blocking
         self.cors_policy = (
             cors_policy
             if cors_policy is None or isinstance(cors_policy, CorsPolicy)
@@ -378,7 +384,57 @@ class LocalMediaStore:
             if not self.store.delete(path):
                 raise self._not_found(path)
             return web.json_response({}, headers={"x-amzn-RequestId": rid})
+        if self.ll_hls_blocking and method == "GET" and path.endswith((".m3u8", ".m3u")):
+            await self._block_for_playlist(request, path, query)
         return await self._get_object(request, path, rid, fault, head=method == "HEAD")
+
+    async def _block_for_playlist(
+        self, request: web.Request, path: str, query: list[tuple[str, str]]
+    ) -> None:
+        """LL-HLS blocking playlist reload (docs/contract.md "Extensions"): return once the
+        playlist has the segment or part asked for."""
+        try:
+            wanted = BlockingRequest.from_query(dict(query))
+        except ValueError as exc:
+            raise _validation(str(exc)) from None
+        if wanted is None:
+            return
+        loop = asyncio.get_running_loop()
+        deadline: float | None = None
+        seen: str | None = None
+        while True:
+            version = self.store.get(path)
+            if version is None:
+                raise self._not_found(path)
+            if version.etag != seen:
+                seen = version.etag
+                reader = self.store.open(version)
+                try:
+                    body = b"".join([c async for c in reader.iter_range(0, version.size)])
+                finally:
+                    reader.close()
+                progress = playlist_progress(body)
+                if progress.has(wanted.msn, wanted.part):
+                    return
+                if wanted.too_far(progress):
+                    raise _validation(
+                        f"_HLS_msn={wanted.msn} is more than two segments beyond the "
+                        f"playlist's last ({progress.last_segment})."
+                    )
+                if deadline is None:
+                    deadline = loop.time() + wanted.hold_limit(progress)
+            assert deadline is not None  # set with the first version read
+            if loop.time() >= deadline:
+                raise ApiError(
+                    503, "ServiceUnavailableException",
+                    f"{path} did not reach segment {wanted.msn}"
+                    + ("" if wanted.part is None else f" part {wanted.part}")
+                    + " within three target durations.",
+                )
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                raise _ClientGone
+            await asyncio.sleep(0.01)
 
     # -- CORS (docs/contract.md "CORS") ----------------------------------------------------
 
