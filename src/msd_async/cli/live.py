@@ -34,7 +34,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     p.add_argument(
         "--part-duration", type=float, default=None,
-        help="LL part seconds (0.5; 0.2 with --watch)",
+        help="LL part seconds (0.5; 0.2 with --watch; 0: no parts, standard HLS)",
     )
     p.add_argument("--seed", type=int, default=None, help="fault seed (random by default)")
     p.add_argument(
@@ -80,8 +80,8 @@ def demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         args.part_duration = min(args.segment_duration, 0.2 if args.watch else 0.5)
     if args.ll_hls_blocking is None:
         args.ll_hls_blocking = args.watch
-    if not 0 < args.part_duration <= args.segment_duration:
-        parser.error("--part-duration must be above 0 and at most --segment-duration")
+    if not 0 <= args.part_duration <= args.segment_duration:
+        parser.error("--part-duration must be 0 (no parts) to --segment-duration")
     from ..live.video import VIDEO_EXTRA, video_available
 
     if args.hlsjs is not None and not args.watch:
@@ -146,7 +146,7 @@ async def _demo(args: argparse.Namespace) -> int:
             renditions=args.renditions,
             duration=args.duration,
             segment_duration=args.segment_duration,
-            part_duration=args.part_duration,
+            part_duration=args.part_duration or None,
             can_block_reload=args.ll_hls_blocking,
         )
     else:
@@ -154,8 +154,8 @@ async def _demo(args: argparse.Namespace) -> int:
             renditions=args.renditions,
             duration=args.duration,
             segment_duration=args.segment_duration,
-            part_duration=args.part_duration,
-            chunk_duration=min(0.1, args.part_duration),
+            part_duration=args.part_duration or None,
+            chunk_duration=min(0.1, args.part_duration or 0.1),
             can_block_reload=args.ll_hls_blocking,
         )
     retries: dict[str, int] = {}
@@ -239,8 +239,9 @@ async def _demo(args: argparse.Namespace) -> int:
         length = "endless" if stream.segments is None else f"{stream.segments}"
         console.print(
             f"msd demo: local server at {server.endpoint}; {args.renditions} renditions x "
-            f"{length} segments of {args.segment_duration:g} s, LL parts of "
-            f"{args.part_duration:g} s, {args.fault_rate:.0%} injected faults, "
+            f"{length} segments of {args.segment_duration:g} s, "
+            + (f"LL parts of {args.part_duration:g} s" if args.part_duration else "no LL parts")
+            + f", {args.fault_rate:.0%} injected faults, "
             + ("H.264 video" if args.video else "synthetic chunks")
             + (", blocking playlist reload" if args.ll_hls_blocking else ""),
             highlight=False,
