@@ -114,8 +114,10 @@ async def phase(name: str, seconds: float, shot: Path | None) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "msd_async.cli", "demo", "--watch", "--hlsjs", str(HLSJS),
            "--renditions", "3", "--duration", str(duration), "--no-live-view", *spec["args"]]
     # One phase at a time, nothing else on this loop yet: blocking here is fine.
-    demo = subprocess.Popen(cmd,  # noqa: ASYNC220 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                            start_new_session=True)
+    demo = subprocess.Popen(  # noqa: ASYNC220
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        start_new_session=True,
+    )
     load_start = loadavg()
     try:
         assert demo.stdout is not None
