@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 from typing import Any
 
@@ -86,6 +87,13 @@ def demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     if args.hlsjs is not None and not args.watch:
         parser.error("--hlsjs goes with --watch")
+    if args.hlsjs is not None and not os.path.isfile(args.hlsjs):
+        print(
+            f"msd demo: --hlsjs {args.hlsjs!r} is not a file; give the path of an "
+            "hls.min.js (npm's hls.js/dist/hls.min.js)",
+            file=sys.stderr,
+        )
+        return 2
     args.video = not args.synthetic and video_available()
     if args.watch and not args.video:
         print(
