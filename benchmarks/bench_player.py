@@ -312,6 +312,17 @@ if __name__ == "__main__":
         result = json.loads((RESULTS / "player.json").read_text())
     else:
         result = anyio.run(main, args)
+        previous = RESULTS / "player.json"
+        if set(args.phases) != set(PHASES) and previous.exists():
+            # A partial run replaces its phases in the committed results; the rest stay.
+            merged = json.loads(previous.read_text())
+            merged["phases"].update(result["phases"])
+            merged["phases"] = {n: merged["phases"][n] for n in PHASES if n in merged["phases"]}
+            merged.setdefault("reruns", []).append(
+                {"date": result["date"], "phases": args.phases, "load_start": result["load_start"],
+                 "load_end": result["load_end"], "cpu_pressure": result["cpu_pressure"]}
+            )
+            result = merged
         if not args.no_write:
             (RESULTS / "player.json").write_text(json.dumps(result, indent=2) + "\n")
     print(render(result))
