@@ -35,6 +35,7 @@ SAMPLE = """(() => {
     fromHls: hls && hls.playingDate ? now - hls.playingDate.getTime() / 1000 : null,
     readout: document.getElementById('latency').textContent,
     errors: p.errors.filter((e) => e.endsWith('(fatal)')),
+    log: { stalls: p.stallLog, errors: p.errors.slice(-6).map((e) => e.slice(0, 200)) },
   };
 })()"""
 
@@ -90,7 +91,13 @@ async def test_the_live_stream_plays_in_chromium(
         started = time.monotonic()
         while time.monotonic() - started < PLAY_SECONDS:
             await anyio.sleep(1.0)
-            samples.append(await page.evaluate(SAMPLE))
+            sample = await page.evaluate(SAMPLE)
+            if not agrees(sample):
+                # The readout is refreshed every 250 ms, so it may lag a jump of
+                # hls.playingDate by that much: it must agree again after one refresh.
+                await anyio.sleep(0.3)
+                sample = await page.evaluate(SAMPLE)
+            samples.append(sample)
     last = samples[-1]
     assert last["videos"] == 1
     assert not last["errors"], last["errors"]
@@ -101,9 +108,17 @@ async def test_the_live_stream_plays_in_chromium(
     # The video decodes frames: 30 fps of them, with a wide margin for a busy machine.
     assert last["decoded"] - first["decoded"] >= 10 * elapsed, samples
     # No stall after start, without faults (a wait over 100 ms not caused by a seek).
-    assert last["stalls"] == 0 and not last["waiting"], samples
+    assert last["stalls"] == 0 and not last["waiting"], last["log"]
     for sample in samples:
-        # The page's readout (refreshed every 250 ms) agrees with window.hls.
-        assert sample["readout"] != "-"
-        assert abs(float(sample["readout"]) - sample["fromHls"]) <= 0.5, sample
+        # The page's readout agrees with window.hls, and is a plausible latency.
+        assert agrees(sample), sample
         assert 0 < sample["fromHls"] < 10, sample
+
+
+def agrees(sample: dict[str, Any]) -> bool:
+    """The page's latency readout is within 0.5 s of wall clock - hls.playingDate."""
+    return (
+        sample["readout"] != "-"
+        and sample["fromHls"] is not None
+        and abs(float(sample["readout"]) - sample["fromHls"]) <= 0.5
+    )

@@ -326,9 +326,13 @@ class RenditionPackager:
     async def start_part(self) -> None:
         part_name = f"seg_{self._n}.part{self._part_index}.m4s"
         self._part = _Feed()
+        # A part is worth retrying as long as a player holding PART-HOLD-BACK (three part
+        # targets) behind the live edge can still use it; given up sooner, it becomes a GAP
+        # and a hole in the player's buffer (measured: benchmarks/results/player.md).
+        deadline = None if self.part_target is None else 3 * self.part_target
         self.report.parts.append(
             await self.publisher.publish(
-                f"{self.name}/{part_name}", self._part.chunks(), duration=self.part_target
+                f"{self.name}/{part_name}", self._part.chunks(), duration=deadline
             )
         )
         self.playlist.hint = part_name
