@@ -253,6 +253,7 @@ async def _demo(args: argparse.Namespace) -> int:
             + ("H.264 video" if args.video else "synthetic chunks")
             + (", blocking playlist reload" if args.ll_hls_blocking else ""),
             highlight=False,
+            soft_wrap=True,
         )
         for name in stream.names():
             reports[name] = RenditionReport(name)
