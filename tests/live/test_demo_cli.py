@@ -42,7 +42,7 @@ def test_demo_publishes_a_stream_and_prints_a_summary() -> None:
 
 @pytest.mark.parametrize(
     ("args", "message"),
-    [(["--duration", "0"], "--duration"), (["--fault-rate", "2"], "--fault-rate")],
+    [(["--duration", "-1"], "--duration"), (["--fault-rate", "2"], "--fault-rate")],
 )
 def test_demo_refuses_bad_options_in_one_line(args: list[str], message: str) -> None:
     result = run_demo(*args)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 from typing import Any
 
@@ -14,24 +16,53 @@ __all__ = ["register"]
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = commands.add_parser(
         "demo",
-        help="publish a synthetic LL-HLS live stream to a local server and follow it",
-        description="Start the embedded local MediaStore server, publish a synthetic live "
-        "stream (several renditions, LL-HLS parts, chunked CMAF STREAMING uploads) with a "
-        "few injected faults, while a reader follows each playlist and reads parts as they "
-        "upload. Shows a live status view, then a summary table. Needs no ffmpeg.",
+        help="publish a live LL-HLS stream to a local server, follow it, and watch it",
+        description="Start the embedded local MediaStore server, publish a live stream "
+        "(several renditions, LL-HLS parts, chunked CMAF STREAMING uploads) with a few "
+        "injected faults, while a reader follows each playlist and reads parts as they "
+        "upload. Shows a live status view, then a summary table. With PyAV installed "
+        "(msd-async[video]) the stream is real H.264 showing the wall clock, else synthetic "
+        "CMAF-shaped chunks. --watch serves a player page (hls.js). Needs no ffmpeg.",
     )
-    p.add_argument("--duration", type=float, default=10.0, help="seconds of stream (10)")
+    p.add_argument(
+        "--duration", type=float, default=10.0, help="seconds of stream (10; 0: until Ctrl-C)"
+    )
     p.add_argument("--renditions", type=int, default=3, help="renditions (3)")
     p.add_argument(
         "--fault-rate", type=float, default=0.03,
         help="share of requests the server fails on purpose (0.03)",
     )
-    p.add_argument("--segment-duration", type=float, default=2.0, help="seconds (2)")
-    p.add_argument("--part-duration", type=float, default=0.5, help="LL part seconds (0.5)")
+    p.add_argument(
+        "--segment-duration", type=float, default=None, help="seconds (2; 1 with --watch)"
+    )
+    p.add_argument(
+        "--part-duration", type=float, default=None,
+        help="LL part seconds (0.5; 0.2 with --watch; 0: no parts, standard HLS)",
+    )
     p.add_argument("--seed", type=int, default=None, help="fault seed (random by default)")
     p.add_argument(
         "--no-live-view", action="store_true",
         help="no live status view (the default when stdout is not a terminal)",
+    )
+    p.add_argument(
+        "--watch", action="store_true",
+        help="serve a player page (hls.js) and print 'watch: URL' once the stream plays; "
+        "needs real video (msd-async[video])",
+    )
+    p.add_argument(
+        "--hlsjs", metavar="PATH",
+        help="with --watch: a local hls.min.js for the page (default: hls.js "
+        "from a public CDN, pinned with a Subresource Integrity hash)",
+    )
+    p.add_argument(
+        "--ll-hls-blocking", action=argparse.BooleanOptionalAction, default=None,
+        help="the embedded server holds playlist reloads until the next part is listed "
+        "(LL-HLS blocking playlist reload, an extension MediaStore never had), and the "
+        "playlists say CAN-BLOCK-RELOAD=YES (default: on with --watch, else off)",
+    )
+    p.add_argument(
+        "--synthetic", action="store_true",
+        help="publish synthetic chunks even when PyAV is installed",
     )
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     _observe.add_options(p)
@@ -40,14 +71,40 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """``msd demo``: exit 0 when the stream was published and every named object was there."""
-    if not 0 < args.duration <= 3600:
-        parser.error("--duration must be within (0, 3600] seconds")
+    if not 0 <= args.duration <= 3600:
+        parser.error("--duration must be within 0..3600 seconds (0: until Ctrl-C)")
     if not 1 <= args.renditions <= 32:
         parser.error("--renditions must be 1-32")
     if not 0 <= args.fault_rate <= 0.5:
         parser.error("--fault-rate must be within 0..0.5")
-    if not 0 < args.part_duration <= args.segment_duration:
-        parser.error("--part-duration must be above 0 and at most --segment-duration")
+    # --watch is for eyes: low-latency shapes unless told otherwise.
+    if args.segment_duration is None:
+        args.segment_duration = 1.0 if args.watch else 2.0
+    if args.part_duration is None:
+        args.part_duration = min(args.segment_duration, 0.2 if args.watch else 0.5)
+    if args.ll_hls_blocking is None:
+        args.ll_hls_blocking = args.watch
+    if not 0 <= args.part_duration <= args.segment_duration:
+        parser.error("--part-duration must be 0 (no parts) to --segment-duration")
+    from ..live.video import VIDEO_EXTRA, video_available
+
+    if args.hlsjs is not None and not args.watch:
+        parser.error("--hlsjs goes with --watch")
+    if args.hlsjs is not None and not os.path.isfile(args.hlsjs):
+        print(
+            f"msd demo: --hlsjs {args.hlsjs!r} is not a file; give the path of an "
+            "hls.min.js (npm's hls.js/dist/hls.min.js)",
+            file=sys.stderr,
+        )
+        return 2
+    args.video = not args.synthetic and video_available()
+    if args.watch and not args.video:
+        print(
+            "msd demo: --watch plays real video, which needs PyAV: "
+            f"pip install '{VIDEO_EXTRA}'" + (" (and drop --synthetic)" if args.synthetic else ""),
+            file=sys.stderr,
+        )
+        return 2
     refused = _observe.check_options(args)
     if refused is not None:
         return refused
@@ -89,6 +146,8 @@ async def _demo(args: argparse.Namespace) -> int:
     from .. import Session
     from ..live import LivePublisher, PublishEvent, Status
     from ..live.synthetic import PlaylistReader, RenditionReport, SyntheticStream
+    from ..live.video import VideoStream
+    from ..live.watch import PlayerPage, player_cors_policy
     from ..testing import FaultPlan, LocalMediaStore
 
     console = Console() if sys.stdout.isatty() else Console(width=140)
@@ -99,13 +158,24 @@ async def _demo(args: argparse.Namespace) -> int:
         kinds={"500", "503", "throttle", "cut-upload"},
         seed=args.seed,
     )
-    stream = SyntheticStream(
-        renditions=args.renditions,
-        duration=args.duration,
-        segment_duration=args.segment_duration,
-        part_duration=args.part_duration,
-        chunk_duration=min(0.1, args.part_duration),
-    )
+    stream: SyntheticStream | VideoStream
+    if args.video:
+        stream = VideoStream(
+            renditions=args.renditions,
+            duration=args.duration,
+            segment_duration=args.segment_duration,
+            part_duration=args.part_duration or None,
+            can_block_reload=args.ll_hls_blocking,
+        )
+    else:
+        stream = SyntheticStream(
+            renditions=args.renditions,
+            duration=args.duration,
+            segment_duration=args.segment_duration,
+            part_duration=args.part_duration or None,
+            chunk_duration=min(0.1, args.part_duration or 0.1),
+            can_block_reload=args.ll_hls_blocking,
+        )
     retries: dict[str, int] = {}
 
     def on_event(event: PublishEvent) -> None:
@@ -165,14 +235,32 @@ async def _demo(args: argparse.Namespace) -> int:
             )
         return t
 
-    async with (
-        LocalMediaStore(faults=faults) as server,
-        Session(credentials=server.credentials, region=server.region) as session,
-        _observe.observing(
-            args, session=session, store=session.container(server.endpoint), publisher=True
-        ) as observer,
-    ):
+    async with contextlib.AsyncExitStack() as stack:
+        page = None
+        server_options: dict[str, Any] = {}
+        if args.watch:
+            # The page has its own origin: it reads the stream as a browser reads a
+            # container, unsigned (anonymous reads) and cross-origin (a CORS policy).
+            page = await stack.enter_async_context(PlayerPage(hlsjs=args.hlsjs))
+            server_options = {
+                "allow_anonymous": ["read"],
+                "cors_policy": player_cors_policy(page.origin),
+            }
+        server = await stack.enter_async_context(
+            LocalMediaStore(
+                faults=faults, ll_hls_blocking=args.ll_hls_blocking, **server_options
+            )
+        )
+        session = await stack.enter_async_context(
+            Session(credentials=server.credentials, region=server.region)
+        )
         store = session.container(server.endpoint)
+        observer = await stack.enter_async_context(
+            _observe.observing(args, session=session, store=store, publisher=True)
+        )
+        if page is not None:
+            page.source = f"{server.endpoint}/demo/master.m3u8"
+        length = "endless" if stream.segments is None else f"{stream.segments}"
         if as_json:
             print(_observe.json_line(
                 "start", endpoint=server.endpoint, renditions=args.renditions,
@@ -180,9 +268,14 @@ async def _demo(args: argparse.Namespace) -> int:
             ), flush=True)
         else:
             console.print(
-                f"msd demo: local server at {server.endpoint}; {args.renditions} renditions "
-                f"x {stream.segments} segments of {args.segment_duration:g} s, LL parts of "
-                f"{args.part_duration:g} s, {args.fault_rate:.0%} injected faults"
+                f"msd demo: local server at {server.endpoint}; {args.renditions} renditions x "
+                f"{length} segments of {args.segment_duration:g} s, "
+                + (f"LL parts of {args.part_duration:g} s" if args.part_duration else "no LL parts")
+                + f", {args.fault_rate:.0%} injected faults, "
+                + ("H.264 video" if args.video else "synthetic chunks")
+                + (", blocking playlist reload" if args.ll_hls_blocking else ""),
+                highlight=False,
+                soft_wrap=True,
             )
         for name in stream.names():
             reports[name] = RenditionReport(name)
@@ -204,6 +297,8 @@ async def _demo(args: argparse.Namespace) -> int:
 
                 if live is not None:
                     tg.start_soon(refresh)
+                if page is not None:
+                    tg.start_soon(_announce, console, store, stream.names(), page.url)
                 async with anyio.create_task_group() as following:
                     for reader in readers.values():
                         following.start_soon(reader.run)
@@ -242,3 +337,26 @@ async def _demo(args: argparse.Namespace) -> int:
                 console.print(f"msd demo: a reader found a named object missing: {names}")
             return 1
     return 0
+
+
+async def _announce(console: Any, store: Any, names: list[str], url: str) -> None:
+    """Print ``watch: URL`` once the stream is playable: the multivariant playlist and at
+    least two segments of every rendition stored (named by its stored playlist)."""
+    import anyio
+
+    from ..errors import MediaStoreError
+
+    while True:
+        try:
+            await store.get_bytes("demo/master.m3u8")
+            counts = [
+                (await store.get_bytes(f"demo/{name}/index.m3u8")).count(b"#EXTINF")
+                for name in names
+            ]
+        except MediaStoreError:
+            counts = []
+        if counts and min(counts) >= 2:
+            break
+        await anyio.sleep(0.1)
+    console.print(f"watch: {url}", highlight=False, markup=False, soft_wrap=True)
+    sys.stdout.flush()

@@ -65,6 +65,19 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--fault-seed", type=int, default=None, help="seed of the fault draw (reproducible runs)"
     )
     p.add_argument("--fault-delay", type=float, default=0.5, help="seconds for 'delay'")
+    p.add_argument(
+        "--cors-policy",
+        metavar="FILE",
+        help="a container CORS policy (JSON, as 'aws mediastore put-cors-policy' takes it): "
+        "answer browsers' preflights and add CORS headers; reads still need "
+        "--allow-anonymous read or a signature",
+    )
+    p.add_argument(
+        "--ll-hls-blocking",
+        action="store_true",
+        help="LL-HLS blocking playlist reload: hold a playlist GET with _HLS_msn/_HLS_part "
+        "until that segment or part is listed (an extension: MediaStore never had it)",
+    )
     p.add_argument("--quiet", action="store_true", help="do not log requests")
     _observe.add_options(p)
     p.set_defaults(func=serve)
@@ -114,6 +127,15 @@ def serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
         args.registry = CollectorRegistry()
         on_request = server_hook(args.registry)
+    cors_policy = None
+    if args.cors_policy is not None:
+        from ..testing.cors import CorsPolicy, CorsPolicyError
+
+        try:
+            cors_policy = CorsPolicy.load(args.cors_policy)
+        except CorsPolicyError as exc:
+            print(f"msd serve: {exc}", file=sys.stderr)
+            return 2
 
     access = logging.getLogger("msd_async.testing.access")
     access.propagate = False
@@ -144,6 +166,8 @@ def serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         fsync=not args.no_fsync,
         access_logger=access,
         on_request=on_request,
+        cors_policy=cors_policy,
+        ll_hls_blocking=args.ll_hls_blocking,
     )
     print(f"access key id: {credentials.access_key_id}", flush=True)
     if not explicit:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import struct
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
@@ -32,12 +32,15 @@ if TYPE_CHECKING:
 __all__ = [
     "PlaylistReader",
     "ReaderStats",
+    "RenditionPackager",
     "RenditionReport",
     "SyntheticStream",
     "box",
     "chunk_timestamps",
     "cmaf_chunk",
     "cmaf_init",
+    "multivariant_playlist",
+    "stamp_box",
 ]
 
 _MAGIC: Final = b"MSDT"
@@ -81,15 +84,23 @@ def cmaf_chunk(sequence: int, decode_time: int, size: int, *, track_id: int = 1)
     return header + box(b"mdat", stamp + bytes(payload_size - len(stamp)))
 
 
+def stamp_box(sequence: int) -> bytes:
+    """A ``free`` box carrying the wall-clock time of its creation: put before a real
+    encoder's chunk, it lets :func:`chunk_timestamps` time that chunk (players and decoders
+    skip ``free`` boxes, ISO/IEC 14496-12 section 8.1.2)."""
+    return box(b"free", _STAMP.pack(_MAGIC, time.time(), sequence))
+
+
 def chunk_timestamps(buffer: bytearray) -> list[float]:
     """Remove every complete top-level box from the front of ``buffer``; return the
-    production times found in its ``mdat`` boxes."""
+    production times found in its ``mdat`` (synthetic) and ``free`` (:func:`stamp_box`)
+    boxes."""
     stamps = []
     while len(buffer) >= 8:
         size, kind = struct.unpack_from(">I4s", buffer)
         if size < 8 or len(buffer) < size:
             break
-        if kind == b"mdat" and size >= 8 + _STAMP.size:
+        if kind in (b"mdat", b"free") and size >= 8 + _STAMP.size:
             magic, produced, _ = _STAMP.unpack_from(buffer, 8)
             if magic == _MAGIC:
                 stamps.append(produced)
@@ -154,6 +165,8 @@ class SyntheticStream:
     ``chunk_duration``   0.1       one CMAF chunk (moof + mdat) every this many seconds
     ``bitrate``          1_000_000 bits/s of ``r0``; each next one has 3/4 of it
     ``window``           6         segments in the playlist (a sliding window)
+    ``can_block_reload`` False     advertise ``CAN-BLOCK-RELOAD=YES`` (only for an origin
+                                   that implements LL-HLS blocking playlist reload)
     ==================== ========= ==========================================================
     """
 
@@ -164,6 +177,7 @@ class SyntheticStream:
     chunk_duration: float = 0.1
     bitrate: int = 1_000_000
     window: int = 6
+    can_block_reload: bool = False
 
     def names(self) -> list[str]:
         return [f"r{i}" for i in range(self.renditions)]
@@ -173,8 +187,17 @@ class SyntheticStream:
         return int(self.bitrate * 0.75**index)
 
     @property
-    def segments(self) -> int:
+    def segments(self) -> int | None:
+        """Segments per rendition; ``None`` for ``duration=0`` (until cancelled)."""
+        if self.duration == 0:
+            return None
         return max(1, math.ceil(self.duration / self.segment_duration - 1e-9))
+
+    def master_playlist(self, codecs: str = "avc1.64001f") -> bytes:
+        """The multivariant playlist naming every rendition's ``index.m3u8``."""
+        return multivariant_playlist(
+            [(name, self.rate(i), codecs, None) for i, name in enumerate(self.names())]
+        )
 
     async def run(
         self,
@@ -189,17 +212,11 @@ class SyntheticStream:
             reports = {}
         for name in self.names():
             reports.setdefault(name, RenditionReport(name))
-        master = ["#EXTM3U", "#EXT-X-VERSION:9", "#EXT-X-INDEPENDENT-SEGMENTS"]
-        for i, name in enumerate(self.names()):
-            master.append(
-                f"#EXT-X-STREAM-INF:BANDWIDTH={self.rate(i)},CODECS=\"avc1.64001f\""
-            )
-            master.append(f"{name}/index.m3u8")
         start = anyio.current_time() + 0.05
         async with anyio.create_task_group() as tg:
             for i, name in enumerate(self.names()):
                 tg.start_soon(self._rendition, publisher, name, i, start, reports[name])
-            await publisher.publish("master.m3u8", ("\n".join(master) + "\n").encode())
+            await publisher.publish("master.m3u8", self.master_playlist())
         return reports
 
     async def _rendition(
@@ -217,67 +234,173 @@ class SyntheticStream:
             max(1, round(part_d / self.chunk_duration)) if part_d is not None else None
         )
         chunk_size = max(200, int(self.rate(index) / 8 * self.chunk_duration))
-        await publisher.publish(f"{name}/init.mp4", cmaf_init())
-        playlist = _Playlist(name, seg_d, part_d, self.window)
+        packager = RenditionPackager(
+            publisher, name, report, target=seg_d, part_target=part_d, window=self.window,
+            can_block_reload=self.can_block_reload,
+        )
+        await packager.init(cmaf_init())
         sequence = 0
-        for n in range(self.segments):
-            segment = _Feed()
-            report.segments.append(
-                await publisher.publish(f"{name}/seg_{n}.m4s", segment.chunks(), duration=seg_d)
-            )
-            part: _Feed | None = None
-            part_index = 0
+        wall_offset = time.time() - anyio.current_time()
+        n = 0
+        while self.segments is None or n < self.segments:
+            last = self.segments is not None and n + 1 == self.segments
+            await packager.start_segment(n, wall_offset + start + n * seg_d)
             for c in range(chunks_per_segment):
                 if chunks_per_part is not None and c % chunks_per_part == 0:
-                    part = _Feed()
-                    part_name = f"seg_{n}.part{part_index}.m4s"
-                    report.parts.append(
-                        await publisher.publish(
-                            f"{name}/{part_name}", part.chunks(), duration=part_d
-                        )
-                    )
-                    playlist.hint = part_name
-                    report.playlists.append(
-                        await publisher.publish(f"{name}/index.m3u8", playlist.render())
-                    )
+                    await packager.start_part()
                 due = start + n * seg_d + (c + 1) * self.chunk_duration
                 await anyio.sleep(max(0.0, due - anyio.current_time()))
                 sequence += 1
-                chunk = cmaf_chunk(sequence, sequence * 9000, chunk_size)
-                report.chunks += 1
-                if not segment.push(chunk):
-                    report.chunks_refused += 1
-                if part is not None:
-                    part.push(chunk)
-                    if (c + 1) % (chunks_per_part or 1) == 0 or c + 1 == chunks_per_segment:
-                        part.close()
-                        playlist.add_part(n, f"seg_{n}.part{part_index}.m4s",
-                                          (c % (chunks_per_part or 1) + 1) * self.chunk_duration)
-                        part_index += 1
-                        part = None
-                        if c + 1 < chunks_per_segment:
-                            # the next part is hinted once its upload starts (just above)
-                            playlist.hint = None
-            segment.close()
-            playlist.add_segment(n, f"seg_{n}.m4s", chunks_per_segment * self.chunk_duration)
-            playlist.hint = None
-            if n + 1 == self.segments:
-                playlist.ended = True
-            report.playlists.append(
-                await publisher.publish(f"{name}/index.m3u8", playlist.render())
+                packager.push(cmaf_chunk(sequence, sequence * 9000, chunk_size))
+                if chunks_per_part is not None and (
+                    (c + 1) % chunks_per_part == 0 or c + 1 == chunks_per_segment
+                ):
+                    packager.end_part(
+                        (c % chunks_per_part + 1) * self.chunk_duration,
+                        last_of_segment=c + 1 == chunks_per_segment,
+                    )
+            await packager.end_segment(chunks_per_segment * self.chunk_duration, last=last)
+            n += 1
+
+
+def multivariant_playlist(
+    variants: Sequence[tuple[str, int, str, tuple[int, int] | None]],
+) -> bytes:
+    """A multivariant playlist: one ``#EXT-X-STREAM-INF`` per ``(folder, bandwidth, codecs,
+    resolution)``, naming ``folder/index.m3u8``."""
+    lines = ["#EXTM3U", "#EXT-X-VERSION:9", "#EXT-X-INDEPENDENT-SEGMENTS"]
+    for name, bandwidth, codecs, resolution in variants:
+        size = f",RESOLUTION={resolution[0]}x{resolution[1]}" if resolution else ""
+        lines.append(f'#EXT-X-STREAM-INF:BANDWIDTH={bandwidth},CODECS="{codecs}"{size}')
+        lines.append(f"{name}/index.m3u8")
+    return ("\n".join(lines) + "\n").encode()
+
+
+class RenditionPackager:
+    """Publishes one rendition the way an LL-HLS packager does, from its chunks.
+
+    The producer calls :meth:`init` once, then per segment :meth:`start_segment`, per part
+    :meth:`start_part` (its STREAMING upload starts and the playlist hints it before any of
+    its bytes exist), :meth:`push` for every CMAF chunk (to the segment and the open part),
+    :meth:`end_part`, and :meth:`end_segment`. Every segment carries its
+    ``#EXT-X-PROGRAM-DATE-TIME`` (the wall-clock time of its first frame), which players
+    measure latency against. Shared by the synthetic and the encoded (:mod:`.video`) streams.
+    """
+
+    def __init__(
+        self,
+        publisher: LivePublisher,
+        name: str,
+        report: RenditionReport,
+        *,
+        target: float,
+        part_target: float | None,
+        window: int = 6,
+        can_block_reload: bool = False,
+    ) -> None:
+        self.publisher = publisher
+        self.name = name
+        self.report = report
+        self.part_target = part_target
+        self.playlist = _Playlist(name, target, part_target, window, can_block_reload)
+        self._segment: _Feed | None = None
+        self._part: _Feed | None = None
+        self._n = 0
+        self._part_index = 0
+
+    async def init(self, data: bytes) -> None:
+        await self.publisher.publish(f"{self.name}/init.mp4", data)
+
+    async def start_segment(self, n: int, program_date_time: float) -> None:
+        self._n = n
+        self._part_index = 0
+        self.playlist.dates[n] = program_date_time
+        self._segment = _Feed()
+        self.report.segments.append(
+            await self.publisher.publish(
+                f"{self.name}/seg_{n}.m4s", self._segment.chunks(),
+                duration=self.playlist.target,
             )
+        )
+
+    async def start_part(self) -> None:
+        part_name = f"seg_{self._n}.part{self._part_index}.m4s"
+        self._part = _Feed()
+        # A part is worth retrying as long as a player holding PART-HOLD-BACK (three part
+        # targets) behind the live edge can still use it; given up sooner, it becomes a GAP
+        # and a hole in the player's buffer (measured: benchmarks/results/player.md).
+        deadline = None if self.part_target is None else 3 * self.part_target
+        self.report.parts.append(
+            await self.publisher.publish(
+                f"{self.name}/{part_name}", self._part.chunks(), duration=deadline
+            )
+        )
+        self.playlist.hint = part_name
+        await self.publish_playlist()
+
+    def push(self, chunk: bytes) -> None:
+        self.report.chunks += 1
+        if self._segment is not None and not self._segment.push(chunk):
+            self.report.chunks_refused += 1
+        if self._part is not None:
+            self._part.push(chunk)
+
+    def end_part(self, duration: float, *, last_of_segment: bool = False) -> None:
+        if self._part is None:
+            return
+        self._part.close()
+        self._part = None
+        self.playlist.add_part(self._n, f"seg_{self._n}.part{self._part_index}.m4s", duration)
+        self._part_index += 1
+        if not last_of_segment:
+            # the next part is hinted once its upload starts (start_part)
+            self.playlist.hint = None
+
+    async def end_segment(self, duration: float, *, last: bool = False) -> None:
+        if self._segment is not None:
+            self._segment.close()
+            self._segment = None
+        self.playlist.add_segment(self._n, f"seg_{self._n}.m4s", duration)
+        self.playlist.hint = None
+        self.playlist.ended = last
+        await self.publish_playlist()
+
+    async def publish_playlist(self) -> None:
+        self.report.playlists.append(
+            await self.publisher.publish(f"{self.name}/index.m3u8", self.playlist.render())
+        )
+
+    def abort(self) -> None:
+        """Close the open feeds (the producer stopped mid-segment)."""
+        for feed in (self._part, self._segment):
+            if feed is not None:
+                feed.close()
+        self._part = self._segment = None
+
+
+def _date(ts: float) -> str:
+    import datetime
+
+    moment = datetime.datetime.fromtimestamp(ts, datetime.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class _Playlist:
-    """The LL-HLS media playlist of one synthetic rendition."""
+    """The LL-HLS media playlist of one rendition."""
 
-    def __init__(self, name: str, target: float, part: float | None, window: int) -> None:
+    def __init__(
+        self, name: str, target: float, part: float | None, window: int,
+        can_block_reload: bool = False,
+    ) -> None:
         self.name = name
         self.target = target
         self.part = part
         self.window = window
+        self.can_block_reload = can_block_reload
         self.segments: list[tuple[int, str, float]] = []
         self.parts: dict[int, list[tuple[str, float]]] = {}
+        #: Wall-clock time of each segment's first frame (EXT-X-PROGRAM-DATE-TIME).
+        self.dates: dict[int, float] = {}
         self.hint: str | None = None
         self.ended = False
 
@@ -290,12 +413,20 @@ class _Playlist:
         # RFC 8216bis 6.2.2: parts older than 3 target durations leave the playlist.
         for old in [k for k in self.parts if k < n - 1]:
             del self.parts[old]
+        first = self.segments[0][0]
+        for old in [k for k in self.dates if k < first]:
+            del self.dates[old]
+
+    def _date_line(self, lines: list[str], n: int) -> None:
+        if n in self.dates:
+            lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{_date(self.dates[n])}")
 
     def render(self) -> bytes:
         lines = ["#EXTM3U", "#EXT-X-VERSION:9", f"#EXT-X-TARGETDURATION:{math.ceil(self.target)}"]
         if self.part is not None and not self.ended:
             lines.append(f"#EXT-X-PART-INF:PART-TARGET={self.part:g}")
-            lines.append(f"#EXT-X-SERVER-CONTROL:PART-HOLD-BACK={3 * self.part:g}")
+            block = "CAN-BLOCK-RELOAD=YES," if self.can_block_reload else ""
+            lines.append(f"#EXT-X-SERVER-CONTROL:{block}PART-HOLD-BACK={3 * self.part:g}")
         first = self.segments[0][0] if self.segments else len(self.segments)
         if not self.segments and self.parts:
             first = min(self.parts)
@@ -303,6 +434,7 @@ class _Playlist:
         lines.append('#EXT-X-MAP:URI="init.mp4"')
         listed = set()
         for n, uri, duration in self.segments:
+            self._date_line(lines, n)
             if not self.ended:
                 for i, (part_uri, part_d) in enumerate(self.parts.get(n, [])):
                     independent = ",INDEPENDENT=YES" if i == 0 else ""
@@ -314,6 +446,7 @@ class _Playlist:
             listed.add(n)
         if not self.ended:
             for n in sorted(k for k in self.parts if k not in listed):
+                self._date_line(lines, n)
                 for i, (part_uri, part_d) in enumerate(self.parts[n]):
                     independent = ",INDEPENDENT=YES" if i == 0 else ""
                     lines.append(

@@ -40,7 +40,9 @@ from .. import rules
 from ..credentials import Credentials
 from ..errors import ClientValidationError
 from .auth import AuthFailure, Deferred, Verifier, decode_query, is_hex_sha256
+from .cors import CorsPolicy, parse_request_headers
 from .faults import Fault, FaultPlan
+from .llhls import BlockingRequest, playlist_progress
 from .store import (
     DirectoryStore,
     MemoryStore,
@@ -216,6 +218,13 @@ class LocalMediaStore:
                                 seconds)``: the API operation name (``"other"`` for another
                                 method), the HTTP status as text (``"aborted"`` when the
                                 client went away) and the handling time (``--metrics``)
+    ``cors_policy``             a :class:`~msd_async.testing.cors.CorsPolicy` (or its JSON: the
+                                list of rules, or ``{"CorsPolicy": [...]}``): answers preflights
+                                and adds CORS headers as MediaStore did; default none (no
+                                cross-origin access). It opens no reads: see ``allow_anonymous``
+    ``ll_hls_blocking``         hold a playlist GET with ``_HLS_msn``/``_HLS_part`` until the
+                                playlist has that segment or part (LL-HLS blocking playlist
+                                reload; an extension MediaStore never had); default ``False``
     ==========================  ==============================================================
     """
 
@@ -237,9 +246,17 @@ class LocalMediaStore:
         fsync: bool = True,
         access_logger: logging.Logger | None = None,
         on_request: Callable[[str, str, float], object] | None = None,
+        cors_policy: CorsPolicy | object | None = None,
+        ll_hls_blocking: bool = False,
     ) -> None:
         self.host = host
         self.on_request = on_request
+        self.ll_hls_blocking = ll_hls_blocking
+        self.cors_policy = (
+            cors_policy
+            if cors_policy is None or isinstance(cors_policy, CorsPolicy)
+            else CorsPolicy.from_json(cors_policy)
+        )
         self.port = port
         self.region = region
         self.credentials = credentials or DEFAULT_CREDENTIALS
@@ -280,6 +297,8 @@ class LocalMediaStore:
             middlewares.append(observe)
         app = web.Application(client_max_size=1024, middlewares=middlewares)
         app.router.add_route("*", "/{tail:.*}", self._handle)
+        if self.cors_policy is not None:
+            app.on_response_prepare.append(self._add_cors_headers)
         return app
 
     async def _observe(
@@ -379,6 +398,8 @@ class LocalMediaStore:
         method = request.method
         raw_path, _, raw_query = request.raw_path.partition("?")
         path = _split_path(raw_path)
+        if method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+            return self._preflight(request, rid)
 
         fault = self.faults.pick(method, path, is_object=bool(path))
         if fault is not None:
@@ -412,7 +433,89 @@ class LocalMediaStore:
             if not self.store.delete(path):
                 raise self._not_found(path)
             return web.json_response({}, headers={"x-amzn-RequestId": rid})
+        if self.ll_hls_blocking and method == "GET" and path.endswith((".m3u8", ".m3u")):
+            await self._block_for_playlist(request, path, query)
         return await self._get_object(request, path, rid, fault, head=method == "HEAD")
+
+    async def _block_for_playlist(
+        self, request: web.Request, path: str, query: list[tuple[str, str]]
+    ) -> None:
+        """LL-HLS blocking playlist reload (docs/contract.md "Extensions"): return once the
+        playlist has the segment or part asked for."""
+        try:
+            wanted = BlockingRequest.from_query(dict(query))
+        except ValueError as exc:
+            raise _validation(str(exc)) from None
+        if wanted is None:
+            return
+        loop = asyncio.get_running_loop()
+        deadline: float | None = None
+        seen: str | None = None
+        while True:
+            version = self.store.get(path)
+            if version is None:
+                raise self._not_found(path)
+            if version.etag != seen:
+                seen = version.etag
+                reader = self.store.open(version)
+                try:
+                    body = b"".join([c async for c in reader.iter_range(0, version.size)])
+                finally:
+                    reader.close()
+                progress = playlist_progress(body)
+                if progress.has(wanted.msn, wanted.part):
+                    return
+                if wanted.too_far(progress):
+                    raise _validation(
+                        f"_HLS_msn={wanted.msn} is more than two segments beyond the "
+                        f"playlist's last ({progress.last_segment})."
+                    )
+                if deadline is None:
+                    deadline = loop.time() + wanted.hold_limit(progress)
+            assert deadline is not None  # set with the first version read
+            if loop.time() >= deadline:
+                raise ApiError(
+                    503, "ServiceUnavailableException",
+                    f"{path} did not reach segment {wanted.msn}"
+                    + ("" if wanted.part is None else f" part {wanted.part}")
+                    + " within three target durations.",
+                )
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                raise _ClientGone
+            await asyncio.sleep(0.01)
+
+    # -- CORS (docs/contract.md "CORS") ----------------------------------------------------
+
+    def _preflight(self, request: web.Request, rid: str) -> web.Response:
+        """A browser's preflight: never signed, answered from the CORS policy alone."""
+        origin = request.headers.get("Origin", "")
+        method = request.headers["Access-Control-Request-Method"]
+        requested = parse_request_headers(request.headers.get("Access-Control-Request-Headers"))
+        policy = self.cors_policy
+        if policy is None:
+            raise ApiError(
+                403, "AccessDeniedException",
+                "CORS is not enabled on this container (give the server a CORS policy).",
+            )
+        headers = policy.preflight_headers(origin, method, requested)
+        if headers is None:
+            raise ApiError(
+                403, "AccessDeniedException",
+                f"No CORS rule allows origin {origin!r} to send {method}"
+                + (f" with headers {', '.join(requested)}" if requested else "")
+                + ".",
+            )
+        return web.Response(status=200, headers={**headers, "x-amzn-RequestId": rid})
+
+    async def _add_cors_headers(self, request: web.Request, response: web.StreamResponse) -> None:
+        origin = request.headers.get("Origin")
+        if origin is None or self.cors_policy is None or request.method == "OPTIONS":
+            return
+        for name, value in self.cors_policy.response_headers(origin, request.method).items():
+            if name == "Vary" and "Vary" in response.headers:
+                value = f"{response.headers['Vary']}, {value}"
+            response.headers[name] = value
 
     async def _early_fault(self, fault: Fault) -> Fault | None:
         kind = fault.kind
