@@ -24,6 +24,7 @@ in ``docs/live.md``; in short:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import enum
@@ -32,7 +33,7 @@ import logging
 import os
 import posixpath
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -190,9 +191,10 @@ class _ChunkLog:
         changed.set()
 
     async def pump(self) -> None:
-        iterator = aiter(self._source)
+        iterator: AsyncIterator[bytes] | None = None
         try:
             with anyio.CancelScope() as self._scope:
+                iterator = aiter(self._source)
                 if self.users <= 0:
                     self._scope.cancel()
                 async for chunk in iterator:
@@ -226,7 +228,7 @@ class _ChunkLog:
             self.ended_at = anyio.current_time()
             if self.users <= 0:
                 self.chunks.clear()  # nobody left to replay them
-            closer = getattr(iterator, "aclose", None)
+            closer = None if iterator is None else getattr(iterator, "aclose", None)
             if closer is not None:
                 with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
                     await closer()
@@ -563,6 +565,7 @@ class _Ingest:
         self.delete_due: dict[str, float] = {}
         self.delete_heap: list[tuple[float, str]] = []
         self._delete_wake = anyio.Event()
+        self.deletes_stopped = False
         self.deletes = 0
         self.requests = RequestRecorder(store.endpoint)
         self.counts = {"acknowledged": 0, "dropped": 0, "failed": 0, "retried": 0}
@@ -608,7 +611,8 @@ class _Ingest:
                 slot.pending.settle(Status.SUPERSEDED, "a newer version was published")
             current = slot.current
             if current is not None and current.status is None:
-                if current.phase == "gating":
+                if current.phase in ("gating", "backoff"):
+                    # Not on the wire: the newer version goes instead, at once.
                     current.settle(Status.SUPERSEDED, "a newer version was published")
                     if current.scope is not None:
                         current.scope.cancel()
@@ -718,8 +722,11 @@ class _Ingest:
         forbidden_retried = False
         job.phase = "uploading"
         while True:
-            job.attempts += 1
             await publisher._pacer.acquire(operation)
+            if job.status is not None or job.newer_waiting:
+                job.settle(Status.SUPERSEDED, "a newer version was published")
+                return
+            job.attempts += 1
             self.emit("sent", job)
             try:
                 body = job.body if job.body is not None else job.source.upload_body()
@@ -756,7 +763,14 @@ class _Ingest:
                     # attempt it is not there until the next attempt sends its first chunk.
                     job.started = anyio.Event()
                 self.emit("retried", job, error=exc, delay=delay)
-                await anyio.sleep(delay)
+                job.phase = "backoff"
+                with anyio.CancelScope() as job.scope:
+                    await anyio.sleep(delay)
+                job.scope = None
+                job.phase = "uploading"
+                if job.status is not None or job.newer_waiting:
+                    job.settle(Status.SUPERSEDED, "a newer version was published")
+                    return
                 continue
             except Exception as exc:
                 # The producer's own iterator failed (an encoder crashed): not the origin's
@@ -777,6 +791,10 @@ class _Ingest:
                 slot.current = job
                 try:
                     await self._publish_manifest(job, slot)
+                except Exception as exc:
+                    # A bug here must not stall the versions after this one.
+                    logger.exception("publishing %s failed", job.path)
+                    job.settle(Status.FAILED, f"internal error: {exc!r} (logged)", exc)
                 finally:
                     slot.current = None
         finally:
@@ -834,8 +852,12 @@ class _Ingest:
         hint_until = now + (info.part_target or publisher.default_part_duration)
         unstarted: set[str] = set()
         for path, ref in info.references.items():
-            if ref.gap or (path in slot.refs and ref.role != "hint"):
+            if ref.gap:
                 continue
+            stored = slot.refs.get(path)
+            if (stored is not None and stored.role == ref.role and ref.role != "hint"
+                    and not stored.gap):
+                continue  # the stored version already names it so: it was waited for then
             hint = ref.role == "hint"
             while path not in self.stored:
                 target = self.jobs.get(path)
@@ -966,8 +988,15 @@ class _Ingest:
         wake, self._delete_wake = self._delete_wake, anyio.Event()
         wake.set()
 
+    def stop_deletes(self) -> None:
+        """Closing: deletes not started yet are abandoned (the window only matters while
+        the stream runs)."""
+        self.deletes_stopped = True
+        wake, self._delete_wake = self._delete_wake, anyio.Event()
+        wake.set()
+
     async def delete_loop(self) -> None:
-        while True:
+        while not self.deletes_stopped:
             if not self.delete_heap:
                 await self._delete_wake.wait()
                 continue
@@ -1134,7 +1163,8 @@ class LivePublisher:
         self._on_event = on_event
         self._recorder = Recorder(on_event)
         self._ingests: list[_Ingest] = []
-        self._tg: anyio.abc.TaskGroup | None = None
+        self._supervisor: _Supervisor | None = None
+        self._close_done: anyio.Event | None = None
         self._open = False
         self._closed = False
 
@@ -1147,13 +1177,13 @@ class LivePublisher:
             raise PublisherClosedError("a LivePublisher can be opened once; make a new one")
         self._recorder = Recorder(self._on_event)
         self._ingests = [_Ingest(self, store) for store in self.stores]
-        tg = anyio.create_task_group()
-        await tg.__aenter__()
-        self._tg = tg
+        supervisor = _Supervisor()
+        await supervisor.start()
+        self._supervisor = supervisor
         self._open = True
         for ingest in self._ingests:
             ingest.store.session.event_hooks.append(ingest.requests)
-            tg.start_soon(ingest.delete_loop)
+            self._start(ingest.delete_loop)
         return self
 
     async def __aexit__(
@@ -1162,6 +1192,8 @@ class LivePublisher:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        # Leaving by an exception (a cancellation included) is an emergency stop: pending
+        # work is cancelled at once rather than given close_timeout.
         await self.aclose(cancel=exc_type is not None)
 
     async def aclose(
@@ -1171,37 +1203,53 @@ class LivePublisher:
         """Publish what is pending (manifests after what they name, so the final playlist
         goes last) within ``timeout`` seconds (default ``close_timeout``), then cancel the
         rest: those objects end ``FAILED`` ("closed"); deletes not yet due are abandoned.
-        ``cancel=True`` skips the wait. Idempotent."""
+        ``cancel=True`` skips the wait. Callable from any task; idempotent (a second call
+        waits for the first to finish)."""
+        if self._close_done is not None:
+            await self._close_done.wait()
+            return
         if not self._open:
             return
         self._open = False
         self._closed = True
-        tg, self._tg = self._tg, None
-        assert tg is not None
+        done = self._close_done = anyio.Event()
         try:
+            for ingest in self._ingests:
+                ingest.stop_deletes()
             if not cancel:
                 limit = self.close_timeout if timeout is None else timeout
                 with anyio.move_on_after(limit):
                     for ingest in self._ingests:
                         while ingest.unsettled:
                             await ingest.wait_changed()
-            for ingest in self._ingests:
-                for job in list(ingest.unsettled):
-                    job.settle(Status.FAILED, "the publisher closed before it was stored")
-            tg.cancel_scope.cancel()
         finally:
-            try:
-                await tg.__aexit__(None, None, None)
-            finally:
-                for ingest in self._ingests:
-                    with contextlib.suppress(ValueError):
-                        ingest.store.session.event_hooks.remove(ingest.requests)
+            self._fail_unsettled()
+            supervisor = self._supervisor
+            if supervisor is not None:
+                await supervisor.stop()
+            self._fail_unsettled()
+            for ingest in self._ingests:
+                with contextlib.suppress(ValueError):
+                    ingest.store.session.event_hooks.remove(ingest.requests)
+            done.set()
 
-    def _start(self, func: Callable[..., Any], *args: Any) -> None:
-        tg = self._tg
-        if tg is None:
+    def _fail_unsettled(self) -> None:
+        for ingest in self._ingests:
+            for job in list(ingest.unsettled):
+                job.settle(Status.FAILED, "the publisher closed before it was stored")
+
+    def _start(
+        self,
+        func: Callable[..., Any],
+        *args: Any,
+        owns: Callable[[], Iterable[_Job]] | None = None,
+    ) -> None:
+        """Run ``func(*args)`` on the publisher's own tasks; if it raises, the jobs
+        ``owns()`` names fail with its error."""
+        supervisor = self._supervisor
+        if supervisor is None or supervisor.stopped:
             raise PublisherClosedError("the publisher is closed")
-        tg.start_soon(_guarded, func, *args)
+        supervisor.start_soon(_guarded, func, args, owns)
 
     # -- API
     async def publish(
@@ -1287,7 +1335,7 @@ class LivePublisher:
             jobs.append(job)
         publication._jobs = jobs
         if source.log is not None:
-            self._start(source.log.pump)
+            self._start(source.log.pump, owns=lambda: jobs)
         for job in jobs:
             job.ingest.emit("queued", job)
             job.ingest.submit(job)
@@ -1328,16 +1376,66 @@ class LivePublisher:
         return None if rendition is None else rendition.target_duration
 
 
-async def _guarded(func: Callable[..., Any], *args: Any) -> None:
-    # A bug in one object's task must not cancel the whole stream (and the caller's task,
-    # which hosts the task group): log it, fail that object, carry on.
+class _Supervisor:
+    """The publisher's own task group, hosted by a task the publisher starts: its tasks do
+    not belong to the caller's task, so any task may close the publisher (a shutdown hook,
+    a signal handler's task), and a bug in one of them never cancels the caller."""
+
+    def __init__(self) -> None:
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._ready = anyio.Event()
+        self.stopped = False
+
+    async def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._host())
+        try:
+            await self._ready.wait()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _host(self) -> None:
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            self._ready.set()
+            await anyio.sleep_forever()
+
+    def start_soon(self, func: Callable[..., Any], *args: Any) -> None:
+        assert self._tg is not None
+        self._tg.start_soon(func, *args)
+
+    async def stop(self) -> None:
+        """Cancel every task and wait until all have ended (shielded: a cancelled caller
+        must not leave tasks behind)."""
+        self.stopped = True
+        task = self._task
+        if task is None:
+            return
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
+        else:
+            task.cancel()
+        with anyio.CancelScope(shield=True):
+            await asyncio.wait({task})
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("the live publisher's task group ended with an error",
+                         exc_info=task.exception())
+
+
+async def _guarded(
+    func: Callable[..., Any], args: tuple[Any, ...], owns: Callable[[], Iterable[_Job]] | None
+) -> None:
+    # A bug in one task must not end the others, nor pass silently: log it and fail what the
+    # task was responsible for, so no wait() is left hanging.
     try:
         await func(*args)
-    except Exception:
+    except Exception as exc:
         logger.exception("live publisher task %s failed", getattr(func, "__name__", func))
-        for arg in args:
-            if isinstance(arg, _Job):
-                arg.settle(Status.FAILED, "internal error (logged)")
+        jobs = list(owns()) if owns is not None else []
+        jobs += [arg for arg in args if isinstance(arg, _Job)]
+        for job in jobs:
+            job.settle(Status.FAILED, f"internal error: {exc!r} (logged)", exc)
 
 
 def _normalize_prefix(prefix: str) -> str:

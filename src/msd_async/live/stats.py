@@ -7,6 +7,7 @@ is an immutable copy, safe to keep or render.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections import deque
@@ -38,6 +39,8 @@ PublishEventKind = Literal[
     "deleted",  # removed from the origin by the window rules
     "delete-failed",
 ]
+
+logger = logging.getLogger("msd_async.live")
 
 #: Latency samples kept per kind for the percentiles (the most recent ones).
 SAMPLES: Final = 4096
@@ -215,6 +218,7 @@ class Recorder:
 
     def __init__(self, on_event: Callable[[PublishEvent], object] | None) -> None:
         self._on_event = on_event
+        self.callback_errors = 0
         self.kinds: dict[ObjectKind, _KindCounter] = {}
         self.started = time.monotonic()
 
@@ -243,7 +247,16 @@ class Recorder:
         elif kind == "failed":
             counter.failed += 1
         if self._on_event is not None:
-            self._on_event(event)
+            try:
+                self._on_event(event)
+            except Exception:
+                # The application's bug must not stop settlement, wake-ups or ordering.
+                self.callback_errors += 1
+                if self.callback_errors == 1 or self.callback_errors % 1000 == 0:
+                    logger.exception(
+                        "the on_event callback raised (%d time(s) so far); the publisher "
+                        "ignores it and carries on", self.callback_errors,
+                    )
 
     def egress(self, kind: ObjectKind, seconds: float) -> None:
         self.counter(kind).egress_times.append(seconds)
