@@ -259,3 +259,17 @@ async def test_a_version_in_backoff_is_superseded_by_a_newer_one_at_once(
         assert (await old.wait()).status is Status.SUPERSEDED
     assert acked == ["ack"]
     assert b"#EXT-X-ENDLIST" in await store.get_bytes("lw/index.m3u8")
+
+
+# --- 6. a manifest that does not parse is stored as given -------------------------------------
+
+
+async def test_an_mpd_the_parser_cannot_read_is_stored_as_given(store: ContainerClient) -> None:
+    mpd = (b'<MPD type="dynamic"><Period><AdaptationSet><Representation id="0">'
+           b'<SegmentTemplate media="s$Number$.m4s" timescale="0" duration="2"/>'
+           b"</Representation></AdaptationSet></Period></MPD>")
+    async with LivePublisher(store) as publisher:
+        pub = await publisher.publish("bad/stream.mpd", mpd)
+        with anyio.fail_after(5):
+            assert (await pub.wait()).acknowledged
+    assert await store.get_bytes("bad/stream.mpd") == mpd
