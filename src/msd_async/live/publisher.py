@@ -744,6 +744,12 @@ class _Ingest:
                 if isinstance(exc, _GivenUp):
                     job.settle(Status.DROPPED, str(exc))
                     return
+                log = job.source.log
+                if log is not None and log.error is exc:
+                    # The producer's own error (a file that changed under it): nothing the
+                    # origin did, nothing a retry would mend.
+                    job.settle(Status.FAILED, f"the body's source failed: {exc}", exc)
+                    return
                 status = getattr(exc, "status", None)
                 if status == 403 and not forbidden_retried:
                     # Credentials may have rotated: the next attempt signs with freshly
