@@ -196,7 +196,8 @@ class FolderPusher:
         self._seen[rel] = _Seen(st.st_size, st.st_mtime_ns)
         try:
             rules.normalize_object_path(rel)
-            publication = await self._publisher.publish(rel, data)
+            # Files on disk can wait: back-pressure, never a drop (the relay cannot).
+            publication = await self._publisher.publish(rel, data, wait_for_room=True)
         except ClientValidationError as exc:
             self.reporter.record("PUT", rel, len(data), started, "refused", str(exc))
             return 0

@@ -640,6 +640,13 @@ class _Ingest:
             start(self._run_until_stored, job)
         self.changed()
 
+    def has_room(self, rendition_name: str) -> bool:
+        rendition = self.renditions.get(rendition_name)
+        if rendition is None:
+            return True
+        waiting = sum(1 for job in rendition.queue if job.status is None)
+        return waiting < self.publisher.max_queued
+
     def pump(self, rendition: _Rendition) -> None:
         init = rendition.init_job
         if init is not None and init.status is None:
@@ -1222,6 +1229,7 @@ class LivePublisher:
         try:
             for ingest in self._ingests:
                 ingest.stop_deletes()
+                ingest.changed()  # producers waiting for room learn of the close
             if not cancel:
                 limit = self.close_timeout if timeout is None else timeout
                 with anyio.move_on_after(limit):
@@ -1269,6 +1277,7 @@ class LivePublisher:
         cache_control: str | None = None,
         rendition: str | None = None,
         streaming: bool | None = None,
+        wait_for_room: bool = False,
     ) -> Publication:
         """Hand an object over; returns once it is queued (never waits for the origin).
 
@@ -1281,7 +1290,10 @@ class LivePublisher:
         else ``default_duration`` / ``default_part_duration``). ``content_type``,
         ``cache_control``: override the kind's defaults. ``rendition``: the ordering group
         (default: the path's folder). ``streaming``: force or forbid a STREAMING upload
-        (default: only for iterable bodies).
+        (default: only for iterable bodies). ``wait_for_room``: for media, when the
+        rendition's queue is full at a destination, wait until it has room instead of
+        dropping the oldest queued object (back-pressure for a producer that can wait, such
+        as a folder catching up; the default never blocks).
 
         Raises :class:`PublisherClosedError` outside ``async with``,
         :class:`InvalidPathError` for a path the service refuses,
@@ -1323,6 +1335,17 @@ class LivePublisher:
                 object_kind, target_duration=self._target_duration(folder)
             )
         is_streaming = source.streaming if streaming is None else streaming
+        if wait_for_room and object_kind.is_media:
+            # No await between the last check and submit(): waiting producers cannot
+            # overfill a queue together.
+            while (full_at := next(
+                (i for i in self._ingests if not i.has_room(folder)), None
+            )) is not None:
+                await full_at.wait_changed()
+                if not self._open:
+                    break
+        if not self._open:
+            raise PublisherClosedError("the publisher closed while this object waited")
         publication = Publication(full, object_kind, media_duration)
         jobs = []
         for ingest in self._ingests:
