@@ -19,7 +19,8 @@ in ``docs/live.md``; in short:
 - **Window**: an object that leaves every playlist is deleted after its duration plus the
   playlist's (parts: 3 target durations), RFC 8216 section 6.2.2 and 8216bis 6.2.2.
 - **Back-pressure**: a bounded queue per rendition; when full, the oldest queued media is
-  dropped, never a manifest.
+  dropped (never a manifest), or ``publish(..., wait_for_room=True)`` waits for room.
+- **Tasks**: the publisher's own, hosted by a task it starts; any task may close it.
 """
 
 from __future__ import annotations
