@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import sys
@@ -38,4 +39,4 @@ def test_memory_is_fixed_however_many_values() -> None:
     assert sys.getsizeof(histogram._counts) == empty < 8_000
     bounds = histogram.buckets()
     assert bounds[-1] == (math.inf, 100_000)
-    assert all(a[1] <= b[1] for a, b in zip(bounds, bounds[1:], strict=False))
+    assert all(a[1] <= b[1] for a, b in itertools.pairwise(bounds))
