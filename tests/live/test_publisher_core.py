@@ -406,3 +406,33 @@ async def test_heap_stays_flat_per_publication_after_warm_up(store: ContainerCli
     top = "\n".join(str(d) for d in growth[:5])
     print(f"heap growth: {per_publication:.1f} B per publication")
     assert per_publication <= 48, f"{per_publication:.0f} B per publication:\n{top}"
+
+
+async def test_a_kept_settled_publication_holds_only_its_outcome(store: ContainerClient) -> None:
+    import gc
+    import weakref
+
+    class Chunks:
+        def __init__(self) -> None:
+            self.sent = False
+
+        def __aiter__(self) -> Chunks:
+            return self
+
+        async def __anext__(self) -> bytes:
+            if self.sent:
+                raise StopAsyncIteration
+            self.sent = True
+            return b"c" * 1000
+
+    body = Chunks()
+    alive = weakref.ref(body)
+    async with LivePublisher(store) as publisher:
+        pub = await publisher.publish("keep/part_0.m4s", body, duration=5.0)
+        del body
+        assert (await pub.wait(all_destinations=True)).acknowledged
+    gc.collect()
+    # An application keeping every Publication (to report outcomes) keeps no producer, chunk
+    # log or job with it.
+    assert alive() is None
+    assert pub.outcome is not None and pub.outcome.acknowledged

@@ -228,12 +228,17 @@ class _ChunkLog:
             self.done = True
             self.ended_at = anyio.current_time()
             if self.users <= 0:
-                self.chunks.clear()  # nobody left to replay them
+                self.forget()  # nobody left to replay them
             closer = None if iterator is None else getattr(iterator, "aclose", None)
             if closer is not None:
                 with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
                     await closer()
             self._notify()
+
+    def forget(self) -> None:
+        self.chunks = []
+        self.offsets = []
+        self.arrivals = []
 
     def release(self) -> None:
         self.users -= 1
@@ -301,7 +306,7 @@ class _Source:
         if self.users <= 0:
             self.data = None
             if self.log is not None and self.log.done:
-                self.log.chunks.clear()
+                self.log.forget()
 
     def head(self) -> bytes | None:
         if self.data is not None:
@@ -339,17 +344,25 @@ class Publication:
         #: The media duration used for its deadline (``None`` for other kinds).
         self.duration = duration
         self._jobs: list[_Job] = []
+        #: Set once every destination has finished; the jobs are let go then, so a caller
+        #: keeping its publications (to report outcomes) keeps only these.
+        self._final: Outcome | None = None
         self._changed = anyio.Event()
 
     def __repr__(self) -> str:
         return f"<Publication {self.path} {self.kind} {self.outcome_now()}>"
 
     def _settled(self) -> None:
+        if self._final is None and all(job.status is not None for job in self._jobs):
+            self._final = self._outcome()
+            self._jobs = []
         changed, self._changed = self._changed, anyio.Event()
         changed.set()
 
     def done(self, *, all_destinations: bool = False) -> bool:
         """Whether :meth:`wait` would return at once."""
+        if self._final is not None:
+            return True
         settled = [job.status is not None for job in self._jobs]
         if all(settled):
             return True
@@ -377,6 +390,8 @@ class Publication:
         return self._outcome()
 
     def _outcome(self) -> Outcome:
+        if self._final is not None:
+            return self._final
         destinations = tuple(job.destination_outcome() for job in self._jobs)
         acked = [d for d in destinations if d.status is Status.ACKNOWLEDGED]
         first = acked[0] if acked else destinations[0]
