@@ -29,7 +29,6 @@ import asyncio
 import contextlib
 import dataclasses
 import enum
-import heapq
 import logging
 import os
 import posixpath
@@ -64,6 +63,7 @@ from .stats import (
     Recorder,
     RequestRecorder,
 )
+from .window import DeleteWindow
 
 if TYPE_CHECKING:
     from ..client import ContainerClient
@@ -102,8 +102,6 @@ DEFAULT_UNKNOWN_DELETE_DELAY: Final = 30.0
 DEFAULT_LIVE_RETRY: Final = RetryPolicy(backoff_initial=0.05, backoff_max=1.0)
 
 _HEAD_SIZE: Final = 4096
-_LEAVE_DUE_KEEP: Final = 10_000
-_LEAVE_DUE_HORIZON: Final = 600.0
 
 
 class PublisherClosedError(MediaStoreError):
@@ -574,12 +572,8 @@ class _Ingest:
         self.gaps: dict[str, ObjectKind] = {}
         self._gap_reported: set[str] = set()
         self._changed = anyio.Event()
-        # Window: which stored manifests name each object, and when it may go.
-        self.holders: dict[str, set[str]] = {}
-        self.leave_due: dict[str, float] = {}
-        self.delete_requested: set[str] = set()
-        self.delete_due: dict[str, float] = {}
-        self.delete_heap: list[tuple[float, str]] = []
+        self.window = DeleteWindow(anyio.current_time, auto_delete=publisher.auto_delete,
+                                   min_delay=publisher.min_delete_delay)
         self._delete_wake = anyio.Event()
         self.deletes_stopped = False
         self.deletes = 0
@@ -948,7 +942,6 @@ class _Ingest:
         return ("\n".join(out) + "\n").encode()
 
     def _manifest_stored(self, job: _Job, slot: _ManifestSlot, info: ManifestInfo) -> None:
-        now = anyio.current_time()
         old, old_info = slot.refs, slot.info
         slot.refs, slot.info = info.references, info
         if info.kind is ObjectKind.MEDIA_PLAYLIST or info.kind is ObjectKind.MPD:
@@ -956,38 +949,13 @@ class _Ingest:
             rendition.target_duration = info.target_duration or rendition.target_duration
             rendition.part_target = info.part_target or rendition.part_target
             rendition.playlist_duration = info.duration
-        for path in info.references:
-            self.holders.setdefault(path, set()).add(job.path)
-            if path in self.delete_due:
-                del self.delete_due[path]  # named again: the pending delete is void
         target = (info.target_duration or (old_info.target_duration if old_info else None)
                   or self.publisher.default_duration)
         playlist_duration = old_info.duration if old_info is not None else info.duration
-        for path, ref in old.items():
-            if path in info.references:
-                continue
-            if ref.role in ("part", "hint"):
-                delay = 3 * target
-            else:
-                delay = (ref.duration or target) + playlist_duration
-            self.leave_due[path] = max(self.leave_due.get(path, 0.0), now + delay)
-            holders = self.holders.get(path)
-            if holders is not None:
-                holders.discard(job.path)
-                if holders:
-                    continue
-                del self.holders[path]
-            if path in self.delete_requested or (
-                self.publisher.auto_delete and ref.role in ("segment", "part", "hint", "media")
-            ):
-                self.schedule_delete(path, self.leave_due[path])
-            else:
-                self._forget(path)
-        if len(self.leave_due) > _LEAVE_DUE_KEEP:
-            # An encoder's DELETE comes soon after an object leaves; older entries only
-            # cost memory (a late DELETE falls back to the rendition's figures).
-            horizon = now - _LEAVE_DUE_HORIZON
-            self.leave_due = {p: t for p, t in self.leave_due.items() if t > horizon}
+        for path in self.window.stored(job.path, old, info.references, target=target,
+                                       playlist_duration=playlist_duration):
+            self._forget(path)
+        self._wake_deletes()
 
     def _forget(self, path: str) -> None:
         """Drop what is kept about an object no manifest names any more."""
@@ -997,23 +965,15 @@ class _Ingest:
 
     # -- deletes
     def request_delete(self, path: str) -> None:
-        self.delete_requested.add(path)
-        if path in self.holders:
-            return  # still named by a stored manifest: deleted once it leaves
-        due = self.leave_due.get(path)
-        if due is None:
-            rendition = self.renditions.get(posixpath.dirname(path))
-            if rendition is not None and rendition.target_duration:
-                delay = rendition.target_duration + (rendition.playlist_duration or 0.0)
-            else:
-                delay = self.publisher.unknown_delete_delay
-            due = anyio.current_time() + delay
-        self.schedule_delete(path, due)
+        rendition = self.renditions.get(posixpath.dirname(path))
+        if rendition is not None and rendition.target_duration:
+            delay = rendition.target_duration + (rendition.playlist_duration or 0.0)
+        else:
+            delay = self.publisher.unknown_delete_delay
+        self.window.request(path, delay)
+        self._wake_deletes()
 
-    def schedule_delete(self, path: str, due: float) -> None:
-        due = max(due, anyio.current_time() + self.publisher.min_delete_delay)
-        self.delete_due[path] = due
-        heapq.heappush(self.delete_heap, (due, path))
+    def _wake_deletes(self) -> None:
         wake, self._delete_wake = self._delete_wake, anyio.Event()
         wake.set()
 
@@ -1021,31 +981,27 @@ class _Ingest:
         """Closing: deletes not started yet are abandoned (the window only matters while
         the stream runs)."""
         self.deletes_stopped = True
-        wake, self._delete_wake = self._delete_wake, anyio.Event()
-        wake.set()
+        self.window.clear()
+        self._wake_deletes()
 
     async def delete_loop(self) -> None:
         while not self.deletes_stopped:
-            if not self.delete_heap:
+            for path in self.window.pop_due():
+                self.publisher._start(self._delete_one, path)
+            due = self.window.next_due()
+            if due is None:
                 await self._delete_wake.wait()
-                continue
-            due, path = self.delete_heap[0]
-            wait = due - anyio.current_time()
-            if wait > 0:
-                with anyio.move_on_after(wait):
+            else:
+                with anyio.move_on_after(due - anyio.current_time()):
                     await self._delete_wake.wait()
-                continue
-            heapq.heappop(self.delete_heap)
-            if self.delete_due.get(path) != due or path in self.holders:
-                continue  # rescheduled, or named again since
-            del self.delete_due[path]
-            self.publisher._start(self._delete_one, path)
 
     async def _delete_one(self, path: str) -> None:
         job = self.jobs.get(path)
         if job is not None and job.status is None:
             await job.settled.wait()  # never race the upload it would undo
         await self.publisher._pacer.acquire("DeleteObject")
+        if self.window.held(path):
+            return  # a manifest stored meanwhile names it again: the delete is void
         kind = job.kind if job is not None else infer_kind(path)
         probe = job or _EventSubject(path, kind)
         try:
@@ -1056,8 +1012,7 @@ class _Ingest:
             self.emit("delete-failed", probe, reason=str(exc), error=exc)  # type: ignore[arg-type]
             return
         self._forget(path)
-        self.delete_requested.discard(path)
-        self.leave_due.pop(path, None)
+        self.window.deleted(path)
         if self.jobs.get(path) is job:
             self.jobs.pop(path, None)
         self.deletes += 1
@@ -1072,7 +1027,7 @@ class _Ingest:
             retries=self.counts["retried"],
             pending=len(self.unsettled),
             deletes=self.deletes,
-            deletes_scheduled=len(self.delete_due),
+            deletes_scheduled=len(self.window.due),
             failing=self.requests.failing,
             requests=self.requests.snapshot(),
         )
