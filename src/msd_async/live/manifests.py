@@ -22,13 +22,21 @@ import math
 import posixpath
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Container
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
 from ..errors import ClientValidationError
 from .kinds import ObjectKind
 
-__all__ = ["ManifestError", "ManifestInfo", "Reference", "parse_manifest", "resolve_uri"]
+__all__ = [
+    "ManifestError",
+    "ManifestInfo",
+    "Reference",
+    "mark_gaps",
+    "parse_manifest",
+    "resolve_uri",
+]
 
 #: How a manifest names an object; ``hint`` needs only the upload to have started.
 ReferenceRole = Literal["segment", "part", "hint", "init", "key", "playlist", "media"]
@@ -235,6 +243,48 @@ def _parse_hls(path: str, body: bytes) -> ManifestInfo:
             if uri:
                 add(uri, "playlist")
     return info
+
+
+def mark_gaps(
+    path: str,
+    body: bytes,
+    info: ManifestInfo,
+    gaps: Container[str],
+    leave_out: Container[str] = (),
+) -> tuple[bytes, set[str]]:
+    """Rewrite the HLS media playlist ``body`` stored at ``path`` (``info`` is what
+    :func:`parse_manifest` found in it) so it names no given-up object as present: a
+    segment in ``gaps`` gets ``#EXT-X-GAP`` before it, a part ``GAP=YES`` (RFC 8216bis
+    4.4.4.7 and 4.4.4.9); a hint to a part in ``gaps`` or ``leave_out`` is removed.
+
+    Returns the body (the same object if nothing changed) and the paths marked as gaps.
+    Other manifests are returned as given: DASH has no gap mark."""
+    if info.kind is not ObjectKind.MEDIA_PLAYLIST:
+        return body, set()
+    missing = {
+        p for p, ref in info.references.items()
+        if p in gaps and not ref.gap and ref.role in ("segment", "part", "hint")
+    }
+    hints_out = {p for p, ref in info.references.items() if ref.role == "hint" and p in leave_out}
+    if not missing and not hints_out:
+        return body, set()
+    out: list[str] = []
+    for line in body.decode("utf-8-sig").splitlines():
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#"):
+            if resolve_uri(path, stripped) in missing and (
+                not out or out[-1].strip() != "#EXT-X-GAP"
+            ):
+                out.append("#EXT-X-GAP")
+        elif stripped.startswith(("#EXT-X-PART:", "#EXT-X-PRELOAD-HINT:")):
+            uri = resolve_uri(path, stripped.split('URI="', 1)[-1].split('"', 1)[0])
+            if stripped.startswith("#EXT-X-PRELOAD-HINT:"):
+                if uri in missing or uri in hints_out:
+                    continue
+            elif uri in missing and "GAP=YES" not in stripped:
+                line = stripped + ",GAP=YES"
+        out.append(line)
+    return ("\n".join(out) + "\n").encode(), missing
 
 
 # --- DASH ----------------------------------------------------------------------------------

@@ -53,7 +53,7 @@ from ..errors import (
 )
 from ..retry import NO_RETRIES, RetryPolicy
 from .kinds import ObjectKind, default_cache_control, default_content_type, infer_kind
-from .manifests import ManifestError, ManifestInfo, Reference, parse_manifest, resolve_uri
+from .manifests import ManifestError, ManifestInfo, Reference, mark_gaps, parse_manifest
 from .pacing import Pacer
 from .stats import (
     DestinationStats,
@@ -909,37 +909,14 @@ class _Ingest:
     def _rewrite(
         self, job: _Job, data: bytes, info: ManifestInfo | None, unstarted: set[str]
     ) -> bytes:
-        """Mark given-up media as gaps (``#EXT-X-GAP``, ``GAP=YES`` on a part) and leave
-        out hints of parts not requestable, in an HLS media playlist."""
-        if info is None or info.kind is not ObjectKind.MEDIA_PLAYLIST:
+        if info is None:
             return data
-        missing = {
-            p for p, ref in info.references.items()
-            if p in self.gaps and not ref.gap and ref.role in ("segment", "part", "hint")
-        }
-        if not missing and not unstarted:
-            return data
-        out: list[str] = []
-        for line in data.decode("utf-8-sig").splitlines():
-            stripped = line.strip()
-            if stripped and not stripped.startswith("#"):
-                if resolve_uri(job.path, stripped) in missing and (
-                    not out or out[-1].strip() != "#EXT-X-GAP"
-                ):
-                    out.append("#EXT-X-GAP")
-            elif stripped.startswith(("#EXT-X-PART:", "#EXT-X-PRELOAD-HINT:")):
-                uri = resolve_uri(job.path, stripped.split('URI="', 1)[-1].split('"', 1)[0])
-                if stripped.startswith("#EXT-X-PRELOAD-HINT:"):
-                    if uri in missing or uri in unstarted:
-                        continue
-                elif uri in missing and "GAP=YES" not in stripped:
-                    line = stripped + ",GAP=YES"
-            out.append(line)
-        for path in missing - self._gap_reported:
+        body, marked = mark_gaps(job.path, data, info, self.gaps, unstarted)
+        for path in marked - self._gap_reported:
             self._gap_reported.add(path)
             subject = _EventSubject(path, self.gaps[path])
             self.emit("gap", subject, reason=f"marked as a gap in {job.path}")  # type: ignore[arg-type]
-        return ("\n".join(out) + "\n").encode()
+        return body
 
     def _manifest_stored(self, job: _Job, slot: _ManifestSlot, info: ManifestInfo) -> None:
         old, old_info = slot.refs, slot.info
