@@ -47,7 +47,13 @@ from .. import rules
 from ..retry import RetryPolicy
 from .bodies import HEAD_SIZE, BodySource
 from .destination import Destination, Job
-from .kinds import ObjectKind, default_cache_control, default_content_type, infer_kind
+from .kinds import (
+    HLS_EXTENSIONS,
+    ObjectKind,
+    default_cache_control,
+    default_content_type,
+    infer_kind,
+)
 from .outcomes import DestinationOutcome, Outcome, Publication, PublisherClosedError, Status
 from .pacing import Pacer
 from .stats import (
@@ -332,7 +338,7 @@ class LivePublisher:
         source = BodySource(body, limit)
         if kind is None:
             head = source.head()
-            if head is None and source.path is not None and full.endswith((".m3u8", ".m3u")):
+            if head is None and source.path is not None and full.lower().endswith(HLS_EXTENSIONS):
                 head = (await source.read_all())[:HEAD_SIZE]
             object_kind = infer_kind(full, head)
         else:
