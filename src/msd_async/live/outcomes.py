@@ -73,6 +73,8 @@ class Outcome:
 class Publication:
     """One object handed to :meth:`LivePublisher.publish`: await :meth:`wait` for its end."""
 
+    __slots__ = ("_changed", "_final", "_jobs", "duration", "kind", "path")
+
     def __init__(self, path: str, kind: ObjectKind, duration: float | None) -> None:
         #: The container path (prefix included).
         self.path = path
@@ -83,17 +85,21 @@ class Publication:
         #: Set once every destination has finished; the jobs are let go then, so a caller
         #: keeping its publications (to report outcomes) keeps only these.
         self._final: Outcome | None = None
-        self._changed = anyio.Event()
+        self._changed: anyio.Event | None = anyio.Event()
 
     def __repr__(self) -> str:
         return f"<Publication {self.path} {self.kind} {self.outcome_now()}>"
 
     def _settled(self) -> None:
+        changed = self._changed
         if self._final is None and all(job.status is not None for job in self._jobs):
             self._final = self._outcome()
             self._jobs = []
-        changed, self._changed = self._changed, anyio.Event()
-        changed.set()
+            self._changed = None  # done for good: nothing will wait again
+        else:
+            self._changed = anyio.Event()
+        if changed is not None:
+            changed.set()
 
     def done(self, *, all_destinations: bool = False) -> bool:
         """Whether :meth:`wait` would return at once."""
@@ -122,6 +128,7 @@ class Publication:
         destination gave it up (``all_destinations=True``: when every one has finished).
         Never raises for an upload failure: the outcome says what happened."""
         while not self.done(all_destinations=all_destinations):
+            assert self._changed is not None  # not done, so not final
             await self._changed.wait()
         return self._outcome()
 
