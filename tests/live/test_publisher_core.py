@@ -364,6 +364,7 @@ async def test_a_failing_producer_fails_its_object_and_stores_nothing(
 LONG = __import__("os").environ.get("MSD_LONG_TESTS") == "1"
 
 
+@pytest.mark.timeout(1200 if LONG else 120)
 async def test_heap_stays_flat_per_publication_after_warm_up(store: ContainerClient) -> None:
     """Issue 16 item 20: a sliding-window rendition (a segment and a playlist version per
     step, each waited for) must not grow the heap: <= 48 bytes per publication. CI

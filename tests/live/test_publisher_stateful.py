@@ -43,6 +43,8 @@ from msd_async.live import (
 from msd_async.testing import FaultPlan, LocalMediaStore
 
 LONG = os.environ.get("MSD_LONG_TESTS") == "1"
+# The long run is many minutes of stream; CI's bounded run stays well under a minute.
+pytestmark = pytest.mark.timeout(3600 if LONG else 120)
 PLAYLIST = "h/index.m3u8"
 MPD = "d/stream.mpd"
 WINDOW = 4
