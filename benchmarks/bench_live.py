@@ -267,7 +267,7 @@ def demo_rss_run(label: str, samples: Path) -> dict[str, Any]:
     points = []
     for line in samples.read_text().splitlines():
         parts = line.split()
-        if len(parts) == 2 and parts[1].isdigit():
+        if len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit():
             points.append((int(parts[0]), int(parts[1])))
     at_60 = min(points, key=lambda p: abs(p[0] - 60))
     return {"label": label, "at_60s_kb": at_60[1], "end_s": points[-1][0],
