@@ -236,7 +236,42 @@ def render(result: dict[str, Any]) -> str:
         "",
         f"Reproduce: `{result['command']}`.",
     ]
+    rss = result.get("demo_rss")
+    if rss:
+        lines += [
+            "",
+            "## Memory over a long run: `msd demo` for 10 minutes",
+            "",
+            f"`{rss['command']}` (embedded server, publisher, synthetic producer and "
+            "reader in one process), RSS sampled every 5 s "
+            f"({rss['date']}; the machine was shared with other sessions, load average "
+            f"{rss['loadavg']}):",
+            "",
+            "| run | RSS at 60 s | RSS at the end | growth after the first minute | per minute |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for run in rss["runs"]:
+            growth = run["end_kb"] - run["at_60s_kb"]
+            minutes = max(1e-9, (run["end_s"] - 60) / 60)
+            lines.append(
+                f"| {run['label']} | {run['at_60s_kb'] / 1024:.1f} MB | "
+                f"{run['end_kb'] / 1024:.1f} MB | {growth / 1024:+.1f} MB | "
+                f"{growth / 1024 / minutes:+.2f} MB |"
+            )
+        lines += ["", rss["note"]]
     return "\n".join(lines) + "\n"
+
+
+def demo_rss_run(label: str, samples: Path) -> dict[str, Any]:
+    """Summarise ``t rss_kb`` lines sampled from a running ``msd demo``."""
+    points = []
+    for line in samples.read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit():
+            points.append((int(parts[0]), int(parts[1])))
+    at_60 = min(points, key=lambda p: abs(p[0] - 60))
+    return {"label": label, "at_60s_kb": at_60[1], "end_s": points[-1][0],
+            "end_kb": points[-1][1], "max_kb": max(kb for _, kb in points)}
 
 
 def _ms(seconds: float | None) -> float | None:
@@ -281,10 +316,24 @@ if __name__ == "__main__":
     parser.add_argument("--render", action="store_true",
                         help="rewrite results/live.md from results/live.json")
     parser.add_argument("--reader", help=argparse.SUPPRESS)
+    parser.add_argument("--demo-rss", nargs=2, action="append", metavar=("LABEL", "SAMPLES"),
+                        help="with --render: add a 10-minute `msd demo` RSS run (a file of "
+                        "'seconds rss_kb' lines)")
+    parser.add_argument("--demo-rss-note", default="")
     args = parser.parse_args()
     args.duration = 10.0 if args.quick else 60.0
     if args.render:
-        (RESULTS / "live.md").write_text(render(json.loads((RESULTS / "live.json").read_text())))
+        stored = json.loads((RESULTS / "live.json").read_text())
+        if args.demo_rss:
+            stored["demo_rss"] = {
+                "command": "msd demo --duration 600 --fault-rate 0.03 --seed 16",
+                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                "loadavg": ", ".join(f"{x:.2f}" for x in os.getloadavg()),
+                "runs": [demo_rss_run(label, Path(path)) for label, path in args.demo_rss],
+                "note": args.demo_rss_note,
+            }
+            (RESULTS / "live.json").write_text(json.dumps(stored, indent=2) + "\n")
+        (RESULTS / "live.md").write_text(render(stored))
     elif args.reader:
         print(json.dumps(anyio.run(reader_main, args.reader, args.renditions)))
     else:

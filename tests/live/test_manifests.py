@@ -176,3 +176,21 @@ def test_parse_mpd_segment_list_and_static() -> None:
 def test_bad_manifests_raise_typed_errors(path: str, body: bytes, match: str) -> None:
     with pytest.raises(ManifestError, match=match):
         parse_manifest(path, body)
+
+
+def test_mark_gaps_marks_given_up_media_and_drops_their_hints() -> None:
+    from msd_async.live.manifests import mark_gaps
+
+    body = (b'#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\nseg_1.m4s\n#EXTINF:2.0,\nseg_2.m4s\n'
+            b'#EXT-X-PART:DURATION=0.5,URI="p_3_0.m4s"\n'
+            b'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="p_3_1.m4s"\n')
+    info = parse_manifest("v/index.m3u8", body)
+    out, marked = mark_gaps("v/index.m3u8", body, info, {"v/seg_1.m4s", "v/p_3_0.m4s"},
+                            {"v/p_3_1.m4s"})
+    assert marked == {"v/seg_1.m4s", "v/p_3_0.m4s"}
+    assert out.decode().splitlines()[2:] == [
+        "#EXTINF:2.0,", "#EXT-X-GAP", "seg_1.m4s", "#EXTINF:2.0,", "seg_2.m4s",
+        '#EXT-X-PART:DURATION=0.5,URI="p_3_0.m4s",GAP=YES',
+    ]
+    same, none = mark_gaps("v/index.m3u8", body, info, set())
+    assert same is body and none == set()

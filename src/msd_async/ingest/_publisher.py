@@ -31,6 +31,7 @@ class PublisherLike(Protocol):
         duration: float | None = None,
         content_type: str | None = None,
         cache_control: str | None = None,
+        wait_for_room: bool = False,
     ) -> PublicationLike: ...
 
     async def delete(self, path: str) -> Any: ...

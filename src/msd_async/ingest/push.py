@@ -221,8 +221,9 @@ class FolderPusher:
                 return 0
         try:
             rules.normalize_object_path(rel)
+            # Files on disk can wait: back-pressure, never a drop (the relay cannot).
             publication = await self._publisher.publish(
-                rel, data, duration=self._media_deadline
+                rel, data, duration=self._media_deadline, wait_for_room=True
             )
         except MediaStoreError as exc:
             self.reporter.record("PUT", rel, len(data), started, "refused", cause(exc))

@@ -34,7 +34,7 @@ from .publisher import (
     PublisherClosedError,
     Status,
 )
-from .sources import follow_file
+from .sources import SourceChangedError, follow_file
 from .stats import (
     DestinationStats,
     KindStats,
@@ -67,6 +67,7 @@ __all__ = [
     "PublisherStats",
     "Reference",
     "RequestStats",
+    "SourceChangedError",
     "Status",
     "default_cache_control",
     "default_content_type",

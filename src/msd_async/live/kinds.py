@@ -32,6 +32,8 @@ from typing import Final
 from ..media_types import content_type_for
 
 __all__ = [
+    "HLS_EXTENSIONS",
+    "MANIFEST_EXTENSIONS",
     "MANIFEST_KINDS",
     "MEDIA_KINDS",
     "SEGMENT_CACHE_CONTROL",
@@ -84,6 +86,10 @@ _MEDIA_EXTENSIONS: Final = frozenset(
 # common LL-HLS packagers (Apple's segmenter, ffmpeg-based ones).
 _PART_RE: Final = re.compile(r"part|\d\.\d+\.[a-z0-9]+$", re.IGNORECASE)
 _INIT_RE: Final = re.compile(r"(?:^|[^a-z])init|header", re.IGNORECASE)
+#: The one list of manifest file extensions (the publisher's, and any ingest that needs
+#: to tell manifests from media by name).
+HLS_EXTENSIONS: Final = (".m3u8", ".m3u")
+MANIFEST_EXTENSIONS: Final = (*HLS_EXTENSIONS, ".mpd")
 _MULTIVARIANT_TAGS: Final = (b"#EXT-X-STREAM-INF", b"#EXT-X-MEDIA:", b"#EXT-X-I-FRAME-STREAM-INF")
 
 
@@ -100,7 +106,7 @@ def infer_kind(path: str, head: bytes | None = None) -> ObjectKind:
     name = path.rpartition("/")[2]
     dot = name.rfind(".")
     ext = name[dot:].lower() if dot > 0 else ""
-    if ext in (".m3u8", ".m3u"):
+    if ext in HLS_EXTENSIONS:
         if head is not None and any(tag in head for tag in _MULTIVARIANT_TAGS):
             return ObjectKind.MULTIVARIANT_PLAYLIST
         return ObjectKind.MEDIA_PLAYLIST

@@ -18,17 +18,25 @@ and are left out.
 
 from __future__ import annotations
 
-import contextlib
+import math
 import posixpath
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Container
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
 from ..errors import ClientValidationError
 from .kinds import ObjectKind
 
-__all__ = ["ManifestError", "ManifestInfo", "Reference", "parse_manifest", "resolve_uri"]
+__all__ = [
+    "ManifestError",
+    "ManifestInfo",
+    "Reference",
+    "mark_gaps",
+    "parse_manifest",
+    "resolve_uri",
+]
 
 #: How a manifest names an object; ``hint`` needs only the upload to have started.
 ReferenceRole = Literal["segment", "part", "hint", "init", "key", "playlist", "media"]
@@ -99,11 +107,59 @@ def parse_manifest(path: str, body: bytes, kind: ObjectKind | None = None) -> Ma
 
     if kind is None or not kind.is_manifest:
         kind = infer_kind(path, body[:4096])
-    if kind is ObjectKind.MPD:
-        return _parse_mpd(path, body)
-    if kind in (ObjectKind.MEDIA_PLAYLIST, ObjectKind.MULTIVARIANT_PLAYLIST):
-        return _parse_hls(path, body)
+    try:
+        if kind is ObjectKind.MPD:
+            return _parse_mpd(path, body)
+        if kind in (ObjectKind.MEDIA_PLAYLIST, ObjectKind.MULTIVARIANT_PLAYLIST):
+            return _parse_hls(path, body)
+    except ManifestError:
+        raise
+    except (Exception, RecursionError) as exc:
+        # Whatever the text, the caller gets one error type: it stores such a manifest as
+        # given, and a bug here must not become a stalled stream.
+        raise ManifestError(
+            f"{path!r} could not be parsed ({type(exc).__name__}: {exc}); it is not a "
+            "manifest the publisher understands",
+            rule="live.manifest",
+        ) from exc
     raise ManifestError(f"{path!r} is not a playlist or MPD", rule="live.manifest")
+
+
+#: More objects than any live manifest names: a SegmentTimeline repeat beyond it is an
+#: error in the MPD, not a reason to build a list of a billion paths.
+MAX_REFERENCES: Final = 100_000
+#: Widest ``%0Nd`` a DASH template may ask for.
+_MAX_WIDTH: Final = 32
+
+
+def _seconds(value: str) -> float | None:
+    """A duration attribute: a finite number of seconds, at least 0, else not known."""
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) and number >= 0 else None
+
+
+def _positive(value: str) -> float | None:
+    number = _seconds(value)
+    return number if number else None
+
+
+def _integer(value: str | None, name: str, path: str, *, default: int, minimum: int) -> int:
+    if value is None or value.strip() == "":
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise ManifestError(
+            f"MPD {path!r}: {name}={value!r} is not an integer", rule="live.manifest"
+        ) from None
+    if number < minimum:
+        raise ManifestError(
+            f"MPD {path!r}: {name}={value!r} must be at least {minimum}", rule="live.manifest"
+        )
+    return number
 
 
 def _parse_hls(path: str, body: bytes) -> ManifestInfo:
@@ -150,20 +206,15 @@ def _parse_hls(path: str, body: bytes) -> ManifestInfo:
             continue
         tag, _, value = line.partition(":")
         if tag == "#EXTINF":
-            try:
-                pending_duration = float(value.split(",", 1)[0])
-            except ValueError:
-                pending_duration = None
+            pending_duration = _seconds(value.split(",", 1)[0])
         elif tag == "#EXT-X-GAP":
             pending_gap = True
         elif tag == "#EXT-X-TARGETDURATION":
-            with contextlib.suppress(ValueError):
-                info.target_duration = float(value)
+            info.target_duration = _positive(value)
         elif tag == "#EXT-X-PART-INF":
             part_target = _attributes(value).get("PART-TARGET")
             if part_target:
-                with contextlib.suppress(ValueError):
-                    info.part_target = float(part_target)
+                info.part_target = _positive(part_target)
         elif tag == "#EXT-X-ENDLIST":
             info.ended = True
         elif tag == "#EXT-X-MAP":
@@ -177,10 +228,7 @@ def _parse_hls(path: str, body: bytes) -> ManifestInfo:
         elif tag == "#EXT-X-PART":
             attrs = _attributes(value)
             if attrs.get("URI"):
-                try:
-                    duration = float(attrs.get("DURATION", ""))
-                except ValueError:
-                    duration = None
+                duration = _seconds(attrs.get("DURATION", ""))
                 add(attrs["URI"], "part", duration, attrs.get("GAP") == "YES")
         elif tag == "#EXT-X-PRELOAD-HINT":
             attrs = _attributes(value)
@@ -195,6 +243,48 @@ def _parse_hls(path: str, body: bytes) -> ManifestInfo:
             if uri:
                 add(uri, "playlist")
     return info
+
+
+def mark_gaps(
+    path: str,
+    body: bytes,
+    info: ManifestInfo,
+    gaps: Container[str],
+    leave_out: Container[str] = (),
+) -> tuple[bytes, set[str]]:
+    """Rewrite the HLS media playlist ``body`` stored at ``path`` (``info`` is what
+    :func:`parse_manifest` found in it) so it names no given-up object as present: a
+    segment in ``gaps`` gets ``#EXT-X-GAP`` before it, a part ``GAP=YES`` (RFC 8216bis
+    4.4.4.7 and 4.4.4.9); a hint to a part in ``gaps`` or ``leave_out`` is removed.
+
+    Returns the body (the same object if nothing changed) and the paths marked as gaps.
+    Other manifests are returned as given: DASH has no gap mark."""
+    if info.kind is not ObjectKind.MEDIA_PLAYLIST:
+        return body, set()
+    missing = {
+        p for p, ref in info.references.items()
+        if p in gaps and not ref.gap and ref.role in ("segment", "part", "hint")
+    }
+    hints_out = {p for p, ref in info.references.items() if ref.role == "hint" and p in leave_out}
+    if not missing and not hints_out:
+        return body, set()
+    out: list[str] = []
+    for line in body.decode("utf-8-sig").splitlines():
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#"):
+            if resolve_uri(path, stripped) in missing and (
+                not out or out[-1].strip() != "#EXT-X-GAP"
+            ):
+                out.append("#EXT-X-GAP")
+        elif stripped.startswith(("#EXT-X-PART:", "#EXT-X-PRELOAD-HINT:")):
+            uri = resolve_uri(path, stripped.split('URI="', 1)[-1].split('"', 1)[0])
+            if stripped.startswith("#EXT-X-PRELOAD-HINT:"):
+                if uri in missing or uri in hints_out:
+                    continue
+            elif uri in missing and "GAP=YES" not in stripped:
+                line = stripped + ",GAP=YES"
+        out.append(line)
+    return ("\n".join(out) + "\n").encode(), missing
 
 
 # --- DASH ----------------------------------------------------------------------------------
@@ -236,7 +326,9 @@ def _iso_duration(value: str | None) -> float | None:
     )
 
 
-def _fill(template: str, rep_id: str, bandwidth: str, number: int | None, time: int | None) -> str:
+def _fill(
+    path: str, template: str, rep_id: str, bandwidth: str, number: int | None, time: int | None
+) -> str:
     def sub(match: re.Match[str]) -> str:
         name, fmt = match.group(1), match.group(2)
         value: object
@@ -252,7 +344,15 @@ def _fill(template: str, rep_id: str, bandwidth: str, number: int | None, time: 
             value = 0
         if value is None:
             return match.group(0)
-        return ("%" + fmt[1:]) % value if fmt and isinstance(value, int) else str(value)
+        if fmt and isinstance(value, int):
+            if int(fmt[1:-1] or 0) > _MAX_WIDTH:
+                raise ManifestError(
+                    f"MPD {path!r}: the template {template!r} asks for a width above "
+                    f"{_MAX_WIDTH}",
+                    rule="live.manifest",
+                )
+            return ("%" + fmt[1:]) % value
+        return str(value)
 
     return _TEMPLATE_RE.sub(sub, template).replace("$$", "$")
 
@@ -321,32 +421,45 @@ def _parse_mpd(path: str, body: bytes) -> ManifestInfo:
                         inner = _child(template, "SegmentTimeline")
                         if inner is not None:
                             timeline = inner
-                    timescale = int(attrs.get("timescale", "1") or 1)
+                    timescale = _integer(attrs.get("timescale"), "timescale", path,
+                                         default=1, minimum=1)
                     if "initialization" in attrs:
-                        add(_fill(attrs["initialization"], rep_id, bandwidth, None, None),
+                        add(_fill(path, attrs["initialization"], rep_id, bandwidth, None, None),
                             base, "init")
                     media = attrs.get("media")
                     if media and timeline is not None:
-                        number = int(attrs.get("startNumber", "1"))
+                        number = _integer(attrs.get("startNumber"), "startNumber", path,
+                                          default=1, minimum=0)
                         t = 0
                         for s in _children(timeline, "S"):
-                            t = int(s.get("t", t))
-                            d = int(s.get("d", "0"))
-                            repeat = max(0, int(s.get("r", "0")))
+                            t = _integer(s.get("t"), "S@t", path, default=t, minimum=0)
+                            d = _integer(s.get("d"), "S@d", path, default=0, minimum=0)
+                            # r=-1 repeats "until the next S": not a count of objects.
+                            repeat = max(0, _integer(s.get("r"), "S@r", path, default=0,
+                                                     minimum=-1))
+                            if len(info.references) + repeat >= MAX_REFERENCES:
+                                raise ManifestError(
+                                    f"MPD {path!r} names more than {MAX_REFERENCES:,} "
+                                    "segments", rule="live.manifest",
+                                )
                             for _ in range(repeat + 1):
                                 seconds = d / timescale
                                 longest = max(longest, seconds)
-                                add(_fill(media, rep_id, bandwidth, number, t), base, "media",
+                                add(_fill(path, media, rep_id, bandwidth, number, t), base, "media",
                                     seconds)
                                 durations[rep_id] = durations.get(rep_id, 0.0) + seconds
                                 number += 1
                                 t += d
                     elif media and attrs.get("duration"):
-                        longest = max(longest, int(attrs["duration"]) / timescale)
+                        duration = _integer(attrs["duration"], "duration", path, default=0,
+                                            minimum=0)
+                        longest = max(longest, duration / timescale)
                 elif seg_list is not None:
-                    timescale = int(seg_list.get("timescale", "1") or 1)
+                    timescale = _integer(seg_list.get("timescale"), "timescale", path,
+                                         default=1, minimum=1)
                     list_seconds: float | None = (
-                        int(seg_list.get("duration", "0")) / timescale
+                        _integer(seg_list.get("duration"), "duration", path, default=0,
+                                 minimum=0) / timescale
                         if seg_list.get("duration") else None
                     )
                     init = _child(seg_list, "Initialization")

@@ -7,10 +7,11 @@ is an immutable copy, safe to keep or render.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
-from collections import deque
-from collections.abc import Callable, Iterable
+from array import array
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
@@ -19,6 +20,7 @@ from .kinds import ObjectKind
 
 __all__ = [
     "DestinationStats",
+    "Histogram",
     "KindStats",
     "PublishEvent",
     "PublishEventKind",
@@ -39,8 +41,16 @@ PublishEventKind = Literal[
     "delete-failed",
 ]
 
-#: Latency samples kept per kind for the percentiles (the most recent ones).
-SAMPLES: Final = 4096
+logger = logging.getLogger("msd_async.live")
+
+#: Histogram buckets: from 1 µs to 10,000 s, each 2**(1/8) (9 %) wider than the last, so a
+#: percentile is within about 5 % of the true value, in constant memory however long the
+#: stream runs.
+HISTOGRAM_MIN: Final = 1e-6
+HISTOGRAM_MAX: Final = 1e4
+_FACTOR: Final = 2.0 ** 0.125
+_LOG_FACTOR: Final = math.log(_FACTOR)
+_BUCKETS: Final = 2 + math.ceil(math.log(HISTOGRAM_MAX / HISTOGRAM_MIN) / _LOG_FACTOR)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,12 +78,75 @@ class PublishEvent:
     size: int | None = None
 
 
-def _percentile(values: Iterable[float], q: float) -> float | None:
-    ordered = sorted(values)
-    if not ordered:
-        return None
-    rank = max(0, math.ceil(q * len(ordered)) - 1)
-    return ordered[rank]
+class Histogram:
+    """Counts of seconds in fixed log-spaced buckets (negative values too: lateness), with
+    the exact minimum and maximum. Memory is fixed at creation: a stream that runs for
+    days keeps the same few kilobytes, where a list of samples would grow without end."""
+
+    __slots__ = ("_counts", "count", "max", "min", "total")
+
+    def __init__(self) -> None:
+        # Index _BUCKETS + b for a value >= 0 in bucket b, _BUCKETS - 1 - b for a negative.
+        self._counts = array("q", bytes(8 * 2 * _BUCKETS))
+        self.count = 0
+        self.total = 0.0
+        self.min: float | None = None
+        self.max: float | None = None
+
+    @staticmethod
+    def _bucket(magnitude: float) -> int:
+        if magnitude <= HISTOGRAM_MIN:
+            return 0
+        if magnitude >= HISTOGRAM_MAX:
+            return _BUCKETS - 1
+        return min(_BUCKETS - 1, 1 + int(math.log(magnitude / HISTOGRAM_MIN) / _LOG_FACTOR))
+
+    @staticmethod
+    def _value(bucket: int) -> float:
+        # The geometric middle of the bucket (bucket 0 holds the values at or near 0).
+        return 0.0 if bucket == 0 else HISTOGRAM_MIN * _FACTOR ** (bucket - 0.5)
+
+    def add(self, value: float) -> None:
+        if not math.isfinite(value):
+            return
+        if value >= 0:
+            self._counts[_BUCKETS + self._bucket(value)] += 1
+        else:
+            self._counts[_BUCKETS - 1 - self._bucket(-value)] += 1
+        self.count += 1
+        self.total += value
+        if self.min is None or value < self.min:
+            self.min = value
+        if self.max is None or value > self.max:
+            self.max = value
+
+    def percentile(self, q: float) -> float | None:
+        """The ``q`` quantile (0..1), ``None`` before the first value."""
+        if not self.count:
+            return None
+        rank = max(1, math.ceil(q * self.count))
+        seen = 0
+        for index, n in enumerate(self._counts):
+            seen += n
+            if seen >= rank:
+                if index >= _BUCKETS:
+                    value = self._value(index - _BUCKETS)
+                else:
+                    value = -self._value(_BUCKETS - 1 - index)
+                assert self.min is not None and self.max is not None
+                return min(max(value, self.min), self.max)
+        return self.max
+
+    def buckets(self) -> list[tuple[float, int]]:
+        """Cumulative counts by upper bound in seconds, for values >= 0 (what a Prometheus
+        histogram exposes; the last bound is ``inf``)."""
+        out: list[tuple[float, int]] = []
+        seen = sum(self._counts[:_BUCKETS])
+        for bucket in range(_BUCKETS):
+            seen += self._counts[_BUCKETS + bucket]
+            bound = HISTOGRAM_MIN * _FACTOR ** bucket if bucket < _BUCKETS - 1 else math.inf
+            out.append((bound, seen))
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,9 +241,9 @@ class _KindCounter:
     def __init__(self) -> None:
         self.published = self.acknowledged = self.dropped = self.superseded = 0
         self.failed = self.retries = self.bytes = self.late = 0
-        self.latency: deque[float] = deque(maxlen=SAMPLES)
-        self.lateness: deque[float] = deque(maxlen=SAMPLES)
-        self.egress_times: deque[float] = deque(maxlen=SAMPLES * 4)
+        self.latency = Histogram()
+        self.lateness = Histogram()
+        self.egress_times = Histogram()
 
     def snapshot(self) -> KindStats:
         return KindStats(
@@ -181,13 +254,13 @@ class _KindCounter:
             failed=self.failed,
             retries=self.retries,
             bytes=self.bytes,
-            latency_p50=_percentile(self.latency, 0.5),
-            latency_p99=_percentile(self.latency, 0.99),
-            latency_max=max(self.latency, default=None),
-            lateness_p99=_percentile(self.lateness, 0.99),
+            latency_p50=self.latency.percentile(0.5),
+            latency_p99=self.latency.percentile(0.99),
+            latency_max=self.latency.max,
+            lateness_p99=self.lateness.percentile(0.99),
             late=self.late,
-            egress_p50=_percentile(self.egress_times, 0.5),
-            egress_p99=_percentile(self.egress_times, 0.99),
+            egress_p50=self.egress_times.percentile(0.5),
+            egress_p99=self.egress_times.percentile(0.99),
         )
 
 
@@ -197,7 +270,7 @@ class _RequestCounter:
     def __init__(self) -> None:
         self.attempts = self.responses = self.errors = 0
         self.by_status: dict[int, int] = {}
-        self.times: deque[float] = deque(maxlen=SAMPLES)
+        self.times = Histogram()
 
     def snapshot(self) -> RequestStats:
         return RequestStats(
@@ -205,8 +278,8 @@ class _RequestCounter:
             responses=self.responses,
             errors=self.errors,
             by_status=dict(self.by_status),
-            response_p50=_percentile(self.times, 0.5),
-            response_p99=_percentile(self.times, 0.99),
+            response_p50=self.times.percentile(0.5),
+            response_p99=self.times.percentile(0.99),
         )
 
 
@@ -215,6 +288,7 @@ class Recorder:
 
     def __init__(self, on_event: Callable[[PublishEvent], object] | None) -> None:
         self._on_event = on_event
+        self.callback_errors = 0
         self.kinds: dict[ObjectKind, _KindCounter] = {}
         self.started = time.monotonic()
 
@@ -233,7 +307,7 @@ class Recorder:
             counter.acknowledged += 1
             counter.bytes += event.size or 0
             if event.latency is not None:
-                counter.latency.append(event.latency)
+                counter.latency.add(event.latency)
         elif kind == "retried":
             counter.retries += 1
         elif kind == "dropped":
@@ -243,14 +317,23 @@ class Recorder:
         elif kind == "failed":
             counter.failed += 1
         if self._on_event is not None:
-            self._on_event(event)
+            try:
+                self._on_event(event)
+            except Exception:
+                # The application's bug must not stop settlement, wake-ups or ordering.
+                self.callback_errors += 1
+                if self.callback_errors == 1 or self.callback_errors % 1000 == 0:
+                    logger.exception(
+                        "the on_event callback raised (%d time(s) so far); the publisher "
+                        "ignores it and carries on", self.callback_errors,
+                    )
 
     def egress(self, kind: ObjectKind, seconds: float) -> None:
-        self.counter(kind).egress_times.append(seconds)
+        self.counter(kind).egress_times.add(seconds)
 
     def lateness(self, kind: ObjectKind, seconds: float) -> None:
         counter = self.counter(kind)
-        counter.lateness.append(seconds)
+        counter.lateness.add(seconds)
         if seconds > 0:
             counter.late += 1
 
@@ -273,7 +356,7 @@ class RequestRecorder:
             counter.attempts += 1
         elif event.kind == "response":
             counter.responses += 1
-            counter.times.append(event.elapsed)
+            counter.times.add(event.elapsed)
             if event.operation == "PutObject":
                 self.failing = 0
         elif event.kind == "error":

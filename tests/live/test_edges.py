@@ -1,0 +1,275 @@
+"""The publisher's promises at its edges (issue 16, items 1-5 and 7): close, tasks, callbacks,
+the gate, latest wins. Each test reproduces a break seen on the code before its fix."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+
+import anyio
+import pytest
+
+from msd_async import ContainerClient, RetryPolicy
+from msd_async.live import LivePublisher, PublishEvent, Status
+from msd_async.testing import LocalMediaStore
+
+pytestmark = pytest.mark.anyio
+
+
+def media_playlist(
+    segments: list[int], *, duration: float = 1.0, end: bool = False, init: bool = False
+) -> bytes:
+    lines = ["#EXTM3U", "#EXT-X-VERSION:7", "#EXT-X-TARGETDURATION:1",
+             f"#EXT-X-MEDIA-SEQUENCE:{segments[0] if segments else 0}"]
+    if init:
+        lines.append('#EXT-X-MAP:URI="init.mp4"')
+    for n in segments:
+        lines += [f"#EXTINF:{duration:.3f},", f"seg_{n}.m4s"]
+    if end:
+        lines.append("#EXT-X-ENDLIST")
+    return ("\n".join(lines) + "\n").encode()
+
+
+def ll_playlist(parts: list[str], hint: str | None) -> bytes:
+    lines = ["#EXTM3U", "#EXT-X-VERSION:9", "#EXT-X-TARGETDURATION:2",
+             "#EXT-X-PART-INF:PART-TARGET=0.5", "#EXT-X-MEDIA-SEQUENCE:0"]
+    lines += [f'#EXT-X-PART:DURATION=0.5,URI="{p}"' for p in parts]
+    if hint is not None:
+        lines.append(f'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="{hint}"')
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _tasks() -> set[asyncio.Task[object]]:
+    return {
+        t for t in asyncio.all_tasks()
+        if t is not asyncio.current_task()
+        and "web_protocol" not in repr(getattr(t.get_coro(), "cr_code", t.get_coro()))
+    }
+
+
+# --- 1. close settles everything -------------------------------------------------------------
+
+
+async def test_close_publishes_media_queued_behind_its_init_and_the_final_playlist(
+    store: ContainerClient, mediastore_server: LocalMediaStore
+) -> None:
+    # The quick-start pattern: hand everything over and leave the block at once. The init is
+    # slow, so the segment is still queued behind it when close begins.
+    mediastore_server.faults.inject("delay", method="PUT", path="q/init.mp4", delay=0.3)
+    async with LivePublisher(store, max_in_flight=1) as publisher:
+        await publisher.publish("q/init.mp4", b"init")
+        segs = [await publisher.publish(f"q/seg_{n}.m4s", b"s", duration=5.0) for n in range(3)]
+        final = await publisher.publish("q/index.m3u8",
+                                        media_playlist([0, 1, 2], init=True, end=True))
+    assert [(await s.wait()).status for s in segs] == [Status.ACKNOWLEDGED] * 3
+    assert (await final.wait()).acknowledged
+    stored = await store.get_bytes("q/index.m3u8")
+    assert b"#EXT-X-ENDLIST" in stored and b"#EXT-X-GAP" not in stored
+
+
+async def test_a_delete_coming_due_during_close_does_not_break_it(
+    store: ContainerClient, mediastore_server: LocalMediaStore
+) -> None:
+    events: list[PublishEvent] = []
+    async with LivePublisher(store, on_event=events.append) as publisher:
+        for n in range(3):
+            await publisher.publish(f"dd/seg_{n}.m4s", b"s", duration=5.0)
+            await (await publisher.publish(
+                "dd/index.m3u8", media_playlist([n], duration=0.05))).wait()
+        # seg_0 and seg_1 left the window: their deletes come due in about 0.1 s, while
+        # close is still waiting for this slow final playlist.
+        mediastore_server.faults.inject("delay", method="PUT", path="dd/index.m3u8",
+                                        delay=0.6)
+        final = await publisher.publish("dd/index.m3u8",
+                                        media_playlist([2], duration=0.05, end=True))
+        started = anyio.current_time()
+        with anyio.fail_after(8):
+            await publisher.aclose()
+    assert anyio.current_time() - started < 5
+    assert (await final.wait()).acknowledged
+    assert b"#EXT-X-ENDLIST" in await store.get_bytes("dd/index.m3u8")
+
+
+# --- 2. aclose from any task -------------------------------------------------------------------
+
+
+async def test_aclose_from_another_task_settles_and_stops_everything(
+    store: ContainerClient, mediastore_server: LocalMediaStore
+) -> None:
+    before = _tasks()
+    mediastore_server.faults.inject("delay", method="PUT", path="at/seg_0.m4s", delay=0.2)
+    publisher = LivePublisher(store)
+    await publisher.__aenter__()  # an application that opens it in its start-up code...
+    seg = await publisher.publish("at/seg_0.m4s", b"s", duration=5.0)
+    final = await publisher.publish("at/index.m3u8", media_playlist([0], end=True))
+
+    async def shutdown_hook() -> None:  # ...and closes it from a shutdown hook's task
+        await publisher.aclose()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(shutdown_hook)
+    assert (await seg.wait()).acknowledged and (await final.wait()).acknowledged
+    assert b"#EXT-X-ENDLIST" in await store.get_bytes("at/index.m3u8")
+    assert _tasks() == before
+    assert store.session.pool.in_use == 0
+    await publisher.__aexit__(None, None, None)  # idempotent, from the opening task
+
+
+async def test_aclose_from_a_task_inside_the_block(store: ContainerClient) -> None:
+    async with LivePublisher(store) as publisher, anyio.create_task_group() as tg:
+        await publisher.publish("ai/seg_0.m4s", b"s", duration=5.0)
+        final = await publisher.publish("ai/index.m3u8", media_playlist([0], end=True))
+        tg.start_soon(publisher.aclose)
+    assert (await final.wait()).acknowledged
+
+
+# --- 4. callbacks ------------------------------------------------------------------------------
+
+
+async def test_a_raising_on_event_is_logged_and_changes_nothing(
+    store: ContainerClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls: list[str] = []
+
+    def on_event(event: PublishEvent) -> None:
+        calls.append(event.kind)
+        raise RuntimeError("a bug in the application's callback")
+
+    async with LivePublisher(store, on_event=on_event) as publisher:
+        seg = await publisher.publish("cb/seg_0.m4s", b"s", duration=5.0)
+        pl = await publisher.publish("cb/index.m3u8", media_playlist([0]))
+        with anyio.fail_after(5):
+            assert (await seg.wait()).acknowledged
+            assert (await pl.wait()).acknowledged
+        stats = publisher.stats()
+    assert stats["media"].acknowledged == 1
+    assert "acknowledged" in calls
+    assert any("on_event" in r.getMessage() and r.levelno >= logging.ERROR
+               for r in caplog.records)
+
+
+# --- 5. every background task is guarded --------------------------------------------------------
+
+
+class _BrokenBody:
+    """An async iterable whose iterator cannot even be made (an application bug)."""
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        raise RuntimeError("the body's iterator is broken")
+
+
+async def test_a_task_that_fails_fails_its_publication_and_wakes_its_waiters(
+    store: ContainerClient,
+) -> None:
+    async with LivePublisher(store, close_timeout=30) as publisher:
+        pl = await publisher.publish("g5/index.m3u8", _BrokenBody())  # type: ignore[arg-type]
+        seg = await publisher.publish("g5/seg_0.m4s", _BrokenBody(),  # type: ignore[arg-type]
+                                      duration=30.0)
+        with anyio.fail_after(5):
+            out_pl = await pl.wait()
+            out_seg = await seg.wait()
+        after = await publisher.publish("g5/seg_1.m4s", b"s", duration=5.0)
+        assert (await after.wait()).acknowledged
+    for outcome in (out_pl, out_seg):
+        assert outcome.status is Status.FAILED
+        assert "iterator is broken" in (outcome.reason or "")
+
+
+# --- 3. the gate keys on what was stored -----------------------------------------------------
+
+
+def _held_part(release: anyio.Event, fail: bool = False) -> Callable[[], AsyncIterator[bytes]]:
+    async def body() -> AsyncIterator[bytes]:
+        yield b"first chunk"
+        await release.wait()
+        if fail:
+            raise RuntimeError("the encoder crashed mid-part")
+        yield b"last chunk"
+    return body
+
+
+async def test_a_hinted_part_listed_next_waits_for_its_upload(store: ContainerClient) -> None:
+    release = anyio.Event()
+    async with LivePublisher(store) as publisher:
+        part = await publisher.publish("ll/part_0.m4s", _held_part(release)(), duration=10.0)
+        hinted = await publisher.publish("ll/index.m3u8", ll_playlist([], "part_0.m4s"))
+        with anyio.fail_after(5):
+            assert (await hinted.wait()).acknowledged  # its upload started: that is enough
+        listed = await publisher.publish("ll/index.m3u8", ll_playlist(["part_0.m4s"], None))
+        await anyio.sleep(0.4)
+        # listed as a part, it must be stored before a playlist says so
+        assert not listed.done()
+        release.set()
+        assert (await part.wait()).acknowledged
+        assert (await listed.wait()).acknowledged
+    assert await store.get_bytes("ll/part_0.m4s") == b"first chunklast chunk"
+
+
+async def test_a_hinted_part_that_fails_is_listed_as_a_gap(store: ContainerClient) -> None:
+    release = anyio.Event()
+    async with LivePublisher(store) as publisher:
+        part = await publisher.publish("lg/part_0.m4s", _held_part(release, fail=True)(),
+                                       duration=10.0)
+        await (await publisher.publish("lg/index.m3u8", ll_playlist([], "part_0.m4s"))).wait()
+        listed = await publisher.publish("lg/index.m3u8", ll_playlist(["part_0.m4s"], None))
+        await anyio.sleep(0.2)
+        release.set()
+        assert (await part.wait()).status is Status.FAILED
+        assert (await listed.wait()).acknowledged
+    stored = (await store.get_bytes("lg/index.m3u8")).decode()
+    assert '#EXT-X-PART:DURATION=0.5,URI="part_0.m4s",GAP=YES' in stored
+
+
+# --- 7. latest wins, always -------------------------------------------------------------------
+
+
+class _FixedBackoff(RetryPolicy):
+    """Backoff without jitter, so a test knows when the retry comes."""
+
+    __slots__ = ()
+
+    def backoff(self, retry_index: int, rng: Callable[[], float] = lambda: 1.0) -> float:
+        return self.backoff_initial
+
+
+async def test_a_version_in_backoff_is_superseded_by_a_newer_one_at_once(
+    store: ContainerClient, mediastore_server: LocalMediaStore
+) -> None:
+    acked: list[str] = []
+    retrying = anyio.Event()
+
+    def on_event(event: PublishEvent) -> None:
+        if event.kind == "acknowledged" and event.path == "lw/index.m3u8":
+            acked.append("ack")
+        if event.kind == "retried":
+            retrying.set()
+
+    mediastore_server.faults.inject("503", method="PUT", path="lw/index.m3u8", times=1)
+    await store.put_object("lw/seg_0.m4s", b"s")
+    retry = _FixedBackoff(backoff_initial=2.0, backoff_max=2.0)
+    async with LivePublisher(store, retry=retry, on_event=on_event) as publisher:
+        old = await publisher.publish("lw/index.m3u8", media_playlist([0]) + b"# old\n")
+        with anyio.fail_after(5):
+            await retrying.wait()
+        await anyio.sleep(0.1)  # the old version is sleeping in its 2 s backoff now
+        new = await publisher.publish("lw/index.m3u8", media_playlist([0], end=True))
+        with anyio.fail_after(1.5):  # well before the old version's backoff ends
+            assert (await new.wait()).acknowledged
+        assert (await old.wait()).status is Status.SUPERSEDED
+    assert acked == ["ack"]
+    assert b"#EXT-X-ENDLIST" in await store.get_bytes("lw/index.m3u8")
+
+
+# --- 6. a manifest that does not parse is stored as given -------------------------------------
+
+
+async def test_an_mpd_the_parser_cannot_read_is_stored_as_given(store: ContainerClient) -> None:
+    mpd = (b'<MPD type="dynamic"><Period><AdaptationSet><Representation id="0">'
+           b'<SegmentTemplate media="s$Number$.m4s" timescale="0" duration="2"/>'
+           b"</Representation></AdaptationSet></Period></MPD>")
+    async with LivePublisher(store) as publisher:
+        pub = await publisher.publish("bad/stream.mpd", mpd)
+        with anyio.fail_after(5):
+            assert (await pub.wait()).acknowledged
+    assert await store.get_bytes("bad/stream.mpd") == mpd

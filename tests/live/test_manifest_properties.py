@@ -1,0 +1,138 @@
+"""Item 6 of issue 16: a manifest that does not parse is stored as given, because the parsers
+fail only with ManifestError, whatever the text. Property-tested on arbitrary and on
+almost-valid text (the parsers' own vocabulary shuffled), plus the inputs that broke them."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from msd_async.live import ManifestError, ManifestInfo, ObjectKind, parse_manifest
+
+LONG = os.environ.get("MSD_LONG_TESTS") == "1"
+PROPERTY = settings(
+    max_examples=5000 if LONG else 300,
+    derandomize=not LONG,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+HLS_WORDS = [
+    "#EXTM3U", "#EXTINF:", "#EXT-X-TARGETDURATION:", "#EXT-X-PART-INF:PART-TARGET=",
+    "#EXT-X-PART:", "DURATION=", "URI=", '"', ",", "GAP=YES", "#EXT-X-PRELOAD-HINT:",
+    "TYPE=PART", "TYPE=MAP", "#EXT-X-MAP:", "#EXT-X-KEY:METHOD=AES-128,", "#EXT-X-GAP",
+    "#EXT-X-ENDLIST", "#EXT-X-STREAM-INF:BANDWIDTH=1", "#EXT-X-MEDIA:", "seg_1.ts", "../",
+    "/", "http://x/", "nan", "inf", "-1", "1e999", "0", "2.5", "\n", "\r\n", "\ufeff", " ",
+]
+MPD_WORDS = [
+    "<MPD", "</MPD>", "<Period>", "</Period>", "<AdaptationSet>", "</AdaptationSet>",
+    "<Representation", "</Representation>", "/>", ">", " id=", " bandwidth=",
+    "<SegmentTemplate", "</SegmentTemplate>", " timescale=", " duration=", " media=",
+    " initialization=", " startNumber=", "<SegmentTimeline>", "</SegmentTimeline>", "<S",
+    " t=", " d=", " r=", "<SegmentList", "</SegmentList>", "<SegmentURL", "<Initialization",
+    " sourceURL=", "<BaseURL>", "</BaseURL>", ' type="dynamic"', " timeShiftBufferDepth=",
+    '"0"', '"1"', '"-1"', '"2.5"', '"abc"', '"99999999999999999999"', '"$Number%09999d$"',
+    '"$Number$.m4s"', '"$Time$"', '"$RepresentationID$"', '"PT2S"', '"P1Y"', '"x"', " ",
+]
+
+
+def _check(path: str, body: bytes, kind: ObjectKind | None) -> None:
+    try:
+        info = parse_manifest(path, body, kind)
+    except ManifestError:
+        return
+    assert isinstance(info, ManifestInfo)
+    for ref in info.references.values():
+        assert ref.duration is None or ref.duration >= 0
+    assert info.target_duration is None or info.target_duration > 0
+
+
+@PROPERTY
+@given(st.binary(max_size=400), st.sampled_from(["a/index.m3u8", "a/stream.mpd", "a/x"]))
+def test_any_bytes_parse_or_raise_manifest_error(body: bytes, path: str) -> None:
+    _check(path, body, None)
+
+
+@PROPERTY
+@given(st.lists(st.sampled_from(HLS_WORDS) | st.text(max_size=5), max_size=40))
+def test_almost_playlists_parse_or_raise_manifest_error(words: list[str]) -> None:
+    _check("live/index.m3u8", ("#EXTM3U\n" + "".join(words)).encode(), None)
+
+
+@PROPERTY
+@given(st.lists(st.sampled_from(MPD_WORDS) | st.text(max_size=4), max_size=60))
+def test_almost_mpds_parse_or_raise_manifest_error(words: list[str]) -> None:
+    _check("live/stream.mpd", "".join(words).encode(), ObjectKind.MPD)
+
+
+VALUES = st.sampled_from(['"0"', '"1"', '"-1"', '"-2"', '"2.5"', '"x"', '""', '"1e3"',
+                          '"90000"', '"99999999999999999999"', '"$Number%040d$.m4s"',
+                          '"s$Number$.m4s"', '"$Time$"', '"PT2S"', '"P1Y"'])
+ATTRIBUTES = ["timescale", "duration", "media", "initialization", "startNumber"]
+
+
+@st.composite
+def structured_mpds(draw: st.DrawFn) -> bytes:
+    """MPDs whose shape the parser follows, with any attribute values: the numbers it
+    converts are where it broke."""
+    def attrs(names: list[str]) -> str:
+        chosen = draw(st.lists(st.sampled_from(names), unique=True))
+        return "".join(f" {name}={draw(VALUES)}" for name in chosen)
+
+    timeline = "".join(
+        f"<S{attrs(['t', 'd', 'r'])}/>" for _ in range(draw(st.integers(0, 3)))
+    )
+    inner = draw(st.sampled_from([
+        f"<SegmentTemplate{attrs(ATTRIBUTES)}><SegmentTimeline>{timeline}</SegmentTimeline>"
+        "</SegmentTemplate>",
+        f"<SegmentTemplate{attrs(ATTRIBUTES)}/>",
+        f"<SegmentList{attrs(['timescale', 'duration'])}><SegmentURL media=\"a.m4s\"/>"
+        "</SegmentList>",
+    ]))
+    return _mpd(inner, depth=attrs(["timeShiftBufferDepth"]))
+
+
+@PROPERTY
+@given(structured_mpds())
+def test_mpds_with_any_attribute_values_parse_or_raise_manifest_error(body: bytes) -> None:
+    _check("live/stream.mpd", body, None)
+
+
+def _mpd(template: str, depth: str = "") -> bytes:
+    return (
+        f'<MPD type="dynamic"{depth}><Period><AdaptationSet><Representation id="0" bandwidth="1">'
+        f"{template}</Representation></AdaptationSet></Period></MPD>"
+    ).encode()
+
+
+@pytest.mark.parametrize("body", [
+    _mpd('<SegmentTemplate media="s$Number$.m4s" duration="2.5"/>'),
+    _mpd('<SegmentTemplate media="s$Number$.m4s" timescale="0" duration="2"/>'),
+    _mpd('<SegmentTemplate media="s$Number$.m4s" timescale="0">'
+         '<SegmentTimeline><S d="1"/></SegmentTimeline></SegmentTemplate>'),
+    _mpd('<SegmentTemplate media="s$Number$.m4s" startNumber="x">'
+         '<SegmentTimeline><S d="1"/></SegmentTimeline></SegmentTemplate>'),
+    _mpd('<SegmentTemplate media="s$Number$.m4s">'
+         '<SegmentTimeline><S d="1" r="100000000"/></SegmentTimeline></SegmentTemplate>'),
+    _mpd('<SegmentList timescale="0" duration="2"><SegmentURL media="a.m4s"/></SegmentList>'),
+    _mpd('<SegmentTemplate media="s$Number%0999999999d$.m4s">'
+         '<SegmentTimeline><S d="1"/></SegmentTimeline></SegmentTemplate>'),
+], ids=["float-duration", "timescale-0", "timescale-0-timeline", "bad-start-number",
+        "huge-repeat", "list-timescale-0", "huge-width"])
+def test_mpds_that_broke_the_parser_raise_manifest_error(body: bytes) -> None:
+    with pytest.raises(ManifestError, match=r"stream\.mpd"):
+        parse_manifest("live/stream.mpd", body)
+
+
+def test_non_finite_hls_numbers_are_not_taken() -> None:
+    info = parse_manifest(
+        "a/index.m3u8",
+        b"#EXTM3U\n#EXT-X-TARGETDURATION:nan\n#EXT-X-PART-INF:PART-TARGET=inf\n"
+        b"#EXTINF:-3,\nseg_1.ts\n#EXTINF:1e999,\nseg_2.ts\n",
+    )
+    assert info.target_duration is None and info.part_target is None
+    assert [r.duration for r in info.references.values()] == [None, None]
+    assert info.duration == 0.0

@@ -1,0 +1,42 @@
+"""The statistics keep constant memory (issue 16 item 20) and stay accurate."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+import sys
+
+from msd_async.live.stats import Histogram
+
+
+def _exact(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+def test_percentiles_are_within_five_percent_of_the_exact_ones() -> None:
+    rng = random.Random(16)
+    values = [rng.lognormvariate(-4, 1.5) for _ in range(20_000)]
+    values += [-v for v in values[:3_000]]  # lateness: mostly early, some late
+    histogram = Histogram()
+    for value in values:
+        histogram.add(value)
+    for q in (0.01, 0.1, 0.5, 0.9, 0.99, 0.999):
+        exact = _exact(values, q)
+        assert math.isclose(histogram.percentile(q) or 0.0, exact, rel_tol=0.05), q
+    assert histogram.max == max(values) and histogram.min == min(values)
+    assert histogram.count == len(values)
+    assert Histogram().percentile(0.5) is None
+
+
+def test_memory_is_fixed_however_many_values() -> None:
+    histogram = Histogram()
+    empty = sys.getsizeof(histogram._counts)
+    for n in range(100_000):
+        histogram.add(n / 1000)
+    histogram.add(float("nan"))  # ignored, not a crash
+    assert sys.getsizeof(histogram._counts) == empty < 8_000
+    bounds = histogram.buckets()
+    assert bounds[-1] == (math.inf, 100_000)
+    assert all(a[1] <= b[1] for a, b in itertools.pairwise(bounds))
