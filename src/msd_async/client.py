@@ -27,6 +27,7 @@ from .signing import SigV4Signer, signing_host
 from .stream import ObjectStream
 
 if TYPE_CHECKING:
+    from .config import Timeouts
     from .session import Session
     from .transport import Response
 
@@ -163,6 +164,12 @@ class ContainerClient:
         """The :class:`Session` this client belongs to (its ``event_hooks`` see every call
         of this client)."""
         return self._context.session
+
+    @property
+    def timeouts(self) -> Timeouts:
+        """The session's :class:`Timeouts` (what a web app proxying this client bounds its
+        own writes to a viewer with)."""
+        return self._context.timeouts
 
     # --- plumbing ----------------------------------------------------------------------
     async def _send(

@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 from webapps import running_app, wait_for
 
-from msd_async import Limits, Session, Timeouts
+from msd_async import Credentials, Limits, Session, Timeouts
 from msd_async.testing import LocalMediaStore
 from msd_async.web import WriteWatch, core, watch_writes
 
@@ -190,3 +190,13 @@ async def test_someone_elses_cancellation_is_not_swallowed() -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_the_clients_timeouts_are_the_sessions() -> None:
+    # serve_object's default write limit is read through this public property, not the
+    # client's private context.
+    timeouts = Timeouts(write=7.5)
+    async with Session(
+        credentials=Credentials("AKIDEXAMPLE", "secret"), region="us-east-1", timeouts=timeouts
+    ) as session:
+        assert session.container("http://127.0.0.1:9").timeouts is timeouts

@@ -493,7 +493,7 @@ async def open_object(
         raise ValueError(f"open_object serves GET and HEAD, not {method}")
     headers = {} if headers is None else headers
     if write_timeout is SESSION_WRITE_TIMEOUT:
-        write_timeout = client._context.timeouts.write
+        write_timeout = client.timeouts.write
     assert not isinstance(write_timeout, SessionTimeout)
     reply = await _open(client, path, method, headers, redirect, expires_in, now)
     reply.write_timeout = write_timeout
