@@ -26,7 +26,7 @@ from multidict import CIMultiDictProxy
 from yarl import URL
 
 from ._version import __version__
-from .body import Meter, UploadBody
+from .body import Buffer, Meter, UploadBody
 from .config import DEFAULT_LIMITS, DEFAULT_TIMEOUTS, Limits, Timeouts
 from .errors import (
     ConnectError,
@@ -102,7 +102,10 @@ class _UploadPayload(Payload):
         #: to the caller as is.
         self.source_error: Exception | None = None
         self._writer_task: asyncio.Task[Any] | None = None
-        self._finished = asyncio.Event()
+        self._finished = False
+        #: Made only when stop() has to wait for the writer (an Event per request cost
+        #: more than the rest of this constructor).
+        self._stopped: asyncio.Future[None] | None = None
 
     @property
     def size(self) -> int | None:
@@ -169,7 +172,9 @@ class _UploadPayload(Payload):
         finally:
             if watch is not None:
                 watchdog.unwatch(watch)
-            self._finished.set()
+            self._finished = True
+            if self._stopped is not None and not self._stopped.done():
+                self._stopped.set_result(None)
 
     async def _write_body(
         self,
@@ -178,6 +183,14 @@ class _UploadPayload(Payload):
         meter: Meter,
         watch: _Watch | None,
     ) -> None:
+        whole = body.whole()
+        if whole is not None:
+            # One buffer in memory: one write, as aiohttp writes a bytes body, without
+            # an iterator to create, step and close.
+            if whole:
+                meter.check(whole)
+                await self._write_chunk(writer, whole, meter, watch)
+            return
         chunks = body.chunks()
         try:
             while True:
@@ -193,19 +206,7 @@ class _UploadPayload(Payload):
                 if not chunk:
                     continue  # an empty chunk would end a chunked body early
                 meter.check(chunk)
-                # Only the time the server takes to accept a chunk counts against the
-                # write timeout, never the time spent in the caller's iterator.
-                if watch is not None:
-                    watch.since = self._watchdog.now()
-                await writer.write(chunk)
-                if watch is not None:
-                    watch.since = None
-                try:
-                    meter.sent_chunk(chunk)
-                except Exception as exc:
-                    # The progress callback failed: the caller's bug, reported as is.
-                    self.source_error = exc
-                    raise
+                await self._write_chunk(writer, chunk, meter, watch)
         finally:
             # The body's generator (an open file, the caller's iterator) is closed here,
             # in the writer's task, however the write ends, not later by the GC.
@@ -213,16 +214,39 @@ class _UploadPayload(Payload):
             if closer is not None:
                 await closer()
 
+    async def _write_chunk(
+        self,
+        writer: AbstractStreamWriter,
+        chunk: Buffer,
+        meter: Meter,
+        watch: _Watch | None,
+    ) -> None:
+        # Only the time the server takes to accept a chunk counts against the write
+        # timeout, never the time spent in the caller's iterator.
+        if watch is not None:
+            watch.since = self._watchdog.now()
+        await writer.write(chunk)
+        if watch is not None:
+            watch.since = None
+        try:
+            meter.sent_chunk(chunk)
+        except Exception as exc:
+            # The progress callback failed: the caller's bug, reported as is.
+            self.source_error = exc
+            raise
+
     async def stop(self) -> None:
         """Cancel the writer if it is still running and wait until it has let go of the
         body (at most :data:`_SETTLE_TIMEOUT`; shielded, so it also runs while the caller
         is being cancelled)."""
         task = self._writer_task
-        if task is None or self._finished.is_set():
+        if task is None or self._finished:
             return
         task.cancel()
         with anyio.CancelScope(shield=True), anyio.move_on_after(_SETTLE_TIMEOUT):
-            await self._finished.wait()
+            if self._stopped is None:
+                self._stopped = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._stopped)
 
 
 class _Watch:
