@@ -11,13 +11,17 @@ variant           what one request does
 ``aiohttp``       the scoreboard's raw aiohttp client: default ``ClientSession``
                   (``TCPConnector(limit=100)``, ``ClientTimeout(total=300,
                   sock_connect=30)``), ``async with session.head/put/get(...)`` + ``read()``
-``settings``      the same request on a session built exactly as msd_async's transport
-                  builds it (``limit=0``, ``ClientTimeout(total=None, sock_connect=30,
-                  sock_read=30)``, ``auto_decompress=False``, default headers), sent as
-                  the transport sends it (``URL(encoded=True)``, ``allow_redirects=False``)
-``settings-noread``  ``settings`` without ``sock_read``: what aiohttp's per-read timer costs
-``signed``        ``settings`` + building the request, signing it, the headers it adds, and
-                  parsing the answer (msd_async's protocol and signing modules)
+``settings-read``  the same request on a session built as msd_async's transport built it
+                  before it had its own watchdog (``limit=0``, ``ClientTimeout(total=None,
+                  sock_connect=30, sock_read=30)``, ``auto_decompress=False``, default
+                  headers), sent as the transport sends it (``URL(encoded=True)``,
+                  ``allow_redirects=False``)
+``settings``      the same without ``sock_read``, as the transport builds it now: the
+                  difference is what aiohttp's timer re-armed on every read costs
+``headers``       + the headers msd_async adds (``Host``, ``X-Amz-Date``,
+                  ``Authorization``; signed once and reused): what they cost aiohttp
+``signed``        + building the request and signing it, per request
+``parsed``        + parsing the answer (``parse_object_info`` / ``parse_put_result``)
 ``transport``     ``signed`` through ``msd_async.transport.Transport.send`` (the gate, the
                   upload payload, the error translation, ``Response``)
 ``msd``           the public call (``describe_object``, ``put_object``, ``get_object`` +
@@ -69,7 +73,16 @@ SCENARIOS = {
     "put-200k@16": ("put", 16, 200_000),
     "get-1m@16": ("get", 16, 0),
 }
-VARIANTS = ["aiohttp", "settings", "settings-noread", "signed", "transport", "msd"]
+VARIANTS = [
+    "aiohttp",
+    "settings-read",
+    "settings",
+    "headers",
+    "signed",
+    "parsed",
+    "transport",
+    "msd",
+]
 One = Callable[[int], Awaitable[None]]
 
 
@@ -145,15 +158,37 @@ async def run(args: argparse.Namespace, endpoint: str) -> dict[str, list[float]]
 
         return one
 
-    def settings_one(session: aiohttp.ClientSession, signed: bool) -> One:
+    static: dict[str, dict[str, str]] = {}
+
+    def settings_one(session: aiohttp.ClientSession, level: int) -> One:
+        """level 0: the bare request; 1: with the headers msd_async adds (Host, X-Amz-Date,
+        Authorization; signed once, reused); 2: signed per request; 3: and parsed."""
+
         async def one(i: int) -> None:
             request = request_of(i)
-            if signed:
+            if level >= 2:
                 auth = signer.sign(
-                    creds, method=request.method, host=host, path=request.path,
-                    query=request.query, headers=request.headers,
+                    creds,
+                    method=request.method,
+                    host=host,
+                    path=request.path,
+                    query=request.query,
+                    headers=request.headers,
                     payload_hash=request.payload_hash,
                 )
+                headers = {"Host": host, **request.headers, **auth}
+            elif level == 1:
+                auth = static.get(request.method)
+                if auth is None:
+                    auth = static[request.method] = signer.sign(
+                        creds,
+                        method=request.method,
+                        host=host,
+                        path=request.path,
+                        query=request.query,
+                        headers=request.headers,
+                        payload_hash=request.payload_hash,
+                    )
                 headers = {"Host": host, **request.headers, **auth}
             else:
                 headers = dict(request.headers)
@@ -161,18 +196,21 @@ async def run(args: argparse.Namespace, endpoint: str) -> dict[str, list[float]]
             if op == "put":
                 kwargs["data"] = body
             resp = await session.request(
-                request.method, URL(endpoint + request.target, encoded=True),
-                headers=headers, allow_redirects=False, **kwargs,
+                request.method,
+                URL(endpoint + request.target, encoded=True),
+                headers=headers,
+                allow_redirects=False,
+                **kwargs,
             )
             if op == "describe":
                 resp.release()
                 data = b""
-                if signed:
+                if level >= 3:
                     protocol.parse_object_info(resp.headers)
             else:
                 data = await resp.read()
                 resp.release()
-                if signed and op == "put":
+                if level >= 3 and op == "put":
                     protocol.parse_put_result(data, len(body))
             check(resp.status, data)
 
@@ -187,8 +225,13 @@ async def run(args: argparse.Namespace, endpoint: str) -> dict[str, list[float]]
 
             request = request_of(i)
             auth = signer.sign(
-                creds, method=request.method, host=host, path=request.path,
-                query=request.query, headers=request.headers, payload_hash=request.payload_hash,
+                creds,
+                method=request.method,
+                host=host,
+                path=request.path,
+                query=request.query,
+                headers=request.headers,
+                payload_hash=request.payload_hash,
             )
             headers = {"Host": host, **request.headers, **auth}
             kwargs: dict[str, Any] = {}
@@ -230,11 +273,11 @@ async def run(args: argparse.Namespace, endpoint: str) -> dict[str, list[float]]
         makers["aiohttp"] = lambda: raw_one(
             session_for(connector=aiohttp.TCPConnector(limit=max(100, concurrency)))
         )
-        makers["settings"] = lambda: settings_one(session_for(**msd_session_kwargs(30.0)), False)
-        makers["settings-noread"] = lambda: settings_one(
-            session_for(**msd_session_kwargs(None)), False
-        )
-        makers["signed"] = lambda: settings_one(session_for(**msd_session_kwargs(30.0)), True)
+        makers["settings-read"] = lambda: settings_one(session_for(**msd_session_kwargs(30.0)), 0)
+        makers["settings"] = lambda: settings_one(session_for(**msd_session_kwargs(None)), 0)
+        makers["headers"] = lambda: settings_one(session_for(**msd_session_kwargs(None)), 1)
+        makers["signed"] = lambda: settings_one(session_for(**msd_session_kwargs(None)), 2)
+        makers["parsed"] = lambda: settings_one(session_for(**msd_session_kwargs(None)), 3)
         makers["transport"] = lambda: transport_one
         makers["msd"] = lambda: msd_one
         try:
@@ -280,12 +323,27 @@ def instructions(args: argparse.Namespace) -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 out = subprocess.run(
                     [
-                        "valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/cg.out",
-                        sys.executable, __file__, "--scenario", args.scenario, "--loop",
-                        args.loop, "--variants", name, "--rounds", "1", "--requests", str(n),
-                        "--warmup", str(args.warmup or 200),
+                        "valgrind",
+                        "--tool=callgrind",
+                        f"--callgrind-out-file={tmp}/cg.out",
+                        sys.executable,
+                        __file__,
+                        "--scenario",
+                        args.scenario,
+                        "--loop",
+                        args.loop,
+                        "--variants",
+                        name,
+                        "--rounds",
+                        "1",
+                        "--requests",
+                        str(n),
+                        "--warmup",
+                        str(args.warmup or 200),
                     ],
-                    capture_output=True, text=True, check=True,
+                    capture_output=True,
+                    text=True,
+                    check=True,
                 )
             match = re.search(r"Collected : (\d+)", out.stderr)
             assert match is not None, out.stderr[-2000:]
