@@ -300,7 +300,7 @@ class _Watchdog:
         """Time a new wait of ``task`` (not started yet: set ``since`` when it starts)."""
         watch = _Watch(task, timeout)
         self._watches[watch] = None
-        interval = timeout / _SWEEPS
+        interval = max(timeout / _SWEEPS, _MIN_SWEEP)
         if interval < self._interval:
             # Not armed, or armed for longer timeouts than this one (a deadline capped it).
             loop = self._loop
@@ -343,7 +343,8 @@ class _Watchdog:
                     continue
             shortest = min(shortest, watch.timeout)
         if shortest != math.inf:
-            self._arm(now + shortest / _SWEEPS, shortest / _SWEEPS)
+            interval = max(shortest / _SWEEPS, _MIN_SWEEP)
+            self._arm(now + interval, interval)
 
 
 def _no_loop_time() -> float:
@@ -352,6 +353,9 @@ def _no_loop_time() -> float:
 
 #: Sweeps per timeout: a stall is noticed at most 2 / _SWEEPS of the timeout late.
 _SWEEPS: Final = 4
+#: The shortest interval between sweeps: a deadline can cap a timeout to almost nothing,
+#: and sweeping as often as that would spin the loop.
+_MIN_SWEEP: Final = 0.001
 
 
 def _abort(transport: asyncio.WriteTransport | None) -> None:
