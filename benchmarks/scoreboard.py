@@ -297,6 +297,35 @@ RATIO_TARGETS = [
         ">=",
         0.95,
     ),
+    # Issue 20 ("round two"): the same counting, tighter or additional bounds.
+    *(
+        (f"CPU per 64 KiB PutObject @{c} <= 1.10x raw aiohttp (issue 20)", f"put-64k@{c}",
+         "msd", "aiohttp", "cpu_us", "<=", 1.10)
+        for c in (1, 32)
+    ),
+    *(
+        (f"CPU per 64 KiB PutObject @{c} >= 3.5x cheaper than aiobotocore (issue 20)",
+         f"put-64k@{c}", "aiobotocore", "msd", "cpu_us", ">=", 3.5)
+        for c in (1, 32)
+    ),
+    (
+        "CPU per DescribeObject <= 1.15x raw aiohttp (issue 20)",
+        "describe@32",
+        "msd",
+        "aiohttp",
+        "cpu_us",
+        "<=",
+        1.15,
+    ),
+    (
+        "ranged GET throughput >= 0.97x raw aiohttp (issue 20)",
+        "get-1m@16",
+        "msd",
+        "aiohttp",
+        "requests_per_s",
+        ">=",
+        0.97,
+    ),
 ]
 
 

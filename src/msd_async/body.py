@@ -81,6 +81,11 @@ class UploadBody:
         was never read from still can)."""
         return self.replayable
 
+    def whole(self) -> Buffer | None:
+        """The whole body as one buffer when it is one in memory of at most
+        :data:`CHUNK_SIZE` bytes (sent in one write, without an iterator), else ``None``."""
+        return None
+
     async def aclose(self) -> None:
         """Release what the body holds (nothing for most)."""
 
@@ -92,6 +97,9 @@ class _MemoryBody(UploadBody):
         view = memoryview(data)
         self._view = view.cast("B") if view.format != "B" or view.ndim != 1 else view
         self.size = self._view.nbytes
+
+    def whole(self) -> Buffer | None:
+        return self._view if self._view.nbytes <= CHUNK_SIZE else None
 
     async def chunks(self) -> AsyncIterator[Buffer]:
         view = self._view

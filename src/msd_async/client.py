@@ -172,7 +172,7 @@ class ContainerClient:
         return self._context.timeouts
 
     # --- plumbing ----------------------------------------------------------------------
-    async def _send(
+    def _send(
         self,
         request: protocol.Request,
         *,
@@ -182,14 +182,31 @@ class ContainerClient:
         object_operation: bool = True,
         deadline: Deadline | None = None,
         attempt: int = 1,
-    ) -> Response:
+    ) -> Awaitable[Response]:
         """One attempt: sign, send, and raise the typed error for an error status; report
-        it to the session's event hooks, if it has any."""
+        it to the session's event hooks, if it has any. (Not a coroutine itself: without
+        hooks it hands back :meth:`_exchange`'s, one coroutine fewer to step through on
+        every resumption.)"""
         hooks = self._context.event_hooks
         if not hooks:
-            return await self._exchange(request, body, meter, chunked, object_operation, deadline)
+            return self._exchange(request, body, meter, chunked, object_operation, deadline)
+        return self._send_reporting(
+            tuple(hooks), request, body, meter, chunked, object_operation, deadline, attempt
+        )
+
+    async def _send_reporting(
+        self,
+        hooks: tuple[EventHook, ...],
+        request: protocol.Request,
+        body: UploadBody | None,
+        meter: Meter | None,
+        chunked: bool,
+        object_operation: bool,
+        deadline: Deadline | None,
+        attempt: int,
+    ) -> Response:
         operation, path = _operation(request)
-        emit = _Emitter(tuple(hooks), operation, path, self.endpoint, attempt)
+        emit = _Emitter(hooks, operation, path, self.endpoint, attempt)
         emit("start")
         try:
             response = await self._exchange(
@@ -252,7 +269,7 @@ class ContainerClient:
             method=request.method,
         )
 
-    async def _call(
+    def _call(
         self,
         attempt: Callable[[int], Awaitable[T]],
         deadline: Deadline | None,
@@ -260,9 +277,10 @@ class ContainerClient:
         replayable: Callable[[], bool] | None = None,
         retry: RetryPolicy | None = None,
         request: protocol.Request | None = None,
-    ) -> T:
+    ) -> Awaitable[T]:
         """Run attempts under the retry policy (the call's, else the session's) and the
-        session's budget, within ``deadline``."""
+        session's budget, within ``deadline``. (Hands back the retry driver's coroutine
+        rather than wrapping it in one more.)"""
         context = self._context
         on_retry = None
         if context.event_hooks and request is not None:
@@ -280,7 +298,7 @@ class ContainerClient:
                 emitter[0]("retry", attempt=n, status=getattr(error, "status", None),
                            error=error, delay=delay)
 
-        return await call_with_retries(
+        return call_with_retries(
             attempt,
             policy=context.retry if retry is None else retry,
             budget=context.budget,

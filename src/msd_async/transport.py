@@ -17,10 +17,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import math
 import socket
 import struct
 from collections.abc import Mapping
-from typing import Any, Final
+from contextvars import ContextVar
+from typing import Any, Final, NoReturn
 
 import aiohttp
 import anyio
@@ -30,7 +32,7 @@ from multidict import CIMultiDictProxy
 from yarl import URL
 
 from ._version import __version__
-from .body import Meter, UploadBody
+from .body import Buffer, Meter, UploadBody
 from .config import DEFAULT_LIMITS, DEFAULT_TIMEOUTS, Limits, Timeouts
 from .errors import (
     ConnectError,
@@ -88,18 +90,29 @@ class _UploadPayload(Payload):
     """
 
     def __init__(
-        self, body: UploadBody | None, meter: Meter | None, write_timeout: float | None
+        self,
+        body: UploadBody | None,
+        meter: Meter | None,
+        write_timeout: float | None,
+        watchdog: _Watchdog,
+        head: _Watch | None,
     ) -> None:
         super().__init__(body, content_type=None)
         self._body = body
         self._meter = meter
         self._write_timeout = write_timeout
+        self._watchdog = watchdog
+        #: The request's read watch: its wait for the answer starts once the body is sent.
+        self._head = head
         self.error: BaseException | None = None
         #: An exception raised by the body's iterator or the progress callback, re-raised
         #: to the caller as is.
         self.source_error: Exception | None = None
         self._writer_task: asyncio.Task[Any] | None = None
-        self._finished = asyncio.Event()
+        self._finished = False
+        #: Made only when stop() has to wait for the writer (an Event per request cost
+        #: more than the rest of this constructor).
+        self._stopped: asyncio.Future[None] | None = None
 
     @property
     def size(self) -> int | None:
@@ -129,23 +142,28 @@ class _UploadPayload(Payload):
         # Kept now: aiohttp detaches the transport from its protocol when it closes the
         # connection (gracefully, still flushing) before this writer is stopped.
         transport = writer.transport
-        watchdog = None
+        watchdog = self._watchdog
+        watch = None
         if self._write_timeout is not None:
-            watchdog = _WriteWatchdog(self._write_timeout, task)
+            watch = watchdog.watch(task, self._write_timeout)
         try:
             if self._body is not None:
                 assert self._meter is not None
-                await self._write_body(writer, self._body, self._meter, watchdog)
+                await self._write_body(writer, self._body, self._meter, watch)
             # End the body here rather than leave it to aiohttp: its own write_eof runs
             # outside its error handling, so a connection the server closed right after
             # the last chunk (an early error answer) made it fail in a task nobody awaits
             # ("Task exception was never retrieved"). From here a failure is reported to
             # the response like any write error; aiohttp's write_eof is then a no-op.
-            if watchdog is not None:
-                watchdog.started = watchdog.now()
+            if watch is not None:
+                watch.since = watchdog.now()
             await writer.write_eof()
+            head = self._head
+            if head is not None and head.heading:
+                # Sent: from now on the server's silence counts against the read timeout.
+                head.since = watchdog.now()
         except BaseException as exc:
-            timed_out = watchdog is not None and watchdog.fired
+            timed_out = watch is not None and watch.fired
             if timed_out and isinstance(exc, asyncio.CancelledError):
                 task.uncancel()
                 exc = WriteTimeout(
@@ -159,17 +177,27 @@ class _UploadPayload(Payload):
             _abort(transport)
             raise
         finally:
-            if watchdog is not None:
-                watchdog.cancel()
-            self._finished.set()
+            if watch is not None:
+                watchdog.unwatch(watch)
+            self._finished = True
+            if self._stopped is not None and not self._stopped.done():
+                self._stopped.set_result(None)
 
     async def _write_body(
         self,
         writer: AbstractStreamWriter,
         body: UploadBody,
         meter: Meter,
-        watchdog: _WriteWatchdog | None,
+        watch: _Watch | None,
     ) -> None:
+        whole = body.whole()
+        if whole is not None:
+            # One buffer in memory: one write, as aiohttp writes a bytes body, without
+            # an iterator to create, step and close.
+            if whole:
+                meter.check(whole)
+                await self._write_chunk(writer, whole, meter, watch)
+            return
         chunks = body.chunks()
         try:
             while True:
@@ -185,19 +213,7 @@ class _UploadPayload(Payload):
                 if not chunk:
                     continue  # an empty chunk would end a chunked body early
                 meter.check(chunk)
-                # Only the time the server takes to accept a chunk counts against the
-                # write timeout, never the time spent in the caller's iterator.
-                if watchdog is not None:
-                    watchdog.started = watchdog.now()
-                await writer.write(chunk)
-                if watchdog is not None:
-                    watchdog.started = None
-                try:
-                    meter.sent_chunk(chunk)
-                except Exception as exc:
-                    # The progress callback failed: the caller's bug, reported as is.
-                    self.source_error = exc
-                    raise
+                await self._write_chunk(writer, chunk, meter, watch)
         finally:
             # The body's generator (an open file, the caller's iterator) is closed here,
             # in the writer's task, however the write ends, not later by the GC.
@@ -205,50 +221,148 @@ class _UploadPayload(Payload):
             if closer is not None:
                 await closer()
 
+    async def _write_chunk(
+        self,
+        writer: AbstractStreamWriter,
+        chunk: Buffer,
+        meter: Meter,
+        watch: _Watch | None,
+    ) -> None:
+        # Only the time the server takes to accept a chunk counts against the write
+        # timeout, never the time spent in the caller's iterator.
+        if watch is not None:
+            watch.since = self._watchdog.now()
+        await writer.write(chunk)
+        if watch is not None:
+            watch.since = None
+        try:
+            meter.sent_chunk(chunk)
+        except Exception as exc:
+            # The progress callback failed: the caller's bug, reported as is.
+            self.source_error = exc
+            raise
+
     async def stop(self) -> None:
         """Cancel the writer if it is still running and wait until it has let go of the
         body (at most :data:`_SETTLE_TIMEOUT`; shielded, so it also runs while the caller
         is being cancelled)."""
         task = self._writer_task
-        if task is None or self._finished.is_set():
+        if task is None or self._finished:
             return
         task.cancel()
         with anyio.CancelScope(shield=True), anyio.move_on_after(_SETTLE_TIMEOUT):
-            await self._finished.wait()
+            if self._stopped is None:
+                self._stopped = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._stopped)
 
 
-class _WriteWatchdog:
-    """The write timeout of one upload with one timer, not one per chunk (a timer per
-    chunk was ~20% of the client CPU of a STREAMING upload in 64 KiB chunks).
+class _Watch:
+    """One wait on the server that :class:`_Watchdog` times: a request waiting for its
+    answer or reading its body (read timeout), or an upload waiting for the server to
+    accept a chunk (write timeout)."""
 
-    The writer sets ``started`` before handing a chunk to aiohttp and clears it after; the
-    timer wakes up once per ``timeout`` and cancels the writer if one write has been
-    waiting on the server for ``timeout`` seconds (``fired`` then tells the writer why).
+    __slots__ = ("count", "fired", "heading", "since", "source", "task", "timeout")
+
+    def __init__(self, task: asyncio.Task[Any], timeout: float) -> None:
+        #: The task to cancel when the wait has lasted ``timeout`` seconds.
+        self.task = task
+        self.timeout = timeout
+        #: Loop time the current wait started (or last showed progress); ``None``: not
+        #: waiting now.
+        self.since: float | None = None
+        #: A body being read (aiohttp's ``StreamReader``): bytes it received count as
+        #: progress even while one read is still waiting for more.
+        self.source: Any = None
+        self.count = 0
+        #: Still waiting for the response head (its body is being sent, or it was sent).
+        self.heading = True
+        self.fired = False
+
+
+class _Watchdog:
+    """Every read and write timeout of one transport, with one timer.
+
+    aiohttp's ``sock_read`` cancels and re-arms a timer on every socket read (two timers
+    for a DescribeObject, five or more for a 1 MiB GET), and a timer per upload was the
+    write timeout's cost: asyncio's timers are Python objects in a heap, and each costs
+    ~1-2 us of CPU. Instead, each wait marks when it began (``_Watch.since``) and one
+    timer sweeps every open wait a few times per timeout, cancelling the task of a wait
+    that has lasted its timeout. A stall is therefore noticed between ``timeout`` and
+    ``timeout * (1 + 2 / _SWEEPS)`` after the last byte, not to the millisecond.
     """
 
-    __slots__ = ("_handle", "_loop", "_task", "_timeout", "fired", "now", "started")
+    __slots__ = ("_at", "_handle", "_interval", "_loop", "_watches", "now")
 
-    def __init__(self, timeout: float, task: asyncio.Task[Any]) -> None:
-        self._timeout = timeout
-        self._task = task
-        self._loop = loop = asyncio.get_running_loop()
-        self.now = loop.time
-        self.started: float | None = None
-        self.fired = False
-        self._handle = loop.call_at(loop.time() + timeout, self._check)
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._watches: dict[_Watch, None] = {}
+        self._handle: asyncio.TimerHandle | None = None
+        #: When the timer fires next (``inf``: not armed), and the interval it was armed
+        #: with.
+        self._at = math.inf
+        self._interval = math.inf
+        self.now = _no_loop_time
 
-    def _check(self) -> None:
-        started = self.started
+    def watch(self, task: asyncio.Task[Any], timeout: float) -> _Watch:
+        """Time a new wait of ``task`` (not started yet: set ``since`` when it starts)."""
+        watch = _Watch(task, timeout)
+        self._watches[watch] = None
+        interval = max(timeout / _SWEEPS, _MIN_SWEEP)
+        if interval < self._interval:
+            # Not armed, or armed for longer timeouts than this one (a deadline capped it).
+            loop = self._loop
+            if loop is None:
+                loop = self._loop = asyncio.get_running_loop()
+                self.now = loop.time
+            at = loop.time() + interval
+            if at < self._at:
+                self._arm(at, interval)
+        return watch
+
+    def unwatch(self, watch: _Watch) -> None:
+        self._watches.pop(watch, None)
+
+    def _arm(self, at: float, interval: float) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        assert self._loop is not None
+        self._at = at
+        self._interval = interval
+        self._handle = self._loop.call_at(at, self._sweep)
+
+    def _sweep(self) -> None:
+        self._handle = None
+        self._at = self._interval = math.inf
+        assert self._loop is not None
         now = self._loop.time()
-        if started is not None and now - started >= self._timeout:
-            self.fired = True
-            self._task.cancel()
-            return
-        base = now if started is None else started
-        self._handle = self._loop.call_at(base + self._timeout, self._check)
+        shortest = math.inf
+        for watch in list(self._watches):
+            since = watch.since
+            if since is not None:
+                source = watch.source
+                if source is not None and source.total_bytes != watch.count:
+                    watch.count = source.total_bytes
+                    watch.since = since = now
+                if now - since >= watch.timeout:
+                    watch.fired = True
+                    del self._watches[watch]
+                    watch.task.cancel()
+                    continue
+            shortest = min(shortest, watch.timeout)
+        if shortest != math.inf:
+            interval = max(shortest / _SWEEPS, _MIN_SWEEP)
+            self._arm(now + interval, interval)
 
-    def cancel(self) -> None:
-        self._handle.cancel()
+
+def _no_loop_time() -> float:
+    raise RuntimeError("the watchdog has no event loop yet")  # pragma: no cover
+
+
+#: Sweeps per timeout: a stall is noticed at most 2 / _SWEEPS of the timeout late.
+_SWEEPS: Final = 4
+#: The shortest interval between sweeps: a deadline can cap a timeout to almost nothing,
+#: and sweeping as often as that would spin the loop.
+_MIN_SWEEP: Final = 0.001
 
 
 def _abort(transport: asyncio.WriteTransport | None) -> None:
@@ -400,6 +514,18 @@ def _closed_error() -> SessionClosedError:
     )
 
 
+def _read_timeout(watch: _Watch, url: str) -> NoReturn:
+    """Raise the error for a wait the watchdog ended, in the task it cancelled (which
+    carries on: the cancellation was ours, not the caller's)."""
+    watch.task.uncancel()
+    raise ReadTimeout(f"no response bytes from {url} within the read timeout") from (
+        TimeoutError(f"nothing was received for {watch.timeout} s")
+    )
+
+
+_current_task: Final = asyncio.current_task
+
+
 class Response:
     """An HTTP response whose body is still on the wire; holds one pool slot.
 
@@ -408,7 +534,7 @@ class Response:
     exit: a failed or cancelled read closes the connection and frees the slot.
     """
 
-    __slots__ = ("_done", "_host", "_payload", "_raw", "_transport", "_url")
+    __slots__ = ("_done", "_host", "_payload", "_raw", "_transport", "_url", "_watch")
 
     def __init__(
         self,
@@ -417,6 +543,7 @@ class Response:
         url: str,
         payload: _UploadPayload | None = None,
         host: _Slots | None = None,
+        watch: _Watch | None = None,
     ) -> None:
         self._raw = raw
         self._transport = transport
@@ -424,6 +551,10 @@ class Response:
         self._payload = payload
         self._host = host
         self._done = False
+        #: The read timeout of the body (see _Watchdog); gone once the response is.
+        self._watch = watch
+        if watch is not None:
+            watch.source = raw.content
 
     @property
     def status(self) -> int:
@@ -443,14 +574,24 @@ class Response:
         the caller may close or resend the body at once.
         """
         ok = False
+        watch = self._watch
         try:
+            if watch is not None:
+                watch.task = _current_task()  # type: ignore[assignment]
+                watch.since = self._transport._watchdog.now()
             data = await self._raw.read()
             ok = True
         except MediaStoreError:
             raise
         except _FOREIGN_ERRORS as exc:
             raise _translate(exc, self._url) from exc
+        except asyncio.CancelledError:
+            if watch is not None and watch.fired:
+                _read_timeout(watch, self._url)
+            raise
         finally:
+            if watch is not None:
+                watch.since = None
             # The one place a body read ends. close() first and synchronously, so even
             # a cancellation arriving in the await below cannot keep the slot.
             if not ok:
@@ -466,7 +607,11 @@ class Response:
         """Up to ``n`` bytes (``-1``: whatever has arrived); ``b""`` at the end."""
         # No context manager here: this runs for every received chunk, and entering a
         # generator-based one each time is measurable on a 1 MiB GET.
+        watch = self._watch
         try:
+            if watch is not None:
+                watch.task = _current_task()  # type: ignore[assignment]
+                watch.since = self._transport._watchdog.now()
             if n < 0:
                 return await self._raw.content.readany()
             return await self._raw.content.read(n)
@@ -474,20 +619,43 @@ class Response:
             raise
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise _translate(exc, self._url) from exc
+        except asyncio.CancelledError:
+            if watch is not None and watch.fired:
+                _read_timeout(watch, self._url)
+            raise
+        finally:
+            if watch is not None:
+                watch.since = None
 
     def release(self) -> None:
         """Return the connection to the pool (closed instead if the body was not drained)."""
         if not self._done:
             self._done = True
             self._raw.release()
-            self._transport._release_slot(self._host)
+            self._transport._release_slot(self._host, self._watch)
 
     def close(self) -> None:
         """Drop the connection: for an abandoned body or a broken exchange."""
         if not self._done:
             self._done = True
             self._raw.close()
-            self._transport._release_slot(self._host)
+            self._transport._release_slot(self._host, self._watch)
+
+
+#: The read watch of the request the current task is sending without a body (see send()).
+_HEAD: Final[ContextVar[_Watch | None]] = ContextVar("msd_async_head", default=None)
+
+
+class _WatchedResponse(aiohttp.ClientResponse):
+    """aiohttp's response, telling the watchdog when the wait for the answer begins: after
+    the connection is made and the request written (aiohttp's ``sock_read`` starts at the
+    same point)."""
+
+    async def start(self, connection: aiohttp.connector.Connection) -> aiohttp.ClientResponse:
+        watch = _HEAD.get()
+        if watch is not None:
+            watch.since = asyncio.get_running_loop().time()
+        return await super().start(connection)
 
 
 class Transport:
@@ -510,6 +678,7 @@ class Transport:
         self._hosts: dict[str, _Slots] = {}
         self._in_use = 0
         self._closed = False
+        self._watchdog = _Watchdog()
         self.stats = PoolStats(self)
 
     @property
@@ -529,9 +698,11 @@ class Transport:
             t = self.timeouts
             session = self._session = aiohttp.ClientSession(
                 connector=connector,
+                # No sock_read: the read timeout is the watchdog's (see _Watchdog).
                 timeout=aiohttp.ClientTimeout(
-                    total=None, connect=None, sock_connect=t.connect, sock_read=t.read
+                    total=None, connect=None, sock_connect=t.connect, sock_read=None
                 ),
+                response_class=_WatchedResponse,
                 auto_decompress=False,
                 # Explicit headers instead of a session-wide skip_auto_headers, which sends
                 # every request through aiohttp's slower header path. Bodies are never
@@ -541,7 +712,9 @@ class Transport:
             )
         return session
 
-    def _release_slot(self, host: _Slots | None) -> None:
+    def _release_slot(self, host: _Slots | None, watch: _Watch | None = None) -> None:
+        if watch is not None:
+            self._watchdog.unwatch(watch)
         self._in_use -= 1
         self._slots.release()
         if host is not None:
@@ -624,13 +797,17 @@ class Transport:
                 raise _closed_error()
         self._in_use += 1
         payload: _UploadPayload | None = None
+        timeout = self.timeouts.read if read_timeout is None else read_timeout
+        watch = None
+        if timeout is not None:
+            watch = self._watchdog.watch(_current_task(), timeout)  # type: ignore[arg-type]
         # Only what differs from the session's defaults, so a plain GET passes no extras.
         kwargs: dict[str, Any] = _NO_KWARGS
-        if body is not None or read_timeout is not None or method == "DELETE":
+        if body is not None or method == "DELETE":
             kwargs = {}
             if body is not None:
                 assert meter is not None
-                payload = _UploadPayload(body, meter, self.timeouts.write)
+                payload = _UploadPayload(body, meter, self.timeouts.write, self._watchdog, watch)
                 kwargs["data"] = payload
                 if chunked or body.size is None:
                     kwargs["chunked"] = True
@@ -638,18 +815,16 @@ class Transport:
                     # aiohttp would label the body application/octet-stream; the service
                     # must see that no Content-Type was given (ListItems then omits it).
                     kwargs["skip_auto_headers"] = _NO_CONTENT_TYPE
-            elif method == "DELETE":
+            else:
                 # An empty body that aiohttp counts as consumed, so it never resends a
                 # DELETE by itself (see _UploadPayload.consumed); on the wire it is the
                 # same "Content-Length: 0" aiohttp sends for a DELETE without a body.
-                payload = _UploadPayload(None, None, self.timeouts.write)
+                payload = _UploadPayload(None, None, self.timeouts.write, self._watchdog, watch)
                 kwargs["data"] = payload
                 kwargs["skip_auto_headers"] = _NO_CONTENT_TYPE
-            if read_timeout is not None:
-                kwargs["timeout"] = aiohttp.ClientTimeout(
-                    total=None, connect=None, sock_connect=self.timeouts.connect,
-                    sock_read=read_timeout,
-                )
+        # Without a body the wait for the answer starts when aiohttp starts reading it
+        # (after connecting): _WatchedResponse.start() finds the watch here.
+        token = _HEAD.set(watch) if payload is None and watch is not None else None
         # Translated inline (as in read_some): a generator-based context manager per request
         # is measurable on small requests.
         try:
@@ -657,16 +832,27 @@ class Transport:
                 method, URL(url, encoded=True), headers=headers, allow_redirects=False, **kwargs
             )
         except BaseException as exc:
-            mapped = None
-            if not isinstance(exc, MediaStoreError) and isinstance(exc, _FOREIGN_ERRORS):
+            mapped: BaseException | None = None
+            cause: BaseException | None = None
+            if isinstance(exc, asyncio.CancelledError) and watch is not None and watch.fired:
+                watch.task.uncancel()
+                mapped = ReadTimeout(f"no response bytes from {url} within the read timeout")
+                cause = TimeoutError(f"nothing was received for {watch.timeout} s")
+            elif not isinstance(exc, MediaStoreError) and isinstance(exc, _FOREIGN_ERRORS):
                 mapped, cause = _mapped(exc, url, payload)
-            self._release_slot(host)
+            self._release_slot(host, watch)
             if payload is not None:
                 await payload.stop()
             if mapped is None:
                 raise
             raise mapped from cause
-        return Response(raw, self, url, payload, host)
+        finally:
+            if token is not None:
+                _HEAD.reset(token)
+        if watch is not None:
+            watch.heading = False
+            watch.since = None
+        return Response(raw, self, url, payload, host, watch)
 
     async def aclose(self) -> None:
         """Close every pooled connection; later sends, and calls queued for a connection,

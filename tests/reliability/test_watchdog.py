@@ -1,0 +1,107 @@
+"""The read timeout as the transport's watchdog keeps it (one timer for every wait, see
+``msd_async.transport._Watchdog``): progress inside one whole-body read keeps it alive, a
+stall ends it, and a body read in another task than the one that sent the request times
+out in the reading task only.
+
+Bounds are multiples of the read timeout with wide margins (a busy 2-core machine): they
+say "the timeout ended it, not the server's much longer stall".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+from scripted_server import Connection, response_head, scripted_server
+
+from msd_async import Credentials, ReadTimeout, RetryPolicy, Session, Timeouts
+
+pytestmark = pytest.mark.anyio
+
+READ = 0.3
+PUT_ANSWER = json.dumps(
+    {"ContentSHA256": "b" * 64, "ETag": "e" * 32, "StorageClass": "TEMPORAL"}
+).encode()
+
+
+def _session() -> Session:
+    return Session(
+        credentials=Credentials("AKIDEXAMPLE", "secret"),
+        region="us-east-1",
+        retry=RetryPolicy.none(),
+        timeouts=Timeouts(read=READ),
+    )
+
+
+def _trickling_answer(gap: float, stall_after: int | None = None):  # type: ignore[no-untyped-def]
+    """Answers each PUT with its JSON one byte every ``gap`` seconds (or stalls for good
+    after ``stall_after`` bytes)."""
+
+    async def handler(conn: Connection) -> None:
+        while await conn.read_request() is not None:
+            await conn.send(
+                response_head(
+                    200,
+                    {"Content-Length": len(PUT_ANSWER), "Content-Type": "application/json"},
+                )
+            )
+            for i in range(len(PUT_ANSWER)):
+                if stall_after is not None and i == stall_after:
+                    await asyncio.sleep(60 * READ)
+                await conn.send(PUT_ANSWER[i : i + 1])
+                await asyncio.sleep(gap)
+
+    return handler
+
+
+async def test_a_body_that_keeps_arriving_outlives_the_read_timeout() -> None:
+    """One whole-body read lasting several read timeouts, each gap a fraction of it."""
+    gap = READ / 10
+    assert len(PUT_ANSWER) * gap > 3 * READ
+    async with scripted_server(_trickling_answer(gap)) as server, _session() as session:
+        store = session.container(server.endpoint)
+        result = await store.put_object("a.bin", b"x" * 1000)
+        assert result.etag == "e" * 32
+        assert session.pool.in_use == 0
+
+
+async def test_a_body_that_stalls_in_one_read_times_out() -> None:
+    async with scripted_server(
+        _trickling_answer(0.0, stall_after=10)
+    ) as server, _session() as session:
+        store = session.container(server.endpoint)
+        started = time.monotonic()
+        with pytest.raises(ReadTimeout) as caught:
+            await store.put_object("a.bin", b"x" * 1000)
+        assert READ * 0.9 <= time.monotonic() - started < 20 * READ
+        assert isinstance(caught.value.__cause__, TimeoutError)
+        assert session.pool.in_use == 0
+
+
+async def test_a_stream_read_in_another_task_times_out_there_only() -> None:
+    """The task that opened the download goes on untouched while another task reads the
+    stalled body and gets the ReadTimeout."""
+
+    async def stall_mid_body(conn: Connection) -> None:
+        while await conn.read_request() is not None:
+            await conn.send(response_head(200, {"Content-Length": 100}) + b"a" * 10)
+            await asyncio.sleep(60 * READ)
+
+    async with scripted_server(stall_mid_body) as server, _session() as session:
+        store = session.container(server.endpoint)
+        async with store.get_object("a.bin") as obj:
+
+            async def read_it() -> bytes:
+                return await obj.read()
+
+            reader = asyncio.create_task(read_it())
+            started = time.monotonic()
+            # The opener keeps working meanwhile: a cancellation meant for the reader
+            # would end this sleep early.
+            await asyncio.sleep(5 * READ)
+            assert time.monotonic() - started >= 5 * READ * 0.9
+            with pytest.raises(ReadTimeout):
+                await reader
+        assert session.pool.in_use == 0
