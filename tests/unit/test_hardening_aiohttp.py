@@ -25,7 +25,7 @@ from packaging.version import Version
 from scripted_server import Connection, response, scripted_server
 
 from msd_async import transport
-from msd_async.transport import AIOHTTP_PRIVATE_ATTRIBUTES, _UploadPayload
+from msd_async.transport import AIOHTTP_PRIVATE_ATTRIBUTES, _UploadPayload, _Watchdog
 
 pytestmark = pytest.mark.anyio
 
@@ -97,7 +97,9 @@ class _RecordingPayload(_UploadPayload):
     def __init__(self, data: bytes) -> None:
         from msd_async.body import Meter, prepare_body
 
-        super().__init__(prepare_body(data), Meter(limit=1 << 30, limit_rule="test"), None)
+        super().__init__(
+            prepare_body(data), Meter(limit=1 << 30, limit_rule="test"), None, _Watchdog(), None
+        )
         self.calls: list[tuple[str, int | None, object, object]] = []
 
     async def write(self, writer: AbstractStreamWriter) -> None:
@@ -202,3 +204,30 @@ def test_the_modules_that_import_aiohttp_are_the_ones_the_docs_name() -> None:
         "transport.py", "web/aiohttp.py", "testing/server.py", "cli/_observe.py",
         "live/watch.py",
     }
+
+
+async def test_aiohttp_starts_the_response_class_after_writing_the_request() -> None:
+    """``ClientSession(response_class=...)`` is public, but the transport's watchdog also
+    relies on aiohttp calling ``response.start(connection)`` once per request, after the
+    request was written and before the head is read: that is where the read timeout of a
+    request without a body begins (``transport._WatchedResponse``)."""
+    from msd_async.transport import _WatchedResponse
+
+    calls: list[object] = []
+
+    class Recording(_WatchedResponse):
+        async def start(self, connection: aiohttp.connector.Connection) -> aiohttp.ClientResponse:
+            calls.append(connection)
+            return await super().start(connection)
+
+    async with (
+        scripted_server(_answer_each) as server,
+        aiohttp.ClientSession(response_class=Recording) as session,
+        session.get(server.endpoint + "/a") as answer,
+    ):
+        assert await answer.read() == b"ok"
+    assert len(calls) == 1, (
+        f"aiohttp {aiohttp.__version__} no longer calls ClientResponse.start(connection) once "
+        f"per request: the watchdog cannot tell when the wait for the answer begins ({calls})"
+    )
+    assert isinstance(calls[0], aiohttp.connector.Connection)
