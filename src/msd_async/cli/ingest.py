@@ -13,6 +13,7 @@ from ._common import EXIT_FAILED, client_options, run_command
 
 if TYPE_CHECKING:
     import asyncio
+    from collections.abc import AsyncIterator
 
     from ..client import ContainerClient
 
@@ -162,6 +163,21 @@ async def _preflight(store: ContainerClient, args: argparse.Namespace) -> None:
         await preflight(store, args.prefix)
         for url in args.backup_endpoint:
             await preflight(store.session.container(url), args.prefix)
+
+
+@contextlib.asynccontextmanager
+async def _publishing(args: argparse.Namespace) -> AsyncIterator[tuple[Any, Any]]:
+    """The session, the --metrics observer, the preflight and the open publisher that relay
+    and push share: yields the publisher and its last-error lookup (see _make_publisher)."""
+    from ..session import Session
+
+    async with Session(region=args.region, profile=args.profile) as session:
+        store = session.container(args.endpoint)
+        async with _observe.observing(args, session=session, store=store, publisher=True) as obs:
+            await _preflight(store, args)
+            publisher, last_error = _make_publisher(store, args, obs)
+            async with publisher:
+                yield publisher, last_error
 
 
 def _finish(
@@ -362,7 +378,6 @@ async def _relay_main(args: argparse.Namespace) -> int:
     import time
 
     from ..ingest import Relay
-    from ..session import Session
 
     started = time.monotonic()
     basic: tuple[str, str] | None = None
@@ -379,49 +394,42 @@ async def _relay_main(args: argparse.Namespace) -> int:
     }
     stop = _stop_event()
     try:
-        async with Session(region=args.region, profile=args.profile) as session:
-            store = session.container(args.endpoint)
-            async with _observe.observing(
-                args, session=session, store=store, publisher=True
-            ) as obs:
-                await _preflight(store, args)
-                publisher, last_error = _make_publisher(store, args, obs)
-                async with publisher:
-                    relay = Relay(
-                        publisher,
-                        host=args.host,
-                        port=args.port,
-                        allow_remote=args.allow_remote,
-                        secret=args.secret,
-                        basic_auth=basic,
-                        drain_timeout=args.shutdown_timeout,
-                        media_deadline=args.media_deadline,
-                        **limits,
+        async with _publishing(args) as (publisher, last_error):
+            relay = Relay(
+                publisher,
+                host=args.host,
+                port=args.port,
+                allow_remote=args.allow_remote,
+                secret=args.secret,
+                basic_auth=basic,
+                drain_timeout=args.shutdown_timeout,
+                media_deadline=args.media_deadline,
+                **limits,
+            )
+            relay.reporter.last_error = last_error
+
+            def status() -> str:
+                s = relay.stats
+                outcomes = relay.reporter.counters.outcomes
+                counts = " ".join(f"{k} {v}" for k, v in outcomes.items())
+                return " | ".join(
+                    part
+                    for part in (
+                        f"relay :{relay.port}",
+                        f"receiving {s.in_flight}",
+                        f"pending {relay.reporter.pending}",
+                        counts,
+                        f"{s.bytes_in / 1e6:.1f} MB in",
+                        _publisher_status(publisher),
                     )
-                    relay.reporter.last_error = last_error
+                    if part
+                )
 
-                    def status() -> str:
-                        s = relay.stats
-                        outcomes = relay.reporter.counters.outcomes
-                        counts = " ".join(f"{k} {v}" for k, v in outcomes.items())
-                        return " | ".join(
-                            part
-                            for part in (
-                                f"relay :{relay.port}",
-                                f"receiving {s.in_flight}",
-                                f"pending {relay.reporter.pending}",
-                                counts,
-                                f"{s.bytes_in / 1e6:.1f} MB in",
-                                _publisher_status(publisher),
-                            )
-                            if part
-                        )
-
-                    async with relay:
-                        print(f"relay: {relay.url}", flush=True)
-                        async with _Console(status, args):
-                            await stop.wait()
-                    retries = publisher.stats().retries
+            async with relay:
+                print(f"relay: {relay.url}", flush=True)
+                async with _Console(status, args):
+                    await stop.wait()
+            retries = publisher.stats().retries
     finally:
         _remove_signal_handlers()
     s = relay.stats
@@ -450,47 +458,39 @@ async def _push_main(args: argparse.Namespace) -> int:
     import time
 
     from ..ingest import FolderPusher
-    from ..session import Session
 
     started = time.monotonic()
     stop = _stop_event()
     try:
-        async with Session(region=args.region, profile=args.profile) as session:
-            store = session.container(args.endpoint)
-            async with _observe.observing(
-                args, session=session, store=store, publisher=True
-            ) as obs:
-                await _preflight(store, args)
-                publisher, last_error = _make_publisher(store, args, obs)
-                async with publisher:
-                    pusher = FolderPusher(
-                        publisher,
-                        args.dir,
-                        settle=args.settle,
-                        drain_timeout=args.shutdown_timeout,
-                        media_deadline=args.media_deadline,
+        async with _publishing(args) as (publisher, last_error):
+            pusher = FolderPusher(
+                publisher,
+                args.dir,
+                settle=args.settle,
+                drain_timeout=args.shutdown_timeout,
+                media_deadline=args.media_deadline,
+            )
+            pusher.reporter.last_error = last_error
+
+            def status() -> str:
+                counts = " ".join(
+                    f"{k} {v}" for k, v in pusher.reporter.counters.outcomes.items()
+                )
+                return " | ".join(
+                    part
+                    for part in (
+                        f"push {args.dir}",
+                        f"pending {pusher.reporter.pending}",
+                        counts,
+                        _publisher_status(publisher),
                     )
-                    pusher.reporter.last_error = last_error
+                    if part
+                )
 
-                    def status() -> str:
-                        counts = " ".join(
-                            f"{k} {v}" for k, v in pusher.reporter.counters.outcomes.items()
-                        )
-                        return " | ".join(
-                            part
-                            for part in (
-                                f"push {args.dir}",
-                                f"pending {pusher.reporter.pending}",
-                                counts,
-                                _publisher_status(publisher),
-                            )
-                            if part
-                        )
-
-                    async with _Console(status, args):
-                        print(f"push: watching {pusher.directory}", flush=True)
-                        await pusher.run(stop)
-                    retries = publisher.stats().retries
+            async with _Console(status, args):
+                print(f"push: watching {pusher.directory}", flush=True)
+                await pusher.run(stop)
+            retries = publisher.stats().retries
     finally:
         _remove_signal_handlers()
     extra = [f"{pusher.skipped_temporary} temporary files skipped", f"{retries} retries"]
