@@ -222,6 +222,18 @@ class PublisherStats:
     def retries(self) -> int:
         return sum(k.retries for k in self.kinds.values())
 
+    def __repr__(self) -> str:
+        # One line for a log or a REPL; the fields hold the detail.
+        kinds = self.kinds.values()
+        pending = sum(d.pending for d in self.destinations)
+        return (
+            f"<PublisherStats {self.uptime:.1f} s: "
+            f"{sum(k.published for k in kinds)} published, "
+            f"{sum(k.acknowledged for k in kinds)} acknowledged, {self.dropped} dropped, "
+            f"{sum(k.failed for k in kinds)} failed, {self.retries} retries, "
+            f"{pending} pending, {len(self.destinations)} destination(s)>"
+        )
+
 
 class _KindCounter:
     __slots__ = (
