@@ -60,3 +60,21 @@ async def test_stats_have_a_short_one_line_repr(store: ContainerClient) -> None:
         r"<PublisherStats \d+\.\d s: 2 published, 2 acknowledged, 0 dropped, 0 failed, "
         r"0 retries, 0 pending, 1 destination\(s\)>", text,
     ), text
+
+
+def test_merged_histograms_answer_like_one_fed_everything() -> None:
+    rng = random.Random(20)
+    parts = [[rng.lognormvariate(-3, 1) for _ in range(500)] for _ in range(3)]
+    whole, merged = Histogram(), Histogram()
+    for values in parts:
+        one = Histogram()
+        for value in values:
+            one.add(value)
+            whole.add(value)
+        merged.merge(one)
+    merged.merge(Histogram())  # an empty one changes nothing
+    assert merged.count == whole.count == 1500
+    assert (merged.min, merged.max) == (whole.min, whole.max)
+    assert merged.total == pytest.approx(whole.total)
+    for q in (0.5, 0.9, 0.99):
+        assert merged.percentile(q) == whole.percentile(q)

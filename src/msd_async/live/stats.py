@@ -120,6 +120,17 @@ class Histogram:
         if self.max is None or value > self.max:
             self.max = value
 
+    def merge(self, other: Histogram) -> None:
+        """Add the values of ``other`` (several readers' or renditions' into one)."""
+        for index, n in enumerate(other._counts):
+            self._counts[index] += n
+        self.count += other.count
+        self.total += other.total
+        for bound in (other.min, other.max):
+            if bound is not None:
+                self.min = bound if self.min is None else min(self.min, bound)
+                self.max = bound if self.max is None else max(self.max, bound)
+
     def percentile(self, q: float) -> float | None:
         """The ``q`` quantile (0..1), ``None`` before the first value."""
         if not self.count:
