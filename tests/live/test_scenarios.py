@@ -471,3 +471,22 @@ async def test_an_encoder_delete_waits_for_a_static_mpd_naming_it_by_template(
         await anyio.sleep(1.0)
         assert await store.describe_object("x/c-1.m4s")
     assert [e.path for e in events if e.kind == "deleted"] == ["x/c-4.m4s"]
+
+
+async def test_a_manifest_naming_many_unpublished_objects_warns_once(
+    store: ContainerClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """ffmpeg's final LL-DASH MPD names every chunk from startNumber 1, also the ones its
+    window deleted long ago: one warning line for the MPD, not one per chunk."""
+    mpd = (b'<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="static" '
+           b'mediaPresentationDuration="PT50S"><Period start="PT0S"><AdaptationSet>'
+           b'<Representation id="0" bandwidth="1"><SegmentTemplate duration="1" '
+           b'initialization="init.m4s" media="c-$Number$.m4s" startNumber="1"/>'
+           b"</Representation></AdaptationSet></Period></MPD>")
+    caplog.set_level("WARNING", logger="msd_async.live")
+    async with LivePublisher(store, reference_wait=0.2) as pub:
+        await pub.publish("w/init.m4s", b"init")
+        assert (await (await pub.publish("w/manifest.mpd", mpd)).wait()).acknowledged
+    lines = [r.getMessage() for r in caplog.records if "never published" in r.getMessage()]
+    assert len(lines) == 1, lines
+    assert "50 objects" in lines[0] and "w/c-1.m4s" in lines[0], lines
