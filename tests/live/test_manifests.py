@@ -194,3 +194,79 @@ def test_mark_gaps_marks_given_up_media_and_drops_their_hints() -> None:
     ]
     same, none = mark_gaps("v/index.m3u8", body, info, set())
     assert same is body and none == set()
+
+
+# What ffmpeg's dashenc writes at the end of an LL-DASH run with -use_timeline 0.
+MPD_STATIC_NUMBERED = b"""<?xml version="1.0" encoding="utf-8"?>
+<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="static" mediaPresentationDuration="PT9.0S"
+    maxSegmentDuration="PT1.0S" minBufferTime="PT1.0S">
+ <Period id="0" start="PT0.0S">
+  <AdaptationSet id="0" contentType="video">
+   <Representation id="0" mimeType="video/mp4" bandwidth="143904">
+    <SegmentTemplate timescale="1000000" duration="1000000" availabilityTimeOffset="0.960"
+        initialization="init-stream$RepresentationID$.m4s"
+        media="chunk-stream$RepresentationID$-$Number%05d$.m4s" startNumber="1">
+    </SegmentTemplate>
+   </Representation>
+  </AdaptationSet>
+ </Period>
+</MPD>"""
+
+
+def test_a_static_mpd_names_every_segment_of_its_number_template() -> None:
+    """Issue 16 item 14: a static MPD's template without a timeline names the segments
+    startNumber .. startNumber + ceil(period duration / segment duration) - 1."""
+    info = parse_manifest("dash/manifest.mpd", MPD_STATIC_NUMBERED)
+    assert info.ended
+    assert list(info.references) == ["dash/init-stream0.m4s"] + [
+        f"dash/chunk-stream0-{n:05d}.m4s" for n in range(1, 10)
+    ]
+    assert info.references["dash/chunk-stream0-00009.m4s"].role == "media"
+    assert info.references["dash/chunk-stream0-00009.m4s"].duration == 1.0
+    assert info.target_duration == 1.0 and info.duration == 9.0
+
+
+@pytest.mark.parametrize(
+    ("mpd", "period", "template", "names"),
+    [
+        # a partial last segment is still a segment; startNumber and $Time$ are honoured
+        ('mediaPresentationDuration="PT2.5S"', 'start="PT0S"',
+         'duration="2" startNumber="5" media="s_$Number$_$Time$.m4s"',
+         ["s_5_0.m4s", "s_6_2.m4s"]),
+        # Period@duration wins; the timescale divides
+        ('mediaPresentationDuration="PT100S"', 'duration="PT4S"',
+         'timescale="10" duration="20" media="s$Number$.m4s"', ["s1.m4s", "s2.m4s"]),
+        # the last period lasts until the end of the presentation
+        ('mediaPresentationDuration="PT10S"', 'start="PT6S"',
+         'duration="2" startNumber="0" media="s$Number$.m4s"', ["s0.m4s", "s1.m4s"]),
+        # no way to tell how long: nothing is listed (as for a dynamic MPD)
+        ("", "", 'duration="2" media="s$Number$.m4s"', []),
+    ],
+)
+def test_static_number_templates_count_from_the_period_duration(
+    mpd: str, period: str, template: str, names: list[str]
+) -> None:
+    body = (f'<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="static" {mpd}>'
+            f'<Period {period}><AdaptationSet><Representation id="v" bandwidth="1">'
+            f"<SegmentTemplate {template}/></Representation></AdaptationSet></Period>"
+            "</MPD>").encode()
+    info = parse_manifest("vod/x.mpd", body)
+    assert list(info.references) == [f"vod/{n}" for n in names]
+
+
+def test_a_dynamic_number_template_names_only_its_initialization() -> None:
+    """Which numbers a live template names depends on the reader's clock
+    (availabilityStartTime): none is listed, documented in docs/live.md."""
+    body = MPD_STATIC_NUMBERED.replace(b'type="static"', b'type="dynamic"')
+    info = parse_manifest("dash/manifest.mpd", body)
+    assert not info.ended
+    assert list(info.references) == ["dash/init-stream0.m4s"]
+
+
+def test_a_static_number_template_beyond_the_reference_bound_is_refused() -> None:
+    body = (b'<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="static" '
+            b'mediaPresentationDuration="P10000D"><Period><AdaptationSet>'
+            b'<Representation id="v" bandwidth="1"><SegmentTemplate duration="1" '
+            b'media="s$Number$.m4s"/></Representation></AdaptationSet></Period></MPD>')
+    with pytest.raises(ManifestError, match="more than"):
+        parse_manifest("vod/x.mpd", body)

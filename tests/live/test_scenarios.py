@@ -446,3 +446,47 @@ async def test_g_cancellation_leaves_no_task_connection_or_half_playlist(
     assert await store.get_bytes("g3/index.m3u8") == old
     with pytest.raises(ObjectNotFoundError):
         await store.describe_object("g3/seg_1.ts")  # the cut STREAMING upload was aborted
+
+
+async def test_an_encoder_delete_waits_for_a_static_mpd_naming_it_by_template(
+    store: ContainerClient, mediastore_server: LocalMediaStore
+) -> None:
+    """Issue 16 item 14: ffmpeg's LL-DASH ends with a static MPD naming its chunks by a
+    number template, then DELETEs the oldest one: the MPD still names it, so it stays."""
+    mpd = (b'<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="static" '
+           b'mediaPresentationDuration="PT0.3S"><Period start="PT0S"><AdaptationSet>'
+           b'<Representation id="0" bandwidth="1"><SegmentTemplate timescale="10" '
+           b'duration="1" initialization="init.m4s" media="c-$Number$.m4s" startNumber="1"/>'
+           b"</Representation></AdaptationSet></Period></MPD>")
+    events: list[PublishEvent] = []
+    async with LivePublisher(store, on_event=events.append, unknown_delete_delay=0.2) as pub:
+        await pub.publish("x/init.m4s", b"init")
+        for n in range(1, 5):
+            await pub.publish(f"x/c-{n}.m4s", b"c", duration=0.1)
+        await (await pub.publish("x/manifest.mpd", mpd)).wait()
+        await pub.delete("x/c-1.m4s")  # named: must stay
+        await pub.delete("x/c-4.m4s")  # beyond the 3 segments of 0.1 s: goes
+        await until(lambda: any(e.kind == "deleted" for e in events), 5)
+        # the delay of a named object would be 0.1 + 0.3 s: well past it, still there
+        await anyio.sleep(1.0)
+        assert await store.describe_object("x/c-1.m4s")
+    assert [e.path for e in events if e.kind == "deleted"] == ["x/c-4.m4s"]
+
+
+async def test_a_manifest_naming_many_unpublished_objects_warns_once(
+    store: ContainerClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """ffmpeg's final LL-DASH MPD names every chunk from startNumber 1, also the ones its
+    window deleted long ago: one warning line for the MPD, not one per chunk."""
+    mpd = (b'<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="static" '
+           b'mediaPresentationDuration="PT50S"><Period start="PT0S"><AdaptationSet>'
+           b'<Representation id="0" bandwidth="1"><SegmentTemplate duration="1" '
+           b'initialization="init.m4s" media="c-$Number$.m4s" startNumber="1"/>'
+           b"</Representation></AdaptationSet></Period></MPD>")
+    caplog.set_level("WARNING", logger="msd_async.live")
+    async with LivePublisher(store, reference_wait=0.2) as pub:
+        await pub.publish("w/init.m4s", b"init")
+        assert (await (await pub.publish("w/manifest.mpd", mpd)).wait()).acknowledged
+    lines = [r.getMessage() for r in caplog.records if "never published" in r.getMessage()]
+    assert len(lines) == 1, lines
+    assert "50 objects" in lines[0] and "w/c-1.m4s" in lines[0], lines

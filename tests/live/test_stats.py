@@ -5,8 +5,13 @@ from __future__ import annotations
 import itertools
 import math
 import random
+import re
 import sys
 
+import pytest
+
+from msd_async import ContainerClient
+from msd_async.live import LivePublisher
 from msd_async.live.stats import Histogram
 
 
@@ -40,3 +45,36 @@ def test_memory_is_fixed_however_many_values() -> None:
     bounds = histogram.buckets()
     assert bounds[-1] == (math.inf, 100_000)
     assert all(a[1] <= b[1] for a, b in itertools.pairwise(bounds))
+
+
+@pytest.mark.anyio
+async def test_stats_have_a_short_one_line_repr(store: ContainerClient) -> None:
+    """Issue 16 item 19: ``print(publisher.stats())`` is one line that says how it goes,
+    not the dataclass dump of every kind, histogram and request counter."""
+    async with LivePublisher(store, prefix="repr") as publisher:
+        await (await publisher.publish("a/seg_0.m4s", b"x" * 100, duration=2.0)).wait()
+        await (await publisher.publish("a/seg_1.m4s", b"y" * 100, duration=2.0)).wait()
+        text = repr(publisher.stats())
+    assert "\n" not in text and len(text) <= 160, text
+    assert re.fullmatch(
+        r"<PublisherStats \d+\.\d s: 2 published, 2 acknowledged, 0 dropped, 0 failed, "
+        r"0 retries, 0 pending, 1 destination\(s\)>", text,
+    ), text
+
+
+def test_merged_histograms_answer_like_one_fed_everything() -> None:
+    rng = random.Random(20)
+    parts = [[rng.lognormvariate(-3, 1) for _ in range(500)] for _ in range(3)]
+    whole, merged = Histogram(), Histogram()
+    for values in parts:
+        one = Histogram()
+        for value in values:
+            one.add(value)
+            whole.add(value)
+        merged.merge(one)
+    merged.merge(Histogram())  # an empty one changes nothing
+    assert merged.count == whole.count == 1500
+    assert (merged.min, merged.max) == (whole.min, whole.max)
+    assert merged.total == pytest.approx(whole.total)
+    for q in (0.5, 0.9, 0.99):
+        assert merged.percentile(q) == whole.percentile(q)

@@ -125,13 +125,6 @@ def demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return 1
 
 
-def _percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[max(0, int(q * len(ordered) + 0.999999) - 1)]
-
-
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value * 1000:.1f}"
 
@@ -144,7 +137,7 @@ async def _demo(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from .. import Session
-    from ..live import LivePublisher, PublishEvent, Status
+    from ..live import LivePublisher, PublishEvent
     from ..live.synthetic import PlaylistReader, RenditionReport, SyntheticStream
     from ..live.video import VideoStream
     from ..live.watch import PlayerPage, player_cors_policy
@@ -208,28 +201,22 @@ async def _demo(args: argparse.Namespace) -> int:
         for name in stream.names():
             report = reports.get(name)
             reader = readers.get(name)
-            segs = report.segments if report else []
-            outcomes = [p.outcome for p in segs]
-            acked = [o for o in outcomes if o is not None and o.status is Status.ACKNOWLEDGED]
-            dropped = sum(
-                1 for o in outcomes if o is not None and o.status is not Status.ACKNOWLEDGED
-            )
-            latencies = [
-                o.destinations[0].completion_latency for o in acked
-                if o.destinations[0].completion_latency is not None
-            ]
-            parts = report.parts if report else []
-            chunk = reader.stats.chunk_latencies if reader else []
+            if report is None:
+                report = RenditionReport(name)
+            segs, parts = report.segments, report.parts
+            segs.settle()
+            parts.settle()
+            chunk = reader.stats.chunk_latency if reader else None
             t.add_row(
                 name,
-                f"{len(acked)}/{len(segs)}",
-                str(dropped),
-                f"{sum(1 for p in parts if p.outcome_now() is Status.ACKNOWLEDGED)}/{len(parts)}",
-                str(len(report.playlists)) if report else "0",
-                _ms(_percentile(latencies, 0.5)),
-                _ms(_percentile(latencies, 0.99)),
-                _ms(_percentile(chunk, 0.5)),
-                _ms(_percentile(chunk, 0.99)),
+                f"{segs.acknowledged}/{segs.published}",
+                str(segs.given_up),
+                f"{parts.acknowledged}/{parts.published}",
+                str(report.playlists.published),
+                _ms(segs.latency.percentile(0.5)),
+                _ms(segs.latency.percentile(0.99)),
+                _ms(chunk.percentile(0.5) if chunk else None),
+                _ms(chunk.percentile(0.99) if chunk else None),
                 str(retries.get(name, 0)),
                 str(len(reader.stats.missing)) if reader else "0",
             )
@@ -317,14 +304,14 @@ async def _demo(args: argparse.Namespace) -> int:
         while_uploading = sum(r.stats.read_while_uploading for r in readers.values())
         if as_json:
             print(_observe.json_line(
-                "summary", "warning" if missing else "info", faults=len(faults.history),
+                "summary", "warning" if missing else "info", faults=faults.applied,
                 retries=stats.retries, dropped=stats.dropped, missing=missing,
                 hint_misses=hint_misses, read_while_uploading=while_uploading,
             ), flush=True)
         else:
             console.print(table("summary"))
             console.print(
-                f"faults injected: {len(faults.history)}; retries: {stats.retries}; "
+                f"faults injected: {faults.applied}; retries: {stats.retries}; "
                 f"dropped: {stats.dropped}; missing at reader: {missing}; hinted parts not "
                 f"there yet: {hint_misses}; read while uploading: {while_uploading} parts"
             )

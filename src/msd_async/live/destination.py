@@ -504,6 +504,7 @@ class Destination:
         # version instead.
         hint_until = now + (info.part_target or publisher.default_part_duration)
         unstarted: set[str] = set()
+        never: list[str] = []
         for path, ref in info.references.items():
             if ref.gap:
                 continue
@@ -528,12 +529,17 @@ class Destination:
                     if hint:
                         unstarted.add(path)
                     else:
-                        logger.warning(
-                            "%s names %s, which was never published to %s; storing it anyway",
-                            job.path, path, self.endpoint,
-                        )
+                        never.append(path)
                     break
                 await self.wait_changed(remaining)
+        if never:
+            # One line per manifest: ffmpeg's final LL-DASH MPD names every chunk since the
+            # first, thousands its window deleted long ago.
+            logger.warning(
+                "%s names %d object%s never published to %s (%s%s); storing it anyway",
+                job.path, len(never), "" if len(never) == 1 else "s", self.endpoint,
+                ", ".join(never[:3]), ", ..." if len(never) > 3 else "",
+            )
         return unstarted
 
     def _rewrite(

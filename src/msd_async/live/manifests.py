@@ -11,7 +11,9 @@ LL-HLS ``#EXT-X-PART`` and ``#EXT-X-PRELOAD-HINT``, ``#EXT-X-GAP``, ``#EXT-X-END
 multivariant playlists (``#EXT-X-STREAM-INF``, ``#EXT-X-MEDIA``, ``#EXT-X-I-FRAME-STREAM-INF``)
 and DASH MPDs (``SegmentTemplate`` with ``SegmentTimeline`` and ``$Number$``/``$Time$``,
 ``SegmentList``, ``SegmentBase``, ``BaseURL`` at every level). A ``SegmentTemplate`` without
-a timeline names its segments by the clock, so only its initialization is listed.
+a timeline (``duration`` and ``$Number$``) names, in a static MPD, every number its Period
+covers (``startNumber`` .. ``startNumber + ceil(period duration / duration) - 1``); in a
+dynamic MPD the numbers follow the reader's clock, so only its initialization is listed.
 Absolute URLs (another host) and ``data:`` / ``skd:`` URIs are not objects of the container
 and are left out.
 """
@@ -367,6 +369,34 @@ def _join_base(base: str, element: ET.Element) -> str:
     return posixpath.join(base, text) if base else text
 
 
+def _period_lengths(root: ET.Element) -> dict[int, float]:
+    """Seconds each Period lasts (by ``id()`` of its element), where the MPD says: its
+    ``duration``, else up to the next Period's ``start``, else (the last) up to the
+    ``mediaPresentationDuration`` (ISO/IEC 23009-1 5.3.2.1)."""
+    periods = _children(root, "Period")
+    starts: list[float | None] = []
+    previous_end: float | None = 0.0
+    for period in periods:
+        start = _iso_duration(period.get("start"))
+        if start is None:
+            start = previous_end
+        starts.append(start)
+        own = _iso_duration(period.get("duration"))
+        previous_end = start + own if start is not None and own is not None else None
+    total = _iso_duration(root.get("mediaPresentationDuration"))
+    lengths: dict[int, float] = {}
+    for i, period in enumerate(periods):
+        length = _iso_duration(period.get("duration"))
+        start = starts[i]
+        if length is None and start is not None:
+            end = starts[i + 1] if i + 1 < len(periods) else total
+            if end is not None and end >= start:
+                length = end - start
+        if length is not None:
+            lengths[id(period)] = length
+    return lengths
+
+
 def _parse_mpd(path: str, body: bytes) -> ManifestInfo:
     try:
         root = ET.fromstring(body)
@@ -394,6 +424,7 @@ def _parse_mpd(path: str, body: bytes) -> ManifestInfo:
         if resolved is not None and resolved not in info.references:
             info.references[resolved] = Reference(resolved, role, duration)
 
+    period_lengths = _period_lengths(root)
     for period in _children(root, "Period"):
         period_base = _join_base(mpd_base, period)
         period_template = _child(period, "SegmentTemplate")
@@ -453,7 +484,28 @@ def _parse_mpd(path: str, body: bytes) -> ManifestInfo:
                     elif media and attrs.get("duration"):
                         duration = _integer(attrs["duration"], "duration", path, default=0,
                                             minimum=0)
-                        longest = max(longest, duration / timescale)
+                        seconds = duration / timescale
+                        longest = max(longest, seconds)
+                        # A static presentation names every number its period covers
+                        # (ISO/IEC 23009-1 5.3.9.5.3). A dynamic one names numbers by the
+                        # reader's clock (availabilityStartTime): not listed.
+                        length = period_lengths.get(id(period))
+                        if info.ended and duration and length is not None:
+                            number = _integer(attrs.get("startNumber"), "startNumber", path,
+                                              default=1, minimum=0)
+                            offset = _integer(attrs.get("presentationTimeOffset"),
+                                              "presentationTimeOffset", path, default=0,
+                                              minimum=0)
+                            count = math.ceil(length / seconds - 1e-9)
+                            if len(info.references) + count > MAX_REFERENCES:
+                                raise ManifestError(
+                                    f"MPD {path!r} names more than {MAX_REFERENCES:,} "
+                                    "segments", rule="live.manifest",
+                                )
+                            for k in range(count):
+                                add(_fill(path, media, rep_id, bandwidth, number + k,
+                                          offset + k * duration), base, "media", seconds)
+                                durations[rep_id] = durations.get(rep_id, 0.0) + seconds
                 elif seg_list is not None:
                     timescale = _integer(seg_list.get("timescale"), "timescale", path,
                                          default=1, minimum=1)

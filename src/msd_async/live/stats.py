@@ -120,6 +120,17 @@ class Histogram:
         if self.max is None or value > self.max:
             self.max = value
 
+    def merge(self, other: Histogram) -> None:
+        """Add the values of ``other`` (several readers' or renditions' into one)."""
+        for index, n in enumerate(other._counts):
+            self._counts[index] += n
+        self.count += other.count
+        self.total += other.total
+        for bound in (other.min, other.max):
+            if bound is not None:
+                self.min = bound if self.min is None else min(self.min, bound)
+                self.max = bound if self.max is None else max(self.max, bound)
+
     def percentile(self, q: float) -> float | None:
         """The ``q`` quantile (0..1), ``None`` before the first value."""
         if not self.count:
@@ -221,6 +232,18 @@ class PublisherStats:
     @property
     def retries(self) -> int:
         return sum(k.retries for k in self.kinds.values())
+
+    def __repr__(self) -> str:
+        # One line for a log or a REPL; the fields hold the detail.
+        kinds = self.kinds.values()
+        pending = sum(d.pending for d in self.destinations)
+        return (
+            f"<PublisherStats {self.uptime:.1f} s: "
+            f"{sum(k.published for k in kinds)} published, "
+            f"{sum(k.acknowledged for k in kinds)} acknowledged, {self.dropped} dropped, "
+            f"{sum(k.failed for k in kinds)} failed, {self.retries} retries, "
+            f"{pending} pending, {len(self.destinations)} destination(s)>"
+        )
 
 
 class _KindCounter:

@@ -14,7 +14,8 @@ from __future__ import annotations
 import math
 import struct
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections import deque
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
@@ -24,13 +25,17 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from ..errors import MediaStoreError, ObjectNotFoundError
 from .manifests import parse_manifest
-from .publisher import LivePublisher, Publication
+from .outcomes import Publication, Status
+from .publisher import LivePublisher
+from .stats import Histogram
 
 if TYPE_CHECKING:
     from ..client import ContainerClient
 
 __all__ = [
+    "PathTally",
     "PlaylistReader",
+    "PublicationTally",
     "ReaderStats",
     "RenditionPackager",
     "RenditionReport",
@@ -111,14 +116,75 @@ def chunk_timestamps(buffer: bytearray) -> list[float]:
 # --- the producer --------------------------------------------------------------------------
 
 
+class PublicationTally:
+    """The publications of one kind of one rendition, in constant memory however long the
+    stream runs: counts and a histogram of acknowledgement latency. A publication is held
+    only until it settles, then folded into the counts. ``len()`` is the number published.
+    """
+
+    __slots__ = ("_pending", "acknowledged", "given_up", "latency", "published")
+
+    def __init__(self) -> None:
+        self.published = 0
+        self.acknowledged = 0
+        #: Dropped, superseded or failed.
+        self.given_up = 0
+        #: Seconds from the body being complete to its acknowledgement (the origin's share).
+        self.latency = Histogram()
+        self._pending: deque[Publication] = deque()
+
+    def __len__(self) -> int:
+        return self.published
+
+    def __repr__(self) -> str:
+        self.settle()
+        return (
+            f"<PublicationTally {self.acknowledged}/{self.published} acknowledged, "
+            f"{self.given_up} given up, {len(self._pending)} pending>"
+        )
+
+    def add(self, publication: Publication) -> None:
+        self.published += 1
+        self._pending.append(publication)
+        self.settle()
+
+    def settle(self) -> None:
+        """Fold the settled publications into the counts (called by every read)."""
+        pending = self._pending
+        for _ in range(len(pending)):
+            publication = pending.popleft()
+            outcome = publication.outcome if publication.done(all_destinations=True) else None
+            if outcome is None:
+                pending.append(publication)  # keeps the order of the unsettled ones
+                continue
+            if outcome.status is Status.ACKNOWLEDGED:
+                self.acknowledged += 1
+                latency = outcome.destinations[0].completion_latency
+                if latency is not None:
+                    self.latency.add(latency)
+            else:
+                self.given_up += 1
+
+    @property
+    def pending(self) -> int:
+        self.settle()
+        return len(self._pending)
+
+    async def wait(self) -> None:
+        """Until every publication added so far has settled."""
+        while self._pending:
+            await self._pending[0].wait(all_destinations=True)
+            self.settle()
+
+
 @dataclass
 class RenditionReport:
-    """What one rendition published, for the summary."""
+    """What one rendition published, for the summary: bounded however long it runs."""
 
     name: str
-    segments: list[Publication] = field(default_factory=list)
-    parts: list[Publication] = field(default_factory=list)
-    playlists: list[Publication] = field(default_factory=list)
+    segments: PublicationTally = field(default_factory=PublicationTally)
+    parts: PublicationTally = field(default_factory=PublicationTally)
+    playlists: PublicationTally = field(default_factory=PublicationTally)
     #: Chunks the producer made.
     chunks: int = 0
     #: Chunks the publisher stopped consuming (its object was given up).
@@ -316,7 +382,7 @@ class RenditionPackager:
         self._part_index = 0
         self.playlist.dates[n] = program_date_time
         self._segment = _Feed()
-        self.report.segments.append(
+        self.report.segments.add(
             await self.publisher.publish(
                 f"{self.name}/seg_{n}.m4s", self._segment.chunks(),
                 duration=self.playlist.target,
@@ -330,7 +396,7 @@ class RenditionPackager:
         # targets) behind the live edge can still use it; given up sooner, it becomes a GAP
         # and a hole in the player's buffer (measured: benchmarks/results/player.md).
         deadline = None if self.part_target is None else 3 * self.part_target
-        self.report.parts.append(
+        self.report.parts.add(
             await self.publisher.publish(
                 f"{self.name}/{part_name}", self._part.chunks(), duration=deadline
             )
@@ -366,7 +432,7 @@ class RenditionPackager:
         await self.publish_playlist()
 
     async def publish_playlist(self) -> None:
-        self.report.playlists.append(
+        self.report.playlists.add(
             await self.publisher.publish(f"{self.name}/index.m3u8", self.playlist.render())
         )
 
@@ -462,22 +528,46 @@ class _Playlist:
 # --- the reader ----------------------------------------------------------------------------
 
 
+class PathTally:
+    """How many paths were recorded, keeping only the ``keep`` most recent: ``len()`` is
+    the count of all, iterating gives the kept ones."""
+
+    __slots__ = ("_count", "_recent")
+
+    def __init__(self, keep: int = 100) -> None:
+        self._count = 0
+        self._recent: deque[str] = deque(maxlen=keep)
+
+    def append(self, path: str) -> None:
+        self._count += 1
+        self._recent.append(path)
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._recent)
+
+    def __repr__(self) -> str:
+        return f"<PathTally {self._count} (last: {list(self._recent)[-3:]})>"
+
+
 @dataclass
 class ReaderStats:
-    """What a :class:`PlaylistReader` saw."""
+    """What a :class:`PlaylistReader` saw, in constant memory however long it reads."""
 
     playlist_versions: int = 0
     #: Objects a playlist named (not as a gap) that a GET right after could not fetch.
-    missing: list[str] = field(default_factory=list)
+    missing: PathTally = field(default_factory=PathTally)
     #: Hinted parts a GET right after the hint could not fetch. The publisher hints a part
     #: once its upload has started; an origin failing that very upload (injected faults)
     #: makes it vanish until the retry, so under faults a few are expected.
-    hint_misses: list[str] = field(default_factory=list)
+    hint_misses: PathTally = field(default_factory=PathTally)
     #: Objects read completely.
     objects_read: int = 0
     bytes_read: int = 0
     #: Seconds from each chunk's production to its arrival at the reader.
-    chunk_latencies: list[float] = field(default_factory=list)
+    chunk_latency: Histogram = field(default_factory=Histogram)
     #: Hinted parts read while their upload was still in progress.
     read_while_uploading: int = 0
     ended: bool = False
@@ -520,6 +610,9 @@ class PlaylistReader:
                     self.stats.playlist_versions += 1
                     info = parse_manifest(self.playlist, body)
                     self.stats.ended = info.ended
+                    # A path that left the playlist does not come back: forget it, so the
+                    # set holds one playlist's worth however long the stream runs.
+                    self._seen.intersection_update(info.references)
                     for path, ref in info.references.items():
                         if ref.gap or path in self._seen:
                             continue
@@ -548,9 +641,9 @@ class PlaylistReader:
                         stats.bytes_read += len(chunk)
                         if hinted:
                             buffer += chunk
-                            stats.chunk_latencies.extend(
-                                now - t for t in chunk_timestamps(buffer) if t >= connected
-                            )
+                            for produced in chunk_timestamps(buffer):
+                                if produced >= connected:
+                                    stats.chunk_latency.add(now - produced)
                     stats.objects_read += 1
                     if hinted and in_progress:
                         stats.read_while_uploading += 1

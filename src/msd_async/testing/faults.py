@@ -90,8 +90,12 @@ class FaultPlan:
     kinds: Iterable[str] = FAULT_KINDS
     seed: int | None = None
     delay: float = DEFAULT_DELAY
-    #: Every fault applied so far, as ``(kind, method, path)``, for test assertions.
+    #: The most recent faults applied (at most ``history_limit``), oldest first, as
+    #: ``(kind, method, path)``, for test assertions; a server faulting for days keeps
+    #: only these. ``applied`` counts all of them.
     history: list[tuple[str, str, str]] = field(default_factory=list)
+    history_limit: int = 10_000
+    applied: int = 0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.rate <= 1.0:
@@ -104,6 +108,8 @@ class FaultPlan:
             )
         if self.delay < 0:
             raise ValueError(f"fault delay must be >= 0, not {self.delay}")
+        if self.history_limit < 1:
+            raise ValueError(f"history_limit must be >= 1, not {self.history_limit}")
         self._random = random.Random(self.seed)
         self._rules: list[_Rule] = []
         # inject() may be called from another thread (a sync test driving boto3).
@@ -146,7 +152,7 @@ class FaultPlan:
                         rule.times -= 1
                         if rule.times == 0:
                             self._rules.remove(rule)
-                    self.history.append((rule.fault.kind, method, path))
+                    self._record(rule.fault.kind, method, path)
                     return rule.fault
             if self.rate <= 0.0:
                 return None
@@ -159,5 +165,12 @@ class FaultPlan:
             if not candidates:
                 return None
             kind: FaultKind = candidates[int(which * len(candidates))]  # type: ignore[assignment]
-            self.history.append((kind, method, path))
+            self._record(kind, method, path)
             return Fault(kind, None, self.delay)
+
+    def _record(self, kind: str, method: str, path: str) -> None:
+        self.applied += 1
+        self.history.append((kind, method, path))
+        if len(self.history) > self.history_limit:
+            # Trim a tenth at a time: amortised, and still a plain list for assertions.
+            del self.history[: len(self.history) - self.history_limit * 9 // 10]
