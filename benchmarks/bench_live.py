@@ -283,6 +283,14 @@ class TailProbe:
                                 if j == k], 0.99))
                 for k in range(5)],
             "over_2ms_during_gc": sum(in_gc(t, s) for t, s in tail),
+            # samples with over 5 ms of work on a CPU: how many, by chunk of the part, and
+            # how many overlapped a collection of each generation
+            "on_cpu_over_5ms_by_index": [
+                sum(1 for c, j in zip(self.on_cpu, self.index, strict=True) if c > 0.005
+                    and j == k) for k in range(5)],
+            "on_cpu_over_5ms_during_gc_by_generation": [
+                sum(1 for (t, s), c in zip(self.samples, self.on_cpu, strict=True)
+                    if c > 0.005 and gc_overlap(t, s, g) > 0) for g in (0, 1, 2)],
             # of the time the samples over 2 ms waited, the share spent inside collections
             "over_2ms_wait_in_gc_by_generation": [
                 sum(gc_overlap(t, s, g) for t, s in tail) / max(1e-9, sum(s for _, s in tail))
