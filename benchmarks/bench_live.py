@@ -14,6 +14,8 @@ about 5 playlist versions), drops.
 
     python benchmarks/bench_live.py              # full: 2 x 60 s; writes results/live.*
     python benchmarks/bench_live.py --quick --no-write   # 10 s phases, print only
+    python benchmarks/bench_live.py --tail --no-faults-only --no-write --duration 20
+        # what the egress tail is made of: time on a CPU, collections, loop lag (issue 20)
 """
 
 from __future__ import annotations
