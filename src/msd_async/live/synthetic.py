@@ -325,8 +325,19 @@ class SyntheticStream:
                         (c % chunks_per_part + 1) * self.chunk_duration,
                         last_of_segment=c + 1 == chunks_per_segment,
                     )
+                    # Let this tick's chunks reach their sockets before the next part's
+                    # upload and the playlist are started: started at once, every
+                    # rendition's request set-up ran between the chunks' arrival and their
+                    # writes (~8 ms on a CPU at the p99 with 10 renditions; issue 20,
+                    # benchmarks/results/live.md, "the egress tail").
+                    await anyio.sleep(_BOUNDARY_SETTLE)
             await packager.end_segment(chunks_per_segment * self.chunk_duration, last=last)
             n += 1
+
+
+#: How long a producer waits after a part's last chunk before its boundary work; small
+#: against a chunk (0.1 s), so the next part is still hinted well before its first chunk.
+_BOUNDARY_SETTLE: Final = 0.002
 
 
 def multivariant_playlist(
