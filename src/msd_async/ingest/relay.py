@@ -213,14 +213,14 @@ class _BodyPipe:
     """
 
     def __init__(self) -> None:
-        self._chunks: deque[bytes] = deque()
+        self._chunks: deque[bytes | bytearray] = deque()
         self._done = False
         self._error: BaseException | None = None
         self._changed = asyncio.Event()
         self.received = 0
         self.abandoned = False
 
-    def feed(self, chunk: bytes) -> None:
+    def feed(self, chunk: bytes | bytearray) -> None:
         self.received += len(chunk)
         if not self.abandoned:
             self._chunks.append(chunk)
@@ -247,7 +247,16 @@ class _BodyPipe:
             if self._error is not None:
                 raise self._error
             if self._chunks:
-                return self._chunks.popleft()
+                # Everything that arrived since the last hand-over, as one chunk: h11 cuts
+                # a body into its chunked-encoding pieces (ffmpeg sends 32 KiB ones), and
+                # each chunk costs the publisher an upload write and its bookkeeping. Only
+                # what is already here is joined: nothing waits for more.
+                chunks = self._chunks
+                if len(chunks) == 1:
+                    return bytes(chunks.popleft())
+                joined = b"".join(chunks)
+                chunks.clear()
+                return joined
             if self._done or self.abandoned:
                 raise StopAsyncIteration
             self._changed.clear()
@@ -287,7 +296,7 @@ class _Exchange:
     job: _Job | None
     limit: int
     manifest: bool
-    parts: list[bytes] = field(default_factory=list)
+    parts: list[bytes | bytearray] = field(default_factory=list)
     size: int = 0
     given_up: bool = False
 
@@ -638,7 +647,7 @@ class Relay:
                     if exchange is None:
                         continue
                     try:
-                        kept = self._feed(exchange, bytes(event.data))
+                        kept = self._feed(exchange, event.data)
                     except _Reject as reject:
                         self.stats.rejected += 1
                         logger.warning("%s %s rejected %d: %s", exchange.method, exchange.path,
@@ -753,7 +762,7 @@ class Relay:
             job = _Job(method, path, b"", now, content_type, cache_control)
         return _Exchange(method, path, job, limit, manifest)
 
-    def _feed(self, exchange: _Exchange, chunk: bytes) -> bool:
+    def _feed(self, exchange: _Exchange, chunk: bytes | bytearray) -> bool:
         """Take one piece of a body; returns whether it is kept (then it holds its share of
         the body budget until the object's outcome)."""
         exchange.size += len(chunk)
