@@ -60,8 +60,13 @@ class _Stored(logging.Handler):
 
 
 def cpu_seconds(pid: int) -> float:
+    return sum(cpu_split(pid))
+
+
+def cpu_split(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
 
 
 def cpu_ns(pid: int) -> int:
@@ -213,6 +218,7 @@ async def run(seconds: int, size: str, bitrate: str) -> dict[str, object]:
         line = (await relay.stdout.readline()).decode()
         url = line.split("relay: ", 1)[1].strip()
         cpu_start = cpu_seconds(relay.pid)
+        sys_start = cpu_split(relay.pid)[1]
         ns_start = cpu_ns(relay.pid)
         hls = "f=hls:hls_time=1:hls_list_size=0:method=PUT:http_persistent=1"
         ffmpeg = [
@@ -235,6 +241,7 @@ async def run(seconds: int, size: str, bitrate: str) -> dict[str, object]:
                 break
             await asyncio.sleep(0.1)
         cpu = cpu_seconds(relay.pid) - cpu_start
+        system = cpu_split(relay.pid)[1] - sys_start
         ns = cpu_ns(relay.pid) - ns_start
         relay.send_signal(signal.SIGTERM)
         await relay.wait()
@@ -263,6 +270,8 @@ async def run(seconds: int, size: str, bitrate: str) -> dict[str, object]:
         "relay_cpu_s": cpu,
         "relay_cpu_ms_per_mb": cpu * 1000 / (relayed / 1e6),
         "relay_cpu_schedstat_ms_per_mb": ns / 1e6 / (relayed / 1e6),
+        # The kernel's share: reading from ffmpeg's socket, writing into the origin's.
+        "relay_system_ms_per_mb": system * 1000 / (relayed / 1e6),
     }
 
 
@@ -329,6 +338,7 @@ from /proc with the kernel's 10 ms tick granularity.
 | relay CPU (user + system) | {result["relay_cpu_s"]:.2f} s |
 | relay CPU per MB | {result["relay_cpu_ms_per_mb"]:.1f} ms |
 | relay CPU per MB (schedstat, ns resolution) | {result["relay_cpu_schedstat_ms_per_mb"]:.2f} ms |
+| of it system time (kernel: sockets, epoll) | {result["relay_system_ms_per_mb"]:.1f} ms |
 
 ## Memory behind a stalled origin
 

@@ -5,8 +5,9 @@ Encoders such as ffmpeg, Shaka Packager and GPAC push HLS/DASH with plain HTTP a
 nothing, so the relay's answers are shaped to keep them going:
 
 - A media body is handed to the publisher as soon as its headers arrive and streams through
-  chunk by chunk (the publisher sends it as a STREAMING upload), so low latency survives the
-  relay: nothing waits for the whole body.
+  as it arrives (the publisher sends it as a STREAMING upload; what arrived since its last
+  take goes as one chunk), so low latency survives the relay: nothing waits for the whole
+  body.
 - Manifests (``.m3u8``, ``.mpd``) are read whole, then published; the publisher stores them
   only after what they reference, and the newest version wins.
 - The encoder gets its answer once its body has arrived completely, never after an origin
