@@ -88,8 +88,13 @@ def start(args: list[str], prefix: str) -> tuple[subprocess.Popen[str], str]:
 
 
 def proc_cpu(pid: int) -> float:
+    return sum(proc_cpu_split(pid))
+
+
+def proc_cpu_split(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+    return int(fields[11]) / TICKS, int(fields[12]) / TICKS  # utime, stime
 
 
 def proc_rss(pid: int) -> int:
@@ -105,7 +110,7 @@ def ranges(n: int) -> list[tuple[int, int]]:
 
 
 async def run_load(
-    one: Any, n: int, clients: int, proxy_pid: int | None
+    one: Any, n: int, clients: int, proxy_pid: int | None, sink_pid: int | None = None
 ) -> dict[str, float]:
     work = iter(ranges(n))
 
@@ -114,21 +119,31 @@ async def run_load(
             await one(first, last)
 
     cpu0, wall0 = time.process_time(), time.perf_counter()
-    proxy0 = proc_cpu(proxy_pid) if proxy_pid else 0.0
+    sys0 = os.times().system
+    proxy0 = proc_cpu_split(proxy_pid) if proxy_pid else (0.0, 0.0)
+    sink0 = proc_cpu(sink_pid) if sink_pid else 0.0
     await asyncio.gather(*(worker() for _ in range(clients)))
     wall = time.perf_counter() - wall0
     result = {
         "mb_per_s": n * MIB / wall / 1e6,
         "requests_per_s": n / wall,
         "client_cpu_us": (time.process_time() - cpu0) / n * 1e6,
+        # The kernel's share (socket reads and writes, epoll): no Python change reaches it.
+        "client_sys_us": (os.times().system - sys0) / n * 1e6,
     }
+    if sink_pid:
+        # The origin's share: all three processes share the 2 cores, so throughput follows
+        # the CPU every request costs in all of them.
+        result["origin_cpu_us"] = (proc_cpu(sink_pid) - sink0) / n * 1e6
     if proxy_pid:
-        result["proxy_cpu_us"] = (proc_cpu(proxy_pid) - proxy0) / n * 1e6
+        user, system = proc_cpu_split(proxy_pid)
+        result["proxy_cpu_us"] = (user + system - sum(proxy0)) / n * 1e6
+        result["proxy_sys_us"] = (system - proxy0[1]) / n * 1e6
     return result
 
 
 async def measure(
-    args: argparse.Namespace, origin: str, proxy: str, proxy_pid: int
+    args: argparse.Namespace, origin: str, proxy: str, proxy_pid: int, sink_pid: int
 ) -> dict[str, Any]:
     from msd_async import Credentials, Limits, Session
 
@@ -165,7 +180,9 @@ async def measure(
         for repeat in range(args.repeats):
             for name in order[repeat % 3:] + order[: repeat % 3]:
                 one, pid = modes[name]
-                runs[name].append(await run_load(one, args.requests, args.clients, pid))
+                runs[name].append(
+                    await run_load(one, args.requests, args.clients, pid, sink_pid)
+                )
                 print(f"  repeat {repeat + 1} {name:15} {runs[name][-1]}", flush=True)
     summary = {name: {key: statistics.median(r[key] for r in rs) for key in rs[0]}
                for name, rs in runs.items()}
@@ -209,6 +226,11 @@ async def slow_clients(count: int, proxy: str, proxy_pid: int) -> dict[str, Any]
     }
 
 
+def total_cpu(row: dict[str, float]) -> float:
+    """CPU per request in the load generator, the origin and (when used) the proxy."""
+    return row["client_cpu_us"] + row["origin_cpu_us"] + row.get("proxy_cpu_us", 0.0)
+
+
 def markdown(result: dict[str, Any]) -> str:
     s = result["summary"]
     msd, raw, proxy = s["direct-msd"], s["direct-aiohttp"], s["proxy"]
@@ -225,13 +247,17 @@ def markdown(result: dict[str, Any]) -> str:
         f"run, median of {result['repeats']} runs. Origin: `benchmarks/_sink.py` (own process); "
         "proxy: aiohttp.web + `msd_async.web.aiohttp.serve_object` (own process).",
         "",
-        "| mode | MB/s | requests/s | client CPU µs/req | proxy CPU µs/req |",
-        "|---|---:|---:|---:|---:|",
+        "| mode | MB/s | requests/s | client CPU µs/req | of it system | proxy CPU µs/req "
+        "| of it system | origin CPU µs/req | all three µs/req |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, row in s.items():
         proxy_cpu = f"{row['proxy_cpu_us']:.0f}" if "proxy_cpu_us" in row else "-"
+        proxy_sys = f"{row['proxy_sys_us']:.0f}" if "proxy_sys_us" in row else "-"
         lines.append(f"| {name} | {row['mb_per_s']:.0f} | {row['requests_per_s']:.0f} | "
-                     f"{row['client_cpu_us']:.0f} | {proxy_cpu} |")
+                     f"{row['client_cpu_us']:.0f} | {row['client_sys_us']:.0f} | "
+                     f"{proxy_cpu} | {proxy_sys} | {row['origin_cpu_us']:.0f} | "
+                     f"{total_cpu(row):.0f} |")
     lines += [
         "",
         f"* Throughput through the proxy: **{proxy['mb_per_s'] / msd['mb_per_s']:.2f}x** of "
@@ -244,6 +270,14 @@ def markdown(result: dict[str, Any]) -> str:
         "the exchange, mostly writing 1 MiB into the client's socket (in a cProfile of the "
         "proxy, `socket.send` was ~30% of its time, aiohttp's client parser ~15%; the "
         "helper's own Python, a few %).",
+        f"* Where the throughput goes: the origin, the proxy and the load generator share "
+        f"{os.cpu_count()} cores, so requests/s follow the CPU a request costs in all of them: "
+        f"{total_cpu(msd):.0f} µs direct, {total_cpu(proxy):.0f} µs through the proxy, a "
+        f"ceiling of **{total_cpu(msd) / total_cpu(proxy):.2f}x** for the proxy's throughput "
+        "on this machine. Of the proxy's own CPU, "
+        f"{proxy['proxy_sys_us']:.0f} µs/request is the kernel's (reading 1 MiB from the "
+        f"origin's socket and writing it into the client's), against "
+        f"{msd['client_sys_us']:.0f} µs for the direct read.",
         f"* Memory per slow client: {slow['clients']} clients GET the "
         f"{slow['object_bytes']:,}-byte object through a freshly started proxy and read "
         f"nothing: its RSS went {slow['proxy_rss_before'] / MIB:.1f} → "
@@ -288,7 +322,7 @@ def main() -> None:
             proxy_proc.wait()
         proxy_proc, proxy = start([__file__, "--proxy", "--endpoint", origin], "proxy: ")
         try:
-            result = asyncio.run(measure(args, origin, proxy, proxy_proc.pid))
+            result = asyncio.run(measure(args, origin, proxy, proxy_proc.pid, sink.pid))
         finally:
             proxy_proc.kill()
             proxy_proc.wait()

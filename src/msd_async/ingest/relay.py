@@ -5,8 +5,9 @@ Encoders such as ffmpeg, Shaka Packager and GPAC push HLS/DASH with plain HTTP a
 nothing, so the relay's answers are shaped to keep them going:
 
 - A media body is handed to the publisher as soon as its headers arrive and streams through
-  chunk by chunk (the publisher sends it as a STREAMING upload), so low latency survives the
-  relay: nothing waits for the whole body.
+  as it arrives (the publisher sends it as a STREAMING upload; what arrived since its last
+  take goes as one chunk), so low latency survives the relay: nothing waits for the whole
+  body.
 - Manifests (``.m3u8``, ``.mpd``) are read whole, then published; the publisher stores them
   only after what they reference, and the newest version wins.
 - The encoder gets its answer once its body has arrived completely, never after an origin
@@ -213,14 +214,14 @@ class _BodyPipe:
     """
 
     def __init__(self) -> None:
-        self._chunks: deque[bytes] = deque()
+        self._chunks: deque[bytes | bytearray] = deque()
         self._done = False
         self._error: BaseException | None = None
         self._changed = asyncio.Event()
         self.received = 0
         self.abandoned = False
 
-    def feed(self, chunk: bytes) -> None:
+    def feed(self, chunk: bytes | bytearray) -> None:
         self.received += len(chunk)
         if not self.abandoned:
             self._chunks.append(chunk)
@@ -247,7 +248,16 @@ class _BodyPipe:
             if self._error is not None:
                 raise self._error
             if self._chunks:
-                return self._chunks.popleft()
+                # Everything that arrived since the last hand-over, as one chunk: h11 cuts
+                # a body into its chunked-encoding pieces (ffmpeg sends 32 KiB ones), and
+                # each chunk costs the publisher an upload write and its bookkeeping. Only
+                # what is already here is joined: nothing waits for more.
+                chunks = self._chunks
+                if len(chunks) == 1:
+                    return bytes(chunks.popleft())
+                joined = b"".join(chunks)
+                chunks.clear()
+                return joined
             if self._done or self.abandoned:
                 raise StopAsyncIteration
             self._changed.clear()
@@ -287,7 +297,7 @@ class _Exchange:
     job: _Job | None
     limit: int
     manifest: bool
-    parts: list[bytes] = field(default_factory=list)
+    parts: list[bytes | bytearray] = field(default_factory=list)
     size: int = 0
     given_up: bool = False
 
@@ -638,7 +648,7 @@ class Relay:
                     if exchange is None:
                         continue
                     try:
-                        kept = self._feed(exchange, bytes(event.data))
+                        kept = self._feed(exchange, event.data)
                     except _Reject as reject:
                         self.stats.rejected += 1
                         logger.warning("%s %s rejected %d: %s", exchange.method, exchange.path,
@@ -753,7 +763,7 @@ class Relay:
             job = _Job(method, path, b"", now, content_type, cache_control)
         return _Exchange(method, path, job, limit, manifest)
 
-    def _feed(self, exchange: _Exchange, chunk: bytes) -> bool:
+    def _feed(self, exchange: _Exchange, chunk: bytes | bytearray) -> bool:
         """Take one piece of a body; returns whether it is kept (then it holds its share of
         the body budget until the object's outcome)."""
         exchange.size += len(chunk)
