@@ -163,24 +163,50 @@ class RelayStats:
 
 class _Budget:
     """The body budget shared by every connection: a read reserves its room before it
-    happens, so the bytes held never pass ``limit``; a full budget makes reads wait (the
-    encoders feel it as TCP back-pressure)."""
+    happens, so the bytes held stay within ``limit``; a full budget makes reads wait (the
+    encoders feel it as TCP back-pressure).
+
+    A body is held until its outcome, and its outcome needs all of it, while the publisher
+    uploads a rendition's objects in arrival order: with the budget full of bodies still
+    arriving, none could finish (each would wait for its media deadline). So the oldest
+    body that holds any of the budget (no older one left to give bytes back) may always
+    read, past the limit if need be: the budget is passed by at most that one body, and a
+    stalled origin still stops every other read."""
 
     def __init__(self, limit: int, stats: RelayStats) -> None:
         self.limit = limit
         self._stats = stats
+        #: Bodies received or arriving and not yet settled, oldest first (a dict keeps
+        #: insertion order).
+        self._bodies: dict[object, None] = {}
         self._room = asyncio.Event()
         self._room.set()
 
-    async def reserve(self, most: int) -> int:
-        """Wait for room; reserve and return up to ``most`` bytes (at least 1)."""
+    def begin(self, body: object) -> None:
+        """A request head arrived: its body now holds (or will hold) part of the budget."""
+        self._bodies[body] = None
+
+    def finished(self, body: object) -> None:
+        """``body``'s outcome is known: the next oldest may read past the limit."""
+        if self._bodies.pop(body, 0) is None:
+            self._room.set()
+
+    async def reserve(self, most: int, body: object | None = None) -> int:
+        """Wait for room; reserve and return up to ``most`` bytes (at least 1). ``body``:
+        the body being read (``None`` for a request head)."""
         stats = self._stats
         if stats.buffered >= self.limit:
             stats.paused += 1
             while stats.buffered >= self.limit:
+                if body is not None and next(iter(self._bodies), None) is body:
+                    granted = most
+                    break
                 self._room.clear()
                 await self._room.wait()
-        granted = min(most, self.limit - stats.buffered)
+            else:
+                granted = min(most, self.limit - stats.buffered)
+        else:
+            granted = min(most, self.limit - stats.buffered)
         stats.buffered += granted
         stats.buffered_peak = max(stats.buffered_peak, stats.buffered)
         return granted
@@ -269,7 +295,7 @@ class _BodyPipe:
             self.release()
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # hashed by identity: the budget keys bodies by it
 class _Job:
     """One request handed to the submission queue, in arrival order."""
 
@@ -593,7 +619,8 @@ class Relay:
                         wait = max(self.idle_timeout, DEFAULT_KEEPALIVE_TIMEOUT)
                     paused = loop.time()
                     room = await self._budget.reserve(
-                        _READ_SIZE if exchange is not None else _HEAD_READ_SIZE
+                        _READ_SIZE if exchange is not None else _HEAD_READ_SIZE,
+                        None if exchange is None else exchange.job,
                     )
                     if head_started is not None and exchange is None:
                         head_started += loop.time() - paused  # the relay's own wait
@@ -761,6 +788,7 @@ class Relay:
             self._queue.put_nowait(job)
         else:
             job = _Job(method, path, b"", now, content_type, cache_control)
+        self._budget.begin(job)
         return _Exchange(method, path, job, limit, manifest)
 
     def _feed(self, exchange: _Exchange, chunk: bytes | bytearray) -> bool:
@@ -904,6 +932,7 @@ class Relay:
 
     def _release(self, job: _Job) -> None:
         """Give a job's share of the body budget back (its outcome is known)."""
+        self._budget.finished(job)
         self._budget.release(job.held)
         job.held = 0
 
