@@ -22,7 +22,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from run import start_sink  # noqa: E402
-from scoreboard import SCENARIOS, run_json, worker_env  # noqa: E402
+from scoreboard import SCENARIOS, run_json, worker_command, worker_env  # noqa: E402
 
 
 def main() -> None:
@@ -49,24 +49,7 @@ def main() -> None:
             if r % 2:
                 order.reverse()
             for label, client, src in order:
-                cmd = [
-                    sys.executable,
-                    "-W",
-                    "ignore::ResourceWarning",
-                    str(HERE / "_worker.py"),
-                    client,
-                    s.case,
-                    "--endpoint",
-                    endpoint,
-                    "--concurrency",
-                    str(s.concurrency),
-                    "--requests",
-                    str(n),
-                    "--loop",
-                    args.loop,
-                ]
-                if s.size:
-                    cmd += ["--size", str(s.size)]
+                cmd = worker_command(s, client, args.loop, endpoint, n)
                 env = worker_env()
                 env["PYTHONPATH"] = str(src.resolve())
                 out = run_json(cmd, env)

@@ -133,8 +133,8 @@ def worker_env() -> dict[str, str]:
     return {**os.environ, **PINNED_MALLOC}
 
 
-def run_scenario(s: Scenario, client: str, loop: str, endpoint: str, scale: int) -> dict[str, Any]:
-    n = max(s.requests // scale, s.concurrency, 2)
+def worker_command(s: Scenario, client: str, loop: str, endpoint: str, n: int) -> list[str]:
+    """The `_worker.py` command line of ``n`` requests of scenario ``s`` (also ab.py's)."""
     cmd = [
         sys.executable,
         "-W",
@@ -153,7 +153,12 @@ def run_scenario(s: Scenario, client: str, loop: str, endpoint: str, scale: int)
     ]
     if s.size:
         cmd += ["--size", str(s.size)]
-    return run_json(cmd, worker_env())
+    return cmd
+
+
+def run_scenario(s: Scenario, client: str, loop: str, endpoint: str, scale: int) -> dict[str, Any]:
+    n = max(s.requests // scale, s.concurrency, 2)
+    return run_json(worker_command(s, client, loop, endpoint, n), worker_env())
 
 
 def timed_process(cmd: list[str]) -> float:
