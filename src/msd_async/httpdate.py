@@ -54,6 +54,35 @@ def _datetime(
         return None
 
 
+_DAY_NAMES: Final = frozenset(("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"))
+_MONTH_DIGITS: Final = {name: f"{number:02d}" for name, number in _MONTHS.items()}
+_from_iso: Final = _dt.datetime.fromisoformat
+
+
+def _imf_fixdate_fast(value: str) -> _dt.datetime | None:
+    """The IMF-fixdate every server sends, by position: the fixed characters checked here,
+    the digits by ``datetime.fromisoformat`` (C, ASCII digits only, real dates only). Half
+    the regex path's cost, and this runs for every DescribeObject and GetObject answer.
+    ``None`` for anything else (a leap second, 31 Feb, another form): the regex path then
+    decides."""
+    if (
+        len(value) == 29
+        and value[25:] == " GMT"
+        and value[3:5] == ", "
+        and value[7] == value[11] == value[16] == " "
+        and value[19] == value[22] == ":"
+        and value[17:19] <= "23"  # newer Pythons read hour 24 as the next day's midnight
+        and value[:3] in _DAY_NAMES
+    ):
+        month = _MONTH_DIGITS.get(value[8:11])
+        if month is not None:
+            try:
+                return _from_iso(f"{value[12:16]}-{month}-{value[5:7]}T{value[17:25]}+00:00")
+            except ValueError:
+                pass
+    return None
+
+
 def parse_http_date(value: str | None) -> _dt.datetime | None:
     """An HTTP date in any of the three forms RFC 9110 §5.6.7 requires recipients to
     accept (IMF-fixdate ``Sun, 06 Nov 1994 08:49:37 GMT``, RFC 850
@@ -66,6 +95,15 @@ def parse_http_date(value: str | None) -> _dt.datetime | None:
     """
     if not value:
         return None
+    fast = _imf_fixdate_fast(value)
+    if fast is not None:
+        return fast
+    return _parse_by_form(value)
+
+
+def _parse_by_form(value: str) -> _dt.datetime | None:
+    """:func:`parse_http_date` by regular expression, form by form: the reference the
+    fast path must agree with (tests/web/test_dates_and_ranges.py)."""
     value = value.strip(" \t")
     match = _IMF_FIXDATE(value)  # the form servers send: one regex, ~1 us
     if match is not None:

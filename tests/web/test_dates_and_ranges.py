@@ -108,6 +108,43 @@ def test_date_readers_never_raise(value: str) -> None:
     assert parse_object_info({"Last-Modified": value}).last_modified == parsed
 
 
+_ODD_FIELD = st.text(alphabet="0123456789 :-+.T\u0660\u0966\uff10", min_size=1, max_size=4)
+
+
+def _fixdate_field(top: int, width: int = 2) -> st.SearchStrategy[str]:
+    """Mostly a number in or just past its range, sometimes anything digit-like."""
+    return st.integers(0, top).map(lambda n: f"{n:0{width}d}") | _ODD_FIELD
+
+
+@given(
+    day=st.sampled_from(["Sun", "Mon", "Sat", "Xyz"]),
+    date=st.tuples(_fixdate_field(32), _fixdate_field(10000, 4)),
+    month=st.sampled_from(["Jan", "Feb", "Nov", "Dec", "nov", "Foo"]),
+    time=st.tuples(_fixdate_field(25), _fixdate_field(61), _fixdate_field(61)),
+    zone=st.sampled_from([" GMT", " GMT", " UTC", "GMT ", " GMT "]),
+)
+@example(day="Sun", date=("06", "1994"), month="Nov", time=("24", "00", "00"), zone=" GMT")
+@example(
+    day="Sun", date=("\u0660\u0666", "1994"), month="Nov", time=("08", "49", "37"), zone=" GMT"
+)
+@example(day="Sun", date=("29", "1900"), month="Feb", time=("08", "49", "60"), zone=" GMT")
+@settings(max_examples=500, derandomize=True)
+def test_the_fast_imf_fixdate_path_agrees_with_the_regular_expressions(
+    day: str,
+    date: tuple[str, str],
+    month: str,
+    time: tuple[str, str, str],
+    zone: str,
+) -> None:
+    """Nearly-IMF-fixdates (fields of ASCII and other digits, separators in the wrong
+    place, impossible dates, hour 24, leap seconds) read the same through the positional
+    fast path as through the form-by-form regular expressions it shortcuts."""
+    from msd_async.httpdate import _parse_by_form
+
+    value = f"{day}, {date[0]} {month} {date[1]} {time[0]}:{time[1]}:{time[2]}{zone}"
+    assert parse_http_date(value) == _parse_by_form(value)
+
+
 @pytest.mark.parametrize(
     ("value", "rule"),
     [
