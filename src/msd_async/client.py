@@ -150,6 +150,9 @@ class ContainerClient:
     ) -> None:
         self._context = context
         self._base, self._host = _parse_endpoint(endpoint)
+        #: Transport.host_header's answer, asked at the first request (the transport,
+        #: and aiohttp with it, is imported only then).
+        self._host_header: dict[str, str] | None = None
         self.endpoint = endpoint
         self.region = region
         self._signer = SigV4Signer(region)
@@ -245,8 +248,11 @@ class ContainerClient:
             headers=request.headers,
             payload_hash=request.payload_hash,
         )
-        headers = {"Host": self._host, **request.headers, **auth}
         transport = context.transport
+        host_header = self._host_header
+        if host_header is None:
+            host_header = self._host_header = transport.host_header(self._base, self._host)
+        headers = {**host_header, **request.headers, **auth}
         response = await transport.send(
             request.method,
             self._base + request.target,

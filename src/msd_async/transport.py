@@ -685,6 +685,16 @@ class Transport:
     def closed(self) -> bool:
         return self._closed
 
+    @staticmethod
+    def host_header(base: str, host: str) -> dict[str, str]:
+        """The ``Host`` header requests to ``base`` (``scheme://host[:port]``) must carry
+        themselves to send the signed ``host``: none where aiohttp's own (the URL's
+        ``host_port_subcomponent``) is already that, which saves aiohttp merging one more
+        header into every request."""
+        if URL(base, encoded=True).host_port_subcomponent == host:
+            return {}
+        return {"Host": host}
+
     def _client(self) -> aiohttp.ClientSession:
         session = self._session
         if session is None or session.closed:

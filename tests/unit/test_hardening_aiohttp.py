@@ -22,7 +22,7 @@ from aiohttp.abc import AbstractStreamWriter
 from aiohttp.payload import Payload
 from packaging.requirements import Requirement
 from packaging.version import Version
-from scripted_server import Connection, response, scripted_server
+from scripted_server import Connection, response, response_head, scripted_server
 
 from msd_async import transport
 from msd_async.transport import AIOHTTP_PRIVATE_ATTRIBUTES, _UploadPayload, _Watchdog
@@ -231,3 +231,49 @@ async def test_aiohttp_starts_the_response_class_after_writing_the_request() -> 
         f"per request: the watchdog cannot tell when the wait for the answer begins ({calls})"
     )
     assert isinstance(calls[0], aiohttp.connector.Connection)
+
+
+@pytest.mark.parametrize(
+    ("base", "host", "header"),
+    [
+        ("http://127.0.0.1:8080", "127.0.0.1:8080", {}),
+        ("https://abc.data.mediastore.us-east-1.amazonaws.com",
+         "abc.data.mediastore.us-east-1.amazonaws.com", {}),
+        ("http://[::1]:9000", "[::1]:9000", {}),
+        ("http://example.com:80", "example.com", {}),
+        ("https://example.com:443", "example.com", {}),
+        ("http://127.0.0.1:8080", "other:1", {"Host": "other:1"}),
+    ],
+)
+def test_the_host_header_is_left_to_aiohttp_only_where_it_writes_the_signed_host(
+    base: str, host: str, header: dict[str, str]
+) -> None:
+    """The client signs ``signing.signing_host(endpoint)`` and sends no Host header of its
+    own where aiohttp writes that same value (the URL's ``host_port_subcomponent``)."""
+    from msd_async.signing import signing_host
+
+    assert transport.Transport.host_header(base, host) == header
+    if not header:
+        assert signing_host(base) == host
+
+
+async def test_the_host_aiohttp_writes_is_the_host_the_client_signed() -> None:
+    """On the wire: the request carries one Host header, and it is the host named in the
+    signature's canonical request (the local server's signature check relies on it too;
+    this names the reliance)."""
+    from msd_async import Credentials, Session
+    from msd_async.signing import signing_host
+
+    async def answer_head(conn: Connection) -> None:
+        while await conn.read_request() is not None:
+            await conn.send(response_head(200, {"Content-Length": 0}))
+
+    async with scripted_server(answer_head) as server:
+        async with Session(
+            credentials=Credentials("AKIDEXAMPLE", "secret"), region="us-east-1"
+        ) as s:
+            store = s.container(server.endpoint)
+            await store.describe_object("a")
+        head = server.requests[0].head.decode("latin-1").lower()
+    assert head.count("\r\nhost:") == 1, head
+    assert server.requests[0].headers["host"] == signing_host(server.endpoint)
