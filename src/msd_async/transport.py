@@ -96,8 +96,10 @@ class _UploadPayload(Payload):
         write_timeout: float | None,
         watchdog: _Watchdog,
         head: _Watch | None,
+        loop: asyncio.AbstractEventLoop | None,
     ) -> None:
         super().__init__(body, content_type=None)
+        self._loop = loop
         self._body = body
         self._meter = meter
         self._write_timeout = write_timeout
@@ -137,7 +139,7 @@ class _UploadPayload(Payload):
     async def write_with_length(
         self, writer: AbstractStreamWriter, content_length: int | None
     ) -> None:
-        self._writer_task = task = asyncio.current_task()
+        self._writer_task = task = _current_task(self._loop)
         assert task is not None
         # Kept now: aiohttp detaches the transport from its protocol when it closes the
         # connection (gracefully, still flushing) before this writer is stopped.
@@ -523,6 +525,8 @@ def _read_timeout(watch: _Watch, url: str) -> NoReturn:
     )
 
 
+#: Always called with the loop: on Python 3.11, finding the running loop costs a getpid()
+#: system call (asyncio checks for a fork), twice per request before this.
 _current_task: Final = asyncio.current_task
 
 
@@ -577,7 +581,7 @@ class Response:
         watch = self._watch
         try:
             if watch is not None:
-                watch.task = _current_task()  # type: ignore[assignment]
+                watch.task = _current_task(self._transport._loop)  # type: ignore[assignment]
                 watch.since = self._transport._watchdog.now()
             data = await self._raw.read()
             ok = True
@@ -610,7 +614,7 @@ class Response:
         watch = self._watch
         try:
             if watch is not None:
-                watch.task = _current_task()  # type: ignore[assignment]
+                watch.task = _current_task(self._transport._loop)  # type: ignore[assignment]
                 watch.since = self._transport._watchdog.now()
             if n < 0:
                 return await self._raw.content.readany()
@@ -654,7 +658,8 @@ class _WatchedResponse(aiohttp.ClientResponse):
     async def start(self, connection: aiohttp.connector.Connection) -> aiohttp.ClientResponse:
         watch = _HEAD.get()
         if watch is not None:
-            watch.since = asyncio.get_running_loop().time()
+            # The task's loop, not get_running_loop(): no getpid() (see _current_task).
+            watch.since = watch.task.get_loop().time()
         return await super().start(connection)
 
 
@@ -679,6 +684,8 @@ class Transport:
         self._in_use = 0
         self._closed = False
         self._watchdog = _Watchdog()
+        #: The loop of the aiohttp session (made in _client(), bound to its loop).
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.stats = PoolStats(self)
 
     @property
@@ -702,6 +709,7 @@ class Transport:
                 # A client kept past its Session would otherwise open a new pool that
                 # nobody closes.
                 raise _closed_error()
+            self._loop = asyncio.get_running_loop()
             connector = aiohttp.TCPConnector(
                 limit=0, limit_per_host=0, keepalive_timeout=self.limits.keepalive_expiry
             )
@@ -810,14 +818,16 @@ class Transport:
         timeout = self.timeouts.read if read_timeout is None else read_timeout
         watch = None
         if timeout is not None:
-            watch = self._watchdog.watch(_current_task(), timeout)  # type: ignore[arg-type]
+            watch = self._watchdog.watch(_current_task(self._loop), timeout)  # type: ignore[arg-type]
         # Only what differs from the session's defaults, so a plain GET passes no extras.
         kwargs: dict[str, Any] = _NO_KWARGS
         if body is not None or method == "DELETE":
             kwargs = {}
             if body is not None:
                 assert meter is not None
-                payload = _UploadPayload(body, meter, self.timeouts.write, self._watchdog, watch)
+                payload = _UploadPayload(
+                    body, meter, self.timeouts.write, self._watchdog, watch, self._loop
+                )
                 kwargs["data"] = payload
                 if chunked or body.size is None:
                     kwargs["chunked"] = True
@@ -829,7 +839,9 @@ class Transport:
                 # An empty body that aiohttp counts as consumed, so it never resends a
                 # DELETE by itself (see _UploadPayload.consumed); on the wire it is the
                 # same "Content-Length: 0" aiohttp sends for a DELETE without a body.
-                payload = _UploadPayload(None, None, self.timeouts.write, self._watchdog, watch)
+                payload = _UploadPayload(
+                    None, None, self.timeouts.write, self._watchdog, watch, self._loop
+                )
                 kwargs["data"] = payload
                 kwargs["skip_auto_headers"] = _NO_CONTENT_TYPE
         # Without a body the wait for the answer starts when aiohttp starts reading it

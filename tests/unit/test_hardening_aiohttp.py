@@ -98,7 +98,12 @@ class _RecordingPayload(_UploadPayload):
         from msd_async.body import Meter, prepare_body
 
         super().__init__(
-            prepare_body(data), Meter(limit=1 << 30, limit_rule="test"), None, _Watchdog(), None
+            prepare_body(data),
+            Meter(limit=1 << 30, limit_rule="test"),
+            None,
+            _Watchdog(),
+            None,
+            None,
         )
         self.calls: list[tuple[str, int | None, object, object]] = []
 
