@@ -305,6 +305,31 @@ def parse_range_header(value: str) -> tuple[int | None, int | None]:
     before the start, ``range.too-large`` for a position past
     :data:`MAX_RANGE_POSITION`.
     """
+    if type(value) is str and value[:6] == "bytes=":
+        # The normalized form this package writes itself ('bytes=a-b' or 'bytes=a-', each
+        # number under 20 digits, so under 2**64), read by position: every ranged GET's
+        # answer is checked against it, and the grammar below costs ~3 us.
+        first, dash, last = value[6:].partition("-")
+        if (
+            dash
+            and 0 < len(first) < _MAX_POSITION_DIGITS
+            and len(last) < _MAX_POSITION_DIGITS
+            and first.isdigit()
+            and first.isascii()
+            and (not last or (last.isdigit() and last.isascii()))
+        ):
+            start = int(first)
+            if not last:
+                return start, None
+            end = int(last)
+            if start <= end:
+                return start, end
+    return _parse_range_by_grammar(value)
+
+
+def _parse_range_by_grammar(value: str) -> tuple[int | None, int | None]:
+    """:func:`parse_range_header` by RFC 9110's grammar: the reference its fast path must
+    agree with (tests/web/test_dates_and_ranges.py)."""
     if isinstance(value, str) and _CONTROL_RE.search(value) is not None:
         raise InvalidRangeError(
             f"range {value[:100]!r} contains control characters (line breaks, tabs, NUL); "
