@@ -14,6 +14,7 @@ from typing import Any, Final
 
 import anyio
 
+from .._loop import Event, loop_time
 from ..errors import ClientValidationError, ObjectTooLargeError
 
 __all__ = ["HEAD_SIZE", "BodySource", "ChunkLog", "GivenUp"]
@@ -42,15 +43,15 @@ class ChunkLog:
         self.size = 0
         self.done = False
         self.error: BaseException | None = None
-        self.started = anyio.current_time()
+        self.started = loop_time()
         self.last_chunk_at = self.started
         self.ended_at: float | None = None
-        self._changed = anyio.Event()
+        self._changed = Event()
         self._scope: anyio.CancelScope | None = None
         self.users = 0
 
     def _notify(self) -> None:
-        changed, self._changed = self._changed, anyio.Event()
+        changed, self._changed = self._changed, Event()
         changed.set()
 
     async def pump(self) -> None:
@@ -78,7 +79,7 @@ class ChunkLog:
                             size=self.size,
                         )
                     self.chunks.append(bytes(chunk))
-                    self.last_chunk_at = anyio.current_time()
+                    self.last_chunk_at = loop_time()
                     self.offsets.append(self.size)
                     self.arrivals.append(self.last_chunk_at)
                     self._notify()
@@ -88,7 +89,7 @@ class ChunkLog:
             self.error = exc
         finally:
             self.done = True
-            self.ended_at = anyio.current_time()
+            self.ended_at = loop_time()
             if self.users <= 0:
                 self.forget()  # nobody left to replay them
             closer = None if iterator is None else getattr(iterator, "aclose", None)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.lowlevel
 
+from .._loop import Event, loop_time
 from ..errors import DeadlineExceeded, MediaStoreError, ObjectNotFoundError
 from ..retry import NO_RETRIES
 from .bodies import BodySource, GivenUp
@@ -60,7 +61,7 @@ class Job:
         self.content_type = content_type
         self.cache_control = cache_control
         self.streaming = streaming
-        self.created = anyio.current_time()
+        self.created = loop_time()
         self.status: Status | None = None
         self.reason: str | None = None
         self.error: BaseException | None = None
@@ -68,8 +69,8 @@ class Job:
         self.latency: float | None = None
         self.completion_latency: float | None = None
         self.size: int | None = None
-        self.settled = anyio.Event()
-        self.started = anyio.Event()
+        self.settled = Event()
+        self.started = Event()
         self.scope: anyio.CancelScope | None = None
         self.phase = "queued"
         self.newer_waiting = False
@@ -103,7 +104,7 @@ class Job:
             # (first attempt only: a retry resends old chunks on purpose).
             offsets, i = log.offsets, self._egress_index
             if i < len(offsets) and offsets[i] <= sent:
-                now = anyio.current_time()
+                now = loop_time()
                 recorder = self.ingest.publisher._recorder
                 while i < len(offsets) and offsets[i] <= sent:
                     recorder.egress(self.kind, now - log.arrivals[i])
@@ -118,7 +119,7 @@ class Job:
         self.status = status
         self.reason = reason
         self.error = error
-        now = anyio.current_time()
+        now = loop_time()
         if status is Status.ACKNOWLEDGED:
             self.latency = now - self.created
             log = self.source.log
@@ -201,10 +202,10 @@ class Destination:
         #: Objects given up here (dropped or failed), with their kind.
         self.gaps: dict[str, ObjectKind] = {}
         self._gap_reported: set[str] = set()
-        self._changed = anyio.Event()
-        self.window = DeleteWindow(anyio.current_time, auto_delete=publisher.auto_delete,
+        self._changed = Event()
+        self.window = DeleteWindow(loop_time, auto_delete=publisher.auto_delete,
                                    min_delay=publisher.min_delete_delay)
-        self._delete_wake = anyio.Event()
+        self._delete_wake = Event()
         self.deletes_stopped = False
         self.deletes = 0
         self.requests = RequestRecorder(store.endpoint)
@@ -212,7 +213,7 @@ class Destination:
 
     # -- plumbing
     def changed(self) -> None:
-        changed, self._changed = self._changed, anyio.Event()
+        changed, self._changed = self._changed, Event()
         changed.set()
 
     async def wait_changed(self, at_most: float | None = None) -> None:
@@ -227,7 +228,7 @@ class Destination:
         if kind in self.counts:
             self.counts[kind] += 1
         self.publisher._recorder.emit(
-            PublishEvent(kind, job.path, job.kind, self.endpoint, anyio.current_time(),
+            PublishEvent(kind, job.path, job.kind, self.endpoint, loop_time(),
                          attempt=job.attempts, **fields)
         )
 
@@ -302,7 +303,7 @@ class Destination:
     # -- uploads
     async def _run_media(self, job: Job, rendition: Rendition) -> None:
         try:
-            if anyio.current_time() >= job.deadline_at():
+            if loop_time() >= job.deadline_at():
                 job.settle(Status.DROPPED, self._late_reason(job))
                 return
             with anyio.CancelScope() as scope:
@@ -322,7 +323,7 @@ class Destination:
     async def _watchdog(job: Job, scope: anyio.CancelScope) -> None:
         """Cancel ``scope`` once the job's deadline has passed for good."""
         while True:
-            wait = job.deadline_at() - anyio.current_time()
+            wait = job.deadline_at() - loop_time()
             if wait > 0:
                 await anyio.sleep(wait)
                 continue
@@ -331,7 +332,7 @@ class Destination:
             # our own stall would count as the producer's.
             for _ in range(3):
                 await anyio.lowlevel.checkpoint()
-            if anyio.current_time() >= job.deadline_at():
+            if loop_time() >= job.deadline_at():
                 scope.cancel()
                 return
 
@@ -414,7 +415,7 @@ class Destination:
                 if job.started.is_set():
                     # What a hint needs is this object at the origin now; after a failed
                     # attempt it is not there until the next attempt sends its first chunk.
-                    job.started = anyio.Event()
+                    job.started = Event()
                 self.emit("retried", job, error=exc, delay=delay)
                 job.phase = "backoff"
                 with anyio.CancelScope() as job.scope:
@@ -496,7 +497,7 @@ class Destination:
         unknown_wait = publisher.reference_wait
         if unknown_wait is None:
             unknown_wait = min(10.0, max(1.0, info.target_duration or 2.0))
-        now = anyio.current_time()
+        now = loop_time()
         give_up_at = now + unknown_wait
         # A hint may only be published once its part is requestable (RFC 8216bis 6.2.6);
         # the part's upload shows at the origin with its first chunk. Waiting longer than
@@ -524,7 +525,7 @@ class Destination:
                 if not hint and target is not None and target is not job:
                     await self.wait_changed()
                     continue
-                remaining = (hint_until if hint else give_up_at) - anyio.current_time()
+                remaining = (hint_until if hint else give_up_at) - loop_time()
                 if remaining <= 0:
                     if hint:
                         unstarted.add(path)
@@ -587,7 +588,7 @@ class Destination:
         self._wake_deletes()
 
     def _wake_deletes(self) -> None:
-        wake, self._delete_wake = self._delete_wake, anyio.Event()
+        wake, self._delete_wake = self._delete_wake, Event()
         wake.set()
 
     def stop_deletes(self) -> None:
@@ -605,7 +606,7 @@ class Destination:
             if due is None:
                 await self._delete_wake.wait()
             else:
-                with anyio.move_on_after(due - anyio.current_time()):
+                with anyio.move_on_after(due - loop_time()):
                     await self._delete_wake.wait()
 
     async def _delete_one(self, path: str) -> None:

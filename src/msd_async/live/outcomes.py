@@ -6,8 +6,7 @@ import enum
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import anyio
-
+from .._loop import Event
 from ..errors import MediaStoreError
 from .kinds import ObjectKind
 
@@ -85,7 +84,7 @@ class Publication:
         #: Set once every destination has finished; the jobs are let go then, so a caller
         #: keeping its publications (to report outcomes) keeps only these.
         self._final: Outcome | None = None
-        self._changed: anyio.Event | None = anyio.Event()
+        self._changed: Event | None = Event()
 
     def __repr__(self) -> str:
         return f"<Publication {self.path} {self.kind} {self.outcome_now()}>"
@@ -97,7 +96,7 @@ class Publication:
             self._jobs = []
             self._changed = None  # done for good: nothing will wait again
         else:
-            self._changed = anyio.Event()
+            self._changed = Event()
         if changed is not None:
             changed.set()
 
