@@ -32,8 +32,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
-from typing import IO, Any, Final, TypeAlias
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from typing import IO, Any, Final, Protocol, TypeAlias, runtime_checkable
 
 import anyio.to_thread
 
@@ -64,6 +64,26 @@ Body: TypeAlias = (
     | Callable[[], AsyncIterable[Buffer]]
 )
 ProgressCallback: TypeAlias = Callable[[int], object]
+
+
+Sink: TypeAlias = Callable[[bytes], bool]
+
+
+@runtime_checkable
+class FollowableChunks(Protocol):
+    """Chunks an upload can *follow*: besides iterating them, it may give a sink that the
+    source calls with each new chunk in the producer's own step while the upload waits for
+    it (the live publisher's replays, ``live.bodies.Replay``). The sink writes the chunk to
+    the connection at once and returns True, or returns False to leave it to the iterator;
+    it never raises."""
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+    def __anext__(self) -> Awaitable[bytes]: ...
+
+    def follow(self, sink: Sink) -> None: ...
+
+    async def aclose(self) -> None: ...
 
 
 class UploadBody:
@@ -293,8 +313,15 @@ class _ReopenableBody(UploadBody):
     def __init__(self, factory: Callable[[], AsyncIterable[Buffer]]) -> None:
         self._factory = factory
 
-    async def chunks(self) -> AsyncIterator[Buffer]:
+    def chunks(self) -> AsyncIterator[Buffer]:
         source = self._factory()
+        if isinstance(source, FollowableChunks):
+            # Handed to the upload as it is, so the upload can follow it (see
+            # FollowableChunks); the upload closes it.
+            return source
+        return self._chunks(source)
+
+    async def _chunks(self, source: object) -> AsyncIterator[Buffer]:
         if not isinstance(source, AsyncIterable):
             raise ClientValidationError(
                 f"the body callable returned {type(source).__name__}, not an async iterable "

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import math
 import socket
 import struct
@@ -27,12 +28,13 @@ from typing import Any, Final, NoReturn
 import aiohttp
 import anyio
 from aiohttp.abc import AbstractStreamWriter
+from aiohttp.http import StreamWriter
 from aiohttp.payload import Payload
 from multidict import CIMultiDictProxy
 from yarl import URL
 
 from ._version import __version__
-from .body import Buffer, Meter, UploadBody
+from .body import Buffer, FollowableChunks, Meter, UploadBody
 from .config import DEFAULT_LIMITS, DEFAULT_TIMEOUTS, Limits, Timeouts
 from .errors import (
     ConnectError,
@@ -201,6 +203,8 @@ class _UploadPayload(Payload):
                 await self._write_chunk(writer, whole, meter, watch)
             return
         chunks = body.chunks()
+        if isinstance(chunks, FollowableChunks) and isinstance(writer, StreamWriter):
+            chunks.follow(functools.partial(self._write_now, writer, meter))
         try:
             while True:
                 try:
@@ -243,6 +247,34 @@ class _UploadPayload(Payload):
             # The progress callback failed: the caller's bug, reported as is.
             self.source_error = exc
             raise
+
+    def _write_now(self, writer: StreamWriter, meter: Meter, chunk: bytes) -> bool:
+        """Write ``chunk`` in the caller's step: a followed body's sink (see
+        :class:`~msd_async.body.FollowableChunks`), so a live chunk reaches the socket in
+        its producer's step. Only when nothing is waiting to be sent: a slow server then
+        meets the write timeout on the writer's own path, which also takes any chunk
+        refused here (False) and raises what is wrong with it. Never raises."""
+        transport = writer.transport
+        if (
+            self.error is not None
+            or transport is None
+            or transport.is_closing()
+            or transport.get_write_buffer_size()
+        ):
+            return False
+        try:
+            meter.check(chunk)
+            _write_without_waiting(writer, chunk)
+        except Exception:
+            return False
+        try:
+            meter.sent_chunk(chunk)
+        except Exception as exc:
+            # The progress callback failed: the caller's bug, reported as is, as on the
+            # writer's path (the upload is cut; the request fails with this error).
+            self.source_error = self.error = exc
+            _abort(transport)
+        return True
 
     async def stop(self) -> None:
         """Cancel the writer if it is still running and wait until it has let go of the
@@ -365,6 +397,23 @@ _SWEEPS: Final = 4
 #: The shortest interval between sweeps: a deadline can cap a timeout to almost nothing,
 #: and sweeping as often as that would spin the loop.
 _MIN_SWEEP: Final = 0.001
+
+
+def _write_without_waiting(writer: StreamWriter, chunk: bytes) -> None:
+    """``await writer.write(chunk, drain=False)``, run to its end in the caller's step.
+
+    aiohttp's ``StreamWriter.write`` suspends only for a trace callback, compression or a
+    drain: the transport's session has no trace configs, request bodies are never
+    compressed, and ``drain=False`` skips the third (docs/connections.md; checked by
+    tests/unit/test_hardening_aiohttp.py). Raises RuntimeError, having written nothing,
+    if it ever suspends."""
+    step = writer.write(chunk, drain=False)
+    try:
+        step.send(None)
+    except StopIteration:
+        return
+    step.close()
+    raise RuntimeError("aiohttp's StreamWriter.write suspended without a drain")
 
 
 def _abort(transport: asyncio.WriteTransport | None) -> None:

@@ -63,8 +63,10 @@ def test_the_transport_uses_no_other_aiohttp_internals() -> None:
         node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
     } | {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
          for alias in node.names}
+    # aiohttp.http: its StreamWriter, public there (in its __all__), is what the transport
+    # writes a followed live chunk with (test_aiohttps_stream_writer_writes_...).
     assert not {m for m in imported if m and m.startswith("aiohttp.")} - {
-        "aiohttp.abc", "aiohttp.payload"
+        "aiohttp.abc", "aiohttp.http", "aiohttp.payload"
     }
     assigned = {
         target.attr
@@ -282,3 +284,51 @@ async def test_the_host_aiohttp_writes_is_the_host_the_client_signed() -> None:
         head = server.requests[0].head.decode("latin-1").lower()
     assert head.count("\r\nhost:") == 1, head
     assert server.requests[0].headers["host"] == signing_host(server.endpoint)
+
+
+class _WritingInOneStep(Payload):
+    """Writes its body the way a followed live chunk is written: without awaiting."""
+
+    def __init__(self, parts: list[bytes]) -> None:
+        super().__init__(b"", content_type=None)
+        self._parts = parts
+        self.writer_type: type | None = None
+
+    @property
+    def size(self) -> int:
+        return sum(map(len, self._parts))
+
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        raise TypeError
+
+    async def write(self, writer: AbstractStreamWriter) -> None:
+        await self.write_with_length(writer, None)
+
+    async def write_with_length(
+        self, writer: AbstractStreamWriter, content_length: int | None
+    ) -> None:
+        self.writer_type = type(writer)
+        from aiohttp.http import StreamWriter
+
+        assert isinstance(writer, StreamWriter)
+        for part in self._parts:
+            transport._write_without_waiting(writer, part)
+
+
+async def test_aiohttps_stream_writer_writes_a_chunk_without_waiting_when_not_draining() -> None:
+    """``StreamWriter.write(chunk, drain=False)`` runs to its end without suspending (no
+    trace callback, no compression): the transport writes a followed live chunk in its
+    producer's step that way (``transport._write_without_waiting``), and the writer aiohttp
+    hands an upload payload is that ``StreamWriter``."""
+    parts = [b"a" * 1000, b"b" * 70_000, b"c"]
+    payload = _WritingInOneStep(parts)
+    async with (
+        scripted_server(_answer_each) as server,
+        aiohttp.ClientSession() as session,
+        session.put(server.endpoint + "/a", data=payload, chunked=True) as answer,
+    ):
+        assert await answer.read() == b"ok"
+    assert server.requests[0].body == b"".join(parts), (
+        f"aiohttp {aiohttp.__version__}'s StreamWriter.write(chunk, drain=False) no longer "
+        "completes without suspending: live chunks cannot be written in their producer's step"
+    )

@@ -6,9 +6,10 @@ attempt and destination replays and then follows (docs/live.md, "Bodies").
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, Final
 
@@ -17,7 +18,7 @@ import anyio
 from .._loop import Event, loop_time
 from ..errors import ClientValidationError, ObjectTooLargeError
 
-__all__ = ["HEAD_SIZE", "BodySource", "ChunkLog", "GivenUp"]
+__all__ = ["HEAD_SIZE", "BodySource", "ChunkLog", "GivenUp", "Replay"]
 
 #: Bytes of a body looked at to tell its kind (a playlist's first lines).
 HEAD_SIZE: Final = 4096
@@ -31,6 +32,11 @@ class ChunkLog:
     is there and then follows new chunks, so every chunk goes to every socket the moment it
     exists. When every destination has given the object up, the pump stops and closes the
     producer's iterator: the producer sees its upload end.
+
+    A follower that has caught up and waits can be handed each new chunk in the pump's own
+    step (:meth:`Replay.follow`): the upload writes it to its socket there, instead of the
+    pump waking the upload's task to write it one loop iteration later, behind every other
+    rendition's chunk of the same instant (docs/live.md, "Bodies").
     """
 
     def __init__(self, source: AsyncIterable[bytes], limit: int) -> None:
@@ -49,8 +55,30 @@ class ChunkLog:
         self._changed = Event()
         self._scope: anyio.CancelScope | None = None
         self.users = 0
+        #: Followers caught up and waiting for the next chunk: the future that wakes each,
+        #: and its sink, if it writes chunks itself (see Replay.follow).
+        self._waiting: dict[Replay, tuple[asyncio.Future[None], Sink | None]] = {}
 
     def _notify(self) -> None:
+        changed, self._changed = self._changed, Event()
+        changed.set()
+        waiting, self._waiting = self._waiting, {}
+        for future, _ in waiting.values():
+            if not future.done():
+                future.set_result(None)
+
+    def _hand_over(self, chunk: bytes) -> None:
+        """A new chunk: written by each waiting follower's sink that takes it, which then
+        goes on waiting; every other waiter is woken to read it."""
+        index = len(self.chunks) - 1
+        waiting = self._waiting
+        for follower, (future, sink) in list(waiting.items()):
+            if sink is not None and follower.position == index and sink(chunk):
+                follower.position = index + 1
+                continue
+            del waiting[follower]
+            if not future.done():
+                future.set_result(None)
         changed, self._changed = self._changed, Event()
         changed.set()
 
@@ -78,11 +106,12 @@ class ChunkLog:
                             limit=self._limit,
                             size=self.size,
                         )
-                    self.chunks.append(bytes(chunk))
+                    data = bytes(chunk)
+                    self.chunks.append(data)
                     self.last_chunk_at = loop_time()
                     self.offsets.append(self.size)
                     self.arrivals.append(self.last_chunk_at)
-                    self._notify()
+                    self._hand_over(data)
             if self._scope.cancelled_caught and not self.done:
                 self.error = GivenUp("every destination gave this object up")
         except Exception as exc:
@@ -108,17 +137,10 @@ class ChunkLog:
         if self.users <= 0 and not self.done and self._scope is not None:
             self._scope.cancel()
 
-    async def replay(self) -> AsyncIterator[bytes]:
-        i = 0
-        while True:
-            while i < len(self.chunks):
-                yield self.chunks[i]
-                i += 1
-            if self.done:
-                if self.error is not None:
-                    raise self.error
-                return
-            await self._changed.wait()
+    def replay(self) -> Replay:
+        """Every chunk so far, then each new one, to the end of the body (an upload
+        attempt's body)."""
+        return Replay(self)
 
     async def read_all(self) -> bytes:
         while not self.done:
@@ -126,6 +148,59 @@ class ChunkLog:
         if self.error is not None:
             raise self.error
         return b"".join(self.chunks)
+
+
+#: Writes a chunk at once if it can (True), or leaves it to the follower's reader (False).
+#: Called in the pump's step; never raises.
+Sink = Callable[[bytes], bool]
+
+
+class Replay:
+    """One reading of a :class:`ChunkLog`: an async iterator of every chunk so far, then
+    of each new one as the producer hands it over."""
+
+    __slots__ = ("_log", "_sink", "position")
+
+    def __init__(self, log: ChunkLog) -> None:
+        self._log = log
+        self._sink: Sink | None = None
+        #: The index of the next chunk to deliver.
+        self.position = 0
+
+    def __aiter__(self) -> Replay:
+        return self
+
+    def follow(self, sink: Sink) -> None:
+        """Hand ``sink`` each chunk that arrives while this replay has caught up and is
+        waiting, in the producer's own step; a chunk it takes is not delivered again. The
+        order of the body holds: a sink is only offered the next chunk in it."""
+        self._sink = sink
+
+    async def __anext__(self) -> bytes:
+        log = self._log
+        while True:
+            position = self.position
+            if position < len(log.chunks):
+                self.position = position + 1
+                return log.chunks[position]
+            if log.done:
+                if log.error is not None:
+                    raise log.error
+                raise StopAsyncIteration
+            future = asyncio.get_running_loop().create_future()
+            log._waiting[self] = (future, self._sink)
+            try:
+                await future
+            finally:
+                if log._waiting.get(self, (None,))[0] is future:
+                    del log._waiting[self]
+
+    async def aclose(self) -> None:
+        """Stop following (the upload attempt ended)."""
+        self._sink = None
+        entry = self._log._waiting.pop(self, None)
+        if entry is not None and not entry[0].done():
+            entry[0].cancel()
 
 
 class GivenUp(Exception):
