@@ -308,6 +308,9 @@ if __name__ == "__main__":
     parser.add_argument("--render", action="store_true",
                         help="rewrite results/player.md and the chart from results/player.json")
     args = parser.parse_args()
+    # SIGTERM ends a run as Ctrl-C does: the phase's `finally` stops its `msd demo` process
+    # group and Chromium (without this, Python's default action kills only this process).
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     if args.render:
         result = json.loads((RESULTS / "player.json").read_text())
     else:
