@@ -4,6 +4,10 @@ as a subprocess against ``msd serve``: the text request log and a presigned URL'
 
 from __future__ import annotations
 
+import contextlib
+import os
+import random
+import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -11,7 +15,13 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from fifo_writer import feeding
+from serve_process import MSD, one_line_error
 from serve_process import ServeProcess as Server
+
+#: More than a pipe holds (64 KiB), so the writer is still writing while msd reads.
+DATA = random.Random(7).randbytes(300_000)
+
 
 # --- the text request log of `msd serve` -----------------------------------------------------
 
@@ -55,3 +65,61 @@ def test_text_request_log_shows_a_presigned_get_without_its_secrets(
     assert "X-Amz-Expires=3600" in get[0] and "X-Amz-Signature=REDACTED" in get[0]
     for secret in [*secrets, "00dead00beef", "TOKENforged"]:
         assert secret not in text
+
+
+# --- msd put of a pipe, a FIFO, a device -----------------------------------------------------
+
+
+@pytest.mark.parametrize("streaming", [False, True], ids=["standard", "streaming"])
+def test_put_of_a_fifo_uploads_what_was_written_into_it(
+    server: Server, tmp_path: Path, streaming: bool
+) -> None:
+    fifo = tmp_path / "fifo"
+    flags = ["--streaming"] if streaming else []
+    with feeding(fifo, DATA):
+        put = server.run("put", str(fifo), "pipes/fifo.bin", *flags)
+    assert put.returncode == 0, put.stderr
+    assert f"{len(DATA)} bytes" in put.stdout
+    got = subprocess.run(
+        [MSD, "get", "pipes/fifo.bin", "-"], env=server.env, capture_output=True,
+        timeout=120, check=False,
+    )
+    assert (got.returncode, got.stdout == DATA) == (0, True), got.stderr
+
+
+def test_put_of_a_dev_fd_pipe_as_bash_process_substitution_gives_it(
+    server: Server,
+) -> None:
+    # `msd put <(producer) name`: bash passes the read end of a pipe as /dev/fd/N.
+    read_end, write_end = os.pipe()
+    try:
+        with subprocess.Popen(
+            [MSD, "put", f"/dev/fd/{read_end}", "pipes/substituted.bin"], env=server.env,
+            pass_fds=(read_end,), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        ) as put:
+            os.close(read_end)
+            read_end = -1
+            with os.fdopen(write_end, "wb") as out:
+                write_end = -1
+                with contextlib.suppress(BrokenPipeError):  # msd failed: its stderr says why
+                    out.write(DATA)
+            out_text, err_text = put.communicate(timeout=120)
+    finally:
+        for fd in (read_end, write_end):
+            if fd != -1:
+                os.close(fd)
+    assert put.returncode == 0, err_text
+    assert f"{len(DATA)} bytes".encode() in out_text
+    got = subprocess.run(
+        [MSD, "get", "pipes/substituted.bin", "-"], env=server.env, capture_output=True,
+        timeout=120, check=False,
+    )
+    assert got.stdout == DATA
+
+
+def test_put_of_an_endless_device_is_refused_at_the_limit_and_stores_nothing(
+    server: Server,
+) -> None:
+    line = one_line_error(server.run("put", "/dev/zero", "pipes/zero.bin"), "put")
+    assert "/dev/zero" in line and "25,000,000" in line
+    assert "no object at" in one_line_error(server.run("stat", "pipes/zero.bin"), "stat")
