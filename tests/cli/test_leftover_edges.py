@@ -123,3 +123,12 @@ def test_put_of_an_endless_device_is_refused_at_the_limit_and_stores_nothing(
     line = one_line_error(server.run("put", "/dev/zero", "pipes/zero.bin"), "put")
     assert "/dev/zero" in line and "25,000,000" in line
     assert "no object at" in one_line_error(server.run("stat", "pipes/zero.bin"), "stat")
+
+
+# --- msd rm of a missing object --------------------------------------------------------------
+
+
+def test_rm_of_a_missing_object_says_nothing_was_deleted(server: Server) -> None:
+    result = server.run("rm", "gone/none.ts")
+    line = one_line_error(result, "rm")
+    assert line == "msd rm: no object at 'gone/none.ts' in the container; nothing was deleted"

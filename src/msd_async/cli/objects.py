@@ -103,7 +103,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         parents=[common],
         help="delete an object, or a folder's objects with -r",
         description="Delete the object PATH, or with -r every object below the folder PATH "
-        "(a folder disappears with its last object). With -r, objects that cannot be "
+        "(a folder disappears with its last object). No object at PATH: said so, exit "
+        "status 1. With -r, objects that cannot be "
         "deleted are listed on stderr after the others are gone, and the exit status is 1.",
     )
     p.add_argument("path", help="object path (a folder path with -r)")
@@ -223,9 +224,12 @@ async def _no_object(store: ContainerClient, path: str, command: str) -> Command
         what = {
             "get": f"msd sync ms:{folder} FOLDER downloads what it holds",
             "stat": f"msd ls {folder} lists what it holds",
+            "rm": f"msd rm -r {path} deletes what it holds",
         }[command]
         return CommandError(f"{path!r} is a folder, not an object; {what}")
-    return CommandError(f"no object at {path!r} in the container")
+    # rm: the service's 404 reads like a failure to delete; say what it means.
+    done = "; nothing was deleted" if command == "rm" else ""
+    return CommandError(f"no object at {path!r} in the container{done}")
 
 
 async def _stat(store: ContainerClient, args: argparse.Namespace) -> int:
@@ -404,14 +408,7 @@ async def _rm(store: ContainerClient, args: argparse.Namespace) -> int:
         try:
             await store.delete_object(args.path)
         except ObjectNotFoundError:
-            from ..rules import normalize_folder_path
-
-            folder = normalize_folder_path(args.path)
-            async for _ in store.list_items(folder or None):
-                raise CommandError(
-                    f"{args.path!r} is a folder; msd rm -r {args.path} deletes what it holds"
-                ) from None
-            raise
+            raise await _no_object(store, args.path, "rm") from None
         return EXIT_OK
     return await _rm_tree(store, args)
 
