@@ -20,9 +20,9 @@ limit) so a retry can send it again.
 [2] ``next()`` runs on the event loop: a source that blocks (reads a pipe, a socket) belongs
 in an async iterable instead.
 [3] anything at the path that is not a regular file (``os.mkfifo``, ``/dev/fd/N`` from a
-shell's ``<(command)``, ``/dev/stdin``): its size on disk (0) says nothing about what it
-gives, so it is sent chunked as it is read, once, like a non-seekable file object; the size
-limit cuts it when it gives more.
+shell's ``<(command)``, ``/dev/stdin`` of a pipe or terminal): its size on disk (0) says
+nothing about what it gives, so it is sent chunked as it is read, once, like a non-seekable
+file object; the size limit cuts it when it gives more.
 
 A ``str`` is content, as in aiohttp, httpx and botocore (a playlist passed as text is
 uploaded as that text); a file path must be an ``os.PathLike`` such as ``pathlib.Path``.
