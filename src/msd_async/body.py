@@ -6,6 +6,7 @@ body                                       size known  replayable  how it is rea
 ``bytes`` / ``bytearray`` / ``memoryview``  yes         yes         1 MiB memoryview slices, no copy
 ``str`` (text content, sent as UTF-8)      yes         yes         encoded once, then as bytes
 ``os.PathLike`` (``pathlib.Path``)         yes         yes         1 MiB reads in a worker thread
+path of a pipe, FIFO or device [3]         no          no [1]      what each read returns
 seekable binary file object                yes         yes         same; rewound to where it was
 non-seekable binary file object            no          no [1]      same
 list or tuple of bytes-like chunks         yes         yes         each chunk as it is
@@ -18,6 +19,10 @@ callable returning an async iterable       no          yes         called again 
 limit) so a retry can send it again.
 [2] ``next()`` runs on the event loop: a source that blocks (reads a pipe, a socket) belongs
 in an async iterable instead.
+[3] anything at the path that is not a regular file (``os.mkfifo``, ``/dev/fd/N`` from a
+shell's ``<(command)``, ``/dev/stdin`` of a pipe or terminal): its size on disk (0) says
+nothing about what it gives, so it is sent chunked as it is read, once, like a non-seekable
+file object; the size limit cuts it when it gives more.
 
 A ``str`` is content, as in aiohttp, httpx and botocore (a playlist passed as text is
 uploaded as that text); a file path must be an ``os.PathLike`` such as ``pathlib.Path``.
@@ -32,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import stat
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from typing import IO, Any, Final, Protocol, TypeAlias, runtime_checkable
 
@@ -171,17 +177,45 @@ class _FileObjectBody(UploadBody):
             yield chunk
 
 
+def _path_body(path: os.PathLike[str], *, replay_buffer: bool) -> UploadBody:
+    """A regular file, sized by ``stat`` and read again for each attempt; anything else
+    there (a pipe, a FIFO, a device) is a stream that can be read once (footnote [3])."""
+    name = os.fspath(path)
+    try:
+        info = os.stat(name)
+    except OSError as exc:
+        raise ClientValidationError(
+            f"cannot read upload body {name!r}: {exc.strerror}", rule="body.file"
+        ) from exc
+    if stat.S_ISREG(info.st_mode):
+        return _PathBody(name, info.st_size)
+    if stat.S_ISDIR(info.st_mode):
+        raise ClientValidationError(
+            f"upload body {name!r} is a folder; put_object uploads one file (upload a "
+            "folder with msd_async.transfer.sync)",
+            rule="body.file",
+        )
+    return _IteratorBody(_read_stream(name), replay_buffer=replay_buffer)
+
+
+async def _read_stream(path: str) -> AsyncIterator[bytes]:
+    """What a pipe or device at ``path`` gives, each chunk as soon as it is there (``read1``:
+    a live producer's bytes go out without waiting for a full buffer). Opened only when the
+    upload starts: opening a FIFO waits for its writer."""
+    fileobj = await open_in_thread(path, "rb")
+    try:
+        read: Callable[[int], bytes] = getattr(fileobj, "read1", fileobj.read)
+        while chunk := await anyio.to_thread.run_sync(read, CHUNK_SIZE):
+            yield chunk
+    finally:
+        fileobj.close()
+
+
 class _PathBody(UploadBody):
     description = "file"
 
-    def __init__(self, path: os.PathLike[str]) -> None:
-        self._path = os.fspath(path)
-        try:
-            size = os.stat(self._path).st_size
-        except OSError as exc:
-            raise ClientValidationError(
-                f"cannot read upload body {self._path!r}: {exc.strerror}", rule="body.file"
-            ) from exc
+    def __init__(self, path: str, size: int) -> None:
+        self._path = path
         self.size = size
         self.replayable = True
 
@@ -362,7 +396,7 @@ def prepare_body(
     if isinstance(body, str):
         return _MemoryBody(body.encode("utf-8"))
     if isinstance(body, os.PathLike):
-        return _PathBody(body)
+        return _path_body(body, replay_buffer=replay_buffer)
     if isinstance(body, AsyncIterable):
         return _IteratorBody(body, replay_buffer=replay_buffer)
     if hasattr(body, "read"):

@@ -334,9 +334,12 @@ class ContainerClient:
         manifest), never read as a file name; a file path as ``os.PathLike``
         (``pathlib.Path``); a binary file; an iterable or async iterable of bytes (each
         chunk is sent as soon as it is yielded); or a callable returning a fresh async
-        iterable (so the upload can be retried). ``streaming=True`` makes the object
-        readable while it uploads (STREAMING availability, 10 MB limit, sent chunked);
-        otherwise it appears only when complete (STANDARD, 25 MB).
+        iterable (so the upload can be retried). A path that is not a regular file (a
+        FIFO, ``/dev/fd/N`` of a pipe, a device) is read once as it gives bytes and sent
+        chunked, like a non-seekable file: a retry after it started needs
+        ``replay_buffer=True``. ``streaming=True`` makes the object readable while it
+        uploads (STREAMING availability, 10 MB limit, sent chunked); otherwise it appears
+        only when complete (STANDARD, 25 MB).
 
         ``progress`` is called with the bytes sent so far. ``verify=True`` hashes the bytes
         while sending and compares with the service's ContentSHA256 (about 0.6 ms CPU per

@@ -81,7 +81,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         parents=[common],
         help="upload a file or stdin",
         description="Upload FILE (or - for stdin) as the object PATH (PATH ending in / keeps "
-        "the file's name). To upload a folder, use msd sync.",
+        "the file's name). A FILE that is a pipe, FIFO or device (msd put <(command) PATH) "
+        "is read as stdin is. To upload a folder, use msd sync.",
     )
     p.add_argument("file", help="source file, or - for stdin")
     p.add_argument("path", help="object path, or a folder path ending in /")
@@ -102,7 +103,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         parents=[common],
         help="delete an object, or a folder's objects with -r",
         description="Delete the object PATH, or with -r every object below the folder PATH "
-        "(a folder disappears with its last object). With -r, objects that cannot be "
+        "(a folder disappears with its last object). No object at PATH: said so, exit "
+        "status 1. With -r, objects that cannot be "
         "deleted are listed on stderr after the others are gone, and the exit status is 1.",
     )
     p.add_argument("path", help="object path (a folder path with -r)")
@@ -222,9 +224,12 @@ async def _no_object(store: ContainerClient, path: str, command: str) -> Command
         what = {
             "get": f"msd sync ms:{folder} FOLDER downloads what it holds",
             "stat": f"msd ls {folder} lists what it holds",
+            "rm": f"msd rm -r {path} deletes what it holds",
         }[command]
         return CommandError(f"{path!r} is a folder, not an object; {what}")
-    return CommandError(f"no object at {path!r} in the container")
+    # rm: the service's 404 reads like a failure to delete; say what it means.
+    done = "; nothing was deleted" if command == "rm" else ""
+    return CommandError(f"no object at {path!r} in the container{done}")
 
 
 async def _stat(store: ContainerClient, args: argparse.Namespace) -> int:
@@ -311,26 +316,26 @@ async def _download(store: ContainerClient, args: argparse.Namespace, out: IO[by
 # --- put ---------------------------------------------------------------------------------
 
 
-async def _stdin_chunks() -> AsyncIterator[bytes]:
-    """stdin as it arrives: read1 returns what the pipe has, so a live encoder's bytes go
+async def _stream_chunks(stream: IO[bytes]) -> AsyncIterator[bytes]:
+    """A pipe as it arrives: read1 returns what the pipe has, so a live encoder's bytes go
     out at once instead of waiting for a full buffer."""
     import anyio.to_thread
 
-    stream: Any = sys.stdin.buffer  # a BufferedReader: read1 returns what the pipe has
-    while chunk := await anyio.to_thread.run_sync(stream.read1, _STDIN_CHUNK):
+    read1: Any = getattr(stream, "read1", stream.read)  # stdin is a BufferedReader
+    while chunk := await anyio.to_thread.run_sync(read1, _STDIN_CHUNK):
         yield chunk
 
 
-async def _read_stdin(limit: int) -> bytes:
+async def _read_whole(stream: IO[bytes], name: str, limit: int) -> bytes:
     import anyio.to_thread
 
     from ..errors import ObjectTooLargeError
 
-    data: bytes = await anyio.to_thread.run_sync(sys.stdin.buffer.read, limit + 1)
+    data: bytes = await anyio.to_thread.run_sync(stream.read, limit + 1)
     if len(data) > limit:
         # Not "use --streaming": its limit is lower still (10 MB).
         raise ObjectTooLargeError(
-            f"stdin gave more than {limit:,} bytes, the largest object the container "
+            f"{name} gave more than {limit:,} bytes, the largest object the container "
             "stores; split the stream into objects (segments) of at most that size",
             rule="body.max-size.standard",
             limit=limit,
@@ -340,33 +345,53 @@ async def _read_stdin(limit: int) -> bytes:
 
 
 async def _put(store: ContainerClient, args: argparse.Namespace) -> int:
+    import contextlib
+
     from ..media_types import content_type_for
 
     body: Any
     path = args.path
-    if args.file == "-":
-        if path.endswith("/"):
-            raise CommandError("with - (stdin) give the object's full path, not a folder/")
-        body = _stdin_chunks() if args.streaming else await _read_stdin(store.standard_limit)
-    else:
-        source = Path(args.file)
-        if source.is_dir():  # noqa: ASYNC240 - one stat before any I/O starts
-            raise CommandError(
-                f"{args.file} is a folder; msd put uploads one file. To upload a folder: "
-                f"msd sync {args.file} ms:{path.rstrip('/')}"
+    # stdin, or a FILE that is a pipe, FIFO or device (`msd put <(command) name`): its size
+    # on disk (0) says nothing of what it gives. It is read as it comes, once: whole (so a
+    # retry can send it again) or, with --streaming, sent as it is read.
+    stream: IO[bytes] | None = None
+    name = "stdin"
+    async with contextlib.AsyncExitStack() as stack:
+        if args.file == "-":
+            if path.endswith("/"):
+                raise CommandError("with - (stdin) give the object's full path, not a folder/")
+            stream = sys.stdin.buffer
+        else:
+            source = Path(args.file)
+            if source.is_dir():  # noqa: ASYNC240 - one stat before any I/O starts
+                raise CommandError(
+                    f"{args.file} is a folder; msd put uploads one file. To upload a folder: "
+                    f"msd sync {args.file} ms:{path.rstrip('/')}"
+                )
+            if not source.exists():  # noqa: ASYNC240
+                raise CommandError(f"{args.file}: no such file")
+            if path.endswith("/"):
+                path += source.name
+            body = source
+            if not source.is_file():  # noqa: ASYNC240
+                from ..body import open_in_thread
+
+                # Opening a FIFO waits for its writer: in a thread.
+                stream = stack.enter_context(await open_in_thread(source, "rb"))
+                name = args.file
+        if stream is not None:
+            body = (
+                _stream_chunks(stream)
+                if args.streaming
+                else await _read_whole(stream, name, store.standard_limit)
             )
-        if not source.exists():  # noqa: ASYNC240
-            raise CommandError(f"{args.file}: no such file")
-        if path.endswith("/"):
-            path += source.name
-        body = source
-    result = await store.put_object(
-        path,
-        body,
-        content_type=args.content_type or content_type_for(path),
-        cache_control=args.cache_control,
-        streaming=args.streaming,
-    )
+        result = await store.put_object(
+            path,
+            body,
+            content_type=args.content_type or content_type_for(path),
+            cache_control=args.cache_control,
+            streaming=args.streaming,
+        )
     print(f"{path}  {result.size} bytes  etag {result.etag}  sha256 {result.content_sha256}")
     return EXIT_OK
 
@@ -383,14 +408,7 @@ async def _rm(store: ContainerClient, args: argparse.Namespace) -> int:
         try:
             await store.delete_object(args.path)
         except ObjectNotFoundError:
-            from ..rules import normalize_folder_path
-
-            folder = normalize_folder_path(args.path)
-            async for _ in store.list_items(folder or None):
-                raise CommandError(
-                    f"{args.path!r} is a folder; msd rm -r {args.path} deletes what it holds"
-                ) from None
-            raise
+            raise await _no_object(store, args.path, "rm") from None
         return EXIT_OK
     return await _rm_tree(store, args)
 

@@ -133,8 +133,37 @@ _OPERATIONS: Final = {
 }
 
 
+#: Query parameters of a presigned URL that must never reach a log: the signature (anyone
+#: holding the URL until it expires can use it), the session token, and the credential
+#: scope, which names the access key.
+_SECRET_PARAMS: Final = frozenset(
+    {"x-amz-signature", "x-amz-security-token", "x-amz-credential"}
+)
+
+
+def _logged_target(raw_path: str) -> tuple[str, str]:
+    """The path and the query of a request as the access log may show them: each secret
+    parameter's value replaced by ``REDACTED``, everything else (``Path=``, ``X-Amz-Expires``)
+    kept as received, so a presigned request is still told from a plain one."""
+    from urllib.parse import unquote
+
+    path, _, query = raw_path.partition("?")
+    if not query:
+        return path, ""
+    params = []
+    for param in query.split("&"):
+        name, equals, _ = param.partition("=")
+        # Compared decoded and in any case: the verifier decodes names too, and a log
+        # keeps nothing that some spelling of a secret's name carries.
+        if equals and unquote(name).lower() in _SECRET_PARAMS:
+            param = f"{name}=REDACTED"
+        params.append(param)
+    return path, "&".join(params)
+
+
 class _AccessLogger(AbstractAccessLogger):
-    """One line per request: method, path, status, bytes in/out, milliseconds, request id."""
+    """One line per request: method, path and query (secrets redacted: :func:`_logged_target`),
+    status, bytes in/out, milliseconds, request id."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         status: Any = response.status
@@ -146,20 +175,20 @@ class _AccessLogger(AbstractAccessLogger):
             sent = 0
         rid = response.headers.get("x-amzn-RequestId", "-")
         received = request.get(_BYTES_IN, 0)
+        path, query = _logged_target(request.raw_path)
         self.logger.info(
             "%s %s %s in=%d out=%d %.1fms %s",
             request.method,
-            request.raw_path,
+            f"{path}?{query}" if query else path,
             status,
             received,
             sent,
             time * 1000,
             rid,
-            # For `msd serve --log-format json`: the path without its query, which may be
-            # a presigned URL's signature.
+            # For `msd serve --log-format json`: the path alone, as its field says.
             extra={"msd_fields": {
                 "event": "request", "method": request.method,
-                "path": request.raw_path.partition("?")[0], "status": status,
+                "path": path, "status": status,
                 "bytes_in": received, "bytes_out": sent, "latency_s": round(time, 6),
                 "request_id": rid,
             }},
