@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 
 import anyio
 import pytest
@@ -12,24 +11,12 @@ from scripted_server import Connection, response, response_head, scripted_server
 
 from msd_async import (
     ConnectionLostError,
-    Credentials,
     DeadlineExceeded,
-    RetryPolicy,
     Session,
     StreamClosedError,
 )
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[Session]:
-    async with Session(
-        credentials=Credentials("AKIDEXAMPLE", "secret"),
-        region="us-east-1",
-        retry=RetryPolicy.none(),
-    ) as session:
-        yield session
 
 
 async def test_a_read_after_a_failed_download_raises_again(session: Session) -> None:

@@ -9,7 +9,6 @@ than declared. The local MediaStore never produces these.
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
@@ -18,10 +17,8 @@ from scripted_server import Connection, ScriptedServer, response_head, scripted_
 
 from msd_async import (
     ContainerClient,
-    Credentials,
     ObjectChangedError,
     ProtocolError,
-    RetryPolicy,
     Session,
 )
 
@@ -31,16 +28,6 @@ SIZE = 200_000
 BODY = random.Random(6).randbytes(SIZE)
 HALF = SIZE // 2
 ETAG = "0123456789abcdef0123456789abcdef"
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[Session]:
-    async with Session(
-        credentials=Credentials("AKIDEXAMPLE", "secret"),
-        region="us-east-1",
-        retry=RetryPolicy.none(),
-    ) as session:
-        yield session
 
 
 def _headers(length: int | None, **extra: str | int) -> dict[str, str | int]:

@@ -14,12 +14,10 @@ from scripted_server import Connection, ScriptedServer, response_head, scripted_
 
 from msd_async import (
     ContainerClient,
-    Credentials,
     InvalidParameterError,
     MediaStoreError,
     ObjectNotFoundError,
     RangeNotSatisfiableError,
-    RetryPolicy,
     ServerError,
     ServiceError,
     Session,
@@ -37,16 +35,6 @@ BODY = random.Random(9).randbytes(SIZE)
 async def store(mediastore_client: ContainerClient) -> ContainerClient:
     await mediastore_client.put_object("vod/obj.bin", BODY)
     return mediastore_client
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[Session]:
-    async with Session(
-        credentials=Credentials("AKIDEXAMPLE", "secret"),
-        region="us-east-1",
-        retry=RetryPolicy.none(),
-    ) as session:
-        yield session
 
 
 # --- item 9: the object's total size ---------------------------------------------------
