@@ -34,7 +34,7 @@ from multidict import CIMultiDictProxy
 from yarl import URL
 
 from ._version import __version__
-from .body import Buffer, FollowableChunks, Meter, UploadBody
+from .body import Buffer, Meter, UploadBody, followable
 from .config import DEFAULT_LIMITS, DEFAULT_TIMEOUTS, Limits, Timeouts
 from .errors import (
     ConnectError,
@@ -203,8 +203,9 @@ class _UploadPayload(Payload):
                 await self._write_chunk(writer, whole, meter, watch)
             return
         chunks = body.chunks()
-        if isinstance(chunks, FollowableChunks) and isinstance(writer, StreamWriter):
-            chunks.follow(functools.partial(self._write_now, writer, meter))
+        follow = followable(chunks)
+        if follow is not None and isinstance(writer, StreamWriter):
+            follow.follow(functools.partial(self._write_now, writer, meter))
         try:
             while True:
                 try:
@@ -670,7 +671,7 @@ class Response:
             return await self._raw.content.read(n)
         except MediaStoreError:
             raise
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        except _FOREIGN_ERRORS as exc:
             raise _translate(exc, self._url) from exc
         except asyncio.CancelledError:
             if watch is not None and watch.fired:
