@@ -192,7 +192,9 @@ class Replay:
             try:
                 await future
             finally:
-                if log._waiting.get(self, (None,))[0] is future:
+                # Gone already if the pump woke it; still there if it was cancelled.
+                entry = log._waiting.get(self)
+                if entry is not None and entry[0] is future:
                     del log._waiting[self]
 
     async def aclose(self) -> None:
