@@ -141,3 +141,41 @@ async def test_a_followed_upload_to_a_server_that_stops_reading_meets_the_write_
         # Noticed while the producer was still producing, not when its body ended.
         assert produced + 64 * 1024 <= planned
         assert session.pool.in_use == 0
+
+
+async def test_an_upload_cancelled_while_it_follows_lets_go_of_the_log_and_its_connection(
+    store: ContainerClient,
+) -> None:
+    """Cancelled while it waits for the next chunk: the log forgets its sink (a later
+    chunk is not written to a dead connection), the connection goes back, and nothing is
+    stored."""
+    progress = _Progress()
+    more = asyncio.Event()
+
+    async def producer() -> AsyncIterator[bytes]:
+        yield CHUNKS[0]
+        await more.wait()
+        yield CHUNKS[1]
+
+    log = ChunkLog(producer(), 10_000_000)
+    log.users = 2  # the pump keeps going after the upload is cancelled
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(log.pump)
+        with anyio.move_on_after(30) as scope:
+            upload = asyncio.ensure_future(
+                store.put_object("live/seg.ts", log.replay, streaming=True, progress=progress)
+            )
+            await progress.reach(len(CHUNKS[0]))
+            await asyncio.sleep(0)  # the upload is back waiting for the next chunk
+            upload.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await upload
+        assert not scope.cancelled_caught
+        assert log._waiting == {}
+        more.set()  # the next chunk finds no sink to call
+        log.release()
+        log.release()
+    assert progress.sent == len(CHUNKS[0])
+    assert store.session.pool.in_use == 0
+    with pytest.raises(ObjectNotFoundError):
+        await store.describe_object("live/seg.ts")
