@@ -42,7 +42,7 @@ from msd_async.credentials import Credentials
 from msd_async.testing import LocalMediaStore
 
 RESULTS = Path(__file__).parent / "results"
-ACCESS = re.compile(r"^PUT /(direct|relay)/(index\d+\.ts) 200 in=(\d+)")
+ACCESS = re.compile(r"^PUT /(direct|relay|raw)/(index\d+\.ts) 200 in=(\d+)")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -190,7 +190,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[max(0, min(len(ordered) - 1, round(q * (len(ordered) - 1))))]
 
 
-async def run(seconds: int, size: str, bitrate: str) -> dict[str, object]:
+async def run(seconds: int, size: str, bitrate: str, floor: bool = False) -> dict[str, object]:
     stored = _Stored()
     access = logging.getLogger("msd_async.testing.access")
     access.propagate = False
@@ -221,13 +221,25 @@ async def run(seconds: int, size: str, bitrate: str) -> dict[str, object]:
         sys_start = cpu_split(relay.pid)[1]
         ns_start = cpu_ns(relay.pid)
         hls = "f=hls:hls_time=1:hls_list_size=0:method=PUT:http_persistent=1"
+        outputs = f"[{hls}]{server.endpoint}/direct/index.m3u8|[{hls}]{url}/relay/index.m3u8"
+        raw = None
+        if floor:
+            raw = await asyncio.create_subprocess_exec(
+                sys.executable, str(Path(__file__).parent / "_raw_relay.py"), server.endpoint,
+                stdout=asyncio.subprocess.PIPE, env=env,
+            )
+            assert raw.stdout is not None
+            raw_url = (await raw.stdout.readline()).decode().split("raw relay: ", 1)[1].strip()
+            # Last in the tee, so the direct and relayed outputs are written as without it.
+            outputs += f"|[{hls}]{raw_url}/raw/index.m3u8"
+            raw_ns_start = cpu_ns(raw.pid)
         ffmpeg = [
             "ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-re",
             "-f", "lavfi", "-i", f"testsrc2=size={size}:rate=25", "-t", str(seconds),
             "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency",
             "-b:v", bitrate, "-maxrate", bitrate, "-bufsize", bitrate,
             "-g", "25", "-keyint_min", "25", "-sc_threshold", "0", "-map", "0:v", "-f", "tee",
-            f"[{hls}]{server.endpoint}/direct/index.m3u8|[{hls}]{url}/relay/index.m3u8",
+            outputs,
         ]
         process = await asyncio.create_subprocess_exec(*ffmpeg, stderr=asyncio.subprocess.PIPE)
         _, err = await process.communicate()
@@ -237,7 +249,8 @@ async def run(seconds: int, size: str, bitrate: str) -> dict[str, object]:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             names = {n for d, n in stored.done if d == "direct"}
-            if names and all(("relay", n) in stored.done for n in names):
+            sides = ("relay", "raw") if floor else ("relay",)
+            if names and all((side, n) in stored.done for n in names for side in sides):
                 break
             await asyncio.sleep(0.1)
         cpu = cpu_seconds(relay.pid) - cpu_start
@@ -246,6 +259,10 @@ async def run(seconds: int, size: str, bitrate: str) -> dict[str, object]:
         relay.send_signal(signal.SIGTERM)
         await relay.wait()
         assert relay.returncode == 0, relay.returncode
+        if raw is not None:
+            raw_ns = cpu_ns(raw.pid) - raw_ns_start
+            raw.send_signal(signal.SIGTERM)
+            await raw.wait()
 
     added: list[float] = []
     relayed = 0
@@ -272,6 +289,16 @@ async def run(seconds: int, size: str, bitrate: str) -> dict[str, object]:
         "relay_cpu_schedstat_ms_per_mb": ns / 1e6 / (relayed / 1e6),
         # The kernel's share: reading from ffmpeg's socket, writing into the origin's.
         "relay_system_ms_per_mb": system * 1000 / (relayed / 1e6),
+        **(_floor(stored, raw_ns) if floor else {}),
+    }
+
+
+def _floor(stored: _Stored, raw_ns: int) -> dict[str, object]:
+    """The bare aiohttp relay's CPU per MB in the same run (``--floor``)."""
+    raw_bytes = sum(size for (side, _), (_, size) in stored.done.items() if side == "raw")
+    return {
+        "floor_mb_relayed": raw_bytes / 1e6,
+        "floor_cpu_schedstat_ms_per_mb": raw_ns / 1e6 / (raw_bytes / 1e6),
     }
 
 
@@ -284,9 +311,17 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="print only")
     parser.add_argument("--encoders", type=int, default=50, help="for the stall (default 50)")
     parser.add_argument("--stall", type=float, default=3.0, help="origin stall, s (default 3)")
+    parser.add_argument(
+        "--floor", action="store_true",
+        help="also relay the stream through a bare aiohttp relay (_raw_relay.py) and report "
+        "its CPU per MB; writes results/relay-floor.* instead of relay.*",
+    )
     args = parser.parse_args()
     load_before = os.getloadavg()
-    result = asyncio.run(run(args.seconds, args.size, args.bitrate))
+    result = asyncio.run(run(args.seconds, args.size, args.bitrate, args.floor))
+    if args.floor:
+        _write_floor(args, load_before, result)
+        return
     segment = 375_000  # 1 s of a 3 Mb/s stream
     stalls = [
         asyncio.run(run_stall(args.encoders, args.stall, segment, 8, budget))
@@ -361,6 +396,53 @@ per-request state and the allocator. (Issue 16 reported 172 MB for 50 encoders b
         for r in stalls
     )
     (RESULTS / "relay.md").write_text(md)
+
+
+def _write_floor(
+    args: argparse.Namespace, load_before: tuple[float, float, float], result: dict[str, object]
+) -> None:
+    command = "python benchmarks/bench_relay.py " + shlex.join(sys.argv[1:])
+    report = {
+        "command": command.strip(),
+        "python": platform.python_version(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
+        "note": args.note,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        **result,
+    }
+    print(json.dumps(report, indent=2))
+    if args.no_write:
+        return
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "relay-floor.json").write_text(json.dumps(report, indent=2) + "\n")
+    lat = result["added_latency_ms"]
+    assert isinstance(lat, dict)
+    md = f"""# Relay CPU against its floor (`bench_relay.py --floor`)
+
+Command: `{report["command"]}`
+Date: {report["date"]}; Python {report["python"]}; {report["machine"]}; load average
+(1/5/15 min) {report["load_average_before"]} before and {report["load_average_1_5_15"]} after.
+{("Note: " + args.note) if args.note else ""}
+
+The scenario of [relay.md](relay.md) with a third output on the same ffmpeg `tee` (last,
+so the direct and relayed copies are written as without it): the same segments and
+playlists through `benchmarks/_raw_relay.py`, a bare aiohttp relay (an `aiohttp.web`
+server streaming each PUT's body as it arrives to the origin through an
+`aiohttp.ClientSession`; no signing, no publisher, no playlist handling, no retries, no
+logging). Both processes' CPU from `/proc/PID/task/*/schedstat` over the same stream.
+
+| measure | `msd relay` | bare aiohttp relay |
+|---|---:|---:|
+| MB relayed | {result["mb_relayed"]:.1f} | {result["floor_mb_relayed"]:.1f} |
+| CPU per MB (schedstat) | {result["relay_cpu_schedstat_ms_per_mb"]:.2f} ms \
+| {result["floor_cpu_schedstat_ms_per_mb"]:.2f} ms |
+
+Added latency of `msd relay` in this run (three outputs, so not the scenario's measure):
+p50 {lat["p50"]:.1f} ms, p99 {lat["p99"]:.1f} ms.
+"""
+    (RESULTS / "relay-floor.md").write_text(md)
 
 
 if __name__ == "__main__":
