@@ -74,6 +74,40 @@ async def serve_proxy(endpoint: str) -> None:
         await asyncio.Event().wait()
 
 
+async def serve_floor_proxy(endpoint: str) -> None:
+    """The floor under the proxy's CPU (``--floor``): a bare aiohttp.web handler that GETs
+    the range from the origin with an unsigned ``aiohttp.ClientSession`` and streams the
+    body back as it arrives; no signing, no validation, no conditional requests."""
+    from aiohttp import web
+
+    copied = ("Content-Type", "Content-Length", "Content-Range", "ETag", "Last-Modified")
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=256), auto_decompress=False
+    ) as http:
+
+        async def get(request: web.Request) -> web.StreamResponse:
+            headers = {"Range": request.headers["Range"]} if "Range" in request.headers else {}
+            url = f"{endpoint}/{request.match_info['path']}"
+            async with http.get(url, headers=headers) as upstream:
+                response = web.StreamResponse(status=upstream.status)
+                for name in copied:
+                    if name in upstream.headers:
+                        response.headers[name] = upstream.headers[name]
+                await response.prepare(request)
+                async for chunk in upstream.content.iter_any():
+                    await response.write(chunk)
+                await response.write_eof()
+                return response
+
+        app = web.Application()
+        app.router.add_get("/objects/{path:.+}", get)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        print(f"proxy: http://127.0.0.1:{runner.addresses[0][1]}", flush=True)
+        await asyncio.Event().wait()
+
+
 # --- measuring -----------------------------------------------------------------------------
 
 
@@ -143,7 +177,8 @@ async def run_load(
 
 
 async def measure(
-    args: argparse.Namespace, origin: str, proxy: str, proxy_pid: int, sink_pid: int
+    args: argparse.Namespace, origin: str, proxy: str, proxy_pid: int, sink_pid: int,
+    floor: tuple[str, int] | None = None,
 ) -> dict[str, Any]:
     from msd_async import Credentials, Limits, Session
 
@@ -173,12 +208,19 @@ async def measure(
 
         modes = {"direct-msd": (direct_msd, None), "direct-aiohttp": (direct_aiohttp, None),
                  "proxy": (via_proxy, proxy_pid)}
+        if floor is not None:
+            floor_url, floor_pid = floor
+
+            async def via_floor_proxy(first: int, last: int) -> None:
+                await raw(f"{floor_url}/objects/bench/object.bin", first, last)
+
+            modes["proxy-floor"] = (via_floor_proxy, floor_pid)
         runs: dict[str, list[dict[str, float]]] = {name: [] for name in modes}
         for one, pid in modes.values():  # warm-up: open the connections
             await run_load(one, args.clients * 2, args.clients, pid)
         order = list(modes)
         for repeat in range(args.repeats):
-            for name in order[repeat % 3:] + order[: repeat % 3]:
+            for name in order[repeat % len(order):] + order[: repeat % len(order)]:
                 one, pid = modes[name]
                 runs[name].append(
                     await run_load(one, args.requests, args.clients, pid, sink_pid)
@@ -290,6 +332,17 @@ def markdown(result: dict[str, Any]) -> str:
         "the noisiest number; CPU per request is steadier. Loopback, no TLS. The proxy's CPU "
         "is read from /proc at 10 ms resolution over whole runs.",
     ]
+    floor = s.get("proxy-floor")
+    if floor is not None:
+        lines[-2:-2] = [
+            f"* The floor (`--floor`): a bare aiohttp proxy (no signing, no checks: "
+            f"`serve_floor_proxy`) costs {floor['proxy_cpu_us']:.0f} µs per request "
+            f"({floor['proxy_sys_us']:.0f} of it system), "
+            f"**{floor['proxy_cpu_us'] / msd['client_cpu_us']:.2f}x** msd_async's direct "
+            f"read, and carries {floor['mb_per_s'] / msd['mb_per_s']:.2f}x its throughput; "
+            f"`serve_object` costs {proxy['proxy_cpu_us'] / floor['proxy_cpu_us']:.2f}x the "
+            "floor.",
+        ]
     if result.get("note"):
         lines += ["", f"Note: {result['note']}"]
     return "\n".join(lines) + "\n"
@@ -303,11 +356,20 @@ def main() -> None:
     parser.add_argument("--slow-clients", type=int, default=20)
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--note", default="")
+    parser.add_argument(
+        "--floor", action="store_true",
+        help="also run a bare aiohttp proxy (no signing, no checks) as mode proxy-floor; "
+        "writes results/web-floor.* instead of web.*",
+    )
     parser.add_argument("--proxy", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--floor-proxy", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--endpoint", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.proxy:
         asyncio.run(serve_proxy(args.endpoint))
+        return
+    if args.floor_proxy:
+        asyncio.run(serve_floor_proxy(args.endpoint))
         return
     load = os.getloadavg()
     sink, origin = start([str(HERE / "_sink.py"), "--port", "0"], "endpoint: ")
@@ -321,11 +383,22 @@ def main() -> None:
             proxy_proc.kill()
             proxy_proc.wait()
         proxy_proc, proxy = start([__file__, "--proxy", "--endpoint", origin], "proxy: ")
+        floor_proc = None
         try:
-            result = asyncio.run(measure(args, origin, proxy, proxy_proc.pid, sink.pid))
+            floor = None
+            if args.floor:
+                floor_proc, floor_url = start(
+                    [__file__, "--floor-proxy", "--endpoint", origin], "proxy: "
+                )
+                floor = (floor_url, floor_proc.pid)
+            result = asyncio.run(
+                measure(args, origin, proxy, proxy_proc.pid, sink.pid, floor)
+            )
         finally:
-            proxy_proc.kill()
-            proxy_proc.wait()
+            for proc in (proxy_proc, floor_proc):
+                if proc is not None:
+                    proc.kill()
+                    proc.wait()
         result["slow_clients"] = slow
     finally:
         sink.kill()
@@ -342,8 +415,9 @@ def main() -> None:
     print(text)
     if not args.no_write:
         RESULTS.mkdir(exist_ok=True)
-        (RESULTS / "web.json").write_text(json.dumps(result, indent=2) + "\n")
-        (RESULTS / "web.md").write_text(text)
+        name = "web-floor" if args.floor else "web"
+        (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+        (RESULTS / f"{name}.md").write_text(text)
 
 
 if __name__ == "__main__":
