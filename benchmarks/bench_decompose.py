@@ -28,6 +28,13 @@ variant           what one request does
                   ``read``): adds the retry driver, credentials, the client's plumbing
 ================  ========================================================================
 
+Not on the ladder, only when named in ``--variants``: ``below-request``, the ``settings``
+request driven below ``ClientSession.request`` (an ``aiohttp.ClientRequest`` sent on a
+connection from the connector, as ``ClientSession._request`` does once it has merged its
+options: no tracing, cookies, redirects, middlewares or netrc/proxy lookups). What a
+client of aiohttp could save by not going through ``request()`` at all: the floor under
+the scoreboard's raw aiohttp client.
+
 Reported: the median, over rounds, of process CPU (user+sys) per request, and each
 variant's difference from the one above it.
 
@@ -83,6 +90,8 @@ VARIANTS = [
     "transport",
     "msd",
 ]
+#: Opt-in variants, off the ladder (see the module's docstring).
+EXTRA_VARIANTS = ["below-request"]
 One = Callable[[int], Awaitable[None]]
 
 
@@ -212,6 +221,51 @@ async def run(args: argparse.Namespace, endpoint: str) -> dict[str, list[float]]
 
         return one
 
+    def below_request_one(session: aiohttp.ClientSession) -> One:
+        from aiohttp.client_reqrep import ClientRequest
+        from aiohttp.helpers import TimerNoop
+
+        connector = session.connector
+        assert connector is not None
+        loop = asyncio.get_running_loop()
+        timer = TimerNoop()
+        timeout = session.timeout
+        default_headers = session.headers
+
+        async def one(i: int) -> None:
+            request = request_of(i)
+            headers = default_headers.copy()
+            headers.update(request.headers)
+            req = ClientRequest(
+                request.method, URL(endpoint + request.target, encoded=True),
+                headers=headers, data=body if op == "put" else None, loop=loop,
+                response_class=aiohttp.ClientResponse, session=session, timer=timer,
+                ssl=True, traces=[],
+            )
+            conn = await connector.connect(req, traces=[], timeout=timeout)
+            assert conn.protocol is not None
+            conn.protocol.set_response_params(
+                timer=timer, skip_payload=op == "describe", read_until_eof=True,
+                auto_decompress=False, read_timeout=None, read_bufsize=2**16,
+                timeout_ceil_threshold=5, max_line_size=8190, max_field_size=8190,
+                max_headers=128,
+            )
+            try:
+                resp = await req.send(conn)
+                try:
+                    await resp.start(conn)
+                except BaseException:
+                    resp.close()
+                    raise
+            except BaseException:
+                conn.close()
+                raise
+            data = b"" if op == "describe" else await resp.read()
+            resp.release()
+            check(resp.status, data)
+
+        return one
+
     async with Session(credentials=creds, region=REGION) as msd:
         store = msd.container(endpoint)
         transport = msd._context.transport
@@ -267,6 +321,9 @@ async def run(args: argparse.Namespace, endpoint: str) -> dict[str, list[float]]
         makers["parsed"] = lambda: settings_one(session_for(**msd_session_kwargs(None)), 3)
         makers["transport"] = lambda: transport_one
         makers["msd"] = lambda: msd_one
+        makers["below-request"] = lambda: below_request_one(
+            session_for(**msd_session_kwargs(None))
+        )
         try:
             ones = {name: makers[name]() for name in args.variants}
             for one in ones.values():  # warm-up: connections, lazy imports
@@ -362,7 +419,9 @@ def main() -> None:
     parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--requests", type=int, default=2000)
-    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=VARIANTS)
+    parser.add_argument(
+        "--variants", nargs="+", choices=VARIANTS + EXTRA_VARIANTS, default=VARIANTS
+    )
     parser.add_argument("--json", type=Path, help="also write the samples here")
     parser.add_argument("--warmup", type=int, default=0, help="warm-up requests per variant")
     parser.add_argument(
