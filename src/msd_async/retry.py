@@ -476,8 +476,9 @@ async def call_with_retries(
         if replayable is not None and not replayable():
             raise UnreplayableBodyError(
                 f"attempt {n} failed with a retryable error ({failure}), but the request body "
-                f"can only be read once; pass bytes, a file or a re-openable source to allow "
-                f"retries",
+                "can only be read once and was already partly sent; pass replay_buffer=True "
+                "to keep what is sent (in memory, up to the object size limit) for retries, "
+                "or bytes, a file path or a re-openable source",
                 attempts=n,
             ) from failure
         delay = policy.delay(n - 1, failure, rng)

@@ -51,7 +51,10 @@ async def test_a_fifo_is_one_shot_unless_replay_buffer(
         mediastore_server.faults.inject(
             "cut-upload", method="PUT", path="pipes/once.bin", after_bytes=100_000
         )
-        with feeding(tmp_path / "once", DATA), pytest.raises(UnreplayableBodyError):
+        with (
+            feeding(tmp_path / "once", DATA),
+            pytest.raises(UnreplayableBodyError, match=r"replay_buffer=True"),
+        ):
             await store.put_object("pipes/once.bin", tmp_path / "once")
         assert mediastore_server.store.get("pipes/once.bin") is None
 

@@ -116,8 +116,9 @@ async def test_one_shot_iterator_after_a_500_raises_unreplayable_from_the_server
     assert isinstance(cause, ServerError)
     assert cause.status == 500 and cause.code == "InternalServerError"
     assert cause.request_id
-    # The message names the server's answer, not just "cannot replay".
+    # The message names the server's answer, not just "cannot replay", and the way out.
     assert "InternalServerError" in str(exc)
+    assert "replay_buffer=True" in str(exc)
     assert await _stored(mediastore_server, "replay/once.bin") is None
     assert mediastore_server.store.in_progress("replay/once.bin") is None
 
