@@ -198,15 +198,32 @@ def _path_body(path: os.PathLike[str], *, replay_buffer: bool) -> UploadBody:
     if stat.S_ISREG(info.st_mode):
         return _PathBody(name, info.st_size)
     if stat.S_ISDIR(info.st_mode):
-        raise ClientValidationError(
-            f"upload body {name!r} is a folder; put_object uploads one file (upload a "
-            "folder with msd_async.transfer.sync)",
-            rule="body.file",
-        )
-    return _IteratorBody(_read_stream(name), replay_buffer=replay_buffer)
+        raise _folder_error(name)
+    return _IteratorBody(read_stream(name), replay_buffer=replay_buffer)
 
 
-async def _read_stream(path: str) -> AsyncIterator[bytes]:
+def _folder_error(name: str) -> ClientValidationError:
+    return ClientValidationError(
+        f"upload body {name!r} is a folder; put_object uploads one file (upload a "
+        "folder with msd_async.transfer.sync)",
+        rule="body.file",
+    )
+
+
+def is_stream_path(name: str) -> bool:
+    """Whether ``name`` is a pipe, FIFO or device: a stream that gives its bytes once
+    (footnote [3]), not a regular file that can be read again. A folder raises
+    :class:`ClientValidationError`; a missing path is not a stream (its upload reports it)."""
+    try:
+        mode = os.stat(name).st_mode
+    except OSError:
+        return False
+    if stat.S_ISDIR(mode):
+        raise _folder_error(name)
+    return not stat.S_ISREG(mode)
+
+
+async def read_stream(path: str) -> AsyncIterator[bytes]:
     """What a pipe or device at ``path`` gives, each chunk as soon as it is there (``read1``:
     a live producer's bytes go out without waiting for a full buffer). Opened only when the
     upload starts: opening a FIFO waits for its writer."""

@@ -16,6 +16,7 @@ from typing import Any, Final
 import anyio
 
 from .._loop import Event, loop_time
+from ..body import is_stream_path, read_stream
 from ..errors import ClientValidationError, ObjectTooLargeError
 
 __all__ = ["HEAD_SIZE", "BodySource", "ChunkLog", "GivenUp", "Replay"]
@@ -218,6 +219,7 @@ class BodySource:
         self.users = 0
         self.data: bytes | None = None
         self.path: str | None = None
+        self._limit = limit
         self.log: ChunkLog | None = None
         if isinstance(body, (bytes, bytearray, memoryview)):
             self.data = bytes(body)
@@ -238,6 +240,15 @@ class BodySource:
     @property
     def streaming(self) -> bool:
         return self.log is not None
+
+    def stream_if_pipe(self) -> None:
+        """A path to a pipe, FIFO or device not read yet becomes a chunk log: a pipe gives
+        its bytes once, so it is read once, as it is written, and every destination and
+        every retry replays what was read. Opened again per upload, concurrent
+        destinations would split its bytes between them."""
+        if self.path is not None and self.data is None and is_stream_path(self.path):
+            self.log = ChunkLog(read_stream(self.path), self._limit)
+            self.path = None
 
     def release(self) -> None:
         self.users -= 1

@@ -313,14 +313,17 @@ class LivePublisher:
 
         ``path``: relative to ``prefix``. ``body``: bytes, a ``str`` (its UTF-8 text), an
         ``os.PathLike`` file, or an async iterable of chunks (uploaded as a STREAMING
-        object, each chunk sent as it comes; given up, its iterator is closed).
+        object, each chunk sent as it comes; given up, its iterator is closed). A path to
+        a pipe, FIFO or device is read once, as it is written, like an async iterable
+        (a playlist there is read whole first); a folder raises
+        :class:`ClientValidationError`.
         ``kind``: an :class:`ObjectKind` (default: from the name, and the content for
         ``.m3u8``). ``duration``: seconds of
         media, the deadline of a segment or part (default: from its rendition's playlist,
         else ``default_duration`` / ``default_part_duration``). ``content_type``,
         ``cache_control``: override the kind's defaults. ``rendition``: the ordering group
         (default: the path's folder). ``streaming``: force or forbid a STREAMING upload
-        (default: only for iterable bodies). ``wait_for_room``: for media, when the
+        (default: only for iterable bodies and pipes). ``wait_for_room``: for media, when the
         rendition's queue is full at a destination, wait until it has room instead of
         dropping the oldest queued object (back-pressure for a producer that can wait, such
         as a folder catching up; the default never blocks).
@@ -345,6 +348,7 @@ class LivePublisher:
             object_kind = ObjectKind(kind)
         if object_kind.is_manifest and source.path is not None:
             await source.read_all()  # the file may change before the upload: snapshot it
+        source.stream_if_pipe()
         folder = rendition if rendition is not None else posixpath.dirname(full)
         media_duration = None
         if object_kind.is_media:
