@@ -22,7 +22,8 @@ in an async iterable instead.
 [3] anything at the path that is not a regular file (``os.mkfifo``, ``/dev/fd/N`` from a
 shell's ``<(command)``, ``/dev/stdin`` of a pipe or terminal): its size on disk (0) says
 nothing about what it gives, so it is sent chunked as it is read, once, like a non-seekable
-file object; the size limit cuts it when it gives more.
+file object; the size limit cuts it when it gives more. A cancelled upload ends at once
+even while the pipe has no writer yet or its writer stalls (``_pipes``).
 
 A ``str`` is content, as in aiohttp, httpx and botocore (a playlist passed as text is
 uploaded as that text); a file path must be an ``os.PathLike`` such as ``pathlib.Path``.
@@ -35,6 +36,7 @@ instead of completed short.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import stat
@@ -43,6 +45,7 @@ from typing import IO, Any, Final, Protocol, TypeAlias, cast
 
 import anyio.to_thread
 
+from ._pipes import open_pipe, pipe_chunks
 from .errors import ClientValidationError, ObjectTooLargeError, UnreplayableBodyError
 
 __all__ = [
@@ -224,16 +227,14 @@ def is_stream_path(name: str) -> bool:
 
 
 async def read_stream(path: str) -> AsyncIterator[bytes]:
-    """What a pipe or device at ``path`` gives, each chunk as soon as it is there (``read1``:
-    a live producer's bytes go out without waiting for a full buffer). Opened only when the
-    upload starts: opening a FIFO waits for its writer."""
-    fileobj = await open_in_thread(path, "rb")
-    try:
-        read: Callable[[int], bytes] = getattr(fileobj, "read1", fileobj.read)
-        while chunk := await anyio.to_thread.run_sync(read, CHUNK_SIZE):
+    """What a pipe or device at ``path`` gives, each chunk as soon as it is there (a live
+    producer's bytes go out without waiting for a full buffer). Opened only when the upload
+    starts: opening a FIFO waits for its writer. Cancellable while it waits for the writer
+    or for bytes (``_pipes``)."""
+    fd = await open_pipe(path)
+    async with contextlib.aclosing(pipe_chunks(fd, CHUNK_SIZE, close=True)) as chunks:
+        async for chunk in chunks:
             yield chunk
-    finally:
-        fileobj.close()
 
 
 class _PathBody(UploadBody):

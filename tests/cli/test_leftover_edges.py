@@ -7,7 +7,9 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import signal
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -123,6 +125,63 @@ def test_put_of_an_endless_device_is_refused_at_the_limit_and_stores_nothing(
     line = one_line_error(server.run("put", "/dev/zero", "pipes/zero.bin"), "put")
     assert "/dev/zero" in line and "25,000,000" in line
     assert "no object at" in one_line_error(server.run("stat", "pipes/zero.bin"), "stat")
+
+
+# --- Ctrl-C while msd put waits on a silent pipe --------------------------------------------
+
+
+def _waiting_on_a_pipe(pid: int) -> bool:
+    """Whether a thread of ``pid`` sleeps in the kernel on a pipe: opening a FIFO without a
+    writer (``wait_for_partner``) or reading an empty one (``pipe_read``)."""
+    for wchan in Path(f"/proc/{pid}/task").glob("*/wchan"):
+        with contextlib.suppress(OSError):
+            text = wchan.read_text()
+            if "pipe" in text or "partner" in text:
+                return True
+    return False
+
+
+@pytest.mark.parametrize(
+    "source", ["fifo-without-writer", "silent-stdin", "silent-stdin-streaming"]
+)
+def test_ctrl_c_ends_a_put_waiting_on_a_silent_pipe(
+    server: Server, tmp_path: Path, source: str
+) -> None:
+    """The read ran in a worker thread the interpreter waited for at exit: Ctrl-C printed
+    nothing and msd went on waiting for a writer that would never come."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    args = {
+        "fifo-without-writer": [str(fifo)],
+        "silent-stdin": ["-"],
+        "silent-stdin-streaming": ["--streaming", "-"],
+    }[source]
+    read_end, write_end = os.pipe()  # stdin: held open, never written to
+    try:
+        with subprocess.Popen(
+            [MSD, "put", *args, "pipes/silent.bin"], env=server.env, stdin=read_end,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        ) as put:
+            os.close(read_end)
+            read_end = -1
+            deadline = time.monotonic() + 60
+            while not _waiting_on_a_pipe(put.pid) and time.monotonic() < deadline:
+                assert put.poll() is None, put.communicate()
+                time.sleep(0.05)
+            time.sleep(0.2)  # past the check, into the wait
+            put.send_signal(signal.SIGINT)
+            try:
+                _, err = put.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                put.kill()
+                put.communicate()
+                pytest.fail("msd put did not end on Ctrl-C while it waited on the pipe")
+    finally:
+        for fd in (read_end, write_end):
+            if fd != -1:
+                os.close(fd)
+    assert (put.returncode, err.strip()) == (130, "msd put: interrupted")
+    assert "no object at" in one_line_error(server.run("stat", "pipes/silent.bin"), "stat")
 
 
 # --- msd rm of a missing object --------------------------------------------------------------

@@ -3,9 +3,16 @@ come, whatever its size on disk (0) says; a folder is refused before anything is
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import os
 import random
+import threading
+import time
 from pathlib import Path
 
+import anyio
+import anyio.to_thread
 import pytest
 from fifo_writer import feeding
 
@@ -76,3 +83,80 @@ async def test_a_folder_is_refused_before_sending(
     with pytest.raises(ClientValidationError) as caught:
         await mediastore_client.put_object("pipes/dir.bin", tmp_path)
     assert caught.value.rule == "body.file" and "is a folder" in str(caught.value)
+
+
+# --- cancellation while the pipe gives nothing ---------------------------------------------
+#
+# A read of a pipe whose writer stalls (or that has no writer yet) never returns by itself.
+# A cancelled upload must end at once anyway, store nothing and give its connection back,
+# and the process must be able to exit while such a read is still blocked.
+
+
+async def test_an_upload_waiting_for_a_fifo_writer_ends_when_cancelled(
+    mediastore_server: LocalMediaStore, tmp_path: Path
+) -> None:
+    fifo = tmp_path / "nobody-writes"
+    os.mkfifo(fifo)
+    async with Session(
+        credentials=mediastore_server.credentials, region=mediastore_server.region
+    ) as session:
+        store = session.container(mediastore_server.endpoint)
+        started = time.monotonic()
+        with anyio.move_on_after(0.3) as scope:
+            await store.put_object("pipes/never.bin", fifo)
+        assert scope.cancelled_caught
+        # Within a generous margin of the 0.3 s: it ends, rather than waiting for a writer.
+        assert time.monotonic() - started < 10
+        assert session.pool.in_use == 0
+    assert mediastore_server.store.get("pipes/never.bin") is None
+    _release_blocked_open(fifo)
+
+
+@pytest.mark.parametrize("streaming", [False, True], ids=["STANDARD", "STREAMING"])
+async def test_an_upload_of_a_stalled_fifo_ends_when_cancelled(
+    mediastore_server: LocalMediaStore, tmp_path: Path, streaming: bool
+) -> None:
+    fifo = tmp_path / "stalls"
+    os.mkfifo(fifo)
+    wrote = threading.Event()
+    release = threading.Event()
+
+    def stalling_writer() -> None:
+        with open(fifo, "wb") as out:
+            out.write(b"first bytes")
+            out.flush()
+            wrote.set()
+            release.wait(30)  # the writer holds the pipe open and sends nothing more
+
+    writer = threading.Thread(target=stalling_writer, daemon=True)
+    writer.start()
+    try:
+        async with Session(
+            credentials=mediastore_server.credentials, region=mediastore_server.region
+        ) as session:
+            store = session.container(mediastore_server.endpoint)
+            with anyio.move_on_after(10) as scope:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(
+                        functools.partial(
+                            store.put_object, "pipes/stalled.bin", fifo, streaming=streaming
+                        )
+                    )
+                    await anyio.to_thread.run_sync(wrote.wait, 10)
+                    await anyio.sleep(0.2)  # the upload is now waiting in a read
+                    started = time.monotonic()
+                    tg.cancel_scope.cancel()
+            assert not scope.cancelled_caught, "the cancelled upload did not end"
+            assert time.monotonic() - started < 5
+            assert session.pool.in_use == 0
+        assert mediastore_server.store.get("pipes/stalled.bin") is None
+    finally:
+        release.set()
+        writer.join(10)
+
+
+def _release_blocked_open(fifo: Path) -> None:
+    """A thread left in open() of ``fifo``, waiting for a writer: opening the write end once
+    lets it return (it then reads an empty pipe and ends)."""
+    with contextlib.suppress(OSError):  # ENXIO: no reader is waiting
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -316,22 +317,28 @@ async def _download(store: ContainerClient, args: argparse.Namespace, out: IO[by
 # --- put ---------------------------------------------------------------------------------
 
 
-async def _stream_chunks(stream: IO[bytes]) -> AsyncIterator[bytes]:
-    """A pipe as it arrives: read1 returns what the pipe has, so a live encoder's bytes go
-    out at once instead of waiting for a full buffer."""
-    import anyio.to_thread
+async def _stream_chunks(fd: int, *, close: bool) -> AsyncIterator[bytes]:
+    """A pipe as it arrives: each read returns what the pipe has, so a live encoder's bytes
+    go out at once instead of waiting for a full buffer. Reads that Ctrl-C can end, however
+    long the pipe stays silent (``_pipes``)."""
+    from .._pipes import pipe_chunks
 
-    read1: Any = getattr(stream, "read1", stream.read)  # stdin is a BufferedReader
-    while chunk := await anyio.to_thread.run_sync(read1, _STDIN_CHUNK):
-        yield chunk
+    async with contextlib.aclosing(pipe_chunks(fd, _STDIN_CHUNK, close=close)) as chunks:
+        async for chunk in chunks:
+            yield chunk
 
 
-async def _read_whole(stream: IO[bytes], name: str, limit: int) -> bytes:
-    import anyio.to_thread
-
+async def _read_whole(fd: int, name: str, limit: int, *, close: bool) -> bytes:
     from ..errors import ObjectTooLargeError
 
-    data: bytes = await anyio.to_thread.run_sync(stream.read, limit + 1)
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in _stream_chunks(fd, close=close):
+        parts.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            break
+    data = b"".join(parts)
     if len(data) > limit:
         # Not "use --streaming": its limit is lower still (10 MB).
         raise ObjectTooLargeError(
@@ -345,53 +352,54 @@ async def _read_whole(stream: IO[bytes], name: str, limit: int) -> bytes:
 
 
 async def _put(store: ContainerClient, args: argparse.Namespace) -> int:
-    import contextlib
-
     from ..media_types import content_type_for
 
     body: Any
     path = args.path
     # stdin, or a FILE that is a pipe, FIFO or device (`msd put <(command) name`): its size
     # on disk (0) says nothing of what it gives. It is read as it comes, once: whole (so a
-    # retry can send it again) or, with --streaming, sent as it is read.
-    stream: IO[bytes] | None = None
+    # retry can send it again) or, with --streaming, sent as it is read. Read from the
+    # descriptor: nothing else reads stdin, and a read left blocked in a thread must not
+    # hold the lock of sys.stdin's buffer (see _pipes).
+    fd: int | None = None
+    owned = False  # a FIFO we opened: the reading iterator closes it
     name = "stdin"
-    async with contextlib.AsyncExitStack() as stack:
-        if args.file == "-":
-            if path.endswith("/"):
-                raise CommandError("with - (stdin) give the object's full path, not a folder/")
-            stream = sys.stdin.buffer
-        else:
-            source = Path(args.file)
-            if source.is_dir():  # noqa: ASYNC240 - one stat before any I/O starts
-                raise CommandError(
-                    f"{args.file} is a folder; msd put uploads one file. To upload a folder: "
-                    f"msd sync {args.file} ms:{path.rstrip('/')}"
-                )
-            if not source.exists():  # noqa: ASYNC240
-                raise CommandError(f"{args.file}: no such file")
-            if path.endswith("/"):
-                path += source.name
-            body = source
-            if not source.is_file():  # noqa: ASYNC240
-                from ..body import open_in_thread
-
-                # Opening a FIFO waits for its writer: in a thread.
-                stream = stack.enter_context(await open_in_thread(source, "rb"))
-                name = args.file
-        if stream is not None:
-            body = (
-                _stream_chunks(stream)
-                if args.streaming
-                else await _read_whole(stream, name, store.standard_limit)
+    if args.file == "-":
+        if path.endswith("/"):
+            raise CommandError("with - (stdin) give the object's full path, not a folder/")
+        fd = sys.stdin.fileno()
+    else:
+        source = Path(args.file)
+        if source.is_dir():  # noqa: ASYNC240 - one stat before any I/O starts
+            raise CommandError(
+                f"{args.file} is a folder; msd put uploads one file. To upload a folder: "
+                f"msd sync {args.file} ms:{path.rstrip('/')}"
             )
-        result = await store.put_object(
-            path,
-            body,
-            content_type=args.content_type or content_type_for(path),
-            cache_control=args.cache_control,
-            streaming=args.streaming,
+        if not source.exists():  # noqa: ASYNC240
+            raise CommandError(f"{args.file}: no such file")
+        if path.endswith("/"):
+            path += source.name
+        body = source
+        if not source.is_file():  # noqa: ASYNC240
+            from .._pipes import open_pipe
+
+            # Opening a FIFO waits for its writer.
+            fd = await open_pipe(str(source))
+            owned = True
+            name = args.file
+    if fd is not None:
+        body = (
+            _stream_chunks(fd, close=owned)
+            if args.streaming
+            else await _read_whole(fd, name, store.standard_limit, close=owned)
         )
+    result = await store.put_object(
+        path,
+        body,
+        content_type=args.content_type or content_type_for(path),
+        cache_control=args.cache_control,
+        streaming=args.streaming,
+    )
     print(f"{path}  {result.size} bytes  etag {result.etag}  sha256 {result.content_sha256}")
     return EXIT_OK
 
