@@ -119,6 +119,25 @@ def test_put_of_a_dev_fd_pipe_as_bash_process_substitution_gives_it(
     assert got.stdout == DATA
 
 
+def test_put_of_a_dev_fd_pipe_into_a_folder_asks_for_the_object_name(server: Server) -> None:
+    # `msd put <(producer) live/` would otherwise store the object as live/63.
+    read_end, write_end = os.pipe()
+    os.write(write_end, b"segment")
+    os.close(write_end)
+    try:
+        put = subprocess.run(
+            [MSD, "put", f"/dev/fd/{read_end}", "pipes/"], env=server.env,
+            pass_fds=(read_end,), capture_output=True, text=True, timeout=120, check=False,
+        )
+    finally:
+        os.close(read_end)
+    line = one_line_error(put, "put")
+    assert f"/dev/fd/{read_end} is a pipe with no name of its own" in line
+    assert "full path" in line
+    listing = server.run("ls", "pipes/")
+    assert listing.stdout.strip() == "", listing.stdout
+
+
 def test_put_of_an_endless_device_is_refused_at_the_limit_and_stores_nothing(
     server: Server,
 ) -> None:

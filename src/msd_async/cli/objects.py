@@ -378,6 +378,12 @@ async def _put(store: ContainerClient, args: argparse.Namespace) -> int:
         if not source.exists():  # noqa: ASYNC240
             raise CommandError(f"{args.file}: no such file")
         if path.endswith("/"):
+            if source.name.isdigit() and source.parent.name == "fd":
+                # /dev/fd/63 from a shell's <(command): the number says nothing.
+                raise CommandError(
+                    f"{args.file} is a pipe with no name of its own; give the object's full "
+                    f"path (not {path})"
+                )
             path += source.name
         body = source
         if not source.is_file():  # noqa: ASYNC240
