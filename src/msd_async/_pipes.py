@@ -35,35 +35,58 @@ async def run_abandonable(
 ) -> T:
     """``func()`` in a daemon thread. Cancelled, the caller returns at once; when the
     thread finishes, ``abandoned`` receives what it returned, or ``None`` if it raised (to
-    close a descriptor it opened or was reading); the exception is dropped."""
+    close a descriptor it opened or was reading); the exception is dropped.
+
+    ``abandoned`` runs in the thread itself when the caller left before the call returned:
+    not on the event loop, which may by then be blocked (a test waiting on the pipe's
+    writer) or closed, while the writer waits for this very descriptor to close."""
     loop = asyncio.get_running_loop()
     done: asyncio.Future[T] = loop.create_future()
+    lock = threading.Lock()
+    left = handed = False
+
+    def let_go(result: T | None) -> None:
+        if abandoned is not None:
+            abandoned(result)
 
     def settle(result: T | None, error: BaseException | None) -> None:
-        if done.cancelled():
-            if abandoned is not None:
-                abandoned(result)
+        if done.cancelled():  # the caller left after the thread handed this over
+            let_go(result)
         elif error is not None:
             done.set_exception(error)
         else:
             done.set_result(result)  # type: ignore[arg-type]
 
     def work() -> None:
+        nonlocal handed
         result: T | None = None
         error: BaseException | None = None
         try:
             result = func()
         except BaseException as exc:  # handed to the caller, not lost in the thread
             error = exc
+        with lock:
+            handed = not left
+        if not handed:
+            let_go(result)
+            return
         try:
             loop.call_soon_threadsafe(settle, result, error)
         except RuntimeError:  # the loop is closed: nobody is left to hand it to
-            if abandoned is not None:
-                abandoned(result)
+            let_go(result)
 
     threading.Thread(target=work, name="msd_async pipe", daemon=True).start()
-    return await done
-
+    try:
+        return await done
+    except asyncio.CancelledError:
+        with lock:
+            left = True
+        if done.done() and not done.cancelled():
+            # Finished just as the caller was cancelled, before it resumed: the result
+            # was handed over, so letting go of it is ours to do.
+            failed = done.exception() is not None
+            let_go(None if failed else done.result())
+        raise
 
 
 async def open_pipe(path: str) -> int:
