@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from types import TracebackType
@@ -35,6 +37,7 @@ __all__ = ["ContainerClient", "ObjectDownload"]
 
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 T = TypeVar("T")
+logger = logging.getLogger("msd_async.client")
 
 
 def _deadline(seconds: float | None) -> Deadline | None:
@@ -218,6 +221,14 @@ class ContainerClient:
         except MediaStoreError as exc:
             emit("error", status=getattr(exc, "status", None), error=exc,
                  bytes_sent=0 if meter is None else meter.sent)
+            raise
+        except asyncio.CancelledError:
+            # Without it a tracing span of the call stayed open until the task's next call
+            # or its end. A hook that fails here is logged: the cancellation must go on.
+            try:
+                emit("cancelled", bytes_sent=0 if meter is None else meter.sent)
+            except Exception:
+                logger.exception("an event hook failed on a cancelled %s", operation)
             raise
         try:
             emit("response", status=response.status,

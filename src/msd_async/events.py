@@ -23,7 +23,7 @@ from typing import Literal
 
 __all__ = ["EventHook", "EventKind", "Operation", "RequestEvent"]
 
-EventKind = Literal["start", "response", "retry", "error"]
+EventKind = Literal["start", "response", "retry", "error", "cancelled"]
 Operation = Literal["PutObject", "GetObject", "DescribeObject", "DeleteObject", "ListItems"]
 
 
@@ -40,6 +40,9 @@ class RequestEvent:
     error       the attempt failed (``error`` set: a service error, a transport
                 error, or the body's own exception)
     retry       the call will make another attempt after ``delay`` seconds
+    cancelled   the attempt was cancelled before it ended (its task was cancelled:
+                a timeout or deadline around the call, a viewer gone); no answer was
+                taken, and the call ends with the cancellation
     ==========  ==================================================================
     """
 
@@ -57,7 +60,8 @@ class RequestEvent:
     error: BaseException | None = None
     #: ``retry`` only: seconds until the next attempt.
     delay: float | None = None
-    #: ``response`` and ``error``: request body bytes this attempt wrote (0 without a body).
+    #: ``response``, ``error`` and ``cancelled``: request body bytes this attempt wrote (0
+    #: without a body).
     bytes_sent: int | None = None
     #: ``response`` only: the response body's length as the server declared it
     #: (``Content-Length``; 0 for DescribeObject), ``None`` when it did not (a STREAMING

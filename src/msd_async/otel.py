@@ -71,8 +71,9 @@ def tracing_hook(tracer_provider: TracerProvider | None = None) -> Callable[[Req
     ``tracer_provider``: where the spans go (default: the global one, set by the
     application's OpenTelemetry setup). Calls are followed per asyncio task: a task makes
     one call at a time, so each attempt's events find their call's span. A call cancelled
-    mid-attempt (its deadline, a cancellation) sends no closing event: its span ends, with
-    ``error.type`` ``cancelled``, when the same task starts its next call or finishes.
+    mid-attempt (its deadline, a cancellation) ends its span at once, with ``error.type``
+    ``cancelled``; one cancelled while it waits to retry ends it when the same task starts
+    its next call or finishes.
     """
     tracer = trace.get_tracer("msd_async", __version__, tracer_provider=tracer_provider)
     calls: dict[asyncio.Task[Any] | None, _Call] = {}
@@ -162,5 +163,9 @@ def tracing_hook(tracer_provider: TracerProvider | None = None) -> Callable[[Req
             asyncio.get_running_loop().call_soon(settle, task, call)
         elif kind == "retry":
             call.retrying = True
+        elif kind == "cancelled":
+            del calls[task]
+            call.status = None
+            finish(call, "cancelled")
 
     return hook

@@ -41,6 +41,8 @@ DURATION_BUCKETS: Final = (
 
 # By ObjectKind value (a StrEnum, so its members find these keys): importing the live
 # package here would load the publisher for a hook that only counts requests.
+#: The status key of an attempt its caller cancelled (no HTTP status is negative).
+CANCELLED: Final = -1
 _KIND_LABELS: Final = {
     "init": "init",
     "media": "segment",
@@ -140,12 +142,16 @@ class _RequestCollector(Collector):
         ns = self.namespace
         requests = CounterMetricFamily(
             f"{ns}_requests", "HTTP exchanges with MediaStore, one per attempt, by operation "
-            "and HTTP status ('error' when no answer came)", labels=["operation", "status"],
+            "and HTTP status ('error' when no answer came, 'cancelled' when the caller "
+            "stopped waiting for it)", labels=["operation", "status"],
         )
         for (operation, status), count in sorted(
             dict(self.requests).items(), key=lambda item: (item[0][0], item[0][1] or 0)
         ):
-            requests.add_metric([operation, "error" if status is None else str(status)], count)
+            label = (
+                "error" if status is None else "cancelled" if status == CANCELLED else str(status)
+            )
+            requests.add_metric([operation, label], count)
         yield requests
         duration = HistogramMetricFamily(
             f"{ns}_request_duration_seconds", "Seconds of one attempt: to the response "
@@ -201,7 +207,7 @@ def metrics_hook(
         if kind == "retry":
             retries[operation] = retries.get(operation, 0) + 1
             return
-        key = (operation, event.status)
+        key = (operation, CANCELLED if kind == "cancelled" else event.status)
         requests[key] = requests.get(key, 0) + 1
         counts = durations.get(operation)
         if counts is None:

@@ -256,3 +256,59 @@ def test_the_clients_event_constructor_fills_every_field_in_place() -> None:
     assert made == RequestEvent(**dict(zip(names, values, strict=True)))
     with pytest.raises(dataclasses.FrozenInstanceError):
         made.kind = "start"  # type: ignore[misc]
+
+
+async def test_a_cancelled_call_ends_its_span_and_is_counted_at_once(
+    served: object, exporter: tuple[TracerProvider, InMemorySpanExporter],
+    exposition: type[Exposition],
+) -> None:
+    """A call cancelled mid-attempt (a timeout around it, a viewer gone) in a task that goes
+    on living: its span ends when it is cancelled, not at the task's next call or end, and
+    the attempt is counted as cancelled, not as an origin failure."""
+    server, _ = served  # type: ignore[misc]
+    provider, memory = exporter
+    registry = CollectorRegistry()
+    events: list[RequestEvent] = []
+    server.faults.inject("delay", method="HEAD", path="slow/seg.ts", delay=30)
+    async with Session(
+        credentials=KEYS, region=server.region,
+        event_hooks=[tracing_hook(provider), metrics_hook(registry), events.append],
+    ) as session:
+        store = session.container(server.endpoint)
+        with anyio.move_on_after(0.3) as scope:
+            await store.describe_object("slow/seg.ts")
+        assert scope.cancelled_caught
+        # The same task goes on, and makes no further call: the span is already over.
+        spans = [s for s in memory.get_finished_spans() if s.name == "DescribeObject"]
+        assert len(spans) == 1
+        assert spans[0].attributes["error.type"] == "cancelled"  # type: ignore[index]
+        assert spans[0].status.status_code is StatusCode.ERROR
+        assert [e.kind for e in events] == ["start", "cancelled"]
+        assert events[1].error is None and events[1].status is None
+        await anyio.sleep(0.1)
+        assert len(memory.get_finished_spans()) == 1  # nothing ended twice
+    got = exposition.samples(text(registry))
+    labels = (("operation", "DescribeObject"), ("status", "cancelled"))
+    assert got["msd_requests_total", labels] == 1
+
+
+async def test_a_hook_failing_on_a_cancelled_call_is_logged_and_the_cancellation_goes_on(
+    served: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    server, _ = served  # type: ignore[misc]
+    server.faults.inject("delay", method="HEAD", path="slow/seg.ts", delay=30)
+
+    def fragile(event: RequestEvent) -> None:
+        if event.kind == "cancelled":
+            raise RuntimeError("the hook's own bug")
+
+    async with Session(
+        credentials=KEYS, region=server.region, event_hooks=[fragile]
+    ) as session:
+        with anyio.move_on_after(0.3) as scope:
+            await session.container(server.endpoint).describe_object("slow/seg.ts")
+        assert scope.cancelled_caught  # the cancellation, not the hook's error
+        assert session.pool.in_use == 0
+    logged = [r for r in caplog.records if r.name == "msd_async.client"]
+    assert len(logged) == 1 and "cancelled DescribeObject" in logged[0].getMessage()
+    assert logged[0].exc_info is not None and "the hook's own bug" in str(logged[0].exc_info[1])
