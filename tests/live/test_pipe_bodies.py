@@ -5,7 +5,10 @@ the pipe again."""
 
 from __future__ import annotations
 
+import os
 import random
+import threading
+import time
 from pathlib import Path
 
 import anyio
@@ -101,3 +104,37 @@ async def test_a_folder_is_refused_when_published(store: ContainerClient, tmp_pa
     async with LivePublisher(store) as publisher:
         with pytest.raises(ClientValidationError, match="is a folder"):
             await publisher.publish("f/seg_1.ts", tmp_path, duration=2.0)
+
+
+async def test_closing_the_publisher_is_not_held_up_by_a_stalled_fifo(
+    store: ContainerClient, mediastore_server: LocalMediaStore, tmp_path: Path
+) -> None:
+    """The FIFO's writer sends a little and then nothing, holding the pipe open: close()
+    gives the upload up after its close_timeout (before: its read held on, in a worker
+    thread the cancellation had to wait for, until the writer wrote again)."""
+    fifo = tmp_path / "seg_1.ts"
+    os.mkfifo(fifo)
+    release = threading.Event()
+
+    def stalling_writer() -> None:
+        with open(fifo, "wb") as out:
+            out.write(b"x" * 1000)
+            out.flush()
+            release.wait(60)
+
+    writer = threading.Thread(target=stalling_writer, daemon=True)
+    writer.start()
+    close_timeout = 0.5
+    try:
+        async with LivePublisher(store, close_timeout=close_timeout) as publisher:
+            publication = await publisher.publish("s/seg_1.ts", fifo, duration=2.0)
+            await anyio.sleep(0.3)
+            closing = time.monotonic()
+        closed_in = time.monotonic() - closing
+        outcome = await publication.wait()
+        assert closed_in < close_timeout + 10, closed_in  # a busy machine's margin
+        assert outcome.status is Status.FAILED
+        assert mediastore_server.store.get("s/seg_1.ts") is None
+    finally:
+        release.set()
+        writer.join(10)
