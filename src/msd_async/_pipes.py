@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import threading
 from collections.abc import AsyncGenerator, Callable
 from typing import TypeVar
 
-__all__ = ["open_pipe", "pipe_chunks", "run_abandonable"]
+__all__ = ["open_pipe", "pipe_chunks", "run_abandonable", "write_all"]
 
 T = TypeVar("T")
 
@@ -113,7 +114,7 @@ async def pipe_chunks(fd: int, size: int, *, close: bool) -> AsyncGenerator[byte
         while True:
             in_read = True
             chunk = await run_abandonable(
-                lambda: os.read(fd, size), abandoned=close_after_read if close else None
+                functools.partial(os.read, fd, size), abandoned=close_after_read if close else None
             )
             in_read = False
             if not chunk:
@@ -123,3 +124,12 @@ async def pipe_chunks(fd: int, size: int, *, close: bool) -> AsyncGenerator[byte
         if close and not in_read:
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+async def write_all(fd: int, data: bytes | memoryview) -> None:
+    """Write all of ``data`` to ``fd`` (a pipe whose reader may stall: ``msd get x - |
+    slow``); cancellable while the pipe is full. A reader gone raises BrokenPipeError."""
+    view = memoryview(data)
+    while view:
+        written = await run_abandonable(functools.partial(os.write, fd, view))
+        view = view[written:]

@@ -203,6 +203,41 @@ def test_ctrl_c_ends_a_put_waiting_on_a_silent_pipe(
     assert "no object at" in one_line_error(server.run("stat", "pipes/silent.bin"), "stat")
 
 
+def test_ctrl_c_ends_a_get_writing_to_a_reader_that_takes_nothing(
+    server: Server, tmp_path: Path
+) -> None:
+    """`msd get big - | slow`: once the pipe is full, every write waits for the reader.
+    It waited in a worker thread the interpreter waited for at exit, so Ctrl-C hung too."""
+    big = tmp_path / "big.bin"
+    big.write_bytes(random.Random(3).randbytes(2_000_000))  # far more than a pipe holds
+    assert server.run("put", str(big), "pipes/big.bin").returncode == 0
+    read_end, write_end = os.pipe()  # stdout: held open, never read
+    try:
+        with subprocess.Popen(
+            [MSD, "get", "pipes/big.bin", "-"], env=server.env, stdout=write_end,
+            stderr=subprocess.PIPE, text=True,
+        ) as get:
+            os.close(write_end)
+            write_end = -1
+            deadline = time.monotonic() + 60
+            while not _waiting_on_a_pipe(get.pid) and time.monotonic() < deadline:
+                assert get.poll() is None, get.communicate()
+                time.sleep(0.05)
+            time.sleep(0.2)
+            get.send_signal(signal.SIGINT)
+            try:
+                _, err = get.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                get.kill()
+                get.communicate()
+                pytest.fail("msd get did not end on Ctrl-C while its stdout was full")
+    finally:
+        for fd in (read_end, write_end):
+            if fd != -1:
+                os.close(fd)
+    assert (get.returncode, err.strip()) == (130, "msd get: interrupted")
+
+
 # --- msd rm of a missing object --------------------------------------------------------------
 
 

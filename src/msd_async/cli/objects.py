@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 from ._common import (
     EXIT_FAILED,
@@ -280,9 +281,17 @@ async def _get(store: ContainerClient, args: argparse.Namespace) -> int:
 
     try:
         if args.file == "-":
-            await _download(store, args, sys.stdout.buffer)
+            from .._pipes import write_all
+
+            # To the descriptor, each write abandonable: Ctrl-C ends msd while the reader
+            # of its stdout takes nothing (see _pipes).
+            sys.stdout.buffer.flush()
+            fd = sys.stdout.fileno()
+            await _download(store, args, functools.partial(write_all, fd))
             return EXIT_OK
         target = _download_target(args.path, args.file)
+        import anyio.to_thread
+
         from ..body import open_in_thread
         from ..transfer._local import temporary_path
 
@@ -290,7 +299,8 @@ async def _get(store: ContainerClient, args: argparse.Namespace) -> int:
         try:
             fileobj = await open_in_thread(tmp, "wb")
             try:
-                await _download(store, args, fileobj)
+                await _download(store, args, _in_thread(fileobj.write))
+                await anyio.to_thread.run_sync(fileobj.flush)
             finally:
                 fileobj.close()
             os.replace(tmp, target)
@@ -302,16 +312,25 @@ async def _get(store: ContainerClient, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _download(store: ContainerClient, args: argparse.Namespace, out: IO[bytes]) -> None:
+async def _download(
+    store: ContainerClient, args: argparse.Namespace,
+    write: Callable[[bytes], Awaitable[object]],
+) -> None:
     """The object, or exactly ``--range`` of it (cut out of the whole body when the origin
-    ignored the range), written to ``out`` as it arrives."""
+    ignored the range), handed to ``write`` as it arrives."""
+    async with store.get_object(args.path, range=args.range) as obj:
+        async for chunk in obj.iter_range():
+            await write(chunk)
+
+
+def _in_thread(write: Callable[[bytes], object]) -> Callable[[bytes], Awaitable[object]]:
+    """``write`` (of a regular file: it cannot stall) in anyio's worker threads."""
     import anyio.to_thread
 
-    async with store.get_object(args.path, range=args.range) as obj:
-        write = out.write
-        async for chunk in obj.iter_range():
-            await anyio.to_thread.run_sync(write, chunk)
-    await anyio.to_thread.run_sync(out.flush)
+    async def write_in_thread(chunk: bytes) -> None:
+        await anyio.to_thread.run_sync(write, chunk)
+
+    return write_in_thread
 
 
 # --- put ---------------------------------------------------------------------------------
