@@ -20,8 +20,9 @@ read-only source can be recorded.
 How: an append-only journal, one JSON line per verified transfer or deletion, written as the
 run goes (one ``write`` each, no buffering), so a process killed at any point loses at most
 the lines of the transfers that had not completed; at the end of a run the file is rewritten
-compactly (a temporary file, then a rename). A line that does not parse (a torn write, a
-damaged file) is ignored.
+compactly (a temporary file, then a rename), under a lock on the record folder, merging
+what another run of the same record wrote meanwhile (:meth:`SyncRecord.close`). A line
+that does not parse (a torn write, a damaged file) is ignored.
 
 Every entry is a fact about one immutable object version, so an old, partial or damaged
 record can only cause a transfer, never a wrong skip. A lost record means a full compare:
@@ -36,6 +37,7 @@ import contextlib
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -105,6 +107,11 @@ class SyncRecord:
         ).hexdigest()[:32]
         self.path = self.directory / f"{self._key}.{shard[0]}-of-{shard[1]}.jsonl"
         self._entries: dict[str, RecordEntry] = {}
+        #: What this run recorded (``None``: forgotten): it wins over the file at close.
+        self._changed: dict[str, RecordEntry | None] = {}
+        #: The paths this shard's own file held when loaded: one missing from it at close
+        #: was forgotten by another run, not to be brought back from this run's memory.
+        self._own_at_load: set[str] = set()
         self._fd: int | None = None
         self._lines = 0
         #: Why the record could not be written (the first failure), or None.
@@ -123,28 +130,17 @@ class SyncRecord:
         except OSError:
             return
         for file in files:  # oldest first: newer files win on a conflict
-            try:
-                text = file.read_bytes().decode("utf-8", "replace")
-            except OSError:
-                continue
-            for line in text.splitlines():
-                try:
-                    found = _entry(json.loads(line))
-                except ValueError:
-                    continue
-                if found is None:
-                    continue
-                rel, entry = found
-                if entry is None:
-                    self._entries.pop(rel, None)
-                else:
-                    self._entries[rel] = entry
+            _read_into(file, self._entries)
+        own: dict[str, RecordEntry] = {}
+        _read_into(self.path, own)
+        self._own_at_load = set(own)
 
     def get(self, relative_path: str) -> RecordEntry | None:
         return self._entries.get(relative_path)
 
     def set(self, relative_path: str, entry: RecordEntry) -> None:
         self._entries[relative_path] = entry
+        self._changed[relative_path] = entry
         self._append(
             {"p": relative_path, "s": entry.size, "m": entry.mtime_ns, "h": entry.sha256,
              "e": entry.etag}
@@ -152,6 +148,7 @@ class SyncRecord:
 
     def forget(self, relative_path: str) -> None:
         if self._entries.pop(relative_path, None) is not None:
+            self._changed[relative_path] = None
             self._append({"p": relative_path, "x": 1})
 
     def _append(self, data: dict[str, Any]) -> None:
@@ -169,28 +166,87 @@ class SyncRecord:
             self.error = exc
 
     def close(self) -> None:
-        """Rewrite this shard's file compactly (only when this run wrote to it)."""
+        """Rewrite this shard's file compactly (only when this run wrote to it).
+
+        Another run of the same tree, endpoint and folder may have written the file since
+        this one loaded it, or replaced it (its own close), after which this run's appends
+        went to the file it replaced. So the rewrite is, under a lock: what the file holds
+        now, what this run loaded from elsewhere (another shard layout's files), then what
+        this run recorded; nothing either run recorded or forgot is lost (on a conflict the
+        run closing last keeps its fact, and either fact is true)."""
         fd, self._fd = self._fd, None
         if fd is None:
             return
         os.close(fd)
         if self.error is not None:
             return
-        header = {"v": _VERSION, "root": str(self.root), "endpoint": self.endpoint,
-                  "prefix": self.prefix, "shard": list(self.shard)}
-        lines = [json.dumps(header, separators=(",", ":"))]
-        for rel, e in sorted(self._entries.items()):
-            if in_shard(rel, self.shard):
-                lines.append(json.dumps(
-                    {"p": rel, "s": e.size, "m": e.mtime_ns, "h": e.sha256, "e": e.etag},
-                    separators=(",", ":"),
-                ))
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
-            tmp.write_text("\n".join(lines) + "\n", "utf-8")
-            os.replace(tmp, self.path)
+            with _locked(self.directory):
+                entries: dict[str, RecordEntry] = {}
+                _read_into(self.path, entries)
+                for rel, e in self._entries.items():
+                    if (
+                        rel not in entries and rel not in self._own_at_load
+                        and in_shard(rel, self.shard)
+                    ):
+                        entries[rel] = e
+                for rel, changed in self._changed.items():
+                    if changed is None:
+                        entries.pop(rel, None)
+                    elif in_shard(rel, self.shard):
+                        entries[rel] = changed
+                header = {"v": _VERSION, "root": str(self.root), "endpoint": self.endpoint,
+                          "prefix": self.prefix, "shard": list(self.shard)}
+                lines = [json.dumps(header, separators=(",", ":"))]
+                for rel, e in sorted(entries.items()):
+                    lines.append(json.dumps(
+                        {"p": rel, "s": e.size, "m": e.mtime_ns, "h": e.sha256, "e": e.etag},
+                        separators=(",", ":"),
+                    ))
+                tmp.write_text("\n".join(lines) + "\n", "utf-8")
+                os.replace(tmp, self.path)
         except OSError as exc:
             self.error = exc
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
+
+
+def _read_into(file: Path, entries: dict[str, RecordEntry]) -> None:
+    """Apply a journal file's lines to ``entries`` in order; what cannot be read is
+    ignored (a lost record only costs a full compare)."""
+    try:
+        text = file.read_bytes().decode("utf-8", "replace")
+    except OSError:
+        return
+    for line in text.splitlines():
+        try:
+            found = _entry(json.loads(line))
+        except ValueError:
+            continue
+        if found is None:
+            continue
+        rel, entry = found
+        if entry is None:
+            entries.pop(rel, None)
+        else:
+            entries[rel] = entry
+
+
+@contextlib.contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on the record folder while the block runs: two runs compact
+    one after the other (the folder, not the file, which a compaction replaces; no lock
+    file left beside the records). Without ``fcntl`` (Windows), no lock."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
