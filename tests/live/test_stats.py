@@ -8,11 +8,13 @@ import random
 import re
 import sys
 
+import anyio
 import pytest
 
 from msd_async import ContainerClient
 from msd_async.live import LivePublisher
 from msd_async.live.stats import Histogram
+from msd_async.testing import LocalMediaStore
 
 
 def _exact(values: list[float], q: float) -> float:
@@ -78,3 +80,18 @@ def test_merged_histograms_answer_like_one_fed_everything() -> None:
     assert merged.total == pytest.approx(whole.total)
     for q in (0.5, 0.9, 0.99):
         assert merged.percentile(q) == whole.percentile(q)
+
+
+@pytest.mark.anyio
+async def test_an_upload_given_up_in_flight_counts_as_a_cancelled_attempt(
+    store: ContainerClient, mediastore_server: LocalMediaStore
+) -> None:
+    """Closing gives up a PUT the origin holds: the attempt was started and never ended
+    with an answer or an error; it is counted as cancelled, so the counters add up."""
+    mediastore_server.faults.inject("delay", method="PUT", path="c/seg_1.m4s", delay=30)
+    async with LivePublisher(store, close_timeout=0.3) as publisher:
+        await publisher.publish("c/seg_1.m4s", b"x" * 1000, duration=60.0)
+        await anyio.sleep(0.3)  # the PUT is with the origin now
+    put = publisher.stats().destinations[0].requests["PutObject"]
+    assert put.cancelled == 1
+    assert put.attempts == put.responses + put.errors + put.cancelled

@@ -195,6 +195,9 @@ class RequestStats:
     by_status: dict[int, int] = field(default_factory=dict)
     response_p50: float | None = None
     response_p99: float | None = None
+    #: Attempts cancelled before they ended (the publisher giving an object up, closing):
+    #: ``attempts`` = ``responses`` + ``errors`` + ``cancelled`` + those in flight.
+    cancelled: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,10 +291,10 @@ class _KindCounter:
 
 
 class _RequestCounter:
-    __slots__ = ("attempts", "by_status", "errors", "responses", "times")
+    __slots__ = ("attempts", "by_status", "cancelled", "errors", "responses", "times")
 
     def __init__(self) -> None:
-        self.attempts = self.responses = self.errors = 0
+        self.attempts = self.responses = self.errors = self.cancelled = 0
         self.by_status: dict[int, int] = {}
         self.times = Histogram()
 
@@ -303,6 +306,7 @@ class _RequestCounter:
             by_status=dict(self.by_status),
             response_p50=self.times.percentile(0.5),
             response_p99=self.times.percentile(0.99),
+            cancelled=self.cancelled,
         )
 
 
@@ -388,6 +392,8 @@ class RequestRecorder:
             counter.by_status[status] = counter.by_status.get(status, 0) + 1
             if event.operation == "PutObject" and status != 404:
                 self.failing += 1
+        elif event.kind == "cancelled":
+            counter.cancelled += 1
 
     def snapshot(self) -> dict[str, RequestStats]:
         return {name: c.snapshot() for name, c in self.operations.items()}
