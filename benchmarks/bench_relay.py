@@ -37,6 +37,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from msd_async.credentials import Credentials
 from msd_async.testing import LocalMediaStore
@@ -328,17 +329,7 @@ def main() -> None:
         for budget in (None, "16M")
     ]
     result["stall"] = stalls
-    command = "python benchmarks/bench_relay.py " + shlex.join(sys.argv[1:])
-    load = os.getloadavg()
-    meta = {
-        "command": command.strip(),
-        "python": platform.python_version(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
-        "load_average_1_5_15": [round(x, 2) for x in load],
-        "load_average_before": [round(x, 2) for x in load_before],
-        "note": args.note,
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-    }
+    meta = _meta(args, load_before)
     report = {**meta, **result}
     print(json.dumps(report, indent=2))
     if args.no_write:
@@ -398,20 +389,24 @@ per-request state and the allocator. (Issue 16 reported 172 MB for 50 encoders b
     (RESULTS / "relay.md").write_text(md)
 
 
-def _write_floor(
-    args: argparse.Namespace, load_before: tuple[float, float, float], result: dict[str, object]
-) -> None:
+def _meta(args: argparse.Namespace, load_before: tuple[float, float, float]) -> dict[str, Any]:
+    """What a result file records of its run: the command, the machine, the load."""
     command = "python benchmarks/bench_relay.py " + shlex.join(sys.argv[1:])
-    report = {
+    return {
         "command": command.strip(),
         "python": platform.python_version(),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
-        "load_average_before": [round(x, 2) for x in load_before],
         "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
+        "load_average_before": [round(x, 2) for x in load_before],
         "note": args.note,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        **result,
     }
+
+
+def _write_floor(
+    args: argparse.Namespace, load_before: tuple[float, float, float], result: dict[str, object]
+) -> None:
+    report = {**_meta(args, load_before), **result}
     print(json.dumps(report, indent=2))
     if args.no_write:
         return

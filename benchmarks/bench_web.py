@@ -53,6 +53,20 @@ TICKS = os.sysconf("SC_CLK_TCK")
 # --- the proxy process -------------------------------------------------------------------
 
 
+async def _serve_forever(get: Any) -> None:
+    """``GET /objects/{path}`` answered by ``get`` on a free loopback port, announced on
+    stdout as ``proxy: URL``, until the process is killed."""
+    from aiohttp import web
+
+    app = web.Application()
+    app.router.add_get("/objects/{path:.+}", get)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    print(f"proxy: http://127.0.0.1:{runner.addresses[0][1]}", flush=True)
+    await asyncio.Event().wait()
+
+
 async def serve_proxy(endpoint: str) -> None:
     from aiohttp import web
 
@@ -65,13 +79,7 @@ async def serve_proxy(endpoint: str) -> None:
         async def get(request: web.Request) -> web.StreamResponse:
             return await serve_object(request, store, request.match_info["path"])
 
-        app = web.Application()
-        app.router.add_get("/objects/{path:.+}", get)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        print(f"proxy: http://127.0.0.1:{runner.addresses[0][1]}", flush=True)
-        await asyncio.Event().wait()
+        await _serve_forever(get)
 
 
 async def serve_floor_proxy(endpoint: str) -> None:
@@ -99,13 +107,7 @@ async def serve_floor_proxy(endpoint: str) -> None:
                 await response.write_eof()
                 return response
 
-        app = web.Application()
-        app.router.add_get("/objects/{path:.+}", get)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        print(f"proxy: http://127.0.0.1:{runner.addresses[0][1]}", flush=True)
-        await asyncio.Event().wait()
+        await _serve_forever(get)
 
 
 # --- measuring -----------------------------------------------------------------------------

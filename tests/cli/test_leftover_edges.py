@@ -160,6 +160,40 @@ def _waiting_on_a_pipe(pid: int) -> bool:
     return False
 
 
+def _interrupted_on_a_silent_pipe(server: Server, args: list[str], *, side: str) -> str:
+    """Run ``msd ARGS`` with its stdin (``side="stdin"``) or stdout (``"stdout"``) the end
+    of a pipe nobody writes to or reads; once msd sleeps on a pipe, Ctrl-C. Returns its
+    stderr; fails if it does not end with the interrupted status."""
+    read_end, write_end = os.pipe()
+    ours, theirs = (write_end, read_end) if side == "stdin" else (read_end, write_end)
+    try:
+        with subprocess.Popen(
+            [MSD, *args], env=server.env, stderr=subprocess.PIPE, text=True,
+            stdin=theirs if side == "stdin" else subprocess.DEVNULL,
+            stdout=theirs if side == "stdout" else subprocess.DEVNULL,
+        ) as process:
+            os.close(theirs)
+            theirs = -1
+            deadline = time.monotonic() + 60
+            while not _waiting_on_a_pipe(process.pid) and time.monotonic() < deadline:
+                assert process.poll() is None, process.communicate()
+                time.sleep(0.05)
+            time.sleep(0.2)  # past the check, into the wait
+            process.send_signal(signal.SIGINT)
+            try:
+                _, err = process.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.communicate()
+                pytest.fail(f"msd {args[0]} did not end on Ctrl-C while it waited on a pipe")
+    finally:
+        for fd in (ours, theirs):
+            if fd != -1:
+                os.close(fd)
+    assert (process.returncode, err.strip()) == (130, f"msd {args[0]}: interrupted")
+    return err
+
+
 @pytest.mark.parametrize(
     "source", ["fifo-without-writer", "silent-stdin", "silent-stdin-streaming"]
 )
@@ -175,31 +209,7 @@ def test_ctrl_c_ends_a_put_waiting_on_a_silent_pipe(
         "silent-stdin": ["-"],
         "silent-stdin-streaming": ["--streaming", "-"],
     }[source]
-    read_end, write_end = os.pipe()  # stdin: held open, never written to
-    try:
-        with subprocess.Popen(
-            [MSD, "put", *args, "pipes/silent.bin"], env=server.env, stdin=read_end,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        ) as put:
-            os.close(read_end)
-            read_end = -1
-            deadline = time.monotonic() + 60
-            while not _waiting_on_a_pipe(put.pid) and time.monotonic() < deadline:
-                assert put.poll() is None, put.communicate()
-                time.sleep(0.05)
-            time.sleep(0.2)  # past the check, into the wait
-            put.send_signal(signal.SIGINT)
-            try:
-                _, err = put.communicate(timeout=60)
-            except subprocess.TimeoutExpired:
-                put.kill()
-                put.communicate()
-                pytest.fail("msd put did not end on Ctrl-C while it waited on the pipe")
-    finally:
-        for fd in (read_end, write_end):
-            if fd != -1:
-                os.close(fd)
-    assert (put.returncode, err.strip()) == (130, "msd put: interrupted")
+    _interrupted_on_a_silent_pipe(server, ["put", *args, "pipes/silent.bin"], side="stdin")
     assert "no object at" in one_line_error(server.run("stat", "pipes/silent.bin"), "stat")
 
 
@@ -211,31 +221,7 @@ def test_ctrl_c_ends_a_get_writing_to_a_reader_that_takes_nothing(
     big = tmp_path / "big.bin"
     big.write_bytes(random.Random(3).randbytes(2_000_000))  # far more than a pipe holds
     assert server.run("put", str(big), "pipes/big.bin").returncode == 0
-    read_end, write_end = os.pipe()  # stdout: held open, never read
-    try:
-        with subprocess.Popen(
-            [MSD, "get", "pipes/big.bin", "-"], env=server.env, stdout=write_end,
-            stderr=subprocess.PIPE, text=True,
-        ) as get:
-            os.close(write_end)
-            write_end = -1
-            deadline = time.monotonic() + 60
-            while not _waiting_on_a_pipe(get.pid) and time.monotonic() < deadline:
-                assert get.poll() is None, get.communicate()
-                time.sleep(0.05)
-            time.sleep(0.2)
-            get.send_signal(signal.SIGINT)
-            try:
-                _, err = get.communicate(timeout=60)
-            except subprocess.TimeoutExpired:
-                get.kill()
-                get.communicate()
-                pytest.fail("msd get did not end on Ctrl-C while its stdout was full")
-    finally:
-        for fd in (read_end, write_end):
-            if fd != -1:
-                os.close(fd)
-    assert (get.returncode, err.strip()) == (130, "msd get: interrupted")
+    _interrupted_on_a_silent_pipe(server, ["get", "pipes/big.bin", "-"], side="stdout")
 
 
 # --- msd rm of a missing object --------------------------------------------------------------

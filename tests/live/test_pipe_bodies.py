@@ -9,6 +9,7 @@ import os
 import random
 import threading
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
@@ -25,23 +26,28 @@ pytestmark = pytest.mark.anyio
 DATA = random.Random(5).randbytes(1024 * 1024 + 333)
 
 
-async def test_a_fifo_segment_reaches_every_destination_whole(
-    store: ContainerClient, tmp_path: Path
-) -> None:
-    fifo = tmp_path / "seg_1.ts"
+@pytest.fixture
+async def backup() -> AsyncIterator[ContainerClient]:
+    """A second destination: a container on another local server."""
     async with (
         LocalMediaStore() as other,
         Session(credentials=other.credentials, region=other.region) as session,
     ):
-        backup = session.container(other.endpoint)
-        with feeding(fifo, DATA) as broken, anyio.fail_after(20):
-            async with LivePublisher(store, backups=[backup]) as publisher:
-                publication = await publisher.publish("p/seg_1.ts", fifo, duration=2.0)
-                outcome = await publication.wait(all_destinations=True)
-        assert broken == []
-        assert [d.status for d in outcome.destinations] == [Status.ACKNOWLEDGED] * 2
-        assert await store.get_bytes("p/seg_1.ts") == DATA
-        assert await backup.get_bytes("p/seg_1.ts") == DATA
+        yield session.container(other.endpoint)
+
+
+async def test_a_fifo_segment_reaches_every_destination_whole(
+    store: ContainerClient, backup: ContainerClient, tmp_path: Path
+) -> None:
+    fifo = tmp_path / "seg_1.ts"
+    with feeding(fifo, DATA) as broken, anyio.fail_after(20):
+        async with LivePublisher(store, backups=[backup]) as publisher:
+            publication = await publisher.publish("p/seg_1.ts", fifo, duration=2.0)
+            outcome = await publication.wait(all_destinations=True)
+    assert broken == []
+    assert [d.status for d in outcome.destinations] == [Status.ACKNOWLEDGED] * 2
+    assert await store.get_bytes("p/seg_1.ts") == DATA
+    assert await backup.get_bytes("p/seg_1.ts") == DATA
 
 
 async def test_a_fifo_segment_is_retried_from_what_was_read(
@@ -79,25 +85,20 @@ async def test_a_regular_file_is_still_read_per_attempt(
 
 
 async def test_a_fifo_playlist_is_read_whole_and_reaches_every_destination(
-    store: ContainerClient, tmp_path: Path
+    store: ContainerClient, backup: ContainerClient, tmp_path: Path
 ) -> None:
     text = b"#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\nseg_1.ts\n"
     fifo = tmp_path / "index.m3u8"
-    async with (
-        LocalMediaStore() as other,
-        Session(credentials=other.credentials, region=other.region) as session,
-    ):
-        backup = session.container(other.endpoint)
-        with feeding(fifo, text) as broken, anyio.fail_after(20):
-            async with LivePublisher(store, backups=[backup], auto_delete=False) as publisher:
-                await publisher.publish("m/seg_1.ts", b"media", duration=2.0)
-                publication = await publisher.publish("m/index.m3u8", fifo)
-                outcome = await publication.wait(all_destinations=True)
-        assert broken == []
-        assert outcome.acknowledged, outcome
-        assert publication.kind.is_manifest
-        assert await store.get_bytes("m/index.m3u8") == text
-        assert await backup.get_bytes("m/index.m3u8") == text
+    with feeding(fifo, text) as broken, anyio.fail_after(20):
+        async with LivePublisher(store, backups=[backup], auto_delete=False) as publisher:
+            await publisher.publish("m/seg_1.ts", b"media", duration=2.0)
+            publication = await publisher.publish("m/index.m3u8", fifo)
+            outcome = await publication.wait(all_destinations=True)
+    assert broken == []
+    assert outcome.acknowledged, outcome
+    assert publication.kind.is_manifest
+    assert await store.get_bytes("m/index.m3u8") == text
+    assert await backup.get_bytes("m/index.m3u8") == text
 
 
 async def test_a_folder_is_refused_when_published(store: ContainerClient, tmp_path: Path) -> None:
