@@ -103,25 +103,29 @@ async def open_pipe(path: str) -> int:
 async def pipe_chunks(fd: int, size: int, *, close: bool) -> AsyncGenerator[bytes, None]:
     """What ``fd`` gives, each read as soon as it returns (at most ``size`` bytes), until
     its end. ``close``: the descriptor is this iterator's to close when it ends; if it ends
-    while a read is still blocked, the read's thread closes it when that read returns."""
-    in_read = False
+    by a cancellation during a read, that read closes it when it returns (see
+    :func:`run_abandonable`: the descriptor must stay open while the read may use it)."""
 
     def close_after_read(_: bytes | None) -> None:
         with contextlib.suppress(OSError):
             os.close(fd)
 
+    left_to_the_read = False
     try:
         while True:
-            in_read = True
-            chunk = await run_abandonable(
-                functools.partial(os.read, fd, size), abandoned=close_after_read if close else None
-            )
-            in_read = False
+            try:
+                chunk = await run_abandonable(
+                    functools.partial(os.read, fd, size),
+                    abandoned=close_after_read if close else None,
+                )
+            except asyncio.CancelledError:
+                left_to_the_read = True
+                raise
             if not chunk:
                 return
             yield chunk
     finally:
-        if close and not in_read:
+        if close and not left_to_the_read:
             with contextlib.suppress(OSError):
                 os.close(fd)
 

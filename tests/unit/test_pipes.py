@@ -5,12 +5,15 @@ call returns is let go of exactly once, however the cancellation and the return 
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
-from msd_async._pipes import run_abandonable
+from msd_async._pipes import pipe_chunks, run_abandonable
 
 pytestmark = pytest.mark.anyio
 
@@ -104,3 +107,13 @@ async def test_a_left_call_is_let_go_of_without_the_event_loop() -> None:
         await task
     gate.set()
     assert released.wait(10), "the result waited for the blocked event loop"
+
+
+async def test_a_read_that_fails_closes_the_descriptor_it_owns(tmp_path: Path) -> None:
+    fd = os.open(tmp_path, os.O_RDONLY)  # read() of a folder fails: EISDIR
+    with pytest.raises(IsADirectoryError):
+        async for _ in pipe_chunks(fd, 1024, close=True):
+            pass
+    with pytest.raises(OSError) as closed:
+        os.fstat(fd)
+    assert closed.value.errno == errno.EBADF
