@@ -8,7 +8,7 @@ import functools
 import json
 import os
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -336,27 +336,18 @@ def _in_thread(write: Callable[[bytes], object]) -> Callable[[bytes], Awaitable[
 # --- put ---------------------------------------------------------------------------------
 
 
-async def _stream_chunks(fd: int, *, close: bool) -> AsyncIterator[bytes]:
-    """A pipe as it arrives: each read returns what the pipe has, so a live encoder's bytes
-    go out at once instead of waiting for a full buffer. Reads that Ctrl-C can end, however
-    long the pipe stays silent (``_pipes``)."""
-    from .._pipes import pipe_chunks
-
-    async with contextlib.aclosing(pipe_chunks(fd, _STDIN_CHUNK, close=close)) as chunks:
-        async for chunk in chunks:
-            yield chunk
-
-
 async def _read_whole(fd: int, name: str, limit: int, *, close: bool) -> bytes:
+    from .._pipes import pipe_chunks
     from ..errors import ObjectTooLargeError
 
     parts: list[bytes] = []
     size = 0
-    async for chunk in _stream_chunks(fd, close=close):
-        parts.append(chunk)
-        size += len(chunk)
-        if size > limit:
-            break
+    async with contextlib.aclosing(pipe_chunks(fd, _STDIN_CHUNK, close=close)) as chunks:
+        async for chunk in chunks:
+            parts.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                break
     data = b"".join(parts)
     if len(data) > limit:
         # Not "use --streaming": its limit is lower still (10 MB).
@@ -413,8 +404,12 @@ async def _put(store: ContainerClient, args: argparse.Namespace) -> int:
             owned = True
             name = args.file
     if fd is not None:
+        from .._pipes import pipe_chunks
+
         body = (
-            _stream_chunks(fd, close=owned)
+            # Sent as it is read: each read returns what the pipe has, so a live
+            # encoder's bytes go out at once (put_object closes the iterator).
+            pipe_chunks(fd, _STDIN_CHUNK, close=owned)
             if args.streaming
             else await _read_whole(fd, name, store.standard_limit, close=owned)
         )
