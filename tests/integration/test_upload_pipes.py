@@ -10,6 +10,7 @@ import random
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.to_thread
@@ -49,10 +50,8 @@ async def test_a_fifo_is_uploaded_whole(
 async def test_a_fifo_is_one_shot_unless_replay_buffer(
     mediastore_server: LocalMediaStore, tmp_path: Path
 ) -> None:
-    async with Session(
-        credentials=mediastore_server.credentials,
-        region=mediastore_server.region,
-        retry=RetryPolicy(backoff_initial=0.001, backoff_max=0.001),
+    async with _session(
+        mediastore_server, retry=RetryPolicy(backoff_initial=0.001, backoff_max=0.001)
     ) as session:
         store = session.container(mediastore_server.endpoint)
         mediastore_server.faults.inject(
@@ -97,9 +96,7 @@ async def test_an_upload_waiting_for_a_fifo_writer_ends_when_cancelled(
 ) -> None:
     fifo = tmp_path / "nobody-writes"
     os.mkfifo(fifo)
-    async with Session(
-        credentials=mediastore_server.credentials, region=mediastore_server.region
-    ) as session:
+    async with _session(mediastore_server) as session:
         store = session.container(mediastore_server.endpoint)
         started = time.monotonic()
         with anyio.move_on_after(0.3) as scope:
@@ -131,9 +128,7 @@ async def test_an_upload_of_a_stalled_fifo_ends_when_cancelled(
     writer = threading.Thread(target=stalling_writer, daemon=True)
     writer.start()
     try:
-        async with Session(
-            credentials=mediastore_server.credentials, region=mediastore_server.region
-        ) as session:
+        async with _session(mediastore_server) as session:
             store = session.container(mediastore_server.endpoint)
             with anyio.move_on_after(10) as scope:
                 async with anyio.create_task_group() as tg:
@@ -153,6 +148,11 @@ async def test_an_upload_of_a_stalled_fifo_ends_when_cancelled(
     finally:
         release.set()
         writer.join(10)
+
+
+def _session(server: LocalMediaStore, **options: Any) -> Session:
+    """A session of its own on ``server``: these tests look at its pool or its retries."""
+    return Session(credentials=server.credentials, region=server.region, **options)
 
 
 def _release_blocked_open(fifo: Path) -> None:
