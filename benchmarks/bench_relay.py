@@ -330,12 +330,8 @@ def main() -> None:
     ]
     result["stall"] = stalls
     meta = _meta(args, load_before)
-    report = {**meta, **result}
-    print(json.dumps(report, indent=2))
-    if args.no_write:
+    if not _write_json({**meta, **result}, "relay", args):
         return
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "relay.json").write_text(json.dumps(report, indent=2) + "\n")
     lat = result["added_latency_ms"]
     assert isinstance(lat, dict)
     md = f"""# Relay overhead (`msd relay`)
@@ -403,15 +399,23 @@ def _meta(args: argparse.Namespace, load_before: tuple[float, float, float]) -> 
     }
 
 
+def _write_json(report: dict[str, Any], name: str, args: argparse.Namespace) -> bool:
+    """Print ``report``; unless ``--no-write``, keep it as results/NAME.json. Whether it
+    was kept (the caller then writes the Markdown beside it)."""
+    print(json.dumps(report, indent=2))
+    if args.no_write:
+        return False
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    return True
+
+
 def _write_floor(
     args: argparse.Namespace, load_before: tuple[float, float, float], result: dict[str, object]
 ) -> None:
     report = {**_meta(args, load_before), **result}
-    print(json.dumps(report, indent=2))
-    if args.no_write:
+    if not _write_json(report, "relay-floor", args):
         return
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "relay-floor.json").write_text(json.dumps(report, indent=2) + "\n")
     lat = result["added_latency_ms"]
     assert isinstance(lat, dict)
     md = f"""# Relay CPU against its floor (`bench_relay.py --floor`)
