@@ -299,7 +299,7 @@ class ContainerClient:
         session's budget, within ``deadline``. (Hands back the retry driver's coroutine
         rather than wrapping it in one more.)"""
         context = self._context
-        on_retry = None
+        on_retry = on_abandoned = None
         if context.event_hooks and request is not None:
             # The emitter is made at the first retry, not for every call: most calls have
             # none, and this ran on every request of a session with hooks (bench_hooks.py).
@@ -315,6 +315,17 @@ class ContainerClient:
                 emitter[0]("retry", attempt=n, status=getattr(error, "status", None),
                            error=error, delay=delay)
 
+            def on_abandoned(n: int) -> None:
+                # As for a cancelled attempt: a failing hook is logged, the cancellation
+                # goes on.
+                try:
+                    emitter[0]("abandoned", attempt=n)
+                except Exception:
+                    logger.exception(
+                        "an event hook failed on a %s cancelled before its retry",
+                        _operation(request)[0],
+                    )
+
         return call_with_retries(
             attempt,
             policy=context.retry if retry is None else retry,
@@ -322,6 +333,7 @@ class ContainerClient:
             deadline=deadline,
             replayable=replayable,
             on_retry=on_retry,
+            on_abandoned=on_abandoned,
         )
 
     # --- operations --------------------------------------------------------------------

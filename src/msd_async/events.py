@@ -23,7 +23,7 @@ from typing import Literal
 
 __all__ = ["EventHook", "EventKind", "Operation", "RequestEvent"]
 
-EventKind = Literal["start", "response", "retry", "error", "cancelled"]
+EventKind = Literal["start", "response", "retry", "error", "cancelled", "abandoned"]
 Operation = Literal["PutObject", "GetObject", "DescribeObject", "DeleteObject", "ListItems"]
 
 
@@ -43,6 +43,10 @@ class RequestEvent:
     cancelled   the attempt was cancelled before it ended (its task was cancelled:
                 a timeout or deadline around the call, a viewer gone); no answer was
                 taken, and the call ends with the cancellation
+    abandoned   the call was cancelled while it waited to retry (after ``retry``,
+                before the next ``start``): no attempt was in flight, so none is
+                counted for it; ``attempt`` is the one that failed, and ``elapsed``
+                counts from the call's start, as for ``retry``
     ==========  ==================================================================
     """
 
@@ -54,7 +58,8 @@ class RequestEvent:
     endpoint: str
     #: 1 for the first attempt of a call.
     attempt: int
-    #: Seconds since the attempt started (``start``: 0; ``retry``: since the call started).
+    #: Seconds since the attempt started (``start``: 0; ``retry`` and ``abandoned``: since
+    #: the call started).
     elapsed: float
     status: int | None = None
     error: BaseException | None = None

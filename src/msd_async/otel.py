@@ -71,9 +71,8 @@ def tracing_hook(tracer_provider: TracerProvider | None = None) -> Callable[[Req
     ``tracer_provider``: where the spans go (default: the global one, set by the
     application's OpenTelemetry setup). Calls are followed per asyncio task: a task makes
     one call at a time, so each attempt's events find their call's span. A call cancelled
-    mid-attempt (its deadline, a cancellation) ends its span at once, with ``error.type``
-    ``cancelled``; one cancelled while it waits to retry ends it when the same task starts
-    its next call or finishes.
+    mid-attempt or while it waits to retry (its deadline, a cancellation) ends its span at
+    once, with ``error.type`` ``cancelled``.
     """
     tracer = trace.get_tracer("msd_async", __version__, tracer_provider=tracer_provider)
     calls: dict[asyncio.Task[Any] | None, _Call] = {}
@@ -166,6 +165,10 @@ def tracing_hook(tracer_provider: TracerProvider | None = None) -> Callable[[Req
         elif kind == "cancelled":
             del calls[task]
             call.status = None
+            finish(call, "cancelled")
+        elif kind == "abandoned":
+            # Cancelled between attempts: the last attempt's status stays on the span.
+            del calls[task]
             finish(call, "cancelled")
 
     return hook

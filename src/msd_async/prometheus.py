@@ -201,7 +201,7 @@ def metrics_hook(
 
     def hook(event: RequestEvent) -> None:
         kind = event.kind
-        if kind == "start":
+        if kind == "start" or kind == "abandoned":  # abandoned: no attempt to count
             return
         operation = event.operation
         if kind == "retry":

@@ -402,6 +402,7 @@ async def call_with_retries(
     rng: Callable[[], float] = random.random,
     replayable: Callable[[], bool] | None = None,
     on_retry: Callable[[int, MediaStoreError, float], object] | None = None,
+    on_abandoned: Callable[[int], object] | None = None,
 ) -> T:
     """Run ``attempt(n)`` (``n`` = 1, 2, ...) until it returns, or until retrying must stop.
 
@@ -431,6 +432,8 @@ async def call_with_retries(
     cancellation.
 
     Cancellation is never caught: it propagates from the attempt or the sleep untouched.
+    When it ends the sleep after attempt ``n`` (no attempt in flight), ``on_abandoned(n)``
+    is called first: without it nothing would tell that the call ended there.
     Exceptions raised by ``attempt`` that are not :class:`~msd_async.errors.MediaStoreError`
     are never retried and propagate unchanged, as do those of ``replayable`` and ``on_retry``.
     """
@@ -494,4 +497,11 @@ async def call_with_retries(
         if on_retry is not None:
             on_retry(n, failure, delay)
         logger.debug("attempt %d failed (%r); retrying in %.3f s", n, failure, delay)
-        await clock.sleep(delay)
+        if on_abandoned is None:
+            await clock.sleep(delay)
+        else:
+            try:
+                await clock.sleep(delay)
+            except BaseException:
+                on_abandoned(n)
+                raise

@@ -292,6 +292,51 @@ async def test_a_cancelled_call_ends_its_span_and_is_counted_at_once(
     assert got["msd_requests_total", labels] == 1
 
 
+class _WaitLong(RetryPolicy):
+    """A policy whose wait before a retry is long enough to be cancelled during it."""
+
+    def delay(self, retry_index: int, exc: BaseException, rng: object = None) -> float:
+        return 60.0
+
+
+async def test_a_call_cancelled_while_it_waits_to_retry_ends_its_span_at_once(
+    served: object, exporter: tuple[TracerProvider, InMemorySpanExporter],
+    exposition: type[Exposition],
+) -> None:
+    """No attempt is in flight while the call sleeps before a retry, so no attempt event
+    can say it ended: an ``abandoned`` event does, and the span ends then, not at the
+    task's next call or end. The attempts are counted once each, as the server saw them."""
+    server, log = served  # type: ignore[misc]
+    provider, memory = exporter
+    registry = CollectorRegistry()
+    events: list[RequestEvent] = []
+    server.faults.inject("503", method="HEAD", path="busy/seg.ts")
+    async with Session(
+        credentials=KEYS, region=server.region, retry=_WaitLong(max_attempts=3),
+        event_hooks=[tracing_hook(provider), metrics_hook(registry), events.append],
+    ) as session:
+        store = session.container(server.endpoint)
+        with anyio.move_on_after(0.5) as scope:
+            await store.describe_object("busy/seg.ts")
+        assert scope.cancelled_caught
+        assert [e.kind for e in events] == ["start", "error", "retry", "abandoned"]
+        abandoned = events[-1]
+        assert abandoned.attempt == 1 and abandoned.elapsed >= events[2].elapsed
+        # The same task goes on, and makes no further call: the span is already over.
+        (span,) = [s for s in memory.get_finished_spans() if s.name == "DescribeObject"]
+        assert span.attributes["error.type"] == "cancelled"  # type: ignore[index]
+        assert span.status.status_code is StatusCode.ERROR
+        await anyio.sleep(0.1)
+        assert len(memory.get_finished_spans()) == 1  # nothing ended twice
+    assert [(operation, status) for operation, status, _ in log] == [("DescribeObject", "503")]
+    got = exposition.samples(text(registry))
+    assert got["msd_requests_total", (("operation", "DescribeObject"), ("status", "503"))] == 1
+    assert not any(key[1] == (("operation", "DescribeObject"), ("status", "cancelled"))
+                   or key[1] == (("operation", "DescribeObject"), ("status", "error"))
+                   for key in got if key[0] == "msd_requests_total")
+    assert got["msd_retries_total", (("operation", "DescribeObject"),)] == 1
+
+
 async def test_a_hook_failing_on_a_cancelled_call_is_logged_and_the_cancellation_goes_on(
     served: object, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -311,4 +356,29 @@ async def test_a_hook_failing_on_a_cancelled_call_is_logged_and_the_cancellation
         assert session.pool.in_use == 0
     logged = [r for r in caplog.records if r.name == "msd_async.client"]
     assert len(logged) == 1 and "cancelled DescribeObject" in logged[0].getMessage()
+    assert logged[0].exc_info is not None and "the hook's own bug" in str(logged[0].exc_info[1])
+
+
+async def test_a_hook_failing_on_an_abandoned_call_is_logged_and_the_cancellation_goes_on(
+    served: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    server, _ = served  # type: ignore[misc]
+    server.faults.inject("503", method="HEAD", path="busy/seg.ts")
+
+    def fragile(event: RequestEvent) -> None:
+        if event.kind == "abandoned":
+            raise RuntimeError("the hook's own bug")
+
+    async with Session(
+        credentials=KEYS, region=server.region, retry=_WaitLong(max_attempts=3),
+        event_hooks=[fragile],
+    ) as session:
+        with anyio.move_on_after(0.5) as scope:
+            await session.container(server.endpoint).describe_object("busy/seg.ts")
+        assert scope.cancelled_caught  # the cancellation, not the hook's error
+        assert session.pool.in_use == 0
+    logged = [r for r in caplog.records if r.name == "msd_async.client"]
+    assert len(logged) == 1 and "DescribeObject cancelled before its retry" in (
+        logged[0].getMessage()
+    )
     assert logged[0].exc_info is not None and "the hook's own bug" in str(logged[0].exc_info[1])

@@ -436,6 +436,32 @@ async def test_on_retry_sees_each_failed_attempt_error_and_delay() -> None:
 
 
 @pytest.mark.anyio
+async def test_a_cancelled_wait_before_a_retry_is_reported_and_the_cancellation_goes_on() -> None:
+    abandoned: list[int] = []
+    endpoint = Endpoint([server_error(503), server_error(503), "ok"])
+    policy = RetryPolicy(backoff_initial=60.0, backoff_max=60.0)
+    with anyio.move_on_after(0.2) as scope:
+        await call_with_retries(
+            endpoint, policy=policy, rng=lambda: 0.5, on_abandoned=abandoned.append
+        )
+    assert scope.cancelled_caught
+    assert abandoned == [1] and endpoint.calls == [1]
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_attempt_is_not_reported_as_a_cancelled_wait() -> None:
+    abandoned: list[int] = []
+
+    async def hangs(n: int) -> str:
+        await anyio.sleep(60)
+        return "never"
+
+    with anyio.move_on_after(0.1) as scope:
+        await call_with_retries(hangs, on_abandoned=abandoned.append)
+    assert scope.cancelled_caught and abandoned == []
+
+
+@pytest.mark.anyio
 async def test_retries_are_logged_at_debug(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, logger="msd_async.retry")
     await call_with_retries(Endpoint([server_error(503), "ok"]), clock=FakeClock(), rng=seeded())
