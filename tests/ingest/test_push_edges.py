@@ -58,6 +58,27 @@ async def test_a_playlist_naming_a_refused_name_is_refused_not_stored(
     assert "seg é 0.ts" in line.detail and "refuses" in line.detail
 
 
+async def test_a_refused_name_a_version_marked_as_a_gap_is_refused_once_it_is_not(
+    tmp_path: Path, store: ContainerClient
+) -> None:
+    """What a published version named is not checked again in the next, except where it
+    was marked as a gap there (then it was never checked)."""
+    head = "#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1.0,\nseg0.ts\n"
+    (tmp_path / "seg0.ts").write_bytes(b"media")
+    async with Pushing(store, tmp_path) as p:
+        (tmp_path / "index.m3u8").write_text(head + "#EXT-X-GAP\n#EXTINF:1.0,\nseg é 1.ts\n")
+        await wait_for(lambda: any(r.path == "index.m3u8" for r in p.records))
+        (tmp_path / "index.m3u8").write_text(
+            head + "#EXTINF:1.0,\nseg é 1.ts\n#EXTINF:1.0,\nseg0.ts\n"
+        )
+        await wait_for(lambda: len([r for r in p.records if r.path == "index.m3u8"]) == 2)
+        await p.stop()
+    first, second = [r for r in p.records if r.path == "index.m3u8"]
+    assert first.outcome == "acknowledged"
+    assert second.outcome == "refused" and "seg é 1.ts" in second.detail
+    assert b"#EXT-X-GAP" in await store.get_bytes("index.m3u8")  # the first version stays
+
+
 async def test_an_mpd_goes_after_the_segments_it_names(
     tmp_path: Path, store: ContainerClient
 ) -> None:

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from msd_async.live import ManifestError, ManifestInfo, ObjectKind, parse_manifest
+from msd_async.live import ManifestError, ManifestInfo, ObjectKind, parse_manifest, resolve_uri
 
 LONG = os.environ.get("MSD_LONG_TESTS") == "1"
 PROPERTY = settings(
@@ -136,3 +136,123 @@ def test_non_finite_hls_numbers_are_not_taken() -> None:
     assert info.target_duration is None and info.part_target is None
     assert [r.duration for r in info.references.values()] == [None, None]
     assert info.duration == 0.0
+
+
+# --- one answer however a playlist is read -----------------------------------------------
+
+SEGMENT_CHARS = st.text(alphabet="ab.:/?# %", max_size=8)
+
+
+@PROPERTY
+@given(st.text(alphabet="ab./", max_size=10), SEGMENT_CHARS)
+def test_the_per_playlist_resolver_answers_as_resolve_uri(manifest: str, uri: str) -> None:
+    from msd_async.live.manifests import _resolver
+
+    assert _resolver(manifest)(uri) == resolve_uri(manifest, uri)
+
+
+def _parsed(path: str, body: bytes, previous: ManifestInfo | None = None) -> object:
+    """What parse_manifest answers, comparable: the info with its references in order, or
+    the type of the error."""
+    try:
+        info = parse_manifest(path, body, previous=previous)
+    except ManifestError:
+        return ManifestError
+    return info, list(info.references.items())
+
+
+@PROPERTY
+@given(
+    st.lists(st.sampled_from(HLS_WORDS) | st.text(max_size=5), max_size=40),
+    st.lists(st.sampled_from(HLS_WORDS) | st.text(max_size=5), max_size=20),
+    st.sampled_from(["\n", "\r\n", "\r", ""]),
+)
+def test_a_playlist_with_lines_added_parses_as_when_read_whole(
+    words: list[str], added: list[str], line_end: str
+) -> None:
+    path = "live/index.m3u8"
+    first = ("#EXTM3U\n" + "".join(words) + line_end).encode()
+    second = first + "".join(added).encode()
+    try:
+        previous = parse_manifest(path, first)
+    except ManifestError:
+        return
+    assert _parsed(path, second, previous) == _parsed(path, second)
+    # And the next version after that, from the second's state.
+    third = second + b"\n#EXTINF:2,\nlast.ts\n"
+    try:
+        middle = parse_manifest(path, second, previous=previous)
+    except ManifestError:
+        return
+    assert _parsed(path, third, middle) == _parsed(path, third)
+
+
+def test_an_event_playlist_is_read_from_where_the_last_version_stopped() -> None:
+    """The added lines only: a version whose first lines cannot be parsed any more is not
+    read again. (A spy on resolve_uri counts what is read.)"""
+    import msd_async.live.manifests as manifests
+
+    def playlist(n: int) -> bytes:
+        return ("#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-PLAYLIST-TYPE:EVENT\n" + "".join(
+            f"#EXTINF:2,\nsub/seg{i}.ts\n" for i in range(n))).encode()
+
+    info = parse_manifest("live/a.m3u8", playlist(1000))
+    read: list[str] = []
+    original = manifests.resolve_uri
+    manifests.resolve_uri = lambda path, uri: read.append(uri) or original(path, uri)  # type: ignore[assignment]
+    try:
+        info = parse_manifest("live/a.m3u8", playlist(1002), previous=info)
+        assert read == ["sub/seg1000.ts", "sub/seg1001.ts"]
+        read.clear()
+        # Another playlist's previous version, or a body that is not an extension, is read
+        # whole.
+        parse_manifest("live/b.m3u8", playlist(1002) + b"#EXTINF:2,\nsub/x.ts\n", previous=info)
+        assert len(read) == 1003
+        read.clear()
+        window = playlist(1002).replace(b"sub/seg0.ts\n", b"")
+        parse_manifest("live/a.m3u8", window, previous=info)
+        assert len(read) == 1001
+    finally:
+        manifests.resolve_uri = original  # type: ignore[assignment]
+    assert len(info.references) == 1002 and info.duration == 2004.0
+    assert list(info.references)[-1] == "live/sub/seg1001.ts"
+
+
+class _Membership:
+    """A Container that is not a Collection: mark_gaps can only ask it about each line."""
+
+    def __init__(self, items: set[str]) -> None:
+        self._items = items
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._items
+
+
+@PROPERTY
+@given(
+    st.lists(st.sampled_from(["seg", "part", "hint", "gap"]), max_size=12),
+    st.sets(st.integers(0, 14)),
+    st.sets(st.integers(0, 14)),
+)
+def test_mark_gaps_answers_the_same_whichever_side_it_walks(
+    lines: list[str], gapped: set[int], left_out: set[int]
+) -> None:
+    """Walking the few given-up paths or every reference of the playlist: one answer."""
+    from msd_async.live.manifests import mark_gaps
+
+    text = ["#EXTM3U", "#EXT-X-TARGETDURATION:2", "#EXT-X-PART-INF:PART-TARGET=0.5"]
+    for i, what in enumerate(lines):
+        if what == "part":
+            text.append(f'#EXT-X-PART:DURATION=0.5,URI="o{i}.m4s"')
+        elif what == "hint":
+            text.append(f'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="o{i}.m4s"')
+        else:
+            text += ["#EXT-X-GAP"] if what == "gap" else []
+            text += ["#EXTINF:2,", f"o{i}.m4s"]
+    body = ("\n".join(text) + "\n").encode()
+    info = parse_manifest("v/index.m3u8", body)
+    gaps = {f"v/o{i}.m4s" for i in gapped}
+    leave = {f"v/o{i}.m4s" for i in left_out}
+    assert mark_gaps("v/index.m3u8", body, info, gaps, leave) == mark_gaps(
+        "v/index.m3u8", body, info, _Membership(gaps), _Membership(leave)
+    )

@@ -43,7 +43,7 @@ import anyio.to_thread
 
 from .. import rules
 from ..errors import ClientValidationError, MediaStoreError
-from ..live.manifests import ManifestError, parse_manifest
+from ..live.manifests import ManifestError, ManifestInfo, parse_manifest
 from ._publisher import PublisherLike
 from ._report import ObjectRecord, Reporter, cause, logger
 
@@ -130,6 +130,9 @@ class FolderPusher:
         # path -> monotonic time from which it may be published (reset by each change)
         self._pending: dict[str, float] = {}
         self._deletions: list[str] = []
+        # manifest path -> its last version whose references all passed: the next version
+        # is parsed from where it stopped, and what it named is not checked again
+        self._flushed: dict[str, ManifestInfo] = {}
         self.skipped_temporary = 0
 
     # --- scanning -----------------------------------------------------------------------
@@ -237,28 +240,34 @@ class FolderPusher:
         manifest must not be published (it names a file MediaStore refuses), else None.
         A manifest that does not parse names nothing here: the publisher stores it as
         given."""
+        previous = self._flushed.get(manifest)
         try:
-            info = parse_manifest(manifest, data)
+            info = parse_manifest(manifest, data, previous=previous)
         except ManifestError:
             return None
+        checked = {} if previous is None else previous.references
         for ref in info.references.values():
             rel = ref.path
-            try:
-                rules.normalize_object_path(rel)
-            except ClientValidationError as exc:
-                if ref.gap:
-                    continue  # marked as a gap: nobody fetches it
-                return (f"it names {rel!r}, which MediaStore refuses to store ({exc}); "
-                        "rename the encoder's output")
+            before = checked.get(rel)
+            if before is None or before.gap:
+                try:
+                    rules.normalize_object_path(rel)
+                except ClientValidationError as exc:
+                    if ref.gap:
+                        continue  # marked as a gap: nobody fetches it
+                    return (f"it names {rel!r}, which MediaStore refuses to store ({exc}); "
+                            "rename the encoder's output")
             if rel in self._pending or (rel not in self._seen and not is_temporary(rel)
                                         and self._admissible(rel)):
                 self._pending.pop(rel, None)
                 await self._publish(rel)
+        self._flushed[manifest] = info
         return None
 
     async def _delete(self, rel: str) -> None:
         self._pending.pop(rel, None)
         self._first_change.pop(rel, None)
+        self._flushed.pop(rel, None)
         if self._seen.pop(rel, None) is None:
             return  # never published: nothing to mirror
         try:

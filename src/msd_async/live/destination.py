@@ -465,7 +465,8 @@ class Destination:
                 job.settle(Status.FAILED, f"the body's source failed: {exc!r}", exc)
                 return
             try:
-                info = parse_manifest(job.path, data, job.kind)
+                # From where the stored version stopped, when this one only adds lines.
+                info = parse_manifest(job.path, data, job.kind, previous=slot.info)
             except ManifestError as exc:
                 # Not ours to judge: store it as given, ungated, and say so.
                 logger.warning("%s; publishing it without ordering", exc)

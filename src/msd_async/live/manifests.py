@@ -24,7 +24,7 @@ import math
 import posixpath
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Container
+from collections.abc import Callable, Collection, Container
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
@@ -74,6 +74,9 @@ class ManifestInfo:
     ended: bool = False
     #: Sum of the listed segment durations (the "duration of the playlist" of RFC 8216).
     duration: float = 0.0
+    #: Where the HLS parser stopped, so the next version of the same playlist, when it
+    #: only adds lines (an EVENT playlist, a growing DVR window), is parsed from there.
+    _resume: _HlsResume | None = field(default=None, repr=False, compare=False)
 
     @property
     def low_latency(self) -> bool:
@@ -86,6 +89,27 @@ _SCHEME_RE: Final = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 
 def _attributes(text: str) -> dict[str, str]:
     return {k: v[1:-1] if v.startswith('"') else v for k, v in _ATTR_RE.findall(text)}
+
+
+#: A URI that is one path segment, resolved by putting the manifest's folder before it: no
+#: "/", query, fragment, scheme or whitespace, and not "." or "..". (What resolve_uri does
+#: with it, without its per-call normalising; tests/live/test_manifest_properties.py holds
+#: the two to the same answers.)
+_PLAIN_NAME: Final = re.compile(r"(?!\.\.?\Z)[^/?#:\s]+").fullmatch
+
+
+def _resolver(manifest_path: str) -> Callable[[str], str | None]:
+    """:func:`resolve_uri` for the manifest at ``manifest_path``: the folder is normalised
+    once, not for every line of a long playlist."""
+    folder = posixpath.normpath(posixpath.join("/", posixpath.dirname(manifest_path)))
+    prefix = folder.strip("/") + "/" if folder.strip("/") else ""
+
+    def resolve(uri: str) -> str | None:
+        if _PLAIN_NAME(uri):
+            return prefix + uri
+        return resolve_uri(manifest_path, uri)
+
+    return resolve
 
 
 def resolve_uri(manifest_path: str, uri: str) -> str | None:
@@ -102,9 +126,21 @@ def resolve_uri(manifest_path: str, uri: str) -> str | None:
     return joined.lstrip("/") or None
 
 
-def parse_manifest(path: str, body: bytes, kind: ObjectKind | None = None) -> ManifestInfo:
+def parse_manifest(
+    path: str,
+    body: bytes,
+    kind: ObjectKind | None = None,
+    *,
+    previous: ManifestInfo | None = None,
+) -> ManifestInfo:
     """Parse the manifest ``body`` stored at ``path``. ``kind`` defaults to what the name and
-    content say. Raises :class:`ManifestError` for a body that is not a manifest."""
+    content say. Raises :class:`ManifestError` for a body that is not a manifest.
+
+    ``previous``: what this returned for an earlier version of the same playlist. When
+    ``body`` is that version with lines added at the end, only the added lines are read
+    (the answer is the same as without it): an EVENT playlist names every segment since
+    the start, and reading all of them again for each new one made a long event cost
+    more every second."""
     from .kinds import infer_kind
 
     if kind is None or not kind.is_manifest:
@@ -113,7 +149,7 @@ def parse_manifest(path: str, body: bytes, kind: ObjectKind | None = None) -> Ma
         if kind is ObjectKind.MPD:
             return _parse_mpd(path, body)
         if kind in (ObjectKind.MEDIA_PLAYLIST, ObjectKind.MULTIVARIANT_PLAYLIST):
-            return _parse_hls(path, body)
+            return _parse_hls_after(previous, path, body) or _parse_hls(path, body)
     except ManifestError:
         raise
     except (Exception, RecursionError) as exc:
@@ -164,6 +200,40 @@ def _integer(value: str | None, name: str, path: str, *, default: int, minimum: 
     return number
 
 
+@dataclass(frozen=True, slots=True)
+class _HlsResume:
+    """The HLS parser's state after the last line of ``body``."""
+
+    path: str
+    body: bytes
+    pending_duration: float | None
+    pending_gap: bool
+    next_is_playlist: bool
+
+
+def _parse_hls_after(previous: ManifestInfo | None, path: str, body: bytes) -> ManifestInfo | None:
+    """``body`` parsed from where ``previous`` stopped, if it is that version with lines
+    added at the end; else ``None``."""
+    resume = None if previous is None else previous._resume
+    if (
+        resume is None
+        or resume.path != path
+        or len(body) <= len(resume.body)
+        or not body.startswith(resume.body)
+    ):
+        return None
+    try:
+        added = body[len(resume.body):].decode("utf-8")
+    except UnicodeDecodeError:
+        return None  # the whole body's parse says what is wrong with it
+    assert previous is not None
+    info = ManifestInfo(
+        previous.kind, dict(previous.references), previous.target_duration,
+        previous.part_target, previous.ended, previous.duration,
+    )
+    return _HlsParser(path, info, resume).feed(added.splitlines(), body)
+
+
 def _parse_hls(path: str, body: bytes) -> ManifestInfo:
     try:
         text = body.decode("utf-8-sig")
@@ -179,72 +249,105 @@ def _parse_hls(path: str, body: bytes) -> ManifestInfo:
             rule="live.manifest",
         )
     info = ManifestInfo(ObjectKind.MEDIA_PLAYLIST)
-    refs = info.references
-    pending_duration: float | None = None
-    pending_gap = False
-    next_is_playlist = False
+    return _HlsParser(path, info, None).feed(lines[1:], body)
+
+
+class _HlsParser:
+    """Reads an HLS playlist's lines into a :class:`ManifestInfo`, one after the other; a
+    later version that only adds lines goes on from the state the last one left."""
+
+    __slots__ = ("info", "next_is_playlist", "path", "pending_duration", "pending_gap",
+                 "resolve")
+
+    def __init__(self, path: str, info: ManifestInfo, resume: _HlsResume | None) -> None:
+        self.path = path
+        self.info = info
+        self.resolve = _resolver(path)
+        self.pending_duration = None if resume is None else resume.pending_duration
+        self.pending_gap = False if resume is None else resume.pending_gap
+        self.next_is_playlist = False if resume is None else resume.next_is_playlist
 
     def add(
-        uri: str, role: ReferenceRole, duration: float | None = None, gap: bool = False
+        self, uri: str, role: ReferenceRole, duration: float | None = None, gap: bool = False
     ) -> None:
-        resolved = resolve_uri(path, uri)
+        resolved = self.resolve(uri)
+        refs = self.info.references
         if resolved is not None and resolved not in refs:
             refs[resolved] = Reference(resolved, role, duration, gap)
 
-    for raw in lines[1:]:
-        line = raw.strip()
-        if not line:
-            continue
-        if not line.startswith("#"):
-            if next_is_playlist:
-                add(line, "playlist")
-                next_is_playlist = False
-            else:
-                add(line, "segment", pending_duration, pending_gap)
-                if pending_duration is not None:
-                    info.duration += pending_duration
-            pending_duration = None
-            pending_gap = False
-            continue
-        tag, _, value = line.partition(":")
-        if tag == "#EXTINF":
-            pending_duration = _seconds(value.split(",", 1)[0])
-        elif tag == "#EXT-X-GAP":
-            pending_gap = True
-        elif tag == "#EXT-X-TARGETDURATION":
-            info.target_duration = _positive(value)
-        elif tag == "#EXT-X-PART-INF":
-            part_target = _attributes(value).get("PART-TARGET")
-            if part_target:
-                info.part_target = _positive(part_target)
-        elif tag == "#EXT-X-ENDLIST":
-            info.ended = True
-        elif tag == "#EXT-X-MAP":
-            uri = _attributes(value).get("URI")
-            if uri:
-                add(uri, "init")
-        elif tag == "#EXT-X-KEY":
-            attrs = _attributes(value)
-            if attrs.get("METHOD", "NONE") != "NONE" and attrs.get("URI"):
-                add(attrs["URI"], "key")
-        elif tag == "#EXT-X-PART":
-            attrs = _attributes(value)
-            if attrs.get("URI"):
-                duration = _seconds(attrs.get("DURATION", ""))
-                add(attrs["URI"], "part", duration, attrs.get("GAP") == "YES")
-        elif tag == "#EXT-X-PRELOAD-HINT":
-            attrs = _attributes(value)
-            if attrs.get("TYPE") in ("PART", "MAP") and attrs.get("URI"):
-                add(attrs["URI"], "hint")
-        elif tag == "#EXT-X-STREAM-INF":
-            info.kind = ObjectKind.MULTIVARIANT_PLAYLIST
-            next_is_playlist = True
-        elif tag in ("#EXT-X-MEDIA", "#EXT-X-I-FRAME-STREAM-INF"):
-            info.kind = ObjectKind.MULTIVARIANT_PLAYLIST
-            uri = _attributes(value).get("URI")
-            if uri:
-                add(uri, "playlist")
-    return info
+    def feed(self, lines: list[str], body: bytes) -> ManifestInfo:
+        info = self.info
+        refs = info.references
+        resolve = self.resolve
+        add = self.add
+        pending_duration = self.pending_duration
+        pending_gap = self.pending_gap
+        next_is_playlist = self.next_is_playlist
+        for raw in lines:
+            line = raw.strip()
+            if not line:
+                continue
+            if not line.startswith("#"):
+                if next_is_playlist:
+                    add(line, "playlist")
+                    next_is_playlist = False
+                else:
+                    # add(), inlined: the one line of most of a long playlist.
+                    resolved = resolve(line)
+                    if resolved is not None and resolved not in refs:
+                        refs[resolved] = Reference(
+                            resolved, "segment", pending_duration, pending_gap
+                        )
+                    if pending_duration is not None:
+                        info.duration += pending_duration
+                pending_duration = None
+                pending_gap = False
+                continue
+            tag, _, value = line.partition(":")
+            if tag == "#EXTINF":
+                pending_duration = _seconds(value.split(",", 1)[0])
+            elif tag == "#EXT-X-GAP":
+                pending_gap = True
+            elif tag == "#EXT-X-TARGETDURATION":
+                info.target_duration = _positive(value)
+            elif tag == "#EXT-X-PART-INF":
+                part_target = _attributes(value).get("PART-TARGET")
+                if part_target:
+                    info.part_target = _positive(part_target)
+            elif tag == "#EXT-X-ENDLIST":
+                info.ended = True
+            elif tag == "#EXT-X-MAP":
+                uri = _attributes(value).get("URI")
+                if uri:
+                    add(uri, "init")
+            elif tag == "#EXT-X-KEY":
+                attrs = _attributes(value)
+                if attrs.get("METHOD", "NONE") != "NONE" and attrs.get("URI"):
+                    add(attrs["URI"], "key")
+            elif tag == "#EXT-X-PART":
+                attrs = _attributes(value)
+                if attrs.get("URI"):
+                    duration = _seconds(attrs.get("DURATION", ""))
+                    add(attrs["URI"], "part", duration, attrs.get("GAP") == "YES")
+            elif tag == "#EXT-X-PRELOAD-HINT":
+                attrs = _attributes(value)
+                if attrs.get("TYPE") in ("PART", "MAP") and attrs.get("URI"):
+                    add(attrs["URI"], "hint")
+            elif tag == "#EXT-X-STREAM-INF":
+                info.kind = ObjectKind.MULTIVARIANT_PLAYLIST
+                next_is_playlist = True
+            elif tag in ("#EXT-X-MEDIA", "#EXT-X-I-FRAME-STREAM-INF"):
+                info.kind = ObjectKind.MULTIVARIANT_PLAYLIST
+                uri = _attributes(value).get("URI")
+                if uri:
+                    add(uri, "playlist")
+        # Only a body that ends a line can be resumed: the next version's added text then
+        # starts a line of its own.
+        if body.endswith((b"\n", b"\r")):
+            info._resume = _HlsResume(
+                self.path, body, pending_duration, pending_gap, next_is_playlist
+            )
+        return info
 
 
 def mark_gaps(
@@ -263,23 +366,37 @@ def mark_gaps(
     Other manifests are returned as given: DASH has no gap mark."""
     if info.kind is not ObjectKind.MEDIA_PLAYLIST:
         return body, set()
-    missing = {
-        p for p, ref in info.references.items()
-        if p in gaps and not ref.gap and ref.role in ("segment", "part", "hint")
-    }
-    hints_out = {p for p, ref in info.references.items() if ref.role == "hint" and p in leave_out}
+    refs = info.references
+    if isinstance(gaps, Collection) and len(gaps) < len(refs):
+        # Usually none: not a pass over every line of a long playlist.
+        missing = {
+            p for p in gaps
+            if (ref := refs.get(p)) is not None and not ref.gap
+            and ref.role in ("segment", "part", "hint")
+        }
+    else:
+        missing = {
+            p for p, ref in refs.items()
+            if p in gaps and not ref.gap and ref.role in ("segment", "part", "hint")
+        }
+    if isinstance(leave_out, Collection) and len(leave_out) < len(refs):
+        hints_out = {p for p in leave_out if (ref := refs.get(p)) is not None
+                     and ref.role == "hint"}
+    else:
+        hints_out = {p for p, ref in refs.items() if ref.role == "hint" and p in leave_out}
     if not missing and not hints_out:
         return body, set()
     out: list[str] = []
+    resolve = _resolver(path)
     for line in body.decode("utf-8-sig").splitlines():
         stripped = line.strip()
         if stripped and not stripped.startswith("#"):
-            if resolve_uri(path, stripped) in missing and (
+            if resolve(stripped) in missing and (
                 not out or out[-1].strip() != "#EXT-X-GAP"
             ):
                 out.append("#EXT-X-GAP")
         elif stripped.startswith(("#EXT-X-PART:", "#EXT-X-PRELOAD-HINT:")):
-            uri = resolve_uri(path, stripped.split('URI="', 1)[-1].split('"', 1)[0])
+            uri = resolve(stripped.split('URI="', 1)[-1].split('"', 1)[0])
             if stripped.startswith("#EXT-X-PRELOAD-HINT:"):
                 if uri in missing or uri in hints_out:
                     continue

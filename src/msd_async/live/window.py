@@ -71,12 +71,16 @@ class DeleteWindow:
         playlist objects leave. Returns the objects nothing names any more that will not
         be deleted (the caller may forget what it knows of them)."""
         now = self.clock()
-        for path in new:
+        # What both versions name is held by this manifest already (``old`` is what the
+        # last call for it named as ``new``), with no delete pending: only the difference
+        # is visited, so storing a long EVENT playlist again costs what it added.
+        for path in new.keys() - old.keys():
             self.holders.setdefault(path, set()).add(manifest)
             self.due.pop(path, None)  # named again: a pending delete is void
         forget: list[str] = []
-        for path, ref in old.items():
-            if path in new:
+        leaving = old.keys() - new.keys()
+        for path, ref in old.items() if leaving else ():
+            if path not in leaving:
                 continue
             if ref.role in ("part", "hint"):
                 delay = 3 * target
