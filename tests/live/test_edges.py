@@ -11,7 +11,7 @@ import anyio
 import pytest
 
 from msd_async import ContainerClient, RetryPolicy
-from msd_async.live import LivePublisher, PublishEvent, Status
+from msd_async.live import LivePublisher, ManifestInfo, PublishEvent, Status
 from msd_async.testing import LocalMediaStore
 
 pytestmark = pytest.mark.anyio
@@ -219,6 +219,61 @@ async def test_a_hinted_part_that_fails_is_listed_as_a_gap(store: ContainerClien
         assert (await listed.wait()).acknowledged
     stored = (await store.get_bytes("lg/index.m3u8")).decode()
     assert '#EXT-X-PART:DURATION=0.5,URI="part_0.m4s",GAP=YES' in stored
+
+
+def _spy_on_parses(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many references each manifest the publisher parses took from the stored
+    version (0: read whole)."""
+    import msd_async.live.destination as destination
+
+    inherited: list[int] = []
+    parse = destination.parse_manifest
+
+    def spy(*args: object, **kwargs: object) -> ManifestInfo:
+        info = parse(*args, **kwargs)  # type: ignore[arg-type]
+        inherited.append(info._inherited)
+        return info
+
+    monkeypatch.setattr(destination, "parse_manifest", spy)
+    return inherited
+
+
+async def test_a_version_that_only_adds_lines_still_waits_for_what_it_adds(
+    store: ContainerClient, mediastore_server: LocalMediaStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An EVENT playlist's next version is read from where the stored one stopped: the
+    segment it adds gates it all the same."""
+    inherited = _spy_on_parses(monkeypatch)
+    mediastore_server.faults.inject("delay", method="PUT", path="ev/seg_1.m4s", delay=0.6)
+    async with LivePublisher(store) as publisher:
+        await publisher.publish("ev/seg_0.m4s", b"s0", duration=5.0)
+        assert (await (await publisher.publish("ev/index.m3u8", media_playlist([0]))).wait()
+                ).acknowledged
+        seg = await publisher.publish("ev/seg_1.m4s", b"s1", duration=5.0)
+        grown = await publisher.publish("ev/index.m3u8", media_playlist([0, 1]))
+        await anyio.sleep(0.3)
+        assert not grown.done()  # seg_1 is still on its way
+        assert (await grown.wait()).acknowledged
+        assert (await seg.wait()).latency < (await grown.wait()).latency  # type: ignore[operator]
+    assert inherited == [0, 1]  # the second version was read from the first's end
+    assert await store.get_bytes("ev/index.m3u8") == media_playlist([0, 1])
+
+
+async def test_a_hint_in_the_stored_version_is_checked_again_in_one_that_adds_lines(
+    store: ContainerClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The one kind of reference a version waits for again though the stored one named it
+    the same way: a hint to a part whose upload has not started stays left out."""
+    inherited = _spy_on_parses(monkeypatch)
+    first = ll_playlist([], "part_9.m4s")
+    async with LivePublisher(store) as publisher:
+        assert (await (await publisher.publish("lh/index.m3u8", first)).wait()).acknowledged
+        await publisher.publish("lh/seg_0.m4s", b"s0", duration=5.0)
+        grown = first + b"#EXTINF:2.0,\nseg_0.m4s\n"
+        assert (await (await publisher.publish("lh/index.m3u8", grown)).wait()).acknowledged
+    assert inherited == [0, 1]
+    stored = await store.get_bytes("lh/index.m3u8")
+    assert b"seg_0.m4s" in stored and b"part_9.m4s" not in stored
 
 
 # --- 7. latest wins, always -------------------------------------------------------------------

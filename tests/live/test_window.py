@@ -91,3 +91,58 @@ def test_closing_abandons_what_is_scheduled() -> None:
     window.clear()
     clock.now = 1000
     assert window.pop_due() == [] and window.next_due() is None
+
+
+def test_an_appended_version_is_stored_as_if_walked_whole() -> None:
+    """``appended`` (what an EVENT playlist's new version adds) leaves the window as the
+    walk over both versions does, with other manifests holding and requesting objects."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    steps = st.lists(
+        st.tuples(st.sampled_from(["append", "replace", "other", "request", "tick"]),
+                  st.lists(st.integers(0, 9), max_size=4)),
+        max_size=25,
+    )
+
+    def state(w: DeleteWindow) -> object:
+        return (w.holders, w.leave_due, w.requested, w.due, w.next_due())
+
+    @settings(max_examples=200, derandomize=True, deadline=None)
+    @given(steps)
+    def check(script: list[tuple[str, list[int]]]) -> None:
+        clocks = Clock(), Clock()
+        windows = [DeleteWindow(c) for c in clocks]
+        current: dict[str, Reference] = {}
+        other: dict[str, Reference] = {}
+        for what, numbers in script:
+            names = [f"s{n}" for n in numbers]
+            if what in ("append", "replace"):
+                if what == "append":
+                    new = {**current, **refs(*[n for n in names if n not in current])}
+                else:
+                    new = refs(*names)
+                added = [p for p in new if p not in current] if what == "append" else None
+                forgets = [
+                    w.stored("p.m3u8", current, new, target=2, playlist_duration=4,
+                             appended=added if i else None)
+                    for i, w in enumerate(windows)
+                ]
+                assert sorted(forgets[0]) == sorted(forgets[1])
+                current = new
+            elif what == "other":
+                new = refs(*names)
+                for w in windows:
+                    w.stored("q.m3u8", other, new, target=2, playlist_duration=4)
+                other = new
+            elif what == "request":
+                for w in windows:
+                    for n in names:
+                        w.request(n, 3.0)
+            else:
+                for c in clocks:
+                    c.now += 1.5
+                assert windows[0].pop_due() == windows[1].pop_due()
+            assert state(windows[0]) == state(windows[1])
+
+    check()

@@ -7,9 +7,11 @@ its own queues and health, so a failing origin never slows another.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import posixpath
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -507,7 +509,12 @@ class Destination:
         hint_until = now + (info.part_target or publisher.default_part_duration)
         unstarted: set[str] = set()
         never: list[str] = []
-        for path, ref in info.references.items():
+        references: Iterable[tuple[str, Reference]] = info.references.items()
+        if info._inherited and not info._has_hints:
+            # The stored version's references come first, unchanged, and none is a hint
+            # (the one kind waited for again): only those after them can be new.
+            references = itertools.islice(references, info._inherited, None)
+        for path, ref in references:
             if ref.gap:
                 continue
             stored = slot.refs.get(path)
@@ -567,8 +574,12 @@ class Destination:
         target = (info.target_duration or (old_info.target_duration if old_info else None)
                   or self.publisher.default_duration)
         playlist_duration = old_info.duration if old_info is not None else info.duration
+        appended = None
+        if info._inherited and info._inherited == len(old):
+            appended = list(itertools.islice(info.references, info._inherited, None))
         for path in self.window.stored(job.path, old, info.references, target=target,
-                                       playlist_duration=playlist_duration):
+                                       playlist_duration=playlist_duration,
+                                       appended=appended):
             self._forget(path)
         self._wake_deletes()
 

@@ -77,6 +77,11 @@ class ManifestInfo:
     #: Where the HLS parser stopped, so the next version of the same playlist, when it
     #: only adds lines (an EVENT playlist, a growing DVR window), is parsed from there.
     _resume: _HlsResume | None = field(default=None, repr=False, compare=False)
+    #: Parsed from where ``previous`` stopped: its references are the first ``_inherited``
+    #: of these, the same objects, in the same order (0: parsed whole).
+    _inherited: int = field(default=0, repr=False, compare=False)
+    #: It names a part by ``#EXT-X-PRELOAD-HINT``.
+    _has_hints: bool = field(default=False, repr=False, compare=False)
 
     @property
     def low_latency(self) -> bool:
@@ -230,6 +235,7 @@ def _parse_hls_after(previous: ManifestInfo | None, path: str, body: bytes) -> M
     info = ManifestInfo(
         previous.kind, dict(previous.references), previous.target_duration,
         previous.part_target, previous.ended, previous.duration,
+        _inherited=len(previous.references), _has_hints=previous._has_hints,
     )
     return _HlsParser(path, info, resume).feed(added.splitlines(), body)
 
@@ -274,6 +280,8 @@ class _HlsParser:
         refs = self.info.references
         if resolved is not None and resolved not in refs:
             refs[resolved] = Reference(resolved, role, duration, gap)
+            if role == "hint":
+                self.info._has_hints = True
 
     def feed(self, lines: list[str], body: bytes) -> ManifestInfo:
         info = self.info

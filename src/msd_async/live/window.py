@@ -16,7 +16,7 @@ rules (``docs/live.md``, "Sliding window"):
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Final
 
 from .manifests import Reference
@@ -65,20 +65,23 @@ class DeleteWindow:
         *,
         target: float,
         playlist_duration: float,
+        appended: Sequence[str] | None = None,
     ) -> list[str]:
         """A version of ``manifest`` naming ``new`` was stored over one naming ``old``.
         ``target``: its target duration; ``playlist_duration``: the duration of the
-        playlist objects leave. Returns the objects nothing names any more that will not
-        be deleted (the caller may forget what it knows of them)."""
+        playlist objects leave. ``appended``: when ``new`` is ``old`` with these paths
+        added, and nothing left (an EVENT playlist), so only they are visited. Returns the
+        objects nothing names any more that will not be deleted (the caller may forget what
+        it knows of them)."""
         now = self.clock()
         # What both versions name is held by this manifest already (``old`` is what the
         # last call for it named as ``new``), with no delete pending: only the difference
         # is visited, so storing a long EVENT playlist again costs what it added.
-        for path in new.keys() - old.keys():
+        for path in new.keys() - old.keys() if appended is None else appended:
             self.holders.setdefault(path, set()).add(manifest)
             self.due.pop(path, None)  # named again: a pending delete is void
         forget: list[str] = []
-        leaving = old.keys() - new.keys()
+        leaving = old.keys() - new.keys() if appended is None else ()
         for path, ref in old.items() if leaving else ():
             if path not in leaving:
                 continue
