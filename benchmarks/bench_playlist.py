@@ -1,0 +1,172 @@
+"""A long EVENT playlist: the publisher's CPU per playlist update as the playlist grows.
+
+An EVENT playlist (or a live one with a long DVR window) names every segment since the
+start: after an hour of 1 s segments, 3,600 lines. Each new segment brings a new version of
+the playlist, and the publisher reads it to hold it back until what it newly names is
+stored (docs/live.md, "Ordering"). If reading a version costs what the whole playlist
+holds, each update costs more than the last, and an event that runs for hours ends up
+spending a core on its playlists.
+
+One ``LivePublisher`` publishes ``--segments`` segments of 188 bytes and, after each, the
+playlist naming all of them so far, to ``benchmarks/_sink.py`` (its own process, so the
+CPU counted is the publisher's); each update is awaited before the next. Reported: process
+CPU per update (segment + playlist) over the second ``--window`` updates (the first warm
+up) and over the last ``--window``, and their ratio, in the same run. ``--baseline-src
+DIR`` runs the same in a second process with another checkout's ``src`` first on
+``PYTHONPATH`` (an A/B of a change).
+
+    python benchmarks/bench_playlist.py                       # writes results/playlist.*
+    python benchmarks/bench_playlist.py --segments 600 --no-write
+    python benchmarks/bench_playlist.py --baseline-src /tmp/before/src
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+sys.path.insert(0, str(HERE))
+
+#: The target: an update at the end costs at most this many times one at the start.
+TARGET_RATIO = 2.0
+
+
+def playlist(n: int) -> bytes:
+    head = ("#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:1\n"
+            "#EXT-X-PLAYLIST-TYPE:EVENT\n#EXT-X-MEDIA-SEQUENCE:0\n")
+    return (head + "".join(f"#EXTINF:1.000000,\nseg{i}.ts\n" for i in range(n))).encode()
+
+
+async def _publish(endpoint: str, segments: int, window: int) -> dict[str, float]:
+    from msd_async import Credentials, Session
+    from msd_async.live import LivePublisher
+
+    creds = Credentials("AKIDBENCHPLAYLIST0000", "bench-playlist-secret-00000000000000000")
+    # Built up front: the playlist text is the packager's work, not the publisher's.
+    bodies = [playlist(i + 1) for i in range(segments)]
+    cpu: list[float] = []
+    async with Session(credentials=creds, region="us-east-1") as session:
+        store = session.container(endpoint)
+        async with LivePublisher(store, prefix="event") as publisher:
+            for i in range(segments):
+                started = time.process_time()
+                await publisher.publish(f"v/seg{i}.ts", b"\x47" * 188)
+                update = await publisher.publish("v/index.m3u8", bodies[i])
+                outcome = await update.wait()
+                cpu.append(time.process_time() - started)
+                if not outcome.acknowledged:
+                    raise SystemExit(f"update {i} was not stored: {outcome}")
+    # The first window is a warm-up (connections, imports, the first allocations).
+    first, last = cpu[window:2 * window], cpu[-window:]
+    return {
+        "first_ms": sum(first) / len(first) * 1e3,
+        "last_ms": sum(last) / len(last) * 1e3,
+        "first_entries": window + (window + 1) / 2,
+        "last_entries": segments - (window - 1) / 2,
+    }
+
+
+def _worker(endpoint: str, segments: int, window: int) -> None:
+    print(json.dumps(asyncio.run(_publish(endpoint, segments, window))))
+
+
+def _run(endpoint: str, segments: int, window: int, src: Path | None) -> dict[str, float]:
+    env = dict(os.environ)
+    if src is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(src), env.get("PYTHONPATH", "")])
+    out = subprocess.run(
+        [sys.executable, __file__, "--worker", endpoint, "--segments", str(segments),
+         "--window", str(window)],
+        env=env, check=True, capture_output=True, text=True,
+    )
+    result: dict[str, float] = json.loads(out.stdout.splitlines()[-1])
+    result["ratio"] = result["last_ms"] / result["first_ms"]
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--segments", type=int, default=3600, help="default 3600 (1 h)")
+    parser.add_argument("--window", type=int, default=100, help="updates averaged (100)")
+    parser.add_argument("--baseline-src", type=Path, help="another checkout's src, for A/B")
+    parser.add_argument("--note", default="", help="recorded with the results")
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument("--worker", metavar="ENDPOINT", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        _worker(args.worker, args.segments, args.window)
+        return
+
+    from run import start_sink
+
+    load_before = os.getloadavg()
+    sink, endpoint = start_sink()
+    try:
+        runs: dict[str, Any] = {"this tree": _run(endpoint, args.segments, args.window, None)}
+        if args.baseline_src is not None:
+            runs["baseline"] = _run(endpoint, args.segments, args.window, args.baseline_src)
+    finally:
+        sink.kill()
+        sink.wait()
+    ratio = runs["this tree"]["ratio"]
+    report = {
+        "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "python": platform.python_version(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        "note": args.note,
+        "segments": args.segments,
+        "window": args.window,
+        "runs": runs,
+        "target_ratio": TARGET_RATIO,
+        "met": ratio <= TARGET_RATIO,
+    }
+    lines = [
+        "# A long EVENT playlist: publisher CPU per update as it grows (`bench_playlist.py`)",
+        "",
+        f"Command: `{report['command']}`",
+        f"Date: {report['date']}; Python {report['python']}; {report['machine']}; load "
+        f"average {report['load_average_before']} before, {report['load_average_after']} "
+        "after.",
+        *([f"Note: {args.note}"] if args.note else []),
+        "",
+        f"{args.segments} updates (a 188-byte segment, then the playlist naming every "
+        f"segment so far), each awaited; process CPU of the publisher per update, averaged "
+        f"over updates {args.window + 1}-{2 * args.window} (the first {args.window} warm up) "
+        f"and over the last {args.window}.",
+        "",
+        f"| tree | updates {args.window + 1}-{2 * args.window} (ms) "
+        f"| last {args.window} (ms) | last / first |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, run in runs.items():
+        lines.append(f"| {name} | {run['first_ms']:.2f} | {run['last_ms']:.2f} | "
+                     f"{run['ratio']:.2f}x |")
+    lines += [
+        "",
+        f"Target: an update of a {args.segments}-line playlist costs at most "
+        f"{TARGET_RATIO:.1f}x one of a short playlist: **{'met' if report['met'] else 'missed'}**"
+        f" ({ratio:.2f}x).",
+    ]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if not args.no_write:
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / "playlist.json").write_text(json.dumps(report, indent=2) + "\n")
+        (RESULTS / "playlist.md").write_text(text)
+
+
+if __name__ == "__main__":
+    main()
