@@ -5,6 +5,8 @@ almost-valid text (the parsers' own vocabulary shuffled), plus the inputs that b
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -140,15 +142,52 @@ def test_non_finite_hls_numbers_are_not_taken() -> None:
 
 # --- one answer however a playlist is read -----------------------------------------------
 
-SEGMENT_CHARS = st.text(alphabet="ab.:/?# %", max_size=8)
+URIS = st.text(alphabet="ab.:/?# %\t", max_size=12)
 
 
 @PROPERTY
-@given(st.text(alphabet="ab./", max_size=10), SEGMENT_CHARS)
-def test_the_per_playlist_resolver_answers_as_resolve_uri(manifest: str, uri: str) -> None:
+@given(st.text(alphabet="ab./", max_size=10), st.lists(URIS, max_size=6))
+def test_the_per_playlist_resolver_answers_as_resolve_uri(
+    manifest: str, uris: list[str]
+) -> None:
+    """One resolver for all of a manifest's URIs (it keeps what it learnt of each folder)."""
     from msd_async.live.manifests import _resolver
 
-    assert _resolver(manifest)(uri) == resolve_uri(manifest, uri)
+    resolve = _resolver(manifest)
+    for uri in uris + uris:
+        assert resolve(uri) == resolve_uri(manifest, uri), uri
+
+
+TEMPLATE_PIECES = st.sampled_from([
+    "$Number$", "$Number%05d$", "$Number%0999d$", "$Time$", "$Time%03d$", "$Bandwidth$",
+    "$Bandwidth%04d$", "$Bandwidth%040d$", "$RepresentationID$", "$SubNumber$", "$$", "$",
+    "%", "d", "seg-", "/", ".m4s",
+])
+
+
+@PROPERTY
+@given(
+    st.lists(TEMPLATE_PIECES, max_size=8).map("".join),
+    st.text(alphabet="v1$", max_size=4) | st.just("$$$$"),
+    st.sampled_from(["", "800000", "12x", "007"]),
+    st.integers(0, 10**12),
+    st.integers(0, 10**12),
+)
+def test_a_compiled_segment_template_fills_as_the_template_does(
+    template: str, rep_id: str, bandwidth: str, number: int, time: int
+) -> None:
+    from msd_async.live.manifests import _fill, _Template
+
+    def outcome(fill: Callable[[], str]) -> object:
+        try:
+            return fill()
+        except ManifestError as exc:
+            return str(exc)
+
+    expected = outcome(lambda: _fill("d/m.mpd", template, rep_id, bandwidth, number, time))
+    assert outcome(
+        lambda: _Template("d/m.mpd", template, rep_id, bandwidth).fill(number, time)
+    ) == expected
 
 
 def _parsed(path: str, body: bytes, previous: ManifestInfo | None = None) -> object:
@@ -188,8 +227,7 @@ def test_a_playlist_with_lines_added_parses_as_when_read_whole(
 
 
 def test_an_event_playlist_is_read_from_where_the_last_version_stopped() -> None:
-    """The added lines only: a version whose first lines cannot be parsed any more is not
-    read again. (A spy on resolve_uri counts what is read.)"""
+    """The added lines only: a spy on the references the parser makes counts what it reads."""
     import msd_async.live.manifests as manifests
 
     def playlist(n: int) -> bytes:
@@ -198,11 +236,16 @@ def test_an_event_playlist_is_read_from_where_the_last_version_stopped() -> None
 
     info = parse_manifest("live/a.m3u8", playlist(1000))
     read: list[str] = []
-    original = manifests.resolve_uri
-    manifests.resolve_uri = lambda path, uri: read.append(uri) or original(path, uri)  # type: ignore[assignment]
+    original = manifests.Reference
+
+    def spy(path: str, *args: Any) -> Any:
+        read.append(path)
+        return original(path, *args)
+
+    manifests.Reference = spy  # type: ignore[assignment,misc]
     try:
         info = parse_manifest("live/a.m3u8", playlist(1002), previous=info)
-        assert read == ["sub/seg1000.ts", "sub/seg1001.ts"]
+        assert read == ["live/sub/seg1000.ts", "live/sub/seg1001.ts"]
         read.clear()
         # Another playlist's previous version, or a body that is not an extension, is read
         # whole.
@@ -213,7 +256,7 @@ def test_an_event_playlist_is_read_from_where_the_last_version_stopped() -> None
         parse_manifest("live/a.m3u8", window, previous=info)
         assert len(read) == 1001
     finally:
-        manifests.resolve_uri = original  # type: ignore[assignment]
+        manifests.Reference = original  # type: ignore[misc]
     assert len(info.references) == 1002 and info.duration == 2004.0
     assert list(info.references)[-1] == "live/sub/seg1001.ts"
 

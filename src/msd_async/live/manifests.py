@@ -103,15 +103,37 @@ def _attributes(text: str) -> dict[str, str]:
 _PLAIN_NAME: Final = re.compile(r"(?!\.\.?\Z)[^/?#:\s]+").fullmatch
 
 
+#: A folder part of a URI that resolve_uri reads as a path: no query, fragment or
+#: whitespace (it would cut or strip there).
+_PLAIN_FOLDER: Final = re.compile(r"[^?#\s]*").fullmatch
+
+
 def _resolver(manifest_path: str) -> Callable[[str], str | None]:
-    """:func:`resolve_uri` for the manifest at ``manifest_path``: the folder is normalised
-    once, not for every line of a long playlist."""
+    """:func:`resolve_uri` for the manifest at ``manifest_path``, normalising each folder
+    once, not for every line of a long playlist: ``folder/name`` with a plain ``name`` is
+    what resolve_uri makes of ``folder/x``, with ``name`` for ``x``."""
     folder = posixpath.normpath(posixpath.join("/", posixpath.dirname(manifest_path)))
     prefix = folder.strip("/") + "/" if folder.strip("/") else ""
+    folders: dict[str, str | None] = {}
+
+    def folder_prefix(part: str) -> str | None:
+        if (not _PLAIN_FOLDER(part) or _SCHEME_RE.match(part + "/")
+                or (part + "/").startswith("//")):
+            return None
+        sample = resolve_uri(manifest_path, part + "/x")
+        return None if sample is None else sample[:-1]
 
     def resolve(uri: str) -> str | None:
         if _PLAIN_NAME(uri):
             return prefix + uri
+        part, slash, name = uri.rpartition("/")
+        if slash and _PLAIN_NAME(name):
+            if part in folders:
+                known = folders[part]
+            else:
+                known = folders[part] = folder_prefix(part)
+            if known is not None:
+                return known + name
         return resolve_uri(manifest_path, uri)
 
     return resolve
@@ -456,6 +478,13 @@ def _iso_duration(value: str | None) -> float | None:
 def _fill(
     path: str, template: str, rep_id: str, bandwidth: str, number: int | None, time: int | None
 ) -> str:
+    return _substitute(path, template, rep_id, bandwidth, number, time).replace("$$", "$")
+
+
+def _substitute(
+    path: str, template: str, rep_id: str, bandwidth: str, number: int | None, time: int | None
+) -> str:
+    """The template's identifiers replaced (its ``$$`` not yet turned into ``$``)."""
     def sub(match: re.Match[str]) -> str:
         name, fmt = match.group(1), match.group(2)
         value: object
@@ -473,15 +502,54 @@ def _fill(
             return match.group(0)
         if fmt and isinstance(value, int):
             if int(fmt[1:-1] or 0) > _MAX_WIDTH:
-                raise ManifestError(
-                    f"MPD {path!r}: the template {template!r} asks for a width above "
-                    f"{_MAX_WIDTH}",
-                    rule="live.manifest",
-                )
+                raise _too_wide(path, template)
             return ("%" + fmt[1:]) % value
         return str(value)
 
-    return _TEMPLATE_RE.sub(sub, template).replace("$$", "$")
+    return _TEMPLATE_RE.sub(sub, template)
+
+
+def _too_wide(path: str, template: str) -> ManifestError:
+    return ManifestError(
+        f"MPD {path!r}: the template {template!r} asks for a width above {_MAX_WIDTH}",
+        rule="live.manifest",
+    )
+
+
+class _Template:
+    """A ``SegmentTemplate@media`` read once for one Representation, then filled for each
+    segment of its timeline: what :func:`_fill` answers (a property test holds the two to
+    the same answers), with one ``%`` format per segment instead of a regular expression
+    and a callback per identifier."""
+
+    __slots__ = ("_error", "_format")
+
+    def __init__(self, path: str, template: str, rep_id: str, bandwidth: str) -> None:
+        self._error: ManifestError | None = None
+        pieces: list[str] = []
+        at = 0
+        for match in _TEMPLATE_RE.finditer(template):
+            pieces.append(template[at:match.start()].replace("%", "%%"))
+            name, fmt = match.group(1), match.group(2) or ""
+            if name in ("Number", "Time"):
+                if fmt and int(fmt[1:-1] or 0) > _MAX_WIDTH:
+                    self._error = _too_wide(path, template)
+                key = "(n)" if name == "Number" else "(t)"
+                pieces.append("%" + key + (fmt[1:] if fmt else "d"))
+            else:  # the same for every segment
+                try:
+                    constant = _substitute(path, match.group(0), rep_id, bandwidth, None, None)
+                except ManifestError:
+                    raise _too_wide(path, template) from None
+                pieces.append(constant.replace("%", "%%"))
+            at = match.end()
+        pieces.append(template[at:].replace("%", "%%"))
+        self._format = "".join(pieces)
+
+    def fill(self, number: int, time: int) -> str:
+        if self._error is not None:
+            raise self._error
+        return (self._format % {"n": number, "t": time}).replace("$$", "$")
 
 
 def _join_base(base: str, element: ET.Element) -> str:
@@ -539,13 +607,16 @@ def _parse_mpd(path: str, body: bytes) -> ManifestInfo:
     longest = 0.0
     mpd_base = _join_base("", root)
 
+    resolve = _resolver(path)
+
     def add(
         relative: str, base: str, role: ReferenceRole, duration: float | None = None
     ) -> None:
-        uri = relative if _SCHEME_RE.match(relative) or relative.startswith("/") else (
-            posixpath.join(base, relative) if base else relative
-        )
-        resolved = resolve_uri(path, uri)
+        if not base or relative.startswith("/") or _SCHEME_RE.match(relative):
+            uri = relative
+        else:  # posixpath.join, for the one case it has here
+            uri = base + relative if base.endswith("/") else base + "/" + relative
+        resolved = resolve(uri)
         if resolved is not None and resolved not in info.references:
             info.references[resolved] = Reference(resolved, role, duration)
 
@@ -587,6 +658,7 @@ def _parse_mpd(path: str, body: bytes) -> ManifestInfo:
                         number = _integer(attrs.get("startNumber"), "startNumber", path,
                                           default=1, minimum=0)
                         t = 0
+                        template_of: _Template | None = None
                         for s in _children(timeline, "S"):
                             t = _integer(s.get("t"), "S@t", path, default=t, minimum=0)
                             d = _integer(s.get("d"), "S@d", path, default=0, minimum=0)
@@ -598,11 +670,12 @@ def _parse_mpd(path: str, body: bytes) -> ManifestInfo:
                                     f"MPD {path!r} names more than {MAX_REFERENCES:,} "
                                     "segments", rule="live.manifest",
                                 )
+                            if template_of is None:
+                                template_of = _Template(path, media, rep_id, bandwidth)
+                            seconds = d / timescale
+                            longest = max(longest, seconds)
                             for _ in range(repeat + 1):
-                                seconds = d / timescale
-                                longest = max(longest, seconds)
-                                add(_fill(path, media, rep_id, bandwidth, number, t), base, "media",
-                                    seconds)
+                                add(template_of.fill(number, t), base, "media", seconds)
                                 durations[rep_id] = durations.get(rep_id, 0.0) + seconds
                                 number += 1
                                 t += d
