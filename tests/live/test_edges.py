@@ -259,6 +259,35 @@ async def test_a_version_that_only_adds_lines_still_waits_for_what_it_adds(
     assert await store.get_bytes("ev/index.m3u8") == media_playlist([0, 1])
 
 
+def _growing_mpd(segments: int) -> bytes:
+    return ('<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="dynamic"><Period><AdaptationSet>'
+            '<Representation id="0" bandwidth="1"><SegmentTemplate timescale="1" '
+            'initialization="init.mp4" media="s$Number$.m4s" startNumber="0"><SegmentTimeline>'
+            f'<S t="0" d="1" r="{segments - 1}"/></SegmentTimeline></SegmentTemplate>'
+            "</Representation></AdaptationSet></Period></MPD>").encode()
+
+
+async def test_an_mpd_whose_timeline_grows_still_waits_for_what_it_adds(
+    store: ContainerClient, mediastore_server: LocalMediaStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An MPD is read whole each time, but what the stored version named is not looked at
+    again: the segment the new version adds gates it all the same."""
+    inherited = _spy_on_parses(monkeypatch)
+    mediastore_server.faults.inject("delay", method="PUT", path="dd/s1.m4s", delay=0.6)
+    async with LivePublisher(store) as publisher:
+        await publisher.publish("dd/init.mp4", b"i")
+        await publisher.publish("dd/s0.m4s", b"s0", duration=5.0)
+        assert (await (await publisher.publish("dd/stream.mpd", _growing_mpd(1))).wait()
+                ).acknowledged
+        seg = await publisher.publish("dd/s1.m4s", b"s1", duration=5.0)
+        grown = await publisher.publish("dd/stream.mpd", _growing_mpd(2))
+        await anyio.sleep(0.3)
+        assert not grown.done()  # s1 is still on its way
+        assert (await grown.wait()).acknowledged
+        assert (await seg.wait()).latency < (await grown.wait()).latency  # type: ignore[operator]
+    assert inherited == [0, 2]  # the init and s0 were the stored version's
+
+
 async def test_a_hint_in_the_stored_version_is_checked_again_in_one_that_adds_lines(
     store: ContainerClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -299,3 +299,86 @@ def test_mark_gaps_answers_the_same_whichever_side_it_walks(
     assert mark_gaps("v/index.m3u8", body, info, gaps, leave) == mark_gaps(
         "v/index.m3u8", body, info, _Membership(gaps), _Membership(leave)
     )
+
+
+@st.composite
+def growing_mpds(draw: st.DrawFn) -> tuple[bytes, bytes]:
+    """Two versions of a dynamic MPD: the second's timelines count on (a run's repeat
+    grows, runs are added), or are changed anywhere."""
+    templates = ["s$Number$.m4s", "$RepresentationID$/t$Time$.m4s", "fixed.m4s",
+                 "../up$Number%03d$.m4s", "s$Number$.m4s?x=1", "http://cdn/s$Number$.m4s"]
+    reps = draw(st.lists(st.tuples(st.sampled_from(["0", "1", "a b"]),
+                                   st.sampled_from(templates),
+                                   st.sampled_from(["", "sub/", "/abs/", "x"])),
+                         min_size=1, max_size=3))
+
+    def runs() -> list[tuple[int | None, int, int]]:
+        return draw(st.lists(st.tuples(st.none() | st.integers(0, 5), st.integers(0, 3),
+                                       st.integers(-1, 6)), max_size=3))
+
+    first = [runs() for _ in reps]
+    second = []
+    for rep_runs in first:
+        change = draw(st.sampled_from(["grow", "add", "other", "same"]))
+        if change == "grow" and rep_runs:
+            *head, (t, d, r) = rep_runs
+            second.append([*head, (t, d, r + draw(st.integers(1, 4)))])
+        elif change == "add":
+            second.append(rep_runs + runs())
+        elif change == "other":
+            second.append(runs())
+        else:
+            second.append(rep_runs)
+
+    def mpd(timelines: list[list[tuple[int | None, int, int]]]) -> bytes:
+        body = []
+        for (rep_id, media, base), timeline in zip(reps, timelines, strict=True):
+            ss = "".join(
+                f'<S{"" if t is None else f" t={chr(34)}{t}{chr(34)}"} d="{d}" r="{r}"/>'
+                for t, d, r in timeline
+            )
+            body.append(
+                f'<Representation id="{rep_id}" bandwidth="1">'
+                + (f"<BaseURL>{base}</BaseURL>" if base else "")
+                + f'<SegmentTemplate timescale="2" media="{media}" startNumber="3">'
+                f"<SegmentTimeline>{ss}</SegmentTimeline></SegmentTemplate></Representation>"
+            )
+        return ('<MPD type="dynamic"><Period><AdaptationSet>' + "".join(body)
+                + "</AdaptationSet></Period></MPD>").encode()
+
+    return mpd(first), mpd(second)
+
+
+@PROPERTY
+@given(growing_mpds())
+def test_an_mpd_read_after_its_previous_version_reads_as_when_read_alone(
+    versions: tuple[bytes, bytes]
+) -> None:
+    first, second = versions
+    path = "live/stream.mpd"
+    try:
+        previous = parse_manifest(path, first)
+    except ManifestError:
+        return
+    assert _parsed(path, second, previous) == _parsed(path, second)
+    assert _parsed(path, first, previous) == _parsed(path, first)
+    assert _parsed("other/stream.mpd", second, previous) == _parsed("other/stream.mpd", second)
+
+
+def test_a_growing_timeline_inherits_the_previous_versions_references() -> None:
+    def mpd(n: int) -> bytes:
+        return ('<MPD type="dynamic"><Period><AdaptationSet><Representation id="0" '
+                'bandwidth="1"><SegmentTemplate initialization="init.mp4" media="s$Number$.m4s">'
+                f'<SegmentTimeline><S t="0" d="2" r="{n - 1}"/></SegmentTimeline>'
+                "</SegmentTemplate></Representation></AdaptationSet></Period></MPD>").encode()
+
+    first = parse_manifest("d/m.mpd", mpd(500))
+    second = parse_manifest("d/m.mpd", mpd(502), previous=first)
+    assert second._inherited == 501  # the init and the 500 segments
+    # The segments' references are the same objects: the run was not expanded again.
+    assert all(second.references[p] is r for p, r in first.references.items()
+               if r.role == "media")
+    assert list(second.references)[-2:] == ["d/s501.m4s", "d/s502.m4s"]
+    # A window that moved on inherits nothing: its first references are not the old ones.
+    moved = mpd(502).replace(b't="0" d="2" r="501"', b't="2" d="2" r="500"')
+    assert parse_manifest("d/m.mpd", moved, previous=second)._inherited == 0

@@ -20,6 +20,7 @@ and are left out.
 
 from __future__ import annotations
 
+import itertools
 import math
 import posixpath
 import re
@@ -76,7 +77,7 @@ class ManifestInfo:
     duration: float = 0.0
     #: Where the HLS parser stopped, so the next version of the same playlist, when it
     #: only adds lines (an EVENT playlist, a growing DVR window), is parsed from there.
-    _resume: _HlsResume | None = field(default=None, repr=False, compare=False)
+    _resume: _HlsResume | _MpdRuns | None = field(default=None, repr=False, compare=False)
     #: Parsed from where ``previous`` stopped: its references are the first ``_inherited``
     #: of these, the same objects, in the same order (0: parsed whole).
     _inherited: int = field(default=0, repr=False, compare=False)
@@ -174,7 +175,7 @@ def parse_manifest(
         kind = infer_kind(path, body[:4096])
     try:
         if kind is ObjectKind.MPD:
-            return _parse_mpd(path, body)
+            return _parse_mpd(path, body, previous)
         if kind in (ObjectKind.MEDIA_PLAYLIST, ObjectKind.MULTIVARIANT_PLAYLIST):
             return _parse_hls_after(previous, path, body) or _parse_hls(path, body)
     except ManifestError:
@@ -243,7 +244,7 @@ def _parse_hls_after(previous: ManifestInfo | None, path: str, body: bytes) -> M
     added at the end; else ``None``."""
     resume = None if previous is None else previous._resume
     if (
-        resume is None
+        not isinstance(resume, _HlsResume)
         or resume.path != path
         or len(body) <= len(resume.body)
         or not body.startswith(resume.body)
@@ -590,7 +591,40 @@ def _period_lengths(root: ET.Element) -> dict[int, float]:
     return lengths
 
 
-def _parse_mpd(path: str, body: bytes) -> ManifestInfo:
+#: One ``<S>`` run of a SegmentTimeline: its BaseURL, ``@media``, Representation id and
+#: bandwidth, first number and time, ``@d`` and the timescale.
+_RunKey = tuple[str, str, str, str, int, int, int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class _MpdRuns:
+    """What each ``<S>`` run of an MPD named, by run, with how many segments it counted:
+    the next version's run with the same start names the same first segments (only its
+    repeat count grew), so they are not expanded again."""
+
+    path: str
+    runs: dict[_RunKey, tuple[int, dict[str, Reference]]]
+
+
+def _inherited(info: ManifestInfo, previous: ManifestInfo | None) -> int:
+    """How many of ``info``'s first references are ``previous``'s, in the same order (0 if
+    they are not all there): what the publisher need not look at again."""
+    if previous is None:
+        return 0
+    old = previous.references
+    count = len(old)
+    refs = info.references
+    if not count or count > len(refs):
+        return 0
+    # List comparisons in C: identity first, so the objects a cached run shares are cheap.
+    if list(itertools.islice(refs, count)) != list(old):
+        return 0
+    if list(itertools.islice(refs.values(), count)) != list(old.values()):
+        return 0
+    return count
+
+
+def _parse_mpd(path: str, body: bytes, previous: ManifestInfo | None = None) -> ManifestInfo:
     try:
         root = ET.fromstring(body)
     except ET.ParseError as exc:
@@ -603,6 +637,9 @@ def _parse_mpd(path: str, body: bytes) -> ManifestInfo:
             rule="live.manifest",
         )
     info = ManifestInfo(ObjectKind.MPD, ended=root.get("type", "static") == "static")
+    earlier = None if previous is None else previous._resume
+    cached_runs = earlier.runs if isinstance(earlier, _MpdRuns) and earlier.path == path else {}
+    runs: dict[_RunKey, tuple[int, dict[str, Reference]]] = {}
     durations: dict[str, float] = {}
     longest = 0.0
     mpd_base = _join_base("", root)
@@ -612,11 +649,7 @@ def _parse_mpd(path: str, body: bytes) -> ManifestInfo:
     def add(
         relative: str, base: str, role: ReferenceRole, duration: float | None = None
     ) -> None:
-        if not base or relative.startswith("/") or _SCHEME_RE.match(relative):
-            uri = relative
-        else:  # posixpath.join, for the one case it has here
-            uri = base + relative if base.endswith("/") else base + "/" + relative
-        resolved = resolve(uri)
+        resolved = resolve(_joined(relative, base))
         if resolved is not None and resolved not in info.references:
             info.references[resolved] = Reference(resolved, role, duration)
 
@@ -674,11 +707,31 @@ def _parse_mpd(path: str, body: bytes) -> ManifestInfo:
                                 template_of = _Template(path, media, rep_id, bandwidth)
                             seconds = d / timescale
                             longest = max(longest, seconds)
-                            for _ in range(repeat + 1):
-                                add(template_of.fill(number, t), base, "media", seconds)
-                                durations[rep_id] = durations.get(rep_id, 0.0) + seconds
-                                number += 1
-                                t += d
+                            count = repeat + 1
+                            key = (base, media, rep_id, bandwidth, number, t, d, timescale)
+                            done, run = cached_runs.get(key, (0, {}))
+                            if done > count:
+                                done, run = 0, {}
+                            run = dict(run)
+                            for k in range(done, count):
+                                resolved = resolve(_joined(
+                                    template_of.fill(number + k, t + k * d), base
+                                ))
+                                if resolved is not None and resolved not in run:
+                                    run[resolved] = Reference(resolved, "media", seconds)
+                            runs[key] = (count, run)
+                            refs = info.references
+                            if refs.keys().isdisjoint(run):
+                                refs.update(run)
+                            else:  # the first to name a path names it, as add() does
+                                for resolved, reference in run.items():
+                                    refs.setdefault(resolved, reference)
+                            total = durations.get(rep_id, 0.0)
+                            for _ in range(count):  # one add at a time, as always
+                                total += seconds
+                            durations[rep_id] = total
+                            number += count
+                            t += count * d
                     elif media and attrs.get("duration"):
                         duration = _integer(attrs["duration"], "duration", path, default=0,
                                             minimum=0)
@@ -726,4 +779,13 @@ def _parse_mpd(path: str, body: bytes) -> ManifestInfo:
     info.target_duration = longest or None
     depth: float | None = _iso_duration(root.get("timeShiftBufferDepth"))
     info.duration = depth if depth is not None else max(durations.values(), default=0.0)
+    info._resume = _MpdRuns(path, runs)
+    info._inherited = _inherited(info, previous)
     return info
+
+
+def _joined(relative: str, base: str) -> str:
+    """``relative`` under an MPD's ``BaseURL`` (``posixpath.join``, for what it gets here)."""
+    if not base or relative.startswith("/") or _SCHEME_RE.match(relative):
+        return relative
+    return base + relative if base.endswith("/") else base + "/" + relative
