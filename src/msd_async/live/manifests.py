@@ -164,11 +164,12 @@ def parse_manifest(
     """Parse the manifest ``body`` stored at ``path``. ``kind`` defaults to what the name and
     content say. Raises :class:`ManifestError` for a body that is not a manifest.
 
-    ``previous``: what this returned for an earlier version of the same playlist. When
-    ``body`` is that version with lines added at the end, only the added lines are read
-    (the answer is the same as without it): an EVENT playlist names every segment since
-    the start, and reading all of them again for each new one made a long event cost
-    more every second."""
+    ``previous``: what this returned for an earlier version of the same manifest; the
+    answer is the same as without it, only cheaper. An HLS playlist that is that version
+    with lines added at the end is read from where it stopped; in an MPD, a timeline run
+    that starts where it did there is not expanded again. An EVENT playlist or a DASH
+    timeline that keeps every segment names everything since the start, and reading it
+    all again for each new segment made a long event cost more every second."""
     from .kinds import infer_kind
 
     if kind is None or not kind.is_manifest:
