@@ -221,21 +221,33 @@ async def test_a_hinted_part_that_fails_is_listed_as_a_gap(store: ContainerClien
     assert '#EXT-X-PART:DURATION=0.5,URI="part_0.m4s",GAP=YES' in stored
 
 
-def _spy_on_parses(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """How many references each manifest the publisher parses took from the stored
-    version (0: read whole)."""
+class _Parses:
+    """What each manifest the publisher parsed took from the stored version: how many
+    references it inherited (0: none may be skipped), and whether it was read on from the
+    stored version (its first reference the same object)."""
+
+    def __init__(self) -> None:
+        self.inherited: list[int] = []
+        self.resumed: list[bool] = []
+
+
+def _spy_on_parses(monkeypatch: pytest.MonkeyPatch) -> _Parses:
     import msd_async.live.destination as destination
 
-    inherited: list[int] = []
+    parses = _Parses()
     parse = destination.parse_manifest
 
     def spy(*args: object, **kwargs: object) -> ManifestInfo:
         info = parse(*args, **kwargs)  # type: ignore[arg-type]
-        inherited.append(info._inherited)
+        parses.inherited.append(info._inherited)
+        previous = kwargs.get("previous")
+        if isinstance(previous, ManifestInfo) and previous.references:
+            first = next(iter(previous.references.values()))
+            parses.resumed.append(next(iter(info.references.values()), None) is first)
         return info
 
     monkeypatch.setattr(destination, "parse_manifest", spy)
-    return inherited
+    return parses
 
 
 async def test_a_version_that_only_adds_lines_still_waits_for_what_it_adds(
@@ -243,7 +255,7 @@ async def test_a_version_that_only_adds_lines_still_waits_for_what_it_adds(
 ) -> None:
     """An EVENT playlist's next version is read from where the stored one stopped: the
     segment it adds gates it all the same."""
-    inherited = _spy_on_parses(monkeypatch)
+    parses = _spy_on_parses(monkeypatch)
     mediastore_server.faults.inject("delay", method="PUT", path="ev/seg_1.m4s", delay=0.6)
     async with LivePublisher(store) as publisher:
         await publisher.publish("ev/seg_0.m4s", b"s0", duration=5.0)
@@ -255,7 +267,7 @@ async def test_a_version_that_only_adds_lines_still_waits_for_what_it_adds(
         assert not grown.done()  # seg_1 is still on its way
         assert (await grown.wait()).acknowledged
         assert (await seg.wait()).latency < (await grown.wait()).latency  # type: ignore[operator]
-    assert inherited == [0, 1]  # the second version was read from the first's end
+    assert parses.inherited == [0, 1]  # the second version was read from the first's end
     assert await store.get_bytes("ev/index.m3u8") == media_playlist([0, 1])
 
 
@@ -272,7 +284,7 @@ async def test_an_mpd_whose_timeline_grows_still_waits_for_what_it_adds(
 ) -> None:
     """An MPD is read whole each time, but what the stored version named is not looked at
     again: the segment the new version adds gates it all the same."""
-    inherited = _spy_on_parses(monkeypatch)
+    parses = _spy_on_parses(monkeypatch)
     mediastore_server.faults.inject("delay", method="PUT", path="dd/s1.m4s", delay=0.6)
     async with LivePublisher(store) as publisher:
         await publisher.publish("dd/init.mp4", b"i")
@@ -285,7 +297,7 @@ async def test_an_mpd_whose_timeline_grows_still_waits_for_what_it_adds(
         assert not grown.done()  # s1 is still on its way
         assert (await grown.wait()).acknowledged
         assert (await seg.wait()).latency < (await grown.wait()).latency  # type: ignore[operator]
-    assert inherited == [0, 2]  # the init and s0 were the stored version's
+    assert parses.inherited == [0, 2]  # the init and s0 were the stored version's
 
 
 async def test_a_hint_in_the_stored_version_is_checked_again_in_one_that_adds_lines(
@@ -293,14 +305,18 @@ async def test_a_hint_in_the_stored_version_is_checked_again_in_one_that_adds_li
 ) -> None:
     """The one kind of reference a version waits for again though the stored one named it
     the same way: a hint to a part whose upload has not started stays left out."""
-    inherited = _spy_on_parses(monkeypatch)
-    first = ll_playlist([], "part_9.m4s")
+    parses = _spy_on_parses(monkeypatch)
+    # Lines ended by CR alone: the playlist is read on from its very end, the hint in
+    # what it reads on from (with LF, it would read on from before the hint line).
+    first = ll_playlist(["part_8.m4s"], "part_9.m4s").replace(b"\n", b"\r")
     async with LivePublisher(store) as publisher:
+        await publisher.publish("lh/part_8.m4s", b"p8", duration=5.0)
         assert (await (await publisher.publish("lh/index.m3u8", first)).wait()).acknowledged
         await publisher.publish("lh/seg_0.m4s", b"s0", duration=5.0)
-        grown = first + b"#EXTINF:2.0,\nseg_0.m4s\n"
+        grown = first + b"#EXTINF:2.0,\rseg_0.m4s\r"
         assert (await (await publisher.publish("lh/index.m3u8", grown)).wait()).acknowledged
-    assert inherited == [0, 1]
+    assert parses.resumed == [True]
+    assert parses.inherited == [0, 0]  # read on from the first, but a hint was in it
     stored = await store.get_bytes("lh/index.m3u8")
     assert b"seg_0.m4s" in stored and b"part_9.m4s" not in stored
 

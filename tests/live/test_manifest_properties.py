@@ -4,6 +4,7 @@ almost-valid text (the parsers' own vocabulary shuffled), plus the inputs that b
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Callable
 from typing import Any
@@ -382,3 +383,48 @@ def test_a_growing_timeline_inherits_the_previous_versions_references() -> None:
     # A window that moved on inherits nothing: its first references are not the old ones.
     moved = mpd(502).replace(b't="0" d="2" r="501"', b't="2" d="2" r="500"')
     assert parse_manifest("d/m.mpd", moved, previous=second)._inherited == 0
+
+
+@PROPERTY
+@given(
+    st.lists(st.sampled_from(HLS_WORDS) | st.text(max_size=5), max_size=40),
+    st.lists(st.sampled_from(HLS_WORDS) | st.text(max_size=5), max_size=20),
+    st.integers(0, 400),
+)
+def test_a_playlist_that_shares_any_beginning_with_the_last_parses_as_when_read_whole(
+    words: list[str], tail: list[str], keep: int
+) -> None:
+    """LL-HLS: the parts of the last segments change with every version, everything before
+    them stays; any version read after any other gives the whole parse's answer."""
+    path = "live/index.m3u8"
+    first = ("#EXTM3U\n" + "".join(words)).encode()
+    second = first[:keep] + "".join(tail).encode()
+    try:
+        previous = parse_manifest(path, first)
+    except ManifestError:
+        return
+    assert _parsed(path, second, previous) == _parsed(path, second)
+
+
+def test_an_ll_hls_playlist_is_read_on_from_before_its_parts() -> None:
+    def version(segments: int, parts: int) -> bytes:
+        lines = ["#EXTM3U", "#EXT-X-TARGETDURATION:2", "#EXT-X-PART-INF:PART-TARGET=0.5",
+                 "#EXT-X-PLAYLIST-TYPE:EVENT"]
+        for n in range(segments):
+            if n >= segments - 2:  # the parts of the last two segments are listed
+                lines += [f'#EXT-X-PART:DURATION=0.5,URI="s{n}.p{k}.m4s"' for k in range(4)]
+            lines += ["#EXTINF:2,", f"s{n}.m4s"]
+        lines += [f'#EXT-X-PART:DURATION=0.5,URI="s{segments}.p{k}.m4s"' for k in range(parts)]
+        lines.append(f'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="s{segments}.p{parts}.m4s"')
+        return ("\n".join(lines) + "\n").encode()
+
+    info = parse_manifest("ll/index.m3u8", version(1000, 1))
+    for segments, parts in ((1000, 2), (1000, 3), (1001, 0), (1001, 1)):
+        body = version(segments, parts)
+        before = info
+        info = parse_manifest("ll/index.m3u8", body, previous=before)
+        assert _parsed("ll/index.m3u8", body, before) == _parsed("ll/index.m3u8", body)
+        # The segments before the two with parts were not read again.
+        assert info._inherited >= 997
+        assert all(info.references[p] is r
+                   for p, r in itertools.islice(before.references.items(), 997))

@@ -510,7 +510,7 @@ class Destination:
         unstarted: set[str] = set()
         never: list[str] = []
         references: Iterable[tuple[str, Reference]] = info.references.items()
-        if info._inherited and not info._has_hints:
+        if info._inherited:
             # The stored version's references come first, unchanged, and none is a hint
             # (the one kind waited for again): only those after them can be new.
             references = itertools.islice(references, info._inherited, None)

@@ -75,14 +75,13 @@ class ManifestInfo:
     ended: bool = False
     #: Sum of the listed segment durations (the "duration of the playlist" of RFC 8216).
     duration: float = 0.0
-    #: Where the HLS parser stopped, so the next version of the same playlist, when it
-    #: only adds lines (an EVENT playlist, a growing DVR window), is parsed from there.
+    #: Where the next version's parse may start: for a playlist, its state at a line the
+    #: next version likely shares everything before; for an MPD, its expanded timelines.
     _resume: _HlsResume | _MpdRuns | None = field(default=None, repr=False, compare=False)
-    #: Parsed from where ``previous`` stopped: its references are the first ``_inherited``
-    #: of these, the same objects, in the same order (0: parsed whole).
+    #: The first ``_inherited`` of these references are ``previous``'s, unchanged and in
+    #: the same order, and none is a preload hint: what the publisher need not look at
+    #: again (0: no such prefix).
     _inherited: int = field(default=0, repr=False, compare=False)
-    #: It names a part by ``#EXT-X-PRELOAD-HINT``.
-    _has_hints: bool = field(default=False, repr=False, compare=False)
 
     @property
     def low_latency(self) -> bool:
@@ -178,7 +177,7 @@ def parse_manifest(
         if kind is ObjectKind.MPD:
             return _parse_mpd(path, body, previous)
         if kind in (ObjectKind.MEDIA_PLAYLIST, ObjectKind.MULTIVARIANT_PLAYLIST):
-            return _parse_hls_after(previous, path, body) or _parse_hls(path, body)
+            return _parse_hls(path, body, previous)
     except ManifestError:
         raise
     except (Exception, RecursionError) as exc:
@@ -231,40 +230,45 @@ def _integer(value: str | None, name: str, path: str, *, default: int, minimum: 
 
 @dataclass(frozen=True, slots=True)
 class _HlsResume:
-    """The HLS parser's state after the last line of ``body``."""
+    """The HLS parser's state after ``prefix``, the text of a playlist up to a line start:
+    a later version that starts with the same text is read from there."""
 
     path: str
-    body: bytes
+    prefix: str
+    #: References found in ``prefix`` (the first ones of the whole playlist's).
+    count: int
+    #: Whether one of them is a preload hint.
+    hints: bool
+    kind: ObjectKind
+    target_duration: float | None
+    part_target: float | None
+    ended: bool
+    duration: float
     pending_duration: float | None
     pending_gap: bool
     next_is_playlist: bool
 
 
-def _parse_hls_after(previous: ManifestInfo | None, path: str, body: bytes) -> ManifestInfo | None:
-    """``body`` parsed from where ``previous`` stopped, if it is that version with lines
-    added at the end; else ``None``."""
-    resume = None if previous is None else previous._resume
-    if (
-        not isinstance(resume, _HlsResume)
-        or resume.path != path
-        or len(body) <= len(resume.body)
-        or not body.startswith(resume.body)
-    ):
-        return None
-    try:
-        added = body[len(resume.body):].decode("utf-8")
-    except UnicodeDecodeError:
-        return None  # the whole body's parse says what is wrong with it
-    assert previous is not None
-    info = ManifestInfo(
-        previous.kind, dict(previous.references), previous.target_duration,
-        previous.part_target, previous.ended, previous.duration,
-        _inherited=len(previous.references), _has_hints=previous._has_hints,
-    )
-    return _HlsParser(path, info, resume).feed(added.splitlines(), body)
+#: What ends a line for str.splitlines.
+_LINE_BREAK: Final = re.compile("\r\n|[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
 
 
-def _parse_hls(path: str, body: bytes) -> ManifestInfo:
+def _resume_point(text: str) -> int:
+    """Where the next version of this playlist likely stops being the same text: the first
+    LL-HLS part or preload hint (the parts of the last segments change with every version),
+    else the end (an EVENT playlist only adds lines), at the start of a line. Any line
+    start is correct; this one is where most of the playlist is before it."""
+    cut = len(text)
+    for tag in ("\n#EXT-X-PART:", "\n#EXT-X-PRELOAD-HINT:"):
+        at = text.find(tag)
+        if at != -1:
+            cut = min(cut, at + 1)
+    if cut == len(text) and not text.endswith(("\n", "\r")):
+        cut = text.rfind("\n") + 1  # not the unfinished last line
+    return cut
+
+
+def _parse_hls(path: str, body: bytes, previous: ManifestInfo | None = None) -> ManifestInfo:
     try:
         text = body.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -272,22 +276,45 @@ def _parse_hls(path: str, body: bytes) -> ManifestInfo:
             f"playlist {path!r} is not UTF-8 ({exc}); RFC 8216 playlists must be",
             rule="live.manifest",
         ) from None
-    lines = text.splitlines()
-    if not lines or not lines[0].strip().startswith("#EXTM3U"):
-        raise ManifestError(
-            f"playlist {path!r} does not start with #EXTM3U; is it a playlist?",
-            rule="live.manifest",
+    resume = None if previous is None else previous._resume
+    if (
+        isinstance(resume, _HlsResume)
+        and resume.path == path
+        and text.startswith(resume.prefix)
+    ):
+        assert previous is not None
+        info = ManifestInfo(
+            resume.kind,
+            dict(itertools.islice(previous.references.items(), resume.count)),
+            resume.target_duration, resume.part_target, resume.ended, resume.duration,
+            _inherited=0 if resume.hints else resume.count,
         )
-    info = ManifestInfo(ObjectKind.MEDIA_PLAYLIST)
-    return _HlsParser(path, info, None).feed(lines[1:], body)
+        parser = _HlsParser(path, info, resume)
+        done = len(resume.prefix)
+    else:
+        # The first line (as str.splitlines ends it) must be #EXTM3U, and is not parsed.
+        first_break = _LINE_BREAK.search(text)
+        done = len(text) if first_break is None else first_break.end()
+        if not text[:done].strip().startswith("#EXTM3U"):
+            raise ManifestError(
+                f"playlist {path!r} does not start with #EXTM3U; is it a playlist?",
+                rule="live.manifest",
+            )
+        parser = _HlsParser(path, ManifestInfo(ObjectKind.MEDIA_PLAYLIST), None)
+    cut = max(_resume_point(text), done)
+    parser.feed(text[done:cut].splitlines())
+    if cut > 0:
+        parser.info._resume = parser.checkpoint(text[:cut])
+    parser.feed(text[cut:].splitlines())
+    return parser.info
 
 
 class _HlsParser:
     """Reads an HLS playlist's lines into a :class:`ManifestInfo`, one after the other; a
     later version that only adds lines goes on from the state the last one left."""
 
-    __slots__ = ("info", "next_is_playlist", "path", "pending_duration", "pending_gap",
-                 "resolve")
+    __slots__ = ("hints", "info", "next_is_playlist", "path", "pending_duration",
+                 "pending_gap", "resolve")
 
     def __init__(self, path: str, info: ManifestInfo, resume: _HlsResume | None) -> None:
         self.path = path
@@ -296,6 +323,16 @@ class _HlsParser:
         self.pending_duration = None if resume is None else resume.pending_duration
         self.pending_gap = False if resume is None else resume.pending_gap
         self.next_is_playlist = False if resume is None else resume.next_is_playlist
+        self.hints = False if resume is None else resume.hints
+
+    def checkpoint(self, prefix: str) -> _HlsResume:
+        """The state now, ``prefix`` being the text read so far."""
+        info = self.info
+        return _HlsResume(
+            self.path, prefix, len(info.references), self.hints, info.kind,
+            info.target_duration, info.part_target, info.ended, info.duration,
+            self.pending_duration, self.pending_gap, self.next_is_playlist,
+        )
 
     def add(
         self, uri: str, role: ReferenceRole, duration: float | None = None, gap: bool = False
@@ -305,9 +342,9 @@ class _HlsParser:
         if resolved is not None and resolved not in refs:
             refs[resolved] = Reference(resolved, role, duration, gap)
             if role == "hint":
-                self.info._has_hints = True
+                self.hints = True
 
-    def feed(self, lines: list[str], body: bytes) -> ManifestInfo:
+    def feed(self, lines: list[str]) -> None:
         info = self.info
         refs = info.references
         resolve = self.resolve
@@ -373,13 +410,9 @@ class _HlsParser:
                 uri = _attributes(value).get("URI")
                 if uri:
                     add(uri, "playlist")
-        # Only a body that ends a line can be resumed: the next version's added text then
-        # starts a line of its own.
-        if body.endswith((b"\n", b"\r")):
-            info._resume = _HlsResume(
-                self.path, body, pending_duration, pending_gap, next_is_playlist
-            )
-        return info
+        self.pending_duration = pending_duration
+        self.pending_gap = pending_gap
+        self.next_is_playlist = next_is_playlist
 
 
 def mark_gaps(
