@@ -97,7 +97,9 @@ async def _publish(endpoint: str, segments: int, window: int, fmt: str) -> dict[
     cpu: list[float] = []
     async with Session(credentials=creds, region="us-east-1") as session:
         store = session.container(endpoint)
-        async with LivePublisher(store, prefix="event") as publisher:
+        # No deletes: the parts that leave an LL-HLS playlist go 3 target durations later
+        # by the clock, so they would land in the last window and not the first.
+        async with LivePublisher(store, prefix="event", auto_delete=False) as publisher:
             if fmt == "DASH":
                 await publisher.publish("v/init-0.m4s", b"\x00" * 188)
             for i in range(segments):

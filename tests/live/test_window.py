@@ -93,14 +93,15 @@ def test_closing_abandons_what_is_scheduled() -> None:
     assert window.pop_due() == [] and window.next_due() is None
 
 
-def test_an_appended_version_is_stored_as_if_walked_whole() -> None:
-    """``appended`` (what an EVENT playlist's new version adds) leaves the window as the
-    walk over both versions does, with other manifests holding and requesting objects."""
+def test_a_version_sharing_its_first_paths_is_stored_as_if_walked_whole() -> None:
+    """``shared`` (how many first paths a new version has in common with the stored one)
+    leaves the window as the walk over both versions does, with other manifests holding
+    and requesting objects."""
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
     steps = st.lists(
-        st.tuples(st.sampled_from(["append", "replace", "other", "request", "tick"]),
+        st.tuples(st.sampled_from(["append", "tail", "replace", "other", "request", "tick"]),
                   st.lists(st.integers(0, 9), max_size=4)),
         max_size=25,
     )
@@ -117,15 +118,21 @@ def test_an_appended_version_is_stored_as_if_walked_whole() -> None:
         other: dict[str, Reference] = {}
         for what, numbers in script:
             names = [f"s{n}" for n in numbers]
-            if what in ("append", "replace"):
+            if what in ("append", "tail", "replace"):
+                shared = 0
                 if what == "append":
                     new = {**current, **refs(*[n for n in names if n not in current])}
+                    shared = len(current)
+                elif what == "tail":  # the first paths kept, the rest replaced
+                    shared = len(current) // 2
+                    head = dict(list(current.items())[:shared])
+                    new = {**head, **refs(*[n for n in names if n not in head],
+                                          role="part")}
                 else:
                     new = refs(*names)
-                added = [p for p in new if p not in current] if what == "append" else None
                 forgets = [
                     w.stored("p.m3u8", current, new, target=2, playlist_duration=4,
-                             appended=added if i else None)
+                             shared=shared if i else 0)
                     for i, w in enumerate(windows)
                 ]
                 assert sorted(forgets[0]) == sorted(forgets[1])

@@ -574,12 +574,10 @@ class Destination:
         target = (info.target_duration or (old_info.target_duration if old_info else None)
                   or self.publisher.default_duration)
         playlist_duration = old_info.duration if old_info is not None else info.duration
-        appended = None
-        if info._inherited and info._inherited == len(old):
-            appended = list(itertools.islice(info.references, info._inherited, None))
+        # The inherited references are the stored version's first ones (``old``).
+        shared = info._inherited if info._inherited <= len(old) else 0
         for path in self.window.stored(job.path, old, info.references, target=target,
-                                       playlist_duration=playlist_duration,
-                                       appended=appended):
+                                       playlist_duration=playlist_duration, shared=shared):
             self._forget(path)
         self._wake_deletes()
 

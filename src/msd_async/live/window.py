@@ -16,7 +16,8 @@ rules (``docs/live.md``, "Sliding window"):
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Mapping, Sequence
+import itertools
+from collections.abc import Callable, Iterable, Mapping
 from typing import Final
 
 from .manifests import Reference
@@ -65,26 +66,36 @@ class DeleteWindow:
         *,
         target: float,
         playlist_duration: float,
-        appended: Sequence[str] | None = None,
+        shared: int = 0,
     ) -> list[str]:
         """A version of ``manifest`` naming ``new`` was stored over one naming ``old``.
         ``target``: its target duration; ``playlist_duration``: the duration of the
-        playlist objects leave. ``appended``: when ``new`` is ``old`` with these paths
-        added, and nothing left (an EVENT playlist), so only they are visited. Returns the
-        objects nothing names any more that will not be deleted (the caller may forget what
-        it knows of them)."""
+        playlist objects leave. ``shared``: the first ``shared`` paths of ``old`` and
+        ``new`` are the same, in the same order (a playlist that grew at its end, or whose
+        last segments' parts changed), so only what comes after them is visited. Returns
+        the objects nothing names any more that will not be deleted (the caller may
+        forget what it knows of them)."""
         now = self.clock()
         # What both versions name is held by this manifest already (``old`` is what the
         # last call for it named as ``new``), with no delete pending: only the difference
-        # is visited, so storing a long EVENT playlist again costs what it added.
-        for path in new.keys() - old.keys() if appended is None else appended:
+        # is visited, so storing a long EVENT playlist again costs what it changed.
+        if shared:
+            added: Iterable[str] = [
+                p for p in itertools.islice(new, shared, None) if p not in old
+            ]
+            leaving: Iterable[tuple[str, Reference]] = [
+                (p, ref) for p, ref in itertools.islice(old.items(), shared, None)
+                if p not in new
+            ]
+        else:
+            added = new.keys() - old.keys()
+            gone = old.keys() - new.keys()
+            leaving = [(p, ref) for p, ref in old.items() if p in gone] if gone else ()
+        for path in added:
             self.holders.setdefault(path, set()).add(manifest)
             self.due.pop(path, None)  # named again: a pending delete is void
         forget: list[str] = []
-        leaving = old.keys() - new.keys() if appended is None else ()
-        for path, ref in old.items() if leaving else ():
-            if path not in leaving:
-                continue
+        for path, ref in leaving:
             if ref.role in ("part", "hint"):
                 delay = 3 * target
             else:
