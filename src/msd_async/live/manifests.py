@@ -164,11 +164,12 @@ def parse_manifest(
     content say. Raises :class:`ManifestError` for a body that is not a manifest.
 
     ``previous``: what this returned for an earlier version of the same manifest; the
-    answer is the same as without it, only cheaper. An HLS playlist that is that version
-    with lines added at the end is read from where it stopped; in an MPD, a timeline run
-    that starts where it did there is not expanded again. An EVENT playlist or a DASH
-    timeline that keeps every segment names everything since the start, and reading it
-    all again for each new segment made a long event cost more every second."""
+    answer is the same as without it, only cheaper. An HLS playlist whose text starts as
+    that version's did up to its end, or up to its first LL-HLS part or preload hint, is
+    read on from there; in an MPD, a timeline run that starts where it did there is not
+    expanded again. An EVENT playlist or a DASH timeline that keeps every segment names
+    everything since the start, and reading it all again for each new segment made a long
+    event cost more every second."""
     from .kinds import infer_kind
 
     if kind is None or not kind.is_manifest:
@@ -311,7 +312,7 @@ def _parse_hls(path: str, body: bytes, previous: ManifestInfo | None = None) -> 
 
 class _HlsParser:
     """Reads an HLS playlist's lines into a :class:`ManifestInfo`, one after the other; a
-    later version that only adds lines goes on from the state the last one left."""
+    later version that starts with the same text goes on from the state it had there."""
 
     __slots__ = ("hints", "info", "next_is_playlist", "path", "pending_duration",
                  "pending_gap", "resolve")
@@ -640,7 +641,7 @@ class _MpdRuns:
     runs: dict[_RunKey, tuple[int, dict[str, Reference]]]
 
 
-def _inherited(info: ManifestInfo, previous: ManifestInfo | None) -> int:
+def _shared_prefix(info: ManifestInfo, previous: ManifestInfo | None) -> int:
     """How many of ``info``'s first references are ``previous``'s, in the same order (0 if
     they are not all there): what the publisher need not look at again."""
     if previous is None:
@@ -814,7 +815,7 @@ def _parse_mpd(path: str, body: bytes, previous: ManifestInfo | None = None) -> 
     depth: float | None = _iso_duration(root.get("timeShiftBufferDepth"))
     info.duration = depth if depth is not None else max(durations.values(), default=0.0)
     info._resume = _MpdRuns(path, runs)
-    info._inherited = _inherited(info, previous)
+    info._inherited = _shared_prefix(info, previous)
     return info
 
 
