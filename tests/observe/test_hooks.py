@@ -16,7 +16,14 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode
 from prometheus_client import CollectorRegistry, generate_latest
 
-from msd_async import Credentials, ObjectNotFoundError, RequestEvent, RetryPolicy, Session
+from msd_async import (
+    DEFAULT_RETRY_POLICY,
+    Credentials,
+    ObjectNotFoundError,
+    RequestEvent,
+    RetryPolicy,
+    Session,
+)
 from msd_async.live import LivePublisher, ObjectKind
 from msd_async.otel import tracing_hook
 from msd_async.prometheus import metrics_hook, publisher_hook
@@ -258,6 +265,17 @@ def test_the_clients_event_constructor_fills_every_field_in_place() -> None:
         made.kind = "start"  # type: ignore[misc]
 
 
+def _observed(
+    server: LocalMediaStore, provider: TracerProvider, registry: CollectorRegistry,
+    events: list[RequestEvent], retry: RetryPolicy = DEFAULT_RETRY_POLICY,
+) -> Session:
+    """A session whose calls are traced, counted, and recorded as events."""
+    return Session(
+        credentials=KEYS, region=server.region, retry=retry,
+        event_hooks=[tracing_hook(provider), metrics_hook(registry), events.append],
+    )
+
+
 async def test_a_cancelled_call_ends_its_span_and_is_counted_at_once(
     served: object, exporter: tuple[TracerProvider, InMemorySpanExporter],
     exposition: type[Exposition],
@@ -270,10 +288,7 @@ async def test_a_cancelled_call_ends_its_span_and_is_counted_at_once(
     registry = CollectorRegistry()
     events: list[RequestEvent] = []
     server.faults.inject("delay", method="HEAD", path="slow/seg.ts", delay=30)
-    async with Session(
-        credentials=KEYS, region=server.region,
-        event_hooks=[tracing_hook(provider), metrics_hook(registry), events.append],
-    ) as session:
+    async with _observed(server, provider, registry, events) as session:
         store = session.container(server.endpoint)
         with anyio.move_on_after(0.3) as scope:
             await store.describe_object("slow/seg.ts")
@@ -311,9 +326,8 @@ async def test_a_call_cancelled_while_it_waits_to_retry_ends_its_span_at_once(
     registry = CollectorRegistry()
     events: list[RequestEvent] = []
     server.faults.inject("503", method="HEAD", path="busy/seg.ts")
-    async with Session(
-        credentials=KEYS, region=server.region, retry=_WaitLong(max_attempts=3),
-        event_hooks=[tracing_hook(provider), metrics_hook(registry), events.append],
+    async with _observed(
+        server, provider, registry, events, retry=_WaitLong(max_attempts=3)
     ) as session:
         store = session.container(server.endpoint)
         with anyio.move_on_after(0.5) as scope:
@@ -337,36 +351,20 @@ async def test_a_call_cancelled_while_it_waits_to_retry_ends_its_span_at_once(
     assert got["msd_retries_total", (("operation", "DescribeObject"),)] == 1
 
 
+@pytest.mark.parametrize("kind", ["cancelled", "abandoned"])
 async def test_a_hook_failing_on_a_cancelled_call_is_logged_and_the_cancellation_goes_on(
-    served: object, caplog: pytest.LogCaptureFixture
+    served: object, caplog: pytest.LogCaptureFixture, kind: str
 ) -> None:
+    """Cancelled mid-attempt (the answer is slow), or while it waits to retry (the first
+    answer was a 503): the hook's error is logged, the caller sees the cancellation."""
     server, _ = served  # type: ignore[misc]
-    server.faults.inject("delay", method="HEAD", path="slow/seg.ts", delay=30)
+    if kind == "cancelled":
+        server.faults.inject("delay", method="HEAD", path="x/seg.ts", delay=30)
+    else:
+        server.faults.inject("503", method="HEAD", path="x/seg.ts")
 
     def fragile(event: RequestEvent) -> None:
-        if event.kind == "cancelled":
-            raise RuntimeError("the hook's own bug")
-
-    async with Session(
-        credentials=KEYS, region=server.region, event_hooks=[fragile]
-    ) as session:
-        with anyio.move_on_after(0.3) as scope:
-            await session.container(server.endpoint).describe_object("slow/seg.ts")
-        assert scope.cancelled_caught  # the cancellation, not the hook's error
-        assert session.pool.in_use == 0
-    logged = [r for r in caplog.records if r.name == "msd_async.client"]
-    assert len(logged) == 1 and "cancelled DescribeObject" in logged[0].getMessage()
-    assert logged[0].exc_info is not None and "the hook's own bug" in str(logged[0].exc_info[1])
-
-
-async def test_a_hook_failing_on_an_abandoned_call_is_logged_and_the_cancellation_goes_on(
-    served: object, caplog: pytest.LogCaptureFixture
-) -> None:
-    server, _ = served  # type: ignore[misc]
-    server.faults.inject("503", method="HEAD", path="busy/seg.ts")
-
-    def fragile(event: RequestEvent) -> None:
-        if event.kind == "abandoned":
+        if event.kind == kind:
             raise RuntimeError("the hook's own bug")
 
     async with Session(
@@ -374,11 +372,11 @@ async def test_a_hook_failing_on_an_abandoned_call_is_logged_and_the_cancellatio
         event_hooks=[fragile],
     ) as session:
         with anyio.move_on_after(0.5) as scope:
-            await session.container(server.endpoint).describe_object("busy/seg.ts")
+            await session.container(server.endpoint).describe_object("x/seg.ts")
         assert scope.cancelled_caught  # the cancellation, not the hook's error
         assert session.pool.in_use == 0
     logged = [r for r in caplog.records if r.name == "msd_async.client"]
-    assert len(logged) == 1 and "DescribeObject cancelled before its retry" in (
-        logged[0].getMessage()
-    )
+    expected = ("cancelled DescribeObject" if kind == "cancelled"
+                else "DescribeObject cancelled before its retry")
+    assert len(logged) == 1 and expected in logged[0].getMessage()
     assert logged[0].exc_info is not None and "the hook's own bug" in str(logged[0].exc_info[1])
