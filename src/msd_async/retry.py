@@ -497,11 +497,9 @@ async def call_with_retries(
         if on_retry is not None:
             on_retry(n, failure, delay)
         logger.debug("attempt %d failed (%r); retrying in %.3f s", n, failure, delay)
-        if on_abandoned is None:
+        try:
             await clock.sleep(delay)
-        else:
-            try:
-                await clock.sleep(delay)
-            except BaseException:
+        except BaseException:
+            if on_abandoned is not None:
                 on_abandoned(n)
-                raise
+            raise

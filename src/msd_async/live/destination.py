@@ -467,7 +467,7 @@ class Destination:
                 job.settle(Status.FAILED, f"the body's source failed: {exc!r}", exc)
                 return
             try:
-                # From where the stored version stopped, when this one only adds lines.
+                # Read on from what it shares with the stored version (docs/live.md).
                 info = parse_manifest(job.path, data, job.kind, previous=slot.info)
             except ManifestError as exc:
                 # Not ours to judge: store it as given, ungated, and say so.

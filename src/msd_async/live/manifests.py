@@ -416,6 +416,17 @@ class _HlsParser:
         self.next_is_playlist = next_is_playlist
 
 
+def _named_among(
+    refs: dict[str, Reference], paths: Container[str], keep: Callable[[Reference], bool]
+) -> set[str]:
+    """The paths in ``paths`` that ``refs`` names with a reference ``keep`` accepts,
+    walking ``paths`` when it is the smaller (usually: a few given-up objects, not every
+    line of a long playlist)."""
+    if isinstance(paths, Collection) and len(paths) < len(refs):
+        return {p for p in paths if (ref := refs.get(p)) is not None and keep(ref)}
+    return {p for p, ref in refs.items() if p in paths and keep(ref)}
+
+
 def mark_gaps(
     path: str,
     body: bytes,
@@ -433,23 +444,10 @@ def mark_gaps(
     if info.kind is not ObjectKind.MEDIA_PLAYLIST:
         return body, set()
     refs = info.references
-    if isinstance(gaps, Collection) and len(gaps) < len(refs):
-        # Usually none: not a pass over every line of a long playlist.
-        missing = {
-            p for p in gaps
-            if (ref := refs.get(p)) is not None and not ref.gap
-            and ref.role in ("segment", "part", "hint")
-        }
-    else:
-        missing = {
-            p for p, ref in refs.items()
-            if p in gaps and not ref.gap and ref.role in ("segment", "part", "hint")
-        }
-    if isinstance(leave_out, Collection) and len(leave_out) < len(refs):
-        hints_out = {p for p in leave_out if (ref := refs.get(p)) is not None
-                     and ref.role == "hint"}
-    else:
-        hints_out = {p for p, ref in refs.items() if ref.role == "hint" and p in leave_out}
+    missing = _named_among(
+        refs, gaps, lambda ref: not ref.gap and ref.role in ("segment", "part", "hint")
+    )
+    hints_out = _named_among(refs, leave_out, lambda ref: ref.role == "hint")
     if not missing and not hints_out:
         return body, set()
     out: list[str] = []
