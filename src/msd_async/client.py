@@ -566,14 +566,16 @@ class ContainerClient:
         """Every direct child of a folder, following NextToken across pages (each page
         retried on its own). ``deadline`` (seconds) bounds the whole listing, every page
         and its retries (:class:`DeadlineExceeded`); time the caller spends between two
-        items counts too."""
+        items counts too. A NextToken the listing was handed before raises
+        :class:`ProtocolError` (followed, it would list the same pages forever)."""
         deadline_ = _deadline(deadline)
         token: str | None = None
+        followed: set[str] = set()
         while True:
             page = await self._list_page(path, page_size, token, deadline_, retry)
+            token = protocol.follow_token(page, followed, path)
             for item in page.items:
                 yield item
-            token = page.next_token
             if token is None:
                 return
 

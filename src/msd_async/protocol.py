@@ -36,6 +36,7 @@ __all__ = [
     "Request",
     "delete_object",
     "describe_object",
+    "follow_token",
     "get_object",
     "list_items",
     "parse_content_range",
@@ -259,6 +260,30 @@ def parse_list_page(body: bytes) -> ListPage:
     except msgspec.MsgspecError:
         return _parse_list_page_leniently(body)
     return ListPage(page.Items, page.NextToken or None)
+
+
+def follow_token(page: ListPage, followed: set[str], path: str | None) -> str | None:
+    """The ``NextToken`` of ``page`` to ask for next (``None``: the listing is complete),
+    after adding it to ``followed``, the tokens this listing has followed so far.
+
+    Raises :class:`ProtocolError` for a token the listing has followed before: a peer
+    that hands one back (the same token again, or a cycle of them) would make the listing
+    serve the same pages forever. botocore's paginators refuse the same. The check comes
+    before the page's items are used, so none of them is taken twice.
+    """
+    token = page.next_token
+    if token is None:
+        return None
+    if token in followed:
+        raise ProtocolError(
+            f"ListItems of {path or 'the container root'!r} returned a NextToken it had "
+            f"already returned (after {len(followed) + 1} pages): following it would list "
+            "the same pages forever, so the listing stops here. The endpoint is not "
+            "behaving as MediaStore does; check what answers at that address",
+            attempts=1,
+        )
+    followed.add(token)
+    return token
 
 
 def _parse_list_page_leniently(body: bytes) -> ListPage:

@@ -29,6 +29,7 @@ __all__ = [
     "check_max_results",
     "encode_path",
     "format_range",
+    "is_name",
     "normalize_folder_path",
     "normalize_object_path",
     "object_limit",
@@ -92,6 +93,12 @@ def _check_segments(path: str, segments: list[str], original: str) -> None:
                 "A-Z a-z 0-9 . - ~ _ = :",
                 rule="path.characters",
             )
+
+
+def is_name(name: str) -> bool:
+    """Whether ``name`` can name a folder or an object: one path segment, of allowed
+    characters, not ``.`` or ``..`` (a name ListItems may list)."""
+    return _SEGMENT_RE.fullmatch(name) is not None and name not in (".", "..")
 
 
 def normalize_object_path(path: str) -> str:

@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Final
 
 import anyio
 
-from ..errors import MediaStoreError, ValidationError
+from ..errors import MediaStoreError, ProtocolError, ValidationError
+from ..protocol import follow_token
 from ..retry import RetryPolicy
-from ..rules import normalize_folder_path
+from ..rules import is_name, normalize_folder_path
 from .events import first_error
 
 if TYPE_CHECKING:
@@ -59,6 +60,7 @@ async def _page(
     client: ContainerClient,
     folder: str,
     token: str | None,
+    followed: set[str],
     page_size: int | None,
     retry: RetryPolicy,
 ) -> tuple[list[tuple[str, str, RemoteObject | None]], str | None]:
@@ -74,8 +76,19 @@ async def _page(
             if rounds >= PAGE_ROUNDS or not retry.is_retryable(exc):
                 raise
             await anyio.sleep(retry.backoff(rounds + 1))
+    next_token = follow_token(page, followed, folder)
     out: list[tuple[str, str, RemoteObject | None]] = []
     for item in page.items:
+        if not is_name(item.name):
+            # A name becomes a path below the walked folder (and, downloaded, a file below
+            # the local one): "..", "a/b" or "" would lead out of it.
+            raise ProtocolError(
+                f"ListItems of {folder or 'the container root'!r} listed {item.name!r}, "
+                "which cannot name a folder or an object (one path segment of A-Z a-z "
+                "0-9 . - ~ _ = :, not '.' or '..'): the walk stops here rather than leave "
+                "the folder it walks. The endpoint is not behaving as MediaStore does",
+                attempts=1,
+            )
         full = f"{folder}/{item.name}" if folder else item.name
         if item.type == "FOLDER":
             out.append((item.name, full, None))
@@ -90,7 +103,7 @@ async def _page(
                     ),
                 )
             )
-    return out, page.next_token
+    return out, next_token
 
 
 async def _list_folder(
@@ -106,17 +119,23 @@ async def _list_folder(
     token: str | None = None
     token_time = 0.0
     relists = 0
+    #: The tokens this pass over the folder has followed (a relist starts a new pass).
+    followed: set[str] = set()
     while True:
         if token is not None and time.monotonic() - token_time > TOKEN_MAX_AGE:
             token = None  # too old to trust: start the folder again
+            followed = set()
             relists += 1
         try:
-            entries, next_token = await _page(client, folder, token, page_size, retry)
+            entries, next_token = await _page(
+                client, folder, token, followed, page_size, retry
+            )
         except ValidationError:
             # An expired or refused NextToken: list the folder again from its start.
             if token is None or relists >= MAX_RELISTS:
                 raise
             token = None
+            followed = set()
             relists += 1
             continue
         for name, full, obj in entries:
