@@ -403,3 +403,59 @@ def test_other_loggers_write_json_lines_too() -> None:
     assert second["level"] == "error" and second["logger"] == "msd_async.web"
     assert second["message"].startswith("request failed Traceback")
     assert "ZeroDivisionError" in second["message"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("operations", "publishes"),
+    [("PutObject,DeleteObject", True), ("ListItems,GetObject", False)],
+    ids=["write-only", "read-only"],
+)
+async def test_readiness_follows_what_the_keys_may_do(
+    tmp_path: Path, operations: str, publishes: bool
+) -> None:
+    """An encoder's key is often allowed to write only. The relay's preflight and its idle
+    probe list the container: their AccessDenied means the keys were accepted, so the
+    relay starts and stays ready. A PutObject refused the same way is publishing failing:
+    not ready."""
+    async with origin(
+        tmp_path, "--key-operations", f"{ACCESS_KEY}={operations}"
+    ) as (endpoint, server):
+        relay, metrics = await Proc.start(
+            msd("relay", "--endpoint", endpoint, "--listen", "127.0.0.1:0",
+                "--metrics", "127.0.0.1:0"),
+            tmp_path / "relay.log", "metrics: ",
+            env=aws_env(MSD_READY_WINDOW=str(WINDOW), MSD_PROBE_INTERVAL=str(PROBE)),
+        )
+        try:
+            assert relay.process.stdout is not None
+            line = (await relay.process.stdout.readline()).decode()
+            assert line.startswith("relay: "), relay.stderr()
+            url = line.removeprefix("relay: ").strip()
+            base = metrics.removesuffix("/metrics")
+            await wait_for_status(f"{base}/readyz", 200, 30)
+            # Idle for twice the window: only the probes (each refused) keep it ready.
+            await asyncio.sleep(2 * WINDOW)
+            assert await get(f"{base}/readyz") == (200, "ok\n"), relay.stderr()
+            refused = server_counts(server.stderr()).get(("ListItems", "403"), 0)
+            assert refused >= (3 if publishes else 0)
+
+            async with aiohttp.ClientSession() as http:
+                async with http.put(f"{url}/live/seg1.ts", data=b"media") as reply:
+                    assert reply.status < 300
+                if publishes:
+                    for _ in range(100):
+                        async with http.get(f"{endpoint}/live/seg1.ts") as stored:
+                            if stored.status == 200:
+                                assert await stored.read() == b"media"
+                                break
+                        await asyncio.sleep(0.1)
+                    else:
+                        raise AssertionError(f"never stored: {relay.stderr()}")
+                    assert await get(f"{base}/readyz") == (200, "ok\n")
+                else:
+                    await wait_for_status(f"{base}/readyz", 503, 4 * WINDOW + 10)
+                    _, reason = await get(f"{base}/readyz")
+                    assert "PutObject" in reason and "403" in reason, reason
+        finally:
+            await relay.stop()

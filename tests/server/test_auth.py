@@ -205,3 +205,60 @@ async def test_presigned_expired_and_tampered(raw: Raw) -> None:
     async with raw.session.put(url, data=b"evil") as resp:
         assert resp.status == 403
     assert (await raw.get("pre.ts")).body == b"1"
+
+
+WRITER = Credentials("AKIDWRITEONLY0000000", "writer-secret-key-00000000000000000000000")
+
+
+async def test_a_key_limited_to_some_operations_is_refused_the_others() -> None:
+    from msd_async import AccessDeniedError, ObjectNotFoundError, Session
+    from msd_async.ingest.preflight import preflight
+
+    async with LocalMediaStore(
+        extra_credentials=[WRITER],
+        permissions={WRITER.access_key_id: ["PutObject", "DeleteObject"]},
+    ) as server:
+        async with Session(credentials=WRITER, region="us-east-1") as session:
+            writer = session.container(server.endpoint)
+            await writer.put_object("live/seg1.ts", b"media")
+            with pytest.raises(AccessDeniedError, match="mediastore:ListItems"):
+                await writer.list_items_page("live")
+            with pytest.raises(AccessDeniedError, match="mediastore:GetObject"):
+                await writer.get_bytes("live/seg1.ts")
+            with pytest.raises(AccessDeniedError) as caught:  # HEAD: no body, no message
+                await writer.describe_object("live/seg1.ts")
+            assert caught.value.status == 403
+            # Refused, not hidden: the signature was accepted and the object is there.
+            assert server.store.get("live/seg1.ts") is not None
+            # The preflight checks the keys, not the right to list: it lets these pass.
+            await preflight(writer, "live")
+            await writer.delete_object("live/seg1.ts")
+            presigned = await writer.presign_get("live/seg1.ts")
+        async with aiohttp.ClientSession() as http, http.get(presigned) as reply:
+            assert reply.status == 403
+            assert reply.headers["x-amzn-ErrorType"].startswith("AccessDeniedException")
+        # A key not named may call every operation.
+        async with Session(credentials=server.credentials, region="us-east-1") as session:
+            owner = session.container(server.endpoint)
+            await owner.put_object("live/seg2.ts", b"media")
+            assert await owner.get_bytes("live/seg2.ts") == b"media"
+            assert [i.name async for i in owner.list_items("live")] == ["seg2.ts"]
+            with pytest.raises(ObjectNotFoundError):
+                await owner.describe_object("live/seg1.ts")
+
+
+async def test_the_preflight_still_refuses_a_wrong_secret() -> None:
+    from msd_async import InvalidSignatureError, Session
+    from msd_async.ingest.preflight import preflight
+
+    wrong = Credentials(WRITER.access_key_id, "not-the-secret-000000000000000000000000")
+    async with LocalMediaStore(
+        extra_credentials=[WRITER], permissions={WRITER.access_key_id: ["PutObject"]}
+    ) as server, Session(credentials=wrong, region="us-east-1") as session:
+        with pytest.raises(InvalidSignatureError):
+            await preflight(session.container(server.endpoint), "live")
+
+
+def test_permissions_name_only_api_operations() -> None:
+    with pytest.raises(ValueError, match="PutObjects"):
+        LocalMediaStore(permissions={"AKID": ["PutObjects"]})

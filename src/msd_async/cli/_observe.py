@@ -196,10 +196,17 @@ def configure_logging(args: argparse.Namespace) -> None:
 # --- readiness -----------------------------------------------------------------------------
 def _origin_failed(event: RequestEvent) -> bool:
     """Whether an error event says the origin is unwell (no answer, 5xx, throttling, keys
-    refused) rather than that one request was wrong (a 404, a bad path)."""
-    from ..errors import ThrottlingError
+    refused) rather than that one request was wrong (a 404, a bad path).
+
+    An AccessDenied to a ListItems is the origin answering: it accepted the keys and
+    refused the action, and publishing needs no listing. Keys made for an encoder are
+    often allowed to write only; the idle probe and the preflight list, and would
+    otherwise read such keys as an outage."""
+    from ..errors import AccessDeniedError, ThrottlingError
 
     status = event.status
+    if event.operation == "ListItems" and isinstance(event.error, AccessDeniedError):
+        return False
     return (
         status is None
         or status >= 500

@@ -30,6 +30,15 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--session-token", help="require this session token (temporary keys)")
     p.add_argument("--container", default="local", help="container name (default local)")
     p.add_argument(
+        "--key-operations",
+        action="append",
+        default=[],
+        metavar="KEY=OPERATION,...",
+        help="limit the key KEY to these API operations, as an IAM policy would (e.g. "
+        "an encoder's write-only key: KEY=PutObject,DeleteObject); others get 403 "
+        "AccessDeniedException (repeatable)",
+    )
+    p.add_argument(
         "--allow-anonymous",
         action="append",
         choices=["read", "write"],
@@ -107,6 +116,12 @@ def serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         if explicit
         else DEFAULT_CREDENTIALS
     )
+    permissions: dict[str, list[str]] = {}
+    for spec in args.key_operations:
+        key, sep, operations = spec.partition("=")
+        if not sep or not key.strip():
+            parser.error(f"--key-operations takes KEY=OPERATION,..., not {spec!r}")
+        permissions[key.strip()] = [o.strip() for o in operations.split(",") if o.strip()]
     kinds = [k.strip() for k in args.fault_kinds.split(",") if k.strip()] or FAULT_KINDS
     args.registry = None
     try:
@@ -151,24 +166,28 @@ def serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     access.addHandler(handler)
     access.setLevel(logging.WARNING if args.quiet else logging.INFO)
 
-    server = LocalMediaStore(
-        host=args.host,
-        port=args.port,
-        region=args.region,
-        credentials=credentials,
-        data_dir=args.data_dir,
-        allow_anonymous=args.allow_anonymous,
-        standard_limit=args.standard_limit,
-        streaming_limit=args.streaming_limit,
-        upload_time_limit=args.upload_time_limit,
-        faults=faults,
-        container=args.container,
-        fsync=not args.no_fsync,
-        access_logger=access,
-        on_request=on_request,
-        cors_policy=cors_policy,
-        ll_hls_blocking=args.ll_hls_blocking,
-    )
+    try:
+        server = LocalMediaStore(
+            host=args.host,
+            port=args.port,
+            region=args.region,
+            credentials=credentials,
+            permissions=permissions,
+            data_dir=args.data_dir,
+            allow_anonymous=args.allow_anonymous,
+            standard_limit=args.standard_limit,
+            streaming_limit=args.streaming_limit,
+            upload_time_limit=args.upload_time_limit,
+            faults=faults,
+            container=args.container,
+            fsync=not args.no_fsync,
+            access_logger=access,
+            on_request=on_request,
+            cors_policy=cors_policy,
+            ll_hls_blocking=args.ll_hls_blocking,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
     print(f"access key id: {credentials.access_key_id}", flush=True)
     if not explicit:
         print(f"secret access key: {credentials.secret_access_key}", flush=True)

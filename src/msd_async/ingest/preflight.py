@@ -12,7 +12,7 @@ import contextlib
 from typing import TYPE_CHECKING, Final
 
 from .. import rules
-from ..errors import ObjectNotFoundError
+from ..errors import AccessDeniedError, ObjectNotFoundError
 from ..retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -31,15 +31,15 @@ async def preflight(
 ) -> None:
     """One signed ListItems of ``prefix`` (the container's root when empty) at ``store``.
 
-    Returns when the origin accepted the request (a folder that does not exist yet is
-    fine: the first publication creates it). Raises the client's error otherwise:
-    :class:`~msd_async.ConnectError` for an endpoint nobody answers at,
-    :class:`~msd_async.CredentialsError` without credentials,
+    Returns when the origin accepted the keys: a folder that does not exist yet is fine
+    (the first publication creates it), and so is an ``AccessDeniedError`` (keys allowed to
+    write but not to list, as an encoder's often are: the signature was accepted). Raises
+    the client's error otherwise: :class:`~msd_async.ConnectError` for an endpoint nobody
+    answers at, :class:`~msd_async.CredentialsError` without credentials,
     :class:`~msd_async.AuthError` (``InvalidSignatureError``, ``UnrecognizedClientError``,
-    ``AccessDeniedError``) for a refused signature, :class:`~msd_async.MediaStoreTimeout`
-    after ``within`` seconds.
+    ``MissingAuthenticationTokenError``) for refused keys or signature,
+    :class:`~msd_async.MediaStoreTimeout` after ``within`` seconds.
     """
     folder = rules.normalize_folder_path(prefix) or None
-    # ObjectNotFound: the signature was accepted; the folder is simply empty so far.
-    with contextlib.suppress(ObjectNotFoundError):
+    with contextlib.suppress(ObjectNotFoundError, AccessDeniedError):
         await store.list_items_page(folder, max_results=1, deadline=within, retry=_RETRY)

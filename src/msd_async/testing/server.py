@@ -28,7 +28,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Final, Literal, Self
 
@@ -234,6 +234,12 @@ class LocalMediaStore:
                                 :data:`DEFAULT_CREDENTIALS`. A ``session_token`` on it must be
                                 sent by clients (temporary credentials)
     ``extra_credentials``       more accepted key pairs
+    ``permissions``             ``{access key id: operations}``: the API operations
+                                (``"PutObject"``, ``"GetObject"``, ``"DescribeObject"``,
+                                ``"DeleteObject"``, ``"ListItems"``) that key may call, as
+                                an IAM policy would allow them; any other gets a 403
+                                ``AccessDeniedException`` (the signature was accepted). A key
+                                not named may call all five
     ``data_dir``                store objects in this directory (durable); default in memory
     ``allow_anonymous``         ``"read"`` (GET/HEAD/ListItems) and/or ``"write"`` (PUT/DELETE)
                                 without a signature; default neither
@@ -265,6 +271,7 @@ class LocalMediaStore:
         region: str = "us-east-1",
         credentials: Credentials | None = None,
         extra_credentials: Iterable[Credentials] = (),
+        permissions: Mapping[str, Iterable[str]] | None = None,
         data_dir: str | None = None,
         allow_anonymous: Iterable[Literal["read", "write"]] = (),
         standard_limit: int = rules.STANDARD_OBJECT_LIMIT,
@@ -303,6 +310,16 @@ class LocalMediaStore:
             DirectoryStore(data_dir, fsync=fsync) if data_dir is not None else MemoryStore()
         )
         self.verifier = Verifier([self.credentials, *extra_credentials], region)
+        self.permissions = {
+            key: frozenset(operations) for key, operations in (permissions or {}).items()
+        }
+        for key, operations in self.permissions.items():
+            not_operations = operations - set(_OPERATIONS.values())
+            if not_operations:
+                raise ValueError(
+                    f"permissions[{key!r}] names {sorted(not_operations)}; the operations are "
+                    f"{sorted(set(_OPERATIONS.values()))}"
+                )
         self._token_key = secrets.token_bytes(32)
         #: Clock for NextToken expiry (replaceable in tests).
         self.token_clock: Callable[[], float] = time.time
@@ -447,7 +464,9 @@ class LocalMediaStore:
             )
 
         query = decode_query(raw_query)
-        deferred = self._authenticate(request, method, raw_path, query)
+        deferred = self._authenticate(
+            request, method, raw_path, query, _OPERATIONS.get((method, not path), "other")
+        )
 
         if method == "GET" and not path:
             return self._list_items(query, rid)
@@ -564,12 +583,17 @@ class LocalMediaStore:
         return fault
 
     def _authenticate(
-        self, request: web.Request, method: str, raw_path: str, query: list[tuple[str, str]]
+        self,
+        request: web.Request,
+        method: str,
+        raw_path: str,
+        query: list[tuple[str, str]],
+        operation: str,
     ) -> Deferred | None:
         headers = request.headers
         if "Authorization" in headers or any(k == "X-Amz-Signature" for k, _ in query):
             try:
-                _, deferred = self.verifier.verify(
+                creds, deferred = self.verifier.verify(
                     method=method,
                     raw_path=raw_path,
                     query=query,
@@ -578,6 +602,15 @@ class LocalMediaStore:
                 )
             except AuthFailure as exc:
                 raise ApiError(403, exc.code, exc.message, close=method == "PUT") from None
+            allowed = self.permissions.get(creds.access_key_id)
+            if allowed is not None and operation not in allowed:
+                raise ApiError(
+                    403,
+                    "AccessDeniedException",
+                    f"The key {creds.access_key_id} is not authorized to perform: "
+                    f"mediastore:{operation} on container {self.container!r}.",
+                    close=method == "PUT",
+                )
             return deferred
         needed = "read" if method in _READ_OPS else "write"
         if needed not in self.allow_anonymous:
