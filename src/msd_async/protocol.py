@@ -251,9 +251,11 @@ def parse_list_page(body: bytes) -> ListPage:
 
     Decoded by msgspec straight into :class:`Item` structs (a 1,000-item page in a fraction
     of what ``json.loads`` takes to build dicts). A page that does not fit that schema goes
-    through a lenient parser instead: entries that are not objects or have no string
-    ``Name`` are skipped, a field of the wrong type is ``None`` and an unknown ``Type`` is
-    ``"OBJECT"``. Raises :class:`ProtocolError` when ``Items`` is not a list.
+    through a lenient parser instead: a field of the wrong type is ``None`` and an unknown
+    ``Type`` is ``"OBJECT"``. Raises :class:`ProtocolError` when the body is not a JSON
+    object (a web server or a portal answering 200 to anything is not an empty folder),
+    ``Items`` is not a list, or an entry has no string ``Name`` (skipped, it would leave
+    the listing silently incomplete).
     """
     try:
         page = _decode_page(body)
@@ -287,14 +289,26 @@ def follow_token(page: ListPage, followed: set[str], path: str | None) -> str | 
 
 
 def _parse_list_page_leniently(body: bytes) -> ListPage:
-    data = _json(body)
+    try:
+        data = json.loads(body)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise ProtocolError(
+            f"ListItems response is not a JSON object: {body[:200]!r}; is the endpoint a "
+            "MediaStore container's data endpoint?",
+            attempts=1,
+        )
     raw_items = data.get("Items", [])
     if not isinstance(raw_items, list):
         raise ProtocolError(f"ListItems response has no Items list: {body[:200]!r}", attempts=1)
     items = []
     for raw in raw_items:
         if not isinstance(raw, dict) or not isinstance(raw.get("Name"), str):
-            continue
+            raise ProtocolError(
+                f"ListItems response lists an entry without a Name: {str(raw)[:200]!r}",
+                attempts=1,
+            )
         kind: ItemType = "FOLDER" if raw.get("Type") == "FOLDER" else "OBJECT"
         length = raw.get("ContentLength")
         items.append(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, NoReturn
 
 import anyio.to_thread
 
@@ -95,7 +95,9 @@ class ObjectStream:
         self._failure: MediaStoreError | None = None
         self._length = self._declared_length(response)
         self._requested = requested
-        if requested is not None and response.status == 206:
+        if response.status == 206:
+            if requested is None:
+                self._refuse_part()
             self._check_range(requested)
 
     def _declared_length(self, response: Response) -> int | None:
@@ -115,6 +117,18 @@ class ObjectStream:
                 )
             return span
         return length
+
+    def _refuse_part(self) -> NoReturn:
+        """The whole object was asked for and a 206 came back: a part of it (a cache in
+        between holding only some of it), which must not be taken for the object."""
+        self._response.close()
+        self._closed = True
+        got = self._headers.get("Content-Range")
+        raise ProtocolError(
+            f"asked for the whole object and the server answered 206 with Content-Range "
+            f"{got!r}: only a part of it (a proxy or cache in between?)",
+            attempts=1,
+        )
 
     def _check_range(self, requested: str) -> None:
         """A 206 must carry the range asked for (clamped to the object's end): one that

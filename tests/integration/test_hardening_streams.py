@@ -17,6 +17,7 @@ from msd_async import (
     InvalidParameterError,
     MediaStoreError,
     ObjectNotFoundError,
+    ProtocolError,
     RangeNotSatisfiableError,
     ServerError,
     ServiceError,
@@ -262,3 +263,35 @@ async def test_a_404_to_a_put_without_a_code_is_not_object_not_found(session: Se
         # A GET of an object answered 404 without a code is still "object not found".
         with pytest.raises(ObjectNotFoundError):
             await client.get_bytes("a.ts")
+
+
+# --- a whole object answered with a part of it ----------------------------------------------
+
+
+def _part_server(content_range: str, body: bytes) -> AbstractAsyncContextManager[ScriptedServer]:
+    """Answers every GET with a 206, as a cache in between may when it holds only a part."""
+
+    async def handler(conn: Connection) -> None:
+        while await conn.read_request() is not None:
+            head = response_head(
+                206,
+                {"Content-Length": len(body), "Content-Range": content_range, "ETag": "e" * 32},
+            )
+            await conn.send(head + body)
+
+    return scripted_server(handler)
+
+
+@pytest.mark.parametrize("content_range", ["bytes 0-9/5000", "bytes 100-109/5000", "bytes 0-9/*"])
+async def test_a_whole_object_answered_with_a_part_raises_protocol_error(
+    session: Session, content_range: str
+) -> None:
+    async with _part_server(content_range, BODY[:10]) as server:
+        client = session.container(server.endpoint)
+        with pytest.raises(ProtocolError, match="206") as caught:
+            await client.get_bytes("a.ts")
+        assert content_range in str(caught.value)
+        with pytest.raises(ProtocolError, match="206"):
+            async with client.get_object("a.ts"):
+                pass
+    assert session.pool.in_use == 0

@@ -20,7 +20,7 @@ import pytest
 from scripted_server import Connection, response, scripted_server
 
 from msd_async import Credentials, ProtocolError, RetryPolicy, Session
-from msd_async.transfer import download_tree, walk
+from msd_async.transfer import download_tree, sync, walk
 
 pytestmark = pytest.mark.anyio
 
@@ -167,3 +167,26 @@ async def test_a_download_from_a_peer_listing_dotdot_fails_and_writes_nothing(
 
 def _files_under(folder: Path) -> list[str]:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
+async def test_a_web_page_answered_to_a_listing_is_not_an_empty_folder(tmp_path: Path) -> None:
+    """An endpoint that is a web server answering 200 to anything (a CDN in front of the
+    container, a captive portal) must not list as an empty folder: a sync would read that
+    as "nothing there"."""
+    page = b"<!doctype html><title>Welcome</title>"
+
+    async def handler(conn: Connection) -> None:
+        while await conn.read_request() is not None:
+            conn.write(response(200, page, headers={"Content-Type": "text/html"}))
+
+    async with scripted_server(handler) as server, _session() as session:
+        store = session.container(server.endpoint)
+        with pytest.raises(ProtocolError, match="not a JSON object") as caught:
+            async for _ in store.list_items("www"):
+                pass
+        assert "Welcome" in str(caught.value)
+        (tmp_path / "keep.html").write_text("local")
+        with pytest.raises(ProtocolError):
+            await sync(store, "ms:www", tmp_path, delete=True)
+        assert session.pool.in_use == 0
+    assert _files_under(tmp_path) == ["keep.html"]

@@ -86,13 +86,29 @@ def test_item_fields_are_typed() -> None:
 def test_a_page_off_schema_falls_back_to_the_lenient_rules(
     raw_item: dict[str, object], expected: Item
 ) -> None:
-    body = json.dumps({"Items": [raw_item, "junk", {"Type": "FOLDER"}]}).encode()
+    body = json.dumps({"Items": [raw_item]}).encode()
     assert parse_list_page(body) == ListPage((expected,), None)
 
 
-@pytest.mark.parametrize("body", [b"", b"not json", b"[]", b"{}", b'{"Items": []}'])
-def test_empty_or_unparseable_bodies_are_an_empty_last_page(body: bytes) -> None:
+@pytest.mark.parametrize("entry", ["junk", {"Type": "FOLDER"}, {"Name": 5, "Type": "OBJECT"}])
+def test_an_entry_without_a_name_raises_protocol_error(entry: object) -> None:
+    # Skipped, it would make the listing silently incomplete: a download sync with
+    # --delete would then delete the local copy of an object the container still holds.
+    body = json.dumps({"Items": [{"Name": "a", "Type": "OBJECT"}, entry]}).encode()
+    with pytest.raises(ProtocolError, match="without a Name"):
+        parse_list_page(body)
+
+
+@pytest.mark.parametrize("body", [b"{}", b'{"Items": []}', b'{"Items": [], "NextToken": ""}'])
+def test_a_page_without_items_is_an_empty_last_page(body: bytes) -> None:
     assert parse_list_page(body) == ListPage((), None)
+
+
+@pytest.mark.parametrize("body", [b"", b"not json", b"[]", b"<html>Welcome</html>", b'"x"'])
+def test_a_body_that_is_not_a_json_object_raises_protocol_error(body: bytes) -> None:
+    # A web server or a captive portal answering 200 to anything: not an empty folder.
+    with pytest.raises(ProtocolError, match="not a JSON object"):
+        parse_list_page(body)
 
 
 @pytest.mark.parametrize("body", [b'{"Items": null}', b'{"Items": {"Name": "a"}}'])
