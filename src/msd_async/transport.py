@@ -557,6 +557,14 @@ def _translate(exc: BaseException, url: str) -> TransportError:
         return ConnectError(f"cannot connect to {url}: {exc.os_error.strerror or exc}")
     if isinstance(exc, aiohttp.ClientPayloadError):
         return ConnectionLostError(f"the response body from {url} was cut short: {exc}")
+    if type(exc) is aiohttp.ClientResponseError:
+        # aiohttp's parser refused the answer's head (its "400" is its own verdict, not a
+        # status the server sent): its message spans lines and points at a byte.
+        what = " ".join(exc.message.split())
+        return ConnectionLostError(
+            f"the answer from {url} is not valid HTTP/1.1 ({what}); is the endpoint right "
+            "(http:// to an HTTPS port, or not a MediaStore endpoint)?"
+        )
     return ConnectionLostError(f"the connection to {url} failed: {exc}")
 
 
