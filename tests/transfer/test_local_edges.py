@@ -1,0 +1,89 @@
+"""The local side's odd entries against the real local server: symbolic links to folders,
+dangling links and link loops; what a scan cannot see is never deleted on the other side."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from msd_async.transfer import TransferOptions, sync, upload_tree, walk
+
+pytestmark = pytest.mark.anyio
+
+
+async def names_under(client: Any, prefix: str) -> list[str]:
+    return sorted([o.relative_path async for o in walk(client, prefix)])
+
+
+async def test_a_dangling_folder_link_is_reported_and_nothing_under_it_deleted(
+    mediastore_client: Any, tmp_path: Path
+) -> None:
+    site = tmp_path / "site"
+    (site / "media").mkdir(parents=True)
+    (site / "index.html").write_bytes(b"<p>")
+    (site / "media" / "a.ts").write_bytes(b"a" * 100)
+    (site / "old.txt").write_bytes(b"old")
+    (site / "logo.png").write_bytes(b"png")
+    first = await sync(mediastore_client, site, "ms:nas", delete=True)
+    assert first.ok, first.failed
+    # The media folder becomes a link to a disk that is not mounted now, and old.txt goes.
+    (site / "media" / "a.ts").unlink()
+    (site / "media").rmdir()
+    os.symlink(tmp_path / "unmounted" / "media", site / "media")
+    (site / "logo.png").unlink()
+    os.symlink(tmp_path / "unmounted" / "logo.png", site / "logo.png")
+    (site / "old.txt").unlink()
+    report = await sync(mediastore_client, site, "ms:nas", delete=True)
+    assert [f.path for f in report.failed] == ["logo.png", "media"]
+    for failure in report.failed:
+        assert isinstance(failure.error, FileNotFoundError)
+        assert "unmounted" in str(failure.error), failure.error
+    # What the scan could not see is not "missing from the source": only old.txt goes.
+    assert report.deleted == ["old.txt"]
+    assert await names_under(mediastore_client, "nas") == [
+        "index.html", "logo.png", "media/a.ts"
+    ]
+
+
+async def test_a_link_to_a_folder_is_followed(mediastore_client: Any, tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "logo.png").write_bytes(b"png")
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "index.html").write_bytes(b"<p>")
+    os.symlink(shared, site / "assets")
+    report = await upload_tree(mediastore_client, site, "lnk")
+    assert report.ok, report.failed
+    assert sorted(report.transferred) == ["assets/logo.png", "index.html"]
+    assert await names_under(mediastore_client, "lnk") == ["assets/logo.png", "index.html"]
+
+
+async def test_a_link_loop_is_reported_once_and_the_rest_uploaded(
+    mediastore_client: Any, tmp_path: Path
+) -> None:
+    site = tmp_path / "site"
+    (site / "x").mkdir(parents=True)
+    (site / "x" / "a.txt").write_bytes(b"a")
+    os.symlink("..", site / "x" / "up")  # back to the root: would recurse forever
+    os.symlink("self", site / "self")  # a link to itself
+    report = await upload_tree(mediastore_client, site, "loop")
+    assert sorted(f.path for f in report.failed) == ["self", "x/up"]
+    assert all(isinstance(f.error, OSError) for f in report.failed)
+    assert report.transferred == ["x/a.txt"]
+
+
+async def test_an_excluded_dangling_link_is_not_reported(
+    mediastore_client: Any, tmp_path: Path
+) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "a.txt").write_bytes(b"a")
+    os.symlink(tmp_path / "nowhere", site / "cache")
+    options = TransferOptions(filters=[("exclude", "cache/")])
+    report = await upload_tree(mediastore_client, site, "exl", options)
+    assert report.ok, report.failed
+    assert report.transferred == ["a.txt"]
