@@ -87,3 +87,27 @@ async def test_an_excluded_dangling_link_is_not_reported(
     report = await upload_tree(mediastore_client, site, "exl", options)
     assert report.ok, report.failed
     assert report.transferred == ["a.txt"]
+
+
+async def test_fail_fast_lets_the_files_in_flight_finish(
+    mediastore_server: Any, mediastore_client: Any, tmp_path: Path
+) -> None:
+    from msd_async import RetryPolicy
+
+    site = tmp_path / "site"
+    site.mkdir()
+    for name in ("bad.bin", "slow.bin", "z1.bin", "z2.bin"):
+        (site / name).write_bytes(name.encode())
+    # slow.bin is in flight, its answer long in coming, when bad.bin fails for good.
+    mediastore_server.faults.inject("delay", method="PUT", path="ff/slow.bin", delay=3)
+    mediastore_server.faults.inject("500", method="PUT", path="ff/bad.bin", times=None)
+    options = TransferOptions(
+        fail_fast=True, concurrency=2, retry=RetryPolicy.none(), file_attempts=1
+    )
+    report = await sync(mediastore_client, site, "ms:ff", options)
+    assert [f.path for f in report.failed] == ["bad.bin"]
+    # As the option promises: no new file started, the one in flight finished and recorded.
+    assert report.transferred == ["slow.bin"]
+    assert await names_under(mediastore_client, "ff") == ["slow.bin"]
+    again = await sync(mediastore_client, site, "ms:ff", TransferOptions(retry=RetryPolicy.none()))
+    assert again.skipped == ["slow.bin"]
