@@ -111,3 +111,32 @@ async def test_fail_fast_lets_the_files_in_flight_finish(
     assert await names_under(mediastore_client, "ff") == ["slow.bin"]
     again = await sync(mediastore_client, site, "ms:ff", TransferOptions(retry=RetryPolicy.none()))
     assert again.skipped == ["slow.bin"]
+
+
+async def test_a_file_replaced_by_a_fifo_after_the_scan_fails_without_blocking(
+    mediastore_client: Any, tmp_path: Path
+) -> None:
+    from contextlib import ExitStack
+
+    from fifo_writer import feeding
+
+    from msd_async.transfer import TransferEvent
+
+    site = tmp_path / "site"
+    site.mkdir()
+    for name in ("a.txt", "b.txt"):
+        (site / name).write_bytes(name.encode())
+    with ExitStack() as stack:
+
+        def swap_after_scan(event: TransferEvent) -> None:
+            # A FIFO opened for reading waits for a writer: on the event loop, that stopped
+            # everything (Ctrl-C included). This writer only shows what was read.
+            if event.kind == "plan":
+                (site / "a.txt").unlink()
+                stack.enter_context(feeding(site / "a.txt", b"from the pipe"))
+
+        report = await upload_tree(mediastore_client, site, "fifo", progress=swap_after_scan)
+    assert [f.path for f in report.failed] == ["a.txt"]
+    assert "not a regular file" in str(report.failed[0].error)
+    assert report.transferred == ["b.txt"]
+    assert await names_under(mediastore_client, "fifo") == ["b.txt"]

@@ -12,7 +12,7 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import BinaryIO, Final
 
 from .names import PART_SUFFIX
 
@@ -143,10 +143,32 @@ def _folder_error(rel: str, exc: OSError) -> OSError:
     )
 
 
+def open_regular(path: Path) -> BinaryIO:
+    """``path`` opened for reading, if it is still a regular file.
+
+    The scan saw a regular file, but a FIFO or device may have taken its place since:
+    opening a FIFO waits for a writer (on the event loop that stops everything, Ctrl-C
+    included; in a worker thread, the run cannot end), and a device never ends. So the
+    open does not wait, and anything but a regular file is an error."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise OSError(
+                f"{path} is not a regular file any more (it was when the tree was scanned; "
+                "now a FIFO, socket or device); it was not read"
+            )
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def hash_file(path: Path) -> str:
     """The file's SHA-256, lowercase hex."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         while chunk := f.read(_READ_SIZE):
             digest.update(chunk)
     return digest.hexdigest()
@@ -155,7 +177,7 @@ def hash_file(path: Path) -> str:
 def read_and_hash(path: Path, inline_limit: int) -> tuple[str, bytes | None, int]:
     """``(sha256, content or None, size)``: the content is returned when the file is at most
     ``inline_limit`` bytes (one read, sent from memory), else only hashed."""
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         size = os.fstat(f.fileno()).st_size
         if size <= inline_limit:
             data = f.read()
