@@ -140,3 +140,32 @@ async def test_a_file_replaced_by_a_fifo_after_the_scan_fails_without_blocking(
     assert "not a regular file" in str(report.failed[0].error)
     assert report.transferred == ["b.txt"]
     assert await names_under(mediastore_client, "fifo") == ["b.txt"]
+
+
+@pytest.mark.parametrize("direction", ["upload", "download"])
+async def test_a_hook_raising_an_os_error_once_is_the_callers_not_a_files_failure(
+    mediastore_client: Any, tmp_path: Path, direction: str
+) -> None:
+    """An OSError (a progress display whose terminal went away) was taken for the file's
+    own failure: the file was reported failed, or tried again, and the run went on."""
+    from msd_async.transfer import TransferEvent, download_tree
+
+    site = tmp_path / "site"
+    site.mkdir()
+    for name in ("a.txt", "b.txt"):
+        (site / name).write_bytes(name.encode())
+    if direction == "download":
+        assert (await upload_tree(mediastore_client, site, "hk")).ok
+    raised: list[str] = []
+
+    def hook(event: TransferEvent) -> None:
+        if event.kind == "start" and not raised:
+            raised.append(event.path)
+            raise BrokenPipeError("the progress display went away")
+
+    with pytest.raises(BrokenPipeError, match="display went away"):
+        if direction == "upload":
+            await upload_tree(mediastore_client, site, "hk", progress=hook)
+        else:
+            await download_tree(mediastore_client, "hk", tmp_path / "copy", progress=hook)
+    assert len(raised) == 1

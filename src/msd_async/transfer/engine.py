@@ -19,7 +19,7 @@ import anyio
 from .. import rules
 from ..errors import InvalidParameterError
 from .download import run_download
-from .events import ProgressHook, TransferReport
+from .events import HookError, ProgressHook, TransferReport
 from .names import OwnNames
 from .options import TransferOptions
 from .plan import Selection, parse_location
@@ -75,6 +75,8 @@ async def _run(
                 pool, prefix, root, select, compare=compare, delete=delete,
                 max_delete=max_delete,
             )
+    except HookError as exc:
+        raise exc.error from None
     finally:
         if record is not None:
             with anyio.CancelScope(shield=True):

@@ -23,7 +23,15 @@ from ..errors import (
     TransportError,
 )
 from ..retry import RetryPolicy
-from .events import Action, FileFailure, ProgressHook, TransferEvent, TransferReport, first_error
+from .events import (
+    Action,
+    FileFailure,
+    HookError,
+    ProgressHook,
+    TransferEvent,
+    TransferReport,
+    first_error,
+)
 from .options import TransferOptions
 from .record import SyncRecord
 
@@ -89,7 +97,10 @@ class Pool:
 
     def emit(self, event: TransferEvent) -> None:
         if self.progress is not None:
-            self.progress(event)
+            try:
+                self.progress(event)
+            except Exception as exc:
+                raise HookError(exc) from exc
 
     def fail(self, path: str, action: Action, error: BaseException) -> None:
         self.report.failed.append(FileFailure(path, action, error))
