@@ -6,16 +6,17 @@ Every function here blocks; the engine runs them in worker threads.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import BinaryIO, Final
 
 from .names import PART_SUFFIX
 
-__all__ = ["LocalFile", "hash_file", "read_and_hash", "scan"]
+__all__ = ["LocalFile", "Unscanned", "hash_file", "read_and_hash", "scan"]
 
 _READ_SIZE: Final = 1024 * 1024
 
@@ -29,39 +30,145 @@ class LocalFile:
     mtime_ns: int
 
 
-def scan(root: Path) -> list[LocalFile]:
-    """Every regular file under ``root`` (symlinks to files followed, to folders not),
-    the tool's own names included (the caller selects). A missing root is empty."""
+@dataclass(frozen=True, slots=True)
+class Unscanned:
+    """A path under the root whose content the scan could not see: a symbolic link whose
+    target is missing (an unmounted disk) or unreachable, a link loop, a folder it could
+    not read. What lies there is unknown, so it is reported, and nothing at or under it is
+    deleted on the other side."""
+
+    #: Path relative to the root, with "/" separators.
+    relative_path: str
+    error: OSError
+
+
+def scan(
+    root: Path, *, follow_links: bool = False, unscanned: list[Unscanned] | None = None
+) -> list[LocalFile]:
+    """Every regular file under ``root``, the tool's own names included (the caller
+    selects). A missing root is empty. Symbolic links to files are followed; links to
+    folders only with ``follow_links`` (an upload's source: the files under them are the
+    tree's too), never back into a folder above them. ``unscanned`` receives the
+    :class:`Unscanned` paths; a file or folder that vanished during the scan is not one.
+    FIFOs, sockets and devices are left out."""
     found: list[LocalFile] = []
     if not root.is_dir():
         return found
-    stack = [(root, "")]
+
+    def note(rel: str, error: OSError) -> None:
+        if unscanned is not None:
+            unscanned.append(Unscanned(rel, error))
+
+    # Each folder is scanned with the (st_dev, st_ino) of the folders above it: a link back
+    # to one of them would recurse forever. Only needed when links are followed.
+    top = os.stat(root) if follow_links else None
+    stack = [(root, "", frozenset([(top.st_dev, top.st_ino)] if top else []))]
     while stack:
-        folder, rel = stack.pop()
+        folder, rel, above = stack.pop()
         try:
             entries = list(os.scandir(folder))
         except (FileNotFoundError, NotADirectoryError):
+            continue  # gone (or replaced by a file) since it was listed
+        except OSError as exc:
+            if not rel:
+                raise
+            note(rel[:-1], _folder_error(rel[:-1], exc))
             continue
         for entry in entries:
-            name = entry.name
-            child_rel = f"{rel}{name}"
+            child_rel = f"{rel}{entry.name}"
             if entry.is_dir(follow_symlinks=False):
-                stack.append((Path(entry.path), child_rel + "/"))
+                if follow_links:
+                    try:
+                        own = entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue
+                    inside = above | {(own.st_dev, own.st_ino)}
+                else:
+                    inside = above
+                stack.append((Path(entry.path), child_rel + "/", inside))
                 continue
             try:
                 st = entry.stat()
-            except OSError:
+            except FileNotFoundError as exc:
+                if entry.is_symlink():
+                    note(child_rel, _link_error(entry, exc))
+                continue  # else: deleted since the folder was listed
+            except OSError as exc:
+                note(child_rel, _link_error(entry, exc) if entry.is_symlink() else exc)
                 continue
             if stat.S_ISREG(st.st_mode):
                 found.append(LocalFile(child_rel, Path(entry.path), st.st_size, st.st_mtime_ns))
+            elif stat.S_ISDIR(st.st_mode) and follow_links:
+                if (st.st_dev, st.st_ino) in above:
+                    note(child_rel, OSError(
+                        errno.ELOOP,
+                        f"{child_rel} is a symbolic link back to a folder above it "
+                        f"({_target(entry)}); it is not followed (exclude it to silence this)",
+                    ))
+                else:
+                    stack.append(
+                        (Path(entry.path), child_rel + "/", above | {(st.st_dev, st.st_ino)})
+                    )
     found.sort(key=lambda f: f.relative_path)
+    if unscanned is not None:
+        unscanned.sort(key=lambda u: u.relative_path)
     return found
+
+
+def _target(entry: os.DirEntry[str]) -> str:
+    try:
+        return f"-> {os.readlink(entry.path)}"
+    except OSError:
+        return "its target cannot be read"
+
+
+def _link_error(entry: os.DirEntry[str], exc: OSError) -> OSError:
+    """The error of a link whose target cannot be reached, saying which link and target."""
+    what = {
+        errno.ENOENT: "whose target does not exist (a disk not mounted?)",
+        errno.ELOOP: "in a loop of links",
+    }.get(exc.errno or 0, f"whose target cannot be reached ({exc.strerror or exc})")
+    return type(exc)(
+        exc.errno or 0,
+        f"{entry.path} is a symbolic link {what} ({_target(entry)}); nothing under it was "
+        "transferred or deleted (fix the link, or exclude it)",
+    )
+
+
+def _folder_error(rel: str, exc: OSError) -> OSError:
+    return type(exc)(
+        exc.errno or 0,
+        f"the folder {rel} cannot be read ({exc.strerror or exc}); nothing under it was "
+        "transferred or deleted",
+    )
+
+
+def open_regular(path: Path) -> BinaryIO:
+    """``path`` opened for reading, if it is still a regular file.
+
+    The scan saw a regular file, but a FIFO or device may have taken its place since:
+    opening a FIFO waits for a writer (on the event loop that stops everything, Ctrl-C
+    included; in a worker thread, the run cannot end), and a device never ends. So the
+    open does not wait, and anything but a regular file is an error."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise OSError(
+                f"{path} is not a regular file any more (it was when the tree was scanned; "
+                "now a FIFO, socket or device); it was not read"
+            )
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def hash_file(path: Path) -> str:
     """The file's SHA-256, lowercase hex."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         while chunk := f.read(_READ_SIZE):
             digest.update(chunk)
     return digest.hexdigest()
@@ -70,7 +177,7 @@ def hash_file(path: Path) -> str:
 def read_and_hash(path: Path, inline_limit: int) -> tuple[str, bytes | None, int]:
     """``(sha256, content or None, size)``: the content is returned when the file is at most
     ``inline_limit`` bytes (one read, sent from memory), else only hashed."""
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         size = os.fstat(f.fileno()).st_size
         if size <= inline_limit:
             data = f.read()

@@ -9,7 +9,12 @@ from pathlib import Path
 import anyio
 import anyio.to_thread
 
-from ..errors import ChecksumMismatchError, InvalidParameterError, ObjectNotFoundError
+from ..errors import (
+    ChecksumMismatchError,
+    InvalidParameterError,
+    ObjectNotFoundError,
+    ProtocolError,
+)
 from . import _local
 from ._local import LocalFile
 from .events import TransferEvent
@@ -26,6 +31,19 @@ __all__ = ["run_download"]
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def _check_length(obj: RemoteObject, etag: str | None, got: int) -> None:
+    """The same version (ETag) as listed must have the listed length: the stream checks a
+    body against its own Content-Length only, and an origin (or a proxy) that cuts or pads
+    a body and declares that length would otherwise be written and recorded as complete."""
+    if etag is not None and etag == obj.etag and obj.size is not None and got != obj.size:
+        raise ProtocolError(
+            f"{obj.path} (ETag {etag}) was listed with {obj.size:,} bytes, but its GET "
+            f"answered {got:,}; nothing was written (a proxy or cache in between may hold a "
+            "damaged copy)",
+            attempts=1,
+        )
 
 
 def _local_delete_job(pool: Pool, f: LocalFile, root: Path) -> Job:
@@ -89,6 +107,7 @@ def _download_job(pool: Pool, obj: RemoteObject, root: Path, existing: LocalFile
                     data = await stream.read()
                     etag, modified = stream.etag, stream.last_modified
                 got = len(data)
+                _check_length(obj, etag, got)
                 sha = _sha256(data) if got <= SMALL_FILE else await anyio.to_thread.run_sync(
                     _sha256, data
                 )

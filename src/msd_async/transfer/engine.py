@@ -19,7 +19,7 @@ import anyio
 from .. import rules
 from ..errors import InvalidParameterError
 from .download import run_download
-from .events import ProgressHook, TransferReport
+from .events import HookError, ProgressHook, TransferReport
 from .names import OwnNames
 from .options import TransferOptions
 from .plan import Selection, parse_location
@@ -75,6 +75,8 @@ async def _run(
                 pool, prefix, root, select, compare=compare, delete=delete,
                 max_delete=max_delete,
             )
+    except HookError as exc:
+        raise exc.error from None
     finally:
         if record is not None:
             with anyio.CancelScope(shield=True):
@@ -108,7 +110,10 @@ async def upload_tree(
     Files are never renamed: a name the API cannot store (characters outside ``A-Za-z0-9 .
     - _ ~ = :``, more than 10 folders, over 900 characters) and a file over the object limit
     (25 MB) are reported in :attr:`TransferReport.failed` before anything is sent, while the
-    others are uploaded. ``options`` (:class:`TransferOptions`) sets the concurrency,
+    others are uploaded. Symbolic links to files and folders are followed (never back
+    into a folder above them); a link whose target is missing, a link loop or an
+    unreadable folder is reported as a failed path, and a ``sync`` with ``delete`` deletes
+    nothing at or under it. ``options`` (:class:`TransferOptions`) sets the concurrency,
     filters, shard, dry run, record, retries and headers. ``progress`` gets
     :class:`TransferEvent` objects. Setting ``stop`` stops scheduling files: those in flight
     finish, the report says ``interrupted``.

@@ -132,3 +132,16 @@ def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
     while isinstance(leaf, BaseExceptionGroup):
         leaf = leaf.exceptions[0]
     return leaf
+
+
+class HookError(Exception):
+    """Carries what the caller's progress hook raised through a transfer.
+
+    A hook's ``OSError`` (a progress display whose terminal went away) or
+    :class:`~msd_async.errors.MediaStoreError` would otherwise be taken for the file's own
+    failure: reported in ``failed``, or tried again, while the run went on. The public
+    functions raise ``error`` itself, unchanged."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(error)
+        self.error = error

@@ -67,6 +67,17 @@ class PathFilter:
     def __bool__(self) -> bool:
         return bool(self._rules)
 
+    def excludes_folder(self, relative_path: str) -> bool:
+        """Whether an exclude rule decides for ``relative_path`` as a file or as a folder:
+        for a path whose content is unknown (it may hold either)."""
+        for path in (relative_path, relative_path + "/"):
+            for include, spec in self._rules:
+                if spec.match_file(path):
+                    if not include:
+                        return True
+                    break
+        return False
+
     def selects(self, relative_path: str) -> bool:
         for include, spec in self._rules:
             if spec.match_file(relative_path):

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import anyio
 import anyio.to_thread
 
-from ..errors import ConnectionLostError, ObjectChangedError
+from ..errors import ConnectionLostError, ObjectChangedError, ProtocolError
 from ..retry import RetryPolicy
 from . import _local
 from .events import first_error
@@ -152,15 +152,25 @@ async def download_parts(
                         expected_etag=etag,
                         actual_etag=s.etag,
                     )
-                if progress is None:
+                if s.object_size != size:
+                    raise ProtocolError(
+                        f"{obj.path} (ETag {etag}) was described with {size:,} bytes, but "
+                        f"part {index}'s answer says {s.object_size}; nothing was written "
+                        "under its name (a proxy or cache in between may hold another copy)",
+                        attempts=1,
+                    )
+                if progress is None and not s.range_ignored:
                     data = await s.read()
                 else:
-                    # Bytes are counted as they arrive, not a part (8 MiB) at a time.
+                    # Bytes are counted as they arrive, not a part (8 MiB) at a time. A
+                    # proxy that ignores Range answers with the whole object: the part is
+                    # cut out of it (reading stops at the part's last byte).
                     chunks = []
-                    async for chunk in s:
+                    async for chunk in s.iter_range():
                         chunks.append(chunk)
-                        moved[0] += len(chunk)
-                        progress(min(size, moved[0]))
+                        if progress is not None:
+                            moved[0] += len(chunk)
+                            progress(min(size, moved[0]))
                     data = b"".join(chunks)
             if len(data) != last - first + 1:
                 raise ConnectionLostError(

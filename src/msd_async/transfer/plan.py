@@ -9,6 +9,7 @@ paths that the source's selected paths lack, so an excluded path is never delete
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -20,7 +21,7 @@ from .. import rules
 from ..errors import InvalidParameterError
 from ..retry import RetryPolicy
 from . import _local
-from ._local import LocalFile
+from ._local import LocalFile, Unscanned
 from .filters import PathFilter
 from .shard import Shard, in_shard
 from .walk import RemoteObject, walk
@@ -34,6 +35,7 @@ __all__ = [
     "Selection",
     "check_deletions",
     "local_index",
+    "outside",
     "parse_location",
     "remote_index",
 ]
@@ -71,6 +73,15 @@ class Selection:
             and self._filter.selects(relative_path)
         )
 
+    def may_hold(self, relative_path: str) -> bool:
+        """Whether a path whose content is unknown (a file or a folder) takes part: in this
+        shard, not the tool's own, not excluded by a rule."""
+        return (
+            in_shard(relative_path, self._shard)
+            and not self._own(relative_path)
+            and not self._filter.excludes_folder(relative_path)
+        )
+
 
 async def remote_index(
     client: ContainerClient, prefix: str, select: Selection, retry: RetryPolicy
@@ -86,10 +97,27 @@ async def remote_index(
     return found, any_object
 
 
-async def local_index(root: Path, select: Selection) -> dict[str, LocalFile]:
-    """The selected regular files under ``root`` (a missing root is empty)."""
-    files = await anyio.to_thread.run_sync(_local.scan, root)
+async def local_index(
+    root: Path,
+    select: Selection,
+    *,
+    follow_links: bool = False,
+    unscanned: list[Unscanned] | None = None,
+) -> dict[str, LocalFile]:
+    """The selected regular files under ``root`` (a missing root is empty); see
+    :func:`~msd_async.transfer._local.scan` for ``follow_links`` and ``unscanned``."""
+    files = await anyio.to_thread.run_sync(
+        functools.partial(_local.scan, root, follow_links=follow_links, unscanned=unscanned)
+    )
     return {f.relative_path: f for f in files if select(f.relative_path)}
+
+
+def outside(paths: Iterable[str], unseen: Iterable[str]) -> list[str]:
+    """``paths`` minus those at or under one of ``unseen`` (paths whose content a scan
+    could not see: deleting there would act on what is unknown, not on what is absent)."""
+    blocked = set(unseen)
+    prefixes = tuple(f"{u}/" for u in blocked)
+    return [p for p in paths if p not in blocked and not p.startswith(prefixes)]
 
 
 def check_deletions(

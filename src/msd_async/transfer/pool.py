@@ -2,8 +2,8 @@
 
 A file that fails is retried as a whole (``file_attempts``, on top of each request's own
 retries) when another try can help, then reported in :attr:`TransferReport.failed` while the
-others go on; ``fail_fast=True`` stops at the first failure instead. A ``stop`` event stops
-the scheduling of new jobs; the jobs in flight finish (or fail) first.
+others go on; ``fail_fast=True`` stops at the first failure instead. Both it and a ``stop``
+event stop the scheduling of new jobs; the jobs in flight finish (or fail) first.
 """
 
 from __future__ import annotations
@@ -23,7 +23,15 @@ from ..errors import (
     TransportError,
 )
 from ..retry import RetryPolicy
-from .events import Action, FileFailure, ProgressHook, TransferEvent, TransferReport, first_error
+from .events import (
+    Action,
+    FileFailure,
+    HookError,
+    ProgressHook,
+    TransferEvent,
+    TransferReport,
+    first_error,
+)
 from .options import TransferOptions
 from .record import SyncRecord
 
@@ -89,7 +97,10 @@ class Pool:
 
     def emit(self, event: TransferEvent) -> None:
         if self.progress is not None:
-            self.progress(event)
+            try:
+                self.progress(event)
+            except Exception as exc:
+                raise HookError(exc) from exc
 
     def fail(self, path: str, action: Action, error: BaseException) -> None:
         self.report.failed.append(FileFailure(path, action, error))
@@ -101,21 +112,22 @@ class Pool:
             return
         queue: Iterator[Job] = iter(jobs)
 
-        async def worker(scope: anyio.CancelScope) -> None:
+        async def worker() -> None:
             # One shared iterator: next() runs without an await in between, so each job is
             # taken by exactly one worker.
             for job in queue:
                 if self.stopped:
                     return
                 if not await self._attempt(job) and self.options.fail_fast:
+                    # As a stop: the other workers' files in flight finish (and are
+                    # recorded); cancelling them would throw away transfers nearly done.
                     self.failed_fast = True
-                    scope.cancel()
                     return
 
         try:
             async with anyio.create_task_group() as tg:
                 for _ in range(min(self.options.concurrency, len(jobs))):
-                    tg.start_soon(worker, tg.cancel_scope)
+                    tg.start_soon(worker)
         except ExceptionGroup as group:
             # Not a file's failure (those are collected): a bug, or the progress hook raised.
             raise first_error(group) from None

@@ -17,10 +17,10 @@ from ..errors import (
 )
 from ..media_types import content_type_for
 from . import _local
-from ._local import LocalFile
+from ._local import LocalFile, Unscanned
 from .events import TransferEvent
 from .options import INLINE_LIMIT, SMALL_FILE
-from .plan import Selection, check_deletions, local_index, remote_index
+from .plan import Selection, check_deletions, local_index, outside, remote_index
 from .pool import Job, Pool
 from .record import RecordEntry
 from .walk import RemoteObject
@@ -120,13 +120,20 @@ async def run_upload(
     ``delete``: then delete the objects the tree lacks)."""
     if not await anyio.to_thread.run_sync(root.is_dir):
         raise NotADirectoryError(f"{root} is not a folder")
-    files = await local_index(root, select)
+    unscanned: list[Unscanned] = []
+    files = await local_index(root, select, follow_links=True, unscanned=unscanned)
     remote: dict[str, RemoteObject] = {}
     if compare or delete:
         remote, _ = await remote_index(pool.client, prefix, select, pool.retry)
     stale: list[str] = []
     if delete:
-        stale = check_deletions(set(remote) - set(files), max_delete=max_delete, what="objects")
+        # A link to an unmounted disk is not a folder that was emptied: what it held is not
+        # known, so its objects stay.
+        missing = outside(set(remote) - set(files), (u.relative_path for u in unscanned))
+        stale = check_deletions(missing, max_delete=max_delete, what="objects")
+    for u in unscanned:
+        if select.may_hold(u.relative_path):
+            pool.fail(u.relative_path, "upload", u.error)
     limit = pool.client.standard_limit
     jobs: list[Job] = []
     for rel, f in sorted(files.items()):
