@@ -758,7 +758,10 @@ async def store_upload(
     when no object existed, else ``200``, with the new ``ETag`` and a JSON body
     ``{"etag", "content_sha256", "size"}``; ``400`` when the body ended early
     (:class:`UploadInterrupted`; the client is usually gone by then) or a header is
-    invalid; origin errors as :func:`status_for_error`.
+    invalid; origin errors as :func:`status_for_error`. Every answer but 201/200 carries
+    ``Connection: close``: the rest of the body is not read (a server would otherwise keep
+    the connection to drain it, from a client that may have stalled, and the client keep
+    sending it).
     """
     headers = {} if headers is None else headers
     limit = client.streaming_limit if streaming else client.standard_limit
@@ -781,7 +784,7 @@ async def store_upload(
         if any(name in headers for name in ("if-match", "if-none-match", "if-unmodified-since")):
             decision = evaluate_preconditions("PUT", headers, validators, now=now)
             if decision.status is not None:
-                return _text(412)
+                return _text(412, [("Connection", "close")])
         result = await client.put_object(
             path,
             _counted(body, declared),
@@ -799,9 +802,11 @@ async def store_upload(
         )
     except (InvalidParameterError, InvalidPathError) as exc:
         # Our own validation text, about the request: safe and useful to send.
-        return _text(400, [], f"{exc.message}\n")
+        return _text(400, [("Connection", "close")], f"{exc.message}\n")
     except (MediaStoreError, ClientValidationError) as exc:
-        return error_reply(exc, path=path)
+        reply = error_reply(exc, path=path)
+        reply.headers.append(("Connection", "close"))
+        return reply
     data = json.dumps(
         {"etag": result.etag, "content_sha256": result.content_sha256, "size": result.size}
     ).encode()
