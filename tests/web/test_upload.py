@@ -329,3 +329,21 @@ async def test_an_uploader_that_stalls_is_cut_by_the_origins_time_limit(kind: st
             finally:
                 writer.transport.abort()
         assert await store.get_bytes("vod/keep.mp4") == b"old version"
+
+
+async def test_an_unknown_expectation_is_417_and_forbids_sniffing(app: App) -> None:
+    """aiohttp's ``expect_handler`` answers an expectation other than ``100-continue``
+    itself: that answer too carries ``nosniff`` (uvicorn leaves it to the app, which stores
+    the upload)."""
+    port = int(app.url.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"PUT /ok/vod/e.mp4 HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n"
+                     b"Expect: 200-ok\r\n\r\nx")
+        head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 60)).lower()
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+    assert head.startswith(b"http/1.1 417" if app.kind == "aiohttp" else b"http/1.1 201"), head
+    assert b"\r\nx-content-type-options: nosniff\r\n" in head, head

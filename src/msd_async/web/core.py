@@ -86,6 +86,7 @@ REASONS: Final[dict[int, str]] = {
     413: "Content Too Large",
     415: "Unsupported Media Type",
     416: "Range Not Satisfiable",
+    417: "Expectation Failed",
     502: "Bad Gateway",
     503: "Service Unavailable",
     504: "Gateway Timeout",
