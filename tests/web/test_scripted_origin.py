@@ -109,3 +109,24 @@ async def test_object_replaced_between_describe_and_get(kind: str) -> None:
             assert resp.headers["ETag"] == '"b"'
         assert len(heads) == 2
         assert session.pool.in_use == 0
+
+
+async def test_a_206_to_a_request_without_range_is_502(kind: str) -> None:
+    """An origin (or a cache in front of it) that answers 206 when no Range was sent: the
+    viewer did not ask for a part (or its If-Range no longer holds, so its partial copy is
+    stale) and must never get one (RFC 9110 §15.3.7); the web app answers 502."""
+
+    def partial_always(method: str, headers: dict[str, str]) -> Answer:
+        if method == "HEAD":
+            return 200, object_headers("v1"), DATA
+        extra = {**object_headers("v1"), "Content-Range": f"bytes 0-9/{len(DATA)}"}
+        return 206, extra, DATA[:10]
+
+    async with proxy(kind, partial_always) as (url, session), aiohttp.ClientSession() as http:
+        stale = {"Range": "bytes=0-9", "If-Range": '"v0"'}
+        for headers in ({}, stale):
+            async with http.get(f"{url}/ok/a.mp4", headers=headers) as resp:
+                assert resp.status == 502, (headers, resp.status, resp.headers)
+                assert "Content-Range" not in resp.headers
+                assert await resp.read() == b"Bad Gateway"
+        assert session.pool.in_use == 0

@@ -14,9 +14,10 @@ from pathlib import Path
 import aiohttp
 import anyio
 import pytest
-from webapps import App, wait_for
+from webapps import FAST_RETRY, App, running_app, wait_for
 
-from msd_async import ObjectNotFoundError, content_type_for
+from msd_async import ObjectNotFoundError, Session, content_type_for
+from msd_async.testing import LocalMediaStore
 
 pytestmark = pytest.mark.anyio
 
@@ -287,3 +288,62 @@ async def test_an_upload_the_origin_refuses_as_invalid_is_400_not_502(
     await app.store.put_object("up/folder/inside.mp4", b"x")
     async with http.put(app.object_url("up/folder"), data=b"y") as resp:
         assert (resp.status, await resp.read()) == (400, b"Bad Request")
+
+
+UPLOAD_TIME_LIMIT = 1.0
+
+
+@pytest.mark.parametrize("kind", ["aiohttp", "asgi"])
+async def test_an_uploader_that_stalls_is_cut_by_the_origins_time_limit(kind: str) -> None:
+    """An uploader that sends part of its body and then nothing, with its connection open:
+    the origin cancels the upload at its time limit (MediaStore's 30 s; MediaStore answers a
+    ValidationException, so the uploader gets 400), the pool slot comes back while the
+    uploader is still connected, the answer closes the connection, and the previous version
+    stays."""
+    async with (
+        LocalMediaStore(upload_time_limit=UPLOAD_TIME_LIMIT) as origin,
+        Session(credentials=origin.credentials, region=origin.region, retry=FAST_RETRY)
+        as session,
+    ):
+        store = session.container(origin.endpoint)
+        await store.put_object("vod/keep.mp4", b"old version")
+        async with running_app(kind, {"ok": store}) as url:
+            port = int(url.rsplit(":", 1)[1])
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            try:
+                writer.write(b"PUT /ok/vod/keep.mp4 HTTP/1.1\r\nHost: x\r\n"
+                             b"Content-Length: 1000\r\n\r\n" + b"p" * 10)
+                await writer.drain()
+                head = await asyncio.wait_for(
+                    reader.readuntil(b"\r\n\r\n"), 20 * UPLOAD_TIME_LIMIT
+                )
+                assert head.startswith(b"HTTP/1.1 400"), head
+                await wait_for(lambda: session.pool.in_use == 0, 20 * UPLOAD_TIME_LIMIT,
+                               "the upstream slot, the uploader still connected")
+                # The rest of the body will not be read: the answer says the connection ends
+                # (aiohttp still drains the unread body for up to 10 s, so that the client
+                # gets the answer rather than a reset; the uploader gives up here).
+                assert b"\r\nconnection: close\r\n" in head.lower(), head
+                writer.write_eof()
+                await asyncio.wait_for(reader.read(), 20 * UPLOAD_TIME_LIMIT)
+            finally:
+                writer.transport.abort()
+        assert await store.get_bytes("vod/keep.mp4") == b"old version"
+
+
+async def test_an_unknown_expectation_is_417_and_forbids_sniffing(app: App) -> None:
+    """aiohttp's ``expect_handler`` answers an expectation other than ``100-continue``
+    itself: that answer too carries ``nosniff`` (uvicorn leaves it to the app, which stores
+    the upload)."""
+    port = int(app.url.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"PUT /ok/vod/e.mp4 HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n"
+                     b"Expect: 200-ok\r\n\r\nx")
+        head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 60)).lower()
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+    assert head.startswith(b"http/1.1 417" if app.kind == "aiohttp" else b"http/1.1 201"), head
+    assert b"\r\nx-content-type-options: nosniff\r\n" in head, head

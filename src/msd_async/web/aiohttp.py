@@ -30,6 +30,7 @@ from .core import (
     SessionTimeout,
     UploadInterrupted,
     WriteWatch,
+    _text,
     check_upload_length,
     open_object,
     store_upload,
@@ -179,7 +180,8 @@ def expect_handler(
             return None  # HTTP/1.0 has no 100 Continue (RFC 9110 §10.1.1)
         expect = request.headers.get(hdrs.EXPECT, "")
         if expect.lower() != "100-continue":
-            raise web.HTTPExpectationFailed(text=f"Unknown Expect: {expect}")
+            # Not aiohttp's HTTPExpectationFailed: every answer of these helpers says nosniff.
+            return await send_reply(request, _text(417))
         maximum = limit(request) if callable(limit) else limit
         refused = check_upload_length(request_headers(request), maximum)
         if refused is not None:

@@ -86,6 +86,7 @@ REASONS: Final[dict[int, str]] = {
     413: "Content Too Large",
     415: "Unsupported Media Type",
     416: "Range Not Satisfiable",
+    417: "Expectation Failed",
     502: "Bad Gateway",
     503: "Service Unavailable",
     504: "Gateway Timeout",
@@ -595,6 +596,13 @@ def _stream_reply(
 ) -> Reply:
     info = stream.info
     if stream.status == 206:
+        if byte_range is None:
+            # The client library checks a 206 against the range it asked for; with none
+            # asked there is nothing to check, and the viewer (no Range, or one an
+            # If-Range voided because its copy is stale) must not get a part.
+            raise ProtocolError(
+                "the origin answered 206 to a GetObject without Range", attempts=1
+            )
         content_range = stream.content_range
         if content_range is None:
             raise ProtocolError("the origin answered 206 without a valid Content-Range")
@@ -751,7 +759,10 @@ async def store_upload(
     when no object existed, else ``200``, with the new ``ETag`` and a JSON body
     ``{"etag", "content_sha256", "size"}``; ``400`` when the body ended early
     (:class:`UploadInterrupted`; the client is usually gone by then) or a header is
-    invalid; origin errors as :func:`status_for_error`.
+    invalid; origin errors as :func:`status_for_error`. Every answer but 201/200 carries
+    ``Connection: close``: the rest of the body is not read (a server would otherwise keep
+    the connection to drain it, from a client that may have stalled, and the client keep
+    sending it).
     """
     headers = {} if headers is None else headers
     limit = client.streaming_limit if streaming else client.standard_limit
@@ -774,7 +785,7 @@ async def store_upload(
         if any(name in headers for name in ("if-match", "if-none-match", "if-unmodified-since")):
             decision = evaluate_preconditions("PUT", headers, validators, now=now)
             if decision.status is not None:
-                return _text(412)
+                return _text(412, [("Connection", "close")])
         result = await client.put_object(
             path,
             _counted(body, declared),
@@ -792,9 +803,11 @@ async def store_upload(
         )
     except (InvalidParameterError, InvalidPathError) as exc:
         # Our own validation text, about the request: safe and useful to send.
-        return _text(400, [], f"{exc.message}\n")
+        return _text(400, [("Connection", "close")], f"{exc.message}\n")
     except (MediaStoreError, ClientValidationError) as exc:
-        return error_reply(exc, path=path)
+        reply = error_reply(exc, path=path)
+        reply.headers.append(("Connection", "close"))
+        return reply
     data = json.dumps(
         {"etag": result.etag, "content_sha256": result.content_sha256, "size": result.size}
     ).encode()
