@@ -596,13 +596,6 @@ def _stream_reply(
 ) -> Reply:
     info = stream.info
     if stream.status == 206:
-        if byte_range is None:
-            # The client library checks a 206 against the range it asked for; with none
-            # asked there is nothing to check, and the viewer (no Range, or one an
-            # If-Range voided because its copy is stale) must not get a part.
-            raise ProtocolError(
-                "the origin answered 206 to a GetObject without Range", attempts=1
-            )
         content_range = stream.content_range
         if content_range is None:
             raise ProtocolError("the origin answered 206 without a valid Content-Range")
