@@ -21,7 +21,8 @@ import functools
 import math
 import socket
 import struct
-from collections.abc import Mapping
+import warnings
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from typing import Any, Final, NoReturn
 
@@ -702,6 +703,38 @@ class Response:
             self._done = True
             self._raw.close()
             self._transport._release_slot(self._host, self._watch)
+
+    def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
+        # Dropped unreleased: a reply a web framework never sent, a download entered and
+        # never exited. Without this its slot would be lost for good, and the pool would
+        # shrink by one each time until every call waited for Timeouts.pool and failed.
+        if self._done:
+            return
+        loop = self._transport._loop
+        if loop is None or loop.is_closed():
+            return
+        self._done = True
+        raw, transport, host, watch = self._raw, self._transport, self._host, self._watch
+
+        def free() -> None:
+            raw.close()
+            transport._release_slot(host, watch)
+
+        # Collected on the loop's thread as a rule; the slot's waiters must be woken there.
+        try:
+            on_loop = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:
+            free()
+        else:
+            loop.call_soon_threadsafe(free)
+        _warn(
+            f"a response from {self._url} was dropped without being released; its "
+            "connection was closed (close the reply, or exit the download's async with)",
+            ResourceWarning,
+            source=self,
+        )
 
 
 #: The read watch of the request the current task is sending without a body (see send()).
