@@ -206,8 +206,13 @@ class Destination:
         self._gap_reported: set[str] = set()
         self._changed = Event()
         self.window = DeleteWindow(loop_time, auto_delete=publisher.auto_delete,
-                                   min_delay=publisher.min_delete_delay)
+                                   min_delay=publisher.min_delete_delay,
+                                   scope=publisher.prefix)
         self._delete_wake = Event()
+        #: Deletes taken off the window and not sent yet: False once the path is published
+        #: again (the delete is void). Then, while one is on the wire, what its end sets.
+        self._deletes_due: dict[str, bool] = {}
+        self._deletes_sending: dict[str, Event] = {}
         self.deletes_stopped = False
         self.deletes = 0
         self.requests = RequestRecorder(store.endpoint)
@@ -242,6 +247,12 @@ class Destination:
 
     # -- intake
     def submit(self, job: Job) -> None:
+        if not job.kind.is_manifest:
+            # A delete its old version earned must not undo this one (a restarted packager
+            # reusing its names within the window).
+            self.window.republished(job.path)
+            if job.path in self._deletes_due:
+                self._deletes_due[job.path] = False
         self.jobs[job.path] = job
         self.unsettled.add(job)
         kind = job.kind
@@ -370,6 +381,9 @@ class Destination:
         )
         operation = "StreamingPutObject" if job.streaming else "PutObject"
         forbidden_retried = False
+        deleting = self._deletes_sending.get(job.path)
+        if deleting is not None and not job.kind.is_manifest:
+            await deleting.wait()  # the old version's delete, already on the wire
         job.phase = "uploading"
         while True:
             await publisher._pacer.acquire(operation)
@@ -522,7 +536,12 @@ class Destination:
                     and not stored.gap):
                 continue  # the stored version already names it so: it was waited for then
             hint = ref.role == "hint"
-            while path not in self.stored:
+            # An older version at the origin is not what is named when a newer one is on
+            # its way (a restarted packager reusing its names): wait for that one.
+            while path not in self.stored or (
+                not hint and (newer := self.jobs.get(path)) is not None
+                and newer is not job and newer.status is None
+            ):
                 target = self.jobs.get(path)
                 if target is None and path in self.gaps:
                     break  # given up: marked as a gap
@@ -611,6 +630,7 @@ class Destination:
     async def delete_loop(self) -> None:
         while not self.deletes_stopped:
             for path in self.window.pop_due():
+                self._deletes_due[path] = True
                 self.publisher._start(self._delete_one, path)
             due = self.window.next_due()
             if due is None:
@@ -620,14 +640,22 @@ class Destination:
                     await self._delete_wake.wait()
 
     async def _delete_one(self, path: str) -> None:
-        job = self.jobs.get(path)
-        if job is not None and job.status is None:
-            await job.settled.wait()  # never race the upload it would undo
-        await self.publisher._pacer.acquire("DeleteObject")
-        if self.window.held(path):
-            return  # a manifest stored meanwhile names it again: the delete is void
+        try:
+            job = self.jobs.get(path)
+            if job is not None and job.status is None and self._deletes_due.get(path):
+                await job.settled.wait()  # never race the upload it would undo
+            await self.publisher._pacer.acquire("DeleteObject")
+            if self.window.held(path):
+                return  # a manifest stored meanwhile names it again: the delete is void
+            if not self._deletes_due.get(path):
+                return  # published again meanwhile: this delete was for the old version
+        finally:
+            self._deletes_due.pop(path, None)
         kind = job.kind if job is not None else infer_kind(path)
         probe = job or EventSubject(path, kind)
+        # An upload of the path handed over from now on waits for this delete to end, so
+        # the origin never applies it after the new version.
+        sending = self._deletes_sending[path] = Event()
         try:
             await self.store.delete_object(path, retry=self.publisher.retry)
         except ObjectNotFoundError:
@@ -635,6 +663,10 @@ class Destination:
         except MediaStoreError as exc:
             self.emit("delete-failed", probe, reason=str(exc), error=exc)  # type: ignore[arg-type]
             return
+        finally:
+            if self._deletes_sending.get(path) is sending:
+                del self._deletes_sending[path]
+            sending.set()
         self._forget(path)
         self.window.deleted(path)
         if self.jobs.get(path) is job:
