@@ -62,6 +62,29 @@ async def test_a_playlist_naming_a_segment_published_again_waits_for_the_new_ver
     assert stats.destinations[0].deletes == 0
 
 
+async def test_a_multivariant_does_not_wait_for_a_newer_version_of_a_stored_playlist(
+    store: ContainerClient,
+) -> None:
+    """Stored once is enough for a media playlist a multivariant names: a newer version is
+    always on its way in a live stream (waiting for it would starve the multivariant)."""
+    release = anyio.Event()
+    async with LivePublisher(store) as publisher:
+        await publisher.publish("mv/r0/seg_0.m4s", b"s0", duration=5.0)
+        await (await publisher.publish("mv/r0/index.m3u8", playlist(["seg_0.m4s"]))).wait()
+        await publisher.publish("mv/r0/seg_1.m4s", _held(release, b"s1"), duration=5.0)
+        gated = await publisher.publish("mv/r0/index.m3u8",
+                                        playlist(["seg_0.m4s", "seg_1.m4s"]))
+        master = await publisher.publish(
+            "mv/master.m3u8",
+            b"#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=800000\nr0/index.m3u8\n")
+        with anyio.fail_after(5):
+            assert (await master.wait()).acknowledged
+        assert not gated.done()
+        release.set()
+        with anyio.fail_after(5):
+            assert (await gated.wait()).acknowledged
+
+
 async def test_a_segment_published_again_is_not_removed_by_the_delete_of_its_old_version(
     store: ContainerClient,
 ) -> None:

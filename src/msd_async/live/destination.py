@@ -536,11 +536,14 @@ class Destination:
                     and not stored.gap):
                 continue  # the stored version already names it so: it was waited for then
             hint = ref.role == "hint"
-            # An older version at the origin is not what is named when a newer one is on
-            # its way (a restarted packager reusing its names): wait for that one.
+            # An older segment at the origin is not what is named when a newer one is on
+            # its way (a restarted packager reusing its names): wait for that one. Not so
+            # for a playlist a multivariant names: stored once is enough, and a newer
+            # version is always on its way in a live stream.
             while path not in self.stored or (
                 not hint and (newer := self.jobs.get(path)) is not None
                 and newer is not job and newer.status is None
+                and not newer.kind.is_manifest
             ):
                 target = self.jobs.get(path)
                 if target is None and path in self.gaps:
