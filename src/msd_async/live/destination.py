@@ -18,8 +18,14 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.lowlevel
 
+from .. import rules
 from .._loop import Event, loop_time
-from ..errors import DeadlineExceeded, MediaStoreError, ObjectNotFoundError
+from ..errors import (
+    ClientValidationError,
+    DeadlineExceeded,
+    MediaStoreError,
+    ObjectNotFoundError,
+)
 from ..retry import NO_RETRIES
 from .bodies import BodySource, GivenUp
 from .kinds import ObjectKind, default_cache_control, infer_kind
@@ -523,6 +529,7 @@ class Destination:
         hint_until = now + (info.part_target or publisher.default_part_duration)
         unstarted: set[str] = set()
         never: list[str] = []
+        refused: list[str] = []
         references: Iterable[tuple[str, Reference]] = info.references.items()
         if info._inherited:
             # The stored version's references come first, unchanged, and none is a hint
@@ -535,6 +542,12 @@ class Destination:
             if (stored is not None and stored.role == ref.role and ref.role != "hint"
                     and not stored.gap):
                 continue  # the stored version already names it so: it was waited for then
+            if not _storable(path):
+                # It can never be at the origin: waiting for it would only hold the stream
+                # back. Given up at once, it is marked as a gap where HLS can say so.
+                self.gaps[path] = infer_kind(path)
+                refused.append(path)
+                continue
             hint = ref.role == "hint"
             # An older segment at the origin is not what is named when a newer one is on
             # its way (a restarted packager reusing its names): wait for that one. Not so
@@ -563,6 +576,14 @@ class Destination:
                         never.append(path)
                     break
                 await self.wait_changed(remaining)
+        if refused:
+            logger.warning(
+                "%s names %d object%s MediaStore refuses to store (%s%s); not waiting for "
+                "%s, marked as a gap in an HLS media playlist; rename the packager's output",
+                job.path, len(refused), "" if len(refused) == 1 else "s",
+                ", ".join(repr(p) for p in refused[:3]), ", ..." if len(refused) > 3 else "",
+                "it" if len(refused) == 1 else "them",
+            )
         if never:
             # One line per manifest: ffmpeg's final LL-DASH MPD names every chunk since the
             # first, thousands its window deleted long ago.
@@ -643,6 +664,12 @@ class Destination:
                     await self._delete_wake.wait()
 
     async def _delete_one(self, path: str) -> None:
+        if not _storable(path):
+            # Named by a manifest, never stored (refused name): nothing to delete.
+            self._deletes_due.pop(path, None)
+            self._forget(path)
+            self.window.deleted(path)
+            return
         try:
             job = self.jobs.get(path)
             if job is not None and job.status is None and self._deletes_due.get(path):
@@ -690,6 +717,15 @@ class Destination:
             failing=self.requests.failing,
             requests=self.requests.snapshot(),
         )
+
+
+def _storable(path: str) -> bool:
+    """Whether MediaStore takes ``path`` as an object name."""
+    try:
+        rules.normalize_object_path(path)
+    except ClientValidationError:
+        return False
+    return True
 
 
 @dataclass(slots=True)
