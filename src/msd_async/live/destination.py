@@ -223,6 +223,8 @@ class Destination:
         self.deletes = 0
         self.requests = RequestRecorder(store.endpoint)
         self.counts = {"acknowledged": 0, "dropped": 0, "failed": 0, "retried": 0}
+        #: Uploads that raised neither the origin's error nor the body's (event hooks).
+        self.outside_errors = 0
 
     # -- plumbing
     def changed(self) -> None:
@@ -449,9 +451,30 @@ class Destination:
                     return
                 continue
             except Exception as exc:
-                # The producer's own iterator failed (an encoder crashed): not the origin's
-                # fault, and nothing to retry.
-                job.settle(Status.FAILED, f"the body's source failed: {exc!r}", exc)
+                log = job.source.log
+                if (log is not None and log.error is exc) or (
+                    job.source.path is not None and isinstance(exc, OSError)
+                ):
+                    # The producer's own iterator failed (an encoder crashed), or the file
+                    # went: not the origin's fault, and nothing to retry.
+                    job.settle(Status.FAILED, f"the body's source failed: {exc!r}", exc)
+                    return
+                # Neither the origin nor the body: a session event hook that raised (the
+                # client passes a hook's error on to its caller) or a bug. The request may
+                # have reached the origin; retrying would meet the same error.
+                self.outside_errors += 1
+                if self.outside_errors == 1 or self.outside_errors % 1000 == 0:
+                    # A hook that always raises would log a traceback per object.
+                    logger.error("uploading %s raised %r outside the upload (%d so far); a "
+                                 "session event hook?", job.path, exc, self.outside_errors,
+                                 exc_info=exc if self.outside_errors == 1 else None)
+                job.settle(
+                    Status.FAILED,
+                    f"{exc!r} was raised outside the upload, by neither the origin nor the "
+                    "body (a session event hook that raises makes the call raise; it is "
+                    "logged); the origin may have stored it",
+                    exc,
+                )
                 return
             job.size = result.size
             self.stored.add(job.path)
