@@ -584,8 +584,11 @@ class Destination:
                 target = self.jobs.get(path)
                 if target is None and path in self.gaps:
                     break  # given up: marked as a gap
+                # A STREAMING upload shows at the origin with its first chunk; a STANDARD one
+                # (a part sent whole) only once stored, so its start does not make a hint
+                # true.
                 if hint and target is not None and (
-                    target.started.is_set() or target.status is not None
+                    (target.streaming and target.started.is_set()) or target.status is not None
                 ):
                     break
                 if not hint and target is not None and target is not job:
