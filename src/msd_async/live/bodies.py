@@ -290,7 +290,8 @@ class BodySource:
 async def _read_pipe(path: str, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
-    async with contextlib.aclosing(read_stream(path)) as stream:
+    stream = read_stream(path)
+    try:
         async for chunk in stream:
             size += len(chunk)
             if size > limit:
@@ -299,4 +300,8 @@ async def _read_pipe(path: str, limit: int) -> bytes:
                     rule="body.max-size.streaming", limit=limit, size=size,
                 )
             chunks.append(chunk)
+    finally:
+        closer = getattr(stream, "aclose", None)
+        if closer is not None:
+            await closer()  # the pipe's descriptor, also when given up or cancelled
     return b"".join(chunks)
