@@ -139,3 +139,38 @@ async def test_closing_the_publisher_is_not_held_up_by_a_stalled_fifo(
     finally:
         release.set()
         writer.join(10)
+
+
+async def test_publishing_a_fifo_playlist_whose_writer_stalls_can_be_cancelled(
+    store: ContainerClient, tmp_path: Path
+) -> None:
+    """A playlist from a pipe is read whole at publish(): a writer that never finishes must
+    not make that publish() (nor the block around it) deaf to its cancellation (before:
+    the read ran in a worker thread the cancellation had to wait for)."""
+    fifo = tmp_path / "index.m3u8"
+    os.mkfifo(fifo)
+    release = threading.Event()
+
+    def stalling_writer() -> None:
+        with open(fifo, "wb") as out:
+            out.write(b"#EXTM3U\n#EXT-X-TARGETDURATION:2\n")
+            out.flush()
+            release.wait(60)
+
+    writer = threading.Thread(target=stalling_writer, daemon=True)
+    writer.start()
+    given_up = 0.3
+    try:
+        async with LivePublisher(store) as publisher:
+            started = time.monotonic()
+            with anyio.move_on_after(given_up) as scope:
+                await publisher.publish("st/index.m3u8", fifo)
+            took = time.monotonic() - started
+            assert scope.cancelled_caught
+            assert took < given_up + 10, took  # a busy machine's margin; before: until release
+            seg = await publisher.publish("st/seg_1.ts", b"s", duration=2.0)
+            assert (await seg.wait()).acknowledged  # the publisher carries on
+        assert not release.is_set()
+    finally:
+        release.set()
+        writer.join(10)

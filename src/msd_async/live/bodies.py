@@ -276,7 +276,32 @@ class BodySource:
         if self.data is not None:
             return self.data
         if self.path is not None:
-            self.data = await anyio.Path(self.path).read_bytes()
+            if is_stream_path(self.path):
+                # A pipe whose writer stalls would hold a worker thread's read, which a
+                # cancellation has to wait for: read it the cancellable way, once.
+                self.data = await _read_pipe(self.path, self._limit)
+            else:
+                self.data = await anyio.Path(self.path).read_bytes()
             return self.data
         assert self.log is not None
         return await self.log.read_all()
+
+
+async def _read_pipe(path: str, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    stream = read_stream(path)
+    try:
+        async for chunk in stream:
+            size += len(chunk)
+            if size > limit:
+                raise ObjectTooLargeError(
+                    f"{path} gave more than {limit:,} bytes; read whole, it was given up",
+                    rule="body.max-size.streaming", limit=limit, size=size,
+                )
+            chunks.append(chunk)
+    finally:
+        closer = getattr(stream, "aclose", None)
+        if closer is not None:
+            await closer()  # the pipe's descriptor, also when given up or cancelled
+    return b"".join(chunks)

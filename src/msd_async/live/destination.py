@@ -18,8 +18,14 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.lowlevel
 
+from .. import rules
 from .._loop import Event, loop_time
-from ..errors import DeadlineExceeded, MediaStoreError, ObjectNotFoundError
+from ..errors import (
+    ClientValidationError,
+    DeadlineExceeded,
+    MediaStoreError,
+    ObjectNotFoundError,
+)
 from ..retry import NO_RETRIES
 from .bodies import BodySource, GivenUp
 from .kinds import ObjectKind, default_cache_control, infer_kind
@@ -206,12 +212,19 @@ class Destination:
         self._gap_reported: set[str] = set()
         self._changed = Event()
         self.window = DeleteWindow(loop_time, auto_delete=publisher.auto_delete,
-                                   min_delay=publisher.min_delete_delay)
+                                   min_delay=publisher.min_delete_delay,
+                                   scope=publisher.prefix)
         self._delete_wake = Event()
+        #: Deletes taken off the window and not sent yet: False once the path is published
+        #: again (the delete is void). Then, while one is on the wire, what its end sets.
+        self._deletes_due: dict[str, bool] = {}
+        self._deletes_sending: dict[str, Event] = {}
         self.deletes_stopped = False
         self.deletes = 0
         self.requests = RequestRecorder(store.endpoint)
         self.counts = {"acknowledged": 0, "dropped": 0, "failed": 0, "retried": 0}
+        #: Uploads that raised neither the origin's error nor the body's (event hooks).
+        self.outside_errors = 0
 
     # -- plumbing
     def changed(self) -> None:
@@ -242,6 +255,12 @@ class Destination:
 
     # -- intake
     def submit(self, job: Job) -> None:
+        if not job.kind.is_manifest:
+            # A delete its old version earned must not undo this one (a restarted packager
+            # reusing its names within the window).
+            self.window.republished(job.path)
+            if job.path in self._deletes_due:
+                self._deletes_due[job.path] = False
         self.jobs[job.path] = job
         self.unsettled.add(job)
         kind = job.kind
@@ -370,6 +389,9 @@ class Destination:
         )
         operation = "StreamingPutObject" if job.streaming else "PutObject"
         forbidden_retried = False
+        deleting = self._deletes_sending.get(job.path)
+        if deleting is not None and not job.kind.is_manifest:
+            await deleting.wait()  # the old version's delete, already on the wire
         job.phase = "uploading"
         while True:
             await publisher._pacer.acquire(operation)
@@ -429,9 +451,30 @@ class Destination:
                     return
                 continue
             except Exception as exc:
-                # The producer's own iterator failed (an encoder crashed): not the origin's
-                # fault, and nothing to retry.
-                job.settle(Status.FAILED, f"the body's source failed: {exc!r}", exc)
+                log = job.source.log
+                if (log is not None and log.error is exc) or (
+                    job.source.path is not None and isinstance(exc, OSError)
+                ):
+                    # The producer's own iterator failed (an encoder crashed), or the file
+                    # went: not the origin's fault, and nothing to retry.
+                    job.settle(Status.FAILED, f"the body's source failed: {exc!r}", exc)
+                    return
+                # Neither the origin nor the body: a session event hook that raised (the
+                # client passes a hook's error on to its caller) or a bug. The request may
+                # have reached the origin; retrying would meet the same error.
+                self.outside_errors += 1
+                if self.outside_errors == 1 or self.outside_errors % 1000 == 0:
+                    # A hook that always raises would log a traceback per object.
+                    logger.error("uploading %s raised %r outside the upload (%d so far); a "
+                                 "session event hook?", job.path, exc, self.outside_errors,
+                                 exc_info=exc if self.outside_errors == 1 else None)
+                job.settle(
+                    Status.FAILED,
+                    f"{exc!r} was raised outside the upload, by neither the origin nor the "
+                    "body (a session event hook that raises makes the call raise; it is "
+                    "logged); the origin may have stored it",
+                    exc,
+                )
                 return
             job.size = result.size
             self.stored.add(job.path)
@@ -509,6 +552,7 @@ class Destination:
         hint_until = now + (info.part_target or publisher.default_part_duration)
         unstarted: set[str] = set()
         never: list[str] = []
+        refused: list[str] = []
         references: Iterable[tuple[str, Reference]] = info.references.items()
         if info._inherited:
             # The stored version's references come first, unchanged, and none is a hint
@@ -521,13 +565,30 @@ class Destination:
             if (stored is not None and stored.role == ref.role and ref.role != "hint"
                     and not stored.gap):
                 continue  # the stored version already names it so: it was waited for then
+            if not _storable(path):
+                # It can never be at the origin: waiting for it would only hold the stream
+                # back. Given up at once, it is marked as a gap where HLS can say so.
+                self.gaps[path] = infer_kind(path)
+                refused.append(path)
+                continue
             hint = ref.role == "hint"
-            while path not in self.stored:
+            # An older segment at the origin is not what is named when a newer one is on
+            # its way (a restarted packager reusing its names): wait for that one. Not so
+            # for a playlist a multivariant names: stored once is enough, and a newer
+            # version is always on its way in a live stream.
+            while path not in self.stored or (
+                not hint and (newer := self.jobs.get(path)) is not None
+                and newer is not job and newer.status is None
+                and not newer.kind.is_manifest
+            ):
                 target = self.jobs.get(path)
                 if target is None and path in self.gaps:
                     break  # given up: marked as a gap
+                # A STREAMING upload shows at the origin with its first chunk; a STANDARD one
+                # (a part sent whole) only once stored, so its start does not make a hint
+                # true.
                 if hint and target is not None and (
-                    target.started.is_set() or target.status is not None
+                    (target.streaming and target.started.is_set()) or target.status is not None
                 ):
                     break
                 if not hint and target is not None and target is not job:
@@ -541,6 +602,14 @@ class Destination:
                         never.append(path)
                     break
                 await self.wait_changed(remaining)
+        if refused:
+            logger.warning(
+                "%s names %d object%s MediaStore refuses to store (%s%s); not waiting for "
+                "%s, marked as a gap in an HLS media playlist; rename the packager's output",
+                job.path, len(refused), "" if len(refused) == 1 else "s",
+                ", ".join(repr(p) for p in refused[:3]), ", ..." if len(refused) > 3 else "",
+                "it" if len(refused) == 1 else "them",
+            )
         if never:
             # One line per manifest: ffmpeg's final LL-DASH MPD names every chunk since the
             # first, thousands its window deleted long ago.
@@ -611,6 +680,7 @@ class Destination:
     async def delete_loop(self) -> None:
         while not self.deletes_stopped:
             for path in self.window.pop_due():
+                self._deletes_due[path] = True
                 self.publisher._start(self._delete_one, path)
             due = self.window.next_due()
             if due is None:
@@ -620,14 +690,28 @@ class Destination:
                     await self._delete_wake.wait()
 
     async def _delete_one(self, path: str) -> None:
-        job = self.jobs.get(path)
-        if job is not None and job.status is None:
-            await job.settled.wait()  # never race the upload it would undo
-        await self.publisher._pacer.acquire("DeleteObject")
-        if self.window.held(path):
-            return  # a manifest stored meanwhile names it again: the delete is void
+        if not _storable(path):
+            # Named by a manifest, never stored (refused name): nothing to delete.
+            self._deletes_due.pop(path, None)
+            self._forget(path)
+            self.window.deleted(path)
+            return
+        try:
+            job = self.jobs.get(path)
+            if job is not None and job.status is None and self._deletes_due.get(path):
+                await job.settled.wait()  # never race the upload it would undo
+            await self.publisher._pacer.acquire("DeleteObject")
+            if self.window.held(path):
+                return  # a manifest stored meanwhile names it again: the delete is void
+            if not self._deletes_due.get(path):
+                return  # published again meanwhile: this delete was for the old version
+        finally:
+            self._deletes_due.pop(path, None)
         kind = job.kind if job is not None else infer_kind(path)
         probe = job or EventSubject(path, kind)
+        # An upload of the path handed over from now on waits for this delete to end, so
+        # the origin never applies it after the new version.
+        sending = self._deletes_sending[path] = Event()
         try:
             await self.store.delete_object(path, retry=self.publisher.retry)
         except ObjectNotFoundError:
@@ -635,6 +719,10 @@ class Destination:
         except MediaStoreError as exc:
             self.emit("delete-failed", probe, reason=str(exc), error=exc)  # type: ignore[arg-type]
             return
+        finally:
+            if self._deletes_sending.get(path) is sending:
+                del self._deletes_sending[path]
+            sending.set()
         self._forget(path)
         self.window.deleted(path)
         if self.jobs.get(path) is job:
@@ -655,6 +743,15 @@ class Destination:
             failing=self.requests.failing,
             requests=self.requests.snapshot(),
         )
+
+
+def _storable(path: str) -> bool:
+    """Whether MediaStore takes ``path`` as an object name."""
+    try:
+        rules.normalize_object_path(path)
+    except ClientValidationError:
+        return False
+    return True
 
 
 @dataclass(slots=True)

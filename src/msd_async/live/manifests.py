@@ -28,6 +28,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable, Collection, Container
 from dataclasses import dataclass, field
 from typing import Final, Literal
+from urllib.parse import unquote
 
 from ..errors import ClientValidationError
 from .kinds import ObjectKind
@@ -97,15 +98,15 @@ def _attributes(text: str) -> dict[str, str]:
 
 
 #: A URI that is one path segment, resolved by putting the manifest's folder before it: no
-#: "/", query, fragment, scheme or whitespace, and not "." or "..". (What resolve_uri does
-#: with it, without its per-call normalising; tests/live/test_manifest_properties.py holds
-#: the two to the same answers.)
-_PLAIN_NAME: Final = re.compile(r"(?!\.\.?\Z)[^/?#:\s]+").fullmatch
+#: "/", query, fragment, scheme, percent-escape or whitespace, and not "." or "..". (What
+#: resolve_uri does with it, without its per-call normalising;
+#: tests/live/test_manifest_properties.py holds the two to the same answers.)
+_PLAIN_NAME: Final = re.compile(r"(?!\.\.?\Z)[^/?#:%\s]+").fullmatch
 
 
-#: A folder part of a URI that resolve_uri reads as a path: no query, fragment or
-#: whitespace (it would cut or strip there).
-_PLAIN_FOLDER: Final = re.compile(r"[^?#\s]*").fullmatch
+#: A folder part of a URI that resolve_uri reads as a path: no query, fragment,
+#: percent-escape or whitespace (it would cut, decode or strip there).
+_PLAIN_FOLDER: Final = re.compile(r"[^?#%\s]*").fullmatch
 
 
 def _resolver(manifest_path: str) -> Callable[[str], str | None]:
@@ -143,11 +144,16 @@ def resolve_uri(manifest_path: str, uri: str) -> str | None:
     """The container path ``uri`` names, relative to the manifest at ``manifest_path``.
 
     ``None`` for URIs that are not objects of this container: absolute URLs, ``data:``,
-    ``skd:``, or ones that climb above the container root.
+    ``skd:``. A URI that climbs above the container root stops there, as a player's
+    resolution does (RFC 3986 section 5.2.4). Percent-escapes are decoded: the origin
+    decodes the path a player requests (and the relay the paths an encoder PUTs), so
+    ``seg%3D1.ts`` names the object ``seg=1.ts``.
     """
     uri = uri.strip().split("#", 1)[0].split("?", 1)[0]
     if not uri or _SCHEME_RE.match(uri) or uri.startswith("//"):
         return None
+    if "%" in uri:
+        uri = unquote(uri)
     base = "" if uri.startswith("/") else posixpath.dirname(manifest_path)
     joined = posixpath.normpath(posixpath.join("/", base, uri.lstrip("/")))
     return joined.lstrip("/") or None

@@ -6,9 +6,9 @@ in ``docs/live.md``; in short:
 
 - **Ordering**: a playlist or MPD is stored only after every object it newly references is
   acknowledged, or was given up after its deadline (then marked ``#EXT-X-GAP`` in an HLS
-  playlist). A part named by ``#EXT-X-PRELOAD-HINT`` only needs its upload to have started
-  (RFC 8216bis section 6.2.6). Media of a rendition waits for that rendition's init
-  segment. Renditions publish concurrently.
+  playlist). A part named by ``#EXT-X-PRELOAD-HINT`` only needs to be requestable: a
+  STREAMING upload started, a STANDARD one stored (RFC 8216bis section 6.2.6). Media of
+  a rendition waits for that rendition's init segment. Renditions publish concurrently.
 - **Deadlines by kind**: media and parts are retried until their own duration has passed
   (counted from when their body was complete), then dropped and reported. Init, keys and
   manifests are retried until stored; the newest version of a manifest supersedes older

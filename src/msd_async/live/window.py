@@ -11,6 +11,9 @@ rules (``docs/live.md``, "Sliding window"):
 - A requested delete (an encoder's DELETE) is a hint: never sooner than the rules allow,
   never while a stored manifest names the object.
 - Nothing is deleted sooner than ``min_delay`` after it was scheduled.
+- Only objects under ``scope`` (the publisher's prefix) are deleted without being asked: a
+  manifest may name another stream's objects (``../ch2/seg_1.ts``, ``/ads/ad.ts``), which
+  are not the publisher's to remove.
 """
 
 from __future__ import annotations
@@ -37,14 +40,21 @@ class DeleteWindow:
 
     ``clock()`` returns the current time in seconds (the event loop's in the publisher, a
     counter in tests). ``auto_delete``: delete media that left every manifest without being
-    asked. ``min_delay``: never delete sooner than this after scheduling.
+    asked, if its path starts with ``scope``. ``min_delay``: never delete sooner than this
+    after scheduling.
     """
 
     def __init__(
-        self, clock: Callable[[], float], *, auto_delete: bool = True, min_delay: float = 0.0
+        self,
+        clock: Callable[[], float],
+        *,
+        auto_delete: bool = True,
+        min_delay: float = 0.0,
+        scope: str = "",
     ) -> None:
         self.clock = clock
         self.auto_delete = auto_delete
+        self.scope = scope
         self.min_delay = min_delay
         #: Which stored manifests name each object.
         self.holders: dict[str, set[str]] = {}
@@ -107,7 +117,9 @@ class DeleteWindow:
                 if holders:
                     continue
                 del self.holders[path]
-            if path in self.requested or (self.auto_delete and ref.role in AUTO_DELETED):
+            if path in self.requested or (
+                self.auto_delete and ref.role in AUTO_DELETED and path.startswith(self.scope)
+            ):
                 self._schedule(path, self.leave_due[path])
             else:
                 forget.append(path)
@@ -155,6 +167,14 @@ class DeleteWindow:
                 continue  # named again: it goes when it leaves again
             out.append(path)
         return out
+
+    def republished(self, path: str) -> None:
+        """``path`` was published again: what its old version earned (a scheduled delete,
+        a requested one, its leave time) is void; the new version goes by the rules
+        again, once a manifest that names it drops it or a delete is requested."""
+        self.due.pop(path, None)
+        self.requested.discard(path)
+        self.leave_due.pop(path, None)
 
     def deleted(self, path: str) -> None:
         """``path`` was deleted: nothing more to remember about it."""
