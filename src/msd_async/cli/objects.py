@@ -21,6 +21,7 @@ from ._common import (
     open_container,
     progress_enabled,
     run_command,
+    stop_on_sigterm,
 )
 
 if TYPE_CHECKING:
@@ -140,7 +141,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     async def main() -> int:
-        async with open_container(args) as store:
+        async with stop_on_sigterm(), open_container(args) as store:
             result: int = await args.operation(store, args)
             return result
 
