@@ -135,3 +135,12 @@ def _reading_a_pipe(pid: int) -> bool:
             if "pipe" in wchan.read_text():
                 return True
     return False
+
+
+@pytest.mark.parametrize("value", ["0", "-3"])
+def test_rm_concurrency_below_1_is_a_usage_error(server: Server, value: str) -> None:
+    """It was taken as 1 without a word, and the deletes went ahead."""
+    result = server.run("rm", "-r", "--dry-run", "--concurrency", value, "any")
+    assert result.returncode == 2, result
+    assert f"--concurrency: must be 1 or more, not {value}" in result.stderr
+    assert "Traceback" not in result.stderr
