@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -37,6 +38,8 @@ class ClientContext:
     retry: RetryPolicy
     event_hooks: list[EventHook]
     _transport: Transport | None = None
+    #: The event loop of the first request: the pool's connections belong to it.
+    loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def transport(self) -> Transport:

@@ -14,13 +14,17 @@ from urllib.parse import unquote, urlsplit
 from . import protocol, rules
 from ._context import ClientContext
 from .body import Body, Buffer, Meter, ProgressCallback, UploadBody, prepare_body
+from .credentials import Credentials
+from .credentials import without_user_info as _without_user_info
 from .errors import (
     ChecksumMismatchError,
+    CredentialsError,
     InvalidParameterError,
     MediaStoreError,
     ObjectNotFoundError,
     ObjectTooLargeError,
     SessionClosedError,
+    WrongEventLoopError,
 )
 from .events import EventHook, EventKind, Operation, new_event
 from .results import Item, ListPage, ObjectInfo, PutResult
@@ -72,28 +76,106 @@ def _parse_endpoint(endpoint: str) -> tuple[str, str]:
     if not isinstance(endpoint, str) or "://" not in endpoint:
         raise InvalidParameterError(
             f"endpoint must be a URL such as "
-            f"'https://abc123.data.mediastore.us-east-1.amazonaws.com', not {endpoint!r}",
+            "'https://abc123.data.mediastore.us-east-1.amazonaws.com', not "
+            f"{_without_user_info(endpoint)!r}",
             rule="endpoint.form",
         )
-    parts = urlsplit(endpoint)
+    try:
+        parts = urlsplit(endpoint)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as exc:
+        raise InvalidParameterError(
+            f"endpoint {_without_user_info(endpoint)!r} is not a valid URL ({exc}); give "
+            "it as https://HOST[:PORT]",
+            rule="endpoint.form",
+        ) from None
+    if "@" in parts.netloc:
+        # A user:password@ part means nothing to a SigV4 service, and the endpoint is
+        # reported in every request event (a tracing span's url.full): refuse it without
+        # echoing the password.
+        raise InvalidParameterError(
+            f"endpoint {_without_user_info(endpoint)!r} carries user info (user:password@); "
+            "MediaStore requests are signed with AWS keys, not URL passwords: remove it and "
+            "give the keys as the Session's credentials",
+            rule="endpoint.form",
+        )
     if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
         raise InvalidParameterError(
-            f"endpoint {endpoint!r} must be http:// or https:// with a host",
+            f"endpoint {_without_user_info(endpoint)!r} must be http:// or https:// with a host",
             rule="endpoint.form",
         )
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         raise InvalidParameterError(
-            f"endpoint {endpoint!r} must not have a path or query: object paths are given "
-            "to each call",
+            f"endpoint {_without_user_info(endpoint)!r} must not have a path or query: "
+            "object paths are given to each call",
             rule="endpoint.form",
         )
-    try:
-        host = signing_host(endpoint)
-    except ValueError as exc:
-        raise InvalidParameterError(
-            f"endpoint {endpoint!r} has an invalid port", rule="endpoint.form"
-        ) from exc
+    host = signing_host(endpoint)
     return f"{parts.scheme}://{host}", host
+
+
+def _bind_loop(context: ClientContext, loop: asyncio.AbstractEventLoop) -> None:
+    """Tie the session's pool to ``loop`` at its first request; refuse any other loop.
+
+    aiohttp's connections belong to the loop that opened them: from another one (a second
+    ``asyncio.run``) a request failed deep in aiohttp with "Event loop is closed", or
+    worse, touched a running loop from another thread."""
+    if context.loop is None or context.closed:
+        context.loop = loop
+        return
+    raise WrongEventLoopError(
+        "this Session's connections belong to the event loop of its first request, not "
+        "this one (a second asyncio.run(), or another thread); open one Session per event "
+        "loop, inside the coroutine it runs (async with Session(...) as session: ...)"
+    )
+
+
+async def _get_credentials(context: ClientContext) -> Credentials:
+    """The provider's credentials for one signature, within ``Timeouts.credentials``.
+
+    Whatever goes wrong is a :class:`CredentialsError` that names the provider: a provider
+    that raises something else (a bug, an OSError), returns something else, or does not
+    answer (a ``credential_process`` that hangs) would otherwise surface as a stranger
+    error, or hold the call forever.
+    """
+    provider = context.credentials
+    if type(provider) is Credentials:
+        return provider  # static keys: nothing to wait for, nothing that can fail
+    timeout = context.timeouts.credentials
+    name = type(provider).__name__
+    try:
+        async with asyncio.timeout(timeout) as scope:
+            credentials = await provider.get_credentials()
+    except MediaStoreError:
+        raise
+    except TimeoutError as exc:
+        if not scope.expired():
+            raise CredentialsError(
+                f"the credentials provider {name} failed (TimeoutError: {exc}); check its "
+                "source (credential_process, SSO, instance metadata)"
+            ) from exc
+        raise CredentialsError(
+            f"the credentials provider {name} did not answer within {timeout} s "
+            "(Timeouts.credentials); check its source (a credential_process that waits for "
+            "input, an unreachable SSO or instance metadata endpoint)"
+        ) from exc
+    except Exception as exc:
+        raise CredentialsError(
+            f"the credentials provider {name} failed ({type(exc).__name__}: "
+            f"{_short(exc)}); fix the provider, or pass credentials=Credentials(...)"
+        ) from exc
+    if not isinstance(credentials, Credentials):
+        raise CredentialsError(
+            f"the credentials provider {name} returned a {type(credentials).__name__}, not "
+            "msd_async.Credentials; its get_credentials() must return Credentials(...)"
+        )
+    return credentials
+
+
+def _short(exc: BaseException) -> str:
+    # A provider's error text is not ours: keep it to one bounded line.
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 300 else text[:300] + "..."
 
 
 class _Emitter:
@@ -249,7 +331,10 @@ class ContainerClient:
         deadline: Deadline | None,
     ) -> Response:
         context = self._context
-        credentials = await context.credentials.get_credentials()
+        loop = asyncio.get_running_loop()
+        if context.loop is not loop:
+            _bind_loop(context, loop)
+        credentials = await _get_credentials(context)
         auth = self._signer.sign(
             credentials,
             method=request.method,
@@ -604,7 +689,7 @@ class ContainerClient:
                 "this client's Session is closed; open a new Session and get the container "
                 "from it again"
             )
-        credentials = await self._context.credentials.get_credentials()
+        credentials = await _get_credentials(self._context)
         query = self._signer.presign(
             credentials,
             method=method,

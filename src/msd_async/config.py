@@ -25,6 +25,9 @@ class Timeouts:
                        waiting for *your* async iterator does not count)
     pool      30       wait for a free connection when ``Limits.max_connections``
                        requests are already in flight
+    credentials 60     the credentials provider's answer before each signature (a
+                       ``credential_process``, SSO or IMDS refresh that hangs); then
+                       :class:`~msd_async.errors.CredentialsError`
     ========  =======  ==============================================================
 
     There is deliberately no total timeout: it would kill long healthy transfers. Use the
@@ -40,9 +43,10 @@ class Timeouts:
     read: float | None = 30.0
     write: float | None = 30.0
     pool: float | None = 30.0
+    credentials: float | None = 60.0
 
     def __post_init__(self) -> None:
-        for name in ("connect", "read", "write", "pool"):
+        for name in ("connect", "read", "write", "pool", "credentials"):
             value = getattr(self, name)
             if value is None:
                 continue

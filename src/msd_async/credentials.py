@@ -90,7 +90,8 @@ class EnvironmentCredentials:
     The variables are read on every call (a few dict lookups), so keys rotated by updating
     ``os.environ`` are picked up without a restart. ``environ`` replaces ``os.environ``
     (for tests). Raises :class:`~msd_async.CredentialsError` when a required variable is
-    missing or the expiration cannot be parsed.
+    missing, the expiration cannot be parsed, or it has passed (nothing is signed with keys
+    known to be expired).
     """
 
     __slots__ = ("_cached", "_environ")
@@ -115,7 +116,10 @@ class EnvironmentCredentials:
         state = (access_key, secret_key, token, expiration)
         cached = self._cached
         if cached is not None and cached[0] == state:
-            return cached[1]
+            creds = cached[1]
+            if creds.expiry is not None:
+                _check_not_expired(creds.expiry)
+            return creds
         missing = [
             name
             for name, v in ((ENV_ACCESS_KEY, access_key), (ENV_SECRET_KEY, secret_key))
@@ -130,7 +134,21 @@ class EnvironmentCredentials:
         expiry = _parse_expiration(expiration) if expiration else None
         creds = Credentials(access_key, secret_key, token, expiry)
         self._cached = (state, creds)
+        if expiry is not None:
+            _check_not_expired(expiry)
         return creds
+
+
+def _check_not_expired(expiry: _dt.datetime) -> None:
+    # As botocore refuses environment credentials still expired after a refresh: signed
+    # with them, a request fails as an auth error whose advice (check the keys) misleads.
+    if expiry <= _dt.datetime.now(_dt.UTC):
+        raise CredentialsError(
+            f"the credentials in the environment expired at {expiry.isoformat()} "
+            f"({ENV_EXPIRATION}); get new temporary credentials and set "
+            f"{ENV_ACCESS_KEY}, {ENV_SECRET_KEY}, AWS_SESSION_TOKEN and {ENV_EXPIRATION} "
+            "again (or unset them to use a profile)"
+        )
 
 
 def _parse_expiration(value: str) -> _dt.datetime:
@@ -314,17 +332,29 @@ _REGION_RE: Final = re.compile(r"[A-Za-z0-9-]{1,64}")
 ENV_REGIONS: Final = ("AWS_REGION", "AWS_DEFAULT_REGION")
 
 
+def without_user_info(endpoint: object) -> object:
+    """``endpoint`` with a ``user:password@`` part replaced by ``***@``, for messages:
+    secrets stay out of error messages."""
+    if not isinstance(endpoint, str):
+        return endpoint
+    return _USER_INFO_RE.sub(r"\1***@", endpoint, count=1)
+
+
+_USER_INFO_RE: Final = re.compile(r"^((?:[A-Za-z][A-Za-z0-9+.-]*:)?//|)[^/?#]*@")
+
+
 def resolve_region(region: str | None, endpoint: str) -> str:
     """The signing region for ``endpoint``.
 
     1. ``region`` if given;
     2. else the region in a container host ``<id>.data.mediastore.<region>.amazonaws.com``
        (or ``.amazonaws.com.cn``);
-    3. else ``AWS_REGION``, then ``AWS_DEFAULT_REGION``.
+    3. else ``AWS_REGION``, then ``AWS_DEFAULT_REGION`` (empty counts as unset).
 
     Raises :class:`~msd_async.InvalidParameterError` (``rule="region.required"``) when none
     applies (a local or proxy endpoint without a configured region), and
-    ``rule="region.invalid"`` for a region that is not letters, digits and dashes.
+    ``rule="region.invalid"`` for a region, given or from the environment, that is not
+    letters, digits and dashes.
     """
     if region is not None:
         if not isinstance(region, str) or _REGION_RE.fullmatch(region) is None:
@@ -344,10 +374,18 @@ def resolve_region(region: str | None, endpoint: str) -> str:
     for name in ENV_REGIONS:
         value = os.environ.get(name)
         if value:
+            if _REGION_RE.fullmatch(value) is None:
+                # Signed with it, every request would fail as a bad signature, and the
+                # advice would be to check the keys.
+                raise InvalidParameterError(
+                    f"{name}={value!r} is not a region name such as 'us-east-1'; fix or "
+                    f"unset {name}",
+                    rule="region.invalid",
+                )
             return value
     raise InvalidParameterError(
-        f"cannot tell the AWS region of endpoint {endpoint!r}: pass region='us-east-1' (or the "
-        "container's region), set AWS_REGION, or use the container's own endpoint "
-        "https://<id>.data.mediastore.<region>.amazonaws.com",
+        f"cannot tell the AWS region of endpoint {without_user_info(endpoint)!r}: pass "
+        "region='us-east-1' (or the container's region), set AWS_REGION, or use the "
+        "container's own endpoint https://<id>.data.mediastore.<region>.amazonaws.com",
         rule="region.required",
     )

@@ -31,8 +31,9 @@ Every error the library raises derives from :class:`MediaStoreError`::
     ├── UnreplayableBodyError        a retry needed a body that can only be read once
     ├── ObjectChangedError           a resumed download found another ETag or size
     ├── ChecksumMismatchError        the service stored other bytes than were sent
-    ├── CredentialsError             no credentials, or the provider failed
-    └── SessionClosedError           a call after the Session was closed (also a RuntimeError)
+    ├── CredentialsError             no credentials, or the provider failed or did not answer
+    ├── SessionClosedError           a call after the Session was closed (also a RuntimeError)
+    └── WrongEventLoopError          a Session used from another event loop (also a RuntimeError)
 
 Every exception carries ``attempts``: how many HTTP attempts the call made before it
 gave up (0 when it failed before sending).
@@ -80,6 +81,7 @@ __all__ = [
     "UnreplayableBodyError",
     "ValidationError",
     "WriteTimeout",
+    "WrongEventLoopError",
     "service_error_class",
 ]
 
@@ -424,3 +426,9 @@ class CredentialsError(MediaStoreError):
 class SessionClosedError(MediaStoreError, RuntimeError):
     """A call was made on a :class:`ContainerClient` (or ``Session.container``) after its
     Session was closed. Open a new Session and get the container from it again."""
+
+
+class WrongEventLoopError(MediaStoreError, RuntimeError):
+    """A Session's client sent from an event loop other than the one its connections
+    belong to (the loop of its first request: a second ``asyncio.run``, another thread).
+    Open one Session per event loop, inside the coroutine that loop runs."""

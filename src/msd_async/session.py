@@ -43,7 +43,10 @@ class Session:
     waits at most ``Timeouts.pool``, then raises :class:`PoolTimeout`.
 
     After :meth:`aclose`, :meth:`container` and every call of a client obtained before raise
-    :class:`SessionClosedError`.
+    :class:`SessionClosedError`. The pool belongs to the event loop of the first request: a
+    call from another loop raises :class:`WrongEventLoopError` (open one Session per loop).
+    ``Timeouts.credentials`` bounds each wait for the credentials provider; a provider
+    that fails, hangs or answers something else raises :class:`CredentialsError`.
     """
 
     def __init__(

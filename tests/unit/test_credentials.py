@@ -141,6 +141,31 @@ async def test_environment_bad_expiration() -> None:
     assert_no_secret(info.value)
 
 
+@pytest.mark.anyio
+async def test_environment_credentials_past_their_expiration_are_refused() -> None:
+    """They were handed out and signed with: the service's 403 then sent the user to check
+    the keys. botocore refuses them too."""
+    env = {
+        "AWS_ACCESS_KEY_ID": "AK",
+        "AWS_SECRET_ACCESS_KEY": SECRET,
+        "AWS_SESSION_TOKEN": TOKEN,
+        "AWS_CREDENTIAL_EXPIRATION": "2000-01-01T00:00:00Z",
+    }
+    provider = EnvironmentCredentials(env)
+    with pytest.raises(CredentialsError, match="expired at 2000-01-01T00:00:00") as info:
+        await provider.get_credentials()
+    assert "AWS_CREDENTIAL_EXPIRATION" in str(info.value)
+    assert "new temporary credentials" in str(info.value)
+    assert_no_secret(info.value)
+    # Unexpired ones pass; and the same (cached) credentials are refused once they expire.
+    soon = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=0.5)
+    env["AWS_CREDENTIAL_EXPIRATION"] = soon.isoformat()
+    assert (await provider.get_credentials()).expiry == soon
+    await anyio.sleep(max(0.0, (soon - dt.datetime.now(dt.UTC)).total_seconds()) + 0.05)
+    with pytest.raises(CredentialsError, match="expired"):
+        await provider.get_credentials()
+
+
 # --- the aiobotocore chain ------------------------------------------------------------------
 
 
@@ -392,3 +417,20 @@ def test_region_invalid(bad: str) -> None:
     with pytest.raises(InvalidParameterError) as info:
         resolve_region(bad, "http://127.0.0.1:9000")
     assert info.value.rule == "region.invalid"
+
+
+@pytest.mark.parametrize("name", ["AWS_REGION", "AWS_DEFAULT_REGION"])
+def test_region_from_the_environment_is_checked_too(
+    aws_home: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """``AWS_REGION='us east 1'`` was signed with: every request failed as a bad signature,
+    and the advice was to check the keys."""
+    monkeypatch.setenv(name, "us east 1")
+    with pytest.raises(InvalidParameterError) as info:
+        resolve_region(None, "http://127.0.0.1:9000")
+    assert info.value.rule == "region.invalid"
+    assert f"{name}='us east 1'" in str(info.value)
+    # Empty counts as unset, as in botocore: the next source is used.
+    monkeypatch.setenv("AWS_REGION", "")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    assert resolve_region(None, "http://127.0.0.1:9000") == "eu-west-1"

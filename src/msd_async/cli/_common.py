@@ -5,7 +5,8 @@ Only argparse and the standard library are imported here at module level; the cl
 rich are imported inside the functions that use them, so ``msd --help`` stays fast.
 
 Exit codes: 0 only on full success; 1 when the command failed or any object failed (after
-the others completed); 2 for a usage error (argparse's); 130 when interrupted.
+the others completed); 2 for a usage error (argparse's); 130 when interrupted; 143 when
+stopped by SIGTERM (commands that handle it, with :func:`stop_on_sigterm`).
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ __all__ = [
     "EXIT_FAILED",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
+    "EXIT_TERMINATED",
     "EXIT_USAGE",
     "CommandError",
+    "Terminated",
     "TransferProgress",
     "add_debug_option",
     "client_options",
@@ -42,6 +45,8 @@ EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
 EXIT_USAGE: Final = 2
 EXIT_INTERRUPTED: Final = 130
+#: Stopped by SIGTERM (128 + 15, the shell's status for a process SIGTERM ended).
+EXIT_TERMINATED: Final = 143
 #: The environment variable that names the container's data endpoint.
 ENDPOINT_ENV: Final = "MSD_ENDPOINT"
 
@@ -53,6 +58,48 @@ _CREDENTIAL_HELP: Final = (
 
 class CommandError(Exception):
     """A failure already phrased for the user: printed as one line, exit status 1."""
+
+
+class Terminated(Exception):
+    """The command was stopped by SIGTERM (see :func:`stop_on_sigterm`): one line, 143."""
+
+
+@contextlib.asynccontextmanager
+async def stop_on_sigterm() -> AsyncIterator[None]:
+    """Within the block, SIGTERM stops the command as Ctrl-C does: the running task is
+    cancelled, so its ``finally`` blocks run (a download's temporary file is removed, an
+    upload is cut before it completes), then :class:`Terminated` is raised (one line on
+    stderr, exit status 143). Without it SIGTERM killed the process where it stood."""
+    import asyncio
+    import signal
+
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    received: list[bool] = []
+
+    def on_sigterm() -> None:
+        received.append(True)
+        task.cancel()
+
+    try:
+        loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+    except (NotImplementedError, RuntimeError):  # not the main thread, or no signals
+        yield
+        return
+    try:
+        yield
+    except asyncio.CancelledError:
+        if not received:
+            raise
+        task.uncancel()
+        raise Terminated from None
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+    if received:
+        # The signal came as the work ended: it is still a stop by SIGTERM.
+        task.uncancel()
+        raise Terminated
 
 
 def add_debug_option(parser: argparse.ArgumentParser) -> None:
@@ -143,6 +190,9 @@ def run_command(args: argparse.Namespace, main: Callable[[], Awaitable[int]]) ->
     except KeyboardInterrupt:
         print(f"msd {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Terminated:
+        print(f"msd {args.command}: stopped by SIGTERM", file=sys.stderr)
+        return EXIT_TERMINATED
     except BrokenPipeError as exc:
         if not _stdout_closed():
             print(f"msd {args.command}: {describe_error(exc)}", file=sys.stderr)

@@ -21,6 +21,7 @@ from ._common import (
     open_container,
     progress_enabled,
     run_command,
+    stop_on_sigterm,
 )
 
 if TYPE_CHECKING:
@@ -116,7 +117,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "nothing",
     )
     p.add_argument(
-        "--concurrency", type=int, default=16, help="deletes at the same time with -r (16)"
+        "--concurrency", type=_positive_int, default=16,
+        help="deletes at the same time with -r (16)",
     )
     p.add_argument("--json", action="store_true", help="print a JSON summary for scripts")
     p.set_defaults(func=_run, operation=_rm)
@@ -138,9 +140,20 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.set_defaults(func=_run, operation=_presign)
 
 
+def _positive_int(text: str) -> int:
+    """A whole number of 1 or more (0 or less was taken as 1, silently)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
+
+
 def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     async def main() -> int:
-        async with open_container(args) as store:
+        async with stop_on_sigterm(), open_container(args) as store:
             result: int = await args.operation(store, args)
             return result
 
@@ -465,7 +478,7 @@ async def _rm_tree(store: ContainerClient, args: argparse.Namespace) -> int:
     failed: list[tuple[str, MediaStoreError]] = []
     deleted: list[str] = []
     queue = iter(paths)
-    limit = max(1, args.concurrency)
+    limit: int = args.concurrency
 
     with TransferProgress(progress_enabled(args), "deleting") as bars:
         bars(TransferEvent("plan", files=len(paths), size=len(paths)))

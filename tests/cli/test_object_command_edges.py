@@ -1,0 +1,146 @@
+"""``msd`` object commands at the edges of their input and environment: an endpoint URL
+with user info or a malformed host, a region variable that is not a region, expired
+environment credentials, ``rm --concurrency`` out of range, a folder path with a trailing
+``/``, and SIGTERM mid-transfer. Each failure is one line on stderr, no traceback."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+from scripted_server import Connection, response_head, scripted_server
+from serve_process import MSD, one_line_error
+from serve_process import ServeProcess as Server
+
+
+def test_an_endpoint_with_a_password_is_refused_without_printing_it(server: Server) -> None:
+    """It was accepted and the password dropped silently (and handed to event hooks)."""
+    host = server.endpoint.split("://", 1)[1]
+    line = one_line_error(
+        server.run("ls", "--endpoint", f"http://me:s3cr3t@{host}"), "ls"
+    )
+    assert "user info" in line and "s3cr3t" not in line and "***@" in line
+
+
+def test_a_malformed_endpoint_is_one_line_without_debug_hint(server: Server) -> None:
+    """urllib's ValueError came out as "ValueError: Invalid IPv6 URL (run with --debug)"."""
+    line = one_line_error(server.run("ls", "--endpoint", "http://[::1"), "ls")
+    assert "InvalidParameterError" in line and "https://HOST[:PORT]" in line
+    assert "--debug" not in line
+
+
+@pytest.mark.parametrize("name", ["AWS_REGION", "AWS_DEFAULT_REGION"])
+def test_a_region_variable_that_is_not_a_region_names_the_variable(
+    server: Server, name: str
+) -> None:
+    """It was signed with; the service's 403 then said to check the keys."""
+    env = {"AWS_REGION": "", name: "us east 1"}
+    line = one_line_error(server.run("ls", env=env), "ls")
+    assert f"{name}='us east 1'" in line
+    assert "AWS_SECRET_ACCESS_KEY" not in line
+
+
+def test_expired_environment_credentials_say_so(server: Server) -> None:
+    env = {"AWS_SESSION_TOKEN": "token", "AWS_CREDENTIAL_EXPIRATION": "2000-01-01T00:00:00Z"}
+    line = one_line_error(server.run("ls", env=env), "ls")
+    assert "CredentialsError" in line and "expired at 2000-01-01" in line
+
+
+# --- SIGTERM mid-transfer --------------------------------------------------------------------
+
+#: The environment of an ``msd`` command sent to a scripted server (which checks no keys).
+SCRIPTED_ENV = {
+    **{k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MSD_"))},
+    "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE",
+    "AWS_SECRET_ACCESS_KEY": "secret",
+    "AWS_REGION": "us-east-1",
+    "AWS_CONFIG_FILE": os.devnull,
+    "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+}
+
+
+@pytest.mark.anyio
+async def test_sigterm_mid_download_leaves_nothing_and_exits_143(tmp_path: Path) -> None:
+    """`kill` (systemd, Kubernetes, timeout(1)) ended msd where it stood: no message, and
+    the temporary `.seg.ts.msdpart` stayed in the destination folder."""
+    sent = anyio.Event()
+
+    async def half_then_stall(conn: Connection) -> None:
+        await conn.read_request()
+        await conn.send(response_head(200, {"Content-Length": 100_000}) + b"x" * 50_000)
+        sent.set()
+        await anyio.sleep(120)
+
+    target = tmp_path / "seg.ts"
+    partial = tmp_path / ".seg.ts.msdpart"
+    async with scripted_server(half_then_stall) as server, await anyio.open_process(
+        [MSD, "get", "--endpoint", server.endpoint, "live/seg.ts", str(target)],
+        env=SCRIPTED_ENV,
+    ) as process:
+        with anyio.fail_after(120):
+            await sent.wait()
+            while not (partial.exists() and partial.stat().st_size > 0):  # noqa: ASYNC110
+                await anyio.sleep(0.02)  # msd is writing the first half
+            process.send_signal(signal.SIGTERM)
+            assert await process.wait() == 143
+        assert process.stderr is not None
+        stderr = (await process.stderr.receive()).decode()
+    assert stderr.splitlines() == ["msd get: stopped by SIGTERM"], stderr
+    assert os.listdir(tmp_path) == []  # neither seg.ts nor its .msdpart
+
+
+def test_sigterm_while_put_waits_on_stdin_stores_nothing(server: Server) -> None:
+    read_end, write_end = os.pipe()
+    try:
+        with subprocess.Popen(
+            [MSD, "put", "-", "term/silent.bin"], env=server.env, stdin=read_end,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        ) as process:
+            os.close(read_end)
+            read_end = -1
+            os.write(write_end, b"some bytes, then silence")
+            # Ready when it reads stdin; before its signal handler exists SIGTERM would
+            # kill it outright, so wait until it sits in a read of the pipe.
+            deadline = time.monotonic() + 60
+            while not _reading_a_pipe(process.pid) and time.monotonic() < deadline:
+                assert process.poll() is None, process.communicate()
+                time.sleep(0.05)
+            time.sleep(0.2)
+            process.send_signal(signal.SIGTERM)
+            try:
+                _, err = process.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.communicate()
+                pytest.fail("msd put did not end on SIGTERM while it waited on stdin")
+    finally:
+        for fd in (read_end, write_end):
+            if fd != -1:
+                os.close(fd)
+    assert (process.returncode, err.strip()) == (143, "msd put: stopped by SIGTERM")
+    assert "no object at" in one_line_error(server.run("stat", "term/silent.bin"), "stat")
+
+
+def _reading_a_pipe(pid: int) -> bool:
+    """Whether a thread of ``pid`` sleeps in the kernel reading an empty pipe (as
+    tests/cli/test_leftover_edges.py checks it)."""
+    for wchan in Path(f"/proc/{pid}/task").glob("*/wchan"):
+        with contextlib.suppress(OSError):
+            if "pipe" in wchan.read_text():
+                return True
+    return False
+
+
+@pytest.mark.parametrize("value", ["0", "-3"])
+def test_rm_concurrency_below_1_is_a_usage_error(server: Server, value: str) -> None:
+    """It was taken as 1 without a word, and the deletes went ahead."""
+    result = server.run("rm", "-r", "--dry-run", "--concurrency", value, "any")
+    assert result.returncode == 2, result
+    assert f"--concurrency: must be 1 or more, not {value}" in result.stderr
+    assert "Traceback" not in result.stderr
