@@ -40,6 +40,8 @@ class ClientContext:
     _transport: Transport | None = None
     #: The event loop of the first request: the pool's connections belong to it.
     loop: asyncio.AbstractEventLoop | None = None
+    #: The thread that runs ``loop``.
+    loop_thread: int = 0
 
     @property
     def transport(self) -> Transport:

@@ -166,3 +166,50 @@ def test_a_session_used_from_a_second_event_loop_says_so(serve: ServeProcess) ->
     finally:
         first.run_until_complete(session.aclose())
         first.close()
+
+
+class Refreshing:
+    """Answers at once while its keys are fresh; every third call waits for a refresh
+    (cleaning up if it is cancelled meanwhile)."""
+
+    def __init__(self, keys: Credentials, wait: float) -> None:
+        self.keys, self.wait = keys, wait
+        self.calls = self.refreshes = self.cleaned = 0
+
+    async def get_credentials(self) -> Credentials:
+        self.calls += 1
+        if self.calls % 3 == 1:
+            try:
+                await anyio.sleep(self.wait)
+            finally:
+                self.cleaned += 1
+            self.refreshes += 1
+        return self.keys
+
+
+@pytest.mark.anyio
+async def test_a_provider_that_waits_to_refresh_is_awaited_and_bounded(
+    mediastore_server: LocalMediaStore,
+) -> None:
+    """A provider that answers at once is taken without a timer; one that waits is awaited
+    to its end under Timeouts.credentials: a refresh within the bound signs as usual, one
+    past it is a CredentialsError, and the provider's own cleanup runs when it is cut."""
+    quick = Refreshing(mediastore_server.credentials, wait=0.05)
+    async with Session(
+        credentials=quick, region=mediastore_server.region, timeouts=Timeouts(credentials=30)
+    ) as session:
+        store = session.container(mediastore_server.endpoint)
+        await store.put_object("x/a.ts", b"a")
+        for _ in range(5):
+            assert (await store.describe_object("x/a.ts")).content_length == 1
+    assert (quick.calls, quick.refreshes, quick.cleaned) == (6, 2, 2)
+
+    slow = Refreshing(mediastore_server.credentials, wait=60)
+    async with Session(
+        credentials=slow, region=mediastore_server.region, timeouts=Timeouts(credentials=0.2)
+    ) as session:
+        store = session.container(mediastore_server.endpoint)
+        with anyio.fail_after(30), pytest.raises(CredentialsError, match=r"within 0\.2 s"):
+            await store.describe_object("x/a.ts")
+        assert slow.cleaned == 1 and slow.refreshes == 0
+        assert session.pool.in_use == 0
