@@ -855,12 +855,14 @@ class LocalMediaStore:
                 rules.check_cache_control(cache_control)
         except ClientValidationError as exc:
             raise _validation(exc.message, close=True) from None
+        # The model's enums (StorageClass, UploadAvailability) are upper case and matched
+        # exactly: "streaming" is not a value of the API, whatever the User Guide's prose says.
         storage_class = headers.get("x-amz-storage-class")
-        if storage_class is not None and storage_class.upper() != "TEMPORAL":
+        if storage_class is not None and storage_class != "TEMPORAL":
             raise _validation(
                 f"x-amz-storage-class must be TEMPORAL, not {storage_class!r}.", close=True
             )
-        availability_header = headers.get("x-amz-upload-availability", "STANDARD").upper()
+        availability_header = headers.get("x-amz-upload-availability", "STANDARD")
         if availability_header not in ("STANDARD", "STREAMING"):
             raise _validation(
                 "x-amz-upload-availability must be STANDARD or STREAMING, not "
