@@ -34,3 +34,25 @@ async def test_enum_headers_in_the_model_spelling_are_accepted(raw: Raw) -> None
         reply = await raw.call("PUT", "/e.ts", data=b"x", headers={
             "x-amz-storage-class": "TEMPORAL", "x-amz-upload-availability": availability})
         assert reply.status == 200, reply
+
+
+@pytest.mark.parametrize("path", ["/a//b.ts", "/a/b.ts/", "///a/b.ts", "/a/b.ts//"])
+async def test_empty_segments_are_refused_not_collapsed(raw: Raw, path: str) -> None:
+    # PathNaming, (?:[A-Za-z0-9_.\-~]+/){0,10}[A-Za-z0-9_.\-~]+, has no empty segment;
+    # collapsing them would store "a//b.ts" as "a/b.ts" (the signature allows it: the
+    # canonical URI drops empty segments).
+    reply = await raw.call("PUT", path, data=b"x")
+    assert_error(reply, 400, "ValidationException")
+    assert len(raw.server.store) == 0
+    await raw.put("a/b.ts", b"x")
+    for method in ("GET", "DELETE"):
+        assert_error(await raw.call(method, path), 400, "ValidationException")
+    assert_error(await raw.call("HEAD", path), 400, "ValidationException", head=True)
+    assert (await raw.get("a/b.ts")).body == b"x"
+
+
+async def test_one_leading_slash_of_the_path_is_stripped(raw: Raw) -> None:
+    # botocore sends Path="/a/b.ts" as "//a/b.ts" (docs/contract.md, Names and limits).
+    assert (await raw.call("PUT", "//a/b.ts", data=b"x")).status == 200
+    assert (await raw.get("a/b.ts")).body == b"x"
+    assert (await raw.call("GET", "//")).json()["Items"] == [{"Name": "a", "Type": "FOLDER"}]

@@ -7,10 +7,10 @@ body streams, the 30-second upload cap, and error responses with ``x-amzn-ErrorT
 
 Choices where the service left a question open (docs/contract.md marks them **(choice)**):
 
-- Paths are resolved from the *raw* request path; empty segments collapse (``//live/a``
-  is ``live/a``, like the signer's canonical URI). ``.`` and ``..`` segments are refused
-  (400): the signature covers the dot-free path, so accepting them would let one signature
-  name two objects.
+- Paths are resolved from the *raw* request path. One leading extra ``/`` is stripped
+  (``//live/a`` is ``live/a``: botocore's rendering of ``Path="/live/a"``); any other
+  empty segment, and ``.`` and ``..`` segments, are refused (400): the signature covers the
+  path with those removed, so accepting them would let one signature name two objects.
 - An in-progress STREAMING object answers GET with a chunked 200 (Range ignored) and HEAD
   without Content-Length; it is listed by ListItems only once complete.
 - A request whose Host is ``<id>.data.mediastore.<region>.amazonaws.com`` must name this
@@ -97,13 +97,27 @@ def _http_date(ts: float) -> str:
 
 
 def _split_path(raw: str) -> str:
-    """The decoded object path of a raw request path, empty segments collapsed."""
+    """The decoded object path of a raw request path (``""`` for the container's root).
+
+    The request target's own ``/`` and one more are stripped: botocore sends a Path given
+    with a leading ``/`` as ``//live/a`` (docs/contract.md, Names and limits). Any other
+    empty segment (``a//b``, a trailing ``/``) is refused, not collapsed: the model's
+    ``PathNaming`` has none, and collapsing would let ``a//b`` name ``a/b``.
+    """
     from urllib.parse import unquote
 
+    rest = raw[1:] if raw[:1] == "/" else raw
+    if rest[:1] == "/":
+        rest = rest[1:]
+    if not rest:
+        return ""
     segments: list[str] = []
-    for segment in raw.split("/"):
+    for segment in rest.split("/"):
         if not segment:
-            continue
+            raise _validation(
+                f"path {raw!r} has an empty segment ('//' or a trailing '/'); folder and "
+                "file names need at least one character"
+            )
         try:
             decoded = unquote(segment, errors="strict")
         except UnicodeDecodeError:
