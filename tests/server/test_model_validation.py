@@ -56,3 +56,26 @@ async def test_one_leading_slash_of_the_path_is_stripped(raw: Raw) -> None:
     assert (await raw.call("PUT", "//a/b.ts", data=b"x")).status == 200
     assert (await raw.get("a/b.ts")).body == b"x"
     assert (await raw.call("GET", "//")).json()["Items"] == [{"Name": "a", "Type": "FOLDER"}]
+
+
+@pytest.mark.parametrize(
+    "range_", ["BYTES=0-1", "Bytes=-2", "bytes= 0-1", "bytes=0 -1", "bytes=0-1,", "bytes=,0-1"]
+)
+async def test_range_must_match_the_model_pattern(raw: Raw, range_: str) -> None:
+    # RangePattern is ^bytes=(?:\d+\-\d*|\d*\-\d+)$: lower-case unit, no spaces, one range.
+    # RFC 9110's looser grammar (any case, list commas) is not what the API takes.
+    await raw.put("r.bin", b"0123456789")
+    reply = await raw.call("GET", "/r.bin", headers={"range": range_})
+    assert_error(reply, 400, "ValidationException")
+
+
+@pytest.mark.parametrize(
+    ("range_", "content_range"),
+    [("bytes=0-1", "bytes 0-1/10"), ("bytes=8-", "bytes 8-9/10"), ("bytes=-2", "bytes 8-9/10")],
+)
+async def test_range_in_the_model_pattern_is_served(
+    raw: Raw, range_: str, content_range: str
+) -> None:
+    await raw.put("r.bin", b"0123456789")
+    reply = await raw.call("GET", "/r.bin", headers={"range": range_})
+    assert reply.status == 206 and reply.headers["Content-Range"] == content_range

@@ -65,6 +65,9 @@ TOKEN_LIFETIME: Final = 15 * 60
 _HOST_RE: Final = re.compile(
     r"([A-Za-z0-9-]+)\.data\.mediastore\.[a-z0-9-]+\.amazonaws\.com(?::\d+)?", re.ASCII
 )
+#: The model's RangePattern, ^bytes=(?:\d+\-\d*|\d*\-\d+)$: stricter than RFC 9110's
+#: grammar (no other case of "bytes", no spaces, no list commas), and what the API takes.
+_RANGE_PATTERN: Final = re.compile(r"bytes=(?:\d+-\d*|\d*-\d+)", re.ASCII)
 _LOOPBACK: Final = frozenset({"127.0.0.1", "::1", "localhost"})
 _READ_OPS: Final = frozenset({"GET", "HEAD"})
 _BYTES_IN: Final = web.RequestKey("msd_bytes_in", int)
@@ -741,6 +744,11 @@ class LocalMediaStore:
         start, end, status = 0, size, 200
         range_header = request.headers.get("Range")
         if range_header is not None:
+            if _RANGE_PATTERN.fullmatch(range_header) is None:
+                raise _validation(
+                    f"Range {range_header[:100]!r} does not match the API's pattern "
+                    "bytes=(?:\\d+-\\d*|\\d*-\\d+): one range, 'bytes' in lower case, no spaces."
+                )
             try:
                 first, last = rules.parse_range_header(range_header)
             except ClientValidationError as exc:
