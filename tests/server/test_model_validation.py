@@ -79,3 +79,9 @@ async def test_range_in_the_model_pattern_is_served(
     await raw.put("r.bin", b"0123456789")
     reply = await raw.call("GET", "/r.bin", headers={"range": range_})
     assert reply.status == 206 and reply.headers["Content-Range"] == content_range
+
+
+async def test_an_empty_enum_header_is_refused(raw: Raw) -> None:
+    for name in ("x-amz-storage-class", "x-amz-upload-availability"):
+        reply = await raw.call("PUT", "/e.ts", data=b"x", headers={name: ""})
+        assert_error(reply, 400, "ValidationException")

@@ -215,7 +215,7 @@ class Verifier:
                 raise AuthFailure(
                     "InvalidSignatureException", f"SignedHeaders has a bad name {name!r}."
                 )
-            value = headers.get(name)
+            value = header_value(headers, name)
             if value is None:
                 raise AuthFailure(
                     "InvalidSignatureException",
@@ -351,6 +351,19 @@ class Verifier:
 
             return creds, Deferred(check)
         raise AuthFailure("InvalidSignatureException", _SIGNATURE_MISMATCH)
+
+
+def header_value(headers: Mapping[str, str], name: str) -> str | None:
+    """A header's value as SigV4 canonicalizes it: a header sent more than once is its
+    values, each trimmed, joined by ``,`` (botocore ``auth.py``, ``_header_value`` over
+    ``get_all``), so no copy of a signed header goes unsigned. ``None`` when not sent."""
+    getall = getattr(headers, "getall", None)
+    if getall is None:
+        return headers.get(name)
+    found: list[str] = getall(name, [])
+    if len(found) < 2:
+        return found[0] if found else None
+    return ",".join(" ".join(v.split()) for v in found)
 
 
 def decode_query(raw_query: str) -> list[tuple[str, str]]:

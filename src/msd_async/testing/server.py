@@ -39,7 +39,7 @@ from aiohttp.http import HttpProcessingError
 from .. import rules
 from ..credentials import Credentials
 from ..errors import ClientValidationError
-from .auth import AuthFailure, Deferred, Verifier, decode_query, is_hex_sha256
+from .auth import AuthFailure, Deferred, Verifier, decode_query, header_value, is_hex_sha256
 from .cors import CorsPolicy, parse_request_headers
 from .faults import Fault, FaultPlan
 from .llhls import BlockingRequest, playlist_progress
@@ -742,7 +742,7 @@ class LocalMediaStore:
         if head:
             return await self._head(request, headers, size)
         start, end, status = 0, size, 200
-        range_header = request.headers.get("Range")
+        range_header = header_value(request.headers, "Range")
         if range_header is not None:
             if _RANGE_PATTERN.fullmatch(range_header) is None:
                 raise _validation(
@@ -869,26 +869,28 @@ class LocalMediaStore:
     ) -> web.StreamResponse:
         headers = request.headers
         try:
-            content_type = headers.get("Content-Type")
+            content_type = header_value(headers, "Content-Type")
             if content_type is not None:
                 rules.check_content_type(content_type)
-            cache_control = headers.get("Cache-Control")
+            cache_control = header_value(headers, "Cache-Control")
             if cache_control is not None:
                 rules.check_cache_control(cache_control)
         except ClientValidationError as exc:
             raise _validation(exc.message, close=True) from None
         # The model's enums (StorageClass, UploadAvailability) are upper case and matched
         # exactly: "streaming" is not a value of the API, whatever the User Guide's prose says.
-        storage_class = headers.get("x-amz-storage-class")
+        storage_class = header_value(headers, "x-amz-storage-class")
         if storage_class is not None and storage_class != "TEMPORAL":
             raise _validation(
                 f"x-amz-storage-class must be TEMPORAL, not {storage_class!r}.", close=True
             )
-        availability_header = headers.get("x-amz-upload-availability", "STANDARD")
+        availability_header = header_value(headers, "x-amz-upload-availability")
+        if availability_header is None:
+            availability_header = "STANDARD"
         if availability_header not in ("STANDARD", "STREAMING"):
             raise _validation(
                 "x-amz-upload-availability must be STANDARD or STREAMING, not "
-                f"{headers.get('x-amz-upload-availability')!r}.",
+                f"{availability_header!r}.",
                 close=True,
             )
         availability: rules.Availability = (
