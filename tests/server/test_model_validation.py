@@ -85,3 +85,9 @@ async def test_an_empty_enum_header_is_refused(raw: Raw) -> None:
     for name in ("x-amz-storage-class", "x-amz-upload-availability"):
         reply = await raw.call("PUT", "/e.ts", data=b"x", headers={name: ""})
         assert_error(reply, 400, "ValidationException")
+
+
+@pytest.mark.parametrize("value", ["\u0661", "\uff11", "1_0"])
+async def test_max_results_is_ascii_digits(raw: Raw, value: str) -> None:
+    # ListLimit is an integer; Python's int() also reads other scripts' digits and "_".
+    assert_error(await raw.list(MaxResults=value), 400, "ValidationException")

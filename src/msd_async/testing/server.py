@@ -686,7 +686,8 @@ class LocalMediaStore:
             max_results = rules.MAX_RESULTS_LIMIT
             if "MaxResults" in params:
                 text = params["MaxResults"]
-                if not text.isdigit():
+                # ASCII digits only: isdigit() and int() also take other scripts' digits.
+                if not (text.isascii() and text.isdigit()):
                     raise _validation(f"MaxResults must be an integer 1..1000, not {text!r}.")
                 max_results = rules.check_max_results(int(text))
         except ClientValidationError as exc:
