@@ -179,3 +179,34 @@ def test_presigned_urls_from_boto3(client: object, background: BackgroundServer)
     assert c.get_object(Path="pre/up.ts")["Body"].read() == b"uploaded"  # type: ignore[attr-defined]
     assert http.request("GET", url.replace("pre/seg.ts", "pre/up.ts")).status == 403
     http.clear()
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        {"op": "put_object", "Path": "e/a.ts", "Body": b"x", "UploadAvailability": "streaming"},
+        {"op": "put_object", "Path": "e/a.ts", "Body": b"x", "StorageClass": "temporal"},
+        {"op": "put_object", "Path": "e//a.ts", "Body": b"x"},
+        {"op": "put_object", "Path": "e/a.ts/", "Body": b"x"},
+        {"op": "get_object", "Path": "e/ok.ts", "Range": "BYTES=0-1"},
+        {"op": "get_object", "Path": "e/ok.ts", "Range": "bytes=0-1,"},
+    ],
+    ids=["availability-case", "storage-class-case", "inner-slashes", "trailing-slash",
+         "range-unit-case", "range-list"],
+)
+def test_what_botocore_sends_unchecked_is_refused_as_the_model_says(
+    client: object, call: dict[str, object]
+) -> None:
+    # botocore validates neither enums nor patterns before sending: the server must, and
+    # botocore must read its refusal as a ValidationException.
+    c: object = client
+    c.put_object(Path="e/ok.ts", Body=b"0123")  # type: ignore[attr-defined]
+    params = dict(call)
+    operation = getattr(c, str(params.pop("op")))
+    with pytest.raises(botocore.exceptions.ClientError) as info:
+        operation(**params)
+    error = info.value.response["Error"]
+    assert error["Code"] == "ValidationException" and error["Message"]
+    assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    listing = c.list_items(Path="e")["Items"]  # type: ignore[attr-defined]
+    assert [item["Name"] for item in listing] == ["ok.ts"]

@@ -262,3 +262,52 @@ async def test_the_preflight_still_refuses_a_wrong_secret() -> None:
 def test_permissions_name_only_api_operations() -> None:
     with pytest.raises(ValueError, match="PutObjects"):
         LocalMediaStore(permissions={"AKID": ["PutObjects"]})
+
+
+async def test_a_repeated_signed_header_is_signed_with_all_its_values(raw: Raw) -> None:
+    # SigV4 canonicalizes a header sent twice as its values joined by ",": a signature over
+    # the first value alone must not let an unsigned second one through.
+    from multidict import CIMultiDict
+
+    await raw.put("d.ts", b"abc")
+    signed = raw.sign("GET", "/d.ts", headers={"range": "bytes=0-0"})
+    headers = CIMultiDict(signed)
+    headers.add("range", "bytes=1-2")
+    async with raw.session.get(raw.url("/d.ts"), headers=headers) as resp:
+        assert resp.status == 403 and resp.headers["x-amzn-ErrorType"] == (
+            "InvalidSignatureException"
+        )
+    # Signed as SigV4 says (both values, joined), the signature is accepted.
+    joined = raw.sign("GET", "/d.ts", headers={"range": "bytes=0-0,bytes=1-2"})
+    headers = CIMultiDict({k: v for k, v in joined.items() if k != "range"})
+    headers.add("range", "bytes=0-0")
+    headers.add("range", "  bytes=1-2")
+    async with raw.session.get(raw.url("/d.ts"), headers=headers) as resp:
+        # ... and the operation sees that joined value too, which RangePattern refuses.
+        assert resp.status == 400 and resp.headers["x-amzn-ErrorType"] == "ValidationException"
+
+
+async def test_amz_date_must_be_zero_padded(raw: Raw) -> None:
+    # strptime reads "%m%d" from one digit each, so "2026" "1" "5" was 2026-01-05: a
+    # signer that forgets the zero padding must not pass (on the 5th of January, here).
+    from msd_async.testing.auth import Verifier
+
+    now = dt.datetime(2026, 1, 5, 1, 2, 3, tzinfo=dt.UTC)
+    server = raw.server
+    server.verifier = Verifier([server.credentials], server.region, clock=lambda: now)
+    good = raw.sign("GET", "/x", timestamp="20260105T010203Z")
+    assert (await raw.call("GET", "/x", sign=False, headers=good)).status == 404
+    bad = raw.sign("GET", "/x", timestamp="202615T010203Z")
+    assert "X-Amz-Date" in forbidden(await raw.call("GET", "/x", sign=False, headers=bad))
+
+
+async def test_presigned_expires_is_ascii_digits(raw: Raw) -> None:
+    from urllib.parse import quote
+
+    signer = SigV4Signer(raw.server.region)
+    for expires in ("6_0", "\u0666\u0660"):
+        query = signer.presign(
+            raw.server.credentials, method="GET", host=raw.host, path="/x", expires_in=60
+        ).replace("X-Amz-Expires=60", f"X-Amz-Expires={quote(expires)}")
+        reply = await raw.call("GET", "/x?" + query, sign=False)
+        assert "X-Amz-Expires" in forbidden(reply)

@@ -226,7 +226,7 @@ async def test_bad_put_headers(raw: Raw) -> None:
         reply = await raw.call("PUT", "/h.ts", data=b"x", headers=headers)
         assert_error(reply, 400, "ValidationException")
     ok = await raw.call("PUT", "/h.ts", data=b"x", headers={
-        "x-amz-storage-class": "temporal", "x-amz-upload-availability": "streaming"})
+        "x-amz-storage-class": "TEMPORAL", "x-amz-upload-availability": "STREAMING"})
     assert ok.status == 200
 
 

@@ -49,6 +49,10 @@ _AUTH_RE: Final = re.compile(
     r"Signature=([0-9a-f]{64})\s*$"
 )
 _HEX64_RE: Final = re.compile(r"[0-9a-f]{64}")
+# Exactly ISO 8601 basic form: strptime alone reads "%m%d" from single digits too.
+_AMZ_DATE_RE: Final = re.compile(r"[0-9]{8}T[0-9]{6}Z")
+# int() also reads "_" separators, spaces and other scripts' digits.
+_ASCII_INT_RE: Final = re.compile(r"[0-9]{1,12}")
 _SIGNATURE_MISMATCH: Final = (
     "The request signature we calculated does not match the signature you provided. "
     "Check your AWS Secret Access Key and signing method."
@@ -78,6 +82,8 @@ class Deferred:
 
 def _parse_amz_date(value: str) -> _dt.datetime:
     try:
+        if _AMZ_DATE_RE.fullmatch(value) is None:
+            raise ValueError(value)
         return _dt.datetime.strptime(value, "%Y%m%dT%H%M%SZ").replace(tzinfo=_dt.UTC)
     except ValueError:
         raise AuthFailure(
@@ -215,7 +221,7 @@ class Verifier:
                 raise AuthFailure(
                     "InvalidSignatureException", f"SignedHeaders has a bad name {name!r}."
                 )
-            value = headers.get(name)
+            value = header_value(headers, name)
             if value is None:
                 raise AuthFailure(
                     "InvalidSignatureException",
@@ -310,10 +316,8 @@ class Verifier:
         timestamp = params["X-Amz-Date"]
         when = _parse_amz_date(timestamp)
         creds, date, scope = self._credentials(params["X-Amz-Credential"], timestamp)
-        try:
-            expires = int(params["X-Amz-Expires"])
-        except ValueError:
-            expires = -1
+        text = params["X-Amz-Expires"]
+        expires = int(text) if _ASCII_INT_RE.fullmatch(text) else -1
         if not 1 <= expires <= MAX_PRESIGN_EXPIRES:
             raise AuthFailure(
                 "InvalidSignatureException",
@@ -351,6 +355,19 @@ class Verifier:
 
             return creds, Deferred(check)
         raise AuthFailure("InvalidSignatureException", _SIGNATURE_MISMATCH)
+
+
+def header_value(headers: Mapping[str, str], name: str) -> str | None:
+    """A header's value as SigV4 canonicalizes it: a header sent more than once is its
+    values, each trimmed, joined by ``,`` (botocore ``auth.py``, ``_header_value`` over
+    ``get_all``), so no copy of a signed header goes unsigned. ``None`` when not sent."""
+    getall = getattr(headers, "getall", None)
+    if getall is None:
+        return headers.get(name)
+    found: list[str] = getall(name, [])
+    if len(found) < 2:
+        return found[0] if found else None
+    return ",".join(" ".join(v.split()) for v in found)
 
 
 def decode_query(raw_query: str) -> list[tuple[str, str]]:

@@ -7,10 +7,10 @@ body streams, the 30-second upload cap, and error responses with ``x-amzn-ErrorT
 
 Choices where the service left a question open (docs/contract.md marks them **(choice)**):
 
-- Paths are resolved from the *raw* request path; empty segments collapse (``//live/a``
-  is ``live/a``, like the signer's canonical URI). ``.`` and ``..`` segments are refused
-  (400): the signature covers the dot-free path, so accepting them would let one signature
-  name two objects.
+- Paths are resolved from the *raw* request path. One leading extra ``/`` is stripped
+  (``//live/a`` is ``live/a``: botocore's rendering of ``Path="/live/a"``); any other
+  empty segment, and ``.`` and ``..`` segments, are refused (400): the signature covers the
+  path with those removed, so accepting them would let one signature name two objects.
 - An in-progress STREAMING object answers GET with a chunked 200 (Range ignored) and HEAD
   without Content-Length; it is listed by ListItems only once complete.
 - A request whose Host is ``<id>.data.mediastore.<region>.amazonaws.com`` must name this
@@ -39,7 +39,7 @@ from aiohttp.http import HttpProcessingError
 from .. import rules
 from ..credentials import Credentials
 from ..errors import ClientValidationError
-from .auth import AuthFailure, Deferred, Verifier, decode_query, is_hex_sha256
+from .auth import AuthFailure, Deferred, Verifier, decode_query, header_value, is_hex_sha256
 from .cors import CorsPolicy, parse_request_headers
 from .faults import Fault, FaultPlan
 from .llhls import BlockingRequest, playlist_progress
@@ -65,6 +65,9 @@ TOKEN_LIFETIME: Final = 15 * 60
 _HOST_RE: Final = re.compile(
     r"([A-Za-z0-9-]+)\.data\.mediastore\.[a-z0-9-]+\.amazonaws\.com(?::\d+)?", re.ASCII
 )
+#: The model's RangePattern, ^bytes=(?:\d+\-\d*|\d*\-\d+)$: stricter than RFC 9110's
+#: grammar (no other case of "bytes", no spaces, no list commas), and what the API takes.
+_RANGE_PATTERN: Final = re.compile(r"bytes=(?:\d+-\d*|\d*-\d+)", re.ASCII)
 _LOOPBACK: Final = frozenset({"127.0.0.1", "::1", "localhost"})
 _READ_OPS: Final = frozenset({"GET", "HEAD"})
 _BYTES_IN: Final = web.RequestKey("msd_bytes_in", int)
@@ -97,13 +100,27 @@ def _http_date(ts: float) -> str:
 
 
 def _split_path(raw: str) -> str:
-    """The decoded object path of a raw request path, empty segments collapsed."""
+    """The decoded object path of a raw request path (``""`` for the container's root).
+
+    The request target's own ``/`` and one more are stripped: botocore sends a Path given
+    with a leading ``/`` as ``//live/a`` (docs/contract.md, Names and limits). Any other
+    empty segment (``a//b``, a trailing ``/``) is refused, not collapsed: the model's
+    ``PathNaming`` has none, and collapsing would let ``a//b`` name ``a/b``.
+    """
     from urllib.parse import unquote
 
+    rest = raw[1:] if raw[:1] == "/" else raw
+    if rest[:1] == "/":
+        rest = rest[1:]
+    if not rest:
+        return ""
     segments: list[str] = []
-    for segment in raw.split("/"):
+    for segment in rest.split("/"):
         if not segment:
-            continue
+            raise _validation(
+                f"path {raw!r} has an empty segment ('//' or a trailing '/'); folder and "
+                "file names need at least one character"
+            )
         try:
             decoded = unquote(segment, errors="strict")
         except UnicodeDecodeError:
@@ -669,7 +686,8 @@ class LocalMediaStore:
             max_results = rules.MAX_RESULTS_LIMIT
             if "MaxResults" in params:
                 text = params["MaxResults"]
-                if not text.isdigit():
+                # ASCII digits only: isdigit() and int() also take other scripts' digits.
+                if not (text.isascii() and text.isdigit()):
                     raise _validation(f"MaxResults must be an integer 1..1000, not {text!r}.")
                 max_results = rules.check_max_results(int(text))
         except ClientValidationError as exc:
@@ -725,8 +743,13 @@ class LocalMediaStore:
         if head:
             return await self._head(request, headers, size)
         start, end, status = 0, size, 200
-        range_header = request.headers.get("Range")
+        range_header = header_value(request.headers, "Range")
         if range_header is not None:
+            if _RANGE_PATTERN.fullmatch(range_header) is None:
+                raise _validation(
+                    f"Range {range_header[:100]!r} does not match the API's pattern "
+                    "bytes=(?:\\d+-\\d*|\\d*-\\d+): one range, 'bytes' in lower case, no spaces."
+                )
             try:
                 first, last = rules.parse_range_header(range_header)
             except ClientValidationError as exc:
@@ -847,24 +870,28 @@ class LocalMediaStore:
     ) -> web.StreamResponse:
         headers = request.headers
         try:
-            content_type = headers.get("Content-Type")
+            content_type = header_value(headers, "Content-Type")
             if content_type is not None:
                 rules.check_content_type(content_type)
-            cache_control = headers.get("Cache-Control")
+            cache_control = header_value(headers, "Cache-Control")
             if cache_control is not None:
                 rules.check_cache_control(cache_control)
         except ClientValidationError as exc:
             raise _validation(exc.message, close=True) from None
-        storage_class = headers.get("x-amz-storage-class")
-        if storage_class is not None and storage_class.upper() != "TEMPORAL":
+        # The model's enums (StorageClass, UploadAvailability) are upper case and matched
+        # exactly: "streaming" is not a value of the API, whatever the User Guide's prose says.
+        storage_class = header_value(headers, "x-amz-storage-class")
+        if storage_class is not None and storage_class != "TEMPORAL":
             raise _validation(
                 f"x-amz-storage-class must be TEMPORAL, not {storage_class!r}.", close=True
             )
-        availability_header = headers.get("x-amz-upload-availability", "STANDARD").upper()
+        availability_header = header_value(headers, "x-amz-upload-availability")
+        if availability_header is None:
+            availability_header = "STANDARD"
         if availability_header not in ("STANDARD", "STREAMING"):
             raise _validation(
                 "x-amz-upload-availability must be STANDARD or STREAMING, not "
-                f"{headers.get('x-amz-upload-availability')!r}.",
+                f"{availability_header!r}.",
                 close=True,
             )
         availability: rules.Availability = (
