@@ -144,3 +144,22 @@ def test_rm_concurrency_below_1_is_a_usage_error(server: Server, value: str) -> 
     assert result.returncode == 2, result
     assert f"--concurrency: must be 1 or more, not {value}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command", ["stat", "get", "rm"])
+def test_a_folder_path_with_a_trailing_slash_is_said_to_be_a_folder(
+    server: Server, command: str, tmp_path: Path
+) -> None:
+    """docs/cli.md: stat, get and rm say so when PATH is a folder. Written with its
+    trailing "/", it was refused as a path with an empty segment instead."""
+    seg = tmp_path / "seg.ts"
+    seg.write_bytes(b"media")
+    assert server.run("put", str(seg), "live/seg.ts").returncode == 0
+    args = [command, "live/"] + ([str(tmp_path / "out.ts")] if command == "get" else [])
+    line = one_line_error(server.run(*args, cwd=tmp_path), command)
+    assert "'live/' is a folder, not an object" in line, line
+    assert "empty segment" not in line
+    line = one_line_error(server.run(command, "nothing/", cwd=tmp_path), command)
+    assert "no object at 'nothing/'" in line, line
+    assert not (tmp_path / "out.ts").exists()
+    assert server.run("stat", "live/seg.ts").returncode == 0  # rm deleted nothing

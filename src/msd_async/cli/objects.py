@@ -247,9 +247,17 @@ async def _no_object(store: ContainerClient, path: str, command: str) -> Command
     return CommandError(f"no object at {path!r} in the container{done}")
 
 
+async def _not_a_folder_path(store: ContainerClient, path: str, command: str) -> None:
+    """A PATH written with a trailing ``/`` names a folder: say so (or that there is
+    nothing there) rather than refuse it as a path with an empty segment."""
+    if path.endswith("/"):
+        raise await _no_object(store, path, command)
+
+
 async def _stat(store: ContainerClient, args: argparse.Namespace) -> int:
     from ..errors import ObjectNotFoundError
 
+    await _not_a_folder_path(store, args.path, "stat")
     try:
         info = await store.describe_object(args.path)
     except ObjectNotFoundError:
@@ -292,6 +300,7 @@ def _download_target(object_path: str, file: str) -> Path:
 async def _get(store: ContainerClient, args: argparse.Namespace) -> int:
     from ..errors import ObjectNotFoundError
 
+    await _not_a_folder_path(store, args.path, "get")
     try:
         if args.file == "-":
             from .._pipes import write_all
@@ -446,6 +455,7 @@ async def _rm(store: ContainerClient, args: argparse.Namespace) -> int:
     if not args.recursive:
         from ..errors import ObjectNotFoundError
 
+        await _not_a_folder_path(store, args.path, "rm")
         try:
             await store.delete_object(args.path)
         except ObjectNotFoundError:
