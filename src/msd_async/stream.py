@@ -97,7 +97,8 @@ class ObjectStream:
         self._requested = requested
         if response.status == 206:
             if requested is None:
-                self._refuse_part()
+                # A cache in between holding only some of it: a part is not the object.
+                self._refuse("the whole object", "only a part of it (a proxy or cache in between?)")
             self._check_range(requested)
 
     def _declared_length(self, response: Response) -> int | None:
@@ -118,15 +119,14 @@ class ObjectStream:
             return span
         return length
 
-    def _refuse_part(self) -> NoReturn:
-        """The whole object was asked for and a 206 came back: a part of it (a cache in
-        between holding only some of it), which must not be taken for the object."""
+    def _refuse(self, asked: str, what: str) -> NoReturn:
+        """A 206 with other bytes than asked for: closed before any of them is delivered."""
         self._response.close()
         self._closed = True
         got = self._headers.get("Content-Range")
         raise ProtocolError(
-            f"asked for the whole object and the server answered 206 with Content-Range "
-            f"{got!r}: only a part of it (a proxy or cache in between?)",
+            f"asked for {asked} and the server answered 206 with Content-Range {got!r}: "
+            f"{what}",
             attempts=1,
         )
 
@@ -147,14 +147,7 @@ class ObjectStream:
                 stop = total - 1 if last is None else min(last, total - 1)
                 matches = (start, end) == (first, stop)
         if not matches:
-            self._response.close()
-            self._closed = True
-            got = self._headers.get("Content-Range")
-            raise ProtocolError(
-                f"asked for {requested} and the server answered 206 with Content-Range "
-                f"{got!r}: other bytes than asked for (a proxy in between?)",
-                attempts=1,
-            )
+            self._refuse(requested, "other bytes than asked for (a proxy in between?)")
 
     @property
     def range_ignored(self) -> bool:

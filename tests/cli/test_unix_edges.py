@@ -15,7 +15,7 @@ from pathlib import Path
 import anyio
 import pytest
 from scripted_server import Connection, response, scripted_server
-from serve_process import MSD, one_line_error, start_serve
+from serve_process import MSD, SCRIPTED_ENV, one_line_error, start_serve
 from serve_process import ServeProcess as Server
 
 BLOB = bytes(range(256)) * 4096  # 1 MiB: far more than a pipe holds (64 KiB)
@@ -38,15 +38,6 @@ def server() -> Iterator[Server]:
     server.stop()
 
 
-#: The environment of an ``msd`` command sent to a scripted server (which checks no keys).
-SCRIPTED_ENV = {
-    **{k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MSD_"))},
-    "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE",
-    "AWS_SECRET_ACCESS_KEY": "secret",
-    "AWS_REGION": "us-east-1",
-    "AWS_CONFIG_FILE": os.devnull,
-    "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-}
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable
 
 import anyio
 import pytest
+from hls_text import ll_playlist
 
 from msd_async import ContainerClient, RetryPolicy
 from msd_async.live import LivePublisher, ManifestInfo, PublishEvent, Status
@@ -28,15 +29,6 @@ def media_playlist(
         lines += [f"#EXTINF:{duration:.3f},", f"seg_{n}.m4s"]
     if end:
         lines.append("#EXT-X-ENDLIST")
-    return ("\n".join(lines) + "\n").encode()
-
-
-def ll_playlist(parts: list[str], hint: str | None) -> bytes:
-    lines = ["#EXTM3U", "#EXT-X-VERSION:9", "#EXT-X-TARGETDURATION:2",
-             "#EXT-X-PART-INF:PART-TARGET=0.5", "#EXT-X-MEDIA-SEQUENCE:0"]
-    lines += [f'#EXT-X-PART:DURATION=0.5,URI="{p}"' for p in parts]
-    if hint is not None:
-        lines.append(f'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="{hint}"')
     return ("\n".join(lines) + "\n").encode()
 
 

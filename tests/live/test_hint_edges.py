@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import anyio
 import pytest
+from hls_text import ll_playlist
 
 from msd_async import ContainerClient
 from msd_async.errors import ObjectNotFoundError
@@ -12,15 +13,6 @@ from msd_async.live import LivePublisher
 from msd_async.testing import LocalMediaStore
 
 pytestmark = pytest.mark.anyio
-
-
-def ll_playlist(parts: list[str], hint: str | None) -> bytes:
-    lines = ["#EXTM3U", "#EXT-X-VERSION:9", "#EXT-X-TARGETDURATION:2",
-             "#EXT-X-PART-INF:PART-TARGET=0.5", "#EXT-X-MEDIA-SEQUENCE:0"]
-    lines += [f'#EXT-X-PART:DURATION=0.5,URI="{p}"' for p in parts]
-    if hint is not None:
-        lines.append(f'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="{hint}"')
-    return ("\n".join(lines) + "\n").encode()
 
 
 async def test_a_hint_to_a_part_sent_whole_waits_until_a_reader_can_get_it(

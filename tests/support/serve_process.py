@@ -108,3 +108,14 @@ def one_line_error(result: subprocess.CompletedProcess[str], command: str) -> st
     assert "Traceback" not in result.stderr
     assert lines[0].startswith(f"msd {command}: ")
     return lines[0]
+
+
+#: The environment of an ``msd`` command sent to a scripted server (which checks no keys).
+SCRIPTED_ENV = {
+    **{k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MSD_"))},
+    "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE",
+    "AWS_SECRET_ACCESS_KEY": "secret",
+    "AWS_REGION": "us-east-1",
+    "AWS_CONFIG_FILE": os.devnull,
+    "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+}
