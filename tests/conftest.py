@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
+
+from msd_async import Credentials, RetryPolicy, Session
 
 
 @pytest.fixture
@@ -41,3 +43,16 @@ def _cache_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mo
     """Every test (and every ``msd`` child it starts) keeps caches, such as the sync records
     of ``msd sync``, in a temporary folder, never in the real home."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[Session]:
+    """A session for a scripted peer (tests/support/scripted_server.py): it signs with
+    throw-away keys and never retries, so each scripted answer is seen once. A folder's
+    conftest may define its own ``session`` instead (tests/reliability does)."""
+    async with Session(
+        credentials=Credentials("AKIDEXAMPLE", "secret"),
+        region="us-east-1",
+        retry=RetryPolicy.none(),
+    ) as session:
+        yield session

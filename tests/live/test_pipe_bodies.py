@@ -5,16 +5,14 @@ the pipe again."""
 
 from __future__ import annotations
 
-import os
 import random
-import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
 import pytest
-from fifo_writer import feeding
+from fifo_writer import feeding, stalling
 
 from msd_async import ClientValidationError, ContainerClient, Session
 from msd_async.live import LivePublisher, Status
@@ -114,19 +112,8 @@ async def test_closing_the_publisher_is_not_held_up_by_a_stalled_fifo(
     gives the upload up after its close_timeout (before: its read held on, in a worker
     thread the cancellation had to wait for, until the writer wrote again)."""
     fifo = tmp_path / "seg_1.ts"
-    os.mkfifo(fifo)
-    release = threading.Event()
-
-    def stalling_writer() -> None:
-        with open(fifo, "wb") as out:
-            out.write(b"x" * 1000)
-            out.flush()
-            release.wait(60)
-
-    writer = threading.Thread(target=stalling_writer, daemon=True)
-    writer.start()
     close_timeout = 0.5
-    try:
+    with stalling(fifo, b"x" * 1000):
         async with LivePublisher(store, close_timeout=close_timeout) as publisher:
             publication = await publisher.publish("s/seg_1.ts", fifo, duration=2.0)
             await anyio.sleep(0.3)
@@ -136,9 +123,6 @@ async def test_closing_the_publisher_is_not_held_up_by_a_stalled_fifo(
         assert closed_in < close_timeout + 10, closed_in  # a busy machine's margin
         assert outcome.status is Status.FAILED
         assert mediastore_server.store.get("s/seg_1.ts") is None
-    finally:
-        release.set()
-        writer.join(10)
 
 
 async def test_publishing_a_fifo_playlist_whose_writer_stalls_can_be_cancelled(
@@ -148,19 +132,8 @@ async def test_publishing_a_fifo_playlist_whose_writer_stalls_can_be_cancelled(
     not make that publish() (nor the block around it) deaf to its cancellation (before:
     the read ran in a worker thread the cancellation had to wait for)."""
     fifo = tmp_path / "index.m3u8"
-    os.mkfifo(fifo)
-    release = threading.Event()
-
-    def stalling_writer() -> None:
-        with open(fifo, "wb") as out:
-            out.write(b"#EXTM3U\n#EXT-X-TARGETDURATION:2\n")
-            out.flush()
-            release.wait(60)
-
-    writer = threading.Thread(target=stalling_writer, daemon=True)
-    writer.start()
     given_up = 0.3
-    try:
+    with stalling(fifo, b"#EXTM3U\n#EXT-X-TARGETDURATION:2\n") as release:
         async with LivePublisher(store) as publisher:
             started = time.monotonic()
             with anyio.move_on_after(given_up) as scope:
@@ -171,6 +144,3 @@ async def test_publishing_a_fifo_playlist_whose_writer_stalls_can_be_cancelled(
             seg = await publisher.publish("st/seg_1.ts", b"s", duration=2.0)
             assert (await seg.wait()).acknowledged  # the publisher carries on
         assert not release.is_set()
-    finally:
-        release.set()
-        writer.join(10)

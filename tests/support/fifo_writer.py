@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["feeding"]
+__all__ = ["feeding", "stalling"]
 
 
 @contextmanager
@@ -39,3 +40,30 @@ def feeding(fifo: Path, data: bytes) -> Iterator[list[BaseException]]:
             os.close(fd)
         writer.join(30)
     assert not writer.is_alive(), "the FIFO's writer is still blocked"
+
+
+@contextmanager
+def stalling(fifo: Path, first: bytes) -> Iterator[threading.Event]:
+    """Makes ``fifo`` and, once a reader opens it, writes ``first`` and then nothing,
+    holding the pipe open (an encoder that stalled) until the block ends; yields the event
+    that ends the stall (set on exit, so the writer thread ends)."""
+    os.mkfifo(fifo)
+    release = threading.Event()
+
+    def write() -> None:
+        with open(fifo, "wb") as out:
+            out.write(first)
+            out.flush()
+            release.wait(60)
+
+    writer = threading.Thread(target=write, name=f"stall {fifo.name}", daemon=True)
+    writer.start()
+    try:
+        yield release
+    finally:
+        release.set()
+        if writer.is_alive():
+            # A writer still blocked in open() (no reader came): let it through.
+            with contextlib.suppress(OSError):
+                os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
+        writer.join(10)

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from scripted_server import Connection, response, scripted_server
 
-from msd_async import Credentials, ProtocolError, RetryPolicy, Session
+from msd_async import ProtocolError, RetryPolicy, Session
 from msd_async.transfer import PART_SIZE, TransferOptions, download_tree, sync
 
 pytestmark = pytest.mark.anyio
@@ -21,14 +20,6 @@ ETAG = "0123456789abcdef0123456789abcdef"
 ONE = TransferOptions(retry=RetryPolicy.none(), file_attempts=1)
 
 
-@pytest.fixture
-async def session() -> AsyncIterator[Session]:
-    async with Session(
-        credentials=Credentials("AKIDEXAMPLE", "secret"),
-        region="us-east-1",
-        retry=RetryPolicy.none(),
-    ) as session:
-        yield session
 
 
 def names_in(folder: Path) -> list[str]:
