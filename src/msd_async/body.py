@@ -457,19 +457,32 @@ async def _iterate(source: Iterable[Buffer]) -> AsyncIterator[Buffer]:
             closer()
 
 
-async def open_in_thread(path: str | os.PathLike[str], mode: str) -> IO[bytes]:
-    """``open(path, mode)`` in a worker thread, without leaking the file on cancellation.
+async def open_in_thread(
+    path: str | os.PathLike[str],
+    mode: str,
+    *,
+    opener: Callable[[str, int], int] | None = None,
+) -> IO[bytes]:
+    """``open(path, mode, opener=opener)`` in a worker thread, without leaking the file on
+    cancellation.
 
     Cancelled while the thread is still opening it, the caller would never receive the
     file object and its descriptor would stay open; the file is then closed as soon as the
     thread is done.
     """
-    opening = asyncio.ensure_future(anyio.to_thread.run_sync(open, path, mode))
+    opening = asyncio.ensure_future(anyio.to_thread.run_sync(_open, path, mode, opener))
     try:
         return await asyncio.shield(opening)
     except BaseException:
         opening.add_done_callback(_close_opened)
         raise
+
+
+def _open(
+    path: str | os.PathLike[str], mode: str, opener: Callable[[str, int], int] | None
+) -> IO[bytes]:
+    opened: IO[bytes] = open(path, mode, opener=opener)  # noqa: SIM115 - the caller closes it
+    return opened
 
 
 def _close_opened(opening: asyncio.Future[Any]) -> None:

@@ -154,3 +154,21 @@ def test_a_folder_path_with_a_trailing_slash_is_said_to_be_a_folder(
     assert "no object at 'nothing/'" in line, line
     assert not (tmp_path / "out.ts").exists()
     assert server.run("stat", "live/seg.ts").returncode == 0  # rm deleted nothing
+
+
+def test_msd_get_replaces_a_link_planted_at_its_temporary_name(
+    tmp_path: Path, server: Server
+) -> None:
+    """It wrote the object through the link (see tests/transfer/test_planted_links.py)."""
+    seg = tmp_path / "seg.ts"
+    seg.write_bytes(b"media")
+    assert server.run("put", str(seg), "d/seg.ts").returncode == 0
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"precious")
+    out = tmp_path / "out"
+    out.mkdir()
+    os.symlink(victim, out / ".seg.ts.msdpart")
+    result = server.run("get", "d/seg.ts", str(out / "seg.ts"))
+    assert result.returncode == 0, result.stderr
+    assert victim.read_bytes() == b"precious"
+    assert (out / "seg.ts").read_bytes() == b"media"

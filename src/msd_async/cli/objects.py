@@ -315,11 +315,11 @@ async def _get(store: ContainerClient, args: argparse.Namespace) -> int:
         import anyio.to_thread
 
         from ..body import open_in_thread
-        from ..transfer._local import temporary_path
+        from ..transfer._local import fresh_opener, temporary_path
 
         tmp = temporary_path(target)
         try:
-            fileobj = await open_in_thread(tmp, "wb")
+            fileobj = await open_in_thread(tmp, "wb", opener=fresh_opener)
             try:
                 await _download(store, args, _in_thread(fileobj.write))
                 await anyio.to_thread.run_sync(fileobj.flush)

@@ -194,6 +194,31 @@ def temporary_path(final: Path) -> Path:
     return final.with_name(f".{final.name}{PART_SUFFIX}")
 
 
+#: Opening never follows a symlink at the last component (where the OS can say so).
+NO_FOLLOW: Final = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def create_fresh(path: Path, mode: int = 0o644) -> int:
+    """A new, empty file at ``path`` (a temporary name of ours), open for writing: its
+    descriptor. Whatever is there is removed first, and ``O_EXCL`` refuses anything that
+    appears meanwhile: a symlink planted at the name in a folder others can write to is
+    never written through."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NO_FOLLOW, mode)
+
+
+def open_fresh(path: Path) -> BinaryIO:
+    """:func:`create_fresh` as a binary file object."""
+    return os.fdopen(create_fresh(path), "wb")
+
+
+def fresh_opener(path: str | os.PathLike[str], flags: int) -> int:
+    """:func:`create_fresh` as an ``opener`` for :func:`open` (its ``flags`` are those of
+    a write: a new file replaces whatever is there)."""
+    return create_fresh(Path(path))
+
+
 def write_atomically(final: Path, data: bytes, mtime: float | None = None) -> int:
     """Write ``data`` under a temporary name in the same folder, then rename it to ``final``:
     no reader ever sees a half file under the final name. ``mtime`` (seconds since the
@@ -201,10 +226,10 @@ def write_atomically(final: Path, data: bytes, mtime: float | None = None) -> in
     tmp = temporary_path(final)
     try:
         try:
-            f = open(tmp, "wb")  # noqa: SIM115 - closed below
+            f = open_fresh(tmp)
         except FileNotFoundError:
             final.parent.mkdir(parents=True, exist_ok=True)
-            f = open(tmp, "wb")  # noqa: SIM115
+            f = open_fresh(tmp)
         with f:
             f.write(data)
             f.flush()  # the write must come before the mtime is set

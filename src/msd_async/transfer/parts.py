@@ -74,9 +74,9 @@ def _open_parts(tmp: Path, etag: str, size: int) -> tuple[int, set[int]]:
         done = set()
     tmp.parent.mkdir(parents=True, exist_ok=True)
     if done:
-        fd = os.open(tmp, os.O_WRONLY)
+        fd = os.open(tmp, os.O_WRONLY | _local.NO_FOLLOW)
     else:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = _local.create_fresh(tmp)
         os.ftruncate(fd, size)
     return fd, done
 
@@ -107,10 +107,10 @@ class _PartState:
         with self.lock:
             self.done.add(index)
             tmp = self.state.with_name(self.state.name + ".tmp")
-            tmp.write_text(
-                json.dumps({"etag": self.etag, "size": self.size, "parts": sorted(self.done)}),
-                "utf-8",
-            )
+            with _local.open_fresh(tmp) as f:
+                f.write(json.dumps(
+                    {"etag": self.etag, "size": self.size, "parts": sorted(self.done)}
+                ).encode())
             os.replace(tmp, self.state)
 
 
