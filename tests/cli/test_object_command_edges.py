@@ -172,3 +172,15 @@ def test_msd_get_replaces_a_link_planted_at_its_temporary_name(
     assert result.returncode == 0, result.stderr
     assert victim.read_bytes() == b"precious"
     assert (out / "seg.ts").read_bytes() == b"media"
+
+
+def test_msd_get_into_an_empty_file_name_is_refused(tmp_path: Path, server: Server) -> None:
+    """An empty FILE (an unset shell variable: msd get PATH "$OUT") wrote ./NAME."""
+    seg = tmp_path / "seg.ts"
+    seg.write_bytes(b"media")
+    assert server.run("put", str(seg), "d/seg.ts").returncode == 0
+    work = tmp_path / "work"
+    work.mkdir()
+    line = one_line_error(server.run("get", "d/seg.ts", "", cwd=work), "get")
+    assert "empty" in line
+    assert list(work.iterdir()) == []

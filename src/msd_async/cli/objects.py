@@ -284,6 +284,9 @@ async def _stat(store: ContainerClient, args: argparse.Namespace) -> int:
 
 def _download_target(object_path: str, file: str) -> Path:
     """Where ``msd get`` writes: FILE, or FOLDER/NAME for an existing folder or a ``/``."""
+    if not file:
+        # An unset shell variable (msd get PATH "$OUT"): not the current folder.
+        raise CommandError("FILE is empty: name a file, a folder/ or - (stdout)")
     name = object_path.rstrip("/").rpartition("/")[2]
     target = Path(file)
     if file.endswith(("/", os.sep)):
