@@ -338,7 +338,11 @@ class Relay:
     (the encoder sends it in the ``X-Relay-Secret`` header) or ``basic_auth=(user, password)``
     (``http://user:password@host/...`` in the encoder's URL); when both are set either
     admits a request. ``prefix`` is put in front of every path (``"live/ch1"`` turns
-    ``PUT /index.m3u8`` into ``live/ch1/index.m3u8``). ``streaming_limit`` and
+    ``PUT /index.m3u8`` into ``live/ch1/index.m3u8``). The publisher's automatic deletes
+    are scoped by the publisher's own ``prefix``, not this one: when streams share a
+    container, give the prefix to the :class:`~msd_async.live.LivePublisher` (as
+    ``msd relay --prefix`` does), so a playlist naming ``../ch2/...`` cannot get another
+    stream's objects deleted. ``streaming_limit`` and
     ``manifest_limit`` bound a media body and a manifest body (MediaStore's 10 MB STREAMING
     and 25 MB STANDARD limits by default). ``idle_timeout``: seconds a request's body may
     pause (default 30; the request is then cut and not published), and the most a request
