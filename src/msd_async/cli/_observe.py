@@ -215,6 +215,20 @@ def _origin_failed(event: RequestEvent) -> bool:
     )
 
 
+def _not_an_exchange(event: RequestEvent) -> bool:
+    """Whether an error event is the client's own refusal, which says nothing of the
+    origin: a streamed body that passed the object limit is cut by the client before the
+    origin could answer (ObjectTooLargeError), as is a body whose own source failed. Read
+    as "no answer came", one oversized segment from the encoder made a healthy relay
+    unready."""
+    from ..errors import ClientValidationError, MediaStoreError
+
+    error = event.error
+    return isinstance(error, ClientValidationError) or (
+        error is not None and not isinstance(error, MediaStoreError)
+    )
+
+
 @dataclass
 class Readiness:
     """``/readyz`` from the session's event hooks: ready once an exchange with the origin
@@ -233,6 +247,8 @@ class Readiness:
         if kind not in ("response", "error") or (
             self.endpoint is not None and event.endpoint != self.endpoint
         ):
+            return
+        if kind == "error" and _not_an_exchange(event):
             return
         ok = kind == "response" or not _origin_failed(event)
         self.last_end = self.clock()
