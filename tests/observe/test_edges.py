@@ -3,9 +3,16 @@ spans promise (docs/observability.md) on the paths the main tests do not take.""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
+from ingest_harness import aws_env
 
 from msd_async import Credentials, ObjectTooLargeError, Session
 from msd_async.cli._observe import Readiness
@@ -13,7 +20,8 @@ from msd_async.testing import LocalMediaStore
 
 pytestmark = pytest.mark.anyio
 
-KEYS = Credentials("AKIDOBSERVEEDGE000000", "observe-edge-secret-key-0000000000000000")
+ACCESS, SECRET = "AKIDOBSERVEEDGE000000", "observe-edge-secret-key-0000000000000000"
+KEYS = Credentials(ACCESS, SECRET)
 
 
 @pytest.fixture
@@ -48,3 +56,73 @@ async def test_a_body_the_client_refuses_mid_upload_is_not_the_origin_failing(
             await store.put_object("live/next.ts", b"2")
         ready, reason = readiness.state()
         assert not ready and "PutObject" in reason and "503" in reason
+
+
+def json_lines(data: bytes) -> list[dict[str, object]]:
+    """Every line: valid UTF-8, one JSON object."""
+    out = []
+    for raw in data.splitlines():
+        entry = json.loads(raw.decode("utf-8"))  # strict: a raw 0xff byte fails here
+        assert isinstance(entry, dict) and {"ts", "level", "event"} <= entry.keys()
+        out.append(entry)
+    return out
+
+
+def _folder_with_a_name_not_utf8(local: Path) -> Path:
+    local.mkdir()
+    (local / "kept.ts").write_bytes(b"k")
+    Path(os.fsdecode(os.path.join(os.fsencode(local), b"a\xffb.ts"))).write_bytes(b"x")
+    return local
+
+
+async def test_json_lines_stay_utf8_for_a_file_name_that_is_not(
+    server: LocalMediaStore, tmp_path: Path
+) -> None:
+    """A local file whose name is not UTF-8 (Python holds it with surrogates): `msd sync
+    --log-format json` named it in a line holding the raw byte, which no UTF-8 log
+    pipeline reads as JSON."""
+    async with Session(credentials=KEYS, region=server.region) as session:
+        await session.container(server.endpoint).put_object("d/kept.ts", b"k")
+    local = _folder_with_a_name_not_utf8(tmp_path / "local")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "msd_async.cli", "sync", "--endpoint", server.endpoint,
+        "--region", server.region, "--no-record", "--log-format", "json", "--delete",
+        "--dry-run", "ms:d", str(local),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=aws_env(AWS_ACCESS_KEY_ID=ACCESS, AWS_SECRET_ACCESS_KEY=SECRET),
+    )
+    out, err = await process.communicate()
+    assert process.returncode == 0, err
+    lines = json_lines(out)
+    deleted = [entry["path"] for entry in lines if entry["event"] == "would-delete"]
+    assert deleted == ["a\\xffb.ts"]  # the byte, visible, in a valid line
+
+
+def test_a_record_logging_cannot_format_is_still_one_json_line() -> None:
+    """A third-party logger's bad format string, or an argument whose __str__ raises: the
+    standard handler prints a multi-line "--- Logging error ---" traceback instead, and
+    the stream is no longer one JSON object per line."""
+    code = (
+        "import argparse, logging\n"
+        "from msd_async.cli import _observe\n"
+        "class Unprintable:\n"
+        "    def __str__(self): raise RuntimeError('no text')\n"
+        "    def __repr__(self): raise RuntimeError('no repr')\n"
+        "_observe.configure_logging(argparse.Namespace(log_format='json'))\n"
+        "log = logging.getLogger('some.library')\n"
+        "log.warning('expected a number: %d', 'text')\n"
+        "log.warning('object: %s', Unprintable())\n"
+        "log.warning('a name %s\\nover two lines', 'b\\udcffc')\n"
+        "print(_observe.json_line('object', path='x', error=Unprintable()))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, timeout=60, check=True
+    )
+    logged = json_lines(out.stderr)
+    assert len(logged) == 3
+    assert all(entry["logger"] == "some.library" for entry in logged)
+    assert "expected a number: %d" in str(logged[0]["message"])
+    assert "object: %s" in str(logged[1]["message"])
+    assert logged[2]["message"] == "a name b\\xffc\nover two lines"
+    (printed,) = json_lines(out.stdout)
+    assert printed["error"] == "<unprintable Unprintable>"
