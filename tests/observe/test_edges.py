@@ -10,13 +10,25 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from ingest_harness import aws_env
+from prometheus_client import CollectorRegistry, generate_latest
 
-from msd_async import Credentials, ObjectTooLargeError, Session
+from msd_async import (
+    Credentials,
+    CredentialsError,
+    ObjectTooLargeError,
+    RetryPolicy,
+    Session,
+)
 from msd_async.cli._observe import Readiness
+from msd_async.prometheus import metrics_hook
 from msd_async.testing import LocalMediaStore
+
+if TYPE_CHECKING:
+    from conftest import Exposition
 
 pytestmark = pytest.mark.anyio
 
@@ -126,3 +138,40 @@ def test_a_record_logging_cannot_format_is_still_one_json_line() -> None:
     assert logged[2]["message"] == "a name b\\xffc\nover two lines"
     (printed,) = json_lines(out.stdout)
     assert printed["error"] == "<unprintable Unprintable>"
+
+
+class _KeysGone:
+    """A credentials provider whose source has gone (an expired role, a deleted file)."""
+
+    async def get_credentials(self) -> Credentials:
+        raise OSError("the credentials file is gone")
+
+
+async def test_a_call_whose_keys_could_not_be_had_is_not_counted_as_no_answer(
+    exposition: type[Exposition],
+) -> None:
+    """No request went out, so no answer could fail to come: counted as ``error`` (docs:
+    connection refused or cut, timeout), it sent operators to the network, and its
+    duration (the provider's) went into the request histogram."""
+    log: list[tuple[str, str, float]] = []
+    registry = CollectorRegistry()
+    async with (
+        LocalMediaStore(credentials=KEYS, on_request=lambda *entry: log.append(entry)) as server,
+        Session(
+            credentials=_KeysGone(), region=server.region, retry=RetryPolicy.none(),
+            event_hooks=[metrics_hook(registry)],
+        ) as session,
+    ):
+        with pytest.raises(CredentialsError):
+            await session.container(server.endpoint).describe_object("live/a.ts")
+        # The same server counts a request that does reach it: the oracle is live.
+        async with Session(credentials=KEYS, region=server.region) as working:
+            await working.container(server.endpoint).list_items_page()
+    assert [operation for operation, _, _ in log] == ["ListItems"]
+    got = exposition.samples(generate_latest(registry).decode())
+    counted = {
+        dict(labels)["status"]: value
+        for (name, labels), value in got.items() if name == "msd_requests_total"
+    }
+    assert counted == {"unsent": 1}
+    assert not any(name == "msd_request_duration_seconds_count" for name, _ in got)
