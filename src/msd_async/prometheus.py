@@ -28,6 +28,8 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from .errors import CredentialsError, SessionClosedError, WrongEventLoopError
+
 if TYPE_CHECKING:
     from .events import RequestEvent
     from .live.stats import PublishEvent
@@ -43,6 +45,8 @@ DURATION_BUCKETS: Final = (
 # package here would load the publisher for a hook that only counts requests.
 #: The status key of an attempt its caller cancelled (no HTTP status is negative).
 CANCELLED: Final = -1
+#: The status key of an attempt that failed before its request went out (``unsent``).
+UNSENT: Final = -2
 _KIND_LABELS: Final = {
     "init": "init",
     "media": "segment",
@@ -143,13 +147,15 @@ class _RequestCollector(Collector):
         requests = CounterMetricFamily(
             f"{ns}_requests", "HTTP exchanges with MediaStore, one per attempt, by operation "
             "and HTTP status ('error' when no answer came, 'cancelled' when the caller "
-            "stopped waiting for it)", labels=["operation", "status"],
+            "stopped waiting for it, 'unsent' when it failed before being sent)",
+            labels=["operation", "status"],
         )
         for (operation, status), count in sorted(
             dict(self.requests).items(), key=lambda item: (item[0][0], item[0][1] or 0)
         ):
             label = (
-                "error" if status is None else "cancelled" if status == CANCELLED else str(status)
+                "error" if status is None else "cancelled" if status == CANCELLED
+                else "unsent" if status == UNSENT else str(status)
             )
             requests.add_metric([operation, label], count)
         yield requests
@@ -194,6 +200,9 @@ def metrics_hook(
     ``msd_requests_total{operation,status}``, ``msd_request_duration_seconds{operation}``,
     ``msd_retries_total{operation}``, ``msd_bytes_sent_total``, ``msd_bytes_received_total``.
     """
+    # Raised before the request is sent (keys, a closed session, another loop): no answer
+    # failed to come, so not 'error', which sends operators to the network.
+    unsent = (CredentialsError, SessionClosedError, WrongEventLoopError)
     collector = _metrics(registry, namespace).client()
     requests, durations, retries = collector.requests, collector.durations, collector.retries
     totals = collector.bytes
@@ -206,6 +215,12 @@ def metrics_hook(
         operation = event.operation
         if kind == "retry":
             retries[operation] = retries.get(operation, 0) + 1
+            return
+        key: tuple[str, int | None]
+        if kind == "error" and isinstance(event.error, unsent):
+            # Counted, so an outage of the keys shows; no duration: nothing was sent.
+            key = (operation, UNSENT)
+            requests[key] = requests.get(key, 0) + 1
             return
         key = (operation, CANCELLED if kind == "cancelled" else event.status)
         requests[key] = requests.get(key, 0) + 1

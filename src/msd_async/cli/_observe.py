@@ -13,6 +13,7 @@ import datetime as _dt
 import json
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -110,11 +111,36 @@ def _now() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+#: A lone surrogate: what os.fsdecode() makes of a file name's bytes that are not UTF-8.
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+
+
+def _escaped(match: re.Match[str]) -> str:
+    # Written into the JSON text as an escaped backslash, so the line stays UTF-8 and the
+    # value reads "\xff": the byte the name had (surrogateescape), else the code point.
+    code = ord(match.group())
+    return f"\\\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\\\u{code:04x}"
+
+
+def _text(value: object) -> str:
+    """``default`` of the JSON encoder: str(), else repr(), else the type's name; an
+    object whose __str__ raises must not cost the line."""
+    for show in (str, repr):
+        try:
+            return show(value)
+        except Exception:
+            pass
+    return f"<unprintable {type(value).__name__}>"
+
+
 def json_line(event: str, level: str = "info", **fields: Any) -> str:
-    """One JSON log line: ``ts``, ``level``, ``event`` and the fields that are not None."""
+    """One JSON log line: ``ts``, ``level``, ``event`` and the fields that are not None.
+
+    Always valid UTF-8: a lone surrogate (a file name that is not UTF-8, as Python decodes
+    it) is written ``\\xNN``; left raw, stdout wrote the byte itself (or raised)."""
     line: dict[str, Any] = {"ts": _now(), "level": level, "event": event}
     line.update((k, v) for k, v in fields.items() if v is not None)
-    return json.dumps(line, ensure_ascii=False, default=str)
+    return _SURROGATE.sub(_escaped, json.dumps(line, ensure_ascii=False, default=_text))
 
 
 def print_line(
@@ -154,6 +180,19 @@ class JsonFormatter(logging.Formatter):
     anything else keeps its message in ``message``."""
 
     def format(self, record: logging.LogRecord) -> str:
+        try:
+            return self._format(record)
+        except Exception as exc:
+            # A record that cannot be formatted (a "%d" given a string, an argument whose
+            # __str__ raises): logging would print a multi-line "--- Logging error ---"
+            # traceback instead, breaking one JSON object per line.
+            return json_line(
+                "log", record.levelname.lower(), logger=record.name,
+                message=f"unformattable log record {_text(record.msg)!r} "
+                f"({type(exc).__name__}: {_text(exc)})",
+            )
+
+    def _format(self, record: logging.LogRecord) -> str:
         level = record.levelname.lower()
         rec = getattr(record, "msd_record", None)
         fields: dict[str, Any]
@@ -215,6 +254,20 @@ def _origin_failed(event: RequestEvent) -> bool:
     )
 
 
+def _not_an_exchange(event: RequestEvent) -> bool:
+    """Whether an error event is the client's own refusal, which says nothing of the
+    origin: a streamed body that passed the object limit is cut by the client before the
+    origin could answer (ObjectTooLargeError), as is a body whose own source failed. Read
+    as "no answer came", one oversized segment from the encoder made a healthy relay
+    unready."""
+    from ..errors import ClientValidationError, MediaStoreError
+
+    error = event.error
+    return isinstance(error, ClientValidationError) or (
+        error is not None and not isinstance(error, MediaStoreError)
+    )
+
+
 @dataclass
 class Readiness:
     """``/readyz`` from the session's event hooks: ready once an exchange with the origin
@@ -233,6 +286,8 @@ class Readiness:
         if kind not in ("response", "error") or (
             self.endpoint is not None and event.endpoint != self.endpoint
         ):
+            return
+        if kind == "error" and _not_an_exchange(event):
             return
         ok = kind == "response" or not _origin_failed(event)
         self.last_end = self.clock()
