@@ -221,7 +221,7 @@ def _short(exc: BaseException) -> str:
 class _Emitter:
     """Builds :class:`RequestEvent` objects for one call and hands them to the hooks."""
 
-    __slots__ = ("_attempt", "_endpoint", "_hooks", "_operation", "_path", "_started")
+    __slots__ = ("_attempt", "_endpoint", "_hooks", "_operation", "_path", "_started", "failed_at")
 
     def __init__(
         self,
@@ -238,6 +238,15 @@ class _Emitter:
         self._endpoint = endpoint
         self._attempt = attempt
         self._started = time.monotonic() if started is None else started
+        #: The index of the hook that raised on the last event (the ones before it had it).
+        self.failed_at = 0
+
+    def before_failure(self) -> _Emitter:
+        """An emitter for the hooks that took the last event before one of them raised."""
+        return _Emitter(
+            self._hooks[: self.failed_at], self._operation, self._path, self._endpoint,
+            self._attempt, self._started,
+        )
 
     def __call__(
         self,
@@ -255,8 +264,12 @@ class _Emitter:
             self._attempt if attempt is None else attempt, time.monotonic() - self._started,
             status, error, delay, bytes_sent, bytes_received,
         )
-        for hook in self._hooks:
-            hook(event)
+        for index, hook in enumerate(self._hooks):
+            try:
+                hook(event)
+            except BaseException:
+                self.failed_at = index
+                raise
 
 
 class ContainerClient:
@@ -335,7 +348,17 @@ class ContainerClient:
     ) -> Response:
         operation, path = _operation(request)
         emit = _Emitter(hooks, operation, path, self.endpoint, attempt)
-        emit("start")
+        try:
+            emit("start")
+        except BaseException as exc:
+            # The hooks before the one that failed saw the attempt start: they must see it
+            # end (a tracing span would stay open). Nothing was sent; the hook's error
+            # reaches the caller, and the failed hook is not called again.
+            try:
+                emit.before_failure()("error", error=exc, bytes_sent=0)
+            except Exception:
+                logger.exception("an event hook failed after another failed on start")
+            raise
         try:
             response = await self._exchange(
                 request, body, meter, chunked, object_operation, deadline
@@ -343,6 +366,11 @@ class ContainerClient:
         except MediaStoreError as exc:
             emit("error", status=getattr(exc, "status", None), error=exc,
                  bytes_sent=0 if meter is None else meter.sent)
+            raise
+        except Exception as exc:
+            # The body's own exception (an encoder that crashed, a progress callback): the
+            # attempt ended with it, and the hooks must hear so.
+            emit("error", error=exc, bytes_sent=0 if meter is None else meter.sent)
             raise
         except asyncio.CancelledError:
             # Without it a tracing span of the call stayed open until the task's next call

@@ -34,7 +34,7 @@ class RequestEvent:
     ==========  ==================================================================
     kind        when
     ==========  ==================================================================
-    start       the attempt is about to be sent (after signing)
+    start       the attempt begins (before its credentials are fetched and it is signed)
     response    its response headers arrived (``status`` set; for PutObject, after
                 the whole body was sent)
     error       the attempt failed (``error`` set: a service error, a transport

@@ -380,3 +380,67 @@ async def test_a_hook_failing_on_a_cancelled_call_is_logged_and_the_cancellation
                 else "DescribeObject cancelled before its retry")
     assert len(logged) == 1 and expected in logged[0].getMessage()
     assert logged[0].exc_info is not None and "the hook's own bug" in str(logged[0].exc_info[1])
+
+
+class _EncoderCrashed(Exception):
+    pass
+
+
+async def test_a_body_that_fails_ends_its_span_with_its_own_error(
+    served: object, exporter: tuple[TracerProvider, InMemorySpanExporter],
+    exposition: type[Exposition],
+) -> None:
+    """A streamed body whose iterator raises (an encoder that crashed) ends the attempt
+    with an ``error`` event carrying that exception, as events.py promises: before, the
+    hooks saw only ``start``, the attempt was not counted, and the span stayed open until
+    the task's next call, which ended it as ``cancelled``."""
+    server, _ = served  # type: ignore[misc]
+    provider, memory = exporter
+    registry = CollectorRegistry()
+    events: list[RequestEvent] = []
+
+    async def crashing() -> AsyncIterator[bytes]:
+        yield b"first chunk"
+        raise _EncoderCrashed("the encoder died")
+
+    async with _observed(server, provider, registry, events) as session:
+        store = session.container(server.endpoint)
+        with pytest.raises(_EncoderCrashed):
+            await store.put_object("crash/seg.ts", crashing(), streaming=True)
+        assert [e.kind for e in events] == ["start", "error"]
+        assert isinstance(events[1].error, _EncoderCrashed)
+        # The same task goes on and makes no further call: the span ends once the retry
+        # driver has had its step to announce a retry (none comes).
+        await anyio.sleep(0.05)
+        (span,) = [s for s in memory.get_finished_spans() if s.name == "PutObject"]
+        assert span.attributes["error.type"] == "_EncoderCrashed"  # type: ignore[index]
+    got = exposition.samples(text(registry))
+    assert got["msd_requests_total", (("operation", "PutObject"), ("status", "error"))] == 1
+    assert server.store.get("crash/seg.ts") is None
+
+
+class _StartFails(Exception):
+    pass
+
+
+async def test_a_hook_failing_on_start_does_not_leave_the_span_open(
+    served: object, exporter: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    """The hook's error reaches the caller, nothing is sent, and the hooks that saw the
+    attempt start see it end (the span is over, with the hook's error as its type)."""
+    server, log = served  # type: ignore[misc]
+    provider, memory = exporter
+
+    def failing(event: RequestEvent) -> None:
+        if event.kind == "start":
+            raise _StartFails("the hook failed")
+
+    async with Session(
+        credentials=KEYS, region=server.region, event_hooks=[tracing_hook(provider), failing],
+    ) as session:
+        with pytest.raises(_StartFails):
+            await session.container(server.endpoint).describe_object("v/a.ts")
+        await anyio.sleep(0.05)  # as above: no retry is announced
+        (span,) = [s for s in memory.get_finished_spans() if s.name == "DescribeObject"]
+        assert span.attributes["error.type"] == "_StartFails"  # type: ignore[index]
+    assert log == []
