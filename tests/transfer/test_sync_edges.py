@@ -103,3 +103,30 @@ def test_the_own_names_predicate() -> None:
         assert is_own(own), own
     for not_own in ("a.ts", "msdpart", "d/.msd-sync/x", "a.msdpart.txt"):
         assert not is_own(not_own), not_own
+
+
+async def test_an_upload_with_delete_from_an_empty_folder_is_refused(
+    mediastore_client: Any, tmp_path: Path
+) -> None:
+    """A folder that holds no file (an unmounted disk's mount point, a mistyped path that
+    exists) is no evidence that the container should be emptied: as a download from a
+    container folder with no object, it is refused and nothing is done."""
+    from msd_async.errors import InvalidParameterError
+    from msd_async.transfer import sync
+
+    await mediastore_client.put_object("www/a.txt", b"a")
+    await mediastore_client.put_object("www/sub/b.txt", b"b")
+    empty = tmp_path / "mnt"
+    (empty / "sub").mkdir(parents=True)  # folders, and no file in any of them
+    with pytest.raises(InvalidParameterError, match="holds no file") as caught:
+        await sync(mediastore_client, empty, "ms:www", delete=True)
+    assert caught.value.rule == "transfer.source-empty"
+    assert sorted([i.name async for i in mediastore_client.list_items("www")]) == [
+        "a.txt", "sub"
+    ]
+    # Without delete, or from a folder with any file, it goes on as before.
+    report = await sync(mediastore_client, empty, "ms:www")
+    assert report.ok and report.deleted == []
+    (empty / "sub" / "b.txt").write_bytes(b"b")
+    report = await sync(mediastore_client, empty, "ms:www", delete=True)
+    assert report.ok and report.deleted == ["a.txt"]

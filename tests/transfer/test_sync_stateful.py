@@ -209,6 +209,16 @@ class SyncMachine(RuleBasedStateMachine):
                 self.portal.call(self._sync, source, dest, options, delete, interrupt)
             assert self.local() == before_local
             return
+        selected = PathFilter(filters)
+        if upload and delete and not before_local and any(
+            selected.selects(rel) and not is_own(rel) for rel in before_remote
+        ):
+            # Nor is an empty local folder (an unmounted disk), when there is something to
+            # delete.
+            with pytest.raises(InvalidParameterError, match="holds no file"):
+                self.portal.call(self._sync, source, dest, options, delete, interrupt)
+            assert self.remote() == before_remote
+            return
         report = self.portal.call(self._sync, source, dest, options, delete, interrupt)
         after_local, after_remote = self.local(), self.remote()
         src_before = before_local if upload else before_remote

@@ -190,6 +190,23 @@ def read_and_hash(path: Path, inline_limit: int) -> tuple[str, bytes | None, int
         return digest.hexdigest(), None, total
 
 
+def holds_a_file(root: Path) -> bool:
+    """Whether anything but folders is below ``root`` (a file, a link, a FIFO: the scan
+    may skip some, but a folder holding them was not emptied). Stops at the first one."""
+    pending = [root]
+    while pending:
+        try:
+            with os.scandir(pending.pop()) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        pending.append(Path(entry.path))
+                    else:
+                        return True
+        except OSError:
+            return True  # unreadable: what it holds is not known
+    return False
+
+
 def temporary_path(final: Path) -> Path:
     return final.with_name(f".{final.name}{PART_SUFFIX}")
 

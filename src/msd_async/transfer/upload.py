@@ -11,6 +11,7 @@ import anyio.to_thread
 from .. import rules
 from ..errors import (
     ChecksumMismatchError,
+    InvalidParameterError,
     MediaStoreError,
     ObjectNotFoundError,
     ObjectTooLargeError,
@@ -20,7 +21,14 @@ from . import _local
 from ._local import LocalFile, Unscanned
 from .events import TransferEvent
 from .options import INLINE_LIMIT, SMALL_FILE
-from .plan import Selection, check_deletions, local_index, outside, remote_index
+from .plan import (
+    REMOTE_SCHEME,
+    Selection,
+    check_deletions,
+    local_index,
+    outside,
+    remote_index,
+)
 from .pool import Job, Pool
 from .record import RecordEntry
 from .walk import RemoteObject
@@ -126,6 +134,19 @@ async def run_upload(
     if compare or delete:
         remote, _ = await remote_index(pool.client, prefix, select, pool.retry)
     stale: list[str] = []
+    if (
+        delete and remote and not files and not unscanned
+        and not await anyio.to_thread.run_sync(_local.holds_a_file, root)
+    ):
+        # An unmounted disk's mount point, or a mistyped folder that exists, is empty: no
+        # evidence that the container should be emptied (as a download from a container
+        # folder with no object).
+        raise InvalidParameterError(
+            f"{root} holds no file (is the folder right, is its disk mounted?); a sync "
+            f"with delete from it would delete every object under {REMOTE_SCHEME}"
+            f"{prefix}, so nothing was done (msd rm -r deletes a folder's objects)",
+            rule="transfer.source-empty",
+        )
     if delete:
         # A link to an unmounted disk is not a folder that was emptied: what it held is not
         # known, so its objects stay.
