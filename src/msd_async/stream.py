@@ -93,6 +93,18 @@ class ObjectStream:
         self._released = False
         #: Why the body ended early: raised again by every later read.
         self._failure: MediaStoreError | None = None
+        encoding = headers.get("Content-Encoding")
+        if encoding is not None and encoding.strip().lower() not in ("", "identity"):
+            # The transport asks for identity and hands bodies over undecoded: these bytes
+            # are not the object's, and would be stored or served as if they were.
+            response.close()
+            self._closed = True
+            raise ProtocolError(
+                f"the server sent the object with Content-Encoding {encoding!r} though "
+                "'identity' was asked for: not the object's bytes (a proxy in between that "
+                "compresses what it forwards?)",
+                attempts=1,
+            )
         self._length = self._declared_length(response)
         self._requested = requested
         if response.status == 206:

@@ -295,3 +295,41 @@ async def test_a_whole_object_answered_with_a_part_raises_protocol_error(
             async with client.get_object("a.ts"):
                 pass
     assert session.pool.in_use == 0
+
+
+# --- a body the server encoded though identity was asked for --------------------------------
+
+
+def _encoded_server(encoding: str, body: bytes) -> AbstractAsyncContextManager[ScriptedServer]:
+    """Answers every GET with ``Content-Encoding: encoding``, as a proxy that compresses
+    whatever it forwards may, whatever the request's ``Accept-Encoding``."""
+
+    async def handler(conn: Connection) -> None:
+        while await conn.read_request() is not None:
+            head = response_head(
+                200, {"Content-Length": len(body), "Content-Encoding": encoding, "ETag": "e" * 32}
+            )
+            await conn.send(head + body)
+
+    return scripted_server(handler)
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "br", "gzip, identity"])
+async def test_an_encoded_body_is_not_taken_for_the_object(
+    session: Session, encoding: str
+) -> None:
+    """msd_async asks for identity (it hands bodies over undecoded): a compressed body
+    would be stored or served as the object's bytes, silently wrong."""
+    import gzip
+
+    async with _encoded_server(encoding, gzip.compress(BODY)) as server:
+        client = session.container(server.endpoint)
+        with pytest.raises(ProtocolError, match="Content-Encoding") as caught:
+            await client.get_bytes("a.ts")
+        assert encoding in str(caught.value)
+    assert session.pool.in_use == 0
+
+
+async def test_an_identity_encoding_is_the_object(session: Session) -> None:
+    async with _encoded_server("identity", BODY) as server:
+        assert await session.container(server.endpoint).get_bytes("a.ts") == BODY
