@@ -133,16 +133,26 @@ async def test_iter_chunks_refuses_a_bad_size_at_once(store: ContainerClient, si
 # --- item 7: get_bytes never returns more than asked --------------------------------------
 
 
-def _whole_body_server(body: bytes) -> AbstractAsyncContextManager[ScriptedServer]:
-    """Answers every GET (ranged or not) with 200 and the whole body, like a proxy without
-    range support or the service on an in-progress STREAMING object."""
+def _always(
+    status: int, body: bytes, headers: dict[str, str] | None = None
+) -> AbstractAsyncContextManager[ScriptedServer]:
+    """Answers every request with ``status``, ``body`` (its length declared), an ETag and
+    ``headers``."""
 
     async def handler(conn: Connection) -> None:
         while await conn.read_request() is not None:
-            head = response_head(200, {"Content-Length": len(body), "ETag": "e" * 32})
+            head = response_head(
+                status, {"Content-Length": len(body), "ETag": "e" * 32, **(headers or {})}
+            )
             await conn.send(head + body)
 
     return scripted_server(handler)
+
+
+def _whole_body_server(body: bytes) -> AbstractAsyncContextManager[ScriptedServer]:
+    """Answers every GET (ranged or not) with 200 and the whole body, like a proxy without
+    range support or the service on an in-progress STREAMING object."""
+    return _always(200, body)
 
 
 @pytest.mark.parametrize(
@@ -268,25 +278,12 @@ async def test_a_404_to_a_put_without_a_code_is_not_object_not_found(session: Se
 # --- a whole object answered with a part of it ----------------------------------------------
 
 
-def _part_server(content_range: str, body: bytes) -> AbstractAsyncContextManager[ScriptedServer]:
-    """Answers every GET with a 206, as a cache in between may when it holds only a part."""
-
-    async def handler(conn: Connection) -> None:
-        while await conn.read_request() is not None:
-            head = response_head(
-                206,
-                {"Content-Length": len(body), "Content-Range": content_range, "ETag": "e" * 32},
-            )
-            await conn.send(head + body)
-
-    return scripted_server(handler)
-
-
 @pytest.mark.parametrize("content_range", ["bytes 0-9/5000", "bytes 100-109/5000", "bytes 0-9/*"])
 async def test_a_whole_object_answered_with_a_part_raises_protocol_error(
     session: Session, content_range: str
 ) -> None:
-    async with _part_server(content_range, BODY[:10]) as server:
+    # A cache in between holding only a part may answer so.
+    async with _always(206, BODY[:10], {"Content-Range": content_range}) as server:
         client = session.container(server.endpoint)
         with pytest.raises(ProtocolError, match="206") as caught:
             await client.get_bytes("a.ts")
@@ -300,20 +297,6 @@ async def test_a_whole_object_answered_with_a_part_raises_protocol_error(
 # --- a body the server encoded though identity was asked for --------------------------------
 
 
-def _encoded_server(encoding: str, body: bytes) -> AbstractAsyncContextManager[ScriptedServer]:
-    """Answers every GET with ``Content-Encoding: encoding``, as a proxy that compresses
-    whatever it forwards may, whatever the request's ``Accept-Encoding``."""
-
-    async def handler(conn: Connection) -> None:
-        while await conn.read_request() is not None:
-            head = response_head(
-                200, {"Content-Length": len(body), "Content-Encoding": encoding, "ETag": "e" * 32}
-            )
-            await conn.send(head + body)
-
-    return scripted_server(handler)
-
-
 @pytest.mark.parametrize("encoding", ["gzip", "br", "gzip, identity"])
 async def test_an_encoded_body_is_not_taken_for_the_object(
     session: Session, encoding: str
@@ -322,7 +305,8 @@ async def test_an_encoded_body_is_not_taken_for_the_object(
     would be stored or served as the object's bytes, silently wrong."""
     import gzip
 
-    async with _encoded_server(encoding, gzip.compress(BODY)) as server:
+    # A proxy that compresses what it forwards, whatever the Accept-Encoding.
+    async with _always(200, gzip.compress(BODY), {"Content-Encoding": encoding}) as server:
         client = session.container(server.endpoint)
         with pytest.raises(ProtocolError, match="Content-Encoding") as caught:
             await client.get_bytes("a.ts")
@@ -331,5 +315,5 @@ async def test_an_encoded_body_is_not_taken_for_the_object(
 
 
 async def test_an_identity_encoding_is_the_object(session: Session) -> None:
-    async with _encoded_server("identity", BODY) as server:
+    async with _always(200, BODY, {"Content-Encoding": "identity"}) as server:
         assert await session.container(server.endpoint).get_bytes("a.ts") == BODY
