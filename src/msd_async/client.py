@@ -151,13 +151,18 @@ async def _get_credentials(context: ClientContext) -> Credentials:
         # its first step is taken by hand, and only a provider that waits gets a timer.
         # asyncio.timeout() costs ~7 us per call, more than the rest of the signing.
         call = provider.get_credentials()
-        try:
-            waiting = call.send(None)
-        except StopIteration as answered:
-            credentials = answered.value
-        else:
+        step = getattr(call, "send", None)
+        if step is None:  # another awaitable (a future): nothing to take by hand
             async with asyncio.timeout(timeout) as scope:
-                credentials = await _Resumed(call, waiting)
+                credentials = await call
+        else:
+            try:
+                waiting = step(None)
+            except StopIteration as answered:
+                credentials = answered.value
+            else:
+                async with asyncio.timeout(timeout) as scope:
+                    credentials = await _Resumed(call, waiting)
     except MediaStoreError:
         raise
     except TimeoutError as exc:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 
 import anyio
 import pytest
@@ -213,3 +213,29 @@ async def test_a_provider_that_waits_to_refresh_is_awaited_and_bounded(
             await store.describe_object("x/a.ts")
         assert slow.cleaned == 1 and slow.refreshes == 0
         assert session.pool.in_use == 0
+
+
+class FutureProvider:
+    """``get_credentials()`` returns an awaitable that is not a coroutine (a future)."""
+
+    def __init__(self, keys: Credentials) -> None:
+        self.keys = keys
+
+    def get_credentials(self) -> Awaitable[Credentials]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Credentials] = loop.create_future()
+        loop.call_later(0.01, future.set_result, self.keys)
+        return future
+
+
+@pytest.mark.anyio
+async def test_a_provider_returning_another_awaitable_is_awaited(
+    mediastore_server: LocalMediaStore,
+) -> None:
+    async with Session(
+        credentials=FutureProvider(mediastore_server.credentials),  # type: ignore[arg-type]
+        region=mediastore_server.region,
+    ) as session:
+        store = session.container(mediastore_server.endpoint)
+        await store.put_object("x/f.ts", b"f")
+        assert (await store.describe_object("x/f.ts")).content_length == 1
