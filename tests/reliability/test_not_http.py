@@ -42,5 +42,5 @@ async def test_an_answer_that_is_not_http_says_so_in_one_line(answer: bytes) -> 
         message = str(caught.value)
         assert "not valid HTTP/1.1" in message and "http:// to an HTTPS port" in message
         assert "\n" not in message
-        assert "400" not in message.split("(", 1)[0]
+        assert "400, message=" not in message  # aiohttp's own verdict, not a status sent
         assert session.pool.in_use == 0
