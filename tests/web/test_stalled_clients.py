@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 from webapps import running_app, wait_for
 
-from msd_async import Credentials, Limits, Session, Timeouts
+from msd_async import Credentials, Limits, ObjectNotFoundError, Session, Timeouts
 from msd_async.testing import LocalMediaStore
 from msd_async.web import WriteWatch, core, watch_writes
 
@@ -37,7 +37,7 @@ PATH = "vod/big.mp4"
 
 
 @contextlib.asynccontextmanager
-async def idle_client(url: str) -> AsyncIterator[socket.socket]:
+async def idle_client(url: str, path: str = PATH) -> AsyncIterator[socket.socket]:
     """A raw TCP client that sends a GET for the object and never reads."""
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: tiny window
@@ -45,7 +45,7 @@ async def idle_client(url: str) -> AsyncIterator[socket.socket]:
     host, port = url.removeprefix("http://").rsplit(":", 1)
     try:
         await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
-        sock.send(f"GET /ok/{PATH} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        sock.send(f"GET /ok/{path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
         yield sock
     finally:
         sock.close()
@@ -200,3 +200,65 @@ async def test_the_clients_timeouts_are_the_sessions() -> None:
         credentials=Credentials("AKIDEXAMPLE", "secret"), region="us-east-1", timeouts=timeouts
     ) as session:
         assert session.container("http://127.0.0.1:9").timeouts is timeouts
+
+
+# --- the end of a body of unknown length ------------------------------------------------
+
+#: What the proxy writes before the pause: over aiohttp's 64 KiB between drains, so its
+#: write drains (the client's socket has room yet); then a piece under 64 KiB, which does
+#: not drain but fills the socket's buffer past its high-water mark. aiohttp's write_eof()
+#: then writes the terminating chunk and waits for the drain. The socket buffers absorb a
+#: few KiB to a few tens: several first pieces cover that range.
+LAST_PIECE = 60 * 1024
+
+
+@pytest.mark.parametrize("first_piece", [66 * 1024, 96 * 1024])
+@pytest.mark.parametrize("kind", ["aiohttp", "asgi"])
+async def test_a_client_that_stops_before_the_end_of_a_live_body_is_cut(
+    kind: str, first_piece: int, mediastore_server: LocalMediaStore
+) -> None:
+    """An object still uploading (STREAMING) is sent chunked: the end of its body is one
+    more write to the client (the terminating chunk), and it has the same time limit as
+    the others. A client that stopped reading just before it is cut, not kept waiting for
+    with the handler held."""
+    origin = mediastore_server
+    path = "live/growing.ts"
+    steps = [asyncio.Event() for _ in range(2)]
+
+    async def produce() -> AsyncIterator[bytes]:
+        yield os.urandom(first_piece)
+        await steps[0].wait()
+        yield os.urandom(LAST_PIECE)
+        await steps[1].wait()
+
+    async with Session(
+        credentials=origin.credentials, region=origin.region,
+        timeouts=Timeouts(write=WRITE_TIMEOUT),
+    ) as session:
+        store = session.container(origin.endpoint)
+        upload = asyncio.ensure_future(store.put_object(path, produce(), streaming=True))
+        try:
+            async with running_app(kind, {"ok": store}, send_buffer=4096) as url:
+                for _ in range(500):  # until the upload is readable
+                    with contextlib.suppress(ObjectNotFoundError):
+                        await store.describe_object(path)
+                        break
+                    await asyncio.sleep(0.02)
+                async with idle_client(url, path) as sock:
+                    # The first piece through the proxy, then the last, then the end.
+                    await asyncio.sleep(0.3)
+                    steps[0].set()
+                    await asyncio.sleep(0.3)
+                    steps[1].set()
+                    await upload
+                    # Past the write limit since the end reached the proxy, unread.
+                    await asyncio.sleep(4 * WRITE_TIMEOUT)
+                    received, ended = await drained(sock)
+                # Cut (aiohttp), or closed once the handler gave up (uvicorn closes,
+                # flushing what it had been handed): either way not held open.
+                assert ended, f"the client still connected after {received} bytes"
+                await wait_for(lambda: session.pool.in_use == 0, 10, "the origin's slot")
+        finally:
+            for step in steps:
+                step.set()
+            await upload

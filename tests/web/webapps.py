@@ -103,32 +103,44 @@ def _asgi_app(stores: dict[str, ContainerClient]) -> Any:
 
 
 @contextlib.asynccontextmanager
-async def running_app(kind: str, stores: dict[str, ContainerClient]) -> AsyncIterator[str]:
+async def running_app(
+    kind: str, stores: dict[str, ContainerClient], *, send_buffer: int | None = None
+) -> AsyncIterator[str]:
     """Serve the test routes over ``stores`` with ``kind`` (``"aiohttp"`` or ``"asgi"``,
-    FastAPI under uvicorn) on 127.0.0.1; yields the base URL."""
+    FastAPI under uvicorn) on 127.0.0.1; yields the base URL. ``send_buffer`` sets the
+    listening socket's ``SO_SNDBUF``, which the connections it accepts inherit: the kernel
+    then takes only that much of what the app writes to a client that does not read."""
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if send_buffer is not None:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
+    listener.bind(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
     if kind == "aiohttp":
         runner = web.AppRunner(_aiohttp_app(stores), handle_signals=False)
         await runner.setup()
         try:
-            await web.TCPSite(runner, "127.0.0.1", 0).start()
-            yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+            await web.SockSite(runner, listener).start()
+            yield url
         finally:
             await runner.cleanup()
+            listener.close()
         return
     config = uvicorn.Config(
-        _asgi_app(stores), host="127.0.0.1", port=0, log_level="warning",
-        lifespan="off", ws="none", timeout_graceful_shutdown=2,
+        _asgi_app(stores), log_level="warning", lifespan="off", ws="none",
+        timeout_graceful_shutdown=2,
     )
     server = uvicorn.Server(config)
-    serving = asyncio.ensure_future(server.serve())
+    serving = asyncio.ensure_future(server.serve(sockets=[listener]))
     try:
         # uvicorn has no "started" event to wait on
         while not server.started and not serving.done():
             await asyncio.wait({serving}, timeout=0.02)
-        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+        yield url
     finally:
         server.should_exit = True
         await serving
+        listener.close()
 
 
 async def wait_for(predicate: Any, within: float, what: str) -> None:

@@ -123,6 +123,12 @@ async def _send(
                 begin()
                 await write(chunk)
                 end()
+            # The end of a chunked body is one more write (the terminating chunk), and
+            # aiohttp waits there for a client that has stopped reading: under 64 KiB
+            # since its last drain, the last write() did not wait.
+            begin()
+            await response.write_eof()
+            end()
 
         try:
             watch = await watch_writes(
