@@ -47,6 +47,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from msd_async import (
     ClientValidationError,
     ConnectionLostError,
+    DeadlineExceeded,
     InvalidRangeError,
     MediaStoreError,
     ObjectNotFoundError,
@@ -685,12 +686,88 @@ class SessionMachine(RuleBasedStateMachine):
             return "cancelled"
         return f"not cancelled: {task.exception() or task.result()!r}"
 
-    async def _read_all(self, path: str) -> bytes:
-        async with self.store.get_object(path) as obj:
+    @rule(op=st.sampled_from(["put", "get_bytes", "stream", "describe", "delete", "list"]),
+          path=st.sampled_from(PATHS), pick=st.integers(0, 99), size=SIZES)
+    def deadline_on_held_call(self, op: str, path: str, pick: int, size: int) -> None:
+        """A call whose deadline passes while the server holds it: DeadlineExceeded, the
+        request is dropped (a PUT or DELETE is not carried out), nothing is held."""
+        path = self._target(path, pick)
+        data = self._content(size)
+        deadline = HELD / 10
+        calls: dict[str, Callable[[], Awaitable[Any]]] = {
+            "put": lambda: self.store.put_object(path, data, deadline=deadline),
+            "get_bytes": lambda: self.store.get_bytes(path, deadline=deadline),
+            "stream": lambda: self._read_all(path, deadline=deadline),
+            "describe": lambda: self.store.describe_object(path, deadline=deadline),
+            "delete": lambda: self.store.delete_object(path, deadline=deadline),
+            "list": lambda: self._list_all(path.rpartition("/")[0], deadline=deadline),
+        }
+        method = {"put": "PUT", "describe": "HEAD", "delete": "DELETE"}.get(op, "GET")
+        before = self._inject("delay", method, "" if op == "list" else path, 1, delay=HELD)
+        outcome = self._call(calls[op])
+        # Not _faulted(): on a slow machine the deadline may pass before the request is
+        # even sent, which is the same outcome.
+        self.server.faults.clear()
+        event(f"deadline {op}: {'held' if self.server.faults.applied > before else 'unsent'}")
+        assert isinstance(outcome, DeadlineExceeded), f"{op}: {outcome!r}"
+        assert outcome.attempts == 1, outcome.attempts
+
+    @rule(op=st.sampled_from(["put", "get_bytes", "describe", "delete", "list"]),
+          path=st.sampled_from(PATHS), pick=st.integers(0, 99), size=SIZES)
+    def cancel_in_backoff(self, op: str, path: str, pick: int, size: int) -> None:
+        """A call cancelled while it waits to retry (no attempt in flight): CancelledError,
+        nothing held, and with hooks on the wait is reported as abandoned."""
+        path = self._target(path, pick)
+        data = self._content(size)
+        # Backoff drawn from up to a minute: the cancel comes long before it ends.
+        slow = RetryPolicy(max_attempts=2, backoff_initial=60.0, backoff_max=60.0)
+        calls: dict[str, Callable[[], Awaitable[Any]]] = {
+            "put": lambda: self.store.put_object(path, data, retry=slow),
+            "get_bytes": lambda: self.store.get_bytes(path, retry=slow),
+            "describe": lambda: self.store.describe_object(path, retry=slow),
+            "delete": lambda: self.store.delete_object(path, retry=slow),
+            "list": lambda: self._list_all(path.rpartition("/")[0], retry=slow),
+        }
+        method = {"put": "PUT", "describe": "HEAD", "delete": "DELETE"}.get(op, "GET")
+        before = self._inject("503", method, "" if op == "list" else path, 1)
+        kinds = len(self.attempts.kinds)
+
+        async def go() -> str:
+            retrying = asyncio.Event()
+
+            def on_retry(event: RequestEvent) -> None:
+                if event.kind == "retry":
+                    retrying.set()
+
+            self.session.event_hooks.append(on_retry)
+            try:
+                task = asyncio.get_running_loop().create_task(calls[op]())  # type: ignore[arg-type]
+                waiting = asyncio.ensure_future(retrying.wait())
+                with anyio.fail_after(30):
+                    await asyncio.wait({task, waiting}, return_when=asyncio.FIRST_COMPLETED)
+                waiting.cancel()
+                task.cancel()
+                await asyncio.wait({task, waiting})
+            finally:
+                self.session.event_hooks.remove(on_retry)
+            if task.cancelled():
+                return "cancelled"
+            return f"not cancelled: {task.exception() or task.result()!r}"
+
+        outcome = self.portal.call(go)
+        self._faulted("503", before)
+        assert outcome == "cancelled", f"{op}: {outcome}"
+        if self.attempts in self.session.event_hooks:
+            assert self.attempts.kinds[kinds:][-2:] == ["retry", "abandoned"], (
+                self.attempts.kinds[kinds:]
+            )
+
+    async def _read_all(self, path: str, **options: Any) -> bytes:
+        async with self.store.get_object(path, **options) as obj:
             return await obj.read()
 
-    async def _list_all(self, folder: str) -> list[Any]:
-        return [item async for item in self.store.list_items(folder, page_size=1)]
+    async def _list_all(self, folder: str, **options: Any) -> list[Any]:
+        return [item async for item in self.store.list_items(folder, page_size=1, **options)]
 
     @rule(path=st.sampled_from(PATHS), size=st.integers(2, 300_000), streaming=st.booleans(),
           replay=st.booleans())
