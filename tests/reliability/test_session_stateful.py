@@ -270,10 +270,13 @@ def _client_tasks() -> set[asyncio.Task[Any]]:
 
 
 class SessionMachine(RuleBasedStateMachine):
+    #: The event loop: asyncio's own here, uvloop in the subclass (this folder runs both).
+    backend_options: dict[str, Any] = {}
+
     def __init__(self) -> None:
         super().__init__()
         self._portal_cm: AbstractContextManager[anyio.from_thread.BlockingPortal] = (
-            anyio.from_thread.start_blocking_portal("asyncio")
+            anyio.from_thread.start_blocking_portal("asyncio", self.backend_options)
         )
         self.portal = self._portal_cm.__enter__()
         #: The model: what the container must hold (bytes, and the ETag its PUT returned).
@@ -855,7 +858,11 @@ class SessionMachine(RuleBasedStateMachine):
                 self._portal_cm.__exit__(None, None, None)
 
 
-SessionMachine.TestCase.settings = settings(
+class UvloopSessionMachine(SessionMachine):
+    backend_options = {"use_uvloop": True}
+
+
+_SETTINGS = settings(
     max_examples=200 if LONG else 20,
     stateful_step_count=60 if LONG else 30,
     derandomize=not LONG,
@@ -867,4 +874,10 @@ SessionMachine.TestCase.settings = settings(
     phases=[Phase.explicit, Phase.reuse, Phase.generate, *([Phase.shrink] if LONG else [])],
     report_multiple_bugs=False,
 )
+SessionMachine.TestCase.settings = _SETTINGS
 test_session_state_machine = SessionMachine.TestCase
+# Fewer on uvloop: the rules are the same, only the loop under them differs.
+UvloopSessionMachine.TestCase.settings = settings(
+    _SETTINGS, max_examples=_SETTINGS.max_examples // 2
+)
+test_session_state_machine_on_uvloop = UvloopSessionMachine.TestCase
