@@ -209,6 +209,8 @@ class Source:
         self.stall_after = stall_after
         self.started = self.closed = False
         self.stalled = asyncio.Event()
+        #: Set to let a stalled source go on (never set: an encoder that died).
+        self.resume = asyncio.Event()
 
     async def __call__(self) -> AsyncIterator[bytes]:
         self.started = True
@@ -216,7 +218,7 @@ class Source:
             for n, start in enumerate(range(0, len(self.data), self.chunk)):
                 if self.stall_after is not None and n == self.stall_after:
                     self.stalled.set()
-                    await asyncio.Event().wait()  # an encoder that stopped producing
+                    await self.resume.wait()  # an encoder that stopped producing
                 yield self.data[start: start + self.chunk]
                 if self.pause:
                     await asyncio.sleep(0.001)
@@ -688,6 +690,63 @@ class SessionMachine(RuleBasedStateMachine):
         if task.cancelled():
             return "cancelled"
         return f"not cancelled: {task.exception() or task.result()!r}"
+
+    @rule(path=st.sampled_from(PATHS), size=st.integers(2, 300_000), data=st.data(),
+          form=st.sampled_from(["whole", "abs", "open", "suffix", "past-end"]))
+    def read_while_streaming(self, path: str, size: int, data: st.DataObject,
+                             form: str) -> None:
+        """A STREAMING upload in progress is read (the service follows it and ignores
+        ranges: get_bytes cuts the range out); the upload then completes. The reader gets
+        exactly the bytes asked for, of the new version."""
+        body = self._content(size)
+        first = data.draw(st.integers(0, size - 1), "first")
+        last = data.draw(st.integers(first, size + 2), "last")
+        byte_range: Any = {"whole": None, "abs": (first, last), "open": (first, None),
+                           "suffix": (None, last + 1), "past-end": (size, size + last)}[form]
+        source = Source(body, max(1, size // 4), False, stall_after=1)
+
+        async def go() -> tuple[Any, Any, bool]:
+            following = asyncio.Event()
+
+            def on_response(event: RequestEvent) -> None:
+                if event.kind == "response" and event.operation == "GetObject":
+                    following.set()
+
+            loop = asyncio.get_running_loop()
+            put = loop.create_task(self.store.put_object(path, source(), streaming=True))
+            self.session.event_hooks.append(on_response)
+            try:
+                with anyio.fail_after(30):
+                    await source.stalled.wait()
+                    # Visible now: the GET is answered from the upload in progress.
+                    read = loop.create_task(self.store.get_bytes(path, range=byte_range))
+                    await asyncio.wait({read, loop.create_task(following.wait())},
+                                       return_when=asyncio.FIRST_COMPLETED)
+                    # (Else the read failed at once: a 416 needs no upload.)
+                    answered_early = following.is_set()
+                    source.resume.set()
+                    await asyncio.wait({put, read})
+            finally:
+                self.session.event_hooks.remove(on_response)
+                source.resume.set()
+            return (put.exception() or put.result(), read.exception() or read.result(),
+                    answered_early)
+
+        put, got, followed = self.portal.call(go)
+        event(f"read while streaming: {'followed' if followed else 'not followed'}")
+        assert not isinstance(put, BaseException), repr(put)
+        self.model[path] = body
+        self.etags[path] = put.etag
+        expected = body if byte_range is None else expected_range(body, *(
+            (first, last) if form == "abs" else (first, None) if form == "open"
+            else (None, last + 1) if form == "suffix" else (size, size + last)))
+        event(f"read while streaming {form}: {type(got).__name__}")
+        if expected is None:
+            assert isinstance(got, RangeNotSatisfiableError), repr(got)
+            assert got.object_size == size, got.object_size
+            return
+        assert isinstance(got, bytes), repr(got)
+        assert got == expected, f"{form} {byte_range}: {len(got)} bytes != {len(expected)}"
 
     @rule(op=st.sampled_from(["put", "get_bytes", "stream", "describe", "delete", "list"]),
           path=st.sampled_from(PATHS), pick=st.integers(0, 99), size=SIZES)
