@@ -1,25 +1,31 @@
 """The client core (``Session`` + ``ContainerClient``) as a state machine, under injected
-faults, against the local server over loopback with real SigV4.
+faults, against the local server over loopback with real SigV4, on asyncio and uvloop.
 
-Hypothesis runs uploads (bytes, memoryviews, async iterators; STANDARD and STREAMING; with and
-without ``replay_buffer``), whole and ranged reads, streamed downloads read fully, in part or
-cancelled from another task, DescribeObject, DeleteObject, ListItems with small pages, and
-calls cancelled while the server holds them; each optionally with a fault injected for its
-request (500, 503, throttling, a cut upload or download, a delay). A dict of path -> bytes is
-the model: what every call returns or raises is checked against it, as documented:
+Hypothesis runs uploads (bytes, bytearray, memoryviews sliced, cast or strided, async
+iterators; STANDARD and STREAMING; ``replay_buffer``, ``verify`` and ``progress``), whole
+and ranged reads, streamed downloads read whole, by chunks, in part then abandoned, or
+cancelled from another task, reads of a STREAMING upload in progress, DescribeObject,
+DeleteObject, ListItems by page and iterated with small pages, calls cancelled while the
+server holds them or while they wait to retry, calls whose deadline passes while held,
+uploads whose source stalls and are cancelled, and event hooks on and off; each optionally
+with a fault injected for its request (500, 503, throttling, a cut upload or download, a
+delay). A dict of path -> bytes is the model: what every call returns or raises is checked
+against it, as documented:
 
-- a retryable fault that fewer attempts than the policy allows cure is invisible, whatever the
-  body, except an async iterator without ``replay_buffer`` that was already read from: that
-  ends in ``UnreplayableBodyError``; any failed or cancelled PUT leaves the previous version
-  (or nothing), never a part of the new one;
+- a retryable fault that fewer attempts than the policy allows cure is invisible, except
+  for an async iterator without ``replay_buffer`` already read from: that ends in
+  ``UnreplayableBodyError``; a failed PUT leaves the previous version (or nothing);
+- a PUT or DELETE ended before its answer (cancelled, deadline) is carried out whole or
+  not at all: the bytes the service already received cannot be called back
+  (docs/connections.md); an upload whose source stalled is never stored;
 - a range returns exactly its bytes, an invalid one raises ``InvalidRangeError`` before
   sending, one past the end ``RangeNotSatisfiableError`` with the object's size;
-- a cancelled call raises ``CancelledError`` and changes nothing.
+- a cancelled call raises ``CancelledError``.
 
-After every step: no connection is held (``session.pool.in_use == 0``), no task of the client
-is left, and an independent reader, botocore's own ``mediastore-data`` client (sync, its own
-HTTP stack), sees exactly the model: every object's bytes and ETag, and every ListItems
-listing.
+After every step: no connection is held (``session.pool``), no task of the client is left,
+every attempt the hooks saw start was seen to end, and an independent reader, botocore's own
+``mediastore-data`` client (sync, its own HTTP stack, signer and parser), sees exactly the
+model: every ListItems listing, every object's bytes and ETag.
 
 CI runs a bounded, derandomized set of examples; ``MSD_LONG_TESTS=1`` runs many more.
 """
@@ -162,6 +168,15 @@ class BotocoreReader:
                 assert item["ContentLength"] == len(data), (path, item)
                 objects[path] = (data, item["ETag"])
         return listings, objects
+
+    def get(self, path: str) -> tuple[bytes, str] | None:
+        """One object's bytes and ETag, ``None`` if there is none."""
+        try:
+            answer = self._client.get_object(Path=path)
+        except self._client.exceptions.ObjectNotFoundException:
+            return None
+        with answer["Body"] as body:
+            return body.read(), answer["ETag"]
 
     def seed(self, path: str, data: bytes) -> str:
         """Store an object the way another program would (the start of each run); its ETag."""
@@ -649,8 +664,8 @@ class SessionMachine(RuleBasedStateMachine):
     def cancel_held_call(self, op: str, path: str, pick: int, size: int,
                          streaming: bool) -> None:
         """A "delay" fault holds the request on the server; the caller's task is cancelled
-        from another task as soon as the server has it. The call raises CancelledError and
-        changes nothing (the server sees the client gone when the delay ends)."""
+        from another task as soon as the server has it. The call raises CancelledError,
+        holds nothing, and a PUT or DELETE is carried out whole or not at all."""
         path = self._target(path, pick)
         data = self._content(size)
         source = Source(data, 65_536, False) if op == "put-aiter" else None
@@ -667,8 +682,12 @@ class SessionMachine(RuleBasedStateMachine):
         method = {"put": "PUT", "put-aiter": "PUT", "describe": "HEAD", "delete": "DELETE"}.get(
             op, "GET")
         target = "" if op == "list" else path
-        applied = self._inject("delay", method, target, 1, delay=HELD)
+        writes = method in ("PUT", "DELETE")
+        # A write is waited for (see _settle): held briefly. A read is not: held long
+        # enough that the server never answers before the cancel.
+        applied = self._inject("delay", method, target, 1, delay=SLOW if writes else HELD)
         kinds = len(self.attempts.kinds)
+        done = self._done(method)
         outcome = self.portal.call(self._cancel_when_held, calls[op], applied)
         self.server.faults.clear()
         event(f"cancel {op}: {outcome}")
@@ -676,6 +695,44 @@ class SessionMachine(RuleBasedStateMachine):
         self._saw_cancelled(kinds)
         if source is not None:
             assert source.closed or not source.started, "the cancelled upload left its body open"
+        if writes:
+            self._settle(method, done, path, data if method == "PUT" else None)
+
+    def _done(self, method: str) -> int:
+        """How many requests of ``method`` the server has finished."""
+        operation = {"PUT": "PutObject", "DELETE": "DeleteObject"}.get(method)
+        return sum(1 for name, _ in self.finished if name == operation)
+
+    def _settle(self, method: str, done: int | None, path: str, new: bytes | None) -> None:
+        """A PUT or DELETE that ended before its answer: once the server has finished it
+        (``done``: its count of those before; ``None``: it may never have got it), the
+        origin holds the old state or the whole new one, and the model follows.
+
+        Not "nothing changed": the bytes the service already received cannot be called
+        back, so a PUT ended after its whole body arrived may be stored, complete
+        (docs/connections.md), as a DELETE sent may be carried out. Never a part of it."""
+        if done is not None:
+            async def finished() -> None:
+                with anyio.fail_after(30):
+                    while self._done(method) == done:  # noqa: ASYNC110 - a counter, no event
+                        await asyncio.sleep(0.002)
+
+            self.portal.call(finished)
+        found = self.reader.get(path)
+        old = self.model.get(path)
+        if found is not None and method == "PUT" and found[0] == new:
+            event("ended early: carried out")
+            assert new is not None
+            self.model[path], self.etags[path] = new, found[1]
+        elif found is None and method == "DELETE":
+            event("ended early: carried out" if old is not None else "ended early: nothing")
+            self.model.pop(path, None)
+            self.etags.pop(path, None)
+        else:
+            event("ended early: dropped")
+            assert (found is None and old is None) or (
+                found is not None and found == (old, self.etags.get(path))
+            ), f"{method} {path}: the origin holds {found and len(found[0])} bytes"
 
     async def _cancel_when_held(self, call: Callable[[], Awaitable[Any]], applied: int) -> str:
         task = asyncio.get_running_loop().create_task(call())  # type: ignore[arg-type]
@@ -751,8 +808,8 @@ class SessionMachine(RuleBasedStateMachine):
     @rule(op=st.sampled_from(["put", "get_bytes", "stream", "describe", "delete", "list"]),
           path=st.sampled_from(PATHS), pick=st.integers(0, 99), size=SIZES)
     def deadline_on_held_call(self, op: str, path: str, pick: int, size: int) -> None:
-        """A call whose deadline passes while the server holds it: DeadlineExceeded, the
-        request is dropped (a PUT or DELETE is not carried out), nothing is held."""
+        """A call whose deadline passes while the server holds it: DeadlineExceeded,
+        nothing held, a PUT or DELETE carried out whole or not at all."""
         path = self._target(path, pick)
         data = self._content(size)
         deadline = HELD / 10
@@ -766,13 +823,17 @@ class SessionMachine(RuleBasedStateMachine):
         }
         method = {"put": "PUT", "describe": "HEAD", "delete": "DELETE"}.get(op, "GET")
         before = self._inject("delay", method, "" if op == "list" else path, 1, delay=HELD)
+        done = self._done(method)
         outcome = self._call(calls[op])
         # Not _faulted(): on a slow machine the deadline may pass before the request is
         # even sent, which is the same outcome.
         self.server.faults.clear()
-        event(f"deadline {op}: {'held' if self.server.faults.applied > before else 'unsent'}")
+        held = self.server.faults.applied > before
+        event(f"deadline {op}: {'held' if held else 'unsent'}")
         assert isinstance(outcome, DeadlineExceeded), f"{op}: {outcome!r}"
         assert outcome.attempts == 1, outcome.attempts
+        if method in ("PUT", "DELETE"):
+            self._settle(method, done if held else None, path, data if method == "PUT" else None)
 
     @rule(op=st.sampled_from(["put", "get_bytes", "describe", "delete", "list"]),
           path=st.sampled_from(PATHS), pick=st.integers(0, 99), size=SIZES)
