@@ -79,14 +79,14 @@ FOLDERS = ["", "top", "top/sub"]
 ATTEMPTS = 3
 #: Retries ride out injected faults in milliseconds.
 POLICY = RetryPolicy(max_attempts=ATTEMPTS, backoff_initial=0.001, backoff_max=0.01)
-#: A "delay" fault on a call that is left to finish: just a slow server.
+#: A "delay" fault: a slow server. Also what holds a call that is then cancelled, or
+#: whose deadline (DEADLINE) passes, while it waits for the answer, however slow the
+#: machine: the cancel is requested in the loop iteration after the server picked the
+#: fault, before that fault's timer can be due; the deadline's timer was armed before the
+#: request left, for an earlier time, and the loop runs due timers in order. What the
+#: server then does with a held PUT or DELETE is waited for (_settle).
 SLOW = 0.05
-#: A "delay" fault on a call that is cancelled. The cancel, the client's hang-up and the
-#: server seeing it take a few loop iterations (well under a millisecond each) after the
-#: server picked the fault, so this is hundreds of times what they need: when it ends, the
-#: server must find the client gone and drop a held PUT or DELETE. Not longer: the server's
-#: shutdown waits for a held request, and most runs end with one.
-HELD = 0.5
+DEADLINE = SLOW / 2
 RETRIED_FAULTS = ["500", "503", "throttle"]
 SIZES = st.one_of(
     st.sampled_from([0, 1, 2, 1000, 70_000]),
@@ -683,9 +683,7 @@ class SessionMachine(RuleBasedStateMachine):
             op, "GET")
         target = "" if op == "list" else path
         writes = method in ("PUT", "DELETE")
-        # A write is waited for (see _settle): held briefly. A read is not: held long
-        # enough that the server never answers before the cancel.
-        applied = self._inject("delay", method, target, 1, delay=SLOW if writes else HELD)
+        applied = self._inject("delay", method, target, 1, delay=SLOW)
         kinds = len(self.attempts.kinds)
         done = self._done(method)
         outcome = self.portal.call(self._cancel_when_held, calls[op], applied)
@@ -737,8 +735,8 @@ class SessionMachine(RuleBasedStateMachine):
     async def _cancel_when_held(self, call: Callable[[], Awaitable[Any]], applied: int) -> str:
         task = asyncio.get_running_loop().create_task(call())  # type: ignore[arg-type]
         with anyio.fail_after(30):
-            # Each loop iteration: the cancel comes within one of the server picking the
-            # fault, far inside HELD.
+            # Every loop iteration: the cancel comes in the one after the server picked
+            # the fault (see SLOW).
             while self.server.faults.applied == applied and not task.done():  # noqa: ASYNC110 - a counter, no event
                 await asyncio.sleep(0)
         assert self.server.faults.applied == applied + 1, "cancelled before the server had it"
@@ -812,7 +810,7 @@ class SessionMachine(RuleBasedStateMachine):
         nothing held, a PUT or DELETE carried out whole or not at all."""
         path = self._target(path, pick)
         data = self._content(size)
-        deadline = HELD / 10
+        deadline = DEADLINE
         calls: dict[str, Callable[[], Awaitable[Any]]] = {
             "put": lambda: self.store.put_object(path, data, deadline=deadline),
             "get_bytes": lambda: self.store.get_bytes(path, deadline=deadline),
@@ -822,7 +820,7 @@ class SessionMachine(RuleBasedStateMachine):
             "list": lambda: self._list_all(path.rpartition("/")[0], deadline=deadline),
         }
         method = {"put": "PUT", "describe": "HEAD", "delete": "DELETE"}.get(op, "GET")
-        before = self._inject("delay", method, "" if op == "list" else path, 1, delay=HELD)
+        before = self._inject("delay", method, "" if op == "list" else path, 1)
         done = self._done(method)
         outcome = self._call(calls[op])
         # Not _faulted(): on a slow machine the deadline may pass before the request is
