@@ -131,8 +131,7 @@ class _MemoryBody(UploadBody):
     description = "bytes"
 
     def __init__(self, data: bytes | bytearray | memoryview) -> None:
-        view = memoryview(data)
-        self._view = view.cast("B") if view.format != "B" or view.ndim != 1 else view
+        self._view = _byte_view(data, "the body")
         self.size = self._view.nbytes
 
     def whole(self) -> Buffer | None:
@@ -146,6 +145,25 @@ class _MemoryBody(UploadBody):
             return
         for start in range(0, size, CHUNK_SIZE):
             yield view[start : start + CHUNK_SIZE]
+
+
+def _byte_view(data: Buffer, what: str) -> memoryview:
+    """``data`` as a flat view of its bytes. A non-contiguous memoryview (a strided slice
+    such as ``view[::2]``) is refused: it is not bytes-like (one buffer), its bytes cannot
+    go to the socket as they are, and aiohttp failed on it mid-request with an error that
+    looked like a lost connection and was retried."""
+    view = memoryview(data)
+    if not view.c_contiguous:
+        raise _not_contiguous(what, "body.type")
+    return view.cast("B") if view.format != "B" or view.ndim != 1 else view
+
+
+def _not_contiguous(what: str, rule: str) -> ClientValidationError:
+    return ClientValidationError(
+        f"{what} is a non-contiguous memoryview (a strided slice such as view[::2]), not "
+        "one buffer of bytes; pass bytes(view), or a contiguous view",
+        rule=rule,
+    )
 
 
 class _FileObjectBody(UploadBody):
@@ -403,7 +421,7 @@ class _SequenceBody(UploadBody):
     description = "sequence of chunks"
 
     def __init__(self, parts: Iterable[Buffer]) -> None:
-        self._parts = [memoryview(p).cast("B") for p in parts]
+        self._parts = [_byte_view(p, f"chunk {n} of the body") for n, p in enumerate(parts)]
         self.size = sum(p.nbytes for p in self._parts)
 
     async def chunks(self) -> AsyncIterator[Buffer]:
@@ -526,12 +544,17 @@ class Meter:
         self._progress = progress
 
     def check(self, chunk: Buffer) -> Buffer:
-        if not isinstance(chunk, (bytes, bytearray, memoryview)):
+        if isinstance(chunk, memoryview):
+            if not chunk.c_contiguous:
+                raise _not_contiguous("an upload chunk", "body.chunk-type")
+            size = chunk.nbytes
+        elif isinstance(chunk, (bytes, bytearray)):
+            size = len(chunk)
+        else:
             raise ClientValidationError(
                 f"upload chunks must be bytes-like, not {type(chunk).__name__}",
                 rule="body.chunk-type",
             )
-        size = len(chunk) if not isinstance(chunk, memoryview) else chunk.nbytes
         total = self.sent + size
         if total > self.limit:
             raise ObjectTooLargeError(

@@ -114,6 +114,8 @@ class _UploadPayload(Payload):
         #: to the caller as is.
         self.source_error: Exception | None = None
         self._writer_task: asyncio.Task[Any] | None = None
+        #: The connection the body went to (see abort()).
+        self._connection: asyncio.WriteTransport | None = None
         self._finished = False
         #: Made only when stop() has to wait for the writer (an Event per request cost
         #: more than the rest of this constructor).
@@ -146,7 +148,7 @@ class _UploadPayload(Payload):
         assert task is not None
         # Kept now: aiohttp detaches the transport from its protocol when it closes the
         # connection (gracefully, still flushing) before this writer is stopped.
-        transport = writer.transport
+        transport = self._connection = writer.transport
         watchdog = self._watchdog
         watch = None
         if self._write_timeout is not None:
@@ -277,6 +279,12 @@ class _UploadPayload(Payload):
             self.source_error = self.error = exc
             _abort(transport)
         return True
+
+    def abort(self) -> None:
+        """Reset the connection the body went to, if the writer got one: the request
+        ended before its answer came, and a graceful close would still send what the
+        connection buffers, completing an upload the caller gave up on."""
+        _abort(self._connection)
 
     async def stop(self) -> None:
         """Cancel the writer if it is still running and wait until it has let go of the
@@ -425,7 +433,9 @@ def _abort(transport: asyncio.WriteTransport | None) -> None:
         return
     sock = transport.get_extra_info("socket")
     if sock is not None:
-        with contextlib.suppress(OSError, AttributeError, TypeError):
+        # ValueError: uvloop's socket of a connection already closed (fd -1), when the
+        # writer reset it before the request's own end does.
+        with contextlib.suppress(OSError, AttributeError, TypeError, ValueError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
     transport.abort()
 
@@ -955,6 +965,7 @@ class Transport:
                 mapped, cause = _mapped(exc, url, payload)
             self._release_slot(host, watch)
             if payload is not None:
+                payload.abort()
                 await payload.stop()
             if mapped is None:
                 raise

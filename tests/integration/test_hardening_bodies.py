@@ -3,7 +3,7 @@ path is os.PathLike, and any iterable of bytes (a plain generator) is uploaded."
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -102,6 +102,54 @@ async def test_a_set_is_not_a_body(mediastore_client: ContainerClient) -> None:
     with pytest.raises(ClientValidationError) as caught:
         await mediastore_client.put_object("x.bin", {b"a", b"b"})  # type: ignore[arg-type]
     assert caught.value.rule == "body.type"
+
+
+# --- a strided memoryview is not one buffer (found by tests/reliability/test_session_stateful.py)
+
+
+def _strided(data: bytes) -> memoryview:
+    """A view whose bytes are ``data`` but not adjacent in memory (every other byte)."""
+    backing = bytearray(2 * len(data))
+    backing[::2] = data
+    return memoryview(backing)[::2]
+
+
+async def _strided_chunks(data: bytes) -> AsyncIterator[memoryview]:
+    yield memoryview(data[:3])
+    yield _strided(data[3:])
+
+
+@pytest.mark.parametrize("size", [1280, 2 * 1024 * 1024 + 7])
+@pytest.mark.parametrize(
+    ("form", "rule"),
+    [
+        ("whole", "body.type"),
+        ("list", "body.type"),
+        ("async-chunk", "body.chunk-type"),
+    ],
+)
+async def test_a_non_contiguous_memoryview_is_refused_before_it_is_sent(
+    mediastore_server: LocalMediaStore, mediastore_client: ContainerClient, size: int,
+    form: str, rule: str,
+) -> None:
+    # Its bytes cannot go to the socket as they are: it used to fail inside aiohttp with
+    # a ConnectionLostError ("expected a bytes-like object"), retried as a network
+    # failure, or sometimes went through. botocore refuses memoryviews outright; a
+    # contiguous one is uploaded (tests/integration/test_uploads.py), a strided one is a
+    # validation error, as for any other body that is not bytes-like.
+    data = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    await mediastore_client.put_object("s/v.bin", b"previous")
+    body: object = {
+        "whole": lambda: _strided(data),
+        "list": lambda: [b"ab", _strided(data)],
+        "async-chunk": lambda: _strided_chunks(data),
+    }[form]()
+    with pytest.raises(ClientValidationError) as caught:
+        await mediastore_client.put_object("s/v.bin", body)  # type: ignore[arg-type]
+    assert caught.value.rule == rule
+    assert "contiguous" in str(caught.value)
+    assert caught.value.attempts <= 1  # not retried
+    assert await mediastore_client.get_bytes("s/v.bin") == b"previous"
 
 
 # --- a file that changes size while it is read (issue 17, item 9) ------------------------

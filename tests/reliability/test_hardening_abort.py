@@ -15,6 +15,7 @@ from scripted_server import Connection, scripted_server
 from msd_async import (
     ContainerClient,
     Credentials,
+    DeadlineExceeded,
     ObjectNotFoundError,
     ObjectTooLargeError,
     RetryPolicy,
@@ -169,6 +170,64 @@ async def test_a_cancelled_upload_resets_the_connection_before_the_task_ends() -
             await upload
         assert open_fds() == baseline + 1
         peer.release.set()
+        for _ in range(100):
+            if peer.ended:
+                break
+            await asyncio.sleep(0.05)
+        assert peer.ended == ["reset"]
+        assert session.pool.in_use == 0
+
+
+class _ReadsAllThenWaits:
+    """Reads the whole request and never answers; records how the client left."""
+
+    def __init__(self) -> None:
+        self.read = asyncio.Event()
+        self.ended: list[str] = []
+
+    async def __call__(self, conn: Connection) -> None:
+        request = await conn.read_request()
+        assert request is not None and request.body
+        self.read.set()
+        try:
+            self.ended.append("data" if await conn.reader.read(1) else "eof")
+        except ConnectionResetError:
+            self.ended.append("reset")
+
+
+async def _chunks_of(data: bytes, size: int = CHUNK) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+@pytest.mark.parametrize("ending", ["cancelled", "deadline"])
+@pytest.mark.parametrize("streaming", [False, True])
+async def test_an_upload_ended_while_it_waits_for_its_answer_resets_the_connection(
+    ending: str, streaming: bool
+) -> None:
+    # Found by tests/reliability/test_session_stateful.py: the body was sent, the task was
+    # cancelled (or its deadline passed) while it waited for the answer, and aiohttp closed
+    # the connection gracefully, so the kernel still delivered what it buffered and a
+    # MediaStore completed the upload the caller had given up on (reproduced with 3-4 MiB
+    # bodies against the local server). A reset discards what is still buffered.
+    peer = _ReadsAllThenWaits()
+    async with scripted_server(peer) as server, _scripted_session() as session:
+        store = session.container(server.endpoint)
+        data = b"x" * (5 * CHUNK)
+        body = _chunks_of(data) if streaming else data
+        deadline = 0.5 if ending == "deadline" else None
+        upload = asyncio.create_task(
+            store.put_object("a.ts", body, streaming=streaming, deadline=deadline)
+        )
+        await peer.read.wait()
+        if ending == "cancelled":
+            await asyncio.sleep(0.1)  # all of it sent: the client waits for the answer
+            upload.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await upload
+        else:
+            with pytest.raises(DeadlineExceeded):
+                await upload
         for _ in range(100):
             if peer.ended:
                 break
