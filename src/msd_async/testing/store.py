@@ -688,7 +688,12 @@ class DirectoryStore(Store):
 
 
 def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        # A DELETE that came after the rename removed the object and pruned its folder: the
+        # upload did complete (the client is owed its 200), and nothing of it is left to sync.
+        return
     try:
         os.fsync(fd)
     finally:
