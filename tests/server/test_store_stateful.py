@@ -502,6 +502,15 @@ class StoreMachine(RuleBasedStateMachine):
         assert got["Body"].read() == data[lo:hi]
         self.same_version(version, got)
 
+    @rule(path=st.sampled_from(PATHS), slash=st.booleans())
+    def describe(self, path: str, slash: bool) -> None:
+        version = self.model.get(path)
+        if version is None or (self.open is not None and self.open.path == path):
+            return  # a 404 is checked after every step, the open upload by its readers
+        described = self.client.describe_object(Path=("/" if slash else "") + path)
+        assert described["ContentLength"] == len(version.data)
+        self.same_version(version, described)
+
     def same_version(self, version: Version, got: dict[str, Any]) -> None:
         assert got["ETag"] == version.etag
         assert got["ContentType"] == (version.content_type or DEFAULT_CONTENT_TYPE)
@@ -694,6 +703,21 @@ class StoreMachine(RuleBasedStateMachine):
         self.portal.call(self._send, upload, frames[split:])
         upload.sent += data
 
+    @precondition(lambda self: self.open is not None)
+    @rule(
+        size=st.integers(0, 40),
+        availability=st.sampled_from(["STANDARD", "STREAMING"]),
+    )
+    def put_over_open(self, size: int, availability: str) -> None:
+        """Another PUT of the open upload's path completes while it is still running."""
+        assert self.open is not None
+        path = self.open.path
+        if self.conflict(path):
+            return  # the plain put rule covers a refused PUT
+        data = payload(size, 7)
+        reply = self.client.put_object(Path=path, Body=data, UploadAvailability=availability)
+        self.stored(path, reply, data, None, None)
+
     @precondition(lambda self: self.open is not None and len(self.open.readers) < 3)
     @rule(ranged=st.booleans())
     def stream_read(self, ranged: bool) -> None:
@@ -836,9 +860,6 @@ class StoreMachine(RuleBasedStateMachine):
             assert got["ContentLength"] == len(version.data)
             assert got["Body"].read() == version.data
             self.same_version(version, got)
-            described = self.client.describe_object(Path=path)
-            assert described["ContentLength"] == len(version.data)
-            self.same_version(version, described)
 
     @invariant()
     def listings_match(self) -> None:
@@ -850,6 +871,10 @@ class StoreMachine(RuleBasedStateMachine):
         upload = self.open
         if upload is None:
             return
+        # Whatever else was stored at its path meanwhile, the upload is readable until it
+        # ends (docs/contract.md, "Semantics", STREAMING).
+        described = self.client.describe_object(Path=upload.path)
+        assert "ContentLength" not in described and described["ETag"] == upload.etag
         for reader in upload.readers:
             self.portal.call(
                 self._until,
