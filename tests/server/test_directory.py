@@ -100,3 +100,35 @@ async def test_kill_9_mid_upload_keeps_previous_version(tmp_path: Path) -> None:
         assert (await raw.get("live/seg.ts")).body == b"complete version"
         assert [i["Name"] for i in (await raw.list("live")).json()["Items"]] == ["seg.ts"]
         assert os.listdir(tmp_path / "@tmp") == []
+
+
+async def test_delete_during_the_folder_fsync_does_not_fail_the_put(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A PUT is committed (renamed into place, listed) before its folder is fsynced; a DELETE
+    of it in that moment prunes the folder. The PUT still succeeded: it must answer 200, not
+    500 (the stateful machine of tests/server/test_store_stateful.py found the 500)."""
+    import threading
+
+    from msd_async.testing import store as store_module
+
+    gate = threading.Event()
+    fsync_dir = store_module._fsync_dir
+
+    def held(path: str) -> None:
+        gate.wait(10)
+        fsync_dir(path)
+
+    monkeypatch.setattr(store_module, "_fsync_dir", held)
+    async with LocalMediaStore(data_dir=str(tmp_path)) as server, aiohttp.ClientSession() as s:
+        raw = Raw(server, s)
+        put = asyncio.create_task(raw.put("a/x.ts", b"1"))
+        async with asyncio.timeout(10):
+            while server.store.get("a/x.ts") is None:  # noqa: ASYNC110 - the server's state
+                await asyncio.sleep(0.005)
+        assert (await raw.call("DELETE", "/a/x.ts")).status == 200
+        assert not (tmp_path / "a").exists()
+        gate.set()
+        reply = await put
+        assert reply.status == 200, reply.body
+        assert (await raw.list()).json() == {"Items": []}

@@ -84,6 +84,32 @@ async def test_streaming_reader_sees_abrupt_end_when_upload_fails(raw: Raw) -> N
     assert (await raw.get("live/s.m4s")).body == b"old version"
 
 
+async def test_streaming_upload_stays_visible_when_a_later_one_completes(raw: Raw) -> None:
+    """Two STREAMING PUTs of one path: the later one completes while the first still
+    uploads. The first is then still in progress, so still readable (docs/contract.md,
+    "Semantics": readable while it uploads), not hidden behind the later version until it
+    reappears as the current one on completion."""
+    feeder = Feeder()
+    headers = raw.sign("PUT", "/live/p.m4s", headers={"x-amz-upload-availability": "STREAMING"})
+    first = asyncio.create_task(
+        raw.call("PUT", "/live/p.m4s", sign=False, headers=headers, data=feeder.__aiter__())
+    )
+    feeder.queue.put_nowait(b"first|")
+    await wait_for(lambda: raw.server.store.in_progress("live/p.m4s") is not None)
+    second = await raw.put("live/p.m4s", b"second", x_amz_upload_availability="STREAMING")
+    assert second.status == 200
+    async with raw.session.get(
+        raw.url("/live/p.m4s"), headers=raw.sign("GET", "/live/p.m4s")
+    ) as resp:
+        assert resp.status == 200 and "Content-Length" not in resp.headers
+        assert await resp.content.readany() == b"first|"
+        feeder.queue.put_nowait(b"end")
+        feeder.queue.put_nowait(None)
+        assert await resp.read() == b"end"
+    assert (await first).status == 200
+    assert (await raw.get("live/p.m4s")).body == b"first|end"
+
+
 async def test_chunked_upload_with_odd_boundaries(raw: Raw) -> None:
     payload = bytes(range(256)) * 3
     reader, writer = await asyncio.open_connection("127.0.0.1", raw.server.port)

@@ -114,7 +114,10 @@ class Store:
 
     def __init__(self) -> None:
         self._root = _Folder()
-        self._streaming: dict[str, Upload] = {}
+        #: Visible STREAMING uploads in progress per path, oldest first. A GET answers with
+        #: the newest; an older one that is still running becomes the answer again when a
+        #: newer one ends first (it is still uploading, so still readable).
+        self._streaming: dict[str, list[Upload]] = {}
         self._count = 0
 
     # -- lookups ---------------------------------------------------------------------------
@@ -136,7 +139,8 @@ class Store:
 
     def in_progress(self, path: str) -> Upload | None:
         """The visible STREAMING upload at ``path``, if one is running."""
-        return self._streaming.get(path)
+        running = self._streaming.get(path)
+        return running[-1] if running else None
 
     def is_folder(self, path: str) -> bool:
         return self._folder(path) is not None
@@ -266,7 +270,7 @@ class Store:
         self.check_put(path)
         upload = self._new_upload(path, content_type, cache_control, availability)
         if visible:
-            self._streaming[path] = upload
+            self._streaming.setdefault(path, []).append(upload)
         return upload
 
     def _new_upload(
@@ -279,8 +283,11 @@ class Store:
         return Upload(self, path, content_type, cache_control, availability)
 
     def _finish(self, upload: Upload) -> None:
-        if self._streaming.get(upload.path) is upload:
-            del self._streaming[upload.path]
+        running = self._streaming.get(upload.path)
+        if running is not None and upload in running:
+            running.remove(upload)
+            if not running:
+                del self._streaming[upload.path]
 
     def _publish(self, upload: Upload, data: bytes | None, file: str | None) -> ObjectVersion:
         sha = upload.sha256.digest()
@@ -343,8 +350,9 @@ class Store:
             raise
 
     async def aclose(self) -> None:
-        for upload in list(self._streaming.values()):
-            upload.abort()
+        for running in list(self._streaming.values()):
+            for upload in list(running):
+                upload.abort()
 
 
 def _now() -> float:
@@ -688,7 +696,12 @@ class DirectoryStore(Store):
 
 
 def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        # A DELETE that came after the rename removed the object and pruned its folder: the
+        # upload did complete (the client is owed its 200), and nothing of it is left to sync.
+        return
     try:
         os.fsync(fd)
     finally:
