@@ -111,6 +111,31 @@ async def test_object_replaced_between_describe_and_get(kind: str) -> None:
         assert session.pool.in_use == 0
 
 
+async def test_object_shrunk_between_describe_and_a_416_is_decided_again(kind: str) -> None:
+    """The DescribeObject sees version a (If-Match "a" holds, the range fits), the GetObject
+    finds version b, too short for the range: the origin's 416 is about b, and for b the
+    If-Match fails first (RFC 9110 §13.2.2: preconditions before Range), so 412, not 416."""
+    heads = []
+
+    def shrunk(method: str, headers: dict[str, str]) -> Answer:
+        if method == "HEAD":
+            heads.append(1)
+            if len(heads) == 1:
+                return 200, object_headers("a"), DATA
+            return 200, object_headers("b"), b""
+        assert headers.get("range") == "bytes=1-"
+        extra = {"Content-Type": "application/x-amz-json-1.1", "Content-Range": "bytes */0"}
+        return 416, extra, b'{"__type":"RequestedRangeNotSatisfiableException"}'
+
+    async with proxy(kind, shrunk) as (url, session), aiohttp.ClientSession() as http:
+        conditions = {"Range": "bytes=1-", "If-Match": '"a"'}
+        async with http.get(f"{url}/ok/a.mp4", headers=conditions) as resp:
+            assert resp.status == 412, (resp.status, resp.headers)
+            assert resp.headers["ETag"] == '"b"'
+        assert len(heads) == 2
+        assert session.pool.in_use == 0
+
+
 async def test_a_206_to_a_request_without_range_is_502(kind: str) -> None:
     """An origin (or a cache in front of it) that answers 206 when no Range was sent: the
     viewer did not ask for a part (or its If-Range no longer holds, so its partial copy is

@@ -548,11 +548,13 @@ async def _get(
     conditional = any(name in headers for name in _PRECONDITIONS) or (
         requested is not None and "if-range" in headers
     )
+    described: ObjectInfo | None = None  # by the last decision's 416, below
     for _ in range(_MAX_DECISIONS):
         info: ObjectInfo | None = None
         use_range = True
         if conditional:
-            info = await client.describe_object(path)
+            info = described or await client.describe_object(path)
+            described = None
             decision = evaluate_preconditions("GET", headers, _validators(info), now=now)
             if decision.status is not None:
                 return _text(decision.status, _validator_headers(info))
@@ -570,7 +572,16 @@ async def _get(
             stream = await exits.enter_async_context(client.get_object(path, range=byte_range))
         except RangeNotSatisfiableError as exc:
             await exits.aclose()
-            return _unsatisfiable(await _size_after_416(client, path, exc))
+            if info is None:
+                return _unsatisfiable(await _size_after_416(client, path, exc))
+            # Decided on the DescribeObject, and the range fitted then: the object may have
+            # been replaced by a shorter one since, and for that one the preconditions come
+            # before the range (RFC 9110 §13.2.2). A 416 carries no ETag to tell.
+            described = await client.describe_object(path)
+            if described.etag != info.etag:
+                continue
+            size = exc.object_size
+            return _unsatisfiable(described.content_length if size is None else size)
         except BaseException:
             await exits.aclose()
             raise
