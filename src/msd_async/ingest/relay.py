@@ -889,7 +889,12 @@ class Relay:
                     job.publication.set_result(None)
 
     async def _submit(self, job: _Job) -> None:
-        if job.cancelled:
+        # A media body cut before its turn is still handed over: its pipe fails at once, so
+        # the publisher records the object as failed and marks it as a gap in the playlists
+        # that name it, as when the cut comes after the hand-over. Dropped here, it would
+        # be an object the publisher never heard of, and the next playlist would be stored
+        # naming it (after reference_wait) though it does not exist.
+        if job.cancelled and not isinstance(job.body, _BodyPipe):
             self._release(job)
             job.publication.set_result(None)  # cut before it was handed over
             return
