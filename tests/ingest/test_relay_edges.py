@@ -272,6 +272,31 @@ async def test_a_body_cut_before_its_hand_over_is_marked_as_a_gap(
     assert lines[lines.index("seg1.ts") - 1] == "#EXT-X-GAP", lines
 
 
+async def test_requests_pipelined_before_a_reset_are_published(store: ContainerClient) -> None:
+    # An encoder that closes its socket with an answer still unread makes its kernel reset
+    # the connection. asyncio then failed every later read of it, even of bytes already
+    # received, so the complete requests pipelined before the close (ffmpeg's last DELETEs
+    # and its final playlist) were dropped. Found by tests/ingest/test_relay_stateful.py.
+    async with (
+        LivePublisher(store, close_timeout=5) as publisher,
+        Relay(publisher, drain_timeout=10) as relay,
+    ):
+        for trial in range(5):
+            reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+            writer.write(b"DELETE /a/gone.ts HTTP/1.1\r\nHost: r\r\n\r\n")
+            await reader.readuntil(b"\r\n\r\n")  # its answer arrived
+            writer.write(b"DELETE /a/gone.ts HTTP/1.1\r\nHost: r\r\n\r\n")
+            await asyncio.sleep(0.2)  # and this one's is left unread
+            playlist = PLAYLIST.replace(b"seg0.ts", b"seg%d.ts" % trial)
+            writer.write(b"".join(b"DELETE /a/old%d.ts HTTP/1.1\r\nHost: r\r\n\r\n" % k
+                                  for k in range(40))
+                         + put("/a/index.m3u8", playlist) + put(f"/a/seg{trial}.ts", b"media"))
+            await writer.drain()
+            writer.transport.abort()  # closed with the answers unread: a reset
+            assert await stored(store, f"a/seg{trial}.ts") == b"media"
+            assert await stored(store, "a/index.m3u8") == playlist
+
+
 # --- item 17: the shared body budget ----------------------------------------------------
 async def test_bodies_share_a_budget_and_encoders_wait_behind_a_stalled_origin(
     mediastore_server: LocalMediaStore, store: ContainerClient
