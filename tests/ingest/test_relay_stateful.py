@@ -248,6 +248,7 @@ class RelayMachine(RuleBasedStateMachine):
         self.verified: dict[str, str] = {}  # media path -> ETag whose content was checked
         self.abandoned: list[tuple[Encoder, Req, float]] = []  # paused bodies, by when
         self.trickling: list[tuple[Encoder, float]] = []  # slowloris heads, since when
+        self.connections: list[Encoder] = []
         self.oddities = 0
         self.torn_down = False
 
@@ -274,7 +275,11 @@ class RelayMachine(RuleBasedStateMachine):
                                        close_timeout=20, reference_wait=1.0)
         await self.publisher.__aenter__()
         self.relay = Relay(self.publisher, idle_timeout=IDLE, drain_timeout=20,
-                           max_connections=32, max_buffer=160_000,
+                           # A budget the run never fills: the idle timeout does not
+                           # run while a read waits for room (docs/ingest.md), and the
+                           # machine checks it strictly. test_relay_edges.py covers the
+                           # budget itself.
+                           max_connections=32, max_buffer=4_000_000,
                            streaming_limit=STREAMING_LIMIT, manifest_limit=MANIFEST_LIMIT,
                            media_deadline=8.0)
         await self.relay.start()
@@ -287,6 +292,11 @@ class RelayMachine(RuleBasedStateMachine):
         return self.portal.call(count)
 
     # -- encoders ---------------------------------------------------------------------------
+    def _connect(self) -> Encoder:
+        enc = Encoder(self.relay.port, self._tick)
+        self.connections.append(enc)  # closed at the end, whatever failed
+        return enc
+
     def _encoder(self, slot: int) -> tuple[int, Encoder]:
         """A persistent connection able to send a request now (not mid-body)."""
         for k in range(SLOTS):
@@ -296,7 +306,7 @@ class RelayMachine(RuleBasedStateMachine):
                 self._settle(enc)
                 self.slots[i] = enc = None
             if enc is None:
-                enc = self.slots[i] = Encoder(self.relay.port, self._tick)
+                enc = self.slots[i] = self._connect()
             if enc.open is None:
                 return i, enc
         raise AssertionError("unreachable: at most one body is left open")
@@ -595,7 +605,7 @@ class RelayMachine(RuleBasedStateMachine):
             else:
                 path = sorted(self.expected)[int(fraction * len(self.expected))]
             body = media_body(path, "cut")
-        enc = Encoder(self.relay.port, self._tick)
+        enc = self._connect()
         cut = max(1, int(len(body) * fraction))
         if how == "length":
             data = head("PUT", path, length=len(body)) + body[:cut]
@@ -630,7 +640,7 @@ class RelayMachine(RuleBasedStateMachine):
             self.next_segment += 1
             self.segments.append(path[2:])
             body = media_body(path, "paused")
-        enc = Encoder(self.relay.port, self._tick)
+        enc = self._connect()
         req = Req("PUT", path, "media" if version is None else "manifest", time.monotonic(),
                   None, version)
         self.requests.append(req)
@@ -642,7 +652,7 @@ class RelayMachine(RuleBasedStateMachine):
         """A slowloris: a header byte every fifth of the idle timeout (sent by ``_tick``
         while other encoders carry on); its connection must be closed within a few idle
         timeouts."""
-        enc = Encoder(self.relay.port, self._tick)
+        enc = self._connect()
         enc.send(b"PUT /h/slow.m4s HTTP/1.1\r\nHost: relay\r\nX-Slow: ")
         self.trickling.append((enc, time.monotonic()))
 
@@ -659,7 +669,7 @@ class RelayMachine(RuleBasedStateMachine):
             version = None
             path = f"h/big_{len(self.requests)}.m4s"
             body = b"x" * (STREAMING_LIMIT + 1000)
-        enc = Encoder(self.relay.port, self._tick)
+        enc = self._connect()
         req = Req("PUT", path, "oversize", time.monotonic(), 413, version)
         self.requests.append(req)
         try:
@@ -684,7 +694,7 @@ class RelayMachine(RuleBasedStateMachine):
         self._tick()
         n = self.next_segment
         self.next_segment += 1
-        enc = Encoder(self.relay.port, self._tick)
+        enc = self._connect()
         body = media_body(f"h/seg {n}.m4s")
         self.requests.append(Req("PUT", f"h/seg {n}.m4s", "refused", time.monotonic(), 400))
         enc.send(head("PUT", f"h/seg%20{n}.m4s", length=len(body)) + body)
@@ -727,7 +737,8 @@ class RelayMachine(RuleBasedStateMachine):
 
     def _check_abandoned(self, *, wait: bool) -> None:
         keep = []
-        for enc, req, since in self.abandoned:
+        abandoned, self.abandoned = self.abandoned, []  # each is checked once
+        for enc, req, since in abandoned:
             due = since + CLOSE_BY
             if not wait and time.monotonic() < due:
                 keep.append((enc, req, since))
@@ -738,7 +749,7 @@ class RelayMachine(RuleBasedStateMachine):
             assert closed, f"{req.path}: a body paused for {CLOSE_BY} s kept its connection"
         self.abandoned = keep
         trickling = []
-        for enc, since in self.trickling:
+        for enc, since in list(self.trickling):
             due = since + CLOSE_BY
             if not wait and time.monotonic() < due and not enc.eof:
                 trickling.append((enc, since))
@@ -746,6 +757,7 @@ class RelayMachine(RuleBasedStateMachine):
             closed, statuses = (True, []) if enc.eof else enc.closed_within(
                 max(0.0, due - time.monotonic()))
             enc.close()
+            self.trickling.remove((enc, since))
             assert not any(200 <= s < 300 for s in statuses), statuses
             assert closed, f"a request head trickling for {CLOSE_BY} s kept its connection"
         self.trickling = trickling
@@ -839,6 +851,8 @@ class RelayMachine(RuleBasedStateMachine):
             finally:
                 self._portal_cm.__exit__(None, None, None)
                 self.reader.close()
+                for enc in self.connections:
+                    enc.close()
 
     def _end_of_stream(self) -> None:
         self.server.faults.clear()
@@ -846,7 +860,7 @@ class RelayMachine(RuleBasedStateMachine):
         self._wait_idle()
         # ffmpeg's last act: the ENDLIST playlist and the static MPD, pipelined, and the
         # socket closed without reading an answer.
-        enc = Encoder(self.relay.port, self._tick)
+        enc = self._connect()
         final_hls, final_mpd = self._next_version(), self._next_version()
         self._send_manifest(enc, PLAYLIST, self._playlist(final_hls, end=True), False)
         self._send_manifest(enc, MPD, self._mpd(final_mpd, end=True), True)
