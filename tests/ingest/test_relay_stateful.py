@@ -785,6 +785,7 @@ class RelayMachine(RuleBasedStateMachine):
             kwargs["NextToken"] = page["NextToken"]
 
     def _get(self, path: str) -> bytes | None:
+        self._tick()  # a reader's round of many GETs must not starve an open part
         try:
             response = self.reader.get_object(Path=path)
         except self.reader.exceptions.ObjectNotFoundException:
@@ -832,6 +833,7 @@ class RelayMachine(RuleBasedStateMachine):
             target = f"{folder}/{name}"
             if target in stored:
                 continue
+            self._tick()
             try:
                 self.reader.describe_object(Path=target)
             except (botocore.exceptions.ClientError, botocore.exceptions.ParamValidationError):
