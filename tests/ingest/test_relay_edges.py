@@ -218,6 +218,85 @@ async def test_a_double_slash_target_is_a_path_not_a_host(store: ContainerClient
         assert await stored(store, "live/seg_1.ts") == b"media"
 
 
+async def test_a_body_cut_before_its_hand_over_is_marked_as_a_gap(
+    store: ContainerClient,
+) -> None:
+    # The relay hands objects to the publisher one at a time, in arrival order: a body cut
+    # while an earlier object's hand-over is still under way used to be dropped unseen, and
+    # the publisher, never told of it, stored the next playlist naming an object that does
+    # not exist (after reference_wait) instead of marking it as a gap, as it does for a body
+    # cut after its hand-over. Found by tests/ingest/test_relay_stateful.py.
+    first_handed_over = asyncio.Event()
+
+    class SlowToTake:
+        """The publisher, slow to take the first object (publish() may wait)."""
+
+        def __init__(self, publisher: LivePublisher) -> None:
+            self.publisher = publisher
+
+        async def publish(self, path: str, body: object, **kwargs: object) -> object:
+            if path == "a/seg0.ts":
+                await first_handed_over.wait()
+            return await self.publisher.publish(path, body, **kwargs)  # type: ignore[arg-type]
+
+        async def delete(self, path: str) -> object:
+            return await self.publisher.delete(path)
+
+        def stats(self) -> object:
+            return self.publisher.stats()
+
+    async with (
+        LivePublisher(store, close_timeout=5, reference_wait=0.5) as publisher,
+        Relay(SlowToTake(publisher), drain_timeout=10) as relay,  # type: ignore[arg-type]
+    ):
+        answer, _ = await answer_of(relay.port, put("/a/seg0.ts", b"zero", "Connection: close"))
+        assert answer.startswith(b"HTTP/1.1 204"), answer
+        _, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+        writer.write(put("/a/seg1.ts", b"one" * 100)[:-100])  # the encoder dies mid-body
+        writer.close()
+        await writer.wait_closed()
+        async with asyncio.timeout(10):
+            while True:  # the relay has seen the cut (no event to wait on)
+                if relay.stats.cut:
+                    break
+                await asyncio.sleep(0.02)
+        first_handed_over.set()
+        playlist = PLAYLIST + b"#EXTINF:1.0,\nseg1.ts\n"
+        answer, _ = await answer_of(relay.port, put("/a/index.m3u8", playlist,
+                                                    "Connection: close"))
+        assert answer.startswith(b"HTTP/1.1 204"), answer
+        lines = (await stored(store, "a/index.m3u8")).decode().splitlines()
+    with pytest.raises(ObjectNotFoundError):
+        await store.get_bytes("a/seg1.ts")
+    assert "seg1.ts" in lines
+    assert lines[lines.index("seg1.ts") - 1] == "#EXT-X-GAP", lines
+
+
+async def test_requests_pipelined_before_a_reset_are_published(store: ContainerClient) -> None:
+    # An encoder that closes its socket with an answer still unread makes its kernel reset
+    # the connection. asyncio then failed every later read of it, even of bytes already
+    # received, so the complete requests pipelined before the close (ffmpeg's last DELETEs
+    # and its final playlist) were dropped. Found by tests/ingest/test_relay_stateful.py.
+    async with (
+        LivePublisher(store, close_timeout=5) as publisher,
+        Relay(publisher, drain_timeout=10) as relay,
+    ):
+        for trial in range(5):
+            reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+            writer.write(b"DELETE /a/gone.ts HTTP/1.1\r\nHost: r\r\n\r\n")
+            await reader.readuntil(b"\r\n\r\n")  # its answer arrived
+            writer.write(b"DELETE /a/gone.ts HTTP/1.1\r\nHost: r\r\n\r\n")
+            await asyncio.sleep(0.2)  # and this one's is left unread
+            playlist = PLAYLIST.replace(b"seg0.ts", b"seg%d.ts" % trial)
+            writer.write(b"".join(b"DELETE /a/old%d.ts HTTP/1.1\r\nHost: r\r\n\r\n" % k
+                                  for k in range(40))
+                         + put("/a/index.m3u8", playlist) + put(f"/a/seg{trial}.ts", b"media"))
+            await writer.drain()
+            writer.transport.abort()  # closed with the answers unread: a reset
+            assert await stored(store, f"a/seg{trial}.ts") == b"media"
+            assert await stored(store, "a/index.m3u8") == playlist
+
+
 # --- item 17: the shared body budget ----------------------------------------------------
 async def test_bodies_share_a_budget_and_encoders_wait_behind_a_stalled_origin(
     mediastore_server: LocalMediaStore, store: ContainerClient

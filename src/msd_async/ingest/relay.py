@@ -219,6 +219,20 @@ class _Budget:
             self._room.set()
 
 
+class _ResetIsAnEnd(asyncio.StreamReaderProtocol):
+    """An encoder's connection whose reset ends its stream like a close: the bytes received
+    before the reset stay readable.
+
+    A socket closed with data still unread resets its connection, and an encoder that
+    pipelines and leaves without reading its answers (ffmpeg's last requests) does just
+    that. asyncio then fails every later read with the error, even of bytes it already
+    received, and the complete requests among them would never be handled. Read to the
+    end instead, a request the reset cut is still cut, as at any other end."""
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(None if isinstance(exc, OSError) else exc)
+
+
 class _Reject(Exception):
     """Answer this request with a 4xx and close the connection."""
 
@@ -426,9 +440,14 @@ class Relay:
 
     async def start(self) -> None:
         """Start accepting connections."""
-        self._server = await asyncio.start_server(
-            self._connection, self.host, self.port, limit=_STREAM_LIMIT
-        )
+        loop = asyncio.get_running_loop()
+
+        def protocol() -> _ResetIsAnEnd:
+            reader = asyncio.StreamReader(limit=_STREAM_LIMIT, loop=loop)
+            return _ResetIsAnEnd(reader, self._connection, loop=loop)
+
+        # asyncio.start_server, with the protocol above.
+        self._server = await loop.create_server(protocol, self.host, self.port)
         sockets = self._server.sockets
         if sockets:
             self.port = int(sockets[0].getsockname()[1])
@@ -889,7 +908,12 @@ class Relay:
                     job.publication.set_result(None)
 
     async def _submit(self, job: _Job) -> None:
-        if job.cancelled:
+        # A media body cut before its turn is still handed over: its pipe fails at once, so
+        # the publisher records the object as failed and marks it as a gap in the playlists
+        # that name it, as when the cut comes after the hand-over. Dropped here, it would
+        # be an object the publisher never heard of, and the next playlist would be stored
+        # naming it (after reference_wait) though it does not exist.
+        if job.cancelled and not isinstance(job.body, _BodyPipe):
             self._release(job)
             job.publication.set_result(None)  # cut before it was handed over
             return
