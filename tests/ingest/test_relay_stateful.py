@@ -785,10 +785,17 @@ class RelayMachine(RuleBasedStateMachine):
             kwargs["NextToken"] = page["NextToken"]
 
     def _get(self, path: str) -> bytes | None:
+        """The object's bytes; ``None`` when it is missing, or when a STREAMING upload of
+        it is still running (answered chunked, without Content-Length): its body comes
+        from this thread's own encoders, so reading it here would wait on ourselves until
+        the relay's idle timeout cut the upload. Checked at a later step."""
         self._tick()  # a reader's round of many GETs must not starve an open part
         try:
             response = self.reader.get_object(Path=path)
         except self.reader.exceptions.ObjectNotFoundException:
+            return None
+        if "ContentLength" not in response:
+            response["Body"].close()
             return None
         return bytes(response["Body"].read())
 
