@@ -297,6 +297,36 @@ async def test_requests_pipelined_before_a_reset_are_published(store: ContainerC
             assert await stored(store, "a/index.m3u8") == playlist
 
 
+@pytest.mark.parametrize("segment_size", [5, 3 * READ_SIZE])
+async def test_requests_sent_before_the_relay_closes_are_published(
+    store: ContainerClient, segment_size: int
+) -> None:
+    # ``ffmpeg ...; kill $relay``: the encoder's last segment and its final playlist were
+    # sent, on a connection idle since its previous request, just before the shutdown
+    # began. They were received but not yet read, the connection counted as idle, and it
+    # was closed with them: the final playlist was lost. Also when the segment is read
+    # over several reads, and the playlist after it is still buffered when its request
+    # ends. Found by tests/ingest/test_relay_stateful.py.
+    segment = bytes(range(256)) * (segment_size // 256) + b"x" * (segment_size % 256)
+    playlist = PLAYLIST + b"#EXT-X-ENDLIST\n"
+    async with LivePublisher(store, close_timeout=5) as publisher:
+        relay = Relay(publisher, drain_timeout=10)
+        await relay.start()
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+            writer.write(b"DELETE /a/gone.ts HTTP/1.1\r\nHost: r\r\n\r\n")
+            await reader.readuntil(b"\r\n\r\n")  # answered: the connection is idle again
+            writer.write(put("/a/seg0.ts", segment) + put("/a/index.m3u8", playlist))
+            await writer.drain()
+        finally:
+            await relay.aclose()
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+    assert await stored(store, "a/seg0.ts", within=0) == segment
+    assert await stored(store, "a/index.m3u8", within=0) == playlist
+
+
 # --- item 17: the shared body budget ----------------------------------------------------
 async def test_bodies_share_a_budget_and_encoders_wait_behind_a_stalled_origin(
     mediastore_server: LocalMediaStore, store: ContainerClient

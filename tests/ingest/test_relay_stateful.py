@@ -874,10 +874,10 @@ class RelayMachine(RuleBasedStateMachine):
         self._send_manifest(enc, PLAYLIST, self._playlist(final_hls, end=True), False)
         self._send_manifest(enc, MPD, self._mpd(final_mpd, end=True), True)
         enc.close()
-        # The shutdown begins once the relay has read every request head: a request still
-        # in the kernel's buffers (or the listen backlog) when it begins is taken for an
-        # idle connection and dropped, and docs/ingest.md does not say whether it counts
-        # as "received" (reported, not decided here).
+        # The shutdown begins once the relay has read every request head: a connection
+        # still in the listen backlog when it begins is never accepted. (Requests already
+        # sent on accepted connections are read at shutdown: test_relay_edges.py,
+        # test_requests_sent_before_the_relay_closes_are_published.)
         deadline = time.monotonic() + 10
         while self.relay.stats.requests < len(self.requests) and time.monotonic() < deadline:
             time.sleep(0.02)

@@ -107,6 +107,11 @@ _STREAM_LIMIT: Final = 64 * 1024
 #: How long a connection closed after an error answer keeps being read, so the answer is
 #: not lost to a TCP reset of unread data.
 _LINGER: Final = 1.0
+#: Once the relay is closing, how long a connection between requests waits for more: what
+#: the encoder sent before the shutdown began is already received (``ffmpeg ...; kill
+#: $relay`` sends its final playlist a moment before) and is read and handled; a connection
+#: that gets nothing more within this is closed.
+_CLOSE_GRACE: Final = 0.1
 _SERVER_HEADER: Final = (b"server", b"msd-relay")
 
 
@@ -426,7 +431,9 @@ class Relay:
         self._budget = _Budget(max_buffer, self.stats)
         self.reporter = Reporter(on_object)
         self._server: asyncio.Server | None = None
-        self._connections: dict[asyncio.Task[None], bool] = {}  # task -> idle between requests
+        #: Each connection's task -> while it waits between requests, the timeout of that
+        #: wait (aclose() shortens it to _CLOSE_GRACE); None while it serves a request.
+        self._connections: dict[asyncio.Task[None], asyncio.Timeout | None] = {}
         self._queue: asyncio.Queue[_Job | None] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
         self._closing = False
@@ -461,8 +468,9 @@ class Relay:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Stop accepting; close idle connections and let requests in progress finish; hand
-        everything received to the publisher and wait for those objects' outcomes: all of
+        """Stop accepting; let requests in progress finish, and read what encoders already
+        sent on connections between requests (each gets 0.1 s for more, then is closed);
+        hand everything received to the publisher and wait for those objects' outcomes: all of
         it within ``drain_timeout`` seconds (then requests still arriving are cut, and the
         publisher keeps publishing what is left when it is closed). Idempotent."""
         if self._closed:
@@ -473,9 +481,11 @@ class Relay:
         try:
             if self._server is not None:
                 self._server.close()
-                for task, idle in list(self._connections.items()):
-                    if idle:
-                        task.cancel()
+                grace_end = loop.time() + _CLOSE_GRACE
+                for waiting in self._connections.values():
+                    if waiting is not None:
+                        when = waiting.when()
+                        waiting.reschedule(grace_end if when is None else min(when, grace_end))
                 if self._connections:
                     _, late = await asyncio.wait(
                         set(self._connections), timeout=max(0.0, deadline - loop.time())
@@ -542,7 +552,7 @@ class Relay:
         if len(self._connections) >= self.max_connections:
             await self._refuse_connection(reader, writer)
             return
-        self._connections[task] = True
+        self._connections[task] = None
         self.stats.connections += 1
         loop = asyncio.get_running_loop()
         conn = h11.Connection(h11.SERVER)
@@ -625,9 +635,7 @@ class Relay:
                 if event is h11.NEED_DATA:
                     self._budget.release(unclaimed)
                     unclaimed = 0
-                    self._connections[task] = exchange is None and conn.their_state is h11.IDLE
-                    if self._closing and self._connections[task]:
-                        break
+                    between = exchange is None and conn.their_state is h11.IDLE
                     if exchange is not None:
                         wait = self.idle_timeout
                     elif head_started is not None or conn.trailing_data[0]:
@@ -640,6 +648,8 @@ class Relay:
                             break
                     else:
                         wait = max(self.idle_timeout, DEFAULT_KEEPALIVE_TIMEOUT)
+                    if between and self._closing:
+                        wait = min(wait, _CLOSE_GRACE)
                     paused = loop.time()
                     room = await self._budget.reserve(
                         _READ_SIZE if exchange is not None else _HEAD_READ_SIZE,
@@ -648,13 +658,19 @@ class Relay:
                     if head_started is not None and exchange is None:
                         head_started += loop.time() - paused  # the relay's own wait
                     try:
-                        async with asyncio.timeout(wait):
+                        async with asyncio.timeout(wait) as waiting:
+                            if between:
+                                self._connections[task] = waiting
                             data = await reader.read(room)
                     except TimeoutError:
                         self._budget.release(room)
                         if exchange is not None:
                             self._cut(exchange, f"no data for {self.idle_timeout:g} s")
                             exchange = None
+                        elif self._closing:
+                            if conn.trailing_data[0]:
+                                logger.warning("connection closed at shutdown: a request "
+                                               "head was still arriving")
                         elif head_started is not None:
                             logger.warning("connection closed: no complete request head "
                                            "within %g s", self.idle_timeout)
@@ -664,13 +680,14 @@ class Relay:
                     except BaseException:
                         self._budget.release(room)
                         raise
+                    finally:
+                        self._connections[task] = None
                     self._budget.release(room - len(data))
                     unclaimed = len(data)
                     if not data:
                         eof = True
                     elif exchange is None and head_started is None:
                         head_started = loop.time()
-                    self._connections[task] = False
                     conn.receive_data(data)
                     continue
                 if event is h11.PAUSED:
