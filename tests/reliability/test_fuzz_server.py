@@ -10,9 +10,9 @@ import re
 from collections.abc import Iterator
 
 import pytest
-from aiohttp.http_exceptions import HttpProcessingError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from server_errors import watching_server_errors
 
 from msd_async import ContainerClient
 from msd_async.signing import UNSIGNED_PAYLOAD, SigV4Signer
@@ -23,33 +23,12 @@ pytestmark = pytest.mark.anyio
 _STATUS = re.compile(rb"HTTP/1\.[01] (\d{3})")
 
 
-class _Errors(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        exc = record.exc_info[1] if record.exc_info else None
-        # aiohttp logs a request it could not parse at ERROR, then answers it with a 400:
-        # the client's fault, handled. Anything else (a handler that raised) is a crash.
-        if record.name == "aiohttp.server" and isinstance(exc, HttpProcessingError):
-            return
-        self.records.append(record)
-
-
 @pytest.fixture
 def server_errors() -> Iterator[list[logging.LogRecord]]:
     """ERROR records of the server and of aiohttp's server side (a crashed handler),
     except aiohttp's report of an unparsable request it answered with 400."""
-    handler = _Errors()
-    loggers = [logging.getLogger(n) for n in ("msd_async.testing", "aiohttp.server")]
-    for logger in loggers:
-        logger.addHandler(handler)
-    try:
+    with watching_server_errors() as handler:
         yield handler.records
-    finally:
-        for logger in loggers:
-            logger.removeHandler(handler)
 
 
 @pytest.fixture

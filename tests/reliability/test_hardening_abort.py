@@ -98,6 +98,15 @@ async def test_a_cancelled_streaming_upload_is_gone_when_the_task_ends(
         assert session.pool.in_use == 0
 
 
+async def _reset_seen(ended: list[str]) -> None:
+    """Wait (up to 5 s) for the peer to see how the client left: it must be a reset."""
+    for _ in range(100):
+        if ended:
+            break
+        await asyncio.sleep(0.05)
+    assert ended == ["reset"]
+
+
 class _SlowReader:
     """Reads the head and a little of the body, then stops reading (a congested peer), so
     megabytes stay buffered on the client; once released, reads what is left and records
@@ -149,11 +158,7 @@ async def test_the_size_limit_resets_the_connection_before_put_object_raises() -
         await peer.reading.wait()
         assert open_fds() == baseline + 1
         peer.release.set()
-        for _ in range(100):
-            if peer.ended:
-                break
-            await asyncio.sleep(0.05)
-        assert peer.ended == ["reset"]
+        await _reset_seen(peer.ended)
         assert session.pool.in_use == 0
 
 
@@ -170,11 +175,7 @@ async def test_a_cancelled_upload_resets_the_connection_before_the_task_ends() -
             await upload
         assert open_fds() == baseline + 1
         peer.release.set()
-        for _ in range(100):
-            if peer.ended:
-                break
-            await asyncio.sleep(0.05)
-        assert peer.ended == ["reset"]
+        await _reset_seen(peer.ended)
         assert session.pool.in_use == 0
 
 
@@ -228,9 +229,5 @@ async def test_an_upload_ended_while_it_waits_for_its_answer_resets_the_connecti
         else:
             with pytest.raises(DeadlineExceeded):
                 await upload
-        for _ in range(100):
-            if peer.ended:
-                break
-            await asyncio.sleep(0.05)
-        assert peer.ended == ["reset"]
+        await _reset_seen(peer.ended)
         assert session.pool.in_use == 0

@@ -29,7 +29,6 @@ import email.utils
 import hashlib
 import itertools
 import json
-import logging
 import os
 import random
 import re
@@ -42,7 +41,6 @@ import aiohttp
 import botocore.config
 import botocore.session
 import pytest
-from aiohttp.http_exceptions import HttpProcessingError
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
@@ -57,6 +55,7 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
+from server_errors import ServerErrors, watching_server_errors
 from yarl import URL
 
 from msd_async.testing import LocalMediaStore
@@ -133,21 +132,6 @@ class OpenUpload:
     readers: list[Reader] = field(default_factory=list)
 
 
-class _Errors(logging.Handler):
-    """ERROR records of the server (a crashed handler), except aiohttp's report of a
-    request it could not parse and answered 400 (tests/reliability/test_fuzz_server.py)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        exc = record.exc_info[1] if record.exc_info else None
-        if record.name == "aiohttp.server" and isinstance(exc, HttpProcessingError):
-            return
-        self.records.append(record)
-
-
 async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
     head = await reader.readuntil(b"\r\n\r\n")
     status_line, *lines = head.decode("latin-1").split("\r\n")
@@ -173,7 +157,7 @@ def chunk_frames(data: bytes, cuts: list[int]) -> bytes:
 class StoreMachine(RuleBasedStateMachine):
     portal: ClassVar[BlockingPortal]
     data_root: ClassVar[Path | None]
-    errors: ClassVar[_Errors]
+    errors: ClassVar[ServerErrors]
     counter: ClassVar[int] = 0
 
     def __init__(self) -> None:
@@ -890,20 +874,13 @@ class StoreMachine(RuleBasedStateMachine):
 
 
 @pytest.fixture
-def server_errors() -> Iterator[_Errors]:
-    handler = _Errors()
-    loggers = [logging.getLogger(n) for n in ("msd_async.testing", "aiohttp.server")]
-    for logger in loggers:
-        logger.addHandler(handler)
-    try:
+def server_errors() -> Iterator[ServerErrors]:
+    with watching_server_errors() as handler:
         yield handler
-    finally:
-        for logger in loggers:
-            logger.removeHandler(handler)
 
 
 @pytest.mark.parametrize("store", ["memory", "directory"])
-def test_store_state_machine(store: str, tmp_path: Path, server_errors: _Errors) -> None:
+def test_store_state_machine(store: str, tmp_path: Path, server_errors: ServerErrors) -> None:
     with start_blocking_portal("asyncio") as portal:
         StoreMachine.portal = portal
         StoreMachine.data_root = tmp_path if store == "directory" else None
