@@ -592,19 +592,11 @@ class RelayMachine(RuleBasedStateMachine):
         self._tick()
         if what == "old-segment" and not self.expected:
             what = "new-segment"
-        version = None
-        if what == "playlist":
-            version = self._next_version()
-            path, body = PLAYLIST, self._playlist(version)
-            self.unfinished_versions.add(version)
+        if what == "old-segment":
+            path = sorted(self.expected)[int(fraction * len(self.expected))]
+            version, body = None, media_body(path, "cut")
         else:
-            if what == "new-segment":
-                path = f"h/seg_{self.next_segment}.m4s"
-                self.next_segment += 1
-                self.segments.append(path[2:])
-            else:
-                path = sorted(self.expected)[int(fraction * len(self.expected))]
-            body = media_body(path, "cut")
+            path, body, version = self._unfinished(what, "cut")
         enc = self._connect()
         cut = max(1, int(len(body) * fraction))
         if how == "length":
@@ -630,22 +622,25 @@ class RelayMachine(RuleBasedStateMachine):
         """The encoder stalls mid-body and never goes on: the relay must cut it after the
         idle timeout; checked later, while other encoders carry on."""
         self._tick()
-        version = None
-        if what == "playlist":
-            version = self._next_version()
-            path, body = PLAYLIST, self._playlist(version)
-            self.unfinished_versions.add(version)
-        else:
-            path = f"h/seg_{self.next_segment}.m4s"
-            self.next_segment += 1
-            self.segments.append(path[2:])
-            body = media_body(path, "paused")
+        path, body, version = self._unfinished(what, "paused")
         enc = self._connect()
         req = Req("PUT", path, "media" if version is None else "manifest", time.monotonic(),
                   None, version)
         self.requests.append(req)
         enc.send(head("PUT", path, length=len(body)) + body[: len(body) // 2])
         self.abandoned.append((enc, req, time.monotonic()))
+
+    def _unfinished(self, what: str, how: str) -> tuple[str, bytes, int | None]:
+        """Path, body and manifest version (None for media) of a new playlist version or a
+        new segment that its encoder will not finish."""
+        if what == "playlist":
+            version = self._next_version()
+            self.unfinished_versions.add(version)
+            return PLAYLIST, self._playlist(version), version
+        path = f"h/seg_{self.next_segment}.m4s"
+        self.next_segment += 1
+        self.segments.append(path[2:])
+        return path, media_body(path, how), None
 
     @rule()
     def head_trickles(self) -> None:
