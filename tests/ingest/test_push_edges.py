@@ -165,3 +165,34 @@ async def test_a_playlist_rewritten_faster_than_settle_is_still_published(
         await p.stop()
     # While the stream ran (before the stop), several versions reached the origin.
     assert len(seen) >= 4, len(seen)
+
+
+async def test_a_playlist_does_not_flush_a_published_segment_being_rewritten_in_place(
+    tmp_path: Path, store: ContainerClient
+) -> None:
+    """A playlist flushes what it names that was never published; a segment already at the
+    origin and being rewritten in place (truncated, then written again a piece at a time)
+    waits until it has settled, or the origin would store it half-written."""
+    old, new = b"old " * 100, b"new " * 300
+    async with Pushing(store, tmp_path, settle=1.0) as p:
+        (tmp_path / "s0.ts.tmp").write_bytes(old)
+        os.rename(tmp_path / "s0.ts.tmp", tmp_path / "s0.ts")
+        (tmp_path / "index.m3u8.tmp").write_text(PLAYLIST.format("s0.ts"))
+        os.rename(tmp_path / "index.m3u8.tmp", tmp_path / "index.m3u8")
+        await wait_for(lambda: sum(r.path == "index.m3u8" for r in p.records) == 1)
+        with (tmp_path / "s0.ts").open("wb") as f:
+            f.write(new[:100])
+            f.flush()
+            # The next playlist version, renamed into place (published at once), still
+            # names the segment being rewritten.
+            (tmp_path / "index.m3u8.tmp").write_text(PLAYLIST.format("s0.ts") + "#\n")
+            os.rename(tmp_path / "index.m3u8.tmp", tmp_path / "index.m3u8")
+            for start in range(100, len(new), 100):
+                await asyncio.sleep(0.1)  # well under settle: still being written
+                f.write(new[start:start + 100])
+                f.flush()
+                assert await store.get_bytes("s0.ts") in (old, new)
+        await wait_for(lambda: sum(r.path == "s0.ts" for r in p.records) == 2)
+        await p.stop()
+    assert await store.get_bytes("s0.ts") == new
+    assert [r.size for r in p.records if r.path == "s0.ts"] == [len(old), len(new)]

@@ -257,8 +257,11 @@ class FolderPusher:
                         continue  # marked as a gap: nobody fetches it
                     return (f"it names {rel!r}, which MediaStore refuses to store ({exc}); "
                             "rename the encoder's output")
-            if rel in self._pending or (rel not in self._seen and not is_temporary(rel)
-                                        and self._admissible(rel)):
+            # Only what was never published: a file already at the origin and changing
+            # again is being rewritten in place, maybe half-written yet; it goes once it
+            # has settled, and meanwhile the origin has its previous version.
+            if rel not in self._seen and (rel in self._pending or (
+                    not is_temporary(rel) and self._admissible(rel))):
                 self._pending.pop(rel, None)
                 await self._publish(rel)
         self._flushed[manifest] = info
