@@ -13,6 +13,8 @@ import pytest
 from test_push import PLAYLIST, Pushing, wait_for
 
 from msd_async import ContainerClient, ObjectNotFoundError, Session
+from msd_async.ingest import FolderPusher
+from msd_async.live import LivePublisher
 from msd_async.testing import LocalMediaStore
 
 pytestmark = pytest.mark.anyio
@@ -196,3 +198,32 @@ async def test_a_playlist_does_not_flush_a_published_segment_being_rewritten_in_
         await p.stop()
     assert await store.get_bytes("s0.ts") == new
     assert [r.size for r in p.records if r.path == "s0.ts"] == [len(old), len(new)]
+
+
+async def test_a_file_changed_just_before_it_is_due_is_not_published_half_written(
+    tmp_path: Path, store: ContainerClient
+) -> None:
+    """The watcher tells of a change some milliseconds after it happens: a file written in
+    place that changes again just before its settle time is up must not be taken as
+    settled before that change is heard of (its own modification time says it changed)."""
+    from watchfiles import Change
+
+    async with LivePublisher(store, close_timeout=5) as publisher:
+        pusher = FolderPusher(publisher, tmp_path, settle=0.3)
+        segment = tmp_path / "s0.ts"
+        segment.write_bytes(b"complete")
+        pusher._note_changes([(Change.added, str(segment))])
+        await asyncio.sleep(0.35)  # quiet for settle: due
+        with segment.open("wb") as f:  # the encoder starts it again; not heard of yet
+            f.write(b"half")
+            f.flush()
+            await pusher._drain_due()
+            await asyncio.sleep(0.1)
+            f.write(b" and the rest")
+        with pytest.raises(ObjectNotFoundError):
+            await store.describe_object("s0.ts")
+        pusher._note_changes([(Change.modified, str(segment))])
+        await asyncio.sleep(0.35)
+        await pusher._drain_due()
+        await pusher.reporter.drain(5)
+    assert await store.get_bytes("s0.ts") == b"half and the rest"

@@ -129,6 +129,9 @@ class FolderPusher:
         self._seen: dict[str, _Seen] = {}
         # path -> monotonic time from which it may be published (reset by each change)
         self._pending: dict[str, float] = {}
+        # pending media written in place: published only once their own modification time
+        # is settle old (the watcher hears of a change some milliseconds after it happens)
+        self._in_place: set[str] = set()
         self._deletions: list[str] = []
         # manifest path -> its last version whose references all passed: the next version
         # is parsed from where it stopped, and what it named is not checked again
@@ -217,6 +220,7 @@ class FolderPusher:
             self._pending[rel] = time.monotonic() + _MANIFEST_QUIET  # written as we read
             return 0
         self._seen[rel] = _Seen(st.st_size, st.st_mtime_ns)
+        self._in_place.discard(rel)
         if _is_manifest(rel):
             refused = await self._flush_references(rel, data)
             if refused is not None:
@@ -269,6 +273,7 @@ class FolderPusher:
 
     async def _delete(self, rel: str) -> None:
         self._pending.pop(rel, None)
+        self._in_place.discard(rel)
         self._first_change.pop(rel, None)
         self._flushed.pop(rel, None)
         if self._seen.pop(rel, None) is None:
@@ -311,12 +316,14 @@ class FolderPusher:
             )
             if by_rename:
                 self._pending[rel] = now
+                self._in_place.discard(rel)
             elif _is_manifest(rel):
                 first = self._first_change.setdefault(rel, now)
                 quiet = min(self.settle, _MANIFEST_QUIET)
                 self._pending[rel] = min(now + quiet, first + self.settle)
             else:
                 self._pending[rel] = now + self.settle
+                self._in_place.add(rel)
 
     async def _drain_due(self) -> None:
         """Publish pending files whose settle time has passed, media before manifests, and
@@ -325,11 +332,27 @@ class FolderPusher:
         due = [p for p, t in self._pending.items() if t <= now]
         due.sort(key=lambda p: (_is_manifest(p), self._pending[p]))
         for rel in due:
-            if self._pending.pop(rel, None) is not None:
-                await self._publish(rel)
+            if self._pending.pop(rel, None) is None:
+                continue
+            if rel in self._in_place:
+                quiet = self._quiet_for(rel)
+                if quiet is not None and quiet < self.settle:
+                    # Changed after the last change the watcher told of: not settled yet.
+                    self._pending[rel] = time.monotonic() + self.settle - quiet
+                    continue
+                self._in_place.discard(rel)
+            await self._publish(rel)
         deletions, self._deletions = self._deletions, []
         for rel in deletions:
             await self._delete(rel)
+
+    def _quiet_for(self, rel: str) -> float | None:
+        """Seconds since ``rel`` last changed, by its modification time (None if gone)."""
+        try:
+            mtime = os.stat(self.directory / rel).st_mtime_ns
+        except OSError:
+            return None
+        return max(0.0, (time.time_ns() - mtime) / 1e9)
 
     async def run(self, stop: _Event) -> None:
         """Catch up, then watch until ``stop`` is set, then scan once more: every file
@@ -368,6 +391,7 @@ class FolderPusher:
             ):
                 candidates[rel] = (st.st_size, st.st_mtime_ns)
         self._pending.clear()
+        self._in_place.clear()
         if candidates:
             youngest = max(mtime for _, mtime in candidates.values())
             wait = min(self.settle, (youngest - time.time_ns()) / 1e9 + self.settle)
