@@ -198,7 +198,7 @@ class PushMachine(RuleBasedStateMachine):
             config=botocore.config.Config(retries={"max_attempts": 1}),
         )
         self.run_future = self.portal.start_task_soon(self.pusher.run, self.stop_event)
-        time.sleep(0.5)  # the start-up scan and the watch are under way
+        time.sleep(0.3)  # the start-up scan and the watch are under way
 
     # -- plumbing on the portal's loop -----------------------------------------------------
     async def _open(self) -> None:
@@ -574,7 +574,7 @@ class PushMachine(RuleBasedStateMachine):
 
 
 PushMachine.TestCase.settings = settings(
-    max_examples=100 if LONG else 10,
+    max_examples=100 if LONG else 7,
     stateful_step_count=50 if LONG else 25,
     derandomize=not LONG,
     # Shrinking a run of real files and timeouts takes minutes: the bounded run reports the
