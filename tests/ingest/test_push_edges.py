@@ -227,3 +227,29 @@ async def test_a_file_changed_just_before_it_is_due_is_not_published_half_writte
         await pusher._drain_due()
         await pusher.reporter.drain(5)
     assert await store.get_bytes("s0.ts") == b"half and the rest"
+
+
+async def test_a_playlist_caught_truncated_by_its_rewrite_is_not_published(
+    tmp_path: Path, store: ContainerClient
+) -> None:
+    """An encoder rewriting its playlist in place truncates it first: a playlist due just
+    then (quiet since the last change the watcher told of) must not be published empty."""
+    from watchfiles import Change
+
+    async with LivePublisher(store, close_timeout=5) as publisher:
+        pusher = FolderPusher(publisher, tmp_path, settle=1.0)
+        playlist = tmp_path / "index.m3u8"
+        playlist.write_text("#EXTM3U\n#EXT-X-TARGETDURATION:1\n")
+        pusher._note_changes([(Change.added, str(playlist))])
+        await asyncio.sleep(0.3)  # quiet for 0.2 s: due
+        with playlist.open("w") as f:  # the rewrite has truncated it, not yet heard of
+            await pusher._drain_due()
+            f.write("#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXT-X-ENDLIST\n")
+        await asyncio.sleep(0.2)
+        with pytest.raises(ObjectNotFoundError):
+            await store.describe_object("index.m3u8")
+        pusher._note_changes([(Change.modified, str(playlist))])
+        await asyncio.sleep(0.3)
+        await pusher._drain_due()
+        await pusher.reporter.drain(5)
+    assert b"#EXT-X-ENDLIST" in await store.get_bytes("index.m3u8")

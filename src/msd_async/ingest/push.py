@@ -10,13 +10,17 @@ watchfiles (inotify on Linux, FSEvents on macOS, ReadDirectoryChangesW on Window
   name); a link out of the folder, or to a folder, is never published, by the start-up
   scan, the watcher or the final scan alike;
 - publishes a file that appeared by rename at once, and a media file written in place once
-  it has had no change for ``settle`` seconds (a file still being written keeps changing);
+  it has had no change for ``settle`` seconds (a file still being written keeps changing;
+  judged by its modification time too, as the watcher reports a change a little late);
   a manifest written in place goes once it has been quiet for 0.2 s, and at the latest
   ``settle`` seconds after its first unpublished change, so a playlist rewritten more
-  often than ``settle`` is still published as the stream runs;
+  often than ``settle`` is still published as the stream runs (an empty one, caught
+  truncated by its rewrite, never);
 - publishes media before the manifests that reference them: a batch of changes goes media
-  first, and a playlist or MPD first flushes any not-yet-published file it names (read
-  with :func:`msd_async.live.manifests.parse_manifest`, the publisher's own parser);
+  first, and a playlist or MPD first flushes any never-published file it names (one
+  already published and being rewritten in place waits for its settle time); what it
+  names is read with :func:`msd_async.live.manifests.parse_manifest`, the publisher's own
+  parser;
 - never publishes a manifest that names a file MediaStore refuses to store (a name with a
   space or a non-ASCII character): that version is refused with one line naming the file;
 - mirrors deletions (the publisher delays them by the sliding-window rules);
@@ -216,6 +220,10 @@ class FolderPusher:
         if got is None:
             return 0
         data, st = got
+        if not data and _is_manifest(rel):
+            # An empty manifest is one caught truncated by its rewrite (a writer in place
+            # truncates first): the write that follows is a change that brings it back.
+            return 0
         if len(data) != st.st_size:
             self._pending[rel] = time.monotonic() + _MANIFEST_QUIET  # written as we read
             return 0
@@ -321,6 +329,7 @@ class FolderPusher:
                 first = self._first_change.setdefault(rel, now)
                 quiet = min(self.settle, _MANIFEST_QUIET)
                 self._pending[rel] = min(now + quiet, first + self.settle)
+                self._in_place.add(rel)
             else:
                 self._pending[rel] = now + self.settle
                 self._in_place.add(rel)
@@ -335,16 +344,26 @@ class FolderPusher:
             if self._pending.pop(rel, None) is None:
                 continue
             if rel in self._in_place:
+                needed = self._quiet_needed(rel)
                 quiet = self._quiet_for(rel)
-                if quiet is not None and quiet < self.settle:
+                if quiet is not None and quiet < needed:
                     # Changed after the last change the watcher told of: not settled yet.
-                    self._pending[rel] = time.monotonic() + self.settle - quiet
+                    self._pending[rel] = time.monotonic() + needed - quiet
                     continue
                 self._in_place.discard(rel)
             await self._publish(rel)
         deletions, self._deletions = self._deletions, []
         for rel in deletions:
             await self._delete(rel)
+
+    def _quiet_needed(self, rel: str) -> float:
+        """How long ``rel``, written in place, must have been unchanged to be published."""
+        if not _is_manifest(rel):
+            return self.settle
+        first = self._first_change.get(rel)
+        if first is not None and time.monotonic() >= first + self.settle:
+            return 0.0  # rewritten more often than settle: published as the stream runs
+        return min(self.settle, _MANIFEST_QUIET)
 
     def _quiet_for(self, rel: str) -> float | None:
         """Seconds since ``rel`` last changed, by its modification time (None if gone)."""
