@@ -431,7 +431,8 @@ class PushMachine(RuleBasedStateMachine):
         manifests = {_manifest_of(r): self._get(_manifest_of(r)) for r in (*HLS, DASH)}
         listing = self._list()
         for path in listing:
-            assert path in self.ok, f"{path} is stored, but the encoder never completed it"
+            assert path in self.ok, (f"{path} is stored, but the encoder never completed "
+                                     f"it: {self._get(path)!r}")
             assert path not in self.never, f"{path} is stored"
             assert not path.endswith(".tmp"), path
         for path, etag in listing.items():
