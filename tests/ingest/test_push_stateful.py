@@ -160,9 +160,9 @@ class PushMachine(RuleBasedStateMachine):
         self.last: dict[str, bytes | None] = {}
         self.deleted_at: dict[str, float] = {}  # segment -> when the encoder deleted it
         self.left_at: dict[str, float] = {}  # segment -> when a manifest version dropped it
+        self.named: set[str] = set()  # what the stored manifests the reader saw named
         # segment -> when the reader first saw a stored manifest no longer naming it (after
         # one that did): its delete delay runs from before then
-        self.named: set[str] = set()
         self.seen_leaving: dict[str, float] = {}
         self.segments: dict[str, list[int]] = {r: [] for r in (*HLS, DASH)}
         self.in_manifest: dict[str, list[int]] = {r: [] for r in (*HLS, DASH)}
