@@ -13,6 +13,8 @@ import pytest
 from test_push import PLAYLIST, Pushing, wait_for
 
 from msd_async import ContainerClient, ObjectNotFoundError, Session
+from msd_async.ingest import FolderPusher
+from msd_async.live import LivePublisher
 from msd_async.testing import LocalMediaStore
 
 pytestmark = pytest.mark.anyio
@@ -165,3 +167,89 @@ async def test_a_playlist_rewritten_faster_than_settle_is_still_published(
         await p.stop()
     # While the stream ran (before the stop), several versions reached the origin.
     assert len(seen) >= 4, len(seen)
+
+
+async def test_a_playlist_does_not_flush_a_published_segment_being_rewritten_in_place(
+    tmp_path: Path, store: ContainerClient
+) -> None:
+    """A playlist flushes what it names that was never published; a segment already at the
+    origin and being rewritten in place (truncated, then written again a piece at a time)
+    waits until it has settled, or the origin would store it half-written."""
+    old, new = b"old " * 100, b"new " * 300
+    async with Pushing(store, tmp_path, settle=1.0) as p:
+        (tmp_path / "s0.ts.tmp").write_bytes(old)
+        os.rename(tmp_path / "s0.ts.tmp", tmp_path / "s0.ts")
+        (tmp_path / "index.m3u8.tmp").write_text(PLAYLIST.format("s0.ts"))
+        os.rename(tmp_path / "index.m3u8.tmp", tmp_path / "index.m3u8")
+        await wait_for(lambda: sum(r.path == "index.m3u8" for r in p.records) == 1)
+        with (tmp_path / "s0.ts").open("wb") as f:
+            f.write(new[:100])
+            f.flush()
+            # The next playlist version, renamed into place (published at once), still
+            # names the segment being rewritten.
+            (tmp_path / "index.m3u8.tmp").write_text(PLAYLIST.format("s0.ts") + "#\n")
+            os.rename(tmp_path / "index.m3u8.tmp", tmp_path / "index.m3u8")
+            for start in range(100, len(new), 100):
+                await asyncio.sleep(0.1)  # well under settle: still being written
+                f.write(new[start:start + 100])
+                f.flush()
+                assert await store.get_bytes("s0.ts") in (old, new)
+        await wait_for(lambda: sum(r.path == "s0.ts" for r in p.records) == 2)
+        await p.stop()
+    assert await store.get_bytes("s0.ts") == new
+    assert [r.size for r in p.records if r.path == "s0.ts"] == [len(old), len(new)]
+
+
+async def test_a_file_changed_just_before_it_is_due_is_not_published_half_written(
+    tmp_path: Path, store: ContainerClient
+) -> None:
+    """The watcher tells of a change some milliseconds after it happens: a file written in
+    place that changes again just before its settle time is up must not be taken as
+    settled before that change is heard of (its own modification time says it changed)."""
+    from watchfiles import Change
+
+    async with LivePublisher(store, close_timeout=5) as publisher:
+        pusher = FolderPusher(publisher, tmp_path, settle=0.3)
+        segment = tmp_path / "s0.ts"
+        segment.write_bytes(b"complete")
+        pusher._note_changes([(Change.added, str(segment))])
+        await asyncio.sleep(0.35)  # quiet for settle: due
+        with segment.open("wb") as f:  # the encoder starts it again; not heard of yet
+            f.write(b"half")
+            f.flush()
+            await pusher._drain_due()
+            await asyncio.sleep(0.1)
+            f.write(b" and the rest")
+        with pytest.raises(ObjectNotFoundError):
+            await store.describe_object("s0.ts")
+        pusher._note_changes([(Change.modified, str(segment))])
+        await asyncio.sleep(0.35)
+        await pusher._drain_due()
+        await pusher.reporter.drain(5)
+    assert await store.get_bytes("s0.ts") == b"half and the rest"
+
+
+async def test_a_playlist_caught_truncated_by_its_rewrite_is_not_published(
+    tmp_path: Path, store: ContainerClient
+) -> None:
+    """An encoder rewriting its playlist in place truncates it first: a playlist due just
+    then (quiet since the last change the watcher told of) must not be published empty."""
+    from watchfiles import Change
+
+    async with LivePublisher(store, close_timeout=5) as publisher:
+        pusher = FolderPusher(publisher, tmp_path, settle=1.0)
+        playlist = tmp_path / "index.m3u8"
+        playlist.write_text("#EXTM3U\n#EXT-X-TARGETDURATION:1\n")
+        pusher._note_changes([(Change.added, str(playlist))])
+        await asyncio.sleep(0.3)  # quiet for 0.2 s: due
+        with playlist.open("w") as f:  # the rewrite has truncated it, not yet heard of
+            await pusher._drain_due()
+            f.write("#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXT-X-ENDLIST\n")
+        await asyncio.sleep(0.2)
+        with pytest.raises(ObjectNotFoundError):
+            await store.describe_object("index.m3u8")
+        pusher._note_changes([(Change.modified, str(playlist))])
+        await asyncio.sleep(0.3)
+        await pusher._drain_due()
+        await pusher.reporter.drain(5)
+    assert b"#EXT-X-ENDLIST" in await store.get_bytes("index.m3u8")

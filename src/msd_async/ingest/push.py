@@ -10,13 +10,17 @@ watchfiles (inotify on Linux, FSEvents on macOS, ReadDirectoryChangesW on Window
   name); a link out of the folder, or to a folder, is never published, by the start-up
   scan, the watcher or the final scan alike;
 - publishes a file that appeared by rename at once, and a media file written in place once
-  it has had no change for ``settle`` seconds (a file still being written keeps changing);
+  it has had no change for ``settle`` seconds (a file still being written keeps changing;
+  judged by its modification time too, as the watcher reports a change a little late);
   a manifest written in place goes once it has been quiet for 0.2 s, and at the latest
   ``settle`` seconds after its first unpublished change, so a playlist rewritten more
-  often than ``settle`` is still published as the stream runs;
+  often than ``settle`` is still published as the stream runs (an empty one, caught
+  truncated by its rewrite, never);
 - publishes media before the manifests that reference them: a batch of changes goes media
-  first, and a playlist or MPD first flushes any not-yet-published file it names (read
-  with :func:`msd_async.live.manifests.parse_manifest`, the publisher's own parser);
+  first, and a playlist or MPD first flushes any never-published file it names (one
+  already published and being rewritten in place waits for its settle time); what it
+  names is read with :func:`msd_async.live.manifests.parse_manifest`, the publisher's own
+  parser;
 - never publishes a manifest that names a file MediaStore refuses to store (a name with a
   space or a non-ASCII character): that version is refused with one line naming the file;
 - mirrors deletions (the publisher delays them by the sliding-window rules);
@@ -129,6 +133,9 @@ class FolderPusher:
         self._seen: dict[str, _Seen] = {}
         # path -> monotonic time from which it may be published (reset by each change)
         self._pending: dict[str, float] = {}
+        # pending media written in place: published only once their own modification time
+        # is settle old (the watcher hears of a change some milliseconds after it happens)
+        self._in_place: set[str] = set()
         self._deletions: list[str] = []
         # manifest path -> its last version whose references all passed: the next version
         # is parsed from where it stopped, and what it named is not checked again
@@ -213,10 +220,15 @@ class FolderPusher:
         if got is None:
             return 0
         data, st = got
+        if not data and _is_manifest(rel):
+            # An empty manifest is one caught truncated by its rewrite (a writer in place
+            # truncates first): the write that follows is a change that brings it back.
+            return 0
         if len(data) != st.st_size:
             self._pending[rel] = time.monotonic() + _MANIFEST_QUIET  # written as we read
             return 0
         self._seen[rel] = _Seen(st.st_size, st.st_mtime_ns)
+        self._in_place.discard(rel)
         if _is_manifest(rel):
             refused = await self._flush_references(rel, data)
             if refused is not None:
@@ -257,8 +269,11 @@ class FolderPusher:
                         continue  # marked as a gap: nobody fetches it
                     return (f"it names {rel!r}, which MediaStore refuses to store ({exc}); "
                             "rename the encoder's output")
-            if rel in self._pending or (rel not in self._seen and not is_temporary(rel)
-                                        and self._admissible(rel)):
+            # Only what was never published: a file already at the origin and changing
+            # again is being rewritten in place, maybe half-written yet; it goes once it
+            # has settled, and meanwhile the origin has its previous version.
+            if rel not in self._seen and (rel in self._pending or (
+                    not is_temporary(rel) and self._admissible(rel))):
                 self._pending.pop(rel, None)
                 await self._publish(rel)
         self._flushed[manifest] = info
@@ -266,6 +281,7 @@ class FolderPusher:
 
     async def _delete(self, rel: str) -> None:
         self._pending.pop(rel, None)
+        self._in_place.discard(rel)
         self._first_change.pop(rel, None)
         self._flushed.pop(rel, None)
         if self._seen.pop(rel, None) is None:
@@ -308,12 +324,15 @@ class FolderPusher:
             )
             if by_rename:
                 self._pending[rel] = now
+                self._in_place.discard(rel)
             elif _is_manifest(rel):
                 first = self._first_change.setdefault(rel, now)
                 quiet = min(self.settle, _MANIFEST_QUIET)
                 self._pending[rel] = min(now + quiet, first + self.settle)
+                self._in_place.add(rel)
             else:
                 self._pending[rel] = now + self.settle
+                self._in_place.add(rel)
 
     async def _drain_due(self) -> None:
         """Publish pending files whose settle time has passed, media before manifests, and
@@ -322,11 +341,37 @@ class FolderPusher:
         due = [p for p, t in self._pending.items() if t <= now]
         due.sort(key=lambda p: (_is_manifest(p), self._pending[p]))
         for rel in due:
-            if self._pending.pop(rel, None) is not None:
-                await self._publish(rel)
+            if self._pending.pop(rel, None) is None:
+                continue
+            if rel in self._in_place:
+                needed = self._quiet_needed(rel)
+                quiet = self._quiet_for(rel)
+                if quiet is not None and quiet < needed:
+                    # Changed after the last change the watcher told of: not settled yet.
+                    self._pending[rel] = time.monotonic() + needed - quiet
+                    continue
+                self._in_place.discard(rel)
+            await self._publish(rel)
         deletions, self._deletions = self._deletions, []
         for rel in deletions:
             await self._delete(rel)
+
+    def _quiet_needed(self, rel: str) -> float:
+        """How long ``rel``, written in place, must have been unchanged to be published."""
+        if not _is_manifest(rel):
+            return self.settle
+        first = self._first_change.get(rel)
+        if first is not None and time.monotonic() >= first + self.settle:
+            return 0.0  # rewritten more often than settle: published as the stream runs
+        return min(self.settle, _MANIFEST_QUIET)
+
+    def _quiet_for(self, rel: str) -> float | None:
+        """Seconds since ``rel`` last changed, by its modification time (None if gone)."""
+        try:
+            mtime = os.stat(self.directory / rel).st_mtime_ns
+        except OSError:
+            return None
+        return max(0.0, (time.time_ns() - mtime) / 1e9)
 
     async def run(self, stop: _Event) -> None:
         """Catch up, then watch until ``stop`` is set, then scan once more: every file
@@ -365,6 +410,7 @@ class FolderPusher:
             ):
                 candidates[rel] = (st.st_size, st.st_mtime_ns)
         self._pending.clear()
+        self._in_place.clear()
         if candidates:
             youngest = max(mtime for _, mtime in candidates.values())
             wait = min(self.settle, (youngest - time.time_ns()) / 1e9 + self.settle)
