@@ -47,16 +47,15 @@ import botocore.config
 import botocore.exceptions
 import botocore.session
 import pytest
-from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+from stateful import LONG, machine_settings
 
 from msd_async import Session
 from msd_async.ingest import FolderPusher, ObjectRecord
 from msd_async.live import LivePublisher
 from msd_async.testing import FaultPlan, LocalMediaStore
 
-LONG = os.environ.get("MSD_LONG_TESTS") == "1"
 pytestmark = pytest.mark.timeout(3600 if LONG else 150)
 
 #: Small, so pauses cost little; every timing below is a wide multiple or fraction of it.
@@ -574,15 +573,8 @@ class PushMachine(RuleBasedStateMachine):
         await self.server.__aexit__(None, None, None)
 
 
-PushMachine.TestCase.settings = settings(
-    max_examples=100 if LONG else 7,
-    stateful_step_count=50 if LONG else 25,
-    derandomize=not LONG,
-    # Shrinking a run of real files and timeouts takes minutes: the bounded run reports the
-    # failing steps as found (derandomized, so they replay); the long run shrinks them.
-    phases=list(Phase) if LONG else [Phase.explicit, Phase.reuse, Phase.generate],
-    deadline=None,
-    suppress_health_check=list(HealthCheck),
+PushMachine.TestCase.settings = machine_settings(
+    examples=7, long_examples=100, steps=25, long_steps=50
 )
 test_push_state_machine = PushMachine.TestCase
 

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import re
 import socket
 import time
@@ -51,16 +50,15 @@ import botocore.config
 import botocore.exceptions
 import botocore.session
 import pytest
-from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from stateful import LONG, machine_settings
 
 from msd_async import Session
 from msd_async.ingest import Relay
 from msd_async.live import LivePublisher
 from msd_async.testing import FaultPlan, LocalMediaStore
 
-LONG = os.environ.get("MSD_LONG_TESTS") == "1"
 pytestmark = pytest.mark.timeout(3600 if LONG else 150)
 
 #: Short, so pauses and trickles cost little; every check of it waits several times as long.
@@ -951,14 +949,7 @@ def _named(manifest: bytes) -> list[str]:
     return names
 
 
-RelayMachine.TestCase.settings = settings(
-    max_examples=100 if LONG else 10,
-    stateful_step_count=60 if LONG else 30,
-    derandomize=not LONG,
-    # Shrinking a run of real sockets and timeouts takes minutes: the bounded run reports the
-    # failing steps as found (derandomized, so they replay); the long run shrinks them.
-    phases=list(Phase) if LONG else [Phase.explicit, Phase.reuse, Phase.generate],
-    deadline=None,
-    suppress_health_check=list(HealthCheck),
+RelayMachine.TestCase.settings = machine_settings(
+    examples=10, long_examples=100, steps=30, long_steps=60
 )
 test_relay_state_machine = RelayMachine.TestCase

@@ -17,7 +17,6 @@ CI runs a bounded, derandomized set of examples; ``MSD_LONG_TESTS=1`` runs many 
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 from collections.abc import AsyncIterator
 from contextlib import AbstractContextManager
@@ -27,9 +26,9 @@ import anyio
 import anyio.from_thread
 import anyio.lowlevel
 import pytest
-from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from stateful import LONG, machine_settings
 
 from msd_async import ObjectNotFoundError, RetryPolicy, Session
 from msd_async.live import (
@@ -42,7 +41,6 @@ from msd_async.live import (
 )
 from msd_async.testing import FaultPlan, LocalMediaStore
 
-LONG = os.environ.get("MSD_LONG_TESTS") == "1"
 # The long run is many minutes of stream; CI's bounded run stays well under a minute.
 pytestmark = pytest.mark.timeout(3600 if LONG else 120)
 PLAYLIST = "h/index.m3u8"
@@ -322,11 +320,7 @@ class PublisherMachine(RuleBasedStateMachine):
         await self.server.__aexit__(None, None, None)
 
 
-PublisherMachine.TestCase.settings = settings(
-    max_examples=150 if LONG else 20,
-    stateful_step_count=60 if LONG else 30,
-    derandomize=not LONG,
-    deadline=None,
-    suppress_health_check=list(HealthCheck),
+PublisherMachine.TestCase.settings = machine_settings(
+    examples=20, long_examples=150, steps=30, long_steps=60
 )
 test_publisher_state_machine = PublisherMachine.TestCase

@@ -35,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
-import os
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractContextManager
@@ -46,9 +45,10 @@ import anyio.from_thread
 import botocore.config
 import botocore.session
 import pytest
-from hypothesis import HealthCheck, Phase, event, settings
+from hypothesis import event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+from stateful import LONG, machine_settings
 
 from msd_async import (
     ClientValidationError,
@@ -71,7 +71,6 @@ from msd_async.body import CHUNK_SIZE
 from msd_async.retry import RetryBudget
 from msd_async.testing import LocalMediaStore
 
-LONG = os.environ.get("MSD_LONG_TESTS") == "1"
 pytestmark = pytest.mark.timeout(3600 if LONG else 120)
 
 PATHS = ["a.bin", "top/b.bin", "top/c.bin", "top/sub/d.bin", "top/sub/e.bin"]
@@ -980,18 +979,7 @@ class UvloopSessionMachine(SessionMachine):
     backend_options = {"use_uvloop": True}
 
 
-_SETTINGS = settings(
-    max_examples=200 if LONG else 20,
-    stateful_step_count=60 if LONG else 30,
-    derandomize=not LONG,
-    deadline=None,
-    suppress_health_check=list(HealthCheck),
-    # A failing run prints its steps at once. Shrinking (an example takes ~0.5 s) would
-    # outlast CI's timeout and lose them; the long run has the time. No "explain" phase:
-    # its tracer slows every step several times over.
-    phases=[Phase.explicit, Phase.reuse, Phase.generate, *([Phase.shrink] if LONG else [])],
-    report_multiple_bugs=False,
-)
+_SETTINGS = machine_settings(examples=20, long_examples=200, steps=30, long_steps=60)
 SessionMachine.TestCase.settings = _SETTINGS
 test_session_state_machine = SessionMachine.TestCase
 # Fewer on uvloop: the rules are the same, only the loop under them differs.

@@ -29,7 +29,6 @@ import email.utils
 import hashlib
 import itertools
 import json
-import os
 import random
 import re
 from collections.abc import AsyncIterator, Iterator
@@ -46,7 +45,6 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials as BotoCredentials
 from botocore.exceptions import ClientError
-from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -56,11 +54,11 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 from server_errors import ServerErrors, watching_server_errors
+from stateful import LONG, machine_settings
 from yarl import URL
 
 from msd_async.testing import LocalMediaStore
 
-LONG = os.environ.get("MSD_LONG_TESTS") == "1"
 pytestmark = pytest.mark.timeout(3600 if LONG else 120)
 
 #: Small limits, so both edges are cheap to reach; STANDARD's sits just past 1 MiB, the
@@ -885,15 +883,7 @@ def test_store_state_machine(store: str, tmp_path: Path, server_errors: ServerEr
         StoreMachine.portal = portal
         StoreMachine.data_root = tmp_path if store == "directory" else None
         StoreMachine.errors = server_errors
-        run = settings(
-            max_examples=200 if LONG else 8,
-            stateful_step_count=60 if LONG else 30,
-            derandomize=not LONG,
-            deadline=None,
-            suppress_health_check=list(HealthCheck),
-            # Shrinking replays steps that wait on real sockets; a failure is printed as
-            # found, which is enough to write the focused test from.
-            phases=[Phase.explicit, Phase.reuse, Phase.generate],
-            report_multiple_bugs=False,
+        run = machine_settings(
+            examples=8, long_examples=200, steps=30, long_steps=60, shrink_long=False
         )
         run_state_machine_as_test(StoreMachine, settings=run)

@@ -27,9 +27,9 @@ from typing import Any
 import anyio
 import pytest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
-from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+from stateful import LONG, machine_settings
 
 import msd_async
 from msd_async import InvalidParameterError, RetryPolicy
@@ -38,7 +38,6 @@ from msd_async.testing.faults import FaultPlan
 from msd_async.transfer import TransferEvent, TransferOptions, TransferReport, is_own, sync
 from msd_async.transfer.filters import FilterRule, PathFilter
 
-LONG = os.environ.get("MSD_LONG_TESTS") == "1"
 FAST = RetryPolicy(max_attempts=6, backoff_initial=0.001, backoff_max=0.005)
 
 NAMES = ["a.txt", "b.ts", "d/c.ts", "d/e/f.txt", "g.m4s", "bad name.txt", "x.msdpart"]
@@ -308,17 +307,10 @@ def test_sync_state_machine(tmp_path: Path) -> None:
                 SyncMachine.server = running
                 SyncMachine.client = session.container(running.endpoint)
                 SyncMachine.base = tmp_path
-                run = settings(
-                    max_examples=300 if LONG else 40,
-                    stateful_step_count=40,
-                    derandomize=not LONG,
-                    deadline=None,
-                    suppress_health_check=list(HealthCheck),
-                    # Where a sync is interrupted depends on the timing of its concurrent
-                    # requests, so a failing sequence does not always fail again: shrinking
-                    # would chase it for minutes. The failing steps are printed as found.
-                    phases=[Phase.explicit, Phase.reuse, Phase.generate],
-                    report_multiple_bugs=False,
+                # Where a sync is interrupted depends on the timing of its concurrent
+                # requests, so a failing sequence does not always fail again.
+                run = machine_settings(
+                    examples=40, long_examples=300, steps=40, shrink_long=False
                 )
                 from hypothesis.stateful import run_state_machine_as_test
 

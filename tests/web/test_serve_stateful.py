@@ -43,7 +43,6 @@ from typing import Any
 import h11
 import pytest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
-from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -53,13 +52,13 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
+from stateful import LONG, machine_settings
 from webapps import FAST_RETRY, running_app
 
 from msd_async import Session, Timeouts
 from msd_async.testing import FaultPlan, LocalMediaStore
 from msd_async.testing.store import Upload
 
-LONG = os.environ.get("MSD_LONG_TESTS") == "1"
 pytestmark = pytest.mark.timeout(3600 if LONG else 180)
 
 #: The app's per-write limit. Short, so stalled viewers are cut quickly; every wait below is
@@ -1068,15 +1067,8 @@ def test_serve_state_machine(kind: str) -> None:
                     ServeMachine.server = server
                     ServeMachine.session = session
                     ServeMachine.port = int(url.rsplit(":", 1)[1])
-                    run_state_machine_as_test(ServeMachine, settings=settings(
-                        max_examples=300 if LONG else 12,
-                        stateful_step_count=40 if LONG else 25,
-                        derandomize=not LONG,
-                        deadline=None,
-                        suppress_health_check=list(HealthCheck),
-                        # Cuts depend on timing, so a failing sequence may not fail again
-                        # the same way: shrinking would chase it for minutes. The steps
-                        # are printed as found.
-                        phases=[Phase.explicit, Phase.reuse, Phase.generate],
-                        report_multiple_bugs=False,
+                    # Cuts depend on timing, so a failing sequence may not fail again.
+                    run_state_machine_as_test(ServeMachine, settings=machine_settings(
+                        examples=12, long_examples=300, steps=25, long_steps=40,
+                        shrink_long=False,
                     ))
