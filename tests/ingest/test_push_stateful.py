@@ -37,7 +37,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +47,8 @@ import botocore.exceptions
 import botocore.session
 import pytest
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
-from stateful import LONG, machine_settings
+from hypothesis.stateful import initialize, invariant, rule
+from stateful import LONG, PortalMachine, machine_settings
 
 from msd_async import Session
 from msd_async.ingest import FolderPusher, ObjectRecord
@@ -144,7 +143,7 @@ def _plain(manifest: bytes) -> bytes:
                     if line != b"#EXT-X-GAP\n")
 
 
-class PushMachine(RuleBasedStateMachine):
+class PushMachine(PortalMachine):
     def __init__(self) -> None:
         super().__init__()
         self.root = Path(tempfile.mkdtemp(prefix="push-stateful-"))
@@ -184,10 +183,6 @@ class PushMachine(RuleBasedStateMachine):
         self._new_segment("r0", "rename")
         (self.folder / "r0" / "junk.ts.tmp").write_bytes(b"temporary")
         self.never.add("r0/junk.ts.tmp")
-        self._portal_cm: AbstractContextManager[anyio.from_thread.BlockingPortal] = (
-            anyio.from_thread.start_blocking_portal("asyncio")
-        )
-        self.portal = self._portal_cm.__enter__()
         self.portal.call(self._open)
         self.reader = botocore.session.get_session().create_client(
             "mediastore-data", endpoint_url=self.server.endpoint,
@@ -562,7 +557,7 @@ class PushMachine(RuleBasedStateMachine):
             try:
                 self.portal.call(self._shutdown)
             finally:
-                self._portal_cm.__exit__(None, None, None)
+                self.close_portal()
                 self.reader.close()
                 shutil.rmtree(self.root, ignore_errors=True)
 

@@ -40,7 +40,7 @@ import time
 import zlib
 from collections import deque
 from collections.abc import Callable
-from contextlib import AbstractContextManager, suppress
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,8 +51,8 @@ import botocore.exceptions
 import botocore.session
 import pytest
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
-from stateful import LONG, machine_settings
+from hypothesis.stateful import invariant, precondition, rule
+from stateful import LONG, PortalMachine, machine_settings
 
 from msd_async import Session
 from msd_async.ingest import Relay
@@ -210,13 +210,9 @@ class OpenPart:
     left: list[bytes] = field(default_factory=list)
 
 
-class RelayMachine(RuleBasedStateMachine):
+class RelayMachine(PortalMachine):
     def __init__(self) -> None:
         super().__init__()
-        self._portal_cm: AbstractContextManager[anyio.from_thread.BlockingPortal] = (
-            anyio.from_thread.start_blocking_portal("asyncio")
-        )
-        self.portal = self._portal_cm.__enter__()
         self.access: list[tuple[str, str, str, float]] = []  # method, path, status, when
         self.portal.call(self._open)
         s3 = botocore.session.get_session()
@@ -851,7 +847,7 @@ class RelayMachine(RuleBasedStateMachine):
             try:
                 self.portal.call(self._shutdown)
             finally:
-                self._portal_cm.__exit__(None, None, None)
+                self.close_portal()
                 self.reader.close()
                 for enc in self.connections:
                     enc.close()

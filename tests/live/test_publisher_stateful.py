@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator
-from contextlib import AbstractContextManager
 from typing import Any
 
 import anyio
@@ -27,8 +26,8 @@ import anyio.from_thread
 import anyio.lowlevel
 import pytest
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
-from stateful import LONG, machine_settings
+from hypothesis.stateful import invariant, precondition, rule
+from stateful import LONG, PortalMachine, machine_settings
 
 from msd_async import ObjectNotFoundError, RetryPolicy, Session
 from msd_async.live import (
@@ -99,13 +98,9 @@ def _client_tasks() -> set[asyncio.Task[Any]]:
     }
 
 
-class PublisherMachine(RuleBasedStateMachine):
+class PublisherMachine(PortalMachine):
     def __init__(self) -> None:
         super().__init__()
-        self._portal_cm: AbstractContextManager[anyio.from_thread.BlockingPortal] = (
-            anyio.from_thread.start_blocking_portal("asyncio")
-        )
-        self.portal = self._portal_cm.__enter__()
         self.publications: list[Publication] = []
         self.raising = False
         self.closed = False
@@ -311,7 +306,7 @@ class PublisherMachine(RuleBasedStateMachine):
             try:
                 self.portal.call(self._shutdown)
             finally:
-                self._portal_cm.__exit__(None, None, None)
+                self.close_portal()
 
     async def _shutdown(self) -> None:
         await self.publisher.aclose(cancel=True)

@@ -37,7 +37,6 @@ import functools
 import hashlib
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractContextManager
 from typing import Any
 
 import anyio
@@ -47,8 +46,8 @@ import botocore.session
 import pytest
 from hypothesis import event, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
-from stateful import LONG, machine_settings
+from hypothesis.stateful import initialize, invariant, rule
+from stateful import LONG, PortalMachine, machine_settings
 
 from msd_async import (
     ClientValidationError,
@@ -285,16 +284,9 @@ def _client_tasks() -> set[asyncio.Task[Any]]:
     }
 
 
-class SessionMachine(RuleBasedStateMachine):
-    #: The event loop: asyncio's own here, uvloop in the subclass (this folder runs both).
-    backend_options: dict[str, Any] = {}
-
+class SessionMachine(PortalMachine):
     def __init__(self) -> None:
         super().__init__()
-        self._portal_cm: AbstractContextManager[anyio.from_thread.BlockingPortal] = (
-            anyio.from_thread.start_blocking_portal("asyncio", self.backend_options)
-        )
-        self.portal = self._portal_cm.__enter__()
         #: The model: what the container must hold (bytes, and the ETag its PUT returned).
         self.model: dict[str, bytes] = {}
         self.etags: dict[str, str] = {}
@@ -305,7 +297,7 @@ class SessionMachine(RuleBasedStateMachine):
             self.portal.call(self._open)
             self.reader = BotocoreReader(self.server)
         except BaseException:
-            self._portal_cm.__exit__(None, None, None)
+            self.close_portal()
             raise
 
     async def _open(self) -> None:
@@ -972,7 +964,7 @@ class SessionMachine(RuleBasedStateMachine):
                 self.reader.close()
                 self.portal.call(self.server.__aexit__, None, None, None)
             finally:
-                self._portal_cm.__exit__(None, None, None)
+                self.close_portal()
 
 
 class UvloopSessionMachine(SessionMachine):

@@ -4,10 +4,13 @@
 from __future__ import annotations
 
 import os
+from typing import Any, ClassVar
 
+from anyio.from_thread import BlockingPortal, start_blocking_portal
 from hypothesis import HealthCheck, Phase, settings
+from hypothesis.stateful import RuleBasedStateMachine
 
-__all__ = ["LONG", "machine_settings"]
+__all__ = ["LONG", "PortalMachine", "machine_settings"]
 
 LONG = os.environ.get("MSD_LONG_TESTS") == "1"
 
@@ -37,3 +40,21 @@ def machine_settings(
         phases=[Phase.explicit, Phase.reuse, Phase.generate, *shrink],
         report_multiple_bugs=False,
     )
+
+
+class PortalMachine(RuleBasedStateMachine):
+    """A state machine whose system under test runs on an event loop in another thread (an
+    anyio blocking portal): hypothesis calls the rules synchronously, and they drive the
+    async parts with ``self.portal.call``. A subclass's teardown ends with
+    :meth:`close_portal`."""
+
+    #: Options of the portal's event loop: ``{"use_uvloop": True}`` for uvloop.
+    backend_options: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._portal_cm = start_blocking_portal("asyncio", self.backend_options)
+        self.portal: BlockingPortal = self._portal_cm.__enter__()
+
+    def close_portal(self) -> None:
+        self._portal_cm.__exit__(None, None, None)
