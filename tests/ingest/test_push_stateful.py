@@ -555,9 +555,8 @@ class PushMachine(PortalMachine):
         finally:
             self.torn_down = True
             try:
-                self.portal.call(self._shutdown)
+                self.close_portal(self._shutdown)
             finally:
-                self.close_portal()
                 self.reader.close()
                 shutil.rmtree(self.root, ignore_errors=True)
 

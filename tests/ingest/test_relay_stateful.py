@@ -845,9 +845,8 @@ class RelayMachine(PortalMachine):
         finally:
             self.torn_down = True
             try:
-                self.portal.call(self._shutdown)
+                self.close_portal(self._shutdown)
             finally:
-                self.close_portal()
                 self.reader.close()
                 for enc in self.connections:
                     enc.close()

@@ -303,10 +303,7 @@ class PublisherMachine(PortalMachine):
             self.portal.call(refused)
         finally:
             self.torn_down = True
-            try:
-                self.portal.call(self._shutdown)
-            finally:
-                self.close_portal()
+            self.close_portal(self._shutdown)
 
     async def _shutdown(self) -> None:
         await self.publisher.aclose(cancel=True)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
@@ -56,5 +57,11 @@ class PortalMachine(RuleBasedStateMachine):
         self._portal_cm = start_blocking_portal("asyncio", self.backend_options)
         self.portal: BlockingPortal = self._portal_cm.__enter__()
 
-    def close_portal(self) -> None:
-        self._portal_cm.__exit__(None, None, None)
+    def close_portal(self, shutdown: Callable[[], Awaitable[object]] | None = None) -> None:
+        """Run ``shutdown`` on the portal's loop, if given, then stop the loop whatever it
+        raised."""
+        try:
+            if shutdown is not None:
+                self.portal.call(shutdown)
+        finally:
+            self._portal_cm.__exit__(None, None, None)
