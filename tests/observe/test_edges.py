@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from ingest_harness import aws_env
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -23,7 +25,7 @@ from msd_async import (
     RetryPolicy,
     Session,
 )
-from msd_async.cli._observe import Readiness
+from msd_async.cli._observe import MAX_LINE_BYTES, Readiness, json_line
 from msd_async.prometheus import metrics_hook
 from msd_async.testing import LocalMediaStore
 
@@ -175,3 +177,66 @@ async def test_a_call_whose_keys_could_not_be_had_is_not_counted_as_no_answer(
     }
     assert counted == {"unsent": 1}
     assert not any(name == "msd_request_duration_seconds_count" for name, _ in got)
+
+
+def test_a_long_record_stays_one_json_line_under_16_kib() -> None:
+    """Docker's log copier cuts a line over 16 KiB into partial messages (moby/moby#32923),
+    and a collector then sees two halves that are not JSON: a deep traceback, or a message
+    naming something long, must still be one valid line, its start kept, marked cut."""
+    code = (
+        "import argparse, logging, sys\n"
+        "from msd_async.cli import _observe\n"
+        "_observe.configure_logging(argparse.Namespace(log_format='json'))\n"
+        "log = logging.getLogger('some.library')\n"
+        "def deep(n):\n"
+        "    try:\n"
+        "        if n == 0: raise ValueError('at the bottom')\n"
+        "        deep(n - 1)\n"
+        "    except ValueError as exc:\n"
+        "        raise ValueError(f'failed at depth {n}') from exc\n"
+        "try:\n"
+        "    deep(100)\n"
+        "except ValueError:\n"
+        "    log.exception('a deep failure')\n"
+        "log.warning('wide: %s', '\\u20ac' * 20000)\n"
+        "log.warning('short and whole')\n"
+        "print(_observe.json_line('object', path='p/' + 'x' * 40000, detail='d' * 9000))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, timeout=60, check=True
+    )
+    lines = out.stderr.splitlines() + out.stdout.splitlines()
+    assert len(lines) == 4
+    assert all(len(line) + 1 <= 16 * 1024 for line in lines), [len(x) for x in lines]
+    deep, wide, short = json_lines(out.stderr)
+    assert deep["message"].startswith("a deep failure Traceback (most recent call last):")
+    assert deep["truncated"] is True and "characters cut" in deep["message"]
+    assert wide["message"].startswith("wide: \u20ac\u20ac") and wide["truncated"] is True
+    assert short == {**short, "message": "short and whole"} and "truncated" not in short
+    (printed,) = json_lines(out.stdout)
+    assert printed["path"].startswith("p/xxx") and printed["truncated"] is True
+    assert printed["event"] == "object" and printed["level"] == "info"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.dictionaries(
+        st.from_regex(r"[a-z_]{1,12}", fullmatch=True),
+        st.one_of(
+            st.text(max_size=30) | st.integers(),
+            st.builds(lambda c, n: c * n, st.characters(), st.integers(1, 20_000)),
+        ),
+        max_size=40,
+    )
+)
+def test_every_json_line_fits_and_keeps_what_fits(fields: dict[str, object]) -> None:
+    fields = {k: v for k, v in fields.items() if k not in ("ts", "level", "event")}
+    text = json_line("event", "info", **fields)
+    assert len(text.encode()) + 1 <= MAX_LINE_BYTES
+    entry = json.loads(text)
+    if "truncated" not in entry:
+        assert entry == {"ts": entry["ts"], "level": "info", "event": "event", **fields}
+    else:
+        for key, value in fields.items():  # each field is whole, or its start, marked cut
+            if entry[key] != value:
+                assert isinstance(value, str) and entry[key].endswith(" characters cut]")

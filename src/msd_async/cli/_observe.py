@@ -12,6 +12,7 @@ import contextlib
 import datetime as _dt
 import json
 import logging
+import math
 import os
 import re
 import sys
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from ..session import Session
 
 __all__ = [
+    "MAX_LINE_BYTES",
     "METRICS_EXTRA_HINT",
     "JsonFormatter",
     "Observer",
@@ -133,14 +135,60 @@ def _text(value: object) -> str:
     return f"<unprintable {type(value).__name__}>"
 
 
+#: The longest line written, in bytes with its newline. Docker's log copier cuts longer lines
+#: into partial messages (16 KiB, moby/moby#32923), which a collector reads as two halves
+#: that are not JSON; Kubernetes' runtimes cut at the same size.
+MAX_LINE_BYTES: Final = 16 * 1024
+
+
 def json_line(event: str, level: str = "info", **fields: Any) -> str:
     """One JSON log line: ``ts``, ``level``, ``event`` and the fields that are not None.
 
     Always valid UTF-8: a lone surrogate (a file name that is not UTF-8, as Python decodes
-    it) is written ``\\xNN``; left raw, stdout wrote the byte itself (or raised)."""
+    it) is written ``\\xNN``; left raw, stdout wrote the byte itself (or raised). Never
+    longer than :data:`MAX_LINE_BYTES`: the longest texts are cut, their start kept, and
+    the line gets ``"truncated": true``."""
     line: dict[str, Any] = {"ts": _now(), "level": level, "event": event}
     line.update((k, v) for k, v in fields.items() if v is not None)
+    text = _encoded(line)
+    size = len(text.encode())
+    return text if size < MAX_LINE_BYTES else _cut_to_fit(line, size)
+
+
+def _encoded(line: dict[str, Any]) -> str:
     return _SURROGATE.sub(_escaped, json.dumps(line, ensure_ascii=False, default=_text))
+
+
+def _cut_to_fit(line: dict[str, Any], size: int) -> str:
+    """The line with its longest texts cut until it fits, each keeping its start and saying
+    how much it lost. A pass cuts the longest text by the bytes still over, at its mean
+    bytes per character; escapes can make a pass fall short, and the next one cuts more."""
+    whole: dict[str, Any] = {
+        k: v if isinstance(v, int | float | bool | str) else _text(v) for k, v in line.items()
+    }
+    texts = [k for k, v in whole.items() if isinstance(v, str) and k not in ("ts", "level")]
+    kept = {k: len(whole[k]) for k in texts}
+    line = {**whole, "truncated": True}
+    size += len(', "truncated": true')
+    while size >= MAX_LINE_BYTES:
+        key = max(texts, key=kept.__getitem__)
+        value: str = whole[key]
+        keep = kept[key]
+        if keep == 0:  # nothing left to cut (thousands of fields): say only what it was
+            return _encoded({
+                "ts": whole["ts"], "level": whole["level"], "event": str(whole["event"])[:200],
+                "truncated": True,
+            })
+        per_char = len(value[:keep].encode("utf-8", "surrogatepass")) / keep
+        over = (size - MAX_LINE_BYTES + 1 + _CUT_MARKER_ROOM) / per_char
+        kept[key] = keep = max(0, keep - math.ceil(over))
+        line[key] = f"{value[:keep]}... [{len(value) - keep} characters cut]"
+        size = len(_encoded(line).encode())
+    return _encoded(line)
+
+
+#: Room for the "... [N characters cut]" that ends a cut text.
+_CUT_MARKER_ROOM: Final = 40
 
 
 def print_line(
