@@ -7,6 +7,7 @@ import asyncio
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,10 +32,14 @@ async def store(mediastore_server: LocalMediaStore) -> AsyncIterator[ContainerCl
 class Pushing:
     """A pusher running over ``folder`` until :meth:`stop`."""
 
-    def __init__(self, store: ContainerClient, folder: Path, settle: float = 0.5) -> None:
+    def __init__(
+        self, store: ContainerClient, folder: Path, settle: float = 0.5, **publisher: Any
+    ) -> None:
         self.queued: list[str] = []
         self.records: list[ObjectRecord] = []
-        self.publisher = LivePublisher(store, on_event=self._event, close_timeout=5)
+        self.publisher = LivePublisher(
+            store, on_event=self._event, close_timeout=5, **publisher
+        )
         self.folder = folder
         self.settle = settle
         self._stop = asyncio.Event()
@@ -143,6 +148,46 @@ async def test_playlist_flushes_what_it_names_and_deletions_are_mirrored(
             lambda: any(r.method == "DELETE" and r.path == "s1.ts" for r in p.records)
         )
         await p.stop()
+
+
+async def test_stop_mirrors_a_deletion_the_watcher_has_not_reported(
+    tmp_path: Path, store: ContainerClient
+) -> None:
+    # A file no playlist names waits unknown_delete_delay: 0 makes the delete due at once,
+    # and the publisher stays open after the pusher stops (the pusher does not close it),
+    # so what the pusher handed over at its stop shows at the origin.
+    async with Pushing(store, tmp_path, unknown_delete_delay=0.0) as p:
+        for name in ("gone.ts", "kept.ts", "again.ts"):
+            (tmp_path / f"{name}.tmp").write_bytes(name.encode())
+            os.rename(tmp_path / f"{name}.tmp", tmp_path / name)
+        await wait_for(lambda: {r.path for r in p.records} >= {"gone.ts", "kept.ts",
+                                                                "again.ts"})
+        for name in ("gone.ts", "kept.ts", "again.ts"):
+            assert await store.get_bytes(name) == name.encode()
+
+        # No await from the unlink to the stop: the watcher cannot have reported it.
+        (tmp_path / "gone.ts").unlink()
+        (tmp_path / "again.ts").unlink()
+        (tmp_path / "again.ts").write_bytes(b"a new version")  # re-created: not deleted
+        await p.stop()
+
+        deletes = [r for r in p.records if r.method == "DELETE"]
+        assert [(r.path, r.outcome) for r in deletes] == [("gone.ts", "delete scheduled")]
+
+        async def gone() -> bool:
+            try:
+                await store.describe_object("gone.ts")
+            except ObjectNotFoundError:
+                return True
+            return False
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while not await gone():
+            assert loop.time() < deadline, "gone.ts is still at the origin"
+            await asyncio.sleep(0.05)
+    assert await store.get_bytes("kept.ts") == b"kept.ts"
+    assert await store.get_bytes("again.ts") == b"a new version"
 
 
 async def test_stop_publishes_files_completed_before_it(

@@ -27,7 +27,9 @@ watchfiles (inotify on Linux, FSEvents on macOS, ReadDirectoryChangesW on Window
 - on start, publishes what is already there, oldest first and playlists last, so a restart
   catches up; on stop, scans once more so every file completed before the stop is
   published, waiting up to ``settle`` seconds for files written in place to be unchanged
-  for ``settle`` (one still changing then is not published: nothing half-written).
+  for ``settle`` (one still changing then is not published: nothing half-written), and
+  every published file deleted before the stop has its deletion mirrored, reported by the
+  watcher yet or not.
 
 File bodies are read when they are handed over: an encoder may delete a segment soon after
 (``-hls_flags delete_segments``), and a playlist is rewritten every segment.
@@ -399,9 +401,21 @@ class FolderPusher:
         """At stop: hand over every file completed before it and nothing half-written. A
         file counts as complete once unchanged for ``settle`` seconds (it is waited for,
         ``settle`` at most); one that changes meanwhile is still being written and is
-        left out, with a log line."""
+        left out, with a log line. A published file no longer in the folder has its
+        deletion mirrored, whether the watcher reported it or not."""
         await self._drain_due()
         listing = await anyio.to_thread.run_sync(self._listing)
+        # The watcher reports a change some milliseconds after it (it gathers a batch
+        # first), and a stop drops what it had not reported: a file published, then
+        # deleted just before the stop, is known only by its absence. Gone, not merely
+        # unlisted, as for the watcher: a published file the listing leaves out but still
+        # there (in a hidden subfolder, a link now pointing out of the folder) was not
+        # deleted.
+        listed = {rel for rel, _ in listing}
+        unlisted = [rel for rel in self._seen if rel not in listed]
+        self._deletions += await anyio.to_thread.run_sync(
+            lambda: [rel for rel in unlisted if not (self.directory / rel).exists()]
+        )
         candidates: dict[str, tuple[int, int]] = {}
         for rel, st in listing:
             seen = self._seen.get(rel)
