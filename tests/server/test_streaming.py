@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 from rawclient import Raw
+from server_errors import watching_server_errors
 
 from msd_async.testing import FaultPlan, LocalMediaStore
 
@@ -108,6 +109,73 @@ async def test_streaming_upload_stays_visible_when_a_later_one_completes(raw: Ra
         assert await resp.read() == b"end"
     assert (await first).status == 200
     assert (await raw.get("live/p.m4s")).body == b"first|end"
+
+
+async def test_viewer_that_leaves_a_paused_upload_is_let_go() -> None:
+    """A viewer of an in-progress STREAMING upload disconnects while the upload pauses (an
+    encoder between chunks, or one that died without closing). aiohttp does not cancel a
+    handler whose client left, so the server must notice by itself: the viewer's GET ends
+    (logged as aborted) within a few client checks, long before the upload's own time
+    limit, with no error logged, while the upload and another viewer go on."""
+    statuses: list[tuple[str, str]] = []
+    async with LocalMediaStore(
+        on_request=lambda op, status, _s: statuses.append((op, status))
+    ) as server, aiohttp.ClientSession() as session:
+        raw = Raw(server, session)
+        bound = 5 * server.client_check_interval
+        # Otherwise the upload's own timeout would end the follower and hide a leak.
+        assert bound < server.upload_time_limit / 2
+        loop = asyncio.get_running_loop()
+        feeder = Feeder()
+        with watching_server_errors() as errors:
+            headers = raw.sign(
+                "PUT", "/live/seg.m4s", headers={"x-amz-upload-availability": "STREAMING"}
+            )
+            put = asyncio.create_task(
+                raw.call(
+                    "PUT", "/live/seg.m4s", sign=False, headers=headers, data=feeder.__aiter__()
+                )
+            )
+            try:
+                feeder.queue.put_nowait(b"first|")
+                await wait_for(lambda: server.store.in_progress("live/seg.m4s") is not None)
+                await wait_for(lambda: server.store.in_progress("live/seg.m4s").size > 0)  # type: ignore[union-attr]
+                async with session.get(
+                    raw.url("/live/seg.m4s"), headers=raw.sign("GET", "/live/seg.m4s")
+                ) as staying:
+                    assert await staying.content.readany() == b"first|"
+
+                    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+                    get = f"GET /live/seg.m4s HTTP/1.1\r\nHost: {raw.host}\r\n"
+                    get += "".join(
+                        f"{k}: {v}\r\n" for k, v in raw.sign("GET", "/live/seg.m4s").items()
+                    )
+                    writer.write(get.encode() + b"\r\n")
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    assert head.startswith(b"HTTP/1.1 200 ")
+                    assert b"transfer-encoding: chunked" in head.lower()
+                    assert await reader.readuntil(b"first|\r\n") == b"6\r\nfirst|\r\n"
+                    writer.close()
+                    await writer.wait_closed()
+                    left = loop.time()
+
+                    async with asyncio.timeout(bound):
+                        while ("GetObject", "aborted") not in statuses:  # noqa: ASYNC110
+                            await asyncio.sleep(0.01)
+                    assert loop.time() - left < bound
+                    upload = server.store.in_progress("live/seg.m4s")
+                    assert upload is not None and upload.state == "open" and not put.done()
+
+                    feeder.queue.put_nowait(b"end")
+                    feeder.queue.put_nowait(None)
+                    assert await staying.read() == b"end"
+            finally:
+                feeder.queue.put_nowait(None)
+                reply = await put
+            assert reply.status == 200
+            assert (await raw.get("live/seg.m4s")).body == b"first|end"
+        assert not errors.records
+        assert statuses.count(("GetObject", "aborted")) == 1
 
 
 async def test_chunked_upload_with_odd_boundaries(raw: Raw) -> None:

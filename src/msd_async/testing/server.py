@@ -12,7 +12,9 @@ Choices where the service left a question open (docs/contract.md marks them **(c
   empty segment, and ``.`` and ``..`` segments, are refused (400): the signature covers the
   path with those removed, so accepting them would let one signature name two objects.
 - An in-progress STREAMING object answers GET with a chunked 200 (Range ignored) and HEAD
-  without Content-Length; it is listed by ListItems only once complete.
+  without Content-Length; it is listed by ListItems only once complete. A GET that follows
+  it checks every ``client_check_interval`` seconds while the upload pauses that its client
+  is still there (aiohttp does not cancel the handler of a client that left).
 - A request whose Host is ``<id>.data.mediastore.<region>.amazonaws.com`` must name this
   server's container (``container``, default ``"local"``); any other Host means this container.
 """
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import email.utils
 import hmac
 import json
@@ -320,6 +323,11 @@ class LocalMediaStore:
         self.standard_limit = standard_limit
         self.streaming_limit = streaming_limit
         self.upload_time_limit = upload_time_limit
+        #: Seconds between checks that the client of a GET following a paused STREAMING
+        #: upload is still connected. aiohttp does not cancel a handler whose client left,
+        #: so without them a viewer gone while the upload pauses would be served until the
+        #: upload grows again or ends, which for a stalled encoder is its time limit.
+        self.client_check_interval = 1.0
         self.faults = faults if faults is not None else FaultPlan()
         self.container = container
         self.data_dir = data_dir
@@ -467,8 +475,7 @@ class LocalMediaStore:
         fault = self.faults.pick(method, path, is_object=bool(path))
         if fault is not None:
             fault = await self._early_fault(fault)
-            transport = request.transport
-            if transport is None or transport.is_closing():
+            if self._client_gone(request):
                 raise _ClientGone  # it disconnected while the fault held its request
 
         host = request.headers.get("Host", "")
@@ -545,8 +552,7 @@ class LocalMediaStore:
                     + ("" if wanted.part is None else f" part {wanted.part}")
                     + " within three target durations.",
                 )
-            transport = request.transport
-            if transport is None or transport.is_closing():
+            if self._client_gone(request):
                 raise _ClientGone
             await asyncio.sleep(0.01)
 
@@ -794,9 +800,14 @@ class LocalMediaStore:
         cut_at: int | None,
     ) -> None:
         """Stream ``chunks``; with ``cut_at`` (a cut-download fault), drop the connection
-        once that many bytes are out."""
+        once that many bytes are out. An empty chunk is a heartbeat (:meth:`Upload.follow`):
+        nothing to send, but the client may have left meanwhile."""
         sent = 0
         async for chunk in chunks:
+            if not chunk:
+                if self._client_gone(request):
+                    raise _ClientGone
+                continue
             if cut_at is not None and sent + len(chunk) >= cut_at:
                 await resp.write(chunk[: cut_at - sent])
                 self._abort_transport(request)
@@ -816,6 +827,11 @@ class LocalMediaStore:
         await resp.prepare(request)
         await resp.write_eof()
         return resp
+
+    @staticmethod
+    def _client_gone(request: web.Request) -> bool:
+        transport = request.transport
+        return transport is None or transport.is_closing()
 
     @staticmethod
     def _abort_transport(request: web.Request) -> None:
@@ -848,8 +864,12 @@ class LocalMediaStore:
         if fault is not None and fault.kind == "cut-download":
             cut_at = fault.after_bytes if fault.after_bytes is not None else 1
         await resp.prepare(request)
+        # aclosing: a follower that ends early (its client gone) releases the generator now.
         try:
-            await self._write_body(request, resp, upload.follow(), cut_at)
+            async with contextlib.aclosing(
+                upload.follow(heartbeat=self.client_check_interval)
+            ) as chunks:
+                await self._write_body(request, resp, chunks, cut_at)
         except UploadFailed:
             # End without the terminating chunk so the reader can tell the object is partial.
             self._abort_transport(request)

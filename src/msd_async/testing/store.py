@@ -30,7 +30,7 @@ import os
 import secrets
 import shutil
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import IO, Final, Literal
 
@@ -472,8 +472,12 @@ class Upload:
         self.store._discard(self)
         self._wake()
 
-    async def follow(self) -> AsyncIterator[bytes]:
+    async def follow(self, *, heartbeat: float | None = None) -> AsyncGenerator[bytes, None]:
         """Yield the chunks received so far, then new ones until the upload ends.
+
+        With ``heartbeat``, also yield ``b""`` after each ``heartbeat`` seconds in which
+        nothing arrived, so the reader gets a turn to check that it is still wanted while
+        the upload pauses (an encoder that stalls may never write again).
 
         Raises :class:`UploadFailed` if the upload is aborted.
         """
@@ -489,7 +493,12 @@ class Upload:
                 raise UploadFailed(f"upload of {self.path!r} failed")
             if self._waiter is None:
                 self._waiter = asyncio.get_running_loop().create_future()
-            await asyncio.shield(self._waiter)
+            # asyncio.wait neither cancels the shared waiter (other readers wait on it too)
+            # nor keeps a callback on it after a timeout: a reader that stops iterating
+            # leaves nothing behind on the upload.
+            done, _ = await asyncio.wait((self._waiter,), timeout=heartbeat)
+            if not done:
+                yield b""
 
 
 class MemoryStore(Store):
