@@ -8,8 +8,10 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import stat
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -184,3 +186,80 @@ def test_msd_get_into_an_empty_file_name_is_refused(tmp_path: Path, server: Serv
     line = one_line_error(server.run("get", "d/seg.ts", "", cwd=work), "get")
     assert "empty" in line
     assert list(work.iterdir()) == []
+
+
+# --- msd get into something that is not a regular file ---------------------------------------
+
+SMALL = bytes(range(256)) * 40  # 10 KiB: all of it fits in a pipe, no reader thread needed
+
+
+@pytest.mark.parametrize("kind", ["fifo", "link to a fifo", "/dev/fd/N"])
+def test_get_into_a_fifo_or_pipe_writes_into_it_and_keeps_it(
+    server: Server, tmp_path: Path, kind: str
+) -> None:
+    """A FILE that is a FIFO, a link to one (as /dev/stdout is) or the /dev/fd/N of
+    `msd get PATH >(command)` was replaced by a regular file renamed over it (so
+    `msd get PATH /dev/null` as root replaced the device node /dev/null), or failed
+    creating its temporary file in /dev/fd. It is written into, as stdout is."""
+    source = tmp_path / "seg.ts"
+    source.write_bytes(SMALL)
+    assert server.run("put", str(source), "dev/seg.ts").returncode == 0
+    out = tmp_path / "out"
+    out.mkdir()
+    fifo = out / "fifo"
+    os.mkfifo(fifo)
+    # Opened for reading first, without waiting for a writer: msd's open for writing then
+    # returns at once, and what it writes waits in the pipe (less than its 64 KiB).
+    read_end = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    write_end = -1
+    try:
+        if kind == "/dev/fd/N":
+            read_end_2, write_end = os.pipe()
+            os.close(read_end)
+            read_end = read_end_2
+            target = f"/dev/fd/{write_end}"
+        elif kind == "link to a fifo":
+            target = str(out / "stdout")
+            os.symlink(fifo, target)
+        else:
+            target = str(fifo)
+        raw = subprocess.run(
+            [MSD, "get", "dev/seg.ts", target], env=server.env, pass_fds=(
+                () if write_end == -1 else (write_end,)
+            ), capture_output=True, timeout=120, check=False,
+        )
+        if write_end != -1:
+            os.close(write_end)
+            write_end = -1
+        assert (raw.returncode, raw.stderr.decode()) == (0, "")
+        os.set_blocking(read_end, True)
+        received = b""
+        while chunk := os.read(read_end, 65536):
+            received += chunk
+    finally:
+        for fd in (read_end, write_end):
+            if fd != -1:
+                os.close(fd)
+    assert received == SMALL
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["fifo"] + (["stdout"] if kind == "link to a fifo" else [])
+    )
+
+
+def test_get_cut_mid_body_keeps_the_earlier_file_and_leaves_no_part(
+    serve: Callable[..., Server], tmp_path: Path
+) -> None:
+    """docs/cli.md: a failed download leaves an earlier FILE as it was, and no temporary
+    file. Every GET is cut half-way, the resumed ones too, so the download fails."""
+    server = serve("--fault-rate", "1", "--fault-kinds", "cut-download")
+    source = tmp_path / "seg.ts"
+    source.write_bytes(os.urandom(1_000_000))
+    assert server.run("put", str(source), "cut/seg.ts").returncode == 0
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "seg.ts").write_bytes(b"the earlier, complete file")
+    line = one_line_error(server.run("get", "cut/seg.ts", str(out / "seg.ts")), "get")
+    assert "cut short" in line or "broke" in line, line
+    assert (out / "seg.ts").read_bytes() == b"the earlier, complete file"
+    assert os.listdir(out) == ["seg.ts"]

@@ -68,7 +68,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         parents=[common],
         help="download an object",
         description="Download an object to FILE (written under a temporary name, renamed "
-        "when complete), into FOLDER/ keeping its name, or to stdout with -. With --range, "
+        "when complete; a FIFO or device such as /dev/null is written into, not replaced), "
+        "into FOLDER/ keeping its name, or to stdout with -. With --range, "
         "exactly those bytes, even from an origin that ignores Range (an in-progress "
         "STREAMING object). To download a folder, use msd sync.",
     )
@@ -315,6 +316,14 @@ async def _get(store: ContainerClient, args: argparse.Namespace) -> int:
             await _download(store, args, functools.partial(write_all, fd))
             return EXIT_OK
         target = _download_target(args.path, args.file)
+        from ..body import is_stream_path
+
+        if is_stream_path(str(target)):
+            # A FIFO, a device or a link to one (/dev/null, /dev/stdout, the /dev/fd/N of
+            # >(command)): written into as stdout is. A temporary file renamed over it
+            # would replace the node itself (as root, /dev/null).
+            await _download_into_stream(store, args, target)
+            return EXIT_OK
         import anyio.to_thread
 
         from ..body import open_in_thread
@@ -335,6 +344,25 @@ async def _get(store: ContainerClient, args: argparse.Namespace) -> int:
     except ObjectNotFoundError:
         raise await _no_object(store, args.path, "get") from None
     return EXIT_OK
+
+
+async def _download_into_stream(
+    store: ContainerClient, args: argparse.Namespace, target: Path
+) -> None:
+    from .._pipes import open_pipe, write_all
+
+    fd = await open_pipe(str(target), write=True)  # a FIFO's open waits for its reader
+    try:
+        await _download(store, args, functools.partial(write_all, fd))
+    except OSError as exc:
+        if exc.filename is not None or exc.errno is None:
+            raise
+        # Named, as a write to a file is ("out: No space left on device"). Of the same
+        # type: a BrokenPipeError whose reader was msd's own stdout's (msd get PATH
+        # /dev/stdout | head) ends quietly in run_command, as for -.
+        raise type(exc)(exc.errno, exc.strerror or os.strerror(exc.errno), str(target)) from None
+    finally:
+        os.close(fd)
 
 
 async def _download(
