@@ -263,3 +263,36 @@ def test_get_cut_mid_body_keeps_the_earlier_file_and_leaves_no_part(
     assert "cut short" in line or "broke" in line, line
     assert (out / "seg.ts").read_bytes() == b"the earlier, complete file"
     assert os.listdir(out) == ["seg.ts"]
+
+
+@pytest.mark.parametrize("path", ["", "/"], ids=["empty", "slash"])
+def test_rm_r_of_the_root_needs_whole_container(
+    server: Server, tmp_path: Path, path: str
+) -> None:
+    """`msd rm -r "$DIR"` with DIR unset (or "$DIR/") deleted every object in the
+    container, as rm -rf "$STEAMROOT/"* once deleted home folders. The root must be asked
+    for by name."""
+    seg = tmp_path / "seg.ts"
+    seg.write_bytes(b"media")
+    for name in ("keep/a.ts", "keep/b/c.ts", "top.ts"):
+        assert server.run("put", str(seg), name).returncode == 0
+    line = one_line_error(server.run("rm", "-r", path), "rm")
+    assert "whole container" in line and "--whole-container" in line, line
+    assert "nothing was deleted" in line
+    listed = server.run("ls", "-r")
+    assert sorted(listed.stdout.split()) == ["keep/a.ts", "keep/b/c.ts", "top.ts"]
+    # Without -r, the root is a folder: the advice names the flag that will work.
+    line = one_line_error(server.run("rm", "/"), "rm")
+    assert "msd rm -r --whole-container /" in line, line
+    dry = server.run("rm", "-r", "--dry-run", path)  # deletes nothing: no need to insist
+    assert dry.returncode == 0 and "would delete 3 objects" in dry.stdout, dry
+    done = server.run("rm", "-r", "--whole-container", path)
+    assert done.returncode == 0, done.stderr
+    assert server.run("ls", "-r").stdout == ""
+
+
+def test_whole_container_goes_with_r_and_the_root(server: Server) -> None:
+    """It must not widen a delete: with a folder PATH, or without -r, it is refused."""
+    for args in (["rm", "--whole-container", ""], ["rm", "-r", "--whole-container", "a"]):
+        line = one_line_error(server.run(*args), "rm")
+        assert "--whole-container" in line, line

@@ -107,8 +107,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         parents=[common],
         help="delete an object, or a folder's objects with -r",
         description="Delete the object PATH, or with -r every object below the folder PATH "
-        "(a folder disappears with its last object). No object at PATH: said so, exit "
-        "status 1. With -r, objects that cannot be "
+        "(a folder disappears with its last object; the root, / or an empty PATH, only "
+        "with --whole-container). No object at PATH: said so, exit status 1. With -r, "
+        "objects that cannot be "
         "deleted are listed on stderr after the others are gone, and the exit status is 1.",
     )
     p.add_argument("path", help="object path (a folder path with -r)")
@@ -120,6 +121,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument(
         "--concurrency", type=_positive_int, default=16,
         help="deletes at the same time with -r (16)",
+    )
+    p.add_argument(
+        "--whole-container", action="store_true",
+        help="with -r and PATH / (the root): delete every object in the container",
     )
     p.add_argument("--json", action="store_true", help="print a JSON summary for scripts")
     p.set_defaults(func=_run, operation=_rm)
@@ -240,7 +245,9 @@ async def _no_object(store: ContainerClient, path: str, command: str) -> Command
         what = {
             "get": f"msd sync ms:{folder} FOLDER downloads what it holds",
             "stat": f"msd ls {folder} lists what it holds",
-            "rm": f"msd rm -r {path} deletes what it holds",
+            "rm": f"msd rm -r {path} deletes what it holds"
+            if folder
+            else "msd rm -r --whole-container / deletes every object in the container",
         }[command]
         return CommandError(f"{path!r} is a folder, not an object; {what}")
     # rm: the service's 404 reads like a failure to delete; say what it means.
@@ -483,6 +490,8 @@ async def _put(store: ContainerClient, args: argparse.Namespace) -> int:
 async def _rm(store: ContainerClient, args: argparse.Namespace) -> int:
     if args.dry_run and not args.recursive:
         raise CommandError("--dry-run goes with -r (msd stat PATH shows the one object)")
+    if args.whole_container and not args.recursive:
+        raise CommandError("--whole-container goes with -r: msd rm -r --whole-container /")
     if not args.recursive:
         from ..errors import ObjectNotFoundError
 
@@ -503,6 +512,17 @@ async def _rm_tree(store: ContainerClient, args: argparse.Namespace) -> int:
     from ..transfer import TransferEvent, walk
 
     folder = normalize_folder_path(args.path)
+    if folder and args.whole_container:
+        raise CommandError(
+            f"--whole-container deletes the root only, and {args.path!r} is a folder; "
+            "nothing was deleted (drop --whole-container)"
+        )
+    if not folder and not args.whole_container and not args.dry_run:
+        # "$DIR" unset, or "$DIR/": a script meant a folder and would empty the container.
+        raise CommandError(
+            f"PATH {args.path!r} is the whole container (an unset variable?); nothing was "
+            "deleted. To delete every object in it: msd rm -r --whole-container /"
+        )
     paths = sorted([obj.path async for obj in walk(store, folder)])
     if not paths:
         if folder:
