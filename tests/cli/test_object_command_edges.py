@@ -71,14 +71,13 @@ async def test_sigterm_mid_download_leaves_nothing_and_exits_143(tmp_path: Path)
         await anyio.sleep(120)
 
     target = tmp_path / "seg.ts"
-    partial = tmp_path / ".seg.ts.msdpart"
     async with scripted_server(half_then_stall) as server, await anyio.open_process(
         [MSD, "get", "--endpoint", server.endpoint, "live/seg.ts", str(target)],
         env=SCRIPTED_ENV,
     ) as process:
         with anyio.fail_after(120):
             await sent.wait()
-            while not (partial.exists() and partial.stat().st_size > 0):  # noqa: ASYNC110
+            while not _writing_a_part(tmp_path):  # noqa: ASYNC110
                 await anyio.sleep(0.02)  # msd is writing the first half
             process.send_signal(signal.SIGTERM)
             assert await process.wait() == 143
@@ -86,6 +85,11 @@ async def test_sigterm_mid_download_leaves_nothing_and_exits_143(tmp_path: Path)
         stderr = (await process.stderr.receive()).decode()
     assert stderr.splitlines() == ["msd get: stopped by SIGTERM"], stderr
     assert os.listdir(tmp_path) == []  # neither seg.ts nor its .msdpart
+
+
+def _writing_a_part(folder: Path) -> bool:
+    """Whether ``msd get`` has written into its temporary file (.NAME.XXXXXXXX.msdpart)."""
+    return any(p.stat().st_size for p in folder.glob(".*.msdpart"))
 
 
 def test_sigterm_while_put_waits_on_stdin_stores_nothing(server: Server) -> None:
@@ -296,3 +300,47 @@ def test_whole_container_goes_with_r_and_the_root(server: Server) -> None:
     for args in (["rm", "--whole-container", ""], ["rm", "-r", "--whole-container", "a"]):
         line = one_line_error(server.run(*args), "rm")
         assert "--whole-container" in line, line
+
+
+@pytest.mark.anyio
+async def test_two_gets_into_one_file_never_present_a_half_file(tmp_path: Path) -> None:
+    """Two `msd get` into the same FILE (a cron job overlapping its last run) shared one
+    temporary name: the second removed the first's and wrote its own there, and the first,
+    done, renamed the second's half-written file into place and exited 0."""
+    first_half_sent, second_writing, release_first = anyio.Event(), anyio.Event(), anyio.Event()
+
+    async def script(conn: Connection) -> None:
+        await conn.read_request()
+        if conn.index == 0:
+            await conn.send(response_head(200, {"Content-Length": 100_000}) + b"A" * 50_000)
+            first_half_sent.set()
+            await release_first.wait()
+            await conn.send(b"A" * 50_000)
+        else:
+            await conn.send(response_head(200, {"Content-Length": 100_000}) + b"B" * 10_000)
+            second_writing.set()
+        await anyio.sleep(120)
+
+    target = tmp_path / "seg.ts"
+    command = [MSD, "get", "--endpoint", "", "live/seg.ts", str(target)]
+
+    def written_by_the_second() -> bool:
+        return any(p.read_bytes()[:1] == b"B" for p in tmp_path.iterdir())
+
+    async with scripted_server(script) as server:
+        command[3] = server.endpoint
+        async with await anyio.open_process(command, env=SCRIPTED_ENV) as first:
+            with anyio.fail_after(120):
+                await first_half_sent.wait()
+            async with await anyio.open_process(command, env=SCRIPTED_ENV) as second:
+                with anyio.fail_after(120):
+                    await second_writing.wait()
+                    while not written_by_the_second():  # noqa: ASYNC110
+                        await anyio.sleep(0.02)
+                    release_first.set()
+                    assert await first.wait() == 0
+                    assert target.read_bytes() == b"A" * 100_000
+                    second.send_signal(signal.SIGTERM)
+                    assert await second.wait() == 143
+    assert target.read_bytes() == b"A" * 100_000
+    assert os.listdir(tmp_path) == ["seg.ts"]

@@ -333,12 +333,13 @@ async def _get(store: ContainerClient, args: argparse.Namespace) -> int:
             return EXIT_OK
         import anyio.to_thread
 
-        from ..body import open_in_thread
-        from ..transfer._local import fresh_opener, temporary_path
+        from ..transfer._local import create_own_temporary
 
-        tmp = temporary_path(target)
+        # Not cancellable while it runs: a cancellation is delivered at the next await,
+        # inside the try that removes the file.
+        tmp, fd = await anyio.to_thread.run_sync(create_own_temporary, target)
         try:
-            fileobj = await open_in_thread(tmp, "wb", opener=fresh_opener)
+            fileobj = os.fdopen(fd, "wb")
             try:
                 await _download(store, args, _in_thread(fileobj.write))
                 await anyio.to_thread.run_sync(fileobj.flush)
@@ -346,7 +347,7 @@ async def _get(store: ContainerClient, args: argparse.Namespace) -> int:
                 fileobj.close()
             os.replace(tmp, target)
         finally:
-            if tmp.exists():
+            with contextlib.suppress(FileNotFoundError):  # renamed into place
                 tmp.unlink()
     except ObjectNotFoundError:
         raise await _no_object(store, args.path, "get") from None
