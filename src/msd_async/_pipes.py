@@ -90,14 +90,16 @@ async def run_abandonable(
         raise
 
 
-async def open_pipe(path: str) -> int:
-    """A descriptor of ``path`` opened for reading; for a FIFO this waits for its writer
-    (cancellable: a descriptor opened after the caller left is closed)."""
+async def open_pipe(path: str, *, write: bool = False) -> int:
+    """A descriptor of ``path`` opened for reading (or ``write``-ing); for a FIFO this
+    waits for its writer (or reader), cancellable: a descriptor opened after the caller
+    left is closed. Never a terminal's controlling one (``O_NOCTTY``)."""
     def close_if_opened(fd: int | None) -> None:
         if fd is not None:
             os.close(fd)
 
-    return await run_abandonable(lambda: os.open(path, os.O_RDONLY), abandoned=close_if_opened)
+    flags = (os.O_WRONLY if write else os.O_RDONLY) | os.O_NOCTTY | os.O_CLOEXEC
+    return await run_abandonable(lambda: os.open(path, flags), abandoned=close_if_opened)
 
 
 async def pipe_chunks(fd: int, size: int, *, close: bool) -> AsyncGenerator[bytes, None]:

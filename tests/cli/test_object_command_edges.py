@@ -8,8 +8,10 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import stat
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -69,14 +71,13 @@ async def test_sigterm_mid_download_leaves_nothing_and_exits_143(tmp_path: Path)
         await anyio.sleep(120)
 
     target = tmp_path / "seg.ts"
-    partial = tmp_path / ".seg.ts.msdpart"
     async with scripted_server(half_then_stall) as server, await anyio.open_process(
         [MSD, "get", "--endpoint", server.endpoint, "live/seg.ts", str(target)],
         env=SCRIPTED_ENV,
     ) as process:
         with anyio.fail_after(120):
             await sent.wait()
-            while not (partial.exists() and partial.stat().st_size > 0):  # noqa: ASYNC110
+            while not _writing_a_part(tmp_path):  # noqa: ASYNC110
                 await anyio.sleep(0.02)  # msd is writing the first half
             process.send_signal(signal.SIGTERM)
             assert await process.wait() == 143
@@ -84,6 +85,11 @@ async def test_sigterm_mid_download_leaves_nothing_and_exits_143(tmp_path: Path)
         stderr = (await process.stderr.receive()).decode()
     assert stderr.splitlines() == ["msd get: stopped by SIGTERM"], stderr
     assert os.listdir(tmp_path) == []  # neither seg.ts nor its .msdpart
+
+
+def _writing_a_part(folder: Path) -> bool:
+    """Whether ``msd get`` has written into its temporary file (.NAME.XXXXXXXX.msdpart)."""
+    return any(p.stat().st_size for p in folder.glob(".*.msdpart"))
 
 
 def test_sigterm_while_put_waits_on_stdin_stores_nothing(server: Server) -> None:
@@ -184,3 +190,157 @@ def test_msd_get_into_an_empty_file_name_is_refused(tmp_path: Path, server: Serv
     line = one_line_error(server.run("get", "d/seg.ts", "", cwd=work), "get")
     assert "empty" in line
     assert list(work.iterdir()) == []
+
+
+# --- msd get into something that is not a regular file ---------------------------------------
+
+SMALL = bytes(range(256)) * 40  # 10 KiB: all of it fits in a pipe, no reader thread needed
+
+
+@pytest.mark.parametrize("kind", ["fifo", "link to a fifo", "/dev/fd/N"])
+def test_get_into_a_fifo_or_pipe_writes_into_it_and_keeps_it(
+    server: Server, tmp_path: Path, kind: str
+) -> None:
+    """A FILE that is a FIFO, a link to one (as /dev/stdout is) or the /dev/fd/N of
+    `msd get PATH >(command)` was replaced by a regular file renamed over it (so
+    `msd get PATH /dev/null` as root replaced the device node /dev/null), or failed
+    creating its temporary file in /dev/fd. It is written into, as stdout is."""
+    source = tmp_path / "seg.ts"
+    source.write_bytes(SMALL)
+    assert server.run("put", str(source), "dev/seg.ts").returncode == 0
+    out = tmp_path / "out"
+    out.mkdir()
+    fifo = out / "fifo"
+    os.mkfifo(fifo)
+    # Opened for reading first, without waiting for a writer: msd's open for writing then
+    # returns at once, and what it writes waits in the pipe (less than its 64 KiB).
+    read_end = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    write_end = -1
+    try:
+        if kind == "/dev/fd/N":
+            read_end_2, write_end = os.pipe()
+            os.close(read_end)
+            read_end = read_end_2
+            target = f"/dev/fd/{write_end}"
+        elif kind == "link to a fifo":
+            target = str(out / "stdout")
+            os.symlink(fifo, target)
+        else:
+            target = str(fifo)
+        raw = subprocess.run(
+            [MSD, "get", "dev/seg.ts", target], env=server.env, pass_fds=(
+                () if write_end == -1 else (write_end,)
+            ), capture_output=True, timeout=120, check=False,
+        )
+        if write_end != -1:
+            os.close(write_end)
+            write_end = -1
+        assert (raw.returncode, raw.stderr.decode()) == (0, "")
+        os.set_blocking(read_end, True)
+        received = b""
+        while chunk := os.read(read_end, 65536):
+            received += chunk
+    finally:
+        for fd in (read_end, write_end):
+            if fd != -1:
+                os.close(fd)
+    assert received == SMALL
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["fifo"] + (["stdout"] if kind == "link to a fifo" else [])
+    )
+
+
+def test_get_cut_mid_body_keeps_the_earlier_file_and_leaves_no_part(
+    serve: Callable[..., Server], tmp_path: Path
+) -> None:
+    """docs/cli.md: a failed download leaves an earlier FILE as it was, and no temporary
+    file. Every GET is cut half-way, the resumed ones too, so the download fails."""
+    server = serve("--fault-rate", "1", "--fault-kinds", "cut-download")
+    source = tmp_path / "seg.ts"
+    source.write_bytes(os.urandom(1_000_000))
+    assert server.run("put", str(source), "cut/seg.ts").returncode == 0
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "seg.ts").write_bytes(b"the earlier, complete file")
+    line = one_line_error(server.run("get", "cut/seg.ts", str(out / "seg.ts")), "get")
+    assert "cut short" in line or "broke" in line, line
+    assert (out / "seg.ts").read_bytes() == b"the earlier, complete file"
+    assert os.listdir(out) == ["seg.ts"]
+
+
+@pytest.mark.parametrize("path", ["", "/"], ids=["empty", "slash"])
+def test_rm_r_of_the_root_needs_whole_container(
+    server: Server, tmp_path: Path, path: str
+) -> None:
+    """`msd rm -r "$DIR"` with DIR unset (or "$DIR/") deleted every object in the
+    container, as rm -rf "$STEAMROOT/"* once deleted home folders. The root must be asked
+    for by name."""
+    seg = tmp_path / "seg.ts"
+    seg.write_bytes(b"media")
+    for name in ("keep/a.ts", "keep/b/c.ts", "top.ts"):
+        assert server.run("put", str(seg), name).returncode == 0
+    line = one_line_error(server.run("rm", "-r", path), "rm")
+    assert "whole container" in line and "--whole-container" in line, line
+    assert "nothing was deleted" in line
+    listed = server.run("ls", "-r")
+    assert sorted(listed.stdout.split()) == ["keep/a.ts", "keep/b/c.ts", "top.ts"]
+    # Without -r, the root is a folder: the advice names the flag that will work.
+    line = one_line_error(server.run("rm", "/"), "rm")
+    assert "msd rm -r --whole-container /" in line, line
+    dry = server.run("rm", "-r", "--dry-run", path)  # deletes nothing: no need to insist
+    assert dry.returncode == 0 and "would delete 3 objects" in dry.stdout, dry
+    done = server.run("rm", "-r", "--whole-container", path)
+    assert done.returncode == 0, done.stderr
+    assert server.run("ls", "-r").stdout == ""
+
+
+def test_whole_container_goes_with_r_and_the_root(server: Server) -> None:
+    """It must not widen a delete: with a folder PATH, or without -r, it is refused."""
+    for args in (["rm", "--whole-container", ""], ["rm", "-r", "--whole-container", "a"]):
+        line = one_line_error(server.run(*args), "rm")
+        assert "--whole-container" in line, line
+
+
+@pytest.mark.anyio
+async def test_two_gets_into_one_file_never_present_a_half_file(tmp_path: Path) -> None:
+    """Two `msd get` into the same FILE (a cron job overlapping its last run) shared one
+    temporary name: the second removed the first's and wrote its own there, and the first,
+    done, renamed the second's half-written file into place and exited 0."""
+    first_half_sent, second_writing, release_first = anyio.Event(), anyio.Event(), anyio.Event()
+
+    async def script(conn: Connection) -> None:
+        await conn.read_request()
+        if conn.index == 0:
+            await conn.send(response_head(200, {"Content-Length": 100_000}) + b"A" * 50_000)
+            first_half_sent.set()
+            await release_first.wait()
+            await conn.send(b"A" * 50_000)
+        else:
+            await conn.send(response_head(200, {"Content-Length": 100_000}) + b"B" * 10_000)
+            second_writing.set()
+        await anyio.sleep(120)
+
+    target = tmp_path / "seg.ts"
+    command = [MSD, "get", "--endpoint", "", "live/seg.ts", str(target)]
+
+    def written_by_the_second() -> bool:
+        return any(p.read_bytes()[:1] == b"B" for p in tmp_path.iterdir())
+
+    async with scripted_server(script) as server:
+        command[3] = server.endpoint
+        async with await anyio.open_process(command, env=SCRIPTED_ENV) as first:
+            with anyio.fail_after(120):
+                await first_half_sent.wait()
+            async with await anyio.open_process(command, env=SCRIPTED_ENV) as second:
+                with anyio.fail_after(120):
+                    await second_writing.wait()
+                    while not written_by_the_second():  # noqa: ASYNC110
+                        await anyio.sleep(0.02)
+                    release_first.set()
+                    assert await first.wait() == 0
+                    assert target.read_bytes() == b"A" * 100_000
+                    second.send_signal(signal.SIGTERM)
+                    assert await second.wait() == 143
+    assert target.read_bytes() == b"A" * 100_000
+    assert os.listdir(tmp_path) == ["seg.ts"]

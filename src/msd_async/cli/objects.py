@@ -68,7 +68,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         parents=[common],
         help="download an object",
         description="Download an object to FILE (written under a temporary name, renamed "
-        "when complete), into FOLDER/ keeping its name, or to stdout with -. With --range, "
+        "when complete; a FIFO or device such as /dev/null is written into, not replaced), "
+        "into FOLDER/ keeping its name, or to stdout with -. With --range, "
         "exactly those bytes, even from an origin that ignores Range (an in-progress "
         "STREAMING object). To download a folder, use msd sync.",
     )
@@ -106,8 +107,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         parents=[common],
         help="delete an object, or a folder's objects with -r",
         description="Delete the object PATH, or with -r every object below the folder PATH "
-        "(a folder disappears with its last object). No object at PATH: said so, exit "
-        "status 1. With -r, objects that cannot be "
+        "(a folder disappears with its last object; the root, / or an empty PATH, only "
+        "with --whole-container). No object at PATH: said so, exit status 1. With -r, "
+        "objects that cannot be "
         "deleted are listed on stderr after the others are gone, and the exit status is 1.",
     )
     p.add_argument("path", help="object path (a folder path with -r)")
@@ -119,6 +121,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument(
         "--concurrency", type=_positive_int, default=16,
         help="deletes at the same time with -r (16)",
+    )
+    p.add_argument(
+        "--whole-container", action="store_true",
+        help="with -r and PATH / (the root): delete every object in the container",
     )
     p.add_argument("--json", action="store_true", help="print a JSON summary for scripts")
     p.set_defaults(func=_run, operation=_rm)
@@ -239,7 +245,9 @@ async def _no_object(store: ContainerClient, path: str, command: str) -> Command
         what = {
             "get": f"msd sync ms:{folder} FOLDER downloads what it holds",
             "stat": f"msd ls {folder} lists what it holds",
-            "rm": f"msd rm -r {path} deletes what it holds",
+            "rm": f"msd rm -r {path} deletes what it holds"
+            if folder
+            else "msd rm -r --whole-container / deletes every object in the container",
         }[command]
         return CommandError(f"{path!r} is a folder, not an object; {what}")
     # rm: the service's 404 reads like a failure to delete; say what it means.
@@ -315,14 +323,23 @@ async def _get(store: ContainerClient, args: argparse.Namespace) -> int:
             await _download(store, args, functools.partial(write_all, fd))
             return EXIT_OK
         target = _download_target(args.path, args.file)
+        from ..body import is_stream_path
+
+        if is_stream_path(str(target)):
+            # A FIFO, a device or a link to one (/dev/null, /dev/stdout, the /dev/fd/N of
+            # >(command)): written into as stdout is. A temporary file renamed over it
+            # would replace the node itself (as root, /dev/null).
+            await _download_into_stream(store, args, target)
+            return EXIT_OK
         import anyio.to_thread
 
-        from ..body import open_in_thread
-        from ..transfer._local import fresh_opener, temporary_path
+        from ..transfer._local import create_own_temporary
 
-        tmp = temporary_path(target)
+        # Not cancellable while it runs: a cancellation is delivered at the next await,
+        # inside the try that removes the file.
+        tmp, fd = await anyio.to_thread.run_sync(create_own_temporary, target)
         try:
-            fileobj = await open_in_thread(tmp, "wb", opener=fresh_opener)
+            fileobj = os.fdopen(fd, "wb")
             try:
                 await _download(store, args, _in_thread(fileobj.write))
                 await anyio.to_thread.run_sync(fileobj.flush)
@@ -330,11 +347,30 @@ async def _get(store: ContainerClient, args: argparse.Namespace) -> int:
                 fileobj.close()
             os.replace(tmp, target)
         finally:
-            if tmp.exists():
+            with contextlib.suppress(FileNotFoundError):  # renamed into place
                 tmp.unlink()
     except ObjectNotFoundError:
         raise await _no_object(store, args.path, "get") from None
     return EXIT_OK
+
+
+async def _download_into_stream(
+    store: ContainerClient, args: argparse.Namespace, target: Path
+) -> None:
+    from .._pipes import open_pipe, write_all
+
+    fd = await open_pipe(str(target), write=True)  # a FIFO's open waits for its reader
+    try:
+        await _download(store, args, functools.partial(write_all, fd))
+    except OSError as exc:
+        if exc.filename is not None or exc.errno is None:
+            raise
+        # Named, as a write to a file is ("out: No space left on device"). Of the same
+        # type: a BrokenPipeError whose reader was msd's own stdout's (msd get PATH
+        # /dev/stdout | head) ends quietly in run_command, as for -.
+        raise type(exc)(exc.errno, exc.strerror or os.strerror(exc.errno), str(target)) from None
+    finally:
+        os.close(fd)
 
 
 async def _download(
@@ -455,6 +491,8 @@ async def _put(store: ContainerClient, args: argparse.Namespace) -> int:
 async def _rm(store: ContainerClient, args: argparse.Namespace) -> int:
     if args.dry_run and not args.recursive:
         raise CommandError("--dry-run goes with -r (msd stat PATH shows the one object)")
+    if args.whole_container and not args.recursive:
+        raise CommandError("--whole-container goes with -r: msd rm -r --whole-container /")
     if not args.recursive:
         from ..errors import ObjectNotFoundError
 
@@ -475,6 +513,17 @@ async def _rm_tree(store: ContainerClient, args: argparse.Namespace) -> int:
     from ..transfer import TransferEvent, walk
 
     folder = normalize_folder_path(args.path)
+    if folder and args.whole_container:
+        raise CommandError(
+            f"--whole-container deletes the root only, and {args.path!r} is a folder; "
+            "nothing was deleted (drop --whole-container)"
+        )
+    if not folder and not args.whole_container and not args.dry_run:
+        # "$DIR" unset, or "$DIR/": a script meant a folder and would empty the container.
+        raise CommandError(
+            f"PATH {args.path!r} is the whole container (an unset variable?); nothing was "
+            "deleted. To delete every object in it: msd rm -r --whole-container /"
+        )
     paths = sorted([obj.path async for obj in walk(store, folder)])
     if not paths:
         if folder:

@@ -9,6 +9,7 @@ import contextlib
 import errno
 import hashlib
 import os
+import secrets
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -225,15 +226,26 @@ def create_fresh(path: Path, mode: int = 0o644) -> int:
     return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NO_FOLLOW, mode)
 
 
+def create_own_temporary(final: Path, mode: int = 0o644) -> tuple[Path, int]:
+    """A new file beside ``final`` that no other writer uses, open for writing: its path
+    (``.NAME.XXXXXXXX.msdpart``, random) and descriptor. Unlike :func:`create_fresh` it
+    removes nothing: two writers of one ``final`` (two ``msd get`` into one FILE) shared
+    ``.NAME.msdpart``, and the one that finished first renamed the other's half-written
+    file into place."""
+    name = final.name
+    if len(os.fsencode(name)) > 200:  # the suffixes must not exceed NAME_MAX (255)
+        name = name[:50]
+    while True:
+        tmp = final.with_name(f".{name}.{secrets.token_hex(4)}{PART_SUFFIX}")
+        try:
+            return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NO_FOLLOW, mode)
+        except FileExistsError:
+            continue
+
+
 def open_fresh(path: Path) -> BinaryIO:
     """:func:`create_fresh` as a binary file object."""
     return os.fdopen(create_fresh(path), "wb")
-
-
-def fresh_opener(path: str | os.PathLike[str], flags: int) -> int:
-    """:func:`create_fresh` as an ``opener`` for :func:`open` (its ``flags`` are those of
-    a write: a new file replaces whatever is there)."""
-    return create_fresh(Path(path))
 
 
 def write_atomically(final: Path, data: bytes, mtime: float | None = None) -> int:
