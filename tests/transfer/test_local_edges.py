@@ -169,3 +169,29 @@ async def test_a_hook_raising_an_os_error_once_is_the_callers_not_a_files_failur
         else:
             await download_tree(mediastore_client, "hk", tmp_path / "copy", progress=hook)
     assert len(raised) == 1
+
+
+def test_a_download_never_touches_another_writers_temporary_file(tmp_path: Path) -> None:
+    """Two syncs writing one tree at once: each wrote its small downloads through the one
+    name .NAME.msdpart, removing the other's file there first, and the first to finish
+    could rename the other's half-written file into place. A download's temporary name is
+    its own, and a crashed run's is still found as the leftover of NAME."""
+    from msd_async.transfer import _local
+    from msd_async.transfer.names import temporary_owner
+
+    final = tmp_path / "a.ts"
+    theirs = tmp_path / ".a.ts.msdpart"  # another run's, still being written
+    theirs.write_bytes(b"half of it")
+    fd = os.open(theirs, os.O_WRONLY | os.O_APPEND)
+    try:
+        _local.write_atomically(final, b"the whole object")
+        os.write(fd, b", then the rest")
+    finally:
+        os.close(fd)
+    assert final.read_bytes() == b"the whole object"
+    assert theirs.read_bytes() == b"half of it, then the rest"
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == [".a.ts.msdpart", "a.ts"]  # nothing of this write left behind
+    assert temporary_owner(".a.ts.1f2e3d4c.msdpart") == "a.ts"
+    assert temporary_owner(".a.ts.msdpart.json.tmp") == "a.ts"
+    assert temporary_owner("notes.msdpart") is None

@@ -251,15 +251,18 @@ def open_fresh(path: Path) -> BinaryIO:
 def write_atomically(final: Path, data: bytes, mtime: float | None = None) -> int:
     """Write ``data`` under a temporary name in the same folder, then rename it to ``final``:
     no reader ever sees a half file under the final name. ``mtime`` (seconds since the
-    epoch) is set as its modification time. Returns the file's mtime (ns)."""
-    tmp = temporary_path(final)
+    epoch) is set as its modification time. Returns the file's mtime (ns).
+
+    The temporary name is this call's own (:func:`create_own_temporary`): two syncs
+    writing one tree at once each removed the other's ``.NAME.msdpart``, and could rename
+    the other's half-written file into place."""
     try:
-        try:
-            f = open_fresh(tmp)
-        except FileNotFoundError:
-            final.parent.mkdir(parents=True, exist_ok=True)
-            f = open_fresh(tmp)
-        with f:
+        tmp, fd = create_own_temporary(final)
+    except FileNotFoundError:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp, fd = create_own_temporary(final)
+    try:
+        with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()  # the write must come before the mtime is set
             if mtime is not None:

@@ -18,7 +18,7 @@ from ..errors import (
 from . import _local
 from ._local import LocalFile
 from .events import TransferEvent
-from .names import PART_SUFFIX, is_temporary
+from .names import temporary_owner
 from .options import PART_SIZE, SMALL_FILE
 from .parts import discard, download_parts, finish_parts
 from .plan import REMOTE_SCHEME, Selection, check_deletions, local_index, remote_index
@@ -164,11 +164,11 @@ def _leftovers(root: Path, select: Selection, keep: set[str]) -> list[Path]:
     found: list[Path] = []
     for f in _local.scan(root):
         folder, _, name = f.relative_path.rpartition("/")
-        # Only the names a download writes, .NAME.msdpart[.json[.tmp]] (owned by NAME): a
-        # user's own notes.msdpart is kept out of transfers, but it is not ours to delete.
-        if not (name.startswith(".") and is_temporary(name)):
+        # Only the names a download writes (owned by NAME): a user's own notes.msdpart is
+        # kept out of transfers, but it is not ours to delete.
+        base = temporary_owner(name)
+        if base is None:
             continue
-        base = name[1 : name.rindex(PART_SUFFIX)]
         owner = f"{folder}/{base}" if folder else base
         if select(owner) and owner not in keep:
             found.append(f.path)

@@ -1,7 +1,9 @@
 """The names a transfer keeps for itself, on both sides of a sync.
 
-A download is written under ``.NAME.msdpart`` (ranged parts keep their state in
-``.NAME.msdpart.json``, saved through ``.NAME.msdpart.json.tmp``), and older versions kept
+A download is written under ``.NAME.XXXXXXXX.msdpart`` (a random name of its own, so two
+writers of one NAME never share it); one in ranged parts under ``.NAME.msdpart``, which a
+later run resumes (the parts keep their state in ``.NAME.msdpart.json``, saved through
+``.NAME.msdpart.json.tmp``), and older versions kept
 the sync record in a ``.msd-sync`` folder at the tree's root. These names are never uploaded,
 downloaded or deleted as part of a tree, whether they are found in the local folder or in the
 container: :func:`is_own` is the one predicate both sides apply. The sync record now lives
@@ -15,7 +17,14 @@ import re
 from pathlib import Path
 from typing import Final
 
-__all__ = ["LEGACY_RECORD_DIR", "PART_SUFFIX", "OwnNames", "is_own", "is_temporary"]
+__all__ = [
+    "LEGACY_RECORD_DIR",
+    "PART_SUFFIX",
+    "OwnNames",
+    "is_own",
+    "is_temporary",
+    "temporary_owner",
+]
 
 #: Suffix of a download in progress.
 PART_SUFFIX: Final = ".msdpart"
@@ -27,6 +36,19 @@ _TEMPORARY = re.compile(r"\.msdpart(\.json(\.tmp)?)?\Z")
 def is_temporary(name: str) -> bool:
     """Whether a file name is a download in progress or its part state."""
     return _TEMPORARY.search(name) is not None
+
+
+_OWNED = re.compile(r"\.(?P<name>.+?)(?:\.[0-9a-f]{8})?\.msdpart(?:\.json(?:\.tmp)?)?\Z")
+
+
+def temporary_owner(name: str) -> str | None:
+    """The NAME a temporary download file is written for (``.NAME.msdpart``,
+    ``.NAME.XXXXXXXX.msdpart``, ``.NAME.msdpart.json``...), else ``None``: a user's own
+    ``notes.msdpart`` is not a download of ours. A NAME that itself ends in ``.`` and 8
+    hex digits reads as its stem: its resumable parts may be taken for a leftover, and
+    the download then starts over (nothing else is lost)."""
+    match = _OWNED.match(name)
+    return None if match is None else match.group("name")
 
 
 def is_own(relative_path: str) -> bool:
