@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from msd_async import ContainerClient, ObjectNotFoundError, Session
-from msd_async.ingest import FolderPusher, ObjectRecord, is_temporary
+from msd_async.ingest import FolderPusher, ObjectRecord, is_ignored, is_temporary
 from msd_async.live import LivePublisher, PublishEvent
 from msd_async.testing import LocalMediaStore
 
@@ -86,6 +86,13 @@ def test_temporary_names() -> None:
     assert is_temporary("seg.part")
     assert not is_temporary("seg1.ts")
     assert not is_temporary("index.m3u8")
+
+
+def test_ignored_paths() -> None:
+    assert is_ignored(".hidden/seg1.ts") and is_ignored("v/.a/b/seg1.ts")
+    assert is_ignored("v/.index.m3u8") and is_ignored("v/seg1.ts.tmp")
+    assert is_ignored("../seg1.ts")  # never outside the folder
+    assert not is_ignored("v/seg1.ts") and not is_ignored("a.b/seg1.ts")
 
 
 async def test_catch_up_oldest_first_playlists_last_temporary_never(

@@ -121,6 +121,40 @@ async def test_links_are_followed_only_inside_the_folder(
     assert not any("leak" in path or "key" in path for path in p.queued)
 
 
+async def test_nothing_under_a_hidden_folder_is_ever_published(
+    tmp_path: Path, store: ContainerClient
+) -> None:
+    """Names starting with ``.`` are never published, a folder's included: by the start-up
+    scan, the watcher (written in place or renamed into place), a manifest that names one,
+    or the final scan."""
+    # The folders exist before the watch starts: one made while it runs may have files
+    # written before the watcher watches it, which only the final scan would see.
+    for folder in (".cache", ".work/deep", "v/.hidden"):
+        (tmp_path / folder).mkdir(parents=True)
+    (tmp_path / ".cache" / "scan.ts").write_bytes(b"start-up")
+    async with Pushing(store, tmp_path, settle=0.3, reference_wait=0.5) as p:
+        (tmp_path / ".work" / "deep" / "in_place.ts").write_bytes(b"written in place")
+        (tmp_path / ".work" / "renamed.ts.tmp").write_bytes(b"renamed")
+        os.rename(tmp_path / ".work" / "renamed.ts.tmp", tmp_path / ".work" / "renamed.ts")
+        (tmp_path / "v" / ".hidden" / "named.ts").write_bytes(b"named by the playlist")
+        (tmp_path / "v" / "seg0.ts").write_bytes(b"media")
+        (tmp_path / "v" / "index.m3u8.tmp").write_text(
+            PLAYLIST.format("seg0.ts") + "#EXTINF:1.0,\n.hidden/named.ts\n")
+        os.rename(tmp_path / "v" / "index.m3u8.tmp", tmp_path / "v" / "index.m3u8")
+        # The watcher saw all of it: the playlist is published (without what it may not
+        # name), and well past settle.
+        await wait_for(lambda: any(r.path == "v/index.m3u8" for r in p.records))
+        await asyncio.sleep(1.0)
+        (tmp_path / ".cache" / "late.ts").write_bytes(b"final scan")
+        await p.stop()
+    assert await store.get_bytes("v/seg0.ts") == b"media"
+    assert [path for path in p.queued if "/." in "/" + path] == []
+    for name in (".cache/scan.ts", ".work/deep/in_place.ts", ".work/renamed.ts",
+                 "v/.hidden/named.ts", ".cache/late.ts"):
+        with pytest.raises(ObjectNotFoundError):
+            await store.describe_object(name)
+
+
 async def test_stop_publishes_nothing_half_written(
     tmp_path: Path, store: ContainerClient
 ) -> None:

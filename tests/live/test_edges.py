@@ -11,7 +11,8 @@ import anyio
 import pytest
 from hls_text import ll_playlist
 
-from msd_async import ContainerClient, RetryPolicy
+from msd_async import ContainerClient, RetryPolicy, Session
+from msd_async.errors import ObjectNotFoundError
 from msd_async.live import LivePublisher, ManifestInfo, PublishEvent, Status
 from msd_async.testing import LocalMediaStore
 
@@ -81,6 +82,137 @@ async def test_a_delete_coming_due_during_close_does_not_break_it(
     assert anyio.current_time() - started < 5
     assert (await final.wait()).acknowledged
     assert b"#EXT-X-ENDLIST" in await store.get_bytes("dd/index.m3u8")
+
+
+@pytest.fixture
+async def origin(mediastore_server: LocalMediaStore) -> AsyncIterator[ContainerClient]:
+    """A reader of the origin with its own session: it knows nothing the publisher knows."""
+    async with Session(credentials=mediastore_server.credentials,
+                       region=mediastore_server.region, retry=RetryPolicy.none()) as session:
+        yield session.container(mediastore_server.endpoint)
+
+
+def _delete_events(events: list[PublishEvent]) -> list[tuple[str, str]]:
+    return [(e.kind, e.path) for e in events if e.kind in ("deleted", "delete-failed")]
+
+
+async def _on_the_wire(server: LocalMediaStore, method: str, path: str) -> None:
+    """Until the origin holds the request (a delay fault on it was applied)."""
+    with anyio.fail_after(5):
+        while ("delay", method, path) not in server.faults.history:  # noqa: ASYNC110 - state
+            await anyio.sleep(0.01)
+
+
+async def test_a_delete_already_due_is_carried_out_by_an_immediate_close(
+    store: ContainerClient, origin: ContainerClient
+) -> None:
+    """``msd push`` and ``msd relay`` close right after their last hand-over: a delete due
+    then must reach the origin, not be abandoned with those not due yet."""
+    await origin.put_object("cd/gone.ts", b"never named")
+    events: list[PublishEvent] = []
+    publisher = LivePublisher(store, on_event=events.append, unknown_delete_delay=0)
+    async with publisher:
+        await publisher.delete("cd/gone.ts")  # due at once: no manifest ever named it
+        await publisher.aclose()  # no await in between
+    with pytest.raises(ObjectNotFoundError):
+        await origin.describe_object("cd/gone.ts")
+    assert _delete_events(events) == [("deleted", "cd/gone.ts")]
+    stats = publisher.stats().destinations[0]
+    assert (stats.deletes, stats.deletes_scheduled) == (1, 0)
+
+
+async def test_a_requested_delete_whose_window_has_passed_is_carried_out_by_close(
+    store: ContainerClient, origin: ContainerClient
+) -> None:
+    """The other way a delete is due when asked for: the object left its playlist longer
+    ago than its delay (auto_delete off, so only the encoder's DELETE removes it)."""
+    events: list[PublishEvent] = []
+    async with LivePublisher(store, on_event=events.append, auto_delete=False) as publisher:
+        await publisher.publish("cw/seg_0.m4s", b"s0", duration=5.0)
+        await (await publisher.publish("cw/index.m3u8", media_playlist([0], duration=0.05))).wait()
+        await publisher.publish("cw/seg_1.m4s", b"s1", duration=5.0)
+        await (await publisher.publish("cw/index.m3u8", media_playlist([1], duration=0.05))).wait()
+        await anyio.sleep(0.5)  # seg_0 left 0.05 + 0.05 s ago at most: its delay has passed
+        assert await origin.describe_object("cw/seg_0.m4s")
+        await publisher.delete("cw/seg_0.m4s")
+        await publisher.aclose()
+    with pytest.raises(ObjectNotFoundError):
+        await origin.describe_object("cw/seg_0.m4s")
+    assert await origin.describe_object("cw/seg_1.m4s")  # still named: never touched
+    assert _delete_events(events) == [("deleted", "cw/seg_0.m4s")]
+
+
+async def test_a_segment_the_final_playlist_drops_is_not_counted_as_scheduled(
+    store: ContainerClient, origin: ContainerClient, mediastore_server: LocalMediaStore
+) -> None:
+    """The final playlist is stored during the close; what it drops is not deleted (no
+    delete is due yet), so the stats must not report a delete scheduled after the close."""
+    async with LivePublisher(store) as publisher:
+        for n in range(2):
+            await publisher.publish(f"cs/seg_{n}.m4s", b"s", duration=5.0)
+            await (await publisher.publish("cs/index.m3u8", media_playlist([n]))).wait()
+        mediastore_server.faults.inject("delay", method="PUT", path="cs/index.m3u8", delay=0.3)
+        await publisher.publish("cs/seg_2.m4s", b"s", duration=5.0)
+        final = await publisher.publish("cs/index.m3u8", media_playlist([2], end=True))
+        await publisher.aclose()
+    assert (await final.wait()).acknowledged
+    assert await origin.describe_object("cs/seg_1.m4s")  # dropped during the close: kept
+    stats = publisher.stats().destinations[0]
+    assert (stats.deletes, stats.deletes_scheduled) == (0, 0)
+
+
+async def test_a_delete_not_due_when_close_begins_is_abandoned(
+    store: ContainerClient, origin: ContainerClient
+) -> None:
+    await origin.put_object("cn/kept.ts", b"never named")
+    events: list[PublishEvent] = []
+    publisher = LivePublisher(store, on_event=events.append, unknown_delete_delay=0.3)
+    async with publisher:
+        await publisher.delete("cn/kept.ts")
+        await publisher.aclose()
+    await anyio.sleep(0.6)  # past its due time: nothing of the publisher is left to send it
+    assert await origin.get_bytes("cn/kept.ts") == b"never named"
+    assert _delete_events(events) == []
+    stats = publisher.stats().destinations[0]
+    assert (stats.deletes, stats.deletes_scheduled) == (0, 0)
+
+
+async def test_a_delete_on_the_wire_when_close_begins_is_finished(
+    store: ContainerClient, origin: ContainerClient, mediastore_server: LocalMediaStore
+) -> None:
+    await origin.put_object("cf/slow.ts", b"never named")
+    # The origin holds the DELETE before acting on it; a client that hangs up meanwhile
+    # leaves the object in place.
+    mediastore_server.faults.inject("delay", method="DELETE", path="cf/slow.ts", delay=0.5)
+    events: list[PublishEvent] = []
+    publisher = LivePublisher(store, on_event=events.append, unknown_delete_delay=0)
+    async with publisher:
+        await publisher.delete("cf/slow.ts")
+        await _on_the_wire(mediastore_server, "DELETE", "cf/slow.ts")
+        await publisher.aclose()
+    with pytest.raises(ObjectNotFoundError):
+        await origin.describe_object("cf/slow.ts")
+    assert _delete_events(events) == [("deleted", "cf/slow.ts")]
+    assert store.session.pool.in_use == 0
+
+
+async def test_an_emergency_close_cuts_a_delete_on_the_wire(
+    store: ContainerClient, origin: ContainerClient, mediastore_server: LocalMediaStore
+) -> None:
+    """``cancel=True`` (or an exception leaving the block) still waits for nothing."""
+    await origin.put_object("ce/slow.ts", b"never named")
+    mediastore_server.faults.inject("delay", method="DELETE", path="ce/slow.ts", delay=2.0)
+    events: list[PublishEvent] = []
+    publisher = LivePublisher(store, on_event=events.append, unknown_delete_delay=0)
+    async with publisher:
+        await publisher.delete("ce/slow.ts")
+        await _on_the_wire(mediastore_server, "DELETE", "ce/slow.ts")
+        started = anyio.current_time()
+        await publisher.aclose(cancel=True)
+    assert anyio.current_time() - started < 1.0
+    await anyio.sleep(2.5)  # past the origin's hold: the cut request is not acted on
+    assert await origin.get_bytes("ce/slow.ts") == b"never named"
+    assert _delete_events(events) == []
 
 
 # --- 2. aclose from any task -------------------------------------------------------------------

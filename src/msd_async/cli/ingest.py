@@ -231,8 +231,9 @@ def _make_publisher(
                                                  "error": event.reason}})
 
     # The relay and the pusher wait up to --shutdown-timeout for every outcome before the
-    # publisher closes: by then only deletes not yet due (abandoned) or objects that missed
-    # that wait are left, and a short grace keeps the whole stop within the timeout + 2 s.
+    # publisher closes: by then only deletes (those due are carried out in the grace, the
+    # rest abandoned) or objects that missed that wait are left, and a short grace keeps
+    # the whole stop within the timeout + 2 s.
     session = store.session
     backups = [session.container(url) for url in args.backup_endpoint]
     last_errors: dict[str, BaseException] = {}

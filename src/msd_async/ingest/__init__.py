@@ -6,7 +6,7 @@ publisher. See ``docs/ingest.md``; the ``msd relay`` and ``msd push`` commands w
 from __future__ import annotations
 
 from ._report import ObjectRecord
-from .push import DEFAULT_SETTLE, TEMPORARY_SUFFIXES, FolderPusher, is_temporary
+from .push import DEFAULT_SETTLE, TEMPORARY_SUFFIXES, FolderPusher, is_ignored, is_temporary
 from .relay import (
     MANIFEST_EXTENSIONS,
     SECRET_HEADER,
@@ -26,6 +26,7 @@ __all__ = [
     "ObjectRecord",
     "Relay",
     "RelayStats",
+    "is_ignored",
     "is_loopback",
     "is_temporary",
 ]

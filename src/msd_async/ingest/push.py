@@ -5,7 +5,8 @@ finish a file either by closing it in place or, better, by writing ``NAME.tmp`` 
 it to ``NAME`` (ffmpeg ``-hls_flags temp_file``). The pusher watches the folder with
 watchfiles (inotify on Linux, FSEvents on macOS, ReadDirectoryChangesW on Windows) and:
 
-- never publishes a temporary file (``*.tmp``, ``*.part``, ``*~``, names starting with ``.``);
+- never publishes a temporary file (``*.tmp``, ``*.part``, ``*~``) nor anything whose name or
+  a folder's on its way starts with ``.`` (:func:`is_ignored`);
 - follows a symbolic link only to a file inside the folder (published under the link's
   name); a link out of the folder, or to a folder, is never published, by the start-up
   scan, the watcher or the final scan alike;
@@ -57,6 +58,7 @@ __all__ = [
     "DEFAULT_SETTLE",
     "TEMPORARY_SUFFIXES",
     "FolderPusher",
+    "is_ignored",
     "is_temporary",
 ]
 
@@ -80,6 +82,14 @@ def is_temporary(name: str) -> bool:
     """Whether a file name is a temporary file the pusher ignores."""
     base = os.path.basename(name)
     return base.startswith(".") or base.lower().endswith(TEMPORARY_SUFFIXES)
+
+
+def is_ignored(rel: str) -> bool:
+    """Whether the pusher never publishes ``rel`` (a path relative to its folder, with
+    ``/`` separators) by its name: a temporary file, or anything under a folder whose name
+    starts with ``.``."""
+    parts = rel.split("/")
+    return is_temporary(parts[-1]) or any(part.startswith(".") for part in parts[:-1])
 
 
 def _is_manifest(name: str) -> bool:
@@ -154,9 +164,12 @@ class FolderPusher:
         return rel.as_posix()
 
     def _admissible(self, rel: str) -> bool:
-        """Whether ``rel`` may be published: a regular file, or a link to a regular file
-        inside the folder. The one rule for the start-up scan, the watcher and the final
-        scan (and checked again when the file is read)."""
+        """Whether ``rel`` may be published: not ignored by its name (:func:`is_ignored`),
+        and a regular file or a link to a regular file inside the folder. The one rule for
+        the start-up scan, the watcher, a manifest's references and the final scan (and
+        checked again when the file is read)."""
+        if is_ignored(rel):
+            return False
         full = self.directory / rel
         try:
             target = full.resolve(strict=True)
@@ -170,11 +183,12 @@ class FolderPusher:
         manifests last (so a catch-up publishes media before what references it)."""
         found: list[tuple[str, os.stat_result]] = []
         for root, dirs, files in os.walk(self.directory):
+            # Only spares the walk: _admissible() decides, for the watcher's paths too.
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             for name in files:
                 full = os.path.join(root, name)
                 rel = Path(full).relative_to(self.directory).as_posix()
-                if is_temporary(name) or not self._admissible(rel):
+                if not self._admissible(rel):
                     continue
                 try:
                     found.append((rel, os.stat(full)))
@@ -274,8 +288,7 @@ class FolderPusher:
             # Only what was never published: a file already at the origin and changing
             # again is being rewritten in place, maybe half-written yet; it goes once it
             # has settled, and meanwhile the origin has its previous version.
-            if rel not in self._seen and (rel in self._pending or (
-                    not is_temporary(rel) and self._admissible(rel))):
+            if rel not in self._seen and (rel in self._pending or self._admissible(rel)):
                 self._pending.pop(rel, None)
                 await self._publish(rel)
         self._flushed[manifest] = info
@@ -308,7 +321,7 @@ class FolderPusher:
             rel = self._relative(raw)
             if rel is None:
                 continue
-            if is_temporary(rel):
+            if is_ignored(rel):
                 if change != Change.deleted:
                     self.skipped_temporary += 1
                 continue
@@ -409,8 +422,7 @@ class FolderPusher:
         # first), and a stop drops what it had not reported: a file published, then
         # deleted just before the stop, is known only by its absence. Gone, not merely
         # unlisted, as for the watcher: a published file the listing leaves out but still
-        # there (in a hidden subfolder, a link now pointing out of the folder) was not
-        # deleted.
+        # there (a link now pointing out of the folder) was not deleted.
         listed = {rel for rel, _ in listing}
         unlisted = [rel for rel in self._seen if rel not in listed]
         self._deletions += await anyio.to_thread.run_sync(

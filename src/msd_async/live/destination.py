@@ -220,6 +220,9 @@ class Destination:
         self._deletes_due: dict[str, bool] = {}
         self._deletes_sending: dict[str, Event] = {}
         self.deletes_stopped = False
+        #: Deletes taken off the window whose task has not ended: aclose() waits for them
+        #: with the unsettled uploads.
+        self.deletes_running = 0
         self.deletes = 0
         self.requests = RequestRecorder(store.endpoint)
         self.counts = {"acknowledged": 0, "dropped": 0, "failed": 0, "retried": 0}
@@ -670,18 +673,27 @@ class Destination:
         wake, self._delete_wake = self._delete_wake, Event()
         wake.set()
 
-    def stop_deletes(self) -> None:
-        """Closing: deletes not started yet are abandoned (the window only matters while
-        the stream runs)."""
+    def stop_deletes(self, *, finish_due: bool = True) -> None:
+        """Closing: the deletes already due are started (unless ``finish_due`` is false:
+        an emergency stop) and the close waits for them as for uploads; those not due yet
+        are abandoned (the window only matters while the stream runs)."""
         self.deletes_stopped = True
+        if finish_due:
+            # A producer that deletes and closes with no await in between (msd push and
+            # relay at the end of a stream) would otherwise lose a delete due already.
+            self._start_due()
         self.window.clear()
         self._wake_deletes()
 
+    def _start_due(self) -> None:
+        for path in self.window.pop_due():
+            self._deletes_due[path] = True
+            self.publisher._start(self._delete_one, path)
+            self.deletes_running += 1
+
     async def delete_loop(self) -> None:
         while not self.deletes_stopped:
-            for path in self.window.pop_due():
-                self._deletes_due[path] = True
-                self.publisher._start(self._delete_one, path)
+            self._start_due()
             due = self.window.next_due()
             if due is None:
                 await self._delete_wake.wait()
@@ -690,6 +702,13 @@ class Destination:
                     await self._delete_wake.wait()
 
     async def _delete_one(self, path: str) -> None:
+        try:
+            await self._send_delete(path)
+        finally:
+            self.deletes_running -= 1
+            self.changed()  # a close waiting for it
+
+    async def _send_delete(self, path: str) -> None:
         if not _storable(path):
             # Named by a manifest, never stored (refused name): nothing to delete.
             self._deletes_due.pop(path, None)

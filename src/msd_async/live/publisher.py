@@ -244,10 +244,11 @@ class LivePublisher:
         self, *, timeout: float | None = None, cancel: bool = False  # noqa: ASYNC109
     ) -> None:
         """Publish what is pending (manifests after what they name, so the final playlist
-        goes last) within ``timeout`` seconds (default ``close_timeout``), then cancel the
-        rest: those objects end ``FAILED`` ("closed"); deletes not yet due are abandoned.
-        ``cancel=True`` skips the wait. Callable from any task; idempotent (a second call
-        waits for the first to finish)."""
+        goes last) and carry out the deletes already due (one on the wire included) within
+        ``timeout`` seconds (default ``close_timeout``), then cancel the rest: those
+        objects end ``FAILED`` ("closed"); deletes not yet due are abandoned.
+        ``cancel=True`` skips the wait (and starts no delete). Callable from any task;
+        idempotent (a second call waits for the first to finish)."""
         if self._close_done is not None:
             await self._close_done.wait()
             return
@@ -258,13 +259,13 @@ class LivePublisher:
         done = self._close_done = anyio.Event()
         try:
             for ingest in self._ingests:
-                ingest.stop_deletes()
+                ingest.stop_deletes(finish_due=not cancel)
                 ingest.changed()  # producers waiting for room learn of the close
             if not cancel:
                 limit = self.close_timeout if timeout is None else timeout
                 with anyio.move_on_after(limit):
                     for ingest in self._ingests:
-                        while ingest.unsettled:
+                        while ingest.unsettled or ingest.deletes_running:
                             await ingest.wait_changed()
         finally:
             self._fail_unsettled()

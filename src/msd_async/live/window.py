@@ -64,6 +64,8 @@ class DeleteWindow:
         #: Scheduled deletes: path -> due time (the heap may hold stale entries).
         self.due: dict[str, float] = {}
         self._heap: list[tuple[float, str]] = []
+        #: Set by clear(): nothing is scheduled any more.
+        self.closed = False
 
     def held(self, path: str) -> bool:
         return path in self.holders
@@ -142,6 +144,8 @@ class DeleteWindow:
         self._schedule(path, due)
 
     def _schedule(self, path: str, due: float) -> None:
+        if self.closed:
+            return  # a manifest stored while closing: nobody is left to carry it out
         due = max(due, self.clock() + self.min_delay)
         self.due[path] = due
         heapq.heappush(self._heap, (due, path))
@@ -182,6 +186,9 @@ class DeleteWindow:
         self.leave_due.pop(path, None)
 
     def clear(self) -> None:
-        """Abandon every scheduled delete (closing)."""
+        """Abandon every scheduled delete and schedule no more (closing). What stored
+        manifests name is still tracked, so a delete already started can see that it is
+        void (:meth:`held`)."""
+        self.closed = True
         self.due.clear()
         self._heap.clear()
