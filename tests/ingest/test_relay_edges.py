@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import AsyncIterator
 
 import pytest
@@ -325,6 +326,71 @@ async def test_requests_sent_before_the_relay_closes_are_published(
             await writer.wait_closed()
     assert await stored(store, "a/seg0.ts", within=0) == segment
     assert await stored(store, "a/index.m3u8", within=0) == playlist
+
+
+def _answer_of_blocking(sock: socket.socket, within: float) -> bytes:
+    """Everything the peer sends on ``sock`` until it closes (in a thread: the relay's loop
+    must keep running meanwhile); a reset ends it like a close."""
+    sock.settimeout(within)
+    answer = b""
+    with contextlib.suppress(ConnectionError, TimeoutError):
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
+@pytest.mark.parametrize(
+    "anyio_backend",
+    [pytest.param("asyncio", id="asyncio"),
+     pytest.param(("asyncio", {"use_uvloop": True}), id="uvloop")],
+)
+@pytest.mark.parametrize("steps", [0, 1, 2, 3])
+async def test_requests_on_connections_not_yet_accepted_at_close_are_published(
+    store: ContainerClient, steps: int
+) -> None:
+    # ffmpeg without -http_persistent opens a new connection for each request: its final
+    # segment and playlist can be complete in the kernel's listen backlog, not yet accepted
+    # by the loop, when the shutdown begins. Closing the listener reset those connections
+    # and the requests were lost, though the encoder had sent them whole. Connected and
+    # sent with blocking sockets, so with no await before aclose() (steps=0) the loop cannot
+    # accept them first. A few loop steps later they are accepted but their handlers have
+    # not started yet (asyncio makes the transport in a task of its own): a connection
+    # that started after the shutdown began was closed unread, and its requests lost too.
+    playlist = PLAYLIST + b"#EXT-X-ENDLIST\n"
+    idle_timeout = 20.0
+    async with LivePublisher(store, close_timeout=5) as publisher:
+        relay = Relay(publisher, idle_timeout=idle_timeout, drain_timeout=idle_timeout)
+        await relay.start()
+        encoders: list[socket.socket] = []
+        try:
+            for request in (put("/a/seg0.ts", b"media"), put("/a/index.m3u8", playlist), b""):
+                # The last one sends nothing: it must not hold the shutdown for idle_timeout.
+                sock = socket.create_connection(("127.0.0.1", relay.port), timeout=5)
+                encoders.append(sock)
+                sock.sendall(request)
+            for _ in range(steps):
+                await asyncio.sleep(0)
+            answers = [asyncio.create_task(asyncio.to_thread(_answer_of_blocking, sock, 10))
+                       for sock in encoders]
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            await relay.aclose()
+            closed_after = loop.time() - started
+            segment_answer, playlist_answer, silent_answer = await asyncio.gather(*answers)
+        finally:
+            await relay.aclose()
+            for sock in encoders:
+                sock.close()
+    assert segment_answer.startswith(b"HTTP/1.1 204"), segment_answer
+    assert playlist_answer.startswith(b"HTTP/1.1 204"), playlist_answer
+    assert silent_answer == b""
+    assert closed_after < idle_timeout / 2
+    assert relay.stats.requests == 2
+    assert await stored(store, "a/seg0.ts", within=0) == b"media"
+    assert await stored(store, "a/index.m3u8", within=0) == playlist
+    # Once closed, an encoder is refused outright: nothing it sends is taken and lost.
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", relay.port), timeout=5).close()
 
 
 # --- item 17: the shared body budget ----------------------------------------------------

@@ -47,6 +47,7 @@ import functools
 import hmac
 import ipaddress
 import logging
+import socket
 import time
 from collections import deque
 from collections.abc import Callable
@@ -431,12 +432,19 @@ class Relay:
         self._budget = _Budget(max_buffer, self.stats)
         self.reporter = Reporter(on_object)
         self._server: asyncio.Server | None = None
-        #: Each connection's task -> while it waits between requests, the timeout of that
-        #: wait (aclose() shortens it to _CLOSE_GRACE); None while it serves a request.
+        self._protocol: Callable[[], _ResetIsAnEnd] | None = None
+        #: Every connection's task, from the moment its transport is made: aclose() waits
+        #: for them all, also those whose handler has not started yet.
+        self._tasks: set[asyncio.Task[None]] = set()
+        #: Each served connection's task -> while it waits between requests, the timeout of
+        #: that wait (aclose() shortens it to _CLOSE_GRACE); None while it serves a request.
         self._connections: dict[asyncio.Task[None], asyncio.Timeout | None] = {}
         self._queue: asyncio.Queue[_Job | None] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
         self._closing = False
+        #: Set once aclose() no longer waits for connections: one that starts later (the
+        #: loop will not hand over another) is closed unread.
+        self._stopped = False
         self._closed = False
 
     @property
@@ -449,11 +457,20 @@ class Relay:
         """Start accepting connections."""
         loop = asyncio.get_running_loop()
 
+        def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            # The task is made here rather than by the protocol (a coroutine callback), so
+            # it is known from the start: a connection made as the shutdown begins is
+            # waited for even before its first step.
+            task = loop.create_task(self._serve(reader, writer))
+            self._tasks.add(task)
+            task.add_done_callback(self._connection_ended)
+
         def protocol() -> _ResetIsAnEnd:
             reader = asyncio.StreamReader(limit=_STREAM_LIMIT, loop=loop)
-            return _ResetIsAnEnd(reader, self._connection, loop=loop)
+            return _ResetIsAnEnd(reader, connected, loop=loop)
 
         # asyncio.start_server, with the protocol above.
+        self._protocol = protocol
         self._server = await loop.create_server(protocol, self.host, self.port)
         sockets = self._server.sockets
         if sockets:
@@ -469,10 +486,11 @@ class Relay:
 
     async def aclose(self) -> None:
         """Stop accepting; let requests in progress finish, and read what encoders already
-        sent on connections between requests (each gets 0.1 s for more, then is closed);
-        hand everything received to the publisher and wait for those objects' outcomes: all of
-        it within ``drain_timeout`` seconds (then requests still arriving are cut, and the
-        publisher keeps publishing what is left when it is closed). Idempotent."""
+        sent on connections between requests, including connections still waiting to be
+        accepted (each gets 0.1 s for more, then is closed); hand everything received to
+        the publisher and wait for those objects' outcomes: all of it within
+        ``drain_timeout`` seconds (then requests still arriving are cut, and the publisher
+        keeps publishing what is left when it is closed). Idempotent."""
         if self._closed:
             return
         self._closed = self._closing = True
@@ -480,15 +498,39 @@ class Relay:
         deadline = loop.time() + self._drain_timeout
         try:
             if self._server is not None:
-                self._server.close()
+                # Connections the kernel completed but the loop has not accepted yet may
+                # hold whole requests (an encoder that opens a connection per request sent
+                # its last ones): closing the listeners would reset them. The relay keeps
+                # the listeners open through duplicates once the server is closed, accepts
+                # what is in their backlogs itself and serves it like any connection.
+                sockets = self._server.sockets
+                listeners = self._duplicate(sockets)
+                # asyncio's own loop makes the transport of a connection it accepted a loop
+                # step after the accept, and drops it if the server was closed in between
+                # (CPython gh-109564): stop its accepting first, and close the server only
+                # once what it accepted is connected (two steps: the transport, then
+                # connection_made). uvloop connects at once and ignores this remove_reader.
+                for listener in sockets:
+                    with contextlib.suppress(NotImplementedError):
+                        loop.remove_reader(listener.fileno())
                 grace_end = loop.time() + _CLOSE_GRACE
                 for waiting in self._connections.values():
                     if waiting is not None:
                         when = waiting.when()
                         waiting.reschedule(grace_end if when is None else min(when, grace_end))
-                if self._connections:
+                try:
+                    for _ in range(2):
+                        await asyncio.sleep(0)
+                    self._server.close()
+                    backlog = self._take_backlog(listeners)
+                finally:
+                    self._server.close()  # also when cancelled during the steps above
+                    for listener in listeners:
+                        listener.close()
+                await self._adopt(backlog)
+                while pending := {task for task in self._tasks if not task.done()}:
                     _, late = await asyncio.wait(
-                        set(self._connections), timeout=max(0.0, deadline - loop.time())
+                        pending, timeout=max(0.0, deadline - loop.time())
                     )
                     for task in late:
                         task.cancel()
@@ -496,12 +538,70 @@ class Relay:
                         await asyncio.wait(late)
                 await self._server.wait_closed()
         finally:
+            self._stopped = True
             if self._worker is not None:
                 self._queue.put_nowait(None)
                 await self._worker
             await self.reporter.drain(max(0.0, deadline - loop.time()))
 
     # --- connections -------------------------------------------------------------------
+    @staticmethod
+    def _duplicate(sockets: tuple[socket.socket, ...]) -> list[socket.socket]:
+        """Listening sockets the relay holds open itself (``sockets``: the server's, which
+        are wrappers that only offer ``dup``, ``fileno`` and the like)."""
+        listeners = []
+        for listener in sockets:
+            try:
+                listeners.append(listener.dup())
+            except OSError as exc:  # out of descriptors: its backlog is reset at the close
+                logger.warning("connections waiting at shutdown may be dropped: %s", exc)
+        return listeners
+
+    @staticmethod
+    def _take_backlog(listeners: list[socket.socket]) -> list[socket.socket]:
+        """Accept every connection waiting in the listeners' backlogs, then close them."""
+        accepted: list[socket.socket] = []
+        for listener in listeners:
+            with listener:
+                listener.setblocking(False)
+                while True:
+                    try:
+                        conn, _ = listener.accept()
+                    except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                        break
+                    except OSError as exc:  # out of descriptors: the rest are reset
+                        logger.warning("connections waiting at shutdown were dropped: %s",
+                                       exc)
+                        break
+                    conn.setblocking(False)
+                    accepted.append(conn)
+        return accepted
+
+    async def _adopt(self, backlog: list[socket.socket]) -> None:
+        """Serve connections accepted at shutdown, as the loop serves those it accepts."""
+        loop = asyncio.get_running_loop()
+        assert self._protocol is not None
+        for position, conn in enumerate(backlog):
+            try:
+                await loop.connect_accepted_socket(self._protocol, conn)
+            except OSError as exc:
+                conn.close()
+                logger.warning("a connection waiting at shutdown was dropped: %s", exc)
+            except BaseException:
+                for rest in backlog[position:]:
+                    rest.close()
+                raise
+
+    def _connection_ended(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        # What asyncio's stream server does with its handler's failure: report, not raise.
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            task.get_loop().call_exception_handler({
+                "message": "Unhandled exception in the relay's connection handler",
+                "exception": exc,
+                "task": task,
+            })
+
     async def _refuse_connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
@@ -532,21 +632,11 @@ class Relay:
         with contextlib.suppress(Exception):
             await writer.wait_closed()
 
-    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            await self._serve(reader, writer)
-        except asyncio.CancelledError:
-            # asyncio's stream server calls exception() on this task when it ends, which
-            # raises and logs a traceback for a cancelled task. The relay cancels its own
-            # connections when it closes (the request in progress is already cut): that
-            # ends the task normally. Any other cancellation is passed on.
-            if not self._closing:
-                raise
-
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        if self._closing:
+        if self._stopped:
+            logger.warning("a connection made after the relay stopped was closed unread")
             writer.close()
             return
         if len(self._connections) >= self.max_connections:
