@@ -216,3 +216,26 @@ async def test_stop_publishes_files_completed_before_it(
 def test_pusher_needs_a_folder(tmp_path: Path) -> None:
     with pytest.raises(NotADirectoryError, match="not a folder"):
         FolderPusher(object(), tmp_path / "missing")  # type: ignore[arg-type]
+
+
+async def test_a_folder_moved_in_while_running_has_its_files_published(
+    tmp_path: Path, store: ContainerClient
+) -> None:
+    """The watcher watches a new folder only once it is told of it, and reports nothing of
+    what was in it by then: a folder moved in whole (or filled before its watch was set)
+    had its files published only at the stop, or never if the pusher ran on."""
+    watched = tmp_path / "out"
+    watched.mkdir()
+    outside = tmp_path / "staging" / "v1"
+    (outside / "deep").mkdir(parents=True)
+    (outside / "seg0.ts").write_bytes(b"zero")
+    (outside / "deep" / "seg1.ts").write_bytes(b"one")
+    (outside / ".hidden.ts").write_bytes(b"never")
+    async with Pushing(store, watched, settle=0.5) as p:
+        os.rename(outside, watched / "v1")
+        await wait_for(lambda: {"v1/seg0.ts", "v1/deep/seg1.ts"} <= set(p.queued), within=8)
+        assert p._task is not None and not p._task.done()  # published while it runs
+        await p.stop()
+    assert await store.get_bytes("v1/seg0.ts") == b"zero"
+    assert await store.get_bytes("v1/deep/seg1.ts") == b"one"
+    assert "v1/.hidden.ts" not in p.queued

@@ -178,11 +178,12 @@ class FolderPusher:
             return False  # gone, a dangling or looping link, or a link out of the folder
         return target.is_file()
 
-    def _listing(self) -> list[tuple[str, os.stat_result]]:
-        """Every non-temporary file under the folder with its stat, oldest first and
-        manifests last (so a catch-up publishes media before what references it)."""
+    def _listing(self, under: str = "") -> list[tuple[str, os.stat_result]]:
+        """Every non-temporary file under the folder (or its subfolder ``under``) with its
+        stat, oldest first and manifests last (so a catch-up publishes media before what
+        references it)."""
         found: list[tuple[str, os.stat_result]] = []
-        for root, dirs, files in os.walk(self.directory):
+        for root, dirs, files in os.walk(self.directory / under):
             # Only spares the walk: _admissible() decides, for the watcher's paths too.
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             for name in files:
@@ -309,9 +310,13 @@ class FolderPusher:
         self.reporter.record("DELETE", rel, 0, time.monotonic(), "delete scheduled")
 
     # --- watching -----------------------------------------------------------------------
-    def _note_changes(self, changes: Iterable[tuple[Any, str]]) -> None:
-        """Sort a batch of watchfiles changes into pending publications and deletions."""
+    def _note_changes(self, changes: Iterable[tuple[Any, str]]) -> list[str]:
+        """Sort a batch of watchfiles changes into pending publications and deletions;
+        returns the folders it tells of as new, whose files it cannot tell of
+        (:meth:`_note_new_folders`)."""
         from watchfiles import Change
+
+        new_folders: list[str] = []
 
         now = time.monotonic()
         renamed_from = {
@@ -328,6 +333,10 @@ class FolderPusher:
             if change == Change.deleted:
                 if not (self.directory / rel).exists():
                     self._deletions.append(rel)
+                continue
+            if change == Change.added and (self.directory / rel).is_dir():
+                if not (self.directory / rel).is_symlink():  # as the scans: not followed
+                    new_folders.append(rel)
                 continue
             if not self._admissible(rel):
                 continue
@@ -346,6 +355,23 @@ class FolderPusher:
                 self._pending[rel] = min(now + quiet, first + self.settle)
                 self._in_place.add(rel)
             else:
+                self._pending[rel] = now + self.settle
+                self._in_place.add(rel)
+        return new_folders
+
+    async def _note_new_folders(self, folders: list[str]) -> None:
+        """The files already in folders that appeared while watching: the watcher watches
+        a new folder once it is told of it, and never reports what it held by then (a
+        folder moved in whole, or filled at once by its writer). Each is taken as written
+        in place: published once it has settled."""
+        now = time.monotonic()
+        for folder in folders:
+            for rel, st in await anyio.to_thread.run_sync(self._listing, folder):
+                seen = self._seen.get(rel)
+                if rel in self._pending or (
+                    seen is not None and (seen.size, seen.mtime_ns) == (st.st_size, st.st_mtime_ns)
+                ):
+                    continue
                 self._pending[rel] = now + self.settle
                 self._in_place.add(rel)
 
@@ -402,7 +428,7 @@ class FolderPusher:
         try:
             async for changes in watcher:
                 if changes:
-                    self._note_changes(changes)
+                    await self._note_new_folders(self._note_changes(changes))
                 # Also reached every rust_timeout ms without changes: files settle on time.
                 await self._drain_due()
         finally:
