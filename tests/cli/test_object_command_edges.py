@@ -162,10 +162,12 @@ def test_a_folder_path_with_a_trailing_slash_is_said_to_be_a_folder(
     assert server.run("stat", "live/seg.ts").returncode == 0  # rm deleted nothing
 
 
-def test_msd_get_replaces_a_link_planted_at_its_temporary_name(
+def test_msd_get_never_writes_through_a_link_planted_beside_its_file(
     tmp_path: Path, server: Server
 ) -> None:
-    """It wrote the object through the link (see tests/transfer/test_planted_links.py)."""
+    """It wrote the object through a link planted at .NAME.msdpart, once its temporary name
+    (see tests/transfer/test_planted_links.py); the name is now its own and random, and the
+    planted link is left as it was."""
     seg = tmp_path / "seg.ts"
     seg.write_bytes(b"media")
     assert server.run("put", str(seg), "d/seg.ts").returncode == 0
@@ -178,6 +180,7 @@ def test_msd_get_replaces_a_link_planted_at_its_temporary_name(
     assert result.returncode == 0, result.stderr
     assert victim.read_bytes() == b"precious"
     assert (out / "seg.ts").read_bytes() == b"media"
+    assert sorted(p.name for p in out.iterdir()) == [".seg.ts.msdpart", "seg.ts"]
 
 
 def test_msd_get_into_an_empty_file_name_is_refused(tmp_path: Path, server: Server) -> None:

@@ -494,5 +494,5 @@ async def _push_main(args: argparse.Namespace) -> int:
             retries = publisher.stats().retries
     finally:
         _remove_signal_handlers()
-    extra = [f"{pusher.skipped_temporary} temporary files skipped", f"{retries} retries"]
+    extra = [f"{pusher.skipped_temporary} temporary or hidden files skipped", f"{retries} retries"]
     return _finish(args, "push", pusher.reporter, extra, started)

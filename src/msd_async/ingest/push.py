@@ -152,6 +152,8 @@ class FolderPusher:
         # manifest path -> its last version whose references all passed: the next version
         # is parsed from where it stopped, and what it named is not checked again
         self._flushed: dict[str, ManifestInfo] = {}
+        #: Changes to temporary or hidden files (is_ignored) the watcher reported and the
+        #: pusher left alone.
         self.skipped_temporary = 0
 
     # --- scanning -----------------------------------------------------------------------
