@@ -14,8 +14,11 @@ from scripted_server import Connection, response_head, scripted_server
 from msd_async import (
     ConnectionLostError,
     Credentials,
+    Limits,
     RetryPolicy,
     Session,
+    SessionClosedError,
+    Timeouts,
 )
 
 pytestmark = pytest.mark.anyio
@@ -121,3 +124,62 @@ async def test_a_cancelled_step_of_a_chunk_iterator_loses_no_bytes(
             release.set()
             got = b"".join([chunk async for chunk in chunks])
     assert got == (BODY if how == "iter_chunks" else BODY[window[0] : window[1] + 1])
+
+
+# --- Session.aclose() from another task ---------------------------------------------------
+
+
+async def test_closing_the_session_ends_every_call_in_flight_or_queued() -> None:
+    """A download mid-body waited for more bytes until Timeouts.read (forever with
+    ``read=None``) after ``aclose()``: aiohttp drops the connection without waking its
+    reader. Now every call ends at once: the reads, the request waiting for its headers
+    and the calls queued for the pool all raise SessionClosedError."""
+
+    async def handler(conn: Connection) -> None:
+        request = await conn.read_request()
+        if request is not None and request.target.startswith("/vod/"):
+            await conn.send(_head() + BODY[:100])
+        await asyncio.sleep(60)  # stalls mid-body, or before any answer
+
+    session = Session(
+        credentials=Credentials("AKIDEXAMPLE", "secret"),
+        region="us-east-1",
+        retry=RetryPolicy.none(),
+        limits=Limits(max_connections=3),
+        timeouts=Timeouts(read=None),
+    )
+    async with scripted_server(handler) as server:
+        store = session.container(server.endpoint)
+
+        async def download(path: str) -> bytes:
+            async with store.get_object(path) as obj:
+                return await obj.read()
+
+        calls = [
+            asyncio.create_task(download("vod/a.mp4")),
+            asyncio.create_task(download("vod/b.mp4")),
+            asyncio.create_task(store.get_bytes("headers/never.ts")),
+        ]
+        await _until(lambda: session.pool.in_use == 3)
+        calls += [asyncio.create_task(store.get_bytes(f"queued/{n}.ts")) for n in range(3)]
+        calls.append(asyncio.create_task(store.put_object("queued/p.ts", b"x" * 10)))
+        await _until(lambda: session.pool.waiting == 4)
+        await session.aclose()
+        _, pending = await asyncio.wait(calls, timeout=PROMPTLY)
+        for task in pending:
+            task.cancel()
+        assert not pending, "calls still running after Session.aclose()"
+        for task in calls:
+            error = task.exception()
+            assert isinstance(error, SessionClosedError), repr(error)
+        assert session.pool.in_use == 0
+
+
+async def test_a_closed_session_cannot_be_entered_again() -> None:
+    """``async with session`` on a closed Session went ahead; its calls failed later."""
+    session = Session(credentials=Credentials("AKIDEXAMPLE", "secret"), region="us-east-1")
+    async with session:
+        pass
+    with pytest.raises(SessionClosedError, match="closed"):
+        async with session:
+            pass
