@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import io
 import os
 import stat
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
@@ -152,7 +153,16 @@ def _byte_view(data: Buffer, what: str) -> memoryview:
     such as ``view[::2]``) is refused: it is not bytes-like (one buffer), its bytes cannot
     go to the socket as they are, and aiohttp failed on it mid-request with an error that
     looked like a lost connection and was retried."""
-    view = memoryview(data)
+    try:
+        view = memoryview(data)
+    except TypeError:
+        # A list of str (or of ints, list(b"ab")) gave memoryview's bare TypeError.
+        hint = " (encode text with .encode())" if isinstance(data, str) else ""
+        raise ClientValidationError(
+            f"{what} is of type {type(data).__name__}, not bytes-like{hint}; every chunk must be "
+            "bytes, bytearray or memoryview",
+            rule="body.type",
+        ) from None
     if not view.c_contiguous:
         raise _not_contiguous(what, "body.type")
     return view.cast("B") if view.format != "B" or view.ndim != 1 else view
@@ -446,6 +456,7 @@ def prepare_body(
         return _IteratorBody(body, replay_buffer=replay_buffer)
     if hasattr(body, "read"):
         fileobj: IO[bytes] = body  # type: ignore[assignment]
+        _check_file_object(fileobj)
         if replay_buffer and not _is_seekable(fileobj):
             return _IteratorBody(_read_file(fileobj), replay_buffer=True)
         return _FileObjectBody(fileobj)
@@ -508,6 +519,26 @@ def _close_opened(opening: asyncio.Future[Any]) -> None:
         opening.result().close()
 
 
+def _check_file_object(fileobj: IO[bytes]) -> None:
+    """Refuse, before anything is sent, a file whose reads cannot give the body: one open
+    in text mode (its reads are str) or a closed one. Both failed only mid-request, the
+    closed one with a bare ValueError."""
+    name = getattr(fileobj, "name", None)
+    what = "the file" if not isinstance(name, str) else f"the file {name!r}"
+    if isinstance(fileobj, io.TextIOBase):
+        raise ClientValidationError(
+            f"{what} is open in text mode, so its reads give str, not bytes; open it with "
+            "'rb' (or pass its path as pathlib.Path, or its text as a str)",
+            rule="body.type",
+        )
+    if getattr(fileobj, "closed", False) is True:
+        raise ClientValidationError(
+            f"{what} is closed; pass it open (inside its 'with' block), or pass its path "
+            "as pathlib.Path",
+            rule="body.file",
+        )
+
+
 def _is_seekable(fileobj: Any) -> bool:
     try:
         return bool(fileobj.seekable())
@@ -551,8 +582,10 @@ class Meter:
         elif isinstance(chunk, (bytes, bytearray)):
             size = len(chunk)
         else:
+            hint = " (encode text with .encode())" if isinstance(chunk, str) else ""
             raise ClientValidationError(
-                f"upload chunks must be bytes-like, not {type(chunk).__name__}",
+                f"upload chunks must be bytes-like, not {type(chunk).__name__}{hint}; the "
+                "upload was cut and nothing was stored",
                 rule="body.chunk-type",
             )
         total = self.sent + size

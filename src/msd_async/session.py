@@ -42,9 +42,11 @@ class Session:
     ``max_connections_per_host``) configure the pool; a call that finds a limit reached
     waits at most ``Timeouts.pool``, then raises :class:`PoolTimeout`.
 
-    After :meth:`aclose`, :meth:`container` and every call of a client obtained before raise
-    :class:`SessionClosedError`. The pool belongs to the event loop of the first request: a
-    call from another loop raises :class:`WrongEventLoopError` (open one Session per loop).
+    After :meth:`aclose`, :meth:`container`, ``async with`` and every call of a client
+    obtained before raise :class:`SessionClosedError`; :meth:`aclose` from another task
+    ends the calls still running with it. The pool belongs to the event loop of the first
+    request: a call from another loop raises :class:`WrongEventLoopError` (open one
+    Session per loop).
     ``Timeouts.credentials`` bounds each wait for the credentials provider; a provider
     that fails, hangs or answers something else raises :class:`CredentialsError`.
     """
@@ -132,6 +134,10 @@ class Session:
         )
 
     async def __aenter__(self) -> Session:
+        if self.closed:
+            raise SessionClosedError(
+                "this Session is closed and cannot be entered again; open a new one"
+            )
         return self
 
     async def __aexit__(
@@ -143,7 +149,10 @@ class Session:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close every pooled connection and the credential provider. Idempotent."""
+        """Close every pooled connection and the credential provider. Idempotent.
+
+        Calls still running (from other tasks) end at once with :class:`SessionClosedError`:
+        those queued for a connection, waiting for an answer, or reading a body."""
         context = self._context
         if context.closed:
             return

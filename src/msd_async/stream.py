@@ -42,7 +42,10 @@ class ObjectStream:
     object, as the uploader sends them). :meth:`read`, :meth:`iter_chunks` and
     :meth:`write_to` consume the same body; a body can be consumed once. After the
     ``async with`` block (or :meth:`aclose`) every read raises
-    :class:`~msd_async.errors.StreamClosedError`.
+    :class:`~msd_async.errors.StreamClosedError`. A read cancelled while it waits (a
+    caller's ``asyncio.wait_for``) loses no byte: the next read goes on from there, except
+    after a cancelled resume, when every later read raises
+    :class:`~msd_async.errors.ConnectionLostError`.
 
     Two sizes, not to be confused: :attr:`content_length` is the number of bytes in *this
     response* (the range asked for, or the whole object), :attr:`object_size` the size of
@@ -321,8 +324,20 @@ class ObjectStream:
                 expected_etag=self.etag,
                 actual_etag=None,
             ) from exc
-        except BaseException:
+        except MediaStoreError:
             self._closed = True
+            raise
+        except BaseException:
+            # Cancelled (a caller's wait_for around the read): the old connection is gone
+            # and the new one never came. The stream is broken, and must say so: left
+            # merely closed, the next read returned b"", a cut body read as complete.
+            self._closed = True
+            self._failure = ConnectionLostError(
+                f"the object body was cut after {self._received} of {expected} bytes and "
+                "the read resuming it was cancelled; this stream cannot continue: get the "
+                f"object again, with range=({start}, None) for the rest"
+            )
+            self._failure.__cause__ = cause
             raise
         try:
             self._check_resumed(response, start, end, cause)
@@ -401,6 +416,9 @@ class ObjectStream:
     def iter_chunks(self, size: int) -> AsyncIterator[bytes]:
         """The body in chunks of exactly ``size`` bytes (the last may be shorter).
 
+        A step cancelled while it waits (``asyncio.wait_for`` around ``anext``) loses
+        nothing: the next step goes on from the same byte.
+
         Raises :class:`~msd_async.errors.InvalidParameterError` at once when ``size`` is not
         a positive int.
         """
@@ -409,17 +427,7 @@ class ObjectStream:
                 f"iter_chunks size must be a positive number of bytes, not {size!r}",
                 rule="chunk-size.range",
             )
-        return self._iter_chunks(size)
-
-    async def _iter_chunks(self, size: int) -> AsyncIterator[bytes]:
-        pending = bytearray()
-        async for chunk in self:
-            pending += chunk
-            while len(pending) >= size:
-                yield bytes(pending[:size])
-                del pending[:size]
-        if pending:
-            yield bytes(pending)
+        return _Rechunked(self, size)
 
     async def write_to(self, destination: str | os.PathLike[str] | IO[bytes]) -> int:
         """Write the body to a file path (created or truncated) or a binary file; return the
@@ -460,7 +468,7 @@ class ObjectStream:
         )
 
 
-async def iter_window(
+def iter_window(
     stream: ObjectStream, first: int | None, last: int | None
 ) -> AsyncIterator[bytes]:
     """Bytes ``first..last`` (inclusive; ``last=None``: to the end; ``first=None``: the last
@@ -471,33 +479,97 @@ async def iter_window(
     soon as it is complete; a suffix needs the end of the object and keeps only the last
     bytes. A window starting past the end raises
     :class:`~msd_async.errors.RangeNotSatisfiableError`, as the service answers for a
-    complete object.
+    complete object. As with :meth:`ObjectStream.iter_chunks`, a cancelled step loses
+    nothing.
     """
-    if first is None:
-        assert last is not None
-        tail = bytearray()
-        async for chunk in stream:
-            tail += chunk
-            if len(tail) > last:
-                del tail[: len(tail) - last]
-        if tail:
-            yield bytes(tail)
-        return
-    position = 0  # offset of the next chunk's first byte in the object
-    async for chunk in stream:
-        end = position + len(chunk)
-        if end > first:
-            lo = max(first - position, 0)
-            hi = len(chunk) if last is None else min(last + 1 - position, len(chunk))
-            if hi > lo:
-                yield chunk if (lo, hi) == (0, len(chunk)) else chunk[lo:hi]
-        position = end
-        if last is not None and position > last:
-            return  # the window is complete; the rest of the body is not needed
-    if position <= first:
-        raise RangeNotSatisfiableError(
-            f"the range starts at byte {first} but the object has {position} bytes",
-            code="RequestedRangeNotSatisfiableException",
-            status=416,
-            attempts=1,
-        ).with_object_size(position)
+    return _Window(stream, first, last)
+
+
+class _Rechunked:
+    """:meth:`ObjectStream.iter_chunks`. Not an async generator: a cancellation thrown
+    into one finishes it, and the bytes it held were lost while the next step reported
+    the end of the body. Here a cancelled step leaves ``_pending`` as it was."""
+
+    __slots__ = ("_ended", "_pending", "_size", "_stream")
+
+    def __init__(self, stream: ObjectStream, size: int) -> None:
+        self._stream = stream
+        self._size = size
+        self._pending = bytearray()
+        self._ended = False
+
+    def __aiter__(self) -> _Rechunked:
+        return self
+
+    async def __anext__(self) -> bytes:
+        pending, size = self._pending, self._size
+        while len(pending) < size and not self._ended:
+            chunk = await self._stream.receive()
+            if chunk:
+                pending += chunk
+            else:
+                self._ended = True
+        if not pending:
+            raise StopAsyncIteration
+        out = bytes(pending[:size])
+        del pending[:size]
+        return out
+
+
+class _Window:
+    """:func:`iter_window`, cancellation-safe like :class:`_Rechunked`."""
+
+    __slots__ = ("_done", "_first", "_last", "_position", "_stream", "_tail")
+
+    def __init__(self, stream: ObjectStream, first: int | None, last: int | None) -> None:
+        self._stream = stream
+        self._first = first
+        self._last = last
+        #: Offset in the object of the next chunk's first byte.
+        self._position = 0
+        #: A suffix window's last bytes so far.
+        self._tail = bytearray()
+        self._done = False
+
+    def __aiter__(self) -> _Window:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._done:
+            raise StopAsyncIteration
+        first, last, receive = self._first, self._last, self._stream.receive
+        if first is None:
+            assert last is not None
+            tail = self._tail
+            while chunk := await receive():
+                tail += chunk
+                if len(tail) > last:
+                    del tail[: len(tail) - last]
+            self._done = True
+            if not tail:
+                raise StopAsyncIteration
+            return bytes(tail)
+        while True:
+            if last is not None and self._position > last:
+                # The window is complete; the rest of the body is not needed.
+                self._done = True
+                raise StopAsyncIteration
+            chunk = await receive()
+            position = self._position
+            if not chunk:
+                self._done = True
+                if position <= first:
+                    raise RangeNotSatisfiableError(
+                        f"the range starts at byte {first} but the object has {position} "
+                        "bytes",
+                        code="RequestedRangeNotSatisfiableException",
+                        status=416,
+                        attempts=1,
+                    ).with_object_size(position)
+                raise StopAsyncIteration
+            end = self._position = position + len(chunk)
+            if end > first:
+                lo = max(first - position, 0)
+                hi = len(chunk) if last is None else min(last + 1 - position, len(chunk))
+                if hi > lo:
+                    return chunk if (lo, hi) == (0, len(chunk)) else chunk[lo:hi]

@@ -705,14 +705,14 @@ class Response:
         if not self._done:
             self._done = True
             self._raw.release()
-            self._transport._release_slot(self._host, self._watch)
+            self._transport._release_slot(self._host, self._watch, self._raw)
 
     def close(self) -> None:
         """Drop the connection: for an abandoned body or a broken exchange."""
         if not self._done:
             self._done = True
             self._raw.close()
-            self._transport._release_slot(self._host, self._watch)
+            self._transport._release_slot(self._host, self._watch, self._raw)
 
     def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
         # Dropped unreleased: a reply a web framework never sent, a download entered and
@@ -728,7 +728,7 @@ class Response:
 
         def free() -> None:
             raw.close()
-            transport._release_slot(host, watch)
+            transport._release_slot(host, watch, raw)
 
         # Collected on the loop's thread as a rule; the slot's waiters must be woken there.
         try:
@@ -783,6 +783,10 @@ class Transport:
         #: Per-origin gates, when ``max_connections_per_host`` is set.
         self._hosts: dict[str, _Slots] = {}
         self._in_use = 0
+        #: The aiohttp responses handed out and not yet released, whose readers aclose()
+        #: must wake (the raw ones: holding our Response would keep a dropped one from
+        #: being collected, and from freeing its slot).
+        self._live: set[aiohttp.ClientResponse] = set()
         self._closed = False
         self._watchdog = _Watchdog()
         #: The loop of the aiohttp session (made in _client(), bound to its loop).
@@ -831,7 +835,14 @@ class Transport:
             )
         return session
 
-    def _release_slot(self, host: _Slots | None, watch: _Watch | None = None) -> None:
+    def _release_slot(
+        self,
+        host: _Slots | None,
+        watch: _Watch | None = None,
+        raw: aiohttp.ClientResponse | None = None,
+    ) -> None:
+        if raw is not None:
+            self._live.discard(raw)
         if watch is not None:
             self._watchdog.unwatch(watch)
         self._in_use -= 1
@@ -962,7 +973,12 @@ class Transport:
                 mapped = ReadTimeout(f"no response bytes from {url} within the read timeout")
                 cause = TimeoutError(f"nothing was received for {watch.timeout} s")
             elif not isinstance(exc, MediaStoreError) and isinstance(exc, _FOREIGN_ERRORS):
-                mapped, cause = _mapped(exc, url, payload)
+                if self._closed and (payload is None or payload.source_error is None):
+                    # aclose() dropped the connection under this request ("Connector is
+                    # closed", a disconnect): the cause is the closed session.
+                    mapped, cause = _closed_error(), exc
+                else:
+                    mapped, cause = _mapped(exc, url, payload)
             self._release_slot(host, watch)
             if payload is not None:
                 payload.abort()
@@ -976,6 +992,7 @@ class Transport:
         if watch is not None:
             watch.heading = False
             watch.since = None
+        self._live.add(raw)
         return Response(raw, self, url, payload, host, watch)
 
     async def aclose(self) -> None:
@@ -984,6 +1001,12 @@ class Transport:
         self._closed = True
         for gate in (self._slots, *self._hosts.values()):
             gate.fail_waiters(_closed_error())
+        # aiohttp closes the connections of responses still being read without waking
+        # their readers: a download mid-body waited for Timeouts.read (forever with
+        # read=None). Each reader hears that the session closed, at once.
+        live, self._live = self._live, set()
+        for raw in live:
+            raw.content.set_exception(_closed_error())
         session, self._session = self._session, None
         if session is not None and not session.closed:
             await session.close()

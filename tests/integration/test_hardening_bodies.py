@@ -3,8 +3,11 @@ path is os.PathLike, and any iterable of bytes (a plain generator) is uploaded."
 
 from __future__ import annotations
 
+import io
+import logging
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -202,3 +205,58 @@ async def test_a_file_that_changes_size_during_the_upload_is_an_error_and_nothin
     # neither the first 3 MiB of a longer file nor a shorter one.
     assert mediastore_server.store.get("vod/growing.ts") is None
     assert mediastore_client.session.pool.in_use == 0
+
+
+# --- bodies that cannot be bytes are refused before anything is sent ---------------------
+
+
+async def test_a_file_opened_in_text_mode_is_refused_before_sending(
+    mediastore_client: ContainerClient,
+    tmp_path: Path,
+    server_requests: list[logging.LogRecord],
+) -> None:
+    """It was sent with the size of its text, and its first read (a str) failed mid-request
+    with "upload chunks must be bytes-like, not str", which did not say to open it "rb"."""
+    source = tmp_path / "index.m3u8"
+    source.write_text(PLAYLIST)
+    with source.open() as text, pytest.raises(ClientValidationError) as caught:
+        await mediastore_client.put_object("live/index.m3u8", text)  # type: ignore[arg-type]
+    assert caught.value.rule == "body.type"
+    assert "'rb'" in str(caught.value)
+    assert server_requests == []
+
+
+@pytest.mark.parametrize("kind", ["file", "BytesIO"])
+async def test_a_closed_file_is_refused_before_sending(
+    mediastore_client: ContainerClient,
+    tmp_path: Path,
+    server_requests: list[logging.LogRecord],
+    kind: str,
+) -> None:
+    """A closed file passed for non-seekable, was sent chunked, and its first read raised
+    a bare ValueError ("I/O operation on closed file") in the middle of the request."""
+    source = tmp_path / "seg.ts"
+    source.write_bytes(b"\x47" * 188)
+    fileobj: IO[bytes] = source.open("rb") if kind == "file" else io.BytesIO(b"\x47" * 188)
+    fileobj.close()
+    with pytest.raises(ClientValidationError) as caught:
+        await mediastore_client.put_object("a/seg.ts", fileobj)
+    assert caught.value.rule == "body.file"
+    assert "closed" in str(caught.value)
+    assert server_requests == []
+
+
+@pytest.mark.parametrize(
+    "chunks", [["#EXTM3U\n", "seg.ts\n"], [b"ok", 7], list(b"ab")], ids=["str", "int", "ints"]
+)
+async def test_a_list_of_chunks_that_are_not_bytes_is_a_typed_error(
+    mediastore_client: ContainerClient,
+    server_requests: list[logging.LogRecord],
+    chunks: list[object],
+) -> None:
+    """A list of str (or of ints: ``list(b"ab")``) raised memoryview's bare TypeError."""
+    with pytest.raises(ClientValidationError) as caught:
+        await mediastore_client.put_object("a/list.bin", chunks)  # type: ignore[arg-type]
+    assert caught.value.rule == "body.type"
+    assert "chunk 1" in str(caught.value) or "chunk 0" in str(caught.value)
+    assert server_requests == []
