@@ -30,6 +30,9 @@ def test_relay_refuses_a_remote_address_without_the_flag() -> None:
     [
         (["relay", "--listen", "127.0.0.1:0"], "give --endpoint"),
         (["relay", "--endpoint", ENDPOINT, "--listen", "nowhere"], "HOST:PORT"),
+        (["relay", "--endpoint", ENDPOINT, "--listen", "127.0.0.1:70000"], "0-65535"),
+        (["relay", "--endpoint", ENDPOINT, "--listen", "127.0.0.1:9464", "--metrics",
+          "127.0.0.1:9464"], "the same address"),
         (["relay", "--endpoint", ENDPOINT, "--basic-auth", "nocolon"], "USER:PASSWORD"),
         (["push", "/nonexistent/folder", "--endpoint", ENDPOINT], "is not a folder"),
         (["relay", "--endpoint", ENDPOINT, "--max-buffer", "1K"], "--max-buffer must be"),
@@ -263,3 +266,132 @@ async def test_relay_publishes_to_a_backup_endpoint_too(tmp_path: Path) -> None:
                 store = session.container(server.endpoint)
                 assert await store.get_bytes("b/seg0.ts") == b"media"
                 assert (await store.get_bytes("b/index.m3u8")).startswith(b"#EXTM3U")
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("command", ["relay", "push"])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+async def test_a_signal_during_the_preflight_stops_at_once(
+    tmp_path: Path, command: str, sig: signal.Signals
+) -> None:
+    """An origin that accepts and never answers holds the preflight for its 10 s: a signal
+    meanwhile stops the command at once, before it says it is ready."""
+    from msd_async.ingest.preflight import PREFLIGHT_TIMEOUT
+
+    where = ["--listen", "127.0.0.1:0"] if command == "relay" else [str(tmp_path)]
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        silent.settimeout(30)
+        endpoint = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        process = await asyncio.create_subprocess_exec(
+            *msd(command, *where, "--endpoint", endpoint, "--metrics", "127.0.0.1:0"),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=aws_env(),
+        )
+        try:
+            conn, _ = await asyncio.to_thread(silent.accept)  # the preflight is waiting
+            with conn:
+                loop = asyncio.get_running_loop()
+                started = loop.time()
+                process.send_signal(sig)
+                out, err = await asyncio.wait_for(process.communicate(), 60)
+                elapsed = loop.time() - started
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+    log = err.decode()
+    assert elapsed < PREFLIGHT_TIMEOUT / 2, (elapsed, log)
+    assert process.returncode == 0, log
+    assert f"{command}: " not in out.decode().replace("msd ", "")  # never said it was ready
+    lines = log.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"msd {command}: stopped by SIG"), log
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+async def test_a_second_signal_stops_without_waiting_for_the_drain(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    """The first signal waits up to --shutdown-timeout for what is pending; a second one
+    (an operator's second Ctrl-C) stops at once: what is pending is abandoned and counted,
+    the summary is printed, the status says the stop was forced."""
+    shutdown = 30.0
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "seg0.ts").write_bytes(b"media")
+    # Every origin request stalls 60 s: nothing settles before the shutdown timeout.
+    async with origin(tmp_path, "--fault-rate", "1", "--fault-kinds", "delay",
+                      "--fault-delay", "60") as (endpoint, _):
+        options = ["--endpoint", endpoint, "--no-preflight", "--media-deadline", "60",
+                   "--shutdown-timeout", str(shutdown)]
+        relay, url = await Proc.start(
+            msd("relay", "--listen", "127.0.0.1:0", *options),
+            tmp_path / "relay.log", "relay: ", env=aws_env(),
+        )
+        push, _ = await Proc.start(
+            msd("push", str(tmp_path / "out"), *options),
+            tmp_path / "push.log", "push: ", env=aws_env(),
+        )
+        port = int(url.rsplit(":", 1)[1])
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(b"PUT /a/seg0.ts HTTP/1.1\r\nHost: r\r\nContent-Length: 5\r\n\r\n"
+                         b"media")
+            await asyncio.sleep(1.5)  # handed over, and the pusher's file too
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            for proc in (relay, push):
+                proc.process.send_signal(sig)
+            await asyncio.sleep(1.0)  # both are waiting for the stalled origin now
+            codes = [await proc.stop(sig, within=shutdown) for proc in (relay, push)]
+            elapsed = loop.time() - started
+        finally:
+            writer.close()
+    expected = 130 if sig == signal.SIGINT else 143
+    for name, proc, code in (("relay", relay, codes[0]), ("push", push, codes[1])):
+        log = proc.stderr()
+        assert code == expected, log
+        assert "Traceback" not in log and "destroyed" not in log, log
+        assert "seg0.ts 5 B unfinished at shutdown" in log, log
+        assert "1 failed: no outcome before the shutdown was cut short" in log, log
+        assert f"msd {name}: summary: 1 unfinished at shutdown" in log, log
+        assert f"msd {name}: stopped by a second SIG" in log, log
+    # Both stopped well before the first signal's drain could have ended.
+    assert elapsed < shutdown / 3, elapsed
+
+
+def test_ctrl_c_while_the_command_loads_costs_no_traceback() -> None:
+    """SIGINT as soon as the process runs lands in its imports (some 0.2 s, more on a busy
+    machine), before any handler of the command's own."""
+    import subprocess
+    import time
+
+    for _ in range(3):
+        process = subprocess.Popen(
+            msd("relay", "--endpoint", ENDPOINT, "--listen", "127.0.0.1:0", "--no-preflight"),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=aws_env(),
+        )
+        time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+        assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+        # Killed by the signal before Python started, else the command's own status.
+        assert process.returncode in (-signal.SIGINT, 130, 0), (process.returncode, err)
+
+
+def test_a_command_started_with_stdout_closed_stops_cleanly(tmp_path: Path) -> None:
+    """`msd push DIR >&-` (a service manager with no stdout): Python's sys.stdout is None."""
+    import os
+    import subprocess
+    import time
+
+    process = subprocess.Popen(
+        msd("push", str(tmp_path), "--endpoint", ENDPOINT, "--no-preflight"),
+        stderr=subprocess.PIPE, text=True, env=aws_env(),
+        preexec_fn=lambda: os.close(1),
+    )
+    time.sleep(3)  # started by now on a busy machine: the stop below is the normal one
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert "Error" not in err and "summary:" in err, err

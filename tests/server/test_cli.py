@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -70,3 +71,54 @@ def test_bad_fault_kind_refused(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["serve", "--fault-kinds", "explode"])
     assert "unknown fault kinds" in capsys.readouterr().err
+
+
+def _serve(*args: str, stdout: int = subprocess.PIPE) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "msd_async.cli", "serve", *args],
+        stdout=stdout, stderr=subprocess.PIPE, text=True, timeout=60, check=False,
+    )
+
+
+@pytest.mark.parametrize("port", ["70000", "-1"])
+def test_a_port_out_of_range_is_a_usage_error(port: str) -> None:
+    result = _serve("--port", port)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].endswith(f"--port must be 0-65535, not {port}")
+
+
+def test_a_busy_port_is_one_line_saying_what_to_do() -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for args, option in ((["--port", str(port)], "--port"),
+                             (["--metrics", f"127.0.0.1:{port}"], "--metrics")):
+            result = _serve(*args)
+            assert result.returncode == 1, result.stderr
+            lines = result.stderr.strip().splitlines()
+            assert len(lines) == 1, result.stderr
+            assert lines[0].startswith(f"msd serve: {option} ") and "[Errno" not in lines[0]
+            assert "address already in use" in lines[0] and "another" in lines[0], lines[0]
+
+
+def test_same_address_for_the_server_and_metrics_is_a_usage_error() -> None:
+    result = _serve("--port", "9464", "--metrics", "127.0.0.1:9464")
+    assert result.returncode == 2, result.stderr
+    assert "the same address" in result.stderr
+
+
+def test_a_reader_that_went_away_costs_no_traceback() -> None:
+    """``msd serve | true``: the reader of stdout is gone before the first line; the server
+    stops quietly, as the client commands do (docs/cli.md)."""
+    reader, writer = os.pipe()
+    os.close(reader)
+    try:
+        result = _serve(stdout=writer)
+    finally:
+        os.close(writer)
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == 0, result.stderr

@@ -39,9 +39,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``msd``; returns the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    result: int = args.func(args, parser)
+    command = "msd"
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        command = f"msd {args.command}"
+        result: int = args.func(args, parser)
+    except KeyboardInterrupt:
+        # Ctrl-C before a command's own handling begins (its imports take a moment): the
+        # same line and status as after, not a traceback through importlib.
+        print(f"{command}: interrupted", file=sys.stderr)
+        return 130
     return result
 
 

@@ -34,11 +34,14 @@ __all__ = [
     "Terminated",
     "TransferProgress",
     "add_debug_option",
+    "cannot_listen",
+    "check_port",
     "client_options",
     "describe_error",
     "open_container",
     "progress_enabled",
     "run_command",
+    "stdout_gone",
 ]
 
 EXIT_OK: Final = 0
@@ -178,6 +181,38 @@ def describe_error(exc: BaseException) -> str:
     return _one_line(f"{type(exc).__name__}: {exc} (run with --debug for the traceback)")
 
 
+def cannot_listen(option: str, address: str, exc: OSError) -> CommandError:
+    """The one line for an address that cannot be bound (taken, not this machine's, no
+    such host), naming the option that gave it and what to do."""
+    reason = exc.strerror or str(exc)
+    # asyncio words it "error while attempting to bind on address ('h', p): <reason>".
+    if reason.startswith("error while attempting to bind"):
+        reason = reason.rpartition(": ")[2]
+    return CommandError(
+        f"{option} {address}: cannot listen there ({reason}); give another address, or "
+        "port 0 for any free one"
+    )
+
+
+def check_port(port: int | str) -> str | None:
+    """Why ``port`` cannot be listened on, or None; bind() would raise OverflowError."""
+    if not str(port).isdigit() or not 0 <= int(port) <= 65535:
+        return f"must be 0-65535, not {port}"
+    return None
+
+
+def stdout_gone() -> bool:
+    """After a BrokenPipeError: whether the reader of stdout went away (``msd ls | head
+    -1``); if so stdout now goes to devnull, so that Python's own flush at exit does not
+    fail again (Python docs, "Note on SIGPIPE"). Any other broken pipe is a failure."""
+    if not _stdout_closed():
+        return False
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return True
+
+
 def run_command(args: argparse.Namespace, main: Callable[[], Awaitable[int]]) -> int:
     """Run a command's coroutine; a failure is printed as one line on stderr (with the
     traceback too under ``--debug``) and returns :data:`EXIT_FAILED`."""
@@ -185,7 +220,8 @@ def run_command(args: argparse.Namespace, main: Callable[[], Awaitable[int]]) ->
 
     try:
         status = asyncio.run(_call(main))
-        sys.stdout.flush()  # a reader that went away is noticed here, not at exit
+        if sys.stdout is not None:  # None when the command was started with stdout closed
+            sys.stdout.flush()  # a reader that went away is noticed here, not at exit
         return status
     except KeyboardInterrupt:
         print(f"msd {args.command}: interrupted", file=sys.stderr)
@@ -194,15 +230,11 @@ def run_command(args: argparse.Namespace, main: Callable[[], Awaitable[int]]) ->
         print(f"msd {args.command}: stopped by SIGTERM", file=sys.stderr)
         return EXIT_TERMINATED
     except BrokenPipeError as exc:
-        if not _stdout_closed():
+        if not stdout_gone():
             print(f"msd {args.command}: {describe_error(exc)}", file=sys.stderr)
             return EXIT_FAILED
         # The reader of stdout went away (`msd ls | head -1`): what it wanted was
-        # delivered. Stop quietly, as Unix tools do; stdout goes to devnull so that
-        # Python's own flush at exit does not fail again (Python docs, "Note on SIGPIPE").
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
+        # delivered. Stop quietly, as Unix tools do.
         return EXIT_OK
     except Exception as exc:
         if getattr(args, "debug", False):

@@ -37,10 +37,12 @@ __all__ = [
     "Readiness",
     "add_options",
     "check_options",
+    "clashes",
     "configure_logging",
     "json_handler",
     "json_line",
     "observing",
+    "parse_address",
     "print_line",
     "print_publish_event",
     "wants_json",
@@ -76,12 +78,22 @@ def wants_json(args: argparse.Namespace) -> bool:
     return getattr(args, "log_format", "text") == "json"
 
 
-def _parse_address(text: str) -> tuple[str, int] | None:
+def parse_address(text: str) -> tuple[str, int] | None:
     host, sep, port = text.rpartition(":")
     host = host.strip("[]")
     if not sep or not host or not port.isdigit() or int(port) > 65535:
         return None
     return host, int(port)
+
+
+def clashes(host: str, port: int, metrics: str | None) -> bool:
+    """Whether ``--metrics`` names the address the command itself listens on (``host``,
+    ``port``): the second bind would fail after the first, with a line that hides why."""
+    parsed = None if metrics is None else parse_address(metrics)
+    if parsed is None or port == 0 or parsed[1] != port:
+        return False
+    anywhere = ("0.0.0.0", "::")
+    return parsed[0] == host or parsed[0] in anywhere or host in anywhere
 
 
 def check_options(args: argparse.Namespace) -> int | None:
@@ -91,7 +103,7 @@ def check_options(args: argparse.Namespace) -> int | None:
     if address is None:
         return None
     command = getattr(args, "command", "")
-    if _parse_address(address) is None:
+    if parse_address(address) is None:
         _fail(args, f"msd {command}: --metrics must be HOST:PORT, not {address!r}")
         return 2
     try:
@@ -448,9 +460,9 @@ async def observing(
     from prometheus_client import CollectorRegistry
 
     from ..prometheus import metrics_hook, publisher_hook
-    from ._common import CommandError
+    from ._common import cannot_listen
 
-    parsed = _parse_address(address)
+    parsed = parse_address(address)
     assert parsed is not None  # check_options ran
     # The environment overrides exist for the tests, which cannot wait 15 s per outage.
     if window is None:
@@ -483,9 +495,7 @@ async def observing(
         try:
             await site.start()
         except OSError as exc:
-            raise CommandError(
-                f"--metrics {address}: cannot listen there ({exc.strerror or exc})"
-            ) from None
+            raise cannot_listen("--metrics", address, exc) from None
         port = runner.addresses[0][1]
         host = parsed[0] if ":" not in parsed[0] else f"[{parsed[0]}]"
         observer.url = f"http://{host}:{port}/metrics"

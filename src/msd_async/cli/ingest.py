@@ -9,11 +9,19 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from . import _observe
-from ._common import EXIT_FAILED, client_options, run_command
+from ._common import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    cannot_listen,
+    check_port,
+    client_options,
+    run_command,
+)
 
 if TYPE_CHECKING:
-    import asyncio
-    from collections.abc import AsyncIterator
+    import signal
+    from collections.abc import AsyncIterator, Callable
 
     from ..client import ContainerClient
 
@@ -320,24 +328,82 @@ def _publisher_status(publisher: Any) -> str:
     return f"retries {stats.retries} dropped {stats.dropped} deleted {deletes}"
 
 
-def _stop_event() -> asyncio.Event:
-    import asyncio
-    import signal
+class _Signals:
+    """SIGINT and SIGTERM through the command's life. During start-up (the preflight may
+    wait 10 s on an origin that does not answer) the first one cancels the start: nothing
+    was received yet, and saying "ready" after being told to stop would mislead. Once
+    running, the first one sets :attr:`stop` (the drain, up to --shutdown-timeout); a
+    second one calls :attr:`abandon` (an operator who will not wait)."""
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    return stop
+    def __init__(self, args: argparse.Namespace) -> None:
+        import asyncio
+        import signal
 
+        self._args = args
+        self._task = asyncio.current_task()
+        self._running = False
+        self.stop = asyncio.Event()
+        self.first: signal.Signals | None = None
+        self.second: signal.Signals | None = None
+        #: Set by the command once it has something to abandon.
+        self.abandon: Callable[[], None] | None = None
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._received, sig)
 
-def _remove_signal_handlers() -> None:
-    import asyncio
-    import signal
+    def started(self) -> None:
+        self._running = True
 
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.remove_signal_handler(sig)
+    @property
+    def cut_start(self) -> bool:
+        """Whether a signal cancelled the start-up."""
+        return self.first is not None and not self._running
+
+    def _received(self, sig: signal.Signals) -> None:
+        name = self._args.command
+        if self.first is None:
+            self.first = sig
+            if self._running:
+                self.stop.set()
+            elif self._task is not None:
+                self._task.cancel()
+        elif self.second is None and self._running:
+            self.second = sig
+            _observe.print_line(
+                self._args, f"msd {name}: stopped by a second {sig.name}: not waiting for "
+                "what is pending", "stopping", "warning", file=sys.stderr, signal=sig.name,
+                message="not waiting for what is pending",
+            )
+            if self.abandon is not None:
+                self.abandon()
+
+    def status(self, status: int) -> int:
+        """The exit status: a stop forced by a second signal says so (130 or 143)."""
+        import signal
+
+        if self.second is None:
+            return status
+        return EXIT_INTERRUPTED if self.second == signal.SIGINT else EXIT_TERMINATED
+
+    def stopped_at_start(self) -> int:
+        """The one line and the exit status of a stop during start-up: a normal stop, with
+        nothing received and nothing published."""
+        assert self.first is not None
+        name = self._args.command
+        _observe.print_line(
+            self._args, f"msd {name}: stopped by {self.first.name} during start-up; nothing "
+            "was published", "stopped", file=sys.stderr, signal=self.first.name,
+            message="stopped during start-up; nothing was published",
+        )
+        return 0
+
+    def close(self) -> None:
+        import asyncio
+        import signal
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
 
 
 # --- msd relay -------------------------------------------------------------------------
@@ -346,7 +412,15 @@ def _relay(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     host = host.strip("[]")
     if not sep or not host or not port.isdigit():
         args.command_parser.error(f"--listen must be HOST:PORT, not {args.listen!r}")
+    problem = check_port(port)
+    if problem is not None:
+        args.command_parser.error(f"--listen port {problem}")
     args.host, args.port = host, int(port)
+    if _observe.clashes(args.host, args.port, args.metrics):
+        args.command_parser.error(
+            f"--metrics {args.metrics} is the same address as --listen; give --metrics "
+            "another port"
+        )
     from ..ingest.relay import is_loopback
 
     if not is_loopback(host):
@@ -393,7 +467,9 @@ async def _relay_main(args: argparse.Namespace) -> int:
         )
         if value is not None
     }
-    stop = _stop_event()
+    import asyncio
+
+    signals = _Signals(args)
     try:
         async with _publishing(args) as (publisher, last_error):
             relay = Relay(
@@ -426,15 +502,32 @@ async def _relay_main(args: argparse.Namespace) -> int:
                     if part
                 )
 
-            async with relay:
+            try:
+                await relay.start()
+            except OSError as exc:
+                raise cannot_listen("--listen", args.listen, exc) from None
+            try:
                 print(f"relay: {relay.url}", flush=True)
+                signals.started()
+                signals.abandon = relay.abandon
                 async with _Console(status, args):
-                    await stop.wait()
+                    await signals.stop.wait()
+            finally:
+                await relay.aclose()
+            if signals.second is not None:
+                await publisher.aclose(cancel=True)
             retries = publisher.stats().retries
+    except asyncio.CancelledError:
+        if not signals.cut_start:
+            raise
+        task = asyncio.current_task()
+        assert task is not None
+        task.uncancel()
+        return signals.stopped_at_start()
     finally:
-        _remove_signal_handlers()
+        signals.close()
     s = relay.stats
-    return _finish(
+    return signals.status(_finish(
         args,
         "relay",
         relay.reporter,
@@ -445,7 +538,7 @@ async def _relay_main(args: argparse.Namespace) -> int:
             f"{retries} retries",
         ],
         started,
-    )
+    ))
 
 
 # --- msd push --------------------------------------------------------------------------
@@ -456,12 +549,13 @@ def _push(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 async def _push_main(args: argparse.Namespace) -> int:
+    import asyncio
     import time
 
     from ..ingest import FolderPusher
 
     started = time.monotonic()
-    stop = _stop_event()
+    signals = _Signals(args)
     try:
         async with _publishing(args) as (publisher, last_error):
             pusher = FolderPusher(
@@ -490,9 +584,20 @@ async def _push_main(args: argparse.Namespace) -> int:
 
             async with _Console(status, args):
                 print(f"push: watching {pusher.directory}", flush=True)
-                await pusher.run(stop)
+                signals.started()
+                signals.abandon = pusher.abandon
+                await pusher.run(signals.stop)
+            if signals.second is not None:
+                await publisher.aclose(cancel=True)
             retries = publisher.stats().retries
+    except asyncio.CancelledError:
+        if not signals.cut_start:
+            raise
+        task = asyncio.current_task()
+        assert task is not None
+        task.uncancel()
+        return signals.stopped_at_start()
     finally:
-        _remove_signal_handlers()
+        signals.close()
     extra = [f"{pusher.skipped_temporary} temporary or hidden files skipped", f"{retries} retries"]
-    return _finish(args, "push", pusher.reporter, extra, started)
+    return signals.status(_finish(args, "push", pusher.reporter, extra, started))

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from . import _observe
-from ._common import CommandError
+from ._common import CommandError, cannot_listen, check_port, stdout_gone
 
 __all__ = ["register"]
 
@@ -122,6 +122,12 @@ def serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         if not sep or not key.strip():
             parser.error(f"--key-operations takes KEY=OPERATION,..., not {spec!r}")
         permissions[key.strip()] = [o.strip() for o in operations.split(",") if o.strip()]
+    problem = check_port(args.port)
+    if problem is not None:
+        parser.error(f"--port {problem}")
+    if _observe.clashes(args.host, args.port, args.metrics):
+        parser.error(f"--metrics {args.metrics} is the same address as the server's; give "
+                     "--metrics another port")
     kinds = [k.strip() for k in args.fault_kinds.split(",") if k.strip()] or FAULT_KINDS
     args.registry = None
     try:
@@ -188,13 +194,17 @@ def serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         )
     except ValueError as exc:
         parser.error(str(exc))
-    print(f"access key id: {credentials.access_key_id}", flush=True)
-    if not explicit:
-        print(f"secret access key: {credentials.secret_access_key}", flush=True)
-    print(f"region: {args.region}", flush=True)
     try:
+        print(f"access key id: {credentials.access_key_id}", flush=True)
+        if not explicit:
+            print(f"secret access key: {credentials.secret_access_key}", flush=True)
+        print(f"region: {args.region}", flush=True)
         asyncio.run(_serve(server, args))
     except (OSError, CommandError) as exc:
+        if isinstance(exc, BrokenPipeError) and stdout_gone():
+            # The reader of stdout went away (`msd serve | head -1`): stop quietly, as the
+            # client commands do (docs/cli.md); the server was closed on the way out.
+            return 0
         _observe.print_line(args, f"msd serve: {exc}", "failed", "error", file=sys.stderr,
                             error=str(exc))
         return 1
@@ -232,7 +242,12 @@ async def _serve(server: object, args: argparse.Namespace) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await server.start()
+        try:
+            await server.start()
+        except OSError as exc:
+            option = "--port" if args.port else "--host"
+            value = str(args.port) if args.port else args.host
+            raise cannot_listen(option, value, exc) from None
         async with _observe.observing(
             args, server_ready=lambda: bool(server.endpoint), registry=args.registry
         ):

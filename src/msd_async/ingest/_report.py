@@ -130,6 +130,7 @@ class Reporter:
     def __init__(self, on_object: Callable[[ObjectRecord], object] | None) -> None:
         self._on_object = on_object
         self._watchers: set[asyncio.Task[None]] = set()
+        self._abandoned = False
         self.counters = Counters()
         #: Optional: the last error the publisher met for a path (its retries), which a
         #: deadline's reason does not name; called once per outcome, so it may forget it.
@@ -170,8 +171,10 @@ class Reporter:
         try:
             outcome = await publication.wait()
         except asyncio.CancelledError:
-            self.record(method, path, size(), started, "unfinished at shutdown",
-                        "no outcome within the drain timeout", received=received())
+            why = ("no outcome before the shutdown was cut short" if self._abandoned
+                   else "no outcome within the drain timeout")
+            self.record(method, path, size(), started, "unfinished at shutdown", why,
+                        received=received())
             raise
         except Exception as exc:
             self.record(method, path, size(), started, "failed", cause(exc),
@@ -226,10 +229,20 @@ class Reporter:
                 # scan: it is logged, the object keeps its outcome, the next one goes on.
                 logger.exception("on_object callback raised for %s; carrying on", path)
 
+    def abandon(self) -> None:
+        """Stop waiting for outcomes, as the drain's deadline would: each publication still
+        followed is reported ``unfinished at shutdown`` now, and a drain (running, or to
+        come) returns at once."""
+        self._abandoned = True
+        for task in self._watchers:
+            task.cancel()
+
     async def drain(self, seconds: float) -> None:
         """Wait up to ``seconds`` for every outcome; cancel the watchers left."""
         if not self._watchers:
             return
+        if self._abandoned:
+            seconds = 0.0
         _, pending = await asyncio.wait(set(self._watchers), timeout=seconds)
         for task in pending:
             task.cancel()

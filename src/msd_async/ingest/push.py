@@ -155,6 +155,9 @@ class FolderPusher:
         #: Changes to temporary or hidden files (is_ignored) the watcher reported and the
         #: pusher left alone.
         self.skipped_temporary = 0
+        self._abandoned = False
+        #: The stop's final pass and drain, which abandon() cuts short.
+        self._finishing: anyio.CancelScope | None = None
 
     # --- scanning -----------------------------------------------------------------------
     def _relative(self, path: str | os.PathLike[str]) -> str | None:
@@ -435,8 +438,23 @@ class FolderPusher:
                 await self._drain_due()
         finally:
             await watcher.aclose()
-        await self._final_pass()
-        await self.reporter.drain(self._drain_timeout)
+        with anyio.CancelScope() as self._finishing:
+            if self._abandoned:
+                self._finishing.cancel()
+            await self._final_pass()
+            await self.reporter.drain(self._drain_timeout)
+        if self._abandoned:
+            # Also the outcomes of what the cut final pass had already handed over.
+            await self.reporter.drain(0.0)
+
+    def abandon(self) -> None:
+        """End the stop now (the one in progress, or the next): no more files are handed
+        over, and the objects whose outcome is not known yet are reported ``unfinished at
+        shutdown``. For a second signal: an operator who will not wait."""
+        self._abandoned = True
+        if self._finishing is not None:
+            self._finishing.cancel()
+        self.reporter.abandon()
 
     async def _final_pass(self) -> None:
         """At stop: hand over every file completed before it and nothing half-written. A

@@ -446,6 +446,10 @@ class Relay:
         #: loop will not hand over another) is closed unread.
         self._stopped = False
         self._closed = False
+        #: When aclose() stops waiting (loop time, set by aclose()); abandon() brings it
+        #: forward to now.
+        self._deadline = 0.0
+        self._abandoned = False
 
     @property
     def url(self) -> str:
@@ -495,7 +499,7 @@ class Relay:
             return
         self._closed = self._closing = True
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._drain_timeout
+        self._deadline = loop.time() + (0.0 if self._abandoned else self._drain_timeout)
         try:
             if self._server is not None:
                 # Connections the kernel completed but the loop has not accepted yet may
@@ -530,7 +534,7 @@ class Relay:
                 await self._adopt(backlog)
                 while pending := {task for task in self._tasks if not task.done()}:
                     _, late = await asyncio.wait(
-                        pending, timeout=max(0.0, deadline - loop.time())
+                        pending, timeout=max(0.0, self._deadline - loop.time())
                     )
                     for task in late:
                         task.cancel()
@@ -542,7 +546,19 @@ class Relay:
             if self._worker is not None:
                 self._queue.put_nowait(None)
                 await self._worker
-            await self.reporter.drain(max(0.0, deadline - loop.time()))
+            await self.reporter.drain(max(0.0, self._deadline - loop.time()))
+
+    def abandon(self) -> None:
+        """End the shutdown now (the one in progress, or the next), as its
+        ``drain_timeout`` would: requests still arriving are cut, and the objects whose
+        outcome is not known yet are reported ``unfinished at shutdown``. For a second
+        signal: an operator who will not wait. :meth:`aclose` still has to be awaited."""
+        self._abandoned = True
+        if self._closing:
+            self._deadline = 0.0  # the loop's clock is past it: every wait left is 0 s
+            for task in self._tasks:
+                task.cancel()
+        self.reporter.abandon()
 
     # --- connections -------------------------------------------------------------------
     @staticmethod
