@@ -6,9 +6,12 @@ import argparse
 import contextlib
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import _observe
+from . import _common, _observe
+
+if TYPE_CHECKING:
+    import anyio
 
 __all__ = ["register"]
 
@@ -111,12 +114,32 @@ def demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     _observe.configure_logging(args)
     import anyio
 
+    from ._common import EXIT_TERMINATED, Terminated, stdout_gone, stop_on_sigterm
+
+    async def demo() -> int:
+        async with stop_on_sigterm():
+            # Cancelled when the reader of stdout goes away (`msd demo --log-format json |
+            # head -1`): an endless demo would otherwise run on, unread.
+            with anyio.CancelScope() as running:
+                return await _demo(args, running)
+            return 0
+
     try:
-        return anyio.run(_demo, args)
+        return anyio.run(demo)
     except KeyboardInterrupt:
         _observe.print_line(args, "msd demo: interrupted", "interrupted", "error",
                             file=sys.stderr)
         return 130
+    except Terminated:
+        _observe.print_line(args, "msd demo: stopped by SIGTERM", "stopped", "warning",
+                            file=sys.stderr, signal="SIGTERM")
+        return EXIT_TERMINATED
+    except BrokenPipeError as exc:
+        if stdout_gone():  # `msd demo | head -1`: the reader had what it wanted
+            return 0
+        _observe.print_line(args, f"msd demo: {exc}", "failed", "error", file=sys.stderr,
+                            error=str(exc))
+        return 1
     except Exception as exc:
         if args.debug:
             raise
@@ -129,7 +152,7 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value * 1000:.1f}"
 
 
-async def _demo(args: argparse.Namespace) -> int:
+async def _demo(args: argparse.Namespace, running: anyio.CancelScope) -> int:
     import anyio
     from rich import box
     from rich.console import Console
@@ -143,7 +166,16 @@ async def _demo(args: argparse.Namespace) -> int:
     from ..live.watch import PlayerPage, player_cors_policy
     from ..testing import FaultPlan, LocalMediaStore
 
-    console = Console() if sys.stdout.isatty() else Console(width=140)
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            # rich exits with status 1 here; the reader of stdout going away (`msd demo |
+            # head -1`) is a quiet stop, as for the JSON lines.
+            self.quiet = True
+            if not _common.stdout_gone():
+                raise BrokenPipeError("stdout is a pipe that broke")
+            running.cancel()
+
+    console = _Console() if sys.stdout.isatty() else _Console(width=140)
     as_json = _observe.wants_json(args)
     live_view = console.is_terminal and not args.no_live_view and not as_json
     faults = FaultPlan(
@@ -174,7 +206,12 @@ async def _demo(args: argparse.Namespace) -> int:
     def on_event(event: PublishEvent) -> None:
         observer.on_publish(event)  # the --metrics hooks, set below before publishing
         if as_json:
-            _observe.print_publish_event(event)
+            try:
+                _observe.print_publish_event(event)
+            except BrokenPipeError:
+                if not _common.stdout_gone():
+                    raise
+                running.cancel()  # stdout now goes to devnull: the rest prints nothing
         if event.kind == "retried":
             folder = event.path.split("/")[1] if event.path.count("/") >= 2 else "-"
             retries[folder] = retries.get(folder, 0) + 1
