@@ -46,13 +46,19 @@ def _cache_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mo
 
 
 @pytest.fixture
-async def session() -> AsyncIterator[Session]:
+async def scripted_session() -> AsyncIterator[Session]:
     """A session for a scripted peer (tests/support/scripted_server.py): it signs with
-    throw-away keys and never retries, so each scripted answer is seen once. A folder's
-    conftest may define its own ``session`` instead (tests/reliability does)."""
+    throw-away keys and never retries, so each scripted answer is seen once."""
     async with Session(
         credentials=Credentials("AKIDEXAMPLE", "secret"),
         region="us-east-1",
         retry=RetryPolicy.none(),
     ) as session:
         yield session
+
+
+@pytest.fixture
+def session(scripted_session: Session) -> Session:
+    """:func:`scripted_session` by its short name; a folder's conftest may define its own
+    ``session`` instead (tests/reliability does, a session on the local server)."""
+    return scripted_session

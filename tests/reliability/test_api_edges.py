@@ -6,7 +6,7 @@ own result or a typed error, never a hang, and never a short body presented as c
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import pytest
 from scripted_server import Connection, response_head, scripted_server
@@ -28,17 +28,6 @@ BODY = bytes(range(256)) * 40
 PROMPTLY = 5.0
 
 
-@pytest.fixture
-async def session() -> AsyncIterator[Session]:
-    """Throw-away keys for a scripted peer; no retries, so each answer is seen once."""
-    async with Session(
-        credentials=Credentials("AKIDEXAMPLE", "secret"),
-        region="us-east-1",
-        retry=RetryPolicy.none(),
-    ) as session:
-        yield session
-
-
 def _head(status: int = 200, **extra: str | int) -> bytes:
     return response_head(status, {"Content-Length": len(BODY), "ETag": '"v1"', **extra})
 
@@ -53,7 +42,7 @@ async def _until(condition: Callable[[], bool]) -> None:
 
 
 async def test_a_read_cancelled_while_it_resumes_leaves_the_stream_broken_not_ended(
-    session: Session,
+    scripted_session: Session,
 ) -> None:
     """The body is cut after 3000 bytes; the read that resumes it is cancelled (a caller's
     ``wait_for``) while the ranged request waits for its answer. The next read returned
@@ -71,7 +60,7 @@ async def test_a_read_cancelled_while_it_resumes_leaves_the_stream_broken_not_en
         await asyncio.sleep(60)  # the resume is never answered
 
     async with scripted_server(handler) as server:
-        store = session.container(server.endpoint)
+        store = scripted_session.container(server.endpoint)
         async with store.get_object("vod/a.mp4") as obj:
             assert await obj.receive() == BODY[:3000]
             reading = asyncio.create_task(obj.receive())
@@ -86,12 +75,12 @@ async def test_a_read_cancelled_while_it_resumes_leaves_the_stream_broken_not_en
             # Every later read says so again; none looks like the end of the body.
             with pytest.raises(ConnectionLostError):
                 await obj.receive()
-        assert session.pool.in_use == 0
+        assert scripted_session.pool.in_use == 0
 
 
 @pytest.mark.parametrize("how", ["iter_chunks", "iter_range"])
 async def test_a_cancelled_step_of_a_chunk_iterator_loses_no_bytes(
-    session: Session, how: str
+    scripted_session: Session, how: str
 ) -> None:
     """``iter_chunks`` (and ``iter_range`` cutting a window out of a 200) were async
     generators: a ``wait_for`` that cancelled one step finished the generator, the bytes
@@ -106,7 +95,7 @@ async def test_a_cancelled_step_of_a_chunk_iterator_loses_no_bytes(
         await asyncio.sleep(60)
 
     async with scripted_server(handler) as server:
-        store = session.container(server.endpoint)
+        store = scripted_session.container(server.endpoint)
         # iter_range: the server ignores the range (an in-progress STREAMING object does);
         # the window starts past the first part, so the first step is still waiting.
         window = (1500, 5009)
