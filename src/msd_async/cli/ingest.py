@@ -386,9 +386,16 @@ class _Signals:
         return EXIT_INTERRUPTED if self.second == signal.SIGINT else EXIT_TERMINATED
 
     def stopped_at_start(self) -> int:
-        """The one line and the exit status of a stop during start-up: a normal stop, with
-        nothing received and nothing published."""
-        assert self.first is not None
+        """Called handling a CancelledError: a stop during start-up (a normal stop, with
+        nothing received and nothing published) is one line and status 0; any other
+        cancellation is raised again."""
+        import asyncio
+
+        if not self.cut_start:
+            raise  # the CancelledError being handled
+        task = asyncio.current_task()
+        assert task is not None and self.first is not None
+        task.uncancel()
         name = self._args.command
         _observe.print_line(
             self._args, f"msd {name}: stopped by {self.first.name} during start-up; nothing "
@@ -518,11 +525,6 @@ async def _relay_main(args: argparse.Namespace) -> int:
                 await publisher.aclose(cancel=True)
             retries = publisher.stats().retries
     except asyncio.CancelledError:
-        if not signals.cut_start:
-            raise
-        task = asyncio.current_task()
-        assert task is not None
-        task.uncancel()
         return signals.stopped_at_start()
     finally:
         signals.close()
@@ -591,11 +593,6 @@ async def _push_main(args: argparse.Namespace) -> int:
                 await publisher.aclose(cancel=True)
             retries = publisher.stats().retries
     except asyncio.CancelledError:
-        if not signals.cut_start:
-            raise
-        task = asyncio.current_task()
-        assert task is not None
-        task.uncancel()
         return signals.stopped_at_start()
     finally:
         signals.close()
