@@ -254,3 +254,31 @@ def _escaped_surrogates(value: str) -> str:
         return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}"
 
     return re.sub("[\ud800-\udfff]", escape, value)
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["serve", "--log-format", "json", "--port", "abc"], "argument --port: invalid int"),
+        (["relay", "--log-format=json", "--no-such-option"], "unrecognized arguments"),
+    ],
+)
+def test_a_usage_error_is_a_json_line_when_json_is_asked_for(
+    args: list[str], said: str
+) -> None:
+    """argparse's errors come before --log-format is parsed: they printed its usage text,
+    which a pipeline reading JSON lines cannot read."""
+    out = subprocess.run(
+        [sys.executable, "-m", "msd_async.cli", *args],
+        capture_output=True, timeout=60, check=False,
+    )
+    assert out.returncode == 2
+    (line,) = json_lines(out.stderr)
+    assert line["event"] == "usage-error" and line["level"] == "error"
+    assert said in str(line["error"]) and str(line["error"]).startswith("msd")
+    text = subprocess.run(
+        [sys.executable, "-m", "msd_async.cli",
+         *[a for a in args if a not in ("--log-format", "json", "--log-format=json")]],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert text.returncode == 2 and text.stderr.startswith("usage: msd")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from typing import NoReturn
 
 __all__ = ["build_parser", "main"]
 
@@ -27,10 +28,38 @@ __all__ = ["build_parser", "main"]
 COMMAND_MODULES = ("serve", "objects", "sync", "live", "ingest")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, whose usage errors are one JSON line when the command line asks for
+    ``--log-format json``: they come before that option is parsed, and a log pipeline
+    that reads JSON lines would otherwise get argparse's usage text."""
+
+    #: The arguments being parsed (set by :func:`main`; subparsers share it).
+    argv: list[str] | None = None
+
+    def error(self, message: str) -> NoReturn:
+        argv = sys.argv[1:] if _Parser.argv is None else _Parser.argv
+        if not _asks_for_json(argv):
+            super().error(message)
+        from ._observe import json_line
+
+        print(json_line("usage-error", "error", error=f"{self.prog}: {message}"),
+              file=sys.stderr)
+        self.exit(2)
+
+
+def _asks_for_json(argv: list[str]) -> bool:
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            return False
+        if arg == "--log-format=json" or (
+            arg == "--log-format" and argv[i + 1 : i + 2] == ["json"]
+        ):
+            return True
+    return False
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="msd", description="AWS Elemental MediaStore data-plane tools."
-    )
+    parser = _Parser(prog="msd", description="AWS Elemental MediaStore data-plane tools.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(f"{__name__}.{name}").register(commands)
@@ -42,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "msd"
     try:
         parser = build_parser()
+        _Parser.argv = argv
         args = parser.parse_args(argv)
         command = f"msd {args.command}"
         result: int = args.func(args, parser)
