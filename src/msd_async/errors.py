@@ -28,6 +28,7 @@ Every error the library raises derives from :class:`MediaStoreError`::
     │       └── DeadlineExceeded         the per-call deadline covering all attempts
     ├── ProtocolError                the response did not have the shape the API promises
     ├── StreamClosedError            an ObjectStream read after it was closed (also a RuntimeError)
+    ├── ConcurrentReadError          an ObjectStream read by two tasks at once (also a RuntimeError)
     ├── UnreplayableBodyError        a retry needed a body that can only be read once
     ├── ObjectChangedError           a resumed download found another ETag or size
     ├── ChecksumMismatchError        the service stored other bytes than were sent
@@ -51,6 +52,7 @@ __all__ = [
     "AuthError",
     "ChecksumMismatchError",
     "ClientValidationError",
+    "ConcurrentReadError",
     "ConnectError",
     "ConnectTimeout",
     "ConnectionLostError",
@@ -389,6 +391,12 @@ class StreamClosedError(MediaStoreError, RuntimeError):
     """An :class:`~msd_async.ObjectStream` was read after it was closed (after its
     ``async with`` block, or :meth:`~msd_async.ObjectStream.aclose`): read the body inside
     the block."""
+
+
+class ConcurrentReadError(MediaStoreError, RuntimeError):
+    """An :class:`~msd_async.ObjectStream` was read while another task was reading it: read
+    a stream from one task at a time (hand the chunks to the others, through a queue for
+    example). The read in progress is not disturbed."""
 
 
 class UnreplayableBodyError(MediaStoreError):

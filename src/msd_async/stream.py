@@ -11,6 +11,7 @@ import anyio.to_thread
 
 from .body import open_in_thread
 from .errors import (
+    ConcurrentReadError,
     ConnectionLostError,
     InvalidParameterError,
     MediaStoreError,
@@ -96,6 +97,8 @@ class ObjectStream:
         self._released = False
         #: Why the body ended early: raised again by every later read.
         self._failure: MediaStoreError | None = None
+        #: A receive() is in progress (waiting for bytes, or resuming a cut body).
+        self._reading = False
         encoding = headers.get("Content-Encoding")
         if encoding is not None and encoding.strip().lower() not in ("", "identity"):
             # The transport asks for identity and hands bodies over undecoded: these bytes
@@ -257,6 +260,12 @@ class ObjectStream:
             if self._failure is not None:
                 raise self._failure
             return b""
+        if self._reading:
+            raise ConcurrentReadError(
+                "another task is reading this ObjectStream; read it from one task at a "
+                "time (hand its chunks to the others, through a queue for example)"
+            )
+        self._reading = True
         try:
             while True:
                 try:
@@ -286,6 +295,8 @@ class ObjectStream:
                 # The body was not delivered: a later read must not look like its end.
                 self._failure = exc
             raise
+        finally:
+            self._reading = False
 
     def _check_complete(self) -> None:
         expected = self.content_length

@@ -12,6 +12,7 @@ import pytest
 from scripted_server import Connection, response_head, scripted_server
 
 from msd_async import (
+    ConcurrentReadError,
     ConnectionLostError,
     Credentials,
     Limits,
@@ -113,6 +114,36 @@ async def test_a_cancelled_step_of_a_chunk_iterator_loses_no_bytes(
             release.set()
             got = b"".join([chunk async for chunk in chunks])
     assert got == (BODY if how == "iter_chunks" else BODY[window[0] : window[1] + 1])
+
+
+async def test_two_tasks_reading_one_stream_get_a_typed_error_and_no_byte_is_lost(
+    scripted_session: Session,
+) -> None:
+    """The second reader got aiohttp's bare RuntimeError ("readany() called while another
+    coroutine is already waiting"); now a ConcurrentReadError saying what to do, and the
+    first reader still gets every byte."""
+    release = asyncio.Event()
+
+    async def handler(conn: Connection) -> None:
+        await conn.read_request()
+        await conn.send(_head() + BODY[:1000])
+        await release.wait()
+        await conn.send(BODY[1000:])
+        await asyncio.sleep(60)
+
+    async with scripted_server(handler) as server:
+        store = scripted_session.container(server.endpoint)
+        async with store.get_object("vod/a.mp4") as obj:
+            assert await obj.receive() == BODY[:1000]
+            first = asyncio.ensure_future(obj.read())
+            await asyncio.sleep(0.05)  # the first reader now waits for more
+            with pytest.raises(ConcurrentReadError, match="one task at a time"):
+                await obj.receive()
+            with pytest.raises(RuntimeError):  # what it was, for code that caught that
+                await obj.receive()
+            release.set()
+            assert await asyncio.wait_for(first, PROMPTLY) == BODY[1000:]
+            assert await obj.receive() == b""
 
 
 # --- Session.aclose() from another task ---------------------------------------------------
