@@ -12,7 +12,7 @@ import contextlib
 from typing import TYPE_CHECKING, Final
 
 from .. import rules
-from ..errors import AccessDeniedError, ObjectNotFoundError
+from ..errors import AccessDeniedError, DeadlineExceeded, ObjectNotFoundError
 from ..retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -42,4 +42,14 @@ async def preflight(
     """
     folder = rules.normalize_folder_path(prefix) or None
     with contextlib.suppress(ObjectNotFoundError, AccessDeniedError):
-        await store.list_items_page(folder, max_results=1, deadline=within, retry=_RETRY)
+        try:
+            await store.list_items_page(folder, max_results=1, deadline=within, retry=_RETRY)
+        except DeadlineExceeded as exc:
+            # The call's own message says "deadline=", which a command's operator cannot
+            # give: say what the check was and what they can do.
+            raise DeadlineExceeded(
+                f"the origin at {store.endpoint} did not answer the start-up check (one "
+                f"signed ListItems) within {within:g} s; check the endpoint and its health, "
+                "or start without the check (--no-preflight)",
+                attempts=exc.attempts,
+            ) from exc
