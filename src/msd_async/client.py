@@ -81,6 +81,14 @@ def _parse_endpoint(endpoint: str) -> tuple[str, str]:
             f"{_without_user_info(endpoint)!r}",
             rule="endpoint.form",
         )
+    if any(c.isspace() for c in endpoint):
+        # urlsplit() drops leading space and some control characters, but the endpoint is
+        # also reported as given, in every request event: refuse it, showing where.
+        raise InvalidParameterError(
+            f"endpoint {_without_user_info(endpoint)!r} contains white space (copied with "
+            "a space or a line end?); give it as https://HOST[:PORT]",
+            rule="endpoint.form",
+        )
     try:
         parts = urlsplit(endpoint)
         parts.port  # noqa: B018 - raises ValueError for a port that is not a number

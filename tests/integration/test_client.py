@@ -341,7 +341,12 @@ async def test_closed_session_refuses_new_containers() -> None:
 
 
 @pytest.mark.parametrize(
-    "endpoint", ["127.0.0.1:8080", "ftp://host", "http://host/path", "http://h:notaport"]
+    "endpoint",
+    [
+        "127.0.0.1:8080", "ftp://host", "http://host/path", "http://h:notaport",
+        # Accepted before (urlsplit drops them) but kept in every request event's URL.
+        " http://host", "http://host\n", "http://ho st",
+    ],
 )
 async def test_bad_endpoint_is_refused(endpoint: str) -> None:
     async with Session(credentials=Credentials("a", "b"), region="us-east-1") as session:
