@@ -6,7 +6,7 @@ own result or a typed error, never a hang, and never a short body presented as c
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import pytest
 from scripted_server import Connection, response_head, scripted_server
@@ -79,14 +79,8 @@ async def test_a_read_cancelled_while_it_resumes_leaves_the_stream_broken_not_en
         assert scripted_session.pool.in_use == 0
 
 
-@pytest.mark.parametrize("how", ["iter_chunks", "iter_range"])
-async def test_a_cancelled_step_of_a_chunk_iterator_loses_no_bytes(
-    scripted_session: Session, how: str
-) -> None:
-    """``iter_chunks`` (and ``iter_range`` cutting a window out of a 200) were async
-    generators: a ``wait_for`` that cancelled one step finished the generator, the bytes
-    it held were lost and the next step said the body had ended."""
-    release = asyncio.Event()
+def _first_1000_then(release: asyncio.Event) -> Callable[[Connection], Awaitable[None]]:
+    """A peer that sends the head and 1000 bytes of BODY, then the rest once released."""
 
     async def handler(conn: Connection) -> None:
         await conn.read_request()
@@ -95,7 +89,18 @@ async def test_a_cancelled_step_of_a_chunk_iterator_loses_no_bytes(
         await conn.send(BODY[1000:])
         await asyncio.sleep(60)
 
-    async with scripted_server(handler) as server:
+    return handler
+
+
+@pytest.mark.parametrize("how", ["iter_chunks", "iter_range"])
+async def test_a_cancelled_step_of_a_chunk_iterator_loses_no_bytes(
+    scripted_session: Session, how: str
+) -> None:
+    """``iter_chunks`` (and ``iter_range`` cutting a window out of a 200) were async
+    generators: a ``wait_for`` that cancelled one step finished the generator, the bytes
+    it held were lost and the next step said the body had ended."""
+    release = asyncio.Event()
+    async with scripted_server(_first_1000_then(release)) as server:
         store = scripted_session.container(server.endpoint)
         # iter_range: the server ignores the range (an in-progress STREAMING object does);
         # the window starts past the first part, so the first step is still waiting.
@@ -123,15 +128,7 @@ async def test_two_tasks_reading_one_stream_get_a_typed_error_and_no_byte_is_los
     coroutine is already waiting"); now a ConcurrentReadError saying what to do, and the
     first reader still gets every byte."""
     release = asyncio.Event()
-
-    async def handler(conn: Connection) -> None:
-        await conn.read_request()
-        await conn.send(_head() + BODY[:1000])
-        await release.wait()
-        await conn.send(BODY[1000:])
-        await asyncio.sleep(60)
-
-    async with scripted_server(handler) as server:
+    async with scripted_server(_first_1000_then(release)) as server:
         store = scripted_session.container(server.endpoint)
         async with store.get_object("vod/a.mp4") as obj:
             assert await obj.receive() == BODY[:1000]
