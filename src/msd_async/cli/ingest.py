@@ -174,9 +174,12 @@ async def _preflight(store: ContainerClient, args: argparse.Namespace) -> None:
 
 
 @contextlib.asynccontextmanager
-async def _publishing(args: argparse.Namespace) -> AsyncIterator[tuple[Any, Any]]:
+async def _publishing(
+    args: argparse.Namespace, signals: _Signals
+) -> AsyncIterator[tuple[Any, Any]]:
     """The session, the --metrics observer, the preflight and the open publisher that relay
-    and push share: yields the publisher and its last-error lookup (see _make_publisher)."""
+    and push share: yields the publisher and its last-error lookup (see _make_publisher).
+    After a second signal the publisher closes without its grace period."""
     from ..session import Session
 
     async with Session(region=args.region, profile=args.profile) as session:
@@ -186,6 +189,8 @@ async def _publishing(args: argparse.Namespace) -> AsyncIterator[tuple[Any, Any]
             publisher, last_error = _make_publisher(store, args, obs)
             async with publisher:
                 yield publisher, last_error
+                if signals.second is not None:
+                    await publisher.aclose(cancel=True)
 
 
 def _finish(
@@ -478,7 +483,7 @@ async def _relay_main(args: argparse.Namespace) -> int:
 
     signals = _Signals(args)
     try:
-        async with _publishing(args) as (publisher, last_error):
+        async with _publishing(args, signals) as (publisher, last_error):
             relay = Relay(
                 publisher,
                 host=args.host,
@@ -521,8 +526,6 @@ async def _relay_main(args: argparse.Namespace) -> int:
                     await signals.stop.wait()
             finally:
                 await relay.aclose()
-            if signals.second is not None:
-                await publisher.aclose(cancel=True)
             retries = publisher.stats().retries
     except asyncio.CancelledError:
         return signals.stopped_at_start()
@@ -559,7 +562,7 @@ async def _push_main(args: argparse.Namespace) -> int:
     started = time.monotonic()
     signals = _Signals(args)
     try:
-        async with _publishing(args) as (publisher, last_error):
+        async with _publishing(args, signals) as (publisher, last_error):
             pusher = FolderPusher(
                 publisher,
                 args.dir,
@@ -589,8 +592,6 @@ async def _push_main(args: argparse.Namespace) -> int:
                 signals.started()
                 signals.abandon = pusher.abandon
                 await pusher.run(signals.stop)
-            if signals.second is not None:
-                await publisher.aclose(cancel=True)
             retries = publisher.stats().retries
     except asyncio.CancelledError:
         return signals.stopped_at_start()

@@ -114,10 +114,8 @@ def demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     _observe.configure_logging(args)
     import anyio
 
-    from ._common import EXIT_TERMINATED, Terminated, stdout_gone, stop_on_sigterm
-
     async def demo() -> int:
-        async with stop_on_sigterm():
+        async with _common.stop_on_sigterm():
             # Cancelled when the reader of stdout goes away (`msd demo --log-format json |
             # head -1`): an endless demo would otherwise run on, unread.
             with anyio.CancelScope() as running:
@@ -130,12 +128,12 @@ def demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         _observe.print_line(args, "msd demo: interrupted", "interrupted", "error",
                             file=sys.stderr)
         return 130
-    except Terminated:
+    except _common.Terminated:
         _observe.print_line(args, "msd demo: stopped by SIGTERM", "stopped", "warning",
                             file=sys.stderr, signal="SIGTERM")
-        return EXIT_TERMINATED
+        return _common.EXIT_TERMINATED
     except BrokenPipeError as exc:
-        if stdout_gone():  # `msd demo | head -1`: the reader had what it wanted
+        if _common.stdout_gone():  # `msd demo | head -1`: the reader had what it wanted
             return 0
         _observe.print_line(args, f"msd demo: {exc}", "failed", "error", file=sys.stderr,
                             error=str(exc))
