@@ -183,6 +183,11 @@ class FolderPusher:
             return False  # gone, a dangling or looping link, or a link out of the folder
         return target.is_file()
 
+    def _handed_over(self, rel: str, size: int, mtime_ns: int) -> bool:
+        """Whether ``rel`` was last handed over as it is now (the same size and time)."""
+        seen = self._seen.get(rel)
+        return seen is not None and (seen.size, seen.mtime_ns) == (size, mtime_ns)
+
     def _listing(self, under: str = "") -> list[tuple[str, os.stat_result]]:
         """Every non-temporary file under the folder (or its subfolder ``under``) with its
         stat, oldest first and manifests last (so a catch-up publishes media before what
@@ -209,8 +214,7 @@ class FolderPusher:
         listing = await anyio.to_thread.run_sync(self._listing)
         count = 0
         for rel, st in listing:
-            seen = self._seen.get(rel)
-            if seen is not None and (seen.size, seen.mtime_ns) == (st.st_size, st.st_mtime_ns):
+            if self._handed_over(rel, st.st_size, st.st_mtime_ns):
                 continue
             self._pending.pop(rel, None)
             count += await self._publish(rel)
@@ -372,10 +376,7 @@ class FolderPusher:
         now = time.monotonic()
         for folder in folders:
             for rel, st in await anyio.to_thread.run_sync(self._listing, folder):
-                seen = self._seen.get(rel)
-                if rel in self._pending or (
-                    seen is not None and (seen.size, seen.mtime_ns) == (st.st_size, st.st_mtime_ns)
-                ):
+                if rel in self._pending or self._handed_over(rel, st.st_size, st.st_mtime_ns):
                     continue
                 self._pending[rel] = now + self.settle
                 self._in_place.add(rel)
@@ -476,10 +477,7 @@ class FolderPusher:
         )
         candidates: dict[str, tuple[int, int]] = {}
         for rel, st in listing:
-            seen = self._seen.get(rel)
-            if rel in self._pending or seen is None or (seen.size, seen.mtime_ns) != (
-                st.st_size, st.st_mtime_ns
-            ):
+            if rel in self._pending or not self._handed_over(rel, st.st_size, st.st_mtime_ns):
                 candidates[rel] = (st.st_size, st.st_mtime_ns)
         self._pending.clear()
         self._in_place.clear()
@@ -496,8 +494,7 @@ class FolderPusher:
             if (st.st_size, st.st_mtime_ns) != before:
                 logger.warning("PUT %s not published: still being written at stop", rel)
                 continue
-            seen = self._seen.get(rel)
-            if seen is not None and (seen.size, seen.mtime_ns) == before:
+            if self._handed_over(rel, *before):
                 continue  # handed over meanwhile, by a manifest that names it
             await self._publish(rel)
         deletions, self._deletions = self._deletions, []
