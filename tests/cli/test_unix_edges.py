@@ -259,3 +259,49 @@ def test_sync_dry_run_counts_the_bytes_it_would_move(server: Server, tmp_path: P
     dry = server.run("sync", "ms:dry", str(dst), "--dry-run", "--json")
     assert json.loads(dry.stdout)["bytes_transferred"] == 6000
     assert list(dst.iterdir()) == []
+
+
+# --- started without a standard stream (`2>&-`, `>&-`, `<&-`) -------------------------------
+
+
+def run_with_closed(server: Server, redirect: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``msd ARGS`` started by a shell with ``redirect`` (e.g. ``2>&-``) applied to it."""
+    return subprocess.run(
+        ["sh", "-c", f'"$0" "$@" {redirect}', MSD, *args], env=server.env,
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+
+
+def test_a_closed_stderr_keeps_error_lines_out_of_the_data(tree: Server) -> None:
+    """With stderr closed, Python leaves ``sys.stderr`` None, and ``print(file=None)``
+    writes to stdout: the error line went into ``get NAME -``'s data."""
+    result = run_with_closed(tree, "2>&-", "get", "tree/none.bin", "-")
+    assert (result.returncode, result.stdout) == (1, "")
+    result = run_with_closed(tree, "2>&-", "get", "tree/f07.txt", "-")
+    assert (result.returncode, result.stdout) == (0, "7")
+
+
+def test_get_to_a_closed_stdout_says_so(tree: Server) -> None:
+    result = run_with_closed(tree, ">&-", "get", "tree/blob.bin", "-")
+    assert result.returncode == 1
+    assert "msd get: standard output is closed" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and "AttributeError" not in result.stderr
+
+
+def test_put_from_a_closed_stdin_says_so_and_stores_nothing(server: Server) -> None:
+    result = run_with_closed(server, "<&-", "put", "-", "closed/stdin.bin")
+    assert result.returncode == 1
+    assert "msd put: standard input is closed" in result.stderr, result.stderr
+    assert "AttributeError" not in result.stderr
+    missing = server.run("stat", "closed/stdin.bin")
+    assert missing.returncode == 1 and "no object at" in missing.stderr
+
+
+def test_a_closed_stdout_does_not_fail_a_command_whose_output_is_a_report(
+    tree: Server, tmp_path: Path
+) -> None:
+    """``sync``'s output only reports: the sync is done, the report dropped."""
+    (tmp_path / "a.txt").write_text("a")
+    result = run_with_closed(tree, ">&-", "sync", str(tmp_path), "ms:closed-out")
+    assert (result.returncode, result.stderr) == (0, "")
+    assert tree.run("stat", "closed-out/a.txt").returncode == 0

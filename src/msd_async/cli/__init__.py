@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run ``msd``; returns the exit status."""
     command = "msd"
+    from ._common import guard_standard_streams
+
+    guard_standard_streams()
     try:
         parser = build_parser()
         _Parser.argv = argv

@@ -38,8 +38,10 @@ __all__ = [
     "check_port",
     "client_options",
     "describe_error",
+    "guard_standard_streams",
     "open_container",
     "progress_enabled",
+    "refuse_closed",
     "run_command",
     "stdout_gone",
 ]
@@ -57,6 +59,57 @@ _CREDENTIAL_HELP: Final = (
     "check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE / --profile); "
     "msd serve prints the keys it accepts"
 )
+
+
+#: The standard streams ``msd`` was started without (``<&-``, ``>&-``, ``2>&-``), by name
+#: ("stdin", "stdout", "stderr"); set by :func:`guard_standard_streams`.
+closed_streams: frozenset[str] = frozenset()
+
+
+def guard_standard_streams() -> None:
+    """Put the null device where ``msd`` was started without a standard stream.
+
+    Python leaves ``sys.stderr`` (``stdout``, ``stdin``) None then, and ``print(file=None)``
+    writes to stdout: with ``2>&-`` the error lines went into ``msd get NAME -``'s data.
+    And a closed descriptor 0-2 is the next one a socket or a file gets. The commands whose
+    output (or input) is the data they were asked for check :data:`closed_streams` and say
+    so; what only reports is dropped.
+    """
+    global closed_streams
+    closed = []
+    for fd, name in enumerate(("stdin", "stdout", "stderr")):
+        if getattr(sys, name) is not None:
+            continue
+        closed.append(name)
+        flags = os.O_RDONLY if fd == 0 else os.O_WRONLY
+        try:
+            os.fstat(fd)
+        except OSError:  # still closed: take it, so that nothing else does
+            null = os.open(os.devnull, flags)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+            target = fd
+        else:  # already someone else's descriptor: never write into it
+            target = os.open(os.devnull, flags)
+        setattr(sys, name, open(  # noqa: SIM115 - the process's own stream, for its life
+            target, "r" if fd == 0 else "w", closefd=target != fd, errors="backslashreplace"
+        ))
+    closed_streams = frozenset(closed)
+
+
+_STREAM_WORDS: Final = {
+    "stdin": ("standard input", "<&-"),
+    "stdout": ("standard output", ">&-"),
+    "stderr": ("standard error", "2>&-"),
+}
+
+
+def refuse_closed(stream: str, what: str) -> None:
+    """Raise :class:`CommandError` if ``msd`` was started with ``stream`` closed."""
+    if stream in closed_streams:
+        words, redirect = _STREAM_WORDS[stream]
+        raise CommandError(f"{words} is closed (msd was started with {redirect}): {what}")
 
 
 class CommandError(Exception):

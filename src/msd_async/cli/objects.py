@@ -20,6 +20,7 @@ from ._common import (
     client_options,
     open_container,
     progress_enabled,
+    refuse_closed,
     run_command,
     stop_on_sigterm,
 )
@@ -311,6 +312,8 @@ def _download_target(object_path: str, file: str) -> Path:
 async def _get(store: ContainerClient, args: argparse.Namespace) -> int:
     from ..errors import ObjectNotFoundError
 
+    if args.file == "-":
+        refuse_closed("stdout", "nothing to write the object to; give a FILE")
     await _not_a_folder_path(store, args.path, "get")
     try:
         if args.file == "-":
@@ -438,6 +441,7 @@ async def _put(store: ContainerClient, args: argparse.Namespace) -> int:
     if args.file == "-":
         if path.endswith("/"):
             raise CommandError("with - (stdin) give the object's full path, not a folder/")
+        refuse_closed("stdin", "nothing to upload; give a FILE")
         fd = sys.stdin.fileno()
     else:
         source = Path(args.file)
