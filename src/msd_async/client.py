@@ -234,7 +234,7 @@ def _short(exc: BaseException) -> str:
 class _Emitter:
     """Builds :class:`RequestEvent` objects for one call and hands them to the hooks."""
 
-    __slots__ = ("_attempt", "_endpoint", "_hooks", "_operation", "_path", "_started", "failed_at")
+    __slots__ = ("_attempt", "_endpoint", "_hooks", "_operation", "_path", "_started", "failed")
 
     def __init__(
         self,
@@ -251,14 +251,15 @@ class _Emitter:
         self._endpoint = endpoint
         self._attempt = attempt
         self._started = time.monotonic() if started is None else started
-        #: The index of the hook that raised on the last event (the ones before it had it).
-        self.failed_at = 0
+        #: The indexes of the hooks that raised on the last event (every other one had it).
+        self.failed: tuple[int, ...] = ()
 
-    def before_failure(self) -> _Emitter:
-        """An emitter for the hooks that took the last event before one of them raised."""
+    def others(self) -> _Emitter:
+        """An emitter for the hooks that took the last event without raising: they must
+        hear how the attempt or call ends, when a hook's error ends it."""
         return _Emitter(
-            self._hooks[: self.failed_at], self._operation, self._path, self._endpoint,
-            self._attempt, self._started,
+            tuple(h for i, h in enumerate(self._hooks) if i not in self.failed), self._operation,
+            self._path, self._endpoint, self._attempt, self._started,
         )
 
     def __call__(
@@ -277,12 +278,26 @@ class _Emitter:
             self._attempt if attempt is None else attempt, time.monotonic() - self._started,
             status, error, delay, bytes_sent, bytes_received,
         )
+        # Every hook gets the event even when one before it raised: they observe the call
+        # independently, and one that saw an attempt start and never its end kept a
+        # tracing span open (until the task's next call, which ended it as cancelled) or
+        # a count short. The first error then reaches the caller, as events.py promises.
+        failure: BaseException | None = None
         for index, hook in enumerate(self._hooks):
             try:
                 hook(event)
-            except BaseException:
-                self.failed_at = index
-                raise
+            except BaseException as exc:
+                if failure is None:
+                    failure = exc
+                    self.failed = (index,)
+                else:
+                    self.failed += (index,)
+                    logger.error(
+                        "an event hook also failed on a %s %s event", self._operation, kind,
+                        exc_info=exc,
+                    )
+        if failure is not None:
+            raise failure
 
 
 class ContainerClient:
@@ -364,11 +379,11 @@ class ContainerClient:
         try:
             emit("start")
         except BaseException as exc:
-            # The hooks before the one that failed saw the attempt start: they must see it
-            # end (a tracing span would stay open). Nothing was sent; the hook's error
-            # reaches the caller, and the failed hook is not called again.
+            # The other hooks saw the attempt start: they must see it end (a tracing span
+            # would stay open). Nothing was sent; the hook's error reaches the caller, and
+            # the failed hook is not called again.
             try:
-                emit.before_failure()("error", error=exc, bytes_sent=0)
+                emit.others()("error", error=exc, bytes_sent=0)
             except Exception:
                 logger.exception("an event hook failed after another failed on start")
             raise
@@ -480,8 +495,19 @@ class ContainerClient:
                     emitter.append(_Emitter(
                         tuple(context.event_hooks), operation, path, self.endpoint, 0, started
                     ))
-                emitter[0]("retry", attempt=n, status=getattr(error, "status", None),
-                           error=error, delay=delay)
+                try:
+                    emitter[0]("retry", attempt=n, status=getattr(error, "status", None),
+                               error=error, delay=delay)
+                except BaseException as exc:
+                    # The hook's error ends the call before the next attempt, which the
+                    # other hooks now wait for (a span left open): tell them it ended.
+                    try:
+                        emitter[0].others()("abandoned", attempt=n, error=exc)
+                    except Exception:
+                        logger.exception(
+                            "an event hook failed after another failed on a retry"
+                        )
+                    raise
 
             def on_abandoned(n: int) -> None:
                 # As for a cancelled attempt: a failing hook is logged, the cancellation

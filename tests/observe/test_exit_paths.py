@@ -1,0 +1,161 @@
+"""Every attempt a hook saw start, it sees end, exactly once, on every exit path: the
+session's hooks are independent observers, so one hook's bug must not leave another's
+span open or its counts short (docs/observability.md)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING
+
+import anyio
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
+from prometheus_client import CollectorRegistry, generate_latest
+
+from msd_async import Credentials, RequestEvent, RetryPolicy, Session
+from msd_async.otel import tracing_hook
+from msd_async.prometheus import metrics_hook
+from msd_async.testing import LocalMediaStore
+
+if TYPE_CHECKING:
+    from conftest import Exposition
+
+pytestmark = pytest.mark.anyio
+
+KEYS = Credentials("AKIDOBSERVETEST000000", "observe-test-secret-key-000000000000000")
+FAST_RETRY = RetryPolicy(max_attempts=3, backoff_initial=0.01, backoff_max=0.02)
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[LocalMediaStore]:
+    async with LocalMediaStore(credentials=KEYS) as served:
+        yield served
+
+
+@pytest.fixture
+def exporter() -> tuple[TracerProvider, InMemorySpanExporter]:
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    return provider, memory
+
+
+class HookBug(Exception):
+    pass
+
+
+def _requests(registry: CollectorRegistry, exposition: type[Exposition]) -> dict[str, float]:
+    got = exposition.samples(generate_latest(registry).decode())
+    return {
+        dict(labels)["status"]: value
+        for (name, labels), value in got.items() if name == "msd_requests_total"
+    }
+
+
+@pytest.mark.parametrize("kind", ["response", "error", "retry"])
+async def test_a_hook_that_raises_does_not_keep_the_event_from_the_hooks_after_it(
+    server: LocalMediaStore, exporter: tuple[TracerProvider, InMemorySpanExporter],
+    exposition: type[Exposition], kind: str,
+) -> None:
+    """A user's hook placed first raises on one kind of event (as ``event.status // 100``
+    does on an answerless error): the caller gets its exception, as promised, and the
+    tracing and metrics hooks after it still see the attempt end. Before, they never
+    heard of it: the span stayed open until the task's next call (then ended as
+    ``cancelled``) and the attempt was not counted."""
+    provider, memory = exporter
+    registry = CollectorRegistry()
+    seen: list[RequestEvent] = []
+
+    def fragile(event: RequestEvent) -> None:
+        if event.kind == kind:
+            raise HookBug(kind)
+
+    if kind != "error":
+        async with Session(credentials=KEYS, region=server.region) as plain:
+            await plain.container(server.endpoint).put_object("f/seg.ts", b"x")
+    if kind != "response":
+        server.faults.inject("503", method="HEAD", path="f/seg.ts")
+    async with Session(
+        credentials=KEYS, region=server.region, retry=FAST_RETRY,
+        event_hooks=[fragile, tracing_hook(provider), metrics_hook(registry), seen.append],
+    ) as session:
+        store = session.container(server.endpoint)
+        with pytest.raises(HookBug):
+            await store.describe_object("f/seg.ts")
+        assert session.pool.in_use == 0
+        # The task goes on and makes no further call: the span must already be over.
+        await anyio.sleep(0.05)
+        spans = [s for s in memory.get_finished_spans() if s.name == "DescribeObject"]
+        assert len(spans) == 1, [e.kind for e in seen]
+        (span,) = spans
+        if kind == "response":
+            assert [e.kind for e in seen] == ["start", "response"]
+            assert span.status.status_code is not StatusCode.ERROR
+        elif kind == "error":
+            assert [e.kind for e in seen] == ["start", "error"]
+            assert span.attributes["error.type"] == "503"  # type: ignore[index]
+        else:
+            # The call ends with the hook's error before its next attempt.
+            assert [e.kind for e in seen] == ["start", "error", "retry", "abandoned"]
+            assert isinstance(seen[-1].error, HookBug)
+            assert span.attributes["error.type"] == "HookBug"  # type: ignore[index]
+        await anyio.sleep(0.05)
+        assert len(memory.get_finished_spans()) == 1  # nothing ended twice
+    assert _requests(registry, exposition) == ({"200": 1} if kind == "response" else {"503": 1})
+
+
+async def test_a_hook_that_raises_on_start_is_the_only_one_spared_the_end(
+    server: LocalMediaStore, exporter: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    """Raising on ``start``: nothing is sent, and every other hook, those after the failed
+    one included, sees the attempt start and end with the hook's error; the failed hook
+    is not called again."""
+    provider, memory = exporter
+    seen: list[RequestEvent] = []
+    fragile_saw: list[str] = []
+
+    def fragile(event: RequestEvent) -> None:
+        fragile_saw.append(event.kind)
+        raise HookBug("start")
+
+    async with Session(
+        credentials=KEYS, region=server.region,
+        event_hooks=[seen.append, fragile, tracing_hook(provider), seen.append],
+    ) as session:
+        with pytest.raises(HookBug):
+            await session.container(server.endpoint).describe_object("f/a.ts")
+        await anyio.sleep(0.05)
+    assert fragile_saw == ["start"]
+    assert [e.kind for e in seen] == ["start", "start", "error", "error"]
+    assert all(isinstance(e.error, HookBug) for e in seen if e.kind == "error")
+    (span,) = memory.get_finished_spans()
+    assert span.attributes["error.type"] == "HookBug"  # type: ignore[index]
+
+
+async def test_when_two_hooks_raise_the_first_error_is_raised_and_the_second_logged(
+    server: LocalMediaStore, caplog: pytest.LogCaptureFixture,
+) -> None:
+    first, second = HookBug("first"), HookBug("second")
+    seen: list[str] = []
+
+    def raising(bug: HookBug) -> Callable[[RequestEvent], None]:
+        def hook(event: RequestEvent) -> None:
+            if event.kind == "response":
+                raise bug
+        return hook
+
+    async with Session(
+        credentials=KEYS, region=server.region,
+        event_hooks=[raising(first), raising(second), lambda e: seen.append(e.kind)],
+    ) as session:
+        with pytest.raises(HookBug) as caught:
+            await session.container(server.endpoint).list_items_page("")
+        assert caught.value is first
+        assert session.pool.in_use == 0
+    assert seen == ["start", "response"]
+    logged = [r for r in caplog.records if r.name == "msd_async.client"]
+    assert len(logged) == 1 and logged[0].exc_info is not None
+    assert logged[0].exc_info[1] is second
