@@ -52,7 +52,9 @@ def _deadline(seconds: float | None) -> Deadline | None:
 def _operation(request: protocol.Request) -> tuple[Operation, str]:
     """``(operation name, object or folder path)`` of a request, for events."""
     method = request.method
-    if method == "GET" and request.query:
+    # "/" without a query is the root listed without a page size or token: no object has
+    # an empty path, so a GET of "/" is never a GetObject.
+    if method == "GET" and (request.query or request.path == "/"):
         return "ListItems", dict(request.query).get("Path", "")
     path = unquote(request.path[1:])
     if method == "GET":

@@ -159,3 +159,30 @@ async def test_when_two_hooks_raise_the_first_error_is_raised_and_the_second_log
     logged = [r for r in caplog.records if r.name == "msd_async.client"]
     assert len(logged) == 1 and logged[0].exc_info is not None
     assert logged[0].exc_info[1] is second
+
+
+async def test_a_listing_of_the_whole_container_is_listitems_not_getobject(
+    server: LocalMediaStore, exporter: tuple[TracerProvider, InMemorySpanExporter],
+    exposition: type[Exposition],
+) -> None:
+    """``GET /`` without a query (the root listed, no page size, no token) is ListItems:
+    no object has an empty path. It was counted, traced and reported as a GetObject of
+    ``""``, so a dashboard's GetObject rate rose with every ``msd ls``."""
+    provider, memory = exporter
+    registry = CollectorRegistry()
+    seen: list[RequestEvent] = []
+    async with Session(
+        credentials=KEYS, region=server.region,
+        event_hooks=[tracing_hook(provider), metrics_hook(registry), seen.append],
+    ) as session:
+        await session.container(server.endpoint).list_items_page("")
+    assert [(e.kind, e.operation, e.path) for e in seen] == [
+        ("start", "ListItems", ""), ("response", "ListItems", ""),
+    ]
+    (span,) = memory.get_finished_spans()
+    assert span.name == "ListItems"
+    assert span.attributes["http.request.method"] == "GET"  # type: ignore[index]
+    assert span.attributes["url.full"] == f"{server.endpoint}/"  # type: ignore[index]
+    got = exposition.samples(generate_latest(registry).decode())
+    assert got["msd_requests_total", (("operation", "ListItems"), ("status", "200"))] == 1
+
