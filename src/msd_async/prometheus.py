@@ -218,10 +218,16 @@ def metrics_hook(
             return
         key: tuple[str, int | None]
         if kind == "error" and isinstance(event.error, unsent):
-            # Counted, so an outage of the keys shows; no duration: nothing was sent.
-            key = (operation, UNSENT)
-            requests[key] = requests.get(key, 0) + 1
-            return
+            if isinstance(event.error, SessionClosedError) and event.error.__cause__:
+                # The session closed under a request already handed to its connection
+                # (transport.send raises it from aiohttp's error): it may have reached
+                # the origin, and its owner stopped waiting for it.
+                kind = "cancelled"
+            else:
+                # Counted, so an outage of the keys shows; no duration: nothing was sent.
+                key = (operation, UNSENT)
+                requests[key] = requests.get(key, 0) + 1
+                return
         key = (operation, CANCELLED if kind == "cancelled" else event.status)
         requests[key] = requests.get(key, 0) + 1
         counts = durations.get(operation)

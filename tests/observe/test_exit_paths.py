@@ -4,7 +4,7 @@ span open or its counts short (docs/observability.md)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import anyio
@@ -15,7 +15,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode
 from prometheus_client import CollectorRegistry, generate_latest
 
-from msd_async import Credentials, RequestEvent, RetryPolicy, Session
+from msd_async import Credentials, RequestEvent, RetryPolicy, Session, SessionClosedError
+from msd_async.cli._observe import Readiness
 from msd_async.otel import tracing_hook
 from msd_async.prometheus import metrics_hook
 from msd_async.testing import LocalMediaStore
@@ -186,3 +187,59 @@ async def test_a_listing_of_the_whole_container_is_listitems_not_getobject(
     got = exposition.samples(generate_latest(registry).decode())
     assert got["msd_requests_total", (("operation", "ListItems"), ("status", "200"))] == 1
 
+
+
+async def test_calls_in_flight_when_the_session_closes_are_counted_as_cancelled_not_unsent(
+    server: LocalMediaStore, exporter: tuple[TracerProvider, InMemorySpanExporter],
+    exposition: type[Exposition],
+) -> None:
+    """``Session.aclose()`` from another task while a HEAD waits for its answer and a PUT
+    has written its body: both requests reached the origin (which may have acted on
+    them), so neither is ``unsent`` (docs: nothing reached the origin). The session's
+    owner stopped waiting for them: ``cancelled``, with their durations and the PUT's
+    bytes. A call made after the close is ``unsent``. Every span ends once, as an error,
+    and /readyz does not blame the origin."""
+    provider, memory = exporter
+    registry = CollectorRegistry()
+    readiness = Readiness(server.endpoint)
+    server.faults.inject("delay", method="HEAD", path="c/a.ts", delay=30)
+    server.faults.inject("delay", method="PUT", path="c/b.ts", delay=30)
+    session = Session(credentials=KEYS, region=server.region, event_hooks=[readiness])
+    store = session.container(server.endpoint)
+    await store.put_object("c/ok.ts", b"ok")
+    assert readiness.state() == (True, "ok")
+    session.event_hooks += [tracing_hook(provider), metrics_hook(registry)]
+    failures: list[BaseException] = []
+
+    async def call(operation: Awaitable[object]) -> None:
+        try:
+            await operation
+        except SessionClosedError as exc:
+            failures.append(exc)
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(call, store.describe_object("c/a.ts"))
+        tasks.start_soon(call, store.put_object("c/b.ts", b"x" * 10))
+        with anyio.fail_after(5):
+            while server.faults.applied < 2:  # noqa: ASYNC110 - both reached the server
+                await anyio.sleep(0.01)
+        await session.aclose()
+    await call(store.list_items_page(""))
+    assert len(failures) == 3
+    # Closing its own session says nothing of the origin (a scrape during shutdown).
+    assert readiness.state() == (True, "ok")
+    got = exposition.samples(generate_latest(registry).decode())
+    counted = {
+        (dict(labels)["operation"], dict(labels)["status"]): value
+        for (name, labels), value in got.items() if name == "msd_requests_total"
+    }
+    assert counted == {
+        ("DescribeObject", "cancelled"): 1, ("PutObject", "cancelled"): 1,
+        ("ListItems", "unsent"): 1,
+    }
+    assert got["msd_request_duration_seconds_count", (("operation", "PutObject"),)] == 1
+    assert got["msd_bytes_sent_total", ()] == 10
+    await anyio.sleep(0.05)  # the ListItems span ends once no retry was announced
+    spans = memory.get_finished_spans()
+    assert sorted(s.name for s in spans) == ["DescribeObject", "ListItems", "PutObject"]
+    assert all(s.status.status_code is StatusCode.ERROR for s in spans)

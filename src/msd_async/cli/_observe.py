@@ -319,11 +319,12 @@ def _not_an_exchange(event: RequestEvent) -> bool:
     origin: a streamed body that passed the object limit is cut by the client before the
     origin could answer (ObjectTooLargeError), as is a body whose own source failed. Read
     as "no answer came", one oversized segment from the encoder made a healthy relay
-    unready."""
-    from ..errors import ClientValidationError, MediaStoreError
+    unready. So is a request the command's own session dropped as it closed (its
+    shutdown): a scrape then read the origin as failing."""
+    from ..errors import ClientValidationError, MediaStoreError, SessionClosedError
 
     error = event.error
-    return isinstance(error, ClientValidationError) or (
+    return isinstance(error, ClientValidationError | SessionClosedError) or (
         error is not None and not isinstance(error, MediaStoreError)
     )
 
