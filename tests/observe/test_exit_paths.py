@@ -4,11 +4,17 @@ span open or its counts short (docs/observability.md)."""
 
 from __future__ import annotations
 
+import signal
+import socket
+import subprocess
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import nullcontext
 from typing import TYPE_CHECKING
 
 import anyio
 import pytest
+from ingest_harness import ACCESS_KEY, SECRET_KEY, msd
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -17,8 +23,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from msd_async import Credentials, RequestEvent, RetryPolicy, Session, SessionClosedError
 from msd_async.cli._observe import Readiness
+from msd_async.live import LivePublisher, PublishEvent
 from msd_async.otel import tracing_hook
-from msd_async.prometheus import metrics_hook
+from msd_async.prometheus import metrics_hook, publisher_hook
 from msd_async.testing import LocalMediaStore
 
 if TYPE_CHECKING:
@@ -243,3 +250,78 @@ async def test_calls_in_flight_when_the_session_closes_are_counted_as_cancelled_
     spans = memory.get_finished_spans()
     assert sorted(s.name for s in spans) == ["DescribeObject", "ListItems", "PutObject"]
     assert all(s.status.status_code is StatusCode.ERROR for s in spans)
+
+
+@pytest.mark.parametrize("close", ["grace", "cancel", "exception"])
+async def test_the_publish_queue_depth_returns_to_zero_however_the_publisher_closes(
+    server: LocalMediaStore, exposition: type[Exposition], close: str,
+) -> None:
+    """Objects still queued (behind a held upload, or a playlist republished while its
+    previous version waits) when the publisher closes, by its grace period running out,
+    by ``cancel=True`` or by leaving its ``async with`` with an exception: each settles
+    once, and the gauge of objects waiting ends at 0, never below."""
+    registry = CollectorRegistry()
+    server.faults.inject("delay", method="PUT", times=None, delay=30)
+    depths: list[float] = []
+    hook = publisher_hook(registry)
+
+    def on_event(event: PublishEvent) -> None:
+        hook(event)
+        depths.append(exposition.samples(generate_latest(registry).decode())[
+            "msd_publish_queue_depth", ()
+        ])
+
+    async with Session(credentials=KEYS, region=server.region) as session:
+        store = session.container(server.endpoint)
+        publisher = LivePublisher(store, on_event=on_event, max_in_flight=1)
+        with pytest.raises(HookBug) if close == "exception" else nullcontext():
+            async with publisher:
+                for n in range(3):
+                    await publisher.publish(f"q/s{n}.m4s", b"x", duration=4.0)
+                for n in range(2):
+                    await publisher.publish("q/index.m3u8", f"#EXTM3U\n#{n}\n")
+                await anyio.sleep(0.2)
+                assert depths[-1] >= 2  # media behind the held upload
+                if close == "grace":
+                    await publisher.aclose(timeout=0.2)
+                elif close == "cancel":
+                    await publisher.aclose(cancel=True)
+                else:
+                    raise HookBug("the application failed mid-stream")
+    assert depths[-1] == 0
+    assert min(depths) >= 0
+
+
+def test_a_bad_client_of_the_metrics_port_does_not_hold_the_commands_exit() -> None:
+    """Two peers of ``--metrics`` when the command is stopped: one declared a body it never
+    sends (answered 405 at once), one pipelines scrapes and never reads the answers. The
+    command exits at once. Before, the listener went on waiting for the body (aiohttp's
+    lingering close, 10 s) after the signal: a shutdown held up by any peer of the port."""
+    serve = subprocess.Popen(
+        msd("serve", "--metrics", "127.0.0.1:0", "--access-key-id", ACCESS_KEY,
+            "--secret-access-key", SECRET_KEY),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert serve.stdout is not None
+        lines = [serve.stdout.readline().strip() for _ in range(5)]
+        line = next(x for x in lines if x.startswith("metrics: http://127.0.0.1:"))
+        port = int(line.rsplit(":", 1)[1].split("/")[0])
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as body_never_sent, \
+                socket.create_connection(("127.0.0.1", port), timeout=30) as never_reads:
+            body_never_sent.sendall(
+                b"POST /metrics HTTP/1.1\r\nHost: a\r\nContent-Length: 1000000\r\n\r\nabc"
+            )
+            assert body_never_sent.recv(100).startswith(b"HTTP/1.1 405")
+            never_reads.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            never_reads.sendall(b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n" * 500)
+            started = time.monotonic()
+            serve.send_signal(signal.SIGINT)
+            serve.communicate(timeout=60)
+            took = time.monotonic() - started
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+            serve.communicate()
+    assert serve.returncode == 0
+    assert took < 5.0  # aiohttp's lingering close alone waits 10 s

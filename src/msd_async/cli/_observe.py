@@ -488,7 +488,13 @@ async def observing(
 
     if publisher:
         observer.publisher_hook = publisher_hook(registry)
-    runner = web.AppRunner(_app(registry, ready), access_log=None, handle_signals=False)
+    # lingering_time=0: a request whose body is not read (no scrape has one) closes its
+    # connection once answered. aiohttp's default waited up to 10 s more for that body,
+    # and went on waiting after the command was told to stop: any peer of the port
+    # could hold its exit.
+    runner = web.AppRunner(
+        _app(registry, ready), access_log=None, handle_signals=False, lingering_time=0
+    )
     await runner.setup()
     probing: asyncio.Task[None] | None = None
     try:
