@@ -21,7 +21,16 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode
 from prometheus_client import CollectorRegistry, generate_latest
 
-from msd_async import Credentials, RequestEvent, RetryPolicy, Session, SessionClosedError
+from msd_async import (
+    Credentials,
+    Limits,
+    PoolTimeout,
+    RequestEvent,
+    RetryPolicy,
+    Session,
+    SessionClosedError,
+    Timeouts,
+)
 from msd_async.cli._observe import Readiness
 from msd_async.live import LivePublisher, PublishEvent
 from msd_async.otel import tracing_hook
@@ -325,3 +334,31 @@ def test_a_bad_client_of_the_metrics_port_does_not_hold_the_commands_exit() -> N
             serve.communicate()
     assert serve.returncode == 0
     assert took < 5.0  # aiohttp's lingering close alone waits 10 s
+
+
+async def test_a_call_that_found_no_free_connection_is_unsent(
+    server: LocalMediaStore, exposition: type[Exposition],
+) -> None:
+    """A PoolTimeout is the session's own pool saturated: the request never left the
+    process (errors.py, retry.py), which is what ``unsent`` says. Counted as ``error``
+    (no answer came: look at the network), with a duration, it sent operators to the
+    origin for a local limit."""
+    registry = CollectorRegistry()
+    server.faults.inject("delay", method="HEAD", path="p/held.ts", delay=30)
+    async with Session(
+        credentials=KEYS, region=server.region, limits=Limits(max_connections=1),
+        timeouts=Timeouts(pool=0.2), event_hooks=[metrics_hook(registry)],
+    ) as session:
+        store = session.container(server.endpoint)
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(store.describe_object, "p/held.ts")
+            with anyio.fail_after(5):
+                while server.faults.applied < 1:  # noqa: ASYNC110 - it holds the connection
+                    await anyio.sleep(0.01)
+            with pytest.raises(PoolTimeout):
+                await store.describe_object("p/other.ts")
+            tasks.cancel_scope.cancel()
+    assert _requests(registry, exposition) == {"unsent": 1, "cancelled": 1}
+    got = exposition.samples(generate_latest(registry).decode())
+    # The held request's duration only: none for the one that was never sent.
+    assert got["msd_request_duration_seconds_count", (("operation", "DescribeObject"),)] == 1
