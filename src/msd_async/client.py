@@ -236,10 +236,14 @@ def _short(exc: BaseException) -> str:
 class _Emitter:
     """Builds :class:`RequestEvent` objects for one call and hands them to the hooks."""
 
-    __slots__ = ("_attempt", "_endpoint", "_hooks", "_operation", "_path", "_started", "failed")
+    __slots__ = (
+        "_attempt", "_context", "_endpoint", "_hooks", "_operation", "_path", "_started",
+        "failed",
+    )
 
     def __init__(
         self,
+        context: ClientContext,
         hooks: tuple[EventHook, ...],
         operation: Operation,
         path: str,
@@ -247,6 +251,7 @@ class _Emitter:
         attempt: int,
         started: float | None = None,
     ) -> None:
+        self._context = context
         self._hooks = hooks
         self._operation: Operation = operation
         self._path = path
@@ -260,9 +265,22 @@ class _Emitter:
         """An emitter for the hooks that took the last event without raising: they must
         hear how the attempt or call ends, when a hook's error ends it."""
         return _Emitter(
-            tuple(h for i, h in enumerate(self._hooks) if i not in self.failed), self._operation,
-            self._path, self._endpoint, self._attempt, self._started,
+            self._context, tuple(h for i, h in enumerate(self._hooks) if i not in self.failed),
+            self._operation, self._path, self._endpoint, self._attempt, self._started,
         )
+
+    def log_failure(self, what: str, error: BaseException) -> None:
+        """Log a hook's ``error`` that cannot reach the caller (``what``: where it failed):
+        the first of the session, then every 1000th. A hook broken for every cancelled
+        call (viewers leaving a web proxy all day) logged a traceback per call."""
+        context = self._context
+        context.hook_failures += 1
+        count = context.hook_failures
+        if count == 1 or count % 1000 == 0:
+            logger.error(
+                "an event hook failed %s (%d time(s) so far in this session; later ones "
+                "are logged every 1000th)", what, count, exc_info=error,
+            )
 
     def __call__(
         self,
@@ -294,10 +312,7 @@ class _Emitter:
                     self.failed = (index,)
                 else:
                     self.failed += (index,)
-                    logger.error(
-                        "an event hook also failed on a %s %s event", self._operation, kind,
-                        exc_info=exc,
-                    )
+                    self.log_failure(f"too, on a {self._operation} {kind} event", exc)
         if failure is not None:
             raise failure
 
@@ -377,7 +392,7 @@ class ContainerClient:
         attempt: int,
     ) -> Response:
         operation, path = _operation(request)
-        emit = _Emitter(hooks, operation, path, self.endpoint, attempt)
+        emit = _Emitter(self._context, hooks, operation, path, self.endpoint, attempt)
         try:
             emit("start")
         except BaseException as exc:
@@ -386,8 +401,8 @@ class ContainerClient:
             # the failed hook is not called again.
             try:
                 emit.others()("error", error=exc, bytes_sent=0)
-            except Exception:
-                logger.exception("an event hook failed after another failed on start")
+            except Exception as also:
+                emit.log_failure(f"after another failed on a {operation} start", also)
             raise
         try:
             response = await self._exchange(
@@ -407,8 +422,8 @@ class ContainerClient:
             # or its end. A hook that fails here is logged: the cancellation must go on.
             try:
                 emit("cancelled", bytes_sent=0 if meter is None else meter.sent)
-            except Exception:
-                logger.exception("an event hook failed on a cancelled %s", operation)
+            except Exception as exc:
+                emit.log_failure(f"on a cancelled {operation}", exc)
             raise
         try:
             emit("response", status=response.status,
@@ -495,7 +510,8 @@ class ContainerClient:
                 if not emitter:
                     operation, path = _operation(request)
                     emitter.append(_Emitter(
-                        tuple(context.event_hooks), operation, path, self.endpoint, 0, started
+                        context, tuple(context.event_hooks), operation, path, self.endpoint,
+                        0, started,
                     ))
                 try:
                     emitter[0]("retry", attempt=n, status=getattr(error, "status", None),
@@ -505,10 +521,8 @@ class ContainerClient:
                     # other hooks now wait for (a span left open): tell them it ended.
                     try:
                         emitter[0].others()("abandoned", attempt=n, error=exc)
-                    except Exception:
-                        logger.exception(
-                            "an event hook failed after another failed on a retry"
-                        )
+                    except Exception as also:
+                        emitter[0].log_failure("after another failed on a retry", also)
                     raise
 
             def on_abandoned(n: int) -> None:
@@ -516,10 +530,9 @@ class ContainerClient:
                 # goes on.
                 try:
                     emitter[0]("abandoned", attempt=n)
-                except Exception:
-                    logger.exception(
-                        "an event hook failed on a %s cancelled before its retry",
-                        _operation(request)[0],
+                except Exception as exc:
+                    emitter[0].log_failure(
+                        f"on a {_operation(request)[0]} cancelled before its retry", exc
                     )
 
         return call_with_retries(

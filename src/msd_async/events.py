@@ -15,7 +15,9 @@ to a list, update a counter). An exception raised by a hook reaches the caller u
 is never retried; the other hooks still get that event, and every attempt or call they saw
 start they see end (a hook raising on ``start`` is not called again for that attempt; one
 raising on ``retry`` ends the call, and the others get ``abandoned`` with its ``error``).
-If several hooks raise on one event, the first error is raised and the others are logged.
+If several hooks raise on one event, the first error is raised and the others are logged;
+so is a hook's error on ``cancelled`` or ``abandoned`` (the cancellation goes on). Those
+logs are the session's first, then every 1000th.
 With no hooks, no event is built.
 """
 

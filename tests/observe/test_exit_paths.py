@@ -362,3 +362,31 @@ async def test_a_call_that_found_no_free_connection_is_unsent(
     got = exposition.samples(generate_latest(registry).decode())
     # The held request's duration only: none for the one that was never sent.
     assert got["msd_request_duration_seconds_count", (("operation", "DescribeObject"),)] == 1
+
+
+async def test_a_hook_failing_on_every_cancelled_call_is_logged_once_not_per_call(
+    server: LocalMediaStore, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A hook's error on a cancelled call cannot reach the caller (the cancellation must go
+    on), so it is logged; a hook broken for every cancellation (a web proxy's viewers
+    leaving all day) must not log a traceback per call: the first, then every 1000th,
+    saying how many so far."""
+    server.faults.inject("delay", method="HEAD", times=None, delay=30)
+
+    def fragile(event: RequestEvent) -> None:
+        if event.kind == "cancelled":
+            raise HookBug("the hook's own bug")
+
+    async with Session(
+        credentials=KEYS, region=server.region, event_hooks=[fragile]
+    ) as session:
+        store = session.container(server.endpoint)
+        for n in range(5):
+            with anyio.move_on_after(0.1) as scope:
+                await store.describe_object(f"x/{n}.ts")
+            assert scope.cancelled_caught  # the cancellation, not the hook's error
+    logged = [r for r in caplog.records if r.name == "msd_async.client"]
+    assert len(logged) == 1
+    assert "cancelled DescribeObject" in logged[0].getMessage()
+    assert "1 time(s) so far" in logged[0].getMessage()
+    assert logged[0].exc_info is not None and isinstance(logged[0].exc_info[1], HookBug)
