@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from msd_async import (
     Credentials,
+    DeadlineExceeded,
     Limits,
     PoolTimeout,
     RequestEvent,
@@ -390,3 +391,30 @@ async def test_a_hook_failing_on_every_cancelled_call_is_logged_once_not_per_cal
     assert "cancelled DescribeObject" in logged[0].getMessage()
     assert "1 time(s) so far" in logged[0].getMessage()
     assert logged[0].exc_info is not None and isinstance(logged[0].exc_info[1], HookBug)
+
+
+async def test_a_call_whose_deadline_passes_mid_attempt_ends_everything_once(
+    server: LocalMediaStore, exporter: tuple[TracerProvider, InMemorySpanExporter],
+    exposition: type[Exposition],
+) -> None:
+    """``deadline=`` ends the attempt waiting for a held answer: the caller gets
+    DeadlineExceeded, the hooks one end for the one start, the span ends once as an
+    error, and the attempt is counted once, not as the origin failing to answer."""
+    provider, memory = exporter
+    registry = CollectorRegistry()
+    seen: list[RequestEvent] = []
+    server.faults.inject("delay", method="HEAD", path="d/a.ts", delay=30)
+    async with Session(
+        credentials=KEYS, region=server.region,
+        event_hooks=[tracing_hook(provider), metrics_hook(registry), seen.append],
+    ) as session:
+        with pytest.raises(DeadlineExceeded):
+            await session.container(server.endpoint).describe_object("d/a.ts", deadline=0.3)
+        await anyio.sleep(0.05)
+        assert session.pool.in_use == 0
+    kinds = [e.kind for e in seen]
+    assert kinds[0] == "start" and len(kinds) == 2 and kinds[1] in ("cancelled", "error")
+    (span,) = memory.get_finished_spans()
+    assert span.status.status_code is StatusCode.ERROR
+    counted = _requests(registry, exposition)
+    assert sum(counted.values()) == 1 and "error" not in counted, counted
