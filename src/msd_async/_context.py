@@ -42,6 +42,8 @@ class ClientContext:
     loop: asyncio.AbstractEventLoop | None = None
     #: The thread that runs ``loop``.
     loop_thread: int = 0
+    #: Event hook errors that could not reach a caller (logged the first and every 1000th).
+    hook_failures: int = 0
 
     @property
     def transport(self) -> Transport:

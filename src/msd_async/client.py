@@ -52,7 +52,9 @@ def _deadline(seconds: float | None) -> Deadline | None:
 def _operation(request: protocol.Request) -> tuple[Operation, str]:
     """``(operation name, object or folder path)`` of a request, for events."""
     method = request.method
-    if method == "GET" and request.query:
+    # "/" without a query is the root listed without a page size or token: no object has
+    # an empty path, so a GET of "/" is never a GetObject.
+    if method == "GET" and (request.query or request.path == "/"):
         return "ListItems", dict(request.query).get("Path", "")
     path = unquote(request.path[1:])
     if method == "GET":
@@ -234,10 +236,14 @@ def _short(exc: BaseException) -> str:
 class _Emitter:
     """Builds :class:`RequestEvent` objects for one call and hands them to the hooks."""
 
-    __slots__ = ("_attempt", "_endpoint", "_hooks", "_operation", "_path", "_started", "failed_at")
+    __slots__ = (
+        "_attempt", "_context", "_endpoint", "_hooks", "_operation", "_path", "_started",
+        "failed",
+    )
 
     def __init__(
         self,
+        context: ClientContext,
         hooks: tuple[EventHook, ...],
         operation: Operation,
         path: str,
@@ -245,21 +251,36 @@ class _Emitter:
         attempt: int,
         started: float | None = None,
     ) -> None:
+        self._context = context
         self._hooks = hooks
         self._operation: Operation = operation
         self._path = path
         self._endpoint = endpoint
         self._attempt = attempt
         self._started = time.monotonic() if started is None else started
-        #: The index of the hook that raised on the last event (the ones before it had it).
-        self.failed_at = 0
+        #: The indexes of the hooks that raised on the last event (every other one had it).
+        self.failed: tuple[int, ...] = ()
 
-    def before_failure(self) -> _Emitter:
-        """An emitter for the hooks that took the last event before one of them raised."""
+    def others(self) -> _Emitter:
+        """An emitter for the hooks that took the last event without raising: they must
+        hear how the attempt or call ends, when a hook's error ends it."""
         return _Emitter(
-            self._hooks[: self.failed_at], self._operation, self._path, self._endpoint,
-            self._attempt, self._started,
+            self._context, tuple(h for i, h in enumerate(self._hooks) if i not in self.failed),
+            self._operation, self._path, self._endpoint, self._attempt, self._started,
         )
+
+    def log_failure(self, what: str, error: BaseException) -> None:
+        """Log a hook's ``error`` that cannot reach the caller (``what``: where it failed):
+        the first of the session, then every 1000th. A hook broken for every cancelled
+        call (viewers leaving a web proxy all day) logged a traceback per call."""
+        context = self._context
+        context.hook_failures += 1
+        count = context.hook_failures
+        if count == 1 or count % 1000 == 0:
+            logger.error(
+                "an event hook failed %s (%d time(s) so far in this session; later ones "
+                "are logged every 1000th)", what, count, exc_info=error,
+            )
 
     def __call__(
         self,
@@ -277,12 +298,23 @@ class _Emitter:
             self._attempt if attempt is None else attempt, time.monotonic() - self._started,
             status, error, delay, bytes_sent, bytes_received,
         )
+        # Every hook gets the event even when one before it raised: they observe the call
+        # independently, and one that saw an attempt start and never its end kept a
+        # tracing span open (until the task's next call, which ended it as cancelled) or
+        # a count short. The first error then reaches the caller, as events.py promises.
+        failure: BaseException | None = None
         for index, hook in enumerate(self._hooks):
             try:
                 hook(event)
-            except BaseException:
-                self.failed_at = index
-                raise
+            except BaseException as exc:
+                if failure is None:
+                    failure = exc
+                    self.failed = (index,)
+                else:
+                    self.failed += (index,)
+                    self.log_failure(f"too, on a {self._operation} {kind} event", exc)
+        if failure is not None:
+            raise failure
 
 
 class ContainerClient:
@@ -360,17 +392,17 @@ class ContainerClient:
         attempt: int,
     ) -> Response:
         operation, path = _operation(request)
-        emit = _Emitter(hooks, operation, path, self.endpoint, attempt)
+        emit = _Emitter(self._context, hooks, operation, path, self.endpoint, attempt)
         try:
             emit("start")
         except BaseException as exc:
-            # The hooks before the one that failed saw the attempt start: they must see it
-            # end (a tracing span would stay open). Nothing was sent; the hook's error
-            # reaches the caller, and the failed hook is not called again.
+            # The other hooks saw the attempt start: they must see it end (a tracing span
+            # would stay open). Nothing was sent; the hook's error reaches the caller, and
+            # the failed hook is not called again.
             try:
-                emit.before_failure()("error", error=exc, bytes_sent=0)
-            except Exception:
-                logger.exception("an event hook failed after another failed on start")
+                emit.others()("error", error=exc, bytes_sent=0)
+            except Exception as also:
+                emit.log_failure(f"after another failed on a {operation} start", also)
             raise
         try:
             response = await self._exchange(
@@ -390,8 +422,8 @@ class ContainerClient:
             # or its end. A hook that fails here is logged: the cancellation must go on.
             try:
                 emit("cancelled", bytes_sent=0 if meter is None else meter.sent)
-            except Exception:
-                logger.exception("an event hook failed on a cancelled %s", operation)
+            except Exception as exc:
+                emit.log_failure(f"on a cancelled {operation}", exc)
             raise
         try:
             emit("response", status=response.status,
@@ -478,20 +510,29 @@ class ContainerClient:
                 if not emitter:
                     operation, path = _operation(request)
                     emitter.append(_Emitter(
-                        tuple(context.event_hooks), operation, path, self.endpoint, 0, started
+                        context, tuple(context.event_hooks), operation, path, self.endpoint,
+                        0, started,
                     ))
-                emitter[0]("retry", attempt=n, status=getattr(error, "status", None),
-                           error=error, delay=delay)
+                try:
+                    emitter[0]("retry", attempt=n, status=getattr(error, "status", None),
+                               error=error, delay=delay)
+                except BaseException as exc:
+                    # The hook's error ends the call before the next attempt, which the
+                    # other hooks now wait for (a span left open): tell them it ended.
+                    try:
+                        emitter[0].others()("abandoned", attempt=n, error=exc)
+                    except Exception as also:
+                        emitter[0].log_failure("after another failed on a retry", also)
+                    raise
 
             def on_abandoned(n: int) -> None:
                 # As for a cancelled attempt: a failing hook is logged, the cancellation
                 # goes on.
                 try:
                     emitter[0]("abandoned", attempt=n)
-                except Exception:
-                    logger.exception(
-                        "an event hook failed on a %s cancelled before its retry",
-                        _operation(request)[0],
+                except Exception as exc:
+                    emitter[0].log_failure(
+                        f"on a {_operation(request)[0]} cancelled before its retry", exc
                     )
 
         return call_with_retries(

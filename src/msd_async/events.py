@@ -12,7 +12,13 @@ with one typed event, so metrics (the live publisher's among them) need no plumb
 
 Hooks are plain functions called synchronously on the event loop: keep them cheap (append
 to a list, update a counter). An exception raised by a hook reaches the caller unchanged and
-is never retried. With no hooks, no event is built.
+is never retried; the other hooks still get that event, and every attempt or call they saw
+start they see end (a hook raising on ``start`` is not called again for that attempt; one
+raising on ``retry`` ends the call, and the others get ``abandoned`` with its ``error``).
+If several hooks raise on one event, the first error is raised and the others are logged;
+so is a hook's error on ``cancelled`` or ``abandoned`` (the cancellation goes on). Those
+logs are the session's first, then every 1000th.
+With no hooks, no event is built.
 """
 
 from __future__ import annotations
@@ -46,7 +52,8 @@ class RequestEvent:
     abandoned   the call was cancelled while it waited to retry (after ``retry``,
                 before the next ``start``): no attempt was in flight, so none is
                 counted for it; ``attempt`` is the one that failed, and ``elapsed``
-                counts from the call's start, as for ``retry``
+                counts from the call's start, as for ``retry``. Also the end of a call
+                that a hook's error on ``retry`` stopped (``error`` is that error)
     ==========  ==================================================================
     """
 

@@ -167,8 +167,12 @@ def tracing_hook(tracer_provider: TracerProvider | None = None) -> Callable[[Req
             call.status = None
             finish(call, "cancelled")
         elif kind == "abandoned":
-            # Cancelled between attempts: the last attempt's status stays on the span.
+            # Ended between attempts (cancelled, or by a hook's error on its retry event):
+            # the last attempt's status stays on the span.
             del calls[task]
-            finish(call, "cancelled")
+            error = event.error
+            if error is not None:
+                call.span.record_exception(error)
+            finish(call, "cancelled" if error is None else type(error).__name__)
 
     return hook

@@ -28,7 +28,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from .errors import CredentialsError, SessionClosedError, WrongEventLoopError
+from .errors import CredentialsError, PoolTimeout, SessionClosedError, WrongEventLoopError
 
 if TYPE_CHECKING:
     from .events import RequestEvent
@@ -200,9 +200,10 @@ def metrics_hook(
     ``msd_requests_total{operation,status}``, ``msd_request_duration_seconds{operation}``,
     ``msd_retries_total{operation}``, ``msd_bytes_sent_total``, ``msd_bytes_received_total``.
     """
-    # Raised before the request is sent (keys, a closed session, another loop): no answer
-    # failed to come, so not 'error', which sends operators to the network.
-    unsent = (CredentialsError, SessionClosedError, WrongEventLoopError)
+    # Raised before the request is sent (keys, a closed session, another loop, no free
+    # connection in the session's own pool): no answer failed to come, so not 'error',
+    # which sends operators to the network.
+    unsent = (CredentialsError, SessionClosedError, WrongEventLoopError, PoolTimeout)
     collector = _metrics(registry, namespace).client()
     requests, durations, retries = collector.requests, collector.durations, collector.retries
     totals = collector.bytes
@@ -218,10 +219,16 @@ def metrics_hook(
             return
         key: tuple[str, int | None]
         if kind == "error" and isinstance(event.error, unsent):
-            # Counted, so an outage of the keys shows; no duration: nothing was sent.
-            key = (operation, UNSENT)
-            requests[key] = requests.get(key, 0) + 1
-            return
+            if isinstance(event.error, SessionClosedError) and event.error.__cause__:
+                # The session closed under a request already handed to its connection
+                # (transport.send raises it from aiohttp's error): it may have reached
+                # the origin, and its owner stopped waiting for it.
+                kind = "cancelled"
+            else:
+                # Counted, so an outage of the keys shows; no duration: nothing was sent.
+                key = (operation, UNSENT)
+                requests[key] = requests.get(key, 0) + 1
+                return
         key = (operation, CANCELLED if kind == "cancelled" else event.status)
         requests[key] = requests.get(key, 0) + 1
         counts = durations.get(operation)

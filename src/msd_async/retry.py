@@ -435,7 +435,8 @@ async def call_with_retries(
     When it ends the sleep after attempt ``n`` (no attempt in flight), ``on_abandoned(n)``
     is called first: without it nothing would tell that the call ended there.
     Exceptions raised by ``attempt`` that are not :class:`~msd_async.errors.MediaStoreError`
-    are never retried and propagate unchanged, as do those of ``replayable`` and ``on_retry``.
+    are never retried and propagate unchanged, as do those of ``replayable`` and ``on_retry``
+    (the tokens taken for the retry that ``on_retry`` stopped are given back).
     """
     if clock is None:
         clock = SYSTEM_CLOCK if deadline is None else deadline.clock
@@ -495,7 +496,13 @@ async def call_with_retries(
                 why = f"retry budget exhausted ({budget.available} of {budget.capacity} left)"
                 raise _give_up(failure, n, why)
         if on_retry is not None:
-            on_retry(n, failure, delay)
+            try:
+                on_retry(n, failure, delay)
+            except BaseException:
+                # The call ends here, without the retry its tokens paid for.
+                if budget is not None:
+                    budget.release(last_cost)
+                raise
         logger.debug("attempt %d failed (%r); retrying in %.3f s", n, failure, delay)
         try:
             await clock.sleep(delay)

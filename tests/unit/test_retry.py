@@ -436,6 +436,28 @@ async def test_on_retry_sees_each_failed_attempt_error_and_delay() -> None:
 
 
 @pytest.mark.anyio
+async def test_a_retry_that_on_retry_stops_gives_its_budget_back() -> None:
+    """``on_retry`` raising (an event hook's bug) ends the call before the retry it paid
+    for: the tokens go back, or every such call drained the session's shared budget and
+    other calls' retries were refused."""
+
+    class HookBug(Exception):
+        pass
+
+    def broken(*args: object) -> None:
+        raise HookBug
+
+    budget = RetryBudget()
+    before = budget.available
+    with pytest.raises(HookBug):
+        await call_with_retries(
+            Endpoint([server_error(503), "ok"]), budget=budget, clock=FakeClock(),
+            rng=seeded(), on_retry=broken,
+        )
+    assert budget.available == before
+
+
+@pytest.mark.anyio
 async def test_a_cancelled_wait_before_a_retry_is_reported_and_the_cancellation_goes_on() -> None:
     abandoned: list[int] = []
     endpoint = Endpoint([server_error(503), server_error(503), "ok"])

@@ -319,11 +319,12 @@ def _not_an_exchange(event: RequestEvent) -> bool:
     origin: a streamed body that passed the object limit is cut by the client before the
     origin could answer (ObjectTooLargeError), as is a body whose own source failed. Read
     as "no answer came", one oversized segment from the encoder made a healthy relay
-    unready."""
-    from ..errors import ClientValidationError, MediaStoreError
+    unready. So is a request the command's own session dropped as it closed (its
+    shutdown): a scrape then read the origin as failing."""
+    from ..errors import ClientValidationError, MediaStoreError, SessionClosedError
 
     error = event.error
-    return isinstance(error, ClientValidationError) or (
+    return isinstance(error, ClientValidationError | SessionClosedError) or (
         error is not None and not isinstance(error, MediaStoreError)
     )
 
@@ -487,7 +488,13 @@ async def observing(
 
     if publisher:
         observer.publisher_hook = publisher_hook(registry)
-    runner = web.AppRunner(_app(registry, ready), access_log=None, handle_signals=False)
+    # lingering_time=0: a request whose body is not read (no scrape has one) closes its
+    # connection once answered. aiohttp's default waited up to 10 s more for that body,
+    # and went on waiting after the command was told to stop: any peer of the port
+    # could hold its exit.
+    runner = web.AppRunner(
+        _app(registry, ready), access_log=None, handle_signals=False, lingering_time=0
+    )
     await runner.setup()
     probing: asyncio.Task[None] | None = None
     try:
