@@ -69,6 +69,10 @@ class _InstantTransport:
     class timeouts:
         read = 30.0
 
+    @staticmethod
+    def host_header(base: str, host: str) -> dict[str, str]:
+        return {}  # as the real transport answers for an endpoint's own host:port
+
     async def send(self, method: str, url: str, headers: Any, **kwargs: Any) -> _Answer:
         body, meter = kwargs.get("body"), kwargs.get("meter")
         if body is not None and meter is not None:
