@@ -42,7 +42,8 @@ class TransferEvent:
     error: BaseException | None = None
 
 
-#: Called with every :class:`TransferEvent`, in the event loop's thread; it must not block.
+#: Called with every :class:`TransferEvent`, in the event loop's thread; it must not block
+#: and must be a plain function (an async one is refused with TypeError: nothing awaits it).
 ProgressHook = Callable[[TransferEvent], object]
 
 

@@ -8,6 +8,7 @@ event stop the scheduling of new jobs; the jobs in flight finish (or fail) first
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Final
 
@@ -51,6 +52,14 @@ def _retry_file(exc: BaseException, retry: RetryPolicy) -> bool:
     if isinstance(exc, ServerError | ThrottlingError | TransportError):
         return True
     return retry.is_retryable(exc)
+
+
+def not_a_plain_hook(progress: object) -> TypeError:
+    return TypeError(
+        f"the progress hook {progress!r} returned a coroutine (an async function?); it is "
+        "called synchronously in the event loop's thread and must be a plain function "
+        "(hand events to a task through a queue or a memory object stream to await)"
+    )
 
 
 class Job:
@@ -98,9 +107,17 @@ class Pool:
     def emit(self, event: TransferEvent) -> None:
         if self.progress is not None:
             try:
-                self.progress(event)
+                result = self.progress(event)
             except Exception as exc:
                 raise HookError(exc) from exc
+            if inspect.isawaitable(result):
+                # An async hook (or one returning a coroutine) was never awaited: the
+                # progress asked for silently did not happen. Events are emitted from
+                # inside request bodies and worker code that cannot await.
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()
+                raise HookError(not_a_plain_hook(self.progress))
 
     def fail(self, path: str, action: Action, error: BaseException) -> None:
         self.report.failed.append(FileFailure(path, action, error))

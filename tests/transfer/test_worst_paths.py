@@ -1,0 +1,211 @@
+"""The library API's worst paths against the real local server: a progress hook that
+raises or is not a plain function, the session closed or the call cancelled mid-transfer,
+a local file that changes while it is uploaded, a disk that refuses a download, names the
+API forbids, and what many files cost in descriptors."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from msd_async import RetryPolicy
+from msd_async.transfer import (
+    SyncRecord,
+    TransferEvent,
+    TransferOptions,
+    default_record_dir,
+    sync,
+    upload_tree,
+    walk,
+)
+
+pytestmark = pytest.mark.anyio
+
+FAST = RetryPolicy(max_attempts=3, backoff_initial=0.001, backoff_max=0.01)
+
+
+async def names_under(client: Any, prefix: str) -> list[str]:
+    return sorted([o.relative_path async for o in walk(client, prefix)])
+
+
+def make_files(root: Path, count: int, size: int = 100) -> dict[str, bytes]:
+    root.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for i in range(count):
+        data = (f"{i:05d}".encode() * (size // 5 + 1))[:size]
+        (root / f"f{i:05d}.bin").write_bytes(data)
+        files[f"f{i:05d}.bin"] = data
+    return files
+
+
+def recorded(root: Path, endpoint: str, prefix: str) -> dict[str, str]:
+    """What the sync record says, path -> SHA-256, as a new run would load it."""
+    record = SyncRecord(root, endpoint, prefix, (0, 1), default_record_dir())
+    record.load()
+    return {rel: e.sha256 for rel in _paths(record) if (e := record.get(rel)) is not None}
+
+
+def _paths(record: SyncRecord) -> list[str]:
+    return list(record._entries)
+
+
+def other_tasks() -> set[asyncio.Task[Any]]:
+    """The client's tasks still running (the in-process server's request handlers end on
+    their own time: a cancelled request's handler may still be sleeping on its fault)."""
+    me = asyncio.current_task()
+    return {
+        t for t in asyncio.all_tasks()
+        if t is not me and not t.done()
+        and not getattr(t.get_coro(), "__qualname__", "").startswith("RequestHandler.")
+    }
+
+
+# --- the progress hook ---------------------------------------------------------------------
+
+
+async def test_a_hook_raising_mid_body_ends_the_call_and_cancels_the_others(
+    mediastore_server: Any, mediastore_client: Any, tmp_path: Path
+) -> None:
+    """The hook's ``bytes`` event is called from inside the request body's writer: its
+    error must still reach the caller as is (not a transport error retried), and a file
+    whose answer is slow in coming must be cancelled, not waited for."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "big.bin").write_bytes(os.urandom(3 * 1024 * 1024))
+    (site / "slow.txt").write_bytes(b"slow")
+    delay = 30.0
+    mediastore_server.faults.inject("delay", method="PUT", path="hm/slow.txt", delay=delay)
+    calls: list[str] = []
+
+    def hook(event: TransferEvent) -> None:
+        if event.kind == "bytes":
+            calls.append(event.path)
+            raise LookupError("the display broke")
+
+    before = set(asyncio.all_tasks())
+    started = time.monotonic()
+    with pytest.raises(LookupError, match="display broke"):
+        await upload_tree(
+            mediastore_client, site, "hm", TransferOptions(concurrency=2), progress=hook
+        )
+    assert time.monotonic() - started < delay / 3  # slow.txt was not waited for
+    assert calls == ["big.bin"]  # not retried: the hook's error is not the file's
+    await anyio.lowlevel.checkpoint()
+    assert not (other_tasks() - before)
+    # Both requests are over, their connections back in the pool (or closed).
+    for _ in range(100):
+        if mediastore_client.session.pool.in_use == 0:
+            break
+        await anyio.sleep(0.01)
+    assert mediastore_client.session.pool.in_use == 0
+    assert await names_under(mediastore_client, "hm") == []
+
+
+@pytest.mark.parametrize("wrapped", [False, True])
+async def test_an_async_hook_is_refused_before_anything_is_sent(
+    mediastore_client: Any, tmp_path: Path, wrapped: bool
+) -> None:
+    """An ``async def`` hook was called, its coroutine dropped unawaited: the progress the
+    caller asked for never happened, silently (only a RuntimeWarning at collection)."""
+    make_files(tmp_path / "site", 3)
+    seen: list[TransferEvent] = []
+
+    async def hook(event: TransferEvent) -> None:
+        seen.append(event)
+
+    # A lambda around it is no coroutine function: found at its first event, the plan.
+    progress = (lambda event: hook(event)) if wrapped else hook
+    with pytest.raises(TypeError, match="coroutine"):
+        await upload_tree(mediastore_client, tmp_path / "site", "ah", progress=progress)
+    assert await names_under(mediastore_client, "ah") == []
+    assert not seen
+
+
+async def test_a_hook_raising_mid_sync_leaves_a_record_of_what_completed(
+    mediastore_server: Any, mediastore_client: Any, tmp_path: Path
+) -> None:
+    site = tmp_path / "site"
+    files = make_files(site, 40)
+
+    def hook(event: TransferEvent) -> None:
+        if event.kind == "done" and event.path == "f00020.bin":
+            raise LookupError("enough")
+
+    with pytest.raises(LookupError):
+        await sync(mediastore_client, site, "ms:hr", TransferOptions(concurrency=4),
+                   progress=hook)
+    stored = await names_under(mediastore_client, "hr")
+    facts = recorded(site, mediastore_client.endpoint, "hr")
+    # Every fact recorded is true of the object now there; nothing recorded is missing.
+    assert set(facts) <= set(stored)
+    for rel, sha in facts.items():
+        assert hashlib.sha256(files[rel]).hexdigest() == sha
+    again = await sync(mediastore_client, site, "ms:hr")
+    assert again.ok and sorted(again.skipped) == sorted(facts)
+
+
+# --- cancellation and a session closed mid-transfer ------------------------------------------
+
+
+async def test_a_cancelled_download_leaves_only_whole_files_and_their_record(
+    mediastore_client: Any, tmp_path: Path
+) -> None:
+    src = tmp_path / "src"
+    files = make_files(src, 60, size=300 * 1024)  # above SMALL_FILE: written in threads
+    assert (await upload_tree(mediastore_client, src, "cx")).ok
+    dst = tmp_path / "dst"
+    done: list[str] = []
+    before = set(asyncio.all_tasks())
+    with anyio.CancelScope() as scope:
+
+        def hook(event: TransferEvent) -> None:
+            if event.kind == "done":
+                done.append(event.path)
+                if len(done) == 10:
+                    scope.cancel()
+
+        await sync(mediastore_client, "ms:cx", dst, TransferOptions(concurrency=6),
+                   progress=hook)
+    assert scope.cancelled_caught
+    await anyio.lowlevel.checkpoint()
+    assert not (other_tasks() - before)
+    present = sorted(p.name for p in dst.iterdir())
+    assert present and len(present) < len(files)
+    for name in present:
+        assert not name.startswith("."), name  # no temporary file left
+        assert (dst / name).read_bytes() == files[name]  # no half file under its name
+    facts = recorded(dst, mediastore_client.endpoint, "cx")
+    assert set(facts) <= set(present) and set(done) <= set(facts)
+    report = await sync(mediastore_client, "ms:cx", dst)
+    assert report.ok and sorted(report.skipped) == sorted(facts)
+    assert sorted(p.name for p in dst.iterdir()) == sorted(files)
+
+
+# --- a local file that changes while it is uploaded ------------------------------------------
+
+
+async def test_a_file_deleted_or_replaced_after_the_scan(
+    mediastore_client: Any, tmp_path: Path
+) -> None:
+    site = tmp_path / "site"
+    make_files(site, 4)
+
+    def hook(event: TransferEvent) -> None:
+        if event.kind == "plan":
+            (site / "f00001.bin").unlink()
+            (site / "f00002.tmp").write_bytes(b"replacement")
+            os.replace(site / "f00002.tmp", site / "f00002.bin")
+
+    report = await upload_tree(mediastore_client, site, "dr", progress=hook)
+    assert [f.path for f in report.failed] == ["f00001.bin"]
+    assert isinstance(report.failed[0].error, FileNotFoundError)
+    assert sorted(report.transferred) == ["f00000.bin", "f00002.bin", "f00003.bin"]
+    assert await mediastore_client.get_bytes("dr/f00002.bin") == b"replacement"
