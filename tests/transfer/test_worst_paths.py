@@ -16,7 +16,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from msd_async import RetryPolicy
+from msd_async import RetryPolicy, Session, SessionClosedError
 from msd_async.transfer import (
     SyncRecord,
     TransferEvent,
@@ -153,6 +153,41 @@ async def test_a_hook_raising_mid_sync_leaves_a_record_of_what_completed(
 
 
 # --- cancellation and a session closed mid-transfer ------------------------------------------
+
+
+async def test_a_session_closed_mid_transfer_ends_the_call_with_its_error(
+    mediastore_server: Any, tmp_path: Path
+) -> None:
+    """Each queued file failed on its own with SessionClosedError, one after the other,
+    and the call returned a report of hundreds of failures as if files were bad."""
+    site = tmp_path / "site"
+    make_files(site, 200)
+    async with Session(
+        credentials=mediastore_server.credentials, region=mediastore_server.region
+    ) as session:
+        client = session.container(mediastore_server.endpoint)
+        failures: list[str] = []
+        before = set(asyncio.all_tasks())
+
+        def hook(event: TransferEvent) -> None:
+            if event.kind == "fail":
+                failures.append(event.path)
+            if event.kind == "done" and event.path == "f00010.bin":
+                asyncio.get_running_loop().create_task(session.aclose())
+
+        with pytest.raises(SessionClosedError):
+            await sync(client, site, "ms:sc", TransferOptions(concurrency=4), progress=hook)
+        assert len(failures) < 8  # at most the files in flight when it closed
+        await anyio.lowlevel.checkpoint()
+        assert not (other_tasks() - before)
+    async with Session(
+        credentials=mediastore_server.credentials, region=mediastore_server.region
+    ) as session:
+        client = session.container(mediastore_server.endpoint)
+        stored = await names_under(client, "sc")
+        facts = recorded(site, client.endpoint, "sc")
+        assert set(facts) <= set(stored)
+        assert "f00199.bin" not in stored  # what was queued never started
 
 
 async def test_a_cancelled_download_leaves_only_whole_files_and_their_record(

@@ -20,8 +20,10 @@ from ..errors import (
     MediaStoreError,
     ObjectChangedError,
     ServerError,
+    SessionClosedError,
     ThrottlingError,
     TransportError,
+    WrongEventLoopError,
 )
 from ..retry import RetryPolicy
 from .events import (
@@ -155,6 +157,11 @@ class Pool:
             try:
                 await job.run()
                 return True
+            except (SessionClosedError, WrongEventLoopError):
+                # Not this file's fault: no other file can go either. Reported once, the
+                # call ends (the others in flight are cancelled), rather than each queued
+                # file failing in turn and the call returning as if they were bad files.
+                raise
             except (MediaStoreError, OSError) as exc:
                 if (
                     isinstance(exc, MediaStoreError)
