@@ -227,6 +227,39 @@ async def test_a_cancelled_download_leaves_only_whole_files_and_their_record(
 # --- a local file that changes while it is uploaded ------------------------------------------
 
 
+@pytest.mark.parametrize("change", ["grow", "shrink"])
+async def test_a_file_resized_during_its_upload_is_sent_again(
+    mediastore_client: Any, tmp_path: Path, change: str
+) -> None:
+    """The body is cut (nothing stored) when the file's size changes under it; the docs
+    promise the file is then sent again, as for any change during the upload."""
+    site = tmp_path / "site"
+    site.mkdir()
+    size = 9 * 1024 * 1024
+    (site / "movie.mp4").write_bytes(b"A" * size)
+    changed: list[int] = []
+
+    def hook(event: TransferEvent) -> None:
+        if event.kind == "bytes" and not changed:
+            changed.append(event.done)
+            with open(site / "movie.mp4", "r+b") as f:
+                if change == "grow":
+                    f.seek(0, os.SEEK_END)
+                    f.write(b"C" * 1000)
+                else:
+                    f.truncate(size - 1000)
+
+    report = await upload_tree(
+        mediastore_client, site, "rs", TransferOptions(retry=FAST), progress=hook
+    )
+    assert changed
+    assert report.ok, report.failed
+    assert (
+        await mediastore_client.get_bytes("rs/movie.mp4")
+        == (site / "movie.mp4").read_bytes()
+    )
+
+
 async def test_a_file_deleted_or_replaced_after_the_scan(
     mediastore_client: Any, tmp_path: Path
 ) -> None:

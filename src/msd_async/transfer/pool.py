@@ -16,6 +16,7 @@ import anyio
 
 from ..errors import (
     ChecksumMismatchError,
+    ClientValidationError,
     ConnectionLostError,
     MediaStoreError,
     ObjectChangedError,
@@ -50,6 +51,10 @@ _PROGRESS_MIN: Final = 256 * 1024
 def _retry_file(exc: BaseException, retry: RetryPolicy) -> bool:
     """Whether trying the whole file again may succeed."""
     if isinstance(exc, ChecksumMismatchError | ObjectChangedError | ConnectionLostError):
+        return True
+    if isinstance(exc, ClientValidationError) and exc.rule == "body.changed":
+        # The local file grew or shrank while it was sent (the body was cut, nothing
+        # stored): as for a change of its bytes, it is hashed and sent again.
         return True
     if isinstance(exc, ServerError | ThrottlingError | TransportError):
         return True
