@@ -227,6 +227,46 @@ async def test_a_cancelled_download_leaves_only_whole_files_and_their_record(
 # --- a local file that changes while it is uploaded ------------------------------------------
 
 
+async def test_a_file_rewritten_during_its_upload_never_leaves_a_mix_at_the_origin(
+    mediastore_client: Any, tmp_path: Path
+) -> None:
+    """A file over 8 MiB is hashed, then sent from its path. Rewritten in place (same
+    size) while it was sent, the service stored the first bytes of one version and the
+    last of the other, complete; the checksum then failed, but the mix stayed."""
+    site = tmp_path / "site"
+    site.mkdir()
+    size = 9 * 1024 * 1024
+    old = b"A" * size
+    (site / "movie.mp4").write_bytes(old)
+    assert (await upload_tree(mediastore_client, site, "mix")).ok
+    new = b"B" * size
+    rewritten: list[int] = []
+
+    def hook(event: TransferEvent) -> None:
+        if event.kind == "bytes" and not rewritten:
+            rewritten.append(event.done)
+            with open(site / "movie.mp4", "r+b") as f:  # a writer, in place
+                f.write(new)
+
+    options = TransferOptions(file_attempts=1, retry=FAST)
+    report = await upload_tree(mediastore_client, site, "mix", options, progress=hook)
+    assert rewritten and rewritten[0] < size
+    stored = await mediastore_client.get_bytes("mix/movie.mp4")
+    assert stored in (old, new), "a mix of two versions is stored as the object"
+    assert stored == old  # the body was cut: the service kept the version it had
+    assert [f.path for f in report.failed] == ["movie.mp4"]
+    assert type(report.failed[0].error).__name__ == "ChecksumMismatchError"
+    assert "nothing was stored" in str(report.failed[0].error)
+    # With the default attempts, the file is sent again and ends whole.
+    rewritten.clear()
+    (site / "movie.mp4").write_bytes(old)
+    report = await upload_tree(
+        mediastore_client, site, "mix", TransferOptions(retry=FAST), progress=hook
+    )
+    assert report.ok, report.failed
+    assert await mediastore_client.get_bytes("mix/movie.mp4") == new
+
+
 @pytest.mark.parametrize("change", ["grow", "shrink"])
 async def test_a_file_resized_during_its_upload_is_sent_again(
     mediastore_client: Any, tmp_path: Path, change: str
