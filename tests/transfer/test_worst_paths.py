@@ -22,6 +22,7 @@ from msd_async.transfer import (
     TransferEvent,
     TransferOptions,
     default_record_dir,
+    download_tree,
     sync,
     upload_tree,
     walk,
@@ -317,3 +318,126 @@ async def test_a_file_deleted_or_replaced_after_the_scan(
     assert isinstance(report.failed[0].error, FileNotFoundError)
     assert sorted(report.transferred) == ["f00000.bin", "f00002.bin", "f00003.bin"]
     assert await mediastore_client.get_bytes("dr/f00002.bin") == b"replacement"
+
+
+# --- a disk that refuses a download ---------------------------------------------------------
+
+_CHILD = r"""
+import asyncio, errno, json, os, resource, sys
+from pathlib import Path
+
+import msd_async
+from msd_async.transfer import TransferOptions, download_tree
+
+endpoint, key, secret, dst, limit = sys.argv[1:6]
+
+
+def fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def main() -> None:
+    creds = msd_async.Credentials(key, secret)
+    before = fds()
+    async with msd_async.Session(credentials=creds, region="us-east-1") as session:
+        store = session.container(endpoint)
+        options = TransferOptions(concurrency=4, retry=msd_async.RetryPolicy.none())
+        # Files larger than this cannot be written (EFBIG), as on a full disk (ENOSPC).
+        resource.setrlimit(resource.RLIMIT_FSIZE, (int(limit), int(limit)))
+        report = await download_tree(store, "disk", dst, options)
+    after = fds()  # the session's connections closed
+    print(json.dumps({
+        "transferred": sorted(report.transferred),
+        "failed": sorted(
+            [f.path, type(f.error).__name__, getattr(f.error, "errno", None)]
+            for f in report.failed
+        ),
+        "fds": [before, after],
+    }))
+
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts /proc/self/fd")
+async def test_a_download_the_disk_refuses_fails_typed_and_leaves_nothing(
+    mediastore_server: Any, mediastore_client: Any, tmp_path: Path
+) -> None:
+    """RLIMIT_FSIZE in a child process stands for a full disk: every write past the
+    limit fails (EFBIG, as ENOSPC would), for a small download and a ranged one alike."""
+    import errno
+    import json
+    import sys
+
+    from msd_async.transfer import PART_SIZE
+
+    await mediastore_client.put_object("disk/ok.txt", b"fits")
+    await mediastore_client.put_object("disk/mid.bin", os.urandom(2 * 1024 * 1024))
+    await mediastore_client.put_object("disk/big.bin", os.urandom(PART_SIZE + 100))
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    (dst / "mid.bin").write_bytes(b"old mid")
+    (dst / "big.bin").write_bytes(b"old big")
+    creds = mediastore_server.credentials
+    result = await anyio.run_process(
+        [sys.executable, "-c", _CHILD, mediastore_server.endpoint, creds.access_key_id,
+         creds.secret_access_key, str(dst), str(1024 * 1024)],
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    out = json.loads(result.stdout)
+    assert out["transferred"] == ["ok.txt"]
+    assert out["failed"] == [
+        ["big.bin", "OSError", errno.EFBIG], ["mid.bin", "OSError", errno.EFBIG]
+    ]
+    before, after = out["fds"]
+    assert after <= before  # no descriptor left open by a failed write
+    # The final names are untouched, and no temporary file (of any size) is left.
+    assert sorted(p.name for p in dst.iterdir()) == ["big.bin", "mid.bin", "ok.txt"]
+    assert (dst / "mid.bin").read_bytes() == b"old mid"
+    assert (dst / "big.bin").read_bytes() == b"old big"
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Any:
+    """A 12 MiB tmpfs: a disk that fills up (root only, where mounting is allowed)."""
+    import subprocess
+
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(mount)],
+        capture_output=True, check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+async def test_a_ranged_download_onto_a_full_disk_fails_typed_and_frees_its_parts(
+    mediastore_client: Any, small_disk: Path
+) -> None:
+    """The parts of a ranged download that filled the disk stayed in .NAME.msdpart (a
+    full-length file) after ENOSPC, holding the space every other file needed."""
+    import errno
+
+    from msd_async.transfer import PART_SIZE
+
+    await mediastore_client.put_object("full/big.bin", os.urandom(PART_SIZE + 6 * 1024 * 1024))
+    await mediastore_client.put_object("full/ok.txt", b"fits")
+    (small_disk / "big.bin").write_bytes(b"old big")
+    report = await download_tree(
+        mediastore_client, "full", small_disk, TransferOptions(concurrency=1, retry=FAST)
+    )
+    assert [f.path for f in report.failed] == ["big.bin"]
+    error = report.failed[0].error
+    assert isinstance(error, OSError) and error.errno == errno.ENOSPC, error
+    assert report.transferred == ["ok.txt"]
+    assert sorted(os.listdir(small_disk)) == ["big.bin", "ok.txt"]
+    assert (small_disk / "big.bin").read_bytes() == b"old big"

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import anyio
 import anyio.to_thread
 
-from ..errors import ConnectionLostError, ObjectChangedError, ProtocolError
+from ..errors import ConnectionLostError, MediaStoreError, ObjectChangedError, ProtocolError
 from ..retry import RetryPolicy
 from . import _local
 from .events import first_error
@@ -77,7 +77,14 @@ def _open_parts(tmp: Path, etag: str, size: int) -> tuple[int, set[int]]:
         fd = os.open(tmp, os.O_WRONLY | _local.NO_FOLLOW)
     else:
         fd = _local.create_fresh(tmp)
-        os.ftruncate(fd, size)
+        try:
+            os.ftruncate(fd, size)
+        except BaseException:
+            # A disk that cannot take the object (EFBIG, a quota): neither the descriptor
+            # nor an empty file of ours is left behind.
+            os.close(fd)
+            discard(tmp)
+            raise
     return fd, done
 
 
@@ -190,7 +197,16 @@ async def download_parts(
     except ObjectChangedError:
         discard(tmp)  # another version: its parts are worth nothing
         raise
+    except OSError as exc:
+        if not isinstance(exc, MediaStoreError):
+            # The local disk refused a write (ENOSPC, EIO, EFBIG): the parts it holds take
+            # the space that is missing, and after EIO they may not be what was written.
+            os.close(fd)
+            fd = -1
+            await anyio.to_thread.run_sync(discard, tmp)
+        raise
     finally:
-        os.close(fd)
+        if fd >= 0:
+            os.close(fd)
     sha = await anyio.to_thread.run_sync(_local.hash_file, tmp)
     return sha, etag, size, info.last_modified
