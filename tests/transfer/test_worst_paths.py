@@ -441,3 +441,70 @@ async def test_a_ranged_download_onto_a_full_disk_fails_typed_and_frees_its_part
     assert report.transferred == ["ok.txt"]
     assert sorted(os.listdir(small_disk)) == ["big.bin", "ok.txt"]
     assert (small_disk / "big.bin").read_bytes() == b"old big"
+
+
+# --- names the API forbids ------------------------------------------------------------------
+
+
+async def test_names_the_api_forbids_are_reported_never_renamed_and_the_rest_sent(
+    mediastore_client: Any, tmp_path: Path
+) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    good = {"ok.txt": b"ok", "a:b=c~d.ts": b"fine"}
+    nine = "/".join(f"d{i}" for i in range(9))  # with the folder "nm": 10 folders, allowed
+    good[f"{nine}/deep.txt"] = b"deep"
+    ten = "/".join(f"d{i}" for i in range(10))  # 11 folders
+    long_path = "/".join(["x" * 200] * 4) + "/" + "y" * 120  # 921 characters
+    bad = {
+        "with space.txt": "path.characters",
+        "caf\u00e9.ts": "path.characters",
+        f"{ten}/too-deep.txt": "path.max-depth",
+        long_path: "path.max-length",
+        "\udcffbytes.txt": "path.characters",  # not UTF-8 on disk (b"\xffbytes.txt")
+    }
+    for rel in [*good, *bad]:
+        path = site.joinpath(*rel.split("/"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(good.get(rel, b"x"))
+    report = await sync(mediastore_client, site, "ms:nm")
+    assert sorted(report.transferred) == sorted(good)
+    assert {f.path: f.error.rule for f in report.failed} == bad  # type: ignore[attr-defined]
+    assert {type(f.error).__name__ for f in report.failed} == {"InvalidPathError"}
+    report.to_dict()  # a name that is not UTF-8 still makes a report
+    assert await names_under(mediastore_client, "nm") == sorted(good)
+    again = await sync(mediastore_client, site, "ms:nm", delete=True)
+    assert sorted(again.skipped) == sorted(good) and again.deleted == []
+
+
+# --- many files, a few at a time --------------------------------------------------------------
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts /proc/self/fd")
+@pytest.mark.parametrize("direction", ["upload", "download"])
+async def test_open_descriptors_stay_bounded_by_the_concurrency(
+    mediastore_client: Any, tmp_path: Path, direction: str
+) -> None:
+    count, concurrency = 300, 4
+    src = tmp_path / "src"
+    make_files(src, count, size=1000)
+    make_files(src / "big", 3, size=300 * 1024)  # written and hashed in worker threads
+    if direction == "download":
+        assert (await upload_tree(mediastore_client, src, "fd")).ok
+    most = [0]
+
+    def hook(event: TransferEvent) -> None:
+        if event.kind in ("start", "done"):
+            most[0] = max(most[0], len(os.listdir("/proc/self/fd")))
+
+    before = len(os.listdir("/proc/self/fd"))
+    options = TransferOptions(concurrency=concurrency)
+    if direction == "upload":
+        report = await sync(mediastore_client, src, "ms:fd", options, progress=hook)
+    else:
+        report = await sync(mediastore_client, "ms:fd", tmp_path / "dst", options,
+                            progress=hook)
+    assert report.ok and len(report.transferred) == count + 3
+    # Per file in flight: its file, its connection and the in-process server's end of it;
+    # plus the record's journal and some slack. Nothing grows with the number of files.
+    assert most[0] - before <= 3 * concurrency + 8, (before, most[0])
