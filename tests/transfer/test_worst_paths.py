@@ -16,7 +16,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from msd_async import RetryPolicy, Session, SessionClosedError
+from msd_async import RetryPolicy, Session, SessionClosedError, Timeouts
 from msd_async.transfer import (
     SyncRecord,
     TransferEvent,
@@ -151,6 +151,37 @@ async def test_a_hook_raising_mid_sync_leaves_a_record_of_what_completed(
         assert hashlib.sha256(files[rel]).hexdigest() == sha
     again = await sync(mediastore_client, site, "ms:hr")
     assert again.ok and sorted(again.skipped) == sorted(facts)
+
+
+async def test_a_hook_that_blocks_the_loop_past_the_timeouts_fails_nothing(
+    mediastore_server: Any, tmp_path: Path
+) -> None:
+    """A hook must not block (it runs in the loop's thread); one that does anyway, for
+    longer than the read and write timeouts, costs time and retried requests, never a
+    file (the watchdog finds every request silent when the loop wakes up)."""
+    site = tmp_path / "site"
+    files = make_files(site, 24, size=300 * 1024)
+    timeout = 0.4
+    blocked: list[str] = []
+
+    def hook(event: TransferEvent) -> None:
+        if event.kind in ("start", "bytes") and len(blocked) < 2:
+            blocked.append(event.path)
+            time.sleep(3 * timeout)
+
+    async with Session(
+        credentials=mediastore_server.credentials, region=mediastore_server.region,
+        timeouts=Timeouts(read=timeout, write=timeout),
+    ) as session:
+        client = session.container(mediastore_server.endpoint)
+        options = TransferOptions(concurrency=8)
+        up = await sync(client, site, "ms:bl", options, progress=hook)
+        assert len(blocked) == 2
+        assert up.ok and len(up.transferred) == len(files), up.failed
+        blocked.clear()
+        down = await sync(client, "ms:bl", tmp_path / "dst", options, progress=hook)
+        assert len(blocked) == 2
+        assert down.ok and len(down.transferred) == len(files), down.failed
 
 
 # --- cancellation and a session closed mid-transfer ------------------------------------------
