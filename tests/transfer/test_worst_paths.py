@@ -539,3 +539,33 @@ async def test_open_descriptors_stay_bounded_by_the_concurrency(
     # Per file in flight: its file, its connection and the in-process server's end of it;
     # plus the record's journal and some slack. Nothing grows with the number of files.
     assert most[0] - before <= 3 * concurrency + 8, (before, most[0])
+
+
+async def test_a_download_that_timed_out_keeps_its_parts_through_a_sync_with_delete(
+    mediastore_server: Any, tmp_path: Path
+) -> None:
+    """docs/transfer.md: delete removes the partial downloads of failures another try
+    cannot fix, and keeps those of a transient failure. A timeout is an OSError too
+    (MediaStoreTimeout subclasses TimeoutError), and was taken for a local one: the
+    parts of a download that merely timed out were deleted."""
+    from msd_async.transfer import PART_SIZE
+
+    timeout = 0.5
+    async with Session(
+        credentials=mediastore_server.credentials, region=mediastore_server.region,
+        timeouts=Timeouts(read=timeout),
+    ) as session:
+        client = session.container(mediastore_server.endpoint)
+        await client.put_object("to/big.bin", os.urandom(PART_SIZE + 100))
+        await client.put_object("to/ok.txt", b"ok")
+        dst = tmp_path / "dst"
+        mediastore_server.faults.inject(
+            "delay", method="GET", path="to/big.bin", times=None, delay=4 * timeout
+        )
+        options = TransferOptions(retry=RetryPolicy.none(), file_attempts=1)
+        report = await sync(client, "ms:to", dst, options, delete=True)
+        (failure,) = report.failed
+        assert failure.path == "big.bin"
+        assert type(failure.error).__name__ == "ReadTimeout"
+        assert sorted(os.listdir(dst)) == [".big.bin.msdpart", "ok.txt"]
+        mediastore_server.faults.clear()

@@ -20,7 +20,7 @@ from ._local import LocalFile
 from .events import TransferEvent
 from .names import temporary_owner
 from .options import PART_SIZE, SMALL_FILE
-from .parts import discard, download_parts, finish_parts
+from .parts import discard, download_parts, finish_parts, is_local_error
 from .plan import REMOTE_SCHEME, Selection, check_deletions, local_index, remote_index
 from .pool import Job, Pool
 from .record import RecordEntry
@@ -217,7 +217,7 @@ async def run_download(
             # cannot fix, would stay forever: only a resumable failure keeps its parts.
             keep = {
                 f.path for f in pool.report.failed
-                if f.action == "download" and not isinstance(f.error, OSError)
+                if f.action == "download" and not is_local_error(f.error)
             }
             for path in await anyio.to_thread.run_sync(_leftovers, root, select, keep):
                 with contextlib.suppress(FileNotFoundError):

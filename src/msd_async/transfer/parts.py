@@ -33,7 +33,15 @@ if TYPE_CHECKING:
 
     from ..client import ContainerClient
 
-__all__ = ["discard", "download_parts", "finish_parts", "state_path"]
+__all__ = ["discard", "download_parts", "finish_parts", "is_local_error", "state_path"]
+
+
+def is_local_error(exc: BaseException) -> bool:
+    """Whether a download failed on the local side (the disk, the folder): another try
+    does not help, and its parts are not kept. A timeout of the network is an ``OSError``
+    too (:class:`~msd_async.errors.MediaStoreTimeout` is a ``TimeoutError``), but
+    transient: its parts are resumed by the next try."""
+    return isinstance(exc, OSError) and not isinstance(exc, MediaStoreError)
 
 
 def state_path(tmp: Path) -> Path:
@@ -198,7 +206,7 @@ async def download_parts(
         discard(tmp)  # another version: its parts are worth nothing
         raise
     except OSError as exc:
-        if not isinstance(exc, MediaStoreError):
+        if is_local_error(exc):
             # The local disk refused a write (ENOSPC, EIO, EFBIG): the parts it holds take
             # the space that is missing, and after EIO they may not be what was written.
             os.close(fd)
