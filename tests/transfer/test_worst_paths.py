@@ -256,6 +256,37 @@ async def test_a_cancelled_download_leaves_only_whole_files_and_their_record(
     assert sorted(p.name for p in dst.iterdir()) == sorted(files)
 
 
+async def test_an_upload_cancelled_mid_body_leaves_the_version_before(
+    mediastore_client: Any, tmp_path: Path
+) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    size = 9 * 1024 * 1024
+    (site / "movie.mp4").write_bytes(b"A" * size)
+    (site / "a.txt").write_bytes(b"a")
+    assert (await sync(mediastore_client, site, "ms:cu")).ok
+    facts = recorded(site, mediastore_client.endpoint, "cu")
+    (site / "movie.mp4").write_bytes(b"B" * size)
+    sent: list[int] = []
+    before = set(asyncio.all_tasks())
+    with anyio.CancelScope() as scope:
+
+        def hook(event: TransferEvent) -> None:
+            if event.kind == "bytes":
+                sent.append(event.done)
+                scope.cancel()
+
+        await sync(mediastore_client, site, "ms:cu", progress=hook)
+    assert scope.cancelled_caught and sent and sent[0] < size
+    await anyio.lowlevel.checkpoint()
+    assert not (other_tasks() - before)
+    assert await mediastore_client.get_bytes("cu/movie.mp4") == b"A" * size
+    assert recorded(site, mediastore_client.endpoint, "cu") == facts  # nothing new is true
+    report = await sync(mediastore_client, site, "ms:cu")
+    assert report.transferred == ["movie.mp4"] and report.skipped == ["a.txt"]
+    assert await mediastore_client.get_bytes("cu/movie.mp4") == b"B" * size
+
+
 # --- a local file that changes while it is uploaded ------------------------------------------
 
 
