@@ -600,3 +600,69 @@ async def test_a_download_that_timed_out_keeps_its_parts_through_a_sync_with_del
         assert type(failure.error).__name__ == "ReadTimeout"
         assert sorted(os.listdir(dst)) == [".big.bin.msdpart", "ok.txt"]
         mediastore_server.faults.clear()
+
+
+_MEMORY_CHILD = r"""
+import asyncio, json, sys, tracemalloc
+
+import msd_async
+from msd_async.transfer import TransferOptions, sync
+
+endpoint, key, secret, local, direction = sys.argv[1:6]
+
+
+async def main() -> None:
+    creds = msd_async.Credentials(key, secret)
+    async with msd_async.Session(credentials=creds, region="us-east-1") as session:
+        store = session.container(endpoint)
+        await store.put_object("warm", b"up")  # the session's own buffers, before counting
+        tracemalloc.start()
+        options = TransferOptions(concurrency=4, record=False)
+        if direction == "upload":
+            report = await sync(store, local, "ms:mem", options)
+        else:
+            report = await sync(store, "ms:mem", local, options)
+        print(json.dumps({"ok": report.ok, "files": len(report.transferred),
+                          "peak": tracemalloc.get_traced_memory()[1] / 2**20}))
+
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("direction", ["upload", "download"])
+async def test_memory_stays_bounded_by_the_concurrency(
+    mediastore_server: Any, tmp_path: Path, direction: str
+) -> None:
+    """200 files of 2 MiB (400 MiB) through 4 workers, in a child process whose peak of
+    allocated memory is measured (tracemalloc): a few files in flight, never the tree,
+    are in memory."""
+    import json
+    import sys
+
+    count, size = 200, 2 * 1024 * 1024
+    src = tmp_path / "src"
+    src.mkdir()
+    block = os.urandom(size)
+    for i in range(count):
+        (src / f"f{i:03d}.bin").write_bytes(block[i:] + block[:i])
+    local = src
+    if direction == "download":
+        async with Session(
+            credentials=mediastore_server.credentials, region=mediastore_server.region
+        ) as session:
+            client = session.container(mediastore_server.endpoint)
+            assert (await upload_tree(client, src, "mem", TransferOptions(record=False))).ok
+        local = tmp_path / "dst"
+    creds = mediastore_server.credentials
+    result = await anyio.run_process(
+        [sys.executable, "-c", _MEMORY_CHILD, mediastore_server.endpoint,
+         creds.access_key_id, creds.secret_access_key, str(local), direction],
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    out = json.loads(result.stdout)
+    assert out["ok"] and out["files"] == count
+    # 4 files in flight, each held about twice (read and sent, or received and joined):
+    # 16 MiB, and what they cost on the way; the whole tree would be 400 MiB.
+    assert out["peak"] < 64, out
