@@ -539,6 +539,26 @@ async def test_names_the_api_forbids_are_reported_never_renamed_and_the_rest_sen
     assert sorted(again.skipped) == sorted(good) and again.deleted == []
 
 
+async def test_a_large_object_with_a_name_near_the_local_limit_downloads(
+    mediastore_client: Any, tmp_path: Path
+) -> None:
+    """A name of 250 characters is a valid object name and a valid local file name (255
+    bytes at most), but its ranged download's temporary name .NAME.msdpart (and its part
+    state .NAME.msdpart.json.tmp) was not: ENAMETOOLONG, while the same name downloaded
+    fine as a small object. The temporary names are shortened (with a hash of the name)."""
+    from msd_async.transfer import PART_SIZE
+
+    name = "n" * 246 + ".mp4"
+    data = os.urandom(PART_SIZE + 10)
+    await mediastore_client.put_object(f"ln/{name}", data)
+    await mediastore_client.put_object(f"ln/s{name[1:]}", b"small")
+    report = await sync(mediastore_client, "ms:ln", tmp_path / "dst", delete=True)
+    assert report.ok, report.failed
+    assert sorted(report.transferred) == sorted([name, f"s{name[1:]}"])
+    assert (tmp_path / "dst" / name).read_bytes() == data
+    assert sorted(os.listdir(tmp_path / "dst")) == sorted([name, f"s{name[1:]}"])
+
+
 # --- many files, a few at a time --------------------------------------------------------------
 
 
@@ -572,8 +592,9 @@ async def test_open_descriptors_stay_bounded_by_the_concurrency(
     assert most[0] - before <= 3 * concurrency + 8, (before, most[0])
 
 
+@pytest.mark.parametrize("name", ["big.bin", "b" * 246 + ".bin"])
 async def test_a_download_that_timed_out_keeps_its_parts_through_a_sync_with_delete(
-    mediastore_server: Any, tmp_path: Path
+    mediastore_server: Any, tmp_path: Path, name: str
 ) -> None:
     """docs/transfer.md: delete removes the partial downloads of failures another try
     cannot fix, and keeps those of a transient failure. A timeout is an OSError too
@@ -587,19 +608,24 @@ async def test_a_download_that_timed_out_keeps_its_parts_through_a_sync_with_del
         timeouts=Timeouts(read=timeout),
     ) as session:
         client = session.container(mediastore_server.endpoint)
-        await client.put_object("to/big.bin", os.urandom(PART_SIZE + 100))
+        await client.put_object(f"to/{name}", os.urandom(PART_SIZE + 100))
         await client.put_object("to/ok.txt", b"ok")
         dst = tmp_path / "dst"
         mediastore_server.faults.inject(
-            "delay", method="GET", path="to/big.bin", times=None, delay=4 * timeout
+            "delay", method="GET", path=f"to/{name}", times=None, delay=4 * timeout
         )
         options = TransferOptions(retry=RetryPolicy.none(), file_attempts=1)
         report = await sync(client, "ms:to", dst, options, delete=True)
         (failure,) = report.failed
-        assert failure.path == "big.bin"
+        assert failure.path == name
         assert type(failure.error).__name__ == "ReadTimeout"
-        assert sorted(os.listdir(dst)) == [".big.bin.msdpart", "ok.txt"]
+        (tmp,) = [n for n in os.listdir(dst) if n != "ok.txt"]
+        assert tmp.startswith(".b") and tmp.endswith(".msdpart")
         mediastore_server.faults.clear()
+        # The object gone from the source: now its parts go too.
+        await client.delete_object(f"to/{name}")
+        await sync(client, "ms:to", dst, options, delete=True)
+        assert os.listdir(dst) == ["ok.txt"]
 
 
 _MEMORY_CHILD = r"""

@@ -269,8 +269,26 @@ def holds_a_file(root: Path) -> bool:
     return False
 
 
+#: Longest file name most file systems take (NAME_MAX), in bytes.
+_NAME_MAX: Final = 255
+#: What the part state adds to a temporary name (``.json``, saved through ``.json.tmp``).
+_STATE_SUFFIX: Final = ".json.tmp"
+
+
 def temporary_path(final: Path) -> Path:
-    return final.with_name(f".{final.name}{PART_SUFFIX}")
+    """``.NAME.msdpart`` beside ``final``: the resumable download of NAME. A NAME too long
+    for that and its part state to fit NAME_MAX (an object name may have up to 900
+    characters in one segment) becomes ``.SHORTENED.XXXXXXXX.msdpart``, the hex digits
+    from a hash of NAME: still one name per NAME, and still one of the tool's own."""
+    name = final.name
+    tmp = f".{name}{PART_SUFFIX}"
+    if len(os.fsencode(tmp + _STATE_SUFFIX)) <= _NAME_MAX:
+        return final.with_name(tmp)
+    digest = hashlib.sha256(os.fsencode(name)).hexdigest()[:8]
+    short = name
+    while len(os.fsencode(short)) > 200:
+        short = short[:-1]
+    return final.with_name(f".{short}.{digest}{PART_SUFFIX}")
 
 
 #: Opening never follows a symlink at the last component (where the OS can say so).

@@ -162,6 +162,9 @@ def _leftovers(root: Path, select: Selection, keep: set[str]) -> list[Path]:
     another shard's worker may be writing its own) except those in ``keep`` (whose
     download may still resume)."""
     found: list[Path] = []
+    # A resumable download's file, by its name (a long NAME's is shortened: its owner
+    # cannot be read back from it).
+    resumable = {_local.temporary_path(root.joinpath(*rel.split("/"))) for rel in keep}
     for f in _local.scan(root):
         folder, _, name = f.relative_path.rpartition("/")
         # Only the names a download writes (owned by NAME): a user's own notes.msdpart is
@@ -170,7 +173,8 @@ def _leftovers(root: Path, select: Selection, keep: set[str]) -> list[Path]:
         if base is None:
             continue
         owner = f"{folder}/{base}" if folder else base
-        if select(owner) and owner not in keep:
+        tmp = f.path.with_name(name.removesuffix(".json.tmp").removesuffix(".json"))
+        if select(owner) and owner not in keep and tmp not in resumable:
             found.append(f.path)
     return found
 
