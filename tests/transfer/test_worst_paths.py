@@ -110,6 +110,42 @@ async def test_a_hook_raising_mid_body_ends_the_call_and_cancels_the_others(
     assert await names_under(mediastore_client, "hm") == []
 
 
+class _Stop(BaseException):
+    """What a hook may raise that is not an ``Exception`` (as ``KeyboardInterrupt`` is)."""
+
+
+@pytest.mark.parametrize("direction", ["upload", "download"])
+@pytest.mark.parametrize("kind", ["plan", "start", "bytes", "done"])
+async def test_a_hook_raising_a_base_exception_ends_the_call_with_it(
+    mediastore_client: Any, tmp_path: Path, kind: str, direction: str
+) -> None:
+    """docs/transfer.md: whatever its type, the hook's exception is raised as is. One that
+    is not an Exception came out wrapped in a BaseExceptionGroup; raised from a ``bytes``
+    event (inside the request body), it was taken for a lost connection, each file sent
+    again and again, and the call returned a report of ConnectionLostError failures."""
+    from msd_async.transfer import PART_SIZE
+
+    site = tmp_path / "site"
+    make_files(site, 3, size=300 * 1024)  # over 256 KiB: bytes events, uploading
+    (site / "big.bin").write_bytes(b"b" * (PART_SIZE + 10))  # and in ranged parts
+    if direction == "download":
+        assert (await upload_tree(mediastore_client, site, f"be{kind}")).ok
+    calls: list[str] = []
+
+    def hook(event: TransferEvent) -> None:
+        if event.kind == kind:
+            calls.append(event.path)
+            raise _Stop(kind)
+
+    with pytest.raises(_Stop, match=kind):
+        if direction == "upload":
+            await upload_tree(mediastore_client, site, f"be{kind}", progress=hook)
+        else:
+            await download_tree(mediastore_client, f"be{kind}", tmp_path / "dst",
+                                progress=hook)
+    assert len(calls) <= 4  # the files in flight at most: nothing was tried again
+
+
 @pytest.mark.parametrize("wrapped", [False, True])
 async def test_an_async_hook_is_refused_before_anything_is_sent(
     mediastore_client: Any, tmp_path: Path, wrapped: bool

@@ -143,6 +143,6 @@ class HookError(Exception):
     failure: reported in ``failed``, or tried again, while the run went on. The public
     functions raise ``error`` itself, unchanged."""
 
-    def __init__(self, error: Exception) -> None:
+    def __init__(self, error: BaseException) -> None:
         super().__init__(error)
         self.error = error

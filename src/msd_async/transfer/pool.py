@@ -8,6 +8,7 @@ event stop the scheduling of new jobs; the jobs in flight finish (or fail) first
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Final
@@ -115,7 +116,12 @@ class Pool:
         if self.progress is not None:
             try:
                 result = self.progress(event)
-            except Exception as exc:
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:
+                # Carried as an Exception, whatever the hook raised: a BaseException came
+                # out of the task groups as a BaseExceptionGroup, and from inside a request
+                # body it was taken for a lost connection (the file sent again).
                 raise HookError(exc) from exc
             if inspect.isawaitable(result):
                 # An async hook (or one returning a coroutine) was never awaited: the
