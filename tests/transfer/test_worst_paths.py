@@ -696,13 +696,13 @@ asyncio.run(main())
 async def test_memory_stays_bounded_by_the_concurrency(
     mediastore_server: Any, tmp_path: Path, direction: str
 ) -> None:
-    """200 files of 2 MiB (400 MiB) through 4 workers, in a child process whose peak of
+    """100 files of 2 MiB (200 MiB) through 4 workers, in a child process whose peak of
     allocated memory is measured (tracemalloc): a few files in flight, never the tree,
     are in memory."""
     import json
     import sys
 
-    count, size = 200, 2 * 1024 * 1024
+    count, size = 100, 2 * 1024 * 1024
     src = tmp_path / "src"
     src.mkdir()
     block = os.urandom(size)
@@ -726,5 +726,5 @@ async def test_memory_stays_bounded_by_the_concurrency(
     out = json.loads(result.stdout)
     assert out["ok"] and out["files"] == count
     # 4 files in flight, each held about twice (read and sent, or received and joined):
-    # 16 MiB, and what they cost on the way; the whole tree would be 400 MiB.
+    # 16 MiB, and what they cost on the way; the whole tree would be 200 MiB.
     assert out["peak"] < 64, out
