@@ -16,7 +16,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from msd_async import RetryPolicy, Session, SessionClosedError, Timeouts
+from msd_async import Limits, RetryPolicy, Session, SessionClosedError, Timeouts
 from msd_async.transfer import (
     SyncRecord,
     TransferEvent,
@@ -728,3 +728,36 @@ async def test_memory_stays_bounded_by_the_concurrency(
     # 4 files in flight, each held about twice (read and sent, or received and joined):
     # 16 MiB, and what they cost on the way; the whole tree would be 200 MiB.
     assert out["peak"] < 64, out
+
+
+async def test_more_files_at_once_than_the_session_has_connections_never_time_out_waiting(
+    mediastore_server: Any, tmp_path: Path
+) -> None:
+    """A session limited to 2 connections (a polite client) and a transfer of 16 files at
+    a time: each file waited for a connection in the client's gate, gave up after
+    Timeouts.pool (PoolTimeout) and was reported failed, though nothing was wrong but the
+    transfer's own contention. The transfer now queues its requests for the session's
+    connections itself (ranged parts included), so none waits in the gate."""
+    from msd_async.transfer import PART_SIZE
+
+    site = tmp_path / "site"
+    files = make_files(site, 12)
+    for i in range(12):  # folders: listed concurrently too
+        (site / f"d{i}").mkdir()
+        (site / f"d{i}" / "a.txt").write_bytes(b"a")
+    (site / "big.bin").write_bytes(b"b" * (PART_SIZE * 2 + 10))  # three ranged parts
+    pool_timeout = 0.3
+    # Each request takes most of the gate's patience: three in a row exceed it.
+    mediastore_server.faults.inject("delay", times=None, delay=pool_timeout / 2)
+    async with Session(
+        credentials=mediastore_server.credentials, region=mediastore_server.region,
+        timeouts=Timeouts(pool=pool_timeout), limits=Limits(max_connections=2),
+    ) as session:
+        client = session.container(mediastore_server.endpoint)
+        options = TransferOptions(concurrency=16, file_attempts=1)
+        up = await sync(client, site, "ms:pool", options)
+        assert up.ok, sorted({f.message for f in up.failed})
+        down = await sync(client, "ms:pool", tmp_path / "dst", options)
+        assert down.ok, sorted({f.message for f in down.failed})
+        assert len(down.transferred) == len(files) + 12 + 1
+    mediastore_server.faults.clear()

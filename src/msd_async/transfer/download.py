@@ -99,11 +99,14 @@ def _download_job(pool: Pool, obj: RemoteObject, root: Path, existing: LocalFile
             if obj.size is not None and obj.size > PART_SIZE:
                 progress = pool.byte_progress(rel, "download", size)
                 sha, etag, got, modified = await download_parts(
-                    client, obj, final, pool.retry, progress
+                    client, obj, final, pool.retry, progress, pool.connections
                 )
                 tmp = _local.temporary_path(final)
             else:
-                async with client.get_object(obj.path, retry=pool.retry) as stream:
+                async with (
+                    pool.connections,
+                    client.get_object(obj.path, retry=pool.retry) as stream,
+                ):
                     data = await stream.read()
                     etag, modified = stream.etag, stream.last_modified
                 got = len(data)

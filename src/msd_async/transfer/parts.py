@@ -135,12 +135,15 @@ async def download_parts(
     final: Path,
     retry: RetryPolicy,
     progress: Callable[[int], None] | None,
+    connections: anyio.CapacityLimiter,
 ) -> tuple[str, str, int, _dt.datetime | None]:
     """Download a large object in ranged parts into its temporary file; resume the parts a
     previous attempt completed. Returns ``(sha256, etag, size, last_modified)``; the file
     is not renamed. Raises :class:`~msd_async.errors.ObjectNotFoundError` if the object is
-    gone."""
-    info = await client.describe_object(obj.path, retry=retry)
+    gone. Each request holds one of ``connections`` (the transfer's, see
+    :class:`~msd_async.transfer.pool.Pool`)."""
+    async with connections:
+        info = await client.describe_object(obj.path, retry=retry)
     etag, size = info.etag, info.content_length
     if etag is None or size is None:
         raise ObjectChangedError(
@@ -160,7 +163,10 @@ async def download_parts(
         first = index * PART_SIZE
         last = min(size, first + PART_SIZE) - 1
         async with limiter:
-            async with client.get_object(obj.path, range=(first, last), retry=retry) as s:
+            async with (
+                connections,
+                client.get_object(obj.path, range=(first, last), retry=retry) as s,
+            ):
                 if s.etag != etag:
                     raise ObjectChangedError(
                         f"{obj.path} changed during the download (ETag {etag} became {s.etag})",

@@ -70,6 +70,14 @@ def not_a_plain_hook(progress: object) -> TypeError:
     )
 
 
+def connection_limit(client: ContainerClient) -> int:
+    """How many requests the client's session sends at once to its endpoint."""
+    limits = client.limits
+    return min(
+        limits.max_connections, limits.max_connections_per_host or limits.max_connections
+    )
+
+
 class Job:
     """One path's work: ``run`` transfers (or deletes) it and raises on failure."""
 
@@ -106,6 +114,11 @@ class Pool:
         self.stop = stop
         #: Set when fail_fast stopped the run.
         self.failed_fast = False
+        #: One per request the session sends at once to this endpoint. Every request of
+        #: the transfer holds one: more files (or ranged parts) in flight than the session
+        #: has connections would otherwise wait in its gate and fail with PoolTimeout
+        #: after Timeouts.pool, though nothing was wrong but this transfer's own queue.
+        self.connections = anyio.CapacityLimiter(connection_limit(client))
 
     @property
     def stopped(self) -> bool:

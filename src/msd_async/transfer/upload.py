@@ -94,14 +94,15 @@ def _upload_job(
         body = data if data is not None else cast(
             "IO[bytes]", _local.HashedFile(opened, size, sha, str(f.path))
         )
-        result = await client.put_object(
-            key,
-            body,
-            content_type=options.content_type or content_type_for(rel),
-            cache_control=options.cache_control,
-            progress=pool.byte_progress(rel, "upload", size),
-            retry=pool.retry,
-        )
+        async with pool.connections:
+            result = await client.put_object(
+                key,
+                body,
+                content_type=options.content_type or content_type_for(rel),
+                cache_control=options.cache_control,
+                progress=pool.byte_progress(rel, "upload", size),
+                retry=pool.retry,
+            )
         if result.content_sha256 != sha:
             raise ChecksumMismatchError(
                 f"the service stored SHA-256 {result.content_sha256} for {key}, but the "
@@ -123,7 +124,8 @@ def _remote_delete_job(pool: Pool, obj: RemoteObject) -> Job:
         if not pool.options.dry_run:
             # Gone already (someone else, or a retried DELETE): the goal is reached.
             with contextlib.suppress(ObjectNotFoundError):
-                await pool.client.delete_object(obj.path, retry=pool.retry)
+                async with pool.connections:
+                    await pool.client.delete_object(obj.path, retry=pool.retry)
             if pool.record is not None:
                 pool.record.forget(rel)
         pool.report.deleted.append(rel)
