@@ -258,6 +258,47 @@ async def test_a_session_closed_mid_transfer_ends_the_call_with_its_error(
         assert "f00199.bin" not in stored  # what was queued never started
 
 
+async def test_a_session_closed_mid_download_leaves_whole_files_or_resumable_parts(
+    mediastore_server: Any, mediastore_client: Any, tmp_path: Path
+) -> None:
+    from msd_async.transfer import PART_SIZE
+
+    src = tmp_path / "src"
+    files = make_files(src, 40, size=1000)
+    big = os.urandom(2 * PART_SIZE + 10)
+    (src / "big.bin").write_bytes(big)
+    assert (await upload_tree(mediastore_client, src, "scd")).ok
+    # The ranged parts are slow in coming: in flight when the session closes.
+    mediastore_server.faults.inject("delay", method="GET", path="scd/big.bin", delay=30,
+                                    times=None)
+    dst = tmp_path / "dst"
+    started = time.monotonic()
+    async with Session(
+        credentials=mediastore_server.credentials, region=mediastore_server.region
+    ) as session:
+        client = session.container(mediastore_server.endpoint)
+        before = set(asyncio.all_tasks())
+
+        def hook(event: TransferEvent) -> None:
+            if event.kind == "done" and event.path == "f00010.bin":
+                asyncio.get_running_loop().create_task(session.aclose())
+
+        with pytest.raises(SessionClosedError):
+            await download_tree(client, "scd", dst, TransferOptions(concurrency=4),
+                                progress=hook)
+        await anyio.lowlevel.checkpoint()
+        assert not (other_tasks() - before)
+    assert time.monotonic() - started < 15  # the slow parts were not waited for
+    mediastore_server.faults.clear()
+    present = sorted(os.listdir(dst))
+    assert "big.bin" not in present and "f00039.bin" not in present
+    for name in present:
+        if name.startswith("."):  # only the ranged download's own, to resume
+            assert name.startswith(".big.bin.msdpart"), name
+        else:
+            assert (dst / name).read_bytes() == files[name]
+
+
 async def test_a_cancelled_download_leaves_only_whole_files_and_their_record(
     mediastore_client: Any, tmp_path: Path
 ) -> None:
