@@ -34,7 +34,7 @@ from .signing import SigV4Signer, signing_host
 from .stream import ObjectStream
 
 if TYPE_CHECKING:
-    from .config import Timeouts
+    from .config import Limits, Timeouts
     from .session import Session
     from .transport import Response
 
@@ -356,6 +356,12 @@ class ContainerClient:
         """The session's :class:`Timeouts` (what a web app proxying this client bounds its
         own writes to a viewer with)."""
         return self._context.timeouts
+
+    @property
+    def limits(self) -> Limits:
+        """The session's :class:`Limits` (how many requests it sends at once: what a bulk
+        transfer queues its own requests for, rather than time out in the pool's gate)."""
+        return self._context.limits
 
     # --- plumbing ----------------------------------------------------------------------
     def _send(

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Final
 
+from ..errors import ChecksumMismatchError
 from .names import PART_SUFFIX
 
-__all__ = ["LocalFile", "Unscanned", "hash_file", "read_and_hash", "scan"]
+__all__ = ["HashedFile", "LocalFile", "Unscanned", "hash_file", "read_and_hash", "scan"]
 
 _READ_SIZE: Final = 1024 * 1024
 
@@ -175,20 +176,80 @@ def hash_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def read_and_hash(path: Path, inline_limit: int) -> tuple[str, bytes | None, int]:
-    """``(sha256, content or None, size)``: the content is returned when the file is at most
-    ``inline_limit`` bytes (one read, sent from memory), else only hashed."""
-    with open_regular(path) as f:
-        size = os.fstat(f.fileno()).st_size
-        if size <= inline_limit:
-            data = f.read()
-            return hashlib.sha256(data).hexdigest(), data, len(data)
-        digest = hashlib.sha256()
-        total = 0
-        while chunk := f.read(_READ_SIZE):
-            digest.update(chunk)
-            total += len(chunk)
-        return digest.hexdigest(), None, total
+def read_and_hash(f: BinaryIO, inline_limit: int) -> tuple[str, bytes | None, int]:
+    """``(sha256, content or None, size)`` of an open file (:func:`open_regular`), read
+    from its start: the content is returned when the file is at most ``inline_limit``
+    bytes (one read, sent from memory), else only hashed (then sent from the same open
+    file through :class:`HashedFile`)."""
+    f.seek(0)
+    size = os.fstat(f.fileno()).st_size
+    if size <= inline_limit:
+        data = f.read()
+        return hashlib.sha256(data).hexdigest(), data, len(data)
+    digest = hashlib.sha256()
+    total = 0
+    while chunk := f.read(_READ_SIZE):
+        digest.update(chunk)
+        total += len(chunk)
+    return digest.hexdigest(), None, total
+
+
+class HashedFile:
+    """An open file, as an upload body that can only hold the bytes that were hashed.
+
+    A file too large to keep in memory is hashed, then read again as it is sent. Written
+    to in place meanwhile, the service would store the first bytes of one version and the
+    last of another, as a complete object (the SHA-256 in its answer then differs, but
+    the mix is stored). So the bytes are hashed again as they are read, and the last read
+    raises :class:`~msd_async.errors.ChecksumMismatchError` instead of returning when they
+    differ: the body is then one read short of its Content-Length, the request is cut and
+    the service keeps what it had. Its size is the size hashed, so a file that grew or
+    shrank is cut by the client's own check (``body.changed``). Reads always start from
+    the beginning (each attempt seeks back to 0)."""
+
+    def __init__(self, f: BinaryIO, size: int, sha256: str, name: str) -> None:
+        self._file = f
+        self._size = size
+        self._sha256 = sha256
+        self._name = name
+        self._digest = hashlib.sha256()
+        self._read = 0
+
+    @property
+    def closed(self) -> bool:
+        return self._file.closed
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._read
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        if whence == os.SEEK_END and offset == 0:
+            return self._size  # where the body ends: the size that was hashed
+        if whence != os.SEEK_SET or offset != 0:
+            raise OSError(errno.ESPIPE, "a hashed file is read from its start only")
+        self._file.seek(0)
+        self._digest = hashlib.sha256()
+        self._read = 0
+        return 0
+
+    def read(self, n: int = -1) -> bytes:
+        chunk = self._file.read(n)
+        self._digest.update(chunk)
+        self._read += len(chunk)
+        if chunk and self._read == self._size:
+            actual = self._digest.hexdigest()
+            if actual != self._sha256:
+                raise ChecksumMismatchError(
+                    f"{self._name} changed while it was sent (its bytes hashed to "
+                    f"{self._sha256}, then to {actual}); the upload was cut before its "
+                    "last bytes and nothing was stored",
+                    expected=self._sha256,
+                    actual=actual,
+                )
+        return chunk
 
 
 def holds_a_file(root: Path) -> bool:
@@ -208,8 +269,26 @@ def holds_a_file(root: Path) -> bool:
     return False
 
 
+#: Longest file name most file systems take (NAME_MAX), in bytes.
+_NAME_MAX: Final = 255
+#: What the part state adds to a temporary name (``.json``, saved through ``.json.tmp``).
+_STATE_SUFFIX: Final = ".json.tmp"
+
+
 def temporary_path(final: Path) -> Path:
-    return final.with_name(f".{final.name}{PART_SUFFIX}")
+    """``.NAME.msdpart`` beside ``final``: the resumable download of NAME. A NAME too long
+    for that and its part state to fit NAME_MAX (an object name may have up to 900
+    characters in one segment) becomes ``.SHORTENED.XXXXXXXX.msdpart``, the hex digits
+    from a hash of NAME: still one name per NAME, and still one of the tool's own."""
+    name = final.name
+    tmp = f".{name}{PART_SUFFIX}"
+    if len(os.fsencode(tmp + _STATE_SUFFIX)) <= _NAME_MAX:
+        return final.with_name(tmp)
+    digest = hashlib.sha256(os.fsencode(name)).hexdigest()[:8]
+    short = name
+    while len(os.fsencode(short)) > 200:
+        short = short[:-1]
+    return final.with_name(f".{short}.{digest}{PART_SUFFIX}")
 
 
 #: Opening never follows a symlink at the last component (where the OS can say so).

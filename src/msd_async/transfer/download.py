@@ -20,7 +20,7 @@ from ._local import LocalFile
 from .events import TransferEvent
 from .names import temporary_owner
 from .options import PART_SIZE, SMALL_FILE
-from .parts import discard, download_parts, finish_parts
+from .parts import discard, download_parts, finish_parts, is_local_error
 from .plan import REMOTE_SCHEME, Selection, check_deletions, local_index, remote_index
 from .pool import Job, Pool
 from .record import RecordEntry
@@ -99,11 +99,14 @@ def _download_job(pool: Pool, obj: RemoteObject, root: Path, existing: LocalFile
             if obj.size is not None and obj.size > PART_SIZE:
                 progress = pool.byte_progress(rel, "download", size)
                 sha, etag, got, modified = await download_parts(
-                    client, obj, final, pool.retry, progress
+                    client, obj, final, pool.retry, progress, pool.connections
                 )
                 tmp = _local.temporary_path(final)
             else:
-                async with client.get_object(obj.path, retry=pool.retry) as stream:
+                async with (
+                    pool.connections,
+                    client.get_object(obj.path, retry=pool.retry) as stream,
+                ):
                     data = await stream.read()
                     etag, modified = stream.etag, stream.last_modified
                 got = len(data)
@@ -162,6 +165,9 @@ def _leftovers(root: Path, select: Selection, keep: set[str]) -> list[Path]:
     another shard's worker may be writing its own) except those in ``keep`` (whose
     download may still resume)."""
     found: list[Path] = []
+    # A resumable download's file, by its name (a long NAME's is shortened: its owner
+    # cannot be read back from it).
+    resumable = {_local.temporary_path(root.joinpath(*rel.split("/"))) for rel in keep}
     for f in _local.scan(root):
         folder, _, name = f.relative_path.rpartition("/")
         # Only the names a download writes (owned by NAME): a user's own notes.msdpart is
@@ -170,7 +176,8 @@ def _leftovers(root: Path, select: Selection, keep: set[str]) -> list[Path]:
         if base is None:
             continue
         owner = f"{folder}/{base}" if folder else base
-        if select(owner) and owner not in keep:
+        tmp = f.path.with_name(name.removesuffix(".json.tmp").removesuffix(".json"))
+        if select(owner) and owner not in keep and tmp not in resumable:
             found.append(f.path)
     return found
 
@@ -217,7 +224,7 @@ async def run_download(
             # cannot fix, would stay forever: only a resumable failure keeps its parts.
             keep = {
                 f.path for f in pool.report.failed
-                if f.action == "download" and not isinstance(f.error, OSError)
+                if f.action == "download" and not is_local_error(f.error)
             }
             for path in await anyio.to_thread.run_sync(_leftovers, root, select, keep):
                 with contextlib.suppress(FileNotFoundError):

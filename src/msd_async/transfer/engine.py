@@ -10,6 +10,7 @@ worker pool (:mod:`~msd_async.transfer.pool`): the upload direction in
 
 from __future__ import annotations
 
+import inspect
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,7 +24,7 @@ from .events import HookError, ProgressHook, TransferReport
 from .names import OwnNames
 from .options import TransferOptions
 from .plan import Selection, parse_location
-from .pool import Pool
+from .pool import Pool, not_a_plain_hook
 from .record import SyncRecord, default_record_dir
 from .upload import run_upload
 
@@ -49,6 +50,8 @@ async def _run(
     stop: anyio.Event | None,
 ) -> TransferReport:
     shard, path_filter = options.check()
+    if progress is not None and inspect.iscoroutinefunction(progress):
+        raise not_a_plain_hook(progress)
     if max_delete is not None and max_delete < 0:
         raise InvalidParameterError(
             f"max_delete must be at least 0, not {max_delete}", rule="transfer.max-delete"

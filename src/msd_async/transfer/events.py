@@ -42,7 +42,8 @@ class TransferEvent:
     error: BaseException | None = None
 
 
-#: Called with every :class:`TransferEvent`, in the event loop's thread; it must not block.
+#: Called with every :class:`TransferEvent`, in the event loop's thread; it must not block
+#: and must be a plain function (an async one is refused with TypeError: nothing awaits it).
 ProgressHook = Callable[[TransferEvent], object]
 
 
@@ -142,6 +143,6 @@ class HookError(Exception):
     failure: reported in ``failed``, or tried again, while the run went on. The public
     functions raise ``error`` itself, unchanged."""
 
-    def __init__(self, error: Exception) -> None:
+    def __init__(self, error: BaseException) -> None:
         super().__init__(error)
         self.error = error

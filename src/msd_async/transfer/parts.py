@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import anyio
 import anyio.to_thread
 
-from ..errors import ConnectionLostError, ObjectChangedError, ProtocolError
+from ..errors import ConnectionLostError, MediaStoreError, ObjectChangedError, ProtocolError
 from ..retry import RetryPolicy
 from . import _local
 from .events import first_error
@@ -33,7 +33,15 @@ if TYPE_CHECKING:
 
     from ..client import ContainerClient
 
-__all__ = ["discard", "download_parts", "finish_parts", "state_path"]
+__all__ = ["discard", "download_parts", "finish_parts", "is_local_error", "state_path"]
+
+
+def is_local_error(exc: BaseException) -> bool:
+    """Whether a download failed on the local side (the disk, the folder): another try
+    does not help, and its parts are not kept. A timeout of the network is an ``OSError``
+    too (:class:`~msd_async.errors.MediaStoreTimeout` is a ``TimeoutError``), but
+    transient: its parts are resumed by the next try."""
+    return isinstance(exc, OSError) and not isinstance(exc, MediaStoreError)
 
 
 def state_path(tmp: Path) -> Path:
@@ -77,7 +85,14 @@ def _open_parts(tmp: Path, etag: str, size: int) -> tuple[int, set[int]]:
         fd = os.open(tmp, os.O_WRONLY | _local.NO_FOLLOW)
     else:
         fd = _local.create_fresh(tmp)
-        os.ftruncate(fd, size)
+        try:
+            os.ftruncate(fd, size)
+        except BaseException:
+            # A disk that cannot take the object (EFBIG, a quota): neither the descriptor
+            # nor an empty file of ours is left behind.
+            os.close(fd)
+            discard(tmp)
+            raise
     return fd, done
 
 
@@ -120,12 +135,15 @@ async def download_parts(
     final: Path,
     retry: RetryPolicy,
     progress: Callable[[int], None] | None,
+    connections: anyio.CapacityLimiter,
 ) -> tuple[str, str, int, _dt.datetime | None]:
     """Download a large object in ranged parts into its temporary file; resume the parts a
     previous attempt completed. Returns ``(sha256, etag, size, last_modified)``; the file
     is not renamed. Raises :class:`~msd_async.errors.ObjectNotFoundError` if the object is
-    gone."""
-    info = await client.describe_object(obj.path, retry=retry)
+    gone. Each request holds one of ``connections`` (the transfer's, see
+    :class:`~msd_async.transfer.pool.Pool`)."""
+    async with connections:
+        info = await client.describe_object(obj.path, retry=retry)
     etag, size = info.etag, info.content_length
     if etag is None or size is None:
         raise ObjectChangedError(
@@ -145,7 +163,10 @@ async def download_parts(
         first = index * PART_SIZE
         last = min(size, first + PART_SIZE) - 1
         async with limiter:
-            async with client.get_object(obj.path, range=(first, last), retry=retry) as s:
+            async with (
+                connections,
+                client.get_object(obj.path, range=(first, last), retry=retry) as s,
+            ):
                 if s.etag != etag:
                     raise ObjectChangedError(
                         f"{obj.path} changed during the download (ETag {etag} became {s.etag})",
@@ -190,7 +211,16 @@ async def download_parts(
     except ObjectChangedError:
         discard(tmp)  # another version: its parts are worth nothing
         raise
+    except OSError as exc:
+        if is_local_error(exc):
+            # The local disk refused a write (ENOSPC, EIO, EFBIG): the parts it holds take
+            # the space that is missing, and after EIO they may not be what was written.
+            os.close(fd)
+            fd = -1
+            await anyio.to_thread.run_sync(discard, tmp)
+        raise
     finally:
-        os.close(fd)
+        if fd >= 0:
+            os.close(fd)
     sha = await anyio.to_thread.run_sync(_local.hash_file, tmp)
     return sha, etag, size, info.last_modified

@@ -23,8 +23,9 @@ from ..retry import RetryPolicy
 from . import _local
 from ._local import LocalFile, Unscanned
 from .filters import PathFilter
+from .pool import connection_limit
 from .shard import Shard, in_shard
-from .walk import RemoteObject, walk
+from .walk import DEFAULT_WALK_CONCURRENCY, RemoteObject, walk
 
 if TYPE_CHECKING:
     from ..client import ContainerClient
@@ -90,7 +91,10 @@ async def remote_index(
     (selected or not): an empty listing is how a folder that does not exist looks."""
     found: dict[str, RemoteObject] = {}
     any_object = False
-    async for obj in walk(client, prefix, retry=retry):
+    # No more folders at once than the session has connections: the others would wait
+    # in its gate and fail with PoolTimeout.
+    concurrency = min(DEFAULT_WALK_CONCURRENCY, connection_limit(client))
+    async for obj in walk(client, prefix, concurrency=concurrency, retry=retry):
         any_object = True
         if select(obj.relative_path):
             found[obj.relative_path] = obj

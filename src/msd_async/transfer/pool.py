@@ -8,6 +8,8 @@ event stop the scheduling of new jobs; the jobs in flight finish (or fail) first
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Final
 
@@ -15,12 +17,15 @@ import anyio
 
 from ..errors import (
     ChecksumMismatchError,
+    ClientValidationError,
     ConnectionLostError,
     MediaStoreError,
     ObjectChangedError,
     ServerError,
+    SessionClosedError,
     ThrottlingError,
     TransportError,
+    WrongEventLoopError,
 )
 from ..retry import RetryPolicy
 from .events import (
@@ -48,9 +53,29 @@ def _retry_file(exc: BaseException, retry: RetryPolicy) -> bool:
     """Whether trying the whole file again may succeed."""
     if isinstance(exc, ChecksumMismatchError | ObjectChangedError | ConnectionLostError):
         return True
+    if isinstance(exc, ClientValidationError) and exc.rule == "body.changed":
+        # The local file grew or shrank while it was sent (the body was cut, nothing
+        # stored): as for a change of its bytes, it is hashed and sent again.
+        return True
     if isinstance(exc, ServerError | ThrottlingError | TransportError):
         return True
     return retry.is_retryable(exc)
+
+
+def not_a_plain_hook(progress: object) -> TypeError:
+    return TypeError(
+        f"the progress hook {progress!r} returned a coroutine (an async function?); it is "
+        "called synchronously in the event loop's thread and must be a plain function "
+        "(hand events to a task through a queue or a memory object stream to await)"
+    )
+
+
+def connection_limit(client: ContainerClient) -> int:
+    """How many requests the client's session sends at once to its endpoint."""
+    limits = client.limits
+    return min(
+        limits.max_connections, limits.max_connections_per_host or limits.max_connections
+    )
 
 
 class Job:
@@ -89,6 +114,11 @@ class Pool:
         self.stop = stop
         #: Set when fail_fast stopped the run.
         self.failed_fast = False
+        #: One per request the session sends at once to this endpoint. Every request of
+        #: the transfer holds one: more files (or ranged parts) in flight than the session
+        #: has connections would otherwise wait in its gate and fail with PoolTimeout
+        #: after Timeouts.pool, though nothing was wrong but this transfer's own queue.
+        self.connections = anyio.CapacityLimiter(connection_limit(client))
 
     @property
     def stopped(self) -> bool:
@@ -98,9 +128,22 @@ class Pool:
     def emit(self, event: TransferEvent) -> None:
         if self.progress is not None:
             try:
-                self.progress(event)
-            except Exception as exc:
+                result = self.progress(event)
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:
+                # Carried as an Exception, whatever the hook raised: a BaseException came
+                # out of the task groups as a BaseExceptionGroup, and from inside a request
+                # body it was taken for a lost connection (the file sent again).
                 raise HookError(exc) from exc
+            if inspect.isawaitable(result):
+                # An async hook (or one returning a coroutine) was never awaited: the
+                # progress asked for silently did not happen. Events are emitted from
+                # inside request bodies and worker code that cannot await.
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()
+                raise HookError(not_a_plain_hook(self.progress))
 
     def fail(self, path: str, action: Action, error: BaseException) -> None:
         self.report.failed.append(FileFailure(path, action, error))
@@ -138,6 +181,11 @@ class Pool:
             try:
                 await job.run()
                 return True
+            except (SessionClosedError, WrongEventLoopError):
+                # Not this file's fault: no other file can go either. Reported once, the
+                # call ends (the others in flight are cancelled), rather than each queued
+                # file failing in turn and the call returning as if they were bad files.
+                raise
             except (MediaStoreError, OSError) as exc:
                 if (
                     isinstance(exc, MediaStoreError)

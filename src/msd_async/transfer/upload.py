@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
+from typing import IO, BinaryIO, cast
 
 import anyio
 import anyio.to_thread
@@ -58,12 +59,24 @@ def _upload_job(
     limit = client.standard_limit
 
     async def run() -> None:
+        # One open file for the hash and the send: a file replaced by a rename meanwhile
+        # is sent as the version that was hashed.
+        if f.size <= SMALL_FILE:
+            opened = _local.open_regular(f.path)
+        else:
+            opened = await anyio.to_thread.run_sync(_local.open_regular, f.path)
+        try:
+            await send(opened)
+        finally:
+            opened.close()
+
+    async def send(opened: BinaryIO) -> None:
         record = pool.record
         if f.size <= SMALL_FILE:
-            sha, data, size = _local.read_and_hash(f.path, INLINE_LIMIT)
+            sha, data, size = _local.read_and_hash(opened, INLINE_LIMIT)
         else:
             sha, data, size = await anyio.to_thread.run_sync(
-                _local.read_and_hash, f.path, INLINE_LIMIT
+                _local.read_and_hash, opened, INLINE_LIMIT
             )
         if compare and existing is not None and record is not None:
             entry = record.get(rel)
@@ -76,14 +89,20 @@ def _upload_job(
             pool.done(rel, "upload", size)  # what would move: --dry-run counts it
             return
         pool.start(rel, "upload", size)
-        result = await client.put_object(
-            key,
-            data if data is not None else f.path,
-            content_type=options.content_type or content_type_for(rel),
-            cache_control=options.cache_control,
-            progress=pool.byte_progress(rel, "upload", size),
-            retry=pool.retry,
+        # The body is the bytes hashed, or nothing is stored (HashedFile: a file object in
+        # all but its declared type).
+        body = data if data is not None else cast(
+            "IO[bytes]", _local.HashedFile(opened, size, sha, str(f.path))
         )
+        async with pool.connections:
+            result = await client.put_object(
+                key,
+                body,
+                content_type=options.content_type or content_type_for(rel),
+                cache_control=options.cache_control,
+                progress=pool.byte_progress(rel, "upload", size),
+                retry=pool.retry,
+            )
         if result.content_sha256 != sha:
             raise ChecksumMismatchError(
                 f"the service stored SHA-256 {result.content_sha256} for {key}, but the "
@@ -105,7 +124,8 @@ def _remote_delete_job(pool: Pool, obj: RemoteObject) -> Job:
         if not pool.options.dry_run:
             # Gone already (someone else, or a retried DELETE): the goal is reached.
             with contextlib.suppress(ObjectNotFoundError):
-                await pool.client.delete_object(obj.path, retry=pool.retry)
+                async with pool.connections:
+                    await pool.client.delete_object(obj.path, retry=pool.retry)
             if pool.record is not None:
                 pool.record.forget(rel)
         pool.report.deleted.append(rel)

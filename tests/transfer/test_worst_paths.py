@@ -1,0 +1,804 @@
+"""The library API's worst paths against the real local server: a progress hook that
+raises or is not a plain function, the session closed or the call cancelled mid-transfer,
+a local file that changes while it is uploaded, a disk that refuses a download, names the
+API forbids, and what many files cost in descriptors."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from msd_async import Limits, RetryPolicy, Session, SessionClosedError, Timeouts
+from msd_async.transfer import (
+    SyncRecord,
+    TransferEvent,
+    TransferOptions,
+    default_record_dir,
+    download_tree,
+    sync,
+    upload_tree,
+    walk,
+)
+
+pytestmark = pytest.mark.anyio
+
+FAST = RetryPolicy(max_attempts=3, backoff_initial=0.001, backoff_max=0.01)
+
+
+async def names_under(client: Any, prefix: str) -> list[str]:
+    return sorted([o.relative_path async for o in walk(client, prefix)])
+
+
+def make_files(root: Path, count: int, size: int = 100) -> dict[str, bytes]:
+    root.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for i in range(count):
+        data = (f"{i:05d}".encode() * (size // 5 + 1))[:size]
+        (root / f"f{i:05d}.bin").write_bytes(data)
+        files[f"f{i:05d}.bin"] = data
+    return files
+
+
+def recorded(root: Path, endpoint: str, prefix: str) -> dict[str, str]:
+    """What the sync record says, path -> SHA-256, as a new run would load it."""
+    record = SyncRecord(root, endpoint, prefix, (0, 1), default_record_dir())
+    record.load()
+    return {rel: e.sha256 for rel in _paths(record) if (e := record.get(rel)) is not None}
+
+
+def _paths(record: SyncRecord) -> list[str]:
+    return list(record._entries)
+
+
+def other_tasks() -> set[asyncio.Task[Any]]:
+    """The client's tasks still running (the in-process server's request handlers end on
+    their own time: a cancelled request's handler may still be sleeping on its fault)."""
+    me = asyncio.current_task()
+    return {
+        t for t in asyncio.all_tasks()
+        if t is not me and not t.done()
+        and not getattr(t.get_coro(), "__qualname__", "").startswith("RequestHandler.")
+    }
+
+
+# --- the progress hook ---------------------------------------------------------------------
+
+
+async def test_a_hook_raising_mid_body_ends_the_call_and_cancels_the_others(
+    mediastore_server: Any, mediastore_client: Any, tmp_path: Path
+) -> None:
+    """The hook's ``bytes`` event is called from inside the request body's writer: its
+    error must still reach the caller as is (not a transport error retried), and a file
+    whose answer is slow in coming must be cancelled, not waited for."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "big.bin").write_bytes(os.urandom(3 * 1024 * 1024))
+    (site / "slow.txt").write_bytes(b"slow")
+    delay = 30.0
+    mediastore_server.faults.inject("delay", method="PUT", path="hm/slow.txt", delay=delay)
+    calls: list[str] = []
+
+    def hook(event: TransferEvent) -> None:
+        if event.kind == "bytes":
+            calls.append(event.path)
+            raise LookupError("the display broke")
+
+    before = set(asyncio.all_tasks())
+    started = time.monotonic()
+    with pytest.raises(LookupError, match="display broke"):
+        await upload_tree(
+            mediastore_client, site, "hm", TransferOptions(concurrency=2), progress=hook
+        )
+    assert time.monotonic() - started < delay / 3  # slow.txt was not waited for
+    assert calls == ["big.bin"]  # not retried: the hook's error is not the file's
+    await anyio.lowlevel.checkpoint()
+    assert not (other_tasks() - before)
+    # Both requests are over, their connections back in the pool (or closed).
+    for _ in range(100):
+        if mediastore_client.session.pool.in_use == 0:
+            break
+        await anyio.sleep(0.01)
+    assert mediastore_client.session.pool.in_use == 0
+    assert await names_under(mediastore_client, "hm") == []
+
+
+class _Stop(BaseException):
+    """What a hook may raise that is not an ``Exception`` (as ``KeyboardInterrupt`` is)."""
+
+
+@pytest.mark.parametrize("direction", ["upload", "download"])
+@pytest.mark.parametrize("kind", ["plan", "start", "bytes", "done"])
+async def test_a_hook_raising_a_base_exception_ends_the_call_with_it(
+    mediastore_client: Any, tmp_path: Path, kind: str, direction: str
+) -> None:
+    """docs/transfer.md: whatever its type, the hook's exception is raised as is. One that
+    is not an Exception came out wrapped in a BaseExceptionGroup; raised from a ``bytes``
+    event (inside the request body), it was taken for a lost connection, each file sent
+    again and again, and the call returned a report of ConnectionLostError failures."""
+    from msd_async.transfer import PART_SIZE
+
+    site = tmp_path / "site"
+    make_files(site, 3, size=300 * 1024)  # over 256 KiB: bytes events, uploading
+    (site / "big.bin").write_bytes(b"b" * (PART_SIZE + 10))  # and in ranged parts
+    if direction == "download":
+        assert (await upload_tree(mediastore_client, site, f"be{kind}")).ok
+    calls: list[str] = []
+
+    def hook(event: TransferEvent) -> None:
+        if event.kind == kind:
+            calls.append(event.path)
+            raise _Stop(kind)
+
+    with pytest.raises(_Stop, match=kind):
+        if direction == "upload":
+            await upload_tree(mediastore_client, site, f"be{kind}", progress=hook)
+        else:
+            await download_tree(mediastore_client, f"be{kind}", tmp_path / "dst",
+                                progress=hook)
+    assert len(calls) <= 4  # the files in flight at most: nothing was tried again
+
+
+@pytest.mark.parametrize("wrapped", [False, True])
+async def test_an_async_hook_is_refused_before_anything_is_sent(
+    mediastore_client: Any, tmp_path: Path, wrapped: bool
+) -> None:
+    """An ``async def`` hook was called, its coroutine dropped unawaited: the progress the
+    caller asked for never happened, silently (only a RuntimeWarning at collection)."""
+    make_files(tmp_path / "site", 3)
+    seen: list[TransferEvent] = []
+
+    async def hook(event: TransferEvent) -> None:
+        seen.append(event)
+
+    # A lambda around it is no coroutine function: found at its first event, the plan.
+    progress = (lambda event: hook(event)) if wrapped else hook
+    with pytest.raises(TypeError, match="coroutine"):
+        await upload_tree(mediastore_client, tmp_path / "site", "ah", progress=progress)
+    assert await names_under(mediastore_client, "ah") == []
+    assert not seen
+
+
+async def test_a_hook_raising_mid_sync_leaves_a_record_of_what_completed(
+    mediastore_server: Any, mediastore_client: Any, tmp_path: Path
+) -> None:
+    site = tmp_path / "site"
+    files = make_files(site, 40)
+
+    def hook(event: TransferEvent) -> None:
+        if event.kind == "done" and event.path == "f00020.bin":
+            raise LookupError("enough")
+
+    with pytest.raises(LookupError):
+        await sync(mediastore_client, site, "ms:hr", TransferOptions(concurrency=4),
+                   progress=hook)
+    stored = await names_under(mediastore_client, "hr")
+    facts = recorded(site, mediastore_client.endpoint, "hr")
+    # Every fact recorded is true of the object now there; nothing recorded is missing.
+    assert set(facts) <= set(stored)
+    for rel, sha in facts.items():
+        assert hashlib.sha256(files[rel]).hexdigest() == sha
+    again = await sync(mediastore_client, site, "ms:hr")
+    assert again.ok and sorted(again.skipped) == sorted(facts)
+
+
+async def test_a_hook_that_blocks_the_loop_past_the_timeouts_fails_nothing(
+    mediastore_server: Any, tmp_path: Path
+) -> None:
+    """A hook must not block (it runs in the loop's thread); one that does anyway, for
+    longer than the read and write timeouts, costs time and retried requests, never a
+    file (the watchdog finds every request silent when the loop wakes up)."""
+    site = tmp_path / "site"
+    files = make_files(site, 24, size=300 * 1024)
+    timeout = 0.4
+    blocked: list[str] = []
+
+    def hook(event: TransferEvent) -> None:
+        if event.kind in ("start", "bytes") and len(blocked) < 2:
+            blocked.append(event.path)
+            time.sleep(3 * timeout)
+
+    async with Session(
+        credentials=mediastore_server.credentials, region=mediastore_server.region,
+        timeouts=Timeouts(read=timeout, write=timeout),
+    ) as session:
+        client = session.container(mediastore_server.endpoint)
+        options = TransferOptions(concurrency=8)
+        up = await sync(client, site, "ms:bl", options, progress=hook)
+        assert len(blocked) == 2
+        assert up.ok and len(up.transferred) == len(files), up.failed
+        blocked.clear()
+        down = await sync(client, "ms:bl", tmp_path / "dst", options, progress=hook)
+        assert len(blocked) == 2
+        assert down.ok and len(down.transferred) == len(files), down.failed
+
+
+# --- cancellation and a session closed mid-transfer ------------------------------------------
+
+
+async def test_a_session_closed_mid_transfer_ends_the_call_with_its_error(
+    mediastore_server: Any, tmp_path: Path
+) -> None:
+    """Each queued file failed on its own with SessionClosedError, one after the other,
+    and the call returned a report of hundreds of failures as if files were bad."""
+    site = tmp_path / "site"
+    make_files(site, 200)
+    async with Session(
+        credentials=mediastore_server.credentials, region=mediastore_server.region
+    ) as session:
+        client = session.container(mediastore_server.endpoint)
+        failures: list[str] = []
+        before = set(asyncio.all_tasks())
+
+        def hook(event: TransferEvent) -> None:
+            if event.kind == "fail":
+                failures.append(event.path)
+            if event.kind == "done" and event.path == "f00010.bin":
+                asyncio.get_running_loop().create_task(session.aclose())
+
+        with pytest.raises(SessionClosedError):
+            await sync(client, site, "ms:sc", TransferOptions(concurrency=4), progress=hook)
+        assert len(failures) < 8  # at most the files in flight when it closed
+        await anyio.lowlevel.checkpoint()
+        assert not (other_tasks() - before)
+    async with Session(
+        credentials=mediastore_server.credentials, region=mediastore_server.region
+    ) as session:
+        client = session.container(mediastore_server.endpoint)
+        stored = await names_under(client, "sc")
+        facts = recorded(site, client.endpoint, "sc")
+        assert set(facts) <= set(stored)
+        assert "f00199.bin" not in stored  # what was queued never started
+
+
+async def test_a_session_closed_mid_download_leaves_whole_files_or_resumable_parts(
+    mediastore_server: Any, mediastore_client: Any, tmp_path: Path
+) -> None:
+    from msd_async.transfer import PART_SIZE
+
+    src = tmp_path / "src"
+    files = make_files(src, 40, size=1000)
+    big = os.urandom(2 * PART_SIZE + 10)
+    (src / "big.bin").write_bytes(big)
+    assert (await upload_tree(mediastore_client, src, "scd")).ok
+    # The ranged parts are slow in coming: in flight when the session closes.
+    mediastore_server.faults.inject("delay", method="GET", path="scd/big.bin", delay=30,
+                                    times=None)
+    dst = tmp_path / "dst"
+    started = time.monotonic()
+    async with Session(
+        credentials=mediastore_server.credentials, region=mediastore_server.region
+    ) as session:
+        client = session.container(mediastore_server.endpoint)
+        before = set(asyncio.all_tasks())
+
+        def hook(event: TransferEvent) -> None:
+            if event.kind == "done" and event.path == "f00010.bin":
+                asyncio.get_running_loop().create_task(session.aclose())
+
+        with pytest.raises(SessionClosedError):
+            await download_tree(client, "scd", dst, TransferOptions(concurrency=4),
+                                progress=hook)
+        await anyio.lowlevel.checkpoint()
+        assert not (other_tasks() - before)
+    assert time.monotonic() - started < 15  # the slow parts were not waited for
+    mediastore_server.faults.clear()
+    present = sorted(os.listdir(dst))
+    assert "big.bin" not in present and "f00039.bin" not in present
+    for name in present:
+        if name.startswith("."):  # only the ranged download's own, to resume
+            assert name.startswith(".big.bin.msdpart"), name
+        else:
+            assert (dst / name).read_bytes() == files[name]
+
+
+async def test_a_cancelled_download_leaves_only_whole_files_and_their_record(
+    mediastore_client: Any, tmp_path: Path
+) -> None:
+    src = tmp_path / "src"
+    files = make_files(src, 60, size=300 * 1024)  # above SMALL_FILE: written in threads
+    assert (await upload_tree(mediastore_client, src, "cx")).ok
+    dst = tmp_path / "dst"
+    done: list[str] = []
+    before = set(asyncio.all_tasks())
+    with anyio.CancelScope() as scope:
+
+        def hook(event: TransferEvent) -> None:
+            if event.kind == "done":
+                done.append(event.path)
+                if len(done) == 10:
+                    scope.cancel()
+
+        await sync(mediastore_client, "ms:cx", dst, TransferOptions(concurrency=6),
+                   progress=hook)
+    assert scope.cancelled_caught
+    await anyio.lowlevel.checkpoint()
+    assert not (other_tasks() - before)
+    present = sorted(p.name for p in dst.iterdir())
+    assert present and len(present) < len(files)
+    for name in present:
+        assert not name.startswith("."), name  # no temporary file left
+        assert (dst / name).read_bytes() == files[name]  # no half file under its name
+    facts = recorded(dst, mediastore_client.endpoint, "cx")
+    assert set(facts) <= set(present) and set(done) <= set(facts)
+    report = await sync(mediastore_client, "ms:cx", dst)
+    assert report.ok and sorted(report.skipped) == sorted(facts)
+    assert sorted(p.name for p in dst.iterdir()) == sorted(files)
+
+
+async def test_an_upload_cancelled_mid_body_leaves_the_version_before(
+    mediastore_client: Any, tmp_path: Path
+) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    size = 9 * 1024 * 1024
+    (site / "movie.mp4").write_bytes(b"A" * size)
+    (site / "a.txt").write_bytes(b"a")
+    assert (await sync(mediastore_client, site, "ms:cu")).ok
+    facts = recorded(site, mediastore_client.endpoint, "cu")
+    (site / "movie.mp4").write_bytes(b"B" * size)
+    sent: list[int] = []
+    before = set(asyncio.all_tasks())
+    with anyio.CancelScope() as scope:
+
+        def hook(event: TransferEvent) -> None:
+            if event.kind == "bytes":
+                sent.append(event.done)
+                scope.cancel()
+
+        await sync(mediastore_client, site, "ms:cu", progress=hook)
+    assert scope.cancelled_caught and sent and sent[0] < size
+    await anyio.lowlevel.checkpoint()
+    assert not (other_tasks() - before)
+    assert await mediastore_client.get_bytes("cu/movie.mp4") == b"A" * size
+    assert recorded(site, mediastore_client.endpoint, "cu") == facts  # nothing new is true
+    report = await sync(mediastore_client, site, "ms:cu")
+    assert report.transferred == ["movie.mp4"] and report.skipped == ["a.txt"]
+    assert await mediastore_client.get_bytes("cu/movie.mp4") == b"B" * size
+
+
+# --- a local file that changes while it is uploaded ------------------------------------------
+
+
+async def test_a_file_rewritten_during_its_upload_never_leaves_a_mix_at_the_origin(
+    mediastore_client: Any, tmp_path: Path
+) -> None:
+    """A file over 8 MiB is hashed, then sent from its path. Rewritten in place (same
+    size) while it was sent, the service stored the first bytes of one version and the
+    last of the other, complete; the checksum then failed, but the mix stayed."""
+    site = tmp_path / "site"
+    site.mkdir()
+    size = 9 * 1024 * 1024
+    old = b"A" * size
+    (site / "movie.mp4").write_bytes(old)
+    assert (await upload_tree(mediastore_client, site, "mix")).ok
+    new = b"B" * size
+    rewritten: list[int] = []
+
+    def hook(event: TransferEvent) -> None:
+        if event.kind == "bytes" and not rewritten:
+            rewritten.append(event.done)
+            with open(site / "movie.mp4", "r+b") as f:  # a writer, in place
+                f.write(new)
+
+    options = TransferOptions(file_attempts=1, retry=FAST)
+    report = await upload_tree(mediastore_client, site, "mix", options, progress=hook)
+    assert rewritten and rewritten[0] < size
+    stored = await mediastore_client.get_bytes("mix/movie.mp4")
+    assert stored in (old, new), "a mix of two versions is stored as the object"
+    assert stored == old  # the body was cut: the service kept the version it had
+    assert [f.path for f in report.failed] == ["movie.mp4"]
+    assert type(report.failed[0].error).__name__ == "ChecksumMismatchError"
+    assert "nothing was stored" in str(report.failed[0].error)
+    # With the default attempts, the file is sent again and ends whole.
+    rewritten.clear()
+    (site / "movie.mp4").write_bytes(old)
+    report = await upload_tree(
+        mediastore_client, site, "mix", TransferOptions(retry=FAST), progress=hook
+    )
+    assert report.ok, report.failed
+    assert await mediastore_client.get_bytes("mix/movie.mp4") == new
+
+
+@pytest.mark.parametrize("change", ["grow", "shrink"])
+async def test_a_file_resized_during_its_upload_is_sent_again(
+    mediastore_client: Any, tmp_path: Path, change: str
+) -> None:
+    """The body is cut (nothing stored) when the file's size changes under it; the docs
+    promise the file is then sent again, as for any change during the upload."""
+    site = tmp_path / "site"
+    site.mkdir()
+    size = 9 * 1024 * 1024
+    (site / "movie.mp4").write_bytes(b"A" * size)
+    changed: list[int] = []
+
+    def hook(event: TransferEvent) -> None:
+        if event.kind == "bytes" and not changed:
+            changed.append(event.done)
+            with open(site / "movie.mp4", "r+b") as f:
+                if change == "grow":
+                    f.seek(0, os.SEEK_END)
+                    f.write(b"C" * 1000)
+                else:
+                    f.truncate(size - 1000)
+
+    report = await upload_tree(
+        mediastore_client, site, "rs", TransferOptions(retry=FAST), progress=hook
+    )
+    assert changed
+    assert report.ok, report.failed
+    assert (
+        await mediastore_client.get_bytes("rs/movie.mp4")
+        == (site / "movie.mp4").read_bytes()
+    )
+
+
+async def test_a_file_deleted_or_replaced_after_the_scan(
+    mediastore_client: Any, tmp_path: Path
+) -> None:
+    site = tmp_path / "site"
+    make_files(site, 4)
+
+    def hook(event: TransferEvent) -> None:
+        if event.kind == "plan":
+            (site / "f00001.bin").unlink()
+            (site / "f00002.tmp").write_bytes(b"replacement")
+            os.replace(site / "f00002.tmp", site / "f00002.bin")
+
+    report = await upload_tree(mediastore_client, site, "dr", progress=hook)
+    assert [f.path for f in report.failed] == ["f00001.bin"]
+    assert isinstance(report.failed[0].error, FileNotFoundError)
+    assert sorted(report.transferred) == ["f00000.bin", "f00002.bin", "f00003.bin"]
+    assert await mediastore_client.get_bytes("dr/f00002.bin") == b"replacement"
+
+
+# --- a disk that refuses a download ---------------------------------------------------------
+
+_CHILD = r"""
+import asyncio, errno, json, os, resource, sys
+from pathlib import Path
+
+import msd_async
+from msd_async.transfer import TransferOptions, download_tree
+
+endpoint, key, secret, dst, limit = sys.argv[1:6]
+
+
+def fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def main() -> None:
+    creds = msd_async.Credentials(key, secret)
+    before = fds()
+    async with msd_async.Session(credentials=creds, region="us-east-1") as session:
+        store = session.container(endpoint)
+        options = TransferOptions(concurrency=4, retry=msd_async.RetryPolicy.none())
+        # Files larger than this cannot be written (EFBIG), as on a full disk (ENOSPC).
+        resource.setrlimit(resource.RLIMIT_FSIZE, (int(limit), int(limit)))
+        report = await download_tree(store, "disk", dst, options)
+    after = fds()  # the session's connections closed
+    print(json.dumps({
+        "transferred": sorted(report.transferred),
+        "failed": sorted(
+            [f.path, type(f.error).__name__, getattr(f.error, "errno", None)]
+            for f in report.failed
+        ),
+        "fds": [before, after],
+    }))
+
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts /proc/self/fd")
+async def test_a_download_the_disk_refuses_fails_typed_and_leaves_nothing(
+    mediastore_server: Any, mediastore_client: Any, tmp_path: Path
+) -> None:
+    """RLIMIT_FSIZE in a child process stands for a full disk: every write past the
+    limit fails (EFBIG, as ENOSPC would), for a small download and a ranged one alike."""
+    import errno
+    import json
+    import sys
+
+    from msd_async.transfer import PART_SIZE
+
+    await mediastore_client.put_object("disk/ok.txt", b"fits")
+    await mediastore_client.put_object("disk/mid.bin", os.urandom(2 * 1024 * 1024))
+    await mediastore_client.put_object("disk/big.bin", os.urandom(PART_SIZE + 100))
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    (dst / "mid.bin").write_bytes(b"old mid")
+    (dst / "big.bin").write_bytes(b"old big")
+    creds = mediastore_server.credentials
+    result = await anyio.run_process(
+        [sys.executable, "-c", _CHILD, mediastore_server.endpoint, creds.access_key_id,
+         creds.secret_access_key, str(dst), str(1024 * 1024)],
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    out = json.loads(result.stdout)
+    assert out["transferred"] == ["ok.txt"]
+    assert out["failed"] == [
+        ["big.bin", "OSError", errno.EFBIG], ["mid.bin", "OSError", errno.EFBIG]
+    ]
+    before, after = out["fds"]
+    assert after <= before  # no descriptor left open by a failed write
+    # The final names are untouched, and no temporary file (of any size) is left.
+    assert sorted(p.name for p in dst.iterdir()) == ["big.bin", "mid.bin", "ok.txt"]
+    assert (dst / "mid.bin").read_bytes() == b"old mid"
+    assert (dst / "big.bin").read_bytes() == b"old big"
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Any:
+    """A 12 MiB tmpfs: a disk that fills up (root only, where mounting is allowed)."""
+    import subprocess
+
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(mount)],
+        capture_output=True, check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+async def test_a_ranged_download_onto_a_full_disk_fails_typed_and_frees_its_parts(
+    mediastore_client: Any, small_disk: Path
+) -> None:
+    """The parts of a ranged download that filled the disk stayed in .NAME.msdpart (a
+    full-length file) after ENOSPC, holding the space every other file needed."""
+    import errno
+
+    from msd_async.transfer import PART_SIZE
+
+    await mediastore_client.put_object("full/big.bin", os.urandom(PART_SIZE + 6 * 1024 * 1024))
+    await mediastore_client.put_object("full/ok.txt", b"fits")
+    (small_disk / "big.bin").write_bytes(b"old big")
+    report = await download_tree(
+        mediastore_client, "full", small_disk, TransferOptions(concurrency=1, retry=FAST)
+    )
+    assert [f.path for f in report.failed] == ["big.bin"]
+    error = report.failed[0].error
+    assert isinstance(error, OSError) and error.errno == errno.ENOSPC, error
+    assert report.transferred == ["ok.txt"]
+    assert sorted(os.listdir(small_disk)) == ["big.bin", "ok.txt"]
+    assert (small_disk / "big.bin").read_bytes() == b"old big"
+
+
+# --- names the API forbids ------------------------------------------------------------------
+
+
+async def test_names_the_api_forbids_are_reported_never_renamed_and_the_rest_sent(
+    mediastore_client: Any, tmp_path: Path
+) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    good = {"ok.txt": b"ok", "a:b=c~d.ts": b"fine"}
+    nine = "/".join(f"d{i}" for i in range(9))  # with the folder "nm": 10 folders, allowed
+    good[f"{nine}/deep.txt"] = b"deep"
+    ten = "/".join(f"d{i}" for i in range(10))  # 11 folders
+    long_path = "/".join(["x" * 200] * 4) + "/" + "y" * 120  # 921 characters
+    bad = {
+        "with space.txt": "path.characters",
+        "caf\u00e9.ts": "path.characters",
+        f"{ten}/too-deep.txt": "path.max-depth",
+        long_path: "path.max-length",
+        "\udcffbytes.txt": "path.characters",  # not UTF-8 on disk (b"\xffbytes.txt")
+    }
+    for rel in [*good, *bad]:
+        path = site.joinpath(*rel.split("/"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(good.get(rel, b"x"))
+    report = await sync(mediastore_client, site, "ms:nm")
+    assert sorted(report.transferred) == sorted(good)
+    assert {f.path: f.error.rule for f in report.failed} == bad  # type: ignore[attr-defined]
+    assert {type(f.error).__name__ for f in report.failed} == {"InvalidPathError"}
+    report.to_dict()  # a name that is not UTF-8 still makes a report
+    assert await names_under(mediastore_client, "nm") == sorted(good)
+    again = await sync(mediastore_client, site, "ms:nm", delete=True)
+    assert sorted(again.skipped) == sorted(good) and again.deleted == []
+
+
+async def test_a_large_object_with_a_name_near_the_local_limit_downloads(
+    mediastore_client: Any, tmp_path: Path
+) -> None:
+    """A name of 250 characters is a valid object name and a valid local file name (255
+    bytes at most), but its ranged download's temporary name .NAME.msdpart (and its part
+    state .NAME.msdpart.json.tmp) was not: ENAMETOOLONG, while the same name downloaded
+    fine as a small object. The temporary names are shortened (with a hash of the name)."""
+    from msd_async.transfer import PART_SIZE
+
+    name = "n" * 246 + ".mp4"
+    data = os.urandom(PART_SIZE + 10)
+    await mediastore_client.put_object(f"ln/{name}", data)
+    await mediastore_client.put_object(f"ln/s{name[1:]}", b"small")
+    report = await sync(mediastore_client, "ms:ln", tmp_path / "dst", delete=True)
+    assert report.ok, report.failed
+    assert sorted(report.transferred) == sorted([name, f"s{name[1:]}"])
+    assert (tmp_path / "dst" / name).read_bytes() == data
+    assert sorted(os.listdir(tmp_path / "dst")) == sorted([name, f"s{name[1:]}"])
+
+
+# --- many files, a few at a time --------------------------------------------------------------
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts /proc/self/fd")
+@pytest.mark.parametrize("direction", ["upload", "download"])
+async def test_open_descriptors_stay_bounded_by_the_concurrency(
+    mediastore_client: Any, tmp_path: Path, direction: str
+) -> None:
+    count, concurrency = 300, 4
+    src = tmp_path / "src"
+    make_files(src, count, size=1000)
+    make_files(src / "big", 3, size=300 * 1024)  # written and hashed in worker threads
+    if direction == "download":
+        assert (await upload_tree(mediastore_client, src, "fd")).ok
+    most = [0]
+
+    def hook(event: TransferEvent) -> None:
+        if event.kind in ("start", "done"):
+            most[0] = max(most[0], len(os.listdir("/proc/self/fd")))
+
+    before = len(os.listdir("/proc/self/fd"))
+    options = TransferOptions(concurrency=concurrency)
+    if direction == "upload":
+        report = await sync(mediastore_client, src, "ms:fd", options, progress=hook)
+    else:
+        report = await sync(mediastore_client, "ms:fd", tmp_path / "dst", options,
+                            progress=hook)
+    assert report.ok and len(report.transferred) == count + 3
+    # Per file in flight: its file, its connection and the in-process server's end of it;
+    # plus the record's journal and some slack. Nothing grows with the number of files.
+    assert most[0] - before <= 3 * concurrency + 8, (before, most[0])
+
+
+@pytest.mark.parametrize("name", ["big.bin", "b" * 246 + ".bin"])
+async def test_a_download_that_timed_out_keeps_its_parts_through_a_sync_with_delete(
+    mediastore_server: Any, tmp_path: Path, name: str
+) -> None:
+    """docs/transfer.md: delete removes the partial downloads of failures another try
+    cannot fix, and keeps those of a transient failure. A timeout is an OSError too
+    (MediaStoreTimeout subclasses TimeoutError), and was taken for a local one: the
+    parts of a download that merely timed out were deleted."""
+    from msd_async.transfer import PART_SIZE
+
+    timeout = 0.5
+    async with Session(
+        credentials=mediastore_server.credentials, region=mediastore_server.region,
+        timeouts=Timeouts(read=timeout),
+    ) as session:
+        client = session.container(mediastore_server.endpoint)
+        await client.put_object(f"to/{name}", os.urandom(PART_SIZE + 100))
+        await client.put_object("to/ok.txt", b"ok")
+        dst = tmp_path / "dst"
+        mediastore_server.faults.inject(
+            "delay", method="GET", path=f"to/{name}", times=None, delay=4 * timeout
+        )
+        options = TransferOptions(retry=RetryPolicy.none(), file_attempts=1)
+        report = await sync(client, "ms:to", dst, options, delete=True)
+        (failure,) = report.failed
+        assert failure.path == name
+        assert type(failure.error).__name__ == "ReadTimeout"
+        (tmp,) = [n for n in os.listdir(dst) if n != "ok.txt"]
+        assert tmp.startswith(".b") and tmp.endswith(".msdpart")
+        mediastore_server.faults.clear()
+        # The object gone from the source: now its parts go too.
+        await client.delete_object(f"to/{name}")
+        await sync(client, "ms:to", dst, options, delete=True)
+        assert os.listdir(dst) == ["ok.txt"]
+
+
+_MEMORY_CHILD = r"""
+import asyncio, json, sys, tracemalloc
+
+import msd_async
+from msd_async.transfer import TransferOptions, sync
+
+endpoint, key, secret, local, direction = sys.argv[1:6]
+
+
+async def main() -> None:
+    creds = msd_async.Credentials(key, secret)
+    async with msd_async.Session(credentials=creds, region="us-east-1") as session:
+        store = session.container(endpoint)
+        await store.put_object("warm", b"up")  # the session's own buffers, before counting
+        tracemalloc.start()
+        options = TransferOptions(concurrency=4, record=False)
+        if direction == "upload":
+            report = await sync(store, local, "ms:mem", options)
+        else:
+            report = await sync(store, "ms:mem", local, options)
+        print(json.dumps({"ok": report.ok, "files": len(report.transferred),
+                          "peak": tracemalloc.get_traced_memory()[1] / 2**20}))
+
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("direction", ["upload", "download"])
+async def test_memory_stays_bounded_by_the_concurrency(
+    mediastore_server: Any, tmp_path: Path, direction: str
+) -> None:
+    """100 files of 2 MiB (200 MiB) through 4 workers, in a child process whose peak of
+    allocated memory is measured (tracemalloc): a few files in flight, never the tree,
+    are in memory."""
+    import json
+    import sys
+
+    count, size = 100, 2 * 1024 * 1024
+    src = tmp_path / "src"
+    src.mkdir()
+    block = os.urandom(size)
+    for i in range(count):
+        (src / f"f{i:03d}.bin").write_bytes(block[i:] + block[:i])
+    local = src
+    if direction == "download":
+        async with Session(
+            credentials=mediastore_server.credentials, region=mediastore_server.region
+        ) as session:
+            client = session.container(mediastore_server.endpoint)
+            assert (await upload_tree(client, src, "mem", TransferOptions(record=False))).ok
+        local = tmp_path / "dst"
+    creds = mediastore_server.credentials
+    result = await anyio.run_process(
+        [sys.executable, "-c", _MEMORY_CHILD, mediastore_server.endpoint,
+         creds.access_key_id, creds.secret_access_key, str(local), direction],
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    out = json.loads(result.stdout)
+    assert out["ok"] and out["files"] == count
+    # 4 files in flight, each held about twice (read and sent, or received and joined):
+    # 16 MiB, and what they cost on the way; the whole tree would be 200 MiB.
+    assert out["peak"] < 64, out
+
+
+async def test_more_files_at_once_than_the_session_has_connections_never_time_out_waiting(
+    mediastore_server: Any, tmp_path: Path
+) -> None:
+    """A session limited to 2 connections (a polite client) and a transfer of 16 files at
+    a time: each file waited for a connection in the client's gate, gave up after
+    Timeouts.pool (PoolTimeout) and was reported failed, though nothing was wrong but the
+    transfer's own contention. The transfer now queues its requests for the session's
+    connections itself (ranged parts included), so none waits in the gate."""
+    from msd_async.transfer import PART_SIZE
+
+    site = tmp_path / "site"
+    files = make_files(site, 12)
+    for i in range(12):  # folders: listed concurrently too
+        (site / f"d{i}").mkdir()
+        (site / f"d{i}" / "a.txt").write_bytes(b"a")
+    (site / "big.bin").write_bytes(b"b" * (PART_SIZE * 2 + 10))  # three ranged parts
+    pool_timeout = 0.3
+    # Each request takes most of the gate's patience: three in a row exceed it.
+    mediastore_server.faults.inject("delay", times=None, delay=pool_timeout / 2)
+    async with Session(
+        credentials=mediastore_server.credentials, region=mediastore_server.region,
+        timeouts=Timeouts(pool=pool_timeout), limits=Limits(max_connections=2),
+    ) as session:
+        client = session.container(mediastore_server.endpoint)
+        options = TransferOptions(concurrency=16, file_attempts=1)
+        up = await sync(client, site, "ms:pool", options)
+        assert up.ok, sorted({f.message for f in up.failed})
+        down = await sync(client, "ms:pool", tmp_path / "dst", options)
+        assert down.ok, sorted({f.message for f in down.failed})
+        assert len(down.transferred) == len(files) + 12 + 1
+    mediastore_server.faults.clear()
