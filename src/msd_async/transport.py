@@ -486,12 +486,13 @@ class _Slots:
         self._free += 1
         self._wake()
 
-    def fail_waiters(self, error: BaseException) -> None:
-        """Raise ``error`` in every queued call (the pool is closing: no slot will come)."""
+    def fail_waiters(self, error: Callable[[], BaseException]) -> None:
+        """Raise a new ``error()`` in every queued call (the pool is closing: no slot will
+        come). One instance raised in many tasks would gather all their tracebacks."""
         waiters, self._waiters = self._waiters, collections.deque()
         for waiter in waiters:
             if not waiter.done():
-                waiter.set_exception(error)
+                waiter.set_exception(error())
 
     def _wake(self) -> None:
         waiters = self._waiters
@@ -1000,7 +1001,7 @@ class Transport:
         raise :class:`SessionClosedError`."""
         self._closed = True
         for gate in (self._slots, *self._hosts.values()):
-            gate.fail_waiters(_closed_error())
+            gate.fail_waiters(_closed_error)
         # aiohttp closes the connections of responses still being read without waking
         # their readers: a download mid-body waited for Timeouts.read (forever with
         # read=None). Each reader hears that the session closed, at once.

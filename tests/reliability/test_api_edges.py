@@ -186,9 +186,12 @@ async def test_closing_the_session_ends_every_call_in_flight_or_queued() -> None
         for task in pending:
             task.cancel()
         assert not pending, "calls still running after Session.aclose()"
-        for task in calls:
-            error = task.exception()
+        errors = [task.exception() for task in calls]
+        for error in errors:
             assert isinstance(error, SessionClosedError), repr(error)
+        # Each its own: one instance raised in every queued task gathered all their
+        # tracebacks, and what one caller set on it (a retry's attempts) the others saw.
+        assert len({id(error) for error in errors}) == len(errors)
         assert session.pool.in_use == 0
 
 
