@@ -24,7 +24,7 @@ import struct
 import warnings
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
-from typing import Any, Final, NoReturn
+from typing import Any, Final, NoReturn, TypeGuard
 
 import aiohttp
 import anyio
@@ -170,9 +170,7 @@ class _UploadPayload(Payload):
                 # Sent: from now on the server's silence counts against the read timeout.
                 head.since = watchdog.now()
         except BaseException as exc:
-            timed_out = watch is not None and watch.fired
-            if timed_out and isinstance(exc, asyncio.CancelledError):
-                task.uncancel()
+            if isinstance(exc, asyncio.CancelledError) and _timed_out(watch):
                 exc = WriteTimeout(
                     f"the server accepted no upload bytes for {self._write_timeout} s; the "
                     "connection was closed"
@@ -586,10 +584,18 @@ def _closed_error() -> SessionClosedError:
     )
 
 
+def _timed_out(watch: _Watch | None) -> TypeGuard[_Watch]:
+    """Whether the CancelledError being handled is the watchdog's alone; if so the task
+    carries on (the cancellation was ours, not the caller's). The caller's own (a
+    ``task.cancel()``, a deadline) landing in the same loop iteration stays pending and
+    is delivered: taken for the timeout, it was lost, and the call even went on."""
+    if watch is None or not watch.fired:
+        return False
+    return watch.task.uncancel() == 0
+
+
 def _read_timeout(watch: _Watch, url: str) -> NoReturn:
-    """Raise the error for a wait the watchdog ended, in the task it cancelled (which
-    carries on: the cancellation was ours, not the caller's)."""
-    watch.task.uncancel()
+    """Raise the error for a wait the watchdog ended (after :func:`_timed_out`)."""
     raise ReadTimeout(f"no response bytes from {url} within the read timeout") from (
         TimeoutError(f"nothing was received for {watch.timeout} s")
     )
@@ -660,7 +666,7 @@ class Response:
         except _FOREIGN_ERRORS as exc:
             raise _translate(exc, self._url) from exc
         except asyncio.CancelledError:
-            if watch is not None and watch.fired:
+            if _timed_out(watch):
                 _read_timeout(watch, self._url)
             raise
         finally:
@@ -694,7 +700,7 @@ class Response:
         except _FOREIGN_ERRORS as exc:
             raise _translate(exc, self._url) from exc
         except asyncio.CancelledError:
-            if watch is not None and watch.fired:
+            if _timed_out(watch):
                 _read_timeout(watch, self._url)
             raise
         finally:
@@ -969,8 +975,7 @@ class Transport:
         except BaseException as exc:
             mapped: BaseException | None = None
             cause: BaseException | None = None
-            if isinstance(exc, asyncio.CancelledError) and watch is not None and watch.fired:
-                watch.task.uncancel()
+            if isinstance(exc, asyncio.CancelledError) and _timed_out(watch):
                 mapped = ReadTimeout(f"no response bytes from {url} within the read timeout")
                 cause = TimeoutError(f"nothing was received for {watch.timeout} s")
             elif not isinstance(exc, MediaStoreError) and isinstance(exc, _FOREIGN_ERRORS):

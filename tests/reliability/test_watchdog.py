@@ -105,3 +105,54 @@ async def test_a_stream_read_in_another_task_times_out_there_only() -> None:
             with pytest.raises(ReadTimeout):
                 await reader
         assert session.pool.in_use == 0
+
+
+def _stalling(stage: str):  # type: ignore[no-untyped-def]
+    """Stalls before the answer (``stage`` "answer") or 10 bytes into its body."""
+
+    async def handler(conn: Connection) -> None:
+        if await conn.read_request() is None:
+            return
+        if stage != "answer":
+            await conn.send(
+                response_head(200, {"Content-Length": 1000, "ETag": '"e"'}) + b"x" * 10
+            )
+        await asyncio.sleep(60 * READ)
+
+    return handler
+
+
+@pytest.mark.parametrize("stage", ["answer", "read", "chunks"])
+async def test_a_cancellation_in_the_watchdogs_iteration_is_not_swallowed(
+    stage: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The caller's cancellation (a ``task.cancel()``, an outer timeout) landing in the
+    loop iteration where the watchdog cancelled the same wait: the transport took both
+    for its own, raised ReadTimeout, and the caller's cancellation was lost (the task's
+    ``cancelling()`` left at 1, so an ``asyncio.timeout`` around it misread its expiry)."""
+    from msd_async import transport
+
+    sweep = transport._Watchdog._sweep
+
+    def sweep_and_cancel_too(self: transport._Watchdog) -> None:
+        open_watches = list(self._watches)
+        sweep(self)
+        for watch in open_watches:
+            if watch.fired:
+                watch.task.cancel()  # the caller's, in the same iteration
+
+    monkeypatch.setattr(transport._Watchdog, "_sweep", sweep_and_cancel_too)
+    async with scripted_server(_stalling(stage)) as server, _session() as session:
+        store = session.container(server.endpoint)
+
+        async def call() -> bytes:
+            async with store.get_object("a.bin") as obj:
+                if stage == "chunks":
+                    return b"".join([chunk async for chunk in obj])
+                return await obj.read()
+
+        task = asyncio.create_task(call())
+        done, _ = await asyncio.wait([task], timeout=20 * READ)
+        assert done, "the stalled call did not end"
+        assert task.cancelled(), repr(task.exception())
+        assert session.pool.in_use == 0
