@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Collection
+from contextvars import ContextVar
+from typing import Final
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
@@ -29,7 +31,6 @@ from ..errors import MediaStoreError
 from .core import (
     REQUEST_HEADERS,
     SESSION_WRITE_TIMEOUT,
-    ClientStalled,
     Reply,
     SessionTimeout,
     UploadInterrupted,
@@ -43,6 +44,33 @@ __all__ = ["ReplyResponse", "accept_upload", "request_headers", "response_for", 
 
 logger = logging.getLogger("msd_async.web")
 
+#: What uvicorn logs (at ERROR, on its documented "uvicorn.error" logger) when an app
+#: returns with its response started but not complete; it then closes the connection.
+_UVICORN_INCOMPLETE: Final = "ASGI callable returned without completing response."
+_ended_short: ContextVar[bool] = ContextVar("msd_async.web.asgi.ended_short", default=False)
+
+
+class _EndedShortFilter(logging.Filter):
+    """Drops uvicorn's note that the app did not complete a response when this adapter
+    ended that response short on purpose (the reason was logged already, once): ASGI has
+    no message that says "cut this connection", so ending short is how an app asks for it,
+    and a viewer that stops reading is an everyday event, not a server error. The flag is
+    a context variable of the request's task, so another request's note is never dropped;
+    under a middleware that runs the app in a task of its own the note shows again."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (_ended_short.get() and record.msg == _UVICORN_INCOMPLETE)
+
+
+_ENDED_SHORT_FILTER: Final = _EndedShortFilter()
+
+
+def _end_short() -> None:
+    """Mark this request's response as ended short on purpose (see _EndedShortFilter)."""
+    _ended_short.set(True)
+    # Added on first use, not at import: an app that never cuts a response leaves the
+    # server's logging alone. addFilter() ignores a filter already there.
+    logging.getLogger("uvicorn.error").addFilter(_ENDED_SHORT_FILTER)
 
 
 def request_headers(request: Request) -> dict[str, str]:
@@ -59,9 +87,10 @@ class ReplyResponse(StreamingResponse):
     """A :class:`StreamingResponse` whose body comes from the container. Whatever ends it
     (the end of the body, the client going away, an error), the upstream connection is
     released before ``__call__`` returns. Each body ``send`` has ``reply.write_timeout``
-    seconds: a client that takes no data that long gets :class:`ClientStalled` raised, as
-    does an origin failure mid-body (re-raised after logging), so the ASGI server cuts the
-    connection rather than end the body short."""
+    seconds: when a client takes no data that long, ``__call__`` logs it (one INFO line)
+    and returns with the body incomplete, which makes the ASGI server close the connection
+    rather than pass a short body off as whole. An origin failure mid-body is logged and
+    re-raised (the server cuts the connection then too)."""
 
     def __init__(self, reply: Reply) -> None:
         self.reply = reply
@@ -82,9 +111,9 @@ class ReplyResponse(StreamingResponse):
 
             watch = await watch_writes(write_body, self.reply.write_timeout)
             if watch.stalled:
-                raise ClientStalled(
-                    f"the client took no data for {watch.limit:g} s: connection cut"
-                )
+                # Logged by the watch. Returning with the body incomplete makes the server
+                # close the connection; an exception would do that too, with a traceback.
+                _end_short()
         except MediaStoreError as exc:
             logger.warning("origin failed mid-body (connection cut): %s", exc)
             raise
