@@ -14,12 +14,12 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
 import pytest
-from webapps import Calls, running_app, wait_for
+from webapps import Calls, captured_logs, running_app, wait_for
 
 from msd_async import Credentials, Limits, ObjectNotFoundError, Session, Timeouts
 from msd_async.testing import LocalMediaStore
@@ -106,31 +106,6 @@ async def test_clients_that_stop_reading_do_not_pin_the_pool(
                 received, ended = await drained(sock)
                 assert ended
                 assert received < len(DATA), "an idle client got the whole object"
-
-
-@contextlib.contextmanager
-def captured_logs() -> Iterator[list[logging.LogRecord]]:
-    """The records of the app's, aiohttp's and uvicorn's loggers (uvicorn's do not
-    propagate to the root, and its Config replaces their handlers: enter this after the
-    server has started)."""
-    records: list[logging.LogRecord] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            records.append(record)
-
-    handler = Keep(logging.DEBUG)
-    loggers = [logging.getLogger(name) for name in ("msd_async", "aiohttp", "uvicorn")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.addHandler(handler)
-    logging.getLogger("msd_async").setLevel(logging.INFO)
-    try:
-        yield records
-    finally:
-        for logger, level in zip(loggers, levels, strict=True):
-            logger.removeHandler(handler)
-            logger.setLevel(level)
 
 
 @pytest.mark.parametrize("kind", ["aiohttp", "asgi"])

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -175,6 +176,31 @@ async def running_app(
         server.should_exit = True
         await serving
         listener.close()
+
+
+@contextlib.contextmanager
+def captured_logs() -> Iterator[list[logging.LogRecord]]:
+    """The records of the app's, aiohttp's and uvicorn's loggers (uvicorn's do not
+    propagate to the root, and its Config replaces their handlers: enter this after the
+    server has started)."""
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    handler = Keep(logging.DEBUG)
+    loggers = [logging.getLogger(name) for name in ("msd_async", "aiohttp", "uvicorn")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+    logging.getLogger("msd_async").setLevel(logging.INFO)
+    try:
+        yield records
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.removeHandler(handler)
+            logger.setLevel(level)
 
 
 async def wait_for(predicate: Any, within: float, what: str) -> None:

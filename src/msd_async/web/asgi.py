@@ -18,10 +18,11 @@ wherever one does (middleware, FastAPI's ``response_class``).
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Awaitable, Collection
 from contextvars import ContextVar
 from typing import Final
 
+import anyio
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Message, Receive, Scope, Send
@@ -133,6 +134,53 @@ def response_for(reply: Reply) -> Response:
     return Response(reply.body, status_code=reply.status, headers=dict(reply.headers))
 
 
+class _ClientGone(Response):
+    """What :func:`serve_object` returns when the client left before the answer was
+    decided: nothing is sent (the server knows the client is gone, and says nothing
+    either). 499 is nginx's "client closed request", for middleware that logs statuses."""
+
+    def __init__(self) -> None:
+        super().__init__(status_code=499)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        return
+
+
+async def _unless_gone(request: Request, opening: Awaitable[Reply]) -> Reply | None:
+    """``opening``'s reply, or ``None`` if the client disconnects first: the origin
+    request is then cancelled, so its connection goes back to the pool at once rather
+    than when the origin answers nobody (a slow origin, a retry's backoff)."""
+    gone = False
+    reply: Reply | None = None
+    error: Exception | None = None
+    async with anyio.create_task_group() as group:
+
+        async def watch() -> None:
+            nonlocal gone
+            # A request body (a GET may carry one) is not read by anyone else: skip it.
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+            gone = True
+            group.cancel_scope.cancel()
+
+        group.start_soon(watch)
+        try:
+            reply = await opening
+        except Exception as exc:  # raised below as it is, not in an ExceptionGroup
+            error = exc
+        finally:
+            group.cancel_scope.cancel()
+    if error is not None:
+        raise error
+    if gone:
+        if reply is not None:  # answered just as the client left
+            await reply.aclose()
+        logger.debug("the client of %s left before the answer", request.url.path)
+        return None
+    assert reply is not None
+    return reply
+
+
 async def serve_object(
     request: Request,
     client: ContainerClient,
@@ -147,8 +195,9 @@ async def serve_object(
     statuses). Return the response from the endpoint; the body streams with
     back-pressure and the upstream connection is released when the client goes away, or
     takes no data for ``write_timeout`` seconds (default the Session's
-    ``Timeouts.write``; the ASGI server then cuts the connection)."""
-    reply = await open_object(
+    ``Timeouts.write``; the ASGI server then cuts the connection). A client that leaves
+    while the origin is being asked has that request cancelled and gets nothing."""
+    opening = open_object(
         client,
         path,
         method=request.method,
@@ -157,6 +206,9 @@ async def serve_object(
         expires_in=expires_in,
         write_timeout=write_timeout,
     )
+    reply = await _unless_gone(request, opening)
+    if reply is None:
+        return _ClientGone()
     if not reply.streamed:
         await reply.aclose()
     return response_for(reply)
