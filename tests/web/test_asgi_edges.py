@@ -13,13 +13,17 @@ import logging
 import os
 import socket
 from collections.abc import AsyncIterator
+from typing import Any
 
 import h11
 import pytest
+import uvicorn
+from fastapi import FastAPI, Request, Response
 from webapps import Calls, captured_logs, running_app, wait_for
 
 from msd_async import ObjectNotFoundError, Session, Timeouts
 from msd_async.testing import LocalMediaStore
+from msd_async.web.asgi import serve_object as asgi_serve
 
 pytestmark = pytest.mark.anyio
 
@@ -191,3 +195,109 @@ async def test_a_get_with_a_body_in_pieces(kind: str, mediastore_server: LocalMe
         await wait_for(lambda: calls.done == 1, 20 * WRITE_TIMEOUT, "the handler's end")
         await wait_for(lambda: session.pool.in_use == 0, 10, "the slot")
         assert loud(records) == []
+
+
+GRACE = 2 * WRITE_TIMEOUT
+
+
+@contextlib.asynccontextmanager
+async def lifespan_app(
+    origin: LocalMediaStore, calls: Calls, pools: list[Session], in_use: list[int]
+) -> AsyncIterator[tuple[str, uvicorn.Server, asyncio.Future[None]]]:
+    """FastAPI under uvicorn with the Session opened and closed by the app's lifespan, as
+    docs/web.md advises; yields the URL, the server and its serving task."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with Session(
+            credentials=origin.credentials, region=origin.region,
+            timeouts=Timeouts(write=WRITE_TIMEOUT),
+        ) as session:
+            pools.append(session)
+            app.state.store = session.container(origin.endpoint)
+            yield
+        in_use.append(session.pool.in_use)
+
+    app = FastAPI(lifespan=lifespan)
+
+    @app.get("/ok/{path:path}")
+    async def get(path: str, request: Request) -> Response:
+        return await asgi_serve(request, request.app.state.store, path)
+
+    async def counted(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await app(scope, receive, send)
+        with calls.counting():
+            await app(scope, receive, send)
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(
+        counted, log_level="warning", lifespan="on", ws="none", timeout_graceful_shutdown=GRACE
+    )
+    server = uvicorn.Server(config)
+    serving = asyncio.ensure_future(server.serve(sockets=[listener]))
+    try:
+        while not server.started and not serving.done():
+            await asyncio.wait({serving}, timeout=0.02)
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}", server, serving
+    finally:
+        server.should_exit = True
+        await serving
+        listener.close()
+
+
+async def test_a_shutdown_with_a_live_viewer_in_flight(mediastore_server: LocalMediaStore) -> None:
+    """A viewer follows an upload that goes on when the server is told to stop: ASGI
+    tells a response nothing of a shutdown, so uvicorn waits its graceful time, then
+    cancels the response, and goes on to the lifespan's shutdown without waiting for it
+    to unwind (the Session may start closing with the follower's connection in use).
+    The viewer sees an incomplete response (never a body passed off as whole), the
+    server stops within its grace and a margin, the Session closes cleanly (its pool
+    empty, no warning), and what is logged is uvicorn's account of its forced stop alone."""
+    origin = mediastore_server
+    pause = asyncio.Event()
+
+    async def produce() -> AsyncIterator[bytes]:
+        yield DATA[:200_000]
+        await pause.wait()
+
+    calls, pools, in_use = Calls(), [], []
+    async with Session(credentials=origin.credentials, region=origin.region) as setup:
+        store = setup.container(origin.endpoint)
+        upload = asyncio.ensure_future(store.put_object(PATH, produce(), streaming=True))
+        try:
+            for _ in range(500):  # until the upload is readable
+                with contextlib.suppress(ObjectNotFoundError):
+                    await store.describe_object(PATH)
+                    break
+                await asyncio.sleep(0.02)
+            async with contextlib.AsyncExitStack() as stack:
+                url, server, serving = await stack.enter_async_context(
+                    lifespan_app(origin, calls, pools, in_use)
+                )
+                records = stack.enter_context(captured_logs())
+                async with viewer(url, get(PATH)) as sock:
+                    loop = asyncio.get_running_loop()
+                    reading = asyncio.ensure_future(read_response(sock, 30 * GRACE))
+                    await wait_for(lambda: pools[0].pool.in_use == 1, 10, "the follower")
+                    await asyncio.sleep(WRITE_TIMEOUT)
+                    stopping = loop.time()
+                    server.should_exit = True
+                    await asyncio.wait_for(asyncio.shield(serving), GRACE + 20 * WRITE_TIMEOUT)
+                    stopped = loop.time() - stopping
+                    status, body, complete = await reading
+                assert (status, complete) == (200, False)
+                assert DATA.startswith(body)
+                assert stopped >= GRACE
+                assert calls.in_flight == 0
+                assert in_use == [0]
+                said = [(r.levelname, r.getMessage(), r.exc_info and r.exc_info[0])
+                        for r in records if r.levelno >= logging.WARNING]
+        finally:
+            pause.set()
+            await upload
+    assert said == [
+        ("ERROR", "Cancel 1 running task(s), timeout graceful shutdown exceeded", None),
+        ("ERROR", "Exception in ASGI application\n", asyncio.CancelledError),
+    ]
