@@ -55,9 +55,10 @@ class _EndedShortFilter(logging.Filter):
     """Drops uvicorn's note that the app did not complete a response when this adapter
     ended that response short on purpose (the reason was logged already, once): ASGI has
     no message that says "cut this connection", so ending short is how an app asks for it,
-    and a viewer that stops reading is an everyday event, not a server error. The flag is
-    a context variable of the request's task, so another request's note is never dropped;
-    under a middleware that runs the app in a task of its own the note shows again."""
+    and a viewer that stops reading, or an origin failing mid-body, is not the app's bug.
+    The flag is a context variable of the request's task, so another request's note is
+    never dropped; under a middleware that runs the app in a task of its own the note
+    shows again."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not (_ended_short.get() and record.msg == _UVICORN_INCOMPLETE)
@@ -90,8 +91,8 @@ class ReplyResponse(StreamingResponse):
     released before ``__call__`` returns. Each body ``send`` has ``reply.write_timeout``
     seconds: when a client takes no data that long, ``__call__`` logs it (one INFO line)
     and returns with the body incomplete, which makes the ASGI server close the connection
-    rather than pass a short body off as whole. An origin failure mid-body is logged and
-    re-raised (the server cuts the connection then too)."""
+    rather than pass a short body off as whole. An origin failure mid-body is logged (one
+    WARNING line) and ends it the same way."""
 
     def __init__(self, reply: Reply) -> None:
         self.reply = reply
@@ -116,8 +117,10 @@ class ReplyResponse(StreamingResponse):
                 # close the connection; an exception would do that too, with a traceback.
                 _end_short()
         except MediaStoreError as exc:
+            # After the headers (the body's first chunk comes after them): ending short
+            # makes the server cut the connection, as a stall does.
             logger.warning("origin failed mid-body (connection cut): %s", exc)
-            raise
+            _end_short()
         finally:
             closer = getattr(chunks, "aclose", None)
             if closer is not None:
