@@ -301,3 +301,72 @@ async def test_a_shutdown_with_a_live_viewer_in_flight(mediastore_server: LocalM
         ("ERROR", "Cancel 1 running task(s), timeout graceful shutdown exceeded", None),
         ("ERROR", "Exception in ASGI application\n", asyncio.CancelledError),
     ]
+
+
+@pytest.mark.parametrize("kind", ["aiohttp", "asgi"])
+async def test_heads_then_a_get_on_one_connection(
+    kind: str, mediastore_server: LocalMediaStore
+) -> None:
+    """HEADs of a stored object, of one still uploading (length unknown) and of a missing
+    one, then a GET, on one kept-alive connection: no HEAD answer carries a byte of body
+    (h11 frames them as HEAD answers, so one stray byte would garble the next response),
+    and each says what a GET would."""
+    origin = mediastore_server
+    live = "live/now.ts"
+    pause = asyncio.Event()
+
+    async def produce() -> AsyncIterator[bytes]:
+        yield DATA[:1000]
+        await pause.wait()
+
+    async with Session(credentials=origin.credentials, region=origin.region) as setup:
+        store = setup.container(origin.endpoint)
+        await store.put_object(PATH, DATA)
+        upload = asyncio.ensure_future(store.put_object(live, produce(), streaming=True))
+        try:
+            for _ in range(500):  # until the upload is readable
+                with contextlib.suppress(ObjectNotFoundError):
+                    await store.describe_object(live)
+                    break
+                await asyncio.sleep(0.02)
+            async with serving(kind, origin) as (url, session, _, records):
+                targets = [("HEAD", PATH), ("HEAD", live), ("HEAD", "vod/none.mp4"),
+                           ("GET", PATH)]
+                wire = b"".join(
+                    f"{method} /ok/{path} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+                    for method, path in targets
+                )
+                conn = h11.Connection(h11.CLIENT)
+                answers: list[tuple[int, dict[bytes, bytes], bytes]] = []
+                async with viewer(url, wire) as sock:
+                    loop = asyncio.get_running_loop()
+                    for method, _ in targets:
+                        if answers:
+                            conn.start_next_cycle()
+                        conn.send(h11.Request(method=method, target="/", headers=[("Host", "")]))
+                        conn.send(h11.EndOfMessage())
+                        status, headers, body = 0, {}, bytearray()
+                        while (event := conn.next_event()) is not None:
+                            if event is h11.NEED_DATA:
+                                data = await asyncio.wait_for(loop.sock_recv(sock, 1 << 16), 10)
+                                assert data, f"closed after {len(answers)} answers"
+                                conn.receive_data(data)
+                            elif isinstance(event, h11.Response):
+                                status, headers = event.status_code, dict(event.headers)
+                            elif isinstance(event, h11.Data):
+                                body += event.data
+                            elif isinstance(event, h11.EndOfMessage):
+                                break
+                        answers.append((status, headers, bytes(body)))
+                (s1, h1, b1), (s2, h2, b2), (s3, _, b3), (s4, h4, b4) = answers
+                assert (s1, h1[b"content-length"], b1) == (200, str(len(DATA)).encode(), b"")
+                assert (s2, b2) == (200, b"")
+                # Its GET has no length to give (the object grows): no Content-Length, not 0.
+                assert b"content-length" not in h2, h2
+                assert (s3, b3) == (404, b"")
+                assert (s4, h4[b"content-length"], b4) == (200, str(len(DATA)).encode(), DATA)
+                await wait_for(lambda: session.pool.in_use == 0, 10, "the slots")
+                assert loud(records) == []
+        finally:
+            pause.set()
+            await upload

@@ -1013,6 +1013,9 @@ class ServeMachine(RuleBasedStateMachine):
                 assert got.body == b"", where
                 if whole is not None and version is not None and version.size is not None:
                     assert headers.get("content-length") == str(len(whole)), where
+                if version is not None and version.size is None:
+                    # Described while uploading: its GET would have no length to give.
+                    assert "content-length" not in headers, f"{where}: a length while growing"
             elif body_expected is not None:
                 if got.complete:
                     assert got.body == body_expected, (

@@ -134,7 +134,12 @@ def response_for(reply: Reply) -> Response:
     :class:`Response` (the reply is closed then, as there is nothing to stream)."""
     if reply.streamed:
         return ReplyResponse(reply)
-    return Response(reply.body, status_code=reply.status, headers=dict(reply.headers))
+    response = Response(reply.body, status_code=reply.status, headers=dict(reply.headers))
+    if reply.header("Content-Length") is None:
+        # Starlette counts the body it was given: b"" for a HEAD, whose Content-Length is
+        # the GET's (RFC 9110 §8.6), and a growing object's GET has none to give.
+        del response.headers["content-length"]
+    return response
 
 
 class _ClientGone(Response):
