@@ -5,14 +5,16 @@ server is tests/support/scripted_server.py; a failed assert in a script fails th
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import os
 from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 import pytest
 from scripted_server import Connection, Handler, response, scripted_server
-from webapps import FAST_RETRY, running_app
+from webapps import FAST_RETRY, captured_logs, running_app, wait_for
 
 from msd_async import Credentials, Session
 
@@ -155,3 +157,42 @@ async def test_a_206_to_a_request_without_range_is_502(kind: str) -> None:
                 assert "Content-Range" not in resp.headers
                 assert await resp.read() == b"Bad Gateway"
         assert session.pool.in_use == 0
+
+
+async def test_an_origin_cut_mid_body_is_one_warning(kind: str) -> None:
+    """The origin cuts every GET half-way (the client's resumes too): the viewer's response
+    is cut, visibly incomplete, and the log says so in one WARNING line of the app's logger,
+    with no traceback and nothing from the server (an origin failure is not the app's
+    bug)."""
+
+    async def cut_half_way(conn: Connection) -> None:
+        request = await conn.read_request()
+        if request is None:
+            return
+        head = response(200, headers={**object_headers("v1"), "Connection": "close"},
+                        length=len(DATA))
+        if request.method == "HEAD":
+            await conn.send(head)
+            return
+        await conn.send(head + DATA[: len(DATA) // 2])
+        conn.abort()
+
+    async with (
+        scripted_server(cut_half_way) as origin,
+        Session(credentials=Credentials("AKIDTEST", "secret"), region="us-east-1",
+                retry=FAST_RETRY) as session,
+        running_app(kind, {"ok": session.container(origin.endpoint)}) as url,
+    ):
+        with captured_logs() as records:
+            async with aiohttp.ClientSession() as http, http.get(f"{url}/ok/a.mp4") as resp:
+                assert resp.status == 200
+                with pytest.raises(aiohttp.ClientPayloadError):
+                    await resp.read()
+            await wait_for(lambda: session.pool.in_use == 0, 10, "the origin's slot")
+            await asyncio.sleep(0.2)  # what the server logs once the app has returned
+        said = [
+            (r.name, r.levelname, r.exc_info is not None) for r in records
+            if r.levelno >= logging.WARNING or r.exc_info is not None
+        ]
+        assert said == [("msd_async.web", "WARNING", False)]
+        assert records[-1].getMessage().startswith("origin failed mid-body (connection cut)")

@@ -364,10 +364,19 @@ class Request:
     headers: dict[str, str]
     spec: tuple[Any, ...] | None
     before: Version | None
-    quiet: bool  # no fault pending (for any path) when sent
-    #: ServeMachine.injections when sent: a fault injected later, while the request is in
-    #: flight, may be the app's for it (its origin requests may come after that step).
+    quiet: bool  # no fault pending for its path when sent
+    #: Faults injected for its path so far when sent: one injected later, while the
+    #: request is in flight, may be the app's for it (its origin requests may come after
+    #: that step), unless its head came first (``decided``).
     injections: int = 0
+    #: Faults the origin applied to requests for its path so far, when sent.
+    applied: int = 0
+    #: For a viewer answered in a later step (its object is growing): whether its response
+    #: head came in the step that sent it with no fault applied to its path meanwhile.
+    #: The status was then decided on origin requests that met no fault (the local server
+    #: picks a fault as a request arrives), and no later fault can be the app's for it:
+    #: after the head come only the body's bytes. ``None``: not waited for, or no head.
+    decided: bool | None = None
     #: The viewer stops reading: the app may cut it (it must, if its writes stall).
     stops: bool = False
 
@@ -430,13 +439,12 @@ class ServeMachine(RuleBasedStateMachine):
         #: What the origin should hold: path -> ETag (committed versions only).
         self.origin: dict[str, str] = {}
         self.pending: list[Pending] = []
-        # Faults of this example's rules (since the last heal) and, of all the faults the
-        # shared server applied, how many were applied before them: ``applied`` counts
-        # every one, where the history keeps only the latest.
-        self.faults_injected = 0
-        self.faults_seen = self.server.faults.applied
-        #: inject() calls so far, never reset: see Request.injections.
-        self.injections = 0
+        # Faults of this example's rules since the last heal, and how many the origin had
+        # applied to each path then.
+        self.faults_injected: dict[str, int] = dict.fromkeys(NAMES, 0)
+        self.faults_healed: dict[str, int] = dict.fromkeys(NAMES, 0)
+        #: _inject() calls so far by name, never reset: see Request.injections.
+        self.injections: dict[str, int] = dict.fromkeys(NAMES, 0)
         self.server.faults.clear()
 
     def path(self, name: str) -> str:
@@ -550,6 +558,7 @@ class ServeMachine(RuleBasedStateMachine):
             self.start_view(self.make_request(name, "GET", None, None), "a live viewer")
             for _ in range(viewers)
         ]
+        self.await_heads(started)
         self.pending += started
         upload, body = self.uploads[name]
         for size in growth:
@@ -570,17 +579,26 @@ class ServeMachine(RuleBasedStateMachine):
     def _inject(self, name: str, kind: Any, *, times: int, **options: Any) -> None:
         options.setdefault("delay", WRITE_TIMEOUT)
         self.server.faults.inject(kind, path=self.path(name), times=times, **options)
-        self.faults_injected += times
-        self.injections += 1
+        self.faults_injected[name] += times
+        self.injections[name] += 1
 
     @rule()
     def heal(self) -> None:
         self.server.faults.clear()
-        self.faults_injected = 0
-        self.faults_seen = self.server.faults.applied
+        self.faults_injected = dict.fromkeys(NAMES, 0)
+        self.faults_healed = {name: self.applied(name) for name in NAMES}
 
-    def faults_pending(self) -> bool:
-        return self.server.faults.applied - self.faults_seen < self.faults_injected
+    def applied(self, name: str) -> int:
+        """Faults the origin applied to requests for ``name`` so far. The paths are this
+        example's own; the server's history keeps its latest thousands of faults, more
+        than an example applies."""
+        path = self.path(name)
+        return sum(1 for _, _, p in self.server.faults.history if p == path)
+
+    def faults_pending(self, name: str) -> bool:
+        """Whether a fault injected for ``name`` is still to be applied: every rule names
+        its path, so no request for another path can meet it."""
+        return self.applied(name) - self.faults_healed[name] < self.faults_injected[name]
 
     # --- viewers ------------------------------------------------------------------------------
 
@@ -596,7 +614,8 @@ class ServeMachine(RuleBasedStateMachine):
         if cond is not None and (cond[0] != "if-range" or value is not None):
             headers[cond[0]] = condition_value(cond, before, self.stale_etag())
         return Request(name, method, {k.lower(): v for k, v in headers.items()}, spec,
-                       before, not self.faults_pending(), self.injections)
+                       before, not self.faults_pending(name), self.injections[name],
+                       self.applied(name))
 
     def wire(self, request: Request, close: bool = True) -> bytes:
         return request_bytes(request.method, f"/ok/{self.path(request.name)}",
@@ -636,6 +655,34 @@ class ServeMachine(RuleBasedStateMachine):
 
         return self.portal.call(start)
 
+    def await_heads(self, started: list[Pending]) -> None:
+        """Wait (within SETTLE) for the response heads of the viewers of growing objects
+        among ``started``, which are answered in later steps, and note which were
+        ``decided``: their statuses are checked against the request alone, whatever
+        faults later steps inject."""
+        growing = [
+            p for p in started
+            if p.task is not None and p.request.before is not None
+            and p.request.before.size is None
+        ]
+
+        def head(p: Pending) -> bool:
+            return b"\r\n\r\n" in p.viewer.raw
+
+        async def wait() -> None:
+            loop = asyncio.get_running_loop()
+            end = loop.time() + SETTLE
+            while not all(head(p) or p.viewer.eof for p in growing):
+                if loop.time() > end:
+                    return  # checked as though later injections were for them
+                await asyncio.sleep(0.01)
+
+        if growing:
+            self.portal.call(wait)
+        for p in growing:
+            if head(p):
+                p.request.decided = self.applied(p.request.name) == p.request.applied
+
     def finish(self, pending: Pending, within: float = HANG) -> None:
         async def wait() -> None:
             assert pending.task is not None
@@ -666,6 +713,7 @@ class ServeMachine(RuleBasedStateMachine):
         end comes in a later step)."""
         pending = self.start_view(request, note)
         if request.before is not None and request.before.size is None:
+            self.await_heads([pending])
             self.pending.append(pending)
         else:
             self.finish(pending)
@@ -692,6 +740,7 @@ class ServeMachine(RuleBasedStateMachine):
     def crowd(self, views: list[tuple[str, tuple[Any, ...] | None, Any]]) -> None:
         requests = [self.make_request(n, "GET", s, c) for n, s, c in views]
         started = [self.start_view(r, "one of a crowd") for r in requests]
+        self.await_heads(started)
         for pending in started:
             if pending.request.before is not None and pending.request.before.size is None:
                 self.pending.append(pending)
@@ -896,16 +945,22 @@ class ServeMachine(RuleBasedStateMachine):
     # --- checks ------------------------------------------------------------------------------
 
     def quiet(self, request: Request) -> bool:
-        """No fault was pending when it was sent, none was injected while it was in flight
-        (an answer checked in a later step: the app may not have asked the origin yet when
-        that step injected one), and the object did not change while it was served (an
-        upload that completed is no change for its followers)."""
+        """No fault met the app's origin requests for it, as far as the model can tell:
+        none was pending for its path when it was sent, and none was injected for it while
+        it was in flight (an answer checked in a later step: the app may not have asked the
+        origin yet when that step injected one) unless its head came first with no fault
+        applied meanwhile (``decided``); and the object did not change while it was served
+        (an upload that completed is no change for its followers)."""
         before, after = request.before, self.version(request.name)
         unchanged = before == after or (
             before is not None and after is not None
             and self.committed.get(before.etag) == after.etag
         )
-        return request.quiet and request.injections == self.injections and unchanged
+        if request.decided is None:
+            undisturbed = request.quiet and request.injections == self.injections[request.name]
+        else:
+            undisturbed = request.decided
+        return undisturbed and unchanged
 
     def check(self, request: Request, viewer: Viewer, note: str) -> None:
         found = parse(bytes(viewer.raw), [request.method], viewer.eof)
@@ -958,6 +1013,9 @@ class ServeMachine(RuleBasedStateMachine):
                 assert got.body == b"", where
                 if whole is not None and version is not None and version.size is not None:
                     assert headers.get("content-length") == str(len(whole)), where
+                if version is not None and version.size is None:
+                    # Described while uploading: its GET would have no length to give.
+                    assert "content-length" not in headers, f"{where}: a length while growing"
             elif body_expected is not None:
                 if got.complete:
                     assert got.body == body_expected, (

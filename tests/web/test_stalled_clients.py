@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -18,7 +19,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from webapps import running_app, wait_for
+from webapps import Calls, captured_logs, running_app, wait_for
 
 from msd_async import Credentials, Limits, ObjectNotFoundError, Session, Timeouts
 from msd_async.testing import LocalMediaStore
@@ -105,6 +106,44 @@ async def test_clients_that_stop_reading_do_not_pin_the_pool(
                 received, ended = await drained(sock)
                 assert ended
                 assert received < len(DATA), "an idle client got the whole object"
+
+
+@pytest.mark.parametrize("kind", ["aiohttp", "asgi"])
+async def test_a_stalled_viewer_is_cut_with_one_quiet_line(
+    kind: str, mediastore_server: LocalMediaStore
+) -> None:
+    """A viewer that stops reading is an everyday event, not a server error: its cut is
+    one INFO line of the app's logger, no traceback, nothing at WARNING or above (from the
+    server either), and the handler has returned (no task left behind)."""
+    origin = mediastore_server
+    async with Session(
+        credentials=origin.credentials, region=origin.region,
+        timeouts=Timeouts(write=WRITE_TIMEOUT),
+    ) as session:
+        store = session.container(origin.endpoint)
+        await store.put_object(PATH, DATA)
+        calls = Calls()
+        async with contextlib.AsyncExitStack() as stack:
+            url = await stack.enter_async_context(
+                running_app(kind, {"ok": store}, send_buffer=4096, calls=calls)
+            )
+            records = stack.enter_context(captured_logs())
+            async with idle_client(url) as sock:
+                await wait_for(lambda: calls.done == 1, 40 * WRITE_TIMEOUT, "the cut")
+                await wait_for(lambda: session.pool.in_use == 0, 10, "the origin's slot")
+                received, ended = await drained(sock)
+                assert ended and received < len(DATA)
+            assert calls.in_flight == 0
+        # After the server's shutdown too: it found nothing left to cancel or complain of.
+        said = [
+            (r.name, r.levelname, r.getMessage(), r.exc_info is not None)
+            for r in records
+            if r.levelno >= logging.INFO and r.name != "aiohttp.access"
+        ]
+        assert said == [
+            ("msd_async.web", "INFO",
+             f"the client took no data for {WRITE_TIMEOUT:g} s: connection cut", False),
+        ]
 
 
 # --- the watch itself, both implementations (asyncio's timer; anyio's task for trio) ------

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +50,25 @@ class App:
         return f"{self.url}/{store}/{path}"
 
 
+@dataclass
+class Calls:
+    """Requests the app is handling (``in_flight``) and has finished (``done``), counted
+    around the framework's handler (an aiohttp middleware; an ASGI wrapper): a handler
+    still running after its client was cut is a task left behind."""
+
+    in_flight: int = 0
+    done: int = 0
+
+    @contextlib.contextmanager
+    def counting(self) -> Iterator[None]:
+        self.in_flight += 1
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+            self.done += 1
+
+
 def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -59,7 +79,7 @@ def _allowed(query: str | None) -> tuple[str, ...]:
     return tuple(query.split(",")) if query else ()
 
 
-def _aiohttp_app(stores: dict[str, ContainerClient]) -> web.Application:
+def _aiohttp_app(stores: dict[str, ContainerClient], calls: Calls) -> web.Application:
     async def get(request: web.Request) -> web.StreamResponse:
         store = stores[request.match_info["store"]]
         redirect = request.query.get("redirect") == "1"
@@ -78,13 +98,18 @@ def _aiohttp_app(stores: dict[str, ContainerClient]) -> web.Application:
         streaming = request.query.get("streaming") == "1"
         return store.streaming_limit if streaming else store.standard_limit
 
-    app = web.Application()
+    @web.middleware
+    async def count(request: web.Request, handler: Any) -> web.StreamResponse:
+        with calls.counting():
+            return await handler(request)  # type: ignore[no-any-return]
+
+    app = web.Application(middlewares=[count])
     app.router.add_get("/{store}/{path:.+}", get)
     app.router.add_put("/{store}/{path:.+}", put, expect_handler=aiohttp_expect(limit))
     return app
 
 
-def _asgi_app(stores: dict[str, ContainerClient]) -> Any:
+def _asgi_app(stores: dict[str, ContainerClient], calls: Calls) -> Any:
     app = FastAPI()
 
     @app.api_route("/{store}/{path:path}", methods=["GET", "HEAD"])
@@ -99,17 +124,27 @@ def _asgi_app(stores: dict[str, ContainerClient]) -> Any:
             request, stores[store], path, streaming=streaming == 1, allowed_types=_allowed(allow)
         )
 
-    return app
+    async def counted(scope: Any, receive: Any, send: Any) -> None:
+        with calls.counting():
+            await app(scope, receive, send)
+
+    return counted
 
 
 @contextlib.asynccontextmanager
 async def running_app(
-    kind: str, stores: dict[str, ContainerClient], *, send_buffer: int | None = None
+    kind: str,
+    stores: dict[str, ContainerClient],
+    *,
+    send_buffer: int | None = None,
+    calls: Calls | None = None,
 ) -> AsyncIterator[str]:
     """Serve the test routes over ``stores`` with ``kind`` (``"aiohttp"`` or ``"asgi"``,
     FastAPI under uvicorn) on 127.0.0.1; yields the base URL. ``send_buffer`` sets the
     listening socket's ``SO_SNDBUF``, which the connections it accepts inherit: the kernel
-    then takes only that much of what the app writes to a client that does not read."""
+    then takes only that much of what the app writes to a client that does not read.
+    ``calls`` counts the requests being handled."""
+    calls = Calls() if calls is None else calls
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if send_buffer is not None:
@@ -117,7 +152,7 @@ async def running_app(
     listener.bind(("127.0.0.1", 0))
     url = f"http://127.0.0.1:{listener.getsockname()[1]}"
     if kind == "aiohttp":
-        runner = web.AppRunner(_aiohttp_app(stores), handle_signals=False)
+        runner = web.AppRunner(_aiohttp_app(stores, calls), handle_signals=False)
         await runner.setup()
         try:
             await web.SockSite(runner, listener).start()
@@ -127,7 +162,7 @@ async def running_app(
             listener.close()
         return
     config = uvicorn.Config(
-        _asgi_app(stores), log_level="warning", lifespan="off", ws="none",
+        _asgi_app(stores, calls), log_level="warning", lifespan="off", ws="none",
         timeout_graceful_shutdown=2,
     )
     server = uvicorn.Server(config)
@@ -141,6 +176,31 @@ async def running_app(
         server.should_exit = True
         await serving
         listener.close()
+
+
+@contextlib.contextmanager
+def captured_logs() -> Iterator[list[logging.LogRecord]]:
+    """The records of the app's, aiohttp's and uvicorn's loggers (uvicorn's do not
+    propagate to the root, and its Config replaces their handlers: enter this after the
+    server has started)."""
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    handler = Keep(logging.DEBUG)
+    loggers = [logging.getLogger(name) for name in ("msd_async", "aiohttp", "uvicorn")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+    logging.getLogger("msd_async").setLevel(logging.INFO)
+    try:
+        yield records
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.removeHandler(handler)
+            logger.setLevel(level)
 
 
 async def wait_for(predicate: Any, within: float, what: str) -> None:

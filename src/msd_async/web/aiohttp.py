@@ -15,6 +15,7 @@ give upload routes :func:`expect_handler` so an oversize upload is refused befor
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from typing import Final
@@ -73,7 +74,7 @@ async def serve_object(
     ``write_timeout`` seconds (default the Session's ``Timeouts.write``), its connection
     is cut and the upstream connection released at once. Returns the (already sent)
     response."""
-    reply = await open_object(
+    opening = open_object(
         client,
         path,
         method=request.method,
@@ -82,7 +83,36 @@ async def serve_object(
         expires_in=expires_in,
         write_timeout=write_timeout,
     )
+    reply = await _unless_gone(request, opening)
+    if reply is None:
+        return web.StreamResponse()  # nothing to send it to
     return await send_reply(request, reply)
+
+
+async def _unless_gone(request: web.BaseRequest, opening: Awaitable[Reply]) -> Reply | None:
+    """``opening``'s reply, or ``None`` if the client disconnects first: the origin
+    request is then cancelled, so its connection goes back to the pool at once rather
+    than when the origin answers nobody (a slow origin, a retry's backoff). aiohttp does
+    not cancel a handler whose client left: the connection is checked every
+    _WATCH_INTERVAL."""
+    task = asyncio.ensure_future(opening)
+    handed = False
+    try:
+        while not task.done():
+            await asyncio.wait({task}, timeout=_WATCH_INTERVAL)
+            if not task.done() and not _connected(request):
+                break
+        if task.done() and _connected(request):
+            handed = True
+            return task.result()
+        logger.debug("the client of %s left before the answer", request.path)
+        return None
+    finally:
+        if not handed:  # the client left, or this handler is being cancelled
+            task.cancel()
+            await asyncio.wait({task})
+            if not task.cancelled() and task.exception() is None:
+                await task.result().aclose()  # answered just as the client left
 
 
 async def send_reply(request: web.BaseRequest, reply: Reply) -> web.StreamResponse:

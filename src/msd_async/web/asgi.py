@@ -18,8 +18,11 @@ wherever one does (middleware, FastAPI's ``response_class``).
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Awaitable, Collection
+from contextvars import ContextVar
+from typing import Final
 
+import anyio
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Message, Receive, Scope, Send
@@ -29,7 +32,6 @@ from ..errors import MediaStoreError
 from .core import (
     REQUEST_HEADERS,
     SESSION_WRITE_TIMEOUT,
-    ClientStalled,
     Reply,
     SessionTimeout,
     UploadInterrupted,
@@ -43,6 +45,34 @@ __all__ = ["ReplyResponse", "accept_upload", "request_headers", "response_for", 
 
 logger = logging.getLogger("msd_async.web")
 
+#: What uvicorn logs (at ERROR, on its documented "uvicorn.error" logger) when an app
+#: returns with its response started but not complete; it then closes the connection.
+_UVICORN_INCOMPLETE: Final = "ASGI callable returned without completing response."
+_ended_short: ContextVar[bool] = ContextVar("msd_async.web.asgi.ended_short", default=False)
+
+
+class _EndedShortFilter(logging.Filter):
+    """Drops uvicorn's note that the app did not complete a response when this adapter
+    ended that response short on purpose (the reason was logged already, once): ASGI has
+    no message that says "cut this connection", so ending short is how an app asks for it,
+    and a viewer that stops reading, or an origin failing mid-body, is not the app's bug.
+    The flag is a context variable of the request's task, so another request's note is
+    never dropped; under a middleware that runs the app in a task of its own the note
+    shows again."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (_ended_short.get() and record.msg == _UVICORN_INCOMPLETE)
+
+
+_ENDED_SHORT_FILTER: Final = _EndedShortFilter()
+
+
+def _end_short() -> None:
+    """Mark this request's response as ended short on purpose (see _EndedShortFilter)."""
+    _ended_short.set(True)
+    # Added on first use, not at import: an app that never cuts a response leaves the
+    # server's logging alone. addFilter() ignores a filter already there.
+    logging.getLogger("uvicorn.error").addFilter(_ENDED_SHORT_FILTER)
 
 
 def request_headers(request: Request) -> dict[str, str]:
@@ -59,9 +89,10 @@ class ReplyResponse(StreamingResponse):
     """A :class:`StreamingResponse` whose body comes from the container. Whatever ends it
     (the end of the body, the client going away, an error), the upstream connection is
     released before ``__call__`` returns. Each body ``send`` has ``reply.write_timeout``
-    seconds: a client that takes no data that long gets :class:`ClientStalled` raised, as
-    does an origin failure mid-body (re-raised after logging), so the ASGI server cuts the
-    connection rather than end the body short."""
+    seconds: when a client takes no data that long, ``__call__`` logs it (one INFO line)
+    and returns with the body incomplete, which makes the ASGI server close the connection
+    rather than pass a short body off as whole. An origin failure mid-body is logged (one
+    WARNING line) and ends it the same way."""
 
     def __init__(self, reply: Reply) -> None:
         self.reply = reply
@@ -82,12 +113,14 @@ class ReplyResponse(StreamingResponse):
 
             watch = await watch_writes(write_body, self.reply.write_timeout)
             if watch.stalled:
-                raise ClientStalled(
-                    f"the client took no data for {watch.limit:g} s: connection cut"
-                )
+                # Logged by the watch. Returning with the body incomplete makes the server
+                # close the connection; an exception would do that too, with a traceback.
+                _end_short()
         except MediaStoreError as exc:
+            # After the headers (the body's first chunk comes after them): ending short
+            # makes the server cut the connection, as a stall does.
             logger.warning("origin failed mid-body (connection cut): %s", exc)
-            raise
+            _end_short()
         finally:
             closer = getattr(chunks, "aclose", None)
             if closer is not None:
@@ -101,7 +134,59 @@ def response_for(reply: Reply) -> Response:
     :class:`Response` (the reply is closed then, as there is nothing to stream)."""
     if reply.streamed:
         return ReplyResponse(reply)
-    return Response(reply.body, status_code=reply.status, headers=dict(reply.headers))
+    response = Response(reply.body, status_code=reply.status, headers=dict(reply.headers))
+    if reply.header("Content-Length") is None:
+        # Starlette counts the body it was given: b"" for a HEAD, whose Content-Length is
+        # the GET's (RFC 9110 §8.6), and a growing object's GET has none to give.
+        del response.headers["content-length"]
+    return response
+
+
+class _ClientGone(Response):
+    """What :func:`serve_object` returns when the client left before the answer was
+    decided: nothing is sent (the server knows the client is gone, and says nothing
+    either). 499 is nginx's "client closed request", for middleware that logs statuses."""
+
+    def __init__(self) -> None:
+        super().__init__(status_code=499)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        return
+
+
+async def _unless_gone(request: Request, opening: Awaitable[Reply]) -> Reply | None:
+    """``opening``'s reply, or ``None`` if the client disconnects first: the origin
+    request is then cancelled, so its connection goes back to the pool at once rather
+    than when the origin answers nobody (a slow origin, a retry's backoff)."""
+    gone = False
+    reply: Reply | None = None
+    error: Exception | None = None
+    async with anyio.create_task_group() as group:
+
+        async def watch() -> None:
+            nonlocal gone
+            # A request body (a GET may carry one) is not read by anyone else: skip it.
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+            gone = True
+            group.cancel_scope.cancel()
+
+        group.start_soon(watch)
+        try:
+            reply = await opening
+        except Exception as exc:  # raised below as it is, not in an ExceptionGroup
+            error = exc
+        finally:
+            group.cancel_scope.cancel()
+    if error is not None:
+        raise error
+    if gone:
+        if reply is not None:  # answered just as the client left
+            await reply.aclose()
+        logger.debug("the client of %s left before the answer", request.url.path)
+        return None
+    assert reply is not None
+    return reply
 
 
 async def serve_object(
@@ -118,8 +203,9 @@ async def serve_object(
     statuses). Return the response from the endpoint; the body streams with
     back-pressure and the upstream connection is released when the client goes away, or
     takes no data for ``write_timeout`` seconds (default the Session's
-    ``Timeouts.write``; the ASGI server then cuts the connection)."""
-    reply = await open_object(
+    ``Timeouts.write``; the ASGI server then cuts the connection). A client that leaves
+    while the origin is being asked has that request cancelled and gets nothing."""
+    opening = open_object(
         client,
         path,
         method=request.method,
@@ -128,6 +214,9 @@ async def serve_object(
         expires_in=expires_in,
         write_timeout=write_timeout,
     )
+    reply = await _unless_gone(request, opening)
+    if reply is None:
+        return _ClientGone()
     if not reply.streamed:
         await reply.aclose()
     return response_for(reply)

@@ -110,7 +110,9 @@ REQUEST_HEADERS: Final = (
 class ClientStalled(Exception):
     """The client did not take the next chunk of a body within the write time limit
     (:attr:`Reply.write_timeout`): it stopped reading. Adapters then cut its connection
-    and close the reply, so the origin connection goes back to the pool."""
+    and close the reply, so the origin connection goes back to the pool. The bundled
+    adapters raise nothing for it (a stalled client is logged, not an error: see
+    :attr:`WriteWatch.stalled`); an adapter of your own may raise this."""
 
 
 class SessionTimeout(enum.Enum):
