@@ -49,6 +49,11 @@ class Credentials:
     """A set of AWS keys. ``session_token`` is set for temporary credentials.
 
     The repr shows the access key id only: secrets stay out of logs and tracebacks.
+
+    Keys no SigV4 service could accept raise :class:`~msd_async.CredentialsError` here,
+    before anything is sent: an empty key id or secret; a key id with white space, a line
+    end, a non-ASCII character, ``/`` or ``,``; a secret that starts or ends with white
+    space or holds a control character; a session token with anything but printable ASCII.
     """
 
     access_key_id: str
@@ -57,9 +62,63 @@ class Credentials:
     #: When temporary credentials stop working (UTC), if known.
     expiry: _dt.datetime | None = None
 
+    def __post_init__(self) -> None:
+        problem = _keys_problem(self.access_key_id, self.secret_access_key, self.session_token)
+        if problem is not None:
+            raise CredentialsError(problem)
+
     async def get_credentials(self) -> Credentials:
         """A :class:`Credentials` is its own (static) provider."""
         return self
+
+
+# The access key id and the token travel in headers, the id inside "Credential=<id>/<scope>,":
+# white space, a line end, a non-ASCII character, '/' or ',' there cannot be signed for.
+_BAD_KEY_ID_CHAR: Final = re.compile(r"[^!-~]|[/,]")
+_BAD_TOKEN_CHAR: Final = re.compile(r"[^!-~]")
+
+
+def _keys_problem(key_id: object, secret: object, token: object) -> str | None:
+    """What makes these keys unusable for any SigV4 service, or ``None``. Only what cannot
+    work is refused (keys of other shapes are issued by compatible servers); the secret and
+    token are never echoed."""
+    if not isinstance(key_id, str) or not isinstance(secret, str):
+        return (
+            "the access key id and secret access key must be str, not "
+            f"{type(key_id).__name__} and {type(secret).__name__}"
+        )
+    if not key_id:
+        return "the access key id is empty; give the AWS access key id (AKIA... or ASIA...)"
+    bad = _BAD_KEY_ID_CHAR.search(key_id)
+    if bad is not None:
+        return (
+            f"the access key id {key_id!r} holds {bad.group()!r}, which no access key id "
+            "has (copied with a space or a line end?); give it exactly as issued"
+        )
+    if not secret:
+        return "the secret access key is empty; give the AWS secret access key"
+    if secret != secret.strip():
+        return (
+            "the secret access key starts or ends with white space (copied with a space or "
+            "a line end?); give it exactly as issued"
+        )
+    if not secret.isprintable():
+        return (
+            "the secret access key holds a control character; give it exactly as issued"
+        )
+    if token is not None:
+        if not isinstance(token, str):
+            return f"the session token must be str or None, not {type(token).__name__}"
+        bad = _BAD_TOKEN_CHAR.search(token)
+        if bad is not None:
+            what = "white space" if bad.group().isspace() else (
+                "a character that is not printable ASCII"
+            )
+            return (
+                f"the session token holds {what} (copied with a line end?); give it "
+                "exactly as issued"
+            )
+    return None
 
 
 @runtime_checkable
@@ -132,7 +191,13 @@ class EnvironmentCredentials:
                 "credentials), or pass credentials explicitly"
             )
         expiry = _parse_expiration(expiration) if expiration else None
-        creds = Credentials(access_key, secret_key, token, expiry)
+        try:
+            creds = Credentials(access_key, secret_key, token, expiry)
+        except CredentialsError as exc:
+            raise CredentialsError(
+                f"the credentials in the environment ({ENV_ACCESS_KEY}, {ENV_SECRET_KEY}, "
+                f"AWS_SESSION_TOKEN) cannot be used: {exc}"
+            ) from None
         self._cached = (state, creds)
         if expiry is not None:
             _check_not_expired(expiry)
@@ -234,9 +299,14 @@ class AwsChainCredentials:
         # ones build an equal tuple each time. Either way, reuse the Credentials we built.
         if last is not None and (last[0] is frozen or last[0] == frozen):
             return last[1]
-        creds = Credentials(
-            frozen.access_key, frozen.secret_key, frozen.token or None, _expiry_of(source)
-        )
+        try:
+            creds = Credentials(
+                frozen.access_key, frozen.secret_key, frozen.token or None, _expiry_of(source)
+            )
+        except CredentialsError as exc:
+            raise CredentialsError(
+                f"the AWS credentials from {source.method!r} cannot be used: {exc}"
+            ) from None
         self._last = (frozen, creds)
         return creds
 
