@@ -24,6 +24,7 @@ Secrets never appear in a repr, a log line or an error message.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as _dt
 import os
 import re
@@ -321,6 +322,7 @@ class AwsChainCredentials:
             where = f"profile {self._profile!r}" if self._profile else "the default profile"
             try:
                 session = AioSession(profile=self._profile)
+                _end_abandoned_processes(session)
                 source = await session.get_credentials()
             except botocore.exceptions.ProfileNotFound as exc:
                 raise CredentialsError(
@@ -348,6 +350,56 @@ class AwsChainCredentials:
         self._session = None
         self._source = None
         self._last = None
+
+
+def _end_abandoned_processes(session: Any) -> None:
+    """Make the chain's ``credential_process`` end when its caller stops waiting for it.
+
+    aiobotocore awaits the process's output and nothing more: when Timeouts.credentials,
+    a deadline or a cancellation ends that wait, the process (waiting for an MFA code, a
+    browser login) ran on, and every later call started one more. Its provider takes the
+    function that starts the process (``_popen``, as botocore's does); the one given here
+    ends it instead. Only the chain's own process provider is reached: one nested in an
+    assume-role profile is made later, inside aiobotocore.
+    """
+    from aiobotocore.credentials import AioProcessProvider
+
+    resolver = session.get_component("credential_provider")
+    for provider in getattr(resolver, "providers", ()):
+        if type(provider) is AioProcessProvider:
+            provider._popen = _start_process_ended_when_abandoned
+
+
+async def _start_process_ended_when_abandoned(*args: Any, **kwargs: Any) -> _EndedWhenAbandoned:
+    return _EndedWhenAbandoned(await asyncio.create_subprocess_exec(*args, **kwargs))
+
+
+class _EndedWhenAbandoned:
+    """An asyncio process whose ``communicate()``, if abandoned, kills and reaps it."""
+
+    __slots__ = ("_process",)
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self._process = process
+
+    @property
+    def returncode(self) -> int | None:
+        return self._process.returncode
+
+    async def communicate(self, input: bytes | None = None) -> tuple[bytes, bytes]:
+        process = self._process
+        try:
+            return await process.communicate(input)
+        except BaseException:
+            if process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                # Reaped here, or the loop's transport warns that it is still running. A
+                # killed process ends at once; a second cancellation must not stop the
+                # reaping, and the first one goes on either way.
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.shield(process.wait())
+            raise
 
 
 def _expiry_of(source: Any) -> _dt.datetime | None:

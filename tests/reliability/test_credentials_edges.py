@@ -6,11 +6,21 @@ that can be known, with nothing left running."""
 from __future__ import annotations
 
 import logging
+import sys
+from pathlib import Path
 
 import anyio
 import pytest
 
-from msd_async import Credentials, CredentialsError, MediaStoreError, RetryPolicy, Session
+from msd_async import (
+    Credentials,
+    CredentialsError,
+    DeadlineExceeded,
+    MediaStoreError,
+    RetryPolicy,
+    Session,
+    Timeouts,
+)
 from msd_async.credentials import EnvironmentCredentials
 from msd_async.testing import LocalMediaStore
 
@@ -95,3 +105,82 @@ async def test_a_provider_handing_out_unusable_keys_sends_nothing(
         assert session.pool.in_use == 0
     assert server_requests == []
     assert isinstance(CredentialsError("x"), MediaStoreError)
+
+
+# --- a credential_process that hangs ---------------------------------------------------------
+
+_AWS_ENV = (
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
+    "AWS_CREDENTIAL_EXPIRATION", "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ROLE_ARN",
+    "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+)
+
+
+@pytest.fixture
+def aws_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An AWS environment with no credentials anywhere and no way off the machine."""
+    for name in _AWS_ENV:
+        monkeypatch.delenv(name, raising=False)
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    return tmp_path
+
+
+def _hanging_process(home: Path) -> Path:
+    """A profile ``hang`` whose credential_process waits for input that never comes (an
+    MFA prompt, a browser login); returns its script."""
+    script = home / "hang.py"
+    script.write_text("import time\ntime.sleep(120)\n")
+    (home / "config").write_text(
+        f"[profile hang]\ncredential_process = {sys.executable} {script}\n"
+    )
+    return script
+
+
+def _still_running(script: Path) -> list[int]:
+    """The processes running ``script`` that have not ended (a zombie has ended)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if str(script).encode() in command and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.anyio
+async def test_a_credential_process_given_up_on_is_ended_not_left_running(
+    aws_home: Path, mediastore_server: LocalMediaStore, server_requests: list[logging.LogRecord]
+) -> None:
+    """Timeouts.credentials ended the wait, but the process went on: every later call
+    started one more, so a publisher retrying every segment piled up hung processes."""
+    script = _hanging_process(aws_home)
+    async with Session(
+        profile="hang", region=mediastore_server.region, timeouts=Timeouts(credentials=0.5)
+    ) as session:
+        store = session.container(mediastore_server.endpoint)
+        for _ in range(2):
+            with anyio.fail_after(30), pytest.raises(CredentialsError, match=r"within 0\.5 s"):
+                await store.describe_object("x/a.ts")
+        assert _still_running(script) == []
+        # The call's deadline, shorter than Timeouts.credentials, ends it the same way.
+        with anyio.fail_after(30), pytest.raises(DeadlineExceeded):
+            await store.describe_object("x/a.ts", deadline=0.2)
+        assert _still_running(script) == []
+        # And so does cancelling the call.
+        with anyio.move_on_after(0.5) as scope:
+            await store.describe_object("x/a.ts")
+        assert scope.cancelled_caught
+        assert _still_running(script) == []
+        assert session.pool.in_use == 0
+    assert server_requests == []
