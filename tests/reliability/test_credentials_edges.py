@@ -5,6 +5,7 @@ that can be known, with nothing left running."""
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from pathlib import Path
@@ -13,13 +14,17 @@ import anyio
 import pytest
 
 from msd_async import (
+    ClockSkewError,
     Credentials,
     CredentialsError,
     DeadlineExceeded,
+    InvalidSignatureError,
     MediaStoreError,
     RetryPolicy,
     Session,
     Timeouts,
+    UnrecognizedClientError,
+    protocol,
 )
 from msd_async.credentials import EnvironmentCredentials
 from msd_async.testing import LocalMediaStore
@@ -184,3 +189,103 @@ async def test_a_credential_process_given_up_on_is_ended_not_left_running(
         assert _still_running(script) == []
         assert session.pool.in_use == 0
     assert server_requests == []
+
+
+# --- a clock the service will not accept -------------------------------------------------------
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("server_ahead", "this_clock_is"), [(20 * 60, "behind"), (-20 * 60, "ahead of")]
+)
+async def test_a_clock_the_service_refuses_is_named_with_the_fix(
+    server_ahead: int, this_clock_is: str
+) -> None:
+    """A request dated more than 15 minutes off the service's clock came back as a plain
+    InvalidSignatureError; on a HEAD (no body, no message) it read "HTTP 403 with no error
+    message", and the advice of the class (check the keys) sent people the wrong way."""
+    async with LocalMediaStore(clock_skew=server_ahead) as server, Session(
+        credentials=server.credentials, region=server.region
+    ) as session:
+        store = session.container(server.endpoint)
+        calls = {
+            "HEAD": lambda: store.describe_object("x/a.ts"),
+            "PUT": lambda: store.put_object("x/a.ts", b"a"),
+            "GET": lambda: store.get_bytes("x/a.ts"),
+        }
+        for method, call in calls.items():
+            with anyio.fail_after(30), pytest.raises(ClockSkewError) as info:
+                await call()
+            error = info.value
+            assert isinstance(error, InvalidSignatureError), method
+            assert error.attempts == 1, method  # a 403 is not retried: the clock stays off
+            assert error.skew is not None and abs(error.skew + server_ahead) < 60, method
+            text = str(error)
+            assert f"this machine's clock is about {abs(server_ahead) // 60} min" in text, text
+            assert this_clock_is in text and "15 minutes" in text and "NTP" in text, text
+
+
+@pytest.mark.anyio
+async def test_a_clock_within_the_allowance_signs_as_usual() -> None:
+    async with LocalMediaStore(clock_skew=-13 * 60) as server, Session(
+        credentials=server.credentials, region=server.region
+    ) as session:
+        store = session.container(server.endpoint)
+        await store.put_object("x/a.ts", b"a")
+        assert await store.get_bytes("x/a.ts") == b"a"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("keys", "cls", "advice"),
+    [
+        (("AKIDLOCALMEDIASTORE", "not-the-secret"), InvalidSignatureError,
+         "check the secret access key and the region"),
+        (("AKIDUNKNOWN", "local-mediastore-secret-key"), UnrecognizedClientError,
+         "check the access key id"),
+    ],
+    ids=["wrong-secret", "unknown-key"],
+)
+async def test_a_refused_head_says_what_to_check(
+    mediastore_server: LocalMediaStore, keys: tuple[str, str], cls: type[Exception], advice: str
+) -> None:
+    """A HEAD's 403 carries no body: the error read "HTTP 403 with no error message"."""
+    async with Session(
+        credentials=Credentials(*keys), region=mediastore_server.region
+    ) as session:
+        store = session.container(mediastore_server.endpoint)
+        with anyio.fail_after(30), pytest.raises(cls) as info:
+            await store.describe_object("x/a.ts")
+    assert not isinstance(info.value, ClockSkewError)
+    assert advice in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [
+        ("InvalidSignatureException",
+         "Signature expired: 20261207T100000Z is now earlier than 20261207T101500Z "
+         "(20261207T103000Z - 15 min.)"),
+        ("InvalidSignatureException",
+         "Signature not yet current: 20261207T110000Z is still later than 20261207T104500Z "
+         "(20261207T103000Z + 15 min.)"),
+        ("RequestExpired", "Request has expired."),
+    ],
+    ids=["expired", "not-yet-current", "request-expired"],
+)
+def test_the_services_words_for_a_refused_date_are_read_without_a_date_header(
+    code: str, message: str
+) -> None:
+    """The service's own messages (AWS SigV4, CommonErrors), through a proxy that
+    dropped the Date header: the cause is still named, the skew unknown."""
+    error = protocol.parse_error(
+        403,
+        {"x-amzn-ErrorType": code},
+        json.dumps({"Message": message}).encode(),
+        object_operation=True,
+        method="GET",
+    )
+    assert isinstance(error, ClockSkewError) and error.skew is None
+    assert error.code == code and message in str(error)
+    assert "more than 15 minutes from the service's clock" in str(error)
+    assert "NTP" in str(error)
