@@ -293,7 +293,9 @@ class AwsChainCredentials:
         except Exception as exc:
             raise CredentialsError(
                 f"refreshing the AWS credentials from {source.method!r} failed "
-                f"({type(exc).__name__}: {_safe_message(exc)})"
+                f"({type(exc).__name__}: {_safe_message(exc)}) and the keys in hand expire "
+                "within minutes or have expired; fix that source (the credential_process, "
+                "'aws sso login', the instance or container role); the next call tries again"
             ) from exc
         last = self._last
         # Refreshable credentials hand out the same frozen tuple until they refresh; static
@@ -411,7 +413,7 @@ def _expiry_of(source: Any) -> _dt.datetime | None:
 def _safe_message(exc: BaseException) -> str:
     # botocore's credential errors name variables, files and providers, never key material;
     # cap the length so a chatty credential_process cannot flood a log line.
-    text = str(exc)
+    text = " ".join(str(exc).split())  # a process's stderr ends with a line end
     return text if len(text) <= 500 else text[:500] + "..."
 
 

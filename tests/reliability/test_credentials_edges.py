@@ -8,10 +8,14 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
 import pytest
+from multidict import CIMultiDict
+from scripted_server import Connection, response, scripted_server
 
 from msd_async import (
     ClockSkewError,
@@ -26,8 +30,9 @@ from msd_async import (
     UnrecognizedClientError,
     protocol,
 )
-from msd_async.credentials import EnvironmentCredentials
+from msd_async.credentials import AwsChainCredentials, EnvironmentCredentials
 from msd_async.testing import LocalMediaStore
+from msd_async.testing.auth import Verifier
 
 SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYSECRETKEY"
 TOKEN = "FwoGZXIvYXdzEXAMPLETOKENxyzzy"
@@ -289,3 +294,155 @@ def test_the_services_words_for_a_refused_date_are_read_without_a_date_header(
     assert error.code == code and message in str(error)
     assert "more than 15 minutes from the service's clock" in str(error)
     assert "NTP" in str(error)
+
+
+# --- every attempt is signed afresh ----------------------------------------------------------
+
+
+class Expiring:
+    """Hands out ``first`` until it expires, then ``second`` (a provider's refresh)."""
+
+    def __init__(self, first: Credentials, second: Credentials, lifetime: float) -> None:
+        self.first, self.second = first, second
+        self.expires = time.monotonic() + lifetime
+        self.calls = 0
+
+    async def get_credentials(self) -> Credentials:
+        self.calls += 1
+        return self.first if time.monotonic() < self.expires else self.second
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("streaming", [False, True], ids=["standard", "streaming"])
+async def test_a_retry_after_the_keys_expired_is_signed_with_the_new_keys_and_date(
+    streaming: bool,
+) -> None:
+    """The retry of a PUT whose keys expired in between must not resend the first
+    attempt's signature (its keys, its date): each attempt asks the provider and signs at
+    its own time. The scripted peer answers 500 with Retry-After: 1 once, then 200; both
+    requests are checked with the local server's own SigV4 verifier."""
+    old = Credentials("ASIAOLDKEY", "old-secret", "old-token")
+    new = Credentials("ASIANEWKEY", "new-secret", "new-token")
+    put_result = json.dumps(
+        {"ContentSHA256": "0" * 64, "ETag": "e", "StorageClass": "TEMPORAL"}
+    ).encode()
+
+    async def handler(conn: Connection) -> None:
+        while await conn.read_request() is not None:
+            if len(conn.server.requests) == 1:
+                body = json.dumps({"Message": "try again"}).encode()
+                await conn.send(response(500, body, headers={
+                    "x-amzn-ErrorType": "InternalServerError", "Retry-After": "1",
+                }))
+            else:
+                await conn.send(response(200, put_result))
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"segment "
+        yield b"bytes"
+
+    provider = Expiring(old, new, lifetime=0.5)
+    async with scripted_server(handler) as server, Session(
+        credentials=provider, region="us-east-1"
+    ) as session:
+        store = session.container(server.endpoint)
+        with anyio.fail_after(30):
+            await store.put_object("live/a.ts", chunks if streaming else b"segment bytes",
+                                   streaming=streaming)
+    first, second = server.requests
+    assert provider.calls == 2
+    assert first.body == second.body == b"segment bytes"
+    verifier = Verifier([old, new], "us-east-1")
+    signed_with = []
+    for request in (first, second):
+        keys, _ = verifier.verify(
+            method="PUT", raw_path=request.target, query=[],
+            headers=CIMultiDict(request.headers), has_body=True,
+        )
+        signed_with.append(keys.access_key_id)
+    assert signed_with == ["ASIAOLDKEY", "ASIANEWKEY"]
+    assert first.headers["x-amz-security-token"] == "old-token"
+    assert second.headers["x-amz-security-token"] == "new-token"
+    assert second.headers["x-amz-date"] > first.headers["x-amz-date"]
+
+
+# --- temporary credentials from the AWS chain, at their expiry -------------------------------
+
+# A credential_process handing out a new key pair on every run (a counter in a file), valid
+# for the seconds in the file ``expires``; it fails, without counting, while ``fail`` exists.
+_PROCESS = """
+import datetime, json, pathlib, sys
+home = pathlib.Path(sys.argv[1])
+if (home / "fail").exists():
+    sys.exit("the token service is unreachable")
+counter = home / "counter"
+n = int(counter.read_text()) + 1 if counter.exists() else 1
+counter.write_text(str(n))
+seconds = float((home / "expires").read_text())
+expires = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=seconds)
+print(json.dumps({
+    "Version": 1, "AccessKeyId": f"ASIATEMP{n}", "SecretAccessKey": f"secret-{n}",
+    "SessionToken": f"token-{n}", "Expiration": expires.isoformat(),
+}))
+"""
+
+
+def _temporary_keys(n: int) -> Credentials:
+    return Credentials(f"ASIATEMP{n}", f"secret-{n}", f"token-{n}")
+
+
+@pytest.mark.anyio
+async def test_many_calls_at_the_expiry_refresh_once_and_a_failed_refresh_is_tried_again(
+    aws_home: Path,
+) -> None:
+    script = aws_home / "process.py"
+    script.write_text(_PROCESS)
+    (aws_home / "config").write_text(
+        f"[profile temp]\ncredential_process = {sys.executable} {script} {aws_home}\n"
+    )
+    (aws_home / "expires").write_text("3600")
+    counter = aws_home / "counter"
+    provider = AwsChainCredentials("temp")
+    async with LocalMediaStore(
+        extra_credentials=[_temporary_keys(n) for n in range(1, 6)]
+    ) as server, Session(credentials=provider, region=server.region) as session:
+        store = session.container(server.endpoint)
+        calls = 20
+
+        async def list_all() -> None:
+            with anyio.fail_after(60):
+                async with anyio.create_task_group() as group:
+                    for _ in range(calls):
+                        group.start_soon(store.list_items_page, "x")
+
+        # Twenty first calls at once: the chain is searched, and the process run, once.
+        await list_all()
+        assert counter.read_text() == "1"
+
+        # The keys enter aiobotocore's mandatory refresh window (an hour left, less than
+        # the window now): twenty calls at once wait for one refresh, all signing with it.
+        source = await provider._resolve()
+        source._advisory_refresh_timeout = 3700
+        source._mandatory_refresh_timeout = 3650
+        (aws_home / "expires").write_text("7200")
+        await list_all()
+        assert counter.read_text() == "2"
+        assert (await provider.get_credentials()).access_key_id == "ASIATEMP2"
+
+        # A refresh that fails inside the mandatory window is a CredentialsError that says
+        # what to do, nothing is sent, and the failure is not kept: the next call tries
+        # again and signs with what that refresh brings.
+        source._advisory_refresh_timeout = 7400
+        source._mandatory_refresh_timeout = 7300
+        (aws_home / "fail").write_text("")
+        with anyio.fail_after(60), pytest.raises(CredentialsError) as info:
+            await store.list_items_page("x")
+        text = str(info.value)
+        assert "the token service is unreachable" in text and "custom-process" in text, text
+        assert "the next call tries again" in text, text
+        (aws_home / "fail").unlink()
+        (aws_home / "expires").write_text("9000")
+        with anyio.fail_after(60):
+            await store.list_items_page("x")
+        assert counter.read_text() == "3"
+        assert (await provider.get_credentials()).access_key_id == "ASIATEMP3"
