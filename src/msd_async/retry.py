@@ -486,8 +486,16 @@ async def call_with_retries(
             ) from failure
         delay = policy.delay(n - 1, failure, rng)
         if deadline is not None and delay >= deadline.remaining():
+            retry_after = getattr(failure, "retry_after", None)
+            if retry_after and delay == min(float(retry_after), policy.retry_after_max):
+                # Not the client's choice: say who asked for the wait.
+                wait = f"the server's Retry-After asks for {delay:.3f} s"
+                if float(retry_after) > policy.retry_after_max:
+                    wait += f", its {float(retry_after):g} s cut to retry_after_max"
+            else:
+                wait = f"backoff {delay:.3f} s"
             raise _deadline_exceeded(
-                deadline, n, f"before retry {n} could start (backoff {delay:.3f} s)"
+                deadline, n, f"before retry {n} could start ({wait})"
             ) from failure
         if budget is not None:
             last_cost = budget.cost_of(failure)

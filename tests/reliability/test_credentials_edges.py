@@ -5,11 +5,12 @@ that can be known, with nothing left running."""
 
 from __future__ import annotations
 
+import email.utils
 import json
 import logging
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import anyio
@@ -25,6 +26,7 @@ from msd_async import (
     InvalidSignatureError,
     MediaStoreError,
     RetryPolicy,
+    ServerError,
     Session,
     Timeouts,
     UnrecognizedClientError,
@@ -446,3 +448,60 @@ async def test_many_calls_at_the_expiry_refresh_once_and_a_failed_refresh_is_tri
             await store.list_items_page("x")
         assert counter.read_text() == "3"
         assert (await provider.get_credentials()).access_key_id == "ASIATEMP3"
+
+
+# --- Retry-After against the call's deadline ---------------------------------------------------
+
+
+def _always(status: int, retry_after: str) -> Callable[[Connection], Awaitable[None]]:
+    async def handler(conn: Connection) -> None:
+        while await conn.read_request() is not None:
+            body = json.dumps({"Message": "busy"}).encode()
+            await conn.send(response(status, body, headers={
+                "x-amzn-ErrorType": "ServiceUnavailable", "Retry-After": retry_after,
+            }))
+
+    return handler
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "retry_after",
+    ["99999999999999999999", "3600", email.utils.formatdate(time.time() + 600, usegmt=True)],
+    ids=["huge", "an-hour", "a-date-ahead"],
+)
+async def test_a_retry_after_past_the_deadline_ends_the_call_at_once_saying_why(
+    scripted_session: Session, retry_after: str
+) -> None:
+    """Capped at retry_after_max (20 s), the wait still ends past a 5 s deadline: the call
+    fails at once, without sleeping, with DeadlineExceeded that names the server's
+    Retry-After (it read "backoff 20.000 s", as if the client had chosen to wait)."""
+    scripted_session.retry = RetryPolicy()
+    async with scripted_server(_always(503, retry_after)) as server:
+        store = scripted_session.container(server.endpoint)
+        started = time.monotonic()
+        with anyio.fail_after(30), pytest.raises(DeadlineExceeded) as info:
+            await store.list_items_page("x", deadline=5)
+        assert time.monotonic() - started < 4  # well inside the deadline: nothing slept
+    assert len(server.requests) == 1 and info.value.attempts == 1
+    text = str(info.value)
+    assert "deadline of 5 s" in text and "Retry-After" in text and "20.000 s" in text, text
+    assert isinstance(info.value.__cause__, ServerError)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "retry_after", ["-30", "soon", "1.5e3", "Wed, 21 Oct 2015 07:28:00 GMT", ""],
+    ids=["negative", "words", "float", "a-date-past", "empty"],
+)
+async def test_a_retry_after_that_asks_nothing_usable_leaves_the_backoff(
+    scripted_session: Session, retry_after: str
+) -> None:
+    """Read as a wait (-30 as 30 s, 1.5e3 as 1500 s), any of these would end a 10 s
+    deadline at once; ignored (a date past is "now"), the retry comes after the backoff."""
+    scripted_session.retry = RetryPolicy(max_attempts=2)
+    async with scripted_server(_always(503, retry_after)) as server:
+        store = scripted_session.container(server.endpoint)
+        with anyio.fail_after(30), pytest.raises(ServerError) as info:
+            await store.list_items_page("x", deadline=10)
+    assert len(server.requests) == 2 and info.value.attempts == 2
