@@ -178,19 +178,19 @@ async def test_a_credential_process_given_up_on_is_ended_not_left_running(
     started one more, so a publisher retrying every segment piled up hung processes."""
     script = _hanging_process(aws_home)
     async with Session(
-        profile="hang", region=mediastore_server.region, timeouts=Timeouts(credentials=0.5)
+        profile="hang", region=mediastore_server.region, timeouts=Timeouts(credentials=1)
     ) as session:
         store = session.container(mediastore_server.endpoint)
         for _ in range(2):
-            with anyio.fail_after(30), pytest.raises(CredentialsError, match=r"within 0\.5 s"):
+            with anyio.fail_after(30), pytest.raises(CredentialsError, match=r"within 1 s"):
                 await store.describe_object("x/a.ts")
         assert _still_running(script) == []
-        # The call's deadline, shorter than Timeouts.credentials, ends it the same way.
+        # The call's deadline, well inside Timeouts.credentials, ends it the same way.
         with anyio.fail_after(30), pytest.raises(DeadlineExceeded):
-            await store.describe_object("x/a.ts", deadline=0.2)
+            await store.describe_object("x/a.ts", deadline=0.25)
         assert _still_running(script) == []
         # And so does cancelling the call.
-        with anyio.move_on_after(0.5) as scope:
+        with anyio.move_on_after(0.25) as scope:
             await store.describe_object("x/a.ts")
         assert scope.cancelled_caught
         assert _still_running(script) == []
@@ -302,16 +302,20 @@ def test_the_services_words_for_a_refused_date_are_read_without_a_date_header(
 
 
 class Expiring:
-    """Hands out ``first`` until it expires, then ``second`` (a provider's refresh)."""
+    """Hands out ``first`` for ``lifetime`` seconds from the first call, then ``second``
+    (a provider's refresh)."""
 
     def __init__(self, first: Credentials, second: Credentials, lifetime: float) -> None:
-        self.first, self.second = first, second
-        self.expires = time.monotonic() + lifetime
+        self.first, self.second, self.lifetime = first, second, lifetime
+        self.expires: float | None = None
         self.calls = 0
 
     async def get_credentials(self) -> Credentials:
         self.calls += 1
-        return self.first if time.monotonic() < self.expires else self.second
+        now = time.monotonic()
+        if self.expires is None:
+            self.expires = now + self.lifetime
+        return self.first if now < self.expires else self.second
 
 
 @pytest.mark.anyio
