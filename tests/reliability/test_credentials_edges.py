@@ -5,7 +5,9 @@ that can be known, with nothing left running."""
 
 from __future__ import annotations
 
+import datetime as dt
 import email.utils
+import functools
 import json
 import logging
 import sys
@@ -33,8 +35,9 @@ from msd_async import (
     protocol,
 )
 from msd_async.credentials import AwsChainCredentials, EnvironmentCredentials
+from msd_async.signing import SigV4Signer
 from msd_async.testing import LocalMediaStore
-from msd_async.testing.auth import Verifier
+from msd_async.testing.auth import AuthFailure, Verifier
 
 SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYSECRETKEY"
 TOKEN = "FwoGZXIvYXdzEXAMPLETOKENxyzzy"
@@ -511,3 +514,64 @@ async def test_a_retry_after_that_asks_nothing_usable_leaves_the_backoff(
         with anyio.fail_after(30), pytest.raises(ServerError) as info:
             await store.list_items_page("x", deadline=10)
     assert len(server.requests) == 2 and info.value.attempts == 2
+
+
+# --- keys known to have expired ---------------------------------------------------------------
+
+_PAST = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+
+
+class Stale:
+    """A provider whose refresh is broken: it hands out keys that expired."""
+
+    async def get_credentials(self) -> Credentials:
+        return Credentials("ASIASTALE", "secret", "token", _PAST)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("given", ["static", "provider"])
+async def test_keys_known_to_have_expired_are_not_sent(
+    mediastore_server: LocalMediaStore, server_requests: list[logging.LogRecord], given: str
+) -> None:
+    """They went out and came back as a 403 (ExpiredTokenException from the service; the
+    local server even accepted them); the expiry was known before sending."""
+    good = mediastore_server.credentials
+    credentials: Credentials | Stale = (
+        Credentials(good.access_key_id, good.secret_access_key, expiry=_PAST)
+        if given == "static"
+        else Stale()
+    )
+    async with Session(credentials=credentials, region=mediastore_server.region) as session:
+        store = session.container(mediastore_server.endpoint)
+        calls = (lambda: store.describe_object("x/a.ts"), lambda: store.presign_get("x/a.ts"))
+        for call in calls:
+            with anyio.fail_after(30), pytest.raises(CredentialsError) as info:
+                await call()
+            text = str(info.value)
+            assert "expired at " + _PAST.isoformat() in text, text
+            assert (given == "static") == ("new keys" in text), text
+            assert (given == "provider") == ("Stale" in text and "refresh" in text), text
+            assert info.value.attempts == 0
+    assert server_requests == []
+
+
+def test_the_local_server_refuses_a_token_past_its_expiry() -> None:
+    """As the service answers temporary keys used after their Expiration."""
+    expired = Credentials("ASIATEMP", "secret", "token", _PAST)
+    fresh = Credentials("ASIAFRESH", "secret", "token",
+                        dt.datetime.now(dt.UTC) + dt.timedelta(hours=1))
+    verifier = Verifier([expired, fresh], "us-east-1")
+    signer = SigV4Signer("us-east-1")
+    for keys in (expired, fresh):
+        headers = signer.sign(keys, method="GET", host="h", path="/x/a.ts")
+        check = functools.partial(
+            verifier.verify, method="GET", raw_path="/x/a.ts", query=[],
+            headers=CIMultiDict({**headers, "host": "h"}), has_body=False,
+        )
+        if keys is fresh:
+            assert check()[0] is fresh
+            continue
+        with pytest.raises(AuthFailure) as info:
+            check()
+        assert info.value.code == "ExpiredTokenException"
+        assert "expired" in info.value.message
