@@ -152,7 +152,10 @@ async def _get_credentials(context: ClientContext) -> Credentials:
     """
     provider = context.credentials
     if type(provider) is Credentials:
-        return provider  # static keys: nothing to wait for, nothing that can fail
+        # Static keys: nothing to wait for, nothing that can fail but their expiry.
+        if provider.expiry is not None:
+            _check_not_expired(provider, None)
+        return provider
     timeout = context.timeouts.credentials
     name = type(provider).__name__
     scope: asyncio.Timeout | None = None
@@ -196,7 +199,25 @@ async def _get_credentials(context: ClientContext) -> Credentials:
             f"the credentials provider {name} returned a {type(credentials).__name__}, not "
             "msd_async.Credentials; its get_credentials() must return Credentials(...)"
         )
+    if credentials.expiry is not None:
+        _check_not_expired(credentials, name)
     return credentials
+
+
+def _check_not_expired(credentials: Credentials, provider: str | None) -> None:
+    """Refuse keys whose expiry has passed: signed with them, the call would come back a
+    403 (ExpiredTokenException) whose fix is not in the request."""
+    expiry = credentials.expiry
+    assert expiry is not None
+    if expiry.timestamp() > time.time():
+        return
+    if provider is None:
+        fix = "get new keys and pass them as credentials=, or pass a provider that refreshes"
+    else:
+        fix = f"the credentials provider {provider} did not refresh them: check its source"
+    raise CredentialsError(
+        f"the credentials {credentials.access_key_id!r} expired at {expiry.isoformat()}; {fix}"
+    )
 
 
 class _Resumed:

@@ -24,6 +24,7 @@ Secrets never appear in a repr, a log line or an error message.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as _dt
 import os
 import re
@@ -49,6 +50,11 @@ class Credentials:
     """A set of AWS keys. ``session_token`` is set for temporary credentials.
 
     The repr shows the access key id only: secrets stay out of logs and tracebacks.
+
+    Keys no SigV4 service could accept raise :class:`~msd_async.CredentialsError` here,
+    before anything is sent: an empty key id or secret; a key id with white space, a line
+    end, a non-ASCII character, ``/`` or ``,``; a secret that starts or ends with white
+    space or holds a control character; a session token with anything but printable ASCII.
     """
 
     access_key_id: str
@@ -57,9 +63,63 @@ class Credentials:
     #: When temporary credentials stop working (UTC), if known.
     expiry: _dt.datetime | None = None
 
+    def __post_init__(self) -> None:
+        problem = _keys_problem(self.access_key_id, self.secret_access_key, self.session_token)
+        if problem is not None:
+            raise CredentialsError(problem)
+
     async def get_credentials(self) -> Credentials:
         """A :class:`Credentials` is its own (static) provider."""
         return self
+
+
+# The access key id and the token travel in headers, the id inside "Credential=<id>/<scope>,":
+# white space, a line end, a non-ASCII character, '/' or ',' there cannot be signed for.
+_BAD_KEY_ID_CHAR: Final = re.compile(r"[^!-~]|[/,]")
+_BAD_TOKEN_CHAR: Final = re.compile(r"[^!-~]")
+
+
+def _keys_problem(key_id: object, secret: object, token: object) -> str | None:
+    """What makes these keys unusable for any SigV4 service, or ``None``. Only what cannot
+    work is refused (keys of other shapes are issued by compatible servers); the secret and
+    token are never echoed."""
+    if not isinstance(key_id, str) or not isinstance(secret, str):
+        return (
+            "the access key id and secret access key must be str, not "
+            f"{type(key_id).__name__} and {type(secret).__name__}"
+        )
+    if not key_id:
+        return "the access key id is empty; give the AWS access key id (AKIA... or ASIA...)"
+    bad = _BAD_KEY_ID_CHAR.search(key_id)
+    if bad is not None:
+        return (
+            f"the access key id {key_id!r} holds {bad.group()!r}, which no access key id "
+            "has (copied with a space or a line end?); give it exactly as issued"
+        )
+    if not secret:
+        return "the secret access key is empty; give the AWS secret access key"
+    if secret != secret.strip():
+        return (
+            "the secret access key starts or ends with white space (copied with a space or "
+            "a line end?); give it exactly as issued"
+        )
+    if not secret.isprintable():
+        return (
+            "the secret access key holds a control character; give it exactly as issued"
+        )
+    if token is not None:
+        if not isinstance(token, str):
+            return f"the session token must be str or None, not {type(token).__name__}"
+        bad = _BAD_TOKEN_CHAR.search(token)
+        if bad is not None:
+            what = "white space" if bad.group().isspace() else (
+                "a character that is not printable ASCII"
+            )
+            return (
+                f"the session token holds {what} (copied with a line end?); give it "
+                "exactly as issued"
+            )
+    return None
 
 
 @runtime_checkable
@@ -132,7 +192,13 @@ class EnvironmentCredentials:
                 "credentials), or pass credentials explicitly"
             )
         expiry = _parse_expiration(expiration) if expiration else None
-        creds = Credentials(access_key, secret_key, token, expiry)
+        try:
+            creds = Credentials(access_key, secret_key, token, expiry)
+        except CredentialsError as exc:
+            raise CredentialsError(
+                f"the credentials in the environment ({ENV_ACCESS_KEY}, {ENV_SECRET_KEY}, "
+                f"AWS_SESSION_TOKEN) cannot be used: {exc}"
+            ) from None
         self._cached = (state, creds)
         if expiry is not None:
             _check_not_expired(expiry)
@@ -227,16 +293,23 @@ class AwsChainCredentials:
         except Exception as exc:
             raise CredentialsError(
                 f"refreshing the AWS credentials from {source.method!r} failed "
-                f"({type(exc).__name__}: {_safe_message(exc)})"
+                f"({type(exc).__name__}: {_safe_message(exc)}) and the keys in hand expire "
+                "within minutes or have expired; fix that source (the credential_process, "
+                "'aws sso login', the instance or container role); the next call tries again"
             ) from exc
         last = self._last
         # Refreshable credentials hand out the same frozen tuple until they refresh; static
         # ones build an equal tuple each time. Either way, reuse the Credentials we built.
         if last is not None and (last[0] is frozen or last[0] == frozen):
             return last[1]
-        creds = Credentials(
-            frozen.access_key, frozen.secret_key, frozen.token or None, _expiry_of(source)
-        )
+        try:
+            creds = Credentials(
+                frozen.access_key, frozen.secret_key, frozen.token or None, _expiry_of(source)
+            )
+        except CredentialsError as exc:
+            raise CredentialsError(
+                f"the AWS credentials from {source.method!r} cannot be used: {exc}"
+            ) from None
         self._last = (frozen, creds)
         return creds
 
@@ -251,6 +324,7 @@ class AwsChainCredentials:
             where = f"profile {self._profile!r}" if self._profile else "the default profile"
             try:
                 session = AioSession(profile=self._profile)
+                _end_abandoned_processes(session)
                 source = await session.get_credentials()
             except botocore.exceptions.ProfileNotFound as exc:
                 raise CredentialsError(
@@ -280,6 +354,56 @@ class AwsChainCredentials:
         self._last = None
 
 
+def _end_abandoned_processes(session: Any) -> None:
+    """Make the chain's ``credential_process`` end when its caller stops waiting for it.
+
+    aiobotocore awaits the process's output and nothing more: when Timeouts.credentials,
+    a deadline or a cancellation ends that wait, the process (waiting for an MFA code, a
+    browser login) ran on, and every later call started one more. Its provider takes the
+    function that starts the process (``_popen``, as botocore's does); the one given here
+    ends it instead. Only the chain's own process provider is reached: one nested in an
+    assume-role profile is made later, inside aiobotocore.
+    """
+    from aiobotocore.credentials import AioProcessProvider
+
+    resolver = session.get_component("credential_provider")
+    for provider in getattr(resolver, "providers", ()):
+        if type(provider) is AioProcessProvider:
+            provider._popen = _start_process_ended_when_abandoned
+
+
+async def _start_process_ended_when_abandoned(*args: Any, **kwargs: Any) -> _EndedWhenAbandoned:
+    return _EndedWhenAbandoned(await asyncio.create_subprocess_exec(*args, **kwargs))
+
+
+class _EndedWhenAbandoned:
+    """An asyncio process whose ``communicate()``, if abandoned, kills and reaps it."""
+
+    __slots__ = ("_process",)
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self._process = process
+
+    @property
+    def returncode(self) -> int | None:
+        return self._process.returncode
+
+    async def communicate(self, input: bytes | None = None) -> tuple[bytes, bytes]:
+        process = self._process
+        try:
+            return await process.communicate(input)
+        except BaseException:
+            if process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                # Reaped here, or the loop's transport warns that it is still running. A
+                # killed process ends at once; a second cancellation must not stop the
+                # reaping, and the first one goes on either way.
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.shield(process.wait())
+            raise
+
+
 def _expiry_of(source: Any) -> _dt.datetime | None:
     # botocore keeps the expiry of refreshable credentials only in a private attribute.
     expiry = getattr(source, "_expiry_time", None)
@@ -289,7 +413,7 @@ def _expiry_of(source: Any) -> _dt.datetime | None:
 def _safe_message(exc: BaseException) -> str:
     # botocore's credential errors name variables, files and providers, never key material;
     # cap the length so a chatty credential_process cannot flood a log line.
-    text = str(exc)
+    text = " ".join(str(exc).split())  # a process's stderr ends with a line end
     return text if len(text) <= 500 else text[:500] + "..."
 
 

@@ -16,6 +16,7 @@ Every error the library raises derives from :class:`MediaStoreError`::
     │   ├── ThrottlingError              ThrottlingException (400) or HTTP 429
     │   ├── AuthError                    403 family
     │   │   ├── InvalidSignatureError        InvalidSignatureException
+    │   │   │   └── ClockSkewError               the request's date was refused: fix the clock
     │   │   ├── UnrecognizedClientError      UnrecognizedClientException
     │   │   ├── MissingAuthenticationTokenError
     │   │   └── AccessDeniedError            AccessDeniedException
@@ -52,6 +53,7 @@ __all__ = [
     "AuthError",
     "ChecksumMismatchError",
     "ClientValidationError",
+    "ClockSkewError",
     "ConcurrentReadError",
     "ConnectError",
     "ConnectTimeout",
@@ -258,6 +260,22 @@ class InvalidSignatureError(AuthError):
     """The signature did not match: wrong secret key, region, or a clock more than 15 min off."""
 
     CODE = "InvalidSignatureException"
+
+
+class ClockSkewError(InvalidSignatureError):
+    """The service refused the request's date: this machine's clock is more than 15
+    minutes off the service's (SigV4 signatures are valid that long). Setting the clock
+    (NTP) is the fix; a retry would be refused the same way, so none is made.
+
+    ``skew`` is how many seconds this machine's clock is ahead of the service's (negative:
+    behind), measured from the response's ``Date`` header, or ``None`` when it had none.
+    The class is chosen whatever the error code (``InvalidSignatureException`` with
+    "Signature expired", ``RequestExpired``, ``RequestTimeTooSkewed``) once the measured
+    skew or the service's words say so.
+    """
+
+    #: Seconds this machine's clock is ahead of the service's (negative: behind), if known.
+    skew: float | None = None
 
 
 class UnrecognizedClientError(AuthError):

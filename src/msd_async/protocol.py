@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import re
+import time
 from collections.abc import Mapping
 from typing import Any, Final
 from urllib.parse import quote
@@ -20,6 +21,7 @@ import msgspec
 from . import rules
 from .errors import (
     ERROR_BODY_LIMIT,
+    ClockSkewError,
     InvalidParameterError,
     ObjectNotFoundError,
     ProtocolError,
@@ -367,6 +369,66 @@ def _body_excerpt(headers: Mapping[str, str], body: bytes) -> str:
     return f"({kind}, {len(body)} bytes): {text}{more}"
 
 
+#: SigV4 refuses a request dated further than this from the service's clock (API
+#: reference, CommonErrors, RequestExpired).
+SIGV4_MAX_SKEW: Final = 15 * 60
+# A 403 with the clocks this far apart is put down to the clock: the allowance less a
+# minute for the request's travel and the Date header's whole seconds.
+_SKEW_BLAMED: Final = SIGV4_MAX_SKEW - 60
+_SKEW_CODES: Final = frozenset({"RequestExpired", "RequestTimeTooSkewed", "RequestInTheFuture"})
+# The service's words for it ("Signature expired: <date> is now earlier than ...", "Signature
+# not yet current: ..."), and those of S3-style and local servers.
+_SKEW_WORDS: Final = re.compile(
+    r"signature expired|signature not yet current|too skewed|clock skew", re.IGNORECASE
+)
+_AUTH_ADVICE: Final = {
+    "InvalidSignatureException": (
+        "the signature did not match: check the secret access key and the region"
+    ),
+    "UnrecognizedClientException": (
+        "the service does not know these keys: check the access key id (and the session "
+        "token of temporary credentials)"
+    ),
+    "InvalidClientTokenId": (
+        "the service does not know these keys: check the access key id (and the session "
+        "token of temporary credentials)"
+    ),
+    "ExpiredTokenException": (
+        "the temporary credentials have expired: get new ones, or check the provider that "
+        "should refresh them"
+    ),
+    "AccessDeniedException": (
+        "the keys were accepted but are not allowed this operation: check the IAM policy "
+        "and the container policy"
+    ),
+    "MissingAuthenticationTokenException": (
+        "the request was not signed: give the Session credentials"
+    ),
+}
+_AUTH_ADVICE_DEFAULT: Final = "check the keys, the region and this machine's clock"
+
+
+def _clock_skew(date: str | None) -> float | None:
+    """Seconds this machine's clock is ahead of the server's ``Date`` (negative: behind)."""
+    when = parse_http_date(date) if date else None
+    return None if when is None else time.time() - when.timestamp()
+
+
+def _skew_advice(skew: float | None) -> str:
+    if skew is None:
+        return (
+            "; the request's date (X-Amz-Date) is more than 15 minutes from the service's "
+            "clock: check this machine's clock (NTP)"
+        )
+    off = abs(skew)
+    amount = f"about {round(off / 60)} min" if off >= 90 else f"{off:.0f} s"
+    return (
+        f"; this machine's clock is {amount} {'ahead of' if skew > 0 else 'behind'} the "
+        "service's (its Date header), and SigV4 refuses requests dated more than 15 "
+        "minutes off: set this machine's clock (NTP)"
+    )
+
+
 def parse_error(
     status: int,
     headers: Mapping[str, str],
@@ -390,6 +452,7 @@ def parse_error(
     data = _json(body)
     code = _error_code(headers, data)
     message = data.get("Message") or data.get("message")
+    said = isinstance(message, str) and bool(message)
     if not isinstance(message, str) or not message:
         if body and not data:
             excerpt = _body_excerpt(headers, body)
@@ -397,6 +460,17 @@ def parse_error(
         else:
             message = f"HTTP {status} with no error message"
     cls = service_error_class(code, status)
+    skew: float | None = None
+    if status == 403:
+        skew = _clock_skew(headers.get("Date"))
+        if code in _SKEW_CODES or _SKEW_WORDS.search(message) or (
+            skew is not None and abs(skew) >= _SKEW_BLAMED
+        ):
+            cls = ClockSkewError
+            message += _skew_advice(skew)
+        elif not said:
+            # A HEAD's 403 has no body to say why: say at least what to check.
+            message += f"; {_AUTH_ADVICE.get(code or '', _AUTH_ADVICE_DEFAULT)}"
     if code is None and status == 404 and object_operation and method != "PUT":
         cls = ObjectNotFoundError
     elif code is None and status == 404 and method == "PUT":
@@ -413,6 +487,8 @@ def parse_error(
     retry_after = headers.get("Retry-After")
     if retry_after is not None:
         exc.retry_after = parse_retry_after(retry_after)
+    if isinstance(exc, ClockSkewError):
+        exc.skew = skew
     if isinstance(exc, RangeNotSatisfiableError):
         exc.object_size = parse_unsatisfied_range(headers.get("Content-Range"))
     return exc

@@ -32,6 +32,7 @@ from typing import Final, Protocol, TypeGuard, TypeVar
 import anyio
 
 from .errors import (
+    CredentialsError,
     DeadlineExceeded,
     InvalidParameterError,
     MediaStoreError,
@@ -408,7 +409,9 @@ async def call_with_retries(
 
     After a failed attempt ``n``, in this order:
 
-    1. an error ``policy.is_retryable`` refuses is raised at once, with ``attempts = n``;
+    1. an error ``policy.is_retryable`` refuses is raised at once, with ``attempts = n``
+       (``n - 1`` for a :class:`~msd_async.errors.CredentialsError`, which ends its attempt
+       before anything is sent);
     2. if ``deadline`` has passed: :class:`~msd_async.errors.DeadlineExceeded` ``from`` it;
     3. if ``n == policy.max_attempts``: the error itself, with ``attempts = n``;
     4. if ``replayable()`` says the request body cannot be sent again (a one-shot iterator
@@ -457,7 +460,9 @@ async def call_with_retries(
                     result = await attempt(n)
         except MediaStoreError as exc:
             if not policy.is_retryable(exc):
-                exc.attempts = n
+                # A CredentialsError ends its attempt before the request is signed: only
+                # the attempts before it were sent.
+                exc.attempts = n - 1 if isinstance(exc, CredentialsError) else n
                 raise
             failure = exc
         else:
@@ -487,8 +492,16 @@ async def call_with_retries(
             ) from failure
         delay = policy.delay(n - 1, failure, rng)
         if deadline is not None and delay >= deadline.remaining():
+            retry_after = getattr(failure, "retry_after", None)
+            if retry_after and delay == min(float(retry_after), policy.retry_after_max):
+                # Not the client's choice: say who asked for the wait.
+                wait = f"the server's Retry-After asks for {delay:.3f} s"
+                if float(retry_after) > policy.retry_after_max:
+                    wait += f", its {float(retry_after):g} s cut to retry_after_max"
+            else:
+                wait = f"backoff {delay:.3f} s"
             raise _deadline_exceeded(
-                deadline, n, f"before retry {n} could start (backoff {delay:.3f} s)"
+                deadline, n, f"before retry {n} could start ({wait})"
             ) from failure
         if budget is not None:
             last_cost = budget.cost_of(failure)

@@ -175,12 +175,16 @@ class Verifier:
                 "Check the client's clock.",
             )
 
-    @staticmethod
-    def _check_token(creds: Credentials, token: str | None) -> None:
+    def _check_token(self, creds: Credentials, token: str | None) -> None:
         if (token or None) != creds.session_token:
             raise AuthFailure(
                 "UnrecognizedClientException",
                 "The security token included in the request is invalid.",
+            )
+        if creds.expiry is not None and self._clock() >= creds.expiry:
+            # As the service answers temporary keys used past their Expiration.
+            raise AuthFailure(
+                "ExpiredTokenException", "The security token included in the request is expired"
             )
 
     def _matches(self, key: bytes, timestamp: str, scope: str, creq: str, sig: str) -> bool:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import datetime as _dt
 import email.utils
 import hmac
 import json
@@ -280,6 +281,10 @@ class LocalMediaStore:
     ``ll_hls_blocking``         hold a playlist GET with ``_HLS_msn``/``_HLS_part`` until the
                                 playlist has that segment or part (LL-HLS blocking playlist
                                 reload; an extension MediaStore never had); default ``False``
+    ``clock_skew``              seconds the server's clock is ahead of this machine's
+                                (negative: behind), for its signature dates and its ``Date``
+                                header: a client's clock seen from a service it is off from;
+                                default 0
     ==========================  ==============================================================
     """
 
@@ -304,8 +309,10 @@ class LocalMediaStore:
         on_request: Callable[[str, str, float], object] | None = None,
         cors_policy: CorsPolicy | object | None = None,
         ll_hls_blocking: bool = False,
+        clock_skew: float = 0.0,
     ) -> None:
         self.host = host
+        self.clock_skew = clock_skew
         self.on_request = on_request
         self.ll_hls_blocking = ll_hls_blocking
         self.cors_policy = (
@@ -334,7 +341,13 @@ class LocalMediaStore:
         self.store: Store = (
             DirectoryStore(data_dir, fsync=fsync) if data_dir is not None else MemoryStore()
         )
-        self.verifier = Verifier([self.credentials, *extra_credentials], region)
+        self.verifier = Verifier(
+            [self.credentials, *extra_credentials],
+            region,
+            clock=(lambda: _dt.datetime.now(_dt.UTC) + _dt.timedelta(seconds=clock_skew))
+            if clock_skew
+            else None,
+        )
         self.permissions = {
             key: frozenset(operations) for key, operations in (permissions or {}).items()
         }
@@ -370,7 +383,13 @@ class LocalMediaStore:
         app.router.add_route("*", "/{tail:.*}", self._handle)
         if self.cors_policy is not None:
             app.on_response_prepare.append(self._add_cors_headers)
+        if self.clock_skew:
+            app.on_response_prepare.append(self._add_skewed_date)
         return app
+
+    async def _add_skewed_date(self, request: web.Request, response: web.StreamResponse) -> None:
+        # aiohttp dates a response only when it has no Date yet.
+        response.headers["Date"] = _http_date(time.time() + self.clock_skew)
 
     async def _observe(
         self, request: web.Request, handler: Callable[[web.Request], Any]
