@@ -118,6 +118,20 @@ async def test_403_is_retried_once_then_fails(mediastore_server: LocalMediaStore
     assert getattr(outcome.destinations[0].error, "status", None) == 403
 
 
+async def test_a_clock_the_origin_refuses_is_not_retried() -> None:
+    """The 403 retry re-reads the credentials; a refused clock is not in them."""
+    from msd_async import ClockSkewError, RetryPolicy, Session
+
+    async with LocalMediaStore(clock_skew=20 * 60) as server, Session(
+        credentials=server.credentials, region=server.region, retry=RetryPolicy.none()
+    ) as session, LivePublisher(session.container(server.endpoint)) as publisher:
+        seg = await publisher.publish("x/seg_0.ts", b"x", duration=5.0)
+        outcome = await seg.wait()
+    assert outcome.status is Status.FAILED
+    assert isinstance(outcome.destinations[0].error, ClockSkewError)
+    assert outcome.destinations[0].attempts == 1
+
+
 async def test_400_is_not_retried(store: ContainerClient) -> None:
     async with LivePublisher(store) as publisher:
         assert (await (await publisher.publish("y/a", b"file")).wait()).acknowledged

@@ -22,6 +22,7 @@ from .. import rules
 from .._loop import Event, loop_time
 from ..errors import (
     ClientValidationError,
+    ClockSkewError,
     DeadlineExceeded,
     MediaStoreError,
     ObjectNotFoundError,
@@ -426,9 +427,12 @@ class Destination:
                     job.settle(Status.FAILED, f"the body's source failed: {exc}", exc)
                     return
                 status = getattr(exc, "status", None)
-                if status == 403 and not forbidden_retried:
+                if status == 403 and not forbidden_retried and not isinstance(
+                    exc, ClockSkewError
+                ):
                     # Credentials may have rotated: the next attempt signs with freshly
-                    # resolved ones. Once only: a second 403 is a real refusal.
+                    # resolved ones. Once only: a second 403 is a real refusal. A refused
+                    # clock is not in the credentials: no attempt mends it.
                     forbidden_retried = True
                     delay = 0.0
                 elif policy.is_retryable(exc) or isinstance(exc, DeadlineExceeded):

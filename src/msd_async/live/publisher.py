@@ -14,8 +14,8 @@ in ``docs/live.md``; in short:
   manifests are retried until stored; the newest version of a manifest supersedes older
   pending ones, and the last one handed over is always the last one stored.
 - **Statuses**: 5xx, 429, throttling, timeouts and connection errors are retried on a new
-  connection, honouring ``Retry-After``; a 403 is retried once (credentials are re-read);
-  other 4xx fail at once.
+  connection, honouring ``Retry-After``; a 403 is retried once (credentials are re-read),
+  unless it refused the clock; other 4xx fail at once.
 - **Window**: an object that leaves every playlist is deleted after its duration plus the
   playlist's (parts: 3 target durations), RFC 8216 section 6.2.2 and 8216bis 6.2.2.
 - **Back-pressure**: a bounded queue per rendition; when full, the oldest queued media is
