@@ -1,0 +1,225 @@
+"""Clients that misbehave on purpose never take the local server down or wedge it.
+
+Scripted raw-socket peers over loopback: a reader that stops reading (with a tiny receive
+window, so the server's writes back up at once), against a large stored object and against
+a STREAMING object still uploading. Times are relative to the configured limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from rawclient import Raw
+from server_errors import watching_server_errors
+
+from msd_async.testing import LocalMediaStore
+
+pytestmark = pytest.mark.anyio
+
+SEND_LIMIT = 0.5
+#: More than loopback's socket buffers take for a client that reads nothing.
+BIG = 20_000_000
+
+
+def signed_head(raw: Raw, method: str, path: str, extra: dict[str, str] | None = None) -> bytes:
+    head = f"{method} {path} HTTP/1.1\r\nHost: {raw.host}\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in raw.sign(method, path, headers=extra).items())
+    return head.encode() + b"\r\n"
+
+
+@contextlib.asynccontextmanager
+async def stopped_reader(raw: Raw, path: str) -> AsyncIterator[socket.socket]:
+    """A raw TCP client that sends a signed GET of ``path`` and then never reads."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: tiny window
+    sock.setblocking(False)
+    try:
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", raw.server.port))
+        sock.send(signed_head(raw, "GET", path))
+        yield sock
+    finally:
+        sock.close()
+
+
+async def drained(sock: socket.socket) -> tuple[int, bool]:
+    """What the server sent: (bytes, whether the connection ended rather than staying open
+    with nothing more coming for a few seconds)."""
+    loop = asyncio.get_running_loop()
+    total = 0
+    try:
+        while chunk := await asyncio.wait_for(loop.sock_recv(sock, 1 << 20), 5):
+            total += len(chunk)
+    except ConnectionError:
+        return total, True
+    except TimeoutError:
+        return total, False
+    return total, True
+
+
+def open_files_under(root: Path) -> list[str]:
+    """The files under ``root`` this process holds open (Linux: /proc/self/fd)."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if target.startswith(str(root)):
+                found.append(target)
+    return found
+
+
+class Finished:
+    """``on_request``: the (operation, status) of each request as it ends, with the time."""
+
+    def __init__(self) -> None:
+        self.done: list[tuple[str, str, float]] = []
+
+    def __call__(self, operation: str, status: str, _seconds: float) -> None:
+        self.done.append((operation, status, asyncio.get_running_loop().time()))
+
+    async def wait(self, operation: str, status: str, within: float) -> float:
+        """When the first such request ended (waits up to ``within`` seconds)."""
+        async with asyncio.timeout(within):
+            while True:
+                for op, st, at in self.done:
+                    if (op, st) == (operation, status):
+                        return at
+                await asyncio.sleep(0.01)
+
+
+@contextlib.contextmanager
+def server_warnings() -> Iterator[list[logging.LogRecord]]:
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    handler = Keep(logging.WARNING)
+    logger = logging.getLogger("msd_async.testing.server")
+    logger.addHandler(handler)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
+
+
+@pytest.mark.parametrize("store", ["memory", "directory"])
+async def test_a_reader_that_stops_reading_a_large_object_is_cut(
+    store: str, tmp_path: Path
+) -> None:
+    """The handler and (directory store) the object's open file are released within the
+    send time limit of the write that stalled; the connection is closed, one WARNING line
+    says why, nothing is logged as an error."""
+    finished = Finished()
+    data_dir = tmp_path / "data" if store == "directory" else None
+    async with LocalMediaStore(
+        send_time_limit=SEND_LIMIT,
+        data_dir=None if data_dir is None else str(data_dir),
+        fsync=False,
+        on_request=finished,
+    ) as server, aiohttp.ClientSession() as session:
+        raw = Raw(server, session)
+        await server.store.put_bytes("vod/big.mp4", os.urandom(BIG))
+        loop = asyncio.get_running_loop()
+        with watching_server_errors() as errors, server_warnings() as warnings:
+            async with stopped_reader(raw, "/vod/big.mp4") as sock:
+                asked = loop.time()
+                if data_dir is not None:
+                    await asyncio.sleep(SEND_LIMIT / 5)
+                    assert open_files_under(data_dir), "the GET is not reading the file"
+                ended = await finished.wait("GetObject", "aborted", 40 * SEND_LIMIT)
+                # No sooner than one stalled write's limit, and not much later.
+                assert SEND_LIMIT <= ended - asked < 20 * SEND_LIMIT
+                if data_dir is not None:
+                    assert open_files_under(data_dir) == []
+                received, closed = await drained(sock)
+            assert closed, f"the connection stayed open after {received} bytes"
+            assert received < BIG
+            # The server still answers others.
+            assert (await raw.get("vod/big.mp4")).body[:0] == b""
+        assert not errors.records
+        assert [r.levelname for r in warnings] == ["WARNING"]
+        assert "took no data" in warnings[0].getMessage()
+        assert "/vod/big.mp4" in warnings[0].getMessage()
+
+
+async def test_a_follower_that_stops_reading_is_cut_and_the_upload_goes_on() -> None:
+    """A stopped reader of a STREAMING object still uploading: once the upload has sent
+    more than the socket buffers take, the follower's write stalls and is cut within the
+    send time limit. The upload is not held up by it and completes."""
+    finished = Finished()
+    path = "/live/seg.ts"
+    async with LocalMediaStore(
+        send_time_limit=SEND_LIMIT, on_request=finished
+    ) as server, aiohttp.ClientSession() as session:
+        raw = Raw(server, session)
+        loop = asyncio.get_running_loop()
+        more = asyncio.Event()
+        piece = os.urandom(1 << 20)
+
+        async def body() -> AsyncIterator[bytes]:
+            yield b"first|"
+            await more.wait()
+            for _ in range(8):
+                yield piece
+
+        with watching_server_errors() as errors, server_warnings() as warnings:
+            headers = raw.sign("PUT", path, headers={"x-amz-upload-availability": "STREAMING"})
+            put = asyncio.create_task(
+                raw.call("PUT", path, sign=False, headers=headers, data=body())
+            )
+            try:
+                async with asyncio.timeout(10):
+                    while server.store.in_progress("live/seg.ts") is None:  # noqa: ASYNC110
+                        await asyncio.sleep(0.01)
+                async with stopped_reader(raw, path) as sock:
+                    await asyncio.sleep(SEND_LIMIT / 5)  # the follower is following
+                    assert not any(op == "GetObject" for op, _, _ in finished.done)
+                    more.set()
+                    released = loop.time()
+                    ended = await finished.wait("GetObject", "aborted", 40 * SEND_LIMIT)
+                    assert SEND_LIMIT <= ended - released < 20 * SEND_LIMIT
+                    reply = await put
+                    assert reply.status == 200
+                    received, closed = await drained(sock)
+                assert closed
+                assert received < 8 * len(piece)
+            finally:
+                more.set()
+                await put
+        assert not errors.records
+        assert len(warnings) == 1 and "took no data" in warnings[0].getMessage()
+
+
+async def test_a_slow_reader_that_keeps_reading_is_never_cut() -> None:
+    """The limit is per write, not per response: a client that takes the body slowly, all
+    of it in longer than the limit but never pausing that long, gets every byte."""
+    size = 3_000_000
+    async with LocalMediaStore(send_time_limit=SEND_LIMIT) as server, aiohttp.ClientSession(
+    ) as s:
+        raw = Raw(server, s)
+        data = os.urandom(size)
+        await server.store.put_bytes("vod/slow.mp4", data)
+        loop = asyncio.get_running_loop()
+        received = bytearray()
+        async with stopped_reader(raw, "/vod/slow.mp4") as sock:
+            started = loop.time()
+            paced = 0
+            while not received.endswith(data):
+                # About 3 MB/s, in 64 KiB steps: 256 KiB (one write) well within the limit.
+                if len(received) - paced >= 64 * 1024:
+                    paced = len(received)
+                    await asyncio.sleep(0.02)
+                chunk = await asyncio.wait_for(loop.sock_recv(sock, 64 * 1024), 10 * SEND_LIMIT)
+                assert chunk, f"connection closed after {len(received)} bytes"
+                received += chunk
+            assert loop.time() - started > SEND_LIMIT  # longer than one limit in all
+        assert received.startswith(b"HTTP/1.1 200 ")
