@@ -223,3 +223,155 @@ async def test_a_slow_reader_that_keeps_reading_is_never_cut() -> None:
                 received += chunk
             assert loop.time() - started > SEND_LIMIT  # longer than one limit in all
         assert received.startswith(b"HTTP/1.1 200 ")
+
+
+# --- uploaders that misbehave -------------------------------------------------------------
+
+
+async def put_head(
+    raw: Raw, path: str, framing: str, extra: dict[str, str] | None = None
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A raw connection that has sent the signed head of a PUT (``framing``: its
+    Content-Length or Transfer-Encoding line) and no body yet."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", raw.server.port)
+    head = signed_head(raw, "PUT", path, extra)
+    writer.write(head[:-2] + framing.encode() + b"\r\n")
+    await writer.drain()
+    return reader, writer
+
+
+async def wait_until(predicate: object, within: float = 10.0) -> None:
+    async with asyncio.timeout(within):
+        while not predicate():  # type: ignore[operator]  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize("availability", ["STANDARD", "STREAMING"])
+@pytest.mark.parametrize(
+    "framing", ["Content-Length: 100000\r\n", "Transfer-Encoding: chunked\r\n"]
+)
+async def test_an_uploader_that_disconnects_mid_body_leaves_nothing(
+    availability: str, framing: str, tmp_path: Path
+) -> None:
+    """Nothing half-written is listed or readable, a follower of a STREAMING upload sees a
+    body that visibly did not end (no terminating chunk), and the temp file is gone."""
+    data_dir = tmp_path / "data"
+    async with LocalMediaStore(data_dir=str(data_dir), fsync=False) as server, (
+        aiohttp.ClientSession()
+    ) as session:
+        raw = Raw(server, session)
+        await raw.put("live/old.ts", b"old version")
+        with watching_server_errors() as errors:
+            for path in ("/live/old.ts", "/live/new.ts"):
+                _, writer = await put_head(
+                    raw, path, framing, {"x-amz-upload-availability": availability}
+                )
+                piece = b"p" * 5000
+                writer.write(piece if "Length" in framing else b"1388\r\n" + piece + b"\r\n")
+                await writer.drain()
+                name = path[1:]
+                await wait_until(lambda: len(os.listdir(data_dir / "@tmp")) == 1)
+                follower = None
+                if availability == "STREAMING":
+                    await wait_until(lambda: server.store.in_progress(name) is not None)  # noqa: B023
+                    follower = await session.get(
+                        raw.url(path), headers=raw.sign("GET", path)
+                    )
+                    assert await follower.content.readexactly(len(piece)) == piece
+                writer.close()  # the uploader goes away mid-body
+                with contextlib.suppress(ConnectionError):
+                    await writer.wait_closed()
+                if follower is not None:
+                    with pytest.raises(aiohttp.ClientPayloadError):
+                        await follower.read()
+                    follower.release()
+                await wait_until(lambda: server.store.in_progress(name) is None)  # noqa: B023
+                await wait_until(lambda: os.listdir(data_dir / "@tmp") == [])
+            assert (await raw.get("live/old.ts")).body == b"old version"
+            assert (await raw.get("live/new.ts")).status == 404
+            listed = [i["Name"] for i in (await raw.list("live")).json()["Items"]]
+            assert listed == ["old.ts"]
+            assert open_files_under(data_dir) == []
+        assert not errors.records
+    # Nor after a restart.
+    async with LocalMediaStore(data_dir=str(data_dir)) as server:
+        assert [v.path for v in server.store.walk()] == ["live/old.ts"]
+
+
+@pytest.mark.parametrize("framing", ["Content-Length: 1000\r\n", "Transfer-Encoding: chunked\r\n"])
+async def test_a_body_that_trickles_or_stalls_is_cancelled_at_the_upload_time_limit(
+    framing: str,
+) -> None:
+    """The service cancels an upload not complete within 30 s with a 400
+    ValidationException (API reference, PutObject): a body that trickles, then stalls
+    outright, gets that answer at the limit and nothing is stored."""
+    limit = 1.0
+    async with LocalMediaStore(upload_time_limit=limit) as server, aiohttp.ClientSession() as s:
+        raw = Raw(server, s)
+        loop = asyncio.get_running_loop()
+        await server.store.put_bytes("slow.ts", b"before")
+        reader, writer = await put_head(raw, "/slow.ts", framing)
+        started = loop.time()
+        chunked = "chunked" in framing
+        for _ in range(5):
+            writer.write(b"1\r\nb\r\n" if chunked else b"b")
+            await writer.drain()
+            await asyncio.sleep(limit / 10)
+        # ...then nothing more.
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10 * limit)
+        assert limit <= loop.time() - started < 5 * limit
+        assert head.startswith(b"HTTP/1.1 400 ")
+        lines = head.decode().lower().split("\r\n")
+        assert "x-amzn-errortype: validationexception" in lines
+        assert "connection: close" in lines
+        length = next(int(x.split(":")[1]) for x in lines if x.startswith("content-length:"))
+        body = await asyncio.wait_for(reader.readexactly(length), 5 * limit)
+        assert b"within" in body
+        # (aiohttp then reads and drops what still comes for up to its lingering time,
+        # 10 s, so that the client gets this answer, and closes.)
+        writer.close()
+        assert (await raw.get("slow.ts")).body == b"before"
+        assert server.store.in_progress("slow.ts") is None
+
+
+async def test_expect_100_continue_is_answered_then_the_body_read() -> None:
+    async with LocalMediaStore() as server, aiohttp.ClientSession() as s:
+        raw = Raw(server, s)
+        reader, writer = await put_head(
+            raw, "/c.ts", "Content-Length: 5\r\n", {"expect": "100-continue"}
+        )
+        interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+        writer.write(b"hello")
+        final = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert final.startswith(b"HTTP/1.1 200 ")
+        writer.close()
+        assert (await raw.get("c.ts")).body == b"hello"
+
+
+@pytest.mark.parametrize(
+    ("extra", "sign", "status"),
+    [
+        ({"content-length": "1001"}, True, b"400"),  # over the STANDARD limit of 1000
+        ({"content-length": "10", "x-amz-upload-availability": "streaming"}, True, b"400"),
+        ({"content-length": "10"}, False, b"403"),  # not signed
+    ],
+)
+async def test_expect_100_continue_refused_before_the_body(
+    server: LocalMediaStore, raw: Raw, extra: dict[str, str], sign: bool, status: bytes
+) -> None:
+    """A PUT the server will refuse gets its final answer instead of 100 Continue, so the
+    client never sends the body (RFC 9110 section 10.1.1)."""
+    headers = {"expect": "100-continue", **extra}
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    if sign:
+        head = signed_head(raw, "PUT", "/e.ts", headers)
+    else:
+        head = f"PUT /e.ts HTTP/1.1\r\nHost: {raw.host}\r\n".encode()
+        head += b"".join(f"{k}: {v}\r\n".encode() for k, v in headers.items()) + b"\r\n"
+    writer.write(head)
+    await writer.drain()
+    first = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    assert first.startswith(b"HTTP/1.1 " + status + b" "), first
+    writer.close()
+    assert server.store.get("e.ts") is None

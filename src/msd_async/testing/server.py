@@ -39,7 +39,7 @@ from typing import Any, Final, Literal, Self
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
-from aiohttp.http import HttpProcessingError
+from aiohttp.http import HttpProcessingError, HttpVersion11
 
 from .. import rules
 from ..config import Timeouts
@@ -194,6 +194,16 @@ class _SendWatch:
 
 
 _WATCH: Final = web.RequestKey("msd_send_watch", _SendWatch)
+
+
+async def _expect_later(request: web.Request) -> None:
+    """The route's ``Expect`` handler. aiohttp's default sends ``100 Continue`` before the
+    handler runs, so a client was told to send a body the server then refused (an
+    oversized Content-Length, a bad signature). ``100-continue`` is answered by the PUT
+    once its checks pass; another expectation is refused as aiohttp does (417)."""
+    expect = request.headers.get("Expect", "")
+    if request.version == HttpVersion11 and expect.lower() != "100-continue":
+        raise web.HTTPExpectationFailed(text=f"Unknown Expect: {expect}")
 
 
 def _validation(message: str, *, close: bool = False) -> ApiError:
@@ -477,7 +487,7 @@ class LocalMediaStore:
 
             middlewares.append(observe)
         app = web.Application(client_max_size=1024, middlewares=middlewares)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
+        app.router.add_route("*", "/{tail:.*}", self._handle, expect_handler=_expect_later)
         if self.cors_policy is not None:
             app.on_response_prepare.append(self._add_cors_headers)
         return app
@@ -1077,6 +1087,18 @@ class LocalMediaStore:
         except NameConflictError as exc:
             raise _validation(str(exc), close=True) from None
 
+        if (
+            request.version == HttpVersion11
+            and request.headers.get("Expect", "").lower() == "100-continue"
+        ):
+            # Only now, every check passed: a PUT refused sooner got its final answer
+            # instead, and its client never sent the body (RFC 9110 section 10.1.1).
+            try:
+                await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            except ConnectionError:
+                upload.abort()
+                raise _ClientGone from None
+            request.writer.output_size = 0  # the response proper starts after it
         cut_at: int | None = None
         if fault is not None and fault.kind == "cut-upload":
             if fault.after_bytes is not None:
