@@ -298,6 +298,56 @@ async def test_an_uploader_that_disconnects_mid_body_leaves_nothing(
         assert [v.path for v in server.store.walk()] == ["live/old.ts"]
 
 
+async def test_a_request_head_that_trickles_in_is_cut() -> None:
+    """Slowloris: a head sent a byte at a time never completes; the connection is closed
+    within the idle time limit, however steadily the bytes come."""
+    limit = 1.0
+    async with LocalMediaStore(idle_time_limit=limit) as server, aiohttp.ClientSession() as s:
+        raw = Raw(server, s)
+        loop = asyncio.get_running_loop()
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        head = signed_head(raw, "GET", "/x")[:-2] + b"X-Pad: " + b"a" * 4000
+        started = loop.time()
+        sent = 0
+        with pytest.raises(ConnectionError):
+            async with asyncio.timeout(20 * limit):
+                while True:
+                    if reader.at_eof():
+                        raise ConnectionResetError("closed by the server")
+                    writer.write(head[sent : sent + 1])
+                    await writer.drain()
+                    sent += 1
+                    await asyncio.sleep(limit / 20)
+        assert limit <= loop.time() - started < 10 * limit
+        assert await reader.read() == b""  # closed without an answer
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+        assert (await raw.list()).status == 200  # others are served
+
+
+async def test_the_idle_limit_never_cuts_a_request_in_progress() -> None:
+    """It times the wait for a request head only: an upload whose body takes longer, and a
+    follower of it, both run to their end."""
+    limit = 0.5
+    async with LocalMediaStore(idle_time_limit=limit) as server, aiohttp.ClientSession() as s:
+        raw = Raw(server, s)
+
+        async def body() -> AsyncIterator[bytes]:
+            for _ in range(6):
+                yield b"x" * 10
+                await asyncio.sleep(limit / 2)
+
+        headers = raw.sign("PUT", "/live/a.ts", headers={"x-amz-upload-availability": "STREAMING"})
+        put = asyncio.create_task(
+            raw.call("PUT", "/live/a.ts", sign=False, headers=headers, data=body())
+        )
+        await wait_until(lambda: server.store.in_progress("live/a.ts") is not None)
+        followed = await raw.get("live/a.ts")
+        assert (await put).status == 200
+        assert followed.status == 200 and followed.body == b"x" * 60
+
+
 @pytest.mark.parametrize("framing", ["Content-Length: 1000\r\n", "Transfer-Encoding: chunked\r\n"])
 async def test_a_body_that_trickles_or_stalls_is_cancelled_at_the_upload_time_limit(
     framing: str,

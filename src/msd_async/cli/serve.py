@@ -75,6 +75,14 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="seconds a client may take no data of a response before its connection is "
         f"closed (it stopped reading; default {send_time_limit:g}, 0: no limit)",
     )
+    p.add_argument(
+        "--idle-time-limit",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="close a connection that sends no whole request head for this long, from its "
+        "start or its previous response (idle, or a head trickling in; default 60)",
+    )
     p.add_argument("--no-fsync", action="store_true", help="do not fsync uploads (faster)")
     p.add_argument("--fault-rate", type=float, default=0.0, help="share of requests to fault")
     p.add_argument(
@@ -197,6 +205,7 @@ def serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             streaming_limit=args.streaming_limit,
             upload_time_limit=args.upload_time_limit,
             send_time_limit=args.send_time_limit or None,
+            idle_time_limit=args.idle_time_limit,
             faults=faults,
             container=args.container,
             fsync=not args.no_fsync,

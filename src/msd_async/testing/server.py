@@ -16,7 +16,8 @@ Choices where the service left a question open (docs/contract.md marks them **(c
   it checks every ``client_check_interval`` seconds while the upload pauses that its client
   is still there (aiohttp does not cancel the handler of a client that left).
 - A client that takes no data of a response for ``send_time_limit`` seconds (30) has its
-  connection closed: one that stopped reading never holds a handler or an open file.
+  connection closed: one that stopped reading never holds a handler or an open file. A
+  connection without a whole request head for ``idle_time_limit`` seconds (60) is closed.
 - A request whose Host is ``<id>.data.mediastore.<region>.amazonaws.com`` must name this
   server's container (``container``, default ``"local"``); any other Host means this container.
 """
@@ -70,6 +71,8 @@ TOKEN_LIFETIME: Final = 15 * 60
 #: ``send_time_limit``'s default: what the client library gives a server to take each
 #: chunk it sends (``Timeouts.write``), so both ends wait for the other alike.
 DEFAULT_SEND_TIME_LIMIT: Final = Timeouts().write
+#: ``idle_time_limit``'s default: an AWS load balancer's idle timeout.
+DEFAULT_IDLE_TIME_LIMIT: Final = 60.0
 
 _HOST_RE: Final = re.compile(
     r"([A-Za-z0-9-]+)\.data\.mediastore\.[a-z0-9-]+\.amazonaws\.com(?::\d+)?", re.ASCII
@@ -378,6 +381,10 @@ class LocalMediaStore:
     ``standard_limit``          STANDARD object limit in bytes; default 25,000,000
     ``streaming_limit``         STREAMING object limit in bytes; default 10,000,000
     ``upload_time_limit``       seconds an upload may take; default 30
+    ``idle_time_limit``         seconds a connection may go without a whole request head,
+                                from its start or the end of its previous response; then
+                                it is closed (an idle keep-alive, or a head trickling in
+                                byte by byte). Default 60
     ``send_time_limit``         seconds one write of a response (at most 256 KiB) may wait
                                 for the client to take it; past that the client stopped
                                 reading and its connection is closed, releasing the
@@ -414,6 +421,7 @@ class LocalMediaStore:
         streaming_limit: int = rules.STREAMING_OBJECT_LIMIT,
         upload_time_limit: float = rules.UPLOAD_TIME_LIMIT,
         send_time_limit: float | None = DEFAULT_SEND_TIME_LIMIT,
+        idle_time_limit: float = DEFAULT_IDLE_TIME_LIMIT,
         faults: FaultPlan | None = None,
         container: str = "local",
         fsync: bool = True,
@@ -443,6 +451,9 @@ class LocalMediaStore:
         if send_time_limit is not None and not send_time_limit > 0:
             raise ValueError(f"send_time_limit must be positive or None, not {send_time_limit}")
         self.send_time_limit = send_time_limit
+        if not idle_time_limit > 0:
+            raise ValueError(f"idle_time_limit must be positive, not {idle_time_limit}")
+        self.idle_time_limit = idle_time_limit
         #: Seconds between checks that the client of a GET following a paused STREAMING
         #: upload is still connected. aiohttp does not cancel a handler whose client left,
         #: so without them a viewer gone while the upload pauses would be served until the
@@ -517,6 +528,10 @@ class LocalMediaStore:
             handle_signals=False,
             # Streaming readers and uploads are ended by close(); nothing should linger.
             shutdown_timeout=2.0,
+            # aiohttp's timer from a connection's start, and from the end of each response:
+            # it closes the connection if no whole request head came by then, so a head
+            # that trickles in (slowloris) is cut too, not only an idle keep-alive.
+            keepalive_timeout=self.idle_time_limit,
         )
         await runner.setup()
         try:
