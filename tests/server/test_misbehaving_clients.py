@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
 import os
+import signal
 import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -18,6 +20,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from rawclient import Raw
+from serve_process import start_serve
 from server_errors import watching_server_errors
 
 from msd_async.testing import LocalMediaStore
@@ -425,3 +428,141 @@ async def test_expect_100_continue_refused_before_the_body(
     assert first.startswith(b"HTTP/1.1 " + status + b" "), first
     writer.close()
     assert server.store.get("e.ts") is None
+
+
+# --- shutdown with all of them connected ----------------------------------------------------
+
+
+async def test_close_with_a_stalled_reader_uploader_and_follower_is_bounded(
+    tmp_path: Path,
+) -> None:
+    """``close()`` while a reader has stopped reading, an uploader has stopped sending and
+    a follower follows that upload (no limit of the server would end any of them soon):
+    it returns within aiohttp's shutdown grace, leaves no task running, logs no error,
+    the follower sees an incomplete body and nothing is left open or half-written."""
+    data_dir = tmp_path / "data"
+    baseline = asyncio.all_tasks()
+    server = LocalMediaStore(data_dir=str(data_dir), fsync=False)
+    await server.start()
+    loop = asyncio.get_running_loop()
+    with watching_server_errors() as errors:
+        try:
+            async with aiohttp.ClientSession() as session:
+                raw = Raw(server, session)
+                await server.store.put_bytes("vod/big.mp4", os.urandom(BIG))
+                async with stopped_reader(raw, "/vod/big.mp4") as reader_sock:
+                    _, uploader = await put_head(
+                        raw, "/live/seg.ts", "Content-Length: 100000\r\n",
+                        {"x-amz-upload-availability": "STREAMING"},
+                    )
+                    uploader.write(b"u" * 1000)
+                    await uploader.drain()
+                    await wait_until(lambda: server.store.in_progress("live/seg.ts") is not None)
+                    follower = await session.get(
+                        raw.url("/live/seg.ts"), headers=raw.sign("GET", "/live/seg.ts")
+                    )
+                    assert await follower.content.readexactly(1000) == b"u" * 1000
+                    await asyncio.sleep(0.2)  # the reader's writes back up
+                    started = loop.time()
+                    await server.close()
+                    assert loop.time() - started < 10
+                    # Nothing of the server runs on, though the reader still reads nothing.
+                    await asyncio.sleep(0.1)
+                    left = asyncio.all_tasks() - baseline - {asyncio.current_task()}
+                    assert left == set(), left
+                    with pytest.raises(aiohttp.ClientPayloadError):
+                        await follower.read()
+                    follower.release()
+                    _, closed = await drained(reader_sock)
+                    assert closed
+                    uploader.close()
+                    with contextlib.suppress(ConnectionError):
+                        await uploader.wait_closed()
+        finally:
+            await server.close()
+    await asyncio.sleep(0)
+    assert asyncio.all_tasks() - baseline - {asyncio.current_task()} == set()
+    assert not errors.records
+    assert os.listdir(data_dir / "@tmp") == []
+    assert open_files_under(data_dir) == []
+
+
+async def test_sigterm_of_msd_serve_with_them_connected_is_bounded_and_clean(
+    tmp_path: Path,
+) -> None:
+    from msd_async.testing import DEFAULT_CREDENTIALS
+
+    data_dir = tmp_path / "data"
+    log = (tmp_path / "stderr.log").open("w+")
+    serve = start_serve("--data-dir", str(data_dir), "--no-fsync", stderr=log)
+    try:
+        server = LocalMediaStore(credentials=DEFAULT_CREDENTIALS)  # for Raw's signing
+        server.endpoint = serve.endpoint
+        server.port = int(serve.endpoint.rsplit(":", 1)[1])
+        async with aiohttp.ClientSession() as session:
+            raw = Raw(server, session)
+            assert (await raw.put("vod/big.mp4", io.BytesIO(os.urandom(BIG)))).status == 200
+            async with stopped_reader(raw, "/vod/big.mp4") as reader_sock:
+                _, uploader = await put_head(
+                    raw, "/live/seg.ts", "Content-Length: 100000\r\n",
+                    {"x-amz-upload-availability": "STREAMING"},
+                )
+                uploader.write(b"u" * 1000)
+                await uploader.drain()
+                follower = None
+                for _ in range(200):
+                    follower = await session.get(
+                        raw.url("/live/seg.ts"), headers=raw.sign("GET", "/live/seg.ts")
+                    )
+                    if follower.status == 200:
+                        break
+                    follower.release()
+                    await asyncio.sleep(0.02)
+                assert follower is not None and follower.status == 200
+                assert await follower.content.readexactly(1000) == b"u" * 1000
+                await asyncio.sleep(0.2)
+                loop = asyncio.get_running_loop()
+                started = loop.time()
+                code = await asyncio.to_thread(serve.stop, signal.SIGTERM, 30)
+                assert code == 0
+                assert loop.time() - started < 15
+                with pytest.raises(aiohttp.ClientPayloadError):
+                    await follower.read()
+                follower.release()
+                _, closed = await drained(reader_sock)
+                assert closed
+                uploader.close()
+                with contextlib.suppress(ConnectionError):
+                    await uploader.wait_closed()
+    finally:
+        serve.stop(signal.SIGKILL)
+        log.seek(0)
+        stderr = log.read()
+        log.close()
+    assert "ERROR" not in stderr and "Traceback" not in stderr, stderr
+    assert os.listdir(data_dir / "@tmp") == []
+
+
+async def test_msd_serve_send_time_limit_flag_cuts_a_stopped_reader(tmp_path: Path) -> None:
+    from msd_async.testing import DEFAULT_CREDENTIALS
+
+    log = (tmp_path / "stderr.log").open("w+")
+    serve = start_serve("--send-time-limit", str(SEND_LIMIT), "--quiet", stderr=log)
+    try:
+        server = LocalMediaStore(credentials=DEFAULT_CREDENTIALS)  # for Raw's signing
+        server.endpoint = serve.endpoint
+        server.port = int(serve.endpoint.rsplit(":", 1)[1])
+        async with aiohttp.ClientSession() as session:
+            raw = Raw(server, session)
+            assert (await raw.put("vod/big.mp4", io.BytesIO(os.urandom(BIG)))).status == 200
+            async with stopped_reader(raw, "/vod/big.mp4") as sock:
+                await asyncio.sleep(6 * SEND_LIMIT)
+                received, closed = await drained(sock)
+            assert closed and received < BIG
+    finally:
+        assert serve.stop(signal.SIGTERM, 30) == 0
+        log.seek(0)
+        stderr = log.read()
+        log.close()
+    assert f"took no data for {SEND_LIMIT:g} s" in stderr, stderr
+    assert "WARNING" in stderr and "Traceback" not in stderr
