@@ -582,6 +582,8 @@ class LocalMediaStore:
             return resp
         finally:
             watch.close()
+            # The watch refers to the request: a cycle only the cyclic GC would free.
+            del request[_WATCH]
 
     async def _respond(self, request: web.Request) -> web.StreamResponse:
         rid = secrets.token_hex(16)
