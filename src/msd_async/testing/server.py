@@ -578,7 +578,10 @@ class LocalMediaStore:
                 try:
                     await watch.finish(resp)
                 except (_ClientGone, ConnectionError):
-                    request[_GONE] = True
+                    # Logged as aborted only when cut here; an answer the client left
+                    # before getting keeps its status in the log, as aiohttp logs it.
+                    if watch.stalled:
+                        request[_GONE] = True
             return resp
         finally:
             watch.close()
