@@ -12,7 +12,11 @@ __all__ = ["register"]
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from ..config import Timeouts
     from ..rules import STANDARD_OBJECT_LIMIT, STREAMING_OBJECT_LIMIT, UPLOAD_TIME_LIMIT
+
+    # The server's default (LocalMediaStore's send_time_limit), without loading aiohttp.web.
+    send_time_limit = Timeouts().write
 
     p = commands.add_parser(
         "serve",
@@ -62,6 +66,22 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         type=float,
         default=UPLOAD_TIME_LIMIT,
         help=f"seconds an upload may take before it is cancelled (default {UPLOAD_TIME_LIMIT:g})",
+    )
+    p.add_argument(
+        "--send-time-limit",
+        type=float,
+        default=send_time_limit,
+        metavar="SECONDS",
+        help="seconds a client may take no data of a response before its connection is "
+        f"closed (it stopped reading; default {send_time_limit:g}, 0: no limit)",
+    )
+    p.add_argument(
+        "--idle-time-limit",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="close a connection that sends no whole request head for this long, from its "
+        "start or its previous response (idle, or a head trickling in; default 60)",
     )
     p.add_argument("--no-fsync", action="store_true", help="do not fsync uploads (faster)")
     p.add_argument("--fault-rate", type=float, default=0.0, help="share of requests to fault")
@@ -184,6 +204,8 @@ def serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             standard_limit=args.standard_limit,
             streaming_limit=args.streaming_limit,
             upload_time_limit=args.upload_time_limit,
+            send_time_limit=args.send_time_limit or None,
+            idle_time_limit=args.idle_time_limit,
             faults=faults,
             container=args.container,
             fsync=not args.no_fsync,

@@ -15,6 +15,9 @@ Choices where the service left a question open (docs/contract.md marks them **(c
   without Content-Length; it is listed by ListItems only once complete. A GET that follows
   it checks every ``client_check_interval`` seconds while the upload pauses that its client
   is still there (aiohttp does not cancel the handler of a client that left).
+- A client that takes no data of a response for ``send_time_limit`` seconds (30) has its
+  connection closed: one that stopped reading never holds a handler or an open file. A
+  connection without a whole request head for ``idle_time_limit`` seconds (60) is closed.
 - A request whose Host is ``<id>.data.mediastore.<region>.amazonaws.com`` must name this
   server's container (``container``, default ``"local"``); any other Host means this container.
 """
@@ -38,9 +41,10 @@ from typing import Any, Final, Literal, Self
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
-from aiohttp.http import HttpProcessingError
+from aiohttp.http import HttpProcessingError, HttpVersion11
 
 from .. import rules
+from ..config import Timeouts
 from ..credentials import Credentials
 from ..errors import ClientValidationError
 from .auth import AuthFailure, Deferred, Verifier, decode_query, header_value, is_hex_sha256
@@ -65,6 +69,11 @@ logger = logging.getLogger("msd_async.testing.server")
 DEFAULT_CREDENTIALS: Final = Credentials("AKIDLOCALMEDIASTORE", "local-mediastore-secret-key")
 #: ListItems NextToken lifetime ("Tokens expire after 15 minutes": the botocore model).
 TOKEN_LIFETIME: Final = 15 * 60
+#: ``send_time_limit``'s default: what the client library gives a server to take each
+#: chunk it sends (``Timeouts.write``), so both ends wait for the other alike.
+DEFAULT_SEND_TIME_LIMIT: Final = Timeouts().write
+#: ``idle_time_limit``'s default: an AWS load balancer's idle timeout.
+DEFAULT_IDLE_TIME_LIMIT: Final = 60.0
 
 _HOST_RE: Final = re.compile(
     r"([A-Za-z0-9-]+)\.data\.mediastore\.[a-z0-9-]+\.amazonaws\.com(?::\d+)?", re.ASCII
@@ -76,6 +85,10 @@ _LOOPBACK: Final = frozenset({"127.0.0.1", "::1", "localhost"})
 _READ_OPS: Final = frozenset({"GET", "HEAD"})
 _BYTES_IN: Final = web.RequestKey("msd_bytes_in", int)
 _GONE: Final = web.RequestKey("msd_gone", bool)
+#: The most one write to a client carries: the send time limit is per write, so a big
+#: chunk (a memory-store object is one) is sent in pieces for the limit to mean "took no
+#: data for that long", not "took the whole object that fast".
+_SEND_PIECE: Final = 256 * 1024
 
 
 class ApiError(Exception):
@@ -93,6 +106,108 @@ class ApiError(Exception):
 
 class _ClientGone(Exception):
     """The client went away (or a fault cut it off); no response can be delivered."""
+
+
+class _SendWatch:
+    """The send time limit of one response: every write to the client goes through
+    :meth:`write` (or :meth:`finish`), and a write that has not completed ``limit`` seconds
+    after it began means the client stopped reading. Its connection is then aborted, which
+    ends the pending write; the write raises :class:`_ClientGone` and the handler lets go
+    of whatever it holds (an open object file, a STREAMING upload it follows).
+
+    One timer per response, re-armed at most once per ``limit``, not one per write.
+    """
+
+    __slots__ = ("_handle", "_limit", "_loop", "_request", "_since", "stalled")
+
+    def __init__(self, request: web.Request, limit: float | None) -> None:
+        self._request = request
+        self._limit = limit
+        self._loop = asyncio.get_running_loop()
+        self._since: float | None = None
+        self._handle: asyncio.TimerHandle | None = None
+        self.stalled = False
+
+    async def write(self, resp: web.StreamResponse, data: bytes | memoryview) -> None:
+        view = memoryview(data) if len(data) > _SEND_PIECE else data  # slices, not copies
+        for start in range(0, len(data), _SEND_PIECE):
+            piece = view[start : start + _SEND_PIECE] if view is not data else data
+            self._begin()
+            try:
+                await resp.write(piece)
+            finally:
+                self._since = None
+            if self.stalled:
+                raise _ClientGone
+
+    async def prepare(self, resp: web.StreamResponse) -> None:
+        self._begin()
+        try:
+            await resp.prepare(self._request)
+        finally:
+            self._since = None
+        if self.stalled:
+            raise _ClientGone
+
+    async def finish(self, resp: web.StreamResponse) -> None:
+        """Send the rest of ``resp`` (prepared here if it is not yet), to its end: the end
+        of a body is a write too (the terminating chunk, or what aiohttp holds back under
+        its drain threshold), and a client may stop reading just before it."""
+        self._begin()
+        try:
+            await resp.prepare(self._request)
+            await resp.write_eof()
+        finally:
+            self._since = None
+        if self.stalled:
+            raise _ClientGone
+
+    def _begin(self) -> None:
+        if self.stalled:
+            raise _ClientGone
+        if self._limit is None:
+            return
+        now = self._since = self._loop.time()
+        if self._handle is None:
+            self._handle = self._loop.call_at(now + self._limit, self._check)
+
+    def _check(self) -> None:
+        self._handle = None
+        since, limit = self._since, self._limit
+        if since is None or limit is None:
+            return  # between writes: the next one re-arms
+        due = since + limit
+        if self._loop.time() < due:
+            self._handle = self._loop.call_at(due, self._check)
+            return
+        self.stalled = True
+        request = self._request
+        logger.warning(
+            "%s %s from %s: the client took no data for %g s (send time limit); "
+            "connection closed",
+            request.method, request.path, request.remote, limit,
+        )
+        transport = request.transport
+        if transport is not None:
+            transport.abort()
+
+    def close(self) -> None:
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            handle.cancel()
+
+
+_WATCH: Final = web.RequestKey("msd_send_watch", _SendWatch)
+
+
+async def _expect_later(request: web.Request) -> None:
+    """The route's ``Expect`` handler. aiohttp's default sends ``100 Continue`` before the
+    handler runs, so a client was told to send a body the server then refused (an
+    oversized Content-Length, a bad signature). ``100-continue`` is answered by the PUT
+    once its checks pass; another expectation is refused as aiohttp does (417)."""
+    expect = request.headers.get("Expect", "")
+    if request.version == HttpVersion11 and expect.lower() != "100-continue":
+        raise web.HTTPExpectationFailed(text=f"Unknown Expect: {expect}")
 
 
 def _validation(message: str, *, close: bool = False) -> ApiError:
@@ -267,6 +382,14 @@ class LocalMediaStore:
     ``standard_limit``          STANDARD object limit in bytes; default 25,000,000
     ``streaming_limit``         STREAMING object limit in bytes; default 10,000,000
     ``upload_time_limit``       seconds an upload may take; default 30
+    ``idle_time_limit``         seconds a connection may go without a whole request head,
+                                from its start or the end of its previous response; then
+                                it is closed (an idle keep-alive, or a head trickling in
+                                byte by byte). Default 60
+    ``send_time_limit``         seconds one write of a response (at most 256 KiB) may wait
+                                for the client to take it; past that the client stopped
+                                reading and its connection is closed, releasing the
+                                handler. Default 30; ``None``: no limit
     ``faults``                  a :class:`FaultPlan`; default one that injects nothing
     ``container``               the container name a MediaStore-style Host must use
     ``fsync``                   directory store: fsync before acknowledging; default ``True``
@@ -302,6 +425,8 @@ class LocalMediaStore:
         standard_limit: int = rules.STANDARD_OBJECT_LIMIT,
         streaming_limit: int = rules.STREAMING_OBJECT_LIMIT,
         upload_time_limit: float = rules.UPLOAD_TIME_LIMIT,
+        send_time_limit: float | None = DEFAULT_SEND_TIME_LIMIT,
+        idle_time_limit: float = DEFAULT_IDLE_TIME_LIMIT,
         faults: FaultPlan | None = None,
         container: str = "local",
         fsync: bool = True,
@@ -330,6 +455,12 @@ class LocalMediaStore:
         self.standard_limit = standard_limit
         self.streaming_limit = streaming_limit
         self.upload_time_limit = upload_time_limit
+        if send_time_limit is not None and not send_time_limit > 0:
+            raise ValueError(f"send_time_limit must be positive or None, not {send_time_limit}")
+        self.send_time_limit = send_time_limit
+        if not idle_time_limit > 0:
+            raise ValueError(f"idle_time_limit must be positive, not {idle_time_limit}")
+        self.idle_time_limit = idle_time_limit
         #: Seconds between checks that the client of a GET following a paused STREAMING
         #: upload is still connected. aiohttp does not cancel a handler whose client left,
         #: so without them a viewer gone while the upload pauses would be served until the
@@ -380,7 +511,7 @@ class LocalMediaStore:
 
             middlewares.append(observe)
         app = web.Application(client_max_size=1024, middlewares=middlewares)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
+        app.router.add_route("*", "/{tail:.*}", self._handle, expect_handler=_expect_later)
         if self.cors_policy is not None:
             app.on_response_prepare.append(self._add_cors_headers)
         if self.clock_skew:
@@ -416,6 +547,10 @@ class LocalMediaStore:
             handle_signals=False,
             # Streaming readers and uploads are ended by close(); nothing should linger.
             shutdown_timeout=2.0,
+            # aiohttp's timer from a connection's start, and from the end of each response:
+            # it closes the connection if no whole request head came by then, so a head
+            # that trickles in (slowloris) is cut too, not only an idle keep-alive.
+            keepalive_timeout=self.idle_time_limit,
         )
         await runner.setup()
         try:
@@ -453,6 +588,26 @@ class LocalMediaStore:
     # -- request handling ------------------------------------------------------------------
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        watch = request[_WATCH] = _SendWatch(request, self.send_time_limit)
+        try:
+            resp = await self._respond(request)
+            if not request.get(_GONE):
+                # Sent here, not by aiohttp after the handler returns, so the send time
+                # limit covers a whole answer (a long listing, an error) to its end.
+                try:
+                    await watch.finish(resp)
+                except (_ClientGone, ConnectionError):
+                    # Logged as aborted only when cut here; an answer the client left
+                    # before getting keeps its status in the log, as aiohttp logs it.
+                    if watch.stalled:
+                        request[_GONE] = True
+            return resp
+        finally:
+            watch.close()
+            # The watch refers to the request: a cycle only the cyclic GC would free.
+            del request[_WATCH]
+
+    async def _respond(self, request: web.Request) -> web.StreamResponse:
         rid = secrets.token_hex(16)
         try:
             return await self._dispatch(request, rid)
@@ -802,9 +957,11 @@ class LocalMediaStore:
         cut_at: int | None = None
         if fault is not None and fault.kind == "cut-download":
             cut_at = fault.after_bytes if fault.after_bytes is not None else (end - start) // 2
+        watch = request[_WATCH]
         try:
-            await resp.prepare(request)
+            await watch.prepare(resp)
             await self._write_body(request, resp, reader.iter_range(start, end), cut_at)
+            await watch.finish(resp)
         except (ConnectionError, UploadFailed):
             raise _ClientGone from None
         finally:
@@ -822,16 +979,17 @@ class LocalMediaStore:
         once that many bytes are out. An empty chunk is a heartbeat (:meth:`Upload.follow`):
         nothing to send, but the client may have left meanwhile."""
         sent = 0
+        write = request[_WATCH].write
         async for chunk in chunks:
             if not chunk:
                 if self._client_gone(request):
                     raise _ClientGone
                 continue
             if cut_at is not None and sent + len(chunk) >= cut_at:
-                await resp.write(chunk[: cut_at - sent])
+                await write(resp, chunk[: cut_at - sent])
                 self._abort_transport(request)
                 raise _ClientGone
-            await resp.write(chunk)
+            await write(resp, chunk)
             sent += len(chunk)
 
     @staticmethod
@@ -843,8 +1001,10 @@ class LocalMediaStore:
         resp = web.StreamResponse(status=200, headers=headers)
         if size is not None:
             resp.content_length = size
-        await resp.prepare(request)
-        await resp.write_eof()
+        try:
+            await request[_WATCH].finish(resp)
+        except ConnectionError:
+            raise _ClientGone from None
         return resp
 
     @staticmethod
@@ -882,13 +1042,15 @@ class LocalMediaStore:
         cut_at: int | None = None
         if fault is not None and fault.kind == "cut-download":
             cut_at = fault.after_bytes if fault.after_bytes is not None else 1
-        await resp.prepare(request)
+        watch = request[_WATCH]
         # aclosing: a follower that ends early (its client gone) releases the generator now.
         try:
+            await watch.prepare(resp)
             async with contextlib.aclosing(
                 upload.follow(heartbeat=self.client_check_interval)
             ) as chunks:
                 await self._write_body(request, resp, chunks, cut_at)
+            await watch.finish(resp)
         except UploadFailed:
             # End without the terminating chunk so the reader can tell the object is partial.
             self._abort_transport(request)
@@ -964,6 +1126,18 @@ class LocalMediaStore:
         except NameConflictError as exc:
             raise _validation(str(exc), close=True) from None
 
+        if (
+            request.version == HttpVersion11
+            and request.headers.get("Expect", "").lower() == "100-continue"
+        ):
+            # Only now, every check passed: a PUT refused sooner got its final answer
+            # instead, and its client never sent the body (RFC 9110 section 10.1.1).
+            try:
+                await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            except ConnectionError:
+                upload.abort()
+                raise _ClientGone from None
+            request.writer.output_size = 0  # the response proper starts after it
         cut_at: int | None = None
         if fault is not None and fault.kind == "cut-upload":
             if fault.after_bytes is not None:

@@ -1,0 +1,568 @@
+"""Clients that misbehave on purpose never take the local server down or wedge it.
+
+Scripted raw-socket peers over loopback: a reader that stops reading (with a tiny receive
+window, so the server's writes back up at once), against a large stored object and against
+a STREAMING object still uploading. Times are relative to the configured limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import logging
+import os
+import signal
+import socket
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from rawclient import Raw
+from serve_process import start_serve
+from server_errors import watching_server_errors
+
+from msd_async.testing import LocalMediaStore
+
+pytestmark = pytest.mark.anyio
+
+SEND_LIMIT = 0.5
+#: More than loopback's socket buffers take for a client that reads nothing.
+BIG = 20_000_000
+
+
+def signed_head(raw: Raw, method: str, path: str, extra: dict[str, str] | None = None) -> bytes:
+    head = f"{method} {path} HTTP/1.1\r\nHost: {raw.host}\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in raw.sign(method, path, headers=extra).items())
+    return head.encode() + b"\r\n"
+
+
+@contextlib.asynccontextmanager
+async def stopped_reader(raw: Raw, path: str) -> AsyncIterator[socket.socket]:
+    """A raw TCP client that sends a signed GET of ``path`` and then never reads."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: tiny window
+    sock.setblocking(False)
+    try:
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", raw.server.port))
+        sock.send(signed_head(raw, "GET", path))
+        yield sock
+    finally:
+        sock.close()
+
+
+async def drained(sock: socket.socket) -> tuple[int, bool]:
+    """What the server sent: (bytes, whether the connection ended rather than staying open
+    with nothing more coming for a few seconds)."""
+    loop = asyncio.get_running_loop()
+    total = 0
+    try:
+        while chunk := await asyncio.wait_for(loop.sock_recv(sock, 1 << 20), 5):
+            total += len(chunk)
+    except ConnectionError:
+        return total, True
+    except TimeoutError:
+        return total, False
+    return total, True
+
+
+def open_files_under(root: Path) -> list[str]:
+    """The files under ``root`` this process holds open (Linux: /proc/self/fd)."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if target.startswith(str(root)):
+                found.append(target)
+    return found
+
+
+class Finished:
+    """``on_request``: the (operation, status) of each request as it ends, with the time."""
+
+    def __init__(self) -> None:
+        self.done: list[tuple[str, str, float]] = []
+
+    def __call__(self, operation: str, status: str, _seconds: float) -> None:
+        self.done.append((operation, status, asyncio.get_running_loop().time()))
+
+    async def wait(self, operation: str, status: str, within: float) -> float:
+        """When the first such request ended (waits up to ``within`` seconds)."""
+        async with asyncio.timeout(within):
+            while True:
+                for op, st, at in self.done:
+                    if (op, st) == (operation, status):
+                        return at
+                await asyncio.sleep(0.01)
+
+
+@contextlib.contextmanager
+def server_warnings() -> Iterator[list[logging.LogRecord]]:
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    handler = Keep(logging.WARNING)
+    logger = logging.getLogger("msd_async.testing.server")
+    logger.addHandler(handler)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
+
+
+@pytest.mark.parametrize("store", ["memory", "directory"])
+async def test_a_reader_that_stops_reading_a_large_object_is_cut(
+    store: str, tmp_path: Path
+) -> None:
+    """The handler and (directory store) the object's open file are released within the
+    send time limit of the write that stalled; the connection is closed, one WARNING line
+    says why, nothing is logged as an error."""
+    finished = Finished()
+    data_dir = tmp_path / "data" if store == "directory" else None
+    async with LocalMediaStore(
+        send_time_limit=SEND_LIMIT,
+        data_dir=None if data_dir is None else str(data_dir),
+        fsync=False,
+        on_request=finished,
+    ) as server, aiohttp.ClientSession() as session:
+        raw = Raw(server, session)
+        await server.store.put_bytes("vod/big.mp4", os.urandom(BIG))
+        loop = asyncio.get_running_loop()
+        with watching_server_errors() as errors, server_warnings() as warnings:
+            async with stopped_reader(raw, "/vod/big.mp4") as sock:
+                asked = loop.time()
+                if data_dir is not None:
+                    await asyncio.sleep(SEND_LIMIT / 5)
+                    assert open_files_under(data_dir), "the GET is not reading the file"
+                ended = await finished.wait("GetObject", "aborted", 40 * SEND_LIMIT)
+                # No sooner than one stalled write's limit, and not much later.
+                assert SEND_LIMIT <= ended - asked < 20 * SEND_LIMIT
+                if data_dir is not None:
+                    assert open_files_under(data_dir) == []
+                received, closed = await drained(sock)
+            assert closed, f"the connection stayed open after {received} bytes"
+            assert received < BIG
+            # The server still answers others.
+            assert (await raw.get("vod/big.mp4")).body[:0] == b""
+        assert not errors.records
+        assert [r.levelname for r in warnings] == ["WARNING"]
+        assert "took no data" in warnings[0].getMessage()
+        assert "/vod/big.mp4" in warnings[0].getMessage()
+
+
+async def test_a_follower_that_stops_reading_is_cut_and_the_upload_goes_on() -> None:
+    """A stopped reader of a STREAMING object still uploading: once the upload has sent
+    more than the socket buffers take, the follower's write stalls and is cut within the
+    send time limit. The upload is not held up by it and completes."""
+    finished = Finished()
+    path = "/live/seg.ts"
+    async with LocalMediaStore(
+        send_time_limit=SEND_LIMIT, on_request=finished
+    ) as server, aiohttp.ClientSession() as session:
+        raw = Raw(server, session)
+        loop = asyncio.get_running_loop()
+        more = asyncio.Event()
+        piece = os.urandom(1 << 20)
+
+        async def body() -> AsyncIterator[bytes]:
+            yield b"first|"
+            await more.wait()
+            for _ in range(8):
+                yield piece
+
+        with watching_server_errors() as errors, server_warnings() as warnings:
+            headers = raw.sign("PUT", path, headers={"x-amz-upload-availability": "STREAMING"})
+            put = asyncio.create_task(
+                raw.call("PUT", path, sign=False, headers=headers, data=body())
+            )
+            try:
+                async with asyncio.timeout(10):
+                    while server.store.in_progress("live/seg.ts") is None:  # noqa: ASYNC110
+                        await asyncio.sleep(0.01)
+                async with stopped_reader(raw, path) as sock:
+                    await asyncio.sleep(SEND_LIMIT / 5)  # the follower is following
+                    assert not any(op == "GetObject" for op, _, _ in finished.done)
+                    more.set()
+                    released = loop.time()
+                    ended = await finished.wait("GetObject", "aborted", 40 * SEND_LIMIT)
+                    assert SEND_LIMIT <= ended - released < 20 * SEND_LIMIT
+                    reply = await put
+                    assert reply.status == 200
+                    received, closed = await drained(sock)
+                assert closed
+                assert received < 8 * len(piece)
+            finally:
+                more.set()
+                await put
+        assert not errors.records
+        assert len(warnings) == 1 and "took no data" in warnings[0].getMessage()
+
+
+async def test_a_slow_reader_that_keeps_reading_is_never_cut() -> None:
+    """The limit is per write, not per response: a client that takes the body slowly, all
+    of it in longer than the limit but never pausing that long, gets every byte."""
+    size = 3_000_000
+    async with LocalMediaStore(send_time_limit=SEND_LIMIT) as server, aiohttp.ClientSession(
+    ) as s:
+        raw = Raw(server, s)
+        data = os.urandom(size)
+        await server.store.put_bytes("vod/slow.mp4", data)
+        loop = asyncio.get_running_loop()
+        received = bytearray()
+        async with stopped_reader(raw, "/vod/slow.mp4") as sock:
+            started = loop.time()
+            paced = 0
+            while not received.endswith(data):
+                # About 3 MB/s, in 64 KiB steps: 256 KiB (one write) well within the limit.
+                if len(received) - paced >= 64 * 1024:
+                    paced = len(received)
+                    await asyncio.sleep(0.02)
+                chunk = await asyncio.wait_for(loop.sock_recv(sock, 64 * 1024), 10 * SEND_LIMIT)
+                assert chunk, f"connection closed after {len(received)} bytes"
+                received += chunk
+            assert loop.time() - started > SEND_LIMIT  # longer than one limit in all
+        assert received.startswith(b"HTTP/1.1 200 ")
+
+
+# --- uploaders that misbehave -------------------------------------------------------------
+
+
+async def put_head(
+    raw: Raw, path: str, framing: str, extra: dict[str, str] | None = None
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A raw connection that has sent the signed head of a PUT (``framing``: its
+    Content-Length or Transfer-Encoding line) and no body yet."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", raw.server.port)
+    head = signed_head(raw, "PUT", path, extra)
+    writer.write(head[:-2] + framing.encode() + b"\r\n")
+    await writer.drain()
+    return reader, writer
+
+
+async def wait_until(predicate: object, within: float = 10.0) -> None:
+    async with asyncio.timeout(within):
+        while not predicate():  # type: ignore[operator]  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize("availability", ["STANDARD", "STREAMING"])
+@pytest.mark.parametrize(
+    "framing", ["Content-Length: 100000\r\n", "Transfer-Encoding: chunked\r\n"]
+)
+async def test_an_uploader_that_disconnects_mid_body_leaves_nothing(
+    availability: str, framing: str, tmp_path: Path
+) -> None:
+    """Nothing half-written is listed or readable, a follower of a STREAMING upload sees a
+    body that visibly did not end (no terminating chunk), and the temp file is gone."""
+    data_dir = tmp_path / "data"
+    async with LocalMediaStore(data_dir=str(data_dir), fsync=False) as server, (
+        aiohttp.ClientSession()
+    ) as session:
+        raw = Raw(server, session)
+        await raw.put("live/old.ts", b"old version")
+        with watching_server_errors() as errors:
+            for path in ("/live/old.ts", "/live/new.ts"):
+                _, writer = await put_head(
+                    raw, path, framing, {"x-amz-upload-availability": availability}
+                )
+                piece = b"p" * 5000
+                writer.write(piece if "Length" in framing else b"1388\r\n" + piece + b"\r\n")
+                await writer.drain()
+                name = path[1:]
+                await wait_until(lambda: len(os.listdir(data_dir / "@tmp")) == 1)
+                follower = None
+                if availability == "STREAMING":
+                    await wait_until(lambda: server.store.in_progress(name) is not None)  # noqa: B023
+                    follower = await session.get(
+                        raw.url(path), headers=raw.sign("GET", path)
+                    )
+                    assert await follower.content.readexactly(len(piece)) == piece
+                writer.close()  # the uploader goes away mid-body
+                with contextlib.suppress(ConnectionError):
+                    await writer.wait_closed()
+                if follower is not None:
+                    with pytest.raises(aiohttp.ClientPayloadError):
+                        await follower.read()
+                    follower.release()
+                await wait_until(lambda: server.store.in_progress(name) is None)  # noqa: B023
+                await wait_until(lambda: os.listdir(data_dir / "@tmp") == [])
+            assert (await raw.get("live/old.ts")).body == b"old version"
+            assert (await raw.get("live/new.ts")).status == 404
+            listed = [i["Name"] for i in (await raw.list("live")).json()["Items"]]
+            assert listed == ["old.ts"]
+            assert open_files_under(data_dir) == []
+        assert not errors.records
+    # Nor after a restart.
+    async with LocalMediaStore(data_dir=str(data_dir)) as server:
+        assert [v.path for v in server.store.walk()] == ["live/old.ts"]
+
+
+async def test_a_request_head_that_trickles_in_is_cut() -> None:
+    """Slowloris: a head sent a byte at a time never completes; the connection is closed
+    within the idle time limit, however steadily the bytes come."""
+    limit = 1.0
+    async with LocalMediaStore(idle_time_limit=limit) as server, aiohttp.ClientSession() as s:
+        raw = Raw(server, s)
+        loop = asyncio.get_running_loop()
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        head = signed_head(raw, "GET", "/x")[:-2] + b"X-Pad: " + b"a" * 4000
+        started = loop.time()
+        sent = 0
+        with pytest.raises(ConnectionError):
+            async with asyncio.timeout(20 * limit):
+                while True:
+                    if reader.at_eof():
+                        raise ConnectionResetError("closed by the server")
+                    writer.write(head[sent : sent + 1])
+                    await writer.drain()
+                    sent += 1
+                    await asyncio.sleep(limit / 20)
+        assert limit <= loop.time() - started < 10 * limit
+        assert await reader.read() == b""  # closed without an answer
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+        assert (await raw.list()).status == 200  # others are served
+
+
+async def test_the_idle_limit_never_cuts_a_request_in_progress() -> None:
+    """It times the wait for a request head only: an upload whose body takes longer, and a
+    follower of it, both run to their end."""
+    limit = 0.5
+    async with LocalMediaStore(idle_time_limit=limit) as server, aiohttp.ClientSession() as s:
+        raw = Raw(server, s)
+
+        async def body() -> AsyncIterator[bytes]:
+            for _ in range(6):
+                yield b"x" * 10
+                await asyncio.sleep(limit / 2)
+
+        headers = raw.sign("PUT", "/live/a.ts", headers={"x-amz-upload-availability": "STREAMING"})
+        put = asyncio.create_task(
+            raw.call("PUT", "/live/a.ts", sign=False, headers=headers, data=body())
+        )
+        await wait_until(lambda: server.store.in_progress("live/a.ts") is not None)
+        followed = await raw.get("live/a.ts")
+        assert (await put).status == 200
+        assert followed.status == 200 and followed.body == b"x" * 60
+
+
+@pytest.mark.parametrize("framing", ["Content-Length: 1000\r\n", "Transfer-Encoding: chunked\r\n"])
+async def test_a_body_that_trickles_or_stalls_is_cancelled_at_the_upload_time_limit(
+    framing: str,
+) -> None:
+    """The service cancels an upload not complete within 30 s with a 400
+    ValidationException (API reference, PutObject): a body that trickles, then stalls
+    outright, gets that answer at the limit and nothing is stored."""
+    limit = 1.0
+    async with LocalMediaStore(upload_time_limit=limit) as server, aiohttp.ClientSession() as s:
+        raw = Raw(server, s)
+        loop = asyncio.get_running_loop()
+        await server.store.put_bytes("slow.ts", b"before")
+        reader, writer = await put_head(raw, "/slow.ts", framing)
+        started = loop.time()
+        chunked = "chunked" in framing
+        for _ in range(5):
+            writer.write(b"1\r\nb\r\n" if chunked else b"b")
+            await writer.drain()
+            await asyncio.sleep(limit / 10)
+        # ...then nothing more.
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10 * limit)
+        assert limit <= loop.time() - started < 5 * limit
+        assert head.startswith(b"HTTP/1.1 400 ")
+        lines = head.decode().lower().split("\r\n")
+        assert "x-amzn-errortype: validationexception" in lines
+        assert "connection: close" in lines
+        length = next(int(x.split(":")[1]) for x in lines if x.startswith("content-length:"))
+        body = await asyncio.wait_for(reader.readexactly(length), 5 * limit)
+        assert b"within" in body
+        # (aiohttp then reads and drops what still comes for up to its lingering time,
+        # 10 s, so that the client gets this answer, and closes.)
+        writer.close()
+        assert (await raw.get("slow.ts")).body == b"before"
+        assert server.store.in_progress("slow.ts") is None
+
+
+async def test_expect_100_continue_is_answered_then_the_body_read() -> None:
+    async with LocalMediaStore() as server, aiohttp.ClientSession() as s:
+        raw = Raw(server, s)
+        reader, writer = await put_head(
+            raw, "/c.ts", "Content-Length: 5\r\n", {"expect": "100-continue"}
+        )
+        interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+        writer.write(b"hello")
+        final = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert final.startswith(b"HTTP/1.1 200 ")
+        writer.close()
+        assert (await raw.get("c.ts")).body == b"hello"
+
+
+@pytest.mark.parametrize(
+    ("extra", "sign", "status"),
+    [
+        ({"content-length": "1001"}, True, b"400"),  # over the STANDARD limit of 1000
+        ({"content-length": "10", "x-amz-upload-availability": "streaming"}, True, b"400"),
+        ({"content-length": "10"}, False, b"403"),  # not signed
+    ],
+)
+async def test_expect_100_continue_refused_before_the_body(
+    server: LocalMediaStore, raw: Raw, extra: dict[str, str], sign: bool, status: bytes
+) -> None:
+    """A PUT the server will refuse gets its final answer instead of 100 Continue, so the
+    client never sends the body (RFC 9110 section 10.1.1)."""
+    headers = {"expect": "100-continue", **extra}
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    if sign:
+        head = signed_head(raw, "PUT", "/e.ts", headers)
+    else:
+        head = f"PUT /e.ts HTTP/1.1\r\nHost: {raw.host}\r\n".encode()
+        head += b"".join(f"{k}: {v}\r\n".encode() for k, v in headers.items()) + b"\r\n"
+    writer.write(head)
+    await writer.drain()
+    first = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    assert first.startswith(b"HTTP/1.1 " + status + b" "), first
+    writer.close()
+    assert server.store.get("e.ts") is None
+
+
+# --- shutdown with all of them connected ----------------------------------------------------
+
+
+async def test_close_with_a_stalled_reader_uploader_and_follower_is_bounded(
+    tmp_path: Path,
+) -> None:
+    """``close()`` while a reader has stopped reading, an uploader has stopped sending and
+    a follower follows that upload (no limit of the server would end any of them soon):
+    it returns within aiohttp's shutdown grace, leaves no task running, logs no error,
+    the follower sees an incomplete body and nothing is left open or half-written."""
+    data_dir = tmp_path / "data"
+    baseline = asyncio.all_tasks()
+    server = LocalMediaStore(data_dir=str(data_dir), fsync=False)
+    await server.start()
+    loop = asyncio.get_running_loop()
+    with watching_server_errors() as errors:
+        try:
+            async with aiohttp.ClientSession() as session:
+                raw = Raw(server, session)
+                await server.store.put_bytes("vod/big.mp4", os.urandom(BIG))
+                async with stopped_reader(raw, "/vod/big.mp4") as reader_sock:
+                    _, uploader = await put_head(
+                        raw, "/live/seg.ts", "Content-Length: 100000\r\n",
+                        {"x-amz-upload-availability": "STREAMING"},
+                    )
+                    uploader.write(b"u" * 1000)
+                    await uploader.drain()
+                    await wait_until(lambda: server.store.in_progress("live/seg.ts") is not None)
+                    follower = await session.get(
+                        raw.url("/live/seg.ts"), headers=raw.sign("GET", "/live/seg.ts")
+                    )
+                    assert await follower.content.readexactly(1000) == b"u" * 1000
+                    await asyncio.sleep(0.2)  # the reader's writes back up
+                    started = loop.time()
+                    await server.close()
+                    assert loop.time() - started < 10
+                    # Nothing of the server runs on, though the reader still reads nothing.
+                    await asyncio.sleep(0.1)
+                    left = asyncio.all_tasks() - baseline - {asyncio.current_task()}
+                    assert left == set(), left
+                    with pytest.raises(aiohttp.ClientPayloadError):
+                        await follower.read()
+                    follower.release()
+                    _, closed = await drained(reader_sock)
+                    assert closed
+                    uploader.close()
+                    with contextlib.suppress(ConnectionError):
+                        await uploader.wait_closed()
+        finally:
+            await server.close()
+    await asyncio.sleep(0)
+    assert asyncio.all_tasks() - baseline - {asyncio.current_task()} == set()
+    assert not errors.records
+    assert os.listdir(data_dir / "@tmp") == []
+    assert open_files_under(data_dir) == []
+
+
+async def test_sigterm_of_msd_serve_with_them_connected_is_bounded_and_clean(
+    tmp_path: Path,
+) -> None:
+    from msd_async.testing import DEFAULT_CREDENTIALS
+
+    data_dir = tmp_path / "data"
+    log = (tmp_path / "stderr.log").open("w+")
+    serve = start_serve("--data-dir", str(data_dir), "--no-fsync", stderr=log)
+    try:
+        server = LocalMediaStore(credentials=DEFAULT_CREDENTIALS)  # for Raw's signing
+        server.endpoint = serve.endpoint
+        server.port = int(serve.endpoint.rsplit(":", 1)[1])
+        async with aiohttp.ClientSession() as session:
+            raw = Raw(server, session)
+            assert (await raw.put("vod/big.mp4", io.BytesIO(os.urandom(BIG)))).status == 200
+            async with stopped_reader(raw, "/vod/big.mp4") as reader_sock:
+                _, uploader = await put_head(
+                    raw, "/live/seg.ts", "Content-Length: 100000\r\n",
+                    {"x-amz-upload-availability": "STREAMING"},
+                )
+                uploader.write(b"u" * 1000)
+                await uploader.drain()
+                follower = None
+                for _ in range(200):
+                    follower = await session.get(
+                        raw.url("/live/seg.ts"), headers=raw.sign("GET", "/live/seg.ts")
+                    )
+                    if follower.status == 200:
+                        break
+                    follower.release()
+                    await asyncio.sleep(0.02)
+                assert follower is not None and follower.status == 200
+                assert await follower.content.readexactly(1000) == b"u" * 1000
+                await asyncio.sleep(0.2)
+                loop = asyncio.get_running_loop()
+                started = loop.time()
+                code = await asyncio.to_thread(serve.stop, signal.SIGTERM, 30)
+                assert code == 0
+                assert loop.time() - started < 15
+                with pytest.raises(aiohttp.ClientPayloadError):
+                    await follower.read()
+                follower.release()
+                _, closed = await drained(reader_sock)
+                assert closed
+                uploader.close()
+                with contextlib.suppress(ConnectionError):
+                    await uploader.wait_closed()
+    finally:
+        serve.stop(signal.SIGKILL)
+        log.seek(0)
+        stderr = log.read()
+        log.close()
+    assert "ERROR" not in stderr and "Traceback" not in stderr, stderr
+    assert os.listdir(data_dir / "@tmp") == []
+
+
+async def test_msd_serve_send_time_limit_flag_cuts_a_stopped_reader(tmp_path: Path) -> None:
+    from msd_async.testing import DEFAULT_CREDENTIALS
+
+    log = (tmp_path / "stderr.log").open("w+")
+    serve = start_serve("--send-time-limit", str(SEND_LIMIT), "--quiet", stderr=log)
+    try:
+        server = LocalMediaStore(credentials=DEFAULT_CREDENTIALS)  # for Raw's signing
+        server.endpoint = serve.endpoint
+        server.port = int(serve.endpoint.rsplit(":", 1)[1])
+        async with aiohttp.ClientSession() as session:
+            raw = Raw(server, session)
+            assert (await raw.put("vod/big.mp4", io.BytesIO(os.urandom(BIG)))).status == 200
+            async with stopped_reader(raw, "/vod/big.mp4") as sock:
+                await asyncio.sleep(6 * SEND_LIMIT)
+                received, closed = await drained(sock)
+            assert closed and received < BIG
+    finally:
+        assert serve.stop(signal.SIGTERM, 30) == 0
+        log.seek(0)
+        stderr = log.read()
+        log.close()
+    assert f"took no data for {SEND_LIMIT:g} s" in stderr, stderr
+    assert "WARNING" in stderr and "Traceback" not in stderr
