@@ -20,8 +20,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 from rawclient import Raw
-from serve_process import start_serve
+from serve_process import ServeProcess, start_serve
 from server_errors import watching_server_errors
+from socket_reads import drained
 
 from msd_async.testing import LocalMediaStore
 
@@ -52,21 +53,6 @@ async def stopped_reader(raw: Raw, path: str) -> AsyncIterator[socket.socket]:
         sock.close()
 
 
-async def drained(sock: socket.socket) -> tuple[int, bool]:
-    """What the server sent: (bytes, whether the connection ended rather than staying open
-    with nothing more coming for a few seconds)."""
-    loop = asyncio.get_running_loop()
-    total = 0
-    try:
-        while chunk := await asyncio.wait_for(loop.sock_recv(sock, 1 << 20), 5):
-            total += len(chunk)
-    except ConnectionError:
-        return total, True
-    except TimeoutError:
-        return total, False
-    return total, True
-
-
 def open_files_under(root: Path) -> list[str]:
     """The files under ``root`` this process holds open (Linux: /proc/self/fd)."""
     found = []
@@ -95,6 +81,21 @@ class Finished:
                     if (op, st) == (operation, status):
                         return at
                 await asyncio.sleep(0.01)
+
+
+@contextlib.asynccontextmanager
+async def raw_client_of(serve: ServeProcess) -> AsyncIterator[tuple[Raw, aiohttp.ClientSession]]:
+    """A :class:`Raw` client of an ``msd serve`` process (its default keys), which holds
+    ``vod/big.mp4`` (``BIG`` bytes) for a reader to stop reading."""
+    from msd_async.testing import DEFAULT_CREDENTIALS
+
+    server = LocalMediaStore(credentials=DEFAULT_CREDENTIALS)  # for Raw's signing
+    server.endpoint = serve.endpoint
+    server.port = int(serve.endpoint.rsplit(":", 1)[1])
+    async with aiohttp.ClientSession() as session:
+        raw = Raw(server, session)
+        assert (await raw.put("vod/big.mp4", io.BytesIO(os.urandom(BIG)))).status == 200
+        yield raw, session
 
 
 @contextlib.contextmanager
@@ -490,50 +491,44 @@ async def test_close_with_a_stalled_reader_uploader_and_follower_is_bounded(
 async def test_sigterm_of_msd_serve_with_them_connected_is_bounded_and_clean(
     tmp_path: Path,
 ) -> None:
-    from msd_async.testing import DEFAULT_CREDENTIALS
-
     data_dir = tmp_path / "data"
     log = (tmp_path / "stderr.log").open("w+")
     serve = start_serve("--data-dir", str(data_dir), "--no-fsync", stderr=log)
     try:
-        server = LocalMediaStore(credentials=DEFAULT_CREDENTIALS)  # for Raw's signing
-        server.endpoint = serve.endpoint
-        server.port = int(serve.endpoint.rsplit(":", 1)[1])
-        async with aiohttp.ClientSession() as session:
-            raw = Raw(server, session)
-            assert (await raw.put("vod/big.mp4", io.BytesIO(os.urandom(BIG)))).status == 200
-            async with stopped_reader(raw, "/vod/big.mp4") as reader_sock:
-                _, uploader = await put_head(
-                    raw, "/live/seg.ts", "Content-Length: 100000\r\n",
-                    {"x-amz-upload-availability": "STREAMING"},
+        async with raw_client_of(serve) as (raw, session), stopped_reader(
+            raw, "/vod/big.mp4"
+        ) as reader_sock:
+            _, uploader = await put_head(
+                raw, "/live/seg.ts", "Content-Length: 100000\r\n",
+                {"x-amz-upload-availability": "STREAMING"},
+            )
+            uploader.write(b"u" * 1000)
+            await uploader.drain()
+            follower = None
+            for _ in range(200):
+                follower = await session.get(
+                    raw.url("/live/seg.ts"), headers=raw.sign("GET", "/live/seg.ts")
                 )
-                uploader.write(b"u" * 1000)
-                await uploader.drain()
-                follower = None
-                for _ in range(200):
-                    follower = await session.get(
-                        raw.url("/live/seg.ts"), headers=raw.sign("GET", "/live/seg.ts")
-                    )
-                    if follower.status == 200:
-                        break
-                    follower.release()
-                    await asyncio.sleep(0.02)
-                assert follower is not None and follower.status == 200
-                assert await follower.content.readexactly(1000) == b"u" * 1000
-                await asyncio.sleep(0.2)
-                loop = asyncio.get_running_loop()
-                started = loop.time()
-                code = await asyncio.to_thread(serve.stop, signal.SIGTERM, 30)
-                assert code == 0
-                assert loop.time() - started < 15
-                with pytest.raises(aiohttp.ClientPayloadError):
-                    await follower.read()
+                if follower.status == 200:
+                    break
                 follower.release()
-                _, closed = await drained(reader_sock)
-                assert closed
-                uploader.close()
-                with contextlib.suppress(ConnectionError):
-                    await uploader.wait_closed()
+                await asyncio.sleep(0.02)
+            assert follower is not None and follower.status == 200
+            assert await follower.content.readexactly(1000) == b"u" * 1000
+            await asyncio.sleep(0.2)
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            code = await asyncio.to_thread(serve.stop, signal.SIGTERM, 30)
+            assert code == 0
+            assert loop.time() - started < 15
+            with pytest.raises(aiohttp.ClientPayloadError):
+                await follower.read()
+            follower.release()
+            _, closed = await drained(reader_sock)
+            assert closed
+            uploader.close()
+            with contextlib.suppress(ConnectionError):
+                await uploader.wait_closed()
     finally:
         serve.stop(signal.SIGKILL)
         log.seek(0)
@@ -544,17 +539,10 @@ async def test_sigterm_of_msd_serve_with_them_connected_is_bounded_and_clean(
 
 
 async def test_msd_serve_send_time_limit_flag_cuts_a_stopped_reader(tmp_path: Path) -> None:
-    from msd_async.testing import DEFAULT_CREDENTIALS
-
     log = (tmp_path / "stderr.log").open("w+")
     serve = start_serve("--send-time-limit", str(SEND_LIMIT), "--quiet", stderr=log)
     try:
-        server = LocalMediaStore(credentials=DEFAULT_CREDENTIALS)  # for Raw's signing
-        server.endpoint = serve.endpoint
-        server.port = int(serve.endpoint.rsplit(":", 1)[1])
-        async with aiohttp.ClientSession() as session:
-            raw = Raw(server, session)
-            assert (await raw.put("vod/big.mp4", io.BytesIO(os.urandom(BIG)))).status == 200
+        async with raw_client_of(serve) as (raw, _):
             async with stopped_reader(raw, "/vod/big.mp4") as sock:
                 await asyncio.sleep(6 * SEND_LIMIT)
                 received, closed = await drained(sock)

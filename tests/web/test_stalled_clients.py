@@ -19,6 +19,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from socket_reads import drained
 from webapps import Calls, captured_logs, running_app, wait_for
 
 from msd_async import Credentials, Limits, ObjectNotFoundError, Session, Timeouts
@@ -50,21 +51,6 @@ async def idle_client(url: str, path: str = PATH) -> AsyncIterator[socket.socket
         yield sock
     finally:
         sock.close()
-
-
-async def drained(sock: socket.socket) -> tuple[int, bool]:
-    """Read what the server sent: (bytes, whether the connection ended: closed or reset,
-    rather than still open with nothing more coming within a few seconds)."""
-    loop = asyncio.get_running_loop()
-    total = 0
-    try:
-        while chunk := await asyncio.wait_for(loop.sock_recv(sock, 1 << 20), 5):
-            total += len(chunk)
-    except ConnectionError:
-        return total, True
-    except TimeoutError:
-        return total, False
-    return total, True
 
 
 @pytest.mark.parametrize("kind", ["aiohttp", "asgi"])

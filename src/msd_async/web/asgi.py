@@ -18,11 +18,10 @@ wherever one does (middleware, FastAPI's ``response_class``).
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from contextvars import ContextVar
 from typing import Final
 
-import anyio
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Message, Receive, Scope, Send
@@ -37,6 +36,7 @@ from .core import (
     UploadInterrupted,
     WriteWatch,
     open_object,
+    run_beside,
     store_upload,
     watch_writes,
 )
@@ -159,27 +159,16 @@ async def _unless_gone(request: Request, opening: Awaitable[Reply]) -> Reply | N
     request is then cancelled, so its connection goes back to the pool at once rather
     than when the origin answers nobody (a slow origin, a retry's backoff)."""
     gone = False
-    reply: Reply | None = None
-    error: Exception | None = None
-    async with anyio.create_task_group() as group:
 
-        async def watch() -> None:
-            nonlocal gone
-            # A request body (a GET may carry one) is not read by anyone else: skip it.
-            while (await request.receive())["type"] != "http.disconnect":
-                pass
-            gone = True
-            group.cancel_scope.cancel()
+    async def watch(cancel: Callable[[], object]) -> None:
+        nonlocal gone
+        # A request body (a GET may carry one) is not read by anyone else: skip it.
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        gone = True
+        cancel()
 
-        group.start_soon(watch)
-        try:
-            reply = await opening
-        except Exception as exc:  # raised below as it is, not in an ExceptionGroup
-            error = exc
-        finally:
-            group.cancel_scope.cancel()
-    if error is not None:
-        raise error
+    reply = await run_beside(watch, opening)
     if gone:
         if reply is not None:  # answered just as the client left
             await reply.aclose()

@@ -19,9 +19,17 @@ import logging
 import math
 import re
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Collection, Mapping
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Coroutine,
+    Mapping,
+)
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final, TypeVar
 
 import anyio
 
@@ -53,6 +61,8 @@ from .http import (
     resolve_range,
 )
 
+_T = TypeVar("_T")
+
 __all__ = [
     "REASONS",
     "REQUEST_HEADERS",
@@ -65,6 +75,7 @@ __all__ = [
     "check_upload_length",
     "error_reply",
     "open_object",
+    "run_beside",
     "status_for_error",
     "store_upload",
     "stored_content_type",
@@ -336,18 +347,29 @@ async def _watch_with_anyio(
                 return
             await anyio.sleep(wait)
 
+    await run_beside(run, write_body(watch))
+    return watch
+
+
+async def run_beside(
+    watcher: Callable[[Callable[[], object]], Coroutine[Any, Any, None]], work: Awaitable[_T]
+) -> _T | None:
+    """``work``'s result, with ``watcher(cancel)`` running beside it until it ends;
+    ``cancel()`` ends both, and then ``work`` gives ``None``. An error of ``work`` is raised
+    as it is, not in an ExceptionGroup."""
+    result: _T | None = None
     error: Exception | None = None
     async with anyio.create_task_group() as group:
-        group.start_soon(run, group.cancel_scope.cancel)
+        group.start_soon(watcher, group.cancel_scope.cancel)
         try:
-            await write_body(watch)
-        except Exception as exc:  # raised below as it is, not in an ExceptionGroup
+            result = await work
+        except Exception as exc:
             error = exc
         finally:
             group.cancel_scope.cancel()
     if error is not None:
         raise error
-    return watch
+    return result
 
 
 def _text(
