@@ -554,3 +554,42 @@ async def test_msd_serve_send_time_limit_flag_cuts_a_stopped_reader(tmp_path: Pa
         log.close()
     assert f"took no data for {SEND_LIMIT:g} s" in stderr, stderr
     assert "WARNING" in stderr and "Traceback" not in stderr
+
+
+@pytest.mark.parametrize("client", ["gone", "waiting"])
+async def test_a_request_held_by_a_delay_fault_does_not_hold_close(client: str) -> None:
+    """A "delay" fault holds its request ``delay`` seconds. aiohttp does not cancel the
+    handler of a client that left, and ``close()`` waits its shutdown grace (2 s) for
+    handlers still running: every test whose client gave up on a delayed request paid it
+    at teardown (users' suites too). The hold now ends when its client leaves, within
+    ``client_check_interval``, and at once when the server closes."""
+    from msd_async import ReadTimeout, RetryPolicy, Session, Timeouts
+
+    server = LocalMediaStore()
+    await server.start()
+    loop = asyncio.get_running_loop()
+    try:
+        server.faults.inject("delay", method="HEAD", delay=60)
+        async with Session(
+            credentials=server.credentials, region=server.region, retry=RetryPolicy.none(),
+            timeouts=Timeouts(read=0.3 if client == "gone" else 30),
+        ) as session:
+            store = session.container(server.endpoint)
+            if client == "gone":
+                with pytest.raises(ReadTimeout):
+                    await store.describe_object("held.ts")
+                # Its handler ends within the check interval, not after the delay.
+                await asyncio.sleep(2 * server.client_check_interval)
+            else:
+                waiting = asyncio.create_task(store.describe_object("held.ts"))
+                while server.faults.applied < 1:  # noqa: ASYNC110 - it holds the request
+                    await asyncio.sleep(0.01)
+            started = loop.time()
+            await server.close()
+            assert loop.time() - started < 1.0  # aiohttp's shutdown grace: 2 s
+            if client == "waiting":
+                with pytest.raises(Exception) as caught:
+                    await waiting
+                assert not isinstance(caught.value, ReadTimeout)
+    finally:
+        await server.close()

@@ -20,7 +20,9 @@ kind                      effect
                           is stored; the previous version stays.
 ``"cut-download"``        GET of an object only: send the headers and ``after_bytes`` of the
                           body (default: half), then abort the connection.
-``"delay"``               wait ``delay`` seconds, then handle the request normally
+``"delay"``               wait ``delay`` seconds, then handle the request normally; a client
+                          that leaves meanwhile, or the server closing, ends the wait (and the
+                          request, unanswered)
 ========================  =====================================================================
 
 Faults are decided when a request arrives, before authentication. A faulted request never

@@ -494,6 +494,8 @@ class LocalMediaStore:
         self.token_clock: Callable[[], float] = time.time
         self._access_logger = access_logger or logging.getLogger("msd_async.testing.access")
         self._runner: web.AppRunner | None = None
+        #: Set by close(): requests held by a delay fault let go.
+        self._closing = asyncio.Event()
         self.endpoint = ""
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -539,6 +541,7 @@ class LocalMediaStore:
         """Start listening; sets :attr:`port` and :attr:`endpoint`."""
         if self._runner is not None:
             raise RuntimeError("server already started")
+        self._closing = asyncio.Event()
         runner = web.AppRunner(
             self.make_app(),
             access_log_class=_AccessLogger,
@@ -570,6 +573,7 @@ class LocalMediaStore:
         runner, self._runner = self._runner, None
         if runner is None:
             return
+        self._closing.set()
         await self.store.aclose()
         await runner.cleanup()
 
@@ -648,7 +652,7 @@ class LocalMediaStore:
 
         fault = self.faults.pick(method, path, is_object=bool(path))
         if fault is not None:
-            fault = await self._early_fault(fault)
+            fault = await self._early_fault(fault, request)
             if self._client_gone(request):
                 raise _ClientGone  # it disconnected while the fault held its request
 
@@ -762,10 +766,10 @@ class LocalMediaStore:
                 value = f"{response.headers['Vary']}, {value}"
             response.headers[name] = value
 
-    async def _early_fault(self, fault: Fault) -> Fault | None:
+    async def _early_fault(self, fault: Fault, request: web.Request) -> Fault | None:
         kind = fault.kind
         if kind == "delay":
-            await asyncio.sleep(fault.delay)
+            await self._hold(request, fault.delay)
             return None
         if kind == "500":
             raise ApiError(500, "InternalServerError", "Injected fault: internal error.",
@@ -1006,6 +1010,21 @@ class LocalMediaStore:
         except ConnectionError:
             raise _ClientGone from None
         return resp
+
+    async def _hold(self, request: web.Request, seconds: float) -> None:
+        """Hold ``request`` for ``seconds`` (a delay fault) while its client is there and
+        the server open. aiohttp does not cancel the handler of a client that left, and
+        close() waits its shutdown grace for handlers still running: a held request
+        outlived its client, and every close after a client gave up on one took 2-4 s."""
+        loop = asyncio.get_running_loop()
+        closing = self._closing
+        end = loop.time() + seconds
+        while (left := end - loop.time()) > 0:
+            if self._client_gone(request) or closing.is_set():
+                raise _ClientGone
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(left, self.client_check_interval)):
+                    await closing.wait()
 
     @staticmethod
     def _client_gone(request: web.Request) -> bool:
