@@ -396,11 +396,15 @@ class _EndedWhenAbandoned:
             if process.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     process.kill()
-                # Reaped here, or the loop's transport warns that it is still running. A
-                # killed process ends at once; a second cancellation must not stop the
-                # reaping, and the first one goes on either way.
-                with contextlib.suppress(asyncio.CancelledError):
-                    await asyncio.shield(process.wait())
+                # Reaped here, or the loop's transport warns that it is still running (and
+                # the child watcher, if the loop closes first). A killed process ends at
+                # once, but the caller's cancellation may be delivered again and again
+                # meanwhile (an anyio cancel scope re-cancels every loop iteration): none
+                # of those stops the reaping, and the first one goes on either way.
+                reaped = asyncio.ensure_future(process.wait())
+                while not reaped.done():
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await asyncio.shield(reaped)
             raise
 
 
