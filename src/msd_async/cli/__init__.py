@@ -69,10 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run ``msd``; returns the exit status."""
     command = "msd"
-    from ._common import guard_standard_streams
-
-    guard_standard_streams()
     try:
+        from ._common import guard_standard_streams
+
+        guard_standard_streams()
         parser = build_parser()
         _Parser.argv = argv
         args = parser.parse_args(argv)
