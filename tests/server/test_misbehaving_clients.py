@@ -434,6 +434,21 @@ async def test_expect_100_continue_refused_before_the_body(
 # --- shutdown with all of them connected ----------------------------------------------------
 
 
+async def assert_let_go(
+    follower: aiohttp.ClientResponse, reader_sock: socket.socket, uploader: asyncio.StreamWriter
+) -> None:
+    """After the server's exit: the follower's body ends incomplete, the stopped reader's
+    socket is closed by the server; then the uploader's own socket is closed."""
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await follower.read()
+    follower.release()
+    _, closed = await drained(reader_sock)
+    assert closed
+    uploader.close()
+    with contextlib.suppress(ConnectionError):
+        await uploader.wait_closed()
+
+
 async def test_close_with_a_stalled_reader_uploader_and_follower_is_bounded(
     tmp_path: Path,
 ) -> None:
@@ -471,14 +486,7 @@ async def test_close_with_a_stalled_reader_uploader_and_follower_is_bounded(
                     await asyncio.sleep(0.1)
                     left = asyncio.all_tasks() - baseline - {asyncio.current_task()}
                     assert left == set(), left
-                    with pytest.raises(aiohttp.ClientPayloadError):
-                        await follower.read()
-                    follower.release()
-                    _, closed = await drained(reader_sock)
-                    assert closed
-                    uploader.close()
-                    with contextlib.suppress(ConnectionError):
-                        await uploader.wait_closed()
+                    await assert_let_go(follower, reader_sock, uploader)
         finally:
             await server.close()
     await asyncio.sleep(0)
@@ -521,14 +529,7 @@ async def test_sigterm_of_msd_serve_with_them_connected_is_bounded_and_clean(
             code = await asyncio.to_thread(serve.stop, signal.SIGTERM, 30)
             assert code == 0
             assert loop.time() - started < 15
-            with pytest.raises(aiohttp.ClientPayloadError):
-                await follower.read()
-            follower.release()
-            _, closed = await drained(reader_sock)
-            assert closed
-            uploader.close()
-            with contextlib.suppress(ConnectionError):
-                await uploader.wait_closed()
+            await assert_let_go(follower, reader_sock, uploader)
     finally:
         serve.stop(signal.SIGKILL)
         log.seek(0)

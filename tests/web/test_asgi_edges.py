@@ -21,7 +21,7 @@ import uvicorn
 from fastapi import FastAPI, Request, Response
 from webapps import Calls, captured_logs, running_app, wait_for
 
-from msd_async import ObjectNotFoundError, Session, Timeouts
+from msd_async import ContainerClient, ObjectNotFoundError, Session, Timeouts
 from msd_async.testing import LocalMediaStore
 from msd_async.web.asgi import serve_object as asgi_serve
 
@@ -92,6 +92,29 @@ def loud(records: list[logging.LogRecord]) -> list[str]:
 
 
 @contextlib.asynccontextmanager
+async def paused_upload(store: ContainerClient, path: str, first: bytes) -> AsyncIterator[None]:
+    """A STREAMING upload of ``path`` that sends ``first`` then pauses: readable (and
+    growing, as far as a viewer knows) inside the block, completed on the way out."""
+    pause = asyncio.Event()
+
+    async def produce() -> AsyncIterator[bytes]:
+        yield first
+        await pause.wait()
+
+    upload = asyncio.ensure_future(store.put_object(path, produce(), streaming=True))
+    try:
+        for _ in range(500):  # until the upload is readable
+            with contextlib.suppress(ObjectNotFoundError):
+                await store.describe_object(path)
+                break
+            await asyncio.sleep(0.02)
+        yield
+    finally:
+        pause.set()
+        await upload
+
+
+@contextlib.asynccontextmanager
 async def serving(
     kind: str, origin: LocalMediaStore
 ) -> AsyncIterator[tuple[str, Session, Calls, list[logging.LogRecord]]]:
@@ -141,25 +164,13 @@ async def test_a_viewer_gone_mid_body(
     fails), or of one still uploading whose bytes pause (no write to fail: the server
     must tell the app)."""
     origin = mediastore_server
-    pause = asyncio.Event()
-
-    async def produce() -> AsyncIterator[bytes]:
-        yield DATA[:200_000]
-        await pause.wait()
-
     async with Session(credentials=origin.credentials, region=origin.region) as setup:
         store = setup.container(origin.endpoint)
-        upload = None
-        if growing:
-            upload = asyncio.ensure_future(store.put_object(PATH, produce(), streaming=True))
-            for _ in range(500):  # until the upload is readable
-                with contextlib.suppress(ObjectNotFoundError):
-                    await store.describe_object(PATH)
-                    break
-                await asyncio.sleep(0.02)
-        else:
-            await store.put_object(PATH, DATA)
-        try:
+        async with contextlib.AsyncExitStack() as uploads:
+            if growing:
+                await uploads.enter_async_context(paused_upload(store, PATH, DATA[:200_000]))
+            else:
+                await store.put_object(PATH, DATA)
             async with serving(kind, origin) as (url, session, calls, records):
                 async with viewer(url, get(PATH), rcvbuf=4096) as sock:
                     got = await asyncio.get_running_loop().sock_recv(sock, 4096)
@@ -168,10 +179,6 @@ async def test_a_viewer_gone_mid_body(
                 await wait_for(lambda: calls.done == 1, 20 * WRITE_TIMEOUT, "the handler's end")
                 await wait_for(lambda: session.pool.in_use == 0, 10, "the slot")
                 assert loud(records) == []
-        finally:
-            pause.set()
-            if upload is not None:
-                await upload
 
 
 @pytest.mark.parametrize("kind", ["aiohttp", "asgi"])
@@ -256,47 +263,32 @@ async def test_a_shutdown_with_a_live_viewer_in_flight(mediastore_server: LocalM
     server stops within its grace and a margin, the Session closes cleanly (its pool
     empty, no warning), and what is logged is uvicorn's account of its forced stop alone."""
     origin = mediastore_server
-    pause = asyncio.Event()
-
-    async def produce() -> AsyncIterator[bytes]:
-        yield DATA[:200_000]
-        await pause.wait()
-
     calls, pools, in_use = Calls(), [], []
     async with Session(credentials=origin.credentials, region=origin.region) as setup:
         store = setup.container(origin.endpoint)
-        upload = asyncio.ensure_future(store.put_object(PATH, produce(), streaming=True))
-        try:
-            for _ in range(500):  # until the upload is readable
-                with contextlib.suppress(ObjectNotFoundError):
-                    await store.describe_object(PATH)
-                    break
-                await asyncio.sleep(0.02)
-            async with contextlib.AsyncExitStack() as stack:
-                url, server, serving = await stack.enter_async_context(
-                    lifespan_app(origin, calls, pools, in_use)
-                )
-                records = stack.enter_context(captured_logs())
-                async with viewer(url, get(PATH)) as sock:
-                    loop = asyncio.get_running_loop()
-                    reading = asyncio.ensure_future(read_response(sock, 30 * GRACE))
-                    await wait_for(lambda: pools[0].pool.in_use == 1, 10, "the follower")
-                    await asyncio.sleep(WRITE_TIMEOUT)
-                    stopping = loop.time()
-                    server.should_exit = True
-                    await asyncio.wait_for(asyncio.shield(serving), GRACE + 20 * WRITE_TIMEOUT)
-                    stopped = loop.time() - stopping
-                    status, body, complete = await reading
-                assert (status, complete) == (200, False)
-                assert DATA.startswith(body)
-                assert stopped >= GRACE
-                assert calls.in_flight == 0
-                assert in_use == [0]
-                said = [(r.levelname, r.getMessage(), r.exc_info and r.exc_info[0])
-                        for r in records if r.levelno >= logging.WARNING]
-        finally:
-            pause.set()
-            await upload
+        async with contextlib.AsyncExitStack() as stack:
+            await stack.enter_async_context(paused_upload(store, PATH, DATA[:200_000]))
+            url, server, serving = await stack.enter_async_context(
+                lifespan_app(origin, calls, pools, in_use)
+            )
+            records = stack.enter_context(captured_logs())
+            async with viewer(url, get(PATH)) as sock:
+                loop = asyncio.get_running_loop()
+                reading = asyncio.ensure_future(read_response(sock, 30 * GRACE))
+                await wait_for(lambda: pools[0].pool.in_use == 1, 10, "the follower")
+                await asyncio.sleep(WRITE_TIMEOUT)
+                stopping = loop.time()
+                server.should_exit = True
+                await asyncio.wait_for(asyncio.shield(serving), GRACE + 20 * WRITE_TIMEOUT)
+                stopped = loop.time() - stopping
+                status, body, complete = await reading
+            assert (status, complete) == (200, False)
+            assert DATA.startswith(body)
+            assert stopped >= GRACE
+            assert calls.in_flight == 0
+            assert in_use == [0]
+            said = [(r.levelname, r.getMessage(), r.exc_info and r.exc_info[0])
+                    for r in records if r.levelno >= logging.WARNING]
     assert said == [
         ("ERROR", "Cancel 1 running task(s), timeout graceful shutdown exceeded", None),
         ("ERROR", "Exception in ASGI application\n", asyncio.CancelledError),
@@ -313,60 +305,46 @@ async def test_heads_then_a_get_on_one_connection(
     and each says what a GET would."""
     origin = mediastore_server
     live = "live/now.ts"
-    pause = asyncio.Event()
-
-    async def produce() -> AsyncIterator[bytes]:
-        yield DATA[:1000]
-        await pause.wait()
-
     async with Session(credentials=origin.credentials, region=origin.region) as setup:
         store = setup.container(origin.endpoint)
         await store.put_object(PATH, DATA)
-        upload = asyncio.ensure_future(store.put_object(live, produce(), streaming=True))
-        try:
-            for _ in range(500):  # until the upload is readable
-                with contextlib.suppress(ObjectNotFoundError):
-                    await store.describe_object(live)
-                    break
-                await asyncio.sleep(0.02)
-            async with serving(kind, origin) as (url, session, _, records):
-                targets = [("HEAD", PATH), ("HEAD", live), ("HEAD", "vod/none.mp4"),
-                           ("GET", PATH)]
-                wire = b"".join(
-                    f"{method} /ok/{path} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
-                    for method, path in targets
-                )
-                conn = h11.Connection(h11.CLIENT)
-                answers: list[tuple[int, dict[bytes, bytes], bytes]] = []
-                async with viewer(url, wire) as sock:
-                    loop = asyncio.get_running_loop()
-                    for method, _ in targets:
-                        if answers:
-                            conn.start_next_cycle()
-                        conn.send(h11.Request(method=method, target="/", headers=[("Host", "")]))
-                        conn.send(h11.EndOfMessage())
-                        status, headers, body = 0, {}, bytearray()
-                        while (event := conn.next_event()) is not None:
-                            if event is h11.NEED_DATA:
-                                data = await asyncio.wait_for(loop.sock_recv(sock, 1 << 16), 10)
-                                assert data, f"closed after {len(answers)} answers"
-                                conn.receive_data(data)
-                            elif isinstance(event, h11.Response):
-                                status, headers = event.status_code, dict(event.headers)
-                            elif isinstance(event, h11.Data):
-                                body += event.data
-                            elif isinstance(event, h11.EndOfMessage):
-                                break
-                        answers.append((status, headers, bytes(body)))
-                (s1, h1, b1), (s2, h2, b2), (s3, _, b3), (s4, h4, b4) = answers
-                assert (s1, h1[b"content-length"], b1) == (200, str(len(DATA)).encode(), b"")
-                assert (s2, b2) == (200, b"")
-                # Its GET has no length to give (the object grows): no Content-Length, not 0.
-                assert b"content-length" not in h2, h2
-                assert (s3, b3) == (404, b"")
-                assert (s4, h4[b"content-length"], b4) == (200, str(len(DATA)).encode(), DATA)
-                await wait_for(lambda: session.pool.in_use == 0, 10, "the slots")
-                assert loud(records) == []
-        finally:
-            pause.set()
-            await upload
+        async with paused_upload(store, live, DATA[:1000]), serving(kind, origin) as (
+            url, session, _, records
+        ):
+            targets = [("HEAD", PATH), ("HEAD", live), ("HEAD", "vod/none.mp4"),
+                       ("GET", PATH)]
+            wire = b"".join(
+                f"{method} /ok/{path} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+                for method, path in targets
+            )
+            conn = h11.Connection(h11.CLIENT)
+            answers: list[tuple[int, dict[bytes, bytes], bytes]] = []
+            async with viewer(url, wire) as sock:
+                loop = asyncio.get_running_loop()
+                for method, _ in targets:
+                    if answers:
+                        conn.start_next_cycle()
+                    conn.send(h11.Request(method=method, target="/", headers=[("Host", "")]))
+                    conn.send(h11.EndOfMessage())
+                    status, headers, body = 0, {}, bytearray()
+                    while (event := conn.next_event()) is not None:
+                        if event is h11.NEED_DATA:
+                            data = await asyncio.wait_for(loop.sock_recv(sock, 1 << 16), 10)
+                            assert data, f"closed after {len(answers)} answers"
+                            conn.receive_data(data)
+                        elif isinstance(event, h11.Response):
+                            status, headers = event.status_code, dict(event.headers)
+                        elif isinstance(event, h11.Data):
+                            body += event.data
+                        elif isinstance(event, h11.EndOfMessage):
+                            break
+                    answers.append((status, headers, bytes(body)))
+            (s1, h1, b1), (s2, h2, b2), (s3, _, b3), (s4, h4, b4) = answers
+            assert (s1, h1[b"content-length"], b1) == (200, str(len(DATA)).encode(), b"")
+            assert (s2, b2) == (200, b"")
+            # Its GET has no length to give (the object grows): no Content-Length, not 0.
+            assert b"content-length" not in h2, h2
+            assert (s3, b3) == (404, b"")
+            assert (s4, h4[b"content-length"], b4) == (200, str(len(DATA)).encode(), DATA)
+            await wait_for(lambda: session.pool.in_use == 0, 10, "the slots")
+            assert loud(records) == []
