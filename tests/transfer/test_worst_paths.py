@@ -440,6 +440,54 @@ async def test_a_file_resized_during_its_upload_is_sent_again(
     )
 
 
+@pytest.mark.parametrize("size", [100 * 1024, 3 * 1024 * 1024])  # on the loop, in a thread
+async def test_a_small_file_rewritten_during_its_one_read_is_never_stored_as_a_mix(
+    mediastore_client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int
+) -> None:
+    """A file up to 8 MiB is read once, hashed and sent from memory: the service's SHA-256
+    is that of the bytes read, so a writer landing inside the read made a mix of two
+    versions that was verified and recorded as the file. The read is wrapped to rewrite
+    the file in place (same size) half-way through it, as such a writer would."""
+    from msd_async.transfer import _local
+
+    site = tmp_path / "site"
+    site.mkdir()
+    old, new = b"A" * size, b"B" * size
+    path = site / "seg.ts"
+    path.write_bytes(old)
+    assert (await upload_tree(mediastore_client, site, "smix")).ok
+    # Written long ago, as most files are: the rewrite's time is not the one before it.
+    os.utime(path, ns=(1_000_000_000, 1_000_000_000))
+    read_all = _local._read_all
+    rewritten: list[int] = []
+
+    def read_with_a_writer(f: Any) -> bytes:
+        if rewritten:
+            return read_all(f)
+        first = f.read(size // 2)
+        with open(path, "r+b") as w:  # a writer, in place, between two reads
+            w.write(new)
+        rewritten.append(len(first))
+        return first + read_all(f)
+
+    monkeypatch.setattr(_local, "_read_all", read_with_a_writer)
+    options = TransferOptions(file_attempts=1, retry=FAST)
+    report = await upload_tree(mediastore_client, site, "smix", options)
+    assert rewritten == [size // 2]
+    stored = await mediastore_client.get_bytes("smix/seg.ts")
+    assert stored in (old, new), "a mix of two versions is stored as the object"
+    assert stored == old  # nothing was sent
+    (failure,) = report.failed
+    assert failure.error.rule == "body.changed", failure.message  # type: ignore[attr-defined]
+    # With the default attempts, the file is read again and sent whole.
+    rewritten.clear()
+    path.write_bytes(old)
+    os.utime(path, ns=(1_000_000_000, 1_000_000_000))
+    report = await upload_tree(mediastore_client, site, "smix", TransferOptions(retry=FAST))
+    assert report.ok, report.failed
+    assert rewritten and await mediastore_client.get_bytes("smix/seg.ts") == new
+
+
 async def test_a_file_deleted_or_replaced_after_the_scan(
     mediastore_client: Any, tmp_path: Path
 ) -> None:

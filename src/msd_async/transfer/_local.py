@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Final
 
-from ..errors import ChecksumMismatchError
+from ..errors import ChecksumMismatchError, ClientValidationError
 from .names import PART_SUFFIX
 
 __all__ = ["HashedFile", "LocalFile", "Unscanned", "hash_file", "read_and_hash", "scan"]
@@ -176,22 +176,48 @@ def hash_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def read_and_hash(f: BinaryIO, inline_limit: int) -> tuple[str, bytes | None, int]:
+def _read_all(f: BinaryIO) -> bytes:
+    """The rest of ``f``. Its own function: the tests change a file while it is read by
+    wrapping it, since no real writer can be timed to land inside one read."""
+    return f.read()
+
+
+def _identity(st: os.stat_result) -> tuple[int, int, int]:
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def read_and_hash(f: BinaryIO, inline_limit: int, name: str) -> tuple[str, bytes | None, int]:
     """``(sha256, content or None, size)`` of an open file (:func:`open_regular`), read
     from its start: the content is returned when the file is at most ``inline_limit``
     bytes (one read, sent from memory), else only hashed (then sent from the same open
-    file through :class:`HashedFile`)."""
+    file through :class:`HashedFile`).
+
+    Raises :class:`~msd_async.errors.ClientValidationError` (rule ``body.changed``) when
+    the file's size, modification or change time moved during the read (as ``tar`` says
+    "file changed as we read it"): the bytes read may be a mix of two versions, which
+    would be sent, verified and recorded as the file. A write in the same tick of the
+    file system's clock as the one before it is not seen; most are."""
     f.seek(0)
-    size = os.fstat(f.fileno()).st_size
+    before = os.fstat(f.fileno())
+    size = before.st_size
+    data: bytes | None = None
     if size <= inline_limit:
-        data = f.read()
-        return hashlib.sha256(data).hexdigest(), data, len(data)
-    digest = hashlib.sha256()
-    total = 0
-    while chunk := f.read(_READ_SIZE):
-        digest.update(chunk)
-        total += len(chunk)
-    return digest.hexdigest(), None, total
+        data = _read_all(f)
+        sha, total = hashlib.sha256(data).hexdigest(), len(data)
+    else:
+        digest = hashlib.sha256()
+        total = 0
+        while chunk := f.read(_READ_SIZE):
+            digest.update(chunk)
+            total += len(chunk)
+        sha = digest.hexdigest()
+    if _identity(os.fstat(f.fileno())) != _identity(before) or total != size:
+        raise ClientValidationError(
+            f"{name} changed while it was read (its size or times moved); nothing of it "
+            "was sent. Do not change a file while uploading it (upload a finished copy)",
+            rule="body.changed",
+        )
+    return sha, data, total
 
 
 class HashedFile:

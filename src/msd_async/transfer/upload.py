@@ -73,10 +73,10 @@ def _upload_job(
     async def send(opened: BinaryIO) -> None:
         record = pool.record
         if f.size <= SMALL_FILE:
-            sha, data, size = _local.read_and_hash(opened, INLINE_LIMIT)
+            sha, data, size = _local.read_and_hash(opened, INLINE_LIMIT, str(f.path))
         else:
             sha, data, size = await anyio.to_thread.run_sync(
-                _local.read_and_hash, opened, INLINE_LIMIT
+                _local.read_and_hash, opened, INLINE_LIMIT, str(f.path)
             )
         if compare and existing is not None and record is not None:
             entry = record.get(rel)
