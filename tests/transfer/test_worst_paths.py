@@ -166,6 +166,50 @@ async def test_an_async_hook_is_refused_before_anything_is_sent(
     assert not seen
 
 
+@pytest.mark.parametrize("other", ["session closed", "a bug"])
+async def test_a_hook_raising_with_another_error_at_the_same_instant_wins(
+    mediastore_client: Any, other: str
+) -> None:
+    """docs/transfer.md: the hook's exception ends the call and is raised as is. Two
+    workers woken in the same turn of the loop, one failing with an error that ends the
+    call and the other calling the hook, which raises: the task group holds both, and the
+    first in it was raised, so the hook's error (a bug in the caller's code) was lost.
+    The two jobs wait on one event so that they wake together; the pool is the real one."""
+    from msd_async.transfer.events import HookError, TransferReport
+    from msd_async.transfer.pool import Job, Pool
+
+    go = anyio.Event()
+
+    async def ends_the_call() -> None:
+        await go.wait()
+        if other == "session closed":
+            raise SessionClosedError("the session was closed")
+        raise RuntimeError("a bug")
+
+    async def reports() -> None:
+        await go.wait()
+        pool.start("b.txt", "upload", 1)
+
+    def hook(event: TransferEvent) -> None:
+        if event.kind == "start":
+            raise LookupError("the display broke")
+
+    pool = Pool(mediastore_client, TransferReport("upload"), TransferOptions(),
+                progress=hook, record=None, stop=None)
+    jobs = [Job("a.txt", "upload", 1, ends_the_call), Job("b.txt", "upload", 1, reports)]
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_set_soon, go)
+        with anyio.fail_after(10), pytest.raises(HookError) as caught:
+            await pool.run(jobs)
+    assert isinstance(caught.value.error, LookupError)
+
+
+async def _set_soon(event: anyio.Event) -> None:
+    for _ in range(3):
+        await anyio.lowlevel.checkpoint()
+    event.set()
+
+
 async def test_a_hook_raising_mid_sync_leaves_a_record_of_what_completed(
     mediastore_server: Any, mediastore_client: Any, tmp_path: Path
 ) -> None:
