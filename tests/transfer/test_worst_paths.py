@@ -9,6 +9,7 @@ import asyncio
 import hashlib
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -795,6 +796,64 @@ async def test_a_download_that_timed_out_keeps_its_parts_through_a_sync_with_del
         await client.delete_object(f"to/{name}")
         await sync(client, "ms:to", dst, options, delete=True)
         assert os.listdir(dst) == ["ok.txt"]
+
+
+def _other_shard_than_its_stem(kind: str) -> tuple[str, str]:
+    """An object name whose temporary name reads, to the old sweep, as the download of
+    another name (``stem``) in the other of two shards: ``(name, stem)``."""
+    from msd_async.transfer.shard import shard_of
+
+    for k in range(1000):
+        if kind == "hex":  # NAME.XXXXXXXX: a hash-named segment, as many packagers write
+            name, stem = f"seg.{k:08x}", "seg"
+        else:  # a name too long for .NAME.msdpart.json.tmp: shortened to 200 characters
+            name, stem = "b" * 200 + f"{k:040d}.bin", "b" * 200
+        if shard_of(name, 2) != shard_of(stem, 2):
+            return name, stem
+    raise AssertionError("no such name")  # pragma: no cover
+
+
+@pytest.mark.parametrize("kind", ["hex", "long"])
+async def test_a_sync_with_delete_leaves_another_shards_resumable_parts_alone(
+    mediastore_server: Any, tmp_path: Path, kind: str
+) -> None:
+    """Shards share a tree: each sweeps only its own paths' leftovers. The sweep read the
+    owner back from the temporary name, and .seg.0000002a.msdpart (the parts of
+    seg.0000002a) read as those of seg, as did a shortened long name's as those of its
+    first 200 characters: a shard owning that other name deleted parts another shard
+    kept to resume (or was writing: that download then failed, FileNotFoundError)."""
+    from msd_async.transfer import PART_SIZE
+    from msd_async.transfer.shard import shard_of
+
+    name, stem = _other_shard_than_its_stem(kind)
+    theirs = (shard_of(name, 2), 2)
+    ours = (shard_of(stem, 2), 2)
+    timeout = 0.5
+    async with Session(
+        credentials=mediastore_server.credentials, region=mediastore_server.region,
+        timeouts=Timeouts(read=timeout),
+    ) as session:
+        client = session.container(mediastore_server.endpoint)
+        data = os.urandom(PART_SIZE + 100)
+        await client.put_object(f"sh/{name}", data)
+        await client.put_object(f"sh/{stem}", b"the stem, an object too")
+        dst = tmp_path / "dst"
+        mediastore_server.faults.inject(
+            "delay", method="GET", path=f"sh/{name}", times=None, delay=4 * timeout
+        )
+        quick = TransferOptions(retry=RetryPolicy.none(), file_attempts=1)
+        report = await sync(client, "ms:sh", dst, replace(quick, shard=theirs), delete=True)
+        assert [f.path for f in report.failed] == [name]
+        parts = sorted(os.listdir(dst))
+        assert parts and all(p.endswith(".msdpart") for p in parts), parts
+        mediastore_server.faults.clear()
+        report = await sync(client, "ms:sh", dst, replace(quick, shard=ours), delete=True)
+        assert report.ok and report.transferred == [stem]
+        assert sorted(os.listdir(dst)) == sorted([*parts, stem])  # theirs, to resume
+        report = await sync(client, "ms:sh", dst, replace(quick, shard=theirs), delete=True)
+        assert report.ok and report.transferred == [name]
+        assert sorted(os.listdir(dst)) == sorted([name, stem])
+        assert (dst / name).read_bytes() == data
 
 
 _MEMORY_CHILD = r"""

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import BinaryIO, Final
 
 from ..errors import ChecksumMismatchError, ClientValidationError
-from .names import PART_SUFFIX
+from .names import CUT_CHARACTERS, PART_SUFFIX, SHORTENED_BYTES
 
 __all__ = ["HashedFile", "LocalFile", "Unscanned", "hash_file", "read_and_hash", "scan"]
 
@@ -312,7 +312,7 @@ def temporary_path(final: Path) -> Path:
         return final.with_name(tmp)
     digest = hashlib.sha256(os.fsencode(name)).hexdigest()[:8]
     short = name
-    while len(os.fsencode(short)) > 200:
+    while len(os.fsencode(short)) > SHORTENED_BYTES:
         short = short[:-1]
     return final.with_name(f".{short}.{digest}{PART_SUFFIX}")
 
@@ -338,8 +338,8 @@ def create_own_temporary(final: Path, mode: int = 0o644) -> tuple[Path, int]:
     ``.NAME.msdpart``, and the one that finished first renamed the other's half-written
     file into place."""
     name = final.name
-    if len(os.fsencode(name)) > 200:  # the suffixes must not exceed NAME_MAX (255)
-        name = name[:50]
+    if len(os.fsencode(name)) > SHORTENED_BYTES:  # the suffixes must not exceed NAME_MAX (255)
+        name = name[:CUT_CHARACTERS]
     while True:
         tmp = final.with_name(f".{name}.{secrets.token_hex(4)}{PART_SUFFIX}")
         try:
