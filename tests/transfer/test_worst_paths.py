@@ -552,6 +552,38 @@ async def test_a_file_deleted_or_replaced_after_the_scan(
     assert await mediastore_client.get_bytes("dr/f00002.bin") == b"replacement"
 
 
+def _bytes_read() -> int:
+    with open("/proc/self/io") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("rchar:"))
+
+
+@pytest.mark.skipif(not Path("/proc/self/io").is_file(), reason="counts /proc/self/io")
+async def test_a_file_grown_past_the_limit_after_the_scan_is_refused_unread(
+    mediastore_client: Any, tmp_path: Path
+) -> None:
+    """docs/transfer.md: a file over the object limit is refused from its size alone,
+    nothing of it read. The size was the scan's: a file replaced by a large one after the
+    scan was hashed whole before its refusal, and on the event loop itself when the scan
+    had found it small (every other request stalled meanwhile)."""
+    site = tmp_path / "site"
+    make_files(site, 2)
+    huge = 1024 * 1024 * 1024
+
+    def hook(event: TransferEvent) -> None:
+        if event.kind == "plan":
+            with open(site / "f00001.tmp", "wb") as f:
+                f.truncate(huge)  # sparse: costs no disk, reads as zeros
+            os.replace(site / "f00001.tmp", site / "f00001.bin")
+
+    before = _bytes_read()
+    report = await upload_tree(mediastore_client, site, "gl", progress=hook)
+    read = _bytes_read() - before
+    assert [f.path for f in report.failed] == ["f00001.bin"]
+    assert type(report.failed[0].error).__name__ == "ObjectTooLargeError"
+    assert report.transferred == ["f00000.bin"]
+    assert read < huge // 16, f"{read:,} bytes read"
+
+
 # --- a disk that refuses a download ---------------------------------------------------------
 
 _CHILD = r"""
