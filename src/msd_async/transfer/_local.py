@@ -301,15 +301,19 @@ _NAME_MAX: Final = 255
 _STATE_SUFFIX: Final = ".json.tmp"
 
 
+def is_shortened(name: str) -> bool:
+    """Whether NAME's resumable download has a shortened name (see :func:`temporary_path`)."""
+    return len(os.fsencode(f".{name}{PART_SUFFIX}{_STATE_SUFFIX}")) > _NAME_MAX
+
+
 def temporary_path(final: Path) -> Path:
     """``.NAME.msdpart`` beside ``final``: the resumable download of NAME. A NAME too long
     for that and its part state to fit NAME_MAX (an object name may have up to 900
     characters in one segment) becomes ``.SHORTENED.XXXXXXXX.msdpart``, the hex digits
     from a hash of NAME: still one name per NAME, and still one of the tool's own."""
     name = final.name
-    tmp = f".{name}{PART_SUFFIX}"
-    if len(os.fsencode(tmp + _STATE_SUFFIX)) <= _NAME_MAX:
-        return final.with_name(tmp)
+    if not is_shortened(name):
+        return final.with_name(f".{name}{PART_SUFFIX}")
     digest = hashlib.sha256(os.fsencode(name)).hexdigest()[:8]
     short = name
     while len(os.fsencode(short)) > SHORTENED_BYTES:

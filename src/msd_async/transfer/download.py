@@ -168,9 +168,12 @@ def _leftovers(
     another shard's worker may be writing its own, or keep them to resume) except those
     in ``keep`` (whose download may still resume); ``remote`` are the selected objects."""
     found: list[Path] = []
-    # The resumable download's file of each object of this run, by its name: the owner of
-    # a shortened one cannot be read back from it.
-    known = {_local.temporary_path(root.joinpath(*rel.split("/"))): rel for rel in remote}
+    # The resumable download's file of each object of this run whose name is shortened
+    # there: its owner cannot be read back from it.
+    known = {
+        _local.temporary_path(root.joinpath(*rel.split("/"))): rel
+        for rel in remote if _local.is_shortened(rel.rpartition("/")[2])
+    }
     for f in _local.scan(root):
         folder, _, name = f.relative_path.rpartition("/")
         # Only the names a download writes (owned by NAME): a user's own notes.msdpart is
