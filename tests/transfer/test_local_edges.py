@@ -177,7 +177,7 @@ def test_a_download_never_touches_another_writers_temporary_file(tmp_path: Path)
     could rename the other's half-written file into place. A download's temporary name is
     its own, and a crashed run's is still found as the leftover of NAME."""
     from msd_async.transfer import _local
-    from msd_async.transfer.names import temporary_owner
+    from msd_async.transfer.names import temporary_owners
 
     final = tmp_path / "a.ts"
     theirs = tmp_path / ".a.ts.msdpart"  # another run's, still being written
@@ -192,6 +192,6 @@ def test_a_download_never_touches_another_writers_temporary_file(tmp_path: Path)
     assert theirs.read_bytes() == b"half of it, then the rest"
     left = sorted(p.name for p in tmp_path.iterdir())
     assert left == [".a.ts.msdpart", "a.ts"]  # nothing of this write left behind
-    assert temporary_owner(".a.ts.1f2e3d4c.msdpart") == "a.ts"
-    assert temporary_owner(".a.ts.msdpart.json.tmp") == "a.ts"
-    assert temporary_owner("notes.msdpart") is None
+    assert temporary_owners(".a.ts.1f2e3d4c.msdpart") == (("a.ts.1f2e3d4c", "a.ts"), False)
+    assert temporary_owners(".a.ts.msdpart.json.tmp") == (("a.ts",), False)
+    assert temporary_owners("notes.msdpart") == ((), False)

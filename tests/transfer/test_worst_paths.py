@@ -9,6 +9,7 @@ import asyncio
 import hashlib
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -164,6 +165,50 @@ async def test_an_async_hook_is_refused_before_anything_is_sent(
         await upload_tree(mediastore_client, tmp_path / "site", "ah", progress=progress)
     assert await names_under(mediastore_client, "ah") == []
     assert not seen
+
+
+@pytest.mark.parametrize("other", ["session closed", "a bug"])
+async def test_a_hook_raising_with_another_error_at_the_same_instant_wins(
+    mediastore_client: Any, other: str
+) -> None:
+    """docs/transfer.md: the hook's exception ends the call and is raised as is. Two
+    workers woken in the same turn of the loop, one failing with an error that ends the
+    call and the other calling the hook, which raises: the task group holds both, and the
+    first in it was raised, so the hook's error (a bug in the caller's code) was lost.
+    The two jobs wait on one event so that they wake together; the pool is the real one."""
+    from msd_async.transfer.events import HookError, TransferReport
+    from msd_async.transfer.pool import Job, Pool
+
+    go = anyio.Event()
+
+    async def ends_the_call() -> None:
+        await go.wait()
+        if other == "session closed":
+            raise SessionClosedError("the session was closed")
+        raise RuntimeError("a bug")
+
+    async def reports() -> None:
+        await go.wait()
+        pool.start("b.txt", "upload", 1)
+
+    def hook(event: TransferEvent) -> None:
+        if event.kind == "start":
+            raise LookupError("the display broke")
+
+    pool = Pool(mediastore_client, TransferReport("upload"), TransferOptions(),
+                progress=hook, record=None, stop=None)
+    jobs = [Job("a.txt", "upload", 1, ends_the_call), Job("b.txt", "upload", 1, reports)]
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_set_soon, go)
+        with anyio.fail_after(10), pytest.raises(HookError) as caught:
+            await pool.run(jobs)
+    assert isinstance(caught.value.error, LookupError)
+
+
+async def _set_soon(event: anyio.Event) -> None:
+    for _ in range(3):
+        await anyio.lowlevel.checkpoint()
+    event.set()
 
 
 async def test_a_hook_raising_mid_sync_leaves_a_record_of_what_completed(
@@ -440,6 +485,54 @@ async def test_a_file_resized_during_its_upload_is_sent_again(
     )
 
 
+@pytest.mark.parametrize("size", [100 * 1024, 3 * 1024 * 1024])  # on the loop, in a thread
+async def test_a_small_file_rewritten_during_its_one_read_is_never_stored_as_a_mix(
+    mediastore_client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int
+) -> None:
+    """A file up to 8 MiB is read once, hashed and sent from memory: the service's SHA-256
+    is that of the bytes read, so a writer landing inside the read made a mix of two
+    versions that was verified and recorded as the file. The read is wrapped to rewrite
+    the file in place (same size) half-way through it, as such a writer would."""
+    from msd_async.transfer import _local
+
+    site = tmp_path / "site"
+    site.mkdir()
+    old, new = b"A" * size, b"B" * size
+    path = site / "seg.ts"
+    path.write_bytes(old)
+    assert (await upload_tree(mediastore_client, site, "smix")).ok
+    # Written long ago, as most files are: the rewrite's time is not the one before it.
+    os.utime(path, ns=(1_000_000_000, 1_000_000_000))
+    read_all = _local._read_all
+    rewritten: list[int] = []
+
+    def read_with_a_writer(f: Any) -> bytes:
+        if rewritten:
+            return read_all(f)
+        first = f.read(size // 2)
+        with open(path, "r+b") as w:  # a writer, in place, between two reads
+            w.write(new)
+        rewritten.append(len(first))
+        return first + read_all(f)
+
+    monkeypatch.setattr(_local, "_read_all", read_with_a_writer)
+    options = TransferOptions(file_attempts=1, retry=FAST)
+    report = await upload_tree(mediastore_client, site, "smix", options)
+    assert rewritten == [size // 2]
+    stored = await mediastore_client.get_bytes("smix/seg.ts")
+    assert stored in (old, new), "a mix of two versions is stored as the object"
+    assert stored == old  # nothing was sent
+    (failure,) = report.failed
+    assert failure.error.rule == "body.changed", failure.message  # type: ignore[attr-defined]
+    # With the default attempts, the file is read again and sent whole.
+    rewritten.clear()
+    path.write_bytes(old)
+    os.utime(path, ns=(1_000_000_000, 1_000_000_000))
+    report = await upload_tree(mediastore_client, site, "smix", TransferOptions(retry=FAST))
+    assert report.ok, report.failed
+    assert rewritten and await mediastore_client.get_bytes("smix/seg.ts") == new
+
+
 async def test_a_file_deleted_or_replaced_after_the_scan(
     mediastore_client: Any, tmp_path: Path
 ) -> None:
@@ -457,6 +550,38 @@ async def test_a_file_deleted_or_replaced_after_the_scan(
     assert isinstance(report.failed[0].error, FileNotFoundError)
     assert sorted(report.transferred) == ["f00000.bin", "f00002.bin", "f00003.bin"]
     assert await mediastore_client.get_bytes("dr/f00002.bin") == b"replacement"
+
+
+def _bytes_read() -> int:
+    with open("/proc/self/io") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("rchar:"))
+
+
+@pytest.mark.skipif(not Path("/proc/self/io").is_file(), reason="counts /proc/self/io")
+async def test_a_file_grown_past_the_limit_after_the_scan_is_refused_unread(
+    mediastore_client: Any, tmp_path: Path
+) -> None:
+    """docs/transfer.md: a file over the object limit is refused from its size alone,
+    nothing of it read. The size was the scan's: a file replaced by a large one after the
+    scan was hashed whole before its refusal, and on the event loop itself when the scan
+    had found it small (every other request stalled meanwhile)."""
+    site = tmp_path / "site"
+    make_files(site, 2)
+    huge = 1024 * 1024 * 1024
+
+    def hook(event: TransferEvent) -> None:
+        if event.kind == "plan":
+            with open(site / "f00001.tmp", "wb") as f:
+                f.truncate(huge)  # sparse: costs no disk, reads as zeros
+            os.replace(site / "f00001.tmp", site / "f00001.bin")
+
+    before = _bytes_read()
+    report = await upload_tree(mediastore_client, site, "gl", progress=hook)
+    read = _bytes_read() - before
+    assert [f.path for f in report.failed] == ["f00001.bin"]
+    assert type(report.failed[0].error).__name__ == "ObjectTooLargeError"
+    assert report.transferred == ["f00000.bin"]
+    assert read < huge // 16, f"{read:,} bytes read"
 
 
 # --- a disk that refuses a download ---------------------------------------------------------
@@ -703,6 +828,64 @@ async def test_a_download_that_timed_out_keeps_its_parts_through_a_sync_with_del
         await client.delete_object(f"to/{name}")
         await sync(client, "ms:to", dst, options, delete=True)
         assert os.listdir(dst) == ["ok.txt"]
+
+
+def _other_shard_than_its_stem(kind: str) -> tuple[str, str]:
+    """An object name whose temporary name reads, to the old sweep, as the download of
+    another name (``stem``) in the other of two shards: ``(name, stem)``."""
+    from msd_async.transfer.shard import shard_of
+
+    for k in range(1000):
+        if kind == "hex":  # NAME.XXXXXXXX: a hash-named segment, as many packagers write
+            name, stem = f"seg.{k:08x}", "seg"
+        else:  # a name too long for .NAME.msdpart.json.tmp: shortened to 200 characters
+            name, stem = "b" * 200 + f"{k:040d}.bin", "b" * 200
+        if shard_of(name, 2) != shard_of(stem, 2):
+            return name, stem
+    raise AssertionError("no such name")  # pragma: no cover
+
+
+@pytest.mark.parametrize("kind", ["hex", "long"])
+async def test_a_sync_with_delete_leaves_another_shards_resumable_parts_alone(
+    mediastore_server: Any, tmp_path: Path, kind: str
+) -> None:
+    """Shards share a tree: each sweeps only its own paths' leftovers. The sweep read the
+    owner back from the temporary name, and .seg.0000002a.msdpart (the parts of
+    seg.0000002a) read as those of seg, as did a shortened long name's as those of its
+    first 200 characters: a shard owning that other name deleted parts another shard
+    kept to resume (or was writing: that download then failed, FileNotFoundError)."""
+    from msd_async.transfer import PART_SIZE
+    from msd_async.transfer.shard import shard_of
+
+    name, stem = _other_shard_than_its_stem(kind)
+    theirs = (shard_of(name, 2), 2)
+    ours = (shard_of(stem, 2), 2)
+    timeout = 0.5
+    async with Session(
+        credentials=mediastore_server.credentials, region=mediastore_server.region,
+        timeouts=Timeouts(read=timeout),
+    ) as session:
+        client = session.container(mediastore_server.endpoint)
+        data = os.urandom(PART_SIZE + 100)
+        await client.put_object(f"sh/{name}", data)
+        await client.put_object(f"sh/{stem}", b"the stem, an object too")
+        dst = tmp_path / "dst"
+        mediastore_server.faults.inject(
+            "delay", method="GET", path=f"sh/{name}", times=None, delay=4 * timeout
+        )
+        quick = TransferOptions(retry=RetryPolicy.none(), file_attempts=1)
+        report = await sync(client, "ms:sh", dst, replace(quick, shard=theirs), delete=True)
+        assert [f.path for f in report.failed] == [name]
+        parts = sorted(os.listdir(dst))
+        assert parts and all(p.endswith(".msdpart") for p in parts), parts
+        mediastore_server.faults.clear()
+        report = await sync(client, "ms:sh", dst, replace(quick, shard=ours), delete=True)
+        assert report.ok and report.transferred == [stem]
+        assert sorted(os.listdir(dst)) == sorted([*parts, stem])  # theirs, to resume
+        report = await sync(client, "ms:sh", dst, replace(quick, shard=theirs), delete=True)
+        assert report.ok and report.transferred == [name]
+        assert sorted(os.listdir(dst)) == sorted([name, stem])
+        assert (dst / name).read_bytes() == data
 
 
 _MEMORY_CHILD = r"""

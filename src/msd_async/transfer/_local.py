@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Final
 
-from ..errors import ChecksumMismatchError
-from .names import PART_SUFFIX
+from ..errors import ChecksumMismatchError, ClientValidationError
+from .names import CUT_CHARACTERS, PART_SUFFIX, SHORTENED_BYTES
 
 __all__ = ["HashedFile", "LocalFile", "Unscanned", "hash_file", "read_and_hash", "scan"]
 
@@ -176,22 +176,48 @@ def hash_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def read_and_hash(f: BinaryIO, inline_limit: int) -> tuple[str, bytes | None, int]:
+def _read_all(f: BinaryIO) -> bytes:
+    """The rest of ``f``. Its own function: the tests change a file while it is read by
+    wrapping it, since no real writer can be timed to land inside one read."""
+    return f.read()
+
+
+def _identity(st: os.stat_result) -> tuple[int, int, int]:
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def read_and_hash(f: BinaryIO, inline_limit: int, name: str) -> tuple[str, bytes | None, int]:
     """``(sha256, content or None, size)`` of an open file (:func:`open_regular`), read
     from its start: the content is returned when the file is at most ``inline_limit``
     bytes (one read, sent from memory), else only hashed (then sent from the same open
-    file through :class:`HashedFile`)."""
+    file through :class:`HashedFile`).
+
+    Raises :class:`~msd_async.errors.ClientValidationError` (rule ``body.changed``) when
+    the file's size, modification or change time moved during the read (as ``tar`` says
+    "file changed as we read it"): the bytes read may be a mix of two versions, which
+    would be sent, verified and recorded as the file. A write in the same tick of the
+    file system's clock as the one before it is not seen; most are."""
     f.seek(0)
-    size = os.fstat(f.fileno()).st_size
+    before = os.fstat(f.fileno())
+    size = before.st_size
+    data: bytes | None = None
     if size <= inline_limit:
-        data = f.read()
-        return hashlib.sha256(data).hexdigest(), data, len(data)
-    digest = hashlib.sha256()
-    total = 0
-    while chunk := f.read(_READ_SIZE):
-        digest.update(chunk)
-        total += len(chunk)
-    return digest.hexdigest(), None, total
+        data = _read_all(f)
+        sha, total = hashlib.sha256(data).hexdigest(), len(data)
+    else:
+        digest = hashlib.sha256()
+        total = 0
+        while chunk := f.read(_READ_SIZE):
+            digest.update(chunk)
+            total += len(chunk)
+        sha = digest.hexdigest()
+    if _identity(os.fstat(f.fileno())) != _identity(before) or total != size:
+        raise ClientValidationError(
+            f"{name} changed while it was read (its size or times moved); nothing of it "
+            "was sent. Do not change a file while uploading it (upload a finished copy)",
+            rule="body.changed",
+        )
+    return sha, data, total
 
 
 class HashedFile:
@@ -275,18 +301,22 @@ _NAME_MAX: Final = 255
 _STATE_SUFFIX: Final = ".json.tmp"
 
 
+def is_shortened(name: str) -> bool:
+    """Whether NAME's resumable download has a shortened name (see :func:`temporary_path`)."""
+    return len(os.fsencode(f".{name}{PART_SUFFIX}{_STATE_SUFFIX}")) > _NAME_MAX
+
+
 def temporary_path(final: Path) -> Path:
     """``.NAME.msdpart`` beside ``final``: the resumable download of NAME. A NAME too long
     for that and its part state to fit NAME_MAX (an object name may have up to 900
     characters in one segment) becomes ``.SHORTENED.XXXXXXXX.msdpart``, the hex digits
     from a hash of NAME: still one name per NAME, and still one of the tool's own."""
     name = final.name
-    tmp = f".{name}{PART_SUFFIX}"
-    if len(os.fsencode(tmp + _STATE_SUFFIX)) <= _NAME_MAX:
-        return final.with_name(tmp)
+    if not is_shortened(name):
+        return final.with_name(f".{name}{PART_SUFFIX}")
     digest = hashlib.sha256(os.fsencode(name)).hexdigest()[:8]
     short = name
-    while len(os.fsencode(short)) > 200:
+    while len(os.fsencode(short)) > SHORTENED_BYTES:
         short = short[:-1]
     return final.with_name(f".{short}.{digest}{PART_SUFFIX}")
 
@@ -312,8 +342,8 @@ def create_own_temporary(final: Path, mode: int = 0o644) -> tuple[Path, int]:
     ``.NAME.msdpart``, and the one that finished first renamed the other's half-written
     file into place."""
     name = final.name
-    if len(os.fsencode(name)) > 200:  # the suffixes must not exceed NAME_MAX (255)
-        name = name[:50]
+    if len(os.fsencode(name)) > SHORTENED_BYTES:  # the suffixes must not exceed NAME_MAX (255)
+        name = name[:CUT_CHARACTERS]
     while True:
         tmp = final.with_name(f".{name}.{secrets.token_hex(4)}{PART_SUFFIX}")
         try:

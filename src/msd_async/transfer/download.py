@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+from collections.abc import Iterable
 from pathlib import Path
 
 import anyio
@@ -18,7 +19,7 @@ from ..errors import (
 from . import _local
 from ._local import LocalFile
 from .events import TransferEvent
-from .names import temporary_owner
+from .names import temporary_owners
 from .options import PART_SIZE, SMALL_FILE
 from .parts import discard, download_parts, finish_parts, is_local_error
 from .plan import REMOTE_SCHEME, Selection, check_deletions, local_index, remote_index
@@ -160,24 +161,36 @@ def _download_job(pool: Pool, obj: RemoteObject, root: Path, existing: LocalFile
     return Job(rel, "download", size, run)
 
 
-def _leftovers(root: Path, select: Selection, keep: set[str]) -> list[Path]:
+def _leftovers(
+    root: Path, select: Selection, remote: Iterable[str], keep: set[str]
+) -> list[Path]:
     """Temporary downloads and part states under ``root`` of this run's paths (``select``:
-    another shard's worker may be writing its own) except those in ``keep`` (whose
-    download may still resume)."""
+    another shard's worker may be writing its own, or keep them to resume) except those
+    in ``keep`` (whose download may still resume); ``remote`` are the selected objects."""
     found: list[Path] = []
-    # A resumable download's file, by its name (a long NAME's is shortened: its owner
-    # cannot be read back from it).
-    resumable = {_local.temporary_path(root.joinpath(*rel.split("/"))) for rel in keep}
+    # The resumable download's file of each object of this run whose name is shortened
+    # there: its owner cannot be read back from it.
+    known = {
+        _local.temporary_path(root.joinpath(*rel.split("/"))): rel
+        for rel in remote if _local.is_shortened(rel.rpartition("/")[2])
+    }
     for f in _local.scan(root):
         folder, _, name = f.relative_path.rpartition("/")
         # Only the names a download writes (owned by NAME): a user's own notes.msdpart is
         # kept out of transfers, but it is not ours to delete.
-        base = temporary_owner(name)
-        if base is None:
+        readings, cut = temporary_owners(name)
+        if not readings:
             continue
-        owner = f"{folder}/{base}" if folder else base
         tmp = f.path.with_name(name.removesuffix(".json.tmp").removesuffix(".json"))
-        if select(owner) and owner not in keep and tmp not in resumable:
+        owner = known.get(tmp)
+        if owner is not None:
+            owners = [owner]
+        elif cut and not select.takes_everything:
+            continue  # the start of a longer NAME, maybe another shard's: whose is unknown
+        else:
+            owners = [f"{folder}/{o}" if folder else o for o in readings]
+        # A name that reads as either of two paths is the run's only when both are.
+        if all(select(o) and o not in keep for o in owners):
             found.append(f.path)
     return found
 
@@ -226,6 +239,6 @@ async def run_download(
                 f.path for f in pool.report.failed
                 if f.action == "download" and not is_local_error(f.error)
             }
-            for path in await anyio.to_thread.run_sync(_leftovers, root, select, keep):
+            for path in await anyio.to_thread.run_sync(_leftovers, root, select, remote, keep):
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()

@@ -125,14 +125,24 @@ class TransferReport:
 
 
 def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The first leaf exception of a task group's exception group.
+    """The error a task group's exception group stands for: the progress hook's
+    (:class:`HookError`) if it holds one, else its first leaf.
 
     Task groups wrap what their tasks raise; a transfer reports the error itself (a
-    :class:`~msd_async.errors.MediaStoreError`, an ``OSError``), as a single call would."""
-    leaf: BaseException = group
-    while isinstance(leaf, BaseExceptionGroup):
-        leaf = leaf.exceptions[0]
-    return leaf
+    :class:`~msd_async.errors.MediaStoreError`, an ``OSError``), as a single call would.
+    Tasks woken in the same turn of the loop all run before the group cancels them, so
+    another task's error can come first: the hook's must still be the one raised (the
+    docs promise it), else a bug in the caller's code is hidden behind, or retried as,
+    a file's failure."""
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        exc = pending.pop(0)
+        if isinstance(exc, BaseExceptionGroup):
+            pending[:0] = exc.exceptions
+        else:
+            leaves.append(exc)
+    return next((leaf for leaf in leaves if isinstance(leaf, HookError)), leaves[0])
 
 
 class HookError(Exception):

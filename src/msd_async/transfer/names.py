@@ -13,6 +13,7 @@ inside the tree anyway, it is the tool's too.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Final
@@ -23,7 +24,7 @@ __all__ = [
     "OwnNames",
     "is_own",
     "is_temporary",
-    "temporary_owner",
+    "temporary_owners",
 ]
 
 #: Suffix of a download in progress.
@@ -38,17 +39,37 @@ def is_temporary(name: str) -> bool:
     return _TEMPORARY.search(name) is not None
 
 
-_OWNED = re.compile(r"\.(?P<name>.+?)(?:\.[0-9a-f]{8})?\.msdpart(?:\.json(?:\.tmp)?)?\Z")
+_OWNED = re.compile(r"\.(?P<name>.+)\.msdpart(?:\.json(?:\.tmp)?)?\Z", re.DOTALL)
+_TAG = re.compile(r"\.[0-9a-f]{8}\Z")
+#: A NAME whose ``.NAME.msdpart.json.tmp`` exceeds NAME_MAX (255 bytes) is shortened to
+#: at most this many bytes in its resumable download's name, and tagged with its hash.
+SHORTENED_BYTES: Final = 200
+#: A NAME over :data:`SHORTENED_BYTES` keeps this many characters in a small download's
+#: own temporary name (``.NAME.XXXXXXXX.msdpart``, random).
+CUT_CHARACTERS: Final = 50
 
 
-def temporary_owner(name: str) -> str | None:
-    """The NAME a temporary download file is written for (``.NAME.msdpart``,
-    ``.NAME.XXXXXXXX.msdpart``, ``.NAME.msdpart.json``...), else ``None``: a user's own
-    ``notes.msdpart`` is not a download of ours. A NAME that itself ends in ``.`` and 8
-    hex digits reads as its stem: its resumable parts may be taken for a leftover, and
-    the download then starts over (nothing else is lost)."""
+def temporary_owners(name: str) -> tuple[tuple[str, ...], bool]:
+    """Who may have written the temporary download file ``name``: ``(readings, cut)``.
+
+    ``.NAME.msdpart`` (and its part state) is NAME's; but when NAME itself ends in ``.``
+    and 8 hex digits, the name is also that of a small download of the stem (its own
+    ``.STEM.XXXXXXXX.msdpart``), so both are readings. ``cut``: the stem may be the start
+    of a longer NAME (a long NAME's temporary names are shortened), which the name does
+    not tell. ``((), False)`` for any other name: a user's ``notes.msdpart`` is no
+    download of ours."""
     match = _OWNED.match(name)
-    return None if match is None else match.group("name")
+    if match is None:
+        return (), False
+    whole = match.group("name")
+    tag = _TAG.search(whole)
+    if tag is None or tag.start() == 0:
+        return (whole,), False
+    stem = whole[: tag.start()]
+    size = len(os.fsencode(stem))
+    # Shortened a character at a time, to at most SHORTENED_BYTES (a character is 4 at most).
+    cut = SHORTENED_BYTES - 3 <= size <= SHORTENED_BYTES or len(stem) == CUT_CHARACTERS
+    return (whole, stem), cut
 
 
 def is_own(relative_path: str) -> bool:

@@ -74,6 +74,11 @@ class Selection:
             and self._filter.selects(relative_path)
         )
 
+    @property
+    def takes_everything(self) -> bool:
+        """Whether every path but the tool's own takes part (one shard, no filter)."""
+        return self._shard[1] == 1 and not self._filter
+
     def may_hold(self, relative_path: str) -> bool:
         """Whether a path whose content is unknown (a file or a folder) takes part: in this
         shard, not the tool's own, not excluded by a rule."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 from typing import IO, BinaryIO, cast
 
@@ -72,11 +73,16 @@ def _upload_job(
 
     async def send(opened: BinaryIO) -> None:
         record = pool.record
-        if f.size <= SMALL_FILE:
-            sha, data, size = _local.read_and_hash(opened, INLINE_LIMIT)
+        # The size now, not the scan's: a file replaced or grown since is refused unread
+        # when too large, and a large one is never read on the event loop.
+        now = os.fstat(opened.fileno()).st_size
+        if now > limit:
+            raise _too_large(rel, now, limit)
+        if now <= SMALL_FILE:
+            sha, data, size = _local.read_and_hash(opened, INLINE_LIMIT, str(f.path))
         else:
             sha, data, size = await anyio.to_thread.run_sync(
-                _local.read_and_hash, opened, INLINE_LIMIT
+                _local.read_and_hash, opened, INLINE_LIMIT, str(f.path)
             )
         if compare and existing is not None and record is not None:
             entry = record.get(rel)
