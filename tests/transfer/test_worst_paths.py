@@ -985,3 +985,39 @@ async def test_more_files_at_once_than_the_session_has_connections_never_time_ou
         assert down.ok, sorted({f.message for f in down.failed})
         assert len(down.transferred) == len(files) + 12 + 1
     mediastore_server.faults.clear()
+
+
+def _thread_bytes_read() -> int:
+    """What the calling thread (here: the event loop's) has read, in bytes."""
+    with open("/proc/thread-self/io") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("rchar:"))
+
+
+@pytest.mark.skipif(
+    not Path("/proc/thread-self/io").is_file(), reason="counts /proc/thread-self/io"
+)
+async def test_a_local_file_grown_after_the_scan_is_not_hashed_on_the_event_loop(
+    mediastore_client: Any, tmp_path: Path
+) -> None:
+    """A sync down compares a local file with the object by hashing it: on the event loop
+    when small (a hop to a thread costs more), in a thread when large. Which was decided
+    from the scan's size, so a file grown since was hashed whole on the loop, stalling
+    every other request meanwhile. It is now sized when it is opened."""
+    await mediastore_client.put_object("gd/f.bin", b"remote" * 100)
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    (dst / "f.bin").write_bytes(b"local!" * 100)  # same size, other bytes: compared
+    grown = 64 * 1024 * 1024
+
+    def hook(event: TransferEvent) -> None:
+        if event.kind == "plan":
+            with open(dst / "f.tmp", "wb") as f:
+                f.truncate(grown)  # sparse: costs no disk, reads as zeros
+            os.replace(dst / "f.tmp", dst / "f.bin")
+
+    before = _thread_bytes_read()
+    report = await sync(mediastore_client, "ms:gd", dst, progress=hook)
+    on_loop = _thread_bytes_read() - before
+    assert report.transferred == ["f.bin"]
+    assert (dst / "f.bin").read_bytes() == b"remote" * 100
+    assert on_loop < grown // 16, f"{on_loop:,} bytes read on the event loop"

@@ -18,7 +18,9 @@ from typing import BinaryIO, Final
 from ..errors import ChecksumMismatchError, ClientValidationError
 from .names import CUT_CHARACTERS, PART_SUFFIX, SHORTENED_BYTES
 
-__all__ = ["HashedFile", "LocalFile", "Unscanned", "hash_file", "read_and_hash", "scan"]
+__all__ = [
+    "HashedFile", "LocalFile", "Unscanned", "hash_file", "hash_open", "read_and_hash", "scan",
+]
 
 _READ_SIZE: Final = 1024 * 1024
 
@@ -169,10 +171,15 @@ def open_regular(path: Path) -> BinaryIO:
 
 def hash_file(path: Path) -> str:
     """The file's SHA-256, lowercase hex."""
-    digest = hashlib.sha256()
     with open_regular(path) as f:
-        while chunk := f.read(_READ_SIZE):
-            digest.update(chunk)
+        return hash_open(f)
+
+
+def hash_open(f: BinaryIO) -> str:
+    """The SHA-256, lowercase hex, of what is left of an open file."""
+    digest = hashlib.sha256()
+    while chunk := f.read(_READ_SIZE):
+        digest.update(chunk)
     return digest.hexdigest()
 
 

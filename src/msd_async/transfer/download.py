@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -67,6 +68,16 @@ def _local_delete_job(pool: Pool, f: LocalFile, root: Path) -> Job:
     return Job(rel, "delete", 0, run)
 
 
+async def _hash_local(path: Path) -> str:
+    """The SHA-256 of a local file: on the event loop when small (a hop to a thread costs
+    more), else in a thread. Sized when opened, not by the scan: a file grown since would
+    be hashed whole on the loop, stalling every other request."""
+    with _local.open_regular(path) as f:
+        if os.fstat(f.fileno()).st_size <= SMALL_FILE:
+            return _local.hash_open(f)
+        return await anyio.to_thread.run_sync(_local.hash_open, f)
+
+
 def _download_job(pool: Pool, obj: RemoteObject, root: Path, existing: LocalFile | None) -> Job:
     rel = obj.relative_path
     final = root.joinpath(*rel.split("/"))
@@ -77,10 +88,7 @@ def _download_job(pool: Pool, obj: RemoteObject, root: Path, existing: LocalFile
         record = pool.record
         local_sha: str | None = None
         if existing is not None:
-            if existing.size <= SMALL_FILE:
-                local_sha = _local.hash_file(existing.path)
-            else:
-                local_sha = await anyio.to_thread.run_sync(_local.hash_file, existing.path)
+            local_sha = await _hash_local(existing.path)
             entry = record.get(rel) if record is not None else None
             if entry is not None and entry.etag == obj.etag and entry.sha256 == local_sha:
                 pool.skip(rel, "download", size)
