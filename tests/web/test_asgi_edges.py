@@ -163,6 +163,34 @@ async def test_a_viewer_gone_before_the_answer_behind_a_middleware(
         assert loud(records) == []
 
 
+async def test_a_viewer_gone_before_the_answer_is_logged_499_not_200_by_aiohttp(
+    mediastore_server: LocalMediaStore,
+) -> None:
+    """The aiohttp adapter answered a viewer gone before the answer with an empty 200:
+    its access log (and any middleware counting statuses) showed a success nobody got.
+    As under ASGI, it is a 499 (nginx's "client closed request")."""
+    origin = mediastore_server
+    async with Session(credentials=origin.credentials, region=origin.region) as setup:
+        await setup.container(origin.endpoint).put_object(PATH, DATA)
+    origin.faults.inject("delay", path=PATH, delay=ORIGIN_DELAY)
+    access = logging.getLogger("aiohttp.access")
+    level = access.level
+    access.setLevel(logging.INFO)
+    try:
+        async with serving("aiohttp", origin) as (url, session, calls, records):
+            async with viewer(url, get(PATH)):
+                await wait_for(lambda: session.pool.in_use == 1, ORIGIN_DELAY / 2, "the GET")
+            await wait_for(lambda: calls.done == 1, ORIGIN_DELAY * 2, "the handler's end")
+            await wait_for(
+                lambda: any(r.name == "aiohttp.access" for r in records), ORIGIN_DELAY,
+                "the access log line",
+            )
+    finally:
+        access.setLevel(level)
+    (line,) = [r.getMessage() for r in records if r.name == "aiohttp.access"]
+    assert f"GET /ok/{PATH} HTTP/1.1\" 499 " in line, line
+
+
 @pytest.mark.parametrize("growing", [False, True])
 @pytest.mark.parametrize("kind", ["aiohttp", "asgi"])
 async def test_a_viewer_gone_mid_body(
