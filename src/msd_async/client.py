@@ -424,10 +424,11 @@ class ContainerClient:
             emit("start")
         except BaseException as exc:
             # The other hooks saw the attempt start: they must see it end (a tracing span
-            # would stay open). Nothing was sent; the hook's error reaches the caller, and
-            # the failed hook is not called again.
+            # would stay open). Nothing was sent (bytes_sent None says so: a metrics hook
+            # counts it unsent, not as a failed exchange); the hook's error reaches the
+            # caller, and the failed hook is not called again.
             try:
-                emit.others()("error", error=exc, bytes_sent=0)
+                emit.others()("error", error=exc, bytes_sent=None)
             except Exception as also:
                 emit.log_failure(f"after another failed on a {operation} start", also)
             raise

@@ -73,7 +73,8 @@ class RequestEvent:
     #: ``retry`` only: seconds until the next attempt.
     delay: float | None = None
     #: ``response``, ``error`` and ``cancelled``: request body bytes this attempt wrote (0
-    #: without a body).
+    #: without a body). ``None`` on the ``error`` that ends an attempt another hook raised
+    #: on ``start``: its request was never made.
     bytes_sent: int | None = None
     #: ``response`` only: the response body's length as the server declared it
     #: (``Content-Length``; 0 for DescribeObject), ``None`` when it did not (a STREAMING

@@ -201,8 +201,8 @@ def metrics_hook(
     ``msd_retries_total{operation}``, ``msd_bytes_sent_total``, ``msd_bytes_received_total``.
     """
     # Raised before the request is sent (keys, a closed session, another loop, no free
-    # connection in the session's own pool): no answer failed to come, so not 'error',
-    # which sends operators to the network.
+    # connection in the session's own pool, a hook's error on start): no answer failed to
+    # come, so not 'error', which sends operators to the network.
     unsent = (CredentialsError, SessionClosedError, WrongEventLoopError, PoolTimeout)
     collector = _metrics(registry, namespace).client()
     requests, durations, retries = collector.requests, collector.durations, collector.retries
@@ -218,7 +218,8 @@ def metrics_hook(
             retries[operation] = retries.get(operation, 0) + 1
             return
         key: tuple[str, int | None]
-        if kind == "error" and isinstance(event.error, unsent):
+        if kind == "error" and (isinstance(event.error, unsent) or event.bytes_sent is None):
+            # bytes_sent None: another hook raised on this attempt's start.
             if isinstance(event.error, SessionClosedError) and event.error.__cause__:
                 # The session closed under a request already handed to its connection
                 # (transport.send raises it from aiohttp's error): it may have reached

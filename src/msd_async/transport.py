@@ -303,11 +303,15 @@ class _Watch:
     answer or reading its body (read timeout), or an upload waiting for the server to
     accept a chunk (write timeout)."""
 
-    __slots__ = ("count", "fired", "heading", "since", "source", "task", "timeout")
+    __slots__ = ("cancelling", "count", "fired", "heading", "since", "source", "task", "timeout")
 
     def __init__(self, task: asyncio.Task[Any], timeout: float) -> None:
         #: The task to cancel when the wait has lasted ``timeout`` seconds.
         self.task = task
+        #: Its cancellations requested before this wait (as asyncio.timeout keeps them): a
+        #: call made in cleanup after the task's own cancellation starts at 1, and only
+        #: one beyond these and the watchdog's is the caller's.
+        self.cancelling = task.cancelling()
         self.timeout = timeout
         #: Loop time the current wait started (or last showed progress); ``None``: not
         #: waiting now.
@@ -588,10 +592,12 @@ def _timed_out(watch: _Watch | None) -> TypeGuard[_Watch]:
     """Whether the CancelledError being handled is the watchdog's alone; if so the task
     carries on (the cancellation was ours, not the caller's). The caller's own (a
     ``task.cancel()``, a deadline) landing in the same loop iteration stays pending and
-    is delivered: taken for the timeout, it was lost, and the call even went on."""
+    is delivered: taken for the timeout, it was lost, and the call even went on.
+    Counted from the wait's start, not from 0: cleanup after the task's own cancellation
+    starts at 1, and took every timeout of its calls for a new cancellation."""
     if watch is None or not watch.fired:
         return False
-    return watch.task.uncancel() == 0
+    return watch.task.uncancel() <= watch.cancelling
 
 
 def _read_timeout(watch: _Watch, url: str) -> NoReturn:
@@ -657,7 +663,9 @@ class Response:
         watch = self._watch
         try:
             if watch is not None:
-                watch.task = _current_task(self._transport._loop)  # type: ignore[assignment]
+                # The reading task, as it is now (see _Watch.cancelling).
+                watch.task = task = _current_task(self._transport._loop)  # type: ignore[assignment]
+                watch.cancelling = task.cancelling()  # type: ignore[union-attr]
                 watch.since = self._transport._watchdog.now()
             data = await self._raw.read()
             ok = True
@@ -690,7 +698,9 @@ class Response:
         watch = self._watch
         try:
             if watch is not None:
-                watch.task = _current_task(self._transport._loop)  # type: ignore[assignment]
+                # The reading task, as it is now (see _Watch.cancelling).
+                watch.task = task = _current_task(self._transport._loop)  # type: ignore[assignment]
+                watch.cancelling = task.cancelling()  # type: ignore[union-attr]
                 watch.since = self._transport._watchdog.now()
             if n < 0:
                 return await self._raw.content.readany()

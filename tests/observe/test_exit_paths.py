@@ -153,6 +153,35 @@ async def test_a_hook_that_raises_on_start_is_the_only_one_spared_the_end(
     assert span.attributes["error.type"] == "HookBug"  # type: ignore[index]
 
 
+async def test_a_call_a_hook_stopped_on_start_is_counted_unsent_beside_it(
+    server: LocalMediaStore, exposition: type[Exposition],
+) -> None:
+    """A hook raising on ``start`` stops the attempt before anything is sent: the metrics
+    hooks beside it (before and after it) counted it ``error`` ("no answer came: look at
+    the network") with a duration of ~0 s in the histogram. Nothing reached the origin,
+    which is what ``unsent`` says, as for any failure before the request went out; the
+    hooks that saw the attempt start are told so by ``bytes_sent`` None. The others'
+    events are still counted as the wire saw them (see the test above)."""
+    before, after = CollectorRegistry(), CollectorRegistry()
+    seen: list[RequestEvent] = []
+
+    def fragile(event: RequestEvent) -> None:
+        if event.kind == "start":
+            raise HookBug("start")
+
+    async with Session(
+        credentials=KEYS, region=server.region,
+        event_hooks=[metrics_hook(before), fragile, metrics_hook(after), seen.append],
+    ) as session:
+        with pytest.raises(HookBug):
+            await session.container(server.endpoint).describe_object("f/a.ts")
+    assert [(e.kind, e.bytes_sent) for e in seen] == [("start", None), ("error", None)]
+    for registry in (before, after):
+        assert _requests(registry, exposition) == {"unsent": 1}
+        got = exposition.samples(generate_latest(registry).decode())
+        assert not any(name == "msd_request_duration_seconds_count" for name, _ in got)
+
+
 async def test_when_two_hooks_raise_the_first_error_is_raised_and_the_second_logged(
     server: LocalMediaStore, caplog: pytest.LogCaptureFixture,
 ) -> None:

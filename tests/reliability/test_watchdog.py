@@ -16,7 +16,14 @@ import time
 import pytest
 from scripted_server import Connection, response_head, scripted_server
 
-from msd_async import Credentials, ReadTimeout, RetryPolicy, Session, Timeouts
+from msd_async import (
+    Credentials,
+    MediaStoreError,
+    ReadTimeout,
+    RetryPolicy,
+    Session,
+    Timeouts,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -155,4 +162,87 @@ async def test_a_cancellation_in_the_watchdogs_iteration_is_not_swallowed(
         done, _ = await asyncio.wait([task], timeout=20 * READ)
         assert done, "the stalled call did not end"
         assert task.cancelled(), repr(task.exception())
+        assert session.pool.in_use == 0
+
+
+@pytest.mark.parametrize("stage", ["answer", "read", "chunks"])
+async def test_a_read_timeout_in_cleanup_after_a_cancellation_is_a_read_timeout(
+    stage: str,
+) -> None:
+    """Cleanup that makes a call after its task was cancelled (an ``except
+    CancelledError:`` block, an anyio shielded scope) runs with the task's
+    ``cancelling()`` at 1. The transport counted that earlier, already delivered
+    cancellation as a new one of the caller's: the cleanup's read timeout came as a
+    CancelledError, and a cleanup that handles the client's errors was cut short."""
+    async with scripted_server(_stalling(stage)) as server, _session() as session:
+        store = session.container(server.endpoint)
+        cleanup: list[BaseException] = []
+        asleep = asyncio.Event()
+
+        async def call() -> bytes:
+            async with store.get_object("a.bin") as obj:
+                if stage == "chunks":
+                    return b"".join([chunk async for chunk in obj])
+                return await obj.read()
+
+        async def work() -> None:
+            try:
+                asleep.set()
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                try:
+                    await call()
+                except (MediaStoreError, asyncio.CancelledError) as exc:
+                    cleanup.append(exc)
+                raise
+
+        task = asyncio.create_task(work())
+        await asleep.wait()
+        task.cancel()
+        done, _ = await asyncio.wait([task], timeout=20 * READ)
+        assert done, "the stalled cleanup call did not end"
+        (error,) = cleanup
+        # Mid-body, the stream resumes after the timeout and the scripted server ignores
+        # its Range: that ProtocolError's cause is the read timeout.
+        assert isinstance(error, ReadTimeout) or isinstance(error.__cause__, ReadTimeout), (
+            repr(error)
+        )
+        assert task.cancelled()  # the cleanup's own cancellation still ends it
+        assert session.pool.in_use == 0
+
+
+async def test_a_body_read_in_cleanup_after_a_cancellation_times_out_as_a_read_timeout() -> (
+    None
+):
+    """The answer came before the task was cancelled; its body is read in the cleanup
+    after (``cancelling()`` 1 by then, 0 when the request was sent): the count the read
+    compares with is the reading task's now, not the sender's then."""
+    async with scripted_server(_stalling("read")) as server, _session() as session:
+        store = session.container(server.endpoint)
+        cleanup: list[BaseException] = []
+        answered = asyncio.Event()
+
+        async def work() -> None:
+            async with store.get_object("a.bin") as obj:
+                try:
+                    answered.set()
+                    await asyncio.sleep(3600)
+                except asyncio.CancelledError:
+                    try:
+                        async for _ in obj:
+                            pass
+                    except (MediaStoreError, asyncio.CancelledError) as exc:
+                        cleanup.append(exc)
+                    raise
+
+        task = asyncio.create_task(work())
+        await answered.wait()
+        task.cancel()
+        done, _ = await asyncio.wait([task], timeout=20 * READ)
+        assert done, "the stalled cleanup read did not end"
+        (error,) = cleanup
+        assert isinstance(error, ReadTimeout) or isinstance(error.__cause__, ReadTimeout), (
+            repr(error)
+        )
+        assert task.cancelled()
         assert session.pool.in_use == 0

@@ -155,6 +155,65 @@ async def test_a_viewer_gone_while_the_app_waits_on_the_origin(
         assert loud(records) == []
 
 
+async def test_a_viewer_gone_before_the_answer_behind_a_middleware(
+    mediastore_server: LocalMediaStore,
+) -> None:
+    """As above, behind FastAPI's ``@app.middleware("http")`` (a BaseHTTPMiddleware, as
+    most FastAPI apps have): the response for a viewer gone sent nothing at all, and the
+    middleware, reading the route's response back, raised "No response returned." (a
+    traceback at ERROR for every viewer that left before its answer)."""
+    origin = mediastore_server
+    async with Session(credentials=origin.credentials, region=origin.region) as setup:
+        await setup.container(origin.endpoint).put_object(PATH, DATA)
+    origin.faults.inject("delay", path=PATH, delay=ORIGIN_DELAY)
+    async with Session(
+        credentials=origin.credentials, region=origin.region,
+        timeouts=Timeouts(write=WRITE_TIMEOUT, read=4 * ORIGIN_DELAY),
+    ) as session:
+        calls = Calls()
+        async with running_app(
+            "asgi", {"ok": session.container(origin.endpoint)}, calls=calls, middleware=True
+        ) as url:
+            with captured_logs() as records:
+                async with viewer(url, get(PATH)):
+                    await wait_for(
+                        lambda: session.pool.in_use == 1, ORIGIN_DELAY / 2, "the GET"
+                    )
+                await wait_for(lambda: calls.done == 1, ORIGIN_DELAY, "the handler's end")
+                await wait_for(lambda: session.pool.in_use == 0, ORIGIN_DELAY, "the slot")
+                # The app's task and the server's log come after the handler's end.
+                await asyncio.sleep(0.2)
+        assert loud(records) == []
+
+
+async def test_a_viewer_gone_before_the_answer_is_logged_499_not_200_by_aiohttp(
+    mediastore_server: LocalMediaStore,
+) -> None:
+    """The aiohttp adapter answered a viewer gone before the answer with an empty 200:
+    its access log (and any middleware counting statuses) showed a success nobody got.
+    As under ASGI, it is a 499 (nginx's "client closed request")."""
+    origin = mediastore_server
+    async with Session(credentials=origin.credentials, region=origin.region) as setup:
+        await setup.container(origin.endpoint).put_object(PATH, DATA)
+    origin.faults.inject("delay", path=PATH, delay=ORIGIN_DELAY)
+    access = logging.getLogger("aiohttp.access")
+    level = access.level
+    access.setLevel(logging.INFO)
+    try:
+        async with serving("aiohttp", origin) as (url, session, calls, records):
+            async with viewer(url, get(PATH)):
+                await wait_for(lambda: session.pool.in_use == 1, ORIGIN_DELAY / 2, "the GET")
+            await wait_for(lambda: calls.done == 1, ORIGIN_DELAY * 2, "the handler's end")
+            await wait_for(
+                lambda: any(r.name == "aiohttp.access" for r in records), ORIGIN_DELAY,
+                "the access log line",
+            )
+    finally:
+        access.setLevel(level)
+    (line,) = [r.getMessage() for r in records if r.name == "aiohttp.access"]
+    assert f"GET /ok/{PATH} HTTP/1.1\" 499 " in line, line
+
+
 @pytest.mark.parametrize("growing", [False, True])
 @pytest.mark.parametrize("kind", ["aiohttp", "asgi"])
 async def test_a_viewer_gone_mid_body(

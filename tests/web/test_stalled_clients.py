@@ -287,3 +287,32 @@ async def test_a_client_that_stops_before_the_end_of_a_live_body_is_cut(
             for step in steps:
                 step.set()
             await upload
+
+
+async def test_a_stall_in_cleanup_after_a_cancellation_is_a_stall() -> None:
+    """A body written by a task whose own cancellation was already delivered (cleanup
+    after it: ``cancelling()`` is 1). The watch took that old cancellation for someone
+    else's new one, and raised CancelledError instead of reporting the stall."""
+    async def body(watch: WriteWatch) -> None:
+        watch.begin()
+        await asyncio.Event().wait()
+
+    outcome: list[object] = []
+
+    async def work() -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            try:
+                outcome.append(await watch_writes(body, WRITE_TIMEOUT))
+            except asyncio.CancelledError:
+                outcome.append("CancelledError")
+            raise
+
+    task = asyncio.ensure_future(work())
+    await asyncio.sleep(0.01)
+    task.cancel()
+    done, _ = await asyncio.wait([task], timeout=20 * WRITE_TIMEOUT)
+    assert done
+    assert len(outcome) == 1 and isinstance(outcome[0], WriteWatch), outcome
+    assert outcome[0].stalled

@@ -109,8 +109,14 @@ def _aiohttp_app(stores: dict[str, ContainerClient], calls: Calls) -> web.Applic
     return app
 
 
-def _asgi_app(stores: dict[str, ContainerClient], calls: Calls) -> Any:
+def _asgi_app(stores: dict[str, ContainerClient], calls: Calls, middleware: bool) -> Any:
     app = FastAPI()
+    if middleware:
+        # FastAPI's @app.middleware("http"), a Starlette BaseHTTPMiddleware: it runs the
+        # route in a task of its own and reads its response back from a stream.
+        @app.middleware("http")
+        async def passthrough(request: Request, call_next: Any) -> Any:
+            return await call_next(request)
 
     @app.api_route("/{store}/{path:path}", methods=["GET", "HEAD"])
     async def get(store: str, path: str, request: Request, redirect: int = 0) -> Response:
@@ -138,12 +144,14 @@ async def running_app(
     *,
     send_buffer: int | None = None,
     calls: Calls | None = None,
+    middleware: bool = False,
 ) -> AsyncIterator[str]:
     """Serve the test routes over ``stores`` with ``kind`` (``"aiohttp"`` or ``"asgi"``,
     FastAPI under uvicorn) on 127.0.0.1; yields the base URL. ``send_buffer`` sets the
     listening socket's ``SO_SNDBUF``, which the connections it accepts inherit: the kernel
     then takes only that much of what the app writes to a client that does not read.
-    ``calls`` counts the requests being handled."""
+    ``calls`` counts the requests being handled. ``middleware`` (ASGI): the routes run
+    behind a pass-through ``@app.middleware("http")``."""
     calls = Calls() if calls is None else calls
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -162,7 +170,7 @@ async def running_app(
             listener.close()
         return
     config = uvicorn.Config(
-        _asgi_app(stores, calls), log_level="warning", lifespan="off", ws="none",
+        _asgi_app(stores, calls, middleware), log_level="warning", lifespan="off", ws="none",
         timeout_graceful_shutdown=2,
     )
     server = uvicorn.Server(config)

@@ -17,6 +17,7 @@ wherever one does (middleware, FastAPI's ``response_class``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from contextvars import ContextVar
@@ -144,14 +145,19 @@ def response_for(reply: Reply) -> Response:
 
 class _ClientGone(Response):
     """What :func:`serve_object` returns when the client left before the answer was
-    decided: nothing is sent (the server knows the client is gone, and says nothing
-    either). 499 is nginx's "client closed request", for middleware that logs statuses."""
+    decided: an empty 499 (nginx's "client closed request", for middleware that logs
+    statuses), which the server, knowing its client gone, drops. Sending nothing at all
+    made a middleware that reads the route's response back (FastAPI's
+    ``@app.middleware("http")``) raise "No response returned." for each such client."""
 
     def __init__(self) -> None:
         super().__init__(status_code=499)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        return
+        # ASGI 2.4: a server may raise an OSError for a send on a closed connection.
+        with contextlib.suppress(OSError):
+            await send({"type": "http.response.start", "status": 499, "headers": []})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 async def _unless_gone(request: Request, opening: Awaitable[Reply]) -> Reply | None:

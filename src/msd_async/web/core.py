@@ -299,6 +299,9 @@ async def watch_writes(
         return await _watch_with_anyio(write_body, watch)
     task = asyncio.current_task()
     assert task is not None
+    # Cancellations already requested (cleanup after the task's own starts at 1): only one
+    # beyond these and the timer's is someone else's (as asyncio.timeout counts them).
+    before = task.cancelling()
     fired = False
     handle: asyncio.TimerHandle | None = None
 
@@ -319,7 +322,7 @@ async def watch_writes(
     except asyncio.CancelledError:
         # Ours (as asyncio.timeout tells its own): swallow it unless someone else also
         # cancelled this task.
-        if fired and task.uncancel() == 0:
+        if fired and task.uncancel() <= before:
             return watch
         raise
     finally:
@@ -331,7 +334,7 @@ async def watch_writes(
         try:
             await asyncio.sleep(0)
         except asyncio.CancelledError:
-            if task.uncancel() > 0:
+            if task.uncancel() > before:
                 raise
     return watch
 
