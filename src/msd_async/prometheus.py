@@ -28,7 +28,14 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from .errors import CredentialsError, PoolTimeout, SessionClosedError, WrongEventLoopError
+from .errors import (
+    ClientValidationError,
+    CredentialsError,
+    MediaStoreError,
+    PoolTimeout,
+    SessionClosedError,
+    WrongEventLoopError,
+)
 
 if TYPE_CHECKING:
     from .events import RequestEvent
@@ -47,6 +54,9 @@ DURATION_BUCKETS: Final = (
 CANCELLED: Final = -1
 #: The status key of an attempt that failed before its request went out (``unsent``).
 UNSENT: Final = -2
+#: The status key of an attempt the client cut mid-body (``aborted``): its body's source
+#: raised, or the body passed the object limit or was not bytes.
+ABORTED: Final = -3
 _KIND_LABELS: Final = {
     "init": "init",
     "media": "segment",
@@ -147,7 +157,8 @@ class _RequestCollector(Collector):
         requests = CounterMetricFamily(
             f"{ns}_requests", "HTTP exchanges with MediaStore, one per attempt, by operation "
             "and HTTP status ('error' when no answer came, 'cancelled' when the caller "
-            "stopped waiting for it, 'unsent' when it failed before being sent)",
+            "stopped waiting for it, 'unsent' when it failed before being sent, 'aborted' "
+            "when the client cut its own request body)",
             labels=["operation", "status"],
         )
         for (operation, status), count in sorted(
@@ -155,7 +166,8 @@ class _RequestCollector(Collector):
         ):
             label = (
                 "error" if status is None else "cancelled" if status == CANCELLED
-                else "unsent" if status == UNSENT else str(status)
+                else "unsent" if status == UNSENT else "aborted" if status == ABORTED
+                else str(status)
             )
             requests.add_metric([operation, label], count)
         yield requests
@@ -230,7 +242,18 @@ def metrics_hook(
                 key = (operation, UNSENT)
                 requests[key] = requests.get(key, 0) + 1
                 return
-        key = (operation, CANCELLED if kind == "cancelled" else event.status)
+        if kind == "cancelled":
+            key = (operation, CANCELLED)
+        elif kind == "error" and event.status is None and (
+            isinstance(event.error, ClientValidationError)
+            or not isinstance(event.error, MediaStoreError)
+        ):
+            # The client cut its own request: the body's source raised (an encoder that
+            # died), or the body passed the limit or was not bytes. As 'error' it sent
+            # operators to an origin that was never at fault.
+            key = (operation, ABORTED)
+        else:
+            key = (operation, event.status)
         requests[key] = requests.get(key, 0) + 1
         counts = durations.get(operation)
         if counts is None:

@@ -447,3 +447,43 @@ async def test_a_call_whose_deadline_passes_mid_attempt_ends_everything_once(
     assert span.status.status_code is StatusCode.ERROR
     counted = _requests(registry, exposition)
     assert sum(counted.values()) == 1 and "error" not in counted, counted
+
+
+class EncoderCrashed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("cut", ["source raised", "over the limit", "not bytes"])
+async def test_an_upload_the_client_cut_itself_is_counted_aborted_not_error(
+    server: LocalMediaStore, exposition: type[Exposition], cut: str,
+) -> None:
+    """An upload whose body's source raised, that passed the object limit or yielded a
+    str is cut by the client mid-body. Counted ``error`` ("no answer came: look at the
+    network"), it sent operators to an origin that was never at fault; the readiness
+    probe already left it out (``_not_an_exchange``). ``aborted`` says what happened: the
+    client cut its own request. Its duration and the bytes it wrote are counted."""
+    registry = CollectorRegistry()
+    readiness = Readiness(endpoint=None)
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"x" * 1000
+        if cut == "source raised":
+            raise EncoderCrashed("the encoder died")
+        yield "text" if cut == "not bytes" else b"y" * 2000  # type: ignore[misc]
+
+    async with Session(
+        credentials=KEYS, region=server.region,
+        event_hooks=[metrics_hook(registry), readiness],
+    ) as session:
+        store = session.container(server.endpoint, streaming_limit=2500)
+        with pytest.raises(Exception) as raised:
+            await store.put_object("f/cut.ts", body(), streaming=True)
+    assert type(raised.value).__name__ == {
+        "source raised": "EncoderCrashed", "over the limit": "ObjectTooLargeError",
+        "not bytes": "ClientValidationError",
+    }[cut]
+    assert _requests(registry, exposition) == {"aborted": 1}
+    got = exposition.samples(generate_latest(registry).decode())
+    assert got[("msd_request_duration_seconds_count", (("operation", "PutObject"),))] == 1
+    assert got[("msd_bytes_sent_total", ())] >= 1000
+    assert readiness.last_end is None  # not an exchange with the origin
