@@ -1021,3 +1021,67 @@ async def test_a_local_file_grown_after_the_scan_is_not_hashed_on_the_event_loop
     assert report.transferred == ["f.bin"]
     assert (dst / "f.bin").read_bytes() == b"remote" * 100
     assert on_loop < grown // 16, f"{on_loop:,} bytes read on the event loop"
+
+
+# --- two runs downloading one large object into one folder ----------------------------------
+
+async def test_overlapping_syncs_of_one_large_object_never_store_a_half_file(
+    mediastore_server: Any, mediastore_client: Any, tmp_path: Path
+) -> None:
+    """A sync run by cron every minute, whose run takes longer: two runs download one
+    large object into one folder at once, through the same resumable ``.NAME.msdpart``.
+    The second found no part state yet, so it started the file afresh (a new file under
+    that name); the first went on writing its own, then hashed and renamed the second's
+    (all zeros so far) into place and reported it done. Now the first run holds its part
+    file (an advisory lock) until it is renamed: the second run reports the file in use
+    and leaves it alone, and what is stored is the object."""
+    data = os.urandom(20 * 1024 * 1024)  # three ranged parts
+    await mediastore_client.put_object("ov/big.bin", data)
+    dst = tmp_path / "dst"
+    # The first run's parts arrive after a while; the second's much later.
+    faults = mediastore_server.faults
+    faults.inject("delay", method="GET", path="ov/big.bin", times=3, delay=1.0)
+    faults.inject("delay", method="GET", path="ov/big.bin", times=3, delay=4.0)
+    first = asyncio.ensure_future(download_tree(mediastore_client, "ov", dst))
+    part_file = dst / ".big.bin.msdpart"
+    for _ in range(500):
+        if part_file.exists():
+            break
+        await asyncio.sleep(0.01)
+    overlapping = asyncio.ensure_future(download_tree(mediastore_client, "ov", dst))
+    report = await first
+    assert report.transferred == ["big.bin"], report.failed
+    # What the first run reported done is there as soon as it says so.
+    assert hashlib.sha256((dst / "big.bin").read_bytes()).digest() == hashlib.sha256(
+        data
+    ).digest()
+    second = await overlapping
+    assert (dst / "big.bin").read_bytes() == data
+    assert second.transferred == []
+    (failure,) = second.failed
+    assert "another download" in str(failure.error), failure.error
+    assert sorted(p.name for p in dst.iterdir()) == ["big.bin"]
+
+
+async def test_a_sweep_of_leftovers_passes_by_a_download_in_progress(
+    mediastore_client: Any, tmp_path: Path
+) -> None:
+    """``sync --delete`` removes the temporary files a crash left. One that a download
+    is writing at that moment (a ``msd get`` into the same folder, another run) is not a
+    leftover: removed, that download failed at its rename. A download holds its file
+    locked while it writes it; once it lets go, a leftover is a leftover."""
+    from msd_async.transfer import _local
+
+    await mediastore_client.put_object("sw/keep.bin", b"k" * 100)
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    tmp, fd = _local.create_own_temporary(dst / "other.bin")  # as `msd get` holds it
+    try:
+        os.write(fd, b"half")
+        report = await sync(mediastore_client, "ms:sw", dst, delete=True)
+        assert report.ok, report
+        assert tmp.exists()
+    finally:
+        os.close(fd)
+    await sync(mediastore_client, "ms:sw", dst, delete=True)
+    assert sorted(p.name for p in dst.iterdir()) == ["keep.bin"]

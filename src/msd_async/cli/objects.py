@@ -346,9 +346,9 @@ async def _get(store: ContainerClient, args: argparse.Namespace) -> int:
             try:
                 await _download(store, args, _in_thread(fileobj.write))
                 await anyio.to_thread.run_sync(fileobj.flush)
+                os.replace(tmp, target)  # still open: its lock keeps a sync's sweep off
             finally:
                 fileobj.close()
-            os.replace(tmp, target)
         finally:
             with contextlib.suppress(FileNotFoundError):  # renamed into place
                 tmp.unlink()

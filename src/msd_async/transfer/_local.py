@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import os
 import secrets
 import stat
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Final
@@ -342,6 +344,112 @@ def create_fresh(path: Path, mode: int = 0o644) -> int:
     return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NO_FOLLOW, mode)
 
 
+#: How long a claim waits out another's lock before calling the file in use: a sweep holds
+#: one for the instant of an unlink, a download for as long as it runs.
+_CLAIM_PATIENCE: Final = 0.5
+#: Where the file system has no advisory locks, a claim goes on without (as before them).
+_NO_LOCKS: Final = frozenset({errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL})
+
+
+def _lock(fd: int, path: Path) -> None:
+    """Hold an exclusive advisory lock (``flock``) on ``fd`` until it is closed, waiting
+    briefly for a sweep's; ``OSError(EBUSY)`` if another download holds it."""
+    deadline = time.monotonic() + _CLAIM_PATIENCE
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise OSError(
+                    errno.EBUSY,
+                    "another download is writing it (an overlapping run into the same "
+                    "folder?); it was left to that one",
+                    str(path),
+                ) from None
+            time.sleep(0.02)
+        except OSError as exc:
+            if exc.errno in _NO_LOCKS:
+                return
+            raise
+
+
+def _still_named(fd: int, path: Path) -> bool:
+    """Whether ``path`` still names the file open as ``fd`` (not swept or replaced while
+    its lock was awaited)."""
+    held = os.fstat(fd)
+    try:
+        named = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return held.st_nlink > 0 and (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)
+
+
+def claim(path: Path, mode: int = 0o644) -> int:
+    """The temporary download file ``path`` (a name of ours), opened for reading and
+    writing (created if missing) and locked: its descriptor. The lock lasts until the
+    descriptor is closed, so an overlapping run cannot start the file afresh or rename it,
+    and a sweep of leftovers (:func:`remove_unless_in_use`) passes it by. Two runs of a
+    sync into one folder (cron, every minute, a run that takes longer) shared the file:
+    the second started it afresh, and the first renamed that (still empty) into place.
+
+    Raises ``OSError(EBUSY)`` when another download holds it. A symlink or other
+    non-file at the name is removed first (never written through)."""
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | NO_FOLLOW)
+        except FileNotFoundError:
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | NO_FOLLOW, mode)
+            except FileExistsError:
+                continue
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            path.unlink()  # a symlink planted at our name
+            continue
+        try:
+            regular = stat.S_ISREG(os.fstat(fd).st_mode)
+            if regular:
+                _lock(fd, path)
+                if _still_named(fd, path):
+                    return fd
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)  # swept or replaced while the lock was awaited: again
+        if not regular:
+            path.unlink()  # a FIFO or a device at our name
+
+
+def remove_unless_in_use(owner: Path, *paths: Path) -> bool:
+    """Remove ``paths`` (files of the temporary download ``owner``) unless a download holds
+    ``owner`` (:func:`claim`); whether they were removed. The lock is held while they are
+    removed, so a claim that waited on it finds its file gone and starts a new one."""
+    try:
+        fd = os.open(owner, os.O_RDONLY | NO_FOLLOW | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        fd = -1  # only its part state is left
+    except OSError:
+        fd = -1  # a symlink or other non-file at our name: nobody's download
+    try:
+        if fd >= 0:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            except OSError as exc:
+                if exc.errno not in _NO_LOCKS:
+                    raise
+        for path in paths:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        return True
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
 def create_own_temporary(final: Path, mode: int = 0o644) -> tuple[Path, int]:
     """A new file beside ``final`` that no other writer uses, open for writing: its path
     (``.NAME.XXXXXXXX.msdpart``, random) and descriptor. Unlike :func:`create_fresh` it
@@ -354,9 +462,19 @@ def create_own_temporary(final: Path, mode: int = 0o644) -> tuple[Path, int]:
     while True:
         tmp = final.with_name(f".{name}.{secrets.token_hex(4)}{PART_SUFFIX}")
         try:
-            return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NO_FOLLOW, mode)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NO_FOLLOW, mode)
         except FileExistsError:
             continue
+        try:
+            # Held until it is renamed (or removed): a sync's sweep of leftovers in the
+            # same folder passes it by.
+            _lock(fd, tmp)
+            if _still_named(fd, tmp):
+                return tmp, fd
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)  # swept in the instant before its lock: another name
 
 
 def open_fresh(path: Path) -> BinaryIO:
@@ -384,7 +502,7 @@ def write_atomically(final: Path, data: bytes, mtime: float | None = None) -> in
             if mtime is not None:
                 os.utime(f.fileno(), (mtime, mtime))
             mtime_ns = os.fstat(f.fileno()).st_mtime_ns
-        os.replace(tmp, final)
+            os.replace(tmp, final)  # still open: its lock keeps a sweep off until here
         return mtime_ns
     except BaseException:
         with contextlib.suppress(OSError):

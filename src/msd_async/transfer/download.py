@@ -22,7 +22,7 @@ from ._local import LocalFile
 from .events import TransferEvent
 from .names import temporary_owners
 from .options import PART_SIZE, SMALL_FILE
-from .parts import discard, download_parts, finish_parts, is_local_error
+from .parts import ClaimedParts, download_parts, is_local_error
 from .plan import REMOTE_SCHEME, Selection, check_deletions, local_index, remote_index
 from .pool import Job, Pool
 from .record import RecordEntry
@@ -103,14 +103,13 @@ def _download_job(pool: Pool, obj: RemoteObject, root: Path, existing: LocalFile
         pool.start(rel, "download", size)
         etag: str | None
         data: bytes | None = None
-        tmp: Path | None = None
+        held: ClaimedParts | None = None
         try:
             if obj.size is not None and obj.size > PART_SIZE:
                 progress = pool.byte_progress(rel, "download", size)
-                sha, etag, got, modified = await download_parts(
+                sha, etag, got, modified, held = await download_parts(
                     client, obj, final, pool.retry, progress, pool.connections
                 )
-                tmp = _local.temporary_path(final)
             else:
                 async with (
                     pool.connections,
@@ -124,58 +123,67 @@ def _download_job(pool: Pool, obj: RemoteObject, root: Path, existing: LocalFile
                     _sha256, data
                 )
         except ObjectNotFoundError:
-            # Listed, then deleted (a live window rotated it out): nothing to download, and
-            # the parts of a large one are worth nothing.
-            if obj.size is not None and obj.size > PART_SIZE:
-                await anyio.to_thread.run_sync(discard, _local.temporary_path(final))
+            # Listed, then deleted (a live window rotated it out): nothing to download (the
+            # parts of a large one were removed with it).
             pool.vanished(rel, "download")
             return
-        pool.report.bytes_transferred += got
-        entry = record.get(rel) if record is not None else None
-        if entry is not None and etag is not None and entry.etag == etag and entry.sha256 != sha:
-            discard(tmp)
-            raise ChecksumMismatchError(
-                f"{obj.path} (ETag {etag}) was recorded with SHA-256 {entry.sha256} but "
-                f"downloaded as {sha}",
-                expected=entry.sha256,
-                actual=sha,
-            )
-        if local_sha is not None and local_sha == sha:
-            # Compared by downloading (no record of this version): identical, keep the file.
-            discard(tmp)
-            pool.report.compared += 1
-            mtime_ns = existing.mtime_ns if existing is not None else 0
+        try:
+            pool.report.bytes_transferred += got
+            entry = record.get(rel) if record is not None else None
+            if (
+                entry is not None and etag is not None and entry.etag == etag
+                and entry.sha256 != sha
+            ):
+                if held is not None:
+                    held.discard()
+                raise ChecksumMismatchError(
+                    f"{obj.path} (ETag {etag}) was recorded with SHA-256 {entry.sha256} but "
+                    f"downloaded as {sha}",
+                    expected=entry.sha256,
+                    actual=sha,
+                )
+            if local_sha is not None and local_sha == sha:
+                # Compared by downloading (no record of this version): identical, keep it.
+                if held is not None:
+                    held.discard()
+                pool.report.compared += 1
+                mtime_ns = existing.mtime_ns if existing is not None else 0
+                if record is not None and etag is not None:
+                    record.set(rel, RecordEntry(got, mtime_ns, sha, etag))
+                pool.skip(rel, "download", got)
+                return
+            # As `aws s3 sync` does: the file's modification time is the object's.
+            mtime = modified.timestamp() if modified is not None else None
+            if held is not None:
+                mtime_ns = await anyio.to_thread.run_sync(held.finish, final, mtime)
+            else:
+                assert data is not None
+                if got <= SMALL_FILE:
+                    mtime_ns = _local.write_atomically(final, data, mtime)
+                else:
+                    mtime_ns = await anyio.to_thread.run_sync(
+                        _local.write_atomically, final, data, mtime
+                    )
             if record is not None and etag is not None:
                 record.set(rel, RecordEntry(got, mtime_ns, sha, etag))
-            pool.skip(rel, "download", got)
-            return
-        # As `aws s3 sync` does: the file's modification time is the object's.
-        mtime = modified.timestamp() if modified is not None else None
-        if tmp is not None:
-            mtime_ns = await anyio.to_thread.run_sync(finish_parts, tmp, final, mtime)
-        else:
-            assert data is not None
-            if got <= SMALL_FILE:
-                mtime_ns = _local.write_atomically(final, data, mtime)
-            else:
-                mtime_ns = await anyio.to_thread.run_sync(
-                    _local.write_atomically, final, data, mtime
-                )
-        if record is not None and etag is not None:
-            record.set(rel, RecordEntry(got, mtime_ns, sha, etag))
-        pool.report.transferred.append(rel)
-        pool.emit(TransferEvent("done", rel, "download", size=got, done=got))
+            pool.report.transferred.append(rel)
+            pool.emit(TransferEvent("done", rel, "download", size=got, done=got))
+        finally:
+            if held is not None:
+                held.close()  # renamed or discarded above, else let go of here
 
     return Job(rel, "download", size, run)
 
 
 def _leftovers(
     root: Path, select: Selection, remote: Iterable[str], keep: set[str]
-) -> list[Path]:
+) -> list[tuple[Path, Path]]:
     """Temporary downloads and part states under ``root`` of this run's paths (``select``:
     another shard's worker may be writing its own, or keep them to resume) except those
-    in ``keep`` (whose download may still resume); ``remote`` are the selected objects."""
-    found: list[Path] = []
+    in ``keep`` (whose download may still resume); ``remote`` are the selected objects.
+    Each as ``(its download's file, the file)``: the first is locked while a download
+    runs (:func:`~msd_async.transfer._local.claim`), and then the file is not removed."""
+    found: list[tuple[Path, Path]] = []
     # The resumable download's file of each object of this run whose name is shortened
     # there: its owner cannot be read back from it.
     known = {
@@ -199,7 +207,7 @@ def _leftovers(
             owners = [f"{folder}/{o}" if folder else o for o in readings]
         # A name that reads as either of two paths is the run's only when both are.
         if all(select(o) and o not in keep for o in owners):
-            found.append(f.path)
+            found.append((tmp, f.path))
     return found
 
 
@@ -247,6 +255,9 @@ async def run_download(
                 f.path for f in pool.report.failed
                 if f.action == "download" and not is_local_error(f.error)
             }
-            for path in await anyio.to_thread.run_sync(_leftovers, root, select, remote, keep):
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
+            for owner, path in await anyio.to_thread.run_sync(
+                _leftovers, root, select, remote, keep
+            ):
+                # Not while a download holds it: an overlapping run into this folder, or a
+                # `msd get`, is writing it.
+                await anyio.to_thread.run_sync(_local.remove_unless_in_use, owner, path)

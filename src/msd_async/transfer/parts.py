@@ -21,7 +21,13 @@ from typing import TYPE_CHECKING
 import anyio
 import anyio.to_thread
 
-from ..errors import ConnectionLostError, MediaStoreError, ObjectChangedError, ProtocolError
+from ..errors import (
+    ConnectionLostError,
+    MediaStoreError,
+    ObjectChangedError,
+    ObjectNotFoundError,
+    ProtocolError,
+)
 from ..retry import RetryPolicy
 from . import _local
 from .events import first_error
@@ -33,7 +39,9 @@ if TYPE_CHECKING:
 
     from ..client import ContainerClient
 
-__all__ = ["discard", "download_parts", "finish_parts", "is_local_error", "state_path"]
+__all__ = [
+    "ClaimedParts", "discard", "download_parts", "finish_parts", "is_local_error", "state_path",
+]
 
 
 def is_local_error(exc: BaseException) -> bool:
@@ -68,32 +76,69 @@ def finish_parts(tmp: Path, final: Path, mtime: float | None) -> int:
 
 
 def _open_parts(tmp: Path, etag: str, size: int) -> tuple[int, set[int]]:
-    """Open (or resume) the temporary file of a ranged download: ``(fd, parts done)``.
+    """Claim (:func:`~msd_async.transfer._local.claim`) and open, or resume, the temporary
+    file of a ranged download: ``(fd, parts done)``. ``OSError(EBUSY)`` when another run
+    is downloading it.
 
     A previous attempt's parts are kept only if it was downloading the same version (ETag
     and size) and its file has the full length."""
-    state = state_path(tmp)
-    done: set[int] = set()
-    try:
-        saved = json.loads(state.read_text("utf-8"))
-        if saved.get("etag") == etag and saved.get("size") == size and tmp.stat().st_size == size:
-            done = {int(i) for i in saved.get("parts", [])}
-    except (OSError, ValueError, TypeError, AttributeError):
-        done = set()
     tmp.parent.mkdir(parents=True, exist_ok=True)
-    if done:
-        fd = os.open(tmp, os.O_WRONLY | _local.NO_FOLLOW)
-    else:
-        fd = _local.create_fresh(tmp)
+    fd = _local.claim(tmp)
+    try:
+        # Read once the file is ours: the state is then that of the file held.
+        state = state_path(tmp)
+        done: set[int] = set()
         try:
+            saved = json.loads(state.read_text("utf-8"))
+            if (
+                saved.get("etag") == etag and saved.get("size") == size
+                and os.fstat(fd).st_size == size
+            ):
+                done = {int(i) for i in saved.get("parts", [])}
+        except (OSError, ValueError, TypeError, AttributeError):
+            done = set()
+        if not done:
+            with contextlib.suppress(FileNotFoundError):
+                state.unlink()  # it describes other bytes than those about to be written
+            os.ftruncate(fd, 0)  # what an earlier version left is not kept as holes' content
             os.ftruncate(fd, size)
-        except BaseException:
-            # A disk that cannot take the object (EFBIG, a quota): neither the descriptor
-            # nor an empty file of ours is left behind.
-            os.close(fd)
-            discard(tmp)
-            raise
+    except BaseException:
+        # A disk that cannot take the object (EFBIG, a quota): neither the descriptor nor
+        # a file of ours is left behind.
+        discard(tmp)
+        os.close(fd)
+        raise
     return fd, done
+
+
+class ClaimedParts:
+    """A ranged download's completed temporary file, still held (its lock): give it its
+    final name with :meth:`finish`, or :meth:`discard` it; each lets go of it after, and
+    :meth:`close` (idempotent) on any other way out. Held until then, no overlapping run
+    can start it afresh, nor a sweep remove it, between its hash and its rename."""
+
+    __slots__ = ("fd", "tmp")
+
+    def __init__(self, tmp: Path, fd: int) -> None:
+        self.tmp = tmp
+        self.fd = fd
+
+    def finish(self, final: Path, mtime: float | None) -> int:
+        try:
+            return finish_parts(self.tmp, final, mtime)
+        finally:
+            self.close()
+
+    def discard(self) -> None:
+        try:
+            discard(self.tmp)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 class _PartState:
@@ -136,14 +181,25 @@ async def download_parts(
     retry: RetryPolicy,
     progress: Callable[[int], None] | None,
     connections: anyio.CapacityLimiter,
-) -> tuple[str, str, int, _dt.datetime | None]:
+) -> tuple[str, str, int, _dt.datetime | None, ClaimedParts]:
     """Download a large object in ranged parts into its temporary file; resume the parts a
-    previous attempt completed. Returns ``(sha256, etag, size, last_modified)``; the file
-    is not renamed. Raises :class:`~msd_async.errors.ObjectNotFoundError` if the object is
-    gone. Each request holds one of ``connections`` (the transfer's, see
-    :class:`~msd_async.transfer.pool.Pool`)."""
-    async with connections:
-        info = await client.describe_object(obj.path, retry=retry)
+    previous attempt completed. Returns ``(sha256, etag, size, last_modified, held)``; the
+    file is not renamed: ``held`` does that, or discards it. Raises
+    :class:`~msd_async.errors.ObjectNotFoundError` if the object is gone (its parts, if
+    no other run holds them, are removed). Each request holds one of ``connections`` (the
+    transfer's, see :class:`~msd_async.transfer.pool.Pool`)."""
+    tmp = _local.temporary_path(final)
+    try:
+        async with connections:
+            info = await client.describe_object(obj.path, retry=retry)
+    except ObjectNotFoundError:
+        # Listed, then deleted (a live window rotated it out): the parts of an earlier
+        # try are worth nothing, unless another run is downloading them.
+        await anyio.to_thread.run_sync(
+            _local.remove_unless_in_use, tmp, tmp, state_path(tmp),
+            state_path(tmp).with_name(state_path(tmp).name + ".tmp"),
+        )
+        raise
     etag, size = info.etag, info.content_length
     if etag is None or size is None:
         raise ObjectChangedError(
@@ -151,8 +207,10 @@ async def download_parts(
             expected_etag=obj.etag,
             actual_etag=etag,
         )
-    tmp = _local.temporary_path(final)
-    fd, done = await anyio.to_thread.run_sync(_open_parts, tmp, etag, size)
+    # Shielded: a cancellation delivered once the thread is done would drop the claimed
+    # descriptor, and its lock with it would stay held for the process's life.
+    with anyio.CancelScope(shield=True):
+        fd, done = await anyio.to_thread.run_sync(_open_parts, tmp, etag, size)
     parts = _PartState(fd, state_path(tmp), etag, size, done)
     count = (size + PART_SIZE - 1) // PART_SIZE
     limiter = anyio.CapacityLimiter(PART_CONCURRENCY)
@@ -200,6 +258,7 @@ async def download_parts(
                 )
             await anyio.to_thread.run_sync(parts.write, index, first, data)
 
+    held = ClaimedParts(tmp, fd)
     try:
         try:
             async with anyio.create_task_group() as tg:
@@ -208,19 +267,18 @@ async def download_parts(
                         tg.start_soon(part, index)
         except ExceptionGroup as group:
             raise first_error(group) from None
-    except ObjectChangedError:
-        discard(tmp)  # another version: its parts are worth nothing
+        sha = await anyio.to_thread.run_sync(_local.hash_file, tmp)
+    except (ObjectChangedError, ObjectNotFoundError):
+        held.discard()  # another version, or none: its parts are worth nothing
         raise
     except OSError as exc:
         if is_local_error(exc):
             # The local disk refused a write (ENOSPC, EIO, EFBIG): the parts it holds take
             # the space that is missing, and after EIO they may not be what was written.
-            os.close(fd)
-            fd = -1
-            await anyio.to_thread.run_sync(discard, tmp)
+            await anyio.to_thread.run_sync(held.discard)
+        held.close()
         raise
-    finally:
-        if fd >= 0:
-            os.close(fd)
-    sha = await anyio.to_thread.run_sync(_local.hash_file, tmp)
-    return sha, etag, size, info.last_modified
+    except BaseException:
+        held.close()
+        raise
+    return sha, etag, size, info.last_modified, held
