@@ -593,3 +593,35 @@ async def test_a_request_held_by_a_delay_fault_does_not_hold_close(client: str) 
                 assert not isinstance(caught.value, ReadTimeout)
     finally:
         await server.close()
+
+
+async def test_a_request_held_by_a_delay_fault_is_left_unanswered_when_the_server_closes(
+    raw: Raw, server: LocalMediaStore
+) -> None:
+    """The server closing ends the hold with no answer (faults.py: "the request,
+    unanswered"), as a server going away does: the client sees its connection end, which
+    it may retry elsewhere. It was answered ``400 Bad Request`` (a client error, never
+    retried) with no error type: a test suite read its own teardown as a bad request."""
+    from msd_async import RetryPolicy, Session, TransportError
+
+    server.faults.inject("delay", times=2, method="HEAD", delay=60)
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(signed_head(raw, "HEAD", "/held.ts"))
+    await writer.drain()
+    async with Session(
+        credentials=server.credentials, region=server.region, retry=RetryPolicy.none()
+    ) as session:
+        waiting = asyncio.create_task(session.container(server.endpoint).describe_object("x"))
+        async with asyncio.timeout(10):
+            while server.faults.applied < 2:  # noqa: ASYNC110 - both requests are held
+                await asyncio.sleep(0.01)
+        await server.close()
+        # A lost connection (or, resent, a refused one): a transport error, retryable.
+        with pytest.raises(TransportError):
+            await waiting
+    try:
+        assert await asyncio.wait_for(reader.read(), 10) == b""
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()

@@ -1020,7 +1020,12 @@ class LocalMediaStore:
         closing = self._closing
         end = loop.time() + seconds
         while (left := end - loop.time()) > 0:
-            if self._client_gone(request) or closing.is_set():
+            if closing.is_set():
+                # Unanswered, as by a server going away: the _ClientGone answer would
+                # reach a client still waiting as "400 Bad Request", never retried.
+                self._abort_transport(request)
+                raise _ClientGone
+            if self._client_gone(request):
                 raise _ClientGone
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(min(left, self.client_check_interval)):
