@@ -625,3 +625,50 @@ async def test_a_request_held_by_a_delay_fault_is_left_unanswered_when_the_serve
         writer.close()
         with contextlib.suppress(ConnectionError):
             await writer.wait_closed()
+
+
+@pytest.mark.parametrize("case", ["still-reading", "answered-early", "gone-after-answer"])
+async def test_close_does_not_wait_for_the_rest_of_a_put_body(
+    raw: Raw, server: LocalMediaStore, case: str
+) -> None:
+    """A PUT whose client sent part of its body and stalls: its handler waits for the rest
+    (``still-reading``), or, refused before its body was read (over the limit), aiohttp
+    reads and drops the rest for up to its lingering time (10 s) so that a client still
+    sending gets the answer (``answered-early``). Either way ``close()`` waited its whole
+    shutdown grace (2 s) for a body nobody will store. And aiohttp's lingering read is not
+    woken when its client leaves (``gone-after-answer``): it ran on for 10 s after
+    ``close()`` returned. Now the connection ends at once and no task runs on."""
+    baseline = asyncio.all_tasks()
+    answered = case != "still-reading"
+    length = 5000 if answered else 400  # the fixture's limits: 1000, STREAMING 500
+    reader, writer = await put_head(
+        raw, "/half.ts", f"Content-Length: {length}\r\n",
+        {"x-amz-upload-availability": "STANDARD" if answered else "STREAMING"},
+    )
+    writer.write(b"h" * 100)
+    await writer.drain()
+    if answered:
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 400 ")
+    else:
+        await wait_until(lambda: server.store.in_progress("half.ts") is not None)
+    if case == "gone-after-answer":
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+        await asyncio.sleep(0.1)  # its end reaches the server
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await server.close()
+    assert loop.time() - started < 1.0  # aiohttp's shutdown grace: 2 s
+    await asyncio.sleep(0.1)
+    assert asyncio.all_tasks() - baseline - {asyncio.current_task()} == set()
+    try:
+        if not answered:
+            assert await asyncio.wait_for(reader.read(), 10) == b""  # no answer came
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+    assert server.store.get("half.ts") is None
+

@@ -35,6 +35,7 @@ import logging
 import re
 import secrets
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Final, Literal, Self
@@ -198,6 +199,8 @@ class _SendWatch:
 
 
 _WATCH: Final = web.RequestKey("msd_send_watch", _SendWatch)
+#: The handler has returned: a body still unread is aiohttp's to drop (its lingering).
+_ANSWERED: Final = web.RequestKey("msd_answered", bool)
 
 
 async def _expect_later(request: web.Request) -> None:
@@ -496,6 +499,11 @@ class LocalMediaStore:
         self._runner: web.AppRunner | None = None
         #: Set by close(): requests held by a delay fault let go.
         self._closing = asyncio.Event()
+        #: Requests with a body, for close() to end the connections still waiting for one.
+        #: By id: a request is not hashable.
+        self._bodies: weakref.WeakValueDictionary[int, web.BaseRequest] = (
+            weakref.WeakValueDictionary()
+        )
         self.endpoint = ""
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -569,13 +577,36 @@ class LocalMediaStore:
         self.endpoint = f"http://{host}:{self.port}"
 
     async def close(self) -> None:
-        """Stop listening, end in-progress uploads (readers see them fail), close connections."""
+        """Stop listening, end in-progress uploads (readers see them fail), close connections.
+
+        A request body still coming (a stalled upload, the rest of one refused before it
+        was read) is not waited for; a response a client is still taking gets aiohttp's
+        shutdown grace (2 s)."""
         runner, self._runner = self._runner, None
         if runner is None:
             return
         self._closing.set()
         await self.store.aclose()
+        self._end_unread_bodies()
         await runner.cleanup()
+
+    def _end_unread_bodies(self) -> None:
+        """Close the connections whose request body is still coming: a PUT's handler
+        waiting for the rest of a stalled body, or aiohttp reading and dropping the rest
+        of a body refused before it was read (its lingering, up to 10 s, so that a client
+        still sending gets the answer). Neither will be stored, and aiohttp's shutdown
+        would wait its whole grace for them."""
+        for request in list(self._bodies.values()):
+            content = request.content
+            if content.is_eof() or content.exception() is not None:
+                continue
+            if request.get(_ANSWERED):
+                # aiohttp's lingering read is not woken by the end of its connection: it
+                # would run on after close() for the rest of its 10 s.
+                content.feed_eof()
+            transport = request.transport
+            if transport is not None:
+                transport.close()
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -592,6 +623,8 @@ class LocalMediaStore:
     # -- request handling ------------------------------------------------------------------
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if request.body_exists:
+            self._bodies[id(request)] = request
         watch = request[_WATCH] = _SendWatch(request, self.send_time_limit)
         try:
             resp = await self._respond(request)
@@ -607,6 +640,7 @@ class LocalMediaStore:
                         request[_GONE] = True
             return resp
         finally:
+            request[_ANSWERED] = True
             watch.close()
             # The watch refers to the request: a cycle only the cyclic GC would free.
             del request[_WATCH]
