@@ -672,3 +672,22 @@ async def test_close_does_not_wait_for_the_rest_of_a_put_body(
             await writer.wait_closed()
     assert server.store.get("half.ts") is None
 
+
+async def test_a_request_cancelled_by_close_is_counted() -> None:
+    """A reader that stopped reading holds its handler past aiohttp's shutdown grace,
+    and aiohttp then cancels it. ``on_request`` (``msd serve --metrics``:
+    msd_server_requests_total) never heard of that request: the metrics missed exactly
+    the requests a shutdown cut. It is counted now, as ``aborted``."""
+    finished = Finished()
+    server = LocalMediaStore(on_request=finished)
+    await server.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            raw = Raw(server, session)
+            await server.store.put_bytes("vod/big.mp4", os.urandom(BIG))
+            async with stopped_reader(raw, "/vod/big.mp4"):
+                await asyncio.sleep(0.2)  # its writes back up
+                await server.close()
+    finally:
+        await server.close()
+    assert [(op, status) for op, status, _ in finished.done] == [("GetObject", "aborted")]

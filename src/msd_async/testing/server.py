@@ -399,7 +399,8 @@ class LocalMediaStore:
     ``on_request``              called after each request with ``(operation, status,
                                 seconds)``: the API operation name (``"other"`` for another
                                 method), the HTTP status as text (``"aborted"`` when the
-                                client went away) and the handling time (``--metrics``)
+                                client went away or close() cut the request) and the
+                                handling time (``--metrics``)
     ``cors_policy``             a :class:`~msd_async.testing.cors.CorsPolicy` (or its JSON: the
                                 list of rules, or ``{"CorsPolicy": [...]}``): answers preflights
                                 and adds CORS headers as MediaStore did; default none (no
@@ -536,12 +537,17 @@ class LocalMediaStore:
         self, request: web.Request, handler: Callable[[web.Request], Any]
     ) -> web.StreamResponse:
         started = time.monotonic()
-        response: web.StreamResponse = await handler(request)
-        method = request.method
         root = request.raw_path.partition("?")[0].strip("/") == ""
-        operation = _OPERATIONS.get((method, root), "other")
-        status = "aborted" if request.get(_GONE) else str(response.status)
+        operation = _OPERATIONS.get((request.method, root), "other")
         assert self.on_request is not None
+        try:
+            response: web.StreamResponse = await handler(request)
+        except BaseException:
+            # Cancelled by aiohttp's shutdown once its grace is over (a client that
+            # stopped reading): exactly the requests a shutdown cut, not to go uncounted.
+            self.on_request(operation, "aborted", time.monotonic() - started)
+            raise
+        status = "aborted" if request.get(_GONE) else str(response.status)
         self.on_request(operation, status, time.monotonic() - started)
         return response
 
