@@ -182,6 +182,29 @@ async def test_a_credential_process_given_up_on_is_ended_not_left_running(
     assert server_requests == []
 
 
+@pytest.mark.anyio
+async def test_a_credential_process_of_an_assume_role_source_profile_is_ended_too(
+    aws_home: Path, mediastore_server: LocalMediaStore, server_requests: list[logging.LogRecord]
+) -> None:
+    """A role profile whose source_profile gets its keys from a credential_process: that
+    process is started by aiobotocore's assume-role provider, not the chain's own process
+    provider, and ran on when the wait for it was given up."""
+    script = _hanging_process(aws_home)
+    (aws_home / "config").write_text(
+        (aws_home / "config").read_text().replace("[profile hang]", "[profile source]")
+        + "[profile role]\nrole_arn = arn:aws:iam::123456789012:role/media\n"
+        "source_profile = source\n"
+    )
+    async with Session(
+        profile="role", region=mediastore_server.region, timeouts=Timeouts(credentials=1)
+    ) as session:
+        store = session.container(mediastore_server.endpoint)
+        with anyio.fail_after(30), pytest.raises(CredentialsError, match=r"within 1 s"):
+            await store.describe_object("x/a.ts")
+        assert _still_running(script) == []
+    assert server_requests == []
+
+
 # --- a clock the service will not accept -------------------------------------------------------
 
 
