@@ -205,6 +205,35 @@ async def test_a_credential_process_of_an_assume_role_source_profile_is_ended_to
     assert server_requests == []
 
 
+@pytest.mark.anyio
+async def test_a_deadline_passed_waiting_for_the_credentials_says_so(
+    mediastore_server: LocalMediaStore, server_requests: list[logging.LogRecord]
+) -> None:
+    """The call's deadline, passed while the provider had not answered, read "passed
+    during attempt 1 (attempts made: 1) ... check the endpoint's health": nothing had been
+    sent, and the endpoint was not what to check."""
+    answered = anyio.Event()
+
+    class Waiting:
+        """A provider whose source takes longer than the call may (an MFA prompt)."""
+
+        async def get_credentials(self) -> Credentials:
+            await answered.wait()
+            return mediastore_server.credentials
+
+    async with Session(
+        credentials=Waiting(), region=mediastore_server.region, timeouts=Timeouts(credentials=30)
+    ) as session:
+        store = session.container(mediastore_server.endpoint)
+        with anyio.fail_after(20), pytest.raises(DeadlineExceeded) as caught:
+            await store.describe_object("x/a.ts", deadline=0.25)
+    text = str(caught.value)
+    assert "waiting for the credentials provider Waiting" in text, text
+    assert "endpoint" not in text, text
+    assert caught.value.attempts == 0  # as a CredentialsError counts: nothing was sent
+    assert server_requests == []
+
+
 # --- a clock the service will not accept -------------------------------------------------------
 
 
