@@ -606,3 +606,26 @@ def test_the_local_server_refuses_a_token_past_its_expiry() -> None:
             check()
         assert info.value.code == "ExpiredTokenException"
         assert "expired" in info.value.message
+
+
+def test_the_local_server_reads_an_expiry_without_a_time_zone_as_the_client_does() -> None:
+    """A naive ``expiry`` (the client reads it as local time, as ``datetime.timestamp()``
+    does) made the local server compare it with an aware clock: a TypeError, answered 500
+    with a traceback in its log, for keys the client had just found fresh."""
+    now = dt.datetime.now()  # naive: local time
+    expired = Credentials("ASIATEMP", "secret", "token", now - dt.timedelta(hours=1))
+    fresh = Credentials("ASIAFRESH", "secret", "token", now + dt.timedelta(hours=1))
+    verifier = Verifier([expired, fresh], "us-east-1")
+    signer = SigV4Signer("us-east-1")
+    for keys in (expired, fresh):
+        headers = signer.sign(keys, method="GET", host="h", path="/x/a.ts")
+        check = functools.partial(
+            verifier.verify, method="GET", raw_path="/x/a.ts", query=[],
+            headers=CIMultiDict({**headers, "host": "h"}), has_body=False,
+        )
+        if keys is fresh:
+            assert check()[0] is fresh
+            continue
+        with pytest.raises(AuthFailure) as info:
+            check()
+        assert info.value.code == "ExpiredTokenException"
