@@ -770,6 +770,10 @@ class LocalMediaStore:
                     + ("" if wanted.part is None else f" part {wanted.part}")
                     + " within three target durations.",
                 )
+            if self._closing.is_set():
+                # As a delay fault's hold (_hold): unanswered, and close() not held.
+                self._abort_transport(request)
+                raise _ClientGone
             if self._client_gone(request):
                 raise _ClientGone
             await asyncio.sleep(0.01)
