@@ -439,7 +439,8 @@ async def test_close_with_a_stalled_reader_uploader_and_follower_is_bounded(
 ) -> None:
     """``close()`` while a reader has stopped reading, an uploader has stopped sending and
     a follower follows that upload (no limit of the server would end any of them soon):
-    it returns within aiohttp's shutdown grace, leaves no task running, logs no error,
+    it returns within twice aiohttp's shutdown grace (the reader's handler is cancelled
+    only after the second), leaves no task running, logs no error,
     the follower sees an incomplete body and nothing is left open or half-written."""
     data_dir = tmp_path / "data"
     baseline = asyncio.all_tasks()

@@ -586,8 +586,9 @@ class LocalMediaStore:
         """Stop listening, end in-progress uploads (readers see them fail), close connections.
 
         A request body still coming (a stalled upload, the rest of one refused before it
-        was read) is not waited for; a response a client is still taking gets aiohttp's
-        shutdown grace (2 s)."""
+        was read) is not waited for. A response a client is still taking is waited for up
+        to aiohttp's shutdown grace (2 s) and, not done by then, up to 2 s more before its
+        handler is cancelled: a client that stopped reading costs about 4 s."""
         runner, self._runner = self._runner, None
         if runner is None:
             return
