@@ -29,7 +29,7 @@ from .errors import (
 )
 from .events import EventHook, EventKind, Operation, new_event
 from .results import Item, ListPage, ObjectInfo, PutResult
-from .retry import Deadline, RetryPolicy, call_with_retries
+from .retry import Deadline, RetryPolicy, call_with_retries, waiting_before_sending
 from .signing import SigV4Signer, signing_host
 from .stream import ObjectStream
 
@@ -166,16 +166,21 @@ async def _get_credentials(context: ClientContext) -> Credentials:
         call = provider.get_credentials()
         step = getattr(call, "send", None)
         if step is None:  # another awaitable (a future): nothing to take by hand
+            waiting_before_sending.set(f"the credentials provider {name}")
             async with asyncio.timeout(timeout) as scope:
                 credentials = await call
+            waiting_before_sending.set(None)
         else:
             try:
                 waiting = step(None)
             except StopIteration as answered:
                 credentials = answered.value
             else:
+                # Left set if the call's deadline ends the wait, for its message.
+                waiting_before_sending.set(f"the credentials provider {name}")
                 async with asyncio.timeout(timeout) as scope:
                     credentials = await _Resumed(call, waiting)
+                waiting_before_sending.set(None)
     except MediaStoreError:
         raise
     except TimeoutError as exc:

@@ -361,15 +361,30 @@ def _end_abandoned_processes(session: Any) -> None:
     a deadline or a cancellation ends that wait, the process (waiting for an MFA code, a
     browser login) ran on, and every later call started one more. Its provider takes the
     function that starts the process (``_popen``, as botocore's does); the one given here
-    ends it instead. Only the chain's own process provider is reached: one nested in an
-    assume-role profile is made later, inside aiobotocore.
+    ends it instead. That is the chain's own process provider, and those the assume-role
+    provider makes for a ``source_profile`` with a ``credential_process`` (through its
+    ``_profile_provider_builder``, while it loads).
     """
-    from aiobotocore.credentials import AioProcessProvider
+    from aiobotocore.credentials import AioAssumeRoleProvider, AioProcessProvider
+
+    def ended_when_abandoned(provider: Any) -> None:
+        if type(provider) is AioProcessProvider:
+            provider._popen = _start_process_ended_when_abandoned
 
     resolver = session.get_component("credential_provider")
     for provider in getattr(resolver, "providers", ()):
-        if type(provider) is AioProcessProvider:
-            provider._popen = _start_process_ended_when_abandoned
+        ended_when_abandoned(provider)
+        builder = getattr(provider, "_profile_provider_builder", None)
+        if type(provider) is AioAssumeRoleProvider and builder is not None:
+            make = builder._create_process_provider
+
+            def make_ended(profile_name: str, make: Any = make) -> Any:
+                made = make(profile_name)
+                ended_when_abandoned(made)
+                return made
+
+            # On this session's builder only, which has made the chain's providers already.
+            builder._create_process_provider = make_ended
 
 
 async def _start_process_ended_when_abandoned(*args: Any, **kwargs: Any) -> _EndedWhenAbandoned:

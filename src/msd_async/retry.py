@@ -26,6 +26,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Final, Protocol, TypeGuard, TypeVar
 
@@ -384,11 +385,21 @@ def _give_up(exc: MediaStoreError, attempts: int, why: str) -> MediaStoreError:
     return exc
 
 
-def _deadline_exceeded(deadline: Deadline, attempts: int, why: str) -> DeadlineExceeded:
+#: What the attempt in flight waits for before it can send anything (the client sets it
+#: while its credentials provider has not answered), for the message of a deadline that
+#: ends the attempt there: the endpoint is then not what to check.
+waiting_before_sending: ContextVar[str | None] = ContextVar(
+    "msd_async_waiting_before_sending", default=None
+)
+
+
+def _deadline_exceeded(
+    deadline: Deadline, attempts: int, why: str, check: str = "the endpoint's health"
+) -> DeadlineExceeded:
     allowed = "" if deadline.seconds is None else f" of {deadline.seconds:g} s"
     return DeadlineExceeded(
         f"the call's deadline{allowed} passed {why} (attempts made: {attempts}); allow more "
-        "time with deadline=, or check the endpoint's health",
+        f"time with deadline=, or check {check}",
         attempts=attempts,
     )
 
@@ -429,10 +440,11 @@ async def call_with_retries(
     taken or any time slept. With a ``deadline``, each attempt also runs in a cancel scope
     that ends at the deadline (measured on the event loop's clock, ``deadline.remaining()``
     seconds from the attempt's start); if it fires, ``DeadlineExceeded`` is raised from the
-    previous attempt's error. A deadline already past raises before the first attempt
-    (``attempts = 0``). The client should still cap its own timeouts with
-    :meth:`Deadline.cap`, so a slow attempt ends with a clear timeout rather than a
-    cancellation.
+    previous attempt's error (with ``attempts = n - 1`` and what it waited for when the
+    attempt was still waiting before it could send: :data:`waiting_before_sending`). A
+    deadline already past raises before the first attempt (``attempts = 0``). The client
+    should still cap its own timeouts with :meth:`Deadline.cap`, so a slow attempt ends
+    with a clear timeout rather than a cancellation.
 
     Cancellation is never caught: it propagates from the attempt or the sleep untouched.
     When it ends the sleep after attempt ``n`` (no attempt in flight), ``on_abandoned(n)``
@@ -452,6 +464,8 @@ async def call_with_retries(
             raise _deadline_exceeded(deadline, n, why) from last
         n += 1
         scope: anyio.CancelScope | None = None
+        if waiting_before_sending.get() is not None:  # left by an attempt that ended there
+            waiting_before_sending.set(None)
         try:
             if deadline is None:
                 result = await attempt(n)
@@ -468,6 +482,14 @@ async def call_with_retries(
         else:
             if scope is not None and scope.cancelled_caught:
                 assert deadline is not None
+                waiting = waiting_before_sending.get()
+                if waiting is not None:
+                    # Counted as a CredentialsError is: this attempt sent nothing.
+                    raise _deadline_exceeded(
+                        deadline, n - 1, f"during attempt {n}, waiting for {waiting}",
+                        check="that provider's source (credential_process, SSO, instance "
+                        "metadata) or raise Timeouts.credentials",
+                    ) from last
                 raise _deadline_exceeded(deadline, n, f"during attempt {n}") from last
             if budget is not None:
                 budget.release(last_cost or budget.success_refund)

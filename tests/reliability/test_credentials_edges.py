@@ -182,6 +182,58 @@ async def test_a_credential_process_given_up_on_is_ended_not_left_running(
     assert server_requests == []
 
 
+@pytest.mark.anyio
+async def test_a_credential_process_of_an_assume_role_source_profile_is_ended_too(
+    aws_home: Path, mediastore_server: LocalMediaStore, server_requests: list[logging.LogRecord]
+) -> None:
+    """A role profile whose source_profile gets its keys from a credential_process: that
+    process is started by aiobotocore's assume-role provider, not the chain's own process
+    provider, and ran on when the wait for it was given up."""
+    script = _hanging_process(aws_home)
+    (aws_home / "config").write_text(
+        (aws_home / "config").read_text().replace("[profile hang]", "[profile source]")
+        + "[profile role]\nrole_arn = arn:aws:iam::123456789012:role/media\n"
+        "source_profile = source\n"
+    )
+    async with Session(
+        profile="role", region=mediastore_server.region, timeouts=Timeouts(credentials=1)
+    ) as session:
+        store = session.container(mediastore_server.endpoint)
+        with anyio.fail_after(30), pytest.raises(CredentialsError, match=r"within 1 s"):
+            await store.describe_object("x/a.ts")
+        assert _still_running(script) == []
+    assert server_requests == []
+
+
+@pytest.mark.anyio
+async def test_a_deadline_passed_waiting_for_the_credentials_says_so(
+    mediastore_server: LocalMediaStore, server_requests: list[logging.LogRecord]
+) -> None:
+    """The call's deadline, passed while the provider had not answered, read "passed
+    during attempt 1 (attempts made: 1) ... check the endpoint's health": nothing had been
+    sent, and the endpoint was not what to check."""
+    answered = anyio.Event()
+
+    class Waiting:
+        """A provider whose source takes longer than the call may (an MFA prompt)."""
+
+        async def get_credentials(self) -> Credentials:
+            await answered.wait()
+            return mediastore_server.credentials
+
+    async with Session(
+        credentials=Waiting(), region=mediastore_server.region, timeouts=Timeouts(credentials=30)
+    ) as session:
+        store = session.container(mediastore_server.endpoint)
+        with anyio.fail_after(20), pytest.raises(DeadlineExceeded) as caught:
+            await store.describe_object("x/a.ts", deadline=0.25)
+    text = str(caught.value)
+    assert "waiting for the credentials provider Waiting" in text, text
+    assert "endpoint" not in text, text
+    assert caught.value.attempts == 0  # as a CredentialsError counts: nothing was sent
+    assert server_requests == []
+
+
 # --- a clock the service will not accept -------------------------------------------------------
 
 
@@ -554,3 +606,26 @@ def test_the_local_server_refuses_a_token_past_its_expiry() -> None:
             check()
         assert info.value.code == "ExpiredTokenException"
         assert "expired" in info.value.message
+
+
+def test_the_local_server_reads_an_expiry_without_a_time_zone_as_the_client_does() -> None:
+    """A naive ``expiry`` (the client reads it as local time, as ``datetime.timestamp()``
+    does) made the local server compare it with an aware clock: a TypeError, answered 500
+    with a traceback in its log, for keys the client had just found fresh."""
+    now = dt.datetime.now()  # naive: local time
+    expired = Credentials("ASIATEMP", "secret", "token", now - dt.timedelta(hours=1))
+    fresh = Credentials("ASIAFRESH", "secret", "token", now + dt.timedelta(hours=1))
+    verifier = Verifier([expired, fresh], "us-east-1")
+    signer = SigV4Signer("us-east-1")
+    for keys in (expired, fresh):
+        headers = signer.sign(keys, method="GET", host="h", path="/x/a.ts")
+        check = functools.partial(
+            verifier.verify, method="GET", raw_path="/x/a.ts", query=[],
+            headers=CIMultiDict({**headers, "host": "h"}), has_body=False,
+        )
+        if keys is fresh:
+            assert check()[0] is fresh
+            continue
+        with pytest.raises(AuthFailure) as info:
+            check()
+        assert info.value.code == "ExpiredTokenException"

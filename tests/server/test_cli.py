@@ -122,3 +122,23 @@ def test_a_reader_that_went_away_costs_no_traceback() -> None:
         os.close(writer)
     assert "Traceback" not in result.stderr, result.stderr
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--send-time-limit", "-1"], "--send-time-limit must be 0 (no limit) or more, not -1"),
+        (["--send-time-limit", "nan"], "--send-time-limit must be 0 (no limit) or more, not nan"),
+        (["--idle-time-limit", "0"], "--idle-time-limit must be more than 0, not 0"),
+    ],
+)
+def test_a_time_limit_out_of_range_is_named_by_its_option(
+    args: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The server's own words named its Python parameter ("send_time_limit must be
+    positive or None"): no option is spelled so, and None cannot be given on a command
+    line (0 is "no limit" there)."""
+    with pytest.raises(SystemExit) as info:
+        main(["serve", *args])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(says)

@@ -114,3 +114,25 @@ async def test_off_by_default_the_query_is_ignored() -> None:
             )
         status, body, waited = await get(server, "_HLS_msn=13")
     assert status == 200 and body == playlist(2, 1) and waited < 2.5
+
+
+async def test_a_held_reload_does_not_hold_close(
+    blocking: tuple[LocalMediaStore, ContainerClient],
+) -> None:
+    """``close()`` while a reload waits for a part: the hold ends at once, unanswered (as
+    by a server going away), instead of aiohttp's shutdown grace passing twice (2 s to
+    wait for the handler, 2 s more once its request is cancelled, which a hold does not
+    notice) before the handler was cancelled."""
+    import asyncio
+
+    server, _ = blocking
+    held = asyncio.ensure_future(get(server, "_HLS_msn=12&_HLS_part=1"))  # not yet listed
+    try:
+        await anyio.sleep(0.3)
+        assert not held.done()
+        started = time.monotonic()
+        await server.close()
+        assert time.monotonic() - started < 1.0
+    finally:
+        with pytest.raises(aiohttp.ClientError):  # no answer: the connection ended
+            await held

@@ -454,7 +454,8 @@ async def test_close_with_a_stalled_reader_uploader_and_follower_is_bounded(
 ) -> None:
     """``close()`` while a reader has stopped reading, an uploader has stopped sending and
     a follower follows that upload (no limit of the server would end any of them soon):
-    it returns within aiohttp's shutdown grace, leaves no task running, logs no error,
+    it returns within twice aiohttp's shutdown grace (the reader's handler is cancelled
+    only after the second), leaves no task running, logs no error,
     the follower sees an incomplete body and nothing is left open or half-written."""
     data_dir = tmp_path / "data"
     baseline = asyncio.all_tasks()
@@ -594,3 +595,101 @@ async def test_a_request_held_by_a_delay_fault_does_not_hold_close(client: str) 
                 assert not isinstance(caught.value, ReadTimeout)
     finally:
         await server.close()
+
+
+async def test_a_request_held_by_a_delay_fault_is_left_unanswered_when_the_server_closes(
+    raw: Raw, server: LocalMediaStore
+) -> None:
+    """The server closing ends the hold with no answer (faults.py: "the request,
+    unanswered"), as a server going away does: the client sees its connection end, which
+    it may retry elsewhere. It was answered ``400 Bad Request`` (a client error, never
+    retried) with no error type: a test suite read its own teardown as a bad request."""
+    from msd_async import RetryPolicy, Session, TransportError
+
+    server.faults.inject("delay", times=2, method="HEAD", delay=60)
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(signed_head(raw, "HEAD", "/held.ts"))
+    await writer.drain()
+    async with Session(
+        credentials=server.credentials, region=server.region, retry=RetryPolicy.none()
+    ) as session:
+        waiting = asyncio.create_task(session.container(server.endpoint).describe_object("x"))
+        async with asyncio.timeout(10):
+            while server.faults.applied < 2:  # noqa: ASYNC110 - both requests are held
+                await asyncio.sleep(0.01)
+        await server.close()
+        # A lost connection (or, resent, a refused one): a transport error, retryable.
+        with pytest.raises(TransportError):
+            await waiting
+    try:
+        assert await asyncio.wait_for(reader.read(), 10) == b""
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
+@pytest.mark.parametrize("case", ["still-reading", "answered-early", "gone-after-answer"])
+async def test_close_does_not_wait_for_the_rest_of_a_put_body(
+    raw: Raw, server: LocalMediaStore, case: str
+) -> None:
+    """A PUT whose client sent part of its body and stalls: its handler waits for the rest
+    (``still-reading``), or, refused before its body was read (over the limit), aiohttp
+    reads and drops the rest for up to its lingering time (10 s) so that a client still
+    sending gets the answer (``answered-early``). Either way ``close()`` waited its whole
+    shutdown grace (2 s) for a body nobody will store. And aiohttp's lingering read is not
+    woken when its client leaves (``gone-after-answer``): it ran on for 10 s after
+    ``close()`` returned. Now the connection ends at once and no task runs on."""
+    baseline = asyncio.all_tasks()
+    answered = case != "still-reading"
+    length = 5000 if answered else 400  # the fixture's limits: 1000, STREAMING 500
+    reader, writer = await put_head(
+        raw, "/half.ts", f"Content-Length: {length}\r\n",
+        {"x-amz-upload-availability": "STANDARD" if answered else "STREAMING"},
+    )
+    writer.write(b"h" * 100)
+    await writer.drain()
+    if answered:
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 400 ")
+    else:
+        await wait_until(lambda: server.store.in_progress("half.ts") is not None)
+    if case == "gone-after-answer":
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+        await asyncio.sleep(0.1)  # its end reaches the server
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await server.close()
+    assert loop.time() - started < 1.0  # aiohttp's shutdown grace: 2 s
+    await asyncio.sleep(0.1)
+    assert asyncio.all_tasks() - baseline - {asyncio.current_task()} == set()
+    try:
+        if not answered:
+            assert await asyncio.wait_for(reader.read(), 10) == b""  # no answer came
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+    assert server.store.get("half.ts") is None
+
+
+async def test_a_request_cancelled_by_close_is_counted() -> None:
+    """A reader that stopped reading holds its handler past aiohttp's shutdown grace,
+    and aiohttp then cancels it. ``on_request`` (``msd serve --metrics``:
+    msd_server_requests_total) never heard of that request: the metrics missed exactly
+    the requests a shutdown cut. It is counted now, as ``aborted``."""
+    finished = Finished()
+    server = LocalMediaStore(on_request=finished)
+    await server.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            raw = Raw(server, session)
+            await server.store.put_bytes("vod/big.mp4", os.urandom(BIG))
+            async with stopped_reader(raw, "/vod/big.mp4"):
+                await asyncio.sleep(0.2)  # its writes back up
+                await server.close()
+    finally:
+        await server.close()
+    assert [(op, status) for op, status, _ in finished.done] == [("GetObject", "aborted")]

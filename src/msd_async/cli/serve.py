@@ -125,6 +125,13 @@ def serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     if (args.access_key_id is None) != (args.secret_access_key is None):
         parser.error("--access-key-id and --secret-access-key go together")
+    # Checked here for the options' words: the server's name its parameters (and None).
+    if not args.send_time_limit >= 0:  # also NaN
+        parser.error(
+            f"--send-time-limit must be 0 (no limit) or more, not {args.send_time_limit:g}"
+        )
+    if not args.idle_time_limit > 0:
+        parser.error(f"--idle-time-limit must be more than 0, not {args.idle_time_limit:g}")
     explicit = args.access_key_id is not None
     if not is_loopback(args.host) and not explicit:
         parser.error(

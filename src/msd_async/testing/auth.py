@@ -181,7 +181,8 @@ class Verifier:
                 "UnrecognizedClientException",
                 "The security token included in the request is invalid.",
             )
-        if creds.expiry is not None and self._clock() >= creds.expiry:
+        # Compared as timestamps, as the client does: a naive expiry is local time.
+        if creds.expiry is not None and self._clock().timestamp() >= creds.expiry.timestamp():
             # As the service answers temporary keys used past their Expiration.
             raise AuthFailure(
                 "ExpiredTokenException", "The security token included in the request is expired"

@@ -35,6 +35,7 @@ import logging
 import re
 import secrets
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Final, Literal, Self
@@ -198,6 +199,8 @@ class _SendWatch:
 
 
 _WATCH: Final = web.RequestKey("msd_send_watch", _SendWatch)
+#: The handler has returned: a body still unread is aiohttp's to drop (its lingering).
+_ANSWERED: Final = web.RequestKey("msd_answered", bool)
 
 
 async def _expect_later(request: web.Request) -> None:
@@ -396,7 +399,8 @@ class LocalMediaStore:
     ``on_request``              called after each request with ``(operation, status,
                                 seconds)``: the API operation name (``"other"`` for another
                                 method), the HTTP status as text (``"aborted"`` when the
-                                client went away) and the handling time (``--metrics``)
+                                client went away or close() cut the request) and the
+                                handling time (``--metrics``)
     ``cors_policy``             a :class:`~msd_async.testing.cors.CorsPolicy` (or its JSON: the
                                 list of rules, or ``{"CorsPolicy": [...]}``): answers preflights
                                 and adds CORS headers as MediaStore did; default none (no
@@ -496,6 +500,11 @@ class LocalMediaStore:
         self._runner: web.AppRunner | None = None
         #: Set by close(): requests held by a delay fault let go.
         self._closing = asyncio.Event()
+        #: Requests with a body, for close() to end the connections still waiting for one.
+        #: By id: a request is not hashable.
+        self._bodies: weakref.WeakValueDictionary[int, web.BaseRequest] = (
+            weakref.WeakValueDictionary()
+        )
         self.endpoint = ""
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -528,12 +537,17 @@ class LocalMediaStore:
         self, request: web.Request, handler: Callable[[web.Request], Any]
     ) -> web.StreamResponse:
         started = time.monotonic()
-        response: web.StreamResponse = await handler(request)
-        method = request.method
         root = request.raw_path.partition("?")[0].strip("/") == ""
-        operation = _OPERATIONS.get((method, root), "other")
-        status = "aborted" if request.get(_GONE) else str(response.status)
+        operation = _OPERATIONS.get((request.method, root), "other")
         assert self.on_request is not None
+        try:
+            response: web.StreamResponse = await handler(request)
+        except BaseException:
+            # Cancelled by aiohttp's shutdown once its grace is over (a client that
+            # stopped reading): exactly the requests a shutdown cut, not to go uncounted.
+            self.on_request(operation, "aborted", time.monotonic() - started)
+            raise
+        status = "aborted" if request.get(_GONE) else str(response.status)
         self.on_request(operation, status, time.monotonic() - started)
         return response
 
@@ -569,13 +583,37 @@ class LocalMediaStore:
         self.endpoint = f"http://{host}:{self.port}"
 
     async def close(self) -> None:
-        """Stop listening, end in-progress uploads (readers see them fail), close connections."""
+        """Stop listening, end in-progress uploads (readers see them fail), close connections.
+
+        A request body still coming (a stalled upload, the rest of one refused before it
+        was read) is not waited for. A response a client is still taking is waited for up
+        to aiohttp's shutdown grace (2 s) and, not done by then, up to 2 s more before its
+        handler is cancelled: a client that stopped reading costs about 4 s."""
         runner, self._runner = self._runner, None
         if runner is None:
             return
         self._closing.set()
         await self.store.aclose()
+        self._end_unread_bodies()
         await runner.cleanup()
+
+    def _end_unread_bodies(self) -> None:
+        """Close the connections whose request body is still coming: a PUT's handler
+        waiting for the rest of a stalled body, or aiohttp reading and dropping the rest
+        of a body refused before it was read (its lingering, up to 10 s, so that a client
+        still sending gets the answer). Neither will be stored, and aiohttp's shutdown
+        would wait its whole grace for them."""
+        for request in list(self._bodies.values()):
+            content = request.content
+            if content.is_eof() or content.exception() is not None:
+                continue
+            if request.get(_ANSWERED):
+                # aiohttp's lingering read is not woken by the end of its connection: it
+                # would run on after close() for the rest of its 10 s.
+                content.feed_eof()
+            transport = request.transport
+            if transport is not None:
+                transport.close()
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -592,6 +630,8 @@ class LocalMediaStore:
     # -- request handling ------------------------------------------------------------------
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if request.body_exists:
+            self._bodies[id(request)] = request
         watch = request[_WATCH] = _SendWatch(request, self.send_time_limit)
         try:
             resp = await self._respond(request)
@@ -607,6 +647,7 @@ class LocalMediaStore:
                         request[_GONE] = True
             return resp
         finally:
+            request[_ANSWERED] = True
             watch.close()
             # The watch refers to the request: a cycle only the cyclic GC would free.
             del request[_WATCH]
@@ -730,6 +771,10 @@ class LocalMediaStore:
                     + ("" if wanted.part is None else f" part {wanted.part}")
                     + " within three target durations.",
                 )
+            if self._closing.is_set():
+                # As a delay fault's hold (_hold): unanswered, and close() not held.
+                self._abort_transport(request)
+                raise _ClientGone
             if self._client_gone(request):
                 raise _ClientGone
             await asyncio.sleep(0.01)
@@ -1020,7 +1065,12 @@ class LocalMediaStore:
         closing = self._closing
         end = loop.time() + seconds
         while (left := end - loop.time()) > 0:
-            if self._client_gone(request) or closing.is_set():
+            if closing.is_set():
+                # Unanswered, as by a server going away: the _ClientGone answer would
+                # reach a client still waiting as "400 Bad Request", never retried.
+                self._abort_transport(request)
+                raise _ClientGone
+            if self._client_gone(request):
                 raise _ClientGone
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(min(left, self.client_check_interval)):
