@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Awaitable, Callable
 
 import pytest
 from scripted_server import Connection, response_head, scripted_server
@@ -196,19 +197,28 @@ async def test_a_read_timeout_in_cleanup_after_a_cancellation_is_a_read_timeout(
                     cleanup.append(exc)
                 raise
 
-        task = asyncio.create_task(work())
-        await asleep.wait()
-        task.cancel()
-        done, _ = await asyncio.wait([task], timeout=20 * READ)
-        assert done, "the stalled cleanup call did not end"
-        (error,) = cleanup
-        # Mid-body, the stream resumes after the timeout and the scripted server ignores
-        # its Range: that ProtocolError's cause is the read timeout.
-        assert isinstance(error, ReadTimeout) or isinstance(error.__cause__, ReadTimeout), (
-            repr(error)
-        )
-        assert task.cancelled()  # the cleanup's own cancellation still ends it
-        assert session.pool.in_use == 0
+        await _cancel_into_a_timed_out_cleanup(work, asleep, cleanup, session)
+
+
+async def _cancel_into_a_timed_out_cleanup(
+    work: Callable[[], Awaitable[None]], ready: asyncio.Event,
+    cleanup: list[BaseException], session: Session,
+) -> None:
+    """Run ``work``, cancel it once ``ready``, and check that the call its cleanup makes
+    ended with a read timeout, and the cleanup's own cancellation still ended the task."""
+    task = asyncio.create_task(work())
+    await ready.wait()
+    task.cancel()
+    done, _ = await asyncio.wait([task], timeout=20 * READ)
+    assert done, "the stalled cleanup did not end"
+    (error,) = cleanup
+    # Mid-body, the stream resumes after the timeout and the scripted server ignores its
+    # Range: that ProtocolError's cause is the read timeout.
+    assert isinstance(error, ReadTimeout) or isinstance(error.__cause__, ReadTimeout), (
+        repr(error)
+    )
+    assert task.cancelled()
+    assert session.pool.in_use == 0
 
 
 async def test_a_body_read_in_cleanup_after_a_cancellation_times_out_as_a_read_timeout() -> (
@@ -235,14 +245,4 @@ async def test_a_body_read_in_cleanup_after_a_cancellation_times_out_as_a_read_t
                         cleanup.append(exc)
                     raise
 
-        task = asyncio.create_task(work())
-        await answered.wait()
-        task.cancel()
-        done, _ = await asyncio.wait([task], timeout=20 * READ)
-        assert done, "the stalled cleanup read did not end"
-        (error,) = cleanup
-        assert isinstance(error, ReadTimeout) or isinstance(error.__cause__, ReadTimeout), (
-            repr(error)
-        )
-        assert task.cancelled()
-        assert session.pool.in_use == 0
+        await _cancel_into_a_timed_out_cleanup(work, answered, cleanup, session)

@@ -6,9 +6,11 @@ API forbids, and what many files cost in descriptors."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -552,9 +554,25 @@ async def test_a_file_deleted_or_replaced_after_the_scan(
     assert await mediastore_client.get_bytes("dr/f00002.bin") == b"replacement"
 
 
-def _bytes_read() -> int:
-    with open("/proc/self/io") as f:
+def _bytes_read(who: str = "self") -> int:
+    """What the process (``self``) or the calling thread (``thread-self``: here, the event
+    loop's) has read, in bytes."""
+    with open(f"/proc/{who}/io") as f:
         return next(int(line.split()[1]) for line in f if line.startswith("rchar:"))
+
+
+def _grown_once_planned(path: Path, size: int) -> Callable[[TransferEvent], None]:
+    """A progress hook that replaces ``path`` by a ``size``-byte file once the transfer is
+    planned (after the scan): sparse, so it costs no disk and reads as zeros."""
+
+    def hook(event: TransferEvent) -> None:
+        if event.kind == "plan":
+            grown = path.with_name(path.name + ".tmp")
+            with open(grown, "wb") as f:
+                f.truncate(size)
+            os.replace(grown, path)
+
+    return hook
 
 
 @pytest.mark.skipif(not Path("/proc/self/io").is_file(), reason="counts /proc/self/io")
@@ -568,15 +586,10 @@ async def test_a_file_grown_past_the_limit_after_the_scan_is_refused_unread(
     site = tmp_path / "site"
     make_files(site, 2)
     huge = 1024 * 1024 * 1024
-
-    def hook(event: TransferEvent) -> None:
-        if event.kind == "plan":
-            with open(site / "f00001.tmp", "wb") as f:
-                f.truncate(huge)  # sparse: costs no disk, reads as zeros
-            os.replace(site / "f00001.tmp", site / "f00001.bin")
-
     before = _bytes_read()
-    report = await upload_tree(mediastore_client, site, "gl", progress=hook)
+    report = await upload_tree(
+        mediastore_client, site, "gl", progress=_grown_once_planned(site / "f00001.bin", huge)
+    )
     read = _bytes_read() - before
     assert [f.path for f in report.failed] == ["f00001.bin"]
     assert type(report.failed[0].error).__name__ == "ObjectTooLargeError"
@@ -794,6 +807,19 @@ async def test_open_descriptors_stay_bounded_by_the_concurrency(
     assert most[0] - before <= 3 * concurrency + 8, (before, most[0])
 
 
+#: A read timeout short enough for a test to wait out a stalled download.
+_SHORT_READ = 0.5
+
+
+@contextlib.asynccontextmanager
+async def _short_read_client(server: Any) -> AsyncIterator[Any]:
+    async with Session(
+        credentials=server.credentials, region=server.region,
+        timeouts=Timeouts(read=_SHORT_READ),
+    ) as session:
+        yield session.container(server.endpoint)
+
+
 @pytest.mark.parametrize("name", ["big.bin", "b" * 246 + ".bin"])
 async def test_a_download_that_timed_out_keeps_its_parts_through_a_sync_with_delete(
     mediastore_server: Any, tmp_path: Path, name: str
@@ -804,12 +830,8 @@ async def test_a_download_that_timed_out_keeps_its_parts_through_a_sync_with_del
     parts of a download that merely timed out were deleted."""
     from msd_async.transfer import PART_SIZE
 
-    timeout = 0.5
-    async with Session(
-        credentials=mediastore_server.credentials, region=mediastore_server.region,
-        timeouts=Timeouts(read=timeout),
-    ) as session:
-        client = session.container(mediastore_server.endpoint)
+    timeout = _SHORT_READ
+    async with _short_read_client(mediastore_server) as client:
         await client.put_object(f"to/{name}", os.urandom(PART_SIZE + 100))
         await client.put_object("to/ok.txt", b"ok")
         dst = tmp_path / "dst"
@@ -860,12 +882,8 @@ async def test_a_sync_with_delete_leaves_another_shards_resumable_parts_alone(
     name, stem = _other_shard_than_its_stem(kind)
     theirs = (shard_of(name, 2), 2)
     ours = (shard_of(stem, 2), 2)
-    timeout = 0.5
-    async with Session(
-        credentials=mediastore_server.credentials, region=mediastore_server.region,
-        timeouts=Timeouts(read=timeout),
-    ) as session:
-        client = session.container(mediastore_server.endpoint)
+    timeout = _SHORT_READ
+    async with _short_read_client(mediastore_server) as client:
         data = os.urandom(PART_SIZE + 100)
         await client.put_object(f"sh/{name}", data)
         await client.put_object(f"sh/{stem}", b"the stem, an object too")
@@ -987,12 +1005,6 @@ async def test_more_files_at_once_than_the_session_has_connections_never_time_ou
     mediastore_server.faults.clear()
 
 
-def _thread_bytes_read() -> int:
-    """What the calling thread (here: the event loop's) has read, in bytes."""
-    with open("/proc/thread-self/io") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("rchar:"))
-
-
 @pytest.mark.skipif(
     not Path("/proc/thread-self/io").is_file(), reason="counts /proc/thread-self/io"
 )
@@ -1008,16 +1020,11 @@ async def test_a_local_file_grown_after_the_scan_is_not_hashed_on_the_event_loop
     dst.mkdir()
     (dst / "f.bin").write_bytes(b"local!" * 100)  # same size, other bytes: compared
     grown = 64 * 1024 * 1024
-
-    def hook(event: TransferEvent) -> None:
-        if event.kind == "plan":
-            with open(dst / "f.tmp", "wb") as f:
-                f.truncate(grown)  # sparse: costs no disk, reads as zeros
-            os.replace(dst / "f.tmp", dst / "f.bin")
-
-    before = _thread_bytes_read()
-    report = await sync(mediastore_client, "ms:gd", dst, progress=hook)
-    on_loop = _thread_bytes_read() - before
+    before = _bytes_read("thread-self")
+    report = await sync(
+        mediastore_client, "ms:gd", dst, progress=_grown_once_planned(dst / "f.bin", grown)
+    )
+    on_loop = _bytes_read("thread-self") - before
     assert report.transferred == ["f.bin"]
     assert (dst / "f.bin").read_bytes() == b"remote" * 100
     assert on_loop < grown // 16, f"{on_loop:,} bytes read on the event loop"
