@@ -43,9 +43,11 @@ def _session() -> Session:
     )
 
 
-def _trickling_answer(gap: float, stall_after: int | None = None):  # type: ignore[no-untyped-def]
-    """Answers each PUT with its JSON one byte every ``gap`` seconds (or stalls for good
-    after ``stall_after`` bytes)."""
+def _trickling_answer(  # type: ignore[no-untyped-def]
+    gap: float, stall_after: int | None = None, piece: int = 1
+):
+    """Answers each PUT with its JSON ``piece`` bytes every ``gap`` seconds (or stalls for
+    good after ``stall_after`` bytes)."""
 
     async def handler(conn: Connection) -> None:
         while await conn.read_request() is not None:
@@ -55,10 +57,10 @@ def _trickling_answer(gap: float, stall_after: int | None = None):  # type: igno
                     {"Content-Length": len(PUT_ANSWER), "Content-Type": "application/json"},
                 )
             )
-            for i in range(len(PUT_ANSWER)):
+            for i in range(0, len(PUT_ANSWER), piece):
                 if stall_after is not None and i == stall_after:
                     await asyncio.sleep(60 * READ)
-                await conn.send(PUT_ANSWER[i : i + 1])
+                await conn.send(PUT_ANSWER[i : i + piece])
                 await asyncio.sleep(gap)
 
     return handler
@@ -66,9 +68,13 @@ def _trickling_answer(gap: float, stall_after: int | None = None):  # type: igno
 
 async def test_a_body_that_keeps_arriving_outlives_the_read_timeout() -> None:
     """One whole-body read lasting several read timeouts, each gap a fraction of it."""
-    gap = READ / 10
-    assert len(PUT_ANSWER) * gap > 3 * READ
-    async with scripted_server(_trickling_answer(gap)) as server, _session() as session:
+    # Four bytes a write: one byte a write made the body last 16 read timeouts (5 s),
+    # where 4 prove as much.
+    gap, piece = READ / 10, 4
+    assert len(PUT_ANSWER) / piece * gap > 3 * READ
+    async with scripted_server(
+        _trickling_answer(gap, piece=piece)
+    ) as server, _session() as session:
         store = session.container(server.endpoint)
         result = await store.put_object("a.bin", b"x" * 1000)
         assert result.etag == "e" * 32
