@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import hashlib
 import os
 import secrets
@@ -18,6 +17,11 @@ from pathlib import Path
 from typing import BinaryIO, Final
 
 from ..errors import ChecksumMismatchError, ClientValidationError
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: downloads go on without their locks
+    fcntl = None  # type: ignore[assignment]
 from .names import CUT_CHARACTERS, PART_SUFFIX, SHORTENED_BYTES
 
 __all__ = [
@@ -354,6 +358,8 @@ _NO_LOCKS: Final = frozenset({errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, err
 def _lock(fd: int, path: Path) -> None:
     """Hold an exclusive advisory lock (``flock``) on ``fd`` until it is closed, waiting
     briefly for a sweep's; ``OSError(EBUSY)`` if another download holds it."""
+    if fcntl is None:  # pragma: no cover - not POSIX
+        return
     deadline = time.monotonic() + _CLAIM_PATIENCE
     while True:
         try:
@@ -433,7 +439,7 @@ def remove_unless_in_use(owner: Path, *paths: Path) -> bool:
     except OSError:
         fd = -1  # a symlink or other non-file at our name: nobody's download
     try:
-        if fd >= 0:
+        if fd >= 0 and fcntl is not None:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
