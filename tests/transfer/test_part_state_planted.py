@@ -6,6 +6,7 @@ lock) stuck."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import threading
 import time
@@ -90,3 +91,28 @@ async def test_a_failed_start_lets_go_of_the_claimed_file(
     assert _held_under(dst) == []
     assert not (dst / "big.bin").exists()
     assert not (dst / ".big.bin.msdpart").exists()
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() != 0, reason="gives a file to another user"
+)
+async def test_a_part_state_of_another_user_is_not_trusted(
+    mediastore_client: Any, tmp_path: Path
+) -> None:
+    """The part state says which parts are on disk; those are not fetched again. One
+    written by another user (the ETag and size are public) named every part of an
+    interrupted download done, and its missing parts (zeros) were stored as the object.
+    Only this user's own state is resumed from."""
+    data = os.urandom(_SIZE)
+    await mediastore_client.put_object("st/big.bin", data)
+    info = await mediastore_client.describe_object("st/big.bin")
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    # This user's interrupted download: full length, nothing fetched yet.
+    (dst / ".big.bin.msdpart").write_bytes(bytes(_SIZE))
+    state = dst / ".big.bin.msdpart.json"
+    state.write_text(json.dumps({"etag": info.etag, "size": _SIZE, "parts": [0, 1]}))
+    os.chown(state, 65534, 65534)
+    report = await download_tree(mediastore_client, "st", dst)
+    assert report.transferred == ["big.bin"], report.failed
+    assert (dst / "big.bin").read_bytes() == data

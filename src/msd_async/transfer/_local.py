@@ -422,7 +422,7 @@ def claim(path: Path, mode: int = 0o644) -> int:
             held = os.fstat(fd)
             # One created here is ours whatever owner the file system gives it (root
             # squashed to nobody on NFS): judged by its owner, it would be replaced forever.
-            ours = stat.S_ISREG(held.st_mode) and (created or _own_file(held))
+            ours = stat.S_ISREG(held.st_mode) and (created or is_own_file(held))
             if ours:
                 _lock(fd, path)
                 if _still_named(fd, path):
@@ -439,7 +439,7 @@ def claim(path: Path, mode: int = 0o644) -> int:
                     path.unlink()
 
 
-def _own_file(st: os.stat_result) -> bool:
+def is_own_file(st: os.stat_result) -> bool:
     """Whether a regular file found at a temporary name may be this user's download: of
     this user, and with no other name (a hard link would be written through)."""
     euid = getattr(os, "geteuid", None)

@@ -124,12 +124,16 @@ def _read_state(state: Path) -> str:
     """The part state's text. Without waiting or following a link, and only from a
     regular file of a sane size: a FIFO at the name (planted in a folder others can write
     to) waited for a writer forever in a thread no cancellation ends, and a link to
-    ``/dev/zero`` read until memory ran out. Anything else raises an ``OSError`` (no
-    state: the download starts afresh and replaces it)."""
+    ``/dev/zero`` read until memory ran out. And only this user's: the parts it names
+    are not fetched again, so another user's (the ETag and size are public) had missing
+    parts stored as zeros. Anything else raises an ``OSError`` (no state: the download
+    starts afresh and replaces it)."""
     fd = os.open(state, os.O_RDONLY | os.O_NONBLOCK | _local.NO_FOLLOW)
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_size > _STATE_LIMIT:
+        if not stat.S_ISREG(st.st_mode) or st.st_size > _STATE_LIMIT or not (
+            _local.is_own_file(st)
+        ):
             raise OSError(errno.EINVAL, "not a part state", str(state))
         return os.read(fd, _STATE_LIMIT).decode("utf-8")
     finally:
