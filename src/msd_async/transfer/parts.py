@@ -50,8 +50,13 @@ def is_local_error(exc: BaseException) -> bool:
     """Whether a download failed on the local side (the disk, the folder): another try
     does not help, and its parts are not kept. A timeout of the network is an ``OSError``
     too (:class:`~msd_async.errors.MediaStoreTimeout` is a ``TimeoutError``), but
-    transient: its parts are resumed by the next try."""
-    return isinstance(exc, OSError) and not isinstance(exc, MediaStoreError)
+    transient: its parts are resumed by the next try. So is ``EBUSY``, the parts file held
+    by another run (:func:`~msd_async.transfer._local.claim`): they are that run's to
+    resume, not a sweep's to remove once it lets go."""
+    return (
+        isinstance(exc, OSError) and not isinstance(exc, MediaStoreError)
+        and exc.errno != errno.EBUSY
+    )
 
 
 def state_path(tmp: Path) -> Path:
