@@ -1092,3 +1092,43 @@ async def test_a_sweep_of_leftovers_passes_by_a_download_in_progress(
         os.close(fd)
     await sync(mediastore_client, "ms:sw", dst, delete=True)
     assert sorted(p.name for p in dst.iterdir()) == ["keep.bin"]
+
+
+async def test_a_sweep_keeps_the_parts_of_a_download_it_found_in_use(
+    mediastore_client: Any, tmp_path: Path
+) -> None:
+    """A run that finds a large object's parts file held by another run fails that file
+    (EBUSY) and leaves it to the other. Its sweep of leftovers took that failure for one
+    no retry can fix, so once the other run let go (cut off, its parts kept to resume),
+    the sweep removed them: the other's next run fetched them all again. A file found in
+    use is kept, as one whose download may resume."""
+    from msd_async.transfer import _local
+    from msd_async.transfer.parts import state_path
+
+    data = os.urandom(9 * 1024 * 1024)  # two ranged parts
+    await mediastore_client.put_object("bz/big.bin", data)
+    etag = (await mediastore_client.describe_object("bz/big.bin")).etag
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    tmp = dst / ".big.bin.msdpart"
+    # The other run: its first part on disk, recorded, and the file held.
+    held = _local.claim(tmp)
+    os.pwrite(held, data[: 8 * 1024 * 1024], 0)
+    os.ftruncate(held, len(data))
+    state_path(tmp).write_text(f'{{"etag": "{etag}", "size": {len(data)}, "parts": [0]}}')
+    released = []
+
+    def on_event(event: TransferEvent) -> None:
+        if event.kind == "fail" and not released:
+            os.close(held)  # the other run is cut off, its parts kept to resume
+            released.append(event.error)
+
+    try:
+        report = await sync(mediastore_client, "ms:bz", dst, delete=True, progress=on_event)
+    finally:
+        if not released:
+            os.close(held)
+    (failure,) = report.failed
+    assert "another download" in str(failure.error), failure.error
+    assert released
+    assert tmp.exists() and state_path(tmp).exists(), sorted(p.name for p in dst.iterdir())

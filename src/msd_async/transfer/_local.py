@@ -399,9 +399,12 @@ def claim(path: Path, mode: int = 0o644) -> int:
     sync into one folder (cron, every minute, a run that takes longer) shared the file:
     the second started it afresh, and the first renamed that (still empty) into place.
 
-    Raises ``OSError(EBUSY)`` when another download holds it. A symlink or other
-    non-file at the name is removed first (never written through)."""
+    Raises ``OSError(EBUSY)`` when another download holds it. What is at the name and
+    cannot be a download of this user's is removed first, never written through: a
+    symlink, a FIFO or a device, a hard link (a file with another name), a file of
+    another user (who could change it between its hash and its rename)."""
     while True:
+        created = False
         try:
             fd = os.open(path, os.O_RDWR | NO_FOLLOW)
         except FileNotFoundError:
@@ -409,14 +412,18 @@ def claim(path: Path, mode: int = 0o644) -> int:
                 fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | NO_FOLLOW, mode)
             except FileExistsError:
                 continue
+            created = True
         except OSError as exc:
             if exc.errno != errno.ELOOP:
                 raise
             path.unlink()  # a symlink planted at our name
             continue
         try:
-            regular = stat.S_ISREG(os.fstat(fd).st_mode)
-            if regular:
+            held = os.fstat(fd)
+            # One created here is ours whatever owner the file system gives it (root
+            # squashed to nobody on NFS): judged by its owner, it would be replaced forever.
+            ours = stat.S_ISREG(held.st_mode) and (created or is_own_file(held))
+            if ours:
                 _lock(fd, path)
                 if _still_named(fd, path):
                     return fd
@@ -424,8 +431,19 @@ def claim(path: Path, mode: int = 0o644) -> int:
             os.close(fd)
             raise
         os.close(fd)  # swept or replaced while the lock was awaited: again
-        if not regular:
-            path.unlink()  # a FIFO or a device at our name
+        if not ours:
+            with contextlib.suppress(FileNotFoundError):
+                named = os.stat(path, follow_symlinks=False)
+                # Unless another run already replaced it with its own download.
+                if (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino):
+                    path.unlink()
+
+
+def is_own_file(st: os.stat_result) -> bool:
+    """Whether a regular file found at a temporary name may be this user's download: of
+    this user, and with no other name (a hard link would be written through)."""
+    euid = getattr(os, "geteuid", None)
+    return st.st_nlink == 1 and (euid is None or st.st_uid == euid())
 
 
 def remove_unless_in_use(owner: Path, *paths: Path) -> bool:

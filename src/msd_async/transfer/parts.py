@@ -11,8 +11,10 @@ the same ETag and size, and fetches the rest.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import stat
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -48,8 +50,13 @@ def is_local_error(exc: BaseException) -> bool:
     """Whether a download failed on the local side (the disk, the folder): another try
     does not help, and its parts are not kept. A timeout of the network is an ``OSError``
     too (:class:`~msd_async.errors.MediaStoreTimeout` is a ``TimeoutError``), but
-    transient: its parts are resumed by the next try."""
-    return isinstance(exc, OSError) and not isinstance(exc, MediaStoreError)
+    transient: its parts are resumed by the next try. So is ``EBUSY``, the parts file held
+    by another run (:func:`~msd_async.transfer._local.claim`): they are that run's to
+    resume, not a sweep's to remove once it lets go."""
+    return (
+        isinstance(exc, OSError) and not isinstance(exc, MediaStoreError)
+        and exc.errno != errno.EBUSY
+    )
 
 
 def state_path(tmp: Path) -> Path:
@@ -89,7 +96,7 @@ def _open_parts(tmp: Path, etag: str, size: int) -> tuple[int, set[int]]:
         state = state_path(tmp)
         done: set[int] = set()
         try:
-            saved = json.loads(state.read_text("utf-8"))
+            saved = json.loads(_read_state(state))
             if (
                 saved.get("etag") == etag and saved.get("size") == size
                 and os.fstat(fd).st_size == size
@@ -105,10 +112,37 @@ def _open_parts(tmp: Path, etag: str, size: int) -> tuple[int, set[int]]:
     except BaseException:
         # A disk that cannot take the object (EFBIG, a quota): neither the descriptor nor
         # a file of ours is left behind.
-        discard(tmp)
-        os.close(fd)
+        try:
+            discard(tmp)
+        finally:
+            # Even when the removal fails: the descriptor holds the download's lock.
+            os.close(fd)
         raise
     return fd, done
+
+
+#: Far more than the state of any object's parts (a 100 GB one's lists 12,800 numbers).
+_STATE_LIMIT = 1024 * 1024
+
+
+def _read_state(state: Path) -> str:
+    """The part state's text. Without waiting or following a link, and only from a
+    regular file of a sane size: a FIFO at the name (planted in a folder others can write
+    to) waited for a writer forever in a thread no cancellation ends, and a link to
+    ``/dev/zero`` read until memory ran out. And only this user's: the parts it names
+    are not fetched again, so another user's (the ETag and size are public) had missing
+    parts stored as zeros. Anything else raises an ``OSError`` (no state: the download
+    starts afresh and replaces it)."""
+    fd = os.open(state, os.O_RDONLY | os.O_NONBLOCK | _local.NO_FOLLOW)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > _STATE_LIMIT or not (
+            _local.is_own_file(st)
+        ):
+            raise OSError(errno.EINVAL, "not a part state", str(state))
+        return os.read(fd, _STATE_LIMIT).decode("utf-8")
+    finally:
+        os.close(fd)
 
 
 class ClaimedParts:
