@@ -336,22 +336,24 @@ async def _get(store: ContainerClient, args: argparse.Namespace) -> int:
             return EXIT_OK
         import anyio.to_thread
 
-        from ..transfer._local import create_own_temporary
+        from ..transfer._local import create_own_temporary, held_apart
 
         # Not cancellable while it runs: a cancellation is delivered at the next await,
         # inside the try that removes the file.
         tmp, fd = await anyio.to_thread.run_sync(create_own_temporary, target)
+        lock = held_apart(fd, tmp)  # keeps a sync's sweep off it until after the rename
         try:
             fileobj = os.fdopen(fd, "wb")
             try:
                 await _download(store, args, _in_thread(fileobj.write))
                 await anyio.to_thread.run_sync(fileobj.flush)
-                os.replace(tmp, target)  # still open: its lock keeps a sync's sweep off
             finally:
                 fileobj.close()
+            os.replace(tmp, target)
         finally:
             with contextlib.suppress(FileNotFoundError):  # renamed into place
                 tmp.unlink()
+            os.close(lock)
     except ObjectNotFoundError:
         raise await _no_object(store, args.path, "get") from None
     return EXIT_OK

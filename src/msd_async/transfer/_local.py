@@ -450,12 +450,18 @@ def remove_unless_in_use(owner: Path, *paths: Path) -> bool:
     """Remove ``paths`` (files of the temporary download ``owner``) unless a download holds
     ``owner`` (:func:`claim`); whether they were removed. The lock is held while they are
     removed, so a claim that waited on it finds its file gone and starts a new one."""
-    try:
-        fd = os.open(owner, os.O_RDONLY | NO_FOLLOW | getattr(os, "O_NONBLOCK", 0))
-    except FileNotFoundError:
-        fd = -1  # only its part state is left
-    except OSError:
-        fd = -1  # a symlink or other non-file at our name: nobody's download
+    fd = -1
+    # For writing where it may: NFSv4 grants an exclusive flock only on a descriptor open
+    # for writing (flock(2), NOTES), and answers EBADF otherwise.
+    for access in (os.O_RDWR, os.O_RDONLY):
+        try:
+            fd = os.open(owner, access | NO_FOLLOW | getattr(os, "O_NONBLOCK", 0))
+            break
+        except FileNotFoundError:
+            break  # only its part state is left
+        except OSError as exc:
+            if exc.errno not in (errno.EACCES, errno.EROFS, errno.EPERM):
+                break  # a symlink or other non-file at our name: nobody's download
     try:
         if fd >= 0 and fcntl is not None:
             try:
@@ -463,6 +469,8 @@ def remove_unless_in_use(owner: Path, *paths: Path) -> bool:
             except BlockingIOError:
                 return False
             except OSError as exc:
+                if exc.errno == errno.EBADF:
+                    return False  # cannot tell whether a download holds it: keep it
                 if exc.errno not in _NO_LOCKS:
                     raise
         for path in paths:
@@ -519,6 +527,7 @@ def write_atomically(final: Path, data: bytes, mtime: float | None = None) -> in
     except FileNotFoundError:
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp, fd = create_own_temporary(final)
+    lock = held_apart(fd, tmp)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -526,9 +535,27 @@ def write_atomically(final: Path, data: bytes, mtime: float | None = None) -> in
             if mtime is not None:
                 os.utime(f.fileno(), (mtime, mtime))
             mtime_ns = os.fstat(f.fileno()).st_mtime_ns
-            os.replace(tmp, final)  # still open: its lock keeps a sweep off until here
+        os.replace(tmp, final)
         return mtime_ns
     except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    finally:
+        os.close(lock)
+
+
+def held_apart(fd: int, tmp: Path) -> int:
+    """A second descriptor of ``fd``'s open file (the temporary ``tmp``), which keeps its
+    lock (:func:`_lock`: one per open file) once ``fd`` is closed. The writer is closed
+    before the rename, so a write error only the close reports (NFS: a quota, ENOSPC)
+    comes before the file has its final name, while the lock keeps a sweep off until after
+    it; close this last. If it cannot be had (no descriptor left), ``fd`` is closed and
+    ``tmp`` removed before the error is raised."""
+    try:
+        return os.dup(fd)
+    except BaseException:
+        os.close(fd)
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
