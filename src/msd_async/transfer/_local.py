@@ -125,14 +125,14 @@ def scan(
     return found
 
 
-def _target(entry: os.DirEntry[str]) -> str:
+def _target(entry: os.DirEntry[str] | Path) -> str:
     try:
-        return f"-> {os.readlink(entry.path)}"
+        return f"-> {os.readlink(entry)}"
     except OSError:
         return "its target cannot be read"
 
 
-def _link_error(entry: os.DirEntry[str], exc: OSError) -> OSError:
+def _link_error(entry: os.DirEntry[str] | Path, exc: OSError) -> OSError:
     """The error of a link whose target cannot be reached, saying which link and target."""
     what = {
         errno.ENOENT: "whose target does not exist (a disk not mounted?)",
@@ -140,7 +140,7 @@ def _link_error(entry: os.DirEntry[str], exc: OSError) -> OSError:
     }.get(exc.errno or 0, f"whose target cannot be reached ({exc.strerror or exc})")
     return type(exc)(
         exc.errno or 0,
-        f"{entry.path} is a symbolic link {what} ({_target(entry)}); nothing under it was "
+        f"{os.fspath(entry)} is a symbolic link {what} ({_target(entry)}); nothing under it was "
         "transferred or deleted (fix the link, or exclude it)",
     )
 
@@ -173,6 +173,24 @@ def open_regular(path: Path) -> BinaryIO:
     except BaseException:
         os.close(fd)
         raise
+
+
+def open_scanned(f: LocalFile) -> BinaryIO | None:
+    """:func:`open_regular` for a file the scan found, or None when it is gone since (a
+    packager rotated it out of its window, an overlapping sync deleted it): nothing is
+    left to send, as for an object deleted between its listing and its download. Behind
+    a symbolic link whose target went missing (a disk unmounted meanwhile), at the file
+    or at a folder above it in the tree, it is not gone but unknown: the error names the
+    link and its target, as the scan's does."""
+    try:
+        return open_regular(f.path)
+    except FileNotFoundError as exc:
+        path = f.path
+        for _ in range(f.relative_path.count("/") + 1):
+            if os.path.islink(path) and not os.path.exists(path):
+                raise _link_error(path, exc) from None
+            path = path.parent
+        return None
 
 
 def hash_file(path: Path) -> str:
