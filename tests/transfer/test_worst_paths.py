@@ -1093,3 +1093,38 @@ async def test_a_sweep_of_leftovers_passes_by_a_download_in_progress(
         os.close(fd)
     await sync(mediastore_client, "ms:sw", dst, delete=True)
     assert sorted(p.name for p in dst.iterdir()) == ["keep.bin"]
+
+
+@pytest.mark.parametrize("size", [100, 9 * 1024 * 1024], ids=["small", "ranged"])
+async def test_a_folder_an_overlapping_run_removes_is_made_again(
+    mediastore_client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int
+) -> None:
+    """Two shards of a sync with delete into one folder: one deletes the last file of
+    ``d/e/`` and removes the folders that emptied (only empty ones, as ``rmdir``), while
+    the other creates ``d/e/new.ts``. The folder went between its ``mkdir`` and the
+    creation of the file's temporary name: a bare ``FileNotFoundError``, the file failed.
+    The creation is tried again, the folder made again. The removal is landed in that
+    instant by wrapping the creation: no real thread can be timed to hit it."""
+    from msd_async.transfer import PART_SIZE, _local
+
+    data = os.urandom(size)
+    await mediastore_client.put_object("rmd/d/e/new.ts", data)
+    dst = tmp_path / "dst"
+    (dst / "d" / "e").mkdir(parents=True)
+    name = "claim" if size > PART_SIZE else "create_own_temporary"
+    real = getattr(_local, name)
+    swept: list[Path] = []
+
+    def after_a_sweep(path: Path, *args: Any) -> Any:
+        if len(swept) < 2:
+            # The other shard's delete of d/e/gone.ts, in the instant before.
+            _local.remove_empty_parents(path.parent / "gone.ts", dst)
+            swept.append(path)
+        return real(path, *args)
+
+    monkeypatch.setattr(_local, name, after_a_sweep)
+    report = await download_tree(mediastore_client, "rmd", dst)
+    assert report.ok, [f.message for f in report.failed]
+    assert len(swept) == 2
+    assert (dst / "d" / "e" / "new.ts").read_bytes() == data
+    assert sorted(p.name for p in (dst / "d" / "e").iterdir()) == ["new.ts"]

@@ -12,9 +12,10 @@ import os
 import secrets
 import stat
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Final
+from typing import BinaryIO, Final, TypeVar
 
 from ..errors import ChecksumMismatchError, ClientValidationError
 
@@ -29,6 +30,8 @@ __all__ = [
 ]
 
 _READ_SIZE: Final = 1024 * 1024
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -474,6 +477,32 @@ def remove_unless_in_use(owner: Path, *paths: Path) -> bool:
             os.close(fd)
 
 
+#: Creations of one file in a folder taken away each time before the file was in it.
+_FOLDER_TRIES: Final = 8
+
+
+def in_folder(folder: Path, create: Callable[[], _T]) -> _T:
+    """``create()`` (a file in ``folder``), making the folder and its parents as needed.
+
+    An overlapping sync with delete into the same tree (another shard, a cron run) removes
+    the folders its deletions emptied (:func:`remove_empty_parents`): this one may go
+    between its ``mkdir`` and the creation of the file, which then failed with a bare
+    ``FileNotFoundError``. Once the file is in it, the folder is not empty and stays."""
+    for _ in range(_FOLDER_TRIES):
+        try:
+            return create()
+        except FileNotFoundError:
+            pass
+        with contextlib.suppress(FileNotFoundError):  # its parent went, too: again
+            folder.mkdir(parents=True, exist_ok=True)
+    raise FileNotFoundError(
+        errno.ENOENT,
+        f"the folder {folder} was removed each of {_FOLDER_TRIES} times a file was "
+        "created in it (another program removing empty folders there?)",
+        str(folder),
+    )
+
+
 def create_own_temporary(final: Path, mode: int = 0o644) -> tuple[Path, int]:
     """A new file beside ``final`` that no other writer uses, open for writing: its path
     (``.NAME.XXXXXXXX.msdpart``, random) and descriptor. Unlike :func:`create_fresh` it
@@ -514,11 +543,7 @@ def write_atomically(final: Path, data: bytes, mtime: float | None = None) -> in
     The temporary name is this call's own (:func:`create_own_temporary`): two syncs
     writing one tree at once each removed the other's ``.NAME.msdpart``, and could rename
     the other's half-written file into place."""
-    try:
-        tmp, fd = create_own_temporary(final)
-    except FileNotFoundError:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp, fd = create_own_temporary(final)
+    tmp, fd = in_folder(final.parent, lambda: create_own_temporary(final))
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
