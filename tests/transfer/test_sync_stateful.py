@@ -20,7 +20,8 @@ folder, one sync each way), with or without ``delete``, sharing a record or not.
 end: every path holds bytes one side had there (no partial or mixed file), a path both
 sides had is still on both, nothing outside the roots changed, no temporary file of ours
 is left, a failure says why (in use by the other run), and when both ran the same way
-(one unchanged source), what each reported transferred, skipped or deleted is so.
+(one unchanged source), what each reported transferred, skipped or deleted is so. The
+first run is sometimes cancelled outright partway (the second goes on).
 
 CI runs a bounded, derandomized number of examples; ``MSD_LONG_TESTS=1`` runs many more.
 """
@@ -328,11 +329,14 @@ class OverlapMachine(SyncMachine):
     # lag: the second run starts once the first emitted this many events; -1: both at
     # once, mostly (each one's scan and listing before the other's transfers: the runs on
     # loopback take milliseconds, and a later start rarely lands inside the first).
-    @rule(first=RUN, second=RUN, lag=st.sampled_from([-1, -1, -1, 0, 2, 5]))
-    def run_two(self, first: Run, second: Run, lag: int) -> None:
+    @rule(
+        first=RUN, second=RUN, lag=st.sampled_from([-1, -1, -1, 0, 2, 5]),
+        cancel=st.one_of(st.none(), st.integers(0, 6)),
+    )
+    def run_two(self, first: Run, second: Run, lag: int, cancel: int | None) -> None:
         before_local, before_remote = self.local(), self.remote()
         runs = [first, second]
-        outcomes = self.portal.call(self._two, runs, lag)
+        outcomes = self.portal.call(self._two, runs, lag, cancel)
         after_local, after_remote = self.local(), self.remote()
         assert self.outside.read_bytes() == b"not ours"
         assert self.outside_remote() == self.outside_before
@@ -354,7 +358,8 @@ class OverlapMachine(SyncMachine):
             if isinstance(outcome, InvalidParameterError):
                 assert "holds no" in str(outcome), outcome
                 continue
-            assert outcome is not None
+            if outcome is None:
+                continue  # cancelled outright (a hard stop)
             report = outcome
             # Why a path failed is said so that a user can act on it.
             for f in report.failed:
@@ -372,17 +377,20 @@ class OverlapMachine(SyncMachine):
             assert report.vanished == []  # nothing of the source went
 
     async def _two(
-        self, runs: list[Run], lag: int
+        self, runs: list[Run], lag: int, cancel: int | None
     ) -> list[TransferReport | InvalidParameterError | None]:
         outcomes: list[TransferReport | InvalidParameterError | None] = [None, None]
         lagging = anyio.Event()
         seen = 0
+        first = anyio.CancelScope()
 
         def hook(event: TransferEvent) -> None:
             nonlocal seen
             seen += 1
             if seen > lag:
                 lagging.set()
+            if cancel is not None and seen > cancel:
+                first.cancel()  # the first run is killed, the second goes on
 
         async def one(i: int, hook: Any) -> None:
             upload, delete, shard, own_record, concurrency = runs[i]
@@ -394,9 +402,10 @@ class OverlapMachine(SyncMachine):
             if not upload:
                 source, dest = dest, source
             try:
-                outcomes[i] = await sync(
-                    self.client, source, dest, options, delete=delete, progress=hook
-                )
+                with first if i == 0 else anyio.CancelScope():
+                    outcomes[i] = await sync(
+                        self.client, source, dest, options, delete=delete, progress=hook
+                    )
             except InvalidParameterError as exc:
                 outcomes[i] = exc
             finally:
