@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 
-from msd_async.transfer import TransferEvent, download_tree
+from msd_async.transfer import TransferEvent, download_tree, sync
 
 pytestmark = pytest.mark.anyio
 
@@ -37,6 +38,56 @@ async def test_an_object_deleted_after_the_listing_is_skipped_and_reported(
     assert report.vanished == ["seg1.ts"]
     assert names_in(tmp_path) == ["seg2.ts"]
 
+
+
+async def test_a_file_deleted_after_the_scan_is_skipped_and_reported(
+    mediastore_client: Any, tmp_path: Path
+) -> None:
+    """The upload's mirror of the above: a packager rotates old segments out of its local
+    window, or an overlapping ``sync --delete`` down removes a file, between the scan and
+    its upload. It was a failure (a bare ``FileNotFoundError``, the run not ok, cron's exit
+    status an error) for a file there is nothing left to upload of."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "seg1.ts").write_bytes(b"1" * 100)
+    (src / "seg2.ts").write_bytes(b"2" * 100)
+
+    def rotate_after_scan(event: TransferEvent) -> None:
+        if event.kind == "plan":
+            (src / "seg1.ts").unlink()
+
+    report = await sync(mediastore_client, src, "ms:rotup", progress=rotate_after_scan)
+    assert report.ok, report.failed
+    assert report.transferred == ["seg2.ts"]
+    assert report.vanished == ["seg1.ts"]
+    assert [i.name async for i in mediastore_client.list_items("rotup")] == ["seg2.ts"]
+
+
+async def test_a_link_whose_target_goes_after_the_scan_is_still_a_failure(
+    mediastore_client: Any, tmp_path: Path
+) -> None:
+    """Not so a link whose target went missing (a disk unmounted meanwhile): what is
+    there is unknown, not gone, as when the scan finds it so."""
+    src = tmp_path / "src"
+    src.mkdir()
+    disk = tmp_path / "disk"
+    (disk / "media").mkdir(parents=True)
+    (disk / "t.ts").write_bytes(b"t" * 100)
+    (disk / "media" / "m.ts").write_bytes(b"m" * 100)
+    (src / "link.ts").symlink_to(disk / "t.ts")
+    (src / "media").symlink_to(disk / "media")
+
+    def unmount_after_scan(event: TransferEvent) -> None:
+        if event.kind == "plan":
+            shutil.rmtree(disk)
+
+    report = await sync(mediastore_client, src, "ms:rotlink", progress=unmount_after_scan)
+    assert report.vanished == []
+    assert sorted(f.path for f in report.failed) == ["link.ts", "media/m.ts"]
+    for failure in report.failed:
+        assert "symbolic link whose target does not exist" in str(failure.error), (
+            failure.message
+        )
 
 async def test_downloaded_files_get_the_objects_last_modified(
     mediastore_client: Any, tmp_path: Path

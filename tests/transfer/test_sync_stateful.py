@@ -14,6 +14,15 @@ After every sync, completed or not:
 After every completed sync, also: both sides are equal up to filters, unstorable names and
 the tool's own names, and the report is ok except for the unstorable names.
 
+A second machine (:class:`OverlapMachine`) also runs two syncs at once on the same tree and
+folder, as users overlap them (a cron run outlasting its minute, two shards into one
+folder, one sync each way), with or without ``delete``, sharing a record or not. After both
+end: every path holds bytes one side had there (no partial or mixed file), a path both
+sides had is still on both, nothing outside the roots changed, no temporary file of ours
+is left, a failure says why (in use by the other run), and when both ran the same way
+(one unchanged source), what each reported transferred, skipped or deleted is so. The
+first run is sometimes cancelled outright partway (the second goes on).
+
 CI runs a bounded, derandomized number of examples; ``MSD_LONG_TESTS=1`` runs many more.
 """
 
@@ -288,6 +297,128 @@ class SyncMachine(RuleBasedStateMachine):
         assert left == [], left
 
 
+#: One run of an overlapping pair: upload (else download), delete, shard, own record
+#: folder, concurrency (one file at a time: a longer run for the other to overlap).
+RUN = st.tuples(
+    st.booleans(), st.booleans(), st.sampled_from([None, (0, 2), (1, 2)]), st.booleans(),
+    st.sampled_from([1, 3]),
+)
+Run = tuple[bool, bool, tuple[int, int] | None, bool, int]
+
+
+class OverlapMachine(SyncMachine):
+    """The same edits, faults and single syncs, plus two syncs at once on one tree and one
+    folder: a cron run that outlasts its minute, two shards into one folder, a sync each
+    way. Checked after both end (each run saw the other's writes, or not: either is
+    right, a mix never is)."""
+
+    @rule(
+        remote=st.booleans(),
+        files=st.dictionaries(
+            st.sampled_from(NAMES[:5]), st.sampled_from(CONTENTS), min_size=2, max_size=5
+        ),
+    )
+    def write_many(self, remote: bool, files: dict[str, bytes]) -> None:
+        # One step of many edits: the pairs of syncs have something to overlap on.
+        for name, data in files.items():
+            if remote:
+                self.write_remote(name, data)
+            else:
+                self.write_local(name, data)
+
+    # lag: the second run starts once the first emitted this many events; -1: both at
+    # once, mostly (each one's scan and listing before the other's transfers: the runs on
+    # loopback take milliseconds, and a later start rarely lands inside the first).
+    @rule(
+        first=RUN, second=RUN, lag=st.sampled_from([-1, -1, -1, 0, 2, 5]),
+        cancel=st.one_of(st.none(), st.integers(0, 6)),
+    )
+    def run_two(self, first: Run, second: Run, lag: int, cancel: int | None) -> None:
+        before_local, before_remote = self.local(), self.remote()
+        runs = [first, second]
+        outcomes = self.portal.call(self._two, runs, lag, cancel)
+        after_local, after_remote = self.local(), self.remote()
+        assert self.outside.read_bytes() == b"not ours"
+        assert self.outside_remote() == self.outside_before
+        # No partial or mixed file: each path holds what either side had there.
+        for side in (after_local, after_remote):
+            for rel, data in side.items():
+                if is_own(rel):
+                    continue  # the user's x.msdpart, untouched; ours are checked below
+                assert data in (before_local.get(rel), before_remote.get(rel)), rel
+        # A run deletes only what its source lacks, and neither side lacked a path both
+        # had: the first deletion of it would have to come after another.
+        for rel in set(before_local) & set(before_remote):
+            assert rel in after_local and rel in after_remote, rel
+        # No temporary file of ours is left once both ended.
+        left = [r for r in after_local if is_own(r) and r != "x.msdpart"]
+        assert left == [], left
+        one_way = first[0] == second[0]
+        for (upload, *_), outcome in zip(runs, outcomes, strict=True):
+            if isinstance(outcome, InvalidParameterError):
+                assert "holds no" in str(outcome), outcome
+                continue
+            if outcome is None:
+                continue  # cancelled outright (a hard stop)
+            report = outcome
+            # Why a path failed is said so that a user can act on it.
+            for f in report.failed:
+                assert f.path in UNSTORABLE or "another download" in str(f.error), f.message
+            if not one_way:
+                continue  # each run's destination is the other's source: either may win
+            src, dst = (
+                (before_local, after_remote) if upload else (before_remote, after_local)
+            )
+            # Both runs read one unchanged source: what a run reports is what is there.
+            for rel in [*report.transferred, *report.skipped]:
+                assert dst.get(rel) == src[rel], rel
+            for rel in report.deleted:
+                assert rel not in dst, rel
+            assert report.vanished == []  # nothing of the source went
+
+    async def _two(
+        self, runs: list[Run], lag: int, cancel: int | None
+    ) -> list[TransferReport | InvalidParameterError | None]:
+        outcomes: list[TransferReport | InvalidParameterError | None] = [None, None]
+        lagging = anyio.Event()
+        seen = 0
+        first = anyio.CancelScope()
+
+        def hook(event: TransferEvent) -> None:
+            nonlocal seen
+            seen += 1
+            if seen > lag:
+                lagging.set()
+            if cancel is not None and seen > cancel:
+                first.cancel()  # the first run is killed, the second goes on
+
+        async def one(i: int, hook: Any) -> None:
+            upload, delete, shard, own_record, concurrency = runs[i]
+            options = TransferOptions(
+                concurrency=concurrency, shard=shard, retry=FAST,
+                record_dir=self.records / f"own{i}" if own_record else self.records,
+            )
+            source, dest = str(self.root), f"ms:{self.prefix}"
+            if not upload:
+                source, dest = dest, source
+            try:
+                with first if i == 0 else anyio.CancelScope():
+                    outcomes[i] = await sync(
+                        self.client, source, dest, options, delete=delete, progress=hook
+                    )
+            except InvalidParameterError as exc:
+                outcomes[i] = exc
+            finally:
+                lagging.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(one, 0, hook)
+            if lag >= 0:
+                await lagging.wait()  # the second starts once the first is this far
+            tg.start_soon(one, 1, None)
+        return outcomes
+
+
 def _parents(name: str) -> Iterator[str]:
     parts = name.split("/")
     for i in range(1, len(parts)):
@@ -315,3 +446,24 @@ def test_sync_state_machine(tmp_path: Path) -> None:
                 from hypothesis.stateful import run_state_machine_as_test
 
                 run_state_machine_as_test(SyncMachine, settings=run)
+
+
+@pytest.mark.timeout(600 if LONG else 180)
+def test_overlapping_syncs_state_machine(tmp_path: Path) -> None:
+    with start_blocking_portal("asyncio") as portal:
+        server = portal.wrap_async_context_manager(LocalMediaStore(faults=FaultPlan(seed=2)))
+        with server as running:
+            session_cm = portal.wrap_async_context_manager(
+                msd_async.Session(credentials=running.credentials, region=running.region)
+            )
+            with session_cm as session:
+                SyncMachine.portal = portal
+                SyncMachine.server = running
+                SyncMachine.client = session.container(running.endpoint)
+                SyncMachine.base = tmp_path
+                run = machine_settings(
+                    examples=50, long_examples=400, steps=30, shrink_long=False
+                )
+                from hypothesis.stateful import run_state_machine_as_test
+
+                run_state_machine_as_test(OverlapMachine, settings=run)

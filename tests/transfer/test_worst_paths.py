@@ -548,8 +548,9 @@ async def test_a_file_deleted_or_replaced_after_the_scan(
             os.replace(site / "f00002.tmp", site / "f00002.bin")
 
     report = await upload_tree(mediastore_client, site, "dr", progress=hook)
-    assert [f.path for f in report.failed] == ["f00001.bin"]
-    assert isinstance(report.failed[0].error, FileNotFoundError)
+    # Gone, as an object deleted between its listing and its download: nothing to send.
+    assert report.ok, report.failed
+    assert report.vanished == ["f00001.bin"]
     assert sorted(report.transferred) == ["f00000.bin", "f00002.bin", "f00003.bin"]
     assert await mediastore_client.get_bytes("dr/f00002.bin") == b"replacement"
 
@@ -1132,3 +1133,38 @@ async def test_a_sweep_keeps_the_parts_of_a_download_it_found_in_use(
     assert "another download" in str(failure.error), failure.error
     assert released
     assert tmp.exists() and state_path(tmp).exists(), sorted(p.name for p in dst.iterdir())
+
+
+@pytest.mark.parametrize("size", [100, 9 * 1024 * 1024], ids=["small", "ranged"])
+async def test_a_folder_an_overlapping_run_removes_is_made_again(
+    mediastore_client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int
+) -> None:
+    """Two shards of a sync with delete into one folder: one deletes the last file of
+    ``d/e/`` and removes the folders that emptied (only empty ones, as ``rmdir``), while
+    the other creates ``d/e/new.ts``. The folder went between its ``mkdir`` and the
+    creation of the file's temporary name: a bare ``FileNotFoundError``, the file failed.
+    The creation is tried again, the folder made again. The removal is landed in that
+    instant by wrapping the creation: no real thread can be timed to hit it."""
+    from msd_async.transfer import PART_SIZE, _local
+
+    data = os.urandom(size)
+    await mediastore_client.put_object("rmd/d/e/new.ts", data)
+    dst = tmp_path / "dst"
+    (dst / "d" / "e").mkdir(parents=True)
+    name = "claim" if size > PART_SIZE else "create_own_temporary"
+    real = getattr(_local, name)
+    swept: list[Path] = []
+
+    def after_a_sweep(path: Path, *args: Any) -> Any:
+        if len(swept) < 2:
+            # The other shard's delete of d/e/gone.ts, in the instant before.
+            _local.remove_empty_parents(path.parent / "gone.ts", dst)
+            swept.append(path)
+        return real(path, *args)
+
+    monkeypatch.setattr(_local, name, after_a_sweep)
+    report = await download_tree(mediastore_client, "rmd", dst)
+    assert report.ok, [f.message for f in report.failed]
+    assert len(swept) == 2
+    assert (dst / "d" / "e" / "new.ts").read_bytes() == data
+    assert sorted(p.name for p in (dst / "d" / "e").iterdir()) == ["new.ts"]

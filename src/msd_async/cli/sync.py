@@ -237,7 +237,7 @@ def _print_report(
         for path in sorted(report.deleted):
             _observe.print_line(args, f"would delete: {path}", "would-delete", path=path)
     would = "would " if args.dry_run else ""
-    gone = f", {len(report.vanished)} gone before download" if report.vanished else ""
+    gone = f", {len(report.vanished)} gone before {verb}" if report.vanished else ""
     stopped = f"stopped by {stopped_by}: " if stopped_by else ""
     _observe.print_line(
         args,

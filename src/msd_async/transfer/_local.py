@@ -12,9 +12,10 @@ import os
 import secrets
 import stat
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Final
+from typing import BinaryIO, Final, TypeVar
 
 from ..errors import ChecksumMismatchError, ClientValidationError
 
@@ -29,6 +30,8 @@ __all__ = [
 ]
 
 _READ_SIZE: Final = 1024 * 1024
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,14 +128,14 @@ def scan(
     return found
 
 
-def _target(entry: os.DirEntry[str]) -> str:
+def _target(entry: os.DirEntry[str] | Path) -> str:
     try:
-        return f"-> {os.readlink(entry.path)}"
+        return f"-> {os.readlink(entry)}"
     except OSError:
         return "its target cannot be read"
 
 
-def _link_error(entry: os.DirEntry[str], exc: OSError) -> OSError:
+def _link_error(entry: os.DirEntry[str] | Path, exc: OSError) -> OSError:
     """The error of a link whose target cannot be reached, saying which link and target."""
     what = {
         errno.ENOENT: "whose target does not exist (a disk not mounted?)",
@@ -140,7 +143,7 @@ def _link_error(entry: os.DirEntry[str], exc: OSError) -> OSError:
     }.get(exc.errno or 0, f"whose target cannot be reached ({exc.strerror or exc})")
     return type(exc)(
         exc.errno or 0,
-        f"{entry.path} is a symbolic link {what} ({_target(entry)}); nothing under it was "
+        f"{os.fspath(entry)} is a symbolic link {what} ({_target(entry)}); nothing under it was "
         "transferred or deleted (fix the link, or exclude it)",
     )
 
@@ -173,6 +176,24 @@ def open_regular(path: Path) -> BinaryIO:
     except BaseException:
         os.close(fd)
         raise
+
+
+def open_scanned(f: LocalFile) -> BinaryIO | None:
+    """:func:`open_regular` for a file the scan found, or None when it is gone since (a
+    packager rotated it out of its window, an overlapping sync deleted it): nothing is
+    left to send, as for an object deleted between its listing and its download. Behind
+    a symbolic link whose target went missing (a disk unmounted meanwhile), at the file
+    or at a folder above it in the tree, it is not gone but unknown: the error names the
+    link and its target, as the scan's does."""
+    try:
+        return open_regular(f.path)
+    except FileNotFoundError as exc:
+        path = f.path
+        for _ in range(f.relative_path.count("/") + 1):
+            if os.path.islink(path) and not os.path.exists(path):
+                raise _link_error(path, exc) from None
+            path = path.parent
+        return None
 
 
 def hash_file(path: Path) -> str:
@@ -482,6 +503,32 @@ def remove_unless_in_use(owner: Path, *paths: Path) -> bool:
             os.close(fd)
 
 
+#: Creations of one file in a folder taken away each time before the file was in it.
+_FOLDER_TRIES: Final = 8
+
+
+def in_folder(folder: Path, create: Callable[[], _T]) -> _T:
+    """``create()`` (a file in ``folder``), making the folder and its parents as needed.
+
+    An overlapping sync with delete into the same tree (another shard, a cron run) removes
+    the folders its deletions emptied (:func:`remove_empty_parents`): this one may go
+    between its ``mkdir`` and the creation of the file, which then failed with a bare
+    ``FileNotFoundError``. Once the file is in it, the folder is not empty and stays."""
+    for _ in range(_FOLDER_TRIES):
+        try:
+            return create()
+        except FileNotFoundError:
+            pass
+        with contextlib.suppress(FileNotFoundError):  # its parent went, too: again
+            folder.mkdir(parents=True, exist_ok=True)
+    raise FileNotFoundError(
+        errno.ENOENT,
+        f"the folder {folder} was removed each of {_FOLDER_TRIES} times a file was "
+        "created in it (another program removing empty folders there?)",
+        str(folder),
+    )
+
+
 def create_own_temporary(final: Path, mode: int = 0o644) -> tuple[Path, int]:
     """A new file beside ``final`` that no other writer uses, open for writing: its path
     (``.NAME.XXXXXXXX.msdpart``, random) and descriptor. Unlike :func:`create_fresh` it
@@ -522,11 +569,7 @@ def write_atomically(final: Path, data: bytes, mtime: float | None = None) -> in
     The temporary name is this call's own (:func:`create_own_temporary`): two syncs
     writing one tree at once each removed the other's ``.NAME.msdpart``, and could rename
     the other's half-written file into place."""
-    try:
-        tmp, fd = create_own_temporary(final)
-    except FileNotFoundError:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp, fd = create_own_temporary(final)
+    tmp, fd = in_folder(final.parent, lambda: create_own_temporary(final))
     lock = held_apart(fd, tmp)
     try:
         with os.fdopen(fd, "wb") as f:

@@ -116,7 +116,9 @@ async def upload_tree(
     others are uploaded. Symbolic links to files and folders are followed (never back
     into a folder above them); a link whose target is missing, a link loop or an
     unreadable folder is reported as a failed path, and a ``sync`` with ``delete`` deletes
-    nothing at or under it. ``options`` (:class:`TransferOptions`) sets the concurrency,
+    nothing at or under it. A file deleted between the scan and its upload (a packager's
+    window rotating, an overlapping sync) is reported in :attr:`TransferReport.vanished`,
+    not as a failure. ``options`` (:class:`TransferOptions`) sets the concurrency,
     filters, shard, dry run, record, retries and headers. ``progress`` gets
     :class:`TransferEvent` objects. Setting ``stop`` stops scheduling files: those in flight
     finish, the report says ``interrupted``.

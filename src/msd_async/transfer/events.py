@@ -22,7 +22,8 @@ Action = Literal["upload", "download", "delete"]
 #: ``start``: a file's transfer begins; ``bytes``: ``done`` bytes of it so far;
 #: ``done``: it completed and was verified; ``skip``: it was already identical;
 #: ``fail``: it failed (``error``); ``delete``: a path was deleted (or would be, in a dry run);
-#: ``vanished``: the object was listed but deleted before it could be downloaded.
+#: ``vanished``: the object (or local file) was listed but deleted before it could be
+#: downloaded (uploaded).
 EventKind = Literal["plan", "start", "bytes", "done", "skip", "fail", "delete", "vanished"]
 
 
@@ -83,8 +84,9 @@ class TransferReport:
     bytes_transferred: int = 0
     #: Objects downloaded only to compare them (no record of their content) and found equal.
     compared: int = 0
-    #: Objects listed, then deleted by someone else before their download (a live window
-    #: rotating segments out): skipped, not a failure.
+    #: Objects listed, then deleted by someone else before their download, or local files
+    #: scanned, then deleted before their upload (a live window rotating segments out, an
+    #: overlapping sync): skipped, not a failure.
     vanished: list[str] = field(default_factory=list)
     #: The run was stopped (``stop`` was set: SIGTERM or SIGINT on the command line)
     #: before every path was done; what was done is reported and recorded.

@@ -89,8 +89,7 @@ def _open_parts(tmp: Path, etag: str, size: int) -> tuple[int, set[int]]:
 
     A previous attempt's parts are kept only if it was downloading the same version (ETag
     and size) and its file has the full length."""
-    tmp.parent.mkdir(parents=True, exist_ok=True)
-    fd = _local.claim(tmp)
+    fd = _local.in_folder(tmp.parent, lambda: _local.claim(tmp))
     try:
         # Read once the file is ours: the state is then that of the file held.
         state = state_path(tmp)

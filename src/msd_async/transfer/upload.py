@@ -63,9 +63,12 @@ def _upload_job(
         # One open file for the hash and the send: a file replaced by a rename meanwhile
         # is sent as the version that was hashed.
         if f.size <= SMALL_FILE:
-            opened = _local.open_regular(f.path)
+            opened = _local.open_scanned(f)
         else:
-            opened = await anyio.to_thread.run_sync(_local.open_regular, f.path)
+            opened = await anyio.to_thread.run_sync(_local.open_scanned, f)
+        if opened is None:
+            pool.vanished(rel, "upload")
+            return
         try:
             await send(opened)
         finally:
