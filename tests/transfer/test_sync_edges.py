@@ -175,6 +175,16 @@ async def test_an_upload_with_delete_from_an_empty_folder_is_refused(
     assert sorted([i.name async for i in mediastore_client.list_items("www")]) == [
         "a.txt", "sub"
     ]
+    # Nor is a folder that holds only what an interrupted download into it left (the
+    # tool's own names, never uploaded): the wrong way round, it emptied the container.
+    (empty / "sub" / ".b.txt.msdpart").write_bytes(b"half")
+    (empty / ".msd-sync").mkdir()
+    (empty / ".msd-sync" / "k.0-of-1.json").write_bytes(b"{}")
+    with pytest.raises(InvalidParameterError, match="holds no file"):
+        await sync(mediastore_client, empty, "ms:www", delete=True)
+    assert sorted([i.name async for i in mediastore_client.list_items("www")]) == [
+        "a.txt", "sub"
+    ]
     # Without delete, or from a folder with any file, it goes on as before.
     report = await sync(mediastore_client, empty, "ms:www")
     assert report.ok and report.deleted == []

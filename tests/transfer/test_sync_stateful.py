@@ -218,11 +218,11 @@ class SyncMachine(RuleBasedStateMachine):
             assert self.local() == before_local
             return
         selected = PathFilter(filters)
-        if upload and delete and not before_local and any(
+        if upload and delete and all(is_own(rel) for rel in before_local) and any(
             selected.selects(rel) and not is_own(rel) for rel in before_remote
         ):
-            # Nor is an empty local folder (an unmounted disk), when there is something to
-            # delete.
+            # Nor is an empty local folder (an unmounted disk), or one holding only what an
+            # interrupted download left, when there is something to delete.
             with pytest.raises(InvalidParameterError, match="holds no file"):
                 self.portal.call(self._sync, source, dest, options, delete, interrupt)
             assert self.remote() == before_remote

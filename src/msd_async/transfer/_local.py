@@ -23,7 +23,7 @@ try:
     import fcntl
 except ImportError:  # pragma: no cover - not POSIX: downloads go on without their locks
     fcntl = None  # type: ignore[assignment]
-from .names import CUT_CHARACTERS, PART_SUFFIX, SHORTENED_BYTES
+from .names import CUT_CHARACTERS, PART_SUFFIX, SHORTENED_BYTES, is_own
 
 __all__ = [
     "HashedFile", "LocalFile", "Unscanned", "hash_file", "hash_open", "read_and_hash", "scan",
@@ -314,15 +314,20 @@ class HashedFile:
 
 def holds_a_file(root: Path) -> bool:
     """Whether anything but folders is below ``root`` (a file, a link, a FIFO: the scan
-    may skip some, but a folder holding them was not emptied). Stops at the first one."""
+    may skip some, but a folder holding them was not emptied). Stops at the first one.
+    The tool's own names (:func:`~msd_async.transfer.names.is_own`: what an interrupted
+    download into the folder left, a legacy record folder) do not count: they are never
+    uploaded, and a folder of nothing else is one a download was meant to fill."""
     pending = [root]
     while pending:
         try:
             with os.scandir(pending.pop()) as entries:
                 for entry in entries:
+                    relative = Path(entry.path).relative_to(root).as_posix()
                     if entry.is_dir(follow_symlinks=False):
-                        pending.append(Path(entry.path))
-                    else:
+                        if not is_own(relative):
+                            pending.append(Path(entry.path))
+                    elif not is_own(relative):
                         return True
         except OSError:
             return True  # unreadable: what it holds is not known
