@@ -1168,3 +1168,21 @@ async def test_a_folder_an_overlapping_run_removes_is_made_again(
     assert len(swept) == 2
     assert (dst / "d" / "e" / "new.ts").read_bytes() == data
     assert sorted(p.name for p in (dst / "d" / "e").iterdir()) == ["new.ts"]
+
+
+def test_a_claim_that_never_sees_its_file_named_gives_up_with_a_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A claim checks, once locked, that its name still points at its file, and starts
+    over if not (a sweep or another run took it meanwhile). Where ``stat`` and ``fstat``
+    never agree on the file (some overlay file systems), that looped forever: the whole
+    transfer hung. It gives up after a bounded number of tries, saying why, and leaves no
+    descriptor open."""
+    from msd_async.transfer import _local
+
+    monkeypatch.setattr(_local, "_still_named", lambda fd, path: False)
+    before = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(OSError, match="kept changing") as raised:
+        _local.claim(tmp_path / ".x.bin.msdpart")
+    assert raised.value.filename == str(tmp_path / ".x.bin.msdpart")
+    assert len(os.listdir("/proc/self/fd")) == before

@@ -377,6 +377,8 @@ def create_fresh(path: Path, mode: int = 0o644) -> int:
 #: How long a claim waits out another's lock before calling the file in use: a sweep holds
 #: one for the instant of an unlink, a download for as long as it runs.
 _CLAIM_PATIENCE: Final = 0.5
+#: How many times a claim starts over after losing a race for its name before giving up.
+_CLAIM_TRIES: Final = 64
 #: Where the file system has no advisory locks, a claim goes on without (as before them).
 _NO_LOCKS: Final = frozenset({errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL})
 
@@ -429,7 +431,7 @@ def claim(path: Path, mode: int = 0o644) -> int:
     cannot be a download of this user's is removed first, never written through: a
     symlink, a FIFO or a device, a hard link (a file with another name), a file of
     another user (who could change it between its hash and its rename)."""
-    while True:
+    for _ in range(_CLAIM_TRIES):
         created = False
         try:
             fd = os.open(path, os.O_RDWR | NO_FOLLOW)
@@ -463,6 +465,14 @@ def claim(path: Path, mode: int = 0o644) -> int:
                 # Unless another run already replaced it with its own download.
                 if (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino):
                     path.unlink()
+    # Each try lost a race (a sweep, another run) or found what it removed back: or this
+    # file system's stat and fstat never agree on the file (some overlay file systems).
+    raise OSError(
+        errno.EAGAIN,
+        f"the temporary file kept changing under this download ({_CLAIM_TRIES} tries); "
+        "is another program removing or replacing files in this folder?",
+        str(path),
+    )
 
 
 def is_own_file(st: os.stat_result) -> bool:
