@@ -308,7 +308,9 @@ async def download_parts(
         if is_local_error(exc):
             # The local disk refused a write (ENOSPC, EIO, EFBIG): the parts it holds take
             # the space that is missing, and after EIO they may not be what was written.
-            await anyio.to_thread.run_sync(held.discard)
+            # A disk that also refuses the removal must not hide why the download failed.
+            with contextlib.suppress(OSError):
+                await anyio.to_thread.run_sync(held.discard)
         held.close()
         raise
     except BaseException:
