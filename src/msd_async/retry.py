@@ -158,10 +158,17 @@ class Deadline:
 
     @classmethod
     def after(cls, seconds: float, *, clock: Clock = SYSTEM_CLOCK) -> Deadline:
-        """The deadline ``seconds`` from now. Raises ``InvalidParameterError`` if negative."""
-        if not seconds >= 0:  # also refuses NaN
+        """The deadline ``seconds`` from now. Raises ``InvalidParameterError`` if negative
+        or not a number (a bool, a string)."""
+        # bool is an int: True was a 1 s deadline. A str raised a bare TypeError below.
+        if (
+            not isinstance(seconds, (int, float))
+            or isinstance(seconds, bool)
+            or not seconds >= 0  # also refuses NaN
+        ):
             raise InvalidParameterError(
-                f"a deadline must be 0 s or more away, not {seconds!r}", rule="retry.deadline"
+                f"a deadline must be a number of seconds, 0 or more, not {seconds!r}",
+                rule="retry.deadline",
             )
         return cls(clock.monotonic() + seconds, clock, seconds)
 
