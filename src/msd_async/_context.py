@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TypeVar
 
 from .config import Limits, Timeouts
 from .credentials import CredentialsProvider
@@ -16,6 +17,8 @@ if TYPE_CHECKING:
     from .transport import Transport
 
 __all__ = ["ClientContext"]
+
+_T = TypeVar("_T")
 
 
 @dataclass(slots=True, eq=False)
@@ -44,6 +47,10 @@ class ClientContext:
     loop_thread: int = 0
     #: Event hook errors that could not reach a caller (logged the first and every 1000th).
     hook_failures: int = 0
+    #: Tasks in a wait no connection of the transport is part of (a retry's backoff, a
+    #: credentials provider that has not answered), each with a flag set once
+    #: :meth:`interrupt_waits` cancelled it: closing the pool would not wake them.
+    _waits: dict[asyncio.Task[object], list[bool]] = field(default_factory=dict)
 
     @property
     def transport(self) -> Transport:
@@ -60,3 +67,43 @@ class ClientContext:
     def closed(self) -> bool:
         # A transport not made yet has not been closed: closing makes it first.
         return self._transport is not None and self._transport.closed
+
+    async def unless_closed(self, awaitable: Awaitable[_T]) -> _T:
+        """``await awaitable``, unless the session closes meanwhile: then it is cancelled
+        (a provider's ``credential_process`` is killed on cancellation) and
+        :class:`~msd_async.errors.SessionClosedError` raised, at once rather than when a
+        backoff of up to ``retry_after_max`` or a provider's ``Timeouts.credentials`` ends."""
+        from .errors import SessionClosedError
+
+        task = asyncio.current_task()
+        # Already closed: the callers check before they start a wait, and a wait started
+        # anyway runs as before rather than be left unawaited. Nested: the outer one ends.
+        if task is None or task in self._waits or self.closed:
+            return await awaitable
+        interrupted = [False]
+        self._waits[task] = interrupted
+        # As asyncio.timeout counts: a cancellation beyond those already requested and
+        # ours is someone else's, and stays a cancellation.
+        cancelling = task.cancelling()
+        try:
+            result = await awaitable
+        except asyncio.CancelledError:
+            if interrupted[0] and task.uncancel() <= cancelling:
+                raise SessionClosedError(_CLOSED) from None
+            raise
+        finally:
+            del self._waits[task]
+        if interrupted[0]:  # the wait swallowed the cancellation: the session is closed
+            task.uncancel()
+            raise SessionClosedError(_CLOSED)
+        return result
+
+    def interrupt_waits(self) -> None:
+        """End every :meth:`unless_closed` wait (the session is closing)."""
+        for task, interrupted in self._waits.items():
+            if not interrupted[0]:
+                interrupted[0] = True
+                task.cancel()
+
+
+_CLOSED = "this Session is closed; open a new Session and get the container from it again"

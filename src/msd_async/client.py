@@ -142,6 +142,11 @@ def _bind_loop(context: ClientContext, loop: asyncio.AbstractEventLoop) -> None:
     )
 
 
+_CLOSED_SESSION: Final = (
+    "this client's Session is closed; open a new Session and get the container from it again"
+)
+
+
 async def _get_credentials(context: ClientContext) -> Credentials:
     """The provider's credentials for one signature, within ``Timeouts.credentials``.
 
@@ -156,6 +161,9 @@ async def _get_credentials(context: ClientContext) -> Credentials:
         if provider.expiry is not None:
             _check_not_expired(provider, None)
         return provider
+    if context.closed:
+        # Not even asked: a provider that waits (an MFA prompt) would be waited out first.
+        raise SessionClosedError(_CLOSED_SESSION)
     timeout = context.timeouts.credentials
     name = type(provider).__name__
     scope: asyncio.Timeout | None = None
@@ -168,7 +176,7 @@ async def _get_credentials(context: ClientContext) -> Credentials:
         if step is None:  # another awaitable (a future): nothing to take by hand
             waiting_before_sending.set(f"the credentials provider {name}")
             async with asyncio.timeout(timeout) as scope:
-                credentials = await call
+                credentials = await context.unless_closed(call)
             waiting_before_sending.set(None)
         else:
             try:
@@ -179,7 +187,8 @@ async def _get_credentials(context: ClientContext) -> Credentials:
                 # Left set if the call's deadline ends the wait, for its message.
                 waiting_before_sending.set(f"the credentials provider {name}")
                 async with asyncio.timeout(timeout) as scope:
-                    credentials = await _Resumed(call, waiting)
+                    # Session.aclose() ends this wait (and the provider's process) at once.
+                    credentials = await context.unless_closed(_Resumed(call, waiting))
                 waiting_before_sending.set(None)
     except MediaStoreError:
         raise
@@ -576,6 +585,7 @@ class ContainerClient:
             replayable=replayable,
             on_retry=on_retry,
             on_abandoned=on_abandoned,
+            interruptible=context.unless_closed,
         )
 
     # --- operations --------------------------------------------------------------------
@@ -842,10 +852,7 @@ class ContainerClient:
     ) -> str:
         encoded = "/" + rules.encode_path(rules.normalize_object_path(path))
         if self._context.closed:
-            raise SessionClosedError(
-                "this client's Session is closed; open a new Session and get the container "
-                "from it again"
-            )
+            raise SessionClosedError(_CLOSED_SESSION)
         credentials = await _get_credentials(self._context)
         query = self._signer.presign(
             credentials,

@@ -158,10 +158,17 @@ class Deadline:
 
     @classmethod
     def after(cls, seconds: float, *, clock: Clock = SYSTEM_CLOCK) -> Deadline:
-        """The deadline ``seconds`` from now. Raises ``InvalidParameterError`` if negative."""
-        if not seconds >= 0:  # also refuses NaN
+        """The deadline ``seconds`` from now. Raises ``InvalidParameterError`` if negative
+        or not a number (a bool, a string)."""
+        # bool is an int: True was a 1 s deadline. A str raised a bare TypeError below.
+        if (
+            not isinstance(seconds, (int, float))
+            or isinstance(seconds, bool)
+            or not seconds >= 0  # also refuses NaN
+        ):
             raise InvalidParameterError(
-                f"a deadline must be 0 s or more away, not {seconds!r}", rule="retry.deadline"
+                f"a deadline must be a number of seconds, 0 or more, not {seconds!r}",
+                rule="retry.deadline",
             )
         return cls(clock.monotonic() + seconds, clock, seconds)
 
@@ -415,6 +422,7 @@ async def call_with_retries(
     replayable: Callable[[], bool] | None = None,
     on_retry: Callable[[int, MediaStoreError, float], object] | None = None,
     on_abandoned: Callable[[int], object] | None = None,
+    interruptible: Callable[[Awaitable[None]], Awaitable[None]] | None = None,
 ) -> T:
     """Run ``attempt(n)`` (``n`` = 1, 2, ...) until it returns, or until retrying must stop.
 
@@ -449,6 +457,8 @@ async def call_with_retries(
     Cancellation is never caught: it propagates from the attempt or the sleep untouched.
     When it ends the sleep after attempt ``n`` (no attempt in flight), ``on_abandoned(n)``
     is called first: without it nothing would tell that the call ended there.
+    ``interruptible`` wraps each sleep (the client's ends it when its session closes); an
+    exception it raises ends the call as a cancellation of the sleep does.
     Exceptions raised by ``attempt`` that are not :class:`~msd_async.errors.MediaStoreError`
     are never retried and propagate unchanged, as do those of ``replayable`` and ``on_retry``
     (the tokens taken for the retry that ``on_retry`` stopped are given back).
@@ -540,7 +550,10 @@ async def call_with_retries(
                 raise
         logger.debug("attempt %d failed (%r); retrying in %.3f s", n, failure, delay)
         try:
-            await clock.sleep(delay)
+            if interruptible is None:
+                await clock.sleep(delay)
+            else:
+                await interruptible(clock.sleep(delay))
         except BaseException:
             if on_abandoned is not None:
                 on_abandoned(n)

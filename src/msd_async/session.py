@@ -156,6 +156,8 @@ class Session:
         context = self._context
         if context.closed:
             return
+        # No await in between: a wait that starts after this sees the transport closed.
+        context.interrupt_waits()
         await context.transport.aclose()
         closer = getattr(context.credentials, "aclose", None)
         if closer is not None:

@@ -79,3 +79,80 @@ async def test_a_call_waiting_for_a_pool_slot_when_the_session_closes(
     (error,) = outcome
     assert isinstance(error, SessionClosedError), repr(error)
     assert session.pool.in_use == 0 and session.pool.waiting == 0
+
+
+# docs/connections.md: "aclose() from another task ends every call of the session at once".
+# Two waits were outside the transport's reach: a retry's backoff (up to retry_after_max)
+# and a credentials provider that has not answered (up to Timeouts.credentials).
+_LONG_WAIT = 30.0  # what the call would wait without the fix; the test allows a tenth
+
+
+async def _closing_ends_the_call(session: Session, call: object, waiting: object) -> None:
+    import time
+
+    import anyio
+
+    outcome: list[BaseException] = []
+
+    async def run() -> None:
+        try:
+            await call  # type: ignore[misc]
+        except Exception as exc:
+            outcome.append(exc)
+
+    with anyio.fail_after(_LONG_WAIT * 2):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run)
+            while not waiting():  # type: ignore[operator]  # noqa: ASYNC110 - no event
+                await anyio.sleep(0.01)
+            started = time.monotonic()
+            await session.aclose()
+        took = time.monotonic() - started
+    (error,) = outcome
+    assert isinstance(error, SessionClosedError), repr(error)
+    assert took < _LONG_WAIT / 10, f"the call ended {took:.1f} s after the Session closed"
+
+
+async def test_a_call_in_a_retry_backoff_when_the_session_closes() -> None:
+    from scripted_server import Connection, response, scripted_server
+
+    from msd_async import Credentials, RetryPolicy
+
+    async def unavailable(conn: Connection) -> None:
+        while await conn.read_request() is not None:
+            await conn.send(response(503, headers={"Retry-After": int(_LONG_WAIT)}))
+
+    async with scripted_server(unavailable) as server:
+        session = Session(
+            credentials=Credentials("AKIDEXAMPLE", "secret"),
+            region="us-east-1",
+            retry=RetryPolicy(max_attempts=3, retry_after_max=_LONG_WAIT),
+        )
+        store = session.container(server.endpoint)
+        await _closing_ends_the_call(
+            session, store.describe_object("closed/a.bin"), lambda: len(server.requests) == 1
+        )
+        assert len(server.requests) == 1  # the retry was not sent either
+
+
+async def test_a_call_waiting_for_its_credentials_when_the_session_closes() -> None:
+    import anyio
+
+    from msd_async import Credentials
+
+    asked = anyio.Event()
+    given_up = anyio.Event()
+
+    class Slow:
+        async def get_credentials(self) -> Credentials:
+            asked.set()
+            try:
+                await anyio.sleep(_LONG_WAIT)
+            finally:
+                given_up.set()  # a credential_process would be killed here
+            return Credentials("AKIDEXAMPLE", "secret")
+
+    session = Session(credentials=Slow(), region="us-east-1")
+    store = session.container("http://127.0.0.1:9")
+    await _closing_ends_the_call(session, store.describe_object("closed/a.bin"), asked.is_set)
+    assert given_up.is_set()

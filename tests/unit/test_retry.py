@@ -594,6 +594,15 @@ def test_deadline_arithmetic() -> None:
     assert Deadline.after(1.0).clock is SYSTEM_CLOCK
 
 
+@pytest.mark.parametrize("seconds", [True, False, "5", None, b"1"])
+def test_a_deadline_that_is_not_a_number_of_seconds_is_refused(seconds: object) -> None:
+    # As Timeouts refuses them: True was taken as a 1 s deadline, and "5" (read from a
+    # config file) raised a bare TypeError from a comparison.
+    with pytest.raises(InvalidParameterError, match="deadline") as caught:
+        Deadline.after(seconds, clock=FakeClock())  # type: ignore[arg-type]
+    assert caught.value.rule == "retry.deadline"
+
+
 @pytest.mark.anyio
 async def test_deadline_stops_retries_without_sleeping_past_it() -> None:
     clock = FakeClock()

@@ -340,3 +340,17 @@ async def test_a_bad_argument_of_the_caller_raises_rather_than_answering_502(
         await open_object(mediastore_client, PATH, method="DELETE")
     reply = await open_object(mediastore_client, "bad name.mp4")
     assert reply.status == 404
+
+
+@pytest.mark.parametrize("write_timeout", [0, -1, float("nan"), "5", True])
+async def test_a_write_timeout_that_is_not_a_positive_number_is_refused_before_the_origin(
+    mediastore_client: ContainerClient, write_timeout: object
+) -> None:
+    # It was taken as it came: "5" raised a TypeError once the headers were out, NaN
+    # meant no limit and 0 cut any client whose socket filled once.
+    reply = None
+    with pytest.raises(InvalidParameterError, match="write_timeout"):
+        reply = await open_object(
+            mediastore_client, PATH, write_timeout=write_timeout  # type: ignore[arg-type]
+        )
+    assert reply is None

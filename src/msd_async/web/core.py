@@ -513,7 +513,8 @@ async def open_object(
     origin connection only that long.
 
     Raises :class:`ValueError` for a method other than GET and HEAD and
-    :class:`~msd_async.InvalidParameterError` for an ``expires_in`` out of range. The
+    :class:`~msd_async.InvalidParameterError` for an ``expires_in`` out of range or a
+    ``write_timeout`` that is neither ``None`` nor a number of seconds above 0. The
     caller must :meth:`Reply.aclose` the reply.
     """
     method = method.upper()
@@ -522,6 +523,18 @@ async def open_object(
     headers = {} if headers is None else headers
     if write_timeout is SESSION_WRITE_TIMEOUT:
         write_timeout = client.timeouts.write
+    elif write_timeout is not None and (
+        not isinstance(write_timeout, (int, float))
+        or isinstance(write_timeout, bool)
+        or not write_timeout > 0  # also NaN, which meant no limit
+    ):
+        # Checked before the origin is asked: taken as it came, a str failed once the
+        # headers were out, and 0 cut every client whose socket filled once.
+        raise InvalidParameterError(
+            "write_timeout must be a number of seconds above 0, or None for no limit; "
+            f"not {write_timeout!r}",
+            rule="web.write-timeout",
+        )
     assert not isinstance(write_timeout, SessionTimeout)
     reply = await _open(client, path, method, headers, redirect, expires_in, now)
     reply.write_timeout = write_timeout
