@@ -185,6 +185,13 @@ class LivePublisher:
                 raise InvalidParameterError(
                     f"{name} must be 0 s or more, not {value!r}", rule=f"live.{name}"
                 )
+        if reference_wait is not None and not reference_wait >= 0:
+            # nan would reach a manifest's deadline and fail it, though manifests are
+            # retried until stored.
+            raise InvalidParameterError(
+                f"reference_wait must be 0 s or more (or None), not {reference_wait!r}",
+                rule="live.reference_wait",
+            )
         if max_queued < 1 or max_in_flight < 1:
             raise InvalidParameterError(
                 "max_queued and max_in_flight must be at least 1", rule="live.queue"
