@@ -256,6 +256,15 @@ class LivePublisher:
         objects end ``FAILED`` ("closed"); deletes not yet due are abandoned.
         ``cancel=True`` skips the wait (and starts no delete). Callable from any task;
         idempotent (a second call waits for the first to finish)."""
+        if timeout is not None and timeout != timeout:
+            from ..errors import InvalidParameterError
+
+            # Refused before anything closes: nan would reach the grace's deadline only
+            # after the close had begun, and cut every pending object.
+            raise InvalidParameterError(
+                "aclose() timeout must be a number of seconds, not nan",
+                rule="live.close_timeout",
+            )
         if self._close_done is not None:
             await self._close_done.wait()
             return
