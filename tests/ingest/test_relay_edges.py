@@ -536,3 +536,16 @@ def test_a_timing_setting_that_is_no_duration_is_refused(setting: str, value: fl
     # publisher while the encoder was answered 204: a stream silently lost.
     with pytest.raises(ValueError, match=setting):
         Relay(object(), port=0, **{setting: value})  # type: ignore[arg-type]
+
+
+def test_an_async_on_object_is_refused(tmp_path: object) -> None:
+    # It was taken, and never called: each object made a coroutine nobody awaited.
+    from msd_async.ingest import FolderPusher
+
+    async def on_object(record: ObjectRecord) -> None:
+        pass
+
+    with pytest.raises(ValueError, match="plain function"):
+        Relay(object(), port=0, on_object=on_object)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="plain function"):
+        FolderPusher(object(), str(tmp_path), on_object=on_object)  # type: ignore[arg-type]

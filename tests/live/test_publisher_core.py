@@ -174,6 +174,18 @@ async def test_a_reference_wait_that_is_no_duration_is_refused(
         LivePublisher(store, reference_wait=wait)
 
 
+async def test_an_async_on_event_is_refused(store: ContainerClient) -> None:
+    # It was taken, and never called: each event made a coroutine nobody awaited (a
+    # RuntimeWarning) and the application saw no event at all.
+    from msd_async import InvalidParameterError
+
+    async def on_event(event: PublishEvent) -> None:
+        pass
+
+    with pytest.raises(InvalidParameterError, match="plain function"):
+        LivePublisher(store, on_event=on_event)
+
+
 # --- back-pressure -------------------------------------------------------------------------
 
 

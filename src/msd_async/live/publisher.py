@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import os
 import posixpath
@@ -185,6 +186,14 @@ class LivePublisher:
                 raise InvalidParameterError(
                     f"{name} must be 0 s or more, not {value!r}", rule=f"live.{name}"
                 )
+        if on_event is not None and inspect.iscoroutinefunction(on_event):
+            # It is called on the event loop and never awaited: an async one would make a
+            # coroutine per event that nobody runs, and deliver nothing.
+            raise InvalidParameterError(
+                "on_event must be a plain function (it is called, never awaited), not an "
+                "async one",
+                rule="live.on_event",
+            )
         if reference_wait is not None and not reference_wait >= 0:
             # nan would reach a manifest's deadline and fail it, though manifests are
             # retried until stored.
