@@ -38,6 +38,18 @@ def test_relay_refuses_a_remote_address_without_the_flag() -> None:
         (["relay", "--endpoint", ENDPOINT, "--max-buffer", "1K"], "--max-buffer must be"),
         (["relay", "--endpoint", ENDPOINT, "--max-buffer", "lots"], "a size like 64M"),
         (["relay", "--endpoint", ENDPOINT, "--media-deadline", "0"], "must be above 0"),
+        # A negative grace reached the publisher as close_timeout (status 1, naming an
+        # option the user never gave); nan or a negative settle time were taken silently.
+        (["relay", "--endpoint", ENDPOINT, "--shutdown-timeout", "-1"],
+         "argument --shutdown-timeout: must be 0 or more"),
+        (["push", ".", "--endpoint", ENDPOINT, "--shutdown-timeout", "nan"],
+         "argument --shutdown-timeout: must be 0 or more"),
+        (["push", ".", "--endpoint", ENDPOINT, "--settle", "-1"],
+         "argument --settle: must be 0 or more"),
+        (["push", ".", "--endpoint", ENDPOINT, "--settle", "nan"],
+         "argument --settle: must be 0 or more"),
+        (["push", ".", "--endpoint", ENDPOINT, "--settle", "inf"],
+         "argument --settle: must be 0 or more"),
     ],
 )
 def test_bad_arguments_get_one_clear_line(args: list[str], message: str) -> None:

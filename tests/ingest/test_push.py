@@ -218,6 +218,19 @@ def test_pusher_needs_a_folder(tmp_path: Path) -> None:
         FolderPusher(object(), tmp_path / "missing")  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [("settle", float("nan")), ("settle", -1.0), ("settle", float("inf")),
+     ("drain_timeout", float("nan")), ("media_deadline", 0.0)],
+)
+def test_a_timing_setting_that_is_no_duration_is_refused(
+    tmp_path: Path, setting: str, value: float
+) -> None:
+    # Taken silently before: the CLI checks its options, the library did not.
+    with pytest.raises(ValueError, match=setting):
+        FolderPusher(object(), tmp_path, **{setting: value})  # type: ignore[arg-type]
+
+
 async def test_a_folder_moved_in_while_running_has_its_files_published(
     tmp_path: Path, store: ContainerClient
 ) -> None:

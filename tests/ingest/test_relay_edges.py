@@ -524,3 +524,28 @@ def test_relay_stats_repr_is_one_short_line() -> None:
     text = repr(RelayStats(requests=12, handed_over=10, bytes_in=5_000_000, buffered=1234))
     assert "\n" not in text and len(text) < 160, text
     assert "12 requests" in text
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [("idle_timeout", float("nan")), ("idle_timeout", 0.0), ("drain_timeout", float("nan")),
+     ("drain_timeout", -1.0), ("media_deadline", float("nan")), ("media_deadline", 0.0)],
+)
+def test_a_timing_setting_that_is_no_duration_is_refused(setting: str, value: float) -> None:
+    # media_deadline=nan was taken, and then every media object was refused by the
+    # publisher while the encoder was answered 204: a stream silently lost.
+    with pytest.raises(ValueError, match=setting):
+        Relay(object(), port=0, **{setting: value})  # type: ignore[arg-type]
+
+
+def test_an_async_on_object_is_refused(tmp_path: object) -> None:
+    # It was taken, and never called: each object made a coroutine nobody awaited.
+    from msd_async.ingest import FolderPusher
+
+    async def on_object(record: ObjectRecord) -> None:
+        pass
+
+    with pytest.raises(ValueError, match="plain function"):
+        Relay(object(), port=0, on_object=on_object)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="plain function"):
+        FolderPusher(object(), str(tmp_path), on_object=on_object)  # type: ignore[arg-type]

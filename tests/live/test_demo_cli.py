@@ -44,7 +44,12 @@ def test_demo_publishes_a_stream_and_prints_a_summary() -> None:
 
 @pytest.mark.parametrize(
     ("args", "message"),
-    [(["--duration", "-1"], "--duration"), (["--fault-rate", "2"], "--fault-rate")],
+    [(["--duration", "-1"], "--duration"), (["--fault-rate", "2"], "--fault-rate"),
+     # 0 stopped the demo with "float division by zero" (status 1); nan was blamed on
+     # --part-duration.
+     (["--segment-duration", "0"], "--segment-duration must be"),
+     (["--segment-duration", "nan"], "--segment-duration must be"),
+     (["--segment-duration", "inf"], "--segment-duration must be")],
 )
 def test_demo_refuses_bad_options_in_one_line(args: list[str], message: str) -> None:
     result = run_demo(*args)

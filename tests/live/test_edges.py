@@ -240,6 +240,22 @@ async def test_aclose_from_another_task_settles_and_stops_everything(
     await publisher.__aexit__(None, None, None)  # idempotent, from the opening task
 
 
+async def test_a_close_timeout_that_is_no_duration_is_refused_before_anything_closes(
+    store: ContainerClient, mediastore_server: LocalMediaStore
+) -> None:
+    # aclose(timeout=nan) used to close the publisher with no grace at all (the pending
+    # object FAILED) and only then raise a bare ValueError from the deadline.
+    from msd_async import InvalidParameterError
+
+    mediastore_server.faults.inject("delay", method="PUT", path="nt/init.mp4", delay=0.3)
+    async with LivePublisher(store) as publisher:
+        init = await publisher.publish("nt/init.mp4", b"i")
+        with pytest.raises(InvalidParameterError, match="timeout"):
+            await publisher.aclose(timeout=float("nan"))
+        await publisher.publish("nt/after.txt", b"a")  # still open
+    assert (await init.wait()).acknowledged
+
+
 async def test_aclose_from_a_task_inside_the_block(store: ContainerClient) -> None:
     async with LivePublisher(store) as publisher, anyio.create_task_group() as tg:
         await publisher.publish("ai/seg_0.m4s", b"s", duration=5.0)

@@ -161,6 +161,31 @@ async def test_bad_input_gets_typed_errors(store: ContainerClient) -> None:
     assert await store.get_bytes("z/notes.txt") == "héllo".encode()
 
 
+@pytest.mark.parametrize("wait", [float("nan"), -1.0])
+async def test_a_reference_wait_that_is_no_duration_is_refused(
+    store: ContainerClient, wait: float
+) -> None:
+    # nan was taken, and the first manifest naming an object never published then FAILED
+    # with an internal error ("deadline must not be NaN"), although manifests are retried
+    # until stored.
+    from msd_async import InvalidParameterError
+
+    with pytest.raises(InvalidParameterError, match="reference_wait"):
+        LivePublisher(store, reference_wait=wait)
+
+
+async def test_an_async_on_event_is_refused(store: ContainerClient) -> None:
+    # It was taken, and never called: each event made a coroutine nobody awaited (a
+    # RuntimeWarning) and the application saw no event at all.
+    from msd_async import InvalidParameterError
+
+    async def on_event(event: PublishEvent) -> None:
+        pass
+
+    with pytest.raises(InvalidParameterError, match="plain function"):
+        LivePublisher(store, on_event=on_event)
+
+
 # --- back-pressure -------------------------------------------------------------------------
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import sys
 from typing import TYPE_CHECKING, Any
@@ -41,7 +42,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     common.add_argument(
         "--shutdown-timeout",
-        type=float,
+        type=_not_negative,
         default=30.0,
         help="seconds to publish what is pending after SIGINT/SIGTERM (default 30; the "
         "process exits within this + 2 s)",
@@ -122,7 +123,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("dir", help="the encoder's output folder")
     p.add_argument(
         "--settle",
-        type=float,
+        type=_finite_not_negative,
         default=1.0,
         help="seconds a file written in place must stay unchanged before it is published "
         "(default 1.0; files renamed into place go at once)",
@@ -135,6 +136,24 @@ def _positive(text: str) -> float:
     value = float(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be above 0, not {text}")
+    return value
+
+
+def _not_negative(text: str) -> float:
+    # "not value >= 0" also refuses nan, which every deadline comparison would treat as
+    # neither passed nor pending.
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
+    return value
+
+
+def _finite_not_negative(text: str) -> float:
+    # An endless settle time would never publish a file written in place, and the stop
+    # waits up to it.
+    value = _not_negative(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be 0 or more, and finite, not {text}")
     return value
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import sys
 from typing import TYPE_CHECKING, Any
@@ -83,6 +84,8 @@ def demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     # --watch is for eyes: low-latency shapes unless told otherwise.
     if args.segment_duration is None:
         args.segment_duration = 1.0 if args.watch else 2.0
+    if not 0 < args.segment_duration < math.inf:  # nan too: a stream needs segments
+        parser.error("--segment-duration must be above 0 seconds")
     if args.part_duration is None:
         args.part_duration = min(args.segment_duration, 0.2 if args.watch else 0.5)
     if args.ll_hls_blocking is None:

@@ -6,11 +6,27 @@ the ingest layer independent of its internals (and of anything but its public me
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import AsyncIterable
 from typing import Any, Protocol
 
-__all__ = ["PublicationLike", "PublisherLike"]
+__all__ = ["PublicationLike", "PublisherLike", "check_seconds"]
+
+
+def check_seconds(
+    name: str, value: float | None, *, zero: bool = False, endless: bool = True
+) -> None:
+    """Refuse a time setting that is no duration: nan (which every deadline comparison
+    treats as neither passed nor pending), a negative one, 0 unless ``zero``, infinity
+    unless ``endless``. ``None`` (the default) passes."""
+    if value is None:
+        return
+    if not (value >= 0 if zero else value > 0) or (not endless and not math.isfinite(value)):
+        bound = "0 s or more" if zero else "above 0 s"
+        raise ValueError(
+            f"{name} must be {bound}{'' if endless else ' and finite'}, not {value!r}"
+        )
 
 
 class PublicationLike(Protocol):

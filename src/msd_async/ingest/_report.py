@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import re
 import time
@@ -128,6 +129,13 @@ class Reporter:
     """Follows publications to their outcome and reports each once (log + callback)."""
 
     def __init__(self, on_object: Callable[[ObjectRecord], object] | None) -> None:
+        if on_object is not None and inspect.iscoroutinefunction(on_object):
+            # Called, never awaited: an async one would make a coroutine per object that
+            # nobody runs, and report nothing.
+            raise ValueError(
+                "on_object must be a plain function (it is called, never awaited), not an "
+                "async one"
+            )
         self._on_object = on_object
         self._watchers: set[asyncio.Task[None]] = set()
         self._abandoned = False

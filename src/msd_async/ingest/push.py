@@ -51,7 +51,7 @@ import anyio.to_thread
 from .. import rules
 from ..errors import ClientValidationError, MediaStoreError
 from ..live.manifests import ManifestError, ManifestInfo, parse_manifest
-from ._publisher import PublisherLike
+from ._publisher import PublisherLike, check_seconds
 from ._report import ObjectRecord, Reporter, cause, logger
 
 __all__ = [
@@ -130,6 +130,11 @@ class FolderPusher:
         drain_timeout: float = 30.0,
         media_deadline: float | None = None,
     ) -> None:
+        # An endless settle time would never publish a file written in place, and the
+        # stop waits up to it.
+        check_seconds("settle", settle, zero=True, endless=False)
+        check_seconds("drain_timeout", drain_timeout, zero=True)
+        check_seconds("media_deadline", media_deadline)
         self.directory = Path(directory).resolve()
         if not self.directory.is_dir():
             raise NotADirectoryError(

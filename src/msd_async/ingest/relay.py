@@ -59,7 +59,7 @@ import h11
 
 from .. import rules
 from ..errors import ClientValidationError, MediaStoreError
-from ._publisher import PublicationLike, PublisherLike
+from ._publisher import PublicationLike, PublisherLike, check_seconds
 from ._report import ObjectRecord, Reporter
 from ._report import cause as _cause
 
@@ -401,6 +401,9 @@ class Relay:
         max_buffer: int = DEFAULT_MAX_BUFFER,
         media_deadline: float | None = None,
     ) -> None:
+        check_seconds("idle_timeout", idle_timeout)
+        check_seconds("drain_timeout", drain_timeout, zero=True)
+        check_seconds("media_deadline", media_deadline)
         if max_connections < 1:
             raise ValueError(f"max_connections must be at least 1, not {max_connections}")
         if max_buffer < minimum_buffer(max_connections):

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import os
 import posixpath
@@ -185,6 +186,21 @@ class LivePublisher:
                 raise InvalidParameterError(
                     f"{name} must be 0 s or more, not {value!r}", rule=f"live.{name}"
                 )
+        if on_event is not None and inspect.iscoroutinefunction(on_event):
+            # It is called on the event loop and never awaited: an async one would make a
+            # coroutine per event that nobody runs, and deliver nothing.
+            raise InvalidParameterError(
+                "on_event must be a plain function (it is called, never awaited), not an "
+                "async one",
+                rule="live.on_event",
+            )
+        if reference_wait is not None and not reference_wait >= 0:
+            # nan would reach a manifest's deadline and fail it, though manifests are
+            # retried until stored.
+            raise InvalidParameterError(
+                f"reference_wait must be 0 s or more (or None), not {reference_wait!r}",
+                rule="live.reference_wait",
+            )
         if max_queued < 1 or max_in_flight < 1:
             raise InvalidParameterError(
                 "max_queued and max_in_flight must be at least 1", rule="live.queue"
@@ -249,6 +265,15 @@ class LivePublisher:
         objects end ``FAILED`` ("closed"); deletes not yet due are abandoned.
         ``cancel=True`` skips the wait (and starts no delete). Callable from any task;
         idempotent (a second call waits for the first to finish)."""
+        if timeout is not None and timeout != timeout:
+            from ..errors import InvalidParameterError
+
+            # Refused before anything closes: nan would reach the grace's deadline only
+            # after the close had begun, and cut every pending object.
+            raise InvalidParameterError(
+                "aclose() timeout must be a number of seconds, not nan",
+                rule="live.close_timeout",
+            )
         if self._close_done is not None:
             await self._close_done.wait()
             return
