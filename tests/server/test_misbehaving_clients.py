@@ -19,6 +19,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from open_files import open_files_under
 from rawclient import Raw
 from serve_process import ServeProcess, start_serve
 from server_errors import watching_server_errors
@@ -53,15 +54,6 @@ async def stopped_reader(raw: Raw, path: str) -> AsyncIterator[socket.socket]:
         sock.close()
 
 
-def open_files_under(root: Path) -> list[str]:
-    """The files under ``root`` this process holds open (Linux: /proc/self/fd)."""
-    found = []
-    for fd in os.listdir("/proc/self/fd"):
-        with contextlib.suppress(OSError):
-            target = os.readlink(f"/proc/self/fd/{fd}")
-            if target.startswith(str(root)):
-                found.append(target)
-    return found
 
 
 class Finished:

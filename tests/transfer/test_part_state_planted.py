@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from open_files import open_files_under
 
 from msd_async.transfer import download_tree
 
@@ -23,15 +24,6 @@ pytestmark = pytest.mark.anyio
 _SIZE = 9 * 1024 * 1024
 
 
-def _held_under(root: Path) -> list[str]:
-    """The files (removed ones included) under ``root`` this process holds open."""
-    found = []
-    for fd in os.listdir("/proc/self/fd"):
-        with contextlib.suppress(OSError):
-            target = os.readlink(f"/proc/self/fd/{fd}")
-            if target.startswith(str(root)):
-                found.append(target)
-    return found
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
@@ -88,7 +80,7 @@ async def test_a_failed_start_lets_go_of_the_claimed_file(
     report = await download_tree(mediastore_client, "fs", dst)
     (failure,) = report.failed
     assert isinstance(failure.error, IsADirectoryError), failure.error
-    assert _held_under(dst) == []
+    assert open_files_under(dst) == []
     assert not (dst / "big.bin").exists()
     assert not (dst / ".big.bin.msdpart").exists()
 

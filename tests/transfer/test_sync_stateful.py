@@ -425,33 +425,22 @@ def _parents(name: str) -> Iterator[str]:
         yield "/".join(parts[:i])
 
 
+# Where a sync is interrupted depends on the timing of its concurrent requests, so a
+# failing sequence does not always fail again: no shrinking in the long runs.
 @pytest.mark.timeout(600 if LONG else 180)
-def test_sync_state_machine(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("machine", "seed", "examples", "long_examples", "steps"),
+    [(SyncMachine, 1, 40, 300, 40), (OverlapMachine, 2, 50, 400, 30)],
+    ids=["one-at-a-time", "two-at-once"],
+)
+def test_sync_state_machine(
+    tmp_path: Path, machine: type[SyncMachine], seed: int, examples: int,
+    long_examples: int, steps: int,
+) -> None:
+    from hypothesis.stateful import run_state_machine_as_test
+
     with start_blocking_portal("asyncio") as portal:
-        server = portal.wrap_async_context_manager(LocalMediaStore(faults=FaultPlan(seed=1)))
-        with server as running:
-            session_cm = portal.wrap_async_context_manager(
-                msd_async.Session(credentials=running.credentials, region=running.region)
-            )
-            with session_cm as session:
-                SyncMachine.portal = portal
-                SyncMachine.server = running
-                SyncMachine.client = session.container(running.endpoint)
-                SyncMachine.base = tmp_path
-                # Where a sync is interrupted depends on the timing of its concurrent
-                # requests, so a failing sequence does not always fail again.
-                run = machine_settings(
-                    examples=40, long_examples=300, steps=40, shrink_long=False
-                )
-                from hypothesis.stateful import run_state_machine_as_test
-
-                run_state_machine_as_test(SyncMachine, settings=run)
-
-
-@pytest.mark.timeout(600 if LONG else 180)
-def test_overlapping_syncs_state_machine(tmp_path: Path) -> None:
-    with start_blocking_portal("asyncio") as portal:
-        server = portal.wrap_async_context_manager(LocalMediaStore(faults=FaultPlan(seed=2)))
+        server = portal.wrap_async_context_manager(LocalMediaStore(faults=FaultPlan(seed=seed)))
         with server as running:
             session_cm = portal.wrap_async_context_manager(
                 msd_async.Session(credentials=running.credentials, region=running.region)
@@ -462,8 +451,7 @@ def test_overlapping_syncs_state_machine(tmp_path: Path) -> None:
                 SyncMachine.client = session.container(running.endpoint)
                 SyncMachine.base = tmp_path
                 run = machine_settings(
-                    examples=50, long_examples=400, steps=30, shrink_long=False
+                    examples=examples, long_examples=long_examples, steps=steps,
+                    shrink_long=False,
                 )
-                from hypothesis.stateful import run_state_machine_as_test
-
-                run_state_machine_as_test(OverlapMachine, settings=run)
+                run_state_machine_as_test(machine, settings=run)
