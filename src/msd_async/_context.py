@@ -73,7 +73,7 @@ class ClientContext:
         (a provider's ``credential_process`` is killed on cancellation) and
         :class:`~msd_async.errors.SessionClosedError` raised, at once rather than when a
         backoff of up to ``retry_after_max`` or a provider's ``Timeouts.credentials`` ends."""
-        from .errors import SessionClosedError
+        from .errors import SESSION_CLOSED_MESSAGE, SessionClosedError
 
         task = asyncio.current_task()
         # Already closed: the callers check before they start a wait, and a wait started
@@ -89,13 +89,13 @@ class ClientContext:
             result = await awaitable
         except asyncio.CancelledError:
             if interrupted[0] and task.uncancel() <= cancelling:
-                raise SessionClosedError(_CLOSED) from None
+                raise SessionClosedError(SESSION_CLOSED_MESSAGE) from None
             raise
         finally:
             del self._waits[task]
         if interrupted[0]:  # the wait swallowed the cancellation: the session is closed
             task.uncancel()
-            raise SessionClosedError(_CLOSED)
+            raise SessionClosedError(SESSION_CLOSED_MESSAGE)
         return result
 
     def interrupt_waits(self) -> None:
@@ -105,5 +105,3 @@ class ClientContext:
                 interrupted[0] = True
                 task.cancel()
 
-
-_CLOSED = "this Session is closed; open a new Session and get the container from it again"

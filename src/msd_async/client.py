@@ -18,6 +18,7 @@ from .body import Body, Buffer, Meter, ProgressCallback, UploadBody, prepare_bod
 from .credentials import Credentials
 from .credentials import without_user_info as _without_user_info
 from .errors import (
+    SESSION_CLOSED_MESSAGE,
     ChecksumMismatchError,
     CredentialsError,
     InvalidParameterError,
@@ -142,11 +143,6 @@ def _bind_loop(context: ClientContext, loop: asyncio.AbstractEventLoop) -> None:
     )
 
 
-_CLOSED_SESSION: Final = (
-    "this client's Session is closed; open a new Session and get the container from it again"
-)
-
-
 async def _get_credentials(context: ClientContext) -> Credentials:
     """The provider's credentials for one signature, within ``Timeouts.credentials``.
 
@@ -163,7 +159,7 @@ async def _get_credentials(context: ClientContext) -> Credentials:
         return provider
     if context.closed:
         # Not even asked: a provider that waits (an MFA prompt) would be waited out first.
-        raise SessionClosedError(_CLOSED_SESSION)
+        raise SessionClosedError(SESSION_CLOSED_MESSAGE)
     timeout = context.timeouts.credentials
     name = type(provider).__name__
     scope: asyncio.Timeout | None = None
@@ -852,7 +848,7 @@ class ContainerClient:
     ) -> str:
         encoded = "/" + rules.encode_path(rules.normalize_object_path(path))
         if self._context.closed:
-            raise SessionClosedError(_CLOSED_SESSION)
+            raise SessionClosedError(SESSION_CLOSED_MESSAGE)
         credentials = await _get_credentials(self._context)
         query = self._signer.presign(
             credentials,

@@ -50,7 +50,7 @@ class Timeouts:
             value = getattr(self, name)
             if value is None:
                 continue
-            if not _is_number(value) or not (value >= 0 if name == "pool" else value > 0):
+            if not is_number(value) or not (value >= 0 if name == "pool" else value > 0):
                 minimum = "0 or more" if name == "pool" else "above 0"
                 raise InvalidParameterError(
                     f"Timeouts.{name} must be a number of seconds {minimum}, or None for no "
@@ -93,7 +93,7 @@ class Limits:
                     rule=f"limits.{name}",
                 )
         value = self.keepalive_expiry
-        if not _is_number(value) or not value >= 0:
+        if not is_number(value) or not value >= 0:
             raise InvalidParameterError(
                 f"Limits.keepalive_expiry must be a number of seconds, 0 or more, "
                 f"not {value!r}",
@@ -101,7 +101,9 @@ class Limits:
             )
 
 
-def _is_number(value: object) -> bool:
+def is_number(value: object) -> bool:
+    """Whether ``value`` is a number of seconds or a count: an int or a float, not a bool
+    (an int to Python, but ``True`` as a 1 s timeout is a mistake)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 

@@ -449,6 +449,12 @@ class CredentialsError(MediaStoreError):
     """No usable credentials were found, or the credential provider failed."""
 
 
+#: What a :class:`SessionClosedError` says when a call finds its Session closed.
+SESSION_CLOSED_MESSAGE: Final = (
+    "this Session is closed; open a new Session and get the container from it again"
+)
+
+
 class SessionClosedError(MediaStoreError, RuntimeError):
     """A call was made on a :class:`ContainerClient` (or ``Session.container``) after its
     Session was closed. Open a new Session and get the container from it again."""

@@ -32,6 +32,7 @@ from typing import Final, Protocol, TypeGuard, TypeVar
 
 import anyio
 
+from .config import is_number
 from .errors import (
     CredentialsError,
     DeadlineExceeded,
@@ -161,11 +162,7 @@ class Deadline:
         """The deadline ``seconds`` from now. Raises ``InvalidParameterError`` if negative
         or not a number (a bool, a string)."""
         # bool is an int: True was a 1 s deadline. A str raised a bare TypeError below.
-        if (
-            not isinstance(seconds, (int, float))
-            or isinstance(seconds, bool)
-            or not seconds >= 0  # also refuses NaN
-        ):
+        if not is_number(seconds) or not seconds >= 0:  # also refuses NaN
             raise InvalidParameterError(
                 f"a deadline must be a number of seconds, 0 or more, not {seconds!r}",
                 rule="retry.deadline",

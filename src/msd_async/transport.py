@@ -38,6 +38,7 @@ from ._version import __version__
 from .body import Buffer, Meter, UploadBody, followable
 from .config import DEFAULT_LIMITS, DEFAULT_TIMEOUTS, Limits, Timeouts
 from .errors import (
+    SESSION_CLOSED_MESSAGE,
     ConnectError,
     ConnectionLostError,
     ConnectTimeout,
@@ -583,9 +584,7 @@ def _translate(exc: BaseException, url: str) -> TransportError:
 
 
 def _closed_error() -> SessionClosedError:
-    return SessionClosedError(
-        "this Session is closed; open a new Session and get the container from it again"
-    )
+    return SessionClosedError(SESSION_CLOSED_MESSAGE)
 
 
 def _timed_out(watch: _Watch | None) -> TypeGuard[_Watch]:

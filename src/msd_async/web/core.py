@@ -34,6 +34,7 @@ from typing import Any, Final, TypeVar
 import anyio
 
 from ..client import ContainerClient
+from ..config import is_number
 from ..errors import (
     AuthError,
     ClientValidationError,
@@ -524,9 +525,7 @@ async def open_object(
     if write_timeout is SESSION_WRITE_TIMEOUT:
         write_timeout = client.timeouts.write
     elif write_timeout is not None and (
-        not isinstance(write_timeout, (int, float))
-        or isinstance(write_timeout, bool)
-        or not write_timeout > 0  # also NaN, which meant no limit
+        not is_number(write_timeout) or not write_timeout > 0  # also NaN: it meant no limit
     ):
         # Checked before the origin is asked: taken as it came, a str failed once the
         # headers were out, and 0 cut every client whose socket filled once.
