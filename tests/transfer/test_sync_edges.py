@@ -191,3 +191,41 @@ async def test_an_upload_with_delete_from_an_empty_folder_is_refused(
     (empty / "sub" / "b.txt").write_bytes(b"b")
     report = await sync(mediastore_client, empty, "ms:www", delete=True)
     assert report.ok and report.deleted == ["a.txt"]
+
+
+async def test_a_record_folder_inside_the_tree_is_no_file_of_the_tree(
+    mediastore_client: Any, tmp_path: Path
+) -> None:
+    """A record folder chosen inside the local root is the tool's own: never uploaded,
+    never deleted by a download's ``delete``, and no evidence that the folder holds files.
+    It counted as one for the ``transfer.source-empty`` refusal: a download destination
+    holding only its record (its files removed by hand), synced the wrong way round with
+    ``delete``, emptied the container folder."""
+    from msd_async.errors import InvalidParameterError
+    from msd_async.transfer import TransferOptions
+
+    await mediastore_client.put_object("rec/a.txt", b"a")
+    await mediastore_client.put_object("rec/sub/b.txt", b"b")
+    for root, inside in (
+        (tmp_path / "a", tmp_path / "a" / "state" / "records"),  # a folder inside
+        (tmp_path / "b", tmp_path / "b"),  # the root itself
+    ):
+        options = TransferOptions(record_dir=inside)
+        report = await sync(mediastore_client, "ms:rec", root, options, delete=True)
+        assert report.ok and sorted(report.transferred) == ["a.txt", "sub/b.txt"]
+        assert list(inside.glob("*.jsonl")), "the download was recorded"
+        # Nothing of the record is uploaded, nor deleted the other way.
+        report = await sync(mediastore_client, root, "ms:rec", options, delete=True)
+        assert report.ok and report.transferred == [] and report.deleted == [], report
+        report = await sync(mediastore_client, "ms:rec", root, options, delete=True)
+        assert report.ok and report.deleted == [], report.deleted
+        assert list(inside.glob("*.jsonl"))
+        # The files gone, the record left: refused, not an emptied container.
+        (root / "a.txt").unlink()
+        (root / "sub" / "b.txt").unlink()
+        with pytest.raises(InvalidParameterError, match="holds no file") as caught:
+            await sync(mediastore_client, root, "ms:rec", options, delete=True)
+        assert caught.value.rule == "transfer.source-empty"
+        assert sorted([i.name async for i in mediastore_client.list_items("rec")]) == [
+            "a.txt", "sub"
+        ]

@@ -312,12 +312,14 @@ class HashedFile:
         return chunk
 
 
-def holds_a_file(root: Path) -> bool:
+def holds_a_file(root: Path, own: Callable[[str], bool] = is_own) -> bool:
     """Whether anything but folders is below ``root`` (a file, a link, a FIFO: the scan
     may skip some, but a folder holding them was not emptied). Stops at the first one.
-    The tool's own names (:func:`~msd_async.transfer.names.is_own`: what an interrupted
-    download into the folder left, a legacy record folder) do not count: they are never
-    uploaded, and a folder of nothing else is one a download was meant to fill."""
+    The tool's own names (``own``, by default :func:`~msd_async.transfer.names.is_own`:
+    what an interrupted download into the folder left, a legacy record folder; a record
+    folder chosen inside the tree with :class:`~msd_async.transfer.names.OwnNames`) do
+    not count: they are never uploaded, and a folder of nothing else is one a download
+    was meant to fill."""
     pending = [root]
     while pending:
         try:
@@ -325,9 +327,9 @@ def holds_a_file(root: Path) -> bool:
                 for entry in entries:
                     relative = Path(entry.path).relative_to(root).as_posix()
                     if entry.is_dir(follow_symlinks=False):
-                        if not is_own(relative):
+                        if not own(relative):
                             pending.append(Path(entry.path))
-                    elif not is_own(relative):
+                    elif not own(relative):
                         return True
         except OSError:
             return True  # unreadable: what it holds is not known

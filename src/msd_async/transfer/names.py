@@ -13,6 +13,7 @@ inside the tree anyway, it is the tool's too.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from pathlib import Path
@@ -78,24 +79,33 @@ def is_own(relative_path: str) -> bool:
     return first == LEGACY_RECORD_DIR or is_temporary(relative_path.rpartition("/")[2])
 
 
+#: A sync record's file (``<key>.<i>-of-<n>.jsonl``) and its compaction's temporary file
+#: (``.<key>.<i>-of-<n>.jsonl.<pid>.tmp``), as :mod:`~msd_async.transfer.record` names them.
+_RECORD_FILE = re.compile(r"\.?[0-9a-f]{32}\.[0-9]+-of-[0-9]+\.jsonl(?:\.[0-9]+\.tmp)?\Z")
+
+
 class OwnNames:
-    """:func:`is_own`, plus the record folder when it lies inside the local root."""
+    """:func:`is_own`, plus the record folder when it lies inside the local root (or, when
+    it is the root itself, the record's files there)."""
 
     __slots__ = ("_inside",)
 
     def __init__(self, root: Path, record_dir: Path | None) -> None:
         self._inside: str | None = None
         if record_dir is not None:
-            try:
-                inside = record_dir.resolve().relative_to(root.resolve()).as_posix()
-            except (ValueError, OSError):
-                inside = "."
-            # The root itself is no folder to hide: its record files would be everything.
-            self._inside = None if inside == "." else inside
+            with contextlib.suppress(ValueError, OSError):  # else outside the tree
+                self._inside = record_dir.resolve().relative_to(root.resolve()).as_posix()
 
     def __call__(self, relative_path: str) -> bool:
         inside = self._inside
-        if inside is not None and (
+        if inside == ".":
+            # The root itself is no folder to hide (its record files would be everything),
+            # but the record's files in it are the tool's, as its own folder would be:
+            # uploaded, they changed under their own upload; downloading with delete,
+            # they were deleted and written again.
+            if "/" not in relative_path and _RECORD_FILE.match(relative_path):
+                return True
+        elif inside is not None and (
             relative_path == inside or relative_path.startswith(inside + "/")
         ):
             return True

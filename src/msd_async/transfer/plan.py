@@ -74,6 +74,10 @@ class Selection:
             and self._filter.selects(relative_path)
         )
 
+    def is_own(self, relative_path: str) -> bool:
+        """Whether a path is one of the tool's own (a record folder inside the tree too)."""
+        return self._own(relative_path)
+
     @property
     def takes_everything(self) -> bool:
         """Whether every path but the tool's own takes part (one shard, no filter)."""

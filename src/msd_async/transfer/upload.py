@@ -165,7 +165,7 @@ async def run_upload(
     stale: list[str] = []
     if (
         delete and remote and not files and not unscanned
-        and not await anyio.to_thread.run_sync(_local.holds_a_file, root)
+        and not await anyio.to_thread.run_sync(_local.holds_a_file, root, select.is_own)
     ):
         # An unmounted disk's mount point, or a mistyped folder that exists, is empty: no
         # evidence that the container should be emptied (as a download from a container
