@@ -28,11 +28,13 @@ watchfiles (inotify on Linux, FSEvents on macOS, ReadDirectoryChangesW on Window
   space or a non-ASCII character): that version is refused with one line naming the file;
 - mirrors deletions (the publisher delays them by the sliding-window rules);
 - on start, publishes what is already there, oldest first and playlists last, so a restart
-  catches up; on stop, scans once more so every file completed before the stop is
-  published, waiting up to ``settle`` seconds for files written in place to be unchanged
-  for ``settle`` (one still changing then is not published: nothing half-written), and
-  every published file deleted before the stop has its deletion mirrored, reported by the
-  watcher yet or not.
+  catches up (on what was written meanwhile: a file deleted while no pusher ran stays at
+  the origin, as the pusher keeps no memory of what it published, and the origin's folder
+  may hold what others put there); on stop, scans once more so every file completed
+  before the stop is published, waiting up to ``settle`` seconds for files written in
+  place to be unchanged for ``settle`` (one still changing then is not published:
+  nothing half-written), and every published file deleted before the stop has its
+  deletion mirrored, reported by the watcher yet or not.
 
 File bodies are read when they are handed over: an encoder may delete a segment soon after
 (``-hls_flags delete_segments``), and a playlist is rewritten every segment.
