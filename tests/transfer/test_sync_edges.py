@@ -229,3 +229,34 @@ async def test_a_record_folder_inside_the_tree_is_no_file_of_the_tree(
         assert sorted([i.name async for i in mediastore_client.list_items("rec")]) == [
             "a.txt", "sub"
         ]
+
+
+async def test_the_record_reached_through_a_link_is_never_uploaded(
+    mediastore_client: Any, tmp_path: Path
+) -> None:
+    """An upload follows links to folders, and the record's folder reached through one
+    (``alias`` to the folder holding it inside the tree, ``cache`` to a cache folder
+    outside) was uploaded under the link's name: the record's files, endpoint, paths and
+    hashes, into the container. Only the record's own files are left out, not what else
+    the folder holds."""
+    from msd_async.transfer import TransferOptions, walk
+
+    root = tmp_path / "site"
+    (root / "state").mkdir(parents=True)
+    (root / "alias").symlink_to(root / "state", target_is_directory=True)
+    cache = tmp_path / "cache"
+    (cache / "msd").mkdir(parents=True)
+    (cache / "msd" / "notes.txt").write_bytes(b"mine")
+    (root / "cache").symlink_to(cache, target_is_directory=True)
+    for records, prefix in ((root / "state" / "records", "in"), (cache / "msd", "out")):
+        options = TransferOptions(record_dir=records)
+        (root / "a.txt").write_bytes(b"a")
+        await sync(mediastore_client, root, f"ms:{prefix}", options)
+        assert list(records.glob("*.jsonl")), "the first run was recorded"
+        (root / "a.txt").write_bytes(b"b")  # something to record on the second run
+        report = await sync(mediastore_client, root, f"ms:{prefix}", options)
+        assert report.ok, report.failed
+        assert report.transferred == ["a.txt"], report.transferred
+        stored = sorted([o.relative_path async for o in walk(mediastore_client, prefix)])
+        assert stored == ["a.txt", "cache/msd/notes.txt"], stored
+        shutil.rmtree(root / "state" / "records", ignore_errors=True)

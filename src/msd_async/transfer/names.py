@@ -24,6 +24,7 @@ __all__ = [
     "PART_SUFFIX",
     "OwnNames",
     "is_own",
+    "is_record_file",
     "is_temporary",
     "temporary_owners",
 ]
@@ -84,6 +85,12 @@ def is_own(relative_path: str) -> bool:
 _RECORD_FILE = re.compile(r"\.?[0-9a-f]{32}\.[0-9]+-of-[0-9]+\.jsonl(?:\.[0-9]+\.tmp)?\Z")
 
 
+def is_record_file(name: str) -> bool:
+    """Whether a file name is one a sync record folder holds (a record, its compaction's
+    temporary file)."""
+    return _RECORD_FILE.match(name) is not None
+
+
 class OwnNames:
     """:func:`is_own`, plus the record folder when it lies inside the local root (or, when
     it is the root itself, the record's files there)."""
@@ -103,7 +110,7 @@ class OwnNames:
             # but the record's files in it are the tool's, as its own folder would be:
             # uploaded, they changed under their own upload; downloading with delete,
             # they were deleted and written again.
-            if "/" not in relative_path and _RECORD_FILE.match(relative_path):
+            if "/" not in relative_path and is_record_file(relative_path):
                 return True
         elif inside is not None and (
             relative_path == inside or relative_path.startswith(inside + "/")
