@@ -106,10 +106,9 @@ class OwnNames:
     def __call__(self, relative_path: str) -> bool:
         inside = self._inside
         if inside == ".":
-            # The root itself is no folder to hide (its record files would be everything),
-            # but the record's files in it are the tool's, as its own folder would be:
-            # uploaded, they changed under their own upload; downloading with delete,
-            # they were deleted and written again.
+            # The root itself is no folder to hide (that would hide the whole tree), but
+            # the record's files in it are the tool's: else an upload sends them as
+            # objects, and a download with delete deletes them, to be written again.
             if "/" not in relative_path and is_record_file(relative_path):
                 return True
         elif inside is not None and (
