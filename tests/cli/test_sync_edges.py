@@ -4,14 +4,21 @@ names, leftovers, filters, where the record lives, signals and the progress disp
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import anyio
+import pytest
 from serve_process import MSD
 from serve_process import ServeProcess as Server
+
+from msd_async.testing import LocalMediaStore
 
 
 def make_tree(root: Path, files: dict[str, bytes]) -> None:
@@ -282,3 +289,65 @@ def test_progress_redraws_at_its_own_pace_not_per_file(server: Server, tmp_path:
     assert frames <= 4 * wall + 3, (frames, wall)
     shown = {name for name in (f"f{i:03d}.ts" for i in range(300)) if name in tty.stdout}
     assert len(shown) <= frames * 3 + 3
+
+
+# --- what vanished between the plan and its transfer ------------------------------------
+
+
+async def _msd_against(server: LocalMediaStore, *args: str) -> tuple[int, str, str]:
+    env = {
+        **os.environ,
+        "MSD_ENDPOINT": server.endpoint,
+        "AWS_ACCESS_KEY_ID": server.credentials.access_key_id,
+        "AWS_SECRET_ACCESS_KEY": server.credentials.secret_access_key,
+        "AWS_REGION": server.region,
+    }
+    env.pop("AWS_PROFILE", None)
+    with anyio.fail_after(60):
+        result = await anyio.run_process(
+            [sys.executable, "-m", "msd_async.cli", *args], env=env, check=False
+        )
+    return result.returncode, result.stdout.decode(), result.stderr.decode()
+
+
+@pytest.mark.anyio
+async def test_what_vanished_mid_run_is_reported_gone_not_failed(
+    mediastore_server: LocalMediaStore, tmp_path: Path
+) -> None:
+    """A file deleted between the scan and its upload (a packager's window rotating), and
+    an object deleted between the listing and its download, are counted "gone before",
+    and the run exits 0. The server's listing of the folder is the seam: an upload lists
+    after its scan, so a local file removed then is one the scan saw; a download's object
+    removed right after the listing answered is one the listing named."""
+    store = mediastore_server.store
+    listed = store.list
+    src = tmp_path / "src"
+    make_tree(src, {"seg1.ts": b"1" * 100, "seg2.ts": b"2" * 100})
+
+    def rotate(folder: str, **kwargs: Any) -> Any:
+        answer = listed(folder, **kwargs)
+        if folder == "vz":
+            if (src / "seg1.ts").exists():
+                (src / "seg1.ts").unlink()
+            else:
+                store.delete("vz/seg2.ts")
+        return answer
+
+    store.list = rotate  # type: ignore[method-assign]
+    code, out, err = await _msd_against(mediastore_server, "sync", str(src), "ms:vz")
+    assert code == 0, err
+    assert err == ""
+    assert out.strip() == (
+        "upload 1 files (100 bytes), 0 unchanged, delete 0, 0 failed, 1 gone before upload"
+    ), out
+    assert [v.path for v in store.walk()] == ["vz/seg2.ts"]
+    # Downloading: seg2.ts is listed, then deleted before its GET.
+    await store.put_bytes("vz/seg3.ts", b"3" * 100)
+    dst = tmp_path / "dst"
+    code, out, err = await _msd_against(mediastore_server, "sync", "ms:vz", str(dst))
+    assert code == 0, err
+    assert out.strip() == (
+        "download 1 files (100 bytes), 0 unchanged, delete 0, 0 failed, 1 gone before "
+        "download"
+    ), out
+    assert tree_of(dst) == {"seg3.ts": b"3" * 100}

@@ -252,3 +252,23 @@ async def test_a_folder_moved_in_while_running_has_its_files_published(
     assert await store.get_bytes("v1/seg0.ts") == b"zero"
     assert await store.get_bytes("v1/deep/seg1.ts") == b"one"
     assert "v1/.hidden.ts" not in p.queued
+
+
+async def test_a_deletion_made_while_stopped_is_not_mirrored_by_the_next_run(
+    tmp_path: Path, store: ContainerClient
+) -> None:
+    """What docs/ingest.md promises: the pusher keeps no memory of what it published, and
+    the origin's folder may hold what others put there (another pusher, a relay, a sync),
+    so a restart publishes what the folder holds and deletes nothing: a file deleted while
+    it was not running stays at the origin (``msd rm`` removes it)."""
+    (tmp_path / "s1.ts").write_bytes(b"one")
+    async with Pushing(store, tmp_path, settle=0.1) as p:
+        await p.stop()
+    assert await store.get_bytes("s1.ts") == b"one"
+    (tmp_path / "s1.ts").unlink()
+    (tmp_path / "s2.ts").write_bytes(b"two")
+    async with Pushing(store, tmp_path, settle=0.1) as p:
+        await p.stop()
+    assert await store.get_bytes("s2.ts") == b"two"
+    assert await store.get_bytes("s1.ts") == b"one"
+    assert [r.method for r in p.records] == ["PUT"]

@@ -287,3 +287,36 @@ async def test_a_playlist_caught_truncated_by_its_rewrite_is_not_published(
         await pusher._drain_due()
         await pusher.reporter.drain(5)
     assert b"#EXT-X-ENDLIST" in await store.get_bytes("index.m3u8")
+
+
+async def test_a_folder_reached_through_a_link_is_published_by_its_own_path(
+    tmp_path: Path, store: ContainerClient
+) -> None:
+    """The scans never follow a link to a folder, but the watcher does, and reports what
+    is written in a folder under whichever of its names it watched last: ``linkdir/x.ts``
+    for ``real/x.ts``. Such a file was published under the link's name, a second copy
+    that the scans never saw, and its deletion was mirrored under that name only: the
+    object under its own name stayed at the origin until the stop. One name per file,
+    its own path, whichever way the watcher names it; a path through a link to a folder
+    is not published, a playlist naming one included (as a link out of the folder)."""
+    (tmp_path / "real").mkdir()
+    (tmp_path / "linkdir").symlink_to(tmp_path / "real", target_is_directory=True)
+    async with Pushing(
+        store, tmp_path, settle=0.3, unknown_delete_delay=0.0, reference_wait=0.3
+    ) as p:
+        for name in ("seg1.ts", "seg2.ts"):
+            (tmp_path / "real" / f"{name}.tmp").write_bytes(name.encode())
+            os.rename(tmp_path / "real" / f"{name}.tmp", tmp_path / "real" / name)
+        (tmp_path / "top.m3u8").write_text(PLAYLIST.format("linkdir/seg2.ts"))
+        await wait_for(lambda: {"real/seg1.ts", "real/seg2.ts", "top.m3u8"} <= {
+            r.path for r in p.records if r.outcome == "acknowledged"
+        })
+        (tmp_path / "real" / "seg1.ts").unlink()
+        await wait_for(lambda: any(
+            r.path == "real/seg1.ts" and r.method == "DELETE" for r in p.records
+        ))
+        await p.stop()
+    assert [path for path in p.queued if path.startswith("linkdir/")] == []
+    with pytest.raises(ObjectNotFoundError):
+        await store.describe_object("real/seg1.ts")
+    assert await store.get_bytes("real/seg2.ts") == b"seg2.ts"

@@ -191,3 +191,72 @@ async def test_an_upload_with_delete_from_an_empty_folder_is_refused(
     (empty / "sub" / "b.txt").write_bytes(b"b")
     report = await sync(mediastore_client, empty, "ms:www", delete=True)
     assert report.ok and report.deleted == ["a.txt"]
+
+
+async def test_a_record_folder_inside_the_tree_is_no_file_of_the_tree(
+    mediastore_client: Any, tmp_path: Path
+) -> None:
+    """A record folder chosen inside the local root is the tool's own: never uploaded,
+    never deleted by a download's ``delete``, and no evidence that the folder holds files.
+    It counted as one for the ``transfer.source-empty`` refusal: a download destination
+    holding only its record (its files removed by hand), synced the wrong way round with
+    ``delete``, emptied the container folder."""
+    from msd_async.errors import InvalidParameterError
+    from msd_async.transfer import TransferOptions
+
+    await mediastore_client.put_object("rec/a.txt", b"a")
+    await mediastore_client.put_object("rec/sub/b.txt", b"b")
+    for root, inside in (
+        (tmp_path / "a", tmp_path / "a" / "state" / "records"),  # a folder inside
+        (tmp_path / "b", tmp_path / "b"),  # the root itself
+    ):
+        options = TransferOptions(record_dir=inside)
+        report = await sync(mediastore_client, "ms:rec", root, options, delete=True)
+        assert report.ok and sorted(report.transferred) == ["a.txt", "sub/b.txt"]
+        assert list(inside.glob("*.jsonl")), "the download was recorded"
+        # Nothing of the record is uploaded, nor deleted the other way.
+        report = await sync(mediastore_client, root, "ms:rec", options, delete=True)
+        assert report.ok and report.transferred == [] and report.deleted == [], report
+        report = await sync(mediastore_client, "ms:rec", root, options, delete=True)
+        assert report.ok and report.deleted == [], report.deleted
+        assert list(inside.glob("*.jsonl"))
+        # The files gone, the record left: refused, not an emptied container.
+        (root / "a.txt").unlink()
+        (root / "sub" / "b.txt").unlink()
+        with pytest.raises(InvalidParameterError, match="holds no file") as caught:
+            await sync(mediastore_client, root, "ms:rec", options, delete=True)
+        assert caught.value.rule == "transfer.source-empty"
+        assert sorted([i.name async for i in mediastore_client.list_items("rec")]) == [
+            "a.txt", "sub"
+        ]
+
+
+async def test_the_record_reached_through_a_link_is_never_uploaded(
+    mediastore_client: Any, tmp_path: Path
+) -> None:
+    """An upload follows links to folders, and the record's folder reached through one
+    (``alias`` to the folder holding it inside the tree, ``cache`` to a cache folder
+    outside) was uploaded under the link's name: the record's files, endpoint, paths and
+    hashes, into the container. Only the record's own files are left out, not what else
+    the folder holds."""
+    from msd_async.transfer import TransferOptions, walk
+
+    root = tmp_path / "site"
+    (root / "state").mkdir(parents=True)
+    (root / "alias").symlink_to(root / "state", target_is_directory=True)
+    cache = tmp_path / "cache"
+    (cache / "msd").mkdir(parents=True)
+    (cache / "msd" / "notes.txt").write_bytes(b"mine")
+    (root / "cache").symlink_to(cache, target_is_directory=True)
+    for records, prefix in ((root / "state" / "records", "in"), (cache / "msd", "out")):
+        options = TransferOptions(record_dir=records)
+        (root / "a.txt").write_bytes(b"a")
+        await sync(mediastore_client, root, f"ms:{prefix}", options)
+        assert list(records.glob("*.jsonl")), "the first run was recorded"
+        (root / "a.txt").write_bytes(b"b")  # something to record on the second run
+        report = await sync(mediastore_client, root, f"ms:{prefix}", options)
+        assert report.ok, report.failed
+        assert report.transferred == ["a.txt"], report.transferred
+        stored = sorted([o.relative_path async for o in walk(mediastore_client, prefix)])
+        assert stored == ["a.txt", "cache/msd/notes.txt"], stored
+        shutil.rmtree(root / "state" / "records", ignore_errors=True)

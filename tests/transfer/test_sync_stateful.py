@@ -20,8 +20,10 @@ folder, one sync each way), with or without ``delete``, sharing a record or not.
 end: every path holds bytes one side had there (no partial or mixed file), a path both
 sides had is still on both, nothing outside the roots changed, no temporary file of ours
 is left, a failure says why (in use by the other run), and when both ran the same way
-(one unchanged source), what each reported transferred, skipped or deleted is so. The
-first run is sometimes cancelled outright partway (the second goes on).
+(one unchanged source), what each reported transferred, skipped or deleted is so. Run
+each way, each side has one writer: what a run reported transferred or skipped is in its
+destination, what it deleted is not, and what vanished from its source was deleted by the
+other run. The first run is sometimes cancelled outright partway (the second goes on).
 
 CI runs a bounded, derandomized number of examples; ``MSD_LONG_TESTS=1`` runs many more.
 """
@@ -354,7 +356,7 @@ class OverlapMachine(SyncMachine):
         left = [r for r in after_local if is_own(r) and r != "x.msdpart"]
         assert left == [], left
         one_way = first[0] == second[0]
-        for (upload, *_), outcome in zip(runs, outcomes, strict=True):
+        for i, ((upload, *_), outcome) in enumerate(zip(runs, outcomes, strict=True)):
             if isinstance(outcome, InvalidParameterError):
                 assert "holds no" in str(outcome), outcome
                 continue
@@ -365,7 +367,22 @@ class OverlapMachine(SyncMachine):
             for f in report.failed:
                 assert f.path in UNSTORABLE or "another download" in str(f.error), f.message
             if not one_way:
-                continue  # each run's destination is the other's source: either may win
+                # Each run's destination is the other's source, so which bytes end where
+                # depends on the order of their reads and writes (either may win, the two
+                # sides may even end swapped: that each holds bytes one side had is checked
+                # above). But each side has one writer, the run whose destination it is: a
+                # path it transferred or skipped is there, one it deleted is not.
+                dst = after_remote if upload else after_local
+                for rel in [*report.transferred, *report.skipped]:
+                    assert rel in dst, rel
+                for rel in report.deleted:
+                    assert rel not in dst, rel
+                # And nothing but the other run's deletions can vanish from its source (the
+                # edits wait for both to end); a cancelled run reports none.
+                other = outcomes[1 - i]
+                if isinstance(other, TransferReport):
+                    assert set(report.vanished) <= set(other.deleted), report.vanished
+                continue
             src, dst = (
                 (before_local, after_remote) if upload else (before_remote, after_local)
             )

@@ -9,7 +9,9 @@ watchfiles (inotify on Linux, FSEvents on macOS, ReadDirectoryChangesW on Window
   a folder's on its way starts with ``.`` (:func:`is_ignored`);
 - follows a symbolic link only to a file inside the folder (published under the link's
   name); a link out of the folder, or to a folder, is never published, by the start-up
-  scan, the watcher or the final scan alike;
+  scan, the watcher or the final scan alike, and neither is a path through a link to a
+  folder (the watcher's included: it names a folder by any of its names, and the pusher
+  takes the folder's own path);
 - publishes a file that appeared by rename at once, and a media file written in place once
   it has had no change for ``settle`` seconds (a file still being written keeps changing;
   judged by its modification time too, as the watcher reports a change a little late);
@@ -26,11 +28,13 @@ watchfiles (inotify on Linux, FSEvents on macOS, ReadDirectoryChangesW on Window
   space or a non-ASCII character): that version is refused with one line naming the file;
 - mirrors deletions (the publisher delays them by the sliding-window rules);
 - on start, publishes what is already there, oldest first and playlists last, so a restart
-  catches up; on stop, scans once more so every file completed before the stop is
-  published, waiting up to ``settle`` seconds for files written in place to be unchanged
-  for ``settle`` (one still changing then is not published: nothing half-written), and
-  every published file deleted before the stop has its deletion mirrored, reported by the
-  watcher yet or not.
+  catches up (on what was written meanwhile: a file deleted while no pusher ran stays at
+  the origin, as the pusher keeps no memory of what it published, and the origin's folder
+  may hold what others put there); on stop, scans once more so every file completed
+  before the stop is published, waiting up to ``settle`` seconds for files written in
+  place to be unchanged for ``settle`` (one still changing then is not published:
+  nothing half-written), and every published file deleted before the stop has its
+  deletion mirrored, reported by the watcher yet or not.
 
 File bodies are read when they are handed over: an encoder may delete a segment soon after
 (``-hls_flags delete_segments``), and a playlist is rewritten every segment.
@@ -166,12 +170,18 @@ class FolderPusher:
 
     # --- scanning -----------------------------------------------------------------------
     def _relative(self, path: str | os.PathLike[str]) -> str | None:
-        # Not resolve(): a link is known by its own name; where it points is _admissible's.
+        """The watcher's ``path`` as the scans know it: relative to the folder, through
+        its real folders. The watcher follows links to folders, and reports what is
+        written in a folder under whichever of its names it watched last (``link/x.ts``
+        for ``real/x.ts``); None for a path outside the folder."""
+        # The folder resolved, not the file: a link to a file is known by its own name;
+        # where it points is _admissible's.
+        full = os.path.abspath(path)
         try:
-            rel = Path(os.path.abspath(path)).relative_to(self.directory)
+            rel = Path(os.path.realpath(os.path.dirname(full)), os.path.basename(full))
+            return rel.relative_to(self.directory).as_posix()
         except ValueError:
             return None
-        return rel.as_posix()
 
     def _admissible(self, rel: str) -> bool:
         """Whether ``rel`` may be published: not ignored by its name (:func:`is_ignored`),
@@ -182,6 +192,10 @@ class FolderPusher:
             return False
         full = self.directory / rel
         try:
+            if os.path.realpath(full.parent) != str(full.parent):
+                # Through a link to a folder: the scans never follow one, so neither does
+                # anything else (the file is published under its own path, once).
+                return False
             target = full.resolve(strict=True)
             target.relative_to(self.directory)
         except (OSError, ValueError, RuntimeError):

@@ -23,7 +23,7 @@ try:
     import fcntl
 except ImportError:  # pragma: no cover - not POSIX: downloads go on without their locks
     fcntl = None  # type: ignore[assignment]
-from .names import CUT_CHARACTERS, PART_SUFFIX, SHORTENED_BYTES, is_own
+from .names import CUT_CHARACTERS, PART_SUFFIX, SHORTENED_BYTES, is_own, is_record_file
 
 __all__ = [
     "HashedFile", "LocalFile", "Unscanned", "hash_file", "hash_open", "read_and_hash", "scan",
@@ -56,14 +56,21 @@ class Unscanned:
 
 
 def scan(
-    root: Path, *, follow_links: bool = False, unscanned: list[Unscanned] | None = None
+    root: Path,
+    *,
+    follow_links: bool = False,
+    unscanned: list[Unscanned] | None = None,
+    record_folder: tuple[int, int] | None = None,
 ) -> list[LocalFile]:
     """Every regular file under ``root``, the tool's own names included (the caller
     selects). A missing root is empty. Symbolic links to files are followed; links to
     folders only with ``follow_links`` (an upload's source: the files under them are the
-    tree's too), never back into a folder above them. ``unscanned`` receives the
-    :class:`Unscanned` paths; a file or folder that vanished during the scan is not one.
-    FIFOs, sockets and devices are left out."""
+    tree's too), never back into a folder above them. Following links, the record files
+    (:func:`~msd_async.transfer.names.is_record_file`) in the folder whose ``(st_dev,
+    st_ino)`` is ``record_folder`` are left out, however it is reached: through a link, they
+    are under a path no name rule knows. ``unscanned`` receives the :class:`Unscanned`
+    paths; a file or folder that vanished during the scan is not one. FIFOs, sockets and
+    devices are left out."""
     found: list[LocalFile] = []
     if not root.is_dir():
         return found
@@ -75,9 +82,13 @@ def scan(
     # Each folder is scanned with the (st_dev, st_ino) of the folders above it: a link back
     # to one of them would recurse forever. Only needed when links are followed.
     top = os.stat(root) if follow_links else None
-    stack = [(root, "", frozenset([(top.st_dev, top.st_ino)] if top else []))]
+    # ... and whether it is the record folder (only known when following links).
+    stack = [(
+        root, "", frozenset([(top.st_dev, top.st_ino)] if top else []),
+        top is not None and (top.st_dev, top.st_ino) == record_folder,
+    )]
     while stack:
-        folder, rel, above = stack.pop()
+        folder, rel, above, records = stack.pop()
         try:
             entries = list(os.scandir(folder))
         except (FileNotFoundError, NotADirectoryError):
@@ -95,10 +106,15 @@ def scan(
                         own = entry.stat(follow_symlinks=False)
                     except FileNotFoundError:
                         continue
-                    inside = above | {(own.st_dev, own.st_ino)}
+                    ident = (own.st_dev, own.st_ino)
+                    stack.append((
+                        Path(entry.path), child_rel + "/", above | {ident},
+                        ident == record_folder,
+                    ))
                 else:
-                    inside = above
-                stack.append((Path(entry.path), child_rel + "/", inside))
+                    stack.append((Path(entry.path), child_rel + "/", above, False))
+                continue
+            if records and is_record_file(entry.name):
                 continue
             try:
                 st = entry.stat()
@@ -119,8 +135,9 @@ def scan(
                         f"({_target(entry)}); it is not followed (exclude it to silence this)",
                     ))
                 else:
+                    ident = (st.st_dev, st.st_ino)
                     stack.append(
-                        (Path(entry.path), child_rel + "/", above | {(st.st_dev, st.st_ino)})
+                        (Path(entry.path), child_rel + "/", above | {ident}, ident == record_folder)
                     )
     found.sort(key=lambda f: f.relative_path)
     if unscanned is not None:
@@ -312,12 +329,23 @@ class HashedFile:
         return chunk
 
 
-def holds_a_file(root: Path) -> bool:
+def folder_identity(path: Path) -> tuple[int, int] | None:
+    """``(st_dev, st_ino)`` of the folder ``path``, or None when it is none."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
+
+
+def holds_a_file(root: Path, own: Callable[[str], bool] = is_own) -> bool:
     """Whether anything but folders is below ``root`` (a file, a link, a FIFO: the scan
     may skip some, but a folder holding them was not emptied). Stops at the first one.
-    The tool's own names (:func:`~msd_async.transfer.names.is_own`: what an interrupted
-    download into the folder left, a legacy record folder) do not count: they are never
-    uploaded, and a folder of nothing else is one a download was meant to fill."""
+    The tool's own names (``own``, by default :func:`~msd_async.transfer.names.is_own`:
+    what an interrupted download into the folder left, a legacy record folder; a record
+    folder chosen inside the tree with :class:`~msd_async.transfer.names.OwnNames`) do
+    not count: they are never uploaded, and a folder of nothing else is one a download
+    was meant to fill."""
     pending = [root]
     while pending:
         try:
@@ -325,9 +353,9 @@ def holds_a_file(root: Path) -> bool:
                 for entry in entries:
                     relative = Path(entry.path).relative_to(root).as_posix()
                     if entry.is_dir(follow_symlinks=False):
-                        if not is_own(relative):
+                        if not own(relative):
                             pending.append(Path(entry.path))
-                    elif not is_own(relative):
+                    elif not own(relative):
                         return True
         except OSError:
             return True  # unreadable: what it holds is not known

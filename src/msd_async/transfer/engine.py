@@ -61,9 +61,8 @@ async def _run(
     if options.record:
         record = SyncRecord(root, client.endpoint, prefix, shard, record_dir)
         await anyio.to_thread.run_sync(record.load)
-    select = Selection(
-        shard, path_filter, OwnNames(root, record_dir if record_dir else default_record_dir())
-    )
+    record_folder = record_dir if record_dir else default_record_dir()
+    select = Selection(shard, path_filter, OwnNames(root, record_folder))
     report = TransferReport("upload" if direction == "upload" else "download",
                             dry_run=options.dry_run)
     pool = Pool(client, report, options, progress=progress, record=record, stop=stop)
@@ -71,7 +70,7 @@ async def _run(
         if direction == "upload":
             await run_upload(
                 pool, root, prefix, select, compare=compare, delete=delete,
-                max_delete=max_delete,
+                max_delete=max_delete, record_folder=record_folder,
             )
         else:
             await run_download(

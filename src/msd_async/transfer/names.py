@@ -13,6 +13,7 @@ inside the tree anyway, it is the tool's too.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from pathlib import Path
@@ -23,6 +24,7 @@ __all__ = [
     "PART_SUFFIX",
     "OwnNames",
     "is_own",
+    "is_record_file",
     "is_temporary",
     "temporary_owners",
 ]
@@ -78,24 +80,38 @@ def is_own(relative_path: str) -> bool:
     return first == LEGACY_RECORD_DIR or is_temporary(relative_path.rpartition("/")[2])
 
 
+#: A sync record's file (``<key>.<i>-of-<n>.jsonl``) and its compaction's temporary file
+#: (``.<key>.<i>-of-<n>.jsonl.<pid>.tmp``), as :mod:`~msd_async.transfer.record` names them.
+_RECORD_FILE = re.compile(r"\.?[0-9a-f]{32}\.[0-9]+-of-[0-9]+\.jsonl(?:\.[0-9]+\.tmp)?\Z")
+
+
+def is_record_file(name: str) -> bool:
+    """Whether a file name is one a sync record folder holds (a record, its compaction's
+    temporary file)."""
+    return _RECORD_FILE.match(name) is not None
+
+
 class OwnNames:
-    """:func:`is_own`, plus the record folder when it lies inside the local root."""
+    """:func:`is_own`, plus the record folder when it lies inside the local root (or, when
+    it is the root itself, the record's files there)."""
 
     __slots__ = ("_inside",)
 
     def __init__(self, root: Path, record_dir: Path | None) -> None:
         self._inside: str | None = None
         if record_dir is not None:
-            try:
-                inside = record_dir.resolve().relative_to(root.resolve()).as_posix()
-            except (ValueError, OSError):
-                inside = "."
-            # The root itself is no folder to hide: its record files would be everything.
-            self._inside = None if inside == "." else inside
+            with contextlib.suppress(ValueError, OSError):  # else outside the tree
+                self._inside = record_dir.resolve().relative_to(root.resolve()).as_posix()
 
     def __call__(self, relative_path: str) -> bool:
         inside = self._inside
-        if inside is not None and (
+        if inside == ".":
+            # The root itself is no folder to hide (that would hide the whole tree), but
+            # the record's files in it are the tool's: else an upload sends them as
+            # objects, and a download with delete deletes them, to be written again.
+            if "/" not in relative_path and is_record_file(relative_path):
+                return True
+        elif inside is not None and (
             relative_path == inside or relative_path.startswith(inside + "/")
         ):
             return True

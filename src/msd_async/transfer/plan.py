@@ -9,7 +9,6 @@ paths that the source's selected paths lack, so an excluded path is never delete
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -74,6 +73,10 @@ class Selection:
             and self._filter.selects(relative_path)
         )
 
+    def is_own(self, relative_path: str) -> bool:
+        """Whether a path is one of the tool's own (a record folder inside the tree too)."""
+        return self._own(relative_path)
+
     @property
     def takes_everything(self) -> bool:
         """Whether every path but the tool's own takes part (one shard, no filter)."""
@@ -112,12 +115,19 @@ async def local_index(
     *,
     follow_links: bool = False,
     unscanned: list[Unscanned] | None = None,
+    record_folder: Path | None = None,
 ) -> dict[str, LocalFile]:
     """The selected regular files under ``root`` (a missing root is empty); see
-    :func:`~msd_async.transfer._local.scan` for ``follow_links`` and ``unscanned``."""
-    files = await anyio.to_thread.run_sync(
-        functools.partial(_local.scan, root, follow_links=follow_links, unscanned=unscanned)
-    )
+    :func:`~msd_async.transfer._local.scan` for ``follow_links``, ``unscanned`` and
+    ``record_folder`` (here its path)."""
+
+    def scan() -> list[LocalFile]:
+        ident = _local.folder_identity(record_folder) if record_folder is not None else None
+        return _local.scan(
+            root, follow_links=follow_links, unscanned=unscanned, record_folder=ident
+        )
+
+    files = await anyio.to_thread.run_sync(scan)
     return {f.relative_path: f for f in files if select(f.relative_path)}
 
 

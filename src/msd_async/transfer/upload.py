@@ -152,20 +152,24 @@ async def run_upload(
     compare: bool,
     delete: bool,
     max_delete: int | None,
+    record_folder: Path | None = None,
 ) -> None:
     """Upload ``root`` to ``prefix`` (``compare``: skip what the record says is there;
-    ``delete``: then delete the objects the tree lacks)."""
+    ``delete``: then delete the objects the tree lacks; ``record_folder``: where sync
+    records are kept, whose files are never uploaded, even through a link)."""
     if not await anyio.to_thread.run_sync(root.is_dir):
         raise NotADirectoryError(f"{root} is not a folder")
     unscanned: list[Unscanned] = []
-    files = await local_index(root, select, follow_links=True, unscanned=unscanned)
+    files = await local_index(
+        root, select, follow_links=True, unscanned=unscanned, record_folder=record_folder
+    )
     remote: dict[str, RemoteObject] = {}
     if compare or delete:
         remote, _ = await remote_index(pool.client, prefix, select, pool.retry)
     stale: list[str] = []
     if (
         delete and remote and not files and not unscanned
-        and not await anyio.to_thread.run_sync(_local.holds_a_file, root)
+        and not await anyio.to_thread.run_sync(_local.holds_a_file, root, select.is_own)
     ):
         # An unmounted disk's mount point, or a mistyped folder that exists, is empty: no
         # evidence that the container should be emptied (as a download from a container
