@@ -1,0 +1,62 @@
+"""The ``--metrics`` listener's address: every address of the name on one port, which is
+the one printed (port 0 included), and nothing left open when that cannot be had.
+
+asyncio's ``create_server`` binds each address of a name to a port of its own when the
+port is 0 (``localhost`` on a dual-stack host: ``::1`` and ``127.0.0.1``), and the port
+printed was whichever socket came first in a set. These tests listen on 127.0.0.1 only:
+the second address of a name is played by the same one, whose port is then always taken."""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import socket
+
+import aiohttp
+import pytest
+
+from msd_async.cli import _observe
+
+pytestmark = pytest.mark.anyio
+
+LOOPBACK = (socket.AF_INET, ("127.0.0.1", 0))
+
+
+async def test_port_0_is_printed_as_the_port_it_listens_on(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    args = argparse.Namespace(metrics="127.0.0.1:0", command="relay")
+    async with _observe.observing(args) as observer:
+        printed = capsys.readouterr().out
+        assert printed == f"metrics: {observer.url}\n"
+        assert observer.url is not None and not observer.url.endswith(":0/metrics")
+        async with aiohttp.ClientSession() as http, http.get(
+            observer.url.replace("/metrics", "/healthz")
+        ) as response:
+            assert (response.status, await response.text()) == (200, "ok\n")
+
+
+def test_every_address_of_a_name_gets_the_same_port() -> None:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        # Port 0 on two addresses, the second of which refuses every port the first
+        # chooses: after its tries, the refusal, and no socket of the tries left open
+        # (pytest turns a ResourceWarning into an error).
+        with pytest.raises(OSError) as refused:
+            _observe._bind_all([LOOPBACK, LOOPBACK], 0)
+        assert refused.value.errno == errno.EADDRINUSE
+        # A fixed port taken on one address is refused at once.
+        with pytest.raises(OSError) as at_once:
+            _observe._bind_all([LOOPBACK], taken.getsockname()[1])
+        assert at_once.value.errno == errno.EADDRINUSE
+    finally:
+        taken.close()
+    (one,) = _observe._bind_all([LOOPBACK], 0)
+    try:
+        assert one.getsockname()[1] != 0
+        client = socket.create_connection(one.getsockname(), timeout=5)
+        client.close()  # it listens already: the port is held, not just bound
+    finally:
+        one.close()
