@@ -9,13 +9,16 @@ the second address of a name is played by the same one, whose port is then alway
 from __future__ import annotations
 
 import argparse
+import asyncio
 import errno
 import socket
 
 import aiohttp
 import pytest
 
+from msd_async import Session
 from msd_async.cli import _observe
+from msd_async.testing import LocalMediaStore
 
 pytestmark = pytest.mark.anyio
 
@@ -60,3 +63,53 @@ def test_every_address_of_a_name_gets_the_same_port() -> None:
         client.close()  # it listens already: the port is held, not just bound
     finally:
         one.close()
+
+
+#: /readyz's window and the idle probe's interval (and deadline), small for the test.
+WINDOW, PROBE = 0.6, 0.2
+
+
+async def test_readyz_of_an_origin_that_stops_answering(
+    mediastore_server: LocalMediaStore,
+) -> None:
+    """The origin still accepts connections but answers nothing (a hung process, a
+    proxy before it): /readyz answers at once all along (it never asks the origin itself),
+    turns 503 within the window, and says the probe got no answer. The probe's deadline
+    cancels its attempt, which tells the session's hooks nothing of the origin: /readyz
+    said only "no exchange with the origin in the past ...", as for an idle one."""
+    origin = mediastore_server
+    args = argparse.Namespace(metrics="127.0.0.1:0", command="relay")
+    async with (
+        Session(credentials=origin.credentials, region=origin.region) as session,
+        _observe.observing(
+            args, session=session, store=session.container(origin.endpoint),
+            window=WINDOW, probe_interval=PROBE,
+        ) as observer,
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=WINDOW)) as http,
+    ):
+        assert observer.url is not None
+        url = observer.url.replace("/metrics", "/readyz")
+
+        async def readyz() -> tuple[int, str]:
+            async with http.get(url) as response:  # within WINDOW, or it raises
+                return response.status, await response.text()
+
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 10 * WINDOW
+        while (answer := await readyz())[0] != 200:
+            assert loop.time() < end, answer
+            await asyncio.sleep(PROBE / 4)
+        # Longer than the test: the probes' answers never come while it looks.
+        origin.faults.inject("delay", method="GET", path="", times=None, delay=8 * PROBE)
+        try:
+            stopped = loop.time()
+            while (answer := await readyz())[0] == 200:
+                assert loop.time() < stopped + 10 * WINDOW, "still ready"
+                await asyncio.sleep(PROBE / 4)
+            # The attempt's read timeout, capped to the deadline, may end it first.
+            assert answer in (
+                (503, f"the last ListItems to the origin failed (no answer within {PROBE:g} s)\n"),
+                (503, "the last ListItems to the origin failed (ReadTimeout)\n"),
+            )
+        finally:
+            origin.faults.clear()

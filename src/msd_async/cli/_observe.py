@@ -352,15 +352,19 @@ class Readiness:
             return
         if kind == "error" and _not_an_exchange(event):
             return
-        ok = kind == "response" or not _origin_failed(event)
-        self.last_end = self.clock()
-        self.last_ok = ok
-        if ok:
-            self.ever_ok = True
+        if kind == "response" or not _origin_failed(event):
+            self.last_end = self.clock()
+            self.last_ok = self.ever_ok = True
         else:
             error = event.error
             what = f"HTTP {event.status}" if event.status else type(error).__name__
-            self.reason = f"the last {event.operation} to the origin failed ({what})"
+            self.failed(event.operation, what)
+
+    def failed(self, operation: str, what: str) -> None:
+        """An exchange with the origin failed just now (``what``: how)."""
+        self.last_end = self.clock()
+        self.last_ok = False
+        self.reason = f"the last {operation} to the origin failed ({what})"
 
     def state(self) -> tuple[bool, str]:
         if not self.ever_ok:
@@ -382,16 +386,26 @@ async def _probe(store: ContainerClient, readiness: Readiness, interval: float) 
     one item when no exchange ended for ``interval`` seconds."""
     import asyncio
 
-    from ..errors import MediaStoreError
+    from ..errors import DeadlineExceeded, MediaStoreError
     from ..retry import RetryPolicy
 
     once = RetryPolicy(max_attempts=1)
     while True:
         idle = readiness.idle_for()
         if idle >= interval:
-            # Its outcome reaches `readiness` through the session's hooks.
-            with contextlib.suppress(MediaStoreError):
+            # Its outcome reaches `readiness` through the session's hooks, but for a
+            # deadline that cancelled the attempt (an origin that accepts and never
+            # answers): a cancelled attempt tells the hooks nothing of the origin, and
+            # /readyz said only "no exchange with the origin" a window later.
+            ended = readiness.last_end
+            try:
                 await store.list_items_page(max_results=1, deadline=interval, retry=once)
+            except DeadlineExceeded as exc:
+                if readiness.last_end == ended:
+                    what = f"no answer within {interval:g} s" if exc.attempts else repr(exc)
+                    readiness.failed("ListItems", what)
+            except MediaStoreError:
+                pass
             await asyncio.sleep(interval)
         else:
             await asyncio.sleep(interval - idle)
