@@ -11,10 +11,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import signal
 import socket
+from pathlib import Path
 
 import aiohttp
 import pytest
+from ingest_harness import Proc, aws_env, msd
 
 from msd_async import Session
 from msd_async.cli import _observe
@@ -113,3 +116,59 @@ async def test_readyz_of_an_origin_that_stops_answering(
             )
         finally:
             origin.faults.clear()
+
+
+async def test_readyz_says_stopping_while_a_relay_drains(
+    tmp_path: Path, mediastore_server: LocalMediaStore
+) -> None:
+    """Told to stop, a relay accepts no new connection and drains what it has, for up to
+    --shutdown-timeout: /readyz went on answering 200 all that time, so a load balancer
+    that reads it kept sending encoders to a port that no longer took them."""
+    origin = mediastore_server
+    env = aws_env(
+        AWS_ACCESS_KEY_ID=origin.credentials.access_key_id,
+        AWS_SECRET_ACCESS_KEY=origin.credentials.secret_access_key,
+        AWS_REGION=origin.region, MSD_PROBE_INTERVAL=str(PROBE), MSD_READY_WINDOW="30",
+    )
+    relay, metrics = await Proc.start(
+        msd("relay", "--listen", "127.0.0.1:0", "--endpoint", origin.endpoint,
+            "--no-preflight", "--metrics", "127.0.0.1:0", "--shutdown-timeout", "30"),
+        tmp_path / "relay.log", "metrics: ", env=env,
+    )
+    writer = None
+    try:
+        assert relay.process.stdout is not None
+        line = (await asyncio.wait_for(relay.process.stdout.readline(), 30)).decode()
+        assert line.startswith("relay: "), line
+        port = int(line.rsplit(":", 1)[1])
+        loop = asyncio.get_running_loop()
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+
+            async def readyz() -> tuple[int, str]:
+                async with http.get(metrics.replace("/metrics", "/readyz")) as response:
+                    return response.status, await response.text()
+
+            end = loop.time() + 20
+            while (answer := await readyz())[0] != 200:
+                assert loop.time() < end, answer
+                await asyncio.sleep(PROBE / 2)
+            # An encoder's request half sent: the drain waits for the rest.
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"PUT /a/seg0.ts HTTP/1.1\r\nHost: r\r\nContent-Length: 10\r\n\r\nmedia")
+            await writer.drain()
+            await asyncio.sleep(0.3)
+            relay.process.send_signal(signal.SIGTERM)
+            end = loop.time() + 20
+            while (answer := await readyz())[0] == 200:
+                assert loop.time() < end, "still ready while it drains"
+                await asyncio.sleep(PROBE / 2)
+            assert answer == (503, "stopping: told to stop, finishing what it has\n")
+            assert relay.process.returncode is None  # draining, not gone
+        writer.write(b"media")
+        await writer.drain()
+        # The rest of the body ends the drain, and the relay its stop.
+        assert await asyncio.wait_for(relay.process.wait(), 30) == 0, relay.stderr()
+    finally:
+        if writer is not None:
+            writer.close()
+        await relay.stop(signal.SIGKILL)

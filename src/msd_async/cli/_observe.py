@@ -519,11 +519,14 @@ async def observing(
     registry: CollectorRegistry | None = None,
     window: float | None = None,
     probe_interval: float | None = None,
+    stopping: Callable[[], bool] | None = None,
 ) -> AsyncIterator[Observer]:
     """Start the ``--metrics`` listener (if asked) for the command's ``session`` talking to
     ``store`` (its requests and readiness; idle, it probes ``store``), its live publisher
     (``publisher=True``: pass ``observer.on_publish`` as ``on_event``), or, for a server,
-    ``server_ready`` and its own ``registry``. Without ``--metrics`` it does nothing."""
+    ``server_ready`` and its own ``registry``. ``stopping()`` true: the command was told
+    to stop and accepts nothing new (its drain), so /readyz is 503 whatever the origin
+    does. Without ``--metrics`` it does nothing."""
     address = getattr(args, "metrics", None)
     if address is None:
         yield Observer()
@@ -545,19 +548,26 @@ async def observing(
         probe_interval = float(os.environ.get("MSD_PROBE_INTERVAL", PROBE_INTERVAL))
     registry = CollectorRegistry() if registry is None else registry
     observer = Observer(registry=registry)
-    ready: Callable[[], tuple[bool, str]]
+    state: Callable[[], tuple[bool, str]]
     if session is not None:
         readiness = Readiness(None if store is None else store.endpoint, window)
         observer.readiness = readiness
         observer.session_hooks = [metrics_hook(registry), readiness]
         session.event_hooks.extend(observer.session_hooks)
-        ready = readiness.state
+        state = readiness.state
     else:
 
-        def ready() -> tuple[bool, str]:
+        def state() -> tuple[bool, str]:
             if server_ready is None or server_ready():
                 return True, "ok"
             return False, "not listening"
+
+    def ready() -> tuple[bool, str]:
+        # A load balancer that reads /readyz must stop sending to a command that drains:
+        # it accepts no new connection by then.
+        if stopping is not None and stopping():
+            return False, "stopping: told to stop, finishing what it has"
+        return state()
 
     if publisher:
         observer.publisher_hook = publisher_hook(registry)
