@@ -163,6 +163,12 @@ async def test_readyz_says_stopping_while_a_relay_drains(
                 assert loop.time() < end, "still ready while it drains"
                 await asyncio.sleep(PROBE / 2)
             assert answer == (503, "stopping: told to stop, finishing what it has\n")
+            # A scrape during the drain still gets the metrics (the probes so far).
+            async with http.get(metrics) as response:
+                assert response.status == 200
+                assert 'msd_requests_total{operation="ListItems",status="200"}' in (
+                    await response.text()
+                )
             assert relay.process.returncode is None  # draining, not gone
         writer.write(b"media")
         await writer.drain()
