@@ -18,8 +18,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 from ingest_harness import Proc, aws_env, msd
+from scripted_server import Connection, response, scripted_server
 
-from msd_async import Session
+from msd_async import ContainerNotFoundError, ObjectNotFoundError, ServiceError, Session
 from msd_async.cli import _observe
 from msd_async.testing import LocalMediaStore
 
@@ -178,3 +179,43 @@ async def test_readyz_says_stopping_while_a_relay_drains(
         if writer is not None:
             writer.close()
         await relay.stop(signal.SIGKILL)
+
+
+async def test_readyz_of_a_container_that_is_gone(scripted_session: Session) -> None:
+    """The origin answers, but the container is gone (deleted, or the endpoint names
+    another): every publication fails with a 404 ContainerNotFoundException, or a plain
+    404 to a PUT (which never means "no such object": a PUT creates it). Read as "the
+    origin answering", as a 404 for a missing object is, /readyz stayed 200 for a relay
+    that could publish nothing."""
+    listing = response(200, b'{"Items": []}', headers={"Content-Type": "application/json"})
+    answers = [
+        listing,
+        response(404, headers={"x-amzn-ErrorType": "ObjectNotFoundException"}),
+        response(404, b'{"message": "gone"}',
+                 headers={"x-amzn-ErrorType": "ContainerNotFoundException"}),
+        listing,
+        response(404),
+    ]
+
+    async def handler(conn: Connection) -> None:
+        while await conn.read_request() is not None:
+            await conn.send(answers.pop(0))
+
+    async with scripted_server(handler) as server:
+        readiness = _observe.Readiness(server.endpoint)
+        scripted_session.event_hooks.append(readiness)
+        store = scripted_session.container(server.endpoint)
+        await store.list_items_page(max_results=1)
+        with pytest.raises(ObjectNotFoundError):
+            await store.describe_object("a/missing.ts")
+        assert readiness.state() == (True, "ok")  # a missing object: the origin answering
+        with pytest.raises(ContainerNotFoundError):
+            await store.put_object("a/seg.ts", b"media")
+        assert readiness.state() == (
+            False, "the last PutObject to the origin failed (HTTP 404: no such container)"
+        )
+        await store.list_items_page(max_results=1)
+        assert readiness.state() == (True, "ok")
+        with pytest.raises(ServiceError):
+            await store.put_object("a/seg.ts", b"media")
+        assert readiness.state() == (False, "the last PutObject to the origin failed (HTTP 404)")

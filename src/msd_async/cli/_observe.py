@@ -297,13 +297,14 @@ def configure_logging(args: argparse.Namespace) -> None:
 # --- readiness -----------------------------------------------------------------------------
 def _origin_failed(event: RequestEvent) -> bool:
     """Whether an error event says the origin is unwell (no answer, 5xx, throttling, keys
-    refused) rather than that one request was wrong (a 404, a bad path).
+    refused, no container) rather than that one request was wrong (a missing object, a
+    bad path).
 
     An AccessDenied to a ListItems is the origin answering: it accepted the keys and
     refused the action, and publishing needs no listing. Keys made for an encoder are
     often allowed to write only; the idle probe and the preflight list, and would
     otherwise read such keys as an outage."""
-    from ..errors import AccessDeniedError, ThrottlingError
+    from ..errors import AccessDeniedError, ContainerNotFoundError, ThrottlingError
 
     status = event.status
     if event.operation == "ListItems" and isinstance(event.error, AccessDeniedError):
@@ -312,7 +313,11 @@ def _origin_failed(event: RequestEvent) -> bool:
         status is None
         or status >= 500
         or status in (401, 403, 429)
-        or isinstance(event.error, ThrottlingError)
+        # No container (deleted, or the endpoint names another): nothing can be published.
+        # A 404 to a PUT says the same (a PUT creates its object; it is never "no such
+        # object"), where a 404 to a read is one object missing, the origin answering.
+        or isinstance(event.error, ThrottlingError | ContainerNotFoundError)
+        or (status == 404 and event.operation == "PutObject")
     )
 
 
@@ -356,8 +361,12 @@ class Readiness:
             self.last_end = self.clock()
             self.last_ok = self.ever_ok = True
         else:
+            from ..errors import ContainerNotFoundError
+
             error = event.error
             what = f"HTTP {event.status}" if event.status else type(error).__name__
+            if isinstance(error, ContainerNotFoundError):
+                what += ": no such container"
             self.failed(event.operation, what)
 
     def failed(self, operation: str, what: str) -> None:
