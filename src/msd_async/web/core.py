@@ -535,14 +535,17 @@ async def open_object(
     30 s unless configured; ``None``: no limit). A client that stops reading holds an
     origin connection only that long.
 
-    Raises :class:`ValueError` for a method other than GET and HEAD and
-    :class:`~msd_async.InvalidParameterError` for an ``expires_in`` out of range or a
+    Raises :class:`~msd_async.InvalidParameterError` (a :class:`ValueError`) for a method
+    other than GET and HEAD, an ``expires_in`` out of range or a
     ``write_timeout`` that is neither ``None`` nor a number of seconds above 0. The
     caller must :meth:`Reply.aclose` the reply.
     """
     method = method.upper()
     if method not in ("GET", "HEAD"):
-        raise ValueError(f"open_object serves GET and HEAD, not {method}")
+        raise InvalidParameterError(
+            f"open_object serves GET and HEAD, not {method}: route only those to it",
+            rule="web.method",
+        )
     headers = {} if headers is None else headers
     if write_timeout is SESSION_WRITE_TIMEOUT:
         write_timeout = client.timeouts.write
