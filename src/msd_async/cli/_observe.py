@@ -411,7 +411,11 @@ async def _probe(store: ContainerClient, readiness: Readiness, interval: float) 
                 await store.list_items_page(max_results=1, deadline=interval, retry=once)
             except DeadlineExceeded as exc:
                 if readiness.last_end == ended:
-                    what = f"no answer within {interval:g} s" if exc.attempts else repr(exc)
+                    # attempts 0: its deadline passed before it was sent (its keys).
+                    what = (
+                        f"no answer within {interval:g} s" if exc.attempts
+                        else type(exc).__name__
+                    )
                     readiness.failed("ListItems", what)
             except MediaStoreError:
                 pass
