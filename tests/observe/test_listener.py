@@ -4,7 +4,10 @@ the one printed (port 0 included), and nothing left open when that cannot be had
 asyncio's ``create_server`` binds each address of a name to a port of its own when the
 port is 0 (``localhost`` on a dual-stack host: ``::1`` and ``127.0.0.1``), and the port
 printed was whichever socket came first in a set. These tests listen on 127.0.0.1 only:
-the second address of a name is played by the same one, whose port is then always taken."""
+the second address of a name is played by the same one, whose port is then always taken.
+
+Then what /readyz says on the operators' worst paths: an origin that stops answering, a
+container that is gone, a relay told to stop (and /metrics scraped while it drains)."""
 
 from __future__ import annotations
 
