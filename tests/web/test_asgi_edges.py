@@ -19,9 +19,9 @@ import h11
 import pytest
 import uvicorn
 from fastapi import FastAPI, Request, Response
-from webapps import Calls, captured_logs, running_app, wait_for
+from webapps import Calls, captured_logs, paused_upload, running_app, wait_for
 
-from msd_async import ContainerClient, ObjectNotFoundError, Session, Timeouts
+from msd_async import Session, Timeouts
 from msd_async.testing import LocalMediaStore
 from msd_async.web.asgi import serve_object as asgi_serve
 
@@ -89,29 +89,6 @@ async def read_response(sock: socket.socket, within: float) -> tuple[int | None,
 def loud(records: list[logging.LogRecord]) -> list[str]:
     return [f"{r.name} {r.levelname} {r.getMessage()}" for r in records
             if r.levelno >= logging.WARNING or r.exc_info is not None]
-
-
-@contextlib.asynccontextmanager
-async def paused_upload(store: ContainerClient, path: str, first: bytes) -> AsyncIterator[None]:
-    """A STREAMING upload of ``path`` that sends ``first`` then pauses: readable (and
-    growing, as far as a viewer knows) inside the block, completed on the way out."""
-    pause = asyncio.Event()
-
-    async def produce() -> AsyncIterator[bytes]:
-        yield first
-        await pause.wait()
-
-    upload = asyncio.ensure_future(store.put_object(path, produce(), streaming=True))
-    try:
-        for _ in range(500):  # until the upload is readable
-            with contextlib.suppress(ObjectNotFoundError):
-                await store.describe_object(path)
-                break
-            await asyncio.sleep(0.02)
-        yield
-    finally:
-        pause.set()
-        await upload
 
 
 @contextlib.asynccontextmanager

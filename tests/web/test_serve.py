@@ -336,7 +336,8 @@ async def test_a_bad_argument_of_the_caller_raises_rather_than_answering_502(
 ) -> None:
     with pytest.raises(InvalidParameterError):
         await open_object(mediastore_client, PATH, redirect=True, expires_in=8 * 86400)
-    with pytest.raises(ValueError, match="GET and HEAD"):
+    # The package's typed error (still a ValueError), as for every other bad argument.
+    with pytest.raises(InvalidParameterError, match="GET and HEAD"):
         await open_object(mediastore_client, PATH, method="DELETE")
     reply = await open_object(mediastore_client, "bad name.mp4")
     assert reply.status == 404

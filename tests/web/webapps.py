@@ -25,7 +25,7 @@ import uvicorn
 from aiohttp import web
 from fastapi import FastAPI, Request, Response
 
-from msd_async import ContainerClient, RetryPolicy, Session
+from msd_async import ContainerClient, ObjectNotFoundError, RetryPolicy, Session
 from msd_async.testing import LocalMediaStore
 from msd_async.web.aiohttp import accept_upload as aiohttp_accept
 from msd_async.web.aiohttp import expect_handler as aiohttp_expect
@@ -219,3 +219,26 @@ async def wait_for(predicate: Any, within: float, what: str) -> None:
         if loop.time() > end:
             raise AssertionError(f"timed out after {within} s waiting for {what}")
         await asyncio.sleep(0.02)
+
+
+@contextlib.asynccontextmanager
+async def paused_upload(store: ContainerClient, path: str, first: bytes) -> AsyncIterator[None]:
+    """A STREAMING upload of ``path`` that sends ``first`` then pauses: readable (and
+    growing, as far as a viewer knows) inside the block, completed on the way out."""
+    pause = asyncio.Event()
+
+    async def produce() -> AsyncIterator[bytes]:
+        yield first
+        await pause.wait()
+
+    upload = asyncio.ensure_future(store.put_object(path, produce(), streaming=True))
+    try:
+        for _ in range(500):  # until the upload is readable
+            with contextlib.suppress(ObjectNotFoundError):
+                await store.describe_object(path)
+                break
+            await asyncio.sleep(0.02)
+        yield
+    finally:
+        pause.set()
+        await upload

@@ -10,14 +10,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as _dt
+import errno
 import json
 import logging
 import math
 import os
 import re
+import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any, Final
 
@@ -295,13 +297,14 @@ def configure_logging(args: argparse.Namespace) -> None:
 # --- readiness -----------------------------------------------------------------------------
 def _origin_failed(event: RequestEvent) -> bool:
     """Whether an error event says the origin is unwell (no answer, 5xx, throttling, keys
-    refused) rather than that one request was wrong (a 404, a bad path).
+    refused, no container) rather than that one request was wrong (a missing object, a
+    bad path).
 
     An AccessDenied to a ListItems is the origin answering: it accepted the keys and
     refused the action, and publishing needs no listing. Keys made for an encoder are
     often allowed to write only; the idle probe and the preflight list, and would
     otherwise read such keys as an outage."""
-    from ..errors import AccessDeniedError, ThrottlingError
+    from ..errors import AccessDeniedError, ContainerNotFoundError, ThrottlingError
 
     status = event.status
     if event.operation == "ListItems" and isinstance(event.error, AccessDeniedError):
@@ -310,7 +313,11 @@ def _origin_failed(event: RequestEvent) -> bool:
         status is None
         or status >= 500
         or status in (401, 403, 429)
-        or isinstance(event.error, ThrottlingError)
+        # No container (deleted, or the endpoint names another): nothing can be published.
+        # A 404 to a PUT says the same (a PUT creates its object; it is never "no such
+        # object"), where a 404 to a read is one object missing, the origin answering.
+        or isinstance(event.error, ThrottlingError | ContainerNotFoundError)
+        or (status == 404 and event.operation == "PutObject")
     )
 
 
@@ -350,15 +357,23 @@ class Readiness:
             return
         if kind == "error" and _not_an_exchange(event):
             return
-        ok = kind == "response" or not _origin_failed(event)
-        self.last_end = self.clock()
-        self.last_ok = ok
-        if ok:
-            self.ever_ok = True
+        if kind == "response" or not _origin_failed(event):
+            self.last_end = self.clock()
+            self.last_ok = self.ever_ok = True
         else:
+            from ..errors import ContainerNotFoundError
+
             error = event.error
             what = f"HTTP {event.status}" if event.status else type(error).__name__
-            self.reason = f"the last {event.operation} to the origin failed ({what})"
+            if isinstance(error, ContainerNotFoundError):
+                what += ": no such container"
+            self.failed(event.operation, what)
+
+    def failed(self, operation: str, what: str) -> None:
+        """An exchange with the origin failed just now (``what``: how)."""
+        self.last_end = self.clock()
+        self.last_ok = False
+        self.reason = f"the last {operation} to the origin failed ({what})"
 
     def state(self) -> tuple[bool, str]:
         if not self.ever_ok:
@@ -380,22 +395,93 @@ async def _probe(store: ContainerClient, readiness: Readiness, interval: float) 
     one item when no exchange ended for ``interval`` seconds."""
     import asyncio
 
-    from ..errors import MediaStoreError
+    from ..errors import DeadlineExceeded, MediaStoreError
     from ..retry import RetryPolicy
 
     once = RetryPolicy(max_attempts=1)
     while True:
         idle = readiness.idle_for()
         if idle >= interval:
-            # Its outcome reaches `readiness` through the session's hooks.
-            with contextlib.suppress(MediaStoreError):
+            # Its outcome reaches `readiness` through the session's hooks, but for a
+            # deadline that cancelled the attempt (an origin that accepts and never
+            # answers): a cancelled attempt tells the hooks nothing of the origin, and
+            # /readyz said only "no exchange with the origin" a window later.
+            ended = readiness.last_end
+            try:
                 await store.list_items_page(max_results=1, deadline=interval, retry=once)
+            except DeadlineExceeded as exc:
+                if readiness.last_end == ended:
+                    # attempts 0: its deadline passed before it was sent (its keys).
+                    what = (
+                        f"no answer within {interval:g} s" if exc.attempts
+                        else type(exc).__name__
+                    )
+                    readiness.failed("ListItems", what)
+            except MediaStoreError:
+                pass
             await asyncio.sleep(interval)
         else:
             await asyncio.sleep(interval - idle)
 
 
 # --- the listener --------------------------------------------------------------------------
+#: Tries at one free port for every address of a name (port 0), each taken on one of them.
+_PORT_TRIES: Final = 8
+
+
+async def _listen(host: str, port: int) -> list[socket.socket]:
+    """Sockets bound to every address of ``host`` (``localhost``: ``::1`` and
+    ``127.0.0.1`` on a dual-stack host), all on one port, listening.
+
+    asyncio binds each address of a name to a port of its own when the port is 0: the
+    one port printed then reached a single family, and a scraper that resolved the name
+    to the other found nothing there, or another program's port. Here port 0 is the
+    first address's free port, taken on the others too (another free one is tried when
+    it is taken there)."""
+    import asyncio
+
+    infos = await asyncio.get_running_loop().getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )
+    addresses = list(dict.fromkeys((info[0], info[4]) for info in infos))
+    return _bind_all(addresses, port)
+
+
+def _bind_all(
+    addresses: Sequence[tuple[socket.AddressFamily, Sequence[Any]]], port: int
+) -> list[socket.socket]:
+    for attempt in range(_PORT_TRIES):
+        bound: list[socket.socket] = []
+        chosen = port
+        try:
+            for family, sockaddr in addresses:
+                try:
+                    sock = socket.socket(family, socket.SOCK_STREAM)
+                except OSError:
+                    continue  # a family this host lacks (no IPv6): as asyncio, skipped
+                bound.append(sock)
+                if os.name == "posix":  # as asyncio's create_server: restart at once
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    # Else ``::`` would take the IPv4 port as well, and 0.0.0.0 then fail.
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.bind((sockaddr[0], chosen, *sockaddr[2:]))
+                # Now, not when served: a port bound but not listening elsewhere does not
+                # refuse a bind (SO_REUSEADDR), only a listen.
+                sock.listen(128)
+                chosen = sock.getsockname()[1]
+            if not bound:
+                raise OSError(errno.EAFNOSUPPORT, "no address of a family this host has")
+            return bound
+        except OSError as exc:
+            for sock in bound:
+                sock.close()
+            taken_elsewhere = exc.errno == errno.EADDRINUSE and len(bound) > 1
+            if port != 0 or not taken_elsewhere or attempt == _PORT_TRIES - 1:
+                raise
+    raise AssertionError("unreachable")  # the last try returned or raised
+
+
 @dataclass
 class Observer:
     """What a command wires in: hooks for its session and publisher (``None`` without
@@ -446,11 +532,14 @@ async def observing(
     registry: CollectorRegistry | None = None,
     window: float | None = None,
     probe_interval: float | None = None,
+    stopping: Callable[[], bool] | None = None,
 ) -> AsyncIterator[Observer]:
     """Start the ``--metrics`` listener (if asked) for the command's ``session`` talking to
     ``store`` (its requests and readiness; idle, it probes ``store``), its live publisher
     (``publisher=True``: pass ``observer.on_publish`` as ``on_event``), or, for a server,
-    ``server_ready`` and its own ``registry``. Without ``--metrics`` it does nothing."""
+    ``server_ready`` and its own ``registry``. ``stopping()`` true: the command was told
+    to stop and accepts nothing new (its drain), so /readyz is 503 whatever the origin
+    does. Without ``--metrics`` it does nothing."""
     address = getattr(args, "metrics", None)
     if address is None:
         yield Observer()
@@ -472,19 +561,26 @@ async def observing(
         probe_interval = float(os.environ.get("MSD_PROBE_INTERVAL", PROBE_INTERVAL))
     registry = CollectorRegistry() if registry is None else registry
     observer = Observer(registry=registry)
-    ready: Callable[[], tuple[bool, str]]
+    state: Callable[[], tuple[bool, str]]
     if session is not None:
         readiness = Readiness(None if store is None else store.endpoint, window)
         observer.readiness = readiness
         observer.session_hooks = [metrics_hook(registry), readiness]
         session.event_hooks.extend(observer.session_hooks)
-        ready = readiness.state
+        state = readiness.state
     else:
 
-        def ready() -> tuple[bool, str]:
+        def state() -> tuple[bool, str]:
             if server_ready is None or server_ready():
                 return True, "ok"
             return False, "not listening"
+
+    def ready() -> tuple[bool, str]:
+        # A load balancer that reads /readyz must stop sending to a command that drains:
+        # it accepts no new connection by then.
+        if stopping is not None and stopping():
+            return False, "stopping: told to stop, finishing what it has"
+        return state()
 
     if publisher:
         observer.publisher_hook = publisher_hook(registry)
@@ -498,11 +594,17 @@ async def observing(
     await runner.setup()
     probing: asyncio.Task[None] | None = None
     try:
-        site = web.TCPSite(runner, parsed[0], parsed[1])
         try:
-            await site.start()
+            listeners = await _listen(parsed[0], parsed[1])
         except OSError as exc:
             raise cannot_listen("--metrics", address, exc) from None
+        try:
+            for listener in listeners:
+                await web.SockSite(runner, listener).start()
+        except BaseException:
+            for listener in listeners:  # those not served yet; closing twice is harmless
+                listener.close()
+            raise
         port = runner.addresses[0][1]
         host = parsed[0] if ":" not in parsed[0] else f"[{parsed[0]}]"
         observer.url = f"http://{host}:{port}/metrics"

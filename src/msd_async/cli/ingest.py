@@ -203,7 +203,9 @@ async def _publishing(
 
     async with Session(region=args.region, profile=args.profile) as session:
         store = session.container(args.endpoint)
-        async with _observe.observing(args, session=session, store=store, publisher=True) as obs:
+        async with _observe.observing(
+            args, session=session, store=store, publisher=True, stopping=signals.stop.is_set
+        ) as obs:
             await _preflight(store, args)
             publisher, last_error = _make_publisher(store, args, obs)
             async with publisher:

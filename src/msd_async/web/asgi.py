@@ -93,15 +93,24 @@ class ReplyResponse(StreamingResponse):
     seconds: when a client takes no data that long, ``__call__`` logs it (one INFO line)
     and returns with the body incomplete, which makes the ASGI server close the connection
     rather than pass a short body off as whole. An origin failure mid-body is logged (one
-    WARNING line) and ends it the same way."""
+    WARNING line) and ends it the same way.
+
+    A client that leaves is noticed under servers of every ASGI spec version: the server's
+    ``http.disconnect`` is watched for on ``receive()`` all along (also while the body of a
+    growing STREAMING object pauses, when there is no send to fail), and a send that
+    raises ``OSError`` (which spec 2.4 allows a server to do for a closed connection) ends
+    the response quietly, as a client leaving is not an error of the app."""
 
     def __init__(self, reply: Reply) -> None:
         self.reply = reply
         super().__init__(reply.chunks(), status_code=reply.status, headers=dict(reply.headers))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
         chunks = self.body_iterator
-        respond = super().__call__
+        gone = False
         try:
 
             async def write_body(watch: WriteWatch) -> None:
@@ -110,7 +119,29 @@ class ReplyResponse(StreamingResponse):
                     await send(message)
                     watch.end()
 
-                await respond(scope, receive, timed_send)
+                async def stream() -> None:
+                    # Starlette's StreamingResponse watches receive() only for servers
+                    # before spec 2.4, which then may not raise on a send to a client that
+                    # left: a paused body would wait for the origin, for nobody.
+                    await timed_send(
+                        {"type": "http.response.start", "status": self.status_code,
+                         "headers": self.raw_headers}
+                    )
+                    async for chunk in chunks:
+                        await timed_send(
+                            {"type": "http.response.body", "body": chunk, "more_body": True}
+                        )
+                    await timed_send({"type": "http.response.body", "body": b""})
+
+                async def listen(cancel: Callable[[], object]) -> None:
+                    nonlocal gone
+                    # A request body (a GET may carry one) is not read by anyone else.
+                    while (await receive())["type"] != "http.disconnect":
+                        pass
+                    gone = True
+                    cancel()
+
+                await run_beside(listen, stream())
 
             watch = await watch_writes(write_body, self.reply.write_timeout)
             if watch.stalled:
@@ -122,11 +153,19 @@ class ReplyResponse(StreamingResponse):
             # makes the server cut the connection, as a stall does.
             logger.warning("origin failed mid-body (connection cut): %s", exc)
             _end_short()
+        except OSError as exc:
+            # ASGI 2.4: a send (or receive) on a connection the client closed.
+            gone = True
+            logger.debug("the client's connection failed mid-body: %r", exc)
         finally:
             closer = getattr(chunks, "aclose", None)
             if closer is not None:
                 await closer()
             await self.reply.aclose()
+        if gone:
+            logger.debug("the client of %s left mid-body", scope.get("path"))
+        if self.background is not None:
+            await self.background()
 
 
 def response_for(reply: Reply) -> Response:

@@ -359,20 +359,42 @@ async def run_beside(
     watcher: Callable[[Callable[[], object]], Coroutine[Any, Any, None]], work: Awaitable[_T]
 ) -> _T | None:
     """``work``'s result, with ``watcher(cancel)`` running beside it until it ends;
-    ``cancel()`` ends both, and then ``work`` gives ``None``. An error of ``work`` is raised
-    as it is, not in an ExceptionGroup."""
+    ``cancel()`` ends both, and then ``work`` gives ``None``. An error of either is raised
+    as it is, not in an ExceptionGroup (callers catch ``MediaStoreError``, ``OSError``):
+    an error of the watcher cancels ``work`` and is raised; an error of ``work`` is raised
+    even if the watcher failed too (with a note that names the watcher's). If ``work``
+    completed before the watcher's error reached it, its result is returned (it may hold a
+    connection only the caller can release) and the watcher's error is logged."""
     result: _T | None = None
+    completed = False
     error: Exception | None = None
+    watcher_error: Exception | None = None
+
+    async def watch(cancel: Callable[[], object]) -> None:
+        nonlocal watcher_error
+        try:
+            await watcher(cancel)
+        except Exception as exc:
+            watcher_error = exc
+            cancel()
+
     async with anyio.create_task_group() as group:
-        group.start_soon(watcher, group.cancel_scope.cancel)
+        group.start_soon(watch, group.cancel_scope.cancel)
         try:
             result = await work
+            completed = True
         except Exception as exc:
             error = exc
         finally:
             group.cancel_scope.cancel()
     if error is not None:
+        if watcher_error is not None:
+            error.add_note(f"while the watcher beside it failed: {watcher_error!r}")
         raise error
+    if watcher_error is not None:
+        if not completed:
+            raise watcher_error
+        logger.warning("the watcher beside a completed call failed: %r", watcher_error)
     return result
 
 
@@ -513,14 +535,17 @@ async def open_object(
     30 s unless configured; ``None``: no limit). A client that stops reading holds an
     origin connection only that long.
 
-    Raises :class:`ValueError` for a method other than GET and HEAD and
-    :class:`~msd_async.InvalidParameterError` for an ``expires_in`` out of range or a
+    Raises :class:`~msd_async.InvalidParameterError` (a :class:`ValueError`) for a method
+    other than GET and HEAD, an ``expires_in`` out of range or a
     ``write_timeout`` that is neither ``None`` nor a number of seconds above 0. The
     caller must :meth:`Reply.aclose` the reply.
     """
     method = method.upper()
     if method not in ("GET", "HEAD"):
-        raise ValueError(f"open_object serves GET and HEAD, not {method}")
+        raise InvalidParameterError(
+            f"open_object serves GET and HEAD, not {method}: route only those to it",
+            rule="web.method",
+        )
     headers = {} if headers is None else headers
     if write_timeout is SESSION_WRITE_TIMEOUT:
         write_timeout = client.timeouts.write

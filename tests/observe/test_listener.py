@@ -1,0 +1,224 @@
+"""The ``--metrics`` listener's address: every address of the name on one port, which is
+the one printed (port 0 included), and nothing left open when that cannot be had.
+
+asyncio's ``create_server`` binds each address of a name to a port of its own when the
+port is 0 (``localhost`` on a dual-stack host: ``::1`` and ``127.0.0.1``), and the port
+printed was whichever socket came first in a set. These tests listen on 127.0.0.1 only:
+the second address of a name is played by the same one, whose port is then always taken.
+
+Then what /readyz says on the operators' worst paths: an origin that stops answering, a
+container that is gone, a relay told to stop (and /metrics scraped while it drains)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import errno
+import signal
+import socket
+from pathlib import Path
+
+import aiohttp
+import pytest
+from ingest_harness import Proc, aws_env, msd
+from scripted_server import Connection, response, scripted_server
+
+from msd_async import ContainerNotFoundError, ObjectNotFoundError, ServiceError, Session
+from msd_async.cli import _observe
+from msd_async.testing import LocalMediaStore
+
+pytestmark = pytest.mark.anyio
+
+LOOPBACK = (socket.AF_INET, ("127.0.0.1", 0))
+
+
+async def test_port_0_is_printed_as_the_port_it_listens_on(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    args = argparse.Namespace(metrics="127.0.0.1:0", command="relay")
+    async with _observe.observing(args) as observer:
+        printed = capsys.readouterr().out
+        assert printed == f"metrics: {observer.url}\n"
+        assert observer.url is not None and not observer.url.endswith(":0/metrics")
+        async with aiohttp.ClientSession() as http, http.get(
+            observer.url.replace("/metrics", "/healthz")
+        ) as response:
+            assert (response.status, await response.text()) == (200, "ok\n")
+
+
+def test_every_address_of_a_name_gets_the_same_port() -> None:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        # Port 0 on two addresses, the second of which refuses every port the first
+        # chooses: after its tries, the refusal, and no socket of the tries left open
+        # (pytest turns a ResourceWarning into an error).
+        with pytest.raises(OSError) as refused:
+            _observe._bind_all([LOOPBACK, LOOPBACK], 0)
+        assert refused.value.errno == errno.EADDRINUSE
+        # A fixed port taken on one address is refused at once.
+        with pytest.raises(OSError) as at_once:
+            _observe._bind_all([LOOPBACK], taken.getsockname()[1])
+        assert at_once.value.errno == errno.EADDRINUSE
+    finally:
+        taken.close()
+    (one,) = _observe._bind_all([LOOPBACK], 0)
+    try:
+        assert one.getsockname()[1] != 0
+        client = socket.create_connection(one.getsockname(), timeout=5)
+        client.close()  # it listens already: the port is held, not just bound
+    finally:
+        one.close()
+
+
+#: /readyz's window and the idle probe's interval (and deadline), small for the test.
+WINDOW, PROBE = 0.6, 0.2
+
+
+async def test_readyz_of_an_origin_that_stops_answering(
+    mediastore_server: LocalMediaStore,
+) -> None:
+    """The origin still accepts connections but answers nothing (a hung process, a
+    proxy before it): /readyz answers at once all along (it never asks the origin itself),
+    turns 503 within the window, and says the probe got no answer. The probe's deadline
+    cancels its attempt, which tells the session's hooks nothing of the origin: /readyz
+    said only "no exchange with the origin in the past ...", as for an idle one."""
+    origin = mediastore_server
+    args = argparse.Namespace(metrics="127.0.0.1:0", command="relay")
+    async with (
+        Session(credentials=origin.credentials, region=origin.region) as session,
+        _observe.observing(
+            args, session=session, store=session.container(origin.endpoint),
+            window=WINDOW, probe_interval=PROBE,
+        ) as observer,
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=WINDOW)) as http,
+    ):
+        assert observer.url is not None
+        url = observer.url.replace("/metrics", "/readyz")
+
+        async def readyz() -> tuple[int, str]:
+            async with http.get(url) as response:  # within WINDOW, or it raises
+                return response.status, await response.text()
+
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 10 * WINDOW
+        while (answer := await readyz())[0] != 200:
+            assert loop.time() < end, answer
+            await asyncio.sleep(PROBE / 4)
+        # Longer than the test: the probes' answers never come while it looks.
+        origin.faults.inject("delay", method="GET", path="", times=None, delay=8 * PROBE)
+        try:
+            stopped = loop.time()
+            while (answer := await readyz())[0] == 200:
+                assert loop.time() < stopped + 10 * WINDOW, "still ready"
+                await asyncio.sleep(PROBE / 4)
+            # The attempt's read timeout, capped to the deadline, may end it first.
+            assert answer in (
+                (503, f"the last ListItems to the origin failed (no answer within {PROBE:g} s)\n"),
+                (503, "the last ListItems to the origin failed (ReadTimeout)\n"),
+            )
+        finally:
+            origin.faults.clear()
+
+
+async def test_readyz_says_stopping_while_a_relay_drains(
+    tmp_path: Path, mediastore_server: LocalMediaStore
+) -> None:
+    """Told to stop, a relay accepts no new connection and drains what it has, for up to
+    --shutdown-timeout: /readyz went on answering 200 all that time, so a load balancer
+    that reads it kept sending encoders to a port that no longer took them."""
+    origin = mediastore_server
+    env = aws_env(
+        AWS_ACCESS_KEY_ID=origin.credentials.access_key_id,
+        AWS_SECRET_ACCESS_KEY=origin.credentials.secret_access_key,
+        AWS_REGION=origin.region, MSD_PROBE_INTERVAL=str(PROBE), MSD_READY_WINDOW="30",
+    )
+    relay, metrics = await Proc.start(
+        msd("relay", "--listen", "127.0.0.1:0", "--endpoint", origin.endpoint,
+            "--no-preflight", "--metrics", "127.0.0.1:0", "--shutdown-timeout", "30"),
+        tmp_path / "relay.log", "metrics: ", env=env,
+    )
+    writer = None
+    try:
+        assert relay.process.stdout is not None
+        line = (await asyncio.wait_for(relay.process.stdout.readline(), 30)).decode()
+        assert line.startswith("relay: "), line
+        port = int(line.rsplit(":", 1)[1])
+        loop = asyncio.get_running_loop()
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+
+            async def readyz() -> tuple[int, str]:
+                async with http.get(metrics.replace("/metrics", "/readyz")) as response:
+                    return response.status, await response.text()
+
+            end = loop.time() + 20
+            while (answer := await readyz())[0] != 200:
+                assert loop.time() < end, answer
+                await asyncio.sleep(PROBE / 2)
+            # An encoder's request half sent: the drain waits for the rest.
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"PUT /a/seg0.ts HTTP/1.1\r\nHost: r\r\nContent-Length: 10\r\n\r\nmedia")
+            await writer.drain()
+            await asyncio.sleep(0.3)
+            relay.process.send_signal(signal.SIGTERM)
+            end = loop.time() + 20
+            while (answer := await readyz())[0] == 200:
+                assert loop.time() < end, "still ready while it drains"
+                await asyncio.sleep(PROBE / 2)
+            assert answer == (503, "stopping: told to stop, finishing what it has\n")
+            # A scrape during the drain still gets the metrics (the probes so far).
+            async with http.get(metrics) as response:
+                assert response.status == 200
+                assert 'msd_requests_total{operation="ListItems",status="200"}' in (
+                    await response.text()
+                )
+            assert relay.process.returncode is None  # draining, not gone
+        writer.write(b"media")
+        await writer.drain()
+        # The rest of the body ends the drain, and the relay its stop.
+        assert await asyncio.wait_for(relay.process.wait(), 30) == 0, relay.stderr()
+    finally:
+        if writer is not None:
+            writer.close()
+        await relay.stop(signal.SIGKILL)
+
+
+async def test_readyz_of_a_container_that_is_gone(scripted_session: Session) -> None:
+    """The origin answers, but the container is gone (deleted, or the endpoint names
+    another): every publication fails with a 404 ContainerNotFoundException, or a plain
+    404 to a PUT (which never means "no such object": a PUT creates it). Read as "the
+    origin answering", as a 404 for a missing object is, /readyz stayed 200 for a relay
+    that could publish nothing."""
+    listing = response(200, b'{"Items": []}', headers={"Content-Type": "application/json"})
+    answers = [
+        listing,
+        response(404, headers={"x-amzn-ErrorType": "ObjectNotFoundException"}),
+        response(404, b'{"message": "gone"}',
+                 headers={"x-amzn-ErrorType": "ContainerNotFoundException"}),
+        listing,
+        response(404),
+    ]
+
+    async def handler(conn: Connection) -> None:
+        while await conn.read_request() is not None:
+            await conn.send(answers.pop(0))
+
+    async with scripted_server(handler) as server:
+        readiness = _observe.Readiness(server.endpoint)
+        scripted_session.event_hooks.append(readiness)
+        store = scripted_session.container(server.endpoint)
+        await store.list_items_page(max_results=1)
+        with pytest.raises(ObjectNotFoundError):
+            await store.describe_object("a/missing.ts")
+        assert readiness.state() == (True, "ok")  # a missing object: the origin answering
+        with pytest.raises(ContainerNotFoundError):
+            await store.put_object("a/seg.ts", b"media")
+        assert readiness.state() == (
+            False, "the last PutObject to the origin failed (HTTP 404: no such container)"
+        )
+        await store.list_items_page(max_results=1)
+        assert readiness.state() == (True, "ok")
+        with pytest.raises(ServiceError):
+            await store.put_object("a/seg.ts", b"media")
+        assert readiness.state() == (False, "the last PutObject to the origin failed (HTTP 404)")
