@@ -637,3 +637,51 @@ def test_msd_command_lines_of_the_docs_parse() -> None:
                 parser.parse_args(args)
         except SystemExit:
             pytest.fail(f"{where}: msd {shlex.join(args)}: {errors.getvalue()}")
+
+
+# --- the dashboard -------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_dashboard_queries_name_metrics_and_labels_the_hooks_export(
+    mediastore_server: LocalMediaStore,
+) -> None:
+    # examples/grafana-live.json and examples/dashboard_picture.py (not run here: it needs
+    # a 40 s demo) query metrics by name and group them by label: a renamed metric or label
+    # leaves a panel silently empty. Each name must be one the hooks export after a little
+    # traffic, with the labels the queries group by.
+    from prometheus_client import CollectorRegistry
+
+    from msd_async.live import LivePublisher
+    from msd_async.prometheus import metrics_hook, publisher_hook
+
+    registry = CollectorRegistry()
+    async with msd_async.Session(
+        credentials=mediastore_server.credentials, region=mediastore_server.region,
+        retry=msd_async.RetryPolicy(backoff_initial=0.01, backoff_max=0.01),
+        event_hooks=[metrics_hook(registry=registry)],
+    ) as session:
+        store = session.container(mediastore_server.endpoint)
+        mediastore_server.faults.inject("503", method="PUT")  # a retry: msd_retries_total
+        await store.put_object("a/seg_0.m4s", b"s" * 1000)
+        async with LivePublisher(store, prefix="live",
+                                 on_event=publisher_hook(registry=registry)) as publisher:
+            seg = await publisher.publish("a/seg_1.m4s", b"s" * 1000, duration=2.0)
+            await seg.wait()
+    exported: dict[str, set[str]] = {}
+    for family in registry.collect():
+        for sample in family.samples:
+            # A histogram is queried by its family's name too (dashboard_picture appends
+            # _bucket itself).
+            for name in (sample.name, family.name):
+                exported.setdefault(name, set()).update(sample.labels)
+    grafana = (ROOT / "examples" / "grafana-live.json").read_text()
+    queries = re.findall(r'"expr": "((?:[^"\\]|\\.)*)"', grafana)
+    assert len(queries) >= 10
+    picture = (ROOT / "examples" / "dashboard_picture.py").read_text()
+    for query in [*queries, *re.findall(r'"(msd_\w+)"', picture)]:
+        for name in re.findall(r"\bmsd_\w+", query):
+            assert name in exported, (name, query, sorted(exported))
+            for by in re.findall(r"by \(([^)]*)\)", query):
+                grouped = {label.strip() for label in by.split(",")} - {"le"}
+                assert grouped <= exported[name], (name, grouped, query)
