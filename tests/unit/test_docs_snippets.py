@@ -236,6 +236,11 @@ class _Checker:
         self.problems: list[str] = []
         tree = ast.parse(block.context + "\n" + block.code)
         self.tree = tree
+        # Calls whose coroutine is awaited or handed on (asyncio.run(main()), a task).
+        self.consumed = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Await)} | {
+            id(a) for n in ast.walk(tree) if isinstance(n, ast.Call)
+            for a in [*n.args, *(k.value for k in n.keywords)]
+        } | {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Return) and n.value}
         self.defined = {
             n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)
         } | {
@@ -431,6 +436,8 @@ class _Checker:
                 signature.bind(*args, **{k.arg: object() for k in node.keywords if k.arg})
             except TypeError as exc:
                 self.problem(node, f"{getattr(target, '__qualname__', target)}{signature}: {exc}")
+        if inspect.iscoroutinefunction(target) and id(node) not in self.consumed:
+            self.problem(node, f"{ast.unparse(node.func)}() is a coroutine: await it")
         if isinstance(target, type):
             return _Instance(target)
         return _as_instance(_hints(target).get("return"))
@@ -450,10 +457,12 @@ def test_the_checker_sees_a_wrong_name_a_wrong_keyword_and_a_missing_import() ->
         "        print(item.nme)\n"
         "    info = await st.describe_object('a')\n"
         "    print(info.etag, info.colour, LivePublisher)\n"
+        "    url = st.presign_get('a')\n"
     )
     problems = "\n".join(_Checker(Block("t", 1, code, False)).run())
     for mistake in ("Sesion", "regoin", "put_objekt", "sizee", "nme", "colour",
-                    "'LivePublisher' is used but never imported"):
+                    "'LivePublisher' is used but never imported",
+                    "st.presign_get() is a coroutine: await it"):
         assert mistake in problems, (mistake, problems)
     assert "etag" not in problems
 
