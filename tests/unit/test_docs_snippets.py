@@ -76,8 +76,9 @@ def _blocks(lang: str) -> list[Block]:
         for m in fence.finditer(text):
             context = ""
             if m.group(1) == CONTINUES:
-                before = found[-1]
-                assert before.file == name, f"{name}: a block marked continues comes first"
+                before = found[-1] if found else None
+                assert before is not None and before.file == name, (
+                    f"{name}: the first block is marked continues")
                 context = "\n".join(
                     ast.unparse(n) for n in ast.parse(before.code).body
                     if isinstance(n, ast.Import | ast.ImportFrom))
@@ -90,9 +91,14 @@ PYTHON_BLOCKS = _blocks("python")
 
 
 def test_the_docs_have_the_python_blocks_this_test_knows() -> None:
-    # A changed fence (```py, ```Python) would silently drop a block from every test here.
+    # Another fence (```py, ```Python) or a marker not right above its fence would silently
+    # take a block out of the tests here.
     assert len(PYTHON_BLOCKS) >= 14
-    assert all(b.file and b.code.strip() for b in PYTHON_BLOCKS)
+    for doc in DOCS:
+        text = doc.read_text()
+        assert not re.search(r"^```(?!python\n)(?:py|pycon|python3|Python)\b", text, re.M), doc
+        for mark in (FRAGMENT, CONTINUES):
+            assert text.count(mark) == len(re.findall(rf"^{re.escape(mark)}\n```", text, re.M))
 
 
 # --- the names a block leaves to the reader ------------------------------------------------
@@ -110,11 +116,6 @@ PLACEHOLDER_TYPES: dict[str, object] = {
     "playlist_text": str,
     "playlist_bytes": bytes,
     "init_bytes": bytes,
-    # Only in fragments: the application's own objects.
-    "app": None,
-    "STORE": None,
-    "provider": None,
-    "ray": None,
 }
 
 
@@ -247,6 +248,9 @@ class _Checker:
             n.name for n in ast.walk(tree)
             if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
         } | {n.arg for n in ast.walk(tree) if isinstance(n, ast.arg)} | {
+            (a.asname or a.name).partition(".")[0] for n in ast.walk(tree)
+            if isinstance(n, ast.Import | ast.ImportFrom) for a in n.names
+        } | {
             n.name for n in ast.walk(tree) if isinstance(n, ast.ExceptHandler) and n.name
         }
 
@@ -307,8 +311,6 @@ class _Checker:
                     continue
                 if name not in PLACEHOLDER_TYPES:
                     self.problem(node, f"{name!r} is used but never imported or defined")
-                elif not self.block.fragment and name in ("app", "STORE", "provider", "ray"):
-                    self.problem(node, f"{name!r} cannot be supplied: mark the block a fragment")
         for name, cls in PLACEHOLDER_TYPES.items():
             if name not in self.env and name not in self.defined and cls is not None:
                 self.env[name] = _Instance(cls)
