@@ -526,6 +526,9 @@ async def test_python_block_runs_against_the_local_server(
     for file, line, expected in EXPECTED_OUTPUT:
         if block.file == file and line in block.code:
             assert expected.search(out.getvalue()), (expected, out.getvalue())
+    for file, line, check in EXPECTED_EFFECTS:
+        if block.file == file and line in block.code:
+            await check(store)
     if "app" in namespace:
         await _check_video_routes(namespace["app"], store)
 
@@ -569,8 +572,30 @@ async def _check_video_routes(app: object, store: msd_async.ContainerClient) -> 
             assert (resp.status, resp.headers["Content-Length"]) == (200, "2000000")
 
 
+async def _quickstart_effects(store: msd_async.ContainerClient) -> None:
+    segment = await store.describe_object("live/720p/seg_42.m4s")
+    assert (segment.content_length, segment.content_type) == (2000, "video/mp4")
+    assert (await store.describe_object("live/720p/index.m3u8")).cache_control == "max-age=1"
+    with pytest.raises(msd_async.ObjectNotFoundError):
+        await store.describe_object("live/720p/seg_01.m4s")
+
+
+async def _sync_effects(store: msd_async.ContainerClient) -> None:
+    # Up into www, then back down into copy (the test's working folder).
+    assert await store.get_bytes("www/index.html") == b"<h1>hi</h1>"
+    copied = await asyncio.to_thread(Path("copy", "index.html").read_text)
+    assert copied == "<h1>hi</h1>"
+
+
+#: What a block leaves in the container or on disk, by its file and a line of its code.
+EXPECTED_EFFECTS = [
+    ("README.md", "seg_42.m4s", _quickstart_effects),
+    ("docs/transfer.md", "report = await sync(", _sync_effects),
+]
+
+
 def test_expected_outputs_name_blocks_that_exist() -> None:
-    for file, line, _ in EXPECTED_OUTPUT:
+    for file, line, _ in [*EXPECTED_OUTPUT, *EXPECTED_EFFECTS]:
         assert any(b.file == file and line in b.code for b in RUNNABLE), (file, line)
 
 
