@@ -203,8 +203,8 @@ def _has_attribute(cls: type, name: str) -> bool:
     init = getattr(cls, "__init__", None)
     try:
         source = inspect.getsource(init) if inspect.isfunction(init) else ""
-    except (OSError, TypeError):
-        return True
+    except (OSError, TypeError):  # a generated __init__ (dataclass) sets only annotated fields
+        return False
     return f"self.{name} " in source or f"self.{name}:" in source
 
 
@@ -460,9 +460,10 @@ def test_the_checker_sees_a_wrong_name_a_wrong_keyword_and_a_missing_import() ->
         "    info = await st.describe_object('a')\n"
         "    print(info.etag, info.colour, LivePublisher)\n"
         "    url = st.presign_get('a')\n"
+        "    print(msd_async.Limits().max_conns)\n"
     )
     problems = "\n".join(_Checker(Block("t", 1, code, False)).run())
-    for mistake in ("Sesion", "regoin", "put_objekt", "sizee", "nme", "colour",
+    for mistake in ("Sesion", "max_conns", "regoin", "put_objekt", "sizee", "nme", "colour",
                     "'LivePublisher' is used but never imported",
                     "st.presign_get() is a coroutine: await it"):
         assert mistake in problems, (mistake, problems)
