@@ -269,9 +269,12 @@ class ClockSkewError(InvalidSignatureError):
 
     ``skew`` is how many seconds this machine's clock is ahead of the service's (negative:
     behind), measured from the response's ``Date`` header, or ``None`` when it had none.
-    The class is chosen whatever the error code (``InvalidSignatureException`` with
-    "Signature expired", ``RequestExpired``, ``RequestTimeTooSkewed``) once the measured
-    skew or the service's words say so.
+    The class is chosen when the answer says so, whatever its code
+    (``InvalidSignatureException`` with "Signature expired", ``RequestExpired``,
+    ``RequestTimeTooSkewed``), or for an ``InvalidSignatureException`` with no message (a
+    HEAD's) when the measured skew is 14 minutes or more. A 403 that says something else
+    (AccessDenied, a signature mismatch) keeps its class whatever its ``Date``: a stale
+    answer from a cache carries an old one.
     """
 
     #: Seconds this machine's clock is ahead of the service's (negative: behind), if known.
