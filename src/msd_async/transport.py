@@ -112,8 +112,8 @@ class _UploadPayload(Payload):
         self._head = head
         self.error: BaseException | None = None
         #: An exception raised by the body's iterator or the progress callback, re-raised
-        #: to the caller as is.
-        self.source_error: Exception | None = None
+        #: to the caller as is (a CancelledError too, when it was the source's own).
+        self.source_error: BaseException | None = None
         self._writer_task: asyncio.Task[Any] | None = None
         #: The connection the body went to (see abort()).
         self._connection: asyncio.WriteTransport | None = None
@@ -218,6 +218,16 @@ class _UploadPayload(Payload):
                     # The caller's source failed (an encoder crashed, a file could not
                     # be read): its own error, not a broken connection to retry.
                     self.source_error = exc
+                    raise
+                except asyncio.CancelledError as exc:
+                    task = self._writer_task
+                    if task is not None and not task.cancelling():
+                        # Nobody cancelled the writer: a wait inside the source was
+                        # cancelled (its encoder shut down) and it gave up. That is the
+                        # source's end, as its own exception is: raised to the caller as
+                        # is, not taken for a lost connection to retry (a re-openable
+                        # source was started again).
+                        self.source_error = exc
                     raise
                 if not chunk:
                     continue  # an empty chunk would end a chunked body early
