@@ -133,6 +133,7 @@ async def test_bytes_sent_after_a_body_are_never_taken_for_the_next_answer(secon
     from msd_async import protocol
 
     served = 0
+    strayed = asyncio.Event()
 
     async def smuggler(conn: Connection) -> None:
         nonlocal served
@@ -142,6 +143,7 @@ async def test_bytes_sent_after_a_body_are_never_taken_for_the_next_answer(secon
                 await conn.send(response(200, b"0123", headers={"ETag": '"good"'}))
                 await asyncio.sleep(0.05)  # released to the pool by now: then the stray answer
                 await conn.send(response(200, b"EVIL!", headers={"ETag": '"evil"'}))
+                strayed.set()
                 continue
             body = PUT_OK if request.method == "PUT" else b"good:" + str(conn.index).encode()
             length = len(b"good:1") if request.method == "HEAD" else None
@@ -155,7 +157,8 @@ async def test_bytes_sent_after_a_body_are_never_taken_for_the_next_answer(secon
         store = session.container(server.endpoint)
         with anyio.fail_after(10):
             assert await store.get_bytes("a/b.bin") == b"0123"
-            await asyncio.sleep(0.15)  # the stray answer has arrived on the idle connection
+            await strayed.wait()
+            await asyncio.sleep(0.05)  # the loop has read it on the idle connection
             if second == "GET":
                 assert await store.get_bytes("a/b.bin") == b"good:1"
             elif second == "HEAD":
