@@ -469,7 +469,12 @@ def parse_error(
             message = f"HTTP {status} with no error message"
     cls = service_error_class(code, status)
     skew: float | None = None
-    if status == 403:
+    if status == 400 and (code in _SKEW_CODES or _SKEW_WORDS.search(message)):
+        # CommonErrors lists RequestExpired with HTTP 400: the same refused date.
+        skew = _clock_skew(headers.get("Date"))
+        cls = ClockSkewError
+        message += _skew_advice(skew)
+    elif status == 403:
         skew = _clock_skew(headers.get("Date"))
         far_off = skew is not None and abs(skew) >= _SKEW_BLAMED
         # The answer decides: the service names a refused date in its code or message.

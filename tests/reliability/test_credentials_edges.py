@@ -318,13 +318,15 @@ async def test_a_refused_head_says_what_to_check(
     ],
     ids=["expired", "not-yet-current", "request-expired"],
 )
+@pytest.mark.parametrize("status", [403, 400])
 def test_the_services_words_for_a_refused_date_are_read_without_a_date_header(
-    code: str, message: str
+    code: str, message: str, status: int
 ) -> None:
     """The service's own messages (AWS SigV4, CommonErrors), through a proxy that
-    dropped the Date header: the cause is still named, the skew unknown."""
+    dropped the Date header: the cause is still named, the skew unknown. CommonErrors
+    lists RequestExpired with HTTP 400: that was a plain AuthError without the fix."""
     error = protocol.parse_error(
-        403,
+        status,
         {"x-amzn-ErrorType": code},
         json.dumps({"Message": message}).encode(),
         object_operation=True,
