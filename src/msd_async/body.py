@@ -15,6 +15,11 @@ async iterable of bytes                    no          no [1]      each chunk se
 callable returning an async iterable       no          yes         called again for each attempt
 =========================================  ==========  ==========  =============================
 
+A chunk an iterator yields is the caller's again once the next one is asked for: a
+``bytearray`` or a memoryview of a mutable buffer is copied when it is yielded (``_owned``),
+so a producer may refill one buffer. A body given whole (bytes-like, a list or tuple of
+chunks) is sent without a copy: leave it unchanged until ``put_object`` returns.
+
 [1] unless ``replay_buffer=True``: the client then keeps what it sent (bounded by the object
 limit) so a retry can send it again.
 [2] ``next()`` runs on the event loop: a source that blocks (reads a pipe, a socket) belongs
@@ -354,7 +359,7 @@ class _IteratorBody(UploadBody):
             return
         if buffer is None:
             async for chunk in self._iterator:
-                yield chunk
+                yield _owned(chunk)
             self._exhausted = True
             return
         while (pulled := await self._pull()) is not None:
@@ -420,11 +425,29 @@ class _ReopenableBody(UploadBody):
         iterator = aiter(source)
         try:
             async for chunk in iterator:
-                yield chunk
+                yield _owned(chunk)
         finally:
             closer = getattr(iterator, "aclose", None)
             if closer is not None:
                 await closer()
+
+
+def _owned(chunk: Buffer) -> Buffer:
+    """``chunk`` as bytes nobody else can change: a copy of a ``bytearray`` or of a
+    memoryview over something mutable, the chunk itself otherwise.
+
+    A producer commonly refills one buffer and yields it (or views of it) again once it is
+    asked for the next chunk. The transport may still hold the chunk then: aiohttp hands
+    it to ``transport.writelines`` (its path on Python 3.12.9+ and 3.13.2+), and asyncio's
+    (3.12+) and uvloop's transports queue what the socket did not take by reference, not
+    by copy; the refilled buffer went out in place of the bytes yielded. A copy costs a
+    memcpy per chunk; bytes, and what is not bytes-like at all (refused by the Meter with
+    its own error), pass as they are."""
+    if type(chunk) is bytearray:
+        return bytes(chunk)
+    if type(chunk) is memoryview and chunk.c_contiguous and type(chunk.obj) is not bytes:
+        return chunk.tobytes()
+    return chunk
 
 
 class _SequenceBody(UploadBody):

@@ -604,7 +604,8 @@ class ContainerClient:
         ``body``: bytes-like; a ``str``, uploaded as its UTF-8 text (a playlist, a
         manifest), never read as a file name; a file path as ``os.PathLike``
         (``pathlib.Path``); a binary file; an iterable or async iterable of bytes (each
-        chunk is sent as soon as it is yielded); or a callable returning a fresh async
+        chunk is sent as soon as it is yielded, a ``bytearray`` or memoryview copied, so
+        the producer may refill its buffer); or a callable returning a fresh async
         iterable (so the upload can be retried). A path that is not a regular file (a
         FIFO, ``/dev/fd/N`` of a pipe, a device) is read once as it gives bytes and sent
         chunked, like a non-seekable file: a retry after it started needs

@@ -35,6 +35,7 @@ Every error the library raises derives from :class:`MediaStoreError`::
     ├── ChecksumMismatchError        the service stored other bytes than were sent
     ├── CredentialsError             no credentials, or the provider failed or did not answer
     ├── SessionClosedError           a call after the Session was closed (also a RuntimeError)
+    ├── SessionAlreadyEnteredError   a Session entered twice (also a RuntimeError)
     └── WrongEventLoopError          a Session used from another event loop (also a RuntimeError)
 
 Every exception carries ``attempts``: how many HTTP attempts the call made before it
@@ -77,6 +78,7 @@ __all__ = [
     "ReadTimeout",
     "ServerError",
     "ServiceError",
+    "SessionAlreadyEnteredError",
     "SessionClosedError",
     "StreamClosedError",
     "ThrottlingError",
@@ -269,9 +271,12 @@ class ClockSkewError(InvalidSignatureError):
 
     ``skew`` is how many seconds this machine's clock is ahead of the service's (negative:
     behind), measured from the response's ``Date`` header, or ``None`` when it had none.
-    The class is chosen whatever the error code (``InvalidSignatureException`` with
-    "Signature expired", ``RequestExpired``, ``RequestTimeTooSkewed``) once the measured
-    skew or the service's words say so.
+    The class is chosen when the answer says so, whatever its code
+    (``InvalidSignatureException`` with "Signature expired", ``RequestExpired``,
+    ``RequestTimeTooSkewed``), or for an ``InvalidSignatureException`` with no message (a
+    HEAD's) when the measured skew is 14 minutes or more. A 403 that says something else
+    (AccessDenied, a signature mismatch) keeps its class whatever its ``Date``: a stale
+    answer from a cache carries an old one.
     """
 
     #: Seconds this machine's clock is ahead of the service's (negative: behind), if known.
@@ -458,6 +463,13 @@ SESSION_CLOSED_MESSAGE: Final = (
 class SessionClosedError(MediaStoreError, RuntimeError):
     """A call was made on a :class:`ContainerClient` (or ``Session.container``) after its
     Session was closed. Open a new Session and get the container from it again."""
+
+
+class SessionAlreadyEnteredError(MediaStoreError, RuntimeError):
+    """``async with session`` on a Session already entered (a nested block, or another
+    task's): the inner block's exit would close the session under the outer one. Enter a
+    Session once, where it is made, and pass it (or its containers) to the code that needs
+    it, without ``async with``."""
 
 
 class WrongEventLoopError(MediaStoreError, RuntimeError):

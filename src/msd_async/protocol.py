@@ -429,6 +429,14 @@ def _skew_advice(skew: float | None) -> str:
     )
 
 
+def _stale_note(skew: float) -> str:
+    minutes = round(abs(skew) / 60)
+    return (
+        f" (the answer's Date is about {minutes} min off this machine's clock: a stale "
+        "answer from a cache or proxy in between, or this machine's clock is off)"
+    )
+
+
 def parse_error(
     status: int,
     headers: Mapping[str, str],
@@ -461,16 +469,30 @@ def parse_error(
             message = f"HTTP {status} with no error message"
     cls = service_error_class(code, status)
     skew: float | None = None
-    if status == 403:
+    if status == 400 and (code in _SKEW_CODES or _SKEW_WORDS.search(message)):
+        # CommonErrors lists RequestExpired with HTTP 400: the same refused date.
         skew = _clock_skew(headers.get("Date"))
+        cls = ClockSkewError
+        message += _skew_advice(skew)
+    elif status == 403:
+        skew = _clock_skew(headers.get("Date"))
+        far_off = skew is not None and abs(skew) >= _SKEW_BLAMED
+        # The answer decides: the service names a refused date in its code or message.
+        # The Date alone speaks only for a signature error with no words of its own (a
+        # HEAD's): a stale 403 from a cache or proxy (AccessDenied, another signature
+        # fault) carries an old Date, and its own cause must not be read as the clock.
         if code in _SKEW_CODES or _SKEW_WORDS.search(message) or (
-            skew is not None and abs(skew) >= _SKEW_BLAMED
+            far_off and not said and code == "InvalidSignatureException"
         ):
             cls = ClockSkewError
             message += _skew_advice(skew)
-        elif not said:
-            # A HEAD's 403 has no body to say why: say at least what to check.
-            message += f"; {_AUTH_ADVICE.get(code or '', _AUTH_ADVICE_DEFAULT)}"
+        else:
+            if not said:
+                # A HEAD's 403 has no body to say why: say at least what to check.
+                message += f"; {_AUTH_ADVICE.get(code or '', _AUTH_ADVICE_DEFAULT)}"
+            if far_off:
+                assert skew is not None
+                message += _stale_note(skew)
     if code is None and status == 404 and object_operation and method != "PUT":
         cls = ObjectNotFoundError
     elif code is None and status == 404 and method == "PUT":

@@ -455,7 +455,9 @@ async def call_with_retries(
     When it ends the sleep after attempt ``n`` (no attempt in flight), ``on_abandoned(n)``
     is called first: without it nothing would tell that the call ended there.
     ``interruptible`` wraps each sleep (the client's ends it when its session closes); an
-    exception it raises ends the call as a cancellation of the sleep does.
+    exception it raises ends the call as a cancellation of the sleep does (a
+    :class:`~msd_async.errors.MediaStoreError` with ``attempts = n``, caused by the error
+    of attempt ``n``).
     Exceptions raised by ``attempt`` that are not :class:`~msd_async.errors.MediaStoreError`
     are never retried and propagate unchanged, as do those of ``replayable`` and ``on_retry``
     (the tokens taken for the retry that ``on_retry`` stopped are given back).
@@ -481,9 +483,13 @@ async def call_with_retries(
                     result = await attempt(n)
         except MediaStoreError as exc:
             if not policy.is_retryable(exc):
-                # A CredentialsError ends its attempt before the request is signed: only
-                # the attempts before it were sent.
-                exc.attempts = n - 1 if isinstance(exc, CredentialsError) else n
+                # A CredentialsError ends its attempt before the request is signed, and so
+                # does any error raised while the attempt still waits for its provider (the
+                # session closing): only the attempts before it were sent.
+                unsent = isinstance(exc, CredentialsError) or (
+                    waiting_before_sending.get() is not None
+                )
+                exc.attempts = n - 1 if unsent else n
                 raise
             failure = exc
         else:
@@ -551,7 +557,14 @@ async def call_with_retries(
                 await clock.sleep(delay)
             else:
                 await interruptible(clock.sleep(delay))
-        except BaseException:
+        except BaseException as exc:
             if on_abandoned is not None:
                 on_abandoned(n)
+            if isinstance(exc, MediaStoreError):
+                # interruptible's error (the session closed during the wait) ends a call
+                # that made n attempts, as every other error after retries says; the
+                # failure that asked for the retry is its cause.
+                exc.attempts = n
+                if exc.__cause__ is None:
+                    exc.__cause__ = failure
             raise

@@ -11,7 +11,7 @@ from ._context import ClientContext
 from .client import ContainerClient
 from .config import DEFAULT_LIMITS, DEFAULT_TIMEOUTS, Limits, Timeouts
 from .credentials import Credentials, CredentialsProvider, resolve_region
-from .errors import SessionClosedError
+from .errors import SessionAlreadyEnteredError, SessionClosedError
 from .events import EventHook
 from .retry import DEFAULT_RETRY_POLICY, RetryBudget, RetryPolicy
 
@@ -42,6 +42,9 @@ class Session:
     ``max_connections_per_host``) configure the pool; a call that finds a limit reached
     waits at most ``Timeouts.pool``, then raises :class:`PoolTimeout`.
 
+    Enter it once: ``async with`` on a session already entered (nested, or from another
+    task) raises :class:`SessionAlreadyEnteredError`, since the inner block's exit would
+    close it under the outer one.
     After :meth:`aclose`, :meth:`container`, ``async with`` and every call of a client
     obtained before raise :class:`SessionClosedError`; :meth:`aclose` from another task
     ends the calls still running with it. The pool belongs to the event loop of the first
@@ -79,6 +82,8 @@ class Session:
             retry=retry,
             event_hooks=list(event_hooks),
         )
+        #: Whether ``async with`` has entered it (its exit closes it: once is all there is).
+        self._entered = False
 
     @property
     def retry(self) -> RetryPolicy:
@@ -138,6 +143,15 @@ class Session:
             raise SessionClosedError(
                 "this Session is closed and cannot be entered again; open a new one"
             )
+        if self._entered:
+            # httpx refuses the same way: the inner block's exit would close the pool
+            # under the outer block, whose calls would then fail with SessionClosedError.
+            raise SessionAlreadyEnteredError(
+                "this Session is already open in an 'async with' block, whose exit closes "
+                "it; enter it once, and pass the session (or its containers) to the code "
+                "that needs it without 'async with'"
+            )
+        self._entered = True
         return self
 
     async def __aexit__(

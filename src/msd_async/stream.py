@@ -291,6 +291,10 @@ class ObjectStream:
                 self._response.release()
                 return b""
         except MediaStoreError as exc:
+            if not exc.attempts:
+                # Raised reading the body (a cut, a silence, the session closing): the
+                # request was sent, and so was each resume. 0 says nothing was.
+                exc.attempts = 1 + self.resumes
             if self._closed:
                 # The body was not delivered: a later read must not look like its end.
                 self._failure = exc

@@ -112,8 +112,8 @@ class _UploadPayload(Payload):
         self._head = head
         self.error: BaseException | None = None
         #: An exception raised by the body's iterator or the progress callback, re-raised
-        #: to the caller as is.
-        self.source_error: Exception | None = None
+        #: to the caller as is (a CancelledError too, when it was the source's own).
+        self.source_error: BaseException | None = None
         self._writer_task: asyncio.Task[Any] | None = None
         #: The connection the body went to (see abort()).
         self._connection: asyncio.WriteTransport | None = None
@@ -218,6 +218,16 @@ class _UploadPayload(Payload):
                     # The caller's source failed (an encoder crashed, a file could not
                     # be read): its own error, not a broken connection to retry.
                     self.source_error = exc
+                    raise
+                except asyncio.CancelledError as exc:
+                    task = self._writer_task
+                    if task is not None and not task.cancelling():
+                        # Nobody cancelled the writer: a wait inside the source was
+                        # cancelled (its encoder shut down) and it gave up. That is the
+                        # source's end, as its own exception is: raised to the caller as
+                        # is, not taken for a lost connection to retry (a re-openable
+                        # source was started again).
+                        self.source_error = exc
                     raise
                 if not chunk:
                     continue  # an empty chunk would end a chunked body early
@@ -780,6 +790,31 @@ class _WatchedResponse(aiohttp.ClientResponse):
         return await super().start(connection)
 
 
+class _CleanRequest(aiohttp.ClientRequest):
+    """aiohttp's request, refusing a pooled connection the server sent bytes on while it
+    sat idle.
+
+    aiohttp parses whatever arrives on an idle keep-alive connection (a server that sent
+    more than the Content-Length it declared, in a later packet) and queues it as an
+    answer; the next request on that connection was handed that stale answer as its own
+    (another object's bytes delivered as the one asked for). Nothing can have been sent
+    for this request yet, so anything queued there was never asked for: the connection is
+    dropped and aiohttp sends the request once more on a new one (as for a pooled
+    connection found dead; a PUT or DELETE, whose payload aiohttp will not resend, goes to
+    the retry policy as a lost connection instead).
+    """
+
+    def send(self, conn: aiohttp.connector.Connection) -> Any:
+        # Not a coroutine of its own: the check costs an attribute read, not a frame.
+        protocol = conn.protocol
+        if protocol is not None and protocol.should_close:
+            raise aiohttp.ServerDisconnectedError(
+                "the server sent bytes on this idle keep-alive connection that no request "
+                "asked for; the connection was dropped"
+            )
+        return super().send(conn)
+
+
 class Transport:
     """One aiohttp connection pool shared by every container of a session.
 
@@ -842,6 +877,7 @@ class Transport:
                     total=None, connect=None, sock_connect=t.connect, sock_read=None
                 ),
                 response_class=_WatchedResponse,
+                request_class=_CleanRequest,
                 auto_decompress=False,
                 # Explicit headers instead of a session-wide skip_auto_headers, which sends
                 # every request through aiohttp's slower header path. Bodies are never

@@ -3,15 +3,21 @@ path is os.PathLike, and any iterable of bytes (a plain generator) is uploaded."
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import io
+import json
 import logging
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import IO
 
+import aiohttp.http_writer
+import anyio
 import pytest
+from scripted_server import Connection, response, scripted_server
 
-from msd_async import ClientValidationError, ContainerClient
+from msd_async import ClientValidationError, ContainerClient, Credentials, Session
 from msd_async.testing import LocalMediaStore
 
 pytestmark = pytest.mark.anyio
@@ -260,3 +266,49 @@ async def test_a_list_of_chunks_that_are_not_bytes_is_a_typed_error(
     assert caught.value.rule == "body.type"
     assert "chunk 1" in str(caught.value) or "chunk 0" in str(caught.value)
     assert server_requests == []
+
+
+# --- a producer that refills one buffer ------------------------------------------------------
+
+_PIECE = 64 * 1024
+_PIECES = 140  # ~9 MB: more than loopback's socket buffers hold while the peer waits
+
+
+async def test_a_producer_that_refills_its_buffer_uploads_what_it_yielded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A common producer refills one bytearray and yields it (or a view of it) again. The
+    chunk was handed to the transport as it was; what the socket had not taken yet stayed
+    queued by reference (asyncio on Python 3.12+, uvloop), so the origin got the refilled
+    bytes in place of those yielded. aiohttp takes the transport's writelines path on
+    Python 3.12.9+ and 3.13.2+; SKIP_WRITELINES is turned off so every Python takes it."""
+    monkeypatch.setattr(aiohttp.http_writer, "SKIP_WRITELINES", False)
+    received: list[bytes] = []
+
+    async def slow_origin(conn: Connection) -> None:
+        request = await conn.read_request(body=False)
+        assert request is not None
+        await asyncio.sleep(0.2)  # the client's socket buffers fill, its transport queues
+        body = await conn.read_body(request)
+        received.append(body)
+        answer = {"ContentSHA256": hashlib.sha256(body).hexdigest(), "ETag": "e"}
+        await conn.send(response(200, json.dumps(answer).encode()))
+
+    async def producer() -> AsyncIterator[bytes | bytearray | memoryview]:
+        buffer = bytearray(_PIECE)
+        for n in range(_PIECES):
+            buffer[:] = bytes([n % 251]) * _PIECE
+            yield memoryview(buffer) if n % 2 else buffer
+
+    async with scripted_server(slow_origin, receive_buffer=4096) as server, Session(
+        credentials=Credentials("AKIDEXAMPLE", "secret"), region="us-east-1"
+    ) as session:
+        with anyio.fail_after(30):
+            result = await session.container(server.endpoint).put_object(
+                "reuse/seg.ts", producer(), streaming=True, verify=True
+            )
+    (body,) = received
+    wrong = [n for n in range(_PIECES) if body[n * _PIECE : (n + 1) * _PIECE] != bytes(
+        [n % 251]) * _PIECE]
+    assert len(body) == _PIECE * _PIECES and not wrong, f"pieces sent wrong: {wrong}"
+    assert result.content_sha256 == hashlib.sha256(body).hexdigest()

@@ -445,3 +445,46 @@ async def test_an_error_raised_by_the_body_reaches_the_caller_unchanged(
     assert statuses == ["aborted"]
     assert mediastore_server.store.in_progress("live/crash.ts") is None
     assert await mediastore_client.get_bytes("live/crash.ts") == b"previous"
+
+
+@pytest.mark.parametrize("streaming", [False, True], ids=["standard", "streaming"])
+@pytest.mark.parametrize("reopenable", [False, True], ids=["generator", "callable"])
+async def test_a_source_whose_own_wait_is_cancelled_ends_the_upload_with_that(
+    mediastore_server: LocalMediaStore,
+    mediastore_client: ContainerClient,
+    streaming: bool,
+    reopenable: bool,
+) -> None:
+    """A producer whose own wait was cancelled by someone else (its encoder shut down)
+    gives up with CancelledError while the caller's task is not cancelled. That was taken
+    for a lost connection: a re-openable source was started again, a one-shot one
+    reported "Server disconnected" and UnreplayableBodyError. It is the source's end, as
+    its own exception is: raised as is, not retried, and nothing stored."""
+    import asyncio
+
+    await mediastore_client.put_object("live/stopped.ts", b"previous")
+    opened: list[int] = []
+
+    def source() -> AsyncIterator[bytes]:
+        opened.append(1)
+
+        async def encoder() -> AsyncIterator[bytes]:
+            yield b"x" * 100_000
+            shutdown = asyncio.get_running_loop().create_future()
+            shutdown.cancel()  # what the encoder waited for was cancelled
+            await shutdown
+            yield b"never"
+
+        return encoder()
+
+    body: object = source if reopenable else source()
+    with anyio.fail_after(10), pytest.raises(asyncio.CancelledError):
+        await mediastore_client.put_object(
+            "live/stopped.ts", body, streaming=streaming  # type: ignore[arg-type]
+        )
+    task = asyncio.current_task()
+    assert task is not None and task.cancelling() == 0
+    assert opened == [1]
+    assert mediastore_server.store.in_progress("live/stopped.ts") is None
+    assert await mediastore_client.get_bytes("live/stopped.ts") == b"previous"
+    assert mediastore_client.session.pool.in_use == 0

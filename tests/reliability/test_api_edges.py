@@ -18,9 +18,11 @@ from msd_async import (
     Limits,
     RetryPolicy,
     Session,
+    SessionAlreadyEnteredError,
     SessionClosedError,
     Timeouts,
 )
+from msd_async.testing import LocalMediaStore
 
 pytestmark = pytest.mark.anyio
 
@@ -193,6 +195,32 @@ async def test_closing_the_session_ends_every_call_in_flight_or_queued() -> None
         # tracebacks, and what one caller set on it (a retry's attempts) the others saw.
         assert len({id(error) for error in errors}) == len(errors)
         assert session.pool.in_use == 0
+
+
+async def test_a_session_already_entered_refuses_another_block(
+    mediastore_server: LocalMediaStore,
+) -> None:
+    """A nested ``async with session`` (or another task's) was allowed, and its exit closed
+    the session under the outer block: the outer block's next call raised
+    SessionClosedError. The second entry is refused, and the session stays open."""
+    server = mediastore_server
+    async with Session(credentials=server.credentials, region=server.region) as session:
+        store = session.container(server.endpoint)
+        await store.put_object("enter/a.bin", b"a")
+        with pytest.raises(SessionAlreadyEnteredError, match="enter it once") as info:
+            async with session:
+                pass
+        assert isinstance(info.value, RuntimeError)
+
+        async def other_task() -> None:
+            async with session:
+                pass
+
+        with pytest.raises(SessionAlreadyEnteredError):
+            await asyncio.create_task(other_task())
+        assert not session.closed
+        assert await store.get_bytes("enter/a.bin") == b"a"
+    assert session.closed
 
 
 async def test_a_closed_session_cannot_be_entered_again() -> None:

@@ -21,6 +21,8 @@ from multidict import CIMultiDict
 from scripted_server import Connection, response, scripted_server
 
 from msd_async import (
+    AccessDeniedError,
+    AuthError,
     ClockSkewError,
     Credentials,
     CredentialsError,
@@ -316,13 +318,15 @@ async def test_a_refused_head_says_what_to_check(
     ],
     ids=["expired", "not-yet-current", "request-expired"],
 )
+@pytest.mark.parametrize("status", [403, 400])
 def test_the_services_words_for_a_refused_date_are_read_without_a_date_header(
-    code: str, message: str
+    code: str, message: str, status: int
 ) -> None:
     """The service's own messages (AWS SigV4, CommonErrors), through a proxy that
-    dropped the Date header: the cause is still named, the skew unknown."""
+    dropped the Date header: the cause is still named, the skew unknown. CommonErrors
+    lists RequestExpired with HTTP 400: that was a plain AuthError without the fix."""
     error = protocol.parse_error(
-        403,
+        status,
         {"x-amzn-ErrorType": code},
         json.dumps({"Message": message}).encode(),
         object_operation=True,
@@ -332,6 +336,57 @@ def test_the_services_words_for_a_refused_date_are_read_without_a_date_header(
     assert error.code == code and message in str(error)
     assert "more than 15 minutes from the service's clock" in str(error)
     assert "NTP" in str(error)
+
+
+_STALE = 20 * 60  # seconds a cached answer's Date lags: past the 15 min SigV4 allows
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("code", "message", "cls"),
+    [
+        ("AccessDeniedException", "User is not authorized to perform GetObject",
+         AccessDeniedError),
+        ("InvalidSignatureException",
+         "The request signature we calculated does not match the signature you provided.",
+         InvalidSignatureError),
+        ("InvalidSignatureException",
+         "Signature expired: 20261207T100000Z is now earlier than 20261207T101500Z "
+         "(20261207T103000Z - 15 min.)", ClockSkewError),
+    ],
+    ids=["access-denied", "signature-mismatch", "signature-expired"],
+)
+async def test_a_stale_403_is_read_by_what_it_says_not_by_its_date(
+    code: str, message: str, cls: type[InvalidSignatureError]
+) -> None:
+    """A 403 whose Date is 20 minutes old (an answer a cache or proxy kept) was read as
+    ClockSkewError whatever it said: an AccessDenied sent people to fix their clock. The
+    answer's code and words decide; a stale Date is only mentioned."""
+    date = email.utils.formatdate(time.time() - _STALE, usegmt=True)
+
+    async def stale(conn: Connection) -> None:
+        while await conn.read_request() is not None:
+            body = json.dumps({"Message": message}).encode()
+            await conn.send(response(403, body, headers={
+                "x-amzn-ErrorType": f"{code}:http://internal.amazon.com/coral/", "Date": date,
+                "Content-Type": "application/x-amz-json-1.1",
+            }))
+
+    async with scripted_server(stale) as server, Session(
+        credentials=Credentials("AKIDEXAMPLE", SECRET), region="us-east-1"
+    ) as session:
+        with anyio.fail_after(30), pytest.raises(AuthError) as info:
+            await session.container(server.endpoint).get_bytes("x/a.ts")
+    error = info.value
+    assert type(error) is cls and error.code == code and error.attempts == 1
+    assert message in str(error)
+    if cls is ClockSkewError:
+        assert isinstance(error, ClockSkewError)
+        assert error.skew is not None and abs(error.skew - _STALE) < 60
+        assert "NTP" in str(error)
+    else:
+        assert "NTP" not in str(error)
+        assert "Date is about 20 min off" in str(error), str(error)
 
 
 # --- every attempt is signed afresh ----------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
+import anyio
 import pytest
 from scripted_server import Connection, response, scripted_server
 
@@ -117,3 +118,53 @@ async def test_a_failed_body_read_releases_its_slot(operation: str, cause: str) 
         for _ in range(3):  # would raise PoolTimeout if a slot had been lost
             await op(store, None)
         assert session.pool.in_use == 0
+
+
+# --- bytes nobody asked for, on an idle connection ----------------------------------------
+
+
+@pytest.mark.parametrize("second", ["GET", "HEAD", "PUT"])
+async def test_bytes_sent_after_a_body_are_never_taken_for_the_next_answer(second: str) -> None:
+    """A server sent, after the body it declared, a whole answer of its own while the
+    connection sat idle in the pool. aiohttp queued it, and the next request on that
+    connection was handed it as its own answer: another object's bytes (or ETag)
+    delivered as the one asked for. The connection is dropped before it is used, and
+    the request goes out on a new one."""
+    from msd_async import protocol
+
+    served = 0
+    strayed = asyncio.Event()
+
+    async def smuggler(conn: Connection) -> None:
+        nonlocal served
+        while (request := await conn.read_request()) is not None:
+            served += 1
+            if served == 1:
+                await conn.send(response(200, b"0123", headers={"ETag": '"good"'}))
+                await asyncio.sleep(0.05)  # released to the pool by now: then the stray answer
+                await conn.send(response(200, b"EVIL!", headers={"ETag": '"evil"'}))
+                strayed.set()
+                continue
+            body = PUT_OK if request.method == "PUT" else b"good:" + str(conn.index).encode()
+            length = len(b"good:1") if request.method == "HEAD" else None
+            await conn.send(response(200, b"" if request.method == "HEAD" else body,
+                                     headers={"ETag": '"good"'}, length=length))
+
+    async with scripted_server(smuggler) as server, Session(
+        credentials=Credentials("AKIDEXAMPLE", "secret"), region="us-east-1",
+        retry=RetryPolicy(max_attempts=2, backoff_initial=0),
+    ) as session:
+        store = session.container(server.endpoint)
+        with anyio.fail_after(10):
+            assert await store.get_bytes("a/b.bin") == b"0123"
+            await strayed.wait()
+            await asyncio.sleep(0.05)  # the loop has read it on the idle connection
+            if second == "GET":
+                assert await store.get_bytes("a/b.bin") == b"good:1"
+            elif second == "HEAD":
+                assert (await store.describe_object("a/b.bin")).etag == "good"
+            else:
+                result = await store.put_object("a/b.bin", b"x")
+                assert result == protocol.parse_put_result(PUT_OK, 1)
+        assert session.pool.in_use == 0
+    assert len(server.connections) == 2 and served == 2

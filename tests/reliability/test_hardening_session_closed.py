@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from msd_async import MediaStoreError, Session, SessionClosedError
+from msd_async import MediaStoreError, ServerError, Session, SessionClosedError
 from msd_async.testing import LocalMediaStore
 
 pytestmark = pytest.mark.anyio
@@ -87,7 +87,9 @@ async def test_a_call_waiting_for_a_pool_slot_when_the_session_closes(
 _LONG_WAIT = 30.0  # what the call would wait without the fix; the test allows a tenth
 
 
-async def _closing_ends_the_call(session: Session, call: object, waiting: object) -> None:
+async def _closing_ends_the_call(
+    session: Session, call: object, waiting: object
+) -> SessionClosedError:
     import time
 
     import anyio
@@ -111,6 +113,7 @@ async def _closing_ends_the_call(session: Session, call: object, waiting: object
     (error,) = outcome
     assert isinstance(error, SessionClosedError), repr(error)
     assert took < _LONG_WAIT / 10, f"the call ended {took:.1f} s after the Session closed"
+    return error
 
 
 async def test_a_call_in_a_retry_backoff_when_the_session_closes() -> None:
@@ -129,10 +132,13 @@ async def test_a_call_in_a_retry_backoff_when_the_session_closes() -> None:
             retry=RetryPolicy(max_attempts=3, retry_after_max=_LONG_WAIT),
         )
         store = session.container(server.endpoint)
-        await _closing_ends_the_call(
+        error = await _closing_ends_the_call(
             session, store.describe_object("closed/a.bin"), lambda: len(server.requests) == 1
         )
         assert len(server.requests) == 1  # the retry was not sent either
+    # As every error after a retry says: one attempt was made, and why it was retried.
+    assert error.attempts == 1
+    assert isinstance(error.__cause__, ServerError) and error.__cause__.status == 503
 
 
 async def test_a_call_waiting_for_its_credentials_when_the_session_closes() -> None:
@@ -154,5 +160,8 @@ async def test_a_call_waiting_for_its_credentials_when_the_session_closes() -> N
 
     session = Session(credentials=Slow(), region="us-east-1")
     store = session.container("http://127.0.0.1:9")
-    await _closing_ends_the_call(session, store.describe_object("closed/a.bin"), asked.is_set)
+    error = await _closing_ends_the_call(
+        session, store.describe_object("closed/a.bin"), asked.is_set
+    )
     assert given_up.is_set()
+    assert error.attempts == 0  # nothing was sent: counted as a CredentialsError is

@@ -73,9 +73,11 @@ async def test_too_many_cuts_raise_connection_lost_and_release_the_connection(
         "cut-download", times=None, method="GET", path=PATH, after_bytes=1_000
     )
     async with store.get_object(PATH, max_resumes=2) as obj:
-        with pytest.raises(ConnectionLostError):
+        with pytest.raises(ConnectionLostError) as info:
             await obj.read()
         assert obj.resumes == 2
+        # The first request and both resumes were sent (it said 0: "nothing sent").
+        assert info.value.attempts == 3
         # A broken stream stays broken: no silent end-of-body afterwards.
         assert obj.bytes_received < len(DATA)
     assert session.pool.in_use == 0
@@ -138,6 +140,7 @@ async def test_no_resume_when_disabled(
 ) -> None:
     mediastore_server.faults.inject("cut-download", method="GET", path=PATH, after_bytes=500)
     async with store.get_object(PATH, max_resumes=0) as obj:
-        with pytest.raises(ConnectionLostError):
+        with pytest.raises(ConnectionLostError) as info:
             await obj.read()
         assert obj.resumes == 0
+        assert info.value.attempts == 1

@@ -55,6 +55,12 @@ def test_the_public_api_the_transport_relies_on_exists() -> None:
         "aiohttp.abc.AbstractStreamWriter.transport is gone: the upload writer needs it to "
         "abort a cut upload"
     )
+    from aiohttp.client_proto import ResponseHandler
+
+    assert isinstance(inspect.getattr_static(ResponseHandler, "should_close", None), property), (
+        "aiohttp's ResponseHandler.should_close is gone: transport._CleanRequest reads it to "
+        "refuse a pooled connection holding an answer nobody asked for"
+    )
 
 
 def test_the_transport_uses_no_other_aiohttp_internals() -> None:
