@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import os
 import posixpath
@@ -45,6 +44,7 @@ import anyio.abc
 import anyio.lowlevel
 
 from .. import rules
+from ..config import check_plain_callback
 from ..retry import RetryPolicy
 from .bodies import HEAD_SIZE, BodySource
 from .destination import Destination, Job
@@ -186,14 +186,8 @@ class LivePublisher:
                 raise InvalidParameterError(
                     f"{name} must be 0 s or more, not {value!r}", rule=f"live.{name}"
                 )
-        if on_event is not None and inspect.iscoroutinefunction(on_event):
-            # It is called on the event loop and never awaited: an async one would make a
-            # coroutine per event that nobody runs, and deliver nothing.
-            raise InvalidParameterError(
-                "on_event must be a plain function (it is called, never awaited), not an "
-                "async one",
-                rule="live.on_event",
-            )
+        if on_event is not None:
+            check_plain_callback(on_event, "on_event", rule="live.on_event")
         if reference_wait is not None and not reference_wait >= 0:
             # nan would reach a manifest's deadline and fail it, though manifests are
             # retried until stored.

@@ -10,7 +10,6 @@ worker pool (:mod:`~msd_async.transfer.pool`): the upload direction in
 
 from __future__ import annotations
 
-import inspect
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,13 +17,14 @@ from typing import TYPE_CHECKING
 import anyio
 
 from .. import rules
+from ..config import check_plain_callback
 from ..errors import InvalidParameterError
 from .download import run_download
 from .events import HookError, ProgressHook, TransferReport
 from .names import OwnNames
 from .options import TransferOptions
 from .plan import Selection, parse_location
-from .pool import Pool, not_a_plain_hook
+from .pool import Pool
 from .record import SyncRecord, default_record_dir
 from .upload import run_upload
 
@@ -50,8 +50,8 @@ async def _run(
     stop: anyio.Event | None,
 ) -> TransferReport:
     shard, path_filter = options.check()
-    if progress is not None and inspect.iscoroutinefunction(progress):
-        raise not_a_plain_hook(progress)
+    if progress is not None:
+        check_plain_callback(progress, "progress", rule="transfer.progress")
     if max_delete is not None and max_delete < 0:
         raise InvalidParameterError(
             f"max_delete must be at least 0, not {max_delete}", rule="transfer.max-delete"
