@@ -54,6 +54,7 @@ from .kinds import (
     default_cache_control,
     default_content_type,
     infer_kind,
+    parse_kind,
 )
 from .outcomes import DestinationOutcome, Outcome, Publication, PublisherClosedError, Status
 from .pacing import Pacer
@@ -337,14 +338,14 @@ class LivePublisher:
         a pipe, FIFO or device is read once, as it is written, like an async iterable
         (a playlist there is read whole first); a folder raises
         :class:`ClientValidationError`.
-        ``kind``: an :class:`ObjectKind` (default: from the name, and the content for
-        ``.m3u8``). ``duration``: seconds of
-        media, the deadline of a segment or part (default: from its rendition's playlist,
-        else ``default_duration`` / ``default_part_duration``). ``content_type``,
+        ``kind``: an :class:`ObjectKind` or its value (default: from the name, and the
+        content for ``.m3u8``); another raises :class:`InvalidParameterError`. ``duration``:
+        seconds of media, the deadline of a segment or part (default: from its rendition's
+        playlist, else ``default_duration`` / ``default_part_duration``). ``content_type``,
         ``cache_control``: override the kind's defaults. ``rendition``: the ordering group
         (default: the path's folder). ``streaming``: force or forbid a STREAMING upload
-        (default: only for iterable bodies and pipes). ``wait_for_room``: for media, when the
-        rendition's queue is full at a destination, wait until it has room instead of
+        (default: only for iterable bodies and pipes). ``wait_for_room``: for media, when
+        the rendition's queue is full at a destination, wait until it has room instead of
         dropping the oldest queued object (back-pressure for a producer that can wait, such
         as a folder catching up; the default never blocks).
 
@@ -356,16 +357,18 @@ class LivePublisher:
             raise PublisherClosedError(
                 "the publisher is not open: use 'async with LivePublisher(...)'"
             )
+        # Before the body is taken: a file or stream given with a wrong kind stays unread.
+        given_kind = None if kind is None else parse_kind(kind)
         full = rules.normalize_object_path(self.prefix + path.lstrip("/"))
         limit = min(s.streaming_limit for s in self.stores)
         source = BodySource(body, limit)
-        if kind is None:
+        if given_kind is None:
             head = source.head()
             if head is None and source.path is not None and full.lower().endswith(HLS_EXTENSIONS):
                 head = (await source.read_all())[:HEAD_SIZE]
             object_kind = infer_kind(full, head)
         else:
-            object_kind = ObjectKind(kind)
+            object_kind = given_kind
         if object_kind.is_manifest and source.path is not None:
             await source.read_all()  # the file may change before the upload: snapshot it
         source.stream_if_pipe()

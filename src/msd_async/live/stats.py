@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Final, Literal
 
 from ..events import RequestEvent
-from .kinds import ObjectKind
+from .kinds import ObjectKind, parse_kind
 
 __all__ = [
     "DestinationStats",
@@ -226,7 +226,7 @@ class PublisherStats:
     uptime: float
 
     def __getitem__(self, kind: ObjectKind | str) -> KindStats:
-        return self.kinds.get(ObjectKind(kind), KindStats())
+        return self.kinds.get(parse_kind(kind), KindStats())
 
     @property
     def dropped(self) -> int:
