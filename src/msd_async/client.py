@@ -16,7 +16,7 @@ from urllib.parse import unquote, urlsplit
 from . import protocol, rules
 from ._context import ClientContext
 from .body import Body, Buffer, Meter, ProgressCallback, UploadBody, prepare_body
-from .config import check_plain_callback
+from .config import check_plain_callback, is_whole_number
 from .credentials import Credentials
 from .credentials import without_user_info as _without_user_info
 from .errors import (
@@ -32,7 +32,13 @@ from .errors import (
 )
 from .events import EventHook, EventKind, Operation, new_event
 from .results import Item, ListPage, ObjectInfo, PutResult
-from .retry import Deadline, RetryPolicy, call_with_retries, waiting_before_sending
+from .retry import (
+    Deadline,
+    RetryPolicy,
+    call_with_retries,
+    check_retry_policy,
+    waiting_before_sending,
+)
 from .signing import SigV4Signer, signing_host
 from .stream import ObjectStream
 
@@ -52,23 +58,12 @@ def _deadline(seconds: float | None) -> Deadline | None:
     return None if seconds is None else Deadline.after(seconds)
 
 
-def check_retry_policy(retry: object, name: str = "retry") -> None:
-    """Refuse what is not a :class:`RetryPolicy`: it was used only when a call failed,
-    so a wrong one turned the first retryable error into an AttributeError."""
-    if not isinstance(retry, RetryPolicy):
-        raise InvalidParameterError(
-            f"{name} must be a RetryPolicy (RetryPolicy.none() for no retries), "
-            f"not {retry!r}",
-            rule="retry.policy",
-        )
-
-
 def check_event_hook(hook: object) -> None:
     check_plain_callback(hook, "an event hook", rule="session.event_hooks")
 
 
 def _check_limit(name: str, value: object) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+    if not is_whole_number(value, 1):
         raise InvalidParameterError(
             f"{name} must be a whole number of bytes, 1 or more, not {value!r}",
             rule=f"container.{name}",
@@ -749,7 +744,7 @@ class ContainerClient:
         session's retry policy for this call and its resumes. Leaving the block early
         closes the connection; nothing leaks.
         """
-        if not isinstance(max_resumes, int) or isinstance(max_resumes, bool) or max_resumes < 0:
+        if not is_whole_number(max_resumes):
             # Compared with a count of resumes: a str failed mid-download, a negative or
             # nan one silently meant none.
             raise InvalidParameterError(

@@ -95,7 +95,7 @@ class Limits:
     def __post_init__(self) -> None:
         for name, minimum in (("max_connections", 1), ("max_connections_per_host", 0)):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            if not is_whole_number(value, minimum):
                 raise InvalidParameterError(
                     f"Limits.{name} must be a whole number of {minimum} or more, "
                     f"not {value!r}",
@@ -116,6 +116,13 @@ def is_number(value: object) -> bool:
     """Whether ``value`` is a number of seconds or a count: an int or a float, not a bool
     (an int to Python, but ``True`` as a 1 s timeout is a mistake)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def is_whole_number(value: object, minimum: int = 0) -> bool:
+    """Whether ``value`` is an int (not a bool) of at least ``minimum``: a count, a size.
+    A float count (2.5, nan, inf) failed later as ``range()``'s TypeError, or meant
+    something else silently."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
 
 def is_async_callable(value: object) -> bool:

@@ -33,7 +33,7 @@ from typing import Final, Protocol, TypeGuard, TypeVar
 
 import anyio
 
-from .config import is_number
+from .config import is_number, is_whole_number
 from .errors import (
     CredentialsError,
     DeadlineExceeded,
@@ -256,7 +256,7 @@ class RetryPolicy:
         attempts = self.max_attempts
         # A float, nan or inf count was taken (nan: one attempt; inf: retries only the
         # budget and a deadline could stop), True was 1, and a str a bare TypeError.
-        if not isinstance(attempts, int) or isinstance(attempts, bool) or attempts < 1:
+        if not is_whole_number(attempts, 1):
             raise InvalidParameterError(
                 f"max_attempts counts the first attempt and must be a whole number, at "
                 f"least 1, not {attempts!r}",
@@ -314,6 +314,17 @@ class RetryPolicy:
 DEFAULT_RETRY_POLICY: Final = RetryPolicy()
 #: One attempt, no retries.
 NO_RETRIES: Final = RetryPolicy(max_attempts=1)
+
+
+def check_retry_policy(retry: object, name: str = "retry") -> None:
+    """Refuse what is not a :class:`RetryPolicy`: it was used only when a call failed,
+    so a wrong one turned the first retryable error into an AttributeError."""
+    if not isinstance(retry, RetryPolicy):
+        raise InvalidParameterError(
+            f"{name} must be a RetryPolicy (RetryPolicy.none() for no retries), "
+            f"not {retry!r}",
+            rule="retry.policy",
+        )
 
 
 # --- the budget ----------------------------------------------------------------------------

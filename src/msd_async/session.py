@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING
 
 from . import rules
 from ._context import ClientContext
-from .client import ContainerClient, check_event_hook, check_retry_policy
+from .client import ContainerClient, check_event_hook
 from .config import DEFAULT_LIMITS, DEFAULT_TIMEOUTS, Limits, Timeouts
 from .credentials import Credentials, CredentialsProvider, resolve_region
 from .errors import InvalidParameterError, SessionClosedError
 from .events import EventHook
-from .retry import DEFAULT_RETRY_POLICY, RetryBudget, RetryPolicy
+from .retry import DEFAULT_RETRY_POLICY, RetryBudget, RetryPolicy, check_retry_policy
 
 if TYPE_CHECKING:
     from .transport import PoolStats
