@@ -34,7 +34,7 @@ from typing import Any, Final, TypeVar
 import anyio
 
 from ..client import ContainerClient
-from ..config import is_number
+from ..config import is_number, is_whole_number
 from ..errors import (
     AuthError,
     ClientValidationError,
@@ -513,14 +513,17 @@ async def open_object(
     30 s unless configured; ``None``: no limit). A client that stops reading holds an
     origin connection only that long.
 
-    Raises :class:`ValueError` for a method other than GET and HEAD and
-    :class:`~msd_async.InvalidParameterError` for an ``expires_in`` out of range or a
+    Raises :class:`~msd_async.InvalidParameterError` (a :class:`ValueError`) for a method
+    other than GET and HEAD, an ``expires_in`` out of range or a
     ``write_timeout`` that is neither ``None`` nor a number of seconds above 0. The
     caller must :meth:`Reply.aclose` the reply.
     """
+    if not isinstance(method, str) or method.upper() not in ("GET", "HEAD"):
+        # A MediaStoreError like the other argument errors (still a ValueError).
+        raise InvalidParameterError(
+            f"open_object serves GET and HEAD, not {method!r}", rule="web.method"
+        )
     method = method.upper()
-    if method not in ("GET", "HEAD"):
-        raise ValueError(f"open_object serves GET and HEAD, not {method}")
     headers = {} if headers is None else headers
     if write_timeout is SESSION_WRITE_TIMEOUT:
         write_timeout = client.timeouts.write
@@ -702,6 +705,13 @@ def check_upload_length(
     go on. :func:`store_upload` calls it first; adapters call it before they answer
     ``Expect: 100-continue``, so a client that asks first never sends a body that would
     be refused."""
+    if not is_whole_number(limit):
+        # Compared with each request's length: a str failed every upload with a TypeError
+        # (a 500), nan let every one through.
+        raise InvalidParameterError(
+            f"the upload limit must be a whole number of bytes, not {limit!r}",
+            rule="web.upload-limit",
+        )
     value = headers.get("content-length")
     if value is None:
         return None
@@ -761,6 +771,13 @@ def stored_content_type(
     ``video.mp4`` is served as ``video/mp4`` (and with ``nosniff``), not run as a page
     from the app's origin.
     """
+    if isinstance(allowed_types, (str, bytes)):
+        # Its characters were the patterns, which match no media type: silently none.
+        raise InvalidParameterError(
+            f"allowed_types must be a collection of media types such as ['video/mp4'], "
+            f"not the str {allowed_types!r}",
+            rule="web.allowed-types",
+        )
     if content_type:
         return content_type
     kind = _media_type(uploaded)

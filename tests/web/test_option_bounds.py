@@ -1,0 +1,48 @@
+"""The web helpers refuse a wrong argument where it is given, as an InvalidParameterError
+(a ValueError): before, a str upload limit failed every upload with a TypeError (a 500), a
+str of allowed types silently allowed none, and an async limit function made a coroutine
+that was compared with the request's length."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from msd_async import InvalidParameterError
+from msd_async.web import check_upload_length, open_object, stored_content_type
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.mark.parametrize("method", ["POST", 5, None])
+async def test_open_object_refuses_a_method_other_than_get_and_head(method: Any) -> None:
+    with pytest.raises(InvalidParameterError, match="GET and HEAD"):
+        await open_object(object(), "a.ts", method=method)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("limit", ["1000", 1000.5, True, -1])
+def test_check_upload_length_refuses_a_limit_that_is_no_byte_count(limit: Any) -> None:
+    with pytest.raises(InvalidParameterError, match="upload limit"):
+        check_upload_length({"content-length": "5"}, limit)
+
+
+def test_allowed_types_given_as_one_str_is_refused() -> None:
+    with pytest.raises(InvalidParameterError, match="allowed_types"):
+        stored_content_type("a.bin", "video/mp4", allowed_types="video/mp4")
+    assert stored_content_type("a.bin", "video/mp4", allowed_types=["video/mp4"]) == "video/mp4"
+
+
+@pytest.mark.parametrize("shape", ["async def", "str", "negative"])
+def test_expect_handler_refuses_a_limit_it_could_not_use(shape: str) -> None:
+    pytest.importorskip("aiohttp")
+    from msd_async.web.aiohttp import expect_handler
+
+    async def limit_for(request: object) -> int:
+        return 1000
+
+    limit: Any = {"async def": limit_for, "str": "1000", "negative": -1}[shape]
+    with pytest.raises(InvalidParameterError, match="limit"):
+        expect_handler(limit)
+    expect_handler(lambda request: 1000)
+    expect_handler(1000)
