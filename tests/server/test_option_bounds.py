@@ -5,6 +5,7 @@ InvalidParameterError (a ValueError, as the options checked before raised)."""
 from __future__ import annotations
 
 import gc
+import logging
 import math
 import warnings
 from typing import Any
@@ -100,3 +101,26 @@ async def test_an_async_on_request_is_refused() -> None:
         async with session:
             await session.container(server.endpoint).put_object("a.ts", b"x")
     assert seen == ["200"]
+
+
+async def test_an_on_request_that_raises_is_logged_once_and_the_answers_stand(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """It raised out of the server's middleware, and aiohttp logged "Error handling
+    request" with a traceback for every request, naming no callback."""
+
+    def broken(operation: str, status: str, seconds: float) -> None:
+        raise RuntimeError("metrics bug")
+
+    caplog.set_level(logging.ERROR)
+    async with LocalMediaStore(on_request=broken) as server:
+        session = Session(credentials=server.credentials, region=server.region)
+        async with session:
+            store = session.container(server.endpoint)
+            await store.put_object("a.ts", b"x")
+            assert await store.get_bytes("a.ts") == b"x"
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1, [r.getMessage() for r in errors]
+    assert errors[0].name == "msd_async.testing.server"
+    assert "on_request" in errors[0].getMessage()
+    assert server.on_request_failures == 2

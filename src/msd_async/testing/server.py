@@ -446,7 +446,9 @@ class LocalMediaStore:
                                 seconds)``: the API operation name (``"other"`` for another
                                 method), the HTTP status as text (``"aborted"`` when the
                                 client went away or close() cut the request) and the
-                                handling time (``--metrics``)
+                                handling time (``--metrics``); a plain function (an async
+                                one is refused). If it raises, the error is logged (the
+                                first, then every 1000th) and the answer stands
     ``cors_policy``             a :class:`~msd_async.testing.cors.CorsPolicy` (or its JSON: the
                                 list of rules, or ``{"CorsPolicy": [...]}``): answers preflights
                                 and adds CORS headers as MediaStore did; default none (no
@@ -494,6 +496,8 @@ class LocalMediaStore:
         self.host = host
         self.clock_skew = clock_skew
         self.on_request = on_request
+        #: Times ``on_request`` raised (each logged the first time, then every 1000th).
+        self.on_request_failures = 0
         self.ll_hls_blocking = ll_hls_blocking
         self.cors_policy = (
             cors_policy
@@ -599,11 +603,28 @@ class LocalMediaStore:
         except BaseException:
             # Cancelled by aiohttp's shutdown once its grace is over (a client that
             # stopped reading): exactly the requests a shutdown cut, not to go uncounted.
-            self.on_request(operation, "aborted", time.monotonic() - started)
+            self._report(operation, "aborted", started)
             raise
         status = "aborted" if request.get(_GONE) else str(response.status)
-        self.on_request(operation, status, time.monotonic() - started)
+        self._report(operation, status, started)
         return response
+
+    def _report(self, operation: str, status: str, started: float) -> None:
+        assert self.on_request is not None
+        try:
+            self.on_request(operation, status, time.monotonic() - started)
+        except Exception as exc:
+            # An observer's bug: it reached aiohttp as the handler's error, which logged
+            # "Error handling request" with a traceback for every request, naming no
+            # on_request.
+            self.on_request_failures += 1
+            count = self.on_request_failures
+            if count == 1 or count % 1000 == 0:
+                logger.error(
+                    "on_request %r failed (%d time(s) so far; later ones are logged every "
+                    "1000th); the request was answered as usual", self.on_request, count,
+                    exc_info=exc,
+                )
 
     async def start(self) -> None:
         """Start listening; sets :attr:`port` and :attr:`endpoint`."""
