@@ -46,3 +46,44 @@ def test_expect_handler_refuses_a_limit_it_could_not_use(shape: str) -> None:
         expect_handler(limit)
     expect_handler(lambda request: 1000)
     expect_handler(1000)
+
+
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        ({"limit": 0}, "limit"),
+        ({"limit": "30"}, "limit"),
+        ({"limit": 1, "interval": 0}, "interval"),
+        ({"limit": 1, "interval": float("nan")}, "interval"),
+        ({"limit": None, "alive": "yes"}, "alive"),
+    ],
+)
+async def test_watch_writes_refuses_settings_it_could_not_use(
+    options: dict[str, Any], says: str
+) -> None:
+    """An interval of 0 re-armed the watch's timer at once, forever (a busy loop beside
+    the body); an async alive() was a coroutine, always true: a client gone unnoticed."""
+    from msd_async.web import watch_writes
+
+    wrote: list[bool] = []
+
+    async def body(watch: object) -> None:
+        wrote.append(True)
+
+    with pytest.raises(InvalidParameterError, match=says):
+        await watch_writes(body, **options)
+    assert not wrote
+
+
+async def test_watch_writes_refuses_an_async_alive() -> None:
+    from msd_async.web import watch_writes
+
+    class Connected:
+        async def __call__(self) -> bool:
+            return True
+
+    async def body(watch: object) -> None:
+        pass
+
+    with pytest.raises(InvalidParameterError, match="alive must be a plain function"):
+        await watch_writes(body, 1, alive=Connected())  # type: ignore[arg-type]

@@ -34,7 +34,7 @@ from typing import Any, Final, TypeVar
 import anyio
 
 from ..client import ContainerClient
-from ..config import is_number, is_whole_number
+from ..config import check_plain_callback, is_number, is_whole_number
 from ..errors import (
     AuthError,
     ClientValidationError,
@@ -233,6 +233,8 @@ class WriteWatch:
     the client is still connected, made every ``interval`` seconds (for bodies that pause:
     a server may not notice a client that left until it writes). After the watch,
     :attr:`stalled` says a write took too long, :attr:`gone` that the client left.
+    Raises :class:`~msd_async.InvalidParameterError` for a ``limit`` or ``interval`` that
+    is not a number above 0, or an ``alive`` that is async.
     """
 
     def __init__(
@@ -242,6 +244,22 @@ class WriteWatch:
         alive: Callable[[], bool] | None = None,
         interval: float = 0.5,
     ) -> None:
+        # Polled from a timer, never awaited: an async alive() was a coroutine, always
+        # true (the client never seen gone); an interval of 0 or nan re-armed the timer at
+        # once, forever; a limit of 0 or nan cut every client, or none.
+        if limit is not None and (not is_number(limit) or not limit > 0):
+            raise InvalidParameterError(
+                f"limit must be a number of seconds above 0, or None for no limit; not "
+                f"{limit!r}",
+                rule="web.write-timeout",
+            )
+        if not is_number(interval) or not 0 < interval < math.inf:
+            raise InvalidParameterError(
+                f"interval must be a finite number of seconds above 0, not {interval!r}",
+                rule="web.interval",
+            )
+        if alive is not None:
+            check_plain_callback(alive, "alive", rule="web.alive")
         self.limit = limit
         self.alive = alive
         self.interval = interval
