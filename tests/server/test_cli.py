@@ -137,6 +137,7 @@ def test_a_reader_that_went_away_costs_no_traceback() -> None:
                                       "or more, not -5"),
         (["--upload-time-limit", "nan"], "--upload-time-limit must be a number of seconds "
                                          "above 0, not nan"),
+        (["--region", "x y"], "--region 'x y' is not a region name such as 'us-east-1'"),
         (["--fault-delay", "nan"], "--fault-delay must be a number of seconds, 0 or more, "
                                    "not nan"),
     ],

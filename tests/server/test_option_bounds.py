@@ -31,6 +31,8 @@ pytestmark = pytest.mark.anyio
         ({"send_time_limit": "30"}, "send_time_limit"),
         ({"clock_skew": math.inf}, "clock_skew"),
         ({"clock_skew": math.nan}, "clock_skew"),
+        ({"region": "x y"}, "region 'x y' is not a region name"),
+        ({"region": ""}, "region '' is not"),
         ({"port": -1}, "port"),
         ({"port": 70000}, "port"),
         ({"faults": 0.5}, "faults must be a FaultPlan"),

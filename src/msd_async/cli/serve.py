@@ -244,6 +244,7 @@ def serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 #: The words of LocalMediaStore's and FaultPlan's errors (by rule) and the option that
 #: gave the value: no option is spelled "standard_limit".
 _OPTION_WORDS: Final = {
+    "server.region": ("region", "--region"),
     "server.standard_limit": ("standard_limit", "--standard-limit"),
     "server.streaming_limit": ("streaming_limit", "--streaming-limit"),
     "server.upload_time_limit": ("upload_time_limit", "--upload-time-limit"),

@@ -47,7 +47,7 @@ from aiohttp.http import HttpProcessingError, HttpVersion11
 
 from .. import rules
 from ..config import Timeouts, check_plain_callback, is_number, is_whole_number
-from ..credentials import Credentials
+from ..credentials import _REGION_RE, Credentials
 from ..errors import ClientValidationError, InvalidParameterError
 from .auth import AuthFailure, Deferred, Verifier, decode_query, header_value, is_hex_sha256
 from .cors import CorsPolicy, parse_request_headers
@@ -370,7 +370,7 @@ def _check_seconds(name: str, value: object, what: str) -> None:
 
 
 def _check_options(
-    *, port: object, standard_limit: object, streaming_limit: object,
+    *, port: object, region: object, standard_limit: object, streaming_limit: object,
     upload_time_limit: object, clock_skew: object, faults: object, on_request: object,
     allow_anonymous: object,
 ) -> None:
@@ -380,6 +380,10 @@ def _check_options(
     if not is_whole_number(port) or port > 65535:  # type: ignore[operator]
         raise InvalidParameterError(f"port must be 0-65535 (0: any free one), not {port!r}",
                                     rule="server.port")
+    if not isinstance(region, str) or _REGION_RE.fullmatch(region) is None:
+        # Every client refuses such a region before signing: a server nobody could use.
+        raise InvalidParameterError(f"region {region!r} is not a region name such as "
+                                    "'us-east-1'", rule="server.region")
     for name, value in (("standard_limit", standard_limit), ("streaming_limit", streaming_limit)):
         if not is_whole_number(value, 1):
             raise InvalidParameterError(
@@ -489,9 +493,10 @@ class LocalMediaStore:
         clock_skew: float = 0.0,
     ) -> None:
         _check_options(
-            port=port, standard_limit=standard_limit, streaming_limit=streaming_limit,
-            upload_time_limit=upload_time_limit, clock_skew=clock_skew, faults=faults,
-            on_request=on_request, allow_anonymous=allow_anonymous,
+            port=port, region=region, standard_limit=standard_limit,
+            streaming_limit=streaming_limit, upload_time_limit=upload_time_limit,
+            clock_skew=clock_skew, faults=faults, on_request=on_request,
+            allow_anonymous=allow_anonymous,
         )
         self.host = host
         self.clock_skew = clock_skew
