@@ -87,3 +87,35 @@ async def test_watch_writes_refuses_an_async_alive() -> None:
 
     with pytest.raises(InvalidParameterError, match="alive must be a plain function"):
         await watch_writes(body, 1, alive=Connected())  # type: ignore[arg-type]
+
+
+async def test_an_alive_check_that_raises_ends_the_watch_as_a_client_gone(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """alive() raising in the watch's timer went to the event loop's handler and the
+    timer was never re-armed: the body ran on unwatched to its end."""
+    import time
+
+    import anyio
+
+    from msd_async.web import watch_writes
+
+    calls: list[int] = []
+
+    def alive() -> bool:
+        calls.append(1)
+        if len(calls) > 1:
+            raise RuntimeError("socket check bug")
+        return True
+
+    async def body(watch: Any) -> None:
+        for _ in range(100):
+            watch.begin()
+            await anyio.sleep(0.01)
+            watch.end()
+
+    started = time.monotonic()
+    watch = await watch_writes(body, None, alive=alive, interval=0.05)
+    assert watch.gone
+    assert time.monotonic() - started < 0.5  # the body would take 1 s
+    assert "alive()" in caplog.text and "socket check bug" in caplog.text

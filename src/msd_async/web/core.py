@@ -233,8 +233,9 @@ class WriteWatch:
     the client is still connected, made every ``interval`` seconds (for bodies that pause:
     a server may not notice a client that left until it writes). After the watch,
     :attr:`stalled` says a write took too long, :attr:`gone` that the client left.
-    Raises :class:`~msd_async.InvalidParameterError` for a ``limit`` or ``interval`` that
-    is not a number above 0, or an ``alive`` that is async.
+    An ``alive`` that raises is logged and the client taken as gone. Raises
+    :class:`~msd_async.InvalidParameterError` for a ``limit`` or ``interval`` that is not a
+    number above 0, or an ``alive`` that is async.
     """
 
     def __init__(
@@ -283,9 +284,18 @@ class WriteWatch:
             self.stalled = True
             logger.info("the client took no data for %g s: connection cut", limit)
             return None
-        if self.alive is not None and not self.alive():
-            self.gone = True
-            return None
+        if self.alive is not None:
+            try:
+                connected = self.alive()
+            except Exception:
+                # Raised in the watch's timer, it went to the loop's handler and the timer
+                # was not re-armed: the body ran on unwatched, a stalled client holding
+                # its origin connection. Taken as gone, so the adapter cuts it.
+                logger.exception("alive() %r raised: the client is taken as gone", self.alive)
+                connected = False
+            if not connected:
+                self.gone = True
+                return None
         wait = self.interval if self.alive is not None else math.inf
         if limit is not None:
             wait = min(wait, limit if since is None else since + limit - now)
