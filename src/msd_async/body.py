@@ -49,7 +49,12 @@ import anyio.to_thread
 
 from ._pipes import open_pipe, pipe_chunks
 from .config import is_async_callable
-from .errors import ClientValidationError, ObjectTooLargeError, UnreplayableBodyError
+from .errors import (
+    ClientValidationError,
+    InvalidParameterError,
+    ObjectTooLargeError,
+    UnreplayableBodyError,
+)
 
 __all__ = [
     "CHUNK_SIZE",
@@ -618,7 +623,18 @@ class Meter:
         if self._hasher is not None:
             self._hasher.update(chunk)
         if self._progress is not None:
-            self._progress(self.sent)
+            result = self._progress(self.sent)
+            if result is not None and inspect.isawaitable(result):
+                # A lambda around an async function, which put_object's check cannot see:
+                # a coroutine per chunk that nobody ran, and no progress.
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()
+                raise InvalidParameterError(
+                    f"progress {self._progress!r} returned {result!r}: it must be a plain "
+                    "function (it is called, never awaited)",
+                    rule="put.progress",
+                )
 
     @property
     def sha256(self) -> str | None:

@@ -144,6 +144,25 @@ async def test_put_object_refuses_an_async_progress_before_sending(
         assert session.pool.in_use == 0
 
 
+async def test_a_progress_returning_a_coroutine_fails_the_upload_unsent(
+    mediastore_server: LocalMediaStore,
+) -> None:
+    """A lambda around an async function passes the check (it is no coroutine function):
+    each chunk made a coroutine nobody ran. Its first result now fails the upload, as a
+    progress callback's error does: raised as is, nothing stored, nothing left unawaited."""
+    async with Session(credentials=mediastore_server.credentials,
+                       region=mediastore_server.region) as session:
+        store = session.container(mediastore_server.endpoint)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with pytest.raises(InvalidParameterError, match="returned <coroutine"):
+                await store.put_object("p.ts", [b"x"] * 3,
+                                       progress=lambda sent: _async_function(sent))
+            gc.collect()
+        assert mediastore_server.store.get("p.ts") is None
+        assert session.pool.in_use == 0
+
+
 @pytest.mark.parametrize("shape", ["async def", "async __call__"])
 def test_a_session_refuses_an_async_event_hook(shape: str) -> None:
     hook: Any = ASYNC_SHAPES[shape]()
