@@ -48,10 +48,9 @@ from typing import IO, Any, Final, Protocol, TypeAlias, cast
 import anyio.to_thread
 
 from ._pipes import open_pipe, pipe_chunks
-from .config import is_async_callable
+from .config import is_async_callable, refuse_awaitable
 from .errors import (
     ClientValidationError,
-    InvalidParameterError,
     ObjectTooLargeError,
     UnreplayableBodyError,
 )
@@ -624,17 +623,10 @@ class Meter:
             self._hasher.update(chunk)
         if self._progress is not None:
             result = self._progress(self.sent)
-            if result is not None and inspect.isawaitable(result):
+            if result is not None:
                 # A lambda around an async function, which put_object's check cannot see:
                 # a coroutine per chunk that nobody ran, and no progress.
-                close = getattr(result, "close", None)
-                if close is not None:
-                    close()
-                raise InvalidParameterError(
-                    f"progress {self._progress!r} returned {result!r}: it must be a plain "
-                    "function (it is called, never awaited)",
-                    rule="put.progress",
-                )
+                refuse_awaitable(result, "progress", self._progress, rule="put.progress")
 
     @property
     def sha256(self) -> str | None:

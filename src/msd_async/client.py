@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator, Iterable
@@ -16,7 +15,7 @@ from urllib.parse import unquote, urlsplit
 from . import protocol, rules
 from ._context import ClientContext
 from .body import Body, Buffer, Meter, ProgressCallback, UploadBody, prepare_body
-from .config import check_plain_callback, is_whole_number
+from .config import check_plain_callback, is_whole_number, refuse_awaitable
 from .credentials import Credentials
 from .credentials import without_user_info as _without_user_info
 from .errors import (
@@ -357,18 +356,11 @@ class _Emitter:
         for index, hook in enumerate(self._hooks):
             try:
                 result = hook(event)
-                if result is not None and inspect.isawaitable(result):
+                if result is not None:
                     # An async hook appended to session.event_hooks after the Session
                     # checked them: its coroutine would be dropped, the event lost.
-                    close = getattr(result, "close", None)
-                    if close is not None:
-                        close()
-                    check_event_hook(hook)
-                    raise InvalidParameterError(
-                        f"the event hook {hook!r} returned {result!r}: it must be a plain "
-                        "function (it is called, never awaited)",
-                        rule="session.event_hooks",
-                    )
+                    refuse_awaitable(result, "the event hook", hook,
+                                     rule="session.event_hooks")
             except BaseException as exc:
                 if failure is None:
                     failure = exc

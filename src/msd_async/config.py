@@ -157,5 +157,21 @@ def check_plain_callback(value: object, name: str, *, rule: str) -> None:
         )
 
 
+def refuse_awaitable(result: object, name: str, callback: object, *, rule: str) -> None:
+    """Raise :class:`~msd_async.errors.InvalidParameterError` if a callback called and
+    never awaited returned an awaitable (a lambda around an async function passes
+    :func:`check_plain_callback`); a coroutine is closed first, so none is left unawaited.
+    Call it only when ``result is not None``: it stays off the hot path."""
+    if inspect.isawaitable(result):
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()
+        raise InvalidParameterError(
+            f"{name} {callback!r} returned {result!r}: it must be a plain function (it is "
+            "called, never awaited)",
+            rule=rule,
+        )
+
+
 DEFAULT_TIMEOUTS: Final = Timeouts()
 DEFAULT_LIMITS: Final = Limits()

@@ -196,7 +196,7 @@ async def test_an_async_hook_appended_later_fails_the_call_instead_of_seeing_not
         session.event_hooks.append(_AsyncCall())  # type: ignore[arg-type]
         with warnings.catch_warnings():
             warnings.simplefilter("error")
-            with pytest.raises(InvalidParameterError, match="event hook must be a plain"):
+            with pytest.raises(InvalidParameterError, match=r"event hook .*returned <coroutine"):
                 await store.put_object("h.ts", b"x")
             gc.collect()  # a coroutine dropped unawaited would warn here
         assert seen == ["start", "error"]
@@ -226,3 +226,57 @@ async def test_an_async_body_factory_is_refused_before_sending(
                 await store.put_object("b.ts", lambda: chunks())
             gc.collect()
         assert mediastore_server.store.get("b.ts") is None
+
+
+# --- a lambda around an async function passes the check: its result is caught -----------
+
+
+async def test_an_on_event_returning_a_coroutine_is_logged_not_dropped(
+    mediastore_server: LocalMediaStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each event made a coroutine nobody ran: the application saw no event, and no error
+    said why. Now it is the callback's error, logged as on_event's are."""
+    from msd_async.live import LivePublisher
+
+    async with Session(credentials=mediastore_server.credentials,
+                       region=mediastore_server.region) as session:
+        store = session.container(mediastore_server.endpoint)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            async with LivePublisher(
+                store, on_event=lambda event: _async_function(event)
+            ) as publisher:
+                await (await publisher.publish("a.m4s", b"x", duration=2.0)).wait()
+                assert publisher._recorder.callback_errors >= 2  # queued, sent, acknowledged
+            gc.collect()
+    assert "returned <coroutine" in caplog.text
+
+
+def test_an_on_object_returning_a_coroutine_is_logged_not_dropped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from msd_async.ingest._report import Reporter
+
+    reporter = Reporter(lambda record: _async_function(record))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        reporter.record("PUT", "a.ts", 1, 0.0, "acknowledged")
+        gc.collect()
+    assert "on_object callback raised" in caplog.text
+    assert "returned <coroutine" in caplog.text
+
+
+async def test_an_on_request_returning_a_coroutine_is_logged_not_dropped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        async with LocalMediaStore(
+            on_request=lambda operation, status, seconds: _async_function(status)
+        ) as server:
+            session = Session(credentials=server.credentials, region=server.region)
+            async with session:
+                await session.container(server.endpoint).put_object("a.ts", b"x")
+        gc.collect()
+    assert server.on_request_failures == 1
+    assert "returned <coroutine" in caplog.text

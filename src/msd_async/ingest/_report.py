@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from ..config import check_plain_callback
+from ..config import check_plain_callback, refuse_awaitable
 from ._publisher import PublicationLike
 
 __all__ = ["ObjectRecord", "Reporter", "cause", "outcome_name"]
@@ -226,7 +226,10 @@ class Reporter:
                    "%s", rec.line(), extra={"msd_record": rec})
         if self._on_object is not None:
             try:
-                self._on_object(rec)
+                result = self._on_object(rec)
+                if result is not None:
+                    refuse_awaitable(result, "on_object", self._on_object,
+                                     rule="ingest.on_object")
             except Exception:
                 # The caller's bug must not stop the relay's submit loop or the pusher's
                 # scan: it is logged, the object keeps its outcome, the next one goes on.

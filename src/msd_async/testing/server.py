@@ -46,7 +46,13 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http import HttpProcessingError, HttpVersion11
 
 from .. import rules
-from ..config import Timeouts, check_plain_callback, is_number, is_whole_number
+from ..config import (
+    Timeouts,
+    check_plain_callback,
+    is_number,
+    is_whole_number,
+    refuse_awaitable,
+)
 from ..credentials import _REGION_RE, Credentials
 from ..errors import ClientValidationError, InvalidParameterError
 from .auth import AuthFailure, Deferred, Verifier, decode_query, header_value, is_hex_sha256
@@ -617,7 +623,10 @@ class LocalMediaStore:
     def _report(self, operation: str, status: str, started: float) -> None:
         assert self.on_request is not None
         try:
-            self.on_request(operation, status, time.monotonic() - started)
+            result = self.on_request(operation, status, time.monotonic() - started)
+            if result is not None:
+                refuse_awaitable(result, "on_request", self.on_request,
+                                 rule="server.on_request")
         except Exception as exc:
             # An observer's bug: it reached aiohttp as the handler's error, which logged
             # "Error handling request" with a traceback for every request, naming no
