@@ -147,7 +147,8 @@ def check_plain_callback(value: object, name: str, *, rule: str) -> None:
     :class:`~msd_async.errors.InvalidParameterError` naming ``name``."""
     if not callable(value):
         raise InvalidParameterError(
-            f"{name} must be a function taking one argument, not {value!r}", rule=rule
+            f"{name} must be a function (called with what it reports), not {value!r}",
+            rule=rule,
         )
     if is_async_callable(value):
         raise InvalidParameterError(
