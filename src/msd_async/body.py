@@ -43,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import inspect
 import io
 import os
 import stat
@@ -52,7 +53,12 @@ from typing import IO, Any, Final, Protocol, TypeAlias, cast
 import anyio.to_thread
 
 from ._pipes import open_pipe, pipe_chunks
-from .errors import ClientValidationError, ObjectTooLargeError, UnreplayableBodyError
+from .config import is_async_callable, refuse_awaitable
+from .errors import (
+    ClientValidationError,
+    ObjectTooLargeError,
+    UnreplayableBodyError,
+)
 
 __all__ = [
     "CHUNK_SIZE",
@@ -417,6 +423,9 @@ class _ReopenableBody(UploadBody):
 
     async def _chunks(self, source: object) -> AsyncIterator[Buffer]:
         if not isinstance(source, AsyncIterable):
+            close = getattr(source, "close", None)
+            if inspect.isawaitable(source) and close is not None:
+                close()  # a lambda around an async function: never run, so no warning
             raise ClientValidationError(
                 f"the body callable returned {type(source).__name__}, not an async iterable "
                 "of bytes",
@@ -484,6 +493,14 @@ def prepare_body(
             return _IteratorBody(_read_file(fileobj), replay_buffer=True)
         return _FileObjectBody(fileobj)
     if callable(body):
+        if is_async_callable(body):
+            # Its coroutine is no async iterable: found only once the upload began, and
+            # dropped unawaited (a RuntimeWarning on top of the error).
+            raise ClientValidationError(
+                f"the body callable {body!r} is an async function: it must return an async "
+                "iterable of bytes (make it an async generator, with yield)",
+                rule="body.type",
+            )
         return _ReopenableBody(body)
     if isinstance(body, (list, tuple)):
         return _SequenceBody(body)
@@ -628,7 +645,11 @@ class Meter:
         if self._hasher is not None:
             self._hasher.update(chunk)
         if self._progress is not None:
-            self._progress(self.sent)
+            result = self._progress(self.sent)
+            if result is not None:
+                # A lambda around an async function, which put_object's check cannot see:
+                # a coroutine per chunk that nobody ran, and no progress.
+                refuse_awaitable(result, "progress", self._progress, rule="put.progress")
 
     @property
     def sha256(self) -> str | None:

@@ -15,6 +15,7 @@ from urllib.parse import unquote, urlsplit
 from . import protocol, rules
 from ._context import ClientContext
 from .body import Body, Buffer, Meter, ProgressCallback, UploadBody, prepare_body
+from .config import check_plain_callback, is_whole_number, refuse_awaitable
 from .credentials import Credentials
 from .credentials import without_user_info as _without_user_info
 from .errors import (
@@ -30,7 +31,13 @@ from .errors import (
 )
 from .events import EventHook, EventKind, Operation, new_event
 from .results import Item, ListPage, ObjectInfo, PutResult
-from .retry import Deadline, RetryPolicy, call_with_retries, waiting_before_sending
+from .retry import (
+    Deadline,
+    RetryPolicy,
+    call_with_retries,
+    check_retry_policy,
+    waiting_before_sending,
+)
 from .signing import SigV4Signer, signing_host
 from .stream import ObjectStream
 
@@ -48,6 +55,18 @@ logger = logging.getLogger("msd_async.client")
 
 def _deadline(seconds: float | None) -> Deadline | None:
     return None if seconds is None else Deadline.after(seconds)
+
+
+def check_event_hook(hook: object) -> None:
+    check_plain_callback(hook, "an event hook", rule="session.event_hooks")
+
+
+def _check_limit(name: str, value: object) -> None:
+    if not is_whole_number(value, 1):
+        raise InvalidParameterError(
+            f"{name} must be a whole number of bytes, 1 or more, not {value!r}",
+            rule=f"container.{name}",
+        )
 
 
 def _operation(request: protocol.Request) -> tuple[Operation, str]:
@@ -336,7 +355,12 @@ class _Emitter:
         failure: BaseException | None = None
         for index, hook in enumerate(self._hooks):
             try:
-                hook(event)
+                result = hook(event)
+                if result is not None:
+                    # An async hook appended to session.event_hooks after the Session
+                    # checked them: its coroutine would be dropped, the event lost.
+                    refuse_awaitable(result, "the event hook", hook,
+                                     rule="session.event_hooks")
             except BaseException as exc:
                 if failure is None:
                     failure = exc
@@ -362,6 +386,8 @@ class ContainerClient:
         standard_limit: int = rules.STANDARD_OBJECT_LIMIT,
         streaming_limit: int = rules.STREAMING_OBJECT_LIMIT,
     ) -> None:
+        _check_limit("standard_limit", standard_limit)
+        _check_limit("streaming_limit", streaming_limit)
         self._context = context
         self._base, self._host = _parse_endpoint(endpoint)
         #: Transport.host_header's answer, asked at the first request (the transport,
@@ -536,6 +562,8 @@ class ContainerClient:
         """Run attempts under the retry policy (the call's, else the session's) and the
         session's budget, within ``deadline``. (Hands back the retry driver's coroutine
         rather than wrapping it in one more.)"""
+        if retry is not None:
+            check_retry_policy(retry)
         context = self._context
         on_retry = on_abandoned = None
         if context.event_hooks and request is not None:
@@ -613,7 +641,8 @@ class ContainerClient:
         uploads (STREAMING availability, 10 MB limit, sent chunked); otherwise it appears
         only when complete (STANDARD, 25 MB).
 
-        ``progress`` is called with the bytes sent so far. ``verify=True`` hashes the bytes
+        ``progress`` is called with the bytes sent so far (a plain function: an async one
+        is refused with :class:`InvalidParameterError`). ``verify=True`` hashes the bytes
         while sending and compares with the service's ContentSHA256 (about 0.6 ms CPU per
         MB, so off by default). ``replay_buffer=True`` keeps what a one-shot iterator sent
         so a failed attempt can be retried. ``deadline`` (seconds) bounds the whole call,
@@ -625,6 +654,8 @@ class ContainerClient:
         arguments; :class:`UnreplayableBodyError` when a retry would need a one-shot body
         again; :class:`ChecksumMismatchError` when ``verify`` finds a difference.
         """
+        if progress is not None:
+            check_plain_callback(progress, "progress", rule="put.progress")
         availability: rules.Availability = "STREAMING" if streaming else "STANDARD"
         request = protocol.put_object(
             path,
@@ -706,6 +737,13 @@ class ContainerClient:
         session's retry policy for this call and its resumes. Leaving the block early
         closes the connection; nothing leaks.
         """
+        if not is_whole_number(max_resumes):
+            # Compared with a count of resumes: a str failed mid-download, a negative or
+            # nan one silently meant none.
+            raise InvalidParameterError(
+                f"max_resumes must be a whole number, 0 or more, not {max_resumes!r}",
+                rule="get.max_resumes",
+            )
         request = protocol.get_object(path, byte_range=range)
         return ObjectDownload(self, request, max_resumes, deadline, retry)
 

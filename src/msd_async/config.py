@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
+import math
 from dataclasses import dataclass
 from typing import Final
 
@@ -35,8 +38,8 @@ class Timeouts:
     bounds getting the response; the body's silences are bounded by ``read`` alone).
 
     Raises :class:`~msd_async.errors.InvalidParameterError` (rule ``timeouts.<field>``)
-    for a value that is not a number above 0 (``pool`` may be 0: fail at once when no
-    connection is free) or ``None``.
+    for a value that is not a finite number above 0 (``pool`` may be 0: fail at once when
+    no connection is free) or ``None`` (``None``, not infinity, disables a timeout).
     """
 
     connect: float | None = 10.0
@@ -50,11 +53,17 @@ class Timeouts:
             value = getattr(self, name)
             if value is None:
                 continue
-            if not is_number(value) or not (value >= 0 if name == "pool" else value > 0):
+            # Infinity is refused too: aiohttp rounds a deadline up to a whole second, and
+            # a connect timeout of inf failed every request with an OverflowError.
+            if (
+                not is_number(value)
+                or not (value >= 0 if name == "pool" else value > 0)
+                or not math.isfinite(value)
+            ):
                 minimum = "0 or more" if name == "pool" else "above 0"
                 raise InvalidParameterError(
-                    f"Timeouts.{name} must be a number of seconds {minimum}, or None for no "
-                    f"timeout; not {value!r}",
+                    f"Timeouts.{name} must be a finite number of seconds {minimum}, or None "
+                    f"for no timeout; not {value!r}",
                     rule=f"timeouts.{name}",
                 )
 
@@ -76,7 +85,7 @@ class Limits:
 
     Raises :class:`~msd_async.errors.InvalidParameterError` (rule ``limits.<field>``) for
     ``max_connections`` below 1, a negative ``max_connections_per_host`` or
-    ``keepalive_expiry``, or a value of the wrong type.
+    ``keepalive_expiry``, an infinite ``keepalive_expiry``, or a value of the wrong type.
     """
 
     max_connections: int = 256
@@ -86,16 +95,18 @@ class Limits:
     def __post_init__(self) -> None:
         for name, minimum in (("max_connections", 1), ("max_connections_per_host", 0)):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            if not is_whole_number(value, minimum):
                 raise InvalidParameterError(
                     f"Limits.{name} must be a whole number of {minimum} or more, "
                     f"not {value!r}",
                     rule=f"limits.{name}",
                 )
         value = self.keepalive_expiry
-        if not is_number(value) or not value >= 0:
+        # inf: aiohttp's rounding of the idle timer raised OverflowError as the first
+        # connection was released, which failed that request.
+        if not is_number(value) or not value >= 0 or not math.isfinite(value):
             raise InvalidParameterError(
-                f"Limits.keepalive_expiry must be a number of seconds, 0 or more, "
+                f"Limits.keepalive_expiry must be a finite number of seconds, 0 or more, "
                 f"not {value!r}",
                 rule="limits.keepalive_expiry",
             )
@@ -105,6 +116,62 @@ def is_number(value: object) -> bool:
     """Whether ``value`` is a number of seconds or a count: an int or a float, not a bool
     (an int to Python, but ``True`` as a 1 s timeout is a mistake)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def is_whole_number(value: object, minimum: int = 0) -> bool:
+    """Whether ``value`` is an int (not a bool) of at least ``minimum``: a count, a size.
+    A float count (2.5, nan, inf) failed later as ``range()``'s TypeError, or meant
+    something else silently."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def is_async_callable(value: object) -> bool:
+    """Whether calling ``value`` makes a coroutine: an ``async def`` function or method, an
+    object whose ``__call__`` is one, or a ``functools.partial`` of either
+    (``inspect.iscoroutinefunction`` sees through a partial but not into ``__call__``)."""
+    while isinstance(value, functools.partial):
+        value = value.func
+    if inspect.iscoroutinefunction(value):
+        return True
+    # A class is called to construct, never awaited, whatever its instances' __call__ is.
+    return not isinstance(value, type) and inspect.iscoroutinefunction(
+        getattr(value, "__call__", None)  # noqa: B004 - is it async, not callable
+    )
+
+
+def check_plain_callback(value: object, name: str, *, rule: str) -> None:
+    """Refuse a callback that cannot work where callbacks are called synchronously on the
+    event loop and never awaited: something not callable (it failed only at the first
+    event, far from its cause), or an async one (each call made a coroutine that nobody
+    ran, and the callback silently did nothing). Raises
+    :class:`~msd_async.errors.InvalidParameterError` naming ``name``."""
+    if not callable(value):
+        raise InvalidParameterError(
+            f"{name} must be a function (called with what it reports), not {value!r}",
+            rule=rule,
+        )
+    if is_async_callable(value):
+        raise InvalidParameterError(
+            f"{name} must be a plain function (it is called, never awaited), not an async "
+            f"one: {value!r}; hand what it gets to a task through a queue to await",
+            rule=rule,
+        )
+
+
+def refuse_awaitable(result: object, name: str, callback: object, *, rule: str) -> None:
+    """Raise :class:`~msd_async.errors.InvalidParameterError` if a callback called and
+    never awaited returned an awaitable (a lambda around an async function passes
+    :func:`check_plain_callback`); a coroutine is closed first, so none is left unawaited.
+    Call it only when ``result is not None``: it stays off the hot path."""
+    if inspect.isawaitable(result):
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()
+        raise InvalidParameterError(
+            f"{name} {callback!r} returned {result!r}: it must be a plain function (it is "
+            "called, never awaited)",
+            rule=rule,
+        )
 
 
 DEFAULT_TIMEOUTS: Final = Timeouts()

@@ -23,6 +23,7 @@ itself, unchanged but for ``attempts`` and a note saying why it was not retried;
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -32,7 +33,7 @@ from typing import Final, Protocol, TypeGuard, TypeVar
 
 import anyio
 
-from .config import is_number
+from .config import is_number, is_whole_number
 from .errors import (
     CredentialsError,
     DeadlineExceeded,
@@ -159,12 +160,15 @@ class Deadline:
 
     @classmethod
     def after(cls, seconds: float, *, clock: Clock = SYSTEM_CLOCK) -> Deadline:
-        """The deadline ``seconds`` from now. Raises ``InvalidParameterError`` if negative
-        or not a number (a bool, a string)."""
+        """The deadline ``seconds`` from now. Raises ``InvalidParameterError`` if negative,
+        infinite or not a number (a bool, a string)."""
         # bool is an int: True was a 1 s deadline. A str raised a bare TypeError below.
-        if not is_number(seconds) or not seconds >= 0:  # also refuses NaN
+        # inf: with Timeouts(connect=None) it became the connect timeout, which aiohttp
+        # cannot round (OverflowError). None is the way to say no deadline.
+        if not is_number(seconds) or not 0 <= seconds < math.inf:  # also refuses NaN
             raise InvalidParameterError(
-                f"a deadline must be a number of seconds, 0 or more, not {seconds!r}",
+                f"a deadline must be a finite number of seconds, 0 or more (or None for "
+                f"none), not {seconds!r}",
                 rule="retry.deadline",
             )
         return cls(clock.monotonic() + seconds, clock, seconds)
@@ -237,8 +241,8 @@ class RetryPolicy:
 
     so clients that failed together do not come back together. When the server sent
     ``Retry-After``, that (capped at ``retry_after_max``) is the *minimum* delay: the larger of
-    the two is slept. Raises ``InvalidParameterError`` for a negative value or
-    ``max_attempts < 1``.
+    the two is slept. Raises ``InvalidParameterError`` for a negative, infinite or non-number
+    value, or a ``max_attempts`` that is not a whole number of at least 1.
     """
 
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
@@ -249,17 +253,22 @@ class RetryPolicy:
     error_codes: frozenset[str] = RETRYABLE_ERROR_CODES
 
     def __post_init__(self) -> None:
-        if self.max_attempts < 1:
+        attempts = self.max_attempts
+        # A float, nan or inf count was taken (nan: one attempt; inf: retries only the
+        # budget and a deadline could stop), True was 1, and a str a bare TypeError.
+        if not is_whole_number(attempts, 1):
             raise InvalidParameterError(
-                f"max_attempts counts the first attempt and must be at least 1, "
-                f"not {self.max_attempts}",
+                f"max_attempts counts the first attempt and must be a whole number, at "
+                f"least 1, not {attempts!r}",
                 rule="retry.max-attempts",
             )
         for name in ("backoff_initial", "backoff_max", "retry_after_max"):
             value = getattr(self, name)
-            if not value >= 0:  # also refuses NaN
+            # inf: a retry could sleep forever (a Retry-After of a year honoured).
+            if not is_number(value) or not 0 <= value < math.inf:  # also refuses NaN
                 raise InvalidParameterError(
-                    f"{name} must be 0 s or more, not {value!r}", rule=f"retry.{name}"
+                    f"{name} must be a finite number of seconds, 0 or more, not {value!r}",
+                    rule=f"retry.{name}",
                 )
 
     @classmethod
@@ -305,6 +314,17 @@ class RetryPolicy:
 DEFAULT_RETRY_POLICY: Final = RetryPolicy()
 #: One attempt, no retries.
 NO_RETRIES: Final = RetryPolicy(max_attempts=1)
+
+
+def check_retry_policy(retry: object, name: str = "retry") -> None:
+    """Refuse what is not a :class:`RetryPolicy`: it was used only when a call failed,
+    so a wrong one turned the first retryable error into an AttributeError."""
+    if not isinstance(retry, RetryPolicy):
+        raise InvalidParameterError(
+            f"{name} must be a RetryPolicy (RetryPolicy.none() for no retries), "
+            f"not {retry!r}",
+            rule="retry.policy",
+        )
 
 
 # --- the budget ----------------------------------------------------------------------------

@@ -8,17 +8,29 @@ from typing import TYPE_CHECKING
 
 from . import rules
 from ._context import ClientContext
-from .client import ContainerClient
+from .client import ContainerClient, check_event_hook
 from .config import DEFAULT_LIMITS, DEFAULT_TIMEOUTS, Limits, Timeouts
 from .credentials import Credentials, CredentialsProvider, resolve_region
-from .errors import SessionAlreadyEnteredError, SessionClosedError
+from .errors import InvalidParameterError, SessionAlreadyEnteredError, SessionClosedError
 from .events import EventHook
-from .retry import DEFAULT_RETRY_POLICY, RetryBudget, RetryPolicy
+from .retry import DEFAULT_RETRY_POLICY, RetryBudget, RetryPolicy, check_retry_policy
 
 if TYPE_CHECKING:
     from .transport import PoolStats
 
 __all__ = ["Session"]
+
+
+def _hook_list(hooks: Iterable[EventHook]) -> list[EventHook]:
+    if isinstance(hooks, (str, bytes)) or not isinstance(hooks, Iterable):
+        raise InvalidParameterError(
+            f"event_hooks must be a list of functions, not {hooks!r}",
+            rule="session.event_hooks",
+        )
+    checked = list(hooks)
+    for hook in checked:
+        check_event_hook(hook)
+    return checked
 
 
 class Session:
@@ -37,7 +49,9 @@ class Session:
     jittered backoff by default); ``RetryPolicy.none()`` disables retries; each operation
     also takes ``retry=`` for one call. ``event_hooks``: functions called with a
     :class:`~msd_async.events.RequestEvent` for every attempt's start, response, error and
-    retry (``session.event_hooks`` is a list: append or remove hooks at any time).
+    retry (``session.event_hooks`` is a list: append or remove hooks at any time; they are
+    plain functions, an async one is refused with :class:`InvalidParameterError`, as is a
+    ``timeouts``, ``limits`` or ``retry`` of the wrong type).
     ``timeouts`` (:class:`Timeouts`) and ``limits`` (:class:`Limits`, including
     ``max_connections_per_host``) configure the pool; a call that finds a limit reached
     waits at most ``Timeouts.pool``, then raises :class:`PoolTimeout`.
@@ -65,6 +79,15 @@ class Session:
         retry: RetryPolicy = DEFAULT_RETRY_POLICY,
         event_hooks: Iterable[EventHook] = (),
     ) -> None:
+        # Each was first used by a request (or a retry, for ``retry``), far from here, and
+        # failed there with an AttributeError; an async hook was called, never awaited.
+        for name, value, kind in (("timeouts", timeouts, Timeouts), ("limits", limits, Limits)):
+            if not isinstance(value, kind):
+                raise InvalidParameterError(
+                    f"{name} must be a {kind.__name__}, not {value!r}", rule=f"session.{name}"
+                )
+        check_retry_policy(retry)
+        hooks = _hook_list(event_hooks)
         self.region = region
         if credentials is None or profile is not None:
             from .credentials import resolve_credentials  # the chain imports aiobotocore
@@ -80,7 +103,7 @@ class Session:
             timeouts=timeouts,
             budget=RetryBudget(),
             retry=retry,
-            event_hooks=list(event_hooks),
+            event_hooks=hooks,
         )
         #: Whether ``async with`` has entered it (its exit closes it: once is all there is).
         self._entered = False
@@ -92,6 +115,7 @@ class Session:
 
     @retry.setter
     def retry(self, policy: RetryPolicy) -> None:
+        check_retry_policy(policy)
         self._context.retry = policy
 
     @property
@@ -101,7 +125,7 @@ class Session:
 
     @event_hooks.setter
     def event_hooks(self, hooks: Iterable[EventHook]) -> None:
-        self._context.event_hooks = list(hooks)
+        self._context.event_hooks = _hook_list(hooks)
 
     @property
     def closed(self) -> bool:

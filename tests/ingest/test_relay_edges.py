@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from msd_async import ContainerClient, ObjectNotFoundError, Session
+from msd_async import ContainerClient, InvalidParameterError, ObjectNotFoundError, Session
 from msd_async.ingest import ObjectRecord, Relay
 from msd_async.live import LivePublisher
 from msd_async.testing import LocalMediaStore
@@ -545,7 +545,7 @@ def test_an_async_on_object_is_refused(tmp_path: object) -> None:
     async def on_object(record: ObjectRecord) -> None:
         pass
 
-    with pytest.raises(ValueError, match="plain function"):
+    with pytest.raises(InvalidParameterError, match="plain function"):
         Relay(object(), port=0, on_object=on_object)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="plain function"):
+    with pytest.raises(InvalidParameterError, match="plain function"):
         FolderPusher(object(), str(tmp_path), on_object=on_object)  # type: ignore[arg-type]

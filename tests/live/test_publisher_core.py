@@ -186,6 +186,32 @@ async def test_an_async_on_event_is_refused(store: ContainerClient) -> None:
         LivePublisher(store, on_event=on_event)
 
 
+async def test_an_unknown_kind_is_a_parameter_error_naming_the_kinds(
+    store: ContainerClient, mediastore_server: LocalMediaStore
+) -> None:
+    # It was the enum's bare ValueError ("'bogus' is not a valid ObjectKind"): no
+    # MediaStoreError, and no word of which kinds there are.
+    from msd_async import InvalidParameterError
+
+    started: list[bool] = []
+
+    async def body() -> AsyncIterator[bytes]:
+        started.append(True)
+        yield b"x"
+
+    async with LivePublisher(store, prefix="live") as publisher:
+        with pytest.raises(InvalidParameterError, match=r"'media'.*not 'bogus'") as caught:
+            await publisher.publish("seg_1.m4s", body(), kind="bogus", duration=2.0)
+        assert caught.value.rule == "live.kind"
+        with pytest.raises(InvalidParameterError, match="'media-playlist'"):
+            publisher.stats()["bogus"]
+        assert publisher.stats()["media"].published == 0
+        ok = await publisher.publish("seg_1.m4s", b"x", kind="media", duration=2.0)
+        assert ok.kind is ObjectKind.MEDIA
+    assert not started
+    assert [v.path for v in mediastore_server.store.walk()] == ["live/seg_1.m4s"]
+
+
 # --- back-pressure -------------------------------------------------------------------------
 
 

@@ -130,6 +130,16 @@ def test_a_reader_that_went_away_costs_no_traceback() -> None:
         (["--send-time-limit", "-1"], "--send-time-limit must be 0 (no limit) or more, not -1"),
         (["--send-time-limit", "nan"], "--send-time-limit must be 0 (no limit) or more, not nan"),
         (["--idle-time-limit", "0"], "--idle-time-limit must be more than 0, not 0"),
+        # These were taken: a server that refused every upload, or timed none out.
+        (["--standard-limit", "0"], "--standard-limit must be a whole number of bytes, 1 or "
+                                    "more, not 0"),
+        (["--streaming-limit", "-5"], "--streaming-limit must be a whole number of bytes, 1 "
+                                      "or more, not -5"),
+        (["--upload-time-limit", "nan"], "--upload-time-limit must be a number of seconds "
+                                         "above 0, not nan"),
+        (["--region", "x y"], "--region 'x y' is not a region name such as 'us-east-1'"),
+        (["--fault-delay", "nan"], "--fault-delay must be a number of seconds, 0 or more, "
+                                   "not nan"),
     ],
 )
 def test_a_time_limit_out_of_range_is_named_by_its_option(

@@ -19,7 +19,14 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from msd_async import Limits, RetryPolicy, Session, SessionClosedError, Timeouts
+from msd_async import (
+    InvalidParameterError,
+    Limits,
+    RetryPolicy,
+    Session,
+    SessionClosedError,
+    Timeouts,
+)
 from msd_async.transfer import (
     SyncRecord,
     TransferEvent,
@@ -163,7 +170,7 @@ async def test_an_async_hook_is_refused_before_anything_is_sent(
 
     # A lambda around it is no coroutine function: found at its first event, the plan.
     progress = (lambda event: hook(event)) if wrapped else hook
-    with pytest.raises(TypeError, match="coroutine"):
+    with pytest.raises(InvalidParameterError, match=r"progress.*(async|coroutine)"):
         await upload_tree(mediastore_client, tmp_path / "site", "ah", progress=progress)
     assert await names_under(mediastore_client, "ah") == []
     assert not seen

@@ -39,11 +39,13 @@ __all__ = [
     "client_options",
     "describe_error",
     "guard_standard_streams",
+    "header_option",
     "open_container",
     "progress_enabled",
     "refuse_closed",
     "run_command",
     "stdout_gone",
+    "whole_number",
 ]
 
 EXIT_OK: Final = 0
@@ -252,6 +254,49 @@ def check_port(port: int | str) -> str | None:
     if not str(port).isdigit() or not 0 <= int(port) <= 65535:
         return f"must be 0-65535, not {port}"
     return None
+
+
+def whole_number(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    """An argparse type: a whole number of ``minimum`` or more (up to ``maximum``), else a
+    usage error naming the option (exit 2), before any request."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if maximum is None and value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {minimum} or more, not {value}")
+        if maximum is not None and not minimum <= value <= maximum:
+            raise argparse.ArgumentTypeError(f"must be {minimum}..{maximum}, not {value}")
+        return value
+
+    return parse
+
+
+def header_option(check: str) -> Callable[[str], str]:
+    """An argparse type for a value the API rules check (``"content_type"``,
+    ``"cache_control"``, ``"range"``): refused as a usage error (exit 2) by the same rule
+    the client applies, instead of failing with status 1 once the command ran. An empty
+    value is left to the command (``--content-type ''``: from the name, as before)."""
+
+    def parse(text: str) -> str:
+        if not text:
+            return text
+        from .. import rules  # at parse time: `msd --help` stays light
+        from ..errors import ClientValidationError
+
+        checks: dict[str, Callable[[str], str]] = {
+            "content_type": rules.check_content_type,
+            "cache_control": rules.check_cache_control,
+            "range": rules.format_range,
+        }
+        try:
+            return checks[check](text)
+        except ClientValidationError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse
 
 
 def stdout_gone() -> bool:

@@ -18,16 +18,21 @@ from ._common import (
     CommandError,
     TransferProgress,
     client_options,
+    header_option,
     open_container,
     progress_enabled,
     refuse_closed,
     run_command,
     stop_on_sigterm,
+    whole_number,
 )
 
 if TYPE_CHECKING:
     from ..client import ContainerClient
     from ..results import Item
+
+#: The longest presigned URL SigV4 allows: 7 days.
+_MAX_EXPIRES = 7 * 24 * 3600
 
 __all__ = ["register"]
 
@@ -78,7 +83,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument(
         "file", nargs="?", default="-", help="destination file or folder/ (default: - stdout)"
     )
-    p.add_argument("--range", help="a byte range such as bytes=0-1023")
+    p.add_argument(
+        "--range", type=header_option("range"), help="a byte range such as bytes=0-1023"
+    )
     p.set_defaults(func=_run, operation=_get)
 
     p = commands.add_parser(
@@ -92,9 +99,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("file", help="source file, or - for stdin")
     p.add_argument("path", help="object path, or a folder path ending in /")
     p.add_argument(
-        "--content-type", help="Content-Type (default: from the object's name extension)"
+        "--content-type", type=header_option("content_type"),
+        help="Content-Type (default: from the object's name extension)",
     )
-    p.add_argument("--cache-control", help="Cache-Control header stored with the object")
+    p.add_argument(
+        "--cache-control", type=header_option("cache_control"),
+        help="Cache-Control header stored with the object",
+    )
     p.add_argument(
         "--streaming",
         action="store_true",
@@ -120,7 +131,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "nothing",
     )
     p.add_argument(
-        "--concurrency", type=_positive_int, default=16,
+        "--concurrency", type=whole_number(1), default=16,
         help="deletes at the same time with -r (16)",
     )
     p.add_argument(
@@ -141,21 +152,14 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("path", help="object path")
     p.add_argument("--put", action="store_true", help="a URL to upload (default: download)")
     p.add_argument(
-        "--expires-in", type=int, default=3600, help="seconds the URL is valid (default 3600)"
+        "--expires-in", type=whole_number(1, _MAX_EXPIRES), default=3600,
+        help="seconds the URL is valid (default 3600, at most 604800: 7 days)",
     )
-    p.add_argument("--content-type", help="with --put: the Content-Type the uploader must send")
+    p.add_argument(
+        "--content-type", type=header_option("content_type"),
+        help="with --put: the Content-Type the uploader must send",
+    )
     p.set_defaults(func=_run, operation=_presign)
-
-
-def _positive_int(text: str) -> int:
-    """A whole number of 1 or more (0 or less was taken as 1, silently)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
-    return value
 
 
 def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -579,15 +583,9 @@ async def _rm_tree(store: ContainerClient, args: argparse.Namespace) -> int:
 # --- presign -----------------------------------------------------------------------------
 
 
-#: The longest presigned URL SigV4 allows: 7 days.
-_MAX_EXPIRES = 7 * 24 * 3600
 
 
 async def _presign(store: ContainerClient, args: argparse.Namespace) -> int:
-    if not 1 <= args.expires_in <= _MAX_EXPIRES:
-        raise CommandError(
-            f"--expires-in must be 1..{_MAX_EXPIRES} seconds (7 days), not {args.expires_in}"
-        )
     if args.put:
         url = await store.presign_put(
             args.path, expires_in=args.expires_in, content_type=args.content_type

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Final
 
 from . import _observe
 from ._common import CommandError, cannot_listen, check_port, stdout_gone
@@ -162,7 +163,7 @@ def serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             rate=args.fault_rate, kinds=kinds, seed=args.fault_seed, delay=args.fault_delay
         )
     except ValueError as exc:
-        parser.error(str(exc))
+        parser.error(_in_options_words(exc))
 
     refused = _observe.check_options(args)
     if refused is not None:
@@ -222,7 +223,7 @@ def serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             ll_hls_blocking=args.ll_hls_blocking,
         )
     except ValueError as exc:
-        parser.error(str(exc))
+        parser.error(_in_options_words(exc))
     try:
         print(f"access key id: {credentials.access_key_id}", flush=True)
         if not explicit:
@@ -238,6 +239,24 @@ def serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                             error=str(exc))
         return 1
     return 0
+
+
+#: The words of LocalMediaStore's and FaultPlan's errors (by rule) and the option that
+#: gave the value: no option is spelled "standard_limit".
+_OPTION_WORDS: Final = {
+    "server.region": ("region", "--region"),
+    "server.standard_limit": ("standard_limit", "--standard-limit"),
+    "server.streaming_limit": ("streaming_limit", "--streaming-limit"),
+    "server.upload_time_limit": ("upload_time_limit", "--upload-time-limit"),
+    "faults.rate": ("fault rate", "--fault-rate"),
+    "faults.delay": ("fault delay", "--fault-delay"),
+    "faults.kinds": ("unknown fault kinds", "--fault-kinds: unknown fault kinds"),
+}
+
+
+def _in_options_words(exc: ValueError) -> str:
+    words = _OPTION_WORDS.get(getattr(exc, "rule", ""))
+    return str(exc) if words is None else str(exc).replace(*words, 1)
 
 
 def _exports(server: object) -> str:

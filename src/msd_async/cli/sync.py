@@ -15,9 +15,11 @@ from ._common import (
     CommandError,
     TransferProgress,
     client_options,
+    header_option,
     open_container,
     progress_enabled,
     run_command,
+    whole_number,
 )
 
 if TYPE_CHECKING:
@@ -36,7 +38,15 @@ class _AppendRule(argparse.Action):
         self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
         values: object, option_string: str | None = None,
     ) -> None:
+        from ..errors import InvalidParameterError
+        from ..transfer.filters import PathFilter
+
         rules = list(getattr(namespace, self.dest, None) or [])
+        try:
+            # A pattern that matches nothing is a typo: a usage error, before any scan.
+            PathFilter([(self.const, values)])  # type: ignore[list-item]
+        except InvalidParameterError as exc:
+            parser.error(f"{option_string}: {exc}")
         rules.append((self.const, values))
         setattr(namespace, self.dest, rules)
 
@@ -64,7 +74,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     p.add_argument(
         "--max-delete",
-        type=int,
+        type=whole_number(0),
         metavar="N",
         help="with --delete: if more than N files or objects would be deleted, do nothing "
         "and fail",
@@ -90,11 +100,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--dry-run", action="store_true", help="print what would be done; change nothing"
     )
     p.add_argument(
-        "--concurrency", type=int, default=16, help="files transferred at the same time (16)"
+        "--concurrency", type=whole_number(1), default=16,
+        help="files transferred at the same time (16)",
     )
     p.add_argument("--json", action="store_true", help="print a JSON report for scripts")
     p.add_argument(
         "--shard",
+        type=_parse_shard,
         metavar="I/N",
         help="take only shard I of N (0 <= I < N), by a stable hash of each path: run N "
         "workers with I = 0..N-1 to spread one sync over many machines",
@@ -114,29 +126,34 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "~/.cache/msd/sync)",
     )
     p.add_argument(
-        "--content-type", help="Content-Type of every upload (default: from each name)"
+        "--content-type", type=header_option("content_type"),
+        help="Content-Type of every upload (default: from each name)",
     )
-    p.add_argument("--cache-control", help="Cache-Control stored with every upload")
+    p.add_argument(
+        "--cache-control", type=header_option("cache_control"),
+        help="Cache-Control stored with every upload",
+    )
     _observe.add_options(p, metrics=False)
     p.set_defaults(func=_run, filters=[])
 
 
-def _parse_shard(text: str | None) -> tuple[int, int] | None:
-    if text is None:
-        return None
+def _parse_shard(text: str) -> tuple[int, int]:
+    """``--shard I/N``, or a usage error (exit 2) before anything is scanned."""
     index, sep, count = text.partition("/")
     try:
         if not sep:
             raise ValueError
         i, n = int(index), int(count)
     except ValueError:
-        raise CommandError(f"--shard {text!r}: write it I/N, for example 0/4") from None
+        raise argparse.ArgumentTypeError(f"{text!r}: write it I/N, for example 0/4") from None
     if n < 1 or not 0 <= i < n:
-        raise CommandError(f"--shard {text!r}: needs 0 <= I < N")
+        raise argparse.ArgumentTypeError(f"{text!r}: needs 0 <= I < N")
     return i, n
 
 
 def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if args.max_delete is not None and not args.delete:
+        parser.error("--max-delete N needs --delete")
     _observe.configure_logging(args)
     return run_command(args, lambda: _sync(args))
 
@@ -155,15 +172,11 @@ async def _sync(args: argparse.Namespace) -> int:
             "give one local folder and one container folder written ms:PATH, for example "
             "msd sync ./site ms:www"
         )
-    if args.concurrency < 1:
-        raise CommandError(f"--concurrency must be at least 1, not {args.concurrency}")
-    if args.max_delete is not None and (args.max_delete < 0 or not args.delete):
-        raise CommandError("--max-delete N needs --delete and N >= 0")
     options = TransferOptions(
         concurrency=args.concurrency,
         fail_fast=args.fail_fast,
         dry_run=args.dry_run,
-        shard=_parse_shard(args.shard),
+        shard=args.shard,
         filters=tuple(args.filters),
         record=not args.no_record,
         record_dir=args.record_dir,

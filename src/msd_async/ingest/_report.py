@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import re
 import time
@@ -11,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from ..config import check_plain_callback, refuse_awaitable
 from ._publisher import PublicationLike
 
 __all__ = ["ObjectRecord", "Reporter", "cause", "outcome_name"]
@@ -129,13 +129,8 @@ class Reporter:
     """Follows publications to their outcome and reports each once (log + callback)."""
 
     def __init__(self, on_object: Callable[[ObjectRecord], object] | None) -> None:
-        if on_object is not None and inspect.iscoroutinefunction(on_object):
-            # Called, never awaited: an async one would make a coroutine per object that
-            # nobody runs, and report nothing.
-            raise ValueError(
-                "on_object must be a plain function (it is called, never awaited), not an "
-                "async one"
-            )
+        if on_object is not None:
+            check_plain_callback(on_object, "on_object", rule="ingest.on_object")
         self._on_object = on_object
         self._watchers: set[asyncio.Task[None]] = set()
         self._abandoned = False
@@ -231,7 +226,10 @@ class Reporter:
                    "%s", rec.line(), extra={"msd_record": rec})
         if self._on_object is not None:
             try:
-                self._on_object(rec)
+                result = self._on_object(rec)
+                if result is not None:
+                    refuse_awaitable(result, "on_object", self._on_object,
+                                     rule="ingest.on_object")
             except Exception:
                 # The caller's bug must not stop the relay's submit loop or the pusher's
                 # scan: it is logged, the object keeps its outcome, the next one goes on.

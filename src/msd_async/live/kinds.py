@@ -29,6 +29,7 @@ import enum
 import re
 from typing import Final
 
+from ..errors import InvalidParameterError
 from ..media_types import content_type_for
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "default_cache_control",
     "default_content_type",
     "infer_kind",
+    "parse_kind",
 ]
 
 
@@ -71,6 +73,19 @@ MANIFEST_KINDS: Final = frozenset(
     {ObjectKind.MEDIA_PLAYLIST, ObjectKind.MULTIVARIANT_PLAYLIST, ObjectKind.MPD}
 )
 MEDIA_KINDS: Final = frozenset({ObjectKind.MEDIA, ObjectKind.PART})
+
+
+def parse_kind(value: ObjectKind | str) -> ObjectKind:
+    """``value`` as an :class:`ObjectKind`; raises :class:`InvalidParameterError` naming
+    the kinds there are (the enum's own ValueError named none, and was no
+    ``MediaStoreError``)."""
+    try:
+        return ObjectKind(value)
+    except ValueError:
+        names = ", ".join(repr(kind.value) for kind in ObjectKind)
+        raise InvalidParameterError(
+            f"kind must be an ObjectKind or one of {names}, not {value!r}", rule="live.kind"
+        ) from None
 
 #: Segments and init never change under one name: 14 days, as MediaPackage advises for CDNs.
 SEGMENT_CACHE_CONTROL: Final = "max-age=1209600, immutable"

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import os
 import posixpath
@@ -45,6 +44,7 @@ import anyio.abc
 import anyio.lowlevel
 
 from .. import rules
+from ..config import check_plain_callback
 from ..retry import RetryPolicy
 from .bodies import HEAD_SIZE, BodySource
 from .destination import Destination, Job
@@ -54,6 +54,7 @@ from .kinds import (
     default_cache_control,
     default_content_type,
     infer_kind,
+    parse_kind,
 )
 from .outcomes import DestinationOutcome, Outcome, Publication, PublisherClosedError, Status
 from .pacing import Pacer
@@ -186,14 +187,8 @@ class LivePublisher:
                 raise InvalidParameterError(
                     f"{name} must be 0 s or more, not {value!r}", rule=f"live.{name}"
                 )
-        if on_event is not None and inspect.iscoroutinefunction(on_event):
-            # It is called on the event loop and never awaited: an async one would make a
-            # coroutine per event that nobody runs, and deliver nothing.
-            raise InvalidParameterError(
-                "on_event must be a plain function (it is called, never awaited), not an "
-                "async one",
-                rule="live.on_event",
-            )
+        if on_event is not None:
+            check_plain_callback(on_event, "on_event", rule="live.on_event")
         if reference_wait is not None and not reference_wait >= 0:
             # nan would reach a manifest's deadline and fail it, though manifests are
             # retried until stored.
@@ -343,14 +338,14 @@ class LivePublisher:
         a pipe, FIFO or device is read once, as it is written, like an async iterable
         (a playlist there is read whole first); a folder raises
         :class:`ClientValidationError`.
-        ``kind``: an :class:`ObjectKind` (default: from the name, and the content for
-        ``.m3u8``). ``duration``: seconds of
-        media, the deadline of a segment or part (default: from its rendition's playlist,
-        else ``default_duration`` / ``default_part_duration``). ``content_type``,
+        ``kind``: an :class:`ObjectKind` or its value (default: from the name, and the
+        content for ``.m3u8``); another raises :class:`InvalidParameterError`. ``duration``:
+        seconds of media, the deadline of a segment or part (default: from its rendition's
+        playlist, else ``default_duration`` / ``default_part_duration``). ``content_type``,
         ``cache_control``: override the kind's defaults. ``rendition``: the ordering group
         (default: the path's folder). ``streaming``: force or forbid a STREAMING upload
-        (default: only for iterable bodies and pipes). ``wait_for_room``: for media, when the
-        rendition's queue is full at a destination, wait until it has room instead of
+        (default: only for iterable bodies and pipes). ``wait_for_room``: for media, when
+        the rendition's queue is full at a destination, wait until it has room instead of
         dropping the oldest queued object (back-pressure for a producer that can wait, such
         as a folder catching up; the default never blocks).
 
@@ -362,16 +357,18 @@ class LivePublisher:
             raise PublisherClosedError(
                 "the publisher is not open: use 'async with LivePublisher(...)'"
             )
+        # Before the body is taken: a file or stream given with a wrong kind stays unread.
+        given_kind = None if kind is None else parse_kind(kind)
         full = rules.normalize_object_path(self.prefix + path.lstrip("/"))
         limit = min(s.streaming_limit for s in self.stores)
         source = BodySource(body, limit)
-        if kind is None:
+        if given_kind is None:
             head = source.head()
             if head is None and source.path is not None and full.lower().endswith(HLS_EXTENSIONS):
                 head = (await source.read_all())[:HEAD_SIZE]
             object_kind = infer_kind(full, head)
         else:
-            object_kind = ObjectKind(kind)
+            object_kind = given_kind
         if object_kind.is_manifest and source.path is not None:
             await source.read_all()  # the file may change before the upload: snapshot it
         source.stream_if_pipe()

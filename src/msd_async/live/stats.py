@@ -15,8 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
+from ..config import refuse_awaitable
 from ..events import RequestEvent
-from .kinds import ObjectKind
+from .kinds import ObjectKind, parse_kind
 
 __all__ = [
     "DestinationStats",
@@ -226,7 +227,7 @@ class PublisherStats:
     uptime: float
 
     def __getitem__(self, kind: ObjectKind | str) -> KindStats:
-        return self.kinds.get(ObjectKind(kind), KindStats())
+        return self.kinds.get(parse_kind(kind), KindStats())
 
     @property
     def dropped(self) -> int:
@@ -345,7 +346,9 @@ class Recorder:
             counter.failed += 1
         if self._on_event is not None:
             try:
-                self._on_event(event)
+                result = self._on_event(event)
+                if result is not None:
+                    refuse_awaitable(result, "on_event", self._on_event, rule="live.on_event")
             except Exception:
                 # The application's bug must not stop settlement, wake-ups or ordering.
                 self.callback_errors += 1

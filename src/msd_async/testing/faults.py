@@ -40,6 +40,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final, Literal, get_args
 
+from ..config import is_number, is_whole_number
+from ..errors import InvalidParameterError
+
 __all__ = ["FAULT_KINDS", "Fault", "FaultKind", "FaultPlan"]
 
 FaultKind = Literal["500", "503", "throttle", "cut-upload", "cut-download", "delay"]
@@ -78,14 +81,24 @@ def _applies(kind: str, method: str, is_object: bool) -> bool:
     return True
 
 
+def _check_delay(delay: object) -> None:
+    # inf is a request held until its client leaves or the server closes: a hung origin.
+    if not is_number(delay) or not delay >= 0:  # type: ignore[operator]
+        raise InvalidParameterError(
+            f"fault delay must be a number of seconds, 0 or more, not {delay!r}",
+            rule="faults.delay",
+        )
+
+
 @dataclass
 class FaultPlan:
     """Which requests fail and how.
 
     ``rate`` (0..1, default 0) is the share of requests that get a random fault drawn from
     ``kinds`` (default: all kinds); ``seed`` makes the draw reproducible; ``delay`` is the
-    wait of the ``"delay"`` kind in seconds. Raises :class:`ValueError` for a rate outside
-    0..1 or an unknown kind.
+    wait of the ``"delay"`` kind in seconds. Raises
+    :class:`~msd_async.errors.InvalidParameterError` (a :class:`ValueError`) for a rate
+    outside 0..1, an unknown kind, or a value of the wrong type.
     """
 
     rate: float = 0.0
@@ -100,18 +113,33 @@ class FaultPlan:
     applied: int = 0
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.rate <= 1.0:
-            raise ValueError(f"fault rate must be within 0..1, not {self.rate}")
+        # InvalidParameterError (a ValueError, as these were) for each: True was a rate of
+        # 1, a nan delay no delay, a str of kinds its letters, a float history_limit a
+        # TypeError at the first fault recorded.
+        if not is_number(self.rate) or not 0.0 <= self.rate <= 1.0:
+            raise InvalidParameterError(
+                f"fault rate must be a number within 0..1, not {self.rate!r}",
+                rule="faults.rate",
+            )
+        if isinstance(self.kinds, str):
+            raise InvalidParameterError(
+                f"kinds must be a collection of fault kinds such as {{'delay'}}, not the str "
+                f"{self.kinds!r}",
+                rule="faults.kinds",
+            )
         self.kinds = frozenset(self.kinds)
         unknown = self.kinds - FAULT_KINDS
         if unknown:
-            raise ValueError(
-                f"unknown fault kinds {sorted(unknown)}; choose from {sorted(FAULT_KINDS)}"
+            raise InvalidParameterError(
+                f"unknown fault kinds {sorted(unknown)}; choose from {sorted(FAULT_KINDS)}",
+                rule="faults.kinds",
             )
-        if self.delay < 0:
-            raise ValueError(f"fault delay must be >= 0, not {self.delay}")
-        if self.history_limit < 1:
-            raise ValueError(f"history_limit must be >= 1, not {self.history_limit}")
+        _check_delay(self.delay)
+        if not is_whole_number(self.history_limit, 1):
+            raise InvalidParameterError(
+                f"history_limit must be a whole number, at least 1, not {self.history_limit!r}",
+                rule="faults.history_limit",
+            )
         self._random = random.Random(self.seed)
         self._rules: list[_Rule] = []
         # inject() may be called from another thread (a sync test driving boto3).
@@ -133,9 +161,29 @@ class FaultPlan:
         leading ``/``; ``""`` for ListItems) narrow the match.
         """
         if kind not in FAULT_KINDS:
-            raise ValueError(f"unknown fault kind {kind!r}; choose from {sorted(FAULT_KINDS)}")
-        if times is not None and times < 1:
-            raise ValueError(f"times must be >= 1 or None, not {times}")
+            raise InvalidParameterError(
+                f"unknown fault kind {kind!r}; choose from {sorted(FAULT_KINDS)}",
+                rule="faults.kind",
+            )
+        if times is not None and not is_whole_number(times, 1):
+            raise InvalidParameterError(
+                f"times must be a whole number, at least 1, or None, not {times!r}",
+                rule="faults.times",
+            )
+        if after_bytes is not None and not is_whole_number(after_bytes):
+            # A str or nan failed inside the request it was meant to cut (a 500).
+            raise InvalidParameterError(
+                f"after_bytes must be a whole number of bytes, 0 or more, or None, not "
+                f"{after_bytes!r}",
+                rule="faults.after_bytes",
+            )
+        if delay is not None:
+            _check_delay(delay)
+        for name, value in (("method", method), ("path", path)):
+            if value is not None and not isinstance(value, str):
+                raise InvalidParameterError(
+                    f"{name} must be a str or None, not {value!r}", rule=f"faults.{name}"
+                )
         fault = Fault(kind, after_bytes, self.delay if delay is None else delay)
         with self._lock:
             self._rules.append(_Rule(fault, times, method.upper() if method else None, path))

@@ -32,6 +32,7 @@ import email.utils
 import hmac
 import json
 import logging
+import math
 import re
 import secrets
 import time
@@ -45,9 +46,15 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http import HttpProcessingError, HttpVersion11
 
 from .. import rules
-from ..config import Timeouts
-from ..credentials import Credentials
-from ..errors import ClientValidationError
+from ..config import (
+    Timeouts,
+    check_plain_callback,
+    is_number,
+    is_whole_number,
+    refuse_awaitable,
+)
+from ..credentials import _REGION_RE, Credentials
+from ..errors import ClientValidationError, InvalidParameterError
 from .auth import AuthFailure, Deferred, Verifier, decode_query, header_value, is_hex_sha256
 from .cors import CorsPolicy, parse_request_headers
 from .faults import Fault, FaultPlan
@@ -360,6 +367,55 @@ class _ServerLog(logging.LoggerAdapter[logging.Logger]):
             super().debug(msg, *args, **kwargs)
 
 
+def _check_seconds(name: str, value: object, what: str) -> None:
+    # inf is no limit. True was 1 s; a str failed with a TypeError, or (upload_time_limit)
+    # inside the first upload, a 500.
+    if not is_number(value) or not value > 0:  # type: ignore[operator]
+        raise InvalidParameterError(f"{name} must be {what}, not {value!r}",
+                                    rule=f"server.{name}")
+
+
+def _check_options(
+    *, port: object, region: object, standard_limit: object, streaming_limit: object,
+    upload_time_limit: object, clock_skew: object, faults: object, on_request: object,
+    allow_anonymous: object,
+) -> None:
+    """Refuse a LocalMediaStore option that would fail at start or inside a request (a
+    500 there, far from the test that set it) with an InvalidParameterError, a
+    ValueError as the options checked before raised."""
+    if not is_whole_number(port) or port > 65535:  # type: ignore[operator]
+        raise InvalidParameterError(f"port must be 0-65535 (0: any free one), not {port!r}",
+                                    rule="server.port")
+    if not isinstance(region, str) or _REGION_RE.fullmatch(region) is None:
+        # Every client refuses such a region before signing: a server nobody could use.
+        raise InvalidParameterError(f"region {region!r} is not a region name such as "
+                                    "'us-east-1'", rule="server.region")
+    for name, value in (("standard_limit", standard_limit), ("streaming_limit", streaming_limit)):
+        if not is_whole_number(value, 1):
+            raise InvalidParameterError(
+                f"{name} must be a whole number of bytes, 1 or more, not {value!r}",
+                rule=f"server.{name}",
+            )
+    _check_seconds("upload_time_limit", upload_time_limit, "a number of seconds above 0")
+    # Added to the clock as a timedelta: inf or nan failed every signed request.
+    if not is_number(clock_skew) or not math.isfinite(clock_skew):  # type: ignore[arg-type]
+        raise InvalidParameterError(
+            f"clock_skew must be a finite number of seconds, not {clock_skew!r}",
+            rule="server.clock_skew",
+        )
+    if faults is not None and not isinstance(faults, FaultPlan):
+        raise InvalidParameterError(f"faults must be a FaultPlan or None, not {faults!r}",
+                                    rule="server.faults")
+    if on_request is not None:
+        check_plain_callback(on_request, "on_request", rule="server.on_request")
+    if isinstance(allow_anonymous, str):
+        raise InvalidParameterError(
+            f"allow_anonymous takes a collection such as ['read'], not the str "
+            f"{allow_anonymous!r}",
+            rule="server.allow_anonymous",
+        )
+
+
 class LocalMediaStore:
     """A local MediaStore data-plane server for one container.
 
@@ -400,7 +456,9 @@ class LocalMediaStore:
                                 seconds)``: the API operation name (``"other"`` for another
                                 method), the HTTP status as text (``"aborted"`` when the
                                 client went away or close() cut the request) and the
-                                handling time (``--metrics``)
+                                handling time (``--metrics``); a plain function (an async
+                                one is refused). If it raises, the error is logged (the
+                                first, then every 1000th) and the answer stands
     ``cors_policy``             a :class:`~msd_async.testing.cors.CorsPolicy` (or its JSON: the
                                 list of rules, or ``{"CorsPolicy": [...]}``): answers preflights
                                 and adds CORS headers as MediaStore did; default none (no
@@ -440,9 +498,17 @@ class LocalMediaStore:
         ll_hls_blocking: bool = False,
         clock_skew: float = 0.0,
     ) -> None:
+        _check_options(
+            port=port, region=region, standard_limit=standard_limit,
+            streaming_limit=streaming_limit, upload_time_limit=upload_time_limit,
+            clock_skew=clock_skew, faults=faults, on_request=on_request,
+            allow_anonymous=allow_anonymous,
+        )
         self.host = host
         self.clock_skew = clock_skew
         self.on_request = on_request
+        #: Times ``on_request`` raised (each logged the first time, then every 1000th).
+        self.on_request_failures = 0
         self.ll_hls_blocking = ll_hls_blocking
         self.cors_policy = (
             cors_policy
@@ -455,15 +521,18 @@ class LocalMediaStore:
         self.allow_anonymous = frozenset(allow_anonymous)
         unknown = self.allow_anonymous - {"read", "write"}
         if unknown:
-            raise ValueError(f"allow_anonymous takes 'read' and/or 'write', not {unknown}")
+            raise InvalidParameterError(
+                f"allow_anonymous takes 'read' and/or 'write', not {sorted(unknown)}",
+                rule="server.allow_anonymous",
+            )
         self.standard_limit = standard_limit
         self.streaming_limit = streaming_limit
         self.upload_time_limit = upload_time_limit
-        if send_time_limit is not None and not send_time_limit > 0:
-            raise ValueError(f"send_time_limit must be positive or None, not {send_time_limit}")
+        if send_time_limit is not None:
+            _check_seconds("send_time_limit", send_time_limit, "a number of seconds above 0, "
+                           "or None for no limit")
         self.send_time_limit = send_time_limit
-        if not idle_time_limit > 0:
-            raise ValueError(f"idle_time_limit must be positive, not {idle_time_limit}")
+        _check_seconds("idle_time_limit", idle_time_limit, "a number of seconds above 0")
         self.idle_time_limit = idle_time_limit
         #: Seconds between checks that the client of a GET following a paused STREAMING
         #: upload is still connected. aiohttp does not cancel a handler whose client left,
@@ -545,11 +614,31 @@ class LocalMediaStore:
         except BaseException:
             # Cancelled by aiohttp's shutdown once its grace is over (a client that
             # stopped reading): exactly the requests a shutdown cut, not to go uncounted.
-            self.on_request(operation, "aborted", time.monotonic() - started)
+            self._report(operation, "aborted", started)
             raise
         status = "aborted" if request.get(_GONE) else str(response.status)
-        self.on_request(operation, status, time.monotonic() - started)
+        self._report(operation, status, started)
         return response
+
+    def _report(self, operation: str, status: str, started: float) -> None:
+        assert self.on_request is not None
+        try:
+            result = self.on_request(operation, status, time.monotonic() - started)
+            if result is not None:
+                refuse_awaitable(result, "on_request", self.on_request,
+                                 rule="server.on_request")
+        except Exception as exc:
+            # An observer's bug: it reached aiohttp as the handler's error, which logged
+            # "Error handling request" with a traceback for every request, naming no
+            # on_request.
+            self.on_request_failures += 1
+            count = self.on_request_failures
+            if count == 1 or count % 1000 == 0:
+                logger.error(
+                    "on_request %r failed (%d time(s) so far; later ones are logged every "
+                    "1000th); the request was answered as usual", self.on_request, count,
+                    exc_info=exc,
+                )
 
     async def start(self) -> None:
         """Start listening; sets :attr:`port` and :attr:`endpoint`."""

@@ -10,7 +10,6 @@ worker pool (:mod:`~msd_async.transfer.pool`): the upload direction in
 
 from __future__ import annotations
 
-import inspect
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,13 +17,14 @@ from typing import TYPE_CHECKING
 import anyio
 
 from .. import rules
+from ..config import check_plain_callback, is_whole_number
 from ..errors import InvalidParameterError
 from .download import run_download
 from .events import HookError, ProgressHook, TransferReport
 from .names import OwnNames
 from .options import TransferOptions
 from .plan import Selection, parse_location
-from .pool import Pool, not_a_plain_hook
+from .pool import Pool
 from .record import SyncRecord, default_record_dir
 from .upload import run_upload
 
@@ -49,12 +49,23 @@ async def _run(
     progress: ProgressHook | None,
     stop: anyio.Event | None,
 ) -> TransferReport:
-    shard, path_filter = options.check()
-    if progress is not None and inspect.iscoroutinefunction(progress):
-        raise not_a_plain_hook(progress)
-    if max_delete is not None and max_delete < 0:
+    if not isinstance(options, TransferOptions):
         raise InvalidParameterError(
-            f"max_delete must be at least 0, not {max_delete}", rule="transfer.max-delete"
+            f"options must be a TransferOptions, not {options!r}", rule="transfer.options"
+        )
+    shard, path_filter = options.check()
+    if progress is not None:
+        check_plain_callback(progress, "progress", rule="transfer.progress")
+    if max_delete is not None and not is_whole_number(max_delete):
+        # nan compared False with every count: it never stopped a deletion.
+        raise InvalidParameterError(
+            f"max_delete must be a whole number, 0 or more, or None, not {max_delete!r}",
+            rule="transfer.max-delete",
+        )
+    if stop is not None and not callable(getattr(stop, "is_set", None)):
+        raise InvalidParameterError(
+            f"stop must be an anyio.Event (or asyncio.Event) or None, not {stop!r}",
+            rule="transfer.stop",
         )
     record_dir = Path(options.record_dir) if options.record_dir is not None else None
     record: SyncRecord | None = None

@@ -44,7 +44,8 @@ class TransferEvent:
 
 
 #: Called with every :class:`TransferEvent`, in the event loop's thread; it must not block
-#: and must be a plain function (an async one is refused with TypeError: nothing awaits it).
+#: and must be a plain function (an async one is refused with InvalidParameterError:
+#: nothing awaits it).
 ProgressHook = Callable[[TransferEvent], object]
 
 

@@ -20,7 +20,7 @@ matches is. The same rules select the source's paths, the destination's paths an
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Literal
 
 import pathspec
@@ -40,6 +40,13 @@ class PathFilter:
 
     def __init__(self, rules: Sequence[FilterRule] = ()) -> None:
         compiled: list[tuple[bool, pathspec.GitIgnoreSpec]] = []
+        if isinstance(rules, (str, bytes)) or not isinstance(rules, Iterable):
+            # A str was taken as rules one character long ("a filter rule is ..., not 'e'").
+            raise InvalidParameterError(
+                f"filters must be a sequence of ('include' or 'exclude', pattern) rules, not "
+                f"{rules!r}",
+                rule="transfer.filter",
+            )
         for rule in rules:
             kind: object
             pattern: object

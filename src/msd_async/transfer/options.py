@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from .. import rules
+from ..config import is_whole_number
 from ..errors import InvalidParameterError
-from ..retry import RetryPolicy
+from ..retry import RetryPolicy, check_retry_policy
 from .filters import FilterRule, PathFilter
 from .shard import Shard, check_shard
 
@@ -83,15 +84,22 @@ class TransferOptions:
 
         Raises :class:`~msd_async.errors.InvalidParameterError` (or
         :class:`~msd_async.errors.ClientValidationError` for a bad header value)."""
-        if self.concurrency < 1:
+        # A float or bool count was taken (True: one file at a time; 2.5 or nan failed
+        # later in range() with a TypeError), a str raised a bare TypeError.
+        for name, rule in (("concurrency", "transfer.concurrency"),
+                           ("file_attempts", "transfer.file-attempts")):
+            value = getattr(self, name)
+            if not is_whole_number(value, 1):
+                raise InvalidParameterError(
+                    f"{name} must be a whole number, at least 1, not {value!r}", rule=rule
+                )
+        # Used only when a request failed (an AttributeError), or when the record opened.
+        check_retry_policy(self.retry, "TransferOptions.retry")
+        if self.record_dir is not None and not isinstance(self.record_dir, (str, os.PathLike)):
             raise InvalidParameterError(
-                f"concurrency must be at least 1, not {self.concurrency}",
-                rule="transfer.concurrency",
-            )
-        if self.file_attempts < 1:
-            raise InvalidParameterError(
-                f"file_attempts must be at least 1, not {self.file_attempts}",
-                rule="transfer.file-attempts",
+                f"record_dir must be a folder path (str or os.PathLike) or None, not "
+                f"{self.record_dir!r}",
+                rule="transfer.record-dir",
             )
         if self.content_type is not None:
             rules.check_content_type(self.content_type)

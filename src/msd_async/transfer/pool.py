@@ -19,6 +19,7 @@ from ..errors import (
     ChecksumMismatchError,
     ClientValidationError,
     ConnectionLostError,
+    InvalidParameterError,
     MediaStoreError,
     ObjectChangedError,
     ServerError,
@@ -62,11 +63,13 @@ def _retry_file(exc: BaseException, retry: RetryPolicy) -> bool:
     return retry.is_retryable(exc)
 
 
-def not_a_plain_hook(progress: object) -> TypeError:
-    return TypeError(
+def not_a_plain_hook(progress: object) -> InvalidParameterError:
+    # The same error as config.check_plain_callback's for an async def hook, found earlier.
+    return InvalidParameterError(
         f"the progress hook {progress!r} returned a coroutine (an async function?); it is "
         "called synchronously in the event loop's thread and must be a plain function "
-        "(hand events to a task through a queue or a memory object stream to await)"
+        "(hand events to a task through a queue or a memory object stream to await)",
+        rule="transfer.progress",
     )
 
 

@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Final
 
 import anyio
 
-from ..errors import MediaStoreError, ProtocolError, ValidationError
+from ..config import is_whole_number
+from ..errors import InvalidParameterError, MediaStoreError, ProtocolError, ValidationError
 from ..protocol import follow_token
-from ..retry import RetryPolicy
+from ..retry import RetryPolicy, check_retry_policy
 from ..rules import is_name, normalize_folder_path
 from .events import first_error
 
@@ -167,8 +168,13 @@ async def walk(
     error of a page that failed every time (the objects before it were already yielded).
     """
     root = normalize_folder_path(prefix)
-    if concurrency < 1:
-        raise ValueError(f"concurrency must be at least 1, not {concurrency}")
+    if not is_whole_number(concurrency, 1):
+        # Was a bare ValueError, and took nan or 2.5 until a slice failed on it.
+        raise InvalidParameterError(
+            f"concurrency must be a whole number, at least 1, not {concurrency!r}",
+            rule="transfer.walk-concurrency",
+        )
+    check_retry_policy(retry)
     cut = len(root) + 1 if root else 0
     pending = [root]
     while pending:

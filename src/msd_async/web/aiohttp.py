@@ -23,7 +23,8 @@ from typing import Final
 from aiohttp import HttpVersion11, hdrs, web
 
 from ..client import ContainerClient
-from ..errors import MediaStoreError
+from ..config import check_plain_callback, is_whole_number
+from ..errors import InvalidParameterError, MediaStoreError
 from .core import (
     REQUEST_HEADERS,
     SESSION_WRITE_TIMEOUT,
@@ -211,7 +212,16 @@ def expect_handler(
 
     Pass ``store.streaming_limit`` for a route that uploads with ``streaming=True``.
     Otherwise it does what aiohttp's default does: ``100 Continue``, or ``417`` for
-    another expectation."""
+    another expectation. Raises :class:`~msd_async.InvalidParameterError` for a ``limit``
+    that is neither a whole number of bytes nor a plain function."""
+    if callable(limit):
+        check_plain_callback(limit, "limit", rule="web.upload-limit")
+    elif not is_whole_number(limit):
+        raise InvalidParameterError(
+            f"limit must be a whole number of bytes or a function of the request, not "
+            f"{limit!r}",
+            rule="web.upload-limit",
+        )
 
     async def handle(request: web.Request) -> web.StreamResponse | None:
         if request.version != HttpVersion11:

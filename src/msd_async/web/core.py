@@ -34,7 +34,7 @@ from typing import Any, Final, TypeVar
 import anyio
 
 from ..client import ContainerClient
-from ..config import is_number
+from ..config import check_plain_callback, is_number, is_whole_number
 from ..errors import (
     AuthError,
     ClientValidationError,
@@ -233,6 +233,9 @@ class WriteWatch:
     the client is still connected, made every ``interval`` seconds (for bodies that pause:
     a server may not notice a client that left until it writes). After the watch,
     :attr:`stalled` says a write took too long, :attr:`gone` that the client left.
+    An ``alive`` that raises is logged and the client taken as gone. Raises
+    :class:`~msd_async.InvalidParameterError` for a ``limit`` or ``interval`` that is not a
+    number above 0, or an ``alive`` that is async.
     """
 
     def __init__(
@@ -242,6 +245,22 @@ class WriteWatch:
         alive: Callable[[], bool] | None = None,
         interval: float = 0.5,
     ) -> None:
+        # Polled from a timer, never awaited: an async alive() was a coroutine, always
+        # true (the client never seen gone); an interval of 0 or nan re-armed the timer at
+        # once, forever; a limit of 0 or nan cut every client, or none.
+        if limit is not None and (not is_number(limit) or not limit > 0):
+            raise InvalidParameterError(
+                f"limit must be a number of seconds above 0, or None for no limit; not "
+                f"{limit!r}",
+                rule="web.write-timeout",
+            )
+        if not is_number(interval) or not 0 < interval < math.inf:
+            raise InvalidParameterError(
+                f"interval must be a finite number of seconds above 0, not {interval!r}",
+                rule="web.interval",
+            )
+        if alive is not None:
+            check_plain_callback(alive, "alive", rule="web.alive")
         self.limit = limit
         self.alive = alive
         self.interval = interval
@@ -265,9 +284,18 @@ class WriteWatch:
             self.stalled = True
             logger.info("the client took no data for %g s: connection cut", limit)
             return None
-        if self.alive is not None and not self.alive():
-            self.gone = True
-            return None
+        if self.alive is not None:
+            try:
+                connected = self.alive()
+            except Exception:
+                # Raised in the watch's timer, it went to the loop's handler and the timer
+                # was not re-armed: the body ran on unwatched, a stalled client holding
+                # its origin connection. Taken as gone, so the adapter cuts it.
+                logger.exception("alive() %r raised: the client is taken as gone", self.alive)
+                connected = False
+            if not connected:
+                self.gone = True
+                return None
         wait = self.interval if self.alive is not None else math.inf
         if limit is not None:
             wait = min(wait, limit if since is None else since + limit - now)
@@ -540,12 +568,13 @@ async def open_object(
     ``write_timeout`` that is neither ``None`` nor a number of seconds above 0. The
     caller must :meth:`Reply.aclose` the reply.
     """
-    method = method.upper()
-    if method not in ("GET", "HEAD"):
+    if not isinstance(method, str) or method.upper() not in ("GET", "HEAD"):
+        # A MediaStoreError like the other argument errors (still a ValueError).
         raise InvalidParameterError(
-            f"open_object serves GET and HEAD, not {method}: route only those to it",
+            f"open_object serves GET and HEAD, not {method!r}: route only those to it",
             rule="web.method",
         )
+    method = method.upper()
     headers = {} if headers is None else headers
     if write_timeout is SESSION_WRITE_TIMEOUT:
         write_timeout = client.timeouts.write
@@ -727,6 +756,13 @@ def check_upload_length(
     go on. :func:`store_upload` calls it first; adapters call it before they answer
     ``Expect: 100-continue``, so a client that asks first never sends a body that would
     be refused."""
+    if not is_whole_number(limit):
+        # Compared with each request's length: a str failed every upload with a TypeError
+        # (a 500), nan let every one through.
+        raise InvalidParameterError(
+            f"the upload limit must be a whole number of bytes, not {limit!r}",
+            rule="web.upload-limit",
+        )
     value = headers.get("content-length")
     if value is None:
         return None
@@ -786,6 +822,13 @@ def stored_content_type(
     ``video.mp4`` is served as ``video/mp4`` (and with ``nosniff``), not run as a page
     from the app's origin.
     """
+    if isinstance(allowed_types, (str, bytes)):
+        # Its characters were the patterns, which match no media type: silently none.
+        raise InvalidParameterError(
+            f"allowed_types must be a collection of media types such as ['video/mp4'], "
+            f"not the str {allowed_types!r}",
+            rule="web.allowed-types",
+        )
     if content_type:
         return content_type
     kind = _media_type(uploaded)
