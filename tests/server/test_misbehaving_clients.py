@@ -30,6 +30,8 @@ from msd_async.testing import LocalMediaStore
 pytestmark = pytest.mark.anyio
 
 SEND_LIMIT = 0.5
+#: The servers' shutdown grace here (``LocalMediaStore.shutdown_grace``; 2 s by default).
+GRACE = 0.4
 #: More than loopback's socket buffers take for a client that reads nothing.
 BIG = 20_000_000
 
@@ -446,12 +448,13 @@ async def test_close_with_a_stalled_reader_uploader_and_follower_is_bounded(
 ) -> None:
     """``close()`` while a reader has stopped reading, an uploader has stopped sending and
     a follower follows that upload (no limit of the server would end any of them soon):
-    it returns within twice aiohttp's shutdown grace (the reader's handler is cancelled
-    only after the second), leaves no task running, logs no error,
+    it returns once its shutdown grace is over (the reader's connection is cut then),
+    leaves no task running, logs no error,
     the follower sees an incomplete body and nothing is left open or half-written."""
     data_dir = tmp_path / "data"
     baseline = asyncio.all_tasks()
     server = LocalMediaStore(data_dir=str(data_dir), fsync=False)
+    server.shutdown_grace = GRACE
     await server.start()
     loop = asyncio.get_running_loop()
     with watching_server_errors() as errors:
@@ -474,7 +477,7 @@ async def test_close_with_a_stalled_reader_uploader_and_follower_is_bounded(
                     await asyncio.sleep(0.2)  # the reader's writes back up
                     started = loop.time()
                     await server.close()
-                    assert loop.time() - started < 10
+                    assert loop.time() - started < GRACE + 1.0
                     # Nothing of the server runs on, though the reader still reads nothing.
                     await asyncio.sleep(0.1)
                     left = asyncio.all_tasks() - baseline - {asyncio.current_task()}
@@ -668,12 +671,13 @@ async def test_close_does_not_wait_for_the_rest_of_a_put_body(
 
 
 async def test_a_request_cancelled_by_close_is_counted() -> None:
-    """A reader that stopped reading holds its handler past aiohttp's shutdown grace,
-    and aiohttp then cancels it. ``on_request`` (``msd serve --metrics``:
+    """A reader that stopped reading holds its handler past the shutdown grace, and
+    aiohttp then cancelled it. ``on_request`` (``msd serve --metrics``:
     msd_server_requests_total) never heard of that request: the metrics missed exactly
     the requests a shutdown cut. It is counted now, as ``aborted``."""
     finished = Finished()
     server = LocalMediaStore(on_request=finished)
+    server.shutdown_grace = GRACE
     await server.start()
     try:
         async with aiohttp.ClientSession() as session:
@@ -685,3 +689,147 @@ async def test_a_request_cancelled_by_close_is_counted() -> None:
     finally:
         await server.close()
     assert [(op, status) for op, status, _ in finished.done] == [("GetObject", "aborted")]
+
+
+# --- close() cancelled, and responses still in flight at its grace --------------------------
+
+
+async def raw_socket(port: int, sent: bytes = b"") -> socket.socket:
+    """A raw TCP client that has sent ``sent`` (maybe nothing) and reads nothing."""
+    sock = socket.socket()
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    if sent:
+        sock.send(sent)
+    return sock
+
+
+@pytest.mark.parametrize("cancel_after", [1, 3, 8, 0.2])
+async def test_a_cancelled_close_still_lets_go_of_every_connection(
+    tmp_path: Path, cancel_after: float
+) -> None:
+    """``close()`` cancelled midway (``asyncio.timeout`` around a test's teardown, a
+    cancelled fixture) closed the listening socket and left the rest: the connections of a
+    stopped reader, a stalled uploader, an idle client and a client that sent nothing stayed
+    open and their handlers ran on. Cancelled after a few loop steps or during the grace,
+    it now ends every connection and every task before it re-raises the cancellation."""
+    data_dir = tmp_path / "data"
+    baseline = asyncio.all_tasks()
+    server = LocalMediaStore(data_dir=str(data_dir), fsync=False)
+    await server.start()
+    socks: list[socket.socket] = []
+    try:
+        async with aiohttp.ClientSession() as session:
+            raw = Raw(server, session)
+            await server.store.put_bytes("vod/big.mp4", b"b" * BIG)
+            assert (await raw.get("vod/big.mp4")).status == 200  # a keep-alive, now idle
+            async with stopped_reader(raw, "/vod/big.mp4") as reader_sock:
+                put = signed_head(raw, "PUT", "/live/seg.ts",
+                                  {"x-amz-upload-availability": "STREAMING"})
+                socks.append(await raw_socket(
+                    server.port, put[:-2] + b"Content-Length: 100000\r\n\r\n" + b"u" * 1000
+                ))
+                socks.append(await raw_socket(server.port))  # sends nothing
+                socks.append(await raw_socket(server.port, signed_head(raw, "GET", "/")[:-4]))
+                await wait_until(lambda: server.store.in_progress("live/seg.ts") is not None)
+                await wait_until(lambda: open_files_under(data_dir) != [])  # the GET's file
+                await asyncio.sleep(0.2)  # the reader's writes back up
+                closing = asyncio.create_task(server.close())
+                if isinstance(cancel_after, int):
+                    for _ in range(cancel_after):
+                        await asyncio.sleep(0)
+                else:
+                    await asyncio.sleep(cancel_after)
+                assert not closing.done()
+                closing.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await closing
+                # Nothing of the server runs on once the cancelled close() is over.
+                left = asyncio.all_tasks() - baseline - {asyncio.current_task()}
+                assert left == set(), left
+                assert open_files_under(data_dir) == []
+                for sock in [reader_sock, *socks]:
+                    _, closed = await drained(sock)
+                    assert closed
+                # The pooled keep-alive was closed too: a new request cannot reach it.
+                with pytest.raises(aiohttp.ClientConnectionError):
+                    await raw.get("vod/big.mp4")
+    finally:
+        for sock in socks:
+            sock.close()
+        await server.close()  # a no-op now
+    assert os.listdir(data_dir / "@tmp") == []
+    assert server.store.get("live/seg.ts") is None
+
+
+async def test_close_cuts_a_response_still_in_flight_at_its_grace() -> None:
+    """A client that stopped reading a large object: aiohttp's shutdown waited its grace
+    for the handler, then as long again before cancelling it, so every close() with such a
+    client took about 4 s, and the access log had no line for the request. Its connection
+    is now cut when the grace is over: close() takes the grace, the request is logged and
+    counted as ``aborted`` and one WARNING says the shutdown cut it."""
+    finished = Finished()
+    server = LocalMediaStore(on_request=finished)
+    server.shutdown_grace = GRACE
+    await server.start()
+    loop = asyncio.get_running_loop()
+    access: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            access.append(record)
+
+    access_logger = logging.getLogger("msd_async.testing.access")
+    keep, level = Keep(), access_logger.level
+    access_logger.addHandler(keep)
+    access_logger.setLevel(logging.INFO)
+    try:
+        with server_warnings() as warnings, watching_server_errors() as errors:
+            async with aiohttp.ClientSession() as session:
+                raw = Raw(server, session)
+                await server.store.put_bytes("vod/big.mp4", b"b" * BIG)
+                async with stopped_reader(raw, "/vod/big.mp4") as sock:
+                    await asyncio.sleep(0.2)  # its writes back up
+                    started = loop.time()
+                    await server.close()
+                    took = loop.time() - started
+                    received, closed = await drained(sock)
+    finally:
+        access_logger.removeHandler(keep)
+        access_logger.setLevel(level)
+        await server.close()
+    assert GRACE <= took < GRACE + 1.0, took  # it was 2 s + 2 s
+    assert closed and received < BIG
+    assert [(op, status) for op, status, _ in finished.done] == [("GetObject", "aborted")]
+    assert [r.getMessage().split()[:3] for r in access] == [["GET", "/vod/big.mp4", "aborted"]]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    assert "shutdown" in warnings[0].getMessage() and "GET /vod/big.mp4" in (
+        warnings[0].getMessage()
+    )
+    assert not errors.records
+
+
+async def test_close_lets_a_response_finish_within_its_grace() -> None:
+    """The grace is kept: a client still taking a response when close() begins gets all
+    of it if it takes it within the grace."""
+    size = 6_000_000  # more than loopback's buffers take: the response is in flight
+    server = LocalMediaStore()
+    server.shutdown_grace = 10.0
+    await server.start()
+    loop = asyncio.get_running_loop()
+    try:
+        async with aiohttp.ClientSession() as session:
+            raw = Raw(server, session)
+            await server.store.put_bytes("vod/a.mp4", b"a" * size)
+            async with stopped_reader(raw, "/vod/a.mp4") as sock:
+                await asyncio.sleep(0.2)
+                closing = asyncio.create_task(server.close())
+                await asyncio.sleep(0.2)
+                assert not closing.done()
+                received = 0
+                while chunk := await asyncio.wait_for(loop.sock_recv(sock, 1 << 20), 5):
+                    received += len(chunk)
+                await asyncio.wait_for(closing, 5)
+    finally:
+        await server.close()
+    assert received > size

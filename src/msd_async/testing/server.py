@@ -470,6 +470,9 @@ class LocalMediaStore:
         #: so without them a viewer gone while the upload pauses would be served until the
         #: upload grows again or ends, which for a stalled encoder is its time limit.
         self.client_check_interval = 1.0
+        #: Seconds close() gives the responses still being sent when it begins (a client
+        #: taking a large object) to finish; then their connections are cut. Read by start().
+        self.shutdown_grace = 2.0
         self.faults = faults if faults is not None else FaultPlan()
         self.container = container
         self.data_dir = data_dir
@@ -505,6 +508,13 @@ class LocalMediaStore:
         self._bodies: weakref.WeakValueDictionary[int, web.BaseRequest] = (
             weakref.WeakValueDictionary()
         )
+        #: The connections requests came on, for close() to cut: one whose handler is done
+        #: may still hold a response its client stopped reading, which aiohttp's graceful
+        #: close of it waits to send.
+        self._transports: weakref.WeakSet[asyncio.Transport] = weakref.WeakSet()
+        #: The requests being handled, by id (a request is not hashable): those close()
+        #: cuts at its grace are logged.
+        self._in_flight: dict[int, web.Request] = {}
         self.endpoint = ""
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -543,8 +553,8 @@ class LocalMediaStore:
         try:
             response: web.StreamResponse = await handler(request)
         except BaseException:
-            # Cancelled by aiohttp's shutdown once its grace is over (a client that
-            # stopped reading): exactly the requests a shutdown cut, not to go uncounted.
+            # Cancelled by aiohttp's shutdown (a handler that outlived its connection cut
+            # at the grace): exactly the requests a shutdown cut, not to go uncounted.
             self.on_request(operation, "aborted", time.monotonic() - started)
             raise
         status = "aborted" if request.get(_GONE) else str(response.status)
@@ -562,8 +572,11 @@ class LocalMediaStore:
             access_log=self._access_logger,
             logger=_ServerLog(logging.getLogger("aiohttp.server"), {}),
             handle_signals=False,
-            # Streaming readers and uploads are ended by close(); nothing should linger.
-            shutdown_timeout=2.0,
+            # close() cuts what is still in flight at its grace (_cut_connections). aiohttp's
+            # own bound only backs it up (a handler that outlived its connection), and is
+            # later: a handler that ends as its first wait times out makes aiohttp log an
+            # InvalidStateError.
+            shutdown_timeout=self.shutdown_grace + 1.0,
             # aiohttp's timer from a connection's start, and from the end of each response:
             # it closes the connection if no whole request head came by then, so a head
             # that trickles in (slowloris) is cut too, not only an idle keep-alive.
@@ -586,16 +599,53 @@ class LocalMediaStore:
         """Stop listening, end in-progress uploads (readers see them fail), close connections.
 
         A request body still coming (a stalled upload, the rest of one refused before it
-        was read) is not waited for. A response a client is still taking is waited for up
-        to aiohttp's shutdown grace (2 s) and, not done by then, up to 2 s more before its
-        handler is cancelled: a client that stopped reading costs about 4 s."""
+        was read) is not waited for. A response a client is still taking is given
+        :attr:`shutdown_grace` (2 s) to finish; then its connection is cut, the request is
+        logged and counted as ``aborted``, and one WARNING line names it: close() takes
+        about the grace at most.
+
+        Cancelled midway (a timeout around a test's teardown), it still cuts every
+        connection and waits for their handlers before it re-raises the cancellation:
+        nothing of the server is left open or running."""
         runner, self._runner = self._runner, None
         if runner is None:
             return
         self._closing.set()
-        await self.store.aclose()
-        self._end_unread_bodies()
-        await runner.cleanup()
+        cut = asyncio.get_running_loop().call_later(
+            self.shutdown_grace, self._cut_connections, runner, True
+        )
+        try:
+            await self.store.aclose()
+            self._end_unread_bodies()
+            await runner.cleanup()
+        except BaseException:
+            # Once cut, every handler ends within a few loop turns (its reads and writes
+            # fail), and cleanup() waits for aiohttp's tasks and releases the rest.
+            self._cut_connections(runner, False)
+            await runner.cleanup()
+            raise
+        finally:
+            cut.cancel()
+
+    def _cut_connections(self, runner: web.AppRunner, at_grace: bool) -> None:
+        """Abort every connection still open (its response, if any, ends incomplete).
+
+        Aborted, not closed: a graceful close first sends what is buffered, which for a
+        client that stopped reading never happens."""
+        for request in list(self._in_flight.values()):
+            request[_GONE] = True
+            if at_grace:
+                logger.warning(
+                    "%s %s from %s: still being answered %g s into the server's shutdown "
+                    "(its grace); connection cut",
+                    request.method, request.path, request.remote, self.shutdown_grace,
+                )
+        transports = set(self._transports)
+        server = runner.server
+        if server is not None:
+            transports.update(c.transport for c in server.connections if c.transport is not None)
+        for transport in transports:
+            transport.abort()
 
     def _end_unread_bodies(self) -> None:
         """Close the connections whose request body is still coming: a PUT's handler
@@ -632,6 +682,9 @@ class LocalMediaStore:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         if request.body_exists:
             self._bodies[id(request)] = request
+        if request.transport is not None:
+            self._transports.add(request.transport)
+        self._in_flight[id(request)] = request
         watch = request[_WATCH] = _SendWatch(request, self.send_time_limit)
         try:
             resp = await self._respond(request)
@@ -647,6 +700,7 @@ class LocalMediaStore:
                         request[_GONE] = True
             return resp
         finally:
+            del self._in_flight[id(request)]
             request[_ANSWERED] = True
             watch.close()
             # The watch refers to the request: a cycle only the cyclic GC would free.
