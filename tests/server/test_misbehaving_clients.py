@@ -833,3 +833,45 @@ async def test_close_lets_a_response_finish_within_its_grace() -> None:
     finally:
         await server.close()
     assert received > size
+
+
+async def test_close_while_a_streaming_upload_commits_lets_it_complete(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """close() aborts the STREAMING uploads in progress, so that their followers see them
+    fail. One whose body had all come and was being made durable (fsync runs in a thread)
+    was aborted under its commit: its file closed and removed mid-commit, the commit then
+    failed, its client got a 500 and the server logged an ERROR traceback, at every
+    shutdown that caught an upload there. Its commit now completes: the client gets its
+    200 and the object is there, whole, after a restart."""
+    import threading
+
+    data_dir = tmp_path / "data"
+    real_fsync = os.fsync
+    syncing = threading.Event()
+
+    def slow_fsync(fd: int) -> None:  # a slow disk: the window is the fsync's
+        syncing.set()
+        threading.Event().wait(0.3)
+        real_fsync(fd)
+
+    server = LocalMediaStore(data_dir=str(data_dir))
+    await server.start()
+    try:
+        with watching_server_errors() as errors:
+            async with aiohttp.ClientSession() as session:
+                raw = Raw(server, session)
+                monkeypatch.setattr(os, "fsync", slow_fsync)
+                put = asyncio.create_task(
+                    raw.put("live/seg.ts", b"whole segment", x_amz_upload_availability="STREAMING")
+                )
+                await wait_until(syncing.is_set)
+                await server.close()
+                reply = await put
+        assert reply.status == 200, reply.body
+        assert not errors.records
+    finally:
+        monkeypatch.undo()
+        await server.close()
+    async with LocalMediaStore(data_dir=str(data_dir)) as again, aiohttp.ClientSession() as s:
+        assert (await Raw(again, s).get("live/seg.ts")).body == b"whole segment"
