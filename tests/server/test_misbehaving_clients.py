@@ -875,3 +875,27 @@ async def test_close_while_a_streaming_upload_commits_lets_it_complete(
         await server.close()
     async with LocalMediaStore(data_dir=str(data_dir)) as again, aiohttp.ClientSession() as s:
         assert (await Raw(again, s).get("live/seg.ts")).body == b"whole segment"
+
+
+async def test_a_second_close_waits_for_the_first() -> None:
+    """close() from two tasks at once (a test's own close and its fixture's teardown):
+    the second returned at once, while the first still waited its grace for a stopped
+    reader, so its caller went on with the server's connections and handlers still there.
+    It now returns when the server is closed."""
+    baseline = asyncio.all_tasks()
+    server = LocalMediaStore()
+    server.shutdown_grace = GRACE
+    await server.start()
+    async with aiohttp.ClientSession() as session:
+        raw = Raw(server, session)
+        await server.store.put_bytes("vod/big.mp4", b"b" * BIG)
+        async with stopped_reader(raw, "/vod/big.mp4") as sock:
+            await asyncio.sleep(0.2)  # its writes back up
+            first = asyncio.create_task(server.close())
+            await asyncio.sleep(0)
+            await server.close()
+            assert first.done()
+            left = asyncio.all_tasks() - baseline - {asyncio.current_task()}
+            assert left == set(), left
+            _, closed = await drained(sock)
+            assert closed

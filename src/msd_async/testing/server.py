@@ -503,6 +503,8 @@ class LocalMediaStore:
         self._runner: web.AppRunner | None = None
         #: Set by close(): requests held by a delay fault let go.
         self._closing = asyncio.Event()
+        #: Set when close() is done, for a close() from another task meanwhile to wait.
+        self._closed: asyncio.Event | None = None
         #: Requests with a body, for close() to end the connections still waiting for one.
         #: By id: a request is not hashable.
         self._bodies: weakref.WeakValueDictionary[int, web.BaseRequest] = (
@@ -606,10 +608,15 @@ class LocalMediaStore:
 
         Cancelled midway (a timeout around a test's teardown), it still cuts every
         connection and waits for their handlers before it re-raises the cancellation:
-        nothing of the server is left open or running."""
+        nothing of the server is left open or running. A close() while another task's is
+        under way returns when that one is done."""
         runner, self._runner = self._runner, None
         if runner is None:
+            if self._closed is not None:
+                # Another task's close() is under way: done when it is.
+                await self._closed.wait()
             return
+        self._closed = closed = asyncio.Event()
         self._closing.set()
         cut = asyncio.get_running_loop().call_later(
             self.shutdown_grace, self._cut_connections, runner, True
@@ -626,6 +633,7 @@ class LocalMediaStore:
             raise
         finally:
             cut.cancel()
+            closed.set()
 
     def _cut_connections(self, runner: web.AppRunner, at_grace: bool) -> None:
         """Abort every connection still open (its response, if any, ends incomplete).
