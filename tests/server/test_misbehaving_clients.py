@@ -535,6 +535,55 @@ async def test_sigterm_of_msd_serve_with_them_connected_is_bounded_and_clean(
     assert os.listdir(data_dir / "@tmp") == []
 
 
+
+async def test_sigint_mid_upload_leaves_no_half_object_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    """``msd serve --data-dir`` stopped by SIGINT while uploads are mid-body (a STREAMING chunked
+    one replacing an object, a STANDARD one with a Content-Length short by one byte, a
+    chunked STANDARD one lacking only its last chunk): it exits 0 at once, quietly, none
+    of them answered, and once restarted the old versions are there and nothing new.
+    (SIGTERM takes the same path: the test above.)"""
+    data_dir = tmp_path / "data"
+    log = (tmp_path / "stderr.log").open("w+")
+    serve = start_serve("--data-dir", str(data_dir), "--no-fsync", "--quiet", stderr=log)
+    writers: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    try:
+        async with raw_client_of(serve) as (raw, _):
+            assert (await raw.put("live/a.ts", b"old a")).status == 200
+            uploads = [
+                ("/live/a.ts", "Transfer-Encoding: chunked\r\n", b"5\r\nhello\r\n",
+                 {"x-amz-upload-availability": "STREAMING"}),
+                ("/vod/b.mp4", "Content-Length: 100\r\n", b"b" * 99, None),
+                ("/vod/c.mp4", "Transfer-Encoding: chunked\r\n", b"5\r\nhello\r\n", None),
+            ]
+            for path, framing, body, extra in uploads:
+                reader, writer = await put_head(raw, path, framing, extra)
+                writer.write(body)
+                await writer.drain()
+                writers.append((reader, writer))
+            await asyncio.sleep(0.2)  # the bodies reach the server
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            assert await asyncio.to_thread(serve.stop, signal.SIGINT, 30) == 0
+            assert loop.time() - started < 2.0  # nothing to wait for: no grace taken
+            for reader, _ in writers:
+                assert await asyncio.wait_for(reader.read(), 10) == b""  # no answer
+    finally:
+        for _, writer in writers:
+            writer.close()
+        serve.stop(signal.SIGKILL)
+        log.seek(0)
+        stderr = log.read()
+        log.close()
+    assert stderr == "", stderr
+    async with LocalMediaStore(data_dir=str(data_dir)) as again:
+        assert sorted(v.path for v in again.store.walk()) == ["live/a.ts", "vod/big.mp4"]
+        old = again.store.get("live/a.ts")
+        assert old is not None and old.size == len(b"old a")
+    assert os.listdir(data_dir / "@tmp") == []
+
+
 async def test_msd_serve_send_time_limit_flag_cuts_a_stopped_reader(tmp_path: Path) -> None:
     log = (tmp_path / "stderr.log").open("w+")
     serve = start_serve("--send-time-limit", str(SEND_LIMIT), "--quiet", stderr=log)
@@ -899,3 +948,38 @@ async def test_a_second_close_waits_for_the_first() -> None:
             assert left == set(), left
             _, closed = await drained(sock)
             assert closed
+
+
+@pytest.mark.parametrize(
+    "client", ["sends-nothing", "half-a-head", "put-head-only", "chunked-head-only", "pipelined"]
+)
+async def test_close_waits_for_no_client_that_sends_nothing_more(
+    raw: Raw, server: LocalMediaStore, client: str
+) -> None:
+    """A connection that never sent a byte, a head that stopped halfway (slowloris), a
+    PUT's head whose body never comes (Content-Length or chunked), a GET pipelined behind
+    an upload whose body stalled: close() waits for none of them (not its grace), ends
+    each connection unanswered and leaves no task and nothing stored."""
+    baseline = asyncio.all_tasks()
+    put = signed_head(raw, "PUT", "/p.ts")[:-2]
+    sent = {
+        "sends-nothing": b"",
+        "half-a-head": signed_head(raw, "GET", "/")[:-20],
+        "put-head-only": put + b"Content-Length: 10\r\n\r\n",
+        "chunked-head-only": put + b"Transfer-Encoding: chunked\r\n\r\n",
+        # The GET's bytes are the rest of the upload's body to the server: it waits on.
+        "pipelined": put + b"Content-Length: 900\r\n\r\n" + signed_head(raw, "GET", "/p.ts"),
+    }[client]
+    sock = await raw_socket(server.port, sent)
+    try:
+        await asyncio.sleep(0.1)  # what was sent reaches the server
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await server.close()
+        assert loop.time() - started < server.shutdown_grace / 2
+        assert asyncio.all_tasks() - baseline - {asyncio.current_task()} == set()
+        received, closed = await drained(sock)
+        assert closed and received == 0
+    finally:
+        sock.close()
+    assert server.store.get("p.ts") is None
