@@ -20,6 +20,10 @@ Choices where the service left a question open (docs/contract.md marks them **(c
   connection without a whole request head for ``idle_time_limit`` seconds (60) is closed.
 - A request whose Host is ``<id>.data.mediastore.<region>.amazonaws.com`` must name this
   server's container (``container``, default ``"local"``); any other Host means this container.
+- ``close()`` (``msd serve`` on SIGINT/SIGTERM) stops listening at once, drops the uploads
+  whose body is still coming (nothing of them is stored; a follower's body ends without
+  its last chunk) and gives the responses being sent ``shutdown_grace`` seconds (2), then
+  cuts their connections (logged and counted ``aborted``, one WARNING each).
 """
 
 from __future__ import annotations
