@@ -983,3 +983,35 @@ async def test_close_waits_for_no_client_that_sends_nothing_more(
     finally:
         sock.close()
     assert server.store.get("p.ts") is None
+
+
+async def test_an_on_request_callback_that_raises_is_logged_and_ignored() -> None:
+    """``on_request`` is the application's (a metrics hook). Raising, it reached aiohttp
+    as the handler's failure: an "Error handling request" traceback per request and the
+    connection closed after each answer, a request pipelined behind it dropped. It is now
+    logged (once, then every thousandth time) and the server carries on."""
+    calls: list[str] = []
+
+    def broken(operation: str, status: str, seconds: float) -> None:
+        calls.append(status)
+        raise RuntimeError("metrics backend down")
+
+    async with LocalMediaStore(on_request=broken) as server, aiohttp.ClientSession() as s:
+        raw = Raw(server, s)
+        await server.store.put_bytes("a.ts", b"hello")
+        with watching_server_errors() as errors:
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            try:
+                writer.write(signed_head(raw, "GET", "/a.ts") + signed_head(raw, "HEAD", "/a.ts"))
+                await writer.drain()
+                # Both answered, on the one connection.
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+                assert head.startswith(b"HTTP/1.1 200 ")
+                assert await asyncio.wait_for(reader.readexactly(5), 10) == b"hello"
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+                assert head.startswith(b"HTTP/1.1 200 ")
+            finally:
+                writer.close()
+        assert calls == ["200", "200"]
+        assert [r.name for r in errors.records] == ["msd_async.testing.server"]
+        assert "on_request" in errors.records[0].getMessage()

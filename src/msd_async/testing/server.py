@@ -404,7 +404,8 @@ class LocalMediaStore:
                                 seconds)``: the API operation name (``"other"`` for another
                                 method), the HTTP status as text (``"aborted"`` when the
                                 client went away or close() cut the request) and the
-                                handling time (``--metrics``)
+                                handling time (``--metrics``). If it raises, the error is
+                                logged (the first time, then every 1000th) and ignored
     ``cors_policy``             a :class:`~msd_async.testing.cors.CorsPolicy` (or its JSON: the
                                 list of rules, or ``{"CorsPolicy": [...]}``): answers preflights
                                 and adds CORS headers as MediaStore did; default none (no
@@ -504,6 +505,7 @@ class LocalMediaStore:
         #: Clock for NextToken expiry (replaceable in tests).
         self.token_clock: Callable[[], float] = time.time
         self._access_logger = access_logger or logging.getLogger("msd_async.testing.access")
+        self._callback_errors = 0
         self._runner: web.AppRunner | None = None
         #: Set by close(): requests held by a delay fault let go.
         self._closing = asyncio.Event()
@@ -555,17 +557,30 @@ class LocalMediaStore:
         started = time.monotonic()
         root = request.raw_path.partition("?")[0].strip("/") == ""
         operation = _OPERATIONS.get((request.method, root), "other")
-        assert self.on_request is not None
         try:
             response: web.StreamResponse = await handler(request)
         except BaseException:
             # Cancelled by aiohttp's shutdown (a handler that outlived its connection cut
             # at the grace): exactly the requests a shutdown cut, not to go uncounted.
-            self.on_request(operation, "aborted", time.monotonic() - started)
+            self._report(operation, "aborted", time.monotonic() - started)
             raise
         status = "aborted" if request.get(_GONE) else str(response.status)
-        self.on_request(operation, status, time.monotonic() - started)
+        self._report(operation, status, time.monotonic() - started)
         return response
+
+    def _report(self, operation: str, status: str, seconds: float) -> None:
+        assert self.on_request is not None
+        try:
+            self.on_request(operation, status, seconds)
+        except Exception:
+            # The application's bug (its metrics hook): reaching aiohttp as the handler's
+            # failure, it closed the connection of a request already answered.
+            self._callback_errors += 1
+            if self._callback_errors == 1 or self._callback_errors % 1000 == 0:
+                logger.exception(
+                    "the on_request callback raised (%d time(s) so far); the server "
+                    "ignores it and carries on", self._callback_errors,
+                )
 
     async def start(self) -> None:
         """Start listening; sets :attr:`port` and :attr:`endpoint`."""
