@@ -19,7 +19,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from open_files import open_files_under
+from open_files import open_files_under, sockets_on
 from rawclient import Raw
 from serve_process import ServeProcess, start_serve
 from server_errors import watching_server_errors
@@ -1015,3 +1015,36 @@ async def test_an_on_request_callback_that_raises_is_logged_and_ignored() -> Non
         assert calls == ["200", "200"]
         assert [r.name for r in errors.records] == ["msd_async.testing.server"]
         assert "on_request" in errors.records[0].getMessage()
+
+
+async def test_close_cuts_the_unsent_end_of_an_answered_response_at_its_grace() -> None:
+    """A response its handler is done with can still have its end in the server's write
+    buffer, unsent, when the client stopped reading (here the server's socket buffer is
+    made small, so a 40 kB object leaves one). aiohttp closes such a connection gracefully,
+    waiting to send that end first: for a client that stopped reading, forever, and
+    close() returned with the connection still open. It is cut when the grace is over."""
+    finished = Finished()
+    server = LocalMediaStore(on_request=finished)
+    server.shutdown_grace = GRACE
+    await server.start()
+    loop = asyncio.get_running_loop()
+    try:
+        [listener] = sockets_on(server.port)
+        with socket.socket(fileno=os.dup(listener)) as dup:  # accepted sockets inherit it
+            dup.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        with server_warnings() as warnings:
+            async with aiohttp.ClientSession() as session:
+                raw = Raw(server, session)
+                await server.store.put_bytes("a.ts", b"a" * 40_000)
+                async with stopped_reader(raw, "/a.ts") as sock:
+                    await finished.wait("GetObject", "200", 10)  # its handler is done
+                    started = loop.time()
+                    await server.close()
+                    took = loop.time() - started
+                    assert sockets_on(server.port) == []
+                    received, closed = await drained(sock)
+    finally:
+        await server.close()
+    assert closed and received < 40_000
+    assert took < GRACE + 1.0
+    assert len(warnings) == 1 and "not taken" in warnings[0].getMessage(), warnings

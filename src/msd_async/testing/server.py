@@ -644,6 +644,12 @@ class LocalMediaStore:
             await self.store.aclose()
             self._end_unread_bodies()
             await runner.cleanup()
+            # A connection whose handler is done may still hold the end of a response its
+            # client is not taking, and aiohttp's graceful close of it waits to send it:
+            # for a client that stopped reading, forever. The grace's cut ends the wait.
+            # Polled: nothing public tells when a transport's buffer has drained.
+            while any(t.get_write_buffer_size() for t in self._transports):  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
         except BaseException:
             # Once cut, every handler ends within a few loop turns (its reads and writes
             # fail), and cleanup() waits for aiohttp's tasks and releases the rest.
@@ -659,7 +665,8 @@ class LocalMediaStore:
 
         Aborted, not closed: a graceful close first sends what is buffered, which for a
         client that stopped reading never happens."""
-        for request in list(self._in_flight.values()):
+        in_flight = list(self._in_flight.values())
+        for request in in_flight:
             request[_GONE] = True
             if at_grace:
                 logger.warning(
@@ -667,11 +674,21 @@ class LocalMediaStore:
                     "(its grace); connection cut",
                     request.method, request.path, request.remote, self.shutdown_grace,
                 )
+        answering = {id(r.transport) for r in in_flight}
         transports = set(self._transports)
         server = runner.server
         if server is not None:
             transports.update(c.transport for c in server.connections if c.transport is not None)
         for transport in transports:
+            unsent = transport.get_write_buffer_size()
+            if at_grace and unsent and id(transport) not in answering:
+                peer = transport.get_extra_info("peername")
+                logger.warning(
+                    "a response to %s: its last %d bytes not taken %g s into the server's "
+                    "shutdown (its grace); connection cut",
+                    f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else peer,
+                    unsent, self.shutdown_grace,
+                )
             transport.abort()
 
     def _end_unread_bodies(self) -> None:
