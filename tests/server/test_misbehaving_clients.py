@@ -796,6 +796,7 @@ async def test_a_cancelled_close_still_lets_go_of_every_connection(
                 # Nothing of the server runs on once the cancelled close() is over.
                 left = asyncio.all_tasks() - baseline - {asyncio.current_task()}
                 assert left == set(), left
+                assert sockets_on(server.port) == []
                 assert open_files_under(data_dir) == []
                 for sock in [reader_sock, *socks]:
                     _, closed = await drained(sock)
