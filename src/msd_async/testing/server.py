@@ -622,8 +622,9 @@ class LocalMediaStore:
         A request body still coming (a stalled upload, the rest of one refused before it
         was read) is not waited for. A response a client is still taking is given
         :attr:`shutdown_grace` (2 s) to finish; then its connection is cut, the request is
-        logged and counted as ``aborted``, and one WARNING line names it: close() takes
-        about the grace at most.
+        logged and counted as ``aborted``, and one WARNING line names it (one whose handler
+        was done, only its last bytes unsent, keeps its status): close() takes about the
+        grace at most.
 
         Cancelled midway (a timeout around a test's teardown), it still cuts every
         connection and waits for their handlers before it re-raises the cancellation:
