@@ -1049,3 +1049,14 @@ async def test_close_cuts_the_unsent_end_of_an_answered_response_at_its_grace() 
     assert closed and received < 40_000
     assert took < GRACE + 1.0
     assert len(warnings) == 1 and "not taken" in warnings[0].getMessage(), warnings
+
+
+@pytest.mark.parametrize("grace", [-1.0, float("nan"), float("inf"), True, "2"])
+async def test_a_shutdown_grace_that_is_no_number_of_seconds_is_refused_by_start(
+    grace: object,
+) -> None:
+    server = LocalMediaStore()
+    server.shutdown_grace = grace  # type: ignore[assignment]
+    with pytest.raises(ValueError, match="shutdown_grace"):
+        await server.start()
+    await server.close()  # never started: nothing to do

@@ -36,6 +36,7 @@ import email.utils
 import hmac
 import json
 import logging
+import math
 import re
 import secrets
 import time
@@ -49,7 +50,7 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http import HttpProcessingError, HttpVersion11
 
 from .. import rules
-from ..config import Timeouts
+from ..config import Timeouts, is_number
 from ..credentials import Credentials
 from ..errors import ClientValidationError
 from .auth import AuthFailure, Deferred, Verifier, decode_query, header_value, is_hex_sha256
@@ -476,8 +477,10 @@ class LocalMediaStore:
         #: upload grows again or ends, which for a stalled encoder is its time limit.
         self.client_check_interval = 1.0
         #: Seconds close() gives the responses still being sent when it begins (a client
-        #: taking a large object) to finish; then their connections are cut. Read by start().
+        #: taking a large object) to finish; then their connections are cut. Read (and
+        #: checked: 0 or more) by start(), so set it before.
         self.shutdown_grace = 2.0
+        self._grace = self.shutdown_grace  # the value start() read
         self.faults = faults if faults is not None else FaultPlan()
         self.container = container
         self.data_dir = data_dir
@@ -586,6 +589,10 @@ class LocalMediaStore:
         """Start listening; sets :attr:`port` and :attr:`endpoint`."""
         if self._runner is not None:
             raise RuntimeError("server already started")
+        grace = self.shutdown_grace
+        if not (is_number(grace) and 0 <= grace < math.inf):
+            raise ValueError(f"shutdown_grace must be seconds, 0 or more, not {grace!r}")
+        self._grace = grace
         self._closing = asyncio.Event()
         runner = web.AppRunner(
             self.make_app(),
@@ -597,7 +604,7 @@ class LocalMediaStore:
             # own bound only backs it up (a handler that outlived its connection), and is
             # later: a handler that ends as its first wait times out makes aiohttp log an
             # InvalidStateError.
-            shutdown_timeout=self.shutdown_grace + 1.0,
+            shutdown_timeout=self._grace + 1.0,
             # aiohttp's timer from a connection's start, and from the end of each response:
             # it closes the connection if no whole request head came by then, so a head
             # that trickles in (slowloris) is cut too, not only an idle keep-alive.
@@ -639,7 +646,7 @@ class LocalMediaStore:
         self._closed = closed = asyncio.Event()
         self._closing.set()
         cut = asyncio.get_running_loop().call_later(
-            self.shutdown_grace, self._cut_connections, runner, True
+            self._grace, self._cut_connections, runner, True
         )
         try:
             await self.store.aclose()
@@ -673,7 +680,7 @@ class LocalMediaStore:
                 logger.warning(
                     "%s %s from %s: still being answered %g s into the server's shutdown "
                     "(its grace); connection cut",
-                    request.method, request.path, request.remote, self.shutdown_grace,
+                    request.method, request.path, request.remote, self._grace,
                 )
         answering = {id(r.transport) for r in in_flight}
         transports = set(self._transports)
@@ -688,7 +695,7 @@ class LocalMediaStore:
                     "a response to %s: its last %d bytes not taken %g s into the server's "
                     "shutdown (its grace); connection cut",
                     f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else peer,
-                    unsent, self.shutdown_grace,
+                    unsent, self._grace,
                 )
             transport.abort()
 
