@@ -771,7 +771,8 @@ async def test_a_cancelled_close_still_lets_go_of_every_connection(
         async with aiohttp.ClientSession() as session:
             raw = Raw(server, session)
             await server.store.put_bytes("vod/big.mp4", b"b" * BIG)
-            assert (await raw.get("vod/big.mp4")).status == 200  # a keep-alive, now idle
+            await server.store.put_bytes("vod/small.mp4", b"s")
+            assert (await raw.get("vod/small.mp4")).status == 200  # a keep-alive, now idle
             async with stopped_reader(raw, "/vod/big.mp4") as reader_sock:
                 put = signed_head(raw, "PUT", "/live/seg.ts",
                                   {"x-amz-upload-availability": "STREAMING"})
@@ -803,7 +804,7 @@ async def test_a_cancelled_close_still_lets_go_of_every_connection(
                     assert closed
                 # The pooled keep-alive was closed too: a new request cannot reach it.
                 with pytest.raises(aiohttp.ClientConnectionError):
-                    await raw.get("vod/big.mp4")
+                    await raw.get("vod/small.mp4")
     finally:
         for sock in socks:
             sock.close()
