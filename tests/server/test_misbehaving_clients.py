@@ -1061,3 +1061,42 @@ async def test_a_shutdown_grace_that_is_no_number_of_seconds_is_refused_by_start
     with pytest.raises(ValueError, match="shutdown_grace"):
         await server.start()
     await server.close()  # never started: nothing to do
+
+
+async def test_a_close_in_a_cancelled_anyio_scope_still_ends_every_handler() -> None:
+    """``async with LocalMediaStore()`` left by the cancellation of an anyio scope
+    (``move_on_after`` around a test's body): anyio cancels every await of close() in that
+    scope, not only the first, so the wait for the handlers it had cut was itself cut and
+    they ran on after it. It is waited for now (it is short: everything is cut)."""
+    import anyio
+
+    baseline = asyncio.all_tasks()
+    server = LocalMediaStore()
+    socks: list[socket.socket] = []
+    try:
+        with anyio.CancelScope() as scope:
+            async with server, aiohttp.ClientSession() as session:
+                raw = Raw(server, session)
+                await server.store.put_bytes("vod/big.mp4", b"b" * BIG)
+                reader = socket.socket()
+                reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                reader.setblocking(False)
+                socks.append(reader)
+                await asyncio.get_running_loop().sock_connect(reader, ("127.0.0.1", server.port))
+                reader.send(signed_head(raw, "GET", "/vod/big.mp4"))  # and never reads
+                put = signed_head(raw, "PUT", "/live/seg.ts",
+                                  {"x-amz-upload-availability": "STREAMING"})
+                socks.append(await raw_socket(
+                    server.port, put[:-2] + b"Content-Length: 1000\r\n\r\n" + b"u" * 10
+                ))
+                await wait_until(lambda: server.store.in_progress("live/seg.ts") is not None)
+                await asyncio.sleep(0.2)  # the reader's writes back up
+                scope.cancel()
+                await asyncio.sleep(10)  # cancelled at once
+        assert scope.cancelled_caught
+        left = asyncio.all_tasks() - baseline - {asyncio.current_task()}
+        assert left == set(), left
+        assert sockets_on(server.port) == []
+    finally:
+        for sock in socks:
+            sock.close()

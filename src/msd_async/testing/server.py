@@ -633,8 +633,9 @@ class LocalMediaStore:
         was done, only its last bytes unsent, keeps its status): close() takes about the
         grace at most.
 
-        Cancelled midway (a timeout around a test's teardown), it still cuts every
-        connection and waits for their handlers before it re-raises the cancellation:
+        Cancelled midway (a timeout around a test's teardown, a cancelled anyio scope),
+        it still cuts every connection and waits for their handlers (a few loop turns)
+        before it re-raises the cancellation:
         nothing of the server is left open or running. A close() while another task's is
         under way returns when that one is done."""
         runner, self._runner = self._runner, None
@@ -660,9 +661,17 @@ class LocalMediaStore:
                 await asyncio.sleep(0.05)
         except BaseException:
             # Once cut, every handler ends within a few loop turns (its reads and writes
-            # fail), and cleanup() waits for aiohttp's tasks and releases the rest.
+            # fail), and cleanup() waits for aiohttp's tasks and releases the rest. Waited
+            # for through further cancellations too (a cancelled anyio scope delivers one
+            # at every await): short, everything being cut, and bounded by aiohttp's own.
             self._cut_connections(runner, False)
-            await runner.cleanup()
+            cleanup = asyncio.ensure_future(runner.cleanup())
+            while not cleanup.done():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.shield(cleanup)
+            if not cleanup.cancelled() and cleanup.exception() is not None:
+                logger.warning("cleanup after a cancelled close() failed",
+                               exc_info=cleanup.exception())
             raise
         finally:
             cut.cancel()
