@@ -635,9 +635,9 @@ class LocalMediaStore:
 
         Cancelled midway (a timeout around a test's teardown, a cancelled anyio scope),
         it still cuts every connection and waits for their handlers (a few loop turns)
-        before it re-raises the cancellation:
-        nothing of the server is left open or running. A close() while another task's is
-        under way returns when that one is done."""
+        before it re-raises the cancellation: nothing of the server is left open or
+        running. A close() while another task's is under way returns when that one is
+        done."""
         runner, self._runner = self._runner, None
         if runner is None:
             if self._closed is not None:
