@@ -19,7 +19,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from open_files import open_files_under
+from open_files import open_files_under, sockets_on
 from rawclient import Raw
 from serve_process import ServeProcess, start_serve
 from server_errors import watching_server_errors
@@ -30,6 +30,8 @@ from msd_async.testing import LocalMediaStore
 pytestmark = pytest.mark.anyio
 
 SEND_LIMIT = 0.5
+#: The servers' shutdown grace here (``LocalMediaStore.shutdown_grace``; 2 s by default).
+GRACE = 0.4
 #: More than loopback's socket buffers take for a client that reads nothing.
 BIG = 20_000_000
 
@@ -446,12 +448,13 @@ async def test_close_with_a_stalled_reader_uploader_and_follower_is_bounded(
 ) -> None:
     """``close()`` while a reader has stopped reading, an uploader has stopped sending and
     a follower follows that upload (no limit of the server would end any of them soon):
-    it returns within twice aiohttp's shutdown grace (the reader's handler is cancelled
-    only after the second), leaves no task running, logs no error,
+    it returns once its shutdown grace is over (the reader's connection is cut then),
+    leaves no task running, logs no error,
     the follower sees an incomplete body and nothing is left open or half-written."""
     data_dir = tmp_path / "data"
     baseline = asyncio.all_tasks()
     server = LocalMediaStore(data_dir=str(data_dir), fsync=False)
+    server.shutdown_grace = GRACE
     await server.start()
     loop = asyncio.get_running_loop()
     with watching_server_errors() as errors:
@@ -474,7 +477,7 @@ async def test_close_with_a_stalled_reader_uploader_and_follower_is_bounded(
                     await asyncio.sleep(0.2)  # the reader's writes back up
                     started = loop.time()
                     await server.close()
-                    assert loop.time() - started < 10
+                    assert loop.time() - started < GRACE + 1.0
                     # Nothing of the server runs on, though the reader still reads nothing.
                     await asyncio.sleep(0.1)
                     left = asyncio.all_tasks() - baseline - {asyncio.current_task()}
@@ -529,6 +532,55 @@ async def test_sigterm_of_msd_serve_with_them_connected_is_bounded_and_clean(
         stderr = log.read()
         log.close()
     assert "ERROR" not in stderr and "Traceback" not in stderr, stderr
+    assert os.listdir(data_dir / "@tmp") == []
+
+
+
+async def test_sigint_mid_upload_leaves_no_half_object_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    """``msd serve --data-dir`` stopped by SIGINT while uploads are mid-body (a STREAMING chunked
+    one replacing an object, a STANDARD one with a Content-Length short by one byte, a
+    chunked STANDARD one lacking only its last chunk): it exits 0 at once, quietly, none
+    of them answered, and once restarted the old versions are there and nothing new.
+    (SIGTERM takes the same path: the test above.)"""
+    data_dir = tmp_path / "data"
+    log = (tmp_path / "stderr.log").open("w+")
+    serve = start_serve("--data-dir", str(data_dir), "--no-fsync", "--quiet", stderr=log)
+    writers: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    try:
+        async with raw_client_of(serve) as (raw, _):
+            assert (await raw.put("live/a.ts", b"old a")).status == 200
+            uploads = [
+                ("/live/a.ts", "Transfer-Encoding: chunked\r\n", b"5\r\nhello\r\n",
+                 {"x-amz-upload-availability": "STREAMING"}),
+                ("/vod/b.mp4", "Content-Length: 100\r\n", b"b" * 99, None),
+                ("/vod/c.mp4", "Transfer-Encoding: chunked\r\n", b"5\r\nhello\r\n", None),
+            ]
+            for path, framing, body, extra in uploads:
+                reader, writer = await put_head(raw, path, framing, extra)
+                writer.write(body)
+                await writer.drain()
+                writers.append((reader, writer))
+            await asyncio.sleep(0.2)  # the bodies reach the server
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            assert await asyncio.to_thread(serve.stop, signal.SIGINT, 30) == 0
+            assert loop.time() - started < 2.0  # nothing to wait for: no grace taken
+            for reader, _ in writers:
+                assert await asyncio.wait_for(reader.read(), 10) == b""  # no answer
+    finally:
+        for _, writer in writers:
+            writer.close()
+        serve.stop(signal.SIGKILL)
+        log.seek(0)
+        stderr = log.read()
+        log.close()
+    assert stderr == "", stderr
+    async with LocalMediaStore(data_dir=str(data_dir)) as again:
+        assert sorted(v.path for v in again.store.walk()) == ["live/a.ts", "vod/big.mp4"]
+        old = again.store.get("live/a.ts")
+        assert old is not None and old.size == len(b"old a")
     assert os.listdir(data_dir / "@tmp") == []
 
 
@@ -668,12 +720,13 @@ async def test_close_does_not_wait_for_the_rest_of_a_put_body(
 
 
 async def test_a_request_cancelled_by_close_is_counted() -> None:
-    """A reader that stopped reading holds its handler past aiohttp's shutdown grace,
-    and aiohttp then cancels it. ``on_request`` (``msd serve --metrics``:
+    """A reader that stopped reading holds its handler past the shutdown grace, and
+    aiohttp then cancelled it. ``on_request`` (``msd serve --metrics``:
     msd_server_requests_total) never heard of that request: the metrics missed exactly
     the requests a shutdown cut. It is counted now, as ``aborted``."""
     finished = Finished()
     server = LocalMediaStore(on_request=finished)
+    server.shutdown_grace = GRACE
     await server.start()
     try:
         async with aiohttp.ClientSession() as session:
@@ -685,3 +738,365 @@ async def test_a_request_cancelled_by_close_is_counted() -> None:
     finally:
         await server.close()
     assert [(op, status) for op, status, _ in finished.done] == [("GetObject", "aborted")]
+
+
+# --- close() cancelled, and responses still in flight at its grace --------------------------
+
+
+async def raw_socket(port: int, sent: bytes = b"") -> socket.socket:
+    """A raw TCP client that has sent ``sent`` (maybe nothing) and reads nothing."""
+    sock = socket.socket()
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    if sent:
+        sock.send(sent)
+    return sock
+
+
+@pytest.mark.parametrize("cancel_after", [1, 3, 8, 0.2])
+async def test_a_cancelled_close_still_lets_go_of_every_connection(
+    tmp_path: Path, cancel_after: float
+) -> None:
+    """``close()`` cancelled midway (``asyncio.timeout`` around a test's teardown, a
+    cancelled fixture) closed the listening socket and left the rest: the connections of a
+    stopped reader, a stalled uploader, an idle client and a client that sent nothing stayed
+    open and their handlers ran on. Cancelled after a few loop steps or during the grace,
+    it now ends every connection and every task before it re-raises the cancellation."""
+    data_dir = tmp_path / "data"
+    baseline = asyncio.all_tasks()
+    server = LocalMediaStore(data_dir=str(data_dir), fsync=False)
+    await server.start()
+    socks: list[socket.socket] = []
+    try:
+        async with aiohttp.ClientSession() as session:
+            raw = Raw(server, session)
+            await server.store.put_bytes("vod/big.mp4", b"b" * BIG)
+            await server.store.put_bytes("vod/small.mp4", b"s")
+            assert (await raw.get("vod/small.mp4")).status == 200  # a keep-alive, now idle
+            async with stopped_reader(raw, "/vod/big.mp4") as reader_sock:
+                put = signed_head(raw, "PUT", "/live/seg.ts",
+                                  {"x-amz-upload-availability": "STREAMING"})
+                socks.append(await raw_socket(
+                    server.port, put[:-2] + b"Content-Length: 100000\r\n\r\n" + b"u" * 1000
+                ))
+                socks.append(await raw_socket(server.port))  # sends nothing
+                socks.append(await raw_socket(server.port, signed_head(raw, "GET", "/")[:-4]))
+                await wait_until(lambda: server.store.in_progress("live/seg.ts") is not None)
+                await wait_until(lambda: open_files_under(data_dir) != [])  # the GET's file
+                await asyncio.sleep(0.2)  # the reader's writes back up
+                closing = asyncio.create_task(server.close())
+                if isinstance(cancel_after, int):
+                    for _ in range(cancel_after):
+                        await asyncio.sleep(0)
+                else:
+                    await asyncio.sleep(cancel_after)
+                assert not closing.done()
+                closing.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await closing
+                # Nothing of the server runs on once the cancelled close() is over.
+                left = asyncio.all_tasks() - baseline - {asyncio.current_task()}
+                assert left == set(), left
+                assert sockets_on(server.port) == []
+                assert open_files_under(data_dir) == []
+                for sock in [reader_sock, *socks]:
+                    _, closed = await drained(sock)
+                    assert closed
+                # The pooled keep-alive was closed too: a new request cannot reach it.
+                with pytest.raises(aiohttp.ClientConnectionError):
+                    await raw.get("vod/small.mp4")
+    finally:
+        for sock in socks:
+            sock.close()
+        await server.close()  # a no-op now
+    assert os.listdir(data_dir / "@tmp") == []
+    assert server.store.get("live/seg.ts") is None
+
+
+async def test_close_cuts_a_response_still_in_flight_at_its_grace() -> None:
+    """A client that stopped reading a large object: aiohttp's shutdown waited its grace
+    for the handler, then as long again before cancelling it, so every close() with such a
+    client took about 4 s, and the access log had no line for the request. Its connection
+    is now cut when the grace is over: close() takes the grace, the request is logged and
+    counted as ``aborted`` and one WARNING says the shutdown cut it."""
+    finished = Finished()
+    server = LocalMediaStore(on_request=finished)
+    server.shutdown_grace = GRACE
+    await server.start()
+    loop = asyncio.get_running_loop()
+    access: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            access.append(record)
+
+    access_logger = logging.getLogger("msd_async.testing.access")
+    keep, level = Keep(), access_logger.level
+    access_logger.addHandler(keep)
+    access_logger.setLevel(logging.INFO)
+    try:
+        with server_warnings() as warnings, watching_server_errors() as errors:
+            async with aiohttp.ClientSession() as session:
+                raw = Raw(server, session)
+                await server.store.put_bytes("vod/big.mp4", b"b" * BIG)
+                async with stopped_reader(raw, "/vod/big.mp4") as sock:
+                    await asyncio.sleep(0.2)  # its writes back up
+                    started = loop.time()
+                    await server.close()
+                    took = loop.time() - started
+                    received, closed = await drained(sock)
+    finally:
+        access_logger.removeHandler(keep)
+        access_logger.setLevel(level)
+        await server.close()
+    assert GRACE <= took < GRACE + 1.0, took  # it was 2 s + 2 s
+    assert closed and received < BIG
+    assert [(op, status) for op, status, _ in finished.done] == [("GetObject", "aborted")]
+    assert [r.getMessage().split()[:3] for r in access] == [["GET", "/vod/big.mp4", "aborted"]]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    assert "shutdown" in warnings[0].getMessage() and "GET /vod/big.mp4" in (
+        warnings[0].getMessage()
+    )
+    assert not errors.records
+
+
+async def test_close_lets_a_response_finish_within_its_grace() -> None:
+    """The grace is kept: a client still taking a response when close() begins gets all
+    of it if it takes it within the grace."""
+    size = 6_000_000  # more than loopback's buffers take: the response is in flight
+    server = LocalMediaStore()
+    server.shutdown_grace = 10.0
+    await server.start()
+    loop = asyncio.get_running_loop()
+    try:
+        async with aiohttp.ClientSession() as session:
+            raw = Raw(server, session)
+            await server.store.put_bytes("vod/a.mp4", b"a" * size)
+            async with stopped_reader(raw, "/vod/a.mp4") as sock:
+                await asyncio.sleep(0.2)
+                closing = asyncio.create_task(server.close())
+                await asyncio.sleep(0.2)
+                assert not closing.done()
+                received = 0
+                while chunk := await asyncio.wait_for(loop.sock_recv(sock, 1 << 20), 5):
+                    received += len(chunk)
+                await asyncio.wait_for(closing, 5)
+    finally:
+        await server.close()
+    assert received > size
+
+
+async def test_close_while_a_streaming_upload_commits_lets_it_complete(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """close() aborts the STREAMING uploads in progress, so that their followers see them
+    fail. One whose body had all come and was being made durable (fsync runs in a thread)
+    was aborted under its commit: its file closed and removed mid-commit, the commit then
+    failed, its client got a 500 and the server logged an ERROR traceback, at every
+    shutdown that caught an upload there. Its commit now completes: the client gets its
+    200 and the object is there, whole, after a restart."""
+    import threading
+
+    data_dir = tmp_path / "data"
+    real_fsync = os.fsync
+    syncing = threading.Event()
+
+    def slow_fsync(fd: int) -> None:  # a slow disk: the window is the fsync's
+        syncing.set()
+        threading.Event().wait(0.3)
+        real_fsync(fd)
+
+    server = LocalMediaStore(data_dir=str(data_dir))
+    await server.start()
+    try:
+        with watching_server_errors() as errors:
+            async with aiohttp.ClientSession() as session:
+                raw = Raw(server, session)
+                monkeypatch.setattr(os, "fsync", slow_fsync)
+                put = asyncio.create_task(
+                    raw.put("live/seg.ts", b"whole segment", x_amz_upload_availability="STREAMING")
+                )
+                await wait_until(syncing.is_set)
+                await server.close()
+                reply = await put
+        assert reply.status == 200, reply.body
+        assert not errors.records
+    finally:
+        monkeypatch.undo()
+        await server.close()
+    async with LocalMediaStore(data_dir=str(data_dir)) as again, aiohttp.ClientSession() as s:
+        assert (await Raw(again, s).get("live/seg.ts")).body == b"whole segment"
+
+
+async def test_a_second_close_waits_for_the_first() -> None:
+    """close() from two tasks at once (a test's own close and its fixture's teardown):
+    the second returned at once, while the first still waited its grace for a stopped
+    reader, so its caller went on with the server's connections and handlers still there.
+    It now returns when the server is closed."""
+    baseline = asyncio.all_tasks()
+    server = LocalMediaStore()
+    server.shutdown_grace = GRACE
+    await server.start()
+    async with aiohttp.ClientSession() as session:
+        raw = Raw(server, session)
+        await server.store.put_bytes("vod/big.mp4", b"b" * BIG)
+        async with stopped_reader(raw, "/vod/big.mp4") as sock:
+            await asyncio.sleep(0.2)  # its writes back up
+            first = asyncio.create_task(server.close())
+            await asyncio.sleep(0)
+            await server.close()
+            assert first.done()
+            left = asyncio.all_tasks() - baseline - {asyncio.current_task()}
+            assert left == set(), left
+            _, closed = await drained(sock)
+            assert closed
+
+
+@pytest.mark.parametrize(
+    "client", ["sends-nothing", "half-a-head", "put-head-only", "chunked-head-only", "pipelined"]
+)
+async def test_close_waits_for_no_client_that_sends_nothing_more(
+    raw: Raw, server: LocalMediaStore, client: str
+) -> None:
+    """A connection that never sent a byte, a head that stopped halfway (slowloris), a
+    PUT's head whose body never comes (Content-Length or chunked), a GET pipelined behind
+    an upload whose body stalled: close() waits for none of them (not its grace), ends
+    each connection unanswered and leaves no task and nothing stored."""
+    baseline = asyncio.all_tasks()
+    put = signed_head(raw, "PUT", "/p.ts")[:-2]
+    sent = {
+        "sends-nothing": b"",
+        "half-a-head": signed_head(raw, "GET", "/")[:-20],
+        "put-head-only": put + b"Content-Length: 10\r\n\r\n",
+        "chunked-head-only": put + b"Transfer-Encoding: chunked\r\n\r\n",
+        # The GET's bytes are the rest of the upload's body to the server: it waits on.
+        "pipelined": put + b"Content-Length: 900\r\n\r\n" + signed_head(raw, "GET", "/p.ts"),
+    }[client]
+    sock = await raw_socket(server.port, sent)
+    try:
+        await asyncio.sleep(0.1)  # what was sent reaches the server
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await server.close()
+        assert loop.time() - started < server.shutdown_grace / 2
+        assert asyncio.all_tasks() - baseline - {asyncio.current_task()} == set()
+        received, closed = await drained(sock)
+        assert closed and received == 0
+    finally:
+        sock.close()
+    assert server.store.get("p.ts") is None
+
+
+async def test_an_on_request_callback_that_raises_is_logged_and_ignored() -> None:
+    """``on_request`` is the application's (a metrics hook). Raising, it reached aiohttp
+    as the handler's failure: an "Error handling request" traceback per request and the
+    connection closed after each answer, a request pipelined behind it dropped. It is now
+    logged (once, then every thousandth time) and the server carries on."""
+    calls: list[str] = []
+
+    def broken(operation: str, status: str, seconds: float) -> None:
+        calls.append(status)
+        raise RuntimeError("metrics backend down")
+
+    async with LocalMediaStore(on_request=broken) as server, aiohttp.ClientSession() as s:
+        raw = Raw(server, s)
+        await server.store.put_bytes("a.ts", b"hello")
+        with watching_server_errors() as errors:
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            try:
+                writer.write(signed_head(raw, "GET", "/a.ts") + signed_head(raw, "HEAD", "/a.ts"))
+                await writer.drain()
+                # Both answered, on the one connection.
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+                assert head.startswith(b"HTTP/1.1 200 ")
+                assert await asyncio.wait_for(reader.readexactly(5), 10) == b"hello"
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+                assert head.startswith(b"HTTP/1.1 200 ")
+            finally:
+                writer.close()
+        assert calls == ["200", "200"]
+        assert [r.name for r in errors.records] == ["msd_async.testing.server"]
+        assert "on_request" in errors.records[0].getMessage()
+
+
+async def test_close_cuts_the_unsent_end_of_an_answered_response_at_its_grace() -> None:
+    """A response its handler is done with can still have its end in the server's write
+    buffer, unsent, when the client stopped reading (here the server's socket buffer is
+    made small, so a 40 kB object leaves one). aiohttp closes such a connection gracefully,
+    waiting to send that end first: for a client that stopped reading, forever, and
+    close() returned with the connection still open. It is cut when the grace is over."""
+    finished = Finished()
+    server = LocalMediaStore(on_request=finished)
+    server.shutdown_grace = GRACE
+    await server.start()
+    loop = asyncio.get_running_loop()
+    try:
+        [listener] = sockets_on(server.port)
+        with socket.socket(fileno=os.dup(listener)) as dup:  # accepted sockets inherit it
+            dup.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        with server_warnings() as warnings:
+            async with aiohttp.ClientSession() as session:
+                raw = Raw(server, session)
+                await server.store.put_bytes("a.ts", b"a" * 40_000)
+                async with stopped_reader(raw, "/a.ts") as sock:
+                    await finished.wait("GetObject", "200", 10)  # its handler is done
+                    started = loop.time()
+                    await server.close()
+                    took = loop.time() - started
+                    assert sockets_on(server.port) == []
+                    received, closed = await drained(sock)
+    finally:
+        await server.close()
+    assert closed and received < 40_000
+    assert took < GRACE + 1.0
+    assert len(warnings) == 1 and "not taken" in warnings[0].getMessage(), warnings
+
+
+@pytest.mark.parametrize("grace", [-1.0, float("nan"), float("inf"), True, "2"])
+async def test_a_shutdown_grace_that_is_no_number_of_seconds_is_refused_by_start(
+    grace: object,
+) -> None:
+    server = LocalMediaStore()
+    server.shutdown_grace = grace  # type: ignore[assignment]
+    with pytest.raises(ValueError, match="shutdown_grace"):
+        await server.start()
+    await server.close()  # never started: nothing to do
+
+
+async def test_a_close_in_a_cancelled_anyio_scope_still_ends_every_handler() -> None:
+    """``async with LocalMediaStore()`` left by the cancellation of an anyio scope
+    (``move_on_after`` around a test's body): anyio cancels every await of close() in that
+    scope, not only the first, so the wait for the handlers it had cut was itself cut and
+    they ran on after it. It is waited for now (it is short: everything is cut)."""
+    import anyio
+
+    baseline = asyncio.all_tasks()
+    server = LocalMediaStore()
+    socks: list[socket.socket] = []
+    try:
+        with anyio.CancelScope() as scope:
+            async with server, aiohttp.ClientSession() as session:
+                raw = Raw(server, session)
+                await server.store.put_bytes("vod/big.mp4", b"b" * BIG)
+                reader = socket.socket()
+                reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                reader.setblocking(False)
+                socks.append(reader)
+                await asyncio.get_running_loop().sock_connect(reader, ("127.0.0.1", server.port))
+                reader.send(signed_head(raw, "GET", "/vod/big.mp4"))  # and never reads
+                put = signed_head(raw, "PUT", "/live/seg.ts",
+                                  {"x-amz-upload-availability": "STREAMING"})
+                socks.append(await raw_socket(
+                    server.port, put[:-2] + b"Content-Length: 1000\r\n\r\n" + b"u" * 10
+                ))
+                await wait_until(lambda: server.store.in_progress("live/seg.ts") is not None)
+                await asyncio.sleep(0.2)  # the reader's writes back up
+                scope.cancel()
+                await asyncio.sleep(10)  # cancelled at once
+        assert scope.cancelled_caught
+        left = asyncio.all_tasks() - baseline - {asyncio.current_task()}
+        assert left == set(), left
+        assert sockets_on(server.port) == []
+    finally:
+        for sock in socks:
+            sock.close()

@@ -24,7 +24,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="run a local MediaStore-compatible server",
         description="Run a local MediaStore-compatible server. Prints the keys, 'endpoint: URL' "
         "once it accepts connections and an 'export ...' line with the environment a client "
-        "needs, then one log line per request; stops on SIGINT/SIGTERM.",
+        "needs, then one log line per request. SIGINT/SIGTERM stop it (exit status 0) "
+        "within about 2 s: uploads still coming are dropped, responses still being sent then are "
+        "cut.",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=0, help="port (default 0: any free port)")

@@ -20,6 +20,10 @@ Choices where the service left a question open (docs/contract.md marks them **(c
   connection without a whole request head for ``idle_time_limit`` seconds (60) is closed.
 - A request whose Host is ``<id>.data.mediastore.<region>.amazonaws.com`` must name this
   server's container (``container``, default ``"local"``); any other Host means this container.
+- ``close()`` (``msd serve`` on SIGINT/SIGTERM) stops listening at once, drops the uploads
+  whose body is still coming (nothing of them is stored; a follower's body ends without
+  its last chunk) and gives the responses being sent ``shutdown_grace`` seconds (2), then
+  cuts their connections (logged and counted ``aborted``, one WARNING each).
 """
 
 from __future__ import annotations
@@ -539,6 +543,11 @@ class LocalMediaStore:
         #: so without them a viewer gone while the upload pauses would be served until the
         #: upload grows again or ends, which for a stalled encoder is its time limit.
         self.client_check_interval = 1.0
+        #: Seconds close() gives the responses still being sent when it begins (a client
+        #: taking a large object) to finish; then their connections are cut. Read (and
+        #: checked: 0 or more) by start(), so set it before.
+        self.shutdown_grace = 2.0
+        self._grace = self.shutdown_grace  # the value start() read
         self.faults = faults if faults is not None else FaultPlan()
         self.container = container
         self.data_dir = data_dir
@@ -569,11 +578,20 @@ class LocalMediaStore:
         self._runner: web.AppRunner | None = None
         #: Set by close(): requests held by a delay fault let go.
         self._closing = asyncio.Event()
+        #: Set when close() is done, for a close() from another task meanwhile to wait.
+        self._closed: asyncio.Event | None = None
         #: Requests with a body, for close() to end the connections still waiting for one.
         #: By id: a request is not hashable.
         self._bodies: weakref.WeakValueDictionary[int, web.BaseRequest] = (
             weakref.WeakValueDictionary()
         )
+        #: The connections requests came on, for close() to cut: one whose handler is done
+        #: may still hold a response its client stopped reading, which aiohttp's graceful
+        #: close of it waits to send.
+        self._transports: weakref.WeakSet[asyncio.Transport] = weakref.WeakSet()
+        #: The requests being handled, by id (a request is not hashable): those close()
+        #: cuts at its grace are logged.
+        self._in_flight: dict[int, web.Request] = {}
         self.endpoint = ""
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -608,12 +626,11 @@ class LocalMediaStore:
         started = time.monotonic()
         root = request.raw_path.partition("?")[0].strip("/") == ""
         operation = _OPERATIONS.get((request.method, root), "other")
-        assert self.on_request is not None
         try:
             response: web.StreamResponse = await handler(request)
         except BaseException:
-            # Cancelled by aiohttp's shutdown once its grace is over (a client that
-            # stopped reading): exactly the requests a shutdown cut, not to go uncounted.
+            # Cancelled by aiohttp's shutdown (a handler that outlived its connection cut
+            # at the grace): exactly the requests a shutdown cut, not to go uncounted.
             self._report(operation, "aborted", started)
             raise
         status = "aborted" if request.get(_GONE) else str(response.status)
@@ -644,6 +661,13 @@ class LocalMediaStore:
         """Start listening; sets :attr:`port` and :attr:`endpoint`."""
         if self._runner is not None:
             raise RuntimeError("server already started")
+        grace = self.shutdown_grace
+        if not (is_number(grace) and 0 <= grace < math.inf):
+            raise InvalidParameterError(
+                f"shutdown_grace must be a finite number of seconds, 0 or more, not {grace!r}",
+                rule="server.shutdown_grace",
+            )
+        self._grace = grace
         self._closing = asyncio.Event()
         runner = web.AppRunner(
             self.make_app(),
@@ -651,8 +675,11 @@ class LocalMediaStore:
             access_log=self._access_logger,
             logger=_ServerLog(logging.getLogger("aiohttp.server"), {}),
             handle_signals=False,
-            # Streaming readers and uploads are ended by close(); nothing should linger.
-            shutdown_timeout=2.0,
+            # close() cuts what is still in flight at its grace (_cut_connections). aiohttp's
+            # own bound only backs it up (a handler that outlived its connection), and is
+            # later: a handler that ends as its first wait times out makes aiohttp log an
+            # InvalidStateError.
+            shutdown_timeout=self._grace + 1.0,
             # aiohttp's timer from a connection's start, and from the end of each response:
             # it closes the connection if no whole request head came by then, so a head
             # that trickles in (slowloris) is cut too, not only an idle keep-alive.
@@ -675,16 +702,86 @@ class LocalMediaStore:
         """Stop listening, end in-progress uploads (readers see them fail), close connections.
 
         A request body still coming (a stalled upload, the rest of one refused before it
-        was read) is not waited for. A response a client is still taking is waited for up
-        to aiohttp's shutdown grace (2 s) and, not done by then, up to 2 s more before its
-        handler is cancelled: a client that stopped reading costs about 4 s."""
+        was read) is not waited for. A response a client is still taking is given
+        :attr:`shutdown_grace` (2 s) to finish; then its connection is cut, the request is
+        logged and counted as ``aborted``, and one WARNING line names it (one whose handler
+        was done, only its last bytes unsent, keeps its status): close() takes about the
+        grace at most.
+
+        Cancelled midway (a timeout around a test's teardown, a cancelled anyio scope),
+        it still cuts every connection and waits for their handlers (a few loop turns)
+        before it re-raises the cancellation: nothing of the server is left open or
+        running. A close() while another task's is under way returns when that one is
+        done."""
         runner, self._runner = self._runner, None
         if runner is None:
+            if self._closed is not None:
+                # Another task's close() is under way: done when it is.
+                await self._closed.wait()
             return
+        self._closed = closed = asyncio.Event()
         self._closing.set()
-        await self.store.aclose()
-        self._end_unread_bodies()
-        await runner.cleanup()
+        cut = asyncio.get_running_loop().call_later(
+            self._grace, self._cut_connections, runner, True
+        )
+        try:
+            await self.store.aclose()
+            self._end_unread_bodies()
+            await runner.cleanup()
+            # A connection whose handler is done may still hold the end of a response its
+            # client is not taking, and aiohttp's graceful close of it waits to send it:
+            # for a client that stopped reading, forever. The grace's cut ends the wait.
+            # Polled: nothing public tells when a transport's buffer has drained.
+            while any(t.get_write_buffer_size() for t in self._transports):  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        except BaseException:
+            # Once cut, every handler ends within a few loop turns (its reads and writes
+            # fail), and cleanup() waits for aiohttp's tasks and releases the rest. Waited
+            # for through further cancellations too (a cancelled anyio scope delivers one
+            # at every await): short, everything being cut, and bounded by aiohttp's own.
+            self._cut_connections(runner, False)
+            cleanup = asyncio.ensure_future(runner.cleanup())
+            while not cleanup.done():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.shield(cleanup)
+            if not cleanup.cancelled() and cleanup.exception() is not None:
+                logger.warning("cleanup after a cancelled close() failed",
+                               exc_info=cleanup.exception())
+            raise
+        finally:
+            cut.cancel()
+            closed.set()
+
+    def _cut_connections(self, runner: web.AppRunner, at_grace: bool) -> None:
+        """Abort every connection still open (its response, if any, ends incomplete).
+
+        Aborted, not closed: a graceful close first sends what is buffered, which for a
+        client that stopped reading never happens."""
+        in_flight = list(self._in_flight.values())
+        for request in in_flight:
+            request[_GONE] = True
+            if at_grace:
+                logger.warning(
+                    "%s %s from %s: still being answered %g s into the server's shutdown "
+                    "(its grace); connection cut",
+                    request.method, request.path, request.remote, self._grace,
+                )
+        answering = {id(r.transport) for r in in_flight}
+        transports = set(self._transports)
+        server = runner.server
+        if server is not None:
+            transports.update(c.transport for c in server.connections if c.transport is not None)
+        for transport in transports:
+            unsent = transport.get_write_buffer_size()
+            if at_grace and unsent and id(transport) not in answering:
+                peer = transport.get_extra_info("peername")
+                logger.warning(
+                    "a response to %s: its last %d bytes not taken %g s into the server's "
+                    "shutdown (its grace); connection cut",
+                    f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else peer,
+                    unsent, self._grace,
+                )
+            transport.abort()
 
     def _end_unread_bodies(self) -> None:
         """Close the connections whose request body is still coming: a PUT's handler
@@ -721,6 +818,9 @@ class LocalMediaStore:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         if request.body_exists:
             self._bodies[id(request)] = request
+        if request.transport is not None:
+            self._transports.add(request.transport)
+        self._in_flight[id(request)] = request
         watch = request[_WATCH] = _SendWatch(request, self.send_time_limit)
         try:
             resp = await self._respond(request)
@@ -736,6 +836,7 @@ class LocalMediaStore:
                         request[_GONE] = True
             return resp
         finally:
+            del self._in_flight[id(request)]
             request[_ANSWERED] = True
             watch.close()
             # The watch refers to the request: a cycle only the cyclic GC would free.

@@ -350,6 +350,8 @@ class Store:
             raise
 
     async def aclose(self) -> None:
+        """Abort the visible STREAMING uploads in progress (their readers see them fail);
+        one whose body all came and that is being committed completes."""
         for running in list(self._streaming.values()):
             for upload in list(running):
                 upload.abort()
@@ -420,6 +422,8 @@ class Upload:
         self.etag = hashlib.sha256(secrets.token_bytes(16)).hexdigest()
         self.started = _now()
         self._waiter: asyncio.Future[None] | None = None
+        #: The body all came and commit() is publishing it (maybe awaiting an fsync).
+        self._committing = False
         #: Set by stores that write to disk as the body arrives.
         self.keep_chunks = True
 
@@ -452,9 +456,11 @@ class Upload:
         """
         if self.state != "open":
             raise RuntimeError(f"upload is {self.state}")
+        self._committing = True
         try:
             version = await self.store._commit(self)
         except BaseException:
+            self._committing = False
             self.abort()
             raise
         self.version = version
@@ -464,8 +470,12 @@ class Upload:
         return version
 
     def abort(self) -> None:
-        """Drop the upload; readers following it get :class:`UploadFailed`. Idempotent."""
-        if self.state != "open":
+        """Drop the upload; readers following it get :class:`UploadFailed`. Idempotent.
+
+        An upload being committed is left to its commit, which ends it either way:
+        aborted under it (by :meth:`Store.aclose`), a whole body was refused, and the
+        commit then failed on the file removed under it."""
+        if self.state != "open" or self._committing:
             return
         self.state = "aborted"
         self.store._finish(self)
