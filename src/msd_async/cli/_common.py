@@ -239,8 +239,9 @@ def describe_error(exc: BaseException) -> str:
 def cannot_listen(option: str, address: str, exc: OSError) -> CommandError:
     """The one line for an address that cannot be bound (taken, not this machine's, no
     such host), naming the option that gave it and what to do."""
-    reason = exc.strerror or str(exc)
-    # asyncio words it "error while attempting to bind on address ('h', p): <reason>".
+    # asyncio words it "error while attempting to bind on address ('h', p): <reason>",
+    # the reason lowered; a bind of our own (--metrics) raises the OS's words as they are.
+    reason = exc.strerror.lower() if exc.strerror else str(exc)
     if reason.startswith("error while attempting to bind"):
         reason = reason.rpartition(": ")[2]
     return CommandError(
