@@ -55,11 +55,7 @@ class Timeouts:
                 continue
             # Infinity is refused too: aiohttp rounds a deadline up to a whole second, and
             # a connect timeout of inf failed every request with an OverflowError.
-            if (
-                not is_number(value)
-                or not (value >= 0 if name == "pool" else value > 0)
-                or not math.isfinite(value)
-            ):
+            if not is_seconds(value, zero=name == "pool"):
                 minimum = "0 or more" if name == "pool" else "above 0"
                 raise InvalidParameterError(
                     f"Timeouts.{name} must be a finite number of seconds {minimum}, or None "
@@ -104,7 +100,7 @@ class Limits:
         value = self.keepalive_expiry
         # inf: aiohttp's rounding of the idle timer raised OverflowError as the first
         # connection was released, which failed that request.
-        if not is_number(value) or not value >= 0 or not math.isfinite(value):
+        if not is_seconds(value):
             raise InvalidParameterError(
                 f"Limits.keepalive_expiry must be a finite number of seconds, 0 or more, "
                 f"not {value!r}",
@@ -116,6 +112,15 @@ def is_number(value: object) -> bool:
     """Whether ``value`` is a number of seconds or a count: an int or a float, not a bool
     (an int to Python, but ``True`` as a 1 s timeout is a mistake)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def is_seconds(value: object, *, zero: bool = True) -> bool:
+    """Whether ``value`` is a finite number of seconds (not a bool), 0 or more, or above 0
+    unless ``zero``. nan fails every comparison, so it is refused too; infinity is, as no
+    duration (``None`` says "no limit" where one is allowed)."""
+    return is_number(value) and (
+        0 <= value < math.inf if zero else 0 < value < math.inf  # type: ignore[operator]
+    )
 
 
 def is_whole_number(value: object, minimum: int = 0) -> bool:
