@@ -174,7 +174,7 @@ def refuse_awaitable(result: object, name: str, callback: object, *, rule: str) 
             close()
         raise InvalidParameterError(
             f"{name} {callback!r} returned {result!r}: it must be a plain function (it is "
-            "called, never awaited)",
+            "called, never awaited); hand what it gets to a task through a queue to await",
             rule=rule,
         )
 
