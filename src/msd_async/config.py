@@ -114,13 +114,14 @@ def is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def is_seconds(value: object, *, zero: bool = True) -> bool:
-    """Whether ``value`` is a finite number of seconds (not a bool), 0 or more, or above 0
-    unless ``zero``. nan fails every comparison, so it is refused too; infinity is, as no
-    duration (``None`` says "no limit" where one is allowed)."""
-    return is_number(value) and (
-        0 <= value < math.inf if zero else 0 < value < math.inf  # type: ignore[operator]
-    )
+def is_seconds(value: object, *, zero: bool = True, endless: bool = False) -> bool:
+    """Whether ``value`` is a number of seconds (not a bool): 0 or more, or above 0 unless
+    ``zero``; finite unless ``endless`` (elsewhere ``None`` says "no limit": infinity
+    overflowed aiohttp's rounding of a deadline). nan fails every comparison: refused."""
+    if not is_number(value):
+        return False
+    seconds: float = value  # type: ignore[assignment]
+    return (seconds >= 0 if zero else seconds > 0) and (endless or seconds < math.inf)
 
 
 def is_whole_number(value: object, minimum: int = 0) -> bool:
