@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+import types
 from dataclasses import dataclass
 from typing import Final
 
@@ -139,8 +140,12 @@ def is_async_callable(value: object) -> bool:
         value = value.func
     if inspect.iscoroutinefunction(value):
         return True
-    # A class is called to construct, never awaited, whatever its instances' __call__ is.
-    return not isinstance(value, type) and inspect.iscoroutinefunction(
+    # A class is called to construct, never awaited, whatever its instances' __call__ is;
+    # a plain function's or method's own __call__ is a wrapper, never async (and put_object
+    # runs this for each upload given a progress callback: the usual case stops here).
+    if isinstance(value, (type, types.FunctionType, types.MethodType)):
+        return False
+    return inspect.iscoroutinefunction(
         getattr(value, "__call__", None)  # noqa: B004 - is it async, not callable
     )
 
