@@ -74,8 +74,9 @@ def test_every_address_of_a_name_gets_the_same_port() -> None:
 
 def test_an_address_the_host_cannot_take_is_skipped_when_another_listens() -> None:
     # localhost in a container with IPv6 turned off: /etc/hosts still names ::1, whose
-    # bind fails with EADDRNOTAVAIL. asyncio skips such an address (python/cpython#75128);
-    # the listener refused to start. 192.0.2.1 (TEST-NET-1) is on no interface here.
+    # bind fails with EADDRNOTAVAIL, and the listener refused to start (as asyncio's
+    # create_server did before it: python/cpython#75128 is still open; tornado skips such
+    # an address). 192.0.2.1 (TEST-NET-1) is on no interface here.
     absent = (socket.AF_INET, ("192.0.2.1", 0))
     (one,) = _observe._bind_all([LOOPBACK, absent], 0)
     one.close()

@@ -472,7 +472,7 @@ def _bind_all(
                     if exc.errno != errno.EADDRNOTAVAIL or len(addresses) == 1:
                         raise
                     # ``::1`` of localhost where IPv6 is off (a container's default):
-                    # skipped, as asyncio and tornado do, while another address listens.
+                    # skipped while another address listens, as tornado does (its #2684).
                     bound.pop().close()
                     unavailable = exc
                     continue
