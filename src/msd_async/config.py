@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+import types
 from dataclasses import dataclass
 from typing import Final
 
@@ -55,11 +56,7 @@ class Timeouts:
                 continue
             # Infinity is refused too: aiohttp rounds a deadline up to a whole second, and
             # a connect timeout of inf failed every request with an OverflowError.
-            if (
-                not is_number(value)
-                or not (value >= 0 if name == "pool" else value > 0)
-                or not math.isfinite(value)
-            ):
+            if not is_seconds(value, zero=name == "pool"):
                 minimum = "0 or more" if name == "pool" else "above 0"
                 raise InvalidParameterError(
                     f"Timeouts.{name} must be a finite number of seconds {minimum}, or None "
@@ -104,7 +101,7 @@ class Limits:
         value = self.keepalive_expiry
         # inf: aiohttp's rounding of the idle timer raised OverflowError as the first
         # connection was released, which failed that request.
-        if not is_number(value) or not value >= 0 or not math.isfinite(value):
+        if not is_seconds(value):
             raise InvalidParameterError(
                 f"Limits.keepalive_expiry must be a finite number of seconds, 0 or more, "
                 f"not {value!r}",
@@ -116,6 +113,16 @@ def is_number(value: object) -> bool:
     """Whether ``value`` is a number of seconds or a count: an int or a float, not a bool
     (an int to Python, but ``True`` as a 1 s timeout is a mistake)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def is_seconds(value: object, *, zero: bool = True, endless: bool = False) -> bool:
+    """Whether ``value`` is a number of seconds (not a bool): 0 or more, or above 0 unless
+    ``zero``; finite unless ``endless`` (elsewhere ``None`` says "no limit": infinity
+    overflowed aiohttp's rounding of a deadline). nan fails every comparison: refused."""
+    if not is_number(value):
+        return False
+    seconds: float = value  # type: ignore[assignment]
+    return (seconds >= 0 if zero else seconds > 0) and (endless or seconds < math.inf)
 
 
 def is_whole_number(value: object, minimum: int = 0) -> bool:
@@ -133,8 +140,12 @@ def is_async_callable(value: object) -> bool:
         value = value.func
     if inspect.iscoroutinefunction(value):
         return True
-    # A class is called to construct, never awaited, whatever its instances' __call__ is.
-    return not isinstance(value, type) and inspect.iscoroutinefunction(
+    # A class is called to construct, never awaited, whatever its instances' __call__ is;
+    # a plain function's or method's own __call__ is a wrapper, never async (and put_object
+    # runs this for each upload given a progress callback: the usual case stops here).
+    if isinstance(value, (type, types.FunctionType, types.MethodType)):
+        return False
+    return inspect.iscoroutinefunction(
         getattr(value, "__call__", None)  # noqa: B004 - is it async, not callable
     )
 
@@ -169,7 +180,7 @@ def refuse_awaitable(result: object, name: str, callback: object, *, rule: str) 
             close()
         raise InvalidParameterError(
             f"{name} {callback!r} returned {result!r}: it must be a plain function (it is "
-            "called, never awaited)",
+            "called, never awaited); hand what it gets to a task through a queue to await",
             rule=rule,
         )
 

@@ -23,7 +23,6 @@ itself, unchanged but for ``attempts`` and a note saying why it was not retried;
 from __future__ import annotations
 
 import logging
-import math
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -33,7 +32,7 @@ from typing import Final, Protocol, TypeGuard, TypeVar
 
 import anyio
 
-from .config import is_number, is_whole_number
+from .config import is_seconds, is_whole_number
 from .errors import (
     CredentialsError,
     DeadlineExceeded,
@@ -165,7 +164,7 @@ class Deadline:
         # bool is an int: True was a 1 s deadline. A str raised a bare TypeError below.
         # inf: with Timeouts(connect=None) it became the connect timeout, which aiohttp
         # cannot round (OverflowError). None is the way to say no deadline.
-        if not is_number(seconds) or not 0 <= seconds < math.inf:  # also refuses NaN
+        if not is_seconds(seconds):
             raise InvalidParameterError(
                 f"a deadline must be a finite number of seconds, 0 or more (or None for "
                 f"none), not {seconds!r}",
@@ -265,7 +264,7 @@ class RetryPolicy:
         for name in ("backoff_initial", "backoff_max", "retry_after_max"):
             value = getattr(self, name)
             # inf: a retry could sleep forever (a Retry-After of a year honoured).
-            if not is_number(value) or not 0 <= value < math.inf:  # also refuses NaN
+            if not is_seconds(value):
                 raise InvalidParameterError(
                     f"{name} must be a finite number of seconds, 0 or more, not {value!r}",
                     rule=f"retry.{name}",

@@ -4,17 +4,15 @@ names, leftovers, filters, where the record lives, signals and the progress disp
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import anyio
 import pytest
+from msd_process import msd
 from serve_process import MSD
 from serve_process import ServeProcess as Server
 
@@ -294,22 +292,6 @@ def test_progress_redraws_at_its_own_pace_not_per_file(server: Server, tmp_path:
 # --- what vanished between the plan and its transfer ------------------------------------
 
 
-async def _msd_against(server: LocalMediaStore, *args: str) -> tuple[int, str, str]:
-    env = {
-        **os.environ,
-        "MSD_ENDPOINT": server.endpoint,
-        "AWS_ACCESS_KEY_ID": server.credentials.access_key_id,
-        "AWS_SECRET_ACCESS_KEY": server.credentials.secret_access_key,
-        "AWS_REGION": server.region,
-    }
-    env.pop("AWS_PROFILE", None)
-    with anyio.fail_after(60):
-        result = await anyio.run_process(
-            [sys.executable, "-m", "msd_async.cli", *args], env=env, check=False
-        )
-    return result.returncode, result.stdout.decode(), result.stderr.decode()
-
-
 @pytest.mark.anyio
 async def test_what_vanished_mid_run_is_reported_gone_not_failed(
     mediastore_server: LocalMediaStore, tmp_path: Path
@@ -334,19 +316,19 @@ async def test_what_vanished_mid_run_is_reported_gone_not_failed(
         return answer
 
     store.list = rotate  # type: ignore[method-assign]
-    code, out, err = await _msd_against(mediastore_server, "sync", str(src), "ms:vz")
+    code, out, err = await msd(mediastore_server, "sync", str(src), "ms:vz")
     assert code == 0, err
     assert err == ""
-    assert out.strip() == (
+    assert out.decode().strip() == (
         "upload 1 files (100 bytes), 0 unchanged, delete 0, 0 failed, 1 gone before upload"
     ), out
     assert [v.path for v in store.walk()] == ["vz/seg2.ts"]
     # Downloading: seg2.ts is listed, then deleted before its GET.
     await store.put_bytes("vz/seg3.ts", b"3" * 100)
     dst = tmp_path / "dst"
-    code, out, err = await _msd_against(mediastore_server, "sync", "ms:vz", str(dst))
+    code, out, err = await msd(mediastore_server, "sync", "ms:vz", str(dst))
     assert code == 0, err
-    assert out.strip() == (
+    assert out.decode().strip() == (
         "download 1 files (100 bytes), 0 unchanged, delete 0, 0 failed, 1 gone before "
         "download"
     ), out

@@ -2,34 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 
-import anyio
 import pytest
+from msd_process import msd
 
 from msd_async.testing import LocalMediaStore
 
 pytestmark = pytest.mark.anyio
-
-
-async def msd(
-    server: LocalMediaStore, *args: str, stdin: bytes | None = None
-) -> tuple[int, bytes, str]:
-    env = {
-        **os.environ,
-        "MSD_ENDPOINT": server.endpoint,
-        "AWS_ACCESS_KEY_ID": server.credentials.access_key_id,
-        "AWS_SECRET_ACCESS_KEY": server.credentials.secret_access_key,
-        "AWS_REGION": server.region,
-    }
-    env.pop("AWS_PROFILE", None)
-    with anyio.fail_after(30):
-        result = await anyio.run_process(
-            [sys.executable, "-m", "msd_async.cli", *args], input=stdin, env=env, check=False
-        )
-    return result.returncode, result.stdout, result.stderr.decode()
 
 
 async def test_put_ls_stat_get_rm(mediastore_server: LocalMediaStore, tmp_path: Path) -> None:

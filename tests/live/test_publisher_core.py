@@ -514,3 +514,19 @@ async def test_a_kept_settled_publication_holds_only_its_outcome(store: Containe
     # log or job with it.
     assert alive() is None
     assert pub.outcome is not None and pub.outcome.acknowledged
+
+
+async def test_an_endless_manifest_attempt_timeout_still_stores_the_manifest(
+    store: ContainerClient,
+) -> None:
+    # The publisher takes any manifest_attempt_timeout above 0; infinity, as no deadline,
+    # went to put_object(deadline=inf), which Deadline.after now refuses: each attempt
+    # failed with InvalidParameterError, and the manifest, retried until stored, never was.
+    async with LivePublisher(store, prefix="inf", manifest_attempt_timeout=float("inf"),
+                             close_timeout=1.0) as publisher:
+        text = await publisher.publish("notes.txt", b"text")
+        pl = await publisher.publish("720p/index.m3u8", playlist(1, 1))
+        with anyio.fail_after(5):
+            assert (await text.wait()).acknowledged
+            assert (await pl.wait()).acknowledged
+    assert await store.get_bytes("inf/720p/index.m3u8") == playlist(1, 1)

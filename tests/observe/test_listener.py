@@ -72,6 +72,23 @@ def test_every_address_of_a_name_gets_the_same_port() -> None:
         one.close()
 
 
+def test_an_address_the_host_cannot_take_is_skipped_when_another_listens() -> None:
+    # localhost in a container with IPv6 turned off: /etc/hosts still names ::1, whose
+    # bind fails with EADDRNOTAVAIL, and the listener refused to start (as asyncio's
+    # create_server did before it: python/cpython#75128 is still open; tornado skips such
+    # an address). 192.0.2.1 (TEST-NET-1) is on no interface here.
+    absent = (socket.AF_INET, ("192.0.2.1", 0))
+    (one,) = _observe._bind_all([LOOPBACK, absent], 0)
+    one.close()
+    (one,) = _observe._bind_all([absent, LOOPBACK], 0)
+    one.close()
+    # The only address, or every one, unavailable: refused, naming why.
+    for addresses in ([absent], [absent, absent]):
+        with pytest.raises(OSError) as refused:
+            _observe._bind_all(addresses, 0)
+        assert refused.value.errno == errno.EADDRNOTAVAIL
+
+
 #: /readyz's window and the idle probe's interval (and deadline), small for the test.
 WINDOW, PROBE = 0.6, 0.2
 

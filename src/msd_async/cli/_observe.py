@@ -453,6 +453,7 @@ def _bind_all(
     for attempt in range(_PORT_TRIES):
         bound: list[socket.socket] = []
         chosen = port
+        unavailable: OSError | None = None
         try:
             for family, sockaddr in addresses:
                 try:
@@ -465,12 +466,23 @@ def _bind_all(
                 if family == socket.AF_INET6:
                     # Else ``::`` would take the IPv4 port as well, and 0.0.0.0 then fail.
                     sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                sock.bind((sockaddr[0], chosen, *sockaddr[2:]))
+                try:
+                    sock.bind((sockaddr[0], chosen, *sockaddr[2:]))
+                except OSError as exc:
+                    if exc.errno != errno.EADDRNOTAVAIL or len(addresses) == 1:
+                        raise
+                    # ``::1`` of localhost where IPv6 is off (a container's default):
+                    # skipped while another address listens, as tornado does (its #2684).
+                    bound.pop().close()
+                    unavailable = exc
+                    continue
                 # Now, not when served: a port bound but not listening elsewhere does not
                 # refuse a bind (SO_REUSEADDR), only a listen.
                 sock.listen(128)
                 chosen = sock.getsockname()[1]
             if not bound:
+                if unavailable is not None:
+                    raise unavailable
                 raise OSError(errno.EAFNOSUPPORT, "no address of a family this host has")
             return bound
         except OSError as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
+import math
 import posixpath
 from collections import deque
 from collections.abc import Iterable
@@ -386,8 +387,10 @@ class Destination:
             )
         else:
             policy = base
+        timeout = publisher.manifest_attempt_timeout
         attempt_deadline = (
-            publisher.manifest_attempt_timeout
+            # The publisher takes infinity, which put_object's deadline refuses: None there.
+            (None if timeout == math.inf else timeout)
             if job.kind.is_manifest or (job.source.log is None and not job.kind.is_media)
             else None
         )

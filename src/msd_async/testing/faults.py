@@ -40,7 +40,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final, Literal, get_args
 
-from ..config import is_number, is_whole_number
+from ..config import is_number, is_seconds, is_whole_number
 from ..errors import InvalidParameterError
 
 __all__ = ["FAULT_KINDS", "Fault", "FaultKind", "FaultPlan"]
@@ -83,7 +83,7 @@ def _applies(kind: str, method: str, is_object: bool) -> bool:
 
 def _check_delay(delay: object) -> None:
     # inf is a request held until its client leaves or the server closes: a hung origin.
-    if not is_number(delay) or not delay >= 0:  # type: ignore[operator]
+    if not is_seconds(delay, endless=True):
         raise InvalidParameterError(
             f"fault delay must be a number of seconds, 0 or more, not {delay!r}",
             rule="faults.delay",

@@ -54,6 +54,7 @@ from ..config import (
     Timeouts,
     check_plain_callback,
     is_number,
+    is_seconds,
     is_whole_number,
     refuse_awaitable,
 )
@@ -374,7 +375,7 @@ class _ServerLog(logging.LoggerAdapter[logging.Logger]):
 def _check_seconds(name: str, value: object, what: str) -> None:
     # inf is no limit. True was 1 s; a str failed with a TypeError, or (upload_time_limit)
     # inside the first upload, a 500.
-    if not is_number(value) or not value > 0:  # type: ignore[operator]
+    if not is_seconds(value, zero=False, endless=True):
         raise InvalidParameterError(f"{name} must be {what}, not {value!r}",
                                     rule=f"server.{name}")
 

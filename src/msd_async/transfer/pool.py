@@ -9,12 +9,12 @@ event stop the scheduling of new jobs; the jobs in flight finish (or fail) first
 from __future__ import annotations
 
 import asyncio
-import inspect
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Final
 
 import anyio
 
+from ..config import refuse_awaitable
 from ..errors import (
     ChecksumMismatchError,
     ClientValidationError,
@@ -61,16 +61,6 @@ def _retry_file(exc: BaseException, retry: RetryPolicy) -> bool:
     if isinstance(exc, ServerError | ThrottlingError | TransportError):
         return True
     return retry.is_retryable(exc)
-
-
-def not_a_plain_hook(progress: object) -> InvalidParameterError:
-    # The same error as config.check_plain_callback's for an async def hook, found earlier.
-    return InvalidParameterError(
-        f"the progress hook {progress!r} returned a coroutine (an async function?); it is "
-        "called synchronously in the event loop's thread and must be a plain function "
-        "(hand events to a task through a queue or a memory object stream to await)",
-        rule="transfer.progress",
-    )
 
 
 def connection_limit(client: ContainerClient) -> int:
@@ -139,14 +129,16 @@ class Pool:
                 # out of the task groups as a BaseExceptionGroup, and from inside a request
                 # body it was taken for a lost connection (the file sent again).
                 raise HookError(exc) from exc
-            if inspect.isawaitable(result):
+            if result is not None:
                 # An async hook (or one returning a coroutine) was never awaited: the
                 # progress asked for silently did not happen. Events are emitted from
                 # inside request bodies and worker code that cannot await.
-                close = getattr(result, "close", None)
-                if close is not None:
-                    close()
-                raise HookError(not_a_plain_hook(self.progress))
+                try:
+                    refuse_awaitable(
+                        result, "the progress hook", self.progress, rule="transfer.progress"
+                    )
+                except InvalidParameterError as exc:
+                    raise HookError(exc) from None
 
     def fail(self, path: str, action: Action, error: BaseException) -> None:
         self.report.failed.append(FileFailure(path, action, error))

@@ -34,7 +34,7 @@ from typing import Any, Final, TypeVar
 import anyio
 
 from ..client import ContainerClient
-from ..config import check_plain_callback, is_number, is_whole_number
+from ..config import check_plain_callback, is_number, is_seconds, is_whole_number
 from ..errors import (
     AuthError,
     ClientValidationError,
@@ -254,7 +254,7 @@ class WriteWatch:
                 f"{limit!r}",
                 rule="web.write-timeout",
             )
-        if not is_number(interval) or not 0 < interval < math.inf:
+        if not is_seconds(interval, zero=False):
             raise InvalidParameterError(
                 f"interval must be a finite number of seconds above 0, not {interval!r}",
                 rule="web.interval",
