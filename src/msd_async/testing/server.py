@@ -50,6 +50,7 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http import HttpProcessingError, HttpVersion11
 
 from .. import rules
+from .._listen import listen, serve_sockets, url_host
 from ..config import (
     Timeouts,
     check_plain_callback,
@@ -687,16 +688,15 @@ class LocalMediaStore:
         )
         await runner.setup()
         try:
-            site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
-            await site.start()
+            # Every address of a name on the one port the endpoint names (msd_async._listen).
+            sockets = await listen(self.host, self.port)
+            await serve_sockets(runner, sockets)
         except BaseException:
             await runner.cleanup()
             raise
         self._runner = runner
-        address = runner.addresses[0]
-        self.port = int(address[1])
-        host = self.host if ":" not in self.host else f"[{self.host}]"
-        self.endpoint = f"http://{host}:{self.port}"
+        self.port = int(sockets[0].getsockname()[1])
+        self.endpoint = f"http://{url_host(self.host)}:{self.port}"
 
     async def close(self) -> None:
         """Stop listening, end in-progress uploads (readers see them fail), close connections.
