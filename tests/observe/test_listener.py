@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import contextlib
 import errno
+import os
 import signal
 import socket
 from pathlib import Path
@@ -112,22 +113,33 @@ def localhost_is_two_aliases(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
 
 
-async def test_serve_on_a_name_listens_on_each_address(
+#: ``msd serve``'s shutdown grace here (2 s by default).
+SERVE_GRACE = 0.5
+#: More than loopback's socket buffers take for a client that reads nothing.
+BIG = 20_000_000
+
+
+async def test_serve_on_a_name_listens_on_each_address_and_is_unready_while_it_closes(
     localhost_is_two_aliases: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """``msd serve --host localhost --port 0 --metrics localhost:0``: the endpoint printed
     answers on every address of the name (asyncio gave each its own port, and the
-    endpoint named one of them)."""
+    endpoint named one of them). Told to stop, the server's close() waits up to its grace
+    for a client still taking a response: --metrics was closed before it began, so
+    /readyz and /metrics were refused all that time; now /readyz says "stopping"."""
     registry = CollectorRegistry()
     server = LocalMediaStore(
         host="localhost", allow_anonymous=["read"], on_request=server_hook(registry)
     )
+    server.shutdown_grace = SERVE_GRACE
+    await server.store.put_bytes("vod/big.mp4", os.urandom(BIG))
     args = argparse.Namespace(
         command="serve", host="localhost", port=0, metrics="localhost:0", registry=registry,
         log_format="text",
     )
     serving = asyncio.create_task(serve_command._serve(server, args))
     loop = asyncio.get_running_loop()
+    reader = socket.socket()
     try:
         printed = ""
         end = loop.time() + 10
@@ -147,8 +159,27 @@ async def test_serve_on_a_name_listens_on_each_address(
             for alias in ALIASES:
                 assert (await get(alias, server.port, "/vod/missing.mp4"))[0] == 404
                 assert await get(alias, metrics_port, "/readyz") == (200, "ok\n")
+            # A client that stopped reading holds close() for the grace.
+            reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            reader.setblocking(False)
+            await loop.sock_connect(reader, (ALIASES[1], server.port))
+            reader.send(b"GET /vod/big.mp4 HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            await asyncio.sleep(0.2)  # its response backs up
+            os.kill(os.getpid(), signal.SIGTERM)  # _serve's handler: it printed the endpoint
+            stopped = loop.time()
+            while (answer := await get(ALIASES[1], metrics_port, "/readyz"))[0] == 200:
+                assert loop.time() < stopped + SERVE_GRACE / 2, "still ready"
+                await asyncio.sleep(0.01)
+            assert answer == (503, "stopping: told to stop, finishing what it has\n")
+            status, text = await get(ALIASES[0], metrics_port, "/metrics")
+            assert status == 200
+            assert 'msd_server_requests_total{operation="GetObject",status="404"} 2.0' in text
+            assert not serving.done()  # still closing: the reader holds it
+        await asyncio.wait_for(serving, SERVE_GRACE + 5)
     finally:
-        serving.cancel()
+        reader.close()
+        if not serving.done():
+            serving.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await serving
         await server.close()
