@@ -34,6 +34,7 @@ from msd_async.cli import _observe
 from msd_async.cli import serve as serve_command
 from msd_async.ingest import Relay
 from msd_async.live import LivePublisher
+from msd_async.live.watch import PlayerPage
 from msd_async.prometheus import server_hook
 from msd_async.testing import LocalMediaStore
 
@@ -218,6 +219,22 @@ async def test_relay_on_a_name_takes_encoders_on_each_address_to_its_shutdown(
                     sock.close()
         for n in range(len(ALIASES)):
             assert await store.get_bytes(f"a/seg{n}.ts") == str(n).encode()
+
+
+async def test_the_player_page_on_a_name_answers_on_each_address(
+    localhost_is_two_aliases: None,
+) -> None:
+    """``PlayerPage(host="localhost")`` (msd demo --watch's page): its url answers on every
+    address of the name, and its origin (the CORS policy's) names that port."""
+    async with (
+        PlayerPage(host="localhost") as page,
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http,
+    ):
+        assert page.url == f"http://localhost:{page.port}/"
+        for alias in ALIASES:
+            async with http.get(f"http://{alias}:{page.port}/") as response:
+                assert response.status == 200
+                assert "<html" in (await response.text()).lower()
 
 
 def _answer(sock: socket.socket) -> bytes:
