@@ -10,12 +10,15 @@ resolved the name to the other found nothing there, or another program's port.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import socket
 from collections.abc import Sequence
 from typing import Any, Final
 
 __all__ = ["PORT_TRIES", "bind_all", "listen", "serve_sockets", "url_host"]
+
+logger = logging.getLogger("msd_async.listen")
 
 #: Tries at one free port for every address of a name (port 0), each taken on one of them.
 PORT_TRIES: Final = 8
@@ -34,8 +37,10 @@ async def listen(host: str | None, port: int) -> list[socket.socket]:
     Port 0 is the first address's free port, taken on the others too (another free one is
     tried when it is taken there, :data:`PORT_TRIES` times). ``None`` or ``""`` is every
     interface, as for asyncio. An address family the host lacks is skipped, as asyncio
-    does; an IPv6 address listens on IPv6 only. Raises ``OSError`` (``socket.gaierror``
-    for a name that does not resolve), with no socket left open."""
+    does, and so is an address the machine does not have (EADDRNOTAVAIL; logged as a
+    warning) when another address of the name is bound; an IPv6 address listens on IPv6
+    only. Raises ``OSError`` (``socket.gaierror`` for a name that does not resolve), with
+    no socket left open."""
     import asyncio
 
     infos = await asyncio.get_running_loop().getaddrinfo(
@@ -53,6 +58,7 @@ def bind_all(
     for attempt in range(PORT_TRIES):
         bound: list[socket.socket] = []
         chosen = port
+        missing: OSError | None = None
         try:
             for family, sockaddr in addresses:
                 try:
@@ -74,13 +80,27 @@ def bind_all(
                 except OSError as exc:
                     # asyncio's words, which name the address (the OS's do not).
                     reason = (exc.strerror or str(exc)).lower()
-                    raise OSError(
+                    error = OSError(
                         exc.errno, f"error while attempting to bind on address "
                         f"{where[:2]!r}: {reason}"
-                    ) from None
+                    )
+                    if exc.errno != errno.EADDRNOTAVAIL:
+                        raise error from None
+                    # An address of the name this machine does not have: ``::1`` of
+                    # localhost where IPv6 is off, as in many containers. The name's other
+                    # addresses serve it (a client that resolves it tries them all);
+                    # asyncio refused to listen at all (CPython gh-75128).
+                    bound.remove(sock)
+                    sock.close()
+                    missing = error
+                    continue
                 chosen = sock.getsockname()[1]
             if not bound:
-                raise OSError(errno.EAFNOSUPPORT, "no address of a family this host has")
+                raise missing or OSError(
+                    errno.EAFNOSUPPORT, "no address of a family this host has"
+                )
+            if missing is not None:
+                logger.warning("%s; listening on the name's other addresses", missing)
             return bound
         except OSError as exc:
             for sock in bound:

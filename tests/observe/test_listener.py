@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import contextlib
 import errno
+import logging
 import os
 import signal
 import socket
@@ -98,6 +99,25 @@ def test_every_address_gets_one_free_port() -> None:
     finally:
         for sock in sockets:
             sock.close()
+
+
+def test_an_address_this_machine_lacks_is_skipped_when_another_listens(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``localhost`` is ``::1`` too in many containers whose IPv6 is off: binding it fails
+    with EADDRNOTAVAIL, and asyncio (and so every command) refused to listen at all."""
+    absent = (socket.AF_INET, ("192.0.2.1", 0))  # TEST-NET-1 (RFC 5737): on no interface
+    with pytest.raises(OSError) as alone:  # nothing else to listen on: refused
+        _listen.bind_all([absent], 0)
+    assert alone.value.errno == errno.EADDRNOTAVAIL and "192.0.2.1" in str(alone.value)
+    with caplog.at_level(logging.WARNING, "msd_async.listen"):
+        (sock,) = _listen.bind_all([absent, LOOPBACK], 0)
+    try:
+        assert sock.getsockname()[0] == "127.0.0.1"
+        socket.create_connection(sock.getsockname(), timeout=5).close()
+    finally:
+        sock.close()
+    assert "192.0.2.1" in caplog.text and "the name's other addresses" in caplog.text
 
 
 @pytest.fixture
