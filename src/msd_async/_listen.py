@@ -43,9 +43,17 @@ async def listen(host: str | None, port: int) -> list[socket.socket]:
     no socket left open."""
     import asyncio
 
-    infos = await asyncio.get_running_loop().getaddrinfo(
-        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )
+    try:
+        # An address (or every interface) needs no lookup: as asyncio, no thread for it,
+        # which a default executor busy with a program's blocking work would hold up.
+        infos = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM,
+            flags=socket.AI_PASSIVE | socket.AI_NUMERICHOST,
+        )
+    except socket.gaierror:  # a name
+        infos = await asyncio.get_running_loop().getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
     addresses = list(dict.fromkeys((info[0], info[4]) for info in infos))
     return bind_all(addresses, port)
 

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import contextlib
 import errno
 import logging
 import os
 import signal
 import socket
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -120,16 +122,39 @@ def test_an_address_this_machine_lacks_is_skipped_when_another_listens(
     assert "192.0.2.1" in caplog.text and "the name's other addresses" in caplog.text
 
 
+async def test_an_address_is_listened_on_without_a_thread() -> None:
+    """A numeric address needs no lookup, and asyncio made none: LocalMediaStore (and the
+    relay, --metrics) started while the loop's default executor was busy with a
+    program's blocking work waited for a thread to resolve "127.0.0.1"."""
+    loop = asyncio.get_running_loop()
+    release = threading.Event()
+    busy = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    loop.set_default_executor(busy)
+    blocked = loop.run_in_executor(None, release.wait)
+    try:
+        server = LocalMediaStore()
+        await asyncio.wait_for(server.start(), 5)  # failed: waited for the thread
+        await server.close()
+    finally:
+        release.set()
+        await blocked
+
+
 @pytest.fixture
 def localhost_is_two_aliases(monkeypatch: pytest.MonkeyPatch) -> None:
     """``localhost`` resolves to :data:`ALIASES` (for asyncio too, which resolves with
     socket.getaddrinfo in a thread)."""
     resolve = socket.getaddrinfo
 
-    def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
-        if host == "localhost":
-            return [info for alias in ALIASES for info in resolve(alias, port, *args, **kwargs)]
-        return resolve(host, port, *args, **kwargs)
+    def getaddrinfo(
+        host: Any, port: Any, family: int = 0, type: int = 0, proto: int = 0, flags: int = 0
+    ) -> Any:
+        if host == "localhost" and not flags & socket.AI_NUMERICHOST:
+            return [
+                info for alias in ALIASES
+                for info in resolve(alias, port, family, type, proto, flags)
+            ]
+        return resolve(host, port, family, type, proto, flags)
 
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
 
