@@ -354,7 +354,8 @@ class Relay:
 
     ``publisher``: an open :class:`msd_async.live.LivePublisher` (or anything with its
     ``publish``/``delete`` methods); the relay does not close it. ``host``/``port``: where to
-    listen (default ``127.0.0.1``, port 0 = any free port). A non-loopback ``host`` needs
+    listen (default ``127.0.0.1``, port 0 = any free port; a name listens on each of its
+    addresses, all on the one port :attr:`url` names). A non-loopback ``host`` needs
     ``allow_remote=True``, since the relay signs whatever it receives: pair it with ``secret``
     (the encoder sends it in the ``X-Relay-Secret`` header) or ``basic_auth=(user, password)``
     (``http://user:password@host/...`` in the encoder's URL); when both are set either

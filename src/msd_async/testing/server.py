@@ -428,7 +428,9 @@ class LocalMediaStore:
     ``await server.close()``. Parameters (all keyword-only):
 
     ==========================  ==============================================================
-    ``host``, ``port``          where to listen; default ``127.0.0.1`` and a free port (0)
+    ``host``, ``port``          where to listen; default ``127.0.0.1`` and a free port (0).
+                                A name listens on each of its addresses, all on the one
+                                port :attr:`endpoint` names
     ``region``                  the SigV4 scope region accepted; default ``us-east-1``
     ``credentials``             the key pair clients sign with; default
                                 :data:`DEFAULT_CREDENTIALS`. A ``session_token`` on it must be
