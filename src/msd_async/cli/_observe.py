@@ -10,16 +10,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as _dt
-import errno
 import json
 import logging
 import math
 import os
 import re
-import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any, Final
 
@@ -424,76 +422,6 @@ async def _probe(store: ContainerClient, readiness: Readiness, interval: float) 
             await asyncio.sleep(interval - idle)
 
 
-# --- the listener --------------------------------------------------------------------------
-#: Tries at one free port for every address of a name (port 0), each taken on one of them.
-_PORT_TRIES: Final = 8
-
-
-async def _listen(host: str, port: int) -> list[socket.socket]:
-    """Sockets bound to every address of ``host`` (``localhost``: ``::1`` and
-    ``127.0.0.1`` on a dual-stack host), all on one port, listening.
-
-    asyncio binds each address of a name to a port of its own when the port is 0: the
-    one port printed then reached a single family, and a scraper that resolved the name
-    to the other found nothing there, or another program's port. Here port 0 is the
-    first address's free port, taken on the others too (another free one is tried when
-    it is taken there)."""
-    import asyncio
-
-    infos = await asyncio.get_running_loop().getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )
-    addresses = list(dict.fromkeys((info[0], info[4]) for info in infos))
-    return _bind_all(addresses, port)
-
-
-def _bind_all(
-    addresses: Sequence[tuple[socket.AddressFamily, Sequence[Any]]], port: int
-) -> list[socket.socket]:
-    for attempt in range(_PORT_TRIES):
-        bound: list[socket.socket] = []
-        chosen = port
-        unavailable: OSError | None = None
-        try:
-            for family, sockaddr in addresses:
-                try:
-                    sock = socket.socket(family, socket.SOCK_STREAM)
-                except OSError:
-                    continue  # a family this host lacks (no IPv6): as asyncio, skipped
-                bound.append(sock)
-                if os.name == "posix":  # as asyncio's create_server: restart at once
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                if family == socket.AF_INET6:
-                    # Else ``::`` would take the IPv4 port as well, and 0.0.0.0 then fail.
-                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                try:
-                    sock.bind((sockaddr[0], chosen, *sockaddr[2:]))
-                except OSError as exc:
-                    if exc.errno != errno.EADDRNOTAVAIL or len(addresses) == 1:
-                        raise
-                    # ``::1`` of localhost where IPv6 is off (a container's default):
-                    # skipped while another address listens, as tornado does (its #2684).
-                    bound.pop().close()
-                    unavailable = exc
-                    continue
-                # Now, not when served: a port bound but not listening elsewhere does not
-                # refuse a bind (SO_REUSEADDR), only a listen.
-                sock.listen(128)
-                chosen = sock.getsockname()[1]
-            if not bound:
-                if unavailable is not None:
-                    raise unavailable
-                raise OSError(errno.EAFNOSUPPORT, "no address of a family this host has")
-            return bound
-        except OSError as exc:
-            for sock in bound:
-                sock.close()
-            taken_elsewhere = exc.errno == errno.EADDRINUSE and len(bound) > 1
-            if port != 0 or not taken_elsewhere or attempt == _PORT_TRIES - 1:
-                raise
-    raise AssertionError("unreachable")  # the last try returned or raised
-
-
 @dataclass
 class Observer:
     """What a command wires in: hooks for its session and publisher (``None`` without
@@ -561,6 +489,7 @@ async def observing(
     from aiohttp import web
     from prometheus_client import CollectorRegistry
 
+    from .._listen import listen, serve_sockets, url_host
     from ..prometheus import metrics_hook, publisher_hook
     from ._common import cannot_listen
 
@@ -607,19 +536,12 @@ async def observing(
     probing: asyncio.Task[None] | None = None
     try:
         try:
-            listeners = await _listen(parsed[0], parsed[1])
+            listeners = await listen(parsed[0], parsed[1])
         except OSError as exc:
             raise cannot_listen("--metrics", address, exc) from None
-        try:
-            for listener in listeners:
-                await web.SockSite(runner, listener).start()
-        except BaseException:
-            for listener in listeners:  # those not served yet; closing twice is harmless
-                listener.close()
-            raise
-        port = runner.addresses[0][1]
-        host = parsed[0] if ":" not in parsed[0] else f"[{parsed[0]}]"
-        observer.url = f"http://{host}:{port}/metrics"
+        await serve_sockets(runner, listeners)
+        port = listeners[0].getsockname()[1]
+        observer.url = f"http://{url_host(parsed[0])}:{port}/metrics"
         print(f"metrics: {observer.url}", flush=True)
         if store is not None and observer.readiness is not None:
             probing = asyncio.create_task(

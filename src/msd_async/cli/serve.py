@@ -299,12 +299,18 @@ async def _serve(server: object, args: argparse.Namespace) -> None:
             value = str(args.port) if args.port else args.host
             raise cannot_listen(option, value, exc) from None
         async with _observe.observing(
-            args, server_ready=lambda: bool(server.endpoint), registry=args.registry
+            args, server_ready=lambda: bool(server.endpoint), registry=args.registry,
+            stopping=stop.is_set,
         ):
             print(f"endpoint: {server.endpoint}", flush=True)
             print(_exports(server), flush=True)
             await stop.wait()
+            # Closed while --metrics still listens: for the close (up to its grace, for
+            # responses still being sent) the server accepts no connection, which /readyz
+            # says, and a scrape still sees its requests. Closed after, --metrics was gone
+            # at once: /readyz and /healthz were refused for the whole close.
+            await server.close()
     finally:
-        await server.close()
+        await server.close()  # a failed start, an error: at once if already closed
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)

@@ -58,6 +58,7 @@ from urllib.parse import unquote, urlsplit
 import h11
 
 from .. import rules
+from .._listen import listen, url_host
 from ..errors import ClientValidationError, MediaStoreError
 from ._publisher import PublicationLike, PublisherLike, check_seconds
 from ._report import ObjectRecord, Reporter
@@ -353,7 +354,8 @@ class Relay:
 
     ``publisher``: an open :class:`msd_async.live.LivePublisher` (or anything with its
     ``publish``/``delete`` methods); the relay does not close it. ``host``/``port``: where to
-    listen (default ``127.0.0.1``, port 0 = any free port). A non-loopback ``host`` needs
+    listen (default ``127.0.0.1``, port 0 = any free port; a name listens on each of its
+    addresses, all on the one port :attr:`url` names). A non-loopback ``host`` needs
     ``allow_remote=True``, since the relay signs whatever it receives: pair it with ``secret``
     (the encoder sends it in the ``X-Relay-Secret`` header) or ``basic_auth=(user, password)``
     (``http://user:password@host/...`` in the encoder's URL); when both are set either
@@ -434,7 +436,9 @@ class Relay:
         self.stats = RelayStats()
         self._budget = _Budget(max_buffer, self.stats)
         self.reporter = Reporter(on_object)
-        self._server: asyncio.Server | None = None
+        #: One server per listening socket: asyncio's takes one ready-made socket, and the
+        #: sockets are bound here (every address of a name on one port).
+        self._servers: list[asyncio.Server] = []
         self._protocol: Callable[[], _ResetIsAnEnd] | None = None
         #: Every connection's task, from the moment its transport is made: aclose() waits
         #: for them all, also those whose handler has not started yet.
@@ -457,8 +461,7 @@ class Relay:
     @property
     def url(self) -> str:
         """``http://HOST:PORT`` once started (the bound port when ``port`` was 0)."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"http://{url_host(self.host)}:{self.port}"
 
     async def start(self) -> None:
         """Start accepting connections."""
@@ -476,12 +479,21 @@ class Relay:
             reader = asyncio.StreamReader(limit=_STREAM_LIMIT, loop=loop)
             return _ResetIsAnEnd(reader, connected, loop=loop)
 
-        # asyncio.start_server, with the protocol above.
+        # asyncio.start_server, with the protocol above, on every address of the host on
+        # the one port the url names (msd_async._listen).
         self._protocol = protocol
-        self._server = await loop.create_server(protocol, self.host, self.port)
-        sockets = self._server.sockets
-        if sockets:
-            self.port = int(sockets[0].getsockname()[1])
+        sockets = await listen(self.host, self.port)
+        try:
+            for sock in sockets:
+                self._servers.append(await loop.create_server(protocol, sock=sock))
+        except BaseException:
+            for server in self._servers:
+                server.close()
+            self._servers.clear()
+            for sock in sockets:  # those not served yet; closing twice is harmless
+                sock.close()
+            raise
+        self.port = int(sockets[0].getsockname()[1])
         self._worker = asyncio.create_task(self._submit_loop(), name="msd-relay-submit")
 
     async def __aenter__(self) -> Relay:
@@ -504,13 +516,13 @@ class Relay:
         loop = asyncio.get_running_loop()
         self._deadline = loop.time() + (0.0 if self._abandoned else self._drain_timeout)
         try:
-            if self._server is not None:
+            if self._servers:
                 # Connections the kernel completed but the loop has not accepted yet may
                 # hold whole requests (an encoder that opens a connection per request sent
                 # its last ones): closing the listeners would reset them. The relay keeps
                 # the listeners open through duplicates once the server is closed, accepts
                 # what is in their backlogs itself and serves it like any connection.
-                sockets = self._server.sockets
+                sockets = [sock for server in self._servers for sock in server.sockets]
                 listeners = self._duplicate(sockets)
                 # asyncio's own loop makes the transport of a connection it accepted a loop
                 # step after the accept, and drops it if the server was closed in between
@@ -528,10 +540,10 @@ class Relay:
                 try:
                     for _ in range(2):
                         await asyncio.sleep(0)
-                    self._server.close()
+                    self._close_servers()
                     backlog = self._take_backlog(listeners)
                 finally:
-                    self._server.close()  # also when cancelled during the steps above
+                    self._close_servers()  # also when cancelled during the steps above
                     for listener in listeners:
                         listener.close()
                 await self._adopt(backlog)
@@ -543,7 +555,8 @@ class Relay:
                         task.cancel()
                     if late:
                         await asyncio.wait(late)
-                await self._server.wait_closed()
+                for server in self._servers:
+                    await server.wait_closed()
         finally:
             self._stopped = True
             if self._worker is not None:
@@ -564,8 +577,12 @@ class Relay:
         self.reporter.abandon()
 
     # --- connections -------------------------------------------------------------------
+    def _close_servers(self) -> None:
+        for server in self._servers:
+            server.close()
+
     @staticmethod
-    def _duplicate(sockets: tuple[socket.socket, ...]) -> list[socket.socket]:
+    def _duplicate(sockets: list[socket.socket]) -> list[socket.socket]:
         """Listening sockets the relay holds open itself (``sockets``: the server's, which
         are wrappers that only offer ``dup``, ``fileno`` and the like)."""
         listeners = []

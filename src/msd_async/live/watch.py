@@ -18,6 +18,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self
 
+from .._listen import listen, serve_sockets, url_host
 from ..errors import InvalidParameterError
 
 __all__ = [
@@ -87,7 +88,7 @@ class PlayerPage:
 
     @property
     def origin(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"http://{url_host(self.host)}:{self.port}"
 
     @property
     def url(self) -> str:
@@ -128,13 +129,14 @@ class PlayerPage:
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await runner.setup()
         try:
-            site = web.TCPSite(runner, self.host, self.port)
-            await site.start()
+            # Every address of a name on the one port the origin names (msd_async._listen).
+            sockets = await listen(self.host, self.port)
+            await serve_sockets(runner, sockets)
         except BaseException:
             await runner.cleanup()
             raise
         self._runner = runner
-        self.port = int(runner.addresses[0][1])
+        self.port = int(sockets[0].getsockname()[1])
 
     async def close(self) -> None:
         runner, self._runner = self._runner, None

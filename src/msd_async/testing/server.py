@@ -50,6 +50,7 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http import HttpProcessingError, HttpVersion11
 
 from .. import rules
+from .._listen import listen, serve_sockets, url_host
 from ..config import (
     Timeouts,
     check_plain_callback,
@@ -428,7 +429,9 @@ class LocalMediaStore:
     ``await server.close()``. Parameters (all keyword-only):
 
     ==========================  ==============================================================
-    ``host``, ``port``          where to listen; default ``127.0.0.1`` and a free port (0)
+    ``host``, ``port``          where to listen; default ``127.0.0.1`` and a free port (0).
+                                A name listens on each of its addresses, all on the one
+                                port :attr:`endpoint` names
     ``region``                  the SigV4 scope region accepted; default ``us-east-1``
     ``credentials``             the key pair clients sign with; default
                                 :data:`DEFAULT_CREDENTIALS`. A ``session_token`` on it must be
@@ -688,16 +691,15 @@ class LocalMediaStore:
         )
         await runner.setup()
         try:
-            site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
-            await site.start()
+            # Every address of a name on the one port the endpoint names (msd_async._listen).
+            sockets = await listen(self.host, self.port)
+            await serve_sockets(runner, sockets)
         except BaseException:
             await runner.cleanup()
             raise
         self._runner = runner
-        address = runner.addresses[0]
-        self.port = int(address[1])
-        host = self.host if ":" not in self.host else f"[{self.host}]"
-        self.endpoint = f"http://{host}:{self.port}"
+        self.port = int(sockets[0].getsockname()[1])
+        self.endpoint = f"http://{url_host(self.host)}:{self.port}"
 
     async def close(self) -> None:
         """Stop listening, end in-progress uploads (readers see them fail), close connections.
