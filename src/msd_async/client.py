@@ -178,7 +178,7 @@ async def _get_credentials(context: ClientContext) -> Credentials:
         return provider
     if context.closed:
         # Not even asked: a provider that waits (an MFA prompt) would be waited out first.
-        raise SessionClosedError(SESSION_CLOSED_MESSAGE)
+        raise SessionClosedError(SESSION_CLOSED_MESSAGE, unsent=True)
     timeout = context.timeouts.credentials
     name = type(provider).__name__
     scope: asyncio.Timeout | None = None
@@ -791,20 +791,31 @@ class ContainerClient:
         """Delete an object (DeleteObject); empty parent folders disappear with it.
 
         Raises :class:`ObjectNotFoundError` if there is none. A 404 on a *retry* counts as
-        success: the earlier attempt whose answer was lost may have deleted it. So after a
-        retried call the object is gone, but it may have been deleted by someone else.
+        success when an earlier attempt may have reached the server: it may have deleted
+        the object and lost the answer. So after a retried call the object is gone, but it
+        may have been deleted by someone else. When no earlier attempt wrote a byte of its
+        request (the connection could not be opened, or a pooled one was found closed
+        first: their errors are ``unwritten``), the 404 is :class:`ObjectNotFoundError`,
+        as on a first attempt.
         """
         request = protocol.delete_object(path)
         deadline_ = _deadline(deadline)
+        # Whether an attempt so far may have reached the server (and deleted the object).
+        reached = False
 
         async def attempt(n: int) -> None:
+            nonlocal reached
             try:
                 await (await self._send(request, deadline=deadline_, attempt=n)).read()
             except ObjectNotFoundError:
-                if n == 1:
+                if not reached:
                     raise
                 # An earlier attempt may have deleted it and lost the answer: the object
                 # is gone, which is what was asked.
+            except MediaStoreError as exc:
+                if not exc.unwritten:
+                    reached = True
+                raise
 
         await self._call(attempt, deadline_, retry=retry, request=request)
 

@@ -49,6 +49,7 @@ from .errors import (
     TransportError,
     WriteTimeout,
 )
+from .retry import WAITING_FOR_CONNECTION, waiting_before_sending
 
 __all__ = ["PoolStats", "Response", "Transport"]
 
@@ -590,11 +591,20 @@ def _translate(exc: BaseException, url: str) -> TransportError:
             f"the answer from {url} is not valid HTTP/1.1 ({what}); is the endpoint right "
             "(http:// to an HTTPS port, or not a MediaStore endpoint)?"
         )
-    return ConnectionLostError(f"the connection to {url} failed: {exc}")
+    lost = ConnectionLostError(f"the connection to {url} failed: {exc}")
+    if isinstance(exc, _UnwrittenDisconnect):
+        lost.unwritten = True
+    return lost
 
 
 def _closed_error() -> SessionClosedError:
     return SessionClosedError(SESSION_CLOSED_MESSAGE)
+
+
+def _unsent_closed_error() -> SessionClosedError:
+    """The closed session's error for a call that took no connection (not counted in its
+    ``attempts``)."""
+    return SessionClosedError(SESSION_CLOSED_MESSAGE, unsent=True)
 
 
 def _timed_out(watch: _Watch | None) -> TypeGuard[_Watch]:
@@ -808,11 +818,18 @@ class _CleanRequest(aiohttp.ClientRequest):
         # Not a coroutine of its own: the check costs an attribute read, not a frame.
         protocol = conn.protocol
         if protocol is not None and protocol.should_close:
-            raise aiohttp.ServerDisconnectedError(
+            raise _UnwrittenDisconnect(
                 "the server sent bytes on this idle keep-alive connection that no request "
                 "asked for; the connection was dropped"
             )
         return super().send(conn)
+
+
+class _UnwrittenDisconnect(aiohttp.ServerDisconnectedError):
+    """A pooled connection refused before any byte of the request was written to it
+    (aiohttp resends a GET on a new connection itself; a PUT or DELETE reaches our retry
+    policy as a :class:`~msd_async.errors.ConnectionLostError` marked ``unwritten``, so a
+    DELETE retried after it does not take a 404 for the work of an attempt never sent)."""
 
 
 class Transport:
@@ -864,7 +881,7 @@ class Transport:
             if self._closed:
                 # A client kept past its Session would otherwise open a new pool that
                 # nobody closes.
-                raise _closed_error()
+                raise _unsent_closed_error()
             self._loop = asyncio.get_running_loop()
             connector = aiohttp.TCPConnector(
                 limit=0, limit_per_host=0, keepalive_timeout=self.limits.keepalive_expiry
@@ -924,12 +941,15 @@ class Transport:
             waiting_for = None
         # Per-host first, then the pool's: a call waiting for its busy host does not hold
         # one of the pool's slots that a call to another host could use.
+        # Left set if the call's deadline ends the wait: that attempt sent nothing.
+        waiting_before_sending.set(WAITING_FOR_CONNECTION)
         try:
             async with asyncio.timeout(self.timeouts.pool):
                 if waiting_for is not None:
                     await waiting_for.acquire()
                     waiting_for = None
                 await self._slots.acquire()
+            waiting_before_sending.set(None)
         except BaseException as exc:
             if host is not None and waiting_for is None:
                 host.release()
@@ -976,7 +996,7 @@ class Transport:
                 self._slots.release()
                 if host is not None:
                     host.release()
-                raise _closed_error()
+                raise _unsent_closed_error()
         self._in_use += 1
         payload: _UploadPayload | None = None
         timeout = self.timeouts.read if read_timeout is None else read_timeout
@@ -1051,7 +1071,7 @@ class Transport:
         raise :class:`SessionClosedError`."""
         self._closed = True
         for gate in (self._slots, *self._hosts.values()):
-            gate.fail_waiters(_closed_error)
+            gate.fail_waiters(_unsent_closed_error)
         # aiohttp closes the connections of responses still being read without waking
         # their readers: a download mid-body waited for Timeouts.read (forever with
         # read=None). Each reader hears that the session closed, at once.

@@ -1,0 +1,154 @@
+"""``attempts`` counts the attempts that reached the network, and nothing else: a retry
+that never got a connection (the pool full, the session closed, a deadline passing in the
+queue) is not one. A DELETE takes a 404 on its retry for its own earlier work only when
+that earlier attempt may have reached the server."""
+
+from __future__ import annotations
+
+import asyncio
+
+import anyio
+import pytest
+from scripted_server import Connection, response, scripted_server
+
+from msd_async import (
+    ConnectionLostError,
+    Credentials,
+    DeadlineExceeded,
+    Limits,
+    ObjectNotFoundError,
+    PoolTimeout,
+    RequestEvent,
+    RetryPolicy,
+    ServerError,
+    Session,
+    SessionClosedError,
+    Timeouts,
+)
+
+pytestmark = pytest.mark.anyio
+
+KEYS = Credentials("AKIDEXAMPLE", "secret")
+FAST = RetryPolicy(max_attempts=3, backoff_initial=0.001, backoff_max=0.001)
+NOT_FOUND = response(
+    404,
+    b'{"__type": "ObjectNotFoundException", "Message": "no such object"}',
+    headers={"Content-Type": "application/x-amz-json-1.1"},
+)
+POOL_WAIT = 0.2
+
+
+async def _busy_then_ok(conn: Connection) -> None:
+    """The first HEAD is a 503; GETs get a small body; later HEADs a 200."""
+    while (request := await conn.read_request()) is not None:
+        if request.method == "GET":
+            await conn.send(response(200, b"held", headers={"ETag": '"e"'}))
+        elif sum(r.method == "HEAD" for r in conn.server.requests) == 1:
+            await conn.send(response(503, length=0))
+        else:
+            await conn.send(response(200, headers={"ETag": '"e"'}, length=4))
+
+
+@pytest.mark.parametrize("ending", ["pool-timeout", "closed", "deadline"])
+async def test_a_retry_that_never_got_a_connection_is_not_counted(ending: str) -> None:
+    """Attempt 1 is a 503; while the call backs off, another download takes the pool's
+    only connection, so attempt 2 queues for it and ends there, having sent nothing
+    (Timeouts.pool passing, the session closing, the call's deadline passing). It was
+    counted: attempts said 2 for a call that reached the server once."""
+    release = asyncio.Event()
+    holders: list[asyncio.Task[None]] = []
+
+    async def hold() -> None:
+        async with store.get_object("held.ts"):
+            await release.wait()
+
+    def on_retry(event: RequestEvent) -> None:
+        # Created before the retry's sleep: its first step, which takes the pool's free
+        # slot without suspending, runs before the call wakes, however short the backoff.
+        if event.kind == "retry":
+            holders.append(asyncio.get_running_loop().create_task(hold()))
+
+    session = Session(
+        credentials=KEYS, region="us-east-1", retry=FAST, event_hooks=[on_retry],
+        limits=Limits(max_connections=1),
+        timeouts=Timeouts(pool=POOL_WAIT if ending == "pool-timeout" else 60),
+    )
+    async with scripted_server(_busy_then_ok) as server:
+        store = session.container(server.endpoint)
+        try:
+            with anyio.fail_after(10):
+                call = asyncio.ensure_future(store.describe_object(
+                    "busy.ts", deadline=POOL_WAIT if ending == "deadline" else None
+                ))
+                if ending == "closed":
+                    while session.pool.waiting == 0 and not call.done():  # noqa: ASYNC110 - no event
+                        await asyncio.sleep(0.005)
+                    await session.aclose()
+                expected = {
+                    "pool-timeout": PoolTimeout, "closed": SessionClosedError,
+                    "deadline": DeadlineExceeded,
+                }[ending]
+                with pytest.raises(expected) as info:
+                    await call
+        finally:
+            release.set()
+            await asyncio.gather(*holders)
+            await session.aclose()
+    assert [r.method for r in server.requests] == ["HEAD", "GET"]
+    assert info.value.attempts == 1
+    if ending == "deadline":
+        assert "waiting for a free connection" in str(info.value)
+        assert isinstance(info.value.__cause__, ServerError)
+    assert session.pool.in_use == 0
+
+
+async def test_a_pool_timeout_on_the_first_attempt_counts_none() -> None:
+    async def ok(conn: Connection) -> None:
+        while await conn.read_request() is not None:
+            await conn.send(response(200, b"held", headers={"ETag": '"e"'}))
+
+    async with scripted_server(ok) as server, Session(
+        credentials=KEYS, region="us-east-1", retry=FAST,
+        limits=Limits(max_connections=1), timeouts=Timeouts(pool=0.05),
+    ) as session:
+        store = session.container(server.endpoint)
+        async with store.get_object("held.ts"):
+            with pytest.raises(PoolTimeout) as info:
+                await store.get_bytes("other.ts")
+        assert info.value.attempts == 0 and info.value.unsent
+        assert len(server.requests) == 1
+
+
+async def test_a_404_after_a_delete_that_was_never_written_is_not_found() -> None:
+    """The DELETE's pooled connection was dirty (the server sent bytes on it while it sat
+    idle): it was refused before a byte of the request was written, and the retry, on a
+    new connection, found nothing. That 404 was taken for the refused attempt's work, and
+    the call said the object was deleted, though no DELETE had found it."""
+    stray = asyncio.Event()
+
+    async def smuggler(conn: Connection) -> None:
+        while (request := await conn.read_request()) is not None:
+            if request.method == "GET":
+                await conn.send(response(200, b"0123", headers={"ETag": '"e"'}))
+                await asyncio.sleep(0.05)  # in the pool by now: then bytes nobody asked for
+                await conn.send(response(200, b"stray"))
+                stray.set()
+            else:
+                await conn.send(NOT_FOUND)
+
+    events: list[RequestEvent] = []
+    async with scripted_server(smuggler) as server, Session(
+        credentials=KEYS, region="us-east-1", retry=FAST, event_hooks=[events.append],
+    ) as session:
+        store = session.container(server.endpoint)
+        with anyio.fail_after(10):
+            assert await store.get_bytes("gone.ts") == b"0123"
+            await stray.wait()
+            await asyncio.sleep(0.05)  # the loop has read them on the idle connection
+            with pytest.raises(ObjectNotFoundError) as info:
+                await store.delete_object("gone.ts")
+        assert info.value.attempts == 2
+        [retried] = [e for e in events if e.kind == "retry"]
+        assert isinstance(retried.error, ConnectionLostError) and retried.error.unwritten
+        assert [r.method for r in server.requests] == ["GET", "DELETE"]
+        assert session.pool.in_use == 0
