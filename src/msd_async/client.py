@@ -22,6 +22,7 @@ from .errors import (
     SESSION_CLOSED_MESSAGE,
     ChecksumMismatchError,
     CredentialsError,
+    DownloadAlreadyEnteredError,
     InvalidParameterError,
     MediaStoreError,
     ObjectNotFoundError,
@@ -915,7 +916,8 @@ class ObjectDownload(contextlib.AbstractAsyncContextManager["ObjectStream"]):
     """What :meth:`ContainerClient.get_object` returns: an async context manager that
     sends the request on enter (within the call's ``deadline``, retries included) and
     yields the :class:`ObjectStream`; on exit it closes the stream and its connection.
-    Use it once."""
+    Use it once: entering it while its block is open raises
+    :class:`DownloadAlreadyEnteredError`."""
 
     def __init__(
         self,
@@ -931,6 +933,9 @@ class ObjectDownload(contextlib.AbstractAsyncContextManager["ObjectStream"]):
         self._deadline = deadline
         self._retry = retry
         self._stream: ObjectStream | None = None
+        #: From entering until the block ends: a second entry would replace the stream
+        #: and leave the first one's connection to the garbage collector.
+        self._entered = False
 
     async def _reopen(self, start: int, end: int) -> Response:
         original = self._request
@@ -942,25 +947,37 @@ class ObjectDownload(contextlib.AbstractAsyncContextManager["ObjectStream"]):
         )
 
     async def __aenter__(self) -> ObjectStream:
-        request = self._request
-        deadline = _deadline(self._deadline)
-        client = self._client
-        # The deadline bounds getting the response (the retry driver's cancel scope), not
-        # the body: it is not turned into the read timeout, which would then apply to every
-        # read of a live segment whose encoder pauses. The body has Timeouts.read.
-        response = await client._call(
-            lambda n: client._send(request, attempt=n),
-            deadline,
-            retry=self._retry,
-            request=request,
-        )
-        try:
-            self._stream = ObjectStream(
-                response, reopen=self._reopen, max_resumes=self._max_resumes,
-                requested=request.headers.get("range"),
+        if self._entered:
+            raise DownloadAlreadyEnteredError(
+                f"this download of {unquote(self._request.path[1:])!r} is already entered "
+                "and its block has not ended; read it there, or call get_object() again "
+                "for a second download"
             )
+        self._entered = True
+        try:
+            request = self._request
+            deadline = _deadline(self._deadline)
+            client = self._client
+            # The deadline bounds getting the response (the retry driver's cancel scope),
+            # not the body: it is not turned into the read timeout, which would then apply
+            # to every read of a live segment whose encoder pauses. The body has
+            # Timeouts.read.
+            response = await client._call(
+                lambda n: client._send(request, attempt=n),
+                deadline,
+                retry=self._retry,
+                request=request,
+            )
+            try:
+                self._stream = ObjectStream(
+                    response, reopen=self._reopen, max_resumes=self._max_resumes,
+                    requested=request.headers.get("range"),
+                )
+            except BaseException:
+                response.close()
+                raise
         except BaseException:
-            response.close()
+            self._entered = False  # no block was entered: it may be tried again
             raise
         return self._stream
 
@@ -970,6 +987,9 @@ class ObjectDownload(contextlib.AbstractAsyncContextManager["ObjectStream"]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._stream is not None:
-            await self._stream.aclose()
+        try:
+            if self._stream is not None:
+                await self._stream.aclose()
+        finally:
+            self._entered = False
 

@@ -36,6 +36,7 @@ Every error the library raises derives from :class:`MediaStoreError`::
     ├── CredentialsError             no credentials, or the provider failed or did not answer
     ├── SessionClosedError           a call after the Session was closed (also a RuntimeError)
     ├── SessionAlreadyEnteredError   a Session entered twice (also a RuntimeError)
+    ├── DownloadAlreadyEnteredError  an ObjectDownload entered while open (also a RuntimeError)
     └── WrongEventLoopError          a Session used from another event loop (also a RuntimeError)
 
 Every exception carries ``attempts``: how many HTTP attempts the call made before it
@@ -68,6 +69,7 @@ __all__ = [
     "ContainerNotFoundError",
     "CredentialsError",
     "DeadlineExceeded",
+    "DownloadAlreadyEnteredError",
     "InvalidParameterError",
     "InvalidPathError",
     "InvalidRangeError",
@@ -500,6 +502,13 @@ class SessionAlreadyEnteredError(MediaStoreError, RuntimeError):
     task's): the inner block's exit would close the session under the outer one. Enter a
     Session once, where it is made, and pass it (or its containers) to the code that needs
     it, without ``async with``."""
+
+
+class DownloadAlreadyEnteredError(MediaStoreError, RuntimeError):
+    """``async with`` on an :class:`~msd_async.ObjectDownload` whose block is still open (a
+    nested block, or another task's): a second response would replace the first's
+    stream, whose connection nothing would then close. Call ``get_object`` once per
+    download; a download may be entered again once its block has ended."""
 
 
 class WrongEventLoopError(MediaStoreError, RuntimeError):

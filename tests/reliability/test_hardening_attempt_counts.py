@@ -1,7 +1,8 @@
 """``attempts`` counts the attempts that reached the network, and nothing else: a retry
 that never got a connection (the pool full, the session closed, a deadline passing in the
 queue) is not one. A DELETE takes a 404 on its retry for its own earlier work only when
-that earlier attempt may have reached the server."""
+that earlier attempt may have reached the server. A download entered twice is refused
+rather than leaking the first response's connection."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from msd_async import (
     ConnectionLostError,
     Credentials,
     DeadlineExceeded,
+    DownloadAlreadyEnteredError,
     Limits,
     ObjectNotFoundError,
     PoolTimeout,
@@ -151,4 +153,31 @@ async def test_a_404_after_a_delete_that_was_never_written_is_not_found() -> Non
         [retried] = [e for e in events if e.kind == "retry"]
         assert isinstance(retried.error, ConnectionLostError) and retried.error.unwritten
         assert [r.method for r in server.requests] == ["GET", "DELETE"]
+        assert session.pool.in_use == 0
+
+
+async def test_a_download_entered_twice_is_refused_and_keeps_one_slot() -> None:
+    """The second ``async with`` on an open download sent a second GET and replaced the
+    first stream, whose connection then held a pool slot until garbage collection."""
+    async def ok(conn: Connection) -> None:
+        while await conn.read_request() is not None:
+            await conn.send(response(200, b"body", headers={"ETag": '"e"'}))
+
+    async with scripted_server(ok) as server, Session(
+        credentials=KEYS, region="us-east-1", retry=FAST,
+    ) as session:
+        store = session.container(server.endpoint)
+        download = store.get_object("a.ts")
+        async with download as stream:
+            with pytest.raises(DownloadAlreadyEnteredError, match="get_object") as info:
+                async with download:
+                    pass  # pragma: no cover - refused on entry
+            assert isinstance(info.value, RuntimeError)
+            assert session.pool.in_use == 1
+            assert await stream.read() == b"body"
+        assert session.pool.in_use == 0
+        assert len(server.requests) == 1
+        # Once the block has ended it may be entered again, as before.
+        async with download as again:
+            assert await again.read() == b"body"
         assert session.pool.in_use == 0
