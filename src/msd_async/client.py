@@ -937,14 +937,20 @@ class ObjectDownload(contextlib.AbstractAsyncContextManager["ObjectStream"]):
         #: and leave the first one's connection to the garbage collector.
         self._entered = False
 
-    async def _reopen(self, start: int, end: int) -> Response:
+    async def _reopen(self, start: int, end: int) -> tuple[Response, int]:
         original = self._request
         headers = {"range": rules.format_range((start, end))}
         ranged = protocol.Request("GET", original.path, (), headers, original.payload_hash)
         client = self._client
-        return await client._call(
-            lambda n: client._send(ranged, attempt=n), None, retry=self._retry, request=ranged
-        )
+        made = 0
+
+        def attempt(n: int) -> Awaitable[Response]:
+            nonlocal made
+            made = n
+            return client._send(ranged, attempt=n)
+
+        response = await client._call(attempt, None, retry=self._retry, request=ranged)
+        return response, made
 
     async def __aenter__(self) -> ObjectStream:
         if self._entered:
@@ -962,16 +968,18 @@ class ObjectDownload(contextlib.AbstractAsyncContextManager["ObjectStream"]):
             # not the body: it is not turned into the read timeout, which would then apply
             # to every read of a live segment whose encoder pauses. The body has
             # Timeouts.read.
-            response = await client._call(
-                lambda n: client._send(request, attempt=n),
-                deadline,
-                retry=self._retry,
-                request=request,
-            )
+            made = 0
+
+            def attempt(n: int) -> Awaitable[Response]:
+                nonlocal made
+                made = n  # the stream's errors count the attempts that got it
+                return client._send(request, attempt=n)
+
+            response = await client._call(attempt, deadline, retry=self._retry, request=request)
             try:
                 self._stream = ObjectStream(
                     response, reopen=self._reopen, max_resumes=self._max_resumes,
-                    requested=request.headers.get("range"),
+                    requested=request.headers.get("range"), attempts=made,
                 )
             except BaseException:
                 response.close()
