@@ -7,6 +7,7 @@ rather than leaking the first response's connection."""
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import anyio
 import pytest
@@ -154,6 +155,43 @@ async def test_a_404_after_a_delete_that_was_never_written_is_not_found() -> Non
         assert isinstance(retried.error, ConnectionLostError) and retried.error.unwritten
         assert [r.method for r in server.requests] == ["GET", "DELETE"]
         assert session.pool.in_use == 0
+
+
+async def test_a_404_after_a_refused_connection_is_not_found() -> None:
+    """The first DELETE found its endpoint refusing connections (a restart); the retry
+    reached it and found nothing. A refused connection sent nothing, so that 404 is the
+    answer, not the trace of an earlier deletion."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))  # bound, not listening: connecting is refused
+    servers: list[asyncio.Task[asyncio.Server]] = []
+
+    async def not_found(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(NOT_FOUND)
+        await writer.drain()
+        writer.close()
+
+    def on_retry(event: RequestEvent) -> None:
+        if event.kind == "retry" and not servers:
+            sock.listen()  # the retry connects now; the server below answers it
+            servers.append(asyncio.get_running_loop().create_task(
+                asyncio.start_server(not_found, sock=sock)
+            ))
+
+    try:
+        async with Session(
+            credentials=KEYS, region="us-east-1", retry=FAST, event_hooks=[on_retry],
+        ) as session:
+            store = session.container(f"http://127.0.0.1:{sock.getsockname()[1]}")
+            with anyio.fail_after(10), pytest.raises(ObjectNotFoundError) as info:
+                await store.delete_object("gone.ts")
+        assert info.value.attempts == 2
+    finally:
+        for task in servers:
+            server = await task
+            server.close()
+            await server.wait_closed()
+        sock.close()
 
 
 async def test_a_download_entered_twice_is_refused_and_keeps_one_slot() -> None:
