@@ -7,6 +7,7 @@ rather than leaking the first response's connection."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 
 import anyio
@@ -219,3 +220,41 @@ async def test_a_download_entered_twice_is_refused_and_keeps_one_slot() -> None:
         async with download as again:
             assert await again.read() == b"body"
         assert session.pool.in_use == 0
+
+
+@pytest.mark.parametrize("connect", [None, 30.0])
+async def test_closing_the_session_ends_a_call_still_connecting(connect: float | None) -> None:
+    """After a 503 that closed its connection, the retry opens a new one; the session
+    closed meanwhile. aiohttp's close ends the connections it holds, not one still being
+    opened: the call went on until Timeouts.connect (forever with None). A listener
+    whose accept queue is full never completes the handshake."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    for _ in range(3):  # fill the accept queue: later handshakes are left unanswered
+        filler = socket.socket()
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            filler.connect(("127.0.0.1", port))
+        fillers.append(filler)
+    session = Session(
+        credentials=KEYS, region="us-east-1", retry=RetryPolicy.none(),
+        timeouts=Timeouts(connect=connect),
+    )
+    try:
+        store = session.container(f"http://127.0.0.1:{port}")
+        call = asyncio.ensure_future(store.describe_object("a.ts"))
+        await asyncio.sleep(0.2)  # connecting
+        assert not call.done() and session.pool.in_use == 1
+        with anyio.fail_after(2):
+            await session.aclose()
+            with pytest.raises(SessionClosedError) as info:
+                await call
+        assert info.value.attempts == 1  # a connection was being opened
+        assert session.pool.in_use == 0
+    finally:
+        await session.aclose()
+        for sock in (listener, *fillers):
+            sock.close()
