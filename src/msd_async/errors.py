@@ -44,9 +44,11 @@ gave up (0 when it failed before sending). An attempt that ended before it reach
 network is not one of them: an error whose ``unsent`` is true (no free connection in the
 pool, the session closed, another event loop, no credentials) ended an attempt that took
 no connection, so a call that retried twice and then found its session closed says 2,
-not 3. ``unwritten`` is true when no byte of the attempt's request was written to a
-connection (it could not be opened, or a pooled one was found closed before writing): the
-server cannot have acted on it.
+not 3. Trying to open a connection counts (a ``ConnectError`` after four refusals says 4).
+An error reading a download counts its request's attempts and every resume's.
+``unwritten`` is true when no byte of the attempt's request was written to a connection
+(it could not be opened, or a pooled one was found closed before writing): the server
+cannot have acted on it.
 """
 
 from __future__ import annotations
