@@ -89,13 +89,13 @@ class ClientContext:
             result = await awaitable
         except asyncio.CancelledError:
             if interrupted[0] and task.uncancel() <= cancelling:
-                raise SessionClosedError(SESSION_CLOSED_MESSAGE) from None
+                raise SessionClosedError(SESSION_CLOSED_MESSAGE, unsent=True) from None
             raise
         finally:
             del self._waits[task]
         if interrupted[0]:  # the wait swallowed the cancellation: the session is closed
             task.uncancel()
-            raise SessionClosedError(SESSION_CLOSED_MESSAGE)
+            raise SessionClosedError(SESSION_CLOSED_MESSAGE, unsent=True)
         return result
 
     def interrupt_waits(self) -> None:

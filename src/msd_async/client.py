@@ -22,6 +22,7 @@ from .errors import (
     SESSION_CLOSED_MESSAGE,
     ChecksumMismatchError,
     CredentialsError,
+    DownloadAlreadyEnteredError,
     InvalidParameterError,
     MediaStoreError,
     ObjectNotFoundError,
@@ -178,7 +179,7 @@ async def _get_credentials(context: ClientContext) -> Credentials:
         return provider
     if context.closed:
         # Not even asked: a provider that waits (an MFA prompt) would be waited out first.
-        raise SessionClosedError(SESSION_CLOSED_MESSAGE)
+        raise SessionClosedError(SESSION_CLOSED_MESSAGE, unsent=True)
     timeout = context.timeouts.credentials
     name = type(provider).__name__
     scope: asyncio.Timeout | None = None
@@ -791,20 +792,31 @@ class ContainerClient:
         """Delete an object (DeleteObject); empty parent folders disappear with it.
 
         Raises :class:`ObjectNotFoundError` if there is none. A 404 on a *retry* counts as
-        success: the earlier attempt whose answer was lost may have deleted it. So after a
-        retried call the object is gone, but it may have been deleted by someone else.
+        success when an earlier attempt may have reached the server: it may have deleted
+        the object and lost the answer. So after a retried call the object is gone, but it
+        may have been deleted by someone else. When no earlier attempt wrote a byte of its
+        request (the connection could not be opened, or a pooled one was found closed
+        first: their errors are ``unwritten``), the 404 is :class:`ObjectNotFoundError`,
+        as on a first attempt.
         """
         request = protocol.delete_object(path)
         deadline_ = _deadline(deadline)
+        # Whether an attempt so far may have reached the server (and deleted the object).
+        reached = False
 
         async def attempt(n: int) -> None:
+            nonlocal reached
             try:
                 await (await self._send(request, deadline=deadline_, attempt=n)).read()
             except ObjectNotFoundError:
-                if n == 1:
+                if not reached:
                     raise
                 # An earlier attempt may have deleted it and lost the answer: the object
                 # is gone, which is what was asked.
+            except MediaStoreError as exc:
+                if not exc.unwritten:
+                    reached = True
+                raise
 
         await self._call(attempt, deadline_, retry=retry, request=request)
 
@@ -904,7 +916,8 @@ class ObjectDownload(contextlib.AbstractAsyncContextManager["ObjectStream"]):
     """What :meth:`ContainerClient.get_object` returns: an async context manager that
     sends the request on enter (within the call's ``deadline``, retries included) and
     yields the :class:`ObjectStream`; on exit it closes the stream and its connection.
-    Use it once."""
+    Use it once: entering it while its block is open raises
+    :class:`DownloadAlreadyEnteredError`."""
 
     def __init__(
         self,
@@ -920,36 +933,59 @@ class ObjectDownload(contextlib.AbstractAsyncContextManager["ObjectStream"]):
         self._deadline = deadline
         self._retry = retry
         self._stream: ObjectStream | None = None
+        #: From entering until the block ends: a second entry would replace the stream
+        #: and leave the first one's connection to the garbage collector.
+        self._entered = False
 
-    async def _reopen(self, start: int, end: int) -> Response:
+    async def _reopen(self, start: int, end: int) -> tuple[Response, int]:
         original = self._request
         headers = {"range": rules.format_range((start, end))}
         ranged = protocol.Request("GET", original.path, (), headers, original.payload_hash)
         client = self._client
-        return await client._call(
-            lambda n: client._send(ranged, attempt=n), None, retry=self._retry, request=ranged
-        )
+        made = 0
+
+        def attempt(n: int) -> Awaitable[Response]:
+            nonlocal made
+            made = n
+            return client._send(ranged, attempt=n)
+
+        response = await client._call(attempt, None, retry=self._retry, request=ranged)
+        return response, made
 
     async def __aenter__(self) -> ObjectStream:
-        request = self._request
-        deadline = _deadline(self._deadline)
-        client = self._client
-        # The deadline bounds getting the response (the retry driver's cancel scope), not
-        # the body: it is not turned into the read timeout, which would then apply to every
-        # read of a live segment whose encoder pauses. The body has Timeouts.read.
-        response = await client._call(
-            lambda n: client._send(request, attempt=n),
-            deadline,
-            retry=self._retry,
-            request=request,
-        )
-        try:
-            self._stream = ObjectStream(
-                response, reopen=self._reopen, max_resumes=self._max_resumes,
-                requested=request.headers.get("range"),
+        if self._entered:
+            raise DownloadAlreadyEnteredError(
+                f"this download of {unquote(self._request.path[1:])!r} is already entered "
+                "and its block has not ended; read it there, or call get_object() again "
+                "for a second download"
             )
+        self._entered = True
+        try:
+            request = self._request
+            deadline = _deadline(self._deadline)
+            client = self._client
+            # The deadline bounds getting the response (the retry driver's cancel scope),
+            # not the body: it is not turned into the read timeout, which would then apply
+            # to every read of a live segment whose encoder pauses. The body has
+            # Timeouts.read.
+            made = 0
+
+            def attempt(n: int) -> Awaitable[Response]:
+                nonlocal made
+                made = n  # the stream's errors count the attempts that got it
+                return client._send(request, attempt=n)
+
+            response = await client._call(attempt, deadline, retry=self._retry, request=request)
+            try:
+                self._stream = ObjectStream(
+                    response, reopen=self._reopen, max_resumes=self._max_resumes,
+                    requested=request.headers.get("range"), attempts=made,
+                )
+            except BaseException:
+                response.close()
+                raise
         except BaseException:
-            response.close()
+            self._entered = False  # no block was entered: it may be tried again
             raise
         return self._stream
 
@@ -959,6 +995,9 @@ class ObjectDownload(contextlib.AbstractAsyncContextManager["ObjectStream"]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._stream is not None:
-            await self._stream.aclose()
+        try:
+            if self._stream is not None:
+                await self._stream.aclose()
+        finally:
+            self._entered = False
 

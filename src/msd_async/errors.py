@@ -36,10 +36,19 @@ Every error the library raises derives from :class:`MediaStoreError`::
     ├── CredentialsError             no credentials, or the provider failed or did not answer
     ├── SessionClosedError           a call after the Session was closed (also a RuntimeError)
     ├── SessionAlreadyEnteredError   a Session entered twice (also a RuntimeError)
+    ├── DownloadAlreadyEnteredError  an ObjectDownload entered while open (also a RuntimeError)
     └── WrongEventLoopError          a Session used from another event loop (also a RuntimeError)
 
 Every exception carries ``attempts``: how many HTTP attempts the call made before it
-gave up (0 when it failed before sending).
+gave up (0 when it failed before sending). An attempt that ended before it reached the
+network is not one of them: an error whose ``unsent`` is true (no free connection in the
+pool, the session closed, another event loop, no credentials) ended an attempt that took
+no connection, so a call that retried twice and then found its session closed says 2,
+not 3. Trying to open a connection counts (a ``ConnectError`` after four refusals says 4).
+An error reading a download counts its request's attempts and every resume's.
+``unwritten`` is true when no byte of the attempt's request was written to a connection
+(it could not be opened, or a pooled one was found closed before writing): the server
+cannot have acted on it.
 """
 
 from __future__ import annotations
@@ -62,6 +71,7 @@ __all__ = [
     "ContainerNotFoundError",
     "CredentialsError",
     "DeadlineExceeded",
+    "DownloadAlreadyEnteredError",
     "InvalidParameterError",
     "InvalidPathError",
     "InvalidRangeError",
@@ -114,6 +124,12 @@ class MediaStoreError(Exception):
     """
 
     attempts: int = 0
+    #: The attempt that raised it ended before it reached the network (it took no
+    #: connection): not counted in ``attempts``.
+    unsent: bool = False
+    #: No byte of the attempt's request was written to a connection: the server cannot
+    #: have acted on it (a DELETE retried after it does not take a 404 for its own work).
+    unwritten: bool = False
 
     def __init__(self, message: str, *, attempts: int = 0) -> None:
         super().__init__(message)
@@ -365,6 +381,8 @@ class TransportError(MediaStoreError):
 class ConnectError(TransportError):
     """Could not open a connection to the endpoint (refused, DNS, TLS)."""
 
+    unwritten = True
+
 
 class ConnectionLostError(TransportError):
     """The connection closed or reset before the request or response body was complete.
@@ -384,6 +402,8 @@ class MediaStoreTimeout(TransportError, builtins.TimeoutError):
 class ConnectTimeout(MediaStoreTimeout):
     """Opening the connection took longer than ``Timeouts.connect``."""
 
+    unwritten = True
+
 
 class ReadTimeout(MediaStoreTimeout):
     """No byte arrived from the server for ``Timeouts.read`` seconds."""
@@ -395,6 +415,8 @@ class WriteTimeout(MediaStoreTimeout):
 
 class PoolTimeout(MediaStoreTimeout):
     """No connection of the pool became free within ``Timeouts.pool`` seconds."""
+
+    unsent = unwritten = True
 
 
 class DeadlineExceeded(MediaStoreTimeout):
@@ -453,6 +475,8 @@ class ChecksumMismatchError(MediaStoreError):
 class CredentialsError(MediaStoreError):
     """No usable credentials were found, or the credential provider failed."""
 
+    unsent = unwritten = True
+
 
 #: What a :class:`SessionClosedError` says when a call finds its Session closed.
 SESSION_CLOSED_MESSAGE: Final = (
@@ -462,7 +486,17 @@ SESSION_CLOSED_MESSAGE: Final = (
 
 class SessionClosedError(MediaStoreError, RuntimeError):
     """A call was made on a :class:`ContainerClient` (or ``Session.container``) after its
-    Session was closed. Open a new Session and get the container from it again."""
+    Session was closed. Open a new Session and get the container from it again.
+
+    ``unsent`` when the attempt it ended had taken no connection yet (the session was
+    found closed before sending, or closed while the call waited for a connection or its
+    credentials); not when the session closed under a request already on its connection.
+    """
+
+    def __init__(self, message: str, *, attempts: int = 0, unsent: bool = False) -> None:
+        super().__init__(message, attempts=attempts)
+        if unsent:
+            self.unsent = self.unwritten = True
 
 
 class SessionAlreadyEnteredError(MediaStoreError, RuntimeError):
@@ -472,7 +506,16 @@ class SessionAlreadyEnteredError(MediaStoreError, RuntimeError):
     it, without ``async with``."""
 
 
+class DownloadAlreadyEnteredError(MediaStoreError, RuntimeError):
+    """``async with`` on an :class:`~msd_async.ObjectDownload` whose block is still open (a
+    nested block, or another task's): a second response would replace the first's
+    stream, whose connection nothing would then close. Call ``get_object`` once per
+    download; a download may be entered again once its block has ended."""
+
+
 class WrongEventLoopError(MediaStoreError, RuntimeError):
     """A Session's client sent from an event loop other than the one its connections
     belong to (the loop of its first request: a second ``asyncio.run``, another thread).
     Open one Session per event loop, inside the coroutine that loop runs."""
+
+    unsent = unwritten = True

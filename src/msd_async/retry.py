@@ -34,7 +34,6 @@ import anyio
 
 from .config import is_seconds, is_whole_number
 from .errors import (
-    CredentialsError,
     DeadlineExceeded,
     InvalidParameterError,
     MediaStoreError,
@@ -409,11 +408,14 @@ def _give_up(exc: MediaStoreError, attempts: int, why: str) -> MediaStoreError:
 
 
 #: What the attempt in flight waits for before it can send anything (the client sets it
-#: while its credentials provider has not answered), for the message of a deadline that
-#: ends the attempt there: the endpoint is then not what to check.
+#: while its credentials provider has not answered, the transport while the pool has no
+#: free connection), for the message of a deadline that ends the attempt there (the
+#: endpoint is then not what to check) and its count (that attempt sent nothing).
 waiting_before_sending: ContextVar[str | None] = ContextVar(
     "msd_async_waiting_before_sending", default=None
 )
+#: :data:`waiting_before_sending` while a call queues for a connection of its pool.
+WAITING_FOR_CONNECTION: Final = "a free connection of the pool"
 
 
 def _deadline_exceeded(
@@ -445,8 +447,8 @@ async def call_with_retries(
     After a failed attempt ``n``, in this order:
 
     1. an error ``policy.is_retryable`` refuses is raised at once, with ``attempts = n``
-       (``n - 1`` for a :class:`~msd_async.errors.CredentialsError`, which ends its attempt
-       before anything is sent);
+       (``n - 1`` when it is ``unsent``, as a :class:`~msd_async.errors.CredentialsError`
+       or :class:`~msd_async.errors.PoolTimeout` is: its attempt took no connection);
     2. if ``deadline`` has passed: :class:`~msd_async.errors.DeadlineExceeded` ``from`` it;
     3. if ``n == policy.max_attempts``: the error itself, with ``attempts = n``;
     4. if ``replayable()`` says the request body cannot be sent again (a one-shot iterator
@@ -465,7 +467,8 @@ async def call_with_retries(
     that ends at the deadline (measured on the event loop's clock, ``deadline.remaining()``
     seconds from the attempt's start); if it fires, ``DeadlineExceeded`` is raised from the
     previous attempt's error (with ``attempts = n - 1`` and what it waited for when the
-    attempt was still waiting before it could send: :data:`waiting_before_sending`). A
+    attempt was still waiting before it could send, for its credentials or a connection:
+    :data:`waiting_before_sending`). A
     deadline already past raises before the first attempt (``attempts = 0``). The client
     should still cap its own timeouts with :meth:`Deadline.cap`, so a slow attempt ends
     with a clear timeout rather than a cancellation.
@@ -502,12 +505,11 @@ async def call_with_retries(
                     result = await attempt(n)
         except MediaStoreError as exc:
             if not policy.is_retryable(exc):
-                # A CredentialsError ends its attempt before the request is signed, and so
-                # does any error raised while the attempt still waits for its provider (the
-                # session closing): only the attempts before it were sent.
-                unsent = isinstance(exc, CredentialsError) or (
-                    waiting_before_sending.get() is not None
-                )
+                # An error marked unsent (no credentials, no free connection, the session
+                # found closed, another event loop) ended its attempt before it took a
+                # connection, and so does any error raised while the attempt still waits
+                # before sending: only the attempts before it count.
+                unsent = exc.unsent or waiting_before_sending.get() is not None
                 exc.attempts = n - 1 if unsent else n
                 raise
             failure = exc
@@ -517,10 +519,15 @@ async def call_with_retries(
                 waiting = waiting_before_sending.get()
                 if waiting is not None:
                     # Counted as a CredentialsError is: this attempt sent nothing.
+                    check = (
+                        "the pool: release responses sooner, or raise Limits.max_connections"
+                        if waiting == WAITING_FOR_CONNECTION
+                        else "that provider's source (credential_process, SSO, instance "
+                        "metadata) or raise Timeouts.credentials"
+                    )
                     raise _deadline_exceeded(
                         deadline, n - 1, f"during attempt {n}, waiting for {waiting}",
-                        check="that provider's source (credential_process, SSO, instance "
-                        "metadata) or raise Timeouts.credentials",
+                        check=check,
                     ) from last
                 raise _deadline_exceeded(deadline, n, f"during attempt {n}") from last
             if budget is not None:

@@ -32,8 +32,9 @@ if TYPE_CHECKING:
 
 __all__ = ["ObjectStream", "iter_window"]
 
-#: Reopen the object from a byte offset: returns the new response (206) for ``bytes=offset-end``.
-Reopen = Callable[[int, int], Awaitable["Response"]]
+#: Reopen the object from a byte offset: returns the new response (206) for
+#: ``bytes=offset-end``, and the attempts it took.
+Reopen = Callable[[int, int], Awaitable[tuple["Response", int]]]
 
 
 class ObjectStream:
@@ -76,7 +77,11 @@ class ObjectStream:
         reopen: Reopen | None = None,
         max_resumes: int = 0,
         requested: str | None = None,
+        attempts: int = 1,
     ) -> None:
+        #: HTTP attempts this download has made: its request's (``attempts``, retries
+        #: included) and every resume's. What an error raised reading it says.
+        self._attempts = attempts
         self._response = response
         self._reopen = reopen
         self._max_resumes = max_resumes
@@ -109,7 +114,7 @@ class ObjectStream:
                 f"the server sent the object with Content-Encoding {encoding!r} though "
                 "'identity' was asked for: not the object's bytes (a proxy in between that "
                 "compresses what it forwards?)",
-                attempts=1,
+                attempts=self._attempts,
             )
         self._length = self._declared_length(response)
         self._requested = requested
@@ -132,7 +137,7 @@ class ObjectStream:
                     f"the response declares {length} bytes (Content-Length) but "
                     f"{span} (Content-Range {response.headers.get('Content-Range')}); a proxy "
                     "in between may have changed it",
-                    attempts=1,
+                    attempts=self._attempts,
                 )
             return span
         return length
@@ -145,7 +150,7 @@ class ObjectStream:
         raise ProtocolError(
             f"asked for {asked} and the server answered 206 with Content-Range {got!r}: "
             f"{what}",
-            attempts=1,
+            attempts=self._attempts,
         )
 
     def _check_range(self, requested: str) -> None:
@@ -282,7 +287,7 @@ class ObjectStream:
                         raise ProtocolError(
                             f"the server sent more bytes than the {expected} it declared "
                             f"(at least {received}); the extra bytes were not delivered",
-                            attempts=1,
+                            attempts=self._attempts,
                         )
                     self._received = received
                     return chunk
@@ -294,7 +299,7 @@ class ObjectStream:
             if not exc.attempts:
                 # Raised reading the body (a cut, a silence, the session closing): the
                 # request was sent, and so was each resume. 0 says nothing was.
-                exc.attempts = 1 + self.resumes
+                exc.attempts = self._attempts
             if self._closed:
                 # The body was not delivered: a later read must not look like its end.
                 self._failure = exc
@@ -328,18 +333,23 @@ class ObjectStream:
         start = first + self._received
         end = first + expected - 1
         try:
-            response = await self._reopen(start, end)
+            response, made = await self._reopen(start, end)
         except (ObjectNotFoundError, RangeNotSatisfiableError) as exc:
             # The ranged request found no object, or a shorter one: a new version (or none)
             # replaced the one being read. Say that, not "range not satisfiable".
             self._closed = True
-            raise ObjectChangedError(
+            changed = ObjectChangedError(
                 f"the object was replaced or deleted while it was being downloaded (ETag "
                 f"{self.etag}); {self._received} bytes of the old version were received",
                 expected_etag=self.etag,
                 actual_etag=None,
-            ) from exc
-        except MediaStoreError:
+            )
+            changed.attempts = self._attempts + exc.attempts
+            raise changed from exc
+        except MediaStoreError as exc:
+            # The resume's own count (a session found closed before it was sent says 0)
+            # on top of what the download made before it.
+            exc.attempts += self._attempts
             self._closed = True
             raise
         except BaseException:
@@ -353,7 +363,9 @@ class ObjectStream:
                 f"object again, with range=({start}, None) for the rest"
             )
             self._failure.__cause__ = cause
+            self._failure.attempts = self._attempts
             raise
+        self._attempts += made
         try:
             self._check_resumed(response, start, end, cause)
         except BaseException:
@@ -384,7 +396,7 @@ class ObjectStream:
                 f"({asked}) was answered with HTTP {response.status} instead of 206: the "
                 "server (or a proxy or cache in between) ignored the Range header; the "
                 "download cannot continue without repeating bytes",
-                attempts=1,
+                attempts=self._attempts,
             ) from cause
         content_range = parse_content_range(headers.get("Content-Range"))
         if content_range is None:
@@ -392,7 +404,7 @@ class ObjectStream:
                 f"the resumed request ({asked}) was answered with a 206 without a valid "
                 f"Content-Range ({headers.get('Content-Range')!r}); the download cannot "
                 "continue",
-                attempts=1,
+                attempts=self._attempts,
             ) from cause
         first, last, total = content_range
         size = self.object_size
@@ -408,14 +420,14 @@ class ObjectStream:
             raise ProtocolError(
                 f"the resumed request ({asked}) was answered with bytes {first}-{last}: the "
                 "server sent other bytes than asked for; the download cannot continue",
-                attempts=1,
+                attempts=self._attempts,
             ) from cause
         length = parse_length(headers.get("Content-Length"))
         if length is not None and length != end - start + 1:
             raise ProtocolError(
                 f"the resumed answer declares {length} bytes (Content-Length) for bytes "
                 f"{first}-{last}; the download cannot continue",
-                attempts=1,
+                attempts=self._attempts,
             ) from cause
 
     async def read(self) -> bytes:
@@ -579,7 +591,7 @@ class _Window:
                         "bytes",
                         code="RequestedRangeNotSatisfiableException",
                         status=416,
-                        attempts=1,
+                        attempts=self._stream._attempts,
                     ).with_object_size(position)
                 raise StopAsyncIteration
             end = self._position = position + len(chunk)

@@ -49,6 +49,7 @@ from .errors import (
     TransportError,
     WriteTimeout,
 )
+from .retry import WAITING_FOR_CONNECTION, waiting_before_sending
 
 __all__ = ["PoolStats", "Response", "Transport"]
 
@@ -154,6 +155,7 @@ class _UploadPayload(Payload):
         watch = None
         if self._write_timeout is not None:
             watch = watchdog.watch(task, self._write_timeout)
+            watch.heading = False  # the writer's wait, not a request (see end_requests)
         try:
             if self._body is not None:
                 assert self._meter is not None
@@ -314,7 +316,10 @@ class _Watch:
     answer or reading its body (read timeout), or an upload waiting for the server to
     accept a chunk (write timeout)."""
 
-    __slots__ = ("cancelling", "count", "fired", "heading", "since", "source", "task", "timeout")
+    __slots__ = (
+        "cancelling", "closing", "count", "fired", "heading", "since", "source", "task",
+        "timeout",
+    )
 
     def __init__(self, task: asyncio.Task[Any], timeout: float) -> None:
         #: The task to cancel when the wait has lasted ``timeout`` seconds.
@@ -331,9 +336,12 @@ class _Watch:
         #: progress even while one read is still waiting for more.
         self.source: Any = None
         self.count = 0
-        #: Still waiting for the response head (its body is being sent, or it was sent).
+        #: A request still inside Transport.send: connecting, sending, or waiting for the
+        #: response head. False for a write watch.
         self.heading = True
         self.fired = False
+        #: Fired by Transport.aclose(), not by a timeout.
+        self.closing = False
 
 
 class _Watchdog:
@@ -364,13 +372,14 @@ class _Watchdog:
         """Time a new wait of ``task`` (not started yet: set ``since`` when it starts)."""
         watch = _Watch(task, timeout)
         self._watches[watch] = None
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+            self.now = loop.time
         interval = max(timeout / _SWEEPS, _MIN_SWEEP)
         if interval < self._interval:
             # Not armed, or armed for longer timeouts than this one (a deadline capped it).
-            loop = self._loop
-            if loop is None:
-                loop = self._loop = asyncio.get_running_loop()
-                self.now = loop.time
+            # Never for an infinite timeout (Timeouts.read=None): only aclose() ends it.
             at = loop.time() + interval
             if at < self._at:
                 self._arm(at, interval)
@@ -378,6 +387,16 @@ class _Watchdog:
 
     def unwatch(self, watch: _Watch) -> None:
         self._watches.pop(watch, None)
+
+    def end_requests(self) -> None:
+        """Cancel every task still inside :meth:`Transport.send` (the pool is closing):
+        aiohttp's close ends the connections it holds, not one still being opened, and a
+        call connecting went on until ``Timeouts.connect`` (forever with ``None``)."""
+        for watch in list(self._watches):
+            if watch.heading:
+                watch.fired = watch.closing = True
+                del self._watches[watch]
+                watch.task.cancel()
 
     def _arm(self, at: float, interval: float) -> None:
         if self._handle is not None:
@@ -590,11 +609,20 @@ def _translate(exc: BaseException, url: str) -> TransportError:
             f"the answer from {url} is not valid HTTP/1.1 ({what}); is the endpoint right "
             "(http:// to an HTTPS port, or not a MediaStore endpoint)?"
         )
-    return ConnectionLostError(f"the connection to {url} failed: {exc}")
+    lost = ConnectionLostError(f"the connection to {url} failed: {exc}")
+    if isinstance(exc, _UnwrittenDisconnect):
+        lost.unwritten = True
+    return lost
 
 
 def _closed_error() -> SessionClosedError:
     return SessionClosedError(SESSION_CLOSED_MESSAGE)
+
+
+def _unsent_closed_error() -> SessionClosedError:
+    """The closed session's error for a call that took no connection (not counted in its
+    ``attempts``)."""
+    return SessionClosedError(SESSION_CLOSED_MESSAGE, unsent=True)
 
 
 def _timed_out(watch: _Watch | None) -> TypeGuard[_Watch]:
@@ -808,11 +836,18 @@ class _CleanRequest(aiohttp.ClientRequest):
         # Not a coroutine of its own: the check costs an attribute read, not a frame.
         protocol = conn.protocol
         if protocol is not None and protocol.should_close:
-            raise aiohttp.ServerDisconnectedError(
+            raise _UnwrittenDisconnect(
                 "the server sent bytes on this idle keep-alive connection that no request "
                 "asked for; the connection was dropped"
             )
         return super().send(conn)
+
+
+class _UnwrittenDisconnect(aiohttp.ServerDisconnectedError):
+    """A pooled connection refused before any byte of the request was written to it
+    (aiohttp resends a GET on a new connection itself; a PUT or DELETE reaches our retry
+    policy as a :class:`~msd_async.errors.ConnectionLostError` marked ``unwritten``, so a
+    DELETE retried after it does not take a 404 for the work of an attempt never sent)."""
 
 
 class Transport:
@@ -864,7 +899,7 @@ class Transport:
             if self._closed:
                 # A client kept past its Session would otherwise open a new pool that
                 # nobody closes.
-                raise _closed_error()
+                raise _unsent_closed_error()
             self._loop = asyncio.get_running_loop()
             connector = aiohttp.TCPConnector(
                 limit=0, limit_per_host=0, keepalive_timeout=self.limits.keepalive_expiry
@@ -924,12 +959,15 @@ class Transport:
             waiting_for = None
         # Per-host first, then the pool's: a call waiting for its busy host does not hold
         # one of the pool's slots that a call to another host could use.
+        # Left set if the call's deadline ends the wait: that attempt sent nothing.
+        waiting_before_sending.set(WAITING_FOR_CONNECTION)
         try:
             async with asyncio.timeout(self.timeouts.pool):
                 if waiting_for is not None:
                     await waiting_for.acquire()
                     waiting_for = None
                 await self._slots.acquire()
+            waiting_before_sending.set(None)
         except BaseException as exc:
             if host is not None and waiting_for is None:
                 host.release()
@@ -976,13 +1014,15 @@ class Transport:
                 self._slots.release()
                 if host is not None:
                     host.release()
-                raise _closed_error()
+                raise _unsent_closed_error()
         self._in_use += 1
         payload: _UploadPayload | None = None
         timeout = self.timeouts.read if read_timeout is None else read_timeout
-        watch = None
-        if timeout is not None:
-            watch = self._watchdog.watch(_current_task(self._loop), timeout)  # type: ignore[arg-type]
+        # Every request is watched, even without a read timeout (never fired then): it is
+        # how aclose() finds the calls still connecting.
+        watch = self._watchdog.watch(
+            _current_task(self._loop), math.inf if timeout is None else timeout  # type: ignore[arg-type]
+        )
         # Only what differs from the session's defaults, so a plain GET passes no extras.
         kwargs: dict[str, Any] = _NO_KWARGS
         if body is not None or method == "DELETE":
@@ -1021,8 +1061,16 @@ class Transport:
             mapped: BaseException | None = None
             cause: BaseException | None = None
             if isinstance(exc, asyncio.CancelledError) and _timed_out(watch):
-                mapped = ReadTimeout(f"no response bytes from {url} within the read timeout")
-                cause = TimeoutError(f"nothing was received for {watch.timeout} s")
+                if watch.closing:
+                    # aclose() ended it (connecting, sending, or waiting for the answer): the
+                    # request may have reached the origin, as for the connections aiohttp's
+                    # close drops.
+                    mapped, cause = _closed_error(), ConnectionAbortedError(
+                        "the session closed while this request was in flight"
+                    )
+                else:
+                    mapped = ReadTimeout(f"no response bytes from {url} within the read timeout")
+                    cause = TimeoutError(f"nothing was received for {watch.timeout} s")
             elif not isinstance(exc, MediaStoreError) and isinstance(exc, _FOREIGN_ERRORS):
                 if self._closed and (payload is None or payload.source_error is None):
                     # aclose() dropped the connection under this request ("Connector is
@@ -1051,7 +1099,8 @@ class Transport:
         raise :class:`SessionClosedError`."""
         self._closed = True
         for gate in (self._slots, *self._hosts.values()):
-            gate.fail_waiters(_closed_error)
+            gate.fail_waiters(_unsent_closed_error)
+        self._watchdog.end_requests()
         # aiohttp closes the connections of responses still being read without waking
         # their readers: a download mid-body waited for Timeouts.read (forever with
         # read=None). Each reader hears that the session closed, at once.

@@ -161,6 +161,7 @@ def test_a_session_used_from_a_second_event_loop_says_so(serve: ServeProcess) ->
         with pytest.raises(WrongEventLoopError, match="one Session per event loop") as info:
             asyncio.run(from_another_loop())
         assert isinstance(info.value, RuntimeError)
+        assert info.value.attempts == 0  # refused before anything was sent
         assert first.run_until_complete(store.get_bytes("loops/a.txt")) == b"a"
         assert session.pool.in_use == 0
     finally:

@@ -11,6 +11,8 @@ from msd_async import (
     ConnectionLostError,
     ContainerClient,
     ObjectChangedError,
+    RetryPolicy,
+    ServerError,
     Session,
 )
 from msd_async.testing import LocalMediaStore
@@ -144,3 +146,38 @@ async def test_no_resume_when_disabled(
             await obj.read()
         assert obj.resumes == 0
         assert info.value.attempts == 1
+
+
+async def test_a_stream_error_counts_the_retries_of_its_request_and_its_resumes(
+    store: ContainerClient, mediastore_server: LocalMediaStore
+) -> None:
+    """A body cut for good said ``1 + resumes`` attempts, whatever the request and its
+    resumes had retried: here the GET got a 503 first, so three attempts reached the
+    server, not two."""
+    mediastore_server.faults.inject("503", method="GET", path=PATH)
+    mediastore_server.faults.inject(
+        "cut-download", times=None, method="GET", path=PATH, after_bytes=1_000
+    )
+    async with store.get_object(PATH, max_resumes=1) as obj:
+        with pytest.raises(ConnectionLostError) as info:
+            await obj.read()
+        assert obj.resumes == 1
+    assert _gets(mediastore_server) == ["503", "cut-download", "cut-download"]
+    assert info.value.attempts == 3
+
+
+async def test_a_failed_resume_counts_what_the_download_made_before_it(
+    store: ContainerClient, mediastore_server: LocalMediaStore
+) -> None:
+    """A resume that gave up after its retries said only its own attempts, as if the
+    request whose body was cut had not been sent."""
+    mediastore_server.faults.inject(
+        "cut-download", method="GET", path=PATH, after_bytes=1_000
+    )
+    mediastore_server.faults.inject("503", times=None, method="GET", path=PATH)
+    twice = RetryPolicy(max_attempts=2, backoff_initial=0)
+    async with store.get_object(PATH, retry=twice) as obj:
+        with pytest.raises(ServerError) as info:
+            await obj.read()
+    assert _gets(mediastore_server) == ["cut-download", "503", "503"]
+    assert info.value.attempts == 3

@@ -72,6 +72,20 @@ def test_range_not_satisfiable_keeps_object_size_through_pickle() -> None:
     assert copy.object_size == 1234
 
 
+def test_the_unsent_and_unwritten_markers_survive_pickle() -> None:
+    """A SessionClosedError raised before sending is marked per instance (the retry
+    driver does not count its attempt); the mark crosses a process boundary with it."""
+    closed = errors.SessionClosedError("closed", unsent=True)
+    copy = pickle.loads(pickle.dumps(closed))
+    assert copy.unsent and copy.unwritten
+    assert not errors.SessionClosedError("closed").unsent
+    lost = errors.ConnectionLostError("refused before writing")
+    lost.unwritten = True
+    assert pickle.loads(pickle.dumps(lost)).unwritten
+    assert not errors.ConnectionLostError("cut").unwritten
+    assert errors.ConnectError("refused").unwritten and not errors.ConnectError("r").unsent
+
+
 def test_no_exported_name_shadows_a_builtin() -> None:
     shadowing = [name for name in msd_async.__all__ if hasattr(builtins, name)]
     assert shadowing == []

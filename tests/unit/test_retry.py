@@ -368,8 +368,10 @@ async def test_non_retryable_errors_are_raised_at_once(exc: MediaStoreError) -> 
     with pytest.raises(type(exc)) as info:
         await call_with_retries(endpoint, clock=clock, budget=budget, rng=seeded())
     assert info.value is exc
-    # A CredentialsError ends its attempt before anything is sent.
-    assert exc.attempts == (0 if isinstance(exc, CredentialsError) else 1)
+    # An unsent error (a CredentialsError, a PoolTimeout) ends its attempt before it
+    # took a connection: not counted.
+    assert exc.attempts == (0 if exc.unsent else 1)
+    assert exc.unsent == isinstance(exc, CredentialsError | PoolTimeout)
     assert endpoint.calls == [1]
     assert clock.sleeps == []
     assert budget.available == budget.capacity
