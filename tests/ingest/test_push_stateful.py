@@ -509,6 +509,8 @@ class PushMachine(PortalMachine):
                 self.stop_event.set()
                 await asyncio.wrap_future(self.run_future)
                 await self.publisher.aclose()
+            # "No task, connection or file is left behind" (docs/live.md, Shutdown).
+            assert self.session.pool.in_use == 0, self.session.pool
 
         try:
             self.portal.call(stop)

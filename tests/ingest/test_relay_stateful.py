@@ -871,6 +871,8 @@ class RelayMachine(PortalMachine):
             with anyio.fail_after(60):
                 await self.relay.aclose()
                 await self.publisher.aclose()
+            # "No task, connection or file is left behind" (docs/live.md, Shutdown).
+            assert self.session.pool.in_use == 0, self.session.pool
 
         self.portal.call(shutdown)
         self.torn_down = True

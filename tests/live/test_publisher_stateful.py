@@ -298,6 +298,9 @@ class PublisherMachine(PortalMachine):
                     if "BlockingPortal" not in repr(t.get_coro())}
             assert left == set(), left
             assert self.store.session.pool.in_use == 0
+            # Deletes not due at the close are abandoned, none left scheduled (docs/live.md).
+            (dest,) = self.publisher.stats().destinations
+            assert (dest.pending, dest.deletes_scheduled) == (0, 0), dest
             # Settled, so no upload is still growing: a stored object is whole or a bug.
             for folder in ("h", "d"):
                 async for item in self.origin.list_items(folder):
