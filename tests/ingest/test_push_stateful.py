@@ -509,6 +509,11 @@ class PushMachine(PortalMachine):
                 self.stop_event.set()
                 await asyncio.wrap_future(self.run_future)
                 await self.publisher.aclose()
+            # "No task, connection or file is left behind" (docs/live.md, Shutdown); deletes
+            # not due at the close are abandoned, none left scheduled.
+            assert self.session.pool.in_use == 0, self.session.pool
+            (dest,) = self.publisher.stats().destinations
+            assert (dest.pending, dest.deletes_scheduled) == (0, 0), dest
 
         try:
             self.portal.call(stop)

@@ -871,6 +871,11 @@ class RelayMachine(PortalMachine):
             with anyio.fail_after(60):
                 await self.relay.aclose()
                 await self.publisher.aclose()
+            # "No task, connection or file is left behind" (docs/live.md, Shutdown); deletes
+            # not due at the close are abandoned, none left scheduled.
+            assert self.session.pool.in_use == 0, self.session.pool
+            (dest,) = self.publisher.stats().destinations
+            assert (dest.pending, dest.deletes_scheduled) == (0, 0), dest
 
         self.portal.call(shutdown)
         self.torn_down = True
