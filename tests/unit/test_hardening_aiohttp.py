@@ -201,8 +201,9 @@ async def test_a_consumed_payload_stops_aiohttps_own_resend() -> None:
 
 def test_the_modules_that_import_aiohttp_are_the_ones_the_docs_name() -> None:
     """The client's one aiohttp module is transport.py; aiohttp.web is imported only by the
-    web adapter, the local server, the commands' metrics listener and the demo's player
-    page (README, "Architecture"; transport.py's docstring)."""
+    web adapter, the local server, the commands' metrics listener, the demo's player
+    page and the listeners' shared binder (README, "Architecture"; transport.py's
+    docstring)."""
     package = ROOT / "src" / "msd_async"
     importers = set()
     for module in package.rglob("*.py"):
@@ -215,7 +216,7 @@ def test_the_modules_that_import_aiohttp_are_the_ones_the_docs_name() -> None:
                 importers.add(module.relative_to(package).as_posix())
     assert importers == {
         "transport.py", "web/aiohttp.py", "testing/server.py", "cli/_observe.py",
-        "live/watch.py",
+        "live/watch.py", "_listen.py",
     }
 
 
