@@ -165,6 +165,33 @@ def _link_error(entry: os.DirEntry[str] | Path, exc: OSError) -> OSError:
     )
 
 
+def linked_folder_error(root: Path, relative_path: str) -> OSError | None:
+    """The error for the first folder between ``root`` and the file ``relative_path`` below
+    it that is a symbolic link (to a folder, to a file, or dangling), or None when there is
+    none. A download writing ``linkdir/x`` through such a link put the object wherever it
+    pointed (another disk, another user's folder, ``/etc`` for a run as root), out of the
+    tree; and the scan does not follow it, so what lies there was never compared, only
+    overwritten. ``root`` itself is the user's to name: a link there is followed. A folder
+    not there yet is made by the download, a real one."""
+    folder = root
+    names = relative_path.split("/")[:-1]
+    for depth, name in enumerate(names, 1):
+        folder = folder / name
+        try:
+            st = os.lstat(folder)
+        except (FileNotFoundError, NotADirectoryError):
+            return None  # made as a folder; a file in the way fails with its own error
+        if stat.S_ISLNK(st.st_mode):
+            return NotADirectoryError(
+                errno.ENOTDIR,
+                f"{folder} is a symbolic link ({_target(folder)}), not a folder of the "
+                "tree; nothing is written through it, so what it points to is never "
+                f"changed (replace the link with a folder, exclude {'/'.join(names[:depth])}/, "
+                "or download that folder into the link's target on its own)",
+            )
+    return None
+
+
 def _folder_error(rel: str, exc: OSError) -> OSError:
     return type(exc)(
         exc.errno or 0,

@@ -93,6 +93,10 @@ def _download_job(pool: Pool, obj: RemoteObject, root: Path, existing: LocalFile
             if entry is not None and entry.etag == obj.etag and entry.sha256 == local_sha:
                 pool.skip(rel, "download", size)
                 return
+        # A few lstats (one per folder of the path): cheaper than a hop to a worker thread.
+        linked = _local.linked_folder_error(root, rel)
+        if linked is not None:
+            raise linked
         if final.is_dir():  # one stat: cheaper than a hop to a worker thread
             raise IsADirectoryError(
                 f"{final} is a folder; the object {obj.path} cannot be written there"
