@@ -109,3 +109,37 @@ async def test_a_link_at_the_file_name_is_replaced_not_written_through(
     assert victim.read_bytes() == b"precious"
     assert not (site / "a" / "x.bin").is_symlink()
     assert (site / "a" / "x.bin").read_bytes() == body
+
+
+async def test_keep_dirlinks_writes_through_compares_and_deletes_only_where_the_source_has_it(
+    mediastore_client: Any, tmp_path: Path
+) -> None:
+    """The opt-in, as rsync's --keep-dirlinks: a linked folder is the source's folder. Its
+    files are compared (a second run moves nothing), and a delete there removes what the
+    source lacks; but another link, to a folder the source does not have at all, is not
+    the source's folder: deleting "what the source lacks" there emptied the disk it
+    pointed to."""
+    await mediastore_client.put_object("k/media/x.ts", b"new")
+    await mediastore_client.put_object("k/top.ts", b"top")
+    site = tmp_path / "site"
+    site.mkdir()
+    media = tmp_path / "big"
+    media.mkdir()
+    (media / "old.ts").write_bytes(b"gone from the source")
+    os.symlink(media, site / "media")
+    other = tmp_path / "other-disk"
+    other.mkdir()
+    (other / "keep.ts").write_bytes(b"not the source's")
+    os.symlink(other, site / "other")
+    options = TransferOptions(keep_dirlinks=True)
+    report = await sync(mediastore_client, "ms:k", site, options, delete=True)
+    assert report.ok, report.failed
+    assert sorted(report.transferred) == ["media/x.ts", "top.ts"]
+    assert report.deleted == ["media/old.ts"]
+    assert (media / "x.ts").read_bytes() == b"new"
+    assert not (media / "old.ts").exists()
+    assert (other / "keep.ts").read_bytes() == b"not the source's"
+    assert (site / "media").is_symlink() and (site / "other").is_symlink()
+    again = await sync(mediastore_client, "ms:k", site, options, delete=True)
+    assert again.ok and again.transferred == [] and again.deleted == []
+    assert sorted(again.skipped) == ["media/x.ts", "top.ts"]

@@ -165,14 +165,11 @@ def _link_error(entry: os.DirEntry[str] | Path, exc: OSError) -> OSError:
     )
 
 
-def linked_folder_error(root: Path, relative_path: str) -> OSError | None:
-    """The error for the first folder between ``root`` and the file ``relative_path`` below
-    it that is a symbolic link (to a folder, to a file, or dangling), or None when there is
-    none. A download writing ``linkdir/x`` through such a link put the object wherever it
-    pointed (another disk, another user's folder, ``/etc`` for a run as root), out of the
-    tree; and the scan does not follow it, so what lies there was never compared, only
-    overwritten. ``root`` itself is the user's to name: a link there is followed. A folder
-    not there yet is made by the download, a real one."""
+def linked_folder(root: Path, relative_path: str) -> str | None:
+    """The first folder (relative to ``root``) between ``root`` and the file
+    ``relative_path`` below it that is a symbolic link (to a folder, to a file, or
+    dangling), or None when there is none. ``root`` itself is not looked at. A folder not
+    there yet is made by a download, a real one."""
     folder = root
     names = relative_path.split("/")[:-1]
     for depth, name in enumerate(names, 1):
@@ -182,14 +179,27 @@ def linked_folder_error(root: Path, relative_path: str) -> OSError | None:
         except (FileNotFoundError, NotADirectoryError):
             return None  # made as a folder; a file in the way fails with its own error
         if stat.S_ISLNK(st.st_mode):
-            return NotADirectoryError(
-                errno.ENOTDIR,
-                f"{folder} is a symbolic link ({_target(folder)}), not a folder of the "
-                "tree; nothing is written through it, so what it points to is never "
-                f"changed (replace the link with a folder, exclude {'/'.join(names[:depth])}/, "
-                "or download that folder into the link's target on its own)",
-            )
+            return "/".join(names[:depth])
     return None
+
+
+def linked_folder_error(root: Path, relative_path: str) -> OSError | None:
+    """The error of a download of ``relative_path`` below ``root`` through a folder that is
+    a symbolic link (:func:`linked_folder`), or None. Written through, the object landed
+    wherever the link pointed (another disk, another user's folder, ``/etc`` for a run as
+    root), out of the tree; and the scan, which does not follow such a link, never saw it
+    to compare, so it was overwritten on every run."""
+    linked = linked_folder(root, relative_path)
+    if linked is None:
+        return None
+    folder = root.joinpath(*linked.split("/"))
+    return NotADirectoryError(
+        errno.ENOTDIR,
+        f"{folder} is a symbolic link ({_target(folder)}), not a folder of the tree; "
+        "nothing is written through it, so what it points to is never changed (replace "
+        f"the link with a folder, exclude {linked}/, download that folder into the link's "
+        "target on its own, or opt in with keep_dirlinks / --keep-dirlinks)",
+    )
 
 
 def _folder_error(rel: str, exc: OSError) -> OSError:
