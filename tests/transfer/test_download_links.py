@@ -143,3 +143,21 @@ async def test_keep_dirlinks_writes_through_compares_and_deletes_only_where_the_
     again = await sync(mediastore_client, "ms:k", site, options, delete=True)
     assert again.ok and again.transferred == [] and again.deleted == []
     assert sorted(again.skipped) == ["media/x.ts", "top.ts"]
+
+
+async def test_a_link_to_a_folder_at_the_file_name_is_named_and_kept(
+    mediastore_client: Any, tmp_path: Path
+) -> None:
+    """It said only "is a folder", sending the user to look for a folder that is not
+    there; the link and the folder it points to stay as they were."""
+    await mediastore_client.put_object("n/a.ts", b"new")
+    site = tmp_path / "site"
+    site.mkdir()
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    os.symlink(target, site / "a.ts")
+    report = await download_tree(mediastore_client, "n", site)
+    [failure] = report.failed
+    assert isinstance(failure.error, IsADirectoryError)
+    assert "symbolic link" in str(failure.error) and str(target) in str(failure.error)
+    assert (site / "a.ts").is_symlink() and list(target.iterdir()) == []

@@ -132,7 +132,7 @@ def scan(
                     note(child_rel, OSError(
                         errno.ELOOP,
                         f"{child_rel} is a symbolic link back to a folder above it "
-                        f"({_target(entry)}); it is not followed (exclude it to silence this)",
+                        f"({link_target(entry)}); it is not followed (exclude it to silence this)",
                     ))
                 else:
                     ident = (st.st_dev, st.st_ino)
@@ -145,7 +145,8 @@ def scan(
     return found
 
 
-def _target(entry: os.DirEntry[str] | Path) -> str:
+def link_target(entry: os.DirEntry[str] | Path) -> str:
+    """``-> TARGET`` of a symbolic link, for a message."""
     try:
         return f"-> {os.readlink(entry)}"
     except OSError:
@@ -160,8 +161,8 @@ def _link_error(entry: os.DirEntry[str] | Path, exc: OSError) -> OSError:
     }.get(exc.errno or 0, f"whose target cannot be reached ({exc.strerror or exc})")
     return type(exc)(
         exc.errno or 0,
-        f"{os.fspath(entry)} is a symbolic link {what} ({_target(entry)}); nothing under it was "
-        "transferred or deleted (fix the link, or exclude it)",
+        f"{os.fspath(entry)} is a symbolic link {what} ({link_target(entry)}); nothing "
+        "under it was transferred or deleted (fix the link, or exclude it)",
     )
 
 
@@ -195,7 +196,7 @@ def linked_folder_error(root: Path, relative_path: str) -> OSError | None:
     folder = root.joinpath(*linked.split("/"))
     return NotADirectoryError(
         errno.ENOTDIR,
-        f"{folder} is a symbolic link ({_target(folder)}), not a folder of the tree; "
+        f"{folder} is a symbolic link ({link_target(folder)}), not a folder of the tree; "
         "nothing is written through it, so what it points to is never changed (replace "
         f"the link with a folder, exclude {linked}/, download that folder into the link's "
         "target on its own, or opt in with keep_dirlinks / --keep-dirlinks)",

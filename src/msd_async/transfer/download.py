@@ -99,6 +99,13 @@ def _download_job(pool: Pool, obj: RemoteObject, root: Path, existing: LocalFile
             if linked is not None:
                 raise linked
         if final.is_dir():  # one stat: cheaper than a hop to a worker thread
+            if final.is_symlink():
+                # Not replaced, as a link to a file is: what it points to may be a tree.
+                raise IsADirectoryError(
+                    f"{final} is a symbolic link to a folder ({_local.link_target(final)});"
+                    f" the object {obj.path} is not written there, and the link is left as "
+                    "it was (remove it, or exclude the path)"
+                )
             raise IsADirectoryError(
                 f"{final} is a folder; the object {obj.path} cannot be written there"
             )
