@@ -105,6 +105,13 @@ class TransferOptions:
                 f"{self.record_dir!r}",
                 rule="transfer.record-dir",
             )
+        if not isinstance(self.keep_dirlinks, bool):
+            # A string ("no", "false" from a config file) is true: it opted in to writing
+            # through every link to a folder in the tree.
+            raise InvalidParameterError(
+                f"keep_dirlinks must be True or False, not {self.keep_dirlinks!r}",
+                rule="transfer.keep-dirlinks",
+            )
         if self.content_type is not None:
             rules.check_content_type(self.content_type)
         if self.cache_control is not None:
