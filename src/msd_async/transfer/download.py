@@ -189,11 +189,10 @@ def _download_job(pool: Pool, obj: RemoteObject, root: Path, existing: LocalFile
 
 def _not_behind_other_links(root: Path, paths: set[str], remote: Iterable[str]) -> set[str]:
     """``paths`` minus those under a linked folder (see
-    :func:`~msd_async.transfer._local.linked_folder`) that holds no object of the source: as
-    rsync's ``--keep-dirlinks`` keeps a link as a
-    folder only where the sender has that folder. Another such link (``/srv/site/big ->
-    /mnt/disk``) is not the source's folder, and deleting "what the source lacks" there
-    would empty the disk it points to."""
+    :func:`~msd_async.transfer._local.linked_folder`) that holds no object of the source,
+    as rsync's ``--keep-dirlinks`` keeps a link as a folder only where the sender has that
+    folder. Another such link (``/srv/site/big -> /mnt/disk``) is not the source's folder,
+    and deleting "what the source lacks" there would empty the disk it points to."""
     folders = {rel.rsplit("/", 1)[0] for rel in remote if "/" in rel}
     held: set[str] = set()
     for folder in folders:  # each folder's parents hold an object too
