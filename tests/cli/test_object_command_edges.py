@@ -183,6 +183,35 @@ def test_msd_get_never_writes_through_a_link_planted_beside_its_file(
     assert sorted(p.name for p in out.iterdir()) == [".seg.ts.msdpart", "seg.ts"]
 
 
+def test_msd_get_into_a_link_replaces_a_file_link_and_follows_a_folder_link(
+    tmp_path: Path, server: Server
+) -> None:
+    """docs/cli.md: FILE a link to a regular file is replaced by the download, as rsync and
+    aws s3 cp replace it (a link planted at a name in a shared folder never gets the
+    object written into its target); FILE a link to a folder is that folder, as for cp."""
+    seg = tmp_path / "seg.ts"
+    seg.write_bytes(b"media")
+    assert server.run("put", str(seg), "d/seg.ts").returncode == 0
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"precious")
+    out = tmp_path / "out"
+    out.mkdir()
+    os.symlink(victim, out / "file-link")
+    result = server.run("get", "d/seg.ts", str(out / "file-link"))
+    assert result.returncode == 0, result.stderr
+    assert victim.read_bytes() == b"precious"
+    assert not (out / "file-link").is_symlink()
+    assert (out / "file-link").read_bytes() == b"media"
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    os.symlink(folder, out / "folder-link")
+    result = server.run("get", "d/seg.ts", str(out / "folder-link"))
+    assert result.returncode == 0, result.stderr
+    assert (out / "folder-link").is_symlink()
+    assert (folder / "seg.ts").read_bytes() == b"media"
+    assert sorted(p.name for p in out.iterdir()) == ["file-link", "folder-link"]
+
+
 def test_msd_get_into_an_empty_file_name_is_refused(tmp_path: Path, server: Server) -> None:
     """An empty FILE (an unset shell variable: msd get PATH "$OUT") wrote ./NAME."""
     seg = tmp_path / "seg.ts"

@@ -333,3 +333,22 @@ async def test_what_vanished_mid_run_is_reported_gone_not_failed(
         "download"
     ), out
     assert tree_of(dst) == {"seg3.ts": b"3" * 100}
+
+
+def test_a_download_writes_through_a_folder_link_only_with_keep_dirlinks(
+    server: Server, tmp_path: Path
+) -> None:
+    """docs/cli.md: without --keep-dirlinks the object under the link fails, naming the
+    link, and its target is untouched; with it, the object lands in the link's target."""
+    make_tree(tmp_path / "src", {"x.ts": b"new"})
+    assert server.run("put", str(tmp_path / "src" / "x.ts"), "kd/media/x.ts").returncode == 0
+    site, target = tmp_path / "site", tmp_path / "big"
+    make_tree(target, {"x.ts": b"precious"})
+    site.mkdir()
+    (site / "media").symlink_to(target)
+    line = one_error_line(server.run("sync", "ms:kd", str(site)))
+    assert "media/x.ts" in line and "symbolic link" in line and "--keep-dirlinks" in line
+    assert (target / "x.ts").read_bytes() == b"precious"
+    result = server.run("sync", "ms:kd", str(site), "--keep-dirlinks")
+    assert result.returncode == 0, result.stderr
+    assert (target / "x.ts").read_bytes() == b"new" and (site / "media").is_symlink()

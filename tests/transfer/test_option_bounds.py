@@ -37,6 +37,8 @@ async def test_counts_must_be_whole_numbers(
         ({"retry": 3}, "TransferOptions.retry must be a RetryPolicy"),
         ({"record_dir": 5}, "record_dir"),
         ({"filters": "exclude *.tmp"}, "filters must be a sequence"),
+        # A string ("no") was true: it opted in to writing through links.
+        ({"keep_dirlinks": "no"}, "keep_dirlinks must be True or False"),
     ],
 )
 async def test_options_of_the_wrong_type_are_refused(

@@ -74,7 +74,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         parents=[common],
         help="download an object",
         description="Download an object to FILE (written under a temporary name, renamed "
-        "when complete; a FIFO or device such as /dev/null is written into, not replaced), "
+        "when complete: a FILE that is a link to a file is replaced, its target never "
+        "written; a FIFO or device such as /dev/null is written into, not replaced), "
         "into FOLDER/ keeping its name, or to stdout with -. With --range, "
         "exactly those bytes, even from an origin that ignores Range (an in-progress "
         "STREAMING object). To download a folder, use msd sync.",
@@ -329,6 +330,10 @@ async def _get(store: ContainerClient, args: argparse.Namespace) -> int:
             fd = sys.stdout.fileno()
             await _download(store, args, functools.partial(write_all, fd))
             return EXIT_OK
+        # A link at FILE to a regular file is replaced by the rename below, never written
+        # through (as rsync and aws s3 cp): in a folder others can write to, a planted one
+        # would have the object written into whatever it points to. A link to a folder is
+        # the folder named (_download_target follows it, as cp does).
         target = _download_target(args.path, args.file)
         from ..body import is_stream_path
 

@@ -133,6 +133,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--cache-control", type=header_option("cache_control"),
         help="Cache-Control stored with every upload",
     )
+    p.add_argument(
+        "--keep-dirlinks",
+        action="store_true",
+        help="into a local DST: write through (and compare under) a symbolic link to a "
+        "folder found in DST, as rsync -K (default: an object under one fails, the link "
+        "and what it points to are left alone)",
+    )
     _observe.add_options(p, metrics=False)
     p.set_defaults(func=_run, filters=[])
 
@@ -182,6 +189,7 @@ async def _sync(args: argparse.Namespace) -> int:
         record_dir=args.record_dir,
         content_type=args.content_type,
         cache_control=args.cache_control,
+        keep_dirlinks=args.keep_dirlinks,
     )
     upload = args.destination.startswith(REMOTE_SCHEME)
     verb = "upload" if upload else "download"

@@ -132,7 +132,7 @@ def scan(
                     note(child_rel, OSError(
                         errno.ELOOP,
                         f"{child_rel} is a symbolic link back to a folder above it "
-                        f"({_target(entry)}); it is not followed (exclude it to silence this)",
+                        f"({link_target(entry)}); it is not followed (exclude it to silence this)",
                     ))
                 else:
                     ident = (st.st_dev, st.st_ino)
@@ -145,7 +145,8 @@ def scan(
     return found
 
 
-def _target(entry: os.DirEntry[str] | Path) -> str:
+def link_target(entry: os.DirEntry[str] | Path) -> str:
+    """``-> TARGET`` of a symbolic link, for a message."""
     try:
         return f"-> {os.readlink(entry)}"
     except OSError:
@@ -160,8 +161,45 @@ def _link_error(entry: os.DirEntry[str] | Path, exc: OSError) -> OSError:
     }.get(exc.errno or 0, f"whose target cannot be reached ({exc.strerror or exc})")
     return type(exc)(
         exc.errno or 0,
-        f"{os.fspath(entry)} is a symbolic link {what} ({_target(entry)}); nothing under it was "
-        "transferred or deleted (fix the link, or exclude it)",
+        f"{os.fspath(entry)} is a symbolic link {what} ({link_target(entry)}); nothing "
+        "under it was transferred or deleted (fix the link, or exclude it)",
+    )
+
+
+def linked_folder(root: Path, relative_path: str) -> str | None:
+    """The first folder (relative to ``root``) between ``root`` and the file
+    ``relative_path`` below it that is a symbolic link (to a folder, to a file, or
+    dangling), or None when there is none. ``root`` itself is not looked at. A folder not
+    there yet is made by a download, a real one."""
+    folder = root
+    names = relative_path.split("/")[:-1]
+    for depth, name in enumerate(names, 1):
+        folder = folder / name
+        try:
+            st = os.lstat(folder)
+        except (FileNotFoundError, NotADirectoryError):
+            return None  # made as a folder; a file in the way fails with its own error
+        if stat.S_ISLNK(st.st_mode):
+            return "/".join(names[:depth])
+    return None
+
+
+def linked_folder_error(root: Path, relative_path: str) -> OSError | None:
+    """The error of a download of ``relative_path`` below ``root`` through a folder that is
+    a symbolic link (:func:`linked_folder`), or None. Written through, the object landed
+    wherever the link pointed (another disk, another user's folder, ``/etc`` for a run as
+    root), out of the tree; and the scan, which does not follow such a link, never saw it
+    to compare, so it was overwritten on every run."""
+    linked = linked_folder(root, relative_path)
+    if linked is None:
+        return None
+    folder = root.joinpath(*linked.split("/"))
+    return NotADirectoryError(
+        errno.ENOTDIR,
+        f"{folder} is a symbolic link ({link_target(folder)}), not a folder of the tree; "
+        "nothing is written through it, so what it points to is never changed (replace "
+        f"the link with a folder, exclude {linked}/, download that folder into the link's "
+        "target on its own, or opt in with keep_dirlinks / --keep-dirlinks)",
     )
 
 

@@ -93,7 +93,19 @@ def _download_job(pool: Pool, obj: RemoteObject, root: Path, existing: LocalFile
             if entry is not None and entry.etag == obj.etag and entry.sha256 == local_sha:
                 pool.skip(rel, "download", size)
                 return
+        if not options.keep_dirlinks:
+            # A few lstats (one per folder of the path): cheaper than a hop to a thread.
+            linked = _local.linked_folder_error(root, rel)
+            if linked is not None:
+                raise linked
         if final.is_dir():  # one stat: cheaper than a hop to a worker thread
+            if final.is_symlink():
+                # Not replaced, as a link to a file is: what it points to may be a tree.
+                raise IsADirectoryError(
+                    f"{final} is a symbolic link to a folder ({_local.link_target(final)});"
+                    f" the object {obj.path} is not written there, and the link is left as "
+                    "it was (remove it, or exclude the path)"
+                )
             raise IsADirectoryError(
                 f"{final} is a folder; the object {obj.path} cannot be written there"
             )
@@ -175,6 +187,26 @@ def _download_job(pool: Pool, obj: RemoteObject, root: Path, existing: LocalFile
     return Job(rel, "download", size, run)
 
 
+def _not_behind_other_links(root: Path, paths: set[str], remote: Iterable[str]) -> set[str]:
+    """``paths`` minus those under a linked folder (see
+    :func:`~msd_async.transfer._local.linked_folder`) that holds no object of the source,
+    as rsync's ``--keep-dirlinks`` keeps a link as a folder only where the sender has that
+    folder. Another such link (``/srv/site/big -> /mnt/disk``) is not the source's folder,
+    and deleting "what the source lacks" there would empty the disk it points to."""
+    folders = {rel.rsplit("/", 1)[0] for rel in remote if "/" in rel}
+    held: set[str] = set()
+    for folder in folders:  # each folder's parents hold an object too
+        while folder and folder not in held:
+            held.add(folder)
+            folder = folder.rpartition("/")[0]
+    kept: set[str] = set()
+    for path in paths:
+        linked = _local.linked_folder(root, path)
+        if linked is None or linked in held:
+            kept.add(path)
+    return kept
+
+
 def _leftovers(
     root: Path, select: Selection, remote: Iterable[str], keep: set[str]
 ) -> list[tuple[Path, Path]]:
@@ -220,9 +252,12 @@ async def run_download(
     compare: bool,
     delete: bool,
     max_delete: int | None,
+    record_folder: Path | None = None,
 ) -> None:
     """Download ``prefix`` into ``root`` (``compare``: skip or compare what is there;
-    ``delete``: then delete the files the folder lacks, and leftover partial downloads)."""
+    ``delete``: then delete the files the folder lacks, and leftover partial downloads).
+    ``record_folder``: see :func:`~msd_async.transfer.plan.local_index` (its record files
+    are left out of the scan however a followed link reaches them)."""
     if await anyio.to_thread.run_sync(lambda: root.exists() and not root.is_dir()):
         raise NotADirectoryError(f"{root} exists and is not a folder")
     remote, any_object = await remote_index(pool.client, prefix, select, pool.retry)
@@ -234,12 +269,21 @@ async def run_download(
             "with delete from it would delete every local file, so nothing was done",
             rule="transfer.source-missing",
         )
+    keep_dirlinks = pool.options.keep_dirlinks
     local: dict[str, LocalFile] = {}
     if compare or delete:
-        local = await local_index(root, select)
+        # Written through, the files under a linked folder are compared there too: else
+        # each run downloads them all again.
+        local = await local_index(
+            root, select, follow_links=keep_dirlinks,
+            record_folder=record_folder if keep_dirlinks else None,
+        )
     stale: list[str] = []
     if delete:
-        stale = check_deletions(set(local) - set(remote), max_delete=max_delete, what="files")
+        missing = set(local) - set(remote)
+        if keep_dirlinks:
+            missing = await anyio.to_thread.run_sync(_not_behind_other_links, root, missing, remote)
+        stale = check_deletions(missing, max_delete=max_delete, what="files")
     jobs = [
         _download_job(pool, obj, root, local.get(rel) if compare else None)
         for rel, obj in sorted(remote.items())

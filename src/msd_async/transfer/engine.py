@@ -86,7 +86,7 @@ async def _run(
         else:
             await run_download(
                 pool, prefix, root, select, compare=compare, delete=delete,
-                max_delete=max_delete,
+                max_delete=max_delete, record_folder=record_folder,
             )
     except HookError as exc:
         raise exc.error from None
@@ -162,8 +162,10 @@ async def download_tree(
     part that a failed attempt completed is not fetched again (the next attempt, or the next
     run, resumes from the temporary file while the object's ETag is unchanged). An object
     deleted between the listing and its download is reported in
-    :attr:`TransferReport.vanished`, not as a failure. Other arguments as
-    :func:`upload_tree`.
+    :attr:`TransferReport.vanished`, not as a failure. An object under a folder of the
+    tree that is a symbolic link is not written through it: it is a failure
+    (:class:`NotADirectoryError` naming the link), unless ``options.keep_dirlinks``.
+    Other arguments as :func:`upload_tree`.
 
     Raises :class:`NotADirectoryError` if ``local_root`` exists and is not a folder, and the
     error of a listing that failed; per-object errors are in the report.

@@ -53,7 +53,8 @@ class TransferOptions:
     ``filters`` is a sequence of ``("include" | "exclude", pattern)`` rules (see
     :mod:`msd_async.transfer.filters`). ``record_dir`` is where sync records are kept
     (default: ``$XDG_CACHE_HOME/msd/sync``, see :mod:`msd_async.transfer.record`).
-    ``content_type`` and ``cache_control`` apply to uploads only.
+    ``content_type`` and ``cache_control`` apply to uploads only, ``keep_dirlinks`` to
+    downloads only.
     """
 
     #: Files transferred at the same time.
@@ -78,6 +79,9 @@ class TransferOptions:
     content_type: str | None = None
     #: Cache-Control stored with every upload.
     cache_control: str | None = None
+    #: Downloading, write through (and compare under) a symbolic link to a folder found in
+    #: the local tree, as rsync's ``--keep-dirlinks``; off, an object under one fails.
+    keep_dirlinks: bool = False
 
     def check(self) -> tuple[Shard, PathFilter]:
         """Validate every field; returns the checked shard and the compiled filter.
@@ -100,6 +104,13 @@ class TransferOptions:
                 f"record_dir must be a folder path (str or os.PathLike) or None, not "
                 f"{self.record_dir!r}",
                 rule="transfer.record-dir",
+            )
+        if not isinstance(self.keep_dirlinks, bool):
+            # A string ("no", "false" from a config file) is true: it opted in to writing
+            # through every link to a folder in the tree.
+            raise InvalidParameterError(
+                f"keep_dirlinks must be True or False, not {self.keep_dirlinks!r}",
+                rule="transfer.keep-dirlinks",
             )
         if self.content_type is not None:
             rules.check_content_type(self.content_type)
