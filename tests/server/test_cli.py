@@ -138,6 +138,9 @@ def test_a_reader_that_went_away_costs_no_traceback() -> None:
         (["--upload-time-limit", "nan"], "--upload-time-limit must be a number of seconds "
                                          "above 0, not nan"),
         (["--region", "x y"], "--region 'x y' is not a region name such as 'us-east-1'"),
+        # Taken: every request with a MediaStore-style Host was a 404 ContainerNotFound.
+        (["--container", ""], "--container '' is not a container name: 1 to 255 letters, "
+                              "digits, '_' or '-' (the service's rule), such as 'local'"),
         (["--fault-delay", "nan"], "--fault-delay must be a number of seconds, 0 or more, "
                                    "not nan"),
     ],

@@ -247,6 +247,7 @@ def serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 #: gave the value: no option is spelled "standard_limit".
 _OPTION_WORDS: Final = {
     "server.region": ("region", "--region"),
+    "server.container": ("container", "--container"),
     "server.standard_limit": ("standard_limit", "--standard-limit"),
     "server.streaming_limit": ("streaming_limit", "--streaming-limit"),
     "server.upload_time_limit": ("upload_time_limit", "--upload-time-limit"),
