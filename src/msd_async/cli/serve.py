@@ -138,8 +138,8 @@ def serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     explicit = args.access_key_id is not None
     if not is_loopback(args.host) and not explicit:
         parser.error(
-            f"refusing to listen on {args.host} with the well-known default keys; "
-            "give --access-key-id and --secret-access-key"
+            f"refusing to listen on {args.host or 'every interface'} with the well-known "
+            "default keys; give --access-key-id and --secret-access-key"
         )
     credentials = (
         Credentials(args.access_key_id, args.secret_access_key, args.session_token)
@@ -285,6 +285,7 @@ async def _serve(server: object, args: argparse.Namespace) -> None:
     import asyncio
     import signal
 
+    from .._listen import every_interface
     from ..testing import LocalMediaStore
 
     assert isinstance(server, LocalMediaStore)
@@ -303,6 +304,8 @@ async def _serve(server: object, args: argparse.Namespace) -> None:
             args, server_ready=lambda: bool(server.endpoint), registry=args.registry,
             stopping=stop.is_set,
         ):
+            if every_interface(server.host):
+                print(_observe.every_interface_line(server.port, "the server"), flush=True)
             print(f"endpoint: {server.endpoint}", flush=True)
             print(_exports(server), flush=True)
             await stop.wait()
