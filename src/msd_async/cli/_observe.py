@@ -55,6 +55,9 @@ METRICS_EXTRA_HINT: Final = (
 READY_WINDOW: Final = 15.0
 #: An idle command probes the origin (a signed ListItems) this often.
 PROBE_INTERVAL: Final = 5.0
+#: Seconds the command's exit gives a --metrics answer still being sent, twice (aiohttp
+#: waits this long for the handler, then this long again once it cancelled it).
+METRICS_SHUTDOWN_TIMEOUT: Final = 0.5
 
 
 def add_options(parser: argparse.ArgumentParser, *, metrics: bool = True) -> None:
@@ -538,9 +541,11 @@ async def observing(
     # lingering_time=0: a request whose body is not read (no scrape has one) closes its
     # connection once answered. aiohttp's default waited up to 10 s more for that body,
     # and went on waiting after the command was told to stop: any peer of the port
-    # could hold its exit.
+    # could hold its exit. shutdown_timeout: aiohttp's default 60 s let a scraper that
+    # stopped reading a large /metrics hold the exit that long; an answer here is small.
     runner = web.AppRunner(
-        _app(registry, ready), access_log=None, handle_signals=False, lingering_time=0
+        _app(registry, ready), access_log=None, handle_signals=False, lingering_time=0,
+        shutdown_timeout=METRICS_SHUTDOWN_TIMEOUT,
     )
     await runner.setup()
     probing: asyncio.Task[None] | None = None
