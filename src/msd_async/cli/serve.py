@@ -35,7 +35,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--access-key-id", help="access key id clients sign with")
     p.add_argument("--secret-access-key", help="secret access key clients sign with")
     p.add_argument("--session-token", help="require this session token (temporary keys)")
-    p.add_argument("--container", default="local", help="container name (default local)")
+    p.add_argument(
+        "--container", default="local",
+        help="container name: 1 to 255 letters, digits, _ or - (default local)",
+    )
     p.add_argument(
         "--key-operations",
         action="append",
