@@ -16,7 +16,7 @@ import socket
 from collections.abc import Sequence
 from typing import Any, Final
 
-__all__ = ["PORT_TRIES", "bind_all", "listen", "serve_sockets", "url_host"]
+__all__ = ["PORT_TRIES", "bind_all", "every_interface", "listen", "serve_sockets", "url_host"]
 
 logger = logging.getLogger("msd_async.listen")
 
@@ -26,8 +26,26 @@ PORT_TRIES: Final = 8
 _BACKLOG: Final = 100
 
 
-def url_host(host: str) -> str:
-    """``host`` as a URL writes it: an IPv6 address in brackets."""
+def every_interface(host: str | None) -> bool:
+    """Whether listening on ``host`` listens on every interface (of a family): ``None``
+    or ``""`` (both families, as for asyncio), ``0.0.0.0``, ``::``."""
+    if not host:
+        return True
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
+
+
+def url_host(host: str | None) -> str:
+    """``host`` as a URL writes it: an IPv6 address in brackets, and every interface as
+    the loopback address among them (``http://:PORT`` opens nothing, and browsers refuse
+    ``http://0.0.0.0:PORT``)."""
+    if every_interface(host):
+        return "[::1]" if host and ":" in host else "127.0.0.1"
+    assert host is not None
     return f"[{host}]" if ":" in host else host
 
 

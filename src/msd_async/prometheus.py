@@ -30,11 +30,8 @@ from prometheus_client.registry import Collector
 
 from .errors import (
     ClientValidationError,
-    CredentialsError,
     MediaStoreError,
-    PoolTimeout,
     SessionClosedError,
-    WrongEventLoopError,
 )
 
 if TYPE_CHECKING:
@@ -212,10 +209,6 @@ def metrics_hook(
     ``msd_requests_total{operation,status}``, ``msd_request_duration_seconds{operation}``,
     ``msd_retries_total{operation}``, ``msd_bytes_sent_total``, ``msd_bytes_received_total``.
     """
-    # Raised before the request is sent (keys, a closed session, another loop, no free
-    # connection in the session's own pool, a hook's error on start): no answer failed to
-    # come, so not 'error', which sends operators to the network.
-    unsent = (CredentialsError, SessionClosedError, WrongEventLoopError, PoolTimeout)
     collector = _metrics(registry, namespace).client()
     requests, durations, retries = collector.requests, collector.durations, collector.retries
     totals = collector.bytes
@@ -230,18 +223,21 @@ def metrics_hook(
             retries[operation] = retries.get(operation, 0) + 1
             return
         key: tuple[str, int | None]
-        if kind == "error" and (isinstance(event.error, unsent) or event.bytes_sent is None):
-            # bytes_sent None: another hook raised on this attempt's start.
-            if isinstance(event.error, SessionClosedError) and event.error.__cause__:
-                # The session closed under a request already handed to its connection
-                # (transport.send raises it from aiohttp's error): it may have reached
-                # the origin, and its owner stopped waiting for it.
-                kind = "cancelled"
-            else:
-                # Counted, so an outage of the keys shows; no duration: nothing was sent.
+        if kind == "error":
+            error = event.error
+            if event.bytes_sent is None or getattr(error, "unsent", False):
+                # Ended before the request was sent (keys, a closed session, another loop,
+                # no free connection in the session's own pool; bytes_sent None: another
+                # hook raised on this attempt's start): no answer failed to come, so not
+                # 'error', which sends operators to the network. Counted, so an outage of
+                # the keys shows; no duration: nothing was sent.
                 key = (operation, UNSENT)
                 requests[key] = requests.get(key, 0) + 1
                 return
+            if isinstance(error, SessionClosedError):
+                # The session closed under a request already handed to its connection:
+                # it may have reached the origin, and its owner stopped waiting for it.
+                kind = "cancelled"
         if kind == "cancelled":
             key = (operation, CANCELLED)
         elif kind == "error" and event.status is None and (

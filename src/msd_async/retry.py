@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Final, Protocol, TypeGuard, TypeVar
@@ -207,6 +207,14 @@ def parse_retry_after(value: str, *, now: float | None = None) -> float | None:
 _RETRY_AFTER_CEILING: Final = 999_999_999.0
 
 
+def _items(value: object) -> tuple[object, ...] | None:
+    """The elements of a collection (a generator read once), or None for a bare str or
+    bytes (iterable, but not a collection of codes) or a non-iterable."""
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        return None
+    return tuple(value)
+
+
 # --- the policy ----------------------------------------------------------------------------
 
 
@@ -240,7 +248,9 @@ class RetryPolicy:
     so clients that failed together do not come back together. When the server sent
     ``Retry-After``, that (capped at ``retry_after_max``) is the *minimum* delay: the larger of
     the two is slept. Raises ``InvalidParameterError`` for a negative, infinite or non-number
-    value, or a ``max_attempts`` that is not a whole number of at least 1.
+    value, a ``max_attempts`` that is not a whole number of at least 1, ``status_codes`` that
+    are not ints from 100 to 599, or ``error_codes`` that are not strs (a bare str is refused:
+    it is not a collection of codes). Any collection of them is kept as a frozenset.
     """
 
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
@@ -268,6 +278,29 @@ class RetryPolicy:
                     f"{name} must be a finite number of seconds, 0 or more, not {value!r}",
                     rule=f"retry.{name}",
                 )
+        # A wrong element type never matched and raised nothing: a str "503" (a str is a
+        # collection of one-char strs that supports ``in``) or {"503"} retried no 503.
+        statuses = _items(self.status_codes)
+        if statuses is None or not all(
+            isinstance(code, int) and not isinstance(code, bool) and 100 <= code <= 599
+            for code in statuses
+        ):
+            raise InvalidParameterError(
+                f"status_codes must be a collection of HTTP statuses (ints from 100 to 599), "
+                f"such as frozenset({{503}}), not {self.status_codes!r}",
+                rule="retry.status_codes",
+            )
+        codes = _items(self.error_codes)
+        if codes is None or not all(isinstance(code, str) for code in codes):
+            raise InvalidParameterError(
+                f"error_codes must be a collection of AWS error codes (strs), such as "
+                f"frozenset({{'SlowDown'}}), not {self.error_codes!r}",
+                rule="retry.error_codes",
+            )
+        # A set or list is what users write; a frozenset keeps the policy immutable and
+        # hashable.
+        object.__setattr__(self, "status_codes", frozenset(statuses))
+        object.__setattr__(self, "error_codes", frozenset(codes))
 
     @classmethod
     def none(cls) -> RetryPolicy:

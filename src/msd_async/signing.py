@@ -45,6 +45,23 @@ SERVICE: Final = "mediastore"
 #: Presigned URLs may live at most 7 days (SigV4 rule).
 MAX_PRESIGN_EXPIRES: Final = 7 * 24 * 3600
 
+
+def check_expires_in(expires_in: object) -> int:
+    """``expires_in`` if it is a presigned URL's lifetime SigV4 accepts; else
+    :class:`~msd_async.InvalidParameterError`."""
+    if (
+        isinstance(expires_in, bool)
+        or not isinstance(expires_in, int)
+        or not 1 <= expires_in <= MAX_PRESIGN_EXPIRES
+    ):
+        raise InvalidParameterError(
+            f"expires_in must be a whole number of seconds from 1 to "
+            f"{MAX_PRESIGN_EXPIRES} (7 days, the SigV4 maximum), not {expires_in!r}",
+            rule="presign.expires-in",
+        )
+    return expires_in
+
+
 _sha256 = hashlib.sha256
 _hmac_digest = hmac.digest
 
@@ -304,16 +321,7 @@ class SigV4Signer:
         are extra lower-case headers the user of the URL must send with these exact values
         (for example ``content-type``).
         """
-        if (
-            isinstance(expires_in, bool)
-            or not isinstance(expires_in, int)
-            or not 1 <= expires_in <= MAX_PRESIGN_EXPIRES
-        ):
-            raise InvalidParameterError(
-                f"expires_in must be a whole number of seconds from 1 to "
-                f"{MAX_PRESIGN_EXPIRES} (7 days, the SigV4 maximum), not {expires_in!r}",
-                rule="presign.expires-in",
-            )
+        check_expires_in(expires_in)
         if timestamp is None:
             timestamp = amz_date()
         to_sign = dict(headers) if headers else {}

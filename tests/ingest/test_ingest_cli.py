@@ -93,6 +93,28 @@ async def test_relay_and_push_stop_on_signals_with_status_0(
 
 
 @pytest.mark.anyio
+async def test_a_relay_on_every_interface_prints_a_url_that_can_be_pasted(
+    tmp_path: Path,
+) -> None:
+    """``--listen 0.0.0.0:0`` printed ``relay: http://0.0.0.0:PORT``, which browsers and
+    some HTTP stacks refuse; as msd serve and --metrics: the loopback, after a line that
+    says it listens on every interface."""
+    relay, url = await Proc.start(
+        msd("relay", "--endpoint", ENDPOINT, "--listen", "0.0.0.0:0", "--allow-remote",
+            "--secret", "s3cret", "--no-preflight"),
+        tmp_path / "relay.log", "listening: ", env=aws_env(),
+    )
+    try:
+        assert url.startswith("every interface, port ") and "(--listen)" in url, url
+        port = url.split("port ", 1)[1].split(" ", 1)[0]
+        assert relay.process.stdout is not None
+        line = (await asyncio.wait_for(relay.process.stdout.readline(), 30)).decode()
+        assert line == f"relay: http://127.0.0.1:{port}\n", line
+    finally:
+        assert await relay.stop() == 0, relay.stderr()
+
+
+@pytest.mark.anyio
 async def test_shutdown_is_bounded_and_fails_when_every_publication_failed(
     tmp_path: Path,
 ) -> None:

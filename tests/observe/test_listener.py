@@ -30,6 +30,8 @@ import aiohttp
 import pytest
 from ingest_harness import Proc, aws_env, msd
 from prometheus_client import CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 from scripted_server import Connection, response, scripted_server
 
 from msd_async import ContainerNotFoundError, ObjectNotFoundError, ServiceError, Session, _listen
@@ -401,6 +403,48 @@ async def test_readyz_says_stopping_while_a_relay_drains(
         if writer is not None:
             writer.close()
         await relay.stop(signal.SIGKILL)
+
+
+async def test_a_scraper_that_stops_reading_holds_the_exit_only_briefly(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A scraper that stops reading a /metrics larger than the socket buffers kept its
+    answer in flight, and aiohttp's default shutdown_timeout held the command's exit for
+    60 s. Now for at most twice METRICS_SHUTDOWN_TIMEOUT (wait, then cancel and wait)."""
+    bound = _observe.METRICS_SHUTDOWN_TIMEOUT
+    collecting = threading.Event()
+
+    class Huge(Collector):
+        def collect(self) -> Any:
+            collecting.set()  # called by the /metrics handler: the answer is in flight
+            # 16 MiB of HELP: more than any loopback socket buffers.
+            yield GaugeMetricFamily("msd_test_huge", "x" * (16 << 20), value=1)
+
+    registry = CollectorRegistry()
+    registry.register(Huge())
+    collecting.clear()  # register() collected once to check the names
+    args = argparse.Namespace(metrics="127.0.0.1:0", command="serve")
+    loop = asyncio.get_running_loop()
+    scraper = socket.socket()
+    try:
+        scraper.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        async with _observe.observing(args, registry=registry) as observer:
+            assert observer.url is not None
+            port = int(observer.url.rsplit(":", 1)[1].split("/")[0])
+            scraper.setblocking(False)
+            await loop.sock_connect(scraper, ("127.0.0.1", port))
+            await loop.sock_sendall(scraper, b"GET /metrics HTTP/1.1\r\nHost: m\r\n\r\n")
+            end = loop.time() + 20
+            while not collecting.is_set():
+                assert loop.time() < end, "the scrape never reached the handler"
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.2)  # the handler writes, and waits for the reader
+            started = loop.time()
+        took = loop.time() - started
+    finally:
+        scraper.close()
+    assert took < 2 * bound + 3, f"the exit waited {took:.1f} s for a stalled scraper"
+    capsys.readouterr()
 
 
 async def test_readyz_of_a_container_that_is_gone(scripted_session: Session) -> None:

@@ -61,6 +61,45 @@ def test_non_loopback_bind_refused_without_credentials(capsys: pytest.CaptureFix
     assert "refusing" in capsys.readouterr().err
 
 
+def test_every_interface_prints_urls_that_can_be_pasted() -> None:
+    """``--host ""`` listens on every interface and printed ``endpoint: http://:PORT``, a
+    URL nothing can open (``--metrics 0.0.0.0:0``: ``http://0.0.0.0:PORT``, which
+    browsers refuse). Both print the loopback, which every interface includes, and say
+    they listen on every interface."""
+    serve = start_serve("--host", "", "--access-key-id", "AK", "--secret-access-key", "SK",
+                        "--allow-anonymous", "read", "--metrics", "0.0.0.0:0")
+    try:
+        assert serve.endpoint.startswith("http://127.0.0.1:"), serve.lines
+        assert serve.exports["MSD_ENDPOINT"] == serve.endpoint
+        with urllib.request.urlopen(f"{serve.endpoint}/?Path=x", timeout=10) as resp:
+            assert resp.status == 200
+        metrics = next(x for x in serve.lines if x.startswith("metrics: "))[len("metrics: "):]
+        assert metrics.startswith("http://127.0.0.1:"), serve.lines
+        with urllib.request.urlopen(metrics, timeout=10) as resp:
+            assert resp.status == 200
+        port = serve.endpoint.rsplit(":", 1)[1]
+        metrics_port = metrics.rsplit(":", 1)[1].split("/")[0]
+        said = [x for x in serve.lines if x.startswith("listening: every interface")]
+        assert len(said) == 2, serve.lines
+        assert any(f"port {port}" in x for x in said) and any(
+            f"port {metrics_port}" in x and "--metrics" in x for x in said
+        ), said
+    finally:
+        assert serve.stop(timeout=10) == 0
+
+
+def test_every_interface_and_metrics_on_its_port_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``--host ""`` is every interface, as 0.0.0.0 is: --metrics on its port cannot bind
+    once the server has, which was found only then, as 'address already in use'."""
+    with pytest.raises(SystemExit) as info:
+        main(["serve", "--host", "", "--access-key-id", "AK", "--secret-access-key", "SK",
+              "--port", "9464", "--metrics", "127.0.0.1:9464"])
+    assert info.value.code == 2
+    assert "the same address" in capsys.readouterr().err
+
+
 def test_half_credentials_refused(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["serve", "--access-key-id", "AK"])
@@ -138,6 +177,9 @@ def test_a_reader_that_went_away_costs_no_traceback() -> None:
         (["--upload-time-limit", "nan"], "--upload-time-limit must be a number of seconds "
                                          "above 0, not nan"),
         (["--region", "x y"], "--region 'x y' is not a region name such as 'us-east-1'"),
+        # Taken: every request with a MediaStore-style Host was a 404 ContainerNotFound.
+        (["--container", ""], "--container '' is not a container name: 1 to 255 letters, "
+                              "digits, '_' or '-' (the service's rule), such as 'local'"),
         (["--fault-delay", "nan"], "--fault-delay must be a number of seconds, 0 or more, "
                                    "not nan"),
     ],

@@ -38,6 +38,12 @@ pytestmark = pytest.mark.anyio
         ({"faults": 0.5}, "faults must be a FaultPlan"),
         ({"allow_anonymous": "read"}, "allow_anonymous"),
         ({"on_request": "print"}, "on_request"),
+        # Each made every request with a MediaStore-style Host a 404 ContainerNotFound.
+        ({"container": ""}, "container '' is not a container name"),
+        ({"container": "my.movies"}, "container 'my.movies'"),
+        ({"container": "café"}, "container 'café'"),
+        ({"container": "x" * 256}, "container 'x"),
+        ({"container": 5}, "container 5"),
     ],
 )
 def test_a_server_option_out_of_range_is_refused(options: dict[str, Any], says: str) -> None:
@@ -126,3 +132,9 @@ async def test_an_on_request_that_raises_is_logged_once_and_the_answers_stand(
     assert errors[0].name == "msd_async.testing.server"
     assert "on_request" in errors[0].getMessage()
     assert server.on_request_failures == 2
+
+
+@pytest.mark.parametrize("name", ["movies", "my_movies-2", "X" * 255])
+def test_a_container_name_the_service_allows_is_taken(name: str) -> None:
+    """The control plane's ContainerName rule: 1 to 255 of letters, digits, _ and -."""
+    assert LocalMediaStore(container=name).container == name

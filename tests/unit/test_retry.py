@@ -193,6 +193,47 @@ def test_retryable_sets_are_configurable() -> None:
     assert frozenset({429, 500, 502, 503, 504}) == RETRYABLE_STATUS_CODES
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("status_codes", "503"),  # a str is a collection of one-char strs: never a status
+        ("status_codes", frozenset({"503"})),
+        ("status_codes", {503.0}),
+        ("status_codes", frozenset({True})),  # True == 1, not a status
+        ("status_codes", 503),
+        ("status_codes", {5030}),  # no HTTP status
+        ("status_codes", None),
+        ("error_codes", "SlowDown"),
+        ("error_codes", frozenset({503})),
+        ("error_codes", [b"SlowDown"]),
+        ("error_codes", None),
+    ],
+    ids=repr,
+)
+def test_retryable_sets_of_the_wrong_type_are_refused(field: str, value: object) -> None:
+    """Each silently never matched a status or code (a str is iterable and supports ``in``),
+    so a policy that was meant to retry 503s retried none of them."""
+    with pytest.raises(InvalidParameterError, match=field) as caught:
+        RetryPolicy(**{field: value})  # type: ignore[arg-type]
+    assert caught.value.rule == f"retry.{field}"
+
+
+def test_retryable_sets_take_any_collection_and_stay_hashable() -> None:
+    """A set or list of the right type is what a user writes: kept as a frozenset, so the
+    policy stays an immutable, hashable value."""
+    policy = RetryPolicy(status_codes={503}, error_codes=["SlowDown"])  # type: ignore[arg-type]
+    assert policy.status_codes == frozenset({503})
+    assert policy.error_codes == frozenset({"SlowDown"})
+    assert isinstance(policy.status_codes, frozenset)
+    assert isinstance(policy.error_codes, frozenset)
+    assert hash(policy) == hash(RetryPolicy(status_codes=frozenset({503}),
+                                            error_codes=frozenset({"SlowDown"})))
+    assert policy.is_retryable(ServerError("Service Unavailable", code="x", status=503))
+    # A generator is read once: checking it must not leave the set empty.
+    policy = RetryPolicy(status_codes=(code for code in (502, 503)))  # type: ignore[arg-type]
+    assert policy.status_codes == frozenset({502, 503})
+
+
 # --- the policy value ------------------------------------------------------------------------
 
 

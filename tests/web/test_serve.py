@@ -343,6 +343,20 @@ async def test_a_bad_argument_of_the_caller_raises_rather_than_answering_502(
     assert reply.status == 404
 
 
+@pytest.mark.parametrize("expires_in", [8 * 86400, 0, "3600", 60.0, True])
+async def test_a_bad_expires_in_is_refused_without_redirect_too(
+    mediastore_client: ContainerClient, expires_in: object
+) -> None:
+    """It was checked only when ``redirect=True``: the same call site served the object
+    with redirect=False and raised once a configuration switched redirects on."""
+    with pytest.raises(InvalidParameterError, match="expires_in"):
+        await open_object(mediastore_client, PATH, expires_in=expires_in)  # type: ignore[arg-type]
+    with pytest.raises(InvalidParameterError, match="expires_in"):
+        await open_object(
+            mediastore_client, PATH, method="HEAD", expires_in=expires_in  # type: ignore[arg-type]
+        )
+
+
 @pytest.mark.parametrize("write_timeout", [0, -1, float("nan"), "5", True])
 async def test_a_write_timeout_that_is_not_a_positive_number_is_refused_before_the_origin(
     mediastore_client: ContainerClient, write_timeout: object

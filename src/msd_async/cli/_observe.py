@@ -55,6 +55,9 @@ METRICS_EXTRA_HINT: Final = (
 READY_WINDOW: Final = 15.0
 #: An idle command probes the origin (a signed ListItems) this often.
 PROBE_INTERVAL: Final = 5.0
+#: Seconds the command's exit gives a --metrics answer still being sent, twice (aiohttp
+#: waits this long for the handler, then this long again once it cancelled it).
+METRICS_SHUTDOWN_TIMEOUT: Final = 0.5
 
 
 def add_options(parser: argparse.ArgumentParser, *, metrics: bool = True) -> None:
@@ -89,11 +92,21 @@ def parse_address(text: str) -> tuple[str, int] | None:
 def clashes(host: str, port: int, metrics: str | None) -> bool:
     """Whether ``--metrics`` names the address the command itself listens on (``host``,
     ``port``): the second bind would fail after the first, with a line that hides why."""
+    from .._listen import every_interface
+
     parsed = None if metrics is None else parse_address(metrics)
     if parsed is None or port == 0 or parsed[1] != port:
         return False
-    anywhere = ("0.0.0.0", "::")
-    return parsed[0] == host or parsed[0] in anywhere or host in anywhere
+    return parsed[0] == host or every_interface(parsed[0]) or every_interface(host)
+
+
+def every_interface_line(port: int, what: str) -> str:
+    """The line that says a listener on every interface printed its loopback URL: from
+    another machine, the user needs this one's name or address."""
+    return (
+        f"listening: every interface, port {port} ({what}); the URL below is this "
+        "machine's loopback: from another, use this machine's name or address"
+    )
 
 
 def check_options(args: argparse.Namespace) -> int | None:
@@ -489,7 +502,7 @@ async def observing(
     from aiohttp import web
     from prometheus_client import CollectorRegistry
 
-    from .._listen import listen, serve_sockets, url_host
+    from .._listen import every_interface, listen, serve_sockets, url_host
     from ..prometheus import metrics_hook, publisher_hook
     from ._common import cannot_listen
 
@@ -528,9 +541,11 @@ async def observing(
     # lingering_time=0: a request whose body is not read (no scrape has one) closes its
     # connection once answered. aiohttp's default waited up to 10 s more for that body,
     # and went on waiting after the command was told to stop: any peer of the port
-    # could hold its exit.
+    # could hold its exit. shutdown_timeout: aiohttp's default 60 s let a scraper that
+    # stopped reading a large /metrics hold the exit that long; an answer here is small.
     runner = web.AppRunner(
-        _app(registry, ready), access_log=None, handle_signals=False, lingering_time=0
+        _app(registry, ready), access_log=None, handle_signals=False, lingering_time=0,
+        shutdown_timeout=METRICS_SHUTDOWN_TIMEOUT,
     )
     await runner.setup()
     probing: asyncio.Task[None] | None = None
@@ -542,6 +557,8 @@ async def observing(
         await serve_sockets(runner, listeners)
         port = listeners[0].getsockname()[1]
         observer.url = f"http://{url_host(parsed[0])}:{port}/metrics"
+        if every_interface(parsed[0]):
+            print(every_interface_line(port, "--metrics"), flush=True)
         print(f"metrics: {observer.url}", flush=True)
         if store is not None and observer.readiness is not None:
             probing = asyncio.create_task(

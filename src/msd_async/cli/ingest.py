@@ -485,6 +485,7 @@ def _relay(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 async def _relay_main(args: argparse.Namespace) -> int:
     import time
 
+    from .._listen import every_interface
     from ..ingest import Relay
 
     started = time.monotonic()
@@ -540,6 +541,8 @@ async def _relay_main(args: argparse.Namespace) -> int:
             except OSError as exc:
                 raise cannot_listen("--listen", args.listen, exc) from None
             try:
+                if every_interface(relay.host):
+                    print(_observe.every_interface_line(relay.port, "--listen"), flush=True)
                 print(f"relay: {relay.url}", flush=True)
                 signals.started()
                 signals.abandon = relay.abandon

@@ -35,7 +35,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--access-key-id", help="access key id clients sign with")
     p.add_argument("--secret-access-key", help="secret access key clients sign with")
     p.add_argument("--session-token", help="require this session token (temporary keys)")
-    p.add_argument("--container", default="local", help="container name (default local)")
+    p.add_argument(
+        "--container", default="local",
+        help="container name: 1 to 255 letters, digits, _ or - (default local)",
+    )
     p.add_argument(
         "--key-operations",
         action="append",
@@ -138,8 +141,8 @@ def serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     explicit = args.access_key_id is not None
     if not is_loopback(args.host) and not explicit:
         parser.error(
-            f"refusing to listen on {args.host} with the well-known default keys; "
-            "give --access-key-id and --secret-access-key"
+            f"refusing to listen on {args.host or 'every interface'} with the well-known "
+            "default keys; give --access-key-id and --secret-access-key"
         )
     credentials = (
         Credentials(args.access_key_id, args.secret_access_key, args.session_token)
@@ -247,6 +250,7 @@ def serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 #: gave the value: no option is spelled "standard_limit".
 _OPTION_WORDS: Final = {
     "server.region": ("region", "--region"),
+    "server.container": ("container", "--container"),
     "server.standard_limit": ("standard_limit", "--standard-limit"),
     "server.streaming_limit": ("streaming_limit", "--streaming-limit"),
     "server.upload_time_limit": ("upload_time_limit", "--upload-time-limit"),
@@ -284,6 +288,7 @@ async def _serve(server: object, args: argparse.Namespace) -> None:
     import asyncio
     import signal
 
+    from .._listen import every_interface
     from ..testing import LocalMediaStore
 
     assert isinstance(server, LocalMediaStore)
@@ -302,6 +307,8 @@ async def _serve(server: object, args: argparse.Namespace) -> None:
             args, server_ready=lambda: bool(server.endpoint), registry=args.registry,
             stopping=stop.is_set,
         ):
+            if every_interface(server.host):
+                print(_observe.every_interface_line(server.port, "the server"), flush=True)
             print(f"endpoint: {server.endpoint}", flush=True)
             print(_exports(server), flush=True)
             await stop.wait()

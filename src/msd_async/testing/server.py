@@ -92,6 +92,8 @@ DEFAULT_IDLE_TIME_LIMIT: Final = 60.0
 _HOST_RE: Final = re.compile(
     r"([A-Za-z0-9-]+)\.data\.mediastore\.[a-z0-9-]+\.amazonaws\.com(?::\d+)?", re.ASCII
 )
+#: The control plane's ContainerName: pattern [\w-]+ (ASCII), 1 to 255 characters.
+_CONTAINER_NAME: Final = re.compile(r"[\w-]{1,255}", re.ASCII)
 #: The model's RangePattern, ^bytes=(?:\d+\-\d*|\d*\-\d+)$: stricter than RFC 9110's
 #: grammar (no other case of "bytes", no spaces, no list commas), and what the API takes.
 _RANGE_PATTERN: Final = re.compile(r"bytes=(?:\d+-\d*|\d*-\d+)", re.ASCII)
@@ -384,7 +386,7 @@ def _check_seconds(name: str, value: object, what: str) -> None:
 def _check_options(
     *, port: object, region: object, standard_limit: object, streaming_limit: object,
     upload_time_limit: object, clock_skew: object, faults: object, on_request: object,
-    allow_anonymous: object,
+    allow_anonymous: object, container: object,
 ) -> None:
     """Refuse a LocalMediaStore option that would fail at start or inside a request (a
     500 there, far from the test that set it) with an InvalidParameterError, a
@@ -408,6 +410,14 @@ def _check_options(
         raise InvalidParameterError(
             f"clock_skew must be a finite number of seconds, not {clock_skew!r}",
             rule="server.clock_skew",
+        )
+    if not isinstance(container, str) or _CONTAINER_NAME.fullmatch(container) is None:
+        # "" (or a dot, a non-ASCII letter) made every request with a MediaStore-style Host
+        # a 404 ContainerNotFound: no service endpoint names such a container.
+        raise InvalidParameterError(
+            f"container {container!r} is not a container name: 1 to 255 letters, digits, "
+            "'_' or '-' (the service's rule), such as 'local'",
+            rule="server.container",
         )
     if faults is not None and not isinstance(faults, FaultPlan):
         raise InvalidParameterError(f"faults must be a FaultPlan or None, not {faults!r}",
@@ -458,7 +468,9 @@ class LocalMediaStore:
                                 reading and its connection is closed, releasing the
                                 handler. Default 30; ``None``: no limit
     ``faults``                  a :class:`FaultPlan`; default one that injects nothing
-    ``container``               the container name a MediaStore-style Host must use
+    ``container``               the container name a MediaStore-style Host must use: 1
+                                to 255 letters, digits, ``_`` or ``-`` (the service's
+                                rule); default ``"local"``
     ``fsync``                   directory store: fsync before acknowledging; default ``True``
     ``on_request``              called after each request with ``(operation, status,
                                 seconds)``: the API operation name (``"other"`` for another
@@ -510,7 +522,7 @@ class LocalMediaStore:
             port=port, region=region, standard_limit=standard_limit,
             streaming_limit=streaming_limit, upload_time_limit=upload_time_limit,
             clock_skew=clock_skew, faults=faults, on_request=on_request,
-            allow_anonymous=allow_anonymous,
+            allow_anonymous=allow_anonymous, container=container,
         )
         self.host = host
         self.clock_skew = clock_skew

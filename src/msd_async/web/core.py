@@ -52,6 +52,7 @@ from ..errors import (
 )
 from ..media_types import content_type_for
 from ..results import ObjectInfo
+from ..signing import check_expires_in
 from ..stream import ObjectStream
 from .http import (
     Validators,
@@ -564,7 +565,7 @@ async def open_object(
     origin connection only that long.
 
     Raises :class:`~msd_async.InvalidParameterError` (a :class:`ValueError`) for a method
-    other than GET and HEAD, an ``expires_in`` out of range or a
+    other than GET and HEAD, an ``expires_in`` out of range (even without ``redirect``) or a
     ``write_timeout`` that is neither ``None`` nor a number of seconds above 0. The
     caller must :meth:`Reply.aclose` the reply.
     """
@@ -575,6 +576,9 @@ async def open_object(
             rule="web.method",
         )
     method = method.upper()
+    # Checked with or without redirect: a bad value a call site passes on every request
+    # would otherwise raise only once a configuration switched redirects on.
+    check_expires_in(expires_in)
     headers = {} if headers is None else headers
     if write_timeout is SESSION_WRITE_TIMEOUT:
         write_timeout = client.timeouts.write
