@@ -6,10 +6,12 @@ the ingest layer independent of its internals (and of anything but its public me
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import AsyncIterable
 from typing import Any, Protocol
+
+from ..config import is_seconds
+from ..errors import InvalidParameterError
 
 __all__ = ["PublicationLike", "PublisherLike", "check_seconds"]
 
@@ -22,10 +24,11 @@ def check_seconds(
     unless ``endless``. ``None`` (the default) passes."""
     if value is None:
         return
-    if not (value >= 0 if zero else value > 0) or (not endless and not math.isfinite(value)):
+    if not is_seconds(value, zero=zero, endless=endless):
         bound = "0 s or more" if zero else "above 0 s"
-        raise ValueError(
-            f"{name} must be {bound}{'' if endless else ' and finite'}, not {value!r}"
+        raise InvalidParameterError(
+            f"{name} must be {bound}{'' if endless else ' and finite'}, not {value!r}",
+            rule=f"ingest.{name}",
         )
 
 

@@ -678,7 +678,7 @@ class LocalMediaStore:
         if self._runner is not None:
             raise RuntimeError("server already started")
         grace = self.shutdown_grace
-        if not (is_number(grace) and 0 <= grace < math.inf):
+        if not is_seconds(grace):
             raise InvalidParameterError(
                 f"shutdown_grace must be a finite number of seconds, 0 or more, not {grace!r}",
                 rule="server.shutdown_grace",
