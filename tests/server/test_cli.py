@@ -194,3 +194,22 @@ def test_a_time_limit_out_of_range_is_named_by_its_option(
         main(["serve", *args])
     assert info.value.code == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].endswith(says)
+
+
+def test_a_refused_serve_leaves_the_process_logging_as_it_found_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An option refused once the server is built (here --standard-limit 0) is a usage
+    error; the command had already configured logging by then: the root logger bound to
+    that moment's sys.stderr for good (basicConfig), and the access log at INFO. Run
+    in-process, as these tests do, every later test's server logged into a closed stream
+    ("--- Logging error ---" with a stack for each request, from the server's thread)."""
+    import logging
+
+    root, access = logging.getLogger(), logging.getLogger("msd_async.testing.access")
+    before = (list(root.handlers), list(access.handlers), access.level, access.propagate)
+    with pytest.raises(SystemExit) as info:
+        main(["serve", "--standard-limit", "0"])
+    assert info.value.code == 2
+    assert "--standard-limit" in capsys.readouterr().err
+    assert (list(root.handlers), list(access.handlers), access.level, access.propagate) == before

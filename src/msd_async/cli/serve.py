@@ -192,19 +192,6 @@ def serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             return 2
 
     access = logging.getLogger("msd_async.testing.access")
-    access.propagate = False
-    if _observe.wants_json(args):
-        handler = _observe.json_handler()
-        logging.basicConfig(level=logging.WARNING, handlers=[_observe.json_handler()])
-    else:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-        logging.basicConfig(
-            level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s"
-        )
-    access.addHandler(handler)
-    access.setLevel(logging.WARNING if args.quiet else logging.INFO)
-
     try:
         server = LocalMediaStore(
             host=args.host,
@@ -229,6 +216,21 @@ def serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         )
     except ValueError as exc:
         parser.error(_in_options_words(exc))
+    # Only once every option is taken: a refused command leaves the process's logging as it
+    # found it (main() runs in-process too, and basicConfig binds the root logger to the
+    # sys.stderr of that moment for good).
+    access.propagate = False
+    if _observe.wants_json(args):
+        handler = _observe.json_handler()
+        logging.basicConfig(level=logging.WARNING, handlers=[_observe.json_handler()])
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        logging.basicConfig(
+            level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s"
+        )
+    access.addHandler(handler)
+    access.setLevel(logging.WARNING if args.quiet else logging.INFO)
     try:
         print(f"access key id: {credentials.access_key_id}", flush=True)
         if not explicit:
