@@ -98,8 +98,12 @@ async def test_a_retry_that_never_got_a_connection_is_not_counted(ending: str) -
                     await call
         finally:
             release.set()
-            await asyncio.gather(*holders)
+            held = await asyncio.gather(*holders, return_exceptions=True)
             await session.aclose()
+    # The holder's own GET may still be waiting for its answer when the session closes:
+    # aclose() ends it too, with SessionClosedError (a busy machine was seen doing so).
+    allowed = (SessionClosedError,) if ending == "closed" else ()
+    assert all(h is None or isinstance(h, allowed) for h in held), held
     assert [r.method for r in server.requests] == ["HEAD", "GET"]
     assert info.value.attempts == 1
     if ending == "deadline":
