@@ -162,12 +162,9 @@ def test_a_folder_path_with_a_trailing_slash_is_said_to_be_a_folder(
     assert server.run("stat", "live/seg.ts").returncode == 0  # rm deleted nothing
 
 
-def test_msd_get_never_writes_through_a_link_planted_beside_its_file(
-    tmp_path: Path, server: Server
-) -> None:
-    """It wrote the object through a link planted at .NAME.msdpart, once its temporary name
-    (see tests/transfer/test_planted_links.py); the name is now its own and random, and the
-    planted link is left as it was."""
+def _stored_segment_and_a_victim(tmp_path: Path, server: Server) -> tuple[Path, Path]:
+    """``d/seg.ts`` (b"media") stored; a file a link may point at (b"precious"), and an
+    empty folder to download into."""
     seg = tmp_path / "seg.ts"
     seg.write_bytes(b"media")
     assert server.run("put", str(seg), "d/seg.ts").returncode == 0
@@ -175,6 +172,16 @@ def test_msd_get_never_writes_through_a_link_planted_beside_its_file(
     victim.write_bytes(b"precious")
     out = tmp_path / "out"
     out.mkdir()
+    return victim, out
+
+
+def test_msd_get_never_writes_through_a_link_planted_beside_its_file(
+    tmp_path: Path, server: Server
+) -> None:
+    """It wrote the object through a link planted at .NAME.msdpart, once its temporary name
+    (see tests/transfer/test_planted_links.py); the name is now its own and random, and the
+    planted link is left as it was."""
+    victim, out = _stored_segment_and_a_victim(tmp_path, server)
     os.symlink(victim, out / ".seg.ts.msdpart")
     result = server.run("get", "d/seg.ts", str(out / "seg.ts"))
     assert result.returncode == 0, result.stderr
@@ -189,13 +196,7 @@ def test_msd_get_into_a_link_replaces_a_file_link_and_follows_a_folder_link(
     """docs/cli.md: FILE a link to a regular file is replaced by the download, as rsync and
     aws s3 cp replace it (a link planted at a name in a shared folder never gets the
     object written into its target); FILE a link to a folder is that folder, as for cp."""
-    seg = tmp_path / "seg.ts"
-    seg.write_bytes(b"media")
-    assert server.run("put", str(seg), "d/seg.ts").returncode == 0
-    victim = tmp_path / "victim.txt"
-    victim.write_bytes(b"precious")
-    out = tmp_path / "out"
-    out.mkdir()
+    victim, out = _stored_segment_and_a_victim(tmp_path, server)
     os.symlink(victim, out / "file-link")
     result = server.run("get", "d/seg.ts", str(out / "file-link"))
     assert result.returncode == 0, result.stderr
